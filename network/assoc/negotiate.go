@@ -1,0 +1,198 @@
+package assoc
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/ward-pacs/ward/network/pdu"
+)
+
+// Acceptor is the acceptor's negotiation: it checks the called AE title and
+// the application context, asks Check about the peer, and accepts each
+// presentation context whose abstract syntax Ward supports with the first
+// transfer syntax of Ward's preference that the peer proposed.
+type Acceptor struct {
+	// AETitle is Ward's AE title; an association addressed to any other is
+	// rejected with reason 7 (called AE title not recognized).
+	AETitle string
+	// Check decides on the calling peer once the called AE title is known
+	// to be Ward's. It returns a rejection, or nil to go on.
+	Check func(rq *pdu.AssociateRQ, remote net.Addr) *pdu.AssociateRJ
+	// TransferSyntaxes returns, for an abstract syntax the peer may use,
+	// Ward's acceptable transfer syntaxes in preference order. accepts
+	// reports whether a transfer syntax not in the list (e.g. a compressed
+	// one) is acceptable too; such syntaxes rank after the listed ones, in
+	// the peer's order. ok is false when the abstract syntax is not
+	// supported or not allowed for this peer.
+	TransferSyntaxes func(rq *pdu.AssociateRQ, remote net.Addr, abstract string) (pref []string, accepts func(ts string) bool, ok bool)
+	// SCPRole reports whether the requestor may take the SCP role for an
+	// abstract syntax (C-GET retrieving into the requestor).
+	SCPRole func(abstract string) bool
+	// Identity checks a user identity request; it returns the server
+	// response to send when a positive response was requested, or a
+	// rejection. Nil accepts any identity without response.
+	Identity func(rq *pdu.AssociateRQ, id *pdu.UserIdentity, remote net.Addr) (response []byte, rj *pdu.AssociateRJ)
+
+	MaxPDULength              uint32
+	ImplementationClassUID    string
+	ImplementationVersionName string
+}
+
+func reject(result, source, reason byte) *pdu.AssociateRJ {
+	return &pdu.AssociateRJ{Result: result, Source: source, Reason: reason}
+}
+
+// Negotiate implements Negotiator.
+func (n *Acceptor) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.AssociateAC, *pdu.AssociateRJ) {
+	if rq.ProtocolVersion&1 == 0 {
+		return nil, reject(pdu.RejectPermanent, pdu.RejectSourceACSE, pdu.RejectProtocolVersionUnsupported)
+	}
+	if rq.ApplicationContext != pdu.ApplicationContextName {
+		return nil, reject(pdu.RejectPermanent, pdu.RejectSourceUser, pdu.RejectAppContextUnsupported)
+	}
+	if strings.TrimSpace(rq.CalledAETitle) != n.AETitle {
+		return nil, reject(pdu.RejectPermanent, pdu.RejectSourceUser, pdu.RejectCalledAENotRecognized)
+	}
+	if n.Check != nil {
+		if rj := n.Check(rq, remote); rj != nil {
+			return nil, rj
+		}
+	}
+	ac := &pdu.AssociateAC{
+		ProtocolVersion:    1,
+		CalledAETitle:      rq.CalledAETitle,
+		CallingAETitle:     rq.CallingAETitle,
+		ApplicationContext: pdu.ApplicationContextName,
+		UserInfo: pdu.UserInfo{
+			MaxLength:                 n.MaxPDULength,
+			ImplementationClassUID:    n.ImplementationClassUID,
+			ImplementationVersionName: n.ImplementationVersionName,
+		},
+	}
+	if id := rq.UserInfo.UserIdentity; id != nil && n.Identity != nil {
+		resp, rj := n.Identity(rq, id, remote)
+		if rj != nil {
+			return nil, rj
+		}
+		if id.PositiveResponse && resp != nil {
+			ac.UserInfo.UserIdentityResponse, ac.UserInfo.HasIdentityResponse = resp, true
+		}
+	}
+	roles := map[string]pdu.RoleSelection{}
+	for _, r := range rq.UserInfo.Roles {
+		roles[r.SOPClassUID] = r
+	}
+	seen := map[byte]bool{}
+	for _, pc := range rq.Contexts {
+		res := pdu.PresentationContext{ID: pc.ID, Result: pdu.ResultAbstractSyntaxNotSupported, TransferSyntaxes: []string{""}}
+		if seen[pc.ID] {
+			continue // a duplicate ID is answered once
+		}
+		seen[pc.ID] = true
+		if pref, accepts, ok := n.TransferSyntaxes(rq, remote, pc.AbstractSyntax); ok {
+			if ts := chooseTransferSyntax(pc.TransferSyntaxes, pref, accepts); ts != "" {
+				res.Result, res.TransferSyntaxes = pdu.ResultAcceptance, []string{ts}
+			} else {
+				res.Result = pdu.ResultTransferSyntaxesNotSupported
+			}
+		}
+		ac.Contexts = append(ac.Contexts, res)
+	}
+	for uid, r := range roles {
+		// Answer every role selection: the SCU role stays as proposed, the
+		// SCP role only where Ward allows it (PS3.7 D.3.3.4).
+		scp := r.SCP && n.SCPRole != nil && n.SCPRole(uid)
+		ac.UserInfo.Roles = append(ac.UserInfo.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: r.SCU, SCP: scp})
+	}
+	return ac, nil
+}
+
+func chooseTransferSyntax(proposed, pref []string, accepts func(string) bool) string {
+	for _, p := range pref {
+		for _, ts := range proposed {
+			if ts == p {
+				return ts
+			}
+		}
+	}
+	if accepts != nil {
+		for _, ts := range proposed {
+			if accepts(ts) {
+				return ts
+			}
+		}
+	}
+	return ""
+}
+
+// negotiate runs the acceptor's negotiation and records the outcome.
+func (a *Association) negotiate() (*pdu.AssociateAC, *pdu.AssociateRJ) {
+	ac, rj := a.negotiator.Negotiate(a.rq, a.remote)
+	if rj != nil {
+		return nil, rj
+	}
+	if ac.UserInfo.MaxLength == 0 {
+		ac.UserInfo.MaxLength = a.cfg.MaxPDULength
+	}
+	if ac.UserInfo.ImplementationClassUID == "" {
+		ac.UserInfo.ImplementationClassUID = a.cfg.ImplementationClassUID
+	}
+	if ac.UserInfo.ImplementationVersionName == "" {
+		ac.UserInfo.ImplementationVersionName = a.cfg.ImplementationVersionName
+	}
+	a.setPeerMax(a.rq.UserInfo.MaxLength)
+	a.contexts = buildContexts(a.rq, ac)
+	return ac, nil
+}
+
+// acceptedBy records the acceptor's answer on the requestor side.
+func (a *Association) acceptedBy(ac *pdu.AssociateAC) error {
+	a.ac = ac
+	a.setPeerMax(ac.UserInfo.MaxLength)
+	a.contexts = buildContexts(a.rq, ac)
+	for _, pc := range ac.Contexts {
+		if pc.Result == pdu.ResultAcceptance {
+			if _, ok := a.contexts[pc.ID]; !ok {
+				return fmt.Errorf("%w: accepted presentation context %d was not proposed", ErrProtocol, pc.ID)
+			}
+		}
+	}
+	return nil
+}
+
+func (a *Association) setPeerMax(v uint32) {
+	switch {
+	case v == 0 || v > peerUnlimitedSendBound:
+		a.peerMax = peerUnlimitedSendBound
+	case v < 64:
+		a.peerMax = 64
+	default:
+		a.peerMax = v
+	}
+}
+
+// buildContexts pairs the proposed and the accepted presentation contexts.
+func buildContexts(rq *pdu.AssociateRQ, ac *pdu.AssociateAC) map[byte]*Context {
+	proposed := map[byte]pdu.PresentationContext{}
+	for _, pc := range rq.Contexts {
+		proposed[pc.ID] = pc
+	}
+	roles := map[string]pdu.RoleSelection{}
+	for _, r := range ac.UserInfo.Roles {
+		roles[r.SOPClassUID] = r
+	}
+	out := map[byte]*Context{}
+	for _, pc := range ac.Contexts {
+		p, ok := proposed[pc.ID]
+		if !ok || pc.Result != pdu.ResultAcceptance || len(pc.TransferSyntaxes) == 0 {
+			continue
+		}
+		c := &Context{ID: pc.ID, AbstractSyntax: p.AbstractSyntax, TransferSyntax: pc.TransferSyntaxes[0], RequestorSCU: true}
+		if r, ok := roles[p.AbstractSyntax]; ok {
+			c.RequestorSCU, c.RequestorSCP = r.SCU, r.SCP
+		}
+		out[pc.ID] = c
+	}
+	return out
+}

@@ -1,0 +1,370 @@
+// Package dimse implements DICOM message exchange (PS3.7): command sets in
+// Implicit VR Little Endian, statuses, the fragmentation of messages into
+// P-DATA-TF PDUs and back, the service handler interfaces and the dispatcher
+// that routes requests to them.
+package dimse
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Command fields (PS3.7 E.1).
+const (
+	CStoreRQ  uint16 = 0x0001
+	CStoreRSP uint16 = 0x8001
+	CGetRQ    uint16 = 0x0010
+	CGetRSP   uint16 = 0x8010
+	CFindRQ   uint16 = 0x0020
+	CFindRSP  uint16 = 0x8020
+	CMoveRQ   uint16 = 0x0021
+	CMoveRSP  uint16 = 0x8021
+	CEchoRQ   uint16 = 0x0030
+	CEchoRSP  uint16 = 0x8030
+	CCancelRQ uint16 = 0x0FFF
+)
+
+// CommandName names a command field.
+func CommandName(f uint16) string {
+	switch f {
+	case CStoreRQ:
+		return "C-STORE-RQ"
+	case CStoreRSP:
+		return "C-STORE-RSP"
+	case CGetRQ:
+		return "C-GET-RQ"
+	case CGetRSP:
+		return "C-GET-RSP"
+	case CFindRQ:
+		return "C-FIND-RQ"
+	case CFindRSP:
+		return "C-FIND-RSP"
+	case CMoveRQ:
+		return "C-MOVE-RQ"
+	case CMoveRSP:
+		return "C-MOVE-RSP"
+	case CEchoRQ:
+		return "C-ECHO-RQ"
+	case CEchoRSP:
+		return "C-ECHO-RSP"
+	case CCancelRQ:
+		return "C-CANCEL-RQ"
+	}
+	return fmt.Sprintf("command 0x%04x", f)
+}
+
+// Priorities.
+const (
+	PriorityMedium uint16 = 0x0000
+	PriorityHigh   uint16 = 0x0001
+	PriorityLow    uint16 = 0x0002
+)
+
+// NoDataSet is the Command Data Set Type value meaning no data set follows.
+const NoDataSet uint16 = 0x0101
+
+// Command element tags (group 0000).
+const (
+	tagGroupLength               uint32 = 0x00000000
+	tagAffectedSOPClassUID       uint32 = 0x00000002
+	tagRequestedSOPClassUID      uint32 = 0x00000003
+	tagCommandField              uint32 = 0x00000100
+	tagMessageID                 uint32 = 0x00000110
+	tagMessageIDBeingRespondedTo uint32 = 0x00000120
+	tagMoveDestination           uint32 = 0x00000600
+	tagPriority                  uint32 = 0x00000700
+	tagCommandDataSetType        uint32 = 0x00000800
+	tagStatus                    uint32 = 0x00000900
+	tagOffendingElement          uint32 = 0x00000901
+	tagErrorComment              uint32 = 0x00000902
+	tagErrorID                   uint32 = 0x00000903
+	tagAffectedSOPInstanceUID    uint32 = 0x00001000
+	tagRequestedSOPInstanceUID   uint32 = 0x00001001
+	tagNumberOfRemaining         uint32 = 0x00001020
+	tagNumberOfCompleted         uint32 = 0x00001021
+	tagNumberOfFailed            uint32 = 0x00001022
+	tagNumberOfWarning           uint32 = 0x00001023
+	tagMoveOriginatorAET         uint32 = 0x00001030
+	tagMoveOriginatorMessageID   uint32 = 0x00001031
+)
+
+// MaxCommandLength bounds a command set: real ones are a few hundred bytes.
+const MaxCommandLength = 64 * 1024
+
+// ErrBadCommand: a command set could not be decoded.
+var ErrBadCommand = errors.New("dimse: malformed command set")
+
+// Command is a decoded command set. Fields absent from the wire are zero;
+// Has tells which were present.
+type Command struct {
+	CommandField              uint16
+	MessageID                 uint16
+	MessageIDBeingRespondedTo uint16
+	AffectedSOPClassUID       string
+	RequestedSOPClassUID      string
+	AffectedSOPInstanceUID    string
+	RequestedSOPInstanceUID   string
+	MoveDestination           string
+	Priority                  uint16
+	CommandDataSetType        uint16
+	Status                    uint16
+	OffendingElement          []uint32
+	ErrorComment              string
+	ErrorID                   uint16
+	NumberOfRemaining         uint16
+	NumberOfCompleted         uint16
+	NumberOfFailed            uint16
+	NumberOfWarning           uint16
+	MoveOriginatorAET         string
+	MoveOriginatorMessageID   uint16
+
+	has map[uint32]bool
+}
+
+// Has reports whether a command element was present (decoded) or set.
+func (c *Command) Has(tag uint32) bool { return c.has[tag] }
+
+// HasDataSet reports whether a data set follows the command.
+func (c *Command) HasDataSet() bool { return c.CommandDataSetType != NoDataSet }
+
+// Tags of the optional counters, exported for callers that test Has.
+const (
+	TagNumberOfRemaining = tagNumberOfRemaining
+	TagNumberOfCompleted = tagNumberOfCompleted
+	TagNumberOfFailed    = tagNumberOfFailed
+	TagNumberOfWarning   = tagNumberOfWarning
+	TagErrorComment      = tagErrorComment
+	TagOffendingElement  = tagOffendingElement
+)
+
+// SetCounts sets the sub-operation counters (C-MOVE/C-GET responses).
+func (c *Command) SetCounts(remaining, completed, failed, warning uint16, withRemaining bool) {
+	c.NumberOfRemaining, c.NumberOfCompleted, c.NumberOfFailed, c.NumberOfWarning = remaining, completed, failed, warning
+	if c.has == nil {
+		c.has = map[uint32]bool{}
+	}
+	c.has[tagNumberOfRemaining] = withRemaining
+	c.has[tagNumberOfCompleted], c.has[tagNumberOfFailed], c.has[tagNumberOfWarning] = true, true, true
+}
+
+type cmdElem struct {
+	tag uint32
+	val []byte
+}
+
+func uiValue(s string) []byte {
+	b := []byte(s)
+	if len(b)%2 == 1 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func textValue(s string) []byte {
+	b := []byte(s)
+	if len(b)%2 == 1 {
+		b = append(b, ' ')
+	}
+	return b
+}
+
+func aeValue(s string) []byte {
+	b := []byte(s)
+	for len(b) < 16 {
+		b = append(b, ' ')
+	}
+	return b[:16]
+}
+
+func usValue(v uint16) []byte { return []byte{byte(v), byte(v >> 8)} }
+
+// Encode returns the command set in Implicit VR Little Endian, with the
+// group length first. Which elements are written depends on the command.
+func (c *Command) Encode() []byte {
+	var els []cmdElem
+	add := func(tag uint32, v []byte) { els = append(els, cmdElem{tag, v}) }
+	if c.AffectedSOPClassUID != "" {
+		add(tagAffectedSOPClassUID, uiValue(c.AffectedSOPClassUID))
+	}
+	if c.RequestedSOPClassUID != "" {
+		add(tagRequestedSOPClassUID, uiValue(c.RequestedSOPClassUID))
+	}
+	add(tagCommandField, usValue(c.CommandField))
+	isRSP := c.CommandField&0x8000 != 0
+	if isRSP {
+		add(tagMessageIDBeingRespondedTo, usValue(c.MessageIDBeingRespondedTo))
+	} else {
+		add(tagMessageID, usValue(c.MessageID))
+		if c.CommandField == CCancelRQ {
+			els = els[:len(els)-1]
+			add(tagMessageIDBeingRespondedTo, usValue(c.MessageIDBeingRespondedTo))
+		}
+	}
+	if c.MoveDestination != "" {
+		add(tagMoveDestination, aeValue(c.MoveDestination))
+	}
+	if !isRSP && c.CommandField != CCancelRQ && c.CommandField != CEchoRQ {
+		add(tagPriority, usValue(c.Priority))
+	}
+	dst := c.CommandDataSetType
+	if dst == 0 && !c.Has(tagCommandDataSetType) {
+		dst = NoDataSet
+	}
+	add(tagCommandDataSetType, usValue(dst))
+	if isRSP {
+		add(tagStatus, usValue(c.Status))
+		if len(c.OffendingElement) > 0 {
+			v := make([]byte, 0, 4*len(c.OffendingElement))
+			for _, t := range c.OffendingElement {
+				v = append(v, byte(t>>16), byte(t>>24), byte(t), byte(t>>8))
+			}
+			add(tagOffendingElement, v)
+		}
+		if c.ErrorComment != "" {
+			ec := c.ErrorComment
+			if len(ec) > 64 {
+				ec = ec[:64]
+			}
+			add(tagErrorComment, textValue(ec))
+		}
+		if c.Has(tagErrorID) {
+			add(tagErrorID, usValue(c.ErrorID))
+		}
+	}
+	if c.AffectedSOPInstanceUID != "" {
+		add(tagAffectedSOPInstanceUID, uiValue(c.AffectedSOPInstanceUID))
+	}
+	if c.RequestedSOPInstanceUID != "" {
+		add(tagRequestedSOPInstanceUID, uiValue(c.RequestedSOPInstanceUID))
+	}
+	for _, t := range []uint32{tagNumberOfRemaining, tagNumberOfCompleted, tagNumberOfFailed, tagNumberOfWarning} {
+		if c.Has(t) {
+			add(t, usValue(c.counter(t)))
+		}
+	}
+	if c.MoveOriginatorAET != "" {
+		add(tagMoveOriginatorAET, aeValue(c.MoveOriginatorAET))
+		add(tagMoveOriginatorMessageID, usValue(c.MoveOriginatorMessageID))
+	}
+	sort.Slice(els, func(i, j int) bool { return els[i].tag < els[j].tag })
+	n := 0
+	for _, e := range els {
+		n += 8 + len(e.val)
+	}
+	b := make([]byte, 0, 12+n)
+	b = appendElemHeader(b, tagGroupLength, 4)
+	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	for _, e := range els {
+		b = appendElemHeader(b, e.tag, len(e.val))
+		b = append(b, e.val...)
+	}
+	return b
+}
+
+func (c *Command) counter(t uint32) uint16 {
+	switch t {
+	case tagNumberOfRemaining:
+		return c.NumberOfRemaining
+	case tagNumberOfCompleted:
+		return c.NumberOfCompleted
+	case tagNumberOfFailed:
+		return c.NumberOfFailed
+	}
+	return c.NumberOfWarning
+}
+
+func appendElemHeader(b []byte, tag uint32, n int) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(tag>>16))
+	b = binary.LittleEndian.AppendUint16(b, uint16(tag))
+	return binary.LittleEndian.AppendUint32(b, uint32(n))
+}
+
+// DecodeCommand decodes an Implicit VR Little Endian command set.
+func DecodeCommand(b []byte) (*Command, error) {
+	if len(b) > MaxCommandLength {
+		return nil, fmt.Errorf("%w: %d bytes", ErrBadCommand, len(b))
+	}
+	c := &Command{has: map[uint32]bool{}}
+	for len(b) > 0 {
+		if len(b) < 8 {
+			return nil, fmt.Errorf("%w: truncated element header", ErrBadCommand)
+		}
+		tag := uint32(binary.LittleEndian.Uint16(b))<<16 | uint32(binary.LittleEndian.Uint16(b[2:]))
+		l := binary.LittleEndian.Uint32(b[4:])
+		if uint64(l) > uint64(len(b)-8) {
+			return nil, fmt.Errorf("%w: element %08x declares %d bytes, %d left", ErrBadCommand, tag, l, len(b)-8)
+		}
+		v := b[8 : 8+l]
+		b = b[8+l:]
+		if tag>>16 != 0 {
+			return nil, fmt.Errorf("%w: element (%04x,%04x) outside group 0000", ErrBadCommand, tag>>16, tag&0xffff)
+		}
+		c.has[tag] = true
+		us := func() (uint16, error) {
+			if len(v) != 2 {
+				return 0, fmt.Errorf("%w: element %08x of length %d, want 2", ErrBadCommand, tag, len(v))
+			}
+			return binary.LittleEndian.Uint16(v), nil
+		}
+		var err error
+		switch tag {
+		case tagAffectedSOPClassUID:
+			c.AffectedSOPClassUID = trimUI(v)
+		case tagRequestedSOPClassUID:
+			c.RequestedSOPClassUID = trimUI(v)
+		case tagAffectedSOPInstanceUID:
+			c.AffectedSOPInstanceUID = trimUI(v)
+		case tagRequestedSOPInstanceUID:
+			c.RequestedSOPInstanceUID = trimUI(v)
+		case tagCommandField:
+			c.CommandField, err = us()
+		case tagMessageID:
+			c.MessageID, err = us()
+		case tagMessageIDBeingRespondedTo:
+			c.MessageIDBeingRespondedTo, err = us()
+		case tagMoveDestination:
+			c.MoveDestination = strings.TrimSpace(string(v))
+		case tagPriority:
+			c.Priority, err = us()
+		case tagCommandDataSetType:
+			c.CommandDataSetType, err = us()
+		case tagStatus:
+			c.Status, err = us()
+		case tagOffendingElement:
+			for i := 0; i+4 <= len(v); i += 4 {
+				c.OffendingElement = append(c.OffendingElement, uint32(binary.LittleEndian.Uint16(v[i:]))<<16|uint32(binary.LittleEndian.Uint16(v[i+2:])))
+			}
+		case tagErrorComment:
+			c.ErrorComment = strings.TrimRight(string(v), " \x00")
+		case tagErrorID:
+			c.ErrorID, err = us()
+		case tagNumberOfRemaining:
+			c.NumberOfRemaining, err = us()
+		case tagNumberOfCompleted:
+			c.NumberOfCompleted, err = us()
+		case tagNumberOfFailed:
+			c.NumberOfFailed, err = us()
+		case tagNumberOfWarning:
+			c.NumberOfWarning, err = us()
+		case tagMoveOriginatorAET:
+			c.MoveOriginatorAET = strings.TrimSpace(string(v))
+		case tagMoveOriginatorMessageID:
+			c.MoveOriginatorMessageID, err = us()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !c.has[tagCommandField] {
+		return nil, fmt.Errorf("%w: no command field", ErrBadCommand)
+	}
+	if !c.has[tagCommandDataSetType] {
+		return nil, fmt.Errorf("%w: no command data set type", ErrBadCommand)
+	}
+	return c, nil
+}
+
+func trimUI(v []byte) string { return strings.TrimRight(string(v), "\x00 ") }

@@ -1,0 +1,294 @@
+package dimse
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/pdu"
+)
+
+// ErrProtocol: the peer broke the DIMSE rules of message fragmentation
+// (PS3.7 section 9.3 and PS3.8 Annex E): the association is aborted.
+var ErrProtocol = errors.New("dimse: protocol error")
+
+// Conn reads and writes DIMSE messages over an association. Reads and
+// writes may happen from different goroutines, but only one reader and one
+// writer at a time.
+type Conn struct {
+	A *assoc.Association
+
+	// Read side: the P-DATA-TF being consumed and its position.
+	cur  *pdu.PDataTF
+	free func()
+	idx  int
+	// data is the data set reader of the last message, drained before the
+	// next command is read.
+	data *dataReader
+
+	// Write side: one buffer of the peer's maximum PDU length.
+	wbuf []byte
+}
+
+// NewConn wraps an established association.
+func NewConn(a *assoc.Association) *Conn { return &Conn{A: a} }
+
+// Message is a received DIMSE message. When the command announces a data
+// set, Data streams it; it must be read to EOF (or is drained) before the
+// next message is read.
+type Message struct {
+	ContextID byte
+	Command   *Command
+	Data      io.Reader
+}
+
+// nextPDV returns the next PDV, receiving PDUs as needed.
+func (c *Conn) nextPDV() (pdu.PDV, error) {
+	for c.cur == nil || c.idx >= len(c.cur.Items) {
+		if c.free != nil {
+			c.free()
+			c.free = nil
+		}
+		c.cur = nil
+		p, free, err := c.A.Recv()
+		if err != nil {
+			return pdu.PDV{}, err
+		}
+		c.cur, c.free, c.idx = p, free, 0
+	}
+	v := c.cur.Items[c.idx]
+	c.idx++
+	return v, nil
+}
+
+// Close releases buffers held by the reader.
+func (c *Conn) Close() {
+	if c.free != nil {
+		c.free()
+		c.free = nil
+	}
+	c.cur = nil
+}
+
+// ReadMessage reads the next message's command set; the data set, if any,
+// streams from Message.Data. It returns assoc.ErrReleased when the peer
+// asked to release.
+func (c *Conn) ReadMessage() (*Message, error) {
+	if c.data != nil {
+		if _, err := io.Copy(io.Discard, c.data); err != nil {
+			return nil, err
+		}
+		c.data = nil
+	}
+	var cmd []byte
+	var ctxID byte
+	for {
+		v, err := c.nextPDV()
+		if err != nil {
+			return nil, err
+		}
+		if !v.Command {
+			return nil, c.protocolError("data set fragment where a command was expected")
+		}
+		if ctxID == 0 {
+			ctxID = v.ContextID
+			if _, ok := c.A.Context(ctxID); !ok {
+				return nil, c.protocolError(fmt.Sprintf("command on presentation context %d, which was not accepted", ctxID))
+			}
+		} else if v.ContextID != ctxID {
+			return nil, c.protocolError("command fragments on two presentation contexts")
+		}
+		if len(cmd)+len(v.Data) > MaxCommandLength {
+			return nil, c.protocolError(fmt.Sprintf("command set larger than %d bytes", MaxCommandLength))
+		}
+		cmd = append(cmd, v.Data...)
+		if v.Last {
+			break
+		}
+	}
+	command, err := DecodeCommand(cmd)
+	if err != nil {
+		return nil, c.protocolErr(err)
+	}
+	m := &Message{ContextID: ctxID, Command: command}
+	if command.HasDataSet() {
+		c.data = &dataReader{c: c, ctxID: ctxID}
+		m.Data = c.data
+	}
+	return m, nil
+}
+
+func (c *Conn) protocolError(msg string) error {
+	return c.protocolErr(errors.New(msg))
+}
+
+// protocolErr aborts the association (provider source) and returns the
+// error that caused it.
+func (c *Conn) protocolErr(cause error) error {
+	err := fmt.Errorf("%w: %w", ErrProtocol, cause)
+	c.A.AbortWith(pdu.AbortUnexpectedParam, err)
+	return err
+}
+
+// dataReader streams a data set from P-DATA fragments.
+type dataReader struct {
+	c     *Conn
+	ctxID byte
+	rest  []byte
+	last  bool
+	err   error
+}
+
+// fill loads the next fragment into rest; io.EOF after the last one.
+func (d *dataReader) fill() error {
+	for len(d.rest) == 0 {
+		if d.err != nil {
+			return d.err
+		}
+		if d.last {
+			d.err = io.EOF
+			return io.EOF
+		}
+		v, err := d.c.nextPDV()
+		switch {
+		case errors.Is(err, assoc.ErrReleased):
+			d.err = d.c.protocolError("release requested in the middle of a data set")
+		case err != nil:
+			d.err = err
+		case v.Command:
+			d.err = d.c.protocolError("command fragment in the middle of a data set")
+		case v.ContextID != d.ctxID:
+			d.err = d.c.protocolError(fmt.Sprintf("data set fragment on presentation context %d, command was on %d", v.ContextID, d.ctxID))
+		default:
+			d.rest, d.last = v.Data, v.Last
+		}
+	}
+	return nil
+}
+
+func (d *dataReader) Read(p []byte) (int, error) {
+	if err := d.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, d.rest)
+	d.rest = d.rest[n:]
+	return n, nil
+}
+
+// WriteTo lets io.Copy move fragments without an intermediate buffer.
+func (d *dataReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if err := d.fill(); err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, err
+		}
+		n, err := w.Write(d.rest)
+		total += int64(n)
+		d.rest = d.rest[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// fragment size for one PDV in one PDU: the PDU length counts the PDV
+// header (4-byte length, context ID, control header).
+func (c *Conn) maxFragment() int {
+	return int(c.A.PeerMaxPDULength()) - 6
+}
+
+func (c *Conn) buffer() []byte {
+	n := pdu.PDataHeaderLen + c.maxFragment()
+	if cap(c.wbuf) < n {
+		c.wbuf = make([]byte, 0, n)
+	}
+	return c.wbuf[:0]
+}
+
+// WriteMessage sends a command and, when data is not nil, the data set read
+// from data, fragmented into P-DATA-TF PDUs the peer accepts.
+func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
+	if data == nil {
+		cmd.CommandDataSetType = NoDataSet
+	} else if cmd.CommandDataSetType == NoDataSet || cmd.CommandDataSetType == 0 {
+		cmd.CommandDataSetType = 0x0001
+	}
+	if cmd.has == nil {
+		cmd.has = map[uint32]bool{}
+	}
+	cmd.has[tagCommandDataSetType] = true
+	if err := c.writeFragments(ctxID, true, cmd.Encode()); err != nil {
+		return err
+	}
+	if data == nil {
+		return nil
+	}
+	return c.writeStream(ctxID, data)
+}
+
+// writeFragments sends bytes held in memory.
+func (c *Conn) writeFragments(ctxID byte, command bool, b []byte) error {
+	max := c.maxFragment()
+	for {
+		n := len(b)
+		last := true
+		if n > max {
+			n, last = max, false
+		}
+		buf := pdu.AppendPDataHeader(c.buffer(), ctxID, command, last, n)
+		buf = append(buf, b[:n]...)
+		if err := c.A.Send(buf); err != nil {
+			return err
+		}
+		b = b[n:]
+		if last {
+			return nil
+		}
+	}
+}
+
+// writeStream sends a data set of unknown length. It reads one fragment
+// ahead so that the last fragment is marked as such.
+func (c *Conn) writeStream(ctxID byte, r io.Reader) error {
+	max := c.maxFragment()
+	hdr := pdu.PDataHeaderLen
+	cur := make([]byte, hdr+max)
+	next := c.buffer()[:hdr+max]
+	n, err := io.ReadFull(r, cur[hdr:])
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return c.abortSend(err)
+	}
+	eof := err != nil
+	for {
+		m := 0
+		if !eof {
+			m, err = io.ReadFull(r, next[hdr:])
+			if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+				return c.abortSend(err)
+			}
+			if err != nil {
+				eof = true
+			}
+		}
+		last := eof && m == 0
+		pdu.AppendPDataHeader(cur[:0], ctxID, false, last, n)
+		if err := c.A.Send(cur[:hdr+n]); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+		cur, next, n = next, cur, m
+	}
+}
+
+// abortSend aborts the association when the data set cannot be read
+// mid-message: a DIMSE message cannot be taken back once begun.
+func (c *Conn) abortSend(err error) error {
+	c.A.Abort()
+	return fmt.Errorf("dimse: reading the data set to send: %w", err)
+}

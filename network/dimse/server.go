@@ -1,0 +1,204 @@
+package dimse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/ward-pacs/ward/network/assoc"
+)
+
+// VerificationSOPClass is the C-ECHO SOP class.
+const VerificationSOPClass = "1.2.840.10008.1.1"
+
+// Request is what every handler receives about the request it serves.
+type Request struct {
+	Assoc     *assoc.Association
+	ContextID byte
+	Context   *assoc.Context
+	Command   *Command
+}
+
+// StoreRequest is a C-STORE request. Data streams the data set in the
+// presentation context's transfer syntax; the handler reads it (to EOF on
+// success) and returns nil only once the object is durable.
+type StoreRequest struct {
+	Request
+	SOPClassUID       string
+	SOPInstanceUID    string
+	TransferSyntaxUID string
+	Data              io.Reader
+}
+
+// Echoer serves C-ECHO.
+type Echoer interface {
+	Echo(ctx context.Context, r *Request) error
+}
+
+// Storer serves C-STORE.
+type Storer interface {
+	Store(ctx context.Context, r *StoreRequest) error
+}
+
+// Handlers routes each DIMSE service to its handler. A nil handler means the
+// service is not provided (and its contexts are not accepted).
+type Handlers struct {
+	Echo  Echoer
+	Store Storer
+}
+
+// Dispatcher serves the DIMSE messages of one association: it routes each
+// request by command and SOP class to a handler and turns the handler's
+// error into a status, never a crash.
+type Dispatcher struct {
+	Handlers Handlers
+	Logger   *slog.Logger
+}
+
+// Summary counts what one association did, for its log line.
+type Summary struct {
+	Echo, Store, StoreFailed, Other int
+	Bytes                           int64
+}
+
+// Serve reads requests until the association ends, answers the peer's
+// release and logs one summary line. It returns nil after an orderly
+// release.
+func (d *Dispatcher) Serve(ctx context.Context, a *assoc.Association) error {
+	log := d.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now()
+	c := NewConn(a)
+	defer c.Close()
+	var sum Summary
+	err := d.loop(ctx, c, &sum)
+	_, _, bytesIn, bytesOut := a.StatsSnapshot()
+	attrs := []any{"assoc", a.Name(), "remote", a.RemoteAddr().String(),
+		"duration", time.Since(start).Round(time.Millisecond),
+		"echo", sum.Echo, "store", sum.Store, "store_failed", sum.StoreFailed,
+		"bytes_in", bytesIn, "bytes_out", bytesOut}
+	if err != nil {
+		log.Warn("association ended", append(attrs, "end", err.Error())...)
+		return err
+	}
+	log.Info("association released", attrs...)
+	return nil
+}
+
+func (d *Dispatcher) loop(ctx context.Context, c *Conn, sum *Summary) error {
+	for {
+		m, err := c.ReadMessage()
+		if errors.Is(err, assoc.ErrReleased) {
+			return c.A.AcceptRelease()
+		}
+		if err != nil {
+			return err
+		}
+		pc, _ := c.A.Context(m.ContextID)
+		req := Request{Assoc: c.A, ContextID: m.ContextID, Context: pc, Command: m.Command}
+		var rsp *Command
+		switch m.Command.CommandField {
+		case CEchoRQ:
+			sum.Echo++
+			rsp = d.echo(ctx, &req)
+		case CStoreRQ:
+			sum.Store++
+			rsp = d.store(ctx, &req, m.Data)
+			if CategoryOf(rsp.Status) == CategoryFailure {
+				sum.StoreFailed++
+			}
+		case CCancelRQ:
+			// No operation is in progress on this association to cancel.
+			continue
+		default:
+			sum.Other++
+			if m.Command.CommandField&0x8000 != 0 {
+				return c.protocolError(fmt.Sprintf("unexpected %s", CommandName(m.Command.CommandField)))
+			}
+			rsp = response(m.Command, &StatusError{Status: StatusUnrecognizedOperation, Comment: CommandName(m.Command.CommandField) + " is not supported"})
+		}
+		if m.Data != nil {
+			// Whatever the handler left unread is drained before the
+			// response so the peer is never answered mid-message.
+			if _, err := io.Copy(io.Discard, m.Data); err != nil {
+				return err
+			}
+		}
+		if err := c.WriteMessage(m.ContextID, rsp, nil); err != nil {
+			return err
+		}
+	}
+}
+
+// response builds the response to rq with the status of err.
+func response(rq *Command, se *StatusError) *Command {
+	return &Command{
+		CommandField:              rq.CommandField | 0x8000,
+		MessageIDBeingRespondedTo: rq.MessageID,
+		AffectedSOPClassUID:       rq.AffectedSOPClassUID,
+		AffectedSOPInstanceUID:    rq.AffectedSOPInstanceUID,
+		Status:                    se.Status,
+		ErrorComment:              se.Comment,
+		OffendingElement:          se.Offending,
+	}
+}
+
+// call runs a handler, turning a panic into a processing failure.
+func call(fallback uint16, f func() error) (se *StatusError) {
+	defer func() {
+		if r := recover(); r != nil {
+			se = &StatusError{Status: fallback, Comment: "internal error", Err: fmt.Errorf("panic: %v\n%s", r, debug.Stack())}
+		}
+	}()
+	return AsStatus(f(), fallback)
+}
+
+func (d *Dispatcher) logFailure(req *Request, se *StatusError) {
+	if se.Status == StatusSuccess || d.Logger == nil {
+		return
+	}
+	args := []any{"assoc", req.Assoc.Name(), "command", CommandName(req.Command.CommandField), "status", fmt.Sprintf("0x%04X", se.Status), "comment", se.Comment}
+	if se.Err != nil {
+		args = append(args, "cause", se.Err.Error())
+	}
+	d.Logger.Warn("request failed", args...)
+}
+
+func (d *Dispatcher) echo(ctx context.Context, req *Request) *Command {
+	if req.Context.AbstractSyntax != VerificationSOPClass {
+		return response(req.Command, &StatusError{Status: StatusSOPClassNotSupported, Comment: "C-ECHO on a context that is not Verification"})
+	}
+	if d.Handlers.Echo == nil {
+		return response(req.Command, &StatusError{Status: StatusSuccess})
+	}
+	se := call(StatusProcessingFailure, func() error { return d.Handlers.Echo.Echo(ctx, req) })
+	d.logFailure(req, se)
+	return response(req.Command, se)
+}
+
+func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) *Command {
+	cmd := req.Command
+	fail := func(se *StatusError) *Command {
+		d.logFailure(req, se)
+		return response(cmd, se)
+	}
+	switch {
+	case d.Handlers.Store == nil:
+		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: "storage is not provided"})
+	case data == nil:
+		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"})
+	case cmd.AffectedSOPClassUID != req.Context.AbstractSyntax:
+		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
+	case cmd.AffectedSOPInstanceUID == "":
+		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
+	}
+	sr := &StoreRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: req.Context.TransferSyntax, Data: data}
+	se := call(StatusOutOfResources, func() error { return d.Handlers.Store.Store(ctx, sr) })
+	return fail(se)
+}

@@ -1,0 +1,265 @@
+// Package store defines the storage seams of Ward: an Index that holds the
+// metadata of every stored instance, and Blobs that hold the object bytes.
+//
+// Backends plug in the way drivers plug into database/sql: they call
+// RegisterIndex / RegisterBlobs from an init function and are opened by
+// name. Every backend must pass the conformance suite in store/storetest.
+// Protocol code never imports a backend.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sentinel errors; backends wrap them so that callers test with errors.Is.
+var (
+	// ErrNotFound is returned when an instance or blob does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists is returned by Blobs.Create when the key is already in use.
+	ErrExists = errors.New("store: already exists")
+	// ErrInvalidKey is returned by Blobs for a key the backend cannot hold.
+	ErrInvalidKey = errors.New("store: invalid blob key")
+	// ErrClosed is returned by an Index or Blobs used after Close.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Instance is one stored SOP instance and the attributes Ward indexes at
+// patient, study, series and instance level. Strings are UTF-8 (decoded from
+// the object's Specific Character Set); dates are DICOM DA/TM/DT strings as
+// received (trimmed).
+type Instance struct {
+	// Instance level
+	SOPInstanceUID    string
+	SOPClassUID       string
+	TransferSyntaxUID string // the transfer syntax actually received and stored
+	InstanceNumber    string
+	ContentDate       string
+	ContentTime       string
+	NumberOfFrames    string
+	Rows              int
+	Columns           int
+
+	// Series level
+	SeriesInstanceUID               string
+	Modality                        string
+	SeriesNumber                    string
+	SeriesDescription               string
+	SeriesDate                      string
+	SeriesTime                      string
+	BodyPartExamined                string
+	PerformedProcedureStepStartDate string
+
+	// Study level
+	StudyInstanceUID       string
+	StudyDate              string
+	StudyTime              string
+	AccessionNumber        string
+	StudyID                string
+	StudyDescription       string
+	ReferringPhysicianName string
+
+	// Patient level
+	PatientID         string
+	IssuerOfPatientID string
+	PatientName       string
+	PatientBirthDate  string
+	PatientSex        string
+
+	// Character set handling
+	SpecificCharacterSet string // raw value(s) as received, backslash separated
+	CharsetUnsupported   bool   // a character set Ward cannot decode: strings kept as received, flagged
+
+	// Receipt
+	SourceAET  string
+	SourceAddr string
+	ReceivedAt time.Time
+
+	// Storage
+	BlobKey string
+	Size    int64
+}
+
+// PutResult tells what a Put did.
+type PutResult struct {
+	// Replaced is true when an instance with the same SOP Instance UID existed
+	// and was replaced. OldBlobKey is then the key of the replaced blob; the
+	// index has recorded it for deletion (see Index.PendingBlobDeletes).
+	Replaced   bool
+	OldBlobKey string
+}
+
+// Index holds instance metadata. Implementations are safe for concurrent use.
+type Index interface {
+	// Put inserts or replaces (by SOP Instance UID) one instance, creating or
+	// updating its patient, study and series rows, in one durable
+	// transaction: when Put returns nil the row survives a crash.
+	Put(ctx context.Context, in *Instance) (PutResult, error)
+	// Get returns the instance with that SOP Instance UID or ErrNotFound.
+	Get(ctx context.Context, sopInstanceUID string) (*Instance, error)
+	// Delete removes one instance (and parents left empty), recording its
+	// blob key for deletion.
+	Delete(ctx context.Context, sopInstanceUID string) error
+	// HasBlob reports whether some instance references the blob key.
+	HasBlob(ctx context.Context, key string) (bool, error)
+	// PendingBlobDeletes lists blob keys that were replaced or deleted and
+	// whose blobs may still exist; BlobsDeleted forgets them once the blobs
+	// are gone. Together they make replacement crash-safe without orphans.
+	PendingBlobDeletes(ctx context.Context, limit int) ([]string, error)
+	BlobsDeleted(ctx context.Context, keys []string) error
+	// CountInstances returns the number of stored instances.
+	CountInstances(ctx context.Context) (int64, error)
+	Close() error
+}
+
+// Blobs holds object bytes under string keys.
+//
+// Writing a blob is two-phase so that the index and the blobs agree after any
+// crash: Create + Commit make the bytes durable in a pending state; the caller
+// then commits the index row and calls Publish. Recover, at start-up, asks the
+// index about every blob still pending and publishes or removes it, so no
+// acknowledged object is lost and no unreferenced file stays behind.
+type Blobs interface {
+	// Create starts a new blob under a key that must not exist yet.
+	Create(ctx context.Context, key string) (BlobWriter, error)
+	// Publish finishes a committed blob once the index references it.
+	// Publishing a published blob is a no-op.
+	Publish(ctx context.Context, key string) error
+	// Open returns the blob's bytes (pending or published) or ErrNotFound.
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+	// Delete removes a blob; deleting a missing blob is not an error.
+	Delete(ctx context.Context, key string) error
+	// Recover runs at start-up, before any Create: it removes unfinished
+	// blobs, and publishes or deletes each pending blob as keep says
+	// (normally Index.HasBlob).
+	Recover(ctx context.Context, keep func(key string) (bool, error)) error
+	Close() error
+}
+
+// BlobWriter receives a blob's bytes.
+type BlobWriter interface {
+	io.Writer
+	// Commit makes the bytes durable (fsync of the file and its directory)
+	// in the pending state. After Commit, Open finds the blob.
+	Commit() error
+	// Abort discards the bytes. Calling Abort after Commit is a no-op.
+	Abort() error
+}
+
+// NormalizePN returns the form of a person name (PN) that backends index for
+// case-insensitive matching: Unicode upper case, accents and component
+// separators (^ =) kept. Query code normalises its pattern the same way.
+func NormalizePN(name string) string { return strings.ToUpper(name) }
+
+// Optional capabilities. A backend may implement these in addition to Index
+// or Blobs; callers discover them by type assertion and fall back as
+// documented on each.
+
+// BlobWalker is implemented by Blobs that can enumerate their keys, e.g. for
+// a consistency check that finds blobs no instance references.
+// Fallback: without it such orphans cannot be found (Recover still handles
+// every blob that was left pending by a crash).
+type BlobWalker interface {
+	// WalkBlobs calls fn for every committed blob (pending or published), in
+	// no particular order, until fn returns an error, which it returns.
+	WalkBlobs(ctx context.Context, fn func(key string, published bool) error) error
+}
+
+// Registry of backends, in the manner of database/sql drivers.
+
+// OpenIndexFunc opens an Index from a backend-specific data source name.
+type OpenIndexFunc func(ctx context.Context, dsn string) (Index, error)
+
+// OpenBlobsFunc opens Blobs from a backend-specific data source name.
+type OpenBlobsFunc func(ctx context.Context, dsn string) (Blobs, error)
+
+var (
+	registryMu sync.RWMutex
+	indexes    = map[string]OpenIndexFunc{}
+	blobStores = map[string]OpenBlobsFunc{}
+)
+
+// RegisterIndex makes an Index backend available under name. It is meant to
+// be called from a backend's init function and panics if open is nil or the
+// name is already registered.
+func RegisterIndex(name string, open func(ctx context.Context, dsn string) (Index, error)) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if open == nil {
+		panic("store: RegisterIndex open is nil")
+	}
+	if _, dup := indexes[name]; dup {
+		panic("store: RegisterIndex called twice for " + name)
+	}
+	indexes[name] = open
+}
+
+// RegisterBlobs makes a Blobs backend available under name. It is meant to
+// be called from a backend's init function and panics if open is nil or the
+// name is already registered.
+func RegisterBlobs(name string, open func(ctx context.Context, dsn string) (Blobs, error)) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if open == nil {
+		panic("store: RegisterBlobs open is nil")
+	}
+	if _, dup := blobStores[name]; dup {
+		panic("store: RegisterBlobs called twice for " + name)
+	}
+	blobStores[name] = open
+}
+
+// OpenIndex opens the Index backend registered under name.
+func OpenIndex(ctx context.Context, name, dsn string) (Index, error) {
+	registryMu.RLock()
+	open := indexes[name]
+	registryMu.RUnlock()
+	if open == nil {
+		return nil, fmt.Errorf("store: unknown index backend %q (forgotten import?)", name)
+	}
+	return open(ctx, dsn)
+}
+
+// OpenBlobs opens the Blobs backend registered under name.
+func OpenBlobs(ctx context.Context, name, dsn string) (Blobs, error) {
+	registryMu.RLock()
+	open := blobStores[name]
+	registryMu.RUnlock()
+	if open == nil {
+		return nil, fmt.Errorf("store: unknown blobs backend %q (forgotten import?)", name)
+	}
+	return open(ctx, dsn)
+}
+
+// IndexBackends returns the sorted names of the registered Index backends.
+func IndexBackends() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return slices.Sorted(maps.Keys(indexes))
+}
+
+// BlobsBackends returns the sorted names of the registered Blobs backends.
+func BlobsBackends() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return slices.Sorted(maps.Keys(blobStores))
+}
+
+// Counts are the numbers of rows at each level of an Index.
+type Counts struct {
+	Patients, Studies, Series, Instances int64
+}
+
+// Counter is implemented by an Index that can count its patients, studies
+// and series as well as its instances (statistics, consistency checks).
+// Fallback: Index.CountInstances, with the other levels unknown.
+type Counter interface {
+	Counts(ctx context.Context) (Counts, error)
+}

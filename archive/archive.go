@@ -1,0 +1,311 @@
+// Package archive is the PACS: it implements the DIMSE service handlers on
+// top of the store seams. A C-STORE streams from the association into a blob
+// while the attributes Ward indexes are extracted, and is acknowledged only
+// once the blob is fsynced and the index row committed.
+package archive
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/store"
+)
+
+// DuplicatePolicy says what a C-STORE of a SOP Instance UID already stored
+// does.
+type DuplicatePolicy string
+
+// The policies.
+const (
+	// DuplicateReplace: the newer object replaces the older; one copy is
+	// kept. The default.
+	DuplicateReplace DuplicatePolicy = "replace"
+	// DuplicateKeep: the stored object is kept and the new one is
+	// acknowledged without being stored (status success, as the object is
+	// in the archive).
+	DuplicateKeep DuplicatePolicy = "keep"
+	// DuplicateReject: the new object is refused with status 0x0111.
+	DuplicateReject DuplicatePolicy = "reject"
+)
+
+// Archive implements dimse.Echoer and dimse.Storer.
+type Archive struct {
+	Index  store.Index
+	Blobs  store.Blobs
+	Logger *slog.Logger
+	// OnDuplicate is the re-sent SOP Instance UID policy.
+	OnDuplicate DuplicatePolicy
+	// MaxIndexedValue bounds one indexed attribute's value.
+	MaxIndexedValue int
+}
+
+var (
+	_ dimse.Echoer = (*Archive)(nil)
+	_ dimse.Storer = (*Archive)(nil)
+)
+
+// Open recovers the stores after a crash: unfinished blobs are removed,
+// committed ones published or deleted as the index says, and replaced
+// blobs still pending deletion are deleted.
+func (ar *Archive) Open(ctx context.Context) error {
+	if ar.Logger == nil {
+		ar.Logger = slog.New(slog.DiscardHandler)
+	}
+	if ar.OnDuplicate == "" {
+		ar.OnDuplicate = DuplicateReplace
+	}
+	if ar.MaxIndexedValue == 0 {
+		ar.MaxIndexedValue = 64 * 1024
+	}
+	if err := ar.Blobs.Recover(ctx, func(key string) (bool, error) { return ar.Index.HasBlob(ctx, key) }); err != nil {
+		return fmt.Errorf("recovering blobs: %w", err)
+	}
+	for {
+		keys, err := ar.Index.PendingBlobDeletes(ctx, 1000)
+		if err != nil {
+			return fmt.Errorf("listing replaced blobs: %w", err)
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := ar.deleteBlobs(ctx, keys); err != nil {
+			return err
+		}
+	}
+}
+
+func (ar *Archive) deleteBlobs(ctx context.Context, keys []string) error {
+	for _, k := range keys {
+		if err := ar.Blobs.Delete(ctx, k); err != nil {
+			return fmt.Errorf("deleting replaced blob: %w", err)
+		}
+	}
+	return ar.Index.BlobsDeleted(ctx, keys)
+}
+
+// Echo answers C-ECHO.
+func (ar *Archive) Echo(ctx context.Context, r *dimse.Request) error { return nil }
+
+// indexed lists the top-level attributes the index holds.
+var indexed = map[dicom.Tag]bool{
+	dicom.SpecificCharacterSet: true, dicom.SOPClassUID: true, dicom.SOPInstanceUID: true,
+	dicom.StudyInstanceUID: true, dicom.SeriesInstanceUID: true,
+	dicom.PatientID: true, dicom.IssuerOfPatientID: true, dicom.PatientName: true, dicom.PatientBirthDate: true, dicom.PatientSex: true,
+	dicom.StudyDate: true, dicom.StudyTime: true, dicom.AccessionNumber: true, dicom.StudyID: true, dicom.StudyDescription: true, dicom.ReferringPhysicianName: true,
+	dicom.Modality: true, dicom.SeriesNumber: true, dicom.SeriesDescription: true, dicom.SeriesDate: true, dicom.SeriesTime: true, dicom.BodyPartExamined: true, dicom.PerformedProcedureStepStartDate: true,
+	dicom.InstanceNumber: true, dicom.ContentDate: true, dicom.ContentTime: true, dicom.NumberOfFrames: true, dicom.Rows: true, dicom.Columns: true,
+}
+
+func wanted(t dicom.Tag) bool { return indexed[t] }
+
+// blobKey names a new blob: a digest of the SOP Instance UID (so that
+// copies of one instance sort together) and a random suffix (so that a
+// replacement never overwrites the copy it replaces before the index says
+// so).
+func blobKey(sopInstanceUID string) string {
+	sum := sha256.Sum256([]byte(sopInstanceUID))
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	return hex.EncodeToString(sum[:12]) + "-" + hex.EncodeToString(rnd[:])
+}
+
+// countingWriter counts bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Store stores one object: Part 10 header, then the data set exactly as
+// received, teed to the blob while Scan extracts the indexed attributes.
+func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error) {
+	ts := dicom.LookupTransferSyntax(r.TransferSyntaxUID)
+	if ts == nil {
+		return dimse.Errorf(dimse.StatusCannotUnderstand, "unknown transfer syntax %q", r.TransferSyntaxUID)
+	}
+	if ar.OnDuplicate != DuplicateReplace {
+		if _, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
+			if ar.OnDuplicate == DuplicateReject {
+				return &dimse.StatusError{Status: dimse.StatusDuplicateSOPInstance, Comment: "SOP instance already stored"}
+			}
+			_, err := io.Copy(io.Discard, r.Data)
+			return err
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return resourceError("reading the index", err)
+		}
+	}
+	key := blobKey(r.SOPInstanceUID)
+	bw, err := ar.Blobs.Create(ctx, key)
+	if err != nil {
+		return resourceError("creating the object file", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = bw.Abort()
+		}
+	}()
+	cw := &countingWriter{w: bw}
+	buf := bufio.NewWriterSize(cw, 256*1024)
+	meta := &dicom.FileMeta{
+		MediaStorageSOPClassUID:      r.SOPClassUID,
+		MediaStorageSOPInstanceUID:   r.SOPInstanceUID,
+		TransferSyntaxUID:            r.TransferSyntaxUID,
+		ImplementationClassUID:       dicom.ImplementationClassUID,
+		ImplementationVersionName:    dicom.ImplementationVersionName,
+		SourceApplicationEntityTitle: r.Assoc.CallingAETitle(),
+	}
+	if err := dicom.WriteFileHeader(buf, meta); err != nil {
+		return resourceError("writing the file header", err)
+	}
+	tee := &teeReader{r: r.Data, w: buf}
+	attrs, err := dicom.Scan(tee, ts, wanted, ar.MaxIndexedValue)
+	if tee.werr != nil {
+		return resourceError("writing the object", tee.werr)
+	}
+	if err != nil {
+		return dimse.Errorf(dimse.StatusCannotUnderstand, "cannot parse the data set: %w", err)
+	}
+	if err := buf.Flush(); err != nil {
+		return resourceError("writing the object", err)
+	}
+	in, err := instanceFrom(attrs, r)
+	if err != nil {
+		return err
+	}
+	in.BlobKey, in.Size = key, cw.n
+	if err := bw.Commit(); err != nil {
+		return resourceError("syncing the object to disk", err)
+	}
+	committed = true
+	res, err := ar.Index.Put(ctx, in)
+	if err != nil {
+		// The blob stays pending; Recover removes it since no row names it.
+		_ = ar.Blobs.Delete(ctx, key)
+		return resourceError("committing the index", err)
+	}
+	if err := ar.Blobs.Publish(ctx, key); err != nil {
+		// Durable and indexed: Open finds pending blobs, Recover publishes.
+		ar.Logger.Warn("publishing a stored object failed; it stays readable and is published at next start", "err", err)
+	}
+	if res.Replaced && res.OldBlobKey != "" {
+		if err := ar.deleteBlobs(ctx, []string{res.OldBlobKey}); err != nil {
+			ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
+		}
+	}
+	return nil
+}
+
+// teeReader is io.TeeReader that keeps the write error apart, so that a
+// full disk is told from a malformed data set.
+type teeReader struct {
+	r    io.Reader
+	w    io.Writer
+	werr error
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 && t.werr == nil {
+		if _, werr := t.w.Write(p[:n]); werr != nil {
+			t.werr = werr
+			return n, werr
+		}
+	}
+	return n, err
+}
+
+// resourceError maps a storage failure to A700 (refused: out of resources)
+// with a comment that says what failed; no patient data is in it.
+func resourceError(what string, err error) error {
+	comment := what + " failed"
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		comment = what + " failed: no space left on device"
+	case errors.Is(err, syscall.EDQUOT):
+		comment = what + " failed: disk quota exceeded"
+	case errors.Is(err, fs.ErrPermission):
+		comment = what + " failed: permission denied"
+	case errors.Is(err, syscall.EIO):
+		comment = what + " failed: I/O error"
+	}
+	return &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: comment, Err: err}
+}
+
+// instanceFrom builds the index row and checks the data set agrees with
+// the command.
+func instanceFrom(a *dicom.Attrs, r *dimse.StoreRequest) (*store.Instance, error) {
+	s := a.String
+	if uid := s(dicom.SOPInstanceUID); uid != r.SOPInstanceUID {
+		return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "SOP Instance UID in the data set differs from the C-STORE request", Offending: []uint32{uint32(dicom.SOPInstanceUID)}}
+	}
+	if cls := s(dicom.SOPClassUID); cls != r.SOPClassUID {
+		return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "SOP Class UID in the data set differs from the C-STORE request", Offending: []uint32{uint32(dicom.SOPClassUID)}}
+	}
+	for _, t := range []dicom.Tag{dicom.StudyInstanceUID, dicom.SeriesInstanceUID} {
+		if s(t) == "" {
+			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "the data set has no " + dicom.Keyword(t), Offending: []uint32{uint32(t)}}
+		}
+	}
+	in := &store.Instance{
+		SOPInstanceUID:                  r.SOPInstanceUID,
+		SOPClassUID:                     r.SOPClassUID,
+		TransferSyntaxUID:               r.TransferSyntaxUID,
+		InstanceNumber:                  s(dicom.InstanceNumber),
+		ContentDate:                     s(dicom.ContentDate),
+		ContentTime:                     s(dicom.ContentTime),
+		NumberOfFrames:                  s(dicom.NumberOfFrames),
+		SeriesInstanceUID:               s(dicom.SeriesInstanceUID),
+		Modality:                        s(dicom.Modality),
+		SeriesNumber:                    s(dicom.SeriesNumber),
+		SeriesDescription:               s(dicom.SeriesDescription),
+		SeriesDate:                      s(dicom.SeriesDate),
+		SeriesTime:                      s(dicom.SeriesTime),
+		BodyPartExamined:                s(dicom.BodyPartExamined),
+		PerformedProcedureStepStartDate: s(dicom.PerformedProcedureStepStartDate),
+		StudyInstanceUID:                s(dicom.StudyInstanceUID),
+		StudyDate:                       s(dicom.StudyDate),
+		StudyTime:                       s(dicom.StudyTime),
+		AccessionNumber:                 s(dicom.AccessionNumber),
+		StudyID:                         s(dicom.StudyID),
+		StudyDescription:                s(dicom.StudyDescription),
+		ReferringPhysicianName:          s(dicom.ReferringPhysicianName),
+		PatientID:                       s(dicom.PatientID),
+		IssuerOfPatientID:               s(dicom.IssuerOfPatientID),
+		PatientName:                     s(dicom.PatientName),
+		PatientBirthDate:                s(dicom.PatientBirthDate),
+		PatientSex:                      s(dicom.PatientSex),
+		SpecificCharacterSet:            strings.Join(a.Charset(), `\`),
+		CharsetUnsupported:              a.CharsetUnsupported(),
+		SourceAET:                       r.Assoc.CallingAETitle(),
+		SourceAddr:                      r.Assoc.RemoteAddr().String(),
+		ReceivedAt:                      time.Now().UTC(),
+	}
+	if v, ok := a.Int(dicom.Rows); ok {
+		in.Rows = v
+	}
+	if v, ok := a.Int(dicom.Columns); ok {
+		in.Columns = v
+	}
+	_ = strconv.Itoa
+	return in, nil
+}

@@ -1,0 +1,296 @@
+package dicom
+
+import (
+	"bufio"
+	"compress/flate"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// maxKept bounds the number of attributes Scan retains.
+const maxKept = 4096
+
+// maxCharsetLen bounds Specific Character Set, which Scan always keeps.
+const maxCharsetLen = 1024
+
+// Attrs holds the top-level attributes Scan was asked to keep, with their
+// raw value bytes in the data set's byte order.
+type Attrs struct {
+	ts      *TransferSyntax
+	entries []attr // ascending by tag
+	charset []string
+	csOK    bool
+	csDone  bool
+}
+
+type attr struct {
+	tag   Tag
+	vr    vr // 0 when the data set is implicit VR
+	value []byte
+}
+
+func (a *Attrs) find(t Tag) *attr {
+	i := sort.Search(len(a.entries), func(i int) bool { return a.entries[i].tag >= t })
+	if i < len(a.entries) && a.entries[i].tag == t {
+		return &a.entries[i]
+	}
+	return nil
+}
+
+// Raw returns the raw value of t as received (including padding).
+func (a *Attrs) Raw(t Tag) ([]byte, bool) {
+	if a == nil {
+		return nil, false
+	}
+	e := a.find(t)
+	if e == nil {
+		return nil, false
+	}
+	return e.value, true
+}
+
+// VR returns the VR of t: the explicit VR from the stream, or the
+// dictionary VR for implicit data sets.
+func (a *Attrs) VR(t Tag) string {
+	if a == nil {
+		return ""
+	}
+	if e := a.find(t); e != nil && e.vr != 0 {
+		return e.vr.String()
+	}
+	return VROf(t)
+}
+
+// Tags returns the tags kept, ascending.
+func (a *Attrs) Tags() []Tag {
+	if a == nil {
+		return nil
+	}
+	ts := make([]Tag, len(a.entries))
+	for i, e := range a.entries {
+		ts[i] = e.tag
+	}
+	return ts
+}
+
+// TransferSyntax returns the syntax the attributes were read in.
+func (a *Attrs) TransferSyntax() *TransferSyntax { return a.ts }
+
+func (a *Attrs) ensureCharset() {
+	if a.csDone {
+		return
+	}
+	a.csDone = true
+	a.csOK = true
+	if raw, ok := a.Raw(SpecificCharacterSet); ok {
+		a.charset = splitCharset(raw)
+		a.csOK = CharsetSupported(a.charset)
+	}
+}
+
+// CharsetUnsupported reports whether the data set's Specific Character Set
+// names a repertoire Ward cannot decode; String then returns the bytes
+// as Latin-1.
+func (a *Attrs) CharsetUnsupported() bool {
+	if a == nil {
+		return false
+	}
+	a.ensureCharset()
+	return !a.csOK
+}
+
+// Charset returns the Specific Character Set values.
+func (a *Attrs) Charset() []string {
+	if a == nil {
+		return nil
+	}
+	a.ensureCharset()
+	return a.charset
+}
+
+// String returns the value of t decoded to UTF-8 with the data set's
+// Specific Character Set, leading/trailing padding trimmed per value,
+// multiple values joined by '\'. Binary VRs (US, UL, SS, SL, FL, FD) are
+// formatted as decimal text. Missing attributes yield "".
+func (a *Attrs) String(t Tag) string {
+	if a == nil {
+		return ""
+	}
+	e := a.find(t)
+	if e == nil {
+		return ""
+	}
+	v := effectiveVR(e.vr.String(), t)
+	a.ensureCharset()
+	return valueString(a.charset, v, e.value, a.ts != nil && a.ts.BigEndian)
+}
+
+// Int returns the first value of t as an integer for US, SS, UL, SL, IS
+// (and other numeric strings holding an integer).
+func (a *Attrs) Int(t Tag) (int, bool) {
+	if a == nil {
+		return 0, false
+	}
+	e := a.find(t)
+	if e == nil {
+		return 0, false
+	}
+	v := effectiveVR(e.vr.String(), t)
+	return valueInt(v, e.value, a.ts != nil && a.ts.BigEndian)
+}
+
+func valueInt(v string, raw []byte, big bool) (int, bool) {
+	c := coding{big: big}
+	switch v {
+	case "US":
+		if len(raw) < 2 {
+			return 0, false
+		}
+		return int(c.u16(raw)), true
+	case "SS":
+		if len(raw) < 2 {
+			return 0, false
+		}
+		return int(int16(c.u16(raw))), true
+	case "UL":
+		if len(raw) < 4 {
+			return 0, false
+		}
+		return int(c.u32(raw)), true
+	case "SL":
+		if len(raw) < 4 {
+			return 0, false
+		}
+		return int(int32(c.u32(raw))), true
+	}
+	s := string(raw)
+	if i := strings.IndexByte(s, '\\'); i >= 0 {
+		s = s[:i]
+	}
+	s = strings.Trim(s, " \x00")
+	n, err := strconv.Atoi(strings.TrimPrefix(s, "+"))
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || f != float64(int(f)) {
+			return 0, false
+		}
+		return int(f), true
+	}
+	return n, true
+}
+
+// Scan reads the whole data set encoded in ts from r, keeping the values of
+// the top-level attributes for which want returns true (want may be nil for
+// none; Specific Character Set is always kept). Every other value is
+// skipped without being buffered, whatever its size. A kept value longer
+// than maxValue bytes is an error wrapping ErrTooLarge; wanted elements of
+// undefined length (encapsulated pixel data) and sequences are skipped
+// (validated), not kept.
+//
+// Scan consumes r to EOF (for deflated syntaxes it inflates internally and
+// then drains r), so a caller teeing r sees exactly the data set bytes.
+// Structure is validated strictly: tags must ascend, items and delimiters
+// must be well formed, nesting is bounded by MaxDepth. Truncated input yields
+// an error wrapping both ErrMalformed and io.ErrUnexpectedEOF.
+func Scan(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int) (*Attrs, error) {
+	if ts == nil {
+		return nil, ErrNoTransferSyntax
+	}
+	if maxValue < 0 {
+		maxValue = 0
+	}
+	src, finish, release := openStream(r, ts)
+	defer release()
+	d := &decoder{r: src}
+	c := codingOf(ts)
+	a := &Attrs{ts: ts}
+	var h header
+	var last Tag
+	first := true
+	for {
+		err := d.readHeader(c, &h)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := d.checkOrder(&h, &last, &first); err != nil {
+			return nil, err
+		}
+		keep := h.length != undefinedLength && (h.tag == SpecificCharacterSet || (want != nil && want(h.tag))) && !isSequence(c, &h)
+		if !keep {
+			if err := d.skipElement(c, &h, 0); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		limit := maxValue
+		if h.tag == SpecificCharacterSet && limit < maxCharsetLen {
+			limit = maxCharsetLen
+		}
+		if int64(h.length) > int64(limit) {
+			return nil, fmt.Errorf("%w: %v has %d bytes, limit %d", ErrTooLarge, h.tag, h.length, limit)
+		}
+		if len(a.entries) >= maxKept {
+			return nil, fmt.Errorf("%w: more than %d attributes kept", ErrTooLarge, maxKept)
+		}
+		v, err := d.readValue(h.length, h.tag)
+		if err != nil {
+			return nil, err
+		}
+		a.entries = append(a.entries, attr{tag: h.tag, vr: h.vr, value: v})
+	}
+	if err := finish(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// openStream prepares a buffered reader over the data set bytes of r,
+// inflating when ts is deflated. finish drains what follows the deflate
+// stream so that r is read to EOF.
+func openStream(r io.Reader, ts *TransferSyntax) (src *bufio.Reader, finish func() error, release func()) {
+	if !ts.Deflated {
+		br, rel := bufferedReader(r)
+		return br, func() error { return nil }, rel
+	}
+	raw, rel1 := bufferedReader(r)
+	fr := flate.NewReader(raw)
+	br, rel2 := bufferedReader(fr)
+	finish = func() error {
+		if _, err := io.Copy(io.Discard, raw); err != nil {
+			return err
+		}
+		return nil
+	}
+	release = func() { rel2(); fr.Close(); rel1() }
+	return br, finish, release
+}
+
+// inflateErr converts flate errors into package errors.
+func inflateErr(err error) error {
+	var ce flate.CorruptInputError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w: deflate stream: %w", ErrMalformed, err)
+	}
+	return err
+}
+
+// effectiveVR resolves the VR used to interpret a value: the dictionary VR
+// for implicit data sets and for UN elements of known tags.
+func effectiveVR(v string, t Tag) string {
+	if v == "" || v == "UN" {
+		if d := VROf(t); d != "UN" && d != "SQ" && d != "" {
+			return d
+		}
+		if v == "" {
+			return "UN"
+		}
+	}
+	return v
+}

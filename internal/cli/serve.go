@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/server"
+)
+
+// loadConfig reads --config (or DATA/ward.toml when it exists) and applies
+// --data over it.
+func loadConfig(configPath, dataDir string) (*config.Config, error) {
+	if configPath != "" {
+		c, err := config.Load(configPath, false)
+		if err != nil {
+			return nil, err
+		}
+		if dataDir != "" {
+			c.DataDir = dataDir
+		}
+		return c, nil
+	}
+	dir := dataDir
+	if dir == "" {
+		dir = config.DefaultDataDir
+	}
+	c, err := config.Load(filepath.Join(dir, config.ConfigFileName), true)
+	if err != nil {
+		return nil, err
+	}
+	c.DataDir = dir
+	return c, nil
+}
+
+func runServe(e *env, args []string) error {
+	fs := newFlagSet(e, "serve", "[flags]")
+	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
+	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
+	listen := fs.String("dicom-listen", "", "DIMSE listener HOST:PORT (default "+config.DefaultDICOMListen+"; loopback only)")
+	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
+	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "", "log format: text or json")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	c, err := loadConfig(*configPath, *dataDir)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		c.DICOM.Listen = *listen
+	}
+	if *aet != "" {
+		c.AETitle = *aet
+	}
+	if *logLevel != "" {
+		c.Log.Level = *logLevel
+	}
+	if *logFormat != "" {
+		c.Log.Format = *logFormat
+	}
+	log, err := newLogger(e.stderr, c.Log.Level, c.Log.Format)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s := &server.Server{Config: c, Logger: log}
+	if err := s.Open(ctx); err != nil {
+		return fmt.Errorf("not starting: %w", err)
+	}
+	return s.Serve(ctx)
+}

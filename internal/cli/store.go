@@ -1,0 +1,388 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/pdu"
+)
+
+// maxContexts is how many presentation contexts one association proposes
+// (IDs are the odd numbers 1..255).
+const maxContexts = 128
+
+// mediaStorageDirectory is the DICOMDIR SOP class, never sent.
+const mediaStorageDirectory = "1.2.840.10008.1.3.10"
+
+type storeFile struct {
+	path     string
+	size     int64
+	sopClass string
+	sopInst  string
+	ts       string
+}
+
+type storeResult struct {
+	file    *storeFile
+	status  uint16
+	comment string
+	err     error
+}
+
+func (r *storeResult) failed() bool {
+	return r.err != nil || dimse.CategoryOf(r.status) == dimse.CategoryFailure
+}
+
+func (r *storeResult) reason() string {
+	if r.err != nil {
+		return r.err.Error()
+	}
+	s := fmt.Sprintf("status 0x%04X (%s)", r.status, dimse.StatusName(r.status))
+	if r.comment != "" {
+		s += ": " + r.comment
+	}
+	return s
+}
+
+func runStore(e *env, args []string) error {
+	fs := newFlagSet(e, "store", "[--aec TITLE] [--aet TITLE] [--parallel N] HOST:PORT PATH...")
+	pf := addPeerFlags(fs)
+	parallel := fs.Int("parallel", 1, "number of associations in parallel")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 2 || *parallel < 1 {
+		fs.Usage()
+		return errUsage
+	}
+	addr, paths := pos[0], pos[1:]
+	files, skipped, err := collectFiles(paths)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, f := range files {
+		total += f.size
+	}
+	var bar *progressbar.ProgressBar
+	if !*quiet {
+		if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			bar = progressbar.NewOptions64(total,
+				progressbar.OptionSetWriter(e.stderr),
+				progressbar.OptionSetDescription(fmt.Sprintf("storing %d objects", len(files))),
+				progressbar.OptionShowBytes(true),
+				progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true),
+				progressbar.OptionSetElapsedTime(true),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionFullWidth(),
+				progressbar.OptionClearOnFinish())
+		}
+	}
+	start := time.Now()
+	results := sendAll(context.Background(), addr, pf, files, *parallel, bar)
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	elapsed := time.Since(start)
+	return e.storeSummary(results, skipped, total, elapsed)
+}
+
+func (e *env) storeSummary(results []*storeResult, skipped []string, total int64, elapsed time.Duration) error {
+	var sent, failed, warned int
+	reasons := map[string][]string{}
+	for _, r := range results {
+		switch {
+		case r.failed():
+			failed++
+			reasons[r.reason()] = append(reasons[r.reason()], r.file.path)
+		case r.status != dimse.StatusSuccess:
+			warned++
+			sent++
+		default:
+			sent++
+		}
+	}
+	secs := elapsed.Seconds()
+	if secs == 0 {
+		secs = 1e-9
+	}
+	fmt.Fprintf(e.stdout, "sent %d of %d objects (%.1f MB) in %s: %.0f objects/s, %.1f MB/s; %d failed",
+		sent, len(results), float64(total)/1e6, elapsed.Round(time.Millisecond), float64(sent)/secs, float64(total)/1e6/secs, failed)
+	if warned > 0 {
+		fmt.Fprintf(e.stdout, ", %d with warnings", warned)
+	}
+	if len(skipped) > 0 {
+		fmt.Fprintf(e.stdout, ", %d files skipped (not DICOM objects)", len(skipped))
+	}
+	fmt.Fprintln(e.stdout)
+	keys := make([]string, 0, len(reasons))
+	for k := range reasons {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		paths := reasons[k]
+		fmt.Fprintf(e.stdout, "  failed (%d): %s\n", len(paths), k)
+		for i, p := range paths {
+			if i == 5 {
+				fmt.Fprintf(e.stdout, "    … and %d more\n", len(paths)-5)
+				break
+			}
+			fmt.Fprintf(e.stdout, "    %s\n", p)
+		}
+	}
+	if failed > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d objects failed", failed, len(results))}
+	}
+	return nil
+}
+
+// collectFiles walks the paths and reads each file's meta information.
+// Files that are not DICOM objects (or are DICOMDIRs) are skipped.
+func collectFiles(paths []string) ([]*storeFile, []string, error) {
+	var files []*storeFile
+	var skipped []string
+	add := func(p string, size int64) {
+		meta, rc, err := dicom.OpenFile(p)
+		if err != nil {
+			skipped = append(skipped, p)
+			return
+		}
+		rc.Close()
+		if meta.MediaStorageSOPClassUID == "" || meta.MediaStorageSOPInstanceUID == "" || meta.MediaStorageSOPClassUID == mediaStorageDirectory || meta.TransferSyntaxUID == "" {
+			skipped = append(skipped, p)
+			return
+		}
+		files = append(files, &storeFile{path: p, size: size, sopClass: meta.MediaStorageSOPClassUID, sopInst: meta.MediaStorageSOPInstanceUID, ts: meta.TransferSyntaxUID})
+	}
+	for _, root := range paths {
+		st, err := os.Stat(root)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !st.IsDir() {
+			add(root, st.Size())
+			continue
+		}
+		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.Type().IsRegular() {
+				info, err := d.Info()
+				if err != nil {
+					return err
+				}
+				add(p, info.Size())
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(files) == 0 {
+		return nil, skipped, errors.New("no DICOM files found")
+	}
+	return files, skipped, nil
+}
+
+// sendAll splits the files into n contiguous groups of about equal bytes
+// and sends each over its own associations.
+func sendAll(ctx context.Context, addr string, pf peerFlags, files []*storeFile, n int, bar *progressbar.ProgressBar) []*storeResult {
+	if n > len(files) {
+		n = len(files)
+	}
+	var total int64
+	for _, f := range files {
+		total += f.size
+	}
+	groups := make([][]*storeFile, 0, n)
+	var acc int64
+	startIdx := 0
+	for i, f := range files {
+		acc += f.size
+		if len(groups) < n-1 && acc >= total*int64(len(groups)+1)/int64(n) {
+			groups = append(groups, files[startIdx:i+1])
+			startIdx = i + 1
+		}
+	}
+	groups = append(groups, files[startIdx:])
+	out := make([][]*storeResult, len(groups))
+	var wg sync.WaitGroup
+	var barMu sync.Mutex
+	progress := func(bytes int64) {
+		if bar != nil {
+			barMu.Lock()
+			_ = bar.Add64(bytes)
+			barMu.Unlock()
+		}
+	}
+	for i, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = sendGroup(ctx, addr, pf, g, progress)
+		}()
+	}
+	wg.Wait()
+	var all []*storeResult
+	for _, r := range out {
+		all = append(all, r...)
+	}
+	return all
+}
+
+// contextKey groups files that share a presentation context.
+type contextKey struct{ sopClass, ts string }
+
+func isNative(ts string) bool {
+	t := dicom.LookupTransferSyntax(ts)
+	return t != nil && dicom.IsUncompressed(t)
+}
+
+// sendGroup sends files in batches that fit in one association's contexts.
+func sendGroup(ctx context.Context, addr string, pf peerFlags, files []*storeFile, progress func(int64)) []*storeResult {
+	var results []*storeResult
+	for len(files) > 0 {
+		// Each distinct (class, syntax) needs a context, and each class with a
+		// native syntax one more for conversion.
+		keys := map[contextKey]bool{}
+		classes := map[string]bool{}
+		n := 0
+		for n < len(files) {
+			f := files[n]
+			need := 0
+			if !keys[contextKey{f.sopClass, f.ts}] {
+				need++
+			}
+			if isNative(f.ts) && !classes[f.sopClass] {
+				need++
+			}
+			if len(keys)+len(classes)+need > maxContexts {
+				break
+			}
+			keys[contextKey{f.sopClass, f.ts}] = true
+			if isNative(f.ts) {
+				classes[f.sopClass] = true
+			}
+			n++
+		}
+		results = append(results, sendBatch(ctx, addr, pf, files[:n], keys, classes, progress)...)
+		files = files[n:]
+	}
+	return results
+}
+
+func sendBatch(ctx context.Context, addr string, pf peerFlags, files []*storeFile, keys map[contextKey]bool, classes map[string]bool, progress func(int64)) []*storeResult {
+	var pcs []pdu.PresentationContext
+	id := byte(1)
+	sorted := make([]contextKey, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Slice(sorted, func(i, j int) bool {
+		return sorted[i].sopClass+sorted[i].ts < sorted[j].sopClass+sorted[j].ts
+	})
+	for _, k := range sorted {
+		pcs = append(pcs, pdu.PresentationContext{ID: id, AbstractSyntax: k.sopClass, TransferSyntaxes: []string{k.ts}})
+		id += 2
+	}
+	classList := make([]string, 0, len(classes))
+	for c := range classes {
+		classList = append(classList, c)
+	}
+	sort.Strings(classList)
+	for _, c := range classList {
+		pcs = append(pcs, pdu.PresentationContext{ID: id, AbstractSyntax: c, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}})
+		id += 2
+	}
+	results := make([]*storeResult, len(files))
+	a, err := assoc.Dial(ctx, "tcp", addr, pf.config(), pf.request(pcs))
+	if err != nil {
+		for i, f := range files {
+			results[i] = &storeResult{file: f, err: fmt.Errorf("association: %w", err)}
+			progress(f.size)
+		}
+		return results
+	}
+	cl := dimse.NewClient(a)
+	aborted := false
+	for i, f := range files {
+		if aborted {
+			results[i] = &storeResult{file: f, err: fmt.Errorf("not sent: %w", a.Err())}
+			progress(f.size)
+			continue
+		}
+		results[i] = sendFile(ctx, cl, f)
+		progress(f.size)
+		select {
+		case <-a.Done():
+			aborted = true
+		default:
+		}
+	}
+	if !aborted {
+		if err := a.Release(); err != nil {
+			// Every object was answered; a failed release loses nothing.
+			_ = err
+		}
+	}
+	return results
+}
+
+// sendFile sends one file on the best accepted context, converting among
+// the native syntaxes when the peer accepted only another one.
+func sendFile(ctx context.Context, cl *dimse.Client, f *storeFile) *storeResult {
+	res := &storeResult{file: f}
+	pc, ok := cl.FindContext(f.sopClass, f.ts)
+	if !ok && isNative(f.ts) {
+		pc, ok = cl.FindContext(f.sopClass, "")
+		if ok && !isNative(pc.TransferSyntax) {
+			ok = false
+		}
+	}
+	if !ok {
+		res.err = fmt.Errorf("the peer accepted no presentation context for SOP class %s (%s) in transfer syntax %s", f.sopClass, dicom.UIDName(f.sopClass), f.ts)
+		return res
+	}
+	meta, rc, err := dicom.OpenFile(f.path)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer rc.Close()
+	var data io.Reader = rc
+	if pc.TransferSyntax != meta.TransferSyntaxUID {
+		from, to := dicom.LookupTransferSyntax(meta.TransferSyntaxUID), dicom.LookupTransferSyntax(pc.TransferSyntax)
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(dicom.Transcode(pw, rc, from, to)) }()
+		defer pr.Close()
+		data = pr
+	}
+	rsp, err := cl.Store(ctx, pc.ID, f.sopClass, f.sopInst, data)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	res.status, res.comment = rsp.Status, strings.TrimSpace(rsp.ErrorComment)
+	return res
+}

@@ -1,0 +1,200 @@
+// Package config holds Ward's configuration: the TOML file documented in
+// docs/configuration.md, with flags applied over it. The zero value is the
+// secure default: loopback only, timeouts on, the called AE title checked.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults.
+const (
+	DefaultAETitle     = "WARD"
+	DefaultDataDir     = "./ward-data"
+	DefaultDICOMListen = "127.0.0.1:11112"
+	ConfigFileName     = "ward.toml"
+)
+
+// Duration is a time.Duration written as "30s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Config is the whole configuration.
+type Config struct {
+	// AETitle is Ward's AE title; associations called to any other title
+	// are rejected.
+	AETitle string `toml:"aet"`
+	// DataDir holds the index, the objects and (by default) this file.
+	DataDir string  `toml:"data"`
+	DICOM   DICOM   `toml:"dicom"`
+	Storage Storage `toml:"storage"`
+	Log     Log     `toml:"log"`
+}
+
+// DICOM is the DIMSE listener's configuration.
+type DICOM struct {
+	// Listen is HOST:PORT. Until the security work lands, only loopback
+	// addresses are accepted.
+	Listen string `toml:"listen"`
+	// MaxPDULength is the largest P-DATA-TF PDU Ward accepts (bytes).
+	MaxPDULength uint32 `toml:"max_pdu_length"`
+	// ARTIMTimeout bounds association set-up and close.
+	ARTIMTimeout Duration `toml:"artim_timeout"`
+	// IdleTimeout aborts an association silent for this long.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxAssociations bounds concurrent associations.
+	MaxAssociations int `toml:"max_associations"`
+	// TransferSyntaxes is Ward's preference order for accepting storage
+	// contexts. Empty (the default) follows the peer's order: an object is
+	// then stored as the peer prefers to send it, never converted or
+	// decompressed by the sender on Ward's account. Syntaxes not listed are
+	// still accepted, ranked after the listed ones in the peer's order;
+	// encapsulated ones only when AcceptCompressed is true.
+	TransferSyntaxes []string `toml:"transfer_syntaxes"`
+	// AcceptCompressed accepts every encapsulated transfer syntax for
+	// storage (objects are stored and sent as received).
+	AcceptCompressed *bool `toml:"accept_compressed"`
+	// PrivateSOPClasses are accepted for storage in addition to every
+	// standard Storage SOP Class.
+	PrivateSOPClasses []string `toml:"private_sop_classes"`
+}
+
+// Storage is the archive's configuration.
+type Storage struct {
+	// OnDuplicate: "replace" (default), "keep" or "reject".
+	OnDuplicate string `toml:"on_duplicate"`
+	// Index and Blobs name the backends; empty means the embedded default
+	// (sqlite and fs in DataDir).
+	Index    string `toml:"index"`
+	IndexDSN string `toml:"index_dsn"`
+	Blobs    string `toml:"blobs"`
+	BlobsDSN string `toml:"blobs_dsn"`
+}
+
+// Log configures structured logs.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// Default returns the default configuration.
+func Default() *Config {
+	t := true
+	return &Config{
+		AETitle: DefaultAETitle,
+		DataDir: DefaultDataDir,
+		DICOM: DICOM{
+			Listen:           DefaultDICOMListen,
+			MaxPDULength:     256 * 1024,
+			ARTIMTimeout:     Duration{30 * time.Second},
+			IdleTimeout:      Duration{5 * time.Minute},
+			MaxAssociations:  64,
+			AcceptCompressed: &t,
+		},
+		Storage: Storage{OnDuplicate: "replace"},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads a TOML file over the defaults. A missing file is not an error
+// when optional is true.
+func Load(path string, optional bool) (*Config, error) {
+	c := Default()
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if optional && errors.Is(err, os.ErrNotExist) {
+			return c, nil
+		}
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	md, err := toml.Decode(string(b), c)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	return c, nil
+}
+
+// ErrNotLoopback: a listener address outside loopback.
+var ErrNotLoopback = errors.New("not a loopback address")
+
+// Validate checks the configuration and the rules Ward enforces at start.
+func (c *Config) Validate() error {
+	if c.AETitle == "" || len(c.AETitle) > 16 || strings.TrimSpace(c.AETitle) != c.AETitle || strings.ContainsAny(c.AETitle, `\`) {
+		return fmt.Errorf("aet %q: an AE title is 1 to 16 characters, without leading or trailing spaces or backslash", c.AETitle)
+	}
+	for _, r := range c.AETitle {
+		if r < 0x20 || r > 0x7e {
+			return fmt.Errorf("aet %q: only printable ASCII characters are allowed", c.AETitle)
+		}
+	}
+	if err := CheckLoopback(c.DICOM.Listen); err != nil {
+		return fmt.Errorf("dicom listen %s: %w: Ward listens on loopback only until TLS, registered peers and permissions are configured (a DICOM port open to the network without them is how 1.19 billion images came to be readable by anyone)", c.DICOM.Listen, err)
+	}
+	switch c.Storage.OnDuplicate {
+	case "replace", "keep", "reject":
+	default:
+		return fmt.Errorf("storage on_duplicate %q: use replace, keep or reject", c.Storage.OnDuplicate)
+	}
+	if c.DICOM.ARTIMTimeout.Duration <= 0 {
+		return fmt.Errorf("dicom artim_timeout must be positive")
+	}
+	if c.DICOM.MaxAssociations <= 0 {
+		return fmt.Errorf("dicom max_associations must be positive")
+	}
+	return nil
+}
+
+// CheckLoopback accepts HOST:PORT only when HOST is a loopback address
+// (127.0.0.0/8, ::1) or "localhost".
+func CheckLoopback(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("%q: %w (give an IP address)", host, ErrNotLoopback)
+	}
+	if !ip.IsLoopback() {
+		return fmt.Errorf("%s: %w", host, ErrNotLoopback)
+	}
+	return nil
+}
+
+// IndexPath and BlobsPath are the embedded default locations.
+func (c *Config) IndexPath() string { return filepath.Join(c.DataDir, "index.db") }
+func (c *Config) BlobsPath() string { return c.DataDir }

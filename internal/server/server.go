@@ -1,0 +1,262 @@
+// Package server wires a running Ward: the stores, the archive, the DIMSE
+// listener and its associations, and an orderly shutdown.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/store"
+	_ "github.com/ward-pacs/ward/store/fsblob" // embedded default blobs
+	_ "github.com/ward-pacs/ward/store/sqlite" // embedded default index
+)
+
+// ShutdownGrace is how long in-flight associations may run after a stop
+// signal before they are aborted.
+const ShutdownGrace = 10 * time.Second
+
+// Server is one running Ward.
+type Server struct {
+	Config *config.Config
+	Logger *slog.Logger
+
+	index   store.Index
+	blobs   store.Blobs
+	archive *archive.Archive
+	ln      net.Listener
+	neg     *assoc.Acceptor
+	sem     chan struct{}
+
+	mu     sync.Mutex
+	active map[*assoc.Association]struct{}
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+// Open validates the configuration, opens the stores, recovers after a crash
+// and binds the listener.
+func (s *Server) Open(ctx context.Context) error {
+	c := s.Config
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	idxName, idxDSN := c.Storage.Index, c.Storage.IndexDSN
+	if idxName == "" {
+		idxName, idxDSN = "sqlite", c.IndexPath()
+	}
+	blobName, blobDSN := c.Storage.Blobs, c.Storage.BlobsDSN
+	if blobName == "" {
+		blobName, blobDSN = "fs", c.BlobsPath()
+	}
+	var err error
+	if s.index, err = store.OpenIndex(ctx, idxName, idxDSN); err != nil {
+		return fmt.Errorf("opening index: %w", err)
+	}
+	if s.blobs, err = store.OpenBlobs(ctx, blobName, blobDSN); err != nil {
+		s.index.Close()
+		return fmt.Errorf("opening blob store: %w", err)
+	}
+	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate)}
+	if err := s.archive.Open(ctx); err != nil {
+		s.closeStores()
+		return err
+	}
+	s.neg = s.acceptor()
+	if s.ln, err = net.Listen("tcp", c.DICOM.Listen); err != nil {
+		s.closeStores()
+		return fmt.Errorf("dicom listener: %w", err)
+	}
+	s.sem = make(chan struct{}, c.DICOM.MaxAssociations)
+	s.active = map[*assoc.Association]struct{}{}
+	s.conns = map[net.Conn]struct{}{}
+	return nil
+}
+
+// Addr is the DIMSE listener's address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Index gives access to the index (tests, admin commands).
+func (s *Server) Index() store.Index { return s.index }
+
+// Blobs gives access to the blob store.
+func (s *Server) Blobs() store.Blobs { return s.blobs }
+
+func (s *Server) closeStores() {
+	if s.blobs != nil {
+		s.blobs.Close()
+	}
+	if s.index != nil {
+		s.index.Close()
+	}
+}
+
+// acceptor builds the negotiation: Verification and every Storage SOP
+// Class (plus configured private ones), with the configured transfer
+// syntax preference.
+func (s *Server) acceptor() *assoc.Acceptor {
+	c := s.Config
+	private := map[string]bool{}
+	for _, u := range c.DICOM.PrivateSOPClasses {
+		private[u] = true
+	}
+	acceptCompressed := c.DICOM.AcceptCompressed == nil || *c.DICOM.AcceptCompressed
+	native := []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}
+	anyValid := func(ts string) bool { return dicom.LookupTransferSyntax(ts) != nil }
+	anyNative := func(ts string) bool {
+		t := dicom.LookupTransferSyntax(ts)
+		return t != nil && dicom.IsUncompressed(t)
+	}
+	return &assoc.Acceptor{
+		AETitle: c.AETitle,
+		TransferSyntaxes: func(rq *pdu.AssociateRQ, remote net.Addr, abstract string) ([]string, func(string) bool, bool) {
+			switch {
+			case abstract == dimse.VerificationSOPClass:
+				return native, nil, true
+			case dicom.IsStorageSOPClass(abstract) || private[abstract]:
+				if acceptCompressed {
+					return c.DICOM.TransferSyntaxes, anyValid, true
+				}
+				return c.DICOM.TransferSyntaxes, anyNative, true
+			}
+			return nil, nil, false
+		},
+		MaxPDULength:              c.DICOM.MaxPDULength,
+		ImplementationClassUID:    dicom.ImplementationClassUID,
+		ImplementationVersionName: dicom.ImplementationVersionName,
+	}
+}
+
+func (s *Server) assocConfig() assoc.Config {
+	c := s.Config
+	return assoc.Config{
+		AETitle:                   c.AETitle,
+		MaxPDULength:              c.DICOM.MaxPDULength,
+		ARTIMTimeout:              c.DICOM.ARTIMTimeout.Duration,
+		IdleTimeout:               c.DICOM.IdleTimeout.Duration,
+		ImplementationClassUID:    dicom.ImplementationClassUID,
+		ImplementationVersionName: dicom.ImplementationVersionName,
+		Logger:                    s.Logger,
+	}
+}
+
+// Serve accepts associations until ctx is cancelled, then stops accepting,
+// lets in-flight associations finish for ShutdownGrace, aborts the rest
+// and closes the stores. A store in flight is either committed before its
+// response or aborted with nothing left behind.
+func (s *Server) Serve(ctx context.Context) error {
+	s.Logger.Info("ward serving", "aet", s.Config.AETitle, "dicom", s.ln.Addr().String(), "data", s.Config.DataDir)
+	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	defer stop()
+	acfg := s.assocConfig()
+	disp := &dimse.Dispatcher{Handlers: dimse.Handlers{Echo: s.archive, Store: s.archive}, Logger: s.Logger}
+	var err error
+	for {
+		conn, aerr := s.ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
+				err = aerr
+			}
+			break
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			// Over the limit: refuse politely (PS3.8: rejected-transient,
+			// local limit exceeded) without running a full negotiation.
+			s.Logger.Warn("association refused: too many associations", "remote", conn.RemoteAddr().String(), "max", s.Config.DICOM.MaxAssociations)
+			go refuseBusy(conn)
+			continue
+		}
+		s.track(conn, true)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			defer s.track(conn, false)
+			a, err := assoc.Serve(conn, acfg, s.neg)
+			if err != nil {
+				s.Logger.Info("association not established", "remote", conn.RemoteAddr().String(), "reason", err.Error())
+				return
+			}
+			s.trackAssoc(a, true)
+			defer s.trackAssoc(a, false)
+			_ = disp.Serve(context.Background(), a)
+		}()
+	}
+	s.shutdown()
+	return err
+}
+
+func refuseBusy(conn net.Conn) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := pdu.ReadHeader(conn, assoc.DefaultAssociateLimit); err != nil {
+		return
+	}
+	rj := &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded}
+	_, _ = conn.Write(rj.AppendTo(nil))
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+func (s *Server) trackAssoc(a *assoc.Association, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.active[a] = struct{}{}
+	} else {
+		delete(s.active, a)
+	}
+}
+
+func (s *Server) shutdown() {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	if n > 0 {
+		s.Logger.Info("stopping: waiting for associations in progress", "count", n, "grace", ShutdownGrace)
+	}
+	select {
+	case <-done:
+	case <-time.After(ShutdownGrace):
+		s.mu.Lock()
+		for a := range s.active {
+			go a.Abort()
+		}
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.closeStores()
+	s.Logger.Info("ward stopped")
+}

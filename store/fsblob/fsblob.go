@@ -1,0 +1,453 @@
+// Package fsblob stores blobs as files in a directory. It registers the
+// "fs" Blobs backend; the data source name is the directory, created if
+// missing.
+//
+// Layout under the directory:
+//
+//	tmp/<key>.dcm                   being written (removed by Recover)
+//	pending/<key>.dcm               committed, not yet published
+//	objects/<s1>/<s2>/<key>.dcm     published
+//
+// where s1 and s2 are the key's first and second pairs of characters, with
+// '.' replaced by '_' and short keys padded with '_' (so a shard directory
+// is never "." or ".."). Every state change is a rename followed by an fsync
+// of the destination directory, so after a crash each blob is in exactly one
+// of the three states. Blob bytes are written by the caller (DICOM Part 10);
+// this package never parses them.
+package fsblob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/ward-pacs/ward/store"
+)
+
+func init() {
+	store.RegisterBlobs("fs", func(ctx context.Context, dsn string) (store.Blobs, error) {
+		return Open(ctx, dsn)
+	})
+}
+
+const ext = ".dcm"
+
+// MaxKeyLen is the longest key accepted.
+const MaxKeyLen = 128
+
+// Store is a filesystem Blobs backend. It is safe for concurrent use.
+type Store struct {
+	dir     string
+	objects string
+	pending string
+	tmp     string
+	closed  atomic.Bool
+}
+
+var (
+	_ store.Blobs      = (*Store)(nil)
+	_ store.BlobWalker = (*Store)(nil)
+	_ store.BlobWriter = (*writer)(nil)
+)
+
+// Open opens (creating if needed) the blob directory dir.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("fsblob: empty directory name")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("fsblob: %w", err)
+	}
+	s := &Store{
+		dir:     abs,
+		objects: filepath.Join(abs, "objects"),
+		pending: filepath.Join(abs, "pending"),
+		tmp:     filepath.Join(abs, "tmp"),
+	}
+	for _, d := range []string{s.objects, s.pending, s.tmp} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("fsblob: open: %w", err)
+		}
+	}
+	for _, d := range []string{abs, filepath.Dir(abs)} {
+		if err := syncDir(d); err != nil {
+			return nil, fmt.Errorf("fsblob: open: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// ValidKey reports whether key matches [A-Za-z0-9._-]{1,128}.
+func ValidKey(key string) bool {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func checkKey(key string) error {
+	if !ValidKey(key) {
+		return fmt.Errorf("fsblob: key %q: %w", key, store.ErrInvalidKey)
+	}
+	return nil
+}
+
+func shard(key string) (string, string) {
+	b := []byte((key + "____")[:4])
+	for i, c := range b {
+		if c == '.' {
+			b[i] = '_'
+		}
+	}
+	return string(b[:2]), string(b[2:4])
+}
+
+func (s *Store) objectDir(key string) string {
+	a, b := shard(key)
+	return filepath.Join(s.objects, a, b)
+}
+
+func (s *Store) objectPath(key string) string {
+	return filepath.Join(s.objectDir(key), key+ext)
+}
+
+func (s *Store) pendingPath(key string) string { return filepath.Join(s.pending, key+ext) }
+func (s *Store) tmpPath(key string) string     { return filepath.Join(s.tmp, key+ext) }
+
+func (s *Store) check(key string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("fsblob: %w", store.ErrClosed)
+	}
+	return checkKey(key)
+}
+
+// Create starts writing a new blob in tmp/. It fails with store.ErrExists if
+// the key is being written, pending or published.
+func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error) {
+	if err := s.check(key); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	tmp := s.tmpPath(key)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("fsblob: create %s: %w", key, store.ErrExists)
+		}
+		return nil, fmt.Errorf("fsblob: create: %w", err)
+	}
+	// Holding tmp/<key> excludes every other writer of the key, and a blob
+	// only moves tmp -> pending -> objects, so checking pending before
+	// objects cannot miss one.
+	for _, p := range []string{s.pendingPath(key), s.objectPath(key)} {
+		if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			f.Close()
+			os.Remove(tmp)
+			if err == nil {
+				return nil, fmt.Errorf("fsblob: create %s: %w", key, store.ErrExists)
+			}
+			return nil, fmt.Errorf("fsblob: create: %w", err)
+		}
+	}
+	return &writer{s: s, key: key, f: f, tmp: tmp}, nil
+}
+
+type writer struct {
+	s    *Store
+	key  string
+	f    *os.File
+	tmp  string
+	err  error // first write error, sticky
+	done bool  // committed or aborted
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, fmt.Errorf("fsblob: write %s after commit or abort", w.key)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	if err != nil {
+		w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Commit fsyncs the file, renames it into pending/ and fsyncs pending/. On
+// any error the temporary file is removed and Abort becomes a no-op.
+func (w *writer) Commit() error {
+	if w.done {
+		return fmt.Errorf("fsblob: commit %s after commit or abort", w.key)
+	}
+	w.done = true
+	fail := func(err error) error {
+		w.f.Close()
+		os.Remove(w.tmp)
+		return err
+	}
+	if w.err != nil {
+		return fail(w.err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return fail(fmt.Errorf("fsblob: commit %s: %w", w.key, err))
+	}
+	if err := w.f.Close(); err != nil {
+		return fail(fmt.Errorf("fsblob: commit %s: %w", w.key, err))
+	}
+	pending := w.s.pendingPath(w.key)
+	if err := os.Rename(w.tmp, pending); err != nil {
+		return fail(fmt.Errorf("fsblob: commit %s: %w", w.key, err))
+	}
+	if err := syncDir(w.s.pending); err != nil {
+		os.Remove(pending)
+		return fmt.Errorf("fsblob: commit %s: %w", w.key, err)
+	}
+	return nil
+}
+
+// Abort removes the temporary file. It is a no-op after Commit.
+func (w *writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("fsblob: abort %s: %w", w.key, err)
+	}
+	return nil
+}
+
+// Publish moves a pending blob into objects/. Publishing a published blob is
+// a no-op; a key that is neither pending nor published is store.ErrNotFound.
+func (s *Store) Publish(ctx context.Context, key string) error {
+	if err := s.check(key); err != nil {
+		return err
+	}
+	pending := s.pendingPath(key)
+	if _, err := os.Lstat(pending); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("fsblob: publish: %w", err)
+		}
+		if _, err := os.Lstat(s.objectPath(key)); err == nil {
+			return nil
+		}
+		return fmt.Errorf("fsblob: publish %s: %w", key, store.ErrNotFound)
+	}
+	dir := s.objectDir(key)
+	if err := mkdirSync(s.objects, dir); err != nil {
+		return fmt.Errorf("fsblob: publish %s: %w", key, err)
+	}
+	if err := os.Rename(pending, filepath.Join(dir, key+ext)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) { // published concurrently
+			if _, err := os.Lstat(s.objectPath(key)); err == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("fsblob: publish %s: %w", key, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("fsblob: publish %s: %w", key, err)
+	}
+	return nil
+}
+
+// mkdirSync creates dir (below root, which exists) and fsyncs the parent of
+// each directory it creates.
+func mkdirSync(root, dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	rel, err := filepath.Rel(root, dir)
+	if err != nil {
+		return err
+	}
+	cur := root
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		next := filepath.Join(cur, part)
+		err := os.Mkdir(next, 0o750)
+		switch {
+		case err == nil:
+			if err := syncDir(cur); err != nil {
+				return err
+			}
+		case errors.Is(err, fs.ErrExist):
+		default:
+			return err
+		}
+		cur = next
+	}
+	return nil
+}
+
+// Open returns a published or pending blob.
+func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := s.check(key); err != nil {
+		return nil, err
+	}
+	// objects, pending, objects again: a concurrent Publish moves the file
+	// from pending to objects between the first two looks.
+	for _, p := range []string{s.objectPath(key), s.pendingPath(key), s.objectPath(key)} {
+		f, err := os.Open(p)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("fsblob: open: %w", err)
+		}
+	}
+	return nil, fmt.Errorf("fsblob: open %s: %w", key, store.ErrNotFound)
+}
+
+// Delete removes a pending or published blob and fsyncs its directory, so
+// that once Delete returns the blob does not come back after a crash.
+// Deleting a missing blob is not an error.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.check(key); err != nil {
+		return err
+	}
+	for _, p := range []string{s.pendingPath(key), s.objectPath(key)} {
+		if err := removeSync(p); err != nil {
+			return fmt.Errorf("fsblob: delete: %w", err)
+		}
+	}
+	return nil
+}
+
+func removeSync(p string) error {
+	err := os.Remove(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+// Recover removes everything in tmp/, then publishes each pending blob for
+// which keep returns true and deletes the others. Files in pending/ whose
+// names are not blob names are removed. An error from keep stops Recover.
+func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)) error {
+	if s.closed.Load() {
+		return fmt.Errorf("fsblob: %w", store.ErrClosed)
+	}
+	ents, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return fmt.Errorf("fsblob: recover: %w", err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
+			return fmt.Errorf("fsblob: recover: %w", err)
+		}
+	}
+	if len(ents) > 0 {
+		if err := syncDir(s.tmp); err != nil {
+			return fmt.Errorf("fsblob: recover: %w", err)
+		}
+	}
+	ents, err = os.ReadDir(s.pending)
+	if err != nil {
+		return fmt.Errorf("fsblob: recover: %w", err)
+	}
+	for _, e := range ents {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		key, ok := strings.CutSuffix(e.Name(), ext)
+		if !ok || !ValidKey(key) || !e.Type().IsRegular() {
+			if err := os.RemoveAll(filepath.Join(s.pending, e.Name())); err != nil {
+				return fmt.Errorf("fsblob: recover: %w", err)
+			}
+			continue
+		}
+		k, err := keep(key)
+		if err != nil {
+			return fmt.Errorf("fsblob: recover %s: %w", key, err)
+		}
+		if k {
+			err = s.Publish(ctx, key)
+		} else {
+			err = removeSync(s.pendingPath(key))
+		}
+		if err != nil {
+			return fmt.Errorf("fsblob: recover %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// WalkBlobs implements store.BlobWalker: fn sees every pending blob
+// (published=false), then every published one.
+func (s *Store) WalkBlobs(ctx context.Context, fn func(key string, published bool) error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("fsblob: %w", store.ErrClosed)
+	}
+	ents, err := os.ReadDir(s.pending)
+	if err != nil {
+		return fmt.Errorf("fsblob: walk: %w", err)
+	}
+	for _, e := range ents {
+		if key, ok := strings.CutSuffix(e.Name(), ext); ok && ValidKey(key) {
+			if err := fn(key, false); err != nil {
+				return err
+			}
+		}
+	}
+	return filepath.WalkDir(s.objects, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("fsblob: walk: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if key, ok := strings.CutSuffix(d.Name(), ext); ok && ValidKey(key) {
+			return fn(key, true)
+		}
+		return nil
+	})
+}
+
+// Close marks the store closed. Writers already created may still finish.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Dir returns the absolute path of the store's directory.
+func (s *Store) Dir() string { return s.dir }

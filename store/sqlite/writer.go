@@ -1,0 +1,375 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ward-pacs/ward/store"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// writer owns the single write connection. One goroutine (loop) takes write
+// requests and commits them in batches: it receives one request, then every
+// request already waiting (up to maxBatch), and runs them in one transaction,
+// each inside a savepoint. A request's done channel receives its result only
+// after COMMIT returned, so a nil result means the write is durable.
+//
+// Statements run with context.Background: cancelling one caller's context
+// must not interrupt a transaction shared with others. A request whose
+// context is already done when the writer reaches it is skipped.
+type writer struct {
+	conn     *sql.Conn
+	maxBatch int
+	reqs     chan *request // unbuffered: a send succeeds only if loop takes it
+	quit     chan struct{}
+	quitOnce sync.Once
+	wg       sync.WaitGroup
+
+	stmts map[string]*sql.Stmt
+}
+
+type request struct {
+	ctx  context.Context
+	fn   func(*writer) error
+	done chan error
+}
+
+var reqPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
+
+const (
+	sqlFindInstance  = `SELECT blob_key FROM instance WHERE sop_instance_uid = ?`
+	sqlUpsertPatient = `INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_norm,
+	patient_birth_date, patient_sex, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (patient_id, issuer_of_patient_id) DO UPDATE SET
+	patient_name = excluded.patient_name, patient_name_norm = excluded.patient_name_norm,
+	patient_birth_date = excluded.patient_birth_date, patient_sex = excluded.patient_sex,
+	updated_at = excluded.updated_at
+RETURNING pk`
+	sqlUpsertStudy = `INSERT INTO study (patient_fk, study_instance_uid, study_date, study_time, accession_number,
+	study_id, study_description, referring_physician_name, referring_physician_name_norm, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (study_instance_uid) DO UPDATE SET
+	patient_fk = excluded.patient_fk, study_date = excluded.study_date, study_time = excluded.study_time,
+	accession_number = excluded.accession_number, study_id = excluded.study_id,
+	study_description = excluded.study_description,
+	referring_physician_name = excluded.referring_physician_name,
+	referring_physician_name_norm = excluded.referring_physician_name_norm,
+	updated_at = excluded.updated_at
+RETURNING pk`
+	sqlUpsertSeries = `INSERT INTO series (study_fk, series_instance_uid, modality, series_number,
+	series_description, series_date, series_time, body_part_examined,
+	performed_procedure_step_start_date, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (series_instance_uid) DO UPDATE SET
+	study_fk = excluded.study_fk, modality = excluded.modality, series_number = excluded.series_number,
+	series_description = excluded.series_description, series_date = excluded.series_date,
+	series_time = excluded.series_time, body_part_examined = excluded.body_part_examined,
+	performed_procedure_step_start_date = excluded.performed_procedure_step_start_date,
+	updated_at = excluded.updated_at
+RETURNING pk`
+	sqlUpsertInstance = `INSERT INTO instance (series_fk, sop_instance_uid, sop_class_uid, transfer_syntax_uid,
+	instance_number, content_date, content_time, number_of_frames, rows, columns,
+	specific_character_set, charset_unsupported, source_aet, source_addr, received_at, blob_key, size)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (sop_instance_uid) DO UPDATE SET
+	series_fk = excluded.series_fk, sop_class_uid = excluded.sop_class_uid,
+	transfer_syntax_uid = excluded.transfer_syntax_uid, instance_number = excluded.instance_number,
+	content_date = excluded.content_date, content_time = excluded.content_time,
+	number_of_frames = excluded.number_of_frames, rows = excluded.rows, columns = excluded.columns,
+	specific_character_set = excluded.specific_character_set,
+	charset_unsupported = excluded.charset_unsupported, source_aet = excluded.source_aet,
+	source_addr = excluded.source_addr, received_at = excluded.received_at,
+	blob_key = excluded.blob_key, size = excluded.size`
+	sqlAddPendingDelete  = `INSERT OR IGNORE INTO pending_blob_deletes (blob_key, recorded_at) VALUES (?, ?)`
+	sqlDropPendingDelete = `DELETE FROM pending_blob_deletes WHERE blob_key = ?`
+	sqlDeleteInstance    = `DELETE FROM instance WHERE sop_instance_uid = ? RETURNING blob_key`
+)
+
+func newWriter(conn *sql.Conn, maxBatch int) (*writer, error) {
+	if maxBatch < 1 {
+		maxBatch = 1
+	}
+	w := &writer{
+		conn:     conn,
+		maxBatch: maxBatch,
+		reqs:     make(chan *request),
+		quit:     make(chan struct{}),
+		stmts:    map[string]*sql.Stmt{},
+	}
+	ctx := context.Background()
+	for _, q := range []string{
+		"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT w", "RELEASE w", "ROLLBACK TO w",
+		sqlFindInstance, sqlUpsertPatient, sqlUpsertStudy, sqlUpsertSeries, sqlUpsertInstance,
+		sqlAddPendingDelete, sqlDropPendingDelete, sqlDeleteInstance,
+	} {
+		s, err := conn.PrepareContext(ctx, q)
+		if err != nil {
+			w.closeStmts()
+			return nil, fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		w.stmts[q] = s
+	}
+	w.wg.Add(1)
+	go w.loop()
+	return w, nil
+}
+
+func (w *writer) closeStmts() {
+	for _, s := range w.stmts {
+		s.Close()
+	}
+}
+
+// do runs fn in the writer and waits until its transaction committed.
+func (w *writer) do(ctx context.Context, fn func(*writer) error) error {
+	r := reqPool.Get().(*request)
+	r.ctx, r.fn = ctx, fn
+	select {
+	case w.reqs <- r:
+	case <-ctx.Done():
+		r.ctx, r.fn = nil, nil
+		reqPool.Put(r)
+		return ctx.Err()
+	case <-w.quit:
+		r.ctx, r.fn = nil, nil
+		reqPool.Put(r)
+		return store.ErrClosed
+	}
+	// Once taken, the request is always answered; wait for it whatever ctx
+	// does, so that an error always means "not committed".
+	err := <-r.done
+	r.ctx, r.fn = nil, nil
+	reqPool.Put(r)
+	return osError(err)
+}
+
+// osError makes SQLite's "disk full" and "I/O error" results match
+// syscall.ENOSPC and syscall.EIO with errors.Is, so that callers map them
+// to an out-of-resources status without knowing the backend.
+func osError(err error) error {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("%w (%w)", err, syscall.ENOSPC)
+	case sqlite3.SQLITE_IOERR:
+		return fmt.Errorf("%w (%w)", err, syscall.EIO)
+	}
+	return err
+}
+
+func (w *writer) close() error {
+	w.quitOnce.Do(func() { close(w.quit) })
+	w.wg.Wait()
+	w.closeStmts()
+	return w.conn.Close()
+}
+
+func (w *writer) loop() {
+	defer w.wg.Done()
+	batch := make([]*request, 0, w.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-w.reqs:
+			batch = append(batch, r)
+		case <-w.quit:
+			return
+		}
+	fill:
+		for len(batch) < w.maxBatch {
+			select {
+			case r := <-w.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		w.run(batch)
+	}
+}
+
+func (w *writer) exec(q string, args ...any) error {
+	_, err := w.stmts[q].ExecContext(context.Background(), args...)
+	return err
+}
+
+// run commits a batch and answers every request in it.
+func (w *writer) run(batch []*request) {
+	errs := make([]error, len(batch))
+	if len(batch) == 1 {
+		errs[0] = w.runOne(batch[0])
+	} else if lost := w.runBatch(batch, errs); lost >= 0 {
+		// SQLite rolled the whole transaction back (disk full, I/O error):
+		// the writes before lost are undone, those after it did not run.
+		// Run each of them in its own transaction.
+		for i, r := range batch {
+			if i != lost && (i > lost || errs[i] == nil) {
+				errs[i] = w.runOne(r)
+			}
+		}
+	}
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+}
+
+func (w *writer) runOne(r *request) error {
+	if err := r.ctx.Err(); err != nil {
+		return err
+	}
+	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	if err := r.fn(w); err != nil {
+		w.exec("ROLLBACK")
+		return err
+	}
+	if err := w.exec("COMMIT"); err != nil {
+		w.exec("ROLLBACK")
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// runBatch runs the batch in one transaction, each request in a savepoint,
+// setting errs. It returns the index of the request during which the
+// transaction was lost, or -1.
+func (w *writer) runBatch(batch []*request, errs []error) int {
+	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return -1
+	}
+	ok := 0
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := w.exec("SAVEPOINT w"); err != nil {
+			errs[i] = err
+			w.exec("ROLLBACK")
+			return i
+		}
+		if err := r.fn(w); err != nil {
+			errs[i] = err
+			if rerr := w.exec("ROLLBACK TO w"); rerr != nil {
+				w.exec("ROLLBACK")
+				return i
+			}
+		} else {
+			ok++
+		}
+		if err := w.exec("RELEASE w"); err != nil {
+			w.exec("ROLLBACK")
+			if errs[i] == nil {
+				errs[i] = err
+			}
+			return i
+		}
+	}
+	if ok == 0 {
+		w.exec("ROLLBACK")
+		return -1
+	}
+	if err := w.exec("COMMIT"); err != nil {
+		w.exec("ROLLBACK")
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("commit: %w", err)
+			}
+		}
+	}
+	return -1
+}
+
+func (w *writer) queryInt(q string, args ...any) (int64, error) {
+	var v int64
+	err := w.stmts[q].QueryRowContext(context.Background(), args...).Scan(&v)
+	return v, err
+}
+
+func (w *writer) put(in *store.Instance) (store.PutResult, error) {
+	var res store.PutResult
+	now := time.Now().UnixNano()
+
+	var oldKey string
+	err := w.stmts[sqlFindInstance].QueryRowContext(context.Background(), in.SOPInstanceUID).Scan(&oldKey)
+	switch {
+	case err == nil:
+		res.Replaced = true
+	case errors.Is(err, sql.ErrNoRows):
+	default:
+		return res, err
+	}
+
+	patient, err := w.queryInt(sqlUpsertPatient, in.PatientID, in.IssuerOfPatientID, in.PatientName,
+		store.NormalizePN(in.PatientName), in.PatientBirthDate, in.PatientSex, now)
+	if err != nil {
+		return res, fmt.Errorf("patient: %w", err)
+	}
+	study, err := w.queryInt(sqlUpsertStudy, patient, in.StudyInstanceUID, in.StudyDate, in.StudyTime,
+		in.AccessionNumber, in.StudyID, in.StudyDescription, in.ReferringPhysicianName,
+		store.NormalizePN(in.ReferringPhysicianName), now)
+	if err != nil {
+		return res, fmt.Errorf("study: %w", err)
+	}
+	series, err := w.queryInt(sqlUpsertSeries, study, in.SeriesInstanceUID, in.Modality, in.SeriesNumber,
+		in.SeriesDescription, in.SeriesDate, in.SeriesTime, in.BodyPartExamined,
+		in.PerformedProcedureStepStartDate, now)
+	if err != nil {
+		return res, fmt.Errorf("series: %w", err)
+	}
+	var recv sql.NullInt64
+	if !in.ReceivedAt.IsZero() {
+		recv = sql.NullInt64{Int64: in.ReceivedAt.UnixNano(), Valid: true}
+	}
+	if err := w.exec(sqlUpsertInstance, series, in.SOPInstanceUID, in.SOPClassUID, in.TransferSyntaxUID,
+		in.InstanceNumber, in.ContentDate, in.ContentTime, in.NumberOfFrames, in.Rows, in.Columns,
+		in.SpecificCharacterSet, in.CharsetUnsupported, in.SourceAET, in.SourceAddr, recv,
+		in.BlobKey, in.Size); err != nil {
+		return res, fmt.Errorf("instance: %w", err)
+	}
+	// A key being reused must not be deleted later.
+	if err := w.exec(sqlDropPendingDelete, in.BlobKey); err != nil {
+		return res, err
+	}
+	if res.Replaced && oldKey != in.BlobKey {
+		res.OldBlobKey = oldKey
+		if err := w.exec(sqlAddPendingDelete, oldKey, now); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (w *writer) delete(uid string) error {
+	var key string
+	err := w.stmts[sqlDeleteInstance].QueryRowContext(context.Background(), uid).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return w.exec(sqlAddPendingDelete, key, time.Now().UnixNano())
+}
+
+func (w *writer) blobsDeleted(keys []string) error {
+	for _, k := range keys {
+		if err := w.exec(sqlDropPendingDelete, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -15,7 +15,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -51,7 +50,15 @@ type Archive struct {
 	OnDuplicate DuplicatePolicy
 	// MaxIndexedValue bounds one indexed attribute's value.
 	MaxIndexedValue int
+
+	// Publishing a stored blob and deleting the one it replaced happen after
+	// the response, off the C-STORE's critical path: neither is needed for
+	// durability (Recover finishes both after a crash).
+	after     chan afterStore
+	afterDone chan struct{}
 }
+
+type afterStore struct{ key, oldKey string }
 
 var (
 	_ dimse.Echoer = (*Archive)(nil)
@@ -80,10 +87,44 @@ func (ar *Archive) Open(ctx context.Context) error {
 			return fmt.Errorf("listing replaced blobs: %w", err)
 		}
 		if len(keys) == 0 {
-			return nil
+			break
 		}
 		if err := ar.deleteBlobs(ctx, keys); err != nil {
 			return err
+		}
+	}
+	ar.after = make(chan afterStore, 4096)
+	ar.afterDone = make(chan struct{})
+	go ar.afterLoop()
+	return nil
+}
+
+// Close finishes the work queued after responses. The stores stay open.
+func (ar *Archive) Close() {
+	if ar.after != nil {
+		close(ar.after)
+		<-ar.afterDone
+		ar.after = nil
+	}
+}
+
+func (ar *Archive) afterLoop() {
+	defer close(ar.afterDone)
+	for job := range ar.after {
+		ar.finish(job)
+	}
+}
+
+// finish publishes a stored blob and deletes the one it replaced.
+func (ar *Archive) finish(job afterStore) {
+	ctx := context.Background()
+	if err := ar.Blobs.Publish(ctx, job.key); err != nil {
+		// Durable and indexed: Open finds pending blobs, Recover publishes.
+		ar.Logger.Warn("publishing a stored object failed; it stays readable and is published at next start", "err", err)
+	}
+	if job.oldKey != "" {
+		if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil {
+			ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
 		}
 	}
 }
@@ -203,14 +244,14 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 		_ = ar.Blobs.Delete(ctx, key)
 		return resourceError("committing the index", err)
 	}
-	if err := ar.Blobs.Publish(ctx, key); err != nil {
-		// Durable and indexed: Open finds pending blobs, Recover publishes.
-		ar.Logger.Warn("publishing a stored object failed; it stays readable and is published at next start", "err", err)
+	job := afterStore{key: key}
+	if res.Replaced {
+		job.oldKey = res.OldBlobKey
 	}
-	if res.Replaced && res.OldBlobKey != "" {
-		if err := ar.deleteBlobs(ctx, []string{res.OldBlobKey}); err != nil {
-			ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
-		}
+	select {
+	case ar.after <- job:
+	default:
+		ar.finish(job) // queue full: do it now rather than grow
 	}
 	return nil
 }
@@ -255,11 +296,17 @@ func resourceError(what string, err error) error {
 // the command.
 func instanceFrom(a *dicom.Attrs, r *dimse.StoreRequest) (*store.Instance, error) {
 	s := a.String
-	if uid := s(dicom.SOPInstanceUID); uid != r.SOPInstanceUID {
-		return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "SOP Instance UID in the data set differs from the C-STORE request", Offending: []uint32{uint32(dicom.SOPInstanceUID)}}
-	}
-	if cls := s(dicom.SOPClassUID); cls != r.SOPClassUID {
-		return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "SOP Class UID in the data set differs from the C-STORE request", Offending: []uint32{uint32(dicom.SOPClassUID)}}
+	for _, c := range []struct {
+		tag  dicom.Tag
+		want string
+	}{{dicom.SOPInstanceUID, r.SOPInstanceUID}, {dicom.SOPClassUID, r.SOPClassUID}} {
+		got := s(c.tag)
+		if got == "" {
+			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "the data set has no " + dicom.Keyword(c.tag), Offending: []uint32{uint32(c.tag)}}
+		}
+		if got != c.want {
+			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: dicom.Keyword(c.tag) + " in the data set differs from the C-STORE request", Offending: []uint32{uint32(c.tag)}}
+		}
 	}
 	for _, t := range []dicom.Tag{dicom.StudyInstanceUID, dicom.SeriesInstanceUID} {
 		if s(t) == "" {
@@ -306,6 +353,5 @@ func instanceFrom(a *dicom.Attrs, r *dimse.StoreRequest) (*store.Instance, error
 	if v, ok := a.Int(dicom.Columns); ok {
 		in.Columns = v
 	}
-	_ = strconv.Itoa
 	return in, nil
 }

@@ -22,6 +22,12 @@ type FileMeta struct {
 	// Information (a raw data set); the fields above were then guessed
 	// from the data set.
 	NoMeta bool
+	// SOPClassUID and SOPInstanceUID are the data set's own (0008,0016)
+	// and (0008,0018), peeked by ReadFileHeader from the start of a
+	// non-deflated data set; empty when not found there. A sender names
+	// the object by these: files whose meta disagrees with the data set
+	// exist.
+	SOPClassUID, SOPInstanceUID string
 }
 
 // DefaultMetaLimit bounds group 2 when OpenFile reads a file.
@@ -164,9 +170,10 @@ func ReadFileHeader(r io.Reader, limit int64) (*FileMeta, *bufio.Reader, error) 
 	} else if LookupTransferSyntax(m.TransferSyntaxUID) == nil {
 		return nil, nil, fmt.Errorf("%w: invalid transfer syntax uid %q", ErrNoTransferSyntax, m.TransferSyntaxUID)
 	}
-	if m.MediaStorageSOPClassUID == "" || m.MediaStorageSOPInstanceUID == "" {
-		if ts := LookupTransferSyntax(m.TransferSyntaxUID); !ts.Deflated {
-			cls, inst := peekSOP(br, codingOf(ts))
+	if ts := LookupTransferSyntax(m.TransferSyntaxUID); !ts.Deflated {
+		cls, inst := peekSOP(br, codingOf(ts))
+		m.SOPClassUID, m.SOPInstanceUID = cls, inst
+		{
 			if m.MediaStorageSOPClassUID == "" {
 				m.MediaStorageSOPClassUID = cls
 			}

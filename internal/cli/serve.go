@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/ward-pacs/ward/internal/config"
@@ -75,6 +76,17 @@ func runServe(e *env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if path := os.Getenv("WARD_CPUPROFILE"); path != "" {
+		// A CPU profile of the whole run, for performance work.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	s := &server.Server{Config: c, Logger: log}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)

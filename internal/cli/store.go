@@ -130,7 +130,7 @@ func (e *env) storeSummary(results []*storeResult, skipped []string, total int64
 		fmt.Fprintf(e.stdout, ", %d with warnings", warned)
 	}
 	if len(skipped) > 0 {
-		fmt.Fprintf(e.stdout, ", %d files skipped (not DICOM objects)", len(skipped))
+		fmt.Fprintf(e.stdout, ", %d files skipped (not DICOM objects, DICOMDIRs, or no SOP Class/Instance UID in the data set)", len(skipped))
 	}
 	fmt.Fprintln(e.stdout)
 	keys := make([]string, 0, len(reasons))
@@ -171,7 +171,18 @@ func collectFiles(paths []string) ([]*storeFile, []string, error) {
 			skipped = append(skipped, p)
 			return
 		}
-		files = append(files, &storeFile{path: p, size: size, sopClass: meta.MediaStorageSOPClassUID, sopInst: meta.MediaStorageSOPInstanceUID, ts: meta.TransferSyntaxUID})
+		// Name the object as its data set does, as storescu does: some
+		// files' meta information disagrees with the data set.
+		f := &storeFile{path: p, size: size, sopClass: meta.MediaStorageSOPClassUID, sopInst: meta.MediaStorageSOPInstanceUID, ts: meta.TransferSyntaxUID}
+		if ts := dicom.LookupTransferSyntax(meta.TransferSyntaxUID); ts != nil && !ts.Deflated {
+			if meta.SOPClassUID == "" || meta.SOPInstanceUID == "" {
+				// Not a composite instance: no receiver can index it.
+				skipped = append(skipped, p)
+				return
+			}
+			f.sopClass, f.sopInst = meta.SOPClassUID, meta.SOPInstanceUID
+		}
+		files = append(files, f)
 	}
 	for _, root := range paths {
 		st, err := os.Stat(root)

@@ -100,6 +100,9 @@ func (s *Server) Index() store.Index { return s.index }
 func (s *Server) Blobs() store.Blobs { return s.blobs }
 
 func (s *Server) closeStores() {
+	if s.archive != nil {
+		s.archive.Close()
+	}
 	if s.blobs != nil {
 		s.blobs.Close()
 	}

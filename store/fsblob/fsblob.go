@@ -176,7 +176,14 @@ type writer struct {
 	tmp  string
 	err  error // first write error, sticky
 	done bool  // committed or aborted
+	// off is the bytes written; flushed is how far writeback was started.
+	off, flushed int64
 }
+
+// writebackChunk is how much written data is handed to the kernel for
+// writeback while the rest of the object still arrives, so that Commit's
+// fsync has little left to wait for.
+const writebackChunk = 128 << 10
 
 func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
@@ -186,9 +193,16 @@ func (w *writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	n, err := w.f.Write(p)
+	w.off += int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
 		return n, w.err
+	}
+	if w.off-w.flushed >= writebackChunk {
+		// Start writeback of what is written; Commit's fsync still makes
+		// it durable. An error here is only a lost hint.
+		_ = startWriteback(w.f, w.flushed, w.off-w.flushed)
+		w.flushed = w.off
 	}
 	return n, nil
 }

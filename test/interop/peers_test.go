@@ -204,11 +204,12 @@ func waitEcho(t *testing.T, aet string, port int) {
 }
 
 // startStorescp runs DCMTK storescp into a temporary folder.
-func startStorescp(t *testing.T) (port int, dir string) {
+func startStorescp(t *testing.T, extra ...string) (port int, dir string) {
 	t.Helper()
 	requireTool(t, "storescp", "echoscu", "gcc")
 	port, dir = freePort(t), t.TempDir()
-	daemon(t, "storescp.log", "storescp", "-dhl", "-aet", "STORESCP", "-od", dir, "-uf", strconv.Itoa(port))
+	args := append([]string{"-dhl", "-aet", "STORESCP", "-od", dir, "-uf"}, extra...)
+	daemon(t, "storescp.log", "storescp", append(args, strconv.Itoa(port))...)
 	waitEcho(t, "STORESCP", port)
 	return port, dir
 }

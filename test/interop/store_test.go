@@ -314,3 +314,51 @@ func TestWardStoreIntoWard(t *testing.T) {
 	_ = store.ErrNotFound
 	_ = exec.Command
 }
+
+// TestWardStoreConvertsForPeer sends files in explicit VR (little and big
+// endian) and deflated to a storescp that accepts Implicit VR Little Endian
+// only: ward store converts them, and the values arrive intact. A JPEG file
+// cannot be converted: it fails with the reason, and the exit status is 1.
+func TestWardStoreConvertsForPeer(t *testing.T) {
+	requirePydicom(t)
+	port, recv := startStorescp(t, "+xi")
+	dir := t.TempDir()
+	sources := map[string]string{} // SOP Instance UID -> source
+	for _, f := range []string{"MR_small.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm", "rtplan.dcm", "CT_small.dcm"} {
+		src := filepath.Join(pydicomTestFiles, f)
+		uid, _ := sopInstanceOf(t, src)
+		if _, dup := sources[uid]; dup {
+			continue
+		}
+		b, _ := os.ReadFile(src)
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+		sources[uid] = src
+	}
+	if rc := runWard(t, "store", "--quiet", "--aec", "STORESCP", "127.0.0.1:"+strconv.Itoa(port), dir); rc != 0 {
+		t.Fatalf("ward store exit %d", rc)
+	}
+	for uid, src := range sources {
+		matches, _ := filepath.Glob(filepath.Join(recv, "*"+uid))
+		if len(matches) != 1 {
+			t.Errorf("%s not received", filepath.Base(src))
+			continue
+		}
+		meta, rc, err := dicom.OpenFile(matches[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+		if meta.TransferSyntaxUID != dicom.ImplicitVRLittleEndian.UID {
+			t.Errorf("%s received in %s", filepath.Base(src), meta.TransferSyntaxUID)
+		}
+		if ok, diff := datasetsEqual(t, src, matches[0]); !ok {
+			t.Errorf("%s converted with a difference:\n%s", filepath.Base(src), diff)
+		}
+	}
+	jpeg := t.TempDir()
+	b, _ := os.ReadFile(filepath.Join(pydicomTestFiles, "JPEG-lossy.dcm"))
+	os.WriteFile(filepath.Join(jpeg, "JPEG-lossy.dcm"), b, 0o644)
+	if rc := runWard(t, "store", "--quiet", "--aec", "STORESCP", "127.0.0.1:"+strconv.Itoa(port), jpeg); rc != 1 {
+		t.Fatalf("a JPEG file to an implicit-only peer: exit %d, want 1", rc)
+	}
+}

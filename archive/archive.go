@@ -7,15 +7,13 @@ package archive
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -153,16 +151,8 @@ var indexed = map[dicom.Tag]bool{
 
 func wanted(t dicom.Tag) bool { return indexed[t] }
 
-// blobKey names a new blob: a digest of the SOP Instance UID (so that
-// copies of one instance sort together) and a random suffix (so that a
-// replacement never overwrites the copy it replaces before the index says
-// so).
-func blobKey(sopInstanceUID string) string {
-	sum := sha256.Sum256([]byte(sopInstanceUID))
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	return hex.EncodeToString(sum[:12]) + "-" + hex.EncodeToString(rnd[:])
-}
+// writerPool holds the buffers between the association and a blob.
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256*1024) }}
 
 // countingWriter counts bytes written through it.
 type countingWriter struct {
@@ -194,11 +184,11 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 			return resourceError("reading the index", err)
 		}
 	}
-	key := blobKey(r.SOPInstanceUID)
-	bw, err := ar.Blobs.Create(ctx, key)
+	bw, err := ar.Blobs.Create(ctx, "")
 	if err != nil {
 		return resourceError("creating the object file", err)
 	}
+	key := bw.Key()
 	committed := false
 	defer func() {
 		if !committed {
@@ -206,7 +196,9 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 		}
 	}()
 	cw := &countingWriter{w: bw}
-	buf := bufio.NewWriterSize(cw, 256*1024)
+	buf := writerPool.Get().(*bufio.Writer)
+	buf.Reset(cw)
+	defer func() { buf.Reset(nil); writerPool.Put(buf) }()
 	meta := &dicom.FileMeta{
 		MediaStorageSOPClassUID:      r.SOPClassUID,
 		MediaStorageSOPInstanceUID:   r.SOPInstanceUID,
@@ -216,6 +208,9 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 		SourceApplicationEntityTitle: r.Assoc.CallingAETitle(),
 	}
 	if err := dicom.WriteFileHeader(buf, meta); err != nil {
+		if errors.Is(err, dicom.ErrMalformed) {
+			return dimse.Errorf(dimse.StatusCannotUnderstand, "cannot store the object: %w", err)
+		}
 		return resourceError("writing the file header", err)
 	}
 	tee := &teeReader{r: r.Data, w: buf}

@@ -55,7 +55,7 @@ func WriteFileHeader(w io.Writer, m *FileMeta) error {
 		{"implementation class uid", impl},
 	}
 	for _, u := range uids {
-		if !ValidUID(trimUID(u.v)) {
+		if !StorableUID(trimUID(u.v)) {
 			return fmt.Errorf("%w: file meta: invalid %s %q", ErrMalformed, u.name, u.v)
 		}
 	}

@@ -141,6 +141,22 @@ func trimUID(s string) string {
 	return strings.TrimRight(s, "\x00 ")
 }
 
+// StorableUID reports whether s can be written as a UI value as received:
+// 1 to 64 digits and dots. It accepts what devices send that ValidUID does
+// not (components with leading zeros, empty components), since an archive
+// stores objects as received.
+func StorableUID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidUID reports whether s is a syntactically valid UID (PS3.5 9.1):
 // at most 64 characters, numeric components separated by '.', no leading
 // zeros in a component other than "0" itself.

@@ -127,7 +127,9 @@ type Index interface {
 // index about every blob still pending and publishes or removes it, so no
 // acknowledged object is lost and no unreferenced file stays behind.
 type Blobs interface {
-	// Create starts a new blob under a key that must not exist yet.
+	// Create starts a new blob under a key that must not exist yet. An
+	// empty key asks the backend to choose a new unique one (BlobWriter.Key
+	// tells it), which lets a backend prepare storage ahead of time.
 	Create(ctx context.Context, key string) (BlobWriter, error)
 	// Publish finishes a committed blob once the index references it.
 	// Publishing a published blob is a no-op.
@@ -146,6 +148,8 @@ type Blobs interface {
 // BlobWriter receives a blob's bytes.
 type BlobWriter interface {
 	io.Writer
+	// Key is the blob's key.
+	Key() string
 	// Commit makes the bytes durable (fsync of the file and its directory)
 	// in the pending state. After Commit, Open finds the blob.
 	Commit() error

@@ -27,8 +27,9 @@ type Conn struct {
 	// next command is read.
 	data *dataReader
 
-	// Write side: one buffer of the peer's maximum PDU length.
-	wbuf []byte
+	// Write side: two buffers of the peer's maximum PDU length (one being
+	// sent, one being filled).
+	wbuf, wbuf2 []byte
 }
 
 // NewConn wraps an established association.
@@ -256,7 +257,10 @@ func (c *Conn) writeFragments(ctxID byte, command bool, b []byte) error {
 func (c *Conn) writeStream(ctxID byte, r io.Reader) error {
 	max := c.maxFragment()
 	hdr := pdu.PDataHeaderLen
-	cur := make([]byte, hdr+max)
+	if cap(c.wbuf2) < hdr+max {
+		c.wbuf2 = make([]byte, hdr+max)
+	}
+	cur := c.wbuf2[:hdr+max]
 	next := c.buffer()[:hdr+max]
 	n, err := io.ReadFull(r, cur[hdr:])
 	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {

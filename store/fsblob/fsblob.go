@@ -14,10 +14,20 @@
 // of the destination directory, so after a crash each blob is in exactly one
 // of the three states. Blob bytes are written by the caller (DICOM Part 10);
 // this package never parses them.
+//
+// Create with an empty key takes the fast path: the store chooses the key
+// and hands out a "slot", an empty file created ahead of time directly in
+// pending/ whose directory entry was already made durable (one directory
+// fsync for a batch of slots). Committing it is then a single fsync of the
+// file: no create, rename or directory fsync on the C-STORE's critical path.
+// A slot left unused or half-written by a crash is in pending/ without an
+// index row, so Recover removes it like any unreferenced pending blob.
 package fsblob
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/ward-pacs/ward/store"
@@ -48,7 +59,26 @@ type Store struct {
 	pending string
 	tmp     string
 	closed  atomic.Bool
+
+	slotOnce sync.Once
+	slots    chan *slot
+	unused   sync.Map // key -> struct{}: slots created and not yet handed out
+	refill   chan struct{}
+	stop     chan struct{}
+	refiller sync.WaitGroup
 }
+
+// slot is a pre-created empty file in pending/.
+type slot struct {
+	key string
+	f   *os.File
+}
+
+// Slot pool size: enough to absorb a burst between two refills.
+const (
+	slotPool  = 256
+	slotBatch = 64
+)
 
 var (
 	_ store.Blobs      = (*Store)(nil)
@@ -139,6 +169,18 @@ func (s *Store) check(key string) error {
 // Create starts writing a new blob in tmp/. It fails with store.ErrExists if
 // the key is being written, pending or published.
 func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error) {
+	if key == "" {
+		if s.closed.Load() {
+			return nil, fmt.Errorf("fsblob: %w", store.ErrClosed)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if sl := s.takeSlot(); sl != nil {
+			return &writer{s: s, key: sl.key, f: sl.f, tmp: s.pendingPath(sl.key), slot: true}, nil
+		}
+		key = newKey() // pool empty: the ordinary path, with a fresh key
+	}
 	if err := s.check(key); err != nil {
 		return nil, err
 	}
@@ -178,7 +220,12 @@ type writer struct {
 	done bool  // committed or aborted
 	// off is the bytes written; flushed is how far writeback was started.
 	off, flushed int64
+	// slot: the file is a pre-created slot already in pending/.
+	slot bool
 }
+
+// Key is the blob's key (chosen by the store when Create got none).
+func (w *writer) Key() string { return w.key }
 
 // writebackChunk is how much written data is handed to the kernel for
 // writeback while the rest of the object still arrives, so that Commit's
@@ -227,6 +274,11 @@ func (w *writer) Commit() error {
 	}
 	if err := w.f.Close(); err != nil {
 		return fail(fmt.Errorf("fsblob: commit %s: %w", w.key, err))
+	}
+	if w.slot {
+		// Already in pending/ with a durable directory entry: the file's
+		// fsync made the bytes durable, nothing more to do.
+		return nil
 	}
 	pending := w.s.pendingPath(w.key)
 	if err := os.Rename(w.tmp, pending); err != nil {
@@ -333,6 +385,112 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	return nil, fmt.Errorf("fsblob: open %s: %w", key, store.ErrNotFound)
 }
 
+// newKey returns a random 32-hex-digit key.
+func newKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// startSlots starts the goroutine that keeps the slot pool full.
+func (s *Store) startSlots() {
+	s.slotOnce.Do(func() {
+		s.slots = make(chan *slot, slotPool)
+		s.refill = make(chan struct{}, 1)
+		s.stop = make(chan struct{})
+		s.refiller.Add(1)
+		go s.refillLoop()
+	})
+}
+
+func (s *Store) refillLoop() {
+	defer s.refiller.Done()
+	for {
+		for len(s.slots) < slotPool-slotBatch {
+			batch, err := s.makeSlots(slotBatch)
+			if err != nil {
+				break // Create falls back to making its own file
+			}
+			for _, sl := range batch {
+				s.slots <- sl
+			}
+		}
+		select {
+		case <-s.refill:
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// makeSlots creates n empty files in pending/ and makes their directory
+// entries durable with one fsync.
+func (s *Store) makeSlots(n int) ([]*slot, error) {
+	batch := make([]*slot, 0, n)
+	for i := 0; i < n; i++ {
+		key := newKey()
+		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		if err != nil {
+			break
+		}
+		s.unused.Store(key, struct{}{})
+		batch = append(batch, &slot{key: key, f: f})
+	}
+	if len(batch) == 0 {
+		return nil, errors.New("fsblob: cannot create slot files")
+	}
+	if err := syncDir(s.pending); err != nil {
+		for _, sl := range batch {
+			sl.f.Close()
+			os.Remove(s.pendingPath(sl.key))
+			s.unused.Delete(sl.key)
+		}
+		return nil, err
+	}
+	return batch, nil
+}
+
+// takeSlot hands out a slot, or nil when the pool is empty.
+func (s *Store) takeSlot() *slot {
+	s.startSlots()
+	select {
+	case sl := <-s.slots:
+		s.unused.Delete(sl.key)
+		if len(s.slots) < slotPool-slotBatch {
+			select {
+			case s.refill <- struct{}{}:
+			default:
+			}
+		}
+		return sl
+	default:
+		select {
+		case s.refill <- struct{}{}:
+		default:
+		}
+		return nil
+	}
+}
+
+// closeSlots stops the refiller and removes the slots never handed out.
+func (s *Store) closeSlots() {
+	if s.slots == nil {
+		return
+	}
+	close(s.stop)
+	s.refiller.Wait()
+	for {
+		select {
+		case sl := <-s.slots:
+			sl.f.Close()
+			os.Remove(s.pendingPath(sl.key))
+			s.unused.Delete(sl.key)
+		default:
+			return
+		}
+	}
+}
+
 // Delete removes a pending or published blob and fsyncs its directory, so
 // that once Delete returns the blob does not come back after a crash.
 // Deleting a missing blob is not an error.
@@ -389,6 +547,9 @@ func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)
 			return err
 		}
 		key, ok := strings.CutSuffix(e.Name(), ext)
+		if _, slot := s.unused.Load(key); ok && slot {
+			continue // a slot of this run, not yet handed out
+		}
 		if !ok || !ValidKey(key) || !e.Type().IsRegular() {
 			if err := os.RemoveAll(filepath.Join(s.pending, e.Name())); err != nil {
 				return fmt.Errorf("fsblob: recover: %w", err)
@@ -423,6 +584,9 @@ func (s *Store) WalkBlobs(ctx context.Context, fn func(key string, published boo
 	}
 	for _, e := range ents {
 		if key, ok := strings.CutSuffix(e.Name(), ext); ok && ValidKey(key) {
+			if _, slot := s.unused.Load(key); slot {
+				continue
+			}
 			if err := fn(key, false); err != nil {
 				return err
 			}
@@ -445,9 +609,13 @@ func (s *Store) WalkBlobs(ctx context.Context, fn func(key string, published boo
 	})
 }
 
-// Close marks the store closed. Writers already created may still finish.
+// Close marks the store closed and removes unused slots. Writers already
+// created may still finish.
 func (s *Store) Close() error {
-	s.closed.Store(true)
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.closeSlots()
 	return nil
 }
 

@@ -83,10 +83,15 @@ func TestCrashChild(t *testing.T) {
 					n -= 3 // replace an earlier instance
 				}
 				in := storetest.Sample(n, n/50, n/10)
-				w, err := bs.Create(ctx, in.BlobKey)
+				key := in.BlobKey
+				if g%2 == 0 {
+					key = "" // half the writers take the backend-chosen (slot) path
+				}
+				w, err := bs.Create(ctx, key)
 				if err != nil {
 					panic(err)
 				}
+				in.BlobKey = w.Key()
 				data := crashData(in.BlobKey)
 				if _, err := w.Write(data); err != nil {
 					panic(err)
@@ -153,7 +158,9 @@ func TestCrash(t *testing.T) {
 			}
 			io.Copy(io.Discard, stdout)
 		}()
-		kill := time.After(time.Duration(150+rand.IntN(600)) * time.Millisecond)
+		// The kill is armed at the first acknowledgement, so a slow start
+		// on a loaded machine never yields an empty round.
+		var kill <-chan time.Time
 		n := 0
 	read:
 		for {
@@ -165,6 +172,9 @@ func TestCrash(t *testing.T) {
 				if f := strings.Fields(l); len(f) == 3 && f[0] == "ack" {
 					acked[f[1]] = f[2]
 					n++
+					if n == 1 {
+						kill = time.After(time.Duration(50+rand.IntN(600)) * time.Millisecond)
+					}
 				}
 			case <-kill:
 				cmd.Process.Signal(syscall.SIGKILL)

@@ -154,6 +154,19 @@ type Association struct {
 	done        chan struct{}
 	endErr      error // set before done is closed
 	estab       chan error
+	// stopped is closed when the owner goroutine returns (Sta1). done
+	// closes earlier when the association ends in Sta13 (after an abort,
+	// a rejection or a release response), while the owner still waits for
+	// the peer to close: the reader must keep posting until stopped.
+	stopped chan struct{}
+	// pending is an event the current action implies, performed right
+	// after it (AE-6 leads to Evt7 or Evt8; a release collision to the
+	// implied A-RELEASE response, see AR-8 and AR-10).
+	pending *event
+
+	// trace, when set (tests only, before the goroutines start), sees
+	// every step: the state, event, action taken and resulting state.
+	trace func(transition)
 
 	bufPool sync.Pool
 
@@ -197,6 +210,7 @@ func newAssociation(cfg Config, conn net.Conn, requestor bool) *Association {
 		indications: make(chan indication, 4),
 		done:        make(chan struct{}),
 		estab:       make(chan error, 1),
+		stopped:     make(chan struct{}),
 		state:       ul.Sta1,
 		remote:      conn.RemoteAddr(),
 	}
@@ -350,6 +364,15 @@ func (a *Association) primitive(e event) error {
 	case err := <-e.reply:
 		return err
 	case <-a.done:
+		// The owner may have answered and then ended the association (a
+		// fast A-RELEASE-RP after our A-RELEASE-RQ): the answer wins, or
+		// Release would report ErrClosed for an orderly release
+		// (TestRegressionReleaseRacesDone).
+		select {
+		case err := <-e.reply:
+			return err
+		default:
+		}
 		if a.endErr != nil {
 			return a.endErr
 		}
@@ -364,7 +387,7 @@ func (a *Association) reader() {
 		h, err := pdu.ReadHeader(br, math.MaxUint32)
 		if err != nil {
 			if errors.Is(err, pdu.ErrUnknownType) || errors.Is(err, pdu.ErrMalformed) {
-				a.post(event{evt: ul.Evt19, err: err})
+				a.invalid(br, err)
 				return
 			}
 			a.post(event{evt: ul.Evt17, err: err})
@@ -375,7 +398,7 @@ func (a *Association) reader() {
 			limit = a.cfg.MaxPDULength
 		}
 		if h.Length > limit {
-			a.post(event{evt: ul.Evt19, err: fmt.Errorf("%w: pdu type 0x%02x declares %d bytes, limit %d", pdu.ErrTooLong, h.Type, h.Length, limit)})
+			a.invalid(br, fmt.Errorf("%w: pdu type 0x%02x declares %d bytes, limit %d", pdu.ErrTooLong, h.Type, h.Length, limit))
 			return
 		}
 		var bufp *[]byte
@@ -399,7 +422,7 @@ func (a *Association) reader() {
 		p, err := pdu.Decode(h.Type, body)
 		if err != nil {
 			a.putBuf(bufp)
-			a.post(event{evt: ul.Evt19, err: err})
+			a.invalid(br, err)
 			return
 		}
 		if !a.post(event{evt: pduEvent(p), pdu: p, buf: bufp}) {
@@ -429,11 +452,31 @@ func pduEvent(p pdu.PDU) ul.Event {
 	return ul.Evt19
 }
 
+// invalid posts Evt19 for an unrecognized or invalid PDU. The byte stream
+// cannot be parsed past it, but the owner (now in Sta13 or Sta1) still has
+// to learn when the peer closes the connection (Evt17, AR-5), so the rest
+// is read and discarded until then. Reading stops when the owner closes
+// the connection (ARTIM), so this is bounded in time and memory.
+func (a *Association) invalid(r io.Reader, err error) {
+	if !a.post(event{evt: ul.Evt19, err: err}) {
+		return
+	}
+	_, cerr := io.Copy(io.Discard, r)
+	if cerr == nil {
+		cerr = io.EOF
+	}
+	a.post(event{evt: ul.Evt17, err: cerr})
+}
+
+// post hands an event to the owner. It gives up only once the owner has
+// stopped: done alone is not enough, as the owner keeps running in Sta13
+// after done is closed and needs the PDUs and the transport close (Evt17)
+// that follow.
 func (a *Association) post(e event) bool {
 	select {
 	case a.pdus <- e:
 		return true
-	case <-a.done:
+	case <-a.stopped:
 		return false
 	}
 }
@@ -474,7 +517,10 @@ func Dial(ctx context.Context, network, address string, cfg Config, rq *pdu.Asso
 
 // Request runs association establishment as requestor over conn.
 func Request(ctx context.Context, conn net.Conn, cfg Config, rq *pdu.AssociateRQ) (*Association, error) {
-	a := newAssociation(cfg, conn, true)
+	return newAssociation(cfg, conn, true).request(ctx, rq)
+}
+
+func (a *Association) request(ctx context.Context, rq *pdu.AssociateRQ) (*Association, error) {
 	if rq.UserInfo.MaxLength == 0 {
 		rq.UserInfo.MaxLength = a.cfg.MaxPDULength
 	}
@@ -512,7 +558,10 @@ type Negotiator interface {
 // connection: Evt5, AE-5 (ARTIM), then the request is negotiated. It returns
 // the established association, or an error when none was established.
 func Serve(conn net.Conn, cfg Config, n Negotiator) (*Association, error) {
-	a := newAssociation(cfg, conn, false)
+	return newAssociation(cfg, conn, false).serve(n)
+}
+
+func (a *Association) serve(n Negotiator) (*Association, error) {
 	a.negotiator = n
 	go a.reader()
 	go a.run(ul.Evt5)

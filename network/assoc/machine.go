@@ -23,6 +23,7 @@ func (a *Association) run(first ul.Event) {
 	a.idle.Stop()
 	defer a.artim.Stop()
 	defer a.idle.Stop()
+	defer close(a.stopped)
 	a.step(event{evt: first})
 	for a.state != ul.Sta1 {
 		select {
@@ -60,9 +61,31 @@ func (a *Association) resetIdle() {
 func (a *Association) startARTIM() { a.artim.Reset(a.cfg.ARTIMTimeout) }
 func (a *Association) stopARTIM()  { a.artim.Stop() }
 
-// step performs one event: the action of Table 9-10 and the transition.
+// transition is one step of the machine, as the trace hook sees it. Action
+// is None for a pair that Table 9-10 leaves empty.
+type transition struct {
+	From   ul.State
+	Event  ul.Event
+	Action ul.Action
+	To     ul.State
+}
+
+// step performs one event, then the events its action implies (pending).
 func (a *Association) step(e event) {
+	a.stepOne(e)
+	for a.pending != nil {
+		next := *a.pending
+		a.pending = nil
+		a.stepOne(next)
+	}
+}
+
+// stepOne performs one event: the action of Table 9-10 and the transition.
+func (a *Association) stepOne(e event) {
 	from := a.state
+	if a.trace != nil {
+		defer func() { a.trace(transition{from, e.evt, ul.Table[e.evt][from], a.state}) }()
+	}
 	act, ok := ul.Lookup(from, e.evt)
 	if !ok {
 		a.unexpected(e)
@@ -95,9 +118,9 @@ func (a *Association) step(e event) {
 		a.rq = e.pdu.(*pdu.AssociateRQ)
 		ac, rj := a.negotiate()
 		if rj != nil {
-			a.step(event{evt: ul.Evt8, pdu: rj})
+			a.pending = &event{evt: ul.Evt8, pdu: rj}
 		} else {
-			a.step(event{evt: ul.Evt7, pdu: ac})
+			a.pending = &event{evt: ul.Evt7, pdu: ac}
 		}
 	case ul.AE7: // send A-ASSOCIATE-AC
 		a.ac = e.pdu.(*pdu.AssociateAC)
@@ -140,14 +163,23 @@ func (a *Association) step(e event) {
 		a.stopARTIM()
 		a.finish(nil)
 	case ul.AR8: // A-RELEASE-RQ received during our own release: collision
-		a.indicate(indication{release: true})
-		if !a.requestor {
+		// The service user is blocked in Release, which already says that
+		// it wants the association released: its A-RELEASE response to the
+		// collision indication is implied (Evt14), at once on the requestor
+		// side (AR-9), after the peer's A-RELEASE-RP on the acceptor side
+		// (AR-10, then AR-4). Delivering the indication through Recv
+		// instead left nobody to answer it, and ARTIM aborted the
+		// association (TestRegressionReleaseCollision).
+		if a.requestor {
+			a.pending = &event{evt: ul.Evt14}
+		} else {
 			a.state = ul.Sta10
 		}
 	case ul.AR9: // send A-RELEASE-RP (collision, requestor side)
 		_ = a.writePDU(&pdu.ReleaseRP{})
 	case ul.AR10: // A-RELEASE-RP received (collision, acceptor side)
-		// The service user's release response (Evt14) follows.
+		// The release response is implied, as for AR-8.
+		a.pending = &event{evt: ul.Evt14}
 	case ul.AA1: // send A-ABORT, start ARTIM
 		ab := e.abort
 		if ab == nil {
@@ -197,6 +229,16 @@ func (a *Association) unexpected(e event) {
 	a.putBuf(e.buf)
 	cause := fmt.Errorf("%w: %s not allowed in %s", ErrProtocol, e.evt, a.state)
 	if e.reply != nil {
+		// Once the association has ended for the service user (done is
+		// closed, the owner waiting in Sta13), a primitive gets the end
+		// error, as it does when it finds done closed before the owner
+		// takes it; which of the two happened is chance
+		// (TestRegressionPrimitiveAfterAbort).
+		select {
+		case <-a.done:
+			cause = errOr(a.endErr, ErrClosed)
+		default:
+		}
 		e.reply <- cause
 		return
 	}

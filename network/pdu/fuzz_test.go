@@ -139,7 +139,10 @@ func TestReadRefuses4GB(t *testing.T) {
 	if buf != nil {
 		t.Fatalf("a buffer of %d bytes was made", cap(buf))
 	}
-	if d := ms1.TotalAlloc - ms0.TotalAlloc; d > 4096 {
+	// TotalAlloc is process-wide (the runtime and other tests allocate
+	// too): the bound only proves that nothing near the declared 4 GB was
+	// made; AllocsPerRun below is the precise check.
+	if d := ms1.TotalAlloc - ms0.TotalAlloc; d > 1<<20 {
 		t.Fatalf("%d bytes allocated", d)
 	}
 	// A few small allocations for the header and the error, nothing more.

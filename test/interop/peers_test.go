@@ -66,13 +66,13 @@ var (
 	shimErr  error
 )
 
-// loopbackShim builds the LD_PRELOAD shim of the shared bench harness that
+// loopbackShim builds the LD_PRELOAD library (testdata/bindlo.c) that
 // rewrites wildcard bind() to loopback: storescp and Orthanc bind every
 // interface otherwise.
 func loopbackShim(t *testing.T) string {
 	t.Helper()
 	shimOnce.Do(func() {
-		src := filepath.Join(repoRoot(), "..", "shared", "bench", "lib", "bind_loopback.c")
+		src := filepath.Join(repoRoot(), "test", "interop", "testdata", "bindlo.c")
 		if _, err := os.Stat(src); err != nil {
 			shimErr = fmt.Errorf("loopback shim source: %w", err)
 			return
@@ -211,6 +211,7 @@ func startStorescp(t *testing.T, extra ...string) (port int, dir string) {
 	args := append([]string{"-dhl", "-aet", "STORESCP", "-od", dir, "-uf"}, extra...)
 	daemon(t, "storescp.log", "storescp", append(args, strconv.Itoa(port))...)
 	waitEcho(t, "STORESCP", port)
+	assertLoopbackOnly(t, port)
 	return port, dir
 }
 
@@ -274,6 +275,8 @@ func startOrthanc(t *testing.T) *orthanc {
 	}
 	daemon(t, "orthanc.log", "Orthanc", path)
 	waitEcho(t, "ORTHANC", o.dicomPort)
+	assertLoopbackOnly(t, o.dicomPort)
+	assertLoopbackOnly(t, o.httpPort)
 	return o
 }
 
@@ -292,5 +295,28 @@ func requirePydicom(t *testing.T) {
 			t.Fatal("python3-pydicom is required under CI=true")
 		}
 		t.Skip("pydicom not importable")
+	}
+}
+
+// assertLoopbackOnly fails the test when something listens on port on an
+// address other than loopback (the shim did not take).
+func assertLoopbackOnly(t *testing.T, port int) {
+	t.Helper()
+	hexPort := fmt.Sprintf(":%04X", port)
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 4 || fields[3] != "0A" || !strings.HasSuffix(fields[1], hexPort) {
+				continue
+			}
+			addr := strings.TrimSuffix(fields[1], hexPort)
+			if addr != "0100007F" && addr != "00000000000000000000000001000000" {
+				t.Fatalf("port %d listens on %s (%s), not loopback only", port, addr, f)
+			}
+		}
 	}
 }

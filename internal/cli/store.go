@@ -124,7 +124,7 @@ func (e *env) storeSummary(results []*storeResult, skipped []string, total int64
 	if secs == 0 {
 		secs = 1e-9
 	}
-	fmt.Fprintf(e.stdout, "sent %d of %d objects (%.1f MB) in %s: %.0f objects/s, %.1f MB/s; %d failed",
+	fmt.Fprintf(e.stdout, "sent %d of %d objects (%.1f MB) in %s: %.3g objects/s, %.1f MB/s; %d failed",
 		sent, len(results), float64(total)/1e6, elapsed.Round(time.Millisecond), float64(sent)/secs, float64(total)/1e6/secs, failed)
 	if warned > 0 {
 		fmt.Fprintf(e.stdout, ", %d with warnings", warned)

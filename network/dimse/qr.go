@@ -1,0 +1,75 @@
+package dimse
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/ward-pacs/ward/dicom"
+)
+
+// Query/Retrieve SOP classes (PS3.4 Annex C).
+const (
+	PatientRootFind = "1.2.840.10008.5.1.4.1.2.1.1"
+	PatientRootMove = "1.2.840.10008.5.1.4.1.2.1.2"
+	PatientRootGet  = "1.2.840.10008.5.1.4.1.2.1.3"
+	StudyRootFind   = "1.2.840.10008.5.1.4.1.2.2.1"
+	StudyRootMove   = "1.2.840.10008.5.1.4.1.2.2.2"
+	StudyRootGet    = "1.2.840.10008.5.1.4.1.2.2.3"
+)
+
+// MaxIdentifierLength bounds a C-FIND/C-MOVE/C-GET identifier.
+const MaxIdentifierLength = 1 << 20
+
+// FindRequest is a C-FIND request with its decoded identifier.
+type FindRequest struct {
+	Request
+	SOPClassUID    string
+	Identifier     *dicom.DataSet
+	TransferSyntax *dicom.TransferSyntax
+}
+
+// Finder serves C-FIND. Find calls emit once per match; the dispatcher
+// sends each as a pending response (FF00, or FF01 when the handler asks)
+// and the final response when Find returns: success for nil, Cancel (FE00)
+// when ctx was cancelled by a C-CANCEL, the StatusError's status otherwise.
+// ctx is cancelled on C-CANCEL and when the association ends.
+type Finder interface {
+	Find(ctx context.Context, r *FindRequest, emit func(match *dicom.DataSet) error) error
+}
+
+// RetrieveRequest is a C-MOVE or C-GET request with its decoded identifier.
+type RetrieveRequest struct {
+	Request
+	SOPClassUID     string
+	Identifier      *dicom.DataSet
+	TransferSyntax  *dicom.TransferSyntax
+	MoveDestination string // C-MOVE only
+}
+
+// Instance is one object a retrieve sends as a C-STORE sub-operation.
+type Instance struct {
+	SOPClassUID, SOPInstanceUID string
+	// TransferSyntaxUID is the syntax the object is stored in.
+	TransferSyntaxUID string
+	// Open returns the data set bytes (after the Part 10 header) in
+	// TransferSyntaxUID.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// ErrUnknownDestination: a C-MOVE destination that is not a known peer
+// (the dispatcher answers A801).
+var ErrUnknownDestination = errors.New("dimse: move destination unknown")
+
+// Retriever serves C-MOVE and C-GET: it resolves the identifier to the
+// instances to send; the dispatcher performs the sub-operations (over a new
+// association to the destination for C-MOVE, over the same association for
+// C-GET), sends the pending responses with remaining/completed/failed/
+// warning counts and the final one with the failed SOP Instance UIDs, and
+// honours C-CANCEL.
+type Retriever interface {
+	Retrieve(ctx context.Context, r *RetrieveRequest) ([]Instance, error)
+	// Destination returns the address (HOST:PORT) of a C-MOVE destination
+	// AE title, or ErrUnknownDestination.
+	Destination(ctx context.Context, aeTitle string) (string, error)
+}

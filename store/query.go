@@ -1,6 +1,15 @@
 package store
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnsupportedKey is returned (wrapped) by Querier methods for a matching
+// key the backend cannot match on: an attribute it does not index, a key
+// below the query level, or a matching kind the attribute does not allow
+// (e.g. a range on a UID). The archive maps it to a failure status.
+var ErrUnsupportedKey = errors.New("store: unsupported matching key")
 
 // Level is a query/retrieve level (PS3.4 C.3).
 type Level int
@@ -59,6 +68,11 @@ type Query struct {
 	PNCaseSensitive bool
 	// Limit caps the number of matches returned (0: no cap).
 	Limit int
+	// Return lists the keywords the caller wants in each Match. nil means
+	// every attribute the backend has for the level; a backend may then
+	// leave out attributes that are costly to compute and not listed
+	// (ModalitiesInStudy, SOPClassesInStudy). Matching is not affected.
+	Return []string
 }
 
 // Match is one query result: attribute keyword -> value (UTF-8), covering
@@ -77,4 +91,14 @@ type Querier interface {
 	// Instances lists the instances under the matches of q (any level),
 	// for C-MOVE and C-GET.
 	Instances(ctx context.Context, q *Query, fn func(*Instance) error) error
+}
+
+// KeyMatcher is an optional capability of a Querier: whether it can match
+// on an attribute (keyword). The archive ignores matching keys a backend
+// cannot match on, as PS3.4 allows for optional keys, and says so with
+// the pending-warning status.
+// Fallback: every key is passed on; one the backend cannot match on fails
+// the query with ErrUnsupportedKey.
+type KeyMatcher interface {
+	CanMatch(attribute string) bool
 }

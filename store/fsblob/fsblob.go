@@ -10,9 +10,10 @@
 //
 // where s1 and s2 are the key's first and second pairs of characters, with
 // '.' replaced by '_' and short keys padded with '_' (so a shard directory
-// is never "." or ".."). Every state change is a rename followed by an fsync
-// of the destination directory, so after a crash each blob is in exactly one
-// of the three states. Blob bytes are written by the caller (DICOM Part 10);
+// is never "." or ".."). tmp -> pending is a rename followed by an fsync of
+// pending/, so a committed blob is durable there; pending -> objects is a
+// rename (atomic), so after a crash each blob is in exactly one of the
+// three states. Blob bytes are written by the caller (DICOM Part 10);
 // this package never parses them.
 //
 // Create with an empty key takes the fast path: the store chooses the key
@@ -59,6 +60,8 @@ type Store struct {
 	pending string
 	tmp     string
 	closed  atomic.Bool
+
+	dirs sync.Map // shard directories known to exist (and be durable)
 
 	slotOnce sync.Once
 	slots    chan *slot
@@ -321,8 +324,11 @@ func (s *Store) Publish(ctx context.Context, key string) error {
 		return fmt.Errorf("fsblob: publish %s: %w", key, store.ErrNotFound)
 	}
 	dir := s.objectDir(key)
-	if err := mkdirSync(s.objects, dir); err != nil {
-		return fmt.Errorf("fsblob: publish %s: %w", key, err)
+	if _, ok := s.dirs.Load(dir); !ok {
+		if err := mkdirSync(s.objects, dir); err != nil {
+			return fmt.Errorf("fsblob: publish %s: %w", key, err)
+		}
+		s.dirs.Store(dir, struct{}{})
 	}
 	if err := os.Rename(pending, filepath.Join(dir, key+ext)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) { // published concurrently
@@ -332,9 +338,10 @@ func (s *Store) Publish(ctx context.Context, key string) error {
 		}
 		return fmt.Errorf("fsblob: publish %s: %w", key, err)
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("fsblob: publish %s: %w", key, err)
-	}
+	// No fsync of dir here: the blob is durable in pending/ already, and
+	// a rename is atomic; if a crash loses it, the blob is found in
+	// pending/ again and Recover publishes it. Whatever later depends on
+	// the new name (a Delete) fsyncs the directory itself.
 	return nil
 }
 

@@ -185,4 +185,9 @@ WHEN OLD.patient_fk IS NOT NEW.patient_fk BEGIN
 	DELETE FROM patient WHERE pk = OLD.patient_fk AND num_studies = 0;
 END;
 `,
+	// 2: query/retrieve. Case-sensitive PN matching (Query.PNCaseSensitive)
+	// searches the raw name; the case-insensitive default uses *_norm.
+	`
+CREATE INDEX patient_name_idx ON patient (patient_name);
+`,
 }

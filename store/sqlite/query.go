@@ -1,0 +1,441 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ward-pacs/ward/store"
+)
+
+// Query/retrieve (store.Querier).
+//
+// Every query is one SELECT built from the keys with bound parameters only;
+// no value ever becomes SQL text. Matching follows PS3.4 C.2.2.2:
+//
+//   - single value: '='; PN compares the *_norm column with
+//     store.NormalizePN(value) unless Query.PNCaseSensitive.
+//   - wildcard ('*', '?'): GLOB with '[' and ']' escaped; a literal prefix
+//     ("DOE*") also becomes "col >= prefix AND col < next(prefix)", which
+//     lets SQLite search the index whatever it knows of the bound pattern.
+//     A value of only '*' is universal matching (no condition).
+//   - list of UIDs: IN (...).
+//   - range (DA, TM, DT): "col >= lo" and "col < next(hi)", so that a high
+//     bound of lower precision than the stored value includes it ("-1200"
+//     includes "120000.5"). StudyDate and StudyTime given together are two
+//     independent ranges (PS3.4 C.2.2.2.5.1 combined date-time matching is
+//     not implemented: "20200101-20200102" with "2300-0100" matches times
+//     between 23:00 and 01:00 of no day).
+//   - empty value: "col = ''" (absent attributes are stored as '').
+//   - ModalitiesInStudy and SOPClassesInStudy: the study has a series
+//     (instance) whose Modality (SOP Class UID) matches.
+//
+// Values compare as stored strings: DT values with different UTC offsets are
+// not normalised.
+
+// column is one attribute the index holds.
+type column struct {
+	level store.Level
+	expr  string // SQL expression returning TEXT
+	norm  string // *_norm column for case-insensitive PN matching
+	vr    string // "PN", "DA", "TM", "DT", "UI", "IS", "US", "CS", "LO", "SH"...
+	// in is set for attributes matched through a subquery on the level
+	// below: "st.pk IN (SELECT ... WHERE %s)", %s the condition on col.
+	in  string
+	col string // the column the subquery condition uses
+	// costly attributes are only computed when asked for (Query.Return).
+	costly bool
+	// match is false for attributes that are return keys only.
+	noMatch bool
+}
+
+var columns = map[string]column{
+	// Patient
+	"PatientName":                     {level: store.LevelPatient, expr: "p.patient_name", norm: "p.patient_name_norm", vr: "PN"},
+	"PatientID":                       {level: store.LevelPatient, expr: "p.patient_id", vr: "LO"},
+	"IssuerOfPatientID":               {level: store.LevelPatient, expr: "p.issuer_of_patient_id", vr: "LO"},
+	"PatientBirthDate":                {level: store.LevelPatient, expr: "p.patient_birth_date", vr: "DA"},
+	"PatientSex":                      {level: store.LevelPatient, expr: "p.patient_sex", vr: "CS"},
+	"NumberOfPatientRelatedStudies":   {level: store.LevelPatient, expr: "CAST(p.num_studies AS TEXT)", vr: "IS", noMatch: true},
+	"NumberOfPatientRelatedSeries":    {level: store.LevelPatient, expr: "CAST(p.num_series AS TEXT)", vr: "IS", noMatch: true},
+	"NumberOfPatientRelatedInstances": {level: store.LevelPatient, expr: "CAST(p.num_instances AS TEXT)", vr: "IS", noMatch: true},
+
+	// Study
+	"StudyInstanceUID":              {level: store.LevelStudy, expr: "st.study_instance_uid", vr: "UI"},
+	"StudyDate":                     {level: store.LevelStudy, expr: "st.study_date", vr: "DA"},
+	"StudyTime":                     {level: store.LevelStudy, expr: "st.study_time", vr: "TM"},
+	"AccessionNumber":               {level: store.LevelStudy, expr: "st.accession_number", vr: "SH"},
+	"StudyID":                       {level: store.LevelStudy, expr: "st.study_id", vr: "SH"},
+	"StudyDescription":              {level: store.LevelStudy, expr: "st.study_description", vr: "LO"},
+	"ReferringPhysicianName":        {level: store.LevelStudy, expr: "st.referring_physician_name", norm: "st.referring_physician_name_norm", vr: "PN"},
+	"NumberOfStudyRelatedSeries":    {level: store.LevelStudy, expr: "CAST(st.num_series AS TEXT)", vr: "IS", noMatch: true},
+	"NumberOfStudyRelatedInstances": {level: store.LevelStudy, expr: "CAST(st.num_instances AS TEXT)", vr: "IS", noMatch: true},
+	"ModalitiesInStudy": {level: store.LevelStudy, vr: "CS", costly: true,
+		expr: "(SELECT coalesce(group_concat(DISTINCT x.modality), '') FROM series x WHERE x.study_fk = st.pk AND x.modality <> '')",
+		in:   "st.pk IN (SELECT x.study_fk FROM series x WHERE %s)", col: "x.modality"},
+	"SOPClassesInStudy": {level: store.LevelStudy, vr: "UI", costly: true,
+		expr: "(SELECT coalesce(group_concat(DISTINCT y.sop_class_uid), '') FROM series x JOIN instance y ON y.series_fk = x.pk WHERE x.study_fk = st.pk)",
+		in:   "st.pk IN (SELECT x.study_fk FROM instance y JOIN series x ON x.pk = y.series_fk WHERE %s)", col: "y.sop_class_uid"},
+
+	// Series
+	"SeriesInstanceUID":               {level: store.LevelSeries, expr: "se.series_instance_uid", vr: "UI"},
+	"Modality":                        {level: store.LevelSeries, expr: "se.modality", vr: "CS"},
+	"SeriesNumber":                    {level: store.LevelSeries, expr: "se.series_number", vr: "IS"},
+	"SeriesDescription":               {level: store.LevelSeries, expr: "se.series_description", vr: "LO"},
+	"SeriesDate":                      {level: store.LevelSeries, expr: "se.series_date", vr: "DA"},
+	"SeriesTime":                      {level: store.LevelSeries, expr: "se.series_time", vr: "TM"},
+	"BodyPartExamined":                {level: store.LevelSeries, expr: "se.body_part_examined", vr: "CS"},
+	"PerformedProcedureStepStartDate": {level: store.LevelSeries, expr: "se.performed_procedure_step_start_date", vr: "DA"},
+	"NumberOfSeriesRelatedInstances":  {level: store.LevelSeries, expr: "CAST(se.num_instances AS TEXT)", vr: "IS", noMatch: true},
+
+	// Image
+	"SOPInstanceUID":             {level: store.LevelImage, expr: "i.sop_instance_uid", vr: "UI"},
+	"SOPClassUID":                {level: store.LevelImage, expr: "i.sop_class_uid", vr: "UI"},
+	"InstanceNumber":             {level: store.LevelImage, expr: "i.instance_number", vr: "IS"},
+	"ContentDate":                {level: store.LevelImage, expr: "i.content_date", vr: "DA"},
+	"ContentTime":                {level: store.LevelImage, expr: "i.content_time", vr: "TM"},
+	"NumberOfFrames":             {level: store.LevelImage, expr: "i.number_of_frames", vr: "IS"},
+	"Rows":                       {level: store.LevelImage, expr: "CASE i.rows WHEN 0 THEN '' ELSE CAST(i.rows AS TEXT) END", vr: "US", noMatch: true},
+	"Columns":                    {level: store.LevelImage, expr: "CASE i.columns WHEN 0 THEN '' ELSE CAST(i.columns AS TEXT) END", vr: "US", noMatch: true},
+	"AvailableTransferSyntaxUID": {level: store.LevelImage, expr: "i.transfer_syntax_uid", vr: "UI"},
+}
+
+// Attributes returns the keywords the SQLite index can return at each
+// level (index = store.Level), and whether each can be a matching key.
+func Attributes() (byLevel [4][]string, matchable map[string]bool) {
+	matchable = map[string]bool{}
+	for kw, c := range columns {
+		byLevel[c.level] = append(byLevel[c.level], kw)
+		matchable[kw] = !c.noMatch
+	}
+	for i := range byLevel {
+		slices.Sort(byLevel[i])
+	}
+	return byLevel, matchable
+}
+
+var (
+	_ store.Querier    = (*DB)(nil)
+	_ store.KeyMatcher = (*DB)(nil)
+)
+
+// CanMatch implements store.KeyMatcher.
+func (db *DB) CanMatch(attribute string) bool {
+	c, ok := columns[attribute]
+	return ok && !c.noMatch
+}
+
+// from returns the FROM clause of a level.
+func from(l store.Level) string {
+	const (
+		p  = "patient p"
+		st = " JOIN patient p ON p.pk = st.patient_fk"
+		se = " JOIN study st ON st.pk = se.study_fk"
+		i  = " JOIN series se ON se.pk = i.series_fk"
+	)
+	switch l {
+	case store.LevelPatient:
+		return p
+	case store.LevelStudy:
+		return "study st" + st
+	case store.LevelSeries:
+		return "series se" + se + st
+	}
+	return "instance i" + i + se + st
+}
+
+// builder accumulates WHERE conditions and their arguments.
+type builder struct {
+	where []string
+	args  []any
+}
+
+func (b *builder) add(cond string, args ...any) {
+	b.where = append(b.where, cond)
+	b.args = append(b.args, args...)
+}
+
+// nextPrefix returns the smallest string greater than every string that
+// starts with s, or "" when there is none (s empty or ending in 0xFF).
+func nextPrefix(s string) string {
+	if s == "" || s[len(s)-1] == 0xFF {
+		return ""
+	}
+	return s[:len(s)-1] + string([]byte{s[len(s)-1] + 1})
+}
+
+// globEscape turns a DICOM wildcard pattern into a GLOB pattern: '*' and
+// '?' keep their meaning, '[' and ']' become literal.
+func globEscape(p string) string {
+	var sb strings.Builder
+	for _, r := range p {
+		switch r {
+		case '[':
+			sb.WriteString("[[]")
+		case ']':
+			sb.WriteString("[]]")
+		default:
+			sb.WriteRune(r)
+		}
+	}
+	return sb.String()
+}
+
+// cond adds the condition of one key on column expression col.
+func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) error {
+	norm := func(v string) string { return v }
+	if c.vr == "PN" && pnInsensitive {
+		norm = store.NormalizePN
+		if c.norm != "" {
+			col = c.norm
+		}
+	}
+	switch k.Kind {
+	case store.MatchSingle:
+		b.add(col+" = ?", norm(k.Value))
+	case store.MatchWildcard:
+		pat := norm(k.Value)
+		if strings.Trim(pat, "*") == "" {
+			return nil // universal
+		}
+		prefix := pat
+		if i := strings.IndexAny(pat, "*?"); i >= 0 {
+			prefix = pat[:i]
+		}
+		if prefix != "" {
+			if next := nextPrefix(prefix); next != "" {
+				b.add(col+" >= ? AND "+col+" < ?", prefix, next)
+			} else {
+				b.add(col+" >= ?", prefix)
+			}
+		}
+		b.add(col+" GLOB ?", globEscape(pat))
+	case store.MatchList:
+		if len(k.Values) == 0 {
+			return fmt.Errorf("%w: empty list for %s", store.ErrUnsupportedKey, k.Attribute)
+		}
+		ph := strings.Repeat("?, ", len(k.Values))
+		ph = ph[:len(ph)-2]
+		args := make([]any, len(k.Values))
+		for i, v := range k.Values {
+			args[i] = norm(v)
+		}
+		b.add(col+" IN ("+ph+")", args...)
+	case store.MatchRange:
+		switch c.vr {
+		case "DA", "TM", "DT":
+		default:
+			return fmt.Errorf("%w: range matching on %s (%s)", store.ErrUnsupportedKey, k.Attribute, c.vr)
+		}
+		if k.Lo == "" && k.Hi == "" {
+			return nil
+		}
+		if k.Lo != "" {
+			b.add(col+" >= ?", k.Lo)
+		}
+		if k.Hi != "" {
+			if next := nextPrefix(k.Hi); next != "" {
+				b.add(col+" < ?", next)
+			}
+		}
+		if k.Lo != "" || k.Hi != "" {
+			b.add(col + " <> ''") // an empty value is in no range
+		}
+	case store.MatchEmpty:
+		b.add(col + " = ''")
+	default:
+		return fmt.Errorf("%w: unknown matching kind %d for %s", store.ErrUnsupportedKey, k.Kind, k.Attribute)
+	}
+	return nil
+}
+
+// key adds the conditions of one key at query level l.
+func (b *builder) key(k *store.Key, l store.Level, pnInsensitive bool) error {
+	c, ok := columns[k.Attribute]
+	if !ok || c.noMatch {
+		return fmt.Errorf("%w: %s", store.ErrUnsupportedKey, k.Attribute)
+	}
+	if c.level > l {
+		return fmt.Errorf("%w: %s is below the %s level", store.ErrUnsupportedKey, k.Attribute, l)
+	}
+	if c.in == "" {
+		return b.cond(k, c, c.expr, pnInsensitive)
+	}
+	if k.Kind == store.MatchEmpty {
+		// No series (instance) with a non-empty value.
+		b.add("NOT " + fmt.Sprintf(c.in, c.col+" <> ''"))
+		return nil
+	}
+	var sub builder
+	if err := sub.cond(k, c, c.col, pnInsensitive); err != nil {
+		return err
+	}
+	if len(sub.where) == 0 {
+		return nil
+	}
+	b.add(fmt.Sprintf(c.in, strings.Join(sub.where, " AND ")), sub.args...)
+	return nil
+}
+
+// where builds the WHERE clause of q (empty when q has no conditions).
+func where(q *store.Query) (string, []any, error) {
+	if q.Level < store.LevelPatient || q.Level > store.LevelImage {
+		return "", nil, fmt.Errorf("sqlite: query: invalid level %d", q.Level)
+	}
+	if q.Level == store.LevelPatient && !q.PatientRoot {
+		return "", nil, fmt.Errorf("sqlite: query: %w: PATIENT level in the Study Root model", store.ErrUnsupportedKey)
+	}
+	var b builder
+	for i := range q.Keys {
+		if err := b.key(&q.Keys[i], q.Level, !q.PNCaseSensitive); err != nil {
+			return "", nil, fmt.Errorf("sqlite: query: %w", err)
+		}
+	}
+	if len(b.where) == 0 {
+		return "", nil, nil
+	}
+	return " WHERE " + strings.Join(b.where, " AND "), b.args, nil
+}
+
+// selectQuery builds the SELECT of Query: the columns returned (keywords)
+// and the SQL with its arguments.
+func selectQuery(q *store.Query) (kws []string, query string, args []any, err error) {
+	w, args, err := where(q)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	var want map[string]bool
+	if q.Return != nil {
+		want = make(map[string]bool, len(q.Return))
+		for _, kw := range q.Return {
+			want[kw] = true
+		}
+	}
+	byLevel, _ := Attributes()
+	var exprs []string
+	for l := store.LevelPatient; l <= q.Level; l++ {
+		for _, kw := range byLevel[l] {
+			c := columns[kw]
+			if c.costly && want != nil && !want[kw] {
+				continue
+			}
+			kws = append(kws, kw)
+			exprs = append(exprs, c.expr)
+		}
+	}
+	query = "SELECT " + strings.Join(exprs, ", ") + " FROM " + from(q.Level) + w
+	if q.Limit > 0 {
+		query += " LIMIT " + strconv.Itoa(q.Limit)
+	}
+	return kws, query, args, nil
+}
+
+// Query implements store.Querier. Matches come in the order SQLite produces
+// them for the plan, stable for an unchanged index.
+func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) error) error {
+	kws, query, args, err := selectQuery(q)
+	if err != nil {
+		return err
+	}
+	rows, err := db.rdb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: query: %w", db.closedErr(err))
+	}
+	defer rows.Close()
+	vals := make([]string, len(kws))
+	ptrs := make([]any, len(kws))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return fmt.Errorf("sqlite: query: %w", err)
+		}
+		m := make(store.Match, len(kws))
+		for i, kw := range kws {
+			v := vals[i]
+			if columns[kw].in != "" && v != "" {
+				parts := strings.Split(v, ",")
+				slices.Sort(parts)
+				v = strings.Join(parts, `\`)
+			}
+			m[kw] = v
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlite: query: %w", db.closedErr(err))
+	}
+	return nil
+}
+
+// instancesQuery builds the SELECT of Instances.
+func instancesQuery(q *store.Query) (string, []any, error) {
+	w, args, err := where(q)
+	if err != nil {
+		return "", nil, err
+	}
+	query := `SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.instance_number,
+	se.series_instance_uid, se.modality, st.study_instance_uid, p.patient_id, p.issuer_of_patient_id,
+	i.blob_key, i.size
+FROM ` + from(store.LevelImage) + w + `
+ORDER BY st.pk, se.pk, CAST(i.instance_number AS INTEGER), i.pk`
+	if q.Limit > 0 {
+		query += " LIMIT " + strconv.Itoa(q.Limit)
+	}
+	return query, args, nil
+}
+
+// Instances implements store.Querier: the instances under the matches of q,
+// ordered by study, series and instance number. Only the identifying and
+// storage fields of each Instance are set (UIDs, transfer syntax, instance
+// number, modality, patient ID and issuer, blob key and size).
+func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
+	query, args, err := instancesQuery(q)
+	if err != nil {
+		return err
+	}
+	rows, err := db.rdb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var in store.Instance
+		if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
+			&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
+			&in.BlobKey, &in.Size); err != nil {
+			return fmt.Errorf("sqlite: instances: %w", err)
+		}
+		if err := fn(&in); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	return nil
+}
+
+// explain returns the EXPLAIN QUERY PLAN lines of a statement (tests).
+func (db *DB) explain(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := db.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			return nil, err
+		}
+		lines = append(lines, detail)
+	}
+	return lines, rows.Err()
+}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -49,6 +50,18 @@ type Archive struct {
 	// MaxIndexedValue bounds one indexed attribute's value.
 	MaxIndexedValue int
 
+	// Query/retrieve (find.go, retrieve.go).
+	// AETitle is the Retrieve AE Title (0008,0054) of C-FIND responses; ""
+	// means the title the peer called Ward by.
+	AETitle string
+	// MaxFindResults caps the matches of one C-FIND (0: 1000; < 0: none).
+	MaxFindResults int
+	// PNCaseSensitive turns off the default case-insensitive PN matching.
+	PNCaseSensitive bool
+	// Destinations resolves a C-MOVE destination AE title to HOST:PORT
+	// (nil: every destination is unknown).
+	Destinations func(aeTitle string) (addr string, ok bool)
+
 	// Publishing a stored blob and deleting the one it replaced happen after
 	// the response, off the C-STORE's critical path: neither is needed for
 	// durability (Recover finishes both after a crash).
@@ -76,7 +89,7 @@ func (ar *Archive) Open(ctx context.Context) error {
 	if ar.MaxIndexedValue == 0 {
 		ar.MaxIndexedValue = 64 * 1024
 	}
-	if err := ar.Blobs.Recover(ctx, func(key string) (bool, error) { return ar.Index.HasBlob(ctx, key) }); err != nil {
+	if err := ar.Blobs.Recover(ctx, func(key string) (bool, error) { return ar.keepPending(ctx, key) }); err != nil {
 		return fmt.Errorf("recovering blobs: %w", err)
 	}
 	for {
@@ -95,6 +108,47 @@ func (ar *Archive) Open(ctx context.Context) error {
 	ar.afterDone = make(chan struct{})
 	go ar.afterLoop()
 	return nil
+}
+
+// keepPending decides, at start-up, on a blob that a crash left pending: kept
+// when an index row names it and its bytes match the row's size and
+// checksum. A row whose blob does not match was committed while the
+// object's fsync was still running and never answered: it is removed.
+func (ar *Archive) keepPending(ctx context.Context, key string) (bool, error) {
+	bf, ok := ar.Index.(store.BlobFinder)
+	if !ok {
+		return ar.Index.HasBlob(ctx, key)
+	}
+	in, err := bf.InstanceByBlob(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if in.Checksum == "" {
+		return true, nil
+	}
+	sum, n, err := ar.blobChecksum(ctx, key)
+	if err == nil && sum == in.Checksum && n == in.Size {
+		return true, nil
+	}
+	ar.Logger.Warn("recovery: an object's bytes did not survive a crash; its index row is removed (the store was never acknowledged)", "blob", key)
+	if err := ar.Index.Delete(ctx, in.SOPInstanceUID); err != nil {
+		return false, err
+	}
+	return false, nil
+}
+
+func (ar *Archive) blobChecksum(ctx context.Context, key string) (string, int64, error) {
+	rc, err := ar.Blobs.Open(ctx, key)
+	if err != nil {
+		return "", 0, err
+	}
+	defer rc.Close()
+	cw := &countingWriter{w: io.Discard}
+	_, err = io.Copy(cw, rc)
+	return cw.checksum(), cw.n, err
 }
 
 // Close finishes the work queued after responses. The stores stay open.
@@ -154,16 +208,27 @@ func wanted(t dicom.Tag) bool { return indexed[t] }
 // writerPool holds the buffers between the association and a blob.
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256*1024) }}
 
-// countingWriter counts bytes written through it.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// countingWriter counts and checksums (CRC-32C) bytes written through it.
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w   io.Writer
+	n   int64
+	crc uint32
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
 	return n, err
+}
+
+func (c *countingWriter) checksum() string { return fmt.Sprintf("crc32c:%08x", c.crc) }
+
+// Checksum is the store.Instance.Checksum of a blob's bytes.
+func Checksum(b []byte) string {
+	return fmt.Sprintf("crc32c:%08x", crc32.Checksum(b, castagnoli))
 }
 
 // Store stores one object: Part 10 header, then the data set exactly as
@@ -228,11 +293,39 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	if err != nil {
 		return err
 	}
-	in.BlobKey, in.Size = key, cw.n
-	if err := bw.Commit(); err != nil {
-		return resourceError("syncing the object to disk", err)
+	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
+	if ins, ok := ar.Index.(store.Inserter); ok {
+		// A new instance: the object's fsync and the index commit run at
+		// once, and the response waits for both. Should the index row
+		// outlive a crash that the object's bytes did not, recovery finds
+		// the checksum wrong and removes the row: it was never answered.
+		synced := make(chan error, 1)
+		go func() { synced <- bw.Commit() }()
+		insErr := ins.Insert(ctx, in)
+		syncErr := <-synced
+		committed = true
+		switch {
+		case syncErr != nil:
+			if insErr == nil {
+				if err := ar.Index.Delete(ctx, in.SOPInstanceUID); err != nil {
+					ar.Logger.Warn("removing the index row of an object that failed to sync failed; recovery removes it", "err", err)
+				}
+			}
+			return resourceError("syncing the object to disk", syncErr)
+		case insErr == nil:
+			ar.queueAfter(afterStore{key: key})
+			return nil
+		case !errors.Is(insErr, store.ErrInstanceExists):
+			_ = ar.Blobs.Delete(ctx, key)
+			return resourceError("committing the index", insErr)
+		}
+		// Stored already: the object is durable now, replace it below.
+	} else {
+		if err := bw.Commit(); err != nil {
+			return resourceError("syncing the object to disk", err)
+		}
+		committed = true
 	}
-	committed = true
 	res, err := ar.Index.Put(ctx, in)
 	if err != nil {
 		// The blob stays pending; Recover removes it since no row names it.
@@ -243,12 +336,17 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	if res.Replaced {
 		job.oldKey = res.OldBlobKey
 	}
+	ar.queueAfter(job)
+	return nil
+}
+
+// queueAfter hands the work that follows a response to the after loop.
+func (ar *Archive) queueAfter(job afterStore) {
 	select {
 	case ar.after <- job:
 	default:
 		ar.finish(job) // queue full: do it now rather than grow
 	}
-	return nil
 }
 
 // teeReader is io.TeeReader that keeps the write error apart, so that a

@@ -85,6 +85,10 @@ type Instance struct {
 	// Storage
 	BlobKey string
 	Size    int64
+	// Checksum of the blob's bytes, "crc32c:" and 8 hex digits; empty when
+	// unknown. Recovery uses it to tell a complete blob from one whose
+	// fsync had not finished when the index row was committed.
+	Checksum string
 }
 
 // PutResult tells what a Put did.
@@ -117,6 +121,24 @@ type Index interface {
 	// CountInstances returns the number of stored instances.
 	CountInstances(ctx context.Context) (int64, error)
 	Close() error
+}
+
+// ErrInstanceExists is returned by Inserter.Insert when the SOP Instance UID
+// is already stored.
+var ErrInstanceExists = errors.New("store: instance exists")
+
+// Inserter is an optional capability of an Index: Insert is Put for a new
+// instance only. It returns ErrInstanceExists, changing nothing, when the
+// SOP Instance UID is stored already. Fallback: Put.
+type Inserter interface {
+	Insert(ctx context.Context, in *Instance) error
+}
+
+// BlobFinder is an optional capability of an Index: the instance that
+// references a blob key, or ErrNotFound. Fallback: HasBlob (no checksum
+// verification at recovery).
+type BlobFinder interface {
+	InstanceByBlob(ctx context.Context, key string) (*Instance, error)
 }
 
 // Blobs holds object bytes under string keys.

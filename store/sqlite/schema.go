@@ -190,4 +190,8 @@ END;
 	`
 CREATE INDEX patient_name_idx ON patient (patient_name);
 `,
+	// 3: blob checksums (store.Instance.Checksum), verified at recovery.
+	`
+ALTER TABLE instance ADD COLUMN blob_checksum TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -62,7 +62,11 @@ type DB struct {
 	closeErr  error
 }
 
-var _ store.Index = (*DB)(nil)
+var (
+	_ store.Index      = (*DB)(nil)
+	_ store.Inserter   = (*DB)(nil)
+	_ store.BlobFinder = (*DB)(nil)
+)
 
 // Open opens (creating if needed) the database at path and brings its schema
 // up to date.
@@ -209,7 +213,7 @@ SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.instance_nu
 	st.study_description, st.referring_physician_name,
 	p.patient_id, p.issuer_of_patient_id, p.patient_name, p.patient_birth_date, p.patient_sex,
 	i.specific_character_set, i.charset_unsupported, i.source_aet, i.source_addr, i.received_at,
-	i.blob_key, i.size
+	i.blob_key, i.size, i.blob_checksum
 FROM instance i
 JOIN series se ON se.pk = i.series_fk
 JOIN study st ON st.pk = se.study_fk
@@ -230,7 +234,7 @@ func (db *DB) Get(ctx context.Context, uid string) (*store.Instance, error) {
 		&in.StudyDescription, &in.ReferringPhysicianName,
 		&in.PatientID, &in.IssuerOfPatientID, &in.PatientName, &in.PatientBirthDate, &in.PatientSex,
 		&in.SpecificCharacterSet, &in.CharsetUnsupported, &in.SourceAET, &in.SourceAddr, &recv,
-		&in.BlobKey, &in.Size,
+		&in.BlobKey, &in.Size, &in.Checksum,
 	)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("sqlite: get: %w", store.ErrNotFound)
@@ -242,6 +246,19 @@ func (db *DB) Get(ctx context.Context, uid string) (*store.Instance, error) {
 		in.ReceivedAt = time.Unix(0, recv.Int64).UTC()
 	}
 	return &in, nil
+}
+
+// InstanceByBlob implements store.BlobFinder.
+func (db *DB) InstanceByBlob(ctx context.Context, key string) (*store.Instance, error) {
+	var uid string
+	err := db.rdb.QueryRowContext(ctx, `SELECT sop_instance_uid FROM instance WHERE blob_key = ?`, key).Scan(&uid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: instance by blob: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: instance by blob: %w", db.closedErr(err))
+	}
+	return db.Get(ctx, uid)
 }
 
 // HasBlob reports whether an instance references the blob key.
@@ -310,13 +327,47 @@ func (db *DB) Put(ctx context.Context, in *store.Instance) (store.PutResult, err
 	var res store.PutResult
 	err := db.w.do(ctx, func(w *writer) error {
 		var err error
-		res, err = w.put(in)
+		res, err = w.put(in, false)
 		return err
 	})
 	if err != nil {
 		return store.PutResult{}, fmt.Errorf("sqlite: put: %w", err)
 	}
 	return res, nil
+}
+
+// Insert implements store.Inserter: Put for a new instance only.
+func (db *DB) Insert(ctx context.Context, in *store.Instance) error {
+	if err := validInstance(in); err != nil {
+		return fmt.Errorf("sqlite: insert: %w", err)
+	}
+	err := db.w.do(ctx, func(w *writer) error {
+		_, err := w.put(in, true)
+		return err
+	})
+	if errors.Is(err, store.ErrInstanceExists) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: insert: %w", err)
+	}
+	return nil
+}
+
+func validInstance(in *store.Instance) error {
+	switch {
+	case in == nil:
+		return errors.New("nil instance")
+	case in.SOPInstanceUID == "":
+		return errors.New("empty SOP Instance UID")
+	case in.SeriesInstanceUID == "":
+		return errors.New("empty Series Instance UID")
+	case in.StudyInstanceUID == "":
+		return errors.New("empty Study Instance UID")
+	case in.BlobKey == "":
+		return errors.New("empty blob key")
+	}
+	return nil
 }
 
 // Delete removes one instance and the parents it leaves empty, recording its

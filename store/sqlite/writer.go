@@ -75,8 +75,8 @@ ON CONFLICT (series_instance_uid) DO UPDATE SET
 RETURNING pk`
 	sqlUpsertInstance = `INSERT INTO instance (series_fk, sop_instance_uid, sop_class_uid, transfer_syntax_uid,
 	instance_number, content_date, content_time, number_of_frames, rows, columns,
-	specific_character_set, charset_unsupported, source_aet, source_addr, received_at, blob_key, size)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	specific_character_set, charset_unsupported, source_aet, source_addr, received_at, blob_key, size, blob_checksum)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (sop_instance_uid) DO UPDATE SET
 	series_fk = excluded.series_fk, sop_class_uid = excluded.sop_class_uid,
 	transfer_syntax_uid = excluded.transfer_syntax_uid, instance_number = excluded.instance_number,
@@ -85,7 +85,7 @@ ON CONFLICT (sop_instance_uid) DO UPDATE SET
 	specific_character_set = excluded.specific_character_set,
 	charset_unsupported = excluded.charset_unsupported, source_aet = excluded.source_aet,
 	source_addr = excluded.source_addr, received_at = excluded.received_at,
-	blob_key = excluded.blob_key, size = excluded.size`
+	blob_key = excluded.blob_key, size = excluded.size, blob_checksum = excluded.blob_checksum`
 	sqlAddPendingDelete  = `INSERT OR IGNORE INTO pending_blob_deletes (blob_key, recorded_at) VALUES (?, ?)`
 	sqlDropPendingDelete = `DELETE FROM pending_blob_deletes WHERE blob_key = ?`
 	sqlDeleteInstance    = `DELETE FROM instance WHERE sop_instance_uid = ? RETURNING blob_key`
@@ -299,7 +299,9 @@ func (w *writer) queryInt(q string, args ...any) (int64, error) {
 	return v, err
 }
 
-func (w *writer) put(in *store.Instance) (store.PutResult, error) {
+// put inserts or replaces an instance; with newOnly it refuses (changing
+// nothing) an instance that exists.
+func (w *writer) put(in *store.Instance, newOnly bool) (store.PutResult, error) {
 	var res store.PutResult
 	now := time.Now().UnixNano()
 
@@ -307,6 +309,9 @@ func (w *writer) put(in *store.Instance) (store.PutResult, error) {
 	err := w.stmts[sqlFindInstance].QueryRowContext(context.Background(), in.SOPInstanceUID).Scan(&oldKey)
 	switch {
 	case err == nil:
+		if newOnly {
+			return res, store.ErrInstanceExists
+		}
 		res.Replaced = true
 	case errors.Is(err, sql.ErrNoRows):
 	default:
@@ -337,7 +342,7 @@ func (w *writer) put(in *store.Instance) (store.PutResult, error) {
 	if err := w.exec(sqlUpsertInstance, series, in.SOPInstanceUID, in.SOPClassUID, in.TransferSyntaxUID,
 		in.InstanceNumber, in.ContentDate, in.ContentTime, in.NumberOfFrames, in.Rows, in.Columns,
 		in.SpecificCharacterSet, in.CharsetUnsupported, in.SourceAET, in.SourceAddr, recv,
-		in.BlobKey, in.Size); err != nil {
+		in.BlobKey, in.Size, in.Checksum); err != nil {
 		return res, fmt.Errorf("instance: %w", err)
 	}
 	// A key being reused must not be deleted later.

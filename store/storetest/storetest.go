@@ -191,6 +191,41 @@ func TestIndex(t *testing.T, open func(t *testing.T) store.Index) {
 		}
 	})
 
+	run("InsertAndChecksum", func(t *testing.T, ix store.Index) {
+		ins, ok := ix.(store.Inserter)
+		if !ok {
+			t.Skip("no Inserter capability")
+		}
+		in := Sample(7, 1, 1)
+		in.Checksum = "crc32c:0a1b2c3d"
+		if err := ins.Insert(ctx, in); err != nil {
+			t.Fatalf("Insert: %v", err)
+		}
+		if got := mustGet(t, ix, in.SOPInstanceUID); got.Checksum != in.Checksum || !equalInstance(got, in) {
+			t.Fatalf("Get after Insert =\n%+v\nwant\n%+v", got, in)
+		}
+		again := Sample(7, 2, 2)
+		again.BlobKey = NewKey()
+		if err := ins.Insert(ctx, again); !errors.Is(err, store.ErrInstanceExists) {
+			t.Fatalf("Insert of a stored instance: %v, want ErrInstanceExists", err)
+		}
+		if got := mustGet(t, ix, in.SOPInstanceUID); got.BlobKey != in.BlobKey || got.SeriesInstanceUID != in.SeriesInstanceUID {
+			t.Fatalf("a refused Insert changed the instance: %+v", got)
+		}
+		if keys, _ := ix.PendingBlobDeletes(ctx, 0); len(keys) != 0 {
+			t.Fatalf("a refused Insert recorded deletions: %v", keys)
+		}
+		if bf, ok := ix.(store.BlobFinder); ok {
+			got, err := bf.InstanceByBlob(ctx, in.BlobKey)
+			if err != nil || got.SOPInstanceUID != in.SOPInstanceUID {
+				t.Fatalf("InstanceByBlob: %v %v", got, err)
+			}
+			if _, err := bf.InstanceByBlob(ctx, NewKey()); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("InstanceByBlob of an unknown key: %v", err)
+			}
+		}
+	})
+
 	run("NotFound", func(t *testing.T, ix store.Index) {
 		if _, err := ix.Get(ctx, "1.2.3.4"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("Get(missing) error = %v, want ErrNotFound", err)

@@ -29,6 +29,10 @@ func init() {
 		{"serve", "run the archive (DIMSE)", runServe},
 		{"echo", "send C-ECHO to a DICOM peer", runEcho},
 		{"store", "send files and folders to a DICOM peer with C-STORE", runStore},
+		{"find", "query a DICOM peer with C-FIND", runFind},
+		{"move", "ask a DICOM peer to send objects to an AE title with C-MOVE", runMove},
+		{"get", "retrieve objects from a DICOM peer into a folder with C-GET", runGet},
+		{"peer", "add, list or remove registered peers", runPeer},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -47,6 +51,13 @@ func (e *exitError) Error() string { return e.err.Error() }
 // Main runs the ward command and returns the process exit status.
 func Main(args []string) int {
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	return e.main(args)
+}
+
+// Run runs the ward command with the given output streams (tests) and
+// returns the exit status.
+func Run(args []string, stdout, stderr io.Writer) int {
+	e := &env{stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	return e.main(args)
 }
 

@@ -91,5 +91,26 @@ func runServe(e *env, args []string) error {
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}
+	// SIGHUP reloads the peers (ward peer add/remove edit the file).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration")
+				nc, err := loadConfig(*configPath, *dataDir)
+				if err == nil {
+					err = s.Reload(nc)
+				}
+				if err != nil {
+					log.Error("configuration not reloaded; the previous one stays in effect", "err", err.Error())
+				}
+			}
+		}
+	}()
 	return s.Serve(ctx)
 }

@@ -361,36 +361,27 @@ func sendBatch(ctx context.Context, addr string, pf peerFlags, files []*storeFil
 }
 
 // sendFile sends one file on the best accepted context, converting among
-// the native syntaxes when the peer accepted only another one.
+// the native syntaxes when the peer accepted only another one
+// (dimse.Client.StoreInstance, shared with C-MOVE and C-GET).
 func sendFile(ctx context.Context, cl *dimse.Client, f *storeFile) *storeResult {
 	res := &storeResult{file: f}
-	pc, ok := cl.FindContext(f.sopClass, f.ts)
-	if !ok && isNative(f.ts) {
-		pc, ok = cl.FindContext(f.sopClass, "")
-		if ok && !isNative(pc.TransferSyntax) {
-			ok = false
+	inst := &dimse.Instance{SOPClassUID: f.sopClass, SOPInstanceUID: f.sopInst, TransferSyntaxUID: f.ts,
+		Open: func(context.Context) (io.ReadCloser, error) {
+			meta, rc, err := dicom.OpenFile(f.path)
+			if err != nil {
+				return nil, err
+			}
+			if meta.TransferSyntaxUID != f.ts {
+				rc.Close()
+				return nil, fmt.Errorf("%s changed since it was listed", f.path)
+			}
+			return rc, nil
+		}}
+	rsp, err := cl.StoreInstance(ctx, inst, nil)
+	if err != nil {
+		if errors.Is(err, dimse.ErrNoContext) {
+			err = fmt.Errorf("the peer accepted no presentation context for SOP class %s (%s) in transfer syntax %s", f.sopClass, dicom.UIDName(f.sopClass), f.ts)
 		}
-	}
-	if !ok {
-		res.err = fmt.Errorf("the peer accepted no presentation context for SOP class %s (%s) in transfer syntax %s", f.sopClass, dicom.UIDName(f.sopClass), f.ts)
-		return res
-	}
-	meta, rc, err := dicom.OpenFile(f.path)
-	if err != nil {
-		res.err = err
-		return res
-	}
-	defer rc.Close()
-	var data io.Reader = rc
-	if pc.TransferSyntax != meta.TransferSyntaxUID {
-		from, to := dicom.LookupTransferSyntax(meta.TransferSyntaxUID), dicom.LookupTransferSyntax(pc.TransferSyntax)
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(dicom.Transcode(pw, rc, from, to)) }()
-		defer pr.Close()
-		data = pr
-	}
-	rsp, err := cl.Store(ctx, pc.ID, f.sopClass, f.sopInst, data)
-	if err != nil {
 		res.err = err
 		return res
 	}

@@ -50,6 +50,9 @@ type Config struct {
 	DICOM   DICOM   `toml:"dicom"`
 	Storage Storage `toml:"storage"`
 	Log     Log     `toml:"log"`
+	// Peers are the registered DICOM peers ([[peers]] tables), edited by
+	// `ward peer` and reloaded by a running `ward serve` on SIGHUP.
+	Peers []Peer `toml:"peers"`
 }
 
 // DICOM is the DIMSE listener's configuration.
@@ -171,6 +174,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DICOM.MaxAssociations <= 0 {
 		return fmt.Errorf("dicom max_associations must be positive")
+	}
+	seen := map[string]bool{}
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		if seen[p.AETitle] {
+			return fmt.Errorf("peer %q is registered twice", p.AETitle)
+		}
+		seen[p.AETitle] = true
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
@@ -38,6 +39,9 @@ type Server struct {
 	ln      net.Listener
 	neg     *assoc.Acceptor
 	sem     chan struct{}
+
+	// peers is the registered peer list, replaced by Reload.
+	peers atomic.Pointer[[]config.Peer]
 
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}
@@ -74,7 +78,10 @@ func (s *Server) Open(ctx context.Context) error {
 		s.index.Close()
 		return fmt.Errorf("opening blob store: %w", err)
 	}
-	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate)}
+	peers := append([]config.Peer(nil), c.Peers...)
+	s.peers.Store(&peers)
+	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
+		AETitle: c.AETitle, Destinations: s.Destination}
 	if err := s.archive.Open(ctx); err != nil {
 		s.closeStores()
 		return err
@@ -111,6 +118,49 @@ func (s *Server) closeStores() {
 	}
 }
 
+// Peers returns the registered peers in effect.
+func (s *Server) Peers() []config.Peer {
+	if p := s.peers.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Destination resolves a C-MOVE destination: a registered peer with an
+// address (host and port).
+func (s *Server) Destination(aet string) (string, bool) {
+	c := config.Config{Peers: s.Peers()}
+	p, ok := c.Peer(aet)
+	if !ok || p.Addr() == "" {
+		return "", false
+	}
+	return p.Addr(), true
+}
+
+// Reload applies what may change in a running Ward: the peers. Other
+// settings need a restart.
+func (s *Server) Reload(c *config.Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	peers := append([]config.Peer(nil), c.Peers...)
+	s.peers.Store(&peers)
+	s.Logger.Info("configuration reloaded", "peers", len(peers))
+	return nil
+}
+
+// handlers are the DIMSE services the archive provides.
+func (s *Server) handlers() dimse.Handlers {
+	h := dimse.Handlers{Echo: s.archive, Store: s.archive}
+	if f, ok := any(s.archive).(dimse.Finder); ok {
+		h.Find = f
+	}
+	if r, ok := any(s.archive).(dimse.Retriever); ok {
+		h.Retrieve = r
+	}
+	return h
+}
+
 // acceptor builds the negotiation: Verification and every Storage SOP
 // Class (plus configured private ones), with the configured transfer
 // syntax preference.
@@ -127,11 +177,14 @@ func (s *Server) acceptor() *assoc.Acceptor {
 		t := dicom.LookupTransferSyntax(ts)
 		return t != nil && dicom.IsUncompressed(t)
 	}
+	h := s.handlers()
 	return &assoc.Acceptor{
 		AETitle: c.AETitle,
 		TransferSyntaxes: func(rq *pdu.AssociateRQ, remote net.Addr, abstract string) ([]string, func(string) bool, bool) {
-			switch {
+			switch qr := dimse.QRCommand(abstract); {
 			case abstract == dimse.VerificationSOPClass:
+				return native, nil, true
+			case qr == dimse.CFindRQ && h.Find != nil, (qr == dimse.CMoveRQ || qr == dimse.CGetRQ) && h.Retrieve != nil:
 				return native, nil, true
 			case dicom.IsStorageSOPClass(abstract) || private[abstract]:
 				if acceptCompressed {
@@ -140,6 +193,11 @@ func (s *Server) acceptor() *assoc.Acceptor {
 				return c.DICOM.TransferSyntaxes, anyNative, true
 			}
 			return nil, nil, false
+		},
+		// C-GET retrieves into the requestor: it may take the SCP role for
+		// the storage SOP classes.
+		SCPRole: func(abstract string) bool {
+			return h.Retrieve != nil && (dicom.IsStorageSOPClass(abstract) || private[abstract])
 		},
 		MaxPDULength:              c.DICOM.MaxPDULength,
 		ImplementationClassUID:    dicom.ImplementationClassUID,
@@ -169,7 +227,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
 	defer stop()
 	acfg := s.assocConfig()
-	disp := &dimse.Dispatcher{Handlers: dimse.Handlers{Echo: s.archive, Store: s.archive}, Logger: s.Logger}
+	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg}
 	var err error
 	for {
 		conn, aerr := s.ln.Accept()

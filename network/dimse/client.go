@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/ward-pacs/ward/network/assoc"
 )
@@ -12,6 +13,7 @@ import (
 type Client struct {
 	*Conn
 	msgID uint16
+	wmu   sync.Mutex
 }
 
 // NewClient wraps an established association (requestor side).

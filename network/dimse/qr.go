@@ -27,6 +27,9 @@ type FindRequest struct {
 	SOPClassUID    string
 	Identifier     *dicom.DataSet
 	TransferSyntax *dicom.TransferSyntax
+	// PendingWarning, set by the Finder before it emits, makes the pending
+	// responses carry FF01 (optional keys not supported) instead of FF00.
+	PendingWarning bool
 }
 
 // Finder serves C-FIND. Find calls emit once per match; the dispatcher

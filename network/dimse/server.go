@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-pacs/ward/network/assoc"
@@ -47,21 +49,34 @@ type Storer interface {
 // Handlers routes each DIMSE service to its handler. A nil handler means the
 // service is not provided (and its contexts are not accepted).
 type Handlers struct {
-	Echo  Echoer
-	Store Storer
+	Echo     Echoer
+	Store    Storer
+	Find     Finder
+	Retrieve Retriever
 }
 
 // Dispatcher serves the DIMSE messages of one association: it routes each
 // request by command and SOP class to a handler and turns the handler's
 // error into a status, never a crash.
+//
+// C-FIND, C-MOVE and C-GET run in a goroutine of their own while the
+// association keeps being read: a C-CANCEL-RQ for the operation cancels its
+// context, the C-STORE-RSPs of C-GET sub-operations are routed to it, and
+// any other request gets a failure (asynchronous operations are not
+// negotiated, so one operation runs at a time).
 type Dispatcher struct {
 	Handlers Handlers
 	Logger   *slog.Logger
+	// Requestor configures the associations Ward opens to C-MOVE
+	// destinations. An empty AETitle means the title the peer called Ward
+	// by.
+	Requestor assoc.Config
 }
 
 // Summary counts what one association did, for its log line.
 type Summary struct {
 	Echo, Store, StoreFailed, Other int
+	Find, Move, Get                 int
 	Bytes                           int64
 }
 
@@ -77,11 +92,13 @@ func (d *Dispatcher) Serve(ctx context.Context, a *assoc.Association) error {
 	c := NewConn(a)
 	defer c.Close()
 	var sum Summary
-	err := d.loop(ctx, c, &sum)
+	s := &session{d: d, c: c, log: log, ended: make(chan struct{})}
+	err := s.loop(ctx, &sum)
 	_, _, bytesIn, bytesOut := a.StatsSnapshot()
 	attrs := []any{"assoc", a.Name(), "remote", a.RemoteAddr().String(),
 		"duration", time.Since(start).Round(time.Millisecond),
 		"echo", sum.Echo, "store", sum.Store, "store_failed", sum.StoreFailed,
+		"find", sum.Find, "move", sum.Move, "get", sum.Get,
 		"bytes_in", bytesIn, "bytes_out", bytesOut}
 	if err != nil {
 		log.Warn("association ended", append(attrs, "end", err.Error())...)
@@ -91,27 +108,116 @@ func (d *Dispatcher) Serve(ctx context.Context, a *assoc.Association) error {
 	return nil
 }
 
-func (d *Dispatcher) loop(ctx context.Context, c *Conn, sum *Summary) error {
+// session is the state of one association being served. Lock order:
+// mu, then wmu.
+type session struct {
+	d   *Dispatcher
+	c   *Conn
+	log *slog.Logger
+
+	// wmu serialises writes: the loop and the running operation both
+	// send messages.
+	wmu sync.Mutex
+	// mu guards op.
+	mu sync.Mutex
+	op *operation
+	wg sync.WaitGroup
+	// ended is closed when the loop stops reading.
+	ended chan struct{}
+	msgID atomic.Uint32
+}
+
+// operation is the C-FIND, C-MOVE or C-GET in progress.
+type operation struct {
+	msgID     uint16
+	field     uint16
+	cancel    context.CancelFunc
+	cancelled atomic.Bool
+	// storeRsp receives the C-STORE-RSPs of C-GET sub-operations.
+	storeRsp chan *Command
+}
+
+func (s *session) write(ctxID byte, cmd *Command, data io.Reader) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.c.WriteMessage(ctxID, cmd, data)
+}
+
+func (s *session) current() *operation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.op
+}
+
+// finish clears op before its final response is sent, so that the peer's
+// next request is served normally.
+func (s *session) finish(op *operation) {
+	s.mu.Lock()
+	if s.op == op {
+		s.op = nil
+	}
+	s.mu.Unlock()
+	op.cancel()
+}
+
+// stop cancels the running operation (if any) and waits for it.
+func (s *session) stop() {
+	if op := s.current(); op != nil {
+		op.cancel()
+	}
+	s.wg.Wait()
+}
+
+func (s *session) loop(ctx context.Context, sum *Summary) error {
+	defer func() {
+		close(s.ended)
+		s.stop()
+	}()
 	for {
-		m, err := c.ReadMessage()
+		m, err := s.c.ReadMessage()
 		if errors.Is(err, assoc.ErrReleased) {
-			return c.A.AcceptRelease()
+			// A peer that releases in the middle of an operation gets its
+			// end (cancelled) before the release is answered.
+			s.stop()
+			return s.c.A.AcceptRelease()
 		}
 		if err != nil {
 			return err
 		}
-		pc, _ := c.A.Context(m.ContextID)
-		req := Request{Assoc: c.A, ContextID: m.ContextID, Context: pc, Command: m.Command}
+		pc, _ := s.c.A.Context(m.ContextID)
+		req := Request{Assoc: s.c.A, ContextID: m.ContextID, Context: pc, Command: m.Command}
+		if op := s.current(); op != nil {
+			handled, err := s.duringOperation(op, m, sum)
+			if err != nil {
+				return err
+			}
+			if handled {
+				continue
+			}
+		}
 		var rsp *Command
 		switch m.Command.CommandField {
 		case CEchoRQ:
 			sum.Echo++
-			rsp = d.echo(ctx, &req)
+			rsp = s.d.echo(ctx, &req)
 		case CStoreRQ:
 			sum.Store++
-			rsp = d.store(ctx, &req, m.Data)
+			rsp = s.d.store(ctx, &req, m.Data)
 			if CategoryOf(rsp.Status) == CategoryFailure {
 				sum.StoreFailed++
+			}
+		case CFindRQ, CMoveRQ, CGetRQ:
+			switch m.Command.CommandField {
+			case CFindRQ:
+				sum.Find++
+			case CMoveRQ:
+				sum.Move++
+			default:
+				sum.Get++
+			}
+			rsp = s.startOperation(ctx, &req, m.Data)
+			if rsp == nil {
+				continue // started: the operation answers
 			}
 		case CCancelRQ:
 			// No operation is in progress on this association to cancel.
@@ -119,7 +225,7 @@ func (d *Dispatcher) loop(ctx context.Context, c *Conn, sum *Summary) error {
 		default:
 			sum.Other++
 			if m.Command.CommandField&0x8000 != 0 {
-				return c.protocolError(fmt.Sprintf("unexpected %s", CommandName(m.Command.CommandField)))
+				return s.c.protocolError(fmt.Sprintf("unexpected %s", CommandName(m.Command.CommandField)))
 			}
 			rsp = response(m.Command, &StatusError{Status: StatusUnrecognizedOperation, Comment: CommandName(m.Command.CommandField) + " is not supported"})
 		}
@@ -130,10 +236,42 @@ func (d *Dispatcher) loop(ctx context.Context, c *Conn, sum *Summary) error {
 				return err
 			}
 		}
-		if err := c.WriteMessage(m.ContextID, rsp, nil); err != nil {
+		if err := s.write(m.ContextID, rsp, nil); err != nil {
 			return err
 		}
 	}
+}
+
+// duringOperation handles a message received while op runs. It reports
+// whether the message was dealt with.
+func (s *session) duringOperation(op *operation, m *Message, sum *Summary) (bool, error) {
+	cmd := m.Command
+	switch {
+	case cmd.CommandField == CCancelRQ:
+		if cmd.MessageIDBeingRespondedTo == op.msgID {
+			op.cancelled.Store(true)
+			op.cancel()
+		}
+		return true, nil
+	case cmd.CommandField == CStoreRSP && op.field == CGetRQ:
+		select {
+		case op.storeRsp <- cmd:
+			return true, nil
+		default:
+			return true, s.c.protocolError("C-STORE-RSP that answers no C-GET sub-operation")
+		}
+	case cmd.CommandField&0x8000 != 0:
+		return false, nil // the loop treats unexpected responses
+	}
+	sum.Other++
+	if m.Data != nil {
+		if _, err := io.Copy(io.Discard, m.Data); err != nil {
+			return true, err
+		}
+	}
+	se := &StatusError{Status: StatusProcessingFailure, Comment: fmt.Sprintf("%s while another operation is in progress (asynchronous operations are not negotiated)", CommandName(cmd.CommandField))}
+	s.d.logFailure(&Request{Assoc: s.c.A, ContextID: m.ContextID, Command: cmd}, se)
+	return true, s.write(m.ContextID, response(cmd, se), nil)
 }
 
 // response builds the response to rq with the status of err.

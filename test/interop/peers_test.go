@@ -254,8 +254,9 @@ func (o *orthanc) get(t *testing.T, path string) []byte {
 }
 
 // startOrthanc runs Orthanc with DICOM and REST on loopback, accepting any
-// calling AE for storage.
-func startOrthanc(t *testing.T) *orthanc {
+// calling AE for storage. edit may change the configuration (e.g. add
+// DicomModalities for query/retrieve).
+func startOrthanc(t *testing.T, edit ...func(cfg map[string]any)) *orthanc {
 	t.Helper()
 	requireTool(t, "Orthanc", "echoscu", "gcc")
 	o := &orthanc{dicomPort: freePort(t), httpPort: freePort(t)}
@@ -267,6 +268,9 @@ func startOrthanc(t *testing.T) *orthanc {
 		"DicomServerEnabled": true, "DicomAet": "ORTHANC", "DicomPort": o.dicomPort, "DicomCheckCalledAet": true,
 		"DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true, "WebDavEnabled": false, "OrthancExplorerEnabled": false,
 		"SaveJobs": false, "OverwriteInstances": true,
+	}
+	for _, f := range edit {
+		f(cfg)
 	}
 	b, _ := json.Marshal(cfg)
 	path := filepath.Join(dir, "orthanc.json")

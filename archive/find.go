@@ -1,0 +1,218 @@
+package archive
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/store"
+)
+
+// DefaultMaxFindResults is the cap on the matches of one C-FIND when
+// Archive.MaxFindResults is 0.
+const DefaultMaxFindResults = 1000
+
+var _ dimse.Finder = (*Archive)(nil)
+
+// utf8Charset is the Specific Character Set of responses whose values the
+// request's character set cannot encode.
+const utf8Charset = "ISO_IR 192"
+
+// Find serves C-FIND (Patient Root and Study Root, hierarchical queries).
+//
+// Behaviour (see also parseFind and parseKey):
+//   - A bad identifier (no or unknown level, a non-unique key above the
+//     level, a key below it, a range or wildcard where the VR forbids it)
+//     fails with A900 and a comment naming the attribute.
+//   - Matching keys the index cannot match on (optional keys Ward does not
+//     store, sequence matching) are ignored for matching, as PS3.4
+//     C.4.1.2.3 allows; every response is then Pending Warning (FF01).
+//     They are returned with zero length like every unsupported return key.
+//   - More matches than the cap (MaxFindResults, default 1000): the first
+//     cap matches are sent, then the final status is A700 (Refused: out of
+//     resources) with a comment saying the results were cut and that the
+//     query should be narrowed. The SCU thus knows the list is incomplete.
+//   - Each response holds exactly the attributes of the request (those Ward
+//     does not have with zero length), plus Query/Retrieve Level, the
+//     Retrieve AE Title and, when the request had one or a value is not
+//     ASCII, Specific Character Set: the request's when it can encode every
+//     value, else ISO_IR 192 (UTF-8).
+func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*dicom.DataSet) error) error {
+	patientRoot, err := model(r.SOPClassUID)
+	if err != nil {
+		return err
+	}
+	qr, ok := ar.Index.(store.Querier)
+	if !ok {
+		return &dimse.StatusError{Status: dimse.StatusUnableToProcess, Comment: "the index backend cannot serve queries"}
+	}
+	supported := func(string) bool { return true }
+	if km, ok := ar.Index.(store.KeyMatcher); ok {
+		supported = km.CanMatch
+	}
+	id, err := parseFind(r.Identifier, patientRoot, supported)
+	if err != nil {
+		return err
+	}
+	if len(id.ignored) > 0 {
+		r.PendingWarning = true
+	}
+	limit := ar.MaxFindResults
+	if limit == 0 {
+		limit = DefaultMaxFindResults
+	}
+	q := &store.Query{
+		Level:           id.level,
+		PatientRoot:     patientRoot,
+		Keys:            id.keys,
+		PNCaseSensitive: ar.PNCaseSensitive,
+		Return:          []string{},
+	}
+	for _, rk := range id.ret {
+		if rk.kw != "" {
+			q.Return = append(q.Return, rk.kw)
+		}
+	}
+	if limit > 0 {
+		q.Limit = limit + 1
+	}
+	aet := ar.AETitle
+	if aet == "" && r.Assoc != nil {
+		aet = r.Assoc.CalledAETitle()
+	}
+	n := 0
+	capped := errors.New("cap reached")
+	err = qr.Query(ctx, q, func(m store.Match) error {
+		if limit > 0 && n == limit {
+			return capped
+		}
+		n++
+		return emit(response(id, m, aet))
+	})
+	switch {
+	case errors.Is(err, capped):
+		return &dimse.StatusError{Status: dimse.StatusOutOfResources,
+			Comment: fmt.Sprintf("more than %d matches: the first %d were sent; narrow the query", limit, limit)}
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, store.ErrUnsupportedKey):
+		return &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: err.Error(), Err: err}
+	}
+	var se *dimse.StatusError
+	if errors.As(err, &se) {
+		return err // from emit
+	}
+	return &dimse.StatusError{Status: dimse.StatusUnableToProcess, Comment: "querying the index failed", Err: err}
+}
+
+// response builds the response identifier of one match.
+func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
+	vals := make([]string, len(id.ret))
+	ascii := true
+	for i, rk := range id.ret {
+		switch rk.tag {
+		case dicom.RetrieveAETitle:
+			vals[i] = aet
+		case dicom.InstanceAvailability:
+			vals[i] = "ONLINE"
+		default:
+			if rk.kw != "" && !rk.seq {
+				vals[i] = m[rk.kw]
+			}
+		}
+		if !isASCII(vals[i]) {
+			ascii = false
+		}
+	}
+	cs := id.charset
+	if !ascii {
+		for _, v := range vals {
+			if _, ok := dicom.EncodeText(cs, v); !ok {
+				cs = []string{utf8Charset}
+				break
+			}
+		}
+	}
+	ds := &dicom.DataSet{}
+	if len(cs) > 0 && (len(id.charset) > 0 || !ascii) {
+		ds.Set(dicom.SpecificCharacterSet, joinBackslash(cs))
+	}
+	ds.Set(dicom.QueryRetrieveLevel, id.level.String())
+	hasAET := false
+	for i, rk := range id.ret {
+		if rk.tag == dicom.RetrieveAETitle {
+			hasAET = true
+		}
+		putValue(ds, rk, vals[i])
+	}
+	if !hasAET && aet != "" {
+		ds.Set(dicom.RetrieveAETitle, aet)
+	}
+	return ds
+}
+
+// putValue adds one returned attribute in the VR of the dictionary (or of
+// the request for unknown tags).
+func putValue(ds *dicom.DataSet, rk requested, v string) {
+	vr := dicom.VROf(rk.tag)
+	if vr == "UN" && rk.vr != "" {
+		vr = rk.vr
+	}
+	switch {
+	case rk.seq || vr == "SQ":
+		ds.Put(&dicom.Element{Tag: rk.tag, VR: "SQ"})
+		return
+	case v == "":
+		ds.Put(&dicom.Element{Tag: rk.tag, VR: vr})
+		return
+	}
+	switch vr {
+	case "US", "SS":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			ds.Put(&dicom.Element{Tag: rk.tag, VR: vr})
+			return
+		}
+		b := binary.LittleEndian.AppendUint16(nil, uint16(n))
+		ds.Put(&dicom.Element{Tag: rk.tag, VR: vr, Value: b})
+	case "UL", "SL":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			ds.Put(&dicom.Element{Tag: rk.tag, VR: vr})
+			return
+		}
+		b := binary.LittleEndian.AppendUint32(nil, uint32(n))
+		ds.Put(&dicom.Element{Tag: rk.tag, VR: vr, Value: b})
+	default:
+		ds.Set(rk.tag, v)
+		if e := ds.Get(rk.tag); e != nil && e.VR != vr {
+			e.VR = vr
+		}
+	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func joinBackslash(v []string) string {
+	s := ""
+	for i, x := range v {
+		if i > 0 {
+			s += `\`
+		}
+		s += x
+	}
+	return s
+}

@@ -1,0 +1,40 @@
+package crash
+
+import (
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSIGHUPReloadsPeers: `ward peer add` edits the data directory's
+// ward.toml and a running `ward serve` picks the peer up on SIGHUP.
+func TestSIGHUPReloadsPeers(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command(wardBinary(t), "peer", "add", "FIRST", "--host", "127.0.0.1", "--port", "11119", "--data", dir).CombinedOutput(); err != nil {
+		t.Fatalf("peer add: %v\n%s", err, out)
+	}
+	w := startWard(t, dir, freePort(t))
+	if out, err := exec.Command(wardBinary(t), "peer", "add", "SECOND", "--host", "127.0.0.1", "--port", "11120", "--allow", "echo,move", "--data", dir).CombinedOutput(); err != nil {
+		t.Fatalf("peer add: %v\n%s", err, out)
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(w.log.String(), `msg="configuration reloaded" peers=2`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", w.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-w.done:
+		t.Fatalf("ward exited on SIGHUP: %v", w.err)
+	default:
+	}
+	if out, err := exec.Command(wardBinary(t), "peer", "list", "--data", dir).CombinedOutput(); err != nil || !strings.Contains(string(out), "SECOND") {
+		t.Fatalf("peer list: %v\n%s", err, out)
+	}
+}

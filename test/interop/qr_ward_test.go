@@ -1,0 +1,49 @@
+package interop
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/network/dimse/dimsetest"
+)
+
+// TestWardServeQRWiring: a full `ward serve` (archive and index) answers
+// findscu, movescu (to a registered peer) and getscu.
+func TestWardServeQRWiring(t *testing.T) {
+	requireTool(t, "findscu", "movescu", "getscu", "storescu")
+	requirePydicom(t)
+	sport, sdir := startStorescp(t)
+	w := startWard(t, func(c *config.Config) {
+		c.Peers = []config.Peer{{AETitle: "STORESCP", Host: "127.0.0.1", Port: sport, Allow: []string{"store"}}}
+	})
+	a := &dimsetest.Archive{}
+	a.Add(fakeCorpus()...)
+	originals := writeOriginals(t, a)
+	var files []string
+	for _, p := range originals {
+		files = append(files, p)
+	}
+	if out, err := dcmtk("storescu", append([]string{"-aec", "WARD", w.host, w.port}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	out, err := dcmtk("findscu", "-v", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=P2", "-k", "StudyInstanceUID", w.host, w.port).CombinedOutput()
+	if err != nil || len(pendingRE.FindAllString(string(out), -1)) != 2 {
+		t.Fatalf("findscu: %v\n%s", err, out)
+	}
+	out, err = dcmtk("movescu", "-v", "-P", "-aec", "WARD", "-aem", "STORESCP", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=P2", w.host, w.port).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "E: ") {
+		t.Fatalf("movescu: %v\n%s", err, out)
+	}
+	compareReceived(t, sdir, originals, uidsOf(a, "P2"))
+	out, _ = dcmtk("movescu", "-v", "-P", "-aec", "WARD", "-aem", "UNKNOWN", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=P2", w.host, w.port).CombinedOutput()
+	if !strings.Contains(string(out), "MoveDestinationUnknown") {
+		t.Fatalf("movescu to an unregistered destination:\n%s", out)
+	}
+	dir := t.TempDir()
+	out, err = dcmtk("getscu", "-v", "-S", "-aec", "WARD", "-od", dir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.826.0.1.3680043.10.1432.9.1.1", w.host, w.port).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "E: ") {
+		t.Fatalf("getscu: %v\n%s", err, out)
+	}
+	compareReceived(t, dir, originals, uidsOf(a, "P1"))
+}

@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // swapSize is the unit in which values of v are byte-swapped between
@@ -42,9 +43,16 @@ func swapInPlace(b []byte, n int) {
 
 // withOutput runs fn on a buffered writer over w, deflating when ts is
 // deflated, and flushes.
+// outputPool holds the output buffers of WriteDataSet and Transcode: a
+// C-FIND encodes one small data set per match, and a buffer each time
+// would be most of its cost.
+var outputPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+
 func withOutput(w io.Writer, ts *TransferSyntax, fn func(*bufio.Writer) error) error {
 	if !ts.Deflated {
-		bw := bufio.NewWriterSize(w, bufSize)
+		bw := outputPool.Get().(*bufio.Writer)
+		bw.Reset(w)
+		defer func() { bw.Reset(nil); outputPool.Put(bw) }()
 		if err := fn(bw); err != nil {
 			return err
 		}

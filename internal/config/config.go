@@ -49,6 +49,7 @@ type Config struct {
 	DataDir string  `toml:"data"`
 	DICOM   DICOM   `toml:"dicom"`
 	Storage Storage `toml:"storage"`
+	Query   Query   `toml:"query"`
 	Log     Log     `toml:"log"`
 	// Peers are the registered DICOM peers ([[peers]] tables), edited by
 	// `ward peer` and reloaded by a running `ward serve` on SIGHUP.
@@ -81,6 +82,16 @@ type DICOM struct {
 	// PrivateSOPClasses are accepted for storage in addition to every
 	// standard Storage SOP Class.
 	PrivateSOPClasses []string `toml:"private_sop_classes"`
+}
+
+// Query configures C-FIND.
+type Query struct {
+	// MaxResults caps the matches of one C-FIND (default 1000; the final
+	// response says when the cap cut the matches). Negative: no cap.
+	MaxResults int `toml:"max_results"`
+	// PNCaseSensitive makes person name matching case-sensitive (the
+	// default is case-insensitive).
+	PNCaseSensitive bool `toml:"pn_case_sensitive"`
 }
 
 // Storage is the archive's configuration.
@@ -116,6 +127,7 @@ func Default() *Config {
 			AcceptCompressed: &t,
 		},
 		Storage: Storage{OnDuplicate: "replace"},
+		Query:   Query{MaxResults: 1000},
 		Log:     Log{Level: "info", Format: "text"},
 	}
 }

@@ -81,7 +81,8 @@ func (s *Server) Open(ctx context.Context) error {
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
-		AETitle: c.AETitle, Destinations: s.Destination}
+		AETitle: c.AETitle, Destinations: s.Destination,
+		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
 	if err := s.archive.Open(ctx); err != nil {
 		s.closeStores()
 		return err

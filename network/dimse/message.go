@@ -1,6 +1,8 @@
 package dimse
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -222,13 +224,36 @@ func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
 		cmd.has = map[uint32]bool{}
 	}
 	cmd.has[tagCommandDataSetType] = true
-	if err := c.writeFragments(ctxID, true, cmd.Encode()); err != nil {
+	enc := cmd.Encode()
+	if br, ok := data.(*bytes.Reader); ok && len(enc)+br.Len()+6 <= c.maxFragment() {
+		// A small data set held in memory (a C-FIND match, an identifier)
+		// travels with its command in one P-DATA-TF PDU: one write, not two.
+		return c.writeSmall(ctxID, enc, br)
+	}
+	if err := c.writeFragments(ctxID, true, enc); err != nil {
 		return err
 	}
 	if data == nil {
 		return nil
 	}
 	return c.writeStream(ctxID, data)
+}
+
+// writeSmall sends a command and a whole data set as two PDVs of one PDU.
+func (c *Conn) writeSmall(ctxID byte, cmd []byte, data *bytes.Reader) error {
+	n := data.Len()
+	buf := c.buffer()
+	buf = append(buf, pdu.TypePDataTF, 0, 0, 0, 0, 0)
+	buf = pdu.AppendPDVHeader(buf, ctxID, true, true, len(cmd))
+	buf = append(buf, cmd...)
+	buf = pdu.AppendPDVHeader(buf, ctxID, false, true, n)
+	start := len(buf)
+	buf = buf[:start+n]
+	if _, err := io.ReadFull(data, buf[start:]); err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint32(buf[2:], uint32(len(buf)-pdu.HeaderLen))
+	return c.A.Send(buf)
 }
 
 // writeFragments sends bytes held in memory.

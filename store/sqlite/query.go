@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strconv"
@@ -339,7 +340,7 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 	if err != nil {
 		return err
 	}
-	rows, err := db.rdb.QueryContext(ctx, query, args...)
+	rows, err := db.queryCached(ctx, query, args)
 	if err != nil {
 		return fmt.Errorf("sqlite: query: %w", db.closedErr(err))
 	}
@@ -371,6 +372,32 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 		return fmt.Errorf("sqlite: query: %w", db.closedErr(err))
 	}
 	return nil
+}
+
+// maxCachedStmts bounds the prepared query statements kept: queries of the
+// same shape (the same keys and kinds of matching) share one.
+const maxCachedStmts = 256
+
+// queryCached runs a query through a prepared statement kept per SQL text,
+// so a repeated query shape is not parsed and planned again.
+func (db *DB) queryCached(ctx context.Context, query string, args []any) (*sql.Rows, error) {
+	if v, ok := db.stmts.Load(query); ok {
+		return v.(*sql.Stmt).QueryContext(ctx, args...)
+	}
+	if db.nstmts.Load() >= maxCachedStmts {
+		return db.rdb.QueryContext(ctx, query, args...)
+	}
+	st, err := db.rdb.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := db.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		st = prev.(*sql.Stmt)
+	} else {
+		db.nstmts.Add(1)
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 // instancesQuery builds the SELECT of Instances.

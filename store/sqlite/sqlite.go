@@ -49,8 +49,12 @@ const (
 type DB struct {
 	path string
 	rdb  *sql.DB // read-only pool
-	wdb  *sql.DB // holds the one write connection
-	w    *writer
+
+	// Prepared query statements by SQL text (query.go).
+	stmts  sync.Map
+	nstmts atomic.Int32
+	wdb    *sql.DB // holds the one write connection
+	w      *writer
 
 	getStmt     *sql.Stmt
 	hasBlobStmt *sql.Stmt
@@ -405,6 +409,7 @@ func (db *DB) Close() error {
 				s.Close()
 			}
 		}
+		db.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 		errs = append(errs, db.rdb.Close(), db.wdb.Close())
 		if err := errors.Join(errs...); err != nil {
 			db.closeErr = fmt.Errorf("sqlite: close: %w", err)

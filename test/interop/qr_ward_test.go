@@ -1,6 +1,8 @@
 package interop
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -46,4 +48,52 @@ func TestWardServeQRWiring(t *testing.T) {
 		t.Fatalf("getscu: %v\n%s", err, out)
 	}
 	compareReceived(t, dir, originals, uidsOf(a, "P1"))
+}
+
+// TestMovescuToOrthanc: DCMTK movescu asks Ward to move a patient's studies
+// to Orthanc (a registered peer); Orthanc receives every instance intact.
+func TestMovescuToOrthanc(t *testing.T) {
+	requireTool(t, "movescu", "storescu")
+	requirePydicom(t)
+	o := startOrthanc(t)
+	w := startWard(t, func(c *config.Config) {
+		c.Peers = []config.Peer{{AETitle: "ORTHANC", Host: "127.0.0.1", Port: o.dicomPort, Allow: []string{"store"}}}
+	})
+	a := &dimsetest.Archive{}
+	a.Add(fakeCorpus()...)
+	originals := writeOriginals(t, a)
+	var files []string
+	for _, p := range originals {
+		files = append(files, p)
+	}
+	if out, err := dcmtk("storescu", append([]string{"-aec", "WARD", w.host, w.port}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	out, err := dcmtk("movescu", "-v", "-S", "-aec", "WARD", "-aem", "ORTHANC", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=P2", w.host, w.port).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "E: ") {
+		t.Fatalf("movescu: %v\n%s", err, out)
+	}
+	want := uidsOf(a, "P2")
+	var stats struct{ CountInstances int }
+	o.getJSON(t, "/statistics", &stats)
+	if stats.CountInstances != len(want) {
+		t.Fatalf("Orthanc holds %d instances, want %d", stats.CountInstances, len(want))
+	}
+	var ids []string
+	o.getJSON(t, "/instances", &ids)
+	for _, id := range ids {
+		var tags map[string]any
+		o.getJSON(t, "/instances/"+id+"/simplified-tags", &tags)
+		uid, _ := tags["SOPInstanceUID"].(string)
+		src, ok := originals[uid]
+		if !ok {
+			t.Errorf("Orthanc received %s, which was not asked for", uid)
+			continue
+		}
+		p := filepath.Join(t.TempDir(), "o.dcm")
+		os.WriteFile(p, o.get(t, "/instances/"+id+"/file"), 0o644)
+		if ok, diff := datasetsEqual(t, src, p); !ok {
+			t.Errorf("%s differs in Orthanc:\n%s", uid, diff)
+		}
+	}
 }

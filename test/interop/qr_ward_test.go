@@ -69,7 +69,7 @@ func TestMovescuToOrthanc(t *testing.T) {
 	if out, err := dcmtk("storescu", append([]string{"-aec", "WARD", w.host, w.port}, files...)...).CombinedOutput(); err != nil {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
-	out, err := dcmtk("movescu", "-v", "-S", "-aec", "WARD", "-aem", "ORTHANC", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=P2", w.host, w.port).CombinedOutput()
+	out, err := dcmtk("movescu", "-v", "-P", "-aec", "WARD", "-aem", "ORTHANC", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=P2", w.host, w.port).CombinedOutput()
 	if err != nil || strings.Contains(string(out), "E: ") {
 		t.Fatalf("movescu: %v\n%s", err, out)
 	}

@@ -19,9 +19,9 @@ go build -o "$base/qrbench" "$here/internal/cmd/qrbench"
 go build -o "$base/synthindex" "$here/internal/cmd/synthindex"
 root=1.2.826.0.1.3680043.10.1432.99
 queries=(
-  "STUDY, PatientID exact|QueryRetrieveLevel=STUDY PatientID=PID00000042 StudyInstanceUID PatientName StudyDate"
+  "STUDY, PatientID exact|QueryRetrieveLevel=STUDY PatientID=PID00000010 StudyInstanceUID PatientName StudyDate"
   "STUDY, PatientName=Wilson* (prefix wildcard)|QueryRetrieveLevel=STUDY PatientName=Wilson* StudyInstanceUID PatientID"
-  "STUDY, StudyDate one week|QueryRetrieveLevel=STUDY StudyDate=20200601-20200607 StudyInstanceUID PatientID"
+  "STUDY, StudyDate one quarter|QueryRetrieveLevel=STUDY StudyDate=20200101-20200331 StudyInstanceUID PatientID"
   "STUDY, StudyInstanceUID exact|QueryRetrieveLevel=STUDY StudyInstanceUID=$root.1.42 PatientID"
   "SERIES within a study|QueryRetrieveLevel=SERIES StudyInstanceUID=$root.1.42 SeriesInstanceUID Modality"
 )

@@ -147,6 +147,25 @@ func (q *qrFlags) identifier() (*dicom.DataSet, []dicom.Tag, error) {
 
 // dial opens an association proposing the Q/R SOP class (and extra
 // contexts, IDs from 3).
+// request checks the model and level for a service and builds the
+// identifier; cols are the keys in the order given.
+func (q *qrFlags) request(service string) (sopClass string, id *dicom.DataSet, cols []dicom.Tag, err error) {
+	if sopClass, err = q.sopClass(service); err != nil {
+		return "", nil, nil, err
+	}
+	id, cols, err = q.identifier()
+	return sopClass, id, cols, err
+}
+
+// connect opens the association and its DIMSE client.
+func (q *qrFlags) connect(ctx context.Context, addr, sopClass string, extra []pdu.PresentationContext, roles []pdu.RoleSelection) (*dimse.Client, error) {
+	a, err := q.dial(ctx, addr, sopClass, extra, roles)
+	if err != nil {
+		return nil, err
+	}
+	return dimse.NewClient(a), nil
+}
+
 func (q *qrFlags) dial(ctx context.Context, addr, sopClass string, extra []pdu.PresentationContext, roles []pdu.RoleSelection) (*assoc.Association, error) {
 	pcs := append([]pdu.PresentationContext{{ID: 1, AbstractSyntax: sopClass, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}}}, extra...)
 	rq := q.pf.request(pcs)
@@ -182,21 +201,17 @@ func runFind(e *env, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	class, err := q.sopClass("find")
-	if err != nil {
-		return err
-	}
-	id, cols, err := q.identifier()
+	class, id, cols, err := q.request("find")
 	if err != nil {
 		return err
 	}
 	ctx, stop := interruptContext()
 	defer stop()
-	a, err := q.dial(ctx, pos[0], class, nil, nil)
+	cl, err := q.connect(ctx, pos[0], class, nil, nil)
 	if err != nil {
 		return err
 	}
-	cl := dimse.NewClient(a)
+	a := cl.A
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	n := 0
 	if *asJSON {

@@ -136,11 +136,7 @@ func runGet(e *env, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	class, err := q.sopClass("get")
-	if err != nil {
-		return err
-	}
-	id, _, err := q.identifier()
+	class, id, _, err := q.request("get")
 	if err != nil {
 		return err
 	}
@@ -160,11 +156,11 @@ func runGet(e *env, args []string) error {
 	ctx, stop := interruptContext()
 	defer stop()
 	pcs, roles := getContexts(nil)
-	a, err := q.dial(ctx, pos[0], class, pcs, roles)
+	cl, err := q.connect(ctx, pos[0], class, pcs, roles)
 	if err != nil {
 		return err
 	}
-	cl := dimse.NewClient(a)
+	a := cl.A
 	res, err := cl.Get(ctx, 1, id, st, nil)
 	if err != nil {
 		a.Abort()

@@ -19,21 +19,17 @@ func runMove(e *env, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	class, err := q.sopClass("move")
-	if err != nil {
-		return err
-	}
-	id, _, err := q.identifier()
+	class, id, _, err := q.request("move")
 	if err != nil {
 		return err
 	}
 	ctx, stop := interruptContext()
 	defer stop()
-	a, err := q.dial(ctx, pos[0], class, nil, nil)
+	cl, err := q.connect(ctx, pos[0], class, nil, nil)
 	if err != nil {
 		return err
 	}
-	cl := dimse.NewClient(a)
+	a := cl.A
 	res, err := cl.Move(ctx, 1, *dest, id, func(c *dimse.Command) {
 		fmt.Fprintf(e.stderr, "\rmoving to %s: %d remaining, %d completed, %d failed, %d warning", *dest, c.NumberOfRemaining, c.NumberOfCompleted, c.NumberOfFailed, c.NumberOfWarning)
 	})

@@ -7,9 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/dicom"
 )
 
 // TestREADMECommands runs the commands the README gives for running Ward
@@ -84,21 +88,69 @@ func TestREADMECommands(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, f), b, 0o644)
 	}
 	subst := strings.NewReplacer("image.dcm", filepath.Join(pydicomTestFiles, "CT_small.dcm"), "/path/to/dir", dir, "./ward ", bin+" ")
-	// Commands of the "Send images to it" section, comments dropped.
-	section := text[strings.Index(text, "## Send images to it"):strings.Index(text, "## Run the tests")]
-	cmdRE := regexp.MustCompile(`^(echoscu|storescu|\./ward (echo|store|version))\b`)
+	n := runREADMESection(t, text, "## Send images to it", "## Query and retrieve", work, subst)
+	if n < 6 {
+		t.Fatalf("found only %d README commands to run in the send section", n)
+	}
+
+	// The query/retrieve section: its study UID becomes CT_small's, its
+	// workstation a storescp on a free port, registered and picked up on
+	// SIGHUP as the README says.
+	requireTool(t, "findscu", "getscu", "storescp")
+	studyUID := studyOf(t, filepath.Join(pydicomTestFiles, "CT_small.dcm"))
+	sport, sdir := startStorescp(t)
+	out := t.TempDir()
+	qr := strings.NewReplacer("1.2.3", studyUID, "--port 11113", "--port "+strconv.Itoa(sport), "/tmp/retrieved", out, "./ward ", bin+" ")
+	section := text[strings.Index(text, "## Query and retrieve"):strings.Index(text, "## Run the tests")]
+	var before, after strings.Builder
+	for _, l := range strings.Split(section, "\n") {
+		if strings.HasPrefix(l, "./ward peer") {
+			before.WriteString(l + "\n")
+		} else {
+			after.WriteString(l + "\n")
+		}
+	}
+	n = runREADMESection(t, "## A\n"+before.String()+"## B\n", "## A", "## B", work, qr)
+	serve.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	n += runREADMESection(t, "## A\n"+after.String()+"## B\n", "## A", "## B", work, qr)
+	if n < 8 {
+		t.Fatalf("found only %d README commands to run in the query/retrieve section", n)
+	}
+	if files, _ := filepath.Glob(filepath.Join(out, "*")); len(files) == 0 {
+		t.Fatal("nothing retrieved by the README's get commands")
+	}
+	if files, _ := filepath.Glob(filepath.Join(sdir, "*")); len(files) == 0 {
+		t.Fatal("the README's move command delivered nothing to the workstation")
+	}
+
+	// Everything sent is in the default data directory.
+	if _, err := os.Stat(filepath.Join(work, "ward-data", "index.db")); err != nil {
+		t.Fatalf("default data directory: %v", err)
+	}
+}
+
+// readmeCmdRE matches the README lines that are commands to run.
+var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer))\b`)
+
+// runREADMESection runs every command line of the README between two
+// headings, with subst applied, in dir; it returns how many it ran.
+func runREADMESection(t *testing.T, text, from, to, dir string, subst *strings.Replacer) int {
+	t.Helper()
+	section := text[strings.Index(text, from):strings.Index(text, to)]
 	n := 0
 	sc := bufio.NewScanner(strings.NewReader(section))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
-		if i := strings.Index(line, "#"); i > 0 {
+		if i := strings.Index(line, " #"); i > 0 {
 			line = strings.TrimSpace(line[:i])
 		}
-		if !cmdRE.MatchString(line) {
+		if !readmeCmdRE.MatchString(line) {
 			continue
 		}
 		line = subst.Replace(line)
 		cmd := exec.Command("bash", "-c", line)
+		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -106,11 +158,19 @@ func TestREADMECommands(t *testing.T) {
 		}
 		n++
 	}
-	if n < 6 {
-		t.Fatalf("found only %d README commands to run", n)
+	return n
+}
+
+func studyOf(t *testing.T, path string) string {
+	t.Helper()
+	meta, rc, err := dicom.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Everything sent is in the default data directory.
-	if _, err := os.Stat(filepath.Join(work, "ward-data", "index.db")); err != nil {
-		t.Fatalf("default data directory: %v", err)
+	defer rc.Close()
+	a, err := dicom.Scan(rc, dicom.LookupTransferSyntax(meta.TransferSyntaxUID), func(tg dicom.Tag) bool { return tg == dicom.StudyInstanceUID }, 1024)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return a.String(dicom.StudyInstanceUID)
 }

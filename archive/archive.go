@@ -61,6 +61,12 @@ type Archive struct {
 	// Destinations resolves a C-MOVE destination AE title to HOST:PORT
 	// (nil: every destination is unknown).
 	Destinations func(aeTitle string) (addr string, ok bool)
+	// Sequences are the sequences kept for sequence matching and returned
+	// by C-FIND, when the index is a store.SequenceIndexer: nil means
+	// store.DefaultSequences, an empty non-nil slice none. Keyword and item
+	// keywords must be in the DICOM dictionary (Open checks).
+	Sequences []store.SequenceSpec
+	seqs      *seqIndex
 
 	// Publishing a stored blob and deleting the one it replaced happen after
 	// the response, off the C-STORE's critical path: neither is needed for
@@ -89,6 +95,11 @@ func (ar *Archive) Open(ctx context.Context) error {
 	if ar.MaxIndexedValue == 0 {
 		ar.MaxIndexedValue = 64 * 1024
 	}
+	seqs, err := ar.sequenceIndex()
+	if err != nil {
+		return err
+	}
+	ar.seqs = seqs
 	if err := ar.Blobs.Recover(ctx, func(key string) (bool, error) { return ar.keepPending(ctx, key) }); err != nil {
 		return fmt.Errorf("recovering blobs: %w", err)
 	}
@@ -279,7 +290,11 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 		return resourceError("writing the file header", err)
 	}
 	tee := &teeReader{r: r.Data, w: buf}
-	attrs, err := dicom.Scan(tee, ts, wanted, ar.MaxIndexedValue)
+	var keep *dicom.KeepSequences
+	if ar.seqs != nil {
+		keep = ar.seqs.keep
+	}
+	attrs, err := dicom.ScanWith(tee, ts, wanted, ar.MaxIndexedValue, keep)
 	if tee.werr != nil {
 		return resourceError("writing the object", tee.werr)
 	}
@@ -293,6 +308,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	if err != nil {
 		return err
 	}
+	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
 	if ins, ok := ar.Index.(store.Inserter); ok {
 		// A new instance: the object's fsync and the index commit run at

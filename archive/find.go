@@ -29,9 +29,14 @@ const utf8Charset = "ISO_IR 192"
 //     level, a key below it, a range or wildcard where the VR forbids it)
 //     fails with A900 and a comment naming the attribute.
 //   - Matching keys the index cannot match on (optional keys Ward does not
-//     store, sequence matching) are ignored for matching, as PS3.4
+//     store, sequences it does not index, item attributes of an indexed
+//     sequence it does not keep) are ignored for matching, as PS3.4
 //     C.4.1.2.3 allows; every response is then Pending Warning (FF01).
 //     They are returned with zero length like every unsupported return key.
+//   - Indexed sequences (Archive.Sequences) are matched per PS3.4
+//     C.2.2.2.6 (any stored item matching every item key) and returned
+//     with their stored items, each holding the item attributes the
+//     request's item named (all kept ones for an empty sequence).
 //   - More matches than the cap (MaxFindResults, default 1000): the first
 //     cap matches are sent, then the final status is A700 (Refused: out of
 //     resources) with a comment saying the results were cut and that the
@@ -54,7 +59,7 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 	if km, ok := ar.Index.(store.KeyMatcher); ok {
 		supported = km.CanMatch
 	}
-	id, err := parseFind(r.Identifier, patientRoot, supported)
+	id, err := parseFind(r.Identifier, patientRoot, supported, ar.seqs)
 	if err != nil {
 		return err
 	}
@@ -73,7 +78,9 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 		Return:          []string{},
 	}
 	for _, rk := range id.ret {
-		if rk.kw != "" {
+		if rk.spec != nil {
+			q.ReturnSequences = append(q.ReturnSequences, rk.spec.SequenceSpec)
+		} else if rk.kw != "" {
 			q.Return = append(q.Return, rk.kw)
 		}
 	}
@@ -114,8 +121,21 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 // response builds the response identifier of one match.
 func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
 	vals := make([]string, len(id.ret))
+	seqItems := make([][]map[dicom.Tag]string, len(id.ret))
 	ascii := true
 	for i, rk := range id.ret {
+		if rk.spec != nil {
+			seqItems[i] = returnedItems(rk, m[rk.kw])
+			for _, it := range seqItems[i] {
+				for _, v := range it {
+					if !isASCII(v) {
+						ascii = false
+						vals[i] = v // checked for the character set below
+					}
+				}
+			}
+			continue
+		}
 		switch rk.tag {
 		case dicom.RetrieveAETitle:
 			vals[i] = aet
@@ -132,10 +152,19 @@ func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
 	}
 	cs := id.charset
 	if !ascii {
-		for _, v := range vals {
+	check:
+		for i, v := range vals {
 			if _, ok := dicom.EncodeText(cs, v); !ok {
 				cs = []string{utf8Charset}
 				break
+			}
+			for _, it := range seqItems[i] {
+				for _, iv := range it {
+					if _, ok := dicom.EncodeText(cs, iv); !ok {
+						cs = []string{utf8Charset}
+						break check
+					}
+				}
 			}
 		}
 	}
@@ -149,12 +178,58 @@ func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
 		if rk.tag == dicom.RetrieveAETitle {
 			hasAET = true
 		}
+		if rk.spec != nil {
+			putSequence(ds, rk, seqItems[i], cs)
+			continue
+		}
 		putValue(ds, rk, vals[i])
 	}
 	if !hasAET && aet != "" {
 		ds.Set(dicom.RetrieveAETitle, aet)
 	}
 	return ds
+}
+
+// returnedItems decodes the stored items of an indexed sequence (a Match
+// value, store.EncodeItems) restricted to the item attributes requested
+// (every kept one when the request named none). Attributes the request
+// names but Ward does not keep come back empty.
+func returnedItems(rk requested, v string) []map[dicom.Tag]string {
+	stored, err := store.DecodeItems(v)
+	if err != nil || len(stored) == 0 {
+		return nil
+	}
+	tags := rk.items
+	if tags == nil {
+		tags = rk.spec.items
+	}
+	out := make([]map[dicom.Tag]string, len(stored))
+	for i, it := range stored {
+		m := make(map[dicom.Tag]string, len(tags))
+		for _, t := range tags {
+			m[t] = it[rk.spec.want[t]] // "" for attributes not kept
+		}
+		out[i] = m
+	}
+	return out
+}
+
+// putSequence adds a returned sequence: one item per stored item, with the
+// requested item attributes encoded in the response's character set.
+func putSequence(ds *dicom.DataSet, rk requested, items []map[dicom.Tag]string, cs []string) {
+	e := &dicom.Element{Tag: rk.tag, VR: "SQ"}
+	for _, it := range items {
+		item := &dicom.DataSet{}
+		for t, v := range it {
+			if v == "" {
+				item.Put(&dicom.Element{Tag: t, VR: dicom.VROf(t)})
+				continue
+			}
+			item.SetIn(cs, t, v)
+		}
+		e.Items = append(e.Items, item)
+	}
+	ds.Put(e)
 }
 
 // putValue adds one returned attribute in the VR of the dictionary (or of

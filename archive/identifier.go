@@ -20,7 +20,7 @@ var qrLevel = map[string]store.Level{
 	"PatientBirthTime": store.LevelPatient, "PatientSex": store.LevelPatient,
 	"OtherPatientIDs": store.LevelPatient, "OtherPatientIDsSequence": store.LevelPatient,
 	"OtherPatientNames": store.LevelPatient, "EthnicGroup": store.LevelPatient,
-	"PatientComments":                 store.LevelPatient,
+	"PatientComments": store.LevelPatient, "ReferencedPatientSequence": store.LevelPatient,
 	"NumberOfPatientRelatedStudies":   store.LevelPatient,
 	"NumberOfPatientRelatedSeries":    store.LevelPatient,
 	"NumberOfPatientRelatedInstances": store.LevelPatient,
@@ -34,6 +34,7 @@ var qrLevel = map[string]store.Level{
 	"PatientSize": store.LevelStudy, "PatientWeight": store.LevelStudy, "Occupation": store.LevelStudy,
 	"AdditionalPatientHistory": store.LevelStudy, "OtherStudyNumbers": store.LevelStudy,
 	"ProcedureCodeSequence": store.LevelStudy, "AnatomicRegionsInStudyCodeSequence": store.LevelStudy,
+	"ReferencedStudySequence":       store.LevelStudy,
 	"NumberOfStudyRelatedSeries":    store.LevelStudy,
 	"NumberOfStudyRelatedInstances": store.LevelStudy,
 
@@ -42,6 +43,7 @@ var qrLevel = map[string]store.Level{
 	"SeriesDescription": store.LevelSeries, "SeriesDate": store.LevelSeries, "SeriesTime": store.LevelSeries,
 	"BodyPartExamined": store.LevelSeries, "PerformedProcedureStepStartDate": store.LevelSeries,
 	"PerformedProcedureStepStartTime": store.LevelSeries, "RequestAttributesSequence": store.LevelSeries,
+	"AnatomicRegionSequence":         store.LevelSeries,
 	"NumberOfSeriesRelatedInstances": store.LevelSeries,
 
 	// Composite object instance (C.6.1.1.5)
@@ -97,6 +99,10 @@ type requested struct {
 	kw  string
 	vr  string
 	seq bool
+	// An indexed sequence: spec, and the item attributes of the request's
+	// item (nil: every kept one, for a zero-length sequence or empty item).
+	spec  *seqSpec
+	items []dicom.Tag
 }
 
 // identifier is a parsed C-FIND/C-MOVE/C-GET identifier.
@@ -173,7 +179,7 @@ func skipped(t dicom.Tag) bool {
 // single value, keys below it are refused (that would be a relational query,
 // which Ward does not negotiate), keys at the level may use every matching
 // kind. Empty values are return keys wherever they are.
-func parseFind(ds *dicom.DataSet, patientRoot bool, supported func(kw string) bool) (*identifier, error) {
+func parseFind(ds *dicom.DataSet, patientRoot bool, supported func(kw string) bool, seqs *seqIndex) (*identifier, error) {
 	l, err := parseLevel(ds, patientRoot)
 	if err != nil {
 		return nil, err
@@ -193,12 +199,21 @@ func parseFind(ds *dicom.DataSet, patientRoot bool, supported func(kw string) bo
 			continue
 		}
 		if r.seq {
-			if !emptySequence(e) {
-				if kw == "" || !supported(kw) {
+			sp := seqs.spec(t)
+			if sp == nil {
+				if !emptySequence(e) {
 					id.ignored = append(id.ignored, describe(t, kw))
-					continue
 				}
-				return nil, badKey(t, "sequence matching on %s is not supported", describe(t, kw))
+				continue
+			}
+			id.ret[len(id.ret)-1].spec = sp
+			k, items, err := parseSequenceKey(id, e, sp, l, patientRoot)
+			if err != nil {
+				return nil, err
+			}
+			id.ret[len(id.ret)-1].items = items
+			if k != nil {
+				id.keys = append(id.keys, *k)
 			}
 			continue
 		}
@@ -230,6 +245,73 @@ func parseFind(ds *dicom.DataSet, patientRoot bool, supported func(kw string) bo
 		id.keys = append(id.keys, *k)
 	}
 	return id, nil
+}
+
+// parseSequenceKey parses an indexed sequence of a C-FIND identifier
+// (PS3.4 C.2.2.2.6): its one item holds the item's matching and return
+// keys, each parsed as a top-level key of its VR, decoded with the
+// request's Specific Character Set. It returns the sequence key (nil when
+// every item key is universal: the sequence is a return key) and the
+// requested item attributes (nil: all). Item attributes Ward does not keep
+// are ignored as matching keys, with the pending warning.
+func parseSequenceKey(id *identifier, e *dicom.Element, sp *seqSpec, l store.Level, patientRoot bool) (*store.Key, []dicom.Tag, error) {
+	t, kw := e.Tag, sp.Attribute
+	if len(e.Items) == 0 {
+		return nil, nil, nil
+	}
+	if len(e.Items) > 1 {
+		return nil, nil, badKey(t, "the sequence matching key %s holds %d items; it must hold one", describe(t, kw), len(e.Items))
+	}
+	it := e.Items[0]
+	var items []dicom.Tag
+	var keys []store.Key
+	for _, ie := range it.Elements {
+		if skipped(ie.Tag) || ie.Tag == dicom.SpecificCharacterSet {
+			continue
+		}
+		items = append(items, ie.Tag)
+		ikw := dicom.Keyword(ie.Tag)
+		if ie.IsSequence() || ie.VR == "SQ" {
+			if !emptySequence(ie) {
+				id.ignored = append(id.ignored, describe(t, kw)+" > "+describe(ie.Tag, ikw))
+			}
+			continue
+		}
+		raw := it.StringIn(id.charset, ie.Tag)
+		if raw == "" {
+			continue
+		}
+		vr := ie.VR
+		if vr == "" || vr == "UN" {
+			vr = dicom.VROf(ie.Tag)
+		}
+		k, err := parseKey(ie.Tag, ikw, vr, raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		if k == nil {
+			continue
+		}
+		if _, kept := sp.want[ie.Tag]; !kept {
+			id.ignored = append(id.ignored, describe(t, kw)+" > "+describe(ie.Tag, ikw))
+			continue
+		}
+		keys = append(keys, *k)
+	}
+	if len(items) == 0 {
+		items = nil
+	}
+	if len(keys) == 0 {
+		return nil, items, nil
+	}
+	lv := levelOf(kw, l, patientRoot)
+	switch {
+	case lv > l:
+		return nil, nil, badKey(t, "relational queries are not supported: %s is a key below the %s level", describe(t, kw), l)
+	case lv < l:
+		return nil, nil, badKey(t, "hierarchical query: %s is above the %s level and not a unique key", describe(t, kw), l)
+	}
+	return &store.Key{Attribute: kw, Kind: store.MatchSequence, Level: sp.Level, Items: keys}, items, nil
 }
 
 func emptySequence(e *dicom.Element) bool {

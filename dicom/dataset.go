@@ -83,10 +83,17 @@ func (ds *DataSet) Delete(t Tag) {
 // the raw UTF-8 bytes) and padded to even length (NUL for UI, space
 // otherwise). Binary VRs (US, UL, ...) are not handled: use Put.
 func (ds *DataSet) Set(t Tag, value string) {
+	ds.SetIn(ds.charset(), t, value)
+}
+
+// SetIn is Set with the character set given: for the items of a sequence,
+// which are encoded in the Specific Character Set of the data set holding
+// the sequence.
+func (ds *DataSet) SetIn(charset []string, t Tag, value string) {
 	vr := VROf(t)
 	b := []byte(value)
 	if textVR(vr) {
-		if enc, ok := EncodeText(ds.charset(), value); ok {
+		if enc, ok := EncodeText(charset, value); ok {
 			b = enc
 		}
 	}
@@ -115,6 +122,17 @@ func (ds *DataSet) String(t Tag) string {
 		return ""
 	}
 	return valueString(ds.charset(), effectiveVR(e.VR, t), e.Value, ds.big)
+}
+
+// StringIn is String with the character set given: for the items of a
+// sequence, decoded with the Specific Character Set of the data set holding
+// the sequence.
+func (ds *DataSet) StringIn(charset []string, t Tag) string {
+	e := ds.Get(t)
+	if e == nil {
+		return ""
+	}
+	return valueString(charset, effectiveVR(e.VR, t), e.Value, ds.big)
 }
 
 // Int returns the first value of t as an integer (US, SS, UL, SL, IS).

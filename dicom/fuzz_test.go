@@ -32,10 +32,15 @@ func checkErr(t *testing.T, err error) {
 func FuzzScan(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, tsi uint8) {
 		ts := fuzzTS(tsi)
-		a, err := Scan(bytes.NewReader(data), ts, func(Tag) bool { return true }, 256)
+		all := func(Tag) bool { return true }
+		keep := &KeepSequences{Item: func(Tag) func(Tag) bool { return all }, MaxItems: 4, MaxBytes: 512}
+		a, err := ScanWith(bytes.NewReader(data), ts, all, 256, keep)
 		checkErr(t, err)
 		if err != nil {
 			return
+		}
+		for _, s := range a.seqs {
+			_ = a.Items(s.tag)
 		}
 		_ = a.String(PatientName)
 		_, _ = a.Int(Rows)

@@ -41,6 +41,16 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Kept sequences (ScanWith): code items with a nested sequence, in
+	// explicit and implicit VR, little and big endian.
+	for i, ts := range fuzzSyntaxes[:3] {
+		ds := seqDataSet("ISO_IR 100", codeItem("CT123", "LOCAL", "CT Thorax"), codeItem("MR9", "99X", "Kopf Übersicht"))
+		b, err := ds.Bytes(ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("FuzzScan", "procedure_code_seq_"+strconv.Itoa(i), b, idx(ts))
+	}
 	for _, n := range names {
 		raw, err := os.ReadFile(filepath.Join(pydicomData, n))
 		if err != nil {

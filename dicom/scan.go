@@ -25,6 +25,15 @@ type Attrs struct {
 	charset []string
 	csOK    bool
 	csDone  bool
+	seqs    []keptSeq // ascending by tag
+}
+
+// keptSeq is a sequence kept by ScanWith: per first-level item, the kept
+// attributes ascending by tag.
+type keptSeq struct {
+	tag   Tag
+	big   bool // item values are big endian
+	items [][]attr
 }
 
 type attr struct {
@@ -197,6 +206,36 @@ func valueInt(v string, raw []byte, big bool) (int, bool) {
 // must be well formed, nesting is bounded by MaxDepth. Truncated input yields
 // an error wrapping both ErrMalformed and io.ErrUnexpectedEOF.
 func Scan(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int) (*Attrs, error) {
+	return ScanWith(r, ts, want, maxValue, nil)
+}
+
+// Defaults of KeepSequences.
+const (
+	DefaultMaxKeptItems = 64
+	DefaultMaxKeptBytes = 16 << 10
+)
+
+// KeepSequences asks ScanWith to keep some attributes of the first-level
+// items of some top-level sequences (for indexing sequence matching keys).
+// What is kept is bounded: at most MaxItems items per sequence (further
+// items are validated and skipped) and at most MaxBytes value bytes per
+// sequence (a value that would exceed the budget is skipped, not kept, and
+// so are the values after it). Nested sequences, values of undefined length
+// and attributes Item does not want are skipped.
+type KeepSequences struct {
+	// Item returns, for a top-level sequence tag, which attributes of its
+	// items to keep; nil skips the sequence.
+	Item func(seq Tag) func(Tag) bool
+	// MaxItems bounds the items kept per sequence (<= 0: DefaultMaxKeptItems).
+	MaxItems int
+	// MaxBytes bounds the value bytes kept per sequence (<= 0:
+	// DefaultMaxKeptBytes).
+	MaxBytes int
+}
+
+// ScanWith is Scan that also keeps the items of the sequences seqs asks
+// for (nil: none, as Scan); Attrs.Items returns them.
+func ScanWith(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int, seqs *KeepSequences) (*Attrs, error) {
 	if ts == nil {
 		return nil, ErrNoTransferSyntax
 	}
@@ -221,6 +260,16 @@ func Scan(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int) (*
 		}
 		if err := d.checkOrder(&h, &last, &first); err != nil {
 			return nil, err
+		}
+		if seqs != nil && seqs.Item != nil && isSequence(c, &h) {
+			if item := seqs.Item(h.tag); item != nil {
+				ks, err := d.keepSequence(c, &h, item, seqs)
+				if err != nil {
+					return nil, err
+				}
+				a.seqs = append(a.seqs, ks)
+				continue
+			}
 		}
 		keep := h.length != undefinedLength && (h.tag == SpecificCharacterSet || (want != nil && want(h.tag))) && !isSequence(c, &h)
 		if !keep {
@@ -249,6 +298,150 @@ func Scan(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int) (*
 		return nil, err
 	}
 	return a, nil
+}
+
+// keepSequence reads the items of the top-level sequence whose header is h,
+// keeping the wanted attributes of the first items within the bounds of
+// seqs; everything else is validated and skipped as skipSequence does.
+func (d *decoder) keepSequence(c coding, h *header, want func(Tag) bool, seqs *KeepSequences) (keptSeq, error) {
+	maxItems, budget := seqs.MaxItems, seqs.MaxBytes
+	if maxItems <= 0 {
+		maxItems = DefaultMaxKeptItems
+	}
+	if budget <= 0 {
+		budget = DefaultMaxKeptBytes
+	}
+	ic := innerCoding(c, h)
+	ks := keptSeq{tag: h.tag, big: ic.big}
+	const depth = 1
+	end := int64(-1)
+	if h.length != undefinedLength {
+		end = d.pos + int64(h.length)
+	}
+	var ih header
+	for {
+		if end >= 0 && d.pos >= end {
+			if d.pos > end {
+				return ks, malformed(d.pos, "items overrun sequence %v", h.tag)
+			}
+			return ks, nil
+		}
+		if err := d.readHeader(ic, &ih); err != nil {
+			if err == io.EOF {
+				return ks, truncated("sequence "+h.tag.String(), d.pos)
+			}
+			return ks, err
+		}
+		switch ih.tag {
+		case Item:
+			if len(ks.items) >= maxItems {
+				if err := d.skipItem(ic, ih.length, depth); err != nil {
+					return ks, err
+				}
+				continue
+			}
+			it, err := d.keepItem(ic, ih.length, want, &budget)
+			if err != nil {
+				return ks, err
+			}
+			ks.items = append(ks.items, it)
+		case SequenceDelimitationItem:
+			if end >= 0 {
+				return ks, malformed(d.pos, "sequence delimiter in defined-length sequence %v", h.tag)
+			}
+			if ih.length != 0 {
+				return ks, malformed(d.pos, "sequence delimiter with length %d", ih.length)
+			}
+			return ks, nil
+		default:
+			return ks, malformed(d.pos, "unexpected %v in sequence %v", ih.tag, h.tag)
+		}
+	}
+}
+
+// keepItem is skipItem keeping the wanted attributes while *budget allows.
+func (d *decoder) keepItem(c coding, length uint32, want func(Tag) bool, budget *int) ([]attr, error) {
+	const depth = 1
+	end := int64(-1)
+	if length != undefinedLength {
+		end = d.pos + int64(length)
+	}
+	var kept []attr
+	var h header
+	var last Tag
+	first := true
+	for {
+		if end >= 0 && d.pos >= end {
+			if d.pos > end {
+				return nil, malformed(d.pos, "elements overrun item")
+			}
+			return kept, nil
+		}
+		if err := d.readHeader(c, &h); err != nil {
+			if err == io.EOF {
+				return nil, truncated("item", d.pos)
+			}
+			return nil, err
+		}
+		if h.tag == ItemDelimitationItem {
+			if end >= 0 {
+				return nil, malformed(d.pos, "item delimiter in defined-length item")
+			}
+			if h.length != 0 {
+				return nil, malformed(d.pos, "item delimiter with length %d", h.length)
+			}
+			return kept, nil
+		}
+		if err := d.checkOrder(&h, &last, &first); err != nil {
+			return nil, err
+		}
+		keep := h.length != undefinedLength && !isSequence(c, &h) && want(h.tag)
+		if keep && int64(h.length) > int64(*budget) {
+			keep, *budget = false, 0 // keep nothing after a value that did not fit
+		}
+		if !keep {
+			if err := d.skipElement(c, &h, depth); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		v, err := d.readValue(h.length, h.tag)
+		if err != nil {
+			return nil, err
+		}
+		*budget -= int(h.length)
+		kept = append(kept, attr{tag: h.tag, vr: h.vr, value: v})
+	}
+}
+
+// Items returns the kept items of the top-level sequence t (see
+// KeepSequences): per item, the kept attributes decoded as String does,
+// with the data set's Specific Character Set. nil when t was not kept (not
+// asked for, absent or empty).
+func (a *Attrs) Items(t Tag) []map[Tag]string {
+	if a == nil {
+		return nil
+	}
+	for i := range a.seqs {
+		ks := &a.seqs[i]
+		if ks.tag != t {
+			continue
+		}
+		if len(ks.items) == 0 {
+			return nil
+		}
+		a.ensureCharset()
+		out := make([]map[Tag]string, len(ks.items))
+		for j, it := range ks.items {
+			m := make(map[Tag]string, len(it))
+			for _, e := range it {
+				m[e.tag] = valueString(a.charset, effectiveVR(e.vr.String(), e.tag), e.value, ks.big)
+			}
+			out[j] = m
+		}
+		return out
+	}
+	return nil
 }
 
 // openStream prepares a buffered reader over the data set bytes of r,

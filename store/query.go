@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 )
 
 // ErrUnsupportedKey is returned (wrapped) by Querier methods for a matching
@@ -44,6 +46,13 @@ const (
 	// MatchEmpty: the attribute must be empty or absent ("" with the
 	// empty-value matching of PS3.4 C.2.2.2.1, "\"\"" on the wire).
 	MatchEmpty
+	// MatchSequence: sequence matching (PS3.4 C.2.2.2.6). Attribute is an
+	// indexed sequence (a SequenceSpec), Level the level it is indexed at,
+	// Items the matching keys of the one item of the request. A stored
+	// sequence matches when any of its items matches every item key (each
+	// item key with the kinds above; an attribute absent from a stored item
+	// is empty). A sequence key without item keys is universal: not a key.
+	MatchSequence
 )
 
 // Key is one matching key. Attribute is the DICOM keyword (e.g.
@@ -54,6 +63,79 @@ type Key struct {
 	Value     string   // MatchSingle, MatchWildcard
 	Values    []string // MatchList
 	Lo, Hi    string   // MatchRange
+	Level     Level    // MatchSequence
+	Items     []Key    // MatchSequence
+}
+
+// SequenceSpec is a sequence an Index keeps (first-level items only) for
+// sequence matching and to return: the sequence keyword, the level whose
+// row holds it (newest instance wins, like every attribute of that level)
+// and the keywords of the item attributes kept.
+type SequenceSpec struct {
+	Attribute string
+	Level     Level
+	Items     []string
+}
+
+// DefaultSequences are the sequences Ward indexes unless configured
+// otherwise: where PS3.4 C.6.1.1 places each (Referenced Patient Sequence at
+// patient level; Procedure Code and Referenced Study Sequence at study level;
+// Request Attributes Sequence at series level, Table C.6-6). Anatomic
+// Region Sequence, an image attribute, is kept at series level like Body
+// Part Examined.
+func DefaultSequences() []SequenceSpec {
+	code := []string{"CodeValue", "CodingSchemeDesignator", "CodeMeaning"}
+	ref := []string{"ReferencedSOPClassUID", "ReferencedSOPInstanceUID"}
+	return []SequenceSpec{
+		{Attribute: "ReferencedPatientSequence", Level: LevelPatient, Items: ref},
+		{Attribute: "ProcedureCodeSequence", Level: LevelStudy, Items: code},
+		{Attribute: "ReferencedStudySequence", Level: LevelStudy, Items: ref},
+		{Attribute: "RequestAttributesSequence", Level: LevelSeries,
+			Items: []string{"RequestedProcedureID", "ScheduledProcedureStepID", "AccessionNumber"}},
+		{Attribute: "AnatomicRegionSequence", Level: LevelSeries, Items: code},
+	}
+}
+
+// SequenceItem is one kept item of a sequence of an Instance: Values maps
+// the kept item attributes (keywords) to their values (UTF-8); an attribute
+// the item lacks is absent or "".
+type SequenceItem struct {
+	Attribute string // the sequence keyword, e.g. "ProcedureCodeSequence"
+	Level     Level  // the level whose row holds the sequence
+	Item      int    // the item's position in the sequence, from 0
+	Values    map[string]string
+}
+
+// EncodeItems is the value a Match holds for a returned sequence: a JSON
+// array of items, each an object of keyword -> value.
+func EncodeItems(items []map[string]string) string {
+	if len(items) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(items) // maps of strings always marshal
+	return string(b)
+}
+
+// DecodeItems reads a sequence value of a Match (EncodeItems); "" and "[]"
+// are no items.
+func DecodeItems(v string) ([]map[string]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var items []map[string]string
+	if err := json.Unmarshal([]byte(v), &items); err != nil {
+		return nil, fmt.Errorf("store: sequence items: %w", err)
+	}
+	return items, nil
+}
+
+// SequenceIndexer is an optional capability of an Index: it stores
+// Instance.Sequences, matches MatchSequence keys and returns
+// Query.ReturnSequences. Fallback: Instance.Sequences are dropped; the
+// archive ignores sequence matching keys (Pending Warning) and returns
+// sequences empty.
+type SequenceIndexer interface {
+	IndexesSequences() bool
 }
 
 // Query is a hierarchical C-FIND (or the selection of a C-MOVE/C-GET).
@@ -73,6 +155,10 @@ type Query struct {
 	// leave out attributes that are costly to compute and not listed
 	// (ModalitiesInStudy, SOPClassesInStudy). Matching is not affected.
 	Return []string
+	// ReturnSequences lists the indexed sequences to return (Match holds
+	// each under its keyword as EncodeItems of the stored items, every kept
+	// item attribute); only those at or above the query level are returned.
+	ReturnSequences []SequenceSpec
 }
 
 // Match is one query result: attribute keyword -> value (UTF-8), covering

@@ -73,6 +73,10 @@ type Instance struct {
 	PatientBirthDate  string
 	PatientSex        string
 
+	// Sequences holds the kept items of the indexed sequences (see
+	// SequenceSpec), for an Index that is a SequenceIndexer.
+	Sequences []SequenceItem
+
 	// Character set handling
 	SpecificCharacterSet string // raw value(s) as received, backslash separated
 	CharsetUnsupported   bool   // a character set Ward cannot decode: strings kept as received, flagged

@@ -41,7 +41,15 @@ func (a *Association) run(first ul.Event) {
 }
 
 func (a *Association) artimExpired() {
-	a.step(event{evt: ul.Evt18, err: fmt.Errorf("%w: ARTIM expired after %s in %s", ErrTimeout, a.cfg.ARTIMTimeout, a.state)})
+	err := fmt.Errorf("%w: ARTIM expired after %s in %s", ErrTimeout, a.cfg.ARTIMTimeout, a.state)
+	if a.state == ul.Sta5 || a.state == ul.Sta7 {
+		// Waiting for the peer's A-ASSOCIATE-AC/RJ or A-RELEASE-RP: Table
+		// 9-10 has no timer there; Ward, as the local user, gives up with
+		// an A-ABORT request (Evt15), so the caller sees a timeout.
+		a.step(event{evt: ul.Evt15, err: err})
+		return
+	}
+	a.step(event{evt: ul.Evt18, err: err})
 }
 
 // idleExpired: no PDU arrived for IdleTimeout. Not an event of Table 9-10:

@@ -3,6 +3,7 @@ package assoc
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"testing"
@@ -233,5 +234,33 @@ func TestRegressionReleaseRacesDone(t *testing.T) {
 			t.Fatalf("release %d: %v", i, err)
 		}
 		p.c.Close()
+	}
+}
+
+// TestRegressionSilentAcceptorTimesOut: a peer that accepts the TCP
+// connection and never answers the A-ASSOCIATE-RQ makes Dial fail with
+// ErrTimeout after ARTIM (found by ward scan, which saw a protocol error).
+func TestRegressionSilentAcceptorTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c) // read everything, answer nothing
+	}()
+	rq := &pdu.AssociateRQ{ProtocolVersion: 1, CalledAETitle: "X", CallingAETitle: "Y", Contexts: []pdu.PresentationContext{{ID: 1, AbstractSyntax: "1.2.840.10008.1.1", TransferSyntaxes: []string{"1.2.840.10008.1.2"}}}}
+	start := time.Now()
+	_, err = Dial(context.Background(), "tcp", ln.Addr().String(), Config{AETitle: "Y", ARTIMTimeout: 300 * time.Millisecond}, rq)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Dial to a silent peer: %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("took %s", d)
 	}
 }

@@ -32,6 +32,9 @@ import (
 //   - empty value: "col = ''" (absent attributes are stored as '').
 //   - ModalitiesInStudy and SOPClassesInStudy: the study has a series
 //     (instance) whose Modality (SOP Class UID) matches.
+//   - sequence (C.2.2.2.6): the patient, study or series row holding the
+//     sequence has an item whose rows in sequence_value match every item
+//     key, each as above ("owner IN (SELECT ... WHERE ... AND EXISTS ...)").
 //
 // Values compare as stored strings: DT values with different UTC offsets are
 // not normalised.
@@ -118,9 +121,93 @@ func Attributes() (byLevel [4][]string, matchable map[string]bool) {
 }
 
 var (
-	_ store.Querier    = (*DB)(nil)
-	_ store.KeyMatcher = (*DB)(nil)
+	_ store.Querier         = (*DB)(nil)
+	_ store.KeyMatcher      = (*DB)(nil)
+	_ store.SequenceIndexer = (*DB)(nil)
 )
+
+// IndexesSequences implements store.SequenceIndexer: any sequence, kept in
+// the sequence_value table (migration 4).
+func (db *DB) IndexesSequences() bool { return true }
+
+// owner is the primary key a sequence kept at level l hangs off.
+func owner(l store.Level) string {
+	return [...]string{"p.pk", "st.pk", "se.pk"}[l]
+}
+
+// sequence adds the condition of a sequence key (PS3.4 C.2.2.2.6): the
+// owner row is in the set of owners having an item whose rows match every
+// item key. The first item key that is not empty-value matching drives the
+// search through sequence_value_match_idx (attribute, keyword, value); the
+// others are EXISTS on the same item by primary key. Empty-value matching
+// is "no non-empty value in the item".
+func (b *builder) sequence(k *store.Key, l store.Level, pnInsensitive bool) error {
+	if k.Level < store.LevelPatient || k.Level > store.LevelSeries {
+		return fmt.Errorf("%w: %s is not kept at a patient, study or series level", store.ErrUnsupportedKey, k.Attribute)
+	}
+	if k.Level > l {
+		return fmt.Errorf("%w: %s is below the %s level", store.ErrUnsupportedKey, k.Attribute, l)
+	}
+	items := make([]*store.Key, 0, len(k.Items))
+	for i := range k.Items {
+		ik := &k.Items[i]
+		if ik.Kind == store.MatchSequence {
+			return fmt.Errorf("%w: nested sequence %s in %s", store.ErrUnsupportedKey, ik.Attribute, k.Attribute)
+		}
+		if ik.Kind == store.MatchWildcard && strings.Trim(ik.Value, "*") == "" {
+			continue // universal
+		}
+		items = append(items, ik)
+	}
+	if len(items) == 0 {
+		return nil // universal: the sequence is a return key
+	}
+	// Driving key first.
+	slices.SortStableFunc(items, func(x, y *store.Key) int {
+		return boolInt(x.Kind == store.MatchEmpty) - boolInt(y.Kind == store.MatchEmpty)
+	})
+	sub := builder{}
+	sub.add("s0.attribute = ? AND s0.level = ?", k.Attribute, int(k.Level))
+	c := column{} // item attributes: any VR, validated by the caller
+	for i, ik := range items {
+		if i == 0 && ik.Kind != store.MatchEmpty {
+			sub.add("s0.keyword = ?", ik.Attribute)
+			if err := sub.cond(ik, c, "s0.value", pnInsensitive); err != nil {
+				return err
+			}
+			continue
+		}
+		var cb builder
+		s := fmt.Sprintf("s%d", i+1)
+		neg := ""
+		if ik.Kind == store.MatchEmpty {
+			neg = "NOT "
+			cb.add(s + ".value <> ''")
+		} else if err := cb.cond(ik, c, s+".value", pnInsensitive); err != nil {
+			return err
+		}
+		sub.add(neg+"EXISTS (SELECT 1 FROM sequence_value "+s+" WHERE "+s+".level = s0.level AND "+
+			s+".owner_fk = s0.owner_fk AND "+s+".attribute = s0.attribute AND "+s+".item = s0.item AND "+
+			s+".keyword = ? AND "+strings.Join(cb.where, " AND ")+")", append([]any{ik.Attribute}, cb.args...)...)
+	}
+	b.add(owner(k.Level)+" IN (SELECT s0.owner_fk FROM sequence_value s0 WHERE "+strings.Join(sub.where, " AND ")+")", sub.args...)
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// sequenceExpr returns the expression of a returned sequence: a JSON array
+// of the items of the owner row, each an object keyword -> value.
+func sequenceExpr(sp store.SequenceSpec) string {
+	return "(SELECT coalesce(json_group_array(json(o)), '[]') FROM (SELECT json_group_object(v.keyword, v.value) AS o " +
+		"FROM sequence_value v WHERE v.level = ? AND v.owner_fk = " + owner(sp.Level) +
+		" AND v.attribute = ? GROUP BY v.item ORDER BY v.item))"
+}
 
 // CanMatch implements store.KeyMatcher.
 func (db *DB) CanMatch(attribute string) bool {
@@ -194,6 +281,8 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 		}
 	}
 	switch k.Kind {
+	case store.MatchSequence:
+		return fmt.Errorf("%w: sequence matching on %s", store.ErrUnsupportedKey, k.Attribute)
 	case store.MatchSingle:
 		b.add(col+" = ?", norm(k.Value))
 	case store.MatchWildcard:
@@ -226,7 +315,7 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 		b.add(col+" IN ("+ph+")", args...)
 	case store.MatchRange:
 		switch c.vr {
-		case "DA", "TM", "DT":
+		case "DA", "TM", "DT", "": // "": an item attribute, validated by the caller
 		default:
 			return fmt.Errorf("%w: range matching on %s (%s)", store.ErrUnsupportedKey, k.Attribute, c.vr)
 		}
@@ -254,6 +343,9 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 
 // key adds the conditions of one key at query level l.
 func (b *builder) key(k *store.Key, l store.Level, pnInsensitive bool) error {
+	if k.Kind == store.MatchSequence {
+		return b.sequence(k, l, pnInsensitive)
+	}
 	c, ok := columns[k.Attribute]
 	if !ok || c.noMatch {
 		return fmt.Errorf("%w: %s", store.ErrUnsupportedKey, k.Attribute)
@@ -326,6 +418,21 @@ func selectQuery(q *store.Query) (kws []string, query string, args []any, err er
 			exprs = append(exprs, c.expr)
 		}
 	}
+	var selArgs []any
+	for _, sp := range q.ReturnSequences {
+		if sp.Level > q.Level || sp.Level > store.LevelSeries || sp.Level < store.LevelPatient {
+			continue
+		}
+		if _, dup := columns[sp.Attribute]; dup || slices.Contains(kws, sp.Attribute) {
+			continue
+		}
+		kws = append(kws, sp.Attribute)
+		exprs = append(exprs, sequenceExpr(sp))
+		selArgs = append(selArgs, int(sp.Level), sp.Attribute)
+	}
+	if len(selArgs) > 0 {
+		args = append(selArgs, args...)
+	}
 	query = "SELECT " + strings.Join(exprs, ", ") + " FROM " + from(q.Level) + w
 	if q.Limit > 0 {
 		query += " LIMIT " + strconv.Itoa(q.Limit)
@@ -339,6 +446,12 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 	kws, query, args, err := selectQuery(q)
 	if err != nil {
 		return err
+	}
+	nplain := len(kws) - len(q.ReturnSequences) // sequences come last
+	for _, sp := range q.ReturnSequences {
+		if !slices.Contains(kws, sp.Attribute) {
+			nplain++ // not returned at this level
+		}
 	}
 	rows, err := db.queryCached(ctx, query, args)
 	if err != nil {
@@ -357,6 +470,9 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 		m := make(store.Match, len(kws))
 		for i, kw := range kws {
 			v := vals[i]
+			if i >= nplain && v == "[]" {
+				v = "" // a returned sequence without items
+			}
 			if columns[kw].in != "" && v != "" {
 				parts := strings.Split(v, ",")
 				slices.Sort(parts)

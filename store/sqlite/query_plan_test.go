@@ -51,6 +51,14 @@ func TestQueryPlans(t *testing.T) {
 			single("PatientID", "PID1"), single("StudyInstanceUID", "1.2.3")}}},
 		{"IMAGE within a series", store.Query{Level: store.LevelImage, Keys: []store.Key{
 			single("StudyInstanceUID", "1.2.3"), single("SeriesInstanceUID", "1.2.3.4")}}},
+		{"STUDY by ProcedureCodeSequence code", store.Query{Level: store.LevelStudy, ReturnSequences: store.DefaultSequences(), Keys: []store.Key{
+			{Attribute: "ProcedureCodeSequence", Kind: store.MatchSequence, Level: store.LevelStudy, Items: []store.Key{single("CodeValue", "CT123")}}}}},
+		{"STUDY by ProcedureCodeSequence code and scheme", store.Query{Level: store.LevelStudy, Keys: []store.Key{
+			{Attribute: "ProcedureCodeSequence", Kind: store.MatchSequence, Level: store.LevelStudy, Items: []store.Key{
+				{Attribute: "CodingSchemeDesignator", Kind: store.MatchEmpty}, wild("CodeValue", "CT*"), single("CodingSchemeDesignator", "LOCAL")}}}}},
+		{"SERIES by RequestAttributesSequence within a study", store.Query{Level: store.LevelSeries, ReturnSequences: store.DefaultSequences(), Keys: []store.Key{
+			single("StudyInstanceUID", "1.2.3"),
+			{Attribute: "RequestAttributesSequence", Kind: store.MatchSequence, Level: store.LevelSeries, Items: []store.Key{single("RequestedProcedureID", "RP1")}}}}},
 		{"IMAGE by SOPInstanceUID", store.Query{Level: store.LevelImage, Keys: []store.Key{single("SOPInstanceUID", "1.2.3.4.5")}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -71,6 +79,12 @@ func TestQueryPlans(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("Query", query, args)
+			if strings.Contains(c.name, "Sequence") {
+				lines, _ := db.explain(ctx, query, args...)
+				if !strings.Contains(strings.Join(lines, "\n"), "sequence_value_match_idx") {
+					t.Errorf("sequence key does not search sequence_value_match_idx: %q", lines)
+				}
+			}
 			query, args, err = instancesQuery(&q)
 			if err != nil {
 				t.Fatal(err)

@@ -15,3 +15,11 @@ func TestQuery(t *testing.T) {
 		return db
 	})
 }
+
+func TestQuerySequences(t *testing.T) {
+	storetest.TestQuerySequences(t, func(t *testing.T) store.Index {
+		db := openTest(t, filepath.Join(t.TempDir(), "ward.db"))
+		t.Cleanup(func() { checkCounters(t, db) })
+		return db
+	})
+}

@@ -194,4 +194,31 @@ CREATE INDEX patient_name_idx ON patient (patient_name);
 	`
 ALTER TABLE instance ADD COLUMN blob_checksum TEXT NOT NULL DEFAULT '';
 `,
+	// 4: sequence matching (store.SequenceSpec). One row per kept item
+	// attribute of a sequence held by a patient (level 0), study (1) or
+	// series (2) row; the writer replaces an owner's rows with those of the
+	// newest instance, and triggers remove them with the owner. The index
+	// serves matching: attribute, item keyword and value, then the owner.
+	`
+CREATE TABLE sequence_value (
+	level     INTEGER NOT NULL,
+	owner_fk  INTEGER NOT NULL,
+	attribute TEXT NOT NULL,
+	item      INTEGER NOT NULL,
+	keyword   TEXT NOT NULL,
+	value     TEXT NOT NULL,
+	PRIMARY KEY (level, owner_fk, attribute, item, keyword)
+) WITHOUT ROWID;
+CREATE INDEX sequence_value_match_idx ON sequence_value (attribute, keyword, value, level);
+
+CREATE TRIGGER patient_ad_sequence AFTER DELETE ON patient BEGIN
+	DELETE FROM sequence_value WHERE level = 0 AND owner_fk = OLD.pk;
+END;
+CREATE TRIGGER study_ad_sequence AFTER DELETE ON study BEGIN
+	DELETE FROM sequence_value WHERE level = 1 AND owner_fk = OLD.pk;
+END;
+CREATE TRIGGER series_ad_sequence AFTER DELETE ON series BEGIN
+	DELETE FROM sequence_value WHERE level = 2 AND owner_fk = OLD.pk;
+END;
+`,
 }

@@ -86,6 +86,9 @@ ON CONFLICT (sop_instance_uid) DO UPDATE SET
 	charset_unsupported = excluded.charset_unsupported, source_aet = excluded.source_aet,
 	source_addr = excluded.source_addr, received_at = excluded.received_at,
 	blob_key = excluded.blob_key, size = excluded.size, blob_checksum = excluded.blob_checksum`
+	sqlDeleteSequences = `DELETE FROM sequence_value WHERE level = ? AND owner_fk = ?`
+	sqlInsertSequence  = `INSERT OR REPLACE INTO sequence_value (level, owner_fk, attribute, item, keyword, value)
+VALUES (?, ?, ?, ?, ?, ?)`
 	sqlAddPendingDelete  = `INSERT OR IGNORE INTO pending_blob_deletes (blob_key, recorded_at) VALUES (?, ?)`
 	sqlDropPendingDelete = `DELETE FROM pending_blob_deletes WHERE blob_key = ?`
 	sqlDeleteInstance    = `DELETE FROM instance WHERE sop_instance_uid = ? RETURNING blob_key`
@@ -106,7 +109,7 @@ func newWriter(conn *sql.Conn, maxBatch int) (*writer, error) {
 	for _, q := range []string{
 		"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT w", "RELEASE w", "ROLLBACK TO w",
 		sqlFindInstance, sqlUpsertPatient, sqlUpsertStudy, sqlUpsertSeries, sqlUpsertInstance,
-		sqlAddPendingDelete, sqlDropPendingDelete, sqlDeleteInstance,
+		sqlAddPendingDelete, sqlDropPendingDelete, sqlDeleteInstance, sqlDeleteSequences, sqlInsertSequence,
 	} {
 		s, err := conn.PrepareContext(ctx, q)
 		if err != nil {
@@ -335,6 +338,9 @@ func (w *writer) put(in *store.Instance, newOnly bool) (store.PutResult, error) 
 	if err != nil {
 		return res, fmt.Errorf("series: %w", err)
 	}
+	if err := w.putSequences(in, [...]int64{patient, study, series}); err != nil {
+		return res, fmt.Errorf("sequences: %w", err)
+	}
 	var recv sql.NullInt64
 	if !in.ReceivedAt.IsZero() {
 		recv = sql.NullInt64{Int64: in.ReceivedAt.UnixNano(), Valid: true}
@@ -356,6 +362,28 @@ func (w *writer) put(in *store.Instance, newOnly bool) (store.PutResult, error) 
 		}
 	}
 	return res, nil
+}
+
+// putSequences replaces the sequences of the patient, study and series rows
+// (owners, by level) with those of in: the newest instance wins, as for
+// every other attribute of these levels.
+func (w *writer) putSequences(in *store.Instance, owners [3]int64) error {
+	for l, pk := range owners {
+		if err := w.exec(sqlDeleteSequences, l, pk); err != nil {
+			return err
+		}
+	}
+	for _, it := range in.Sequences {
+		if it.Level < store.LevelPatient || it.Level > store.LevelSeries {
+			return fmt.Errorf("%s is kept at the %s level; sequences belong to a patient, study or series", it.Attribute, it.Level)
+		}
+		for kw, v := range it.Values {
+			if err := w.exec(sqlInsertSequence, int(it.Level), owners[it.Level], it.Attribute, it.Item, kw, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (w *writer) delete(uid string) error {

@@ -21,6 +21,29 @@ type record struct {
 	studyDesc                                 string
 	seriesUID, modality                       string
 	sopUID                                    string
+	// codes are the study's ProcedureCodeSequence items: code value,
+	// coding scheme designator, code meaning.
+	codes [][3]string
+}
+
+// procedureCodes gives study s of patient p its procedure codes: one or
+// two items, schemes differing, a non-ASCII meaning, some studies none.
+func procedureCodes(p, s int) [][3]string {
+	if p == 4 {
+		return nil
+	}
+	scheme := "LOCAL"
+	if p%2 == 1 {
+		scheme = "99WARD"
+	}
+	codes := [][3]string{{fmt.Sprintf("PROC%d", p%4), scheme, fmt.Sprintf("Procedure %d", p%4)}}
+	if s == 1 {
+		codes = append(codes, [3]string{"CT123", "LOCAL", "CT Thorax"})
+	}
+	if p == 6 {
+		codes[0][2] = "Kopf Übersicht"
+	}
+	return codes
 }
 
 const uidRoot = "1.2.826.0.1.3680043.10.1432.77."
@@ -53,6 +76,7 @@ func matchCorpus(t *testing.T, dir string) []record {
 						patientID: fmt.Sprintf("PID%02d", p), patientName: name, birthDate: fmt.Sprintf("19%02d0101", 40+p), sex: "MF"[p%2 : p%2+1],
 						studyUID: studyUID, studyDate: date, studyTime: tm, accession: acc, studyDesc: "STUDY " + mod,
 						seriesUID: seriesUID, modality: mod, sopUID: fmt.Sprintf("%s.%d", seriesUID, i+1),
+						codes: procedureCodes(p, s),
 					}
 					writeInstance(t, filepath.Join(dir, fmt.Sprintf("i%03d.dcm", n)), r)
 					recs = append(recs, r)
@@ -81,6 +105,18 @@ func writeInstance(t *testing.T, path string, r record) {
 	ds.Set(dicom.PatientSex, r.sex)
 	ds.Set(dicom.StudyInstanceUID, r.studyUID)
 	ds.Set(dicom.SeriesInstanceUID, r.seriesUID)
+	if r.codes != nil {
+		seq := &dicom.Element{Tag: tagProcedureCodeSequence, VR: "SQ"}
+		for _, c := range r.codes {
+			it := &dicom.DataSet{}
+			for i, kw := range []string{"CodeValue", "CodingSchemeDesignator", "CodeMeaning"} {
+				tag, _ := dicom.TagByKeyword(kw)
+				it.SetIn([]string{"ISO_IR 192"}, tag, c[i])
+			}
+			seq.Items = append(seq.Items, it)
+		}
+		ds.Put(seq)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -112,9 +148,23 @@ func distinct(recs []record, keep func(record) bool, key func(record) string) []
 	return out
 }
 
+var tagProcedureCodeSequence, _ = dicom.TagByKeyword("ProcedureCodeSequence")
+
 // findscuResults runs findscu with -X and returns the sorted values of the
 // attribute tag in the responses.
 func findscuResults(t *testing.T, w *ward, model string, keys []string, tag dicom.Tag) []string {
+	t.Helper()
+	var vals []string
+	for _, ds := range findscuResponses(t, w, model, keys) {
+		vals = append(vals, ds.String(tag))
+	}
+	sort.Strings(vals)
+	return vals
+}
+
+// findscuResponses runs findscu with -X and returns the response
+// identifiers.
+func findscuResponses(t *testing.T, w *ward, model string, keys []string) []*dicom.DataSet {
 	t.Helper()
 	out := t.TempDir()
 	args := []string{model, "-aec", "WARD", "-aet", "FINDSCU", "-X", "-od", out}
@@ -127,7 +177,7 @@ func findscuResults(t *testing.T, w *ward, model string, keys []string, tag dico
 		t.Fatalf("findscu %v: %v\n%s", keys, err, b)
 	}
 	files, _ := filepath.Glob(filepath.Join(out, "rsp*.dcm"))
-	var vals []string
+	var dss []*dicom.DataSet
 	for _, f := range files {
 		meta, rc, err := dicom.OpenFile(f)
 		if err != nil {
@@ -138,10 +188,9 @@ func findscuResults(t *testing.T, w *ward, model string, keys []string, tag dico
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		vals = append(vals, ds.String(tag))
+		dss = append(dss, ds)
 	}
-	sort.Strings(vals)
-	return vals
+	return dss
 }
 
 // TestFindscuMatching drives DCMTK findscu (-S and -P, each level, each
@@ -220,6 +269,85 @@ func TestFindscuMatching(t *testing.T) {
 			got := findscuResults(t, w, c.model, c.keys, c.tag)
 			if !slices.Equal(got, c.want) {
 				t.Fatalf("findscu %v\n got %d: %v\nwant %d: %v", c.keys, len(got), got, len(c.want), c.want)
+			}
+		})
+	}
+}
+
+// TestFindscuSequenceMatching drives findscu with sequence matching keys
+// (PS3.4 C.2.2.2.6) on ProcedureCodeSequence, stored through storescu,
+// and checks the matches and the returned items against the corpus.
+func TestFindscuSequenceMatching(t *testing.T) {
+	requireTool(t, "findscu", "storescu")
+	dir := t.TempDir()
+	recs := matchCorpus(t, dir)
+	w := startWard(t)
+	if out, err := dcmtk("storescu", "-aec", "WARD", "+sd", w.host, w.port, dir).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	anyItem := func(f func(c [3]string) bool) func(record) bool {
+		return func(r record) bool { return slices.ContainsFunc(r.codes, f) }
+	}
+	all := func(record) bool { return true }
+	const seq = "ProcedureCodeSequence[0]."
+	for _, c := range []struct {
+		name  string
+		keys  []string
+		match func(record) bool
+		ret   []int // the item attributes returned: 0 value, 1 scheme, 2 meaning
+	}{
+		{"single value", []string{seq + "CodeValue=CT123"},
+			anyItem(func(c [3]string) bool { return c[0] == "CT123" }), []int{0}},
+		{"value and scheme in one item", []string{seq + "CodeValue=PROC1", seq + "CodingSchemeDesignator=99WARD", seq + "CodeMeaning"},
+			anyItem(func(c [3]string) bool { return c[0] == "PROC1" && c[1] == "99WARD" }), []int{0, 1, 2}},
+		{"not across items", []string{seq + "CodeValue=CT123", seq + "CodingSchemeDesignator=99WARD"},
+			anyItem(func(c [3]string) bool { return c[0] == "CT123" && c[1] == "99WARD" }), []int{0, 1}},
+		{"wildcard", []string{seq + "CodeValue=PROC?", seq + "CodingSchemeDesignator=LOC*"},
+			anyItem(func(c [3]string) bool { return strings.HasPrefix(c[0], "PROC") && strings.HasPrefix(c[1], "LOC") }), []int{0, 1}},
+		{"UTF-8 meaning", []string{"SpecificCharacterSet=ISO_IR 192", seq + "CodeMeaning=Kopf*"},
+			anyItem(func(c [3]string) bool { return strings.HasPrefix(c[2], "Kopf") }), []int{2}},
+		{"return key", []string{seq + "CodeValue", seq + "CodeMeaning"}, all, []int{0, 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			keys := append([]string{"QueryRetrieveLevel=STUDY", "StudyInstanceUID"}, c.keys...)
+			want := distinct(recs, c.match, func(r record) string { return r.studyUID })
+			// "not ..." cases expect no match: each key alone matches some.
+			if len(want) == 0 && !strings.HasPrefix(c.name, "not ") {
+				t.Fatal("the corpus gives this query no match: the test would prove nothing")
+			}
+			codes := map[string][][3]string{}
+			for _, r := range recs {
+				codes[r.studyUID] = r.codes
+			}
+			var got []string
+			for _, ds := range findscuResponses(t, w, "-S", keys) {
+				uid := ds.String(dicom.StudyInstanceUID)
+				got = append(got, uid)
+				e := ds.Get(tagProcedureCodeSequence)
+				if e == nil {
+					t.Errorf("%s: no ProcedureCodeSequence returned", uid)
+					continue
+				}
+				if len(e.Items) != len(codes[uid]) {
+					t.Errorf("%s: %d items returned, want %d", uid, len(e.Items), len(codes[uid]))
+					continue
+				}
+				cs := []string{ds.String(dicom.SpecificCharacterSet)}
+				for i, it := range e.Items {
+					for _, j := range c.ret {
+						tag, _ := dicom.TagByKeyword([]string{"CodeValue", "CodingSchemeDesignator", "CodeMeaning"}[j])
+						if v := it.StringIn(cs, tag); v != codes[uid][i][j] {
+							t.Errorf("%s item %d: %s = %q, want %q", uid, i, dicom.Keyword(tag), v, codes[uid][i][j])
+						}
+					}
+					if len(it.Elements) != len(c.ret) {
+						t.Errorf("%s item %d: %d attributes returned, want the %d requested", uid, i, len(it.Elements), len(c.ret))
+					}
+				}
+			}
+			sort.Strings(got)
+			if !slices.Equal(got, want) {
+				t.Fatalf("findscu %v\n got %d: %v\nwant %d: %v", keys, len(got), got, len(want), want)
 			}
 		})
 	}

@@ -26,9 +26,9 @@ import (
 //   - range (DA, TM, DT): "col >= lo" and "col < next(hi)", so that a high
 //     bound of lower precision than the stored value includes it ("-1200"
 //     includes "120000.5"). StudyDate and StudyTime given together are two
-//     independent ranges (PS3.4 C.2.2.2.5.1 combined date-time matching is
-//     not implemented: "20200101-20200102" with "2300-0100" matches times
-//     between 23:00 and 01:00 of no day).
+//     independent ranges, as PS3.4 C.2.2.2.5.1 specifies unless combined
+//     date-time matching was agreed by extended negotiation, an option
+//     Ward does not offer.
 //   - empty value: "col = ''" (absent attributes are stored as '').
 //   - ModalitiesInStudy and SOPClassesInStudy: the study has a series
 //     (instance) whose Modality (SOP Class UID) matches.

@@ -270,6 +270,7 @@ func (s *scanner) discover(ctx context.Context, ep Endpoint, dial dialer, first 
 			return ""
 		}
 	}
+	r.note("called-AE discovery: none of %d common titles changed the answer (%s)", len(CommonAETitles), first.String())
 	return ""
 }
 

@@ -44,7 +44,7 @@ func runScan(e *env, args []string) error {
 	var threshold scan.Severity
 	if *failOn != "" {
 		if threshold, err = scan.ParseSeverity(*failOn); err != nil {
-			return err
+			return &exitError{code: 2, err: fmt.Errorf("--fail-on: %w", err)}
 		}
 	}
 	okFormat := false
@@ -52,7 +52,7 @@ func runScan(e *env, args []string) error {
 		okFormat = okFormat || f == *format
 	}
 	if !okFormat {
-		return fmt.Errorf("format %q: use %s", *format, strings.Join(scan.Formats, ", "))
+		return &exitError{code: 2, err: fmt.Errorf("format %q: use %s", *format, strings.Join(scan.Formats, ", "))}
 	}
 	var scope scan.Scope
 	for _, p := range pos {

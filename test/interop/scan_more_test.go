@@ -435,3 +435,29 @@ func decodeReport(t *testing.T, b []byte) *scan.Report {
 	}
 	return &rep
 }
+
+// TestScanDcmqrscpCalledAEChecked: dcmqrscp whose AE table knows only its
+// own called title (any calling AE): the scan's random titles are refused,
+// so nothing is reported open; only with --discover-aet does the scanner
+// find the title (dicom.called-ae-discovered), and then what that title
+// exposes.
+func TestScanDcmqrscpCalledAEChecked(t *testing.T) {
+	port := startDcmqrscp(t, nil)
+	rep := runScan(t, nil, port)
+	f := findingsAt(rep, port)
+	if _, ok := f[scan.IDService]; !ok {
+		t.Fatal("dcmqrscp not detected")
+	}
+	for _, id := range append(openIDs, scan.IDCalledAEDiscovered) {
+		if x, ok := f[id]; ok {
+			t.Errorf("without --discover-aet: %s: %s", id, x.Evidence.Received)
+		}
+	}
+	rep = runScan(t, []string{"--discover-aet"}, port)
+	f = findingsAt(rep, port)
+	x, ok := f[scan.IDCalledAEDiscovered]
+	if !ok {
+		t.Fatalf("--discover-aet did not find DCMQRSCP; findings: %v", f)
+	}
+	t.Logf("discovered: %s", x.Evidence.Received)
+}

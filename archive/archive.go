@@ -310,11 +310,14 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	}
 	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
-	if ins, ok := ar.Index.(store.Inserter); ok {
-		// A new instance: the object's fsync and the index commit run at
-		// once, and the response waits for both. Should the index row
-		// outlive a crash that the object's bytes did not, recovery finds
-		// the checksum wrong and removes the row: it was never answered.
+	if ins, ok := ar.Index.(store.Inserter); ok && nameDurable(bw) {
+		// A new instance whose blob name is durable already: the object's
+		// fsync and the index commit run at once, and the response waits
+		// for both. Should the index row outlive a crash that the object's
+		// bytes did not, recovery finds the checksum wrong and removes the
+		// row: it was never answered. (A blob whose name is not durable yet
+		// could vanish whole in a crash, leaving a row recovery never
+		// sees: it is committed before its row.)
 		synced := make(chan error, 1)
 		go func() { synced <- bw.Commit() }()
 		insErr := ins.Insert(ctx, in)
@@ -354,6 +357,12 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	}
 	ar.queueAfter(job)
 	return nil
+}
+
+// nameDurable reports whether a blob's name survives a crash already.
+func nameDurable(w store.BlobWriter) bool {
+	d, ok := w.(store.DurableNamer)
+	return ok && d.NameDurable()
 }
 
 // queueAfter hands the work that follows a response to the after loop.

@@ -3,8 +3,10 @@ package archive_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
@@ -96,4 +98,86 @@ func TestRecoveryDropsRowsOfTornBlobs(t *testing.T) {
 func checksumOf(t *testing.T, b []byte) string {
 	t.Helper()
 	return archive.Checksum(b)
+}
+
+// orderBlobs wraps a Blobs so that its writers hide NameDurable and record
+// when Commit has returned.
+type orderBlobs struct {
+	store.Blobs
+	committed atomic.Bool
+}
+
+func (b *orderBlobs) Create(ctx context.Context, key string) (store.BlobWriter, error) {
+	w, err := b.Blobs.Create(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return &orderWriter{BlobWriter: w, b: b}, nil
+}
+
+type orderWriter struct {
+	store.BlobWriter
+	b *orderBlobs
+}
+
+func (w *orderWriter) Commit() error {
+	err := w.BlobWriter.Commit()
+	w.b.committed.Store(true)
+	return err
+}
+
+// orderIndex fails a test whose index row is written before the blob's
+// Commit returned.
+type orderIndex struct {
+	*sqlite.DB
+	t *testing.T
+	b *orderBlobs
+}
+
+func (ix *orderIndex) Insert(ctx context.Context, in *store.Instance) error {
+	if !ix.b.committed.Load() {
+		ix.t.Error("index row inserted before the blob, whose name is not durable, was committed")
+	}
+	return ix.DB.Insert(ctx, in)
+}
+
+func (ix *orderIndex) Put(ctx context.Context, in *store.Instance) (store.PutResult, error) {
+	if !ix.b.committed.Load() {
+		ix.t.Error("index row put before the blob, whose name is not durable, was committed")
+	}
+	return ix.DB.Put(ctx, in)
+}
+
+// TestRegressionNoOverlapWithoutDurableName: the object's fsync may run
+// during the index commit only for a blob whose name is durable already (a
+// slot). A blob still in tmp/ would vanish whole in a crash and leave an
+// index row that recovery never looks at (caught by the kill test: a row
+// without a blob after restart).
+func TestRegressionNoOverlapWithoutDurableName(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fs, err := fsblob.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	b := &orderBlobs{Blobs: fs}
+	ar := &archive.Archive{Index: &orderIndex{DB: db, t: t, b: b}, Blobs: b}
+	if err := ar.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer ar.Close()
+	f := &fixture{ar: ar, idx: db, blobs: fs, dir: dir, assoc: pipeAssociation(t)}
+	for i := 0; i < 3; i++ {
+		b.committed.Store(false)
+		o := ctObject(t, fmt.Sprintf("1.2.826.0.1.3680043.10.1432.5.%d", i))
+		if err := f.store(o, o.bytes(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

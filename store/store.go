@@ -145,6 +145,17 @@ type BlobFinder interface {
 	InstanceByBlob(ctx context.Context, key string) (*Instance, error)
 }
 
+// DurableNamer is an optional capability of a BlobWriter: NameDurable
+// reports that the blob's name (directory entry) is durable already, before
+// any byte is committed, so that once Commit has made the bytes durable the
+// blob survives any crash without another metadata sync. Only then may a
+// caller commit an index row referencing the blob while Commit is still
+// running (recovery checks such blobs against their checksum). Fallback:
+// false, commit the blob before the index.
+type DurableNamer interface {
+	NameDurable() bool
+}
+
 // Blobs holds object bytes under string keys.
 //
 // Writing a blob is two-phase so that the index and the blobs agree after any

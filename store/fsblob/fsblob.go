@@ -84,9 +84,10 @@ const (
 )
 
 var (
-	_ store.Blobs      = (*Store)(nil)
-	_ store.BlobWalker = (*Store)(nil)
-	_ store.BlobWriter = (*writer)(nil)
+	_ store.Blobs        = (*Store)(nil)
+	_ store.BlobWalker   = (*Store)(nil)
+	_ store.BlobWriter   = (*writer)(nil)
+	_ store.DurableNamer = (*writer)(nil)
 )
 
 // Open opens (creating if needed) the blob directory dir.
@@ -229,6 +230,10 @@ type writer struct {
 
 // Key is the blob's key (chosen by the store when Create got none).
 func (w *writer) Key() string { return w.key }
+
+// NameDurable implements store.DurableNamer: true for a slot, created in
+// pending/ and made durable there before it was handed out.
+func (w *writer) NameDurable() bool { return w.slot }
 
 // writebackChunk is how much written data is handed to the kernel for
 // writeback while the rest of the object still arrives, so that Commit's

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 
@@ -149,5 +148,4 @@ func BenchmarkCStore(b *testing.B) {
 			})
 		}
 	}
-	_ = strings.TrimSpace
 }

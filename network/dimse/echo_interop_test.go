@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"testing"
 
 	"github.com/ward-pacs/ward/network/assoc"
@@ -81,7 +80,6 @@ func TestEchoDCMTK(t *testing.T) {
 	}
 	addr := startEchoServer(t)
 	host, port, _ := net.SplitHostPort(addr)
-	_ = strconv.Itoa
 	cmd := exec.Command("echoscu", "-v", "-aec", "WARD", "--repeat", "3", host, port)
 	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
 	out, err := cmd.CombinedOutput()

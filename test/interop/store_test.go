@@ -2,10 +2,8 @@ package interop
 
 import (
 	"context"
-	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/cli"
-	"github.com/ward-pacs/ward/store"
 )
 
 // storescuSyntaxFlag is the storescu option that proposes a file's
@@ -310,9 +307,6 @@ func TestWardStoreIntoWard(t *testing.T) {
 	if rc := runWard(t, "store", "--quiet", "--aec", "NOTWARD", w.addr, dir); rc != 1 {
 		t.Fatalf("ward store to a wrong AE title: exit %d, want 1", rc)
 	}
-	_ = errors.Is
-	_ = store.ErrNotFound
-	_ = exec.Command
 }
 
 // TestWardStoreConvertsForPeer sends files in explicit VR (little and big

@@ -43,6 +43,10 @@ func runServe(e *env, args []string) error {
 	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
 	listen := fs.String("dicom-listen", "", "DIMSE listener HOST:PORT (default "+config.DefaultDICOMListen+"; loopback only)")
+	tlsListen := fs.String("dicom-tls-listen", "", "DIMSE over TLS listener HOST:PORT (2762 is the conventional port; default none; loopback only for now)")
+	tlsCert := fs.String("tls-cert", "", "server certificate for the TLS listener (PEM)")
+	tlsKey := fs.String("tls-key", "", "private key of the server certificate (PEM)")
+	tlsClientCA := fs.String("tls-client-ca", "", "CA certificates (PEM); when set, TLS clients must present a certificate they issued")
 	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "", "log format: text or json")
@@ -60,6 +64,18 @@ func runServe(e *env, args []string) error {
 	}
 	if *listen != "" {
 		c.DICOM.Listen = *listen
+	}
+	if *tlsListen != "" {
+		c.DICOM.TLSListen = *tlsListen
+	}
+	if *tlsCert != "" {
+		c.DICOM.TLSCert = *tlsCert
+	}
+	if *tlsKey != "" {
+		c.DICOM.TLSKey = *tlsKey
+	}
+	if *tlsClientCA != "" {
+		c.DICOM.TLSClientCA = *tlsClientCA
 	}
 	if *aet != "" {
 		c.AETitle = *aet

@@ -82,6 +82,17 @@ type DICOM struct {
 	// PrivateSOPClasses are accepted for storage in addition to every
 	// standard Storage SOP Class.
 	PrivateSOPClasses []string `toml:"private_sop_classes"`
+	// TLSListen is HOST:PORT of the DIMSE over TLS listener (PS3.15 B.12;
+	// 2762 is the conventional port). Empty (the default): no TLS
+	// listener. Until the security work lands, loopback only.
+	TLSListen string `toml:"tls_listen"`
+	// TLSCert and TLSKey are the server certificate (PEM, chain allowed)
+	// and its private key; both are required with TLSListen.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// TLSClientCA, when set, is a PEM file of CA certificates: every TLS
+	// client must present a certificate that verifies against it.
+	TLSClientCA string `toml:"tls_client_ca"`
 }
 
 // Query configures C-FIND.
@@ -163,6 +174,9 @@ func Load(path string, optional bool) (*Config, error) {
 // ErrNotLoopback: a listener address outside loopback.
 var ErrNotLoopback = errors.New("not a loopback address")
 
+// ErrTLSIncomplete: a TLS listener without a certificate or key.
+var ErrTLSIncomplete = errors.New("a TLS listener needs tls_cert and tls_key (ward pki init makes them for a site without a PKI)")
+
 // Validate checks the configuration and the rules Ward enforces at start.
 func (c *Config) Validate() error {
 	if c.AETitle == "" || len(c.AETitle) > 16 || strings.TrimSpace(c.AETitle) != c.AETitle || strings.ContainsAny(c.AETitle, `\`) {
@@ -175,6 +189,14 @@ func (c *Config) Validate() error {
 	}
 	if err := CheckLoopback(c.DICOM.Listen); err != nil {
 		return fmt.Errorf("dicom listen %s: %w: Ward listens on loopback only until TLS, registered peers and permissions are configured (a DICOM port open to the network without them is how 1.19 billion images came to be readable by anyone)", c.DICOM.Listen, err)
+	}
+	if c.DICOM.TLSListen != "" {
+		if err := CheckLoopback(c.DICOM.TLSListen); err != nil {
+			return fmt.Errorf("dicom tls_listen %s: %w: the TLS listener is loopback only for now; opening Ward to the network also needs registered peers bound to certificates and per-peer permissions, which are not enforced yet", c.DICOM.TLSListen, err)
+		}
+		if c.DICOM.TLSCert == "" || c.DICOM.TLSKey == "" {
+			return fmt.Errorf("dicom tls_listen %s: %w", c.DICOM.TLSListen, ErrTLSIncomplete)
+		}
 	}
 	switch c.Storage.OnDuplicate {
 	case "replace", "keep", "reject":

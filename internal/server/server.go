@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +38,7 @@ type Server struct {
 	blobs   store.Blobs
 	archive *archive.Archive
 	ln      net.Listener
+	tlsLn   net.Listener // DIMSE over TLS; nil without [dicom] tls_listen
 	neg     *assoc.Acceptor
 	sem     chan struct{}
 
@@ -88,9 +90,25 @@ func (s *Server) Open(ctx context.Context) error {
 		return err
 	}
 	s.neg = s.acceptor()
+	var tlsConf *tls.Config
+	if c.DICOM.TLSListen != "" {
+		if tlsConf, err = TLSConfig(&c.DICOM); err != nil {
+			s.closeStores()
+			return err
+		}
+	}
 	if s.ln, err = net.Listen("tcp", c.DICOM.Listen); err != nil {
 		s.closeStores()
 		return fmt.Errorf("dicom listener: %w", err)
+	}
+	if tlsConf != nil {
+		ln, err := net.Listen("tcp", c.DICOM.TLSListen)
+		if err != nil {
+			s.ln.Close()
+			s.closeStores()
+			return fmt.Errorf("dicom tls listener: %w", err)
+		}
+		s.tlsLn = tls.NewListener(ln, tlsConf)
 	}
 	s.sem = make(chan struct{}, c.DICOM.MaxAssociations)
 	s.active = map[*assoc.Association]struct{}{}
@@ -100,6 +118,14 @@ func (s *Server) Open(ctx context.Context) error {
 
 // Addr is the DIMSE listener's address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// TLSAddr is the DIMSE over TLS listener's address, nil without one.
+func (s *Server) TLSAddr() net.Addr {
+	if s.tlsLn == nil {
+		return nil
+	}
+	return s.tlsLn.Addr()
+}
 
 // Index gives access to the index (tests, admin commands).
 func (s *Server) Index() store.Index { return s.index }
@@ -219,24 +245,58 @@ func (s *Server) assocConfig() assoc.Config {
 	}
 }
 
-// Serve accepts associations until ctx is cancelled, then stops accepting,
-// lets in-flight associations finish for ShutdownGrace, aborts the rest
-// and closes the stores. A store in flight is either committed before its
-// response or aborted with nothing left behind.
+// Serve accepts associations on every listener (plain and, when
+// configured, TLS) until ctx is cancelled, then stops accepting on all of
+// them, lets in-flight associations finish for ShutdownGrace, aborts the
+// rest and closes the stores. A store in flight is either committed before
+// its response or aborted with nothing left behind. An accept error on one
+// listener stops them all.
 func (s *Server) Serve(ctx context.Context) error {
-	s.Logger.Info("ward serving", "aet", s.Config.AETitle, "dicom", s.ln.Addr().String(), "data", s.Config.DataDir)
-	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	lns := []net.Listener{s.ln}
+	attrs := []any{"aet", s.Config.AETitle, "dicom", s.ln.Addr().String()}
+	if s.tlsLn != nil {
+		lns = append(lns, s.tlsLn)
+		attrs = append(attrs, "dicom_tls", s.tlsLn.Addr().String(), "tls_client_certs", s.Config.DICOM.TLSClientCA != "")
+	}
+	s.Logger.Info("ward serving", append(attrs, "data", s.Config.DataDir)...)
+	var closeOnce sync.Once
+	closeAll := func() {
+		closeOnce.Do(func() {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		})
+	}
+	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	acfg := s.assocConfig()
 	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg}
-	var err error
+	errs := make([]error, len(lns))
+	var loops sync.WaitGroup
+	for i, ln := range lns {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			errs[i] = s.acceptLoop(ctx, ln, acfg, disp)
+			closeAll()
+		}()
+	}
+	loops.Wait()
+	s.shutdown()
+	return errors.Join(errs...)
+}
+
+// acceptLoop accepts connections on ln and serves each as an association
+// until ln is closed; it returns the accept error unless ctx was cancelled
+// or ln closed.
+func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Config, disp *dimse.Dispatcher) error {
 	for {
-		conn, aerr := s.ln.Accept()
+		conn, aerr := ln.Accept()
 		if aerr != nil {
 			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
-				err = aerr
+				return aerr
 			}
-			break
+			return nil
 		}
 		select {
 		case s.sem <- struct{}{}:
@@ -263,8 +323,6 @@ func (s *Server) Serve(ctx context.Context) error {
 			_ = disp.Serve(context.Background(), a)
 		}()
 	}
-	s.shutdown()
-	return err
 }
 
 func refuseBusy(conn net.Conn) {

@@ -1,0 +1,356 @@
+package cli
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ward-pacs/ward/internal/config"
+)
+
+// Validity periods of the certificates `ward pki` makes.
+const (
+	pkiCAValidity     = 10 * 365 * 24 * time.Hour
+	pkiServerValidity = 2 * 365 * 24 * time.Hour
+	pkiClientValidity = 2 * 365 * 24 * time.Hour
+)
+
+// File names under DATA/pki.
+const (
+	pkiDir        = "pki"
+	pkiCACert     = "ca.crt"
+	pkiCAKey      = "ca.key"
+	pkiServerCert = "server.crt"
+	pkiServerKey  = "server.key"
+	pkiPeersDir   = "peers"
+)
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func runPKI(e *env, args []string) error {
+	usage := func() error {
+		fmt.Fprintln(e.stderr, `Usage:
+  ward pki init [--name NAME]... [--config FILE | --data DIR]
+  ward pki issue PEER [--config FILE | --data DIR]
+
+For a site without a PKI. 'init' writes under DATA/pki a CA (ECDSA P-256,
+10 years) and a server certificate for the names (DNS names or IP
+addresses; default localhost and 127.0.0.1; 2 years), and prints the
+configuration lines that enable DIMSE over TLS. It never overwrites a CA.
+'issue' writes a client certificate for PEER signed by that CA to
+DATA/pki/peers/PEER.crt and .key and prints its SHA-256 fingerprint.
+Private keys are written with mode 0600.`)
+		return errUsage
+	}
+	if len(args) < 1 {
+		return usage()
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet(e, "pki "+sub, "[flags]")
+	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
+	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
+	var names stringList
+	if sub == "init" {
+		fs.Var(&names, "name", "DNS name or IP address of the server certificate (repeatable; default localhost and 127.0.0.1)")
+	}
+	switch sub {
+	case "init", "issue":
+	case "-h", "--help", "help":
+		usage()
+		return flag.ErrHelp
+	default:
+		return usage()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := loadConfig(*configPath, *dataDir)
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(filepath.Join(c.DataDir, pkiDir))
+	if err != nil {
+		return err
+	}
+	if sub == "init" {
+		if len(pos) != 0 {
+			return usage()
+		}
+		if len(names) == 0 {
+			names = stringList{"localhost", "127.0.0.1"}
+		}
+		return pkiInit(e, dir, names)
+	}
+	if len(pos) != 1 {
+		return usage()
+	}
+	return pkiIssue(e, dir, pos[0])
+}
+
+// ErrCAExists: `ward pki init` found a CA already.
+var ErrCAExists = errors.New("a CA already exists; ward pki init never overwrites one (remove it yourself to start over, which invalidates every certificate it issued)")
+
+func pkiInit(e *env, dir string, names []string) error {
+	for _, n := range names {
+		if n == "" || strings.ContainsAny(n, " /\\") {
+			return fmt.Errorf("--name %q: give a DNS name or an IP address", n)
+		}
+	}
+	caCertPath, caKeyPath := filepath.Join(dir, pkiCACert), filepath.Join(dir, pkiCAKey)
+	for _, p := range []string{caCertPath, caKeyPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s: %w", p, ErrCAExists)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	caTmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "Ward CA", Organization: []string{"Ward"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(pkiCAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	caDER, err := signCert(caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return err
+	}
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	srvTmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: names[0], Organization: []string{"Ward"}},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(pkiServerValidity),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			srvTmpl.IPAddresses = append(srvTmpl.IPAddresses, ip)
+		} else {
+			srvTmpl.DNSNames = append(srvTmpl.DNSNames, n)
+		}
+	}
+	srvDER, err := signCert(srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	srvCertPath, srvKeyPath := filepath.Join(dir, pkiServerCert), filepath.Join(dir, pkiServerKey)
+	// The CA key is written first and exclusively: two concurrent inits
+	// cannot both succeed.
+	if err := writeKey(caKeyPath, caKey); err != nil {
+		return err
+	}
+	if err := writeCert(caCertPath, caDER); err != nil {
+		return err
+	}
+	if err := writeKey(srvKeyPath, srvKey); err != nil {
+		return err
+	}
+	if err := writeCert(srvCertPath, srvDER); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, `CA certificate:      %s
+CA private key:      %s (0600; keep it offline if you can)
+server certificate:  %s (for %s)
+server private key:  %s (0600)
+
+To enable DIMSE over TLS, add to Ward's configuration:
+
+[dicom]
+tls_listen    = "127.0.0.1:2762"
+tls_cert      = %q
+tls_key       = %q
+tls_client_ca = %q
+
+or run: ward serve --dicom-tls-listen 127.0.0.1:2762 --tls-cert %s --tls-key %s --tls-client-ca %s
+Peers need %s to verify Ward; issue their client certificates with 'ward pki issue PEER'.
+`, caCertPath, caKeyPath, srvCertPath, strings.Join(names, ", "), srvKeyPath,
+		srvCertPath, srvKeyPath, caCertPath, srvCertPath, srvKeyPath, caCertPath, caCertPath)
+	return nil
+}
+
+// peerNameOK limits PEER to characters safe in a file name.
+func peerNameOK(p string) bool {
+	if p == "" || len(p) > 64 || p[0] == '.' || p[0] == '-' {
+		return false
+	}
+	for _, r := range p {
+		switch {
+		case r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func pkiIssue(e *env, dir, peer string) error {
+	if !peerNameOK(peer) {
+		return fmt.Errorf("peer %q: use 1 to 64 letters, digits, '_', '-' or '.' (an AE title usually)", peer)
+	}
+	caCert, caKey, err := loadCA(dir)
+	if err != nil {
+		return err
+	}
+	peersDir := filepath.Join(dir, pkiPeersDir)
+	certPath, keyPath := filepath.Join(peersDir, peer+".crt"), filepath.Join(peersDir, peer+".key")
+	for _, p := range []string{certPath, keyPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s exists: remove it to issue a new certificate for %s", p, peer)
+		}
+	}
+	if err := os.MkdirAll(peersDir, 0o700); err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: peer, Organization: []string{"Ward"}},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(pkiClientValidity),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := signCert(tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	if err := writeKey(keyPath, key); err != nil {
+		return err
+	}
+	if err := writeCert(certPath, der); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, `client certificate:  %s (CN=%s, signed by %s)
+private key:         %s (0600)
+SHA-256 fingerprint: %s
+`, certPath, peer, filepath.Join(dir, pkiCACert), keyPath, CertFingerprint(der))
+	return nil
+}
+
+// CertFingerprint is the SHA-256 of a certificate's DER encoding in
+// lowercase hex: the form a pinned client certificate is given in.
+func CertFingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPath, keyPath := filepath.Join(dir, pkiCACert), filepath.Join(dir, pkiCAKey)
+	cb, err := os.ReadFile(certPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("no CA at %s: run 'ward pki init' first", certPath)
+		}
+		return nil, nil, err
+	}
+	blk, _ := pem.Decode(cb)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, nil, fmt.Errorf("%s: not a PEM certificate", certPath)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", certPath, err)
+	}
+	kb, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	blk, _ = pem.Decode(kb)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, nil, fmt.Errorf("%s: not a PEM private key", keyPath)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyPath, err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, nil, fmt.Errorf("%s does not hold the key of %s", keyPath, certPath)
+	}
+	return cert, key, nil
+}
+
+func signCert(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial.Add(serial, big.NewInt(1))
+	return x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+}
+
+// writeKey writes a PKCS #8 PEM private key, mode 0600, never over an
+// existing file.
+func writeKey(path string, key *ecdsa.PrivateKey) error {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// writeCert writes a PEM certificate, mode 0644, never over an existing
+// file.
+func writeCert(path string, der []byte) error {
+	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+func writeNew(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(mode); err != nil { // whatever the umask
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

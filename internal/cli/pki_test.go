@@ -1,0 +1,223 @@
+package cli
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/server"
+)
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		t.Fatalf("%s: no PEM certificate", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func wantMode(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != mode {
+		t.Errorf("%s: mode %v, want %v", path, st.Mode().Perm(), mode)
+	}
+}
+
+func TestPKIInitIssue(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	out, errs, code := runCLI(t, "pki", "init", "--data", data, "--name", "ward.example", "--name", "127.0.0.1", "--name", "::1")
+	if code != 0 {
+		t.Fatalf("init: %d %s", code, errs)
+	}
+	pki, _ := filepath.Abs(filepath.Join(data, "pki"))
+	caPath, srvPath := filepath.Join(pki, "ca.crt"), filepath.Join(pki, "server.crt")
+	for _, s := range []string{caPath, filepath.Join(pki, "ca.key"), srvPath, filepath.Join(pki, "server.key"), `tls_listen    = "127.0.0.1:2762"`, `tls_client_ca = "` + caPath + `"`} {
+		if !strings.Contains(out, s) {
+			t.Errorf("init output lacks %q:\n%s", s, out)
+		}
+	}
+	wantMode(t, caPath, 0o644)
+	wantMode(t, srvPath, 0o644)
+	wantMode(t, filepath.Join(pki, "ca.key"), 0o600)
+	wantMode(t, filepath.Join(pki, "server.key"), 0o600)
+
+	ca := readCert(t, caPath)
+	if !ca.IsCA || !ca.BasicConstraintsValid || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
+		t.Fatalf("CA: %+v", ca)
+	}
+	if pub, ok := ca.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		t.Fatalf("CA key is not ECDSA P-256: %T", ca.PublicKey)
+	}
+	if d := ca.NotAfter.Sub(time.Now()); d < 9*365*24*time.Hour || d > 11*365*24*time.Hour {
+		t.Errorf("CA validity %v, want about 10 years", d)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	srv := readCert(t, srvPath)
+	if d := srv.NotAfter.Sub(time.Now()); d < 365*24*time.Hour || d > 3*365*24*time.Hour {
+		t.Errorf("server validity %v, want about 2 years", d)
+	}
+	for _, name := range []string{"ward.example", "127.0.0.1", "::1"} {
+		if _, err := srv.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("server certificate for %s: %v", name, err)
+		}
+	}
+	if _, err := srv.Verify(x509.VerifyOptions{Roots: roots, DNSName: "other.example"}); err == nil {
+		t.Error("server certificate verifies for a name it was not issued for")
+	}
+	if _, err := srv.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Error("server certificate usable for client authentication")
+	}
+	if _, err := tls.LoadX509KeyPair(srvPath, filepath.Join(pki, "server.key")); err != nil {
+		t.Fatalf("server pair: %v", err)
+	}
+
+	// A second init refuses and leaves the CA alone.
+	before, _ := os.ReadFile(caPath)
+	if _, errs, code := runCLI(t, "pki", "init", "--data", data); code == 0 || !strings.Contains(errs, "already exists") {
+		t.Fatalf("second init: %d %s", code, errs)
+	}
+	if after, _ := os.ReadFile(caPath); string(after) != string(before) {
+		t.Fatal("second init changed the CA")
+	}
+
+	out, errs, code = runCLI(t, "pki", "issue", "MODALITY1", "--data", data)
+	if code != 0 {
+		t.Fatalf("issue: %d %s", code, errs)
+	}
+	crt, key := filepath.Join(pki, "peers", "MODALITY1.crt"), filepath.Join(pki, "peers", "MODALITY1.key")
+	wantMode(t, crt, 0o644)
+	wantMode(t, key, 0o600)
+	cl := readCert(t, crt)
+	if cl.Subject.CommonName != "MODALITY1" {
+		t.Errorf("CN %q", cl.Subject.CommonName)
+	}
+	if _, err := cl.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("client chain: %v", err)
+	}
+	if _, err := cl.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		t.Error("client certificate usable as a server certificate")
+	}
+	fp := CertFingerprint(cl.Raw)
+	if len(fp) != 64 || !strings.Contains(out, "SHA-256 fingerprint: "+fp) {
+		t.Errorf("fingerprint %s not in output:\n%s", fp, out)
+	}
+	if _, err := tls.LoadX509KeyPair(crt, key); err != nil {
+		t.Fatalf("client pair: %v", err)
+	}
+	// Issuing again, or a name that is not a safe file name, is refused.
+	for _, bad := range [][]string{
+		{"pki", "issue", "MODALITY1", "--data", data},
+		{"pki", "issue", "../evil", "--data", data},
+		{"pki", "issue", "--data", data},
+		{"pki", "issue", "X", "--data", filepath.Join(t.TempDir(), "nopki")},
+	} {
+		if _, _, code := runCLI(t, bad...); code == 0 {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+// The files `ward pki init` writes are what the TLS listener loads; bad
+// ones are refused at start with a clear error.
+func TestTLSListenerValidation(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if _, errs, code := runCLI(t, "pki", "init", "--data", data); code != 0 {
+		t.Fatal(errs)
+	}
+	pki := filepath.Join(data, "pki")
+	good := config.Default().DICOM
+	good.TLSListen, good.TLSCert, good.TLSKey, good.TLSClientCA = "127.0.0.1:0", filepath.Join(pki, "server.crt"), filepath.Join(pki, "server.key"), filepath.Join(pki, "ca.crt")
+	tc, err := server.TLSConfig(&good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc.MinVersion != tls.VersionTLS12 || tc.ClientAuth != tls.RequireAndVerifyClientCert || tc.Renegotiation != tls.RenegotiateNever {
+		t.Fatalf("tls config %+v", tc)
+	}
+	for _, id := range tc.CipherSuites {
+		n := tls.CipherSuiteName(id)
+		if !strings.HasPrefix(n, "TLS_ECDHE_") || !(strings.Contains(n, "_GCM_") || strings.Contains(n, "CHACHA20_POLY1305")) {
+			t.Errorf("cipher suite %s", n)
+		}
+	}
+	notPEM := filepath.Join(t.TempDir(), "bad.pem")
+	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644)
+	cases := []struct {
+		name string
+		edit func(d *config.DICOM)
+		want string
+	}{
+		{"missing key", func(d *config.DICOM) { d.TLSKey = filepath.Join(pki, "nope.key") }, "tls_key"},
+		{"key of another cert", func(d *config.DICOM) { d.TLSKey = filepath.Join(pki, "ca.key") }, "tls_cert"},
+		{"client CA not PEM", func(d *config.DICOM) { d.TLSClientCA = notPEM }, "no PEM certificate"},
+		{"client CA missing", func(d *config.DICOM) { d.TLSClientCA = filepath.Join(pki, "nope.crt") }, "tls_client_ca"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := good
+			tc.edit(&d)
+			if _, err := server.TLSConfig(&d); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want an error naming %q, got %v", tc.want, err)
+			}
+		})
+	}
+	// Config rules: loopback only, certificate and key required.
+	for _, tc := range []struct {
+		name string
+		edit func(d *config.DICOM)
+		want string
+	}{
+		{"not loopback", func(d *config.DICOM) { d.TLSListen = "0.0.0.0:2762" }, "loopback only for now"},
+		{"no cert", func(d *config.DICOM) { d.TLSCert = "" }, "tls_cert and tls_key"},
+		{"no key", func(d *config.DICOM) { d.TLSKey = "" }, "tls_cert and tls_key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Default()
+			c.DICOM = good
+			c.DICOM.Listen = "127.0.0.1:0"
+			tc.edit(&c.DICOM)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want %q, got %v", tc.want, err)
+			}
+		})
+	}
+	// ward serve refuses to start on a bad TLS setting, and says why.
+	port := func() string {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	_, errs, code := runCLI(t, "serve", "--data", data, "--dicom-listen", port(), "--dicom-tls-listen", "192.0.2.1:2762",
+		"--tls-cert", good.TLSCert, "--tls-key", good.TLSKey)
+	if code == 0 || !strings.Contains(errs, "not starting") || !strings.Contains(errs, "loopback") {
+		t.Fatalf("serve with a non-loopback TLS listener: %d %s", code, errs)
+	}
+	_, errs, code = runCLI(t, "serve", "--data", data, "--dicom-listen", port(), "--dicom-tls-listen", port(),
+		"--tls-cert", good.TLSCert, "--tls-key", good.TLSKey, "--tls-client-ca", notPEM)
+	if code == 0 || !strings.Contains(errs, "no PEM certificate") {
+		t.Fatalf("serve with a bad client CA: %d %s", code, errs)
+	}
+}

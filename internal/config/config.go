@@ -51,6 +51,7 @@ type Config struct {
 	Storage Storage `toml:"storage"`
 	Query   Query   `toml:"query"`
 	Log     Log     `toml:"log"`
+	Audit   Audit   `toml:"audit"`
 	// Peers are the registered DICOM peers ([[peers]] tables), edited by
 	// `ward peer` and reloaded by a running `ward serve` on SIGHUP.
 	Peers []Peer `toml:"peers"`
@@ -115,6 +116,26 @@ type Storage struct {
 	IndexDSN string `toml:"index_dsn"`
 	Blobs    string `toml:"blobs"`
 	BlobsDSN string `toml:"blobs_dsn"`
+}
+
+// Audit configures the audit trail (PS3.15 A.5).
+type Audit struct {
+	// Enabled records audit messages in the local hash-chained log (nil:
+	// true; turning it off is logged as a warning at every start).
+	Enabled *bool `toml:"enabled"`
+	// Path is the log's directory (default DATA/audit).
+	Path string `toml:"path"`
+}
+
+// AuditEnabled reports whether the audit trail is on.
+func (c *Config) AuditEnabled() bool { return c.Audit.Enabled == nil || *c.Audit.Enabled }
+
+// AuditDir is the audit log's directory.
+func (c *Config) AuditDir() string {
+	if c.Audit.Path != "" {
+		return c.Audit.Path
+	}
+	return filepath.Join(c.DataDir, "audit")
 }
 
 // Log configures structured logs.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
@@ -41,6 +42,7 @@ type Server struct {
 	tlsLn   net.Listener // DIMSE over TLS; nil without [dicom] tls_listen
 	neg     *assoc.Acceptor
 	sem     chan struct{}
+	audit   *audit.Log // nil when [audit] enabled = false
 
 	// peers is the registered peer list, replaced by Reload.
 	peers atomic.Pointer[[]config.Peer]
@@ -86,6 +88,10 @@ func (s *Server) Open(ctx context.Context) error {
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
 	if err := s.archive.Open(ctx); err != nil {
+		s.closeStores()
+		return err
+	}
+	if err := s.openAudit(); err != nil {
 		s.closeStores()
 		return err
 	}
@@ -143,6 +149,7 @@ func (s *Server) closeStores() {
 	if s.index != nil {
 		s.index.Close()
 	}
+	s.closeAudit()
 }
 
 // Peers returns the registered peers in effect.
@@ -271,6 +278,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stop()
 	acfg := s.assocConfig()
 	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg}
+	if s.audit != nil {
+		disp.Auditor = serverAuditor{s}
+		s.record(audit.ApplicationActivity(s.wardNode(), true, time.Now()))
+	}
 	errs := make([]error, len(lns))
 	var loops sync.WaitGroup
 	for i, ln := range lns {
@@ -313,7 +324,16 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Con
 			defer s.wg.Done()
 			defer func() { <-s.sem }()
 			defer s.track(conn, false)
-			a, err := assoc.Serve(conn, acfg, s.neg)
+			var neg assoc.Negotiator = s.neg
+			var an *auditNegotiator
+			if s.audit != nil {
+				an = &auditNegotiator{n: s.neg}
+				neg = an
+			}
+			a, err := assoc.Serve(conn, acfg, neg)
+			if an != nil {
+				s.recordEstablishment(an.rq, conn.RemoteAddr(), err)
+			}
 			if err != nil {
 				s.Logger.Info("association not established", "remote", conn.RemoteAddr().String(), "reason", err.Error())
 				return
@@ -376,6 +396,9 @@ func (s *Server) shutdown() {
 		}
 		s.mu.Unlock()
 		<-done
+	}
+	if s.audit != nil {
+		s.record(audit.ApplicationActivity(s.wardNode(), false, time.Now()))
 	}
 	s.closeStores()
 	s.Logger.Info("ward stopped")

@@ -78,6 +78,9 @@ func (s *session) startOperation(ctx context.Context, req *Request, data io.Read
 		defer s.finish(op)
 		switch field {
 		case CFindRQ:
+			if s.audit != nil {
+				s.audit.Query(&FindRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, Identifier: id, TransferSyntax: ts})
+			}
 			s.find(octx, op, &FindRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, Identifier: id, TransferSyntax: ts})
 		default:
 			r := &RetrieveRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, Identifier: id, TransferSyntax: ts}
@@ -148,6 +151,7 @@ type tally struct {
 	remaining, completed, failed, warning int
 	failedUIDs                            []string
 	firstFailure                          string
+	sent                                  []Instance // for the audit trail
 }
 
 func clamp(n int) uint16 {
@@ -173,8 +177,10 @@ func (t *tally) record(inst *Instance, rsp *Command, err error) {
 		t.fail(inst.SOPInstanceUID, err.Error())
 	case CategoryOf(rsp.Status) == CategorySuccess:
 		t.completed++
+		t.sent = append(t.sent, *inst)
 	case CategoryOf(rsp.Status) == CategoryWarning:
 		t.warning++
+		t.sent = append(t.sent, *inst)
 	default:
 		t.fail(inst.SOPInstanceUID, fmt.Sprintf("status 0x%04X %s", rsp.Status, rsp.ErrorComment))
 	}
@@ -216,6 +222,9 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		return
 	}
 	t := &tally{remaining: len(insts)}
+	if s.audit != nil {
+		s.audit.RetrieveBegin(r, insts)
+	}
 	pending := func() {
 		if t.remaining == 0 {
 			return
@@ -243,6 +252,9 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		rsp.Status = StatusSubOpsWarning
 	}
 	rsp.SetCounts(clamp(t.remaining), clamp(t.completed), clamp(t.failed), clamp(t.warning), cancelled)
+	if s.audit != nil {
+		s.audit.RetrieveEnd(r, t.sent, t.failed)
+	}
 	var ident *dicom.DataSet
 	if len(t.failedUIDs) > 0 {
 		ident = &dicom.DataSet{}

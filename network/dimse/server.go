@@ -71,6 +71,32 @@ type Dispatcher struct {
 	// destinations. An empty AETitle means the title the peer called Ward
 	// by.
 	Requestor assoc.Config
+	// Auditor, when not nil, is told what each association does (the
+	// audit trail, PS3.15 A.5).
+	Auditor Auditor
+}
+
+// Auditor is told what associations do, for the audit trail. Begin is
+// called when Serve starts; the calls on the AssociationAuditor it returns
+// come from the association's goroutines, one at a time, and must not
+// wait on the disk.
+type Auditor interface {
+	Begin(a *assoc.Association) AssociationAuditor
+}
+
+// AssociationAuditor is told what one association does.
+type AssociationAuditor interface {
+	// Stored: a C-STORE-RQ (its command in r) was answered with status.
+	Stored(r *Request, status uint16)
+	// Query: a C-FIND starts.
+	Query(r *FindRequest)
+	// RetrieveBegin: a C-MOVE or C-GET starts sending insts.
+	RetrieveBegin(r *RetrieveRequest, insts []Instance)
+	// RetrieveEnd: the sub-operations ended; sent succeeded (with or
+	// without warning), failed did not.
+	RetrieveEnd(r *RetrieveRequest, sent []Instance, failed int)
+	// End: the association ended (err nil after an orderly release).
+	End(err error)
 }
 
 // Summary counts what one association did, for its log line.
@@ -93,7 +119,13 @@ func (d *Dispatcher) Serve(ctx context.Context, a *assoc.Association) error {
 	defer c.Close()
 	var sum Summary
 	s := &session{d: d, c: c, log: log, ended: make(chan struct{})}
+	if d.Auditor != nil {
+		s.audit = d.Auditor.Begin(a)
+	}
 	err := s.loop(ctx, &sum)
+	if s.audit != nil {
+		s.audit.End(err)
+	}
 	_, _, bytesIn, bytesOut := a.StatsSnapshot()
 	attrs := []any{"assoc", a.Name(), "remote", a.RemoteAddr().String(),
 		"duration", time.Since(start).Round(time.Millisecond),
@@ -111,9 +143,10 @@ func (d *Dispatcher) Serve(ctx context.Context, a *assoc.Association) error {
 // session is the state of one association being served. Lock order:
 // mu, then wmu.
 type session struct {
-	d   *Dispatcher
-	c   *Conn
-	log *slog.Logger
+	d     *Dispatcher
+	c     *Conn
+	log   *slog.Logger
+	audit AssociationAuditor // nil: no audit
 
 	// wmu serialises writes: the loop and the running operation both
 	// send messages.
@@ -205,6 +238,9 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			rsp = s.d.store(ctx, &req, m.Data)
 			if CategoryOf(rsp.Status) == CategoryFailure {
 				sum.StoreFailed++
+			}
+			if s.audit != nil {
+				s.audit.Stored(&req, rsp.Status)
 			}
 		case CFindRQ, CMoveRQ, CGetRQ:
 			switch m.Command.CommandField {

@@ -1,0 +1,335 @@
+// Package audit records security-relevant events as DICOM audit messages
+// (PS3.15 A.5) in a local, append-only, hash-chained log.
+//
+// The package imports nothing of Ward's other layers: callers describe an
+// event with the builders here (ApplicationActivity, Authentication,
+// SecurityAlert, Query, BeginTransferring, InstancesTransferred) and hand
+// the message to a Log.
+package audit
+
+import (
+	"encoding/base64"
+	"encoding/xml"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Code is a coded value (csd-code, codeSystemName, originalText).
+type Code struct {
+	Code         string `xml:"csd-code,attr"`
+	System       string `xml:"codeSystemName,attr"`
+	OriginalText string `xml:"originalText,attr,omitempty"`
+}
+
+func dcm(code, text string) *Code { return &Code{Code: code, System: "DCM", OriginalText: text} }
+
+// Event IDs (PS3.16 CID 400) and event type codes (CID 401..404).
+var (
+	EventApplicationActivity   = dcm("110100", "Application Activity")
+	EventBeginTransferring     = dcm("110102", "Begin Transferring DICOM Instances")
+	EventInstancesTransferred  = dcm("110104", "DICOM Instances Transferred")
+	EventQuery                 = dcm("110112", "Query")
+	EventSecurityAlert         = dcm("110113", "Security Alert")
+	EventUserAuthentication    = dcm("110114", "User Authentication")
+	TypeApplicationStart       = dcm("110120", "Application Start")
+	TypeApplicationStop        = dcm("110121", "Application Stop")
+	TypeLogin                  = dcm("110122", "Login")
+	TypeLogout                 = dcm("110123", "Logout")
+	TypeNodeAuthentication     = dcm("110126", "Node Authentication")
+	RoleApplication            = dcm("110150", "Application")
+	RoleDestination            = dcm("110152", "Destination Role ID")
+	RoleSource                 = dcm("110153", "Source Role ID")
+	idTypeStudyInstanceUID     = dcm("110180", "Study Instance UID")
+	idTypeSOPClassUID          = dcm("110181", "SOP Class UID")
+	idTypePatientNumber        = &Code{Code: "2", System: "RFC-3881", OriginalText: "Patient Number"}
+	auditSourceApplicationType = &Code{Code: "4", System: "DCM", OriginalText: "Application Server Process"}
+)
+
+// Event action codes (EventActionCode).
+const (
+	ActionCreate  = "C"
+	ActionRead    = "R"
+	ActionUpdate  = "U"
+	ActionDelete  = "D"
+	ActionExecute = "E"
+)
+
+// Event outcome indicators (EventOutcomeIndicator).
+const (
+	OutcomeSuccess      = 0
+	OutcomeMinorFailure = 4
+	OutcomeSeriousFail  = 8
+	OutcomeMajorFailure = 12
+)
+
+// Message is an AuditMessage (PS3.15 A.5.1).
+type Message struct {
+	XMLName      xml.Name            `xml:"AuditMessage"`
+	Event        EventIdentification `xml:"EventIdentification"`
+	Participants []ActiveParticipant `xml:"ActiveParticipant"`
+	Source       AuditSource         `xml:"AuditSourceIdentification"`
+	Objects      []ParticipantObject `xml:"ParticipantObjectIdentification,omitempty"`
+}
+
+// EventIdentification says what happened and how it ended.
+type EventIdentification struct {
+	Action      string    `xml:"EventActionCode,attr"`
+	DateTime    time.Time `xml:"EventDateTime,attr"`
+	Outcome     int       `xml:"EventOutcomeIndicator,attr"`
+	ID          *Code     `xml:"EventID"`
+	Type        *Code     `xml:"EventTypeCode,omitempty"`
+	Description string    `xml:"EventOutcomeDescription,omitempty"`
+}
+
+// ActiveParticipant is a process or person taking part.
+type ActiveParticipant struct {
+	UserID               string `xml:"UserID,attr"`
+	AlternativeUserID    string `xml:"AlternativeUserID,attr,omitempty"`
+	UserIsRequestor      bool   `xml:"UserIsRequestor,attr"`
+	NetworkAccessPointID string `xml:"NetworkAccessPointID,attr,omitempty"`
+	// NetworkAccessPointTypeCode: 1 machine name, 2 IP address.
+	NetworkAccessPointTypeCode string `xml:"NetworkAccessPointTypeCode,attr,omitempty"`
+	Role                       *Code  `xml:"RoleIDCode,omitempty"`
+}
+
+// AuditSource identifies the system that detected the event.
+type AuditSource struct {
+	SiteID string `xml:"AuditEnterpriseSiteID,attr,omitempty"`
+	ID     string `xml:"AuditSourceID,attr"`
+	Type   *Code  `xml:"AuditSourceTypeCode,omitempty"`
+}
+
+// ParticipantObject is a patient, a study or a query.
+type ParticipantObject struct {
+	ID          string `xml:"ParticipantObjectID,attr"`
+	TypeCode    int    `xml:"ParticipantObjectTypeCode,attr"`
+	TypeRole    int    `xml:"ParticipantObjectTypeCodeRole,attr"`
+	IDType      *Code  `xml:"ParticipantObjectIDTypeCode"`
+	Query       string `xml:"ParticipantObjectQuery,omitempty"`
+	Detail      []Detail
+	Description *Description `xml:"ParticipantObjectDescription,omitempty"`
+}
+
+// Detail is a ParticipantObjectDetail (value base64-encoded).
+type Detail struct {
+	XMLName xml.Name `xml:"ParticipantObjectDetail"`
+	Type    string   `xml:"type,attr"`
+	Value   string   `xml:"value,attr"`
+}
+
+// Description carries the SOP classes and instance counts of a study.
+type Description struct {
+	SOPClasses []SOPClass `xml:"SOPClass"`
+}
+
+// SOPClass is one SOP class of a study and how many of its instances.
+type SOPClass struct {
+	UID               string `xml:"UID,attr"`
+	NumberOfInstances int    `xml:"NumberOfInstances,attr"`
+}
+
+// Node is Ward or a peer: an AE title and a network address.
+type Node struct {
+	AETitle string
+	Addr    string // HOST:PORT or host; "" when unknown
+	// ID is a process identifier (Ward: its AE title or host), optional.
+	ID string
+}
+
+func (n Node) participant(requestor bool, role *Code) ActiveParticipant {
+	p := ActiveParticipant{UserID: n.AETitle, AlternativeUserID: n.ID, UserIsRequestor: requestor, Role: role}
+	if n.Addr != "" {
+		p.NetworkAccessPointID = n.Addr
+		p.NetworkAccessPointTypeCode = "2"
+	}
+	return p
+}
+
+// Study is a study with its instance counts per SOP class.
+type Study struct {
+	UID       string
+	PatientID string
+	// Classes counts instances per SOP Class UID.
+	Classes map[string]int
+}
+
+// Instances is the total instance count.
+func (s *Study) Instances() int {
+	n := 0
+	for _, c := range s.Classes {
+		n += c
+	}
+	return n
+}
+
+func (ward Node) source() AuditSource {
+	return AuditSource{ID: ward.AETitle, Type: auditSourceApplicationType}
+}
+
+func newMessage(ward Node, id, typ *Code, action string, t time.Time, outcome int) *Message {
+	return &Message{
+		Event:  EventIdentification{Action: action, DateTime: t.UTC(), Outcome: outcome, ID: id, Type: typ},
+		Source: ward.source(),
+	}
+}
+
+// ApplicationActivity (A.5.3.1): Ward started or stopped.
+func ApplicationActivity(ward Node, start bool, t time.Time) *Message {
+	typ := TypeApplicationStop
+	if start {
+		typ = TypeApplicationStart
+	}
+	m := newMessage(ward, EventApplicationActivity, typ, ActionExecute, t, OutcomeSuccess)
+	m.Participants = []ActiveParticipant{ward.participant(false, RoleApplication)}
+	return m
+}
+
+// Authentication records an association's establishment as User
+// Authentication (A.5.3.12, 110114) with type Login: success when it was
+// accepted, minor failure (with the reason) when refused. The peer is the
+// requestor.
+func Authentication(ward, peer Node, ok bool, reason string, t time.Time) *Message {
+	outcome := OutcomeSuccess
+	if !ok {
+		outcome = OutcomeMinorFailure
+	}
+	m := newMessage(ward, EventUserAuthentication, TypeLogin, ActionExecute, t, outcome)
+	m.Event.Description = reason
+	m.Participants = []ActiveParticipant{peer.participant(true, nil), ward.participant(false, RoleApplication)}
+	return m
+}
+
+// SecurityAlert (A.5.3.11, 110113) with type Node Authentication: a peer
+// that was refused (wrong called AE title, unknown calling AE, ...).
+func SecurityAlert(ward, peer Node, reason string, t time.Time) *Message {
+	m := newMessage(ward, EventSecurityAlert, TypeNodeAuthentication, ActionExecute, t, OutcomeMinorFailure)
+	m.Event.Description = reason
+	m.Participants = []ActiveParticipant{peer.participant(true, nil), ward.participant(false, RoleApplication)}
+	return m
+}
+
+// Query (A.5.3.10, 110112): a C-FIND. identifier is the request's data
+// set as received (base64 in ParticipantObjectQuery), ts its transfer
+// syntax UID.
+func Query(ward, peer Node, sopClass string, identifier []byte, ts string, outcome int, t time.Time) *Message {
+	m := newMessage(ward, EventQuery, nil, ActionExecute, t, outcome)
+	m.Participants = []ActiveParticipant{peer.participant(true, RoleSource), ward.participant(false, RoleDestination)}
+	m.Objects = []ParticipantObject{{
+		ID: sopClass, TypeCode: 2, TypeRole: 3, IDType: idTypeSOPClassUID,
+		Query:  base64.StdEncoding.EncodeToString(identifier),
+		Detail: []Detail{{Type: "TransferSyntax", Value: base64.StdEncoding.EncodeToString([]byte(ts))}},
+	}}
+	return m
+}
+
+// BeginTransferring (A.5.3.3, 110102): Ward starts sending instances for a
+// C-MOVE or C-GET. from is the sender (Ward), to the receiver.
+// requestor is the peer that asked (the C-MOVE or C-GET SCU); it is one
+// more participant when it is neither from nor to.
+func BeginTransferring(ward, from, to, requestor Node, studies []*Study, t time.Time) *Message {
+	m := newMessage(ward, EventBeginTransferring, nil, ActionExecute, t, OutcomeSuccess)
+	m.Participants = transferParticipants(from, to, requestor)
+	m.Objects = studyObjects(studies)
+	return m
+}
+
+func transferParticipants(from, to, requestor Node) []ActiveParticipant {
+	ps := []ActiveParticipant{from.participant(requestor == from, RoleSource), to.participant(requestor == to, RoleDestination)}
+	if requestor != from && requestor != to {
+		ps = append(ps, requestor.participant(true, nil))
+	}
+	return ps
+}
+
+// InstancesTransferred (A.5.3.7, 110104): the instances of one
+// association in one direction, counted per study. action is ActionCreate
+// for instances Ward received, ActionRead for instances it sent.
+func InstancesTransferred(ward, from, to, requestor Node, action string, outcome int, studies []*Study, t time.Time) *Message {
+	m := newMessage(ward, EventInstancesTransferred, nil, action, t, outcome)
+	m.Participants = transferParticipants(from, to, requestor)
+	m.Objects = studyObjects(studies)
+	return m
+}
+
+// studyObjects lists the studies (sorted by UID) then their patients.
+func studyObjects(studies []*Study) []ParticipantObject {
+	studies = append([]*Study(nil), studies...)
+	sort.Slice(studies, func(i, j int) bool { return studies[i].UID < studies[j].UID })
+	var objs []ParticipantObject
+	patients := map[string]bool{}
+	var pids []string
+	for _, s := range studies {
+		o := ParticipantObject{ID: s.UID, TypeCode: 2, TypeRole: 3, IDType: idTypeStudyInstanceUID}
+		if len(s.Classes) > 0 {
+			d := &Description{}
+			for uid, n := range s.Classes {
+				d.SOPClasses = append(d.SOPClasses, SOPClass{UID: uid, NumberOfInstances: n})
+			}
+			sort.Slice(d.SOPClasses, func(i, j int) bool { return d.SOPClasses[i].UID < d.SOPClasses[j].UID })
+			o.Description = d
+			o.Detail = []Detail{{Type: "NumberOfInstances", Value: base64.StdEncoding.EncodeToString([]byte(strconv.Itoa(s.Instances())))}}
+		}
+		objs = append(objs, o)
+		if s.PatientID != "" && !patients[s.PatientID] {
+			patients[s.PatientID] = true
+			pids = append(pids, s.PatientID)
+		}
+	}
+	sort.Strings(pids)
+	for _, p := range pids {
+		objs = append(objs, ParticipantObject{ID: p, TypeCode: 1, TypeRole: 1, IDType: idTypePatientNumber})
+	}
+	return objs
+}
+
+// Name is the short event name used by the log's index fields and by
+// `ward audit search --event`: application-activity, authentication,
+// security-alert, query, begin-transferring, instances-transferred, or
+// the event ID's code.
+func (m *Message) Name() string {
+	if m.Event.ID == nil {
+		return ""
+	}
+	switch m.Event.ID.Code {
+	case "110100":
+		return "application-activity"
+	case "110114":
+		return "authentication"
+	case "110113":
+		return "security-alert"
+	case "110112":
+		return "query"
+	case "110102":
+		return "begin-transferring"
+	case "110104":
+		return "instances-transferred"
+	}
+	return m.Event.ID.Code
+}
+
+// Peers are the AE titles of the participants other than the audit
+// source (Ward).
+func (m *Message) Peers() []string {
+	var out []string
+	for _, p := range m.Participants {
+		if p.UserID != "" && p.UserID != m.Source.ID {
+			out = append(out, p.UserID)
+		}
+	}
+	return out
+}
+
+// Patients are the patient IDs among the participant objects.
+func (m *Message) Patients() []string {
+	var out []string
+	for _, o := range m.Objects {
+		if o.TypeCode == 1 && o.TypeRole == 1 {
+			out = append(out, o.ID)
+		}
+	}
+	return out
+}
+
+// Marshal encodes the message as XML.
+func (m *Message) Marshal() ([]byte, error) { return xml.Marshal(m) }

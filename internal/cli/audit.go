@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/config"
+)
+
+func runAudit(e *env, args []string) error {
+	usage := func() error {
+		fmt.Fprintln(e.stderr, "Usage: ward audit verify|tail|search [flags]\n\n"+
+			"  verify   check the hash chain of the audit log; exit 1 at the first broken record\n"+
+			"  tail     print the last records (-n N)\n"+
+			"  search   print the records matching --since, --until, --peer, --event, --patient")
+		return errUsage
+	}
+	if len(args) < 1 {
+		return usage()
+	}
+	switch args[0] {
+	case "verify":
+		return runAuditVerify(e, args[1:])
+	case "tail":
+		return runAuditList(e, "tail", args[1:])
+	case "search":
+		return runAuditList(e, "search", args[1:])
+	case "-h", "--help", "help":
+		usage()
+		return nil
+	}
+	return usage()
+}
+
+// auditFlags are the flags that locate the log.
+type auditFlags struct{ config, data, file *string }
+
+func addAuditFlags(fs interface {
+	String(name, value, usage string) *string
+}) auditFlags {
+	return auditFlags{
+		config: fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)"),
+		data:   fs.String("data", "", "data directory (default "+config.DefaultDataDir+")"),
+		file:   fs.String("file", "", "the audit log file (default: from the configuration, DATA/audit/"+audit.FileName+")"),
+	}
+}
+
+func (f auditFlags) path() (string, error) {
+	if *f.file != "" {
+		return *f.file, nil
+	}
+	c, err := loadConfig(*f.config, *f.data)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(c.AuditDir(), audit.FileName), nil
+}
+
+func runAuditVerify(e *env, args []string) error {
+	fs := newFlagSet(e, "audit verify", "[flags]")
+	af := addAuditFlags(fs)
+	if pos, err := parseInterleaved(fs, args); err != nil || len(pos) > 0 {
+		if err == nil {
+			fs.Usage()
+		}
+		return errUsage
+	}
+	path, err := af.path()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := audit.Verify(f)
+	var be *audit.BreakError
+	if errors.As(err, &be) {
+		fmt.Fprintf(e.stdout, "%s: %d records verified before line %d\n", path, n, be.Line)
+		return &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: %d records, chain intact\n", path, n)
+	return nil
+}
+
+func runAuditList(e *env, name string, args []string) error {
+	fs := newFlagSet(e, "audit "+name, "[flags]")
+	af := addAuditFlags(fs)
+	defN := 20
+	if name == "search" {
+		defN = 0
+	}
+	n := fs.Int("n", defN, "how many records (tail: the last N; search: the first N; 0: all)")
+	asJSON := fs.Bool("json", false, "print the records as stored (JSON lines with the XML message)")
+	withXML := fs.Bool("xml", false, "print each record's AuditMessage after its summary")
+	var since, until, peer, event, patient *string
+	if name == "search" {
+		since = fs.String("since", "", "records at or after this time (RFC 3339, YYYY-MM-DD, or a duration ago such as 24h)")
+		until = fs.String("until", "", "records before this time (same forms)")
+		peer = fs.String("peer", "", "records with this AE title as a participant")
+		event = fs.String("event", "", "event: application-activity, authentication, security-alert, query, begin-transferring, instances-transferred")
+		patient = fs.String("patient", "", "records about this patient ID")
+	}
+	if pos, err := parseInterleaved(fs, args); err != nil || len(pos) > 0 {
+		if err == nil {
+			fs.Usage()
+		}
+		return errUsage
+	}
+	match := func(*audit.Record) bool { return true }
+	if name == "search" {
+		var from, to time.Time
+		var err error
+		if from, err = parseWhen(*since); err != nil {
+			return fmt.Errorf("--since: %w", err)
+		}
+		if to, err = parseWhen(*until); err != nil {
+			return fmt.Errorf("--until: %w", err)
+		}
+		match = func(r *audit.Record) bool {
+			switch {
+			case !from.IsZero() && r.Time.Before(from),
+				!to.IsZero() && !r.Time.Before(to),
+				*peer != "" && !slices.Contains(r.Peers, *peer),
+				*event != "" && r.Event != *event,
+				*patient != "" && !slices.Contains(r.Patients, *patient):
+				return false
+			}
+			return true
+		}
+	}
+	path, err := af.path()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var out []audit.Record
+	err = audit.Each(f, func(r *audit.Record) error {
+		if !match(r) {
+			return nil
+		}
+		if name == "search" && *n > 0 && len(out) >= *n {
+			return io.EOF
+		}
+		out = append(out, *r)
+		if name == "tail" && *n > 0 && len(out) > *n {
+			out = out[1:]
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	for i := range out {
+		printRecord(e.stdout, &out[i], *asJSON, *withXML)
+	}
+	return nil
+}
+
+func printRecord(w io.Writer, r *audit.Record, asJSON, withXML bool) {
+	if asJSON {
+		b, _ := json.Marshal(r)
+		fmt.Fprintln(w, string(b))
+		return
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\toutcome=%d\tpeers=%s\tpatients=%s\n", r.Seq, r.Time.Format(time.RFC3339Nano), r.Event, r.Outcome,
+		strings.Join(r.Peers, ","), strings.Join(r.Patients, ","))
+	if withXML {
+		fmt.Fprintln(w, r.XML)
+	}
+}
+
+// parseWhen reads RFC 3339, a date (UTC midnight), or a duration ago.
+func parseWhen(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%q: use RFC 3339, YYYY-MM-DD or a duration such as 24h", s)
+}

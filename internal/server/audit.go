@@ -1,0 +1,269 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/pdu"
+)
+
+// The audit trail (PS3.15 A.5): what the server records and when.
+//
+//   - Application Activity (110100) when Serve starts and stops.
+//   - User Authentication (110114, Login) for every association request
+//     that reached negotiation: success when accepted, minor failure with
+//     the A-ASSOCIATE-RJ when rejected.
+//   - Security Alert (110113, Node Authentication) when the rejection names
+//     the called or calling AE title.
+//   - Query (110112) for each C-FIND, with its identifier.
+//   - Begin Transferring (110102) when a C-MOVE or C-GET starts sending.
+//   - DICOM Instances Transferred (110104): once per association and
+//     direction, counted per study and SOP class; received instances
+//     when the association ends, sent ones when the C-MOVE/C-GET ends.
+//
+// Records go to audit.Log, whose own goroutine appends and fsyncs them in
+// batches: no DIMSE exchange waits on the audit log's disk.
+
+// openAudit opens the audit log when the configuration enables it.
+func (s *Server) openAudit() error {
+	if !s.Config.AuditEnabled() {
+		s.Logger.Warn("audit trail disabled ([audit] enabled = false): associations, queries and transfers are not recorded")
+		return nil
+	}
+	l, err := audit.Open(s.Config.AuditDir(), s.Logger)
+	if err != nil {
+		return err
+	}
+	s.audit = l
+	return nil
+}
+
+func (s *Server) closeAudit() {
+	if s.audit == nil {
+		return
+	}
+	if err := s.audit.Close(); err != nil {
+		s.Logger.Error("closing the audit log", "err", err.Error())
+	}
+	s.audit = nil
+}
+
+func (s *Server) record(m *audit.Message) {
+	if s.audit == nil {
+		return
+	}
+	if err := s.audit.Write(m); err != nil {
+		s.Logger.Error("audit record lost", "event", m.Name(), "err", err.Error())
+	}
+}
+
+// wardNode is Ward as an audit participant.
+func (s *Server) wardNode() audit.Node {
+	n := audit.Node{AETitle: s.Config.AETitle}
+	if s.ln != nil {
+		n.Addr = hostOf(s.ln.Addr())
+	}
+	return n
+}
+
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
+}
+
+// auditNegotiator remembers the request it negotiated, so that a refused
+// association can be recorded with its AE titles.
+type auditNegotiator struct {
+	n  assoc.Negotiator
+	rq *pdu.AssociateRQ
+}
+
+func (n *auditNegotiator) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.AssociateAC, *pdu.AssociateRJ) {
+	n.rq = rq
+	return n.n.Negotiate(rq, remote)
+}
+
+// recordEstablishment records an association's outcome; rq is nil when no
+// request was negotiated (nothing is recorded then).
+func (s *Server) recordEstablishment(rq *pdu.AssociateRQ, remote net.Addr, err error) {
+	if s.audit == nil || rq == nil {
+		return
+	}
+	now := time.Now()
+	peer := audit.Node{AETitle: rq.CallingAETitle, Addr: hostOf(remote)}
+	if err == nil {
+		s.record(audit.Authentication(s.wardNode(), peer, true, "", now))
+		return
+	}
+	reason := err.Error()
+	if rq.CalledAETitle != s.Config.AETitle {
+		reason += " (called AE title " + rq.CalledAETitle + ")"
+	}
+	s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
+	var rj *assoc.RejectError
+	if errors.As(err, &rj) && (rj.RJ.Reason == pdu.RejectCalledAENotRecognized || rj.RJ.Reason == pdu.RejectCallingAENotRecognized) && rj.RJ.Source == pdu.RejectSourceUser {
+		s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
+	}
+}
+
+// serverAuditor is the dispatcher's dimse.Auditor.
+type serverAuditor struct{ s *Server }
+
+// Begin implements dimse.Auditor.
+func (sa serverAuditor) Begin(a *assoc.Association) dimse.AssociationAuditor {
+	s := sa.s
+	return &assocAudit{s: s, a: a, peer: audit.Node{AETitle: a.CallingAETitle(), Addr: hostOf(a.RemoteAddr())}}
+}
+
+// assocAudit gathers what one association does.
+type assocAudit struct {
+	s    *Server
+	a    *assoc.Association
+	peer audit.Node
+
+	mu          sync.Mutex
+	stored      []storedRef
+	storeFailed int
+	// studyOf caches the study of the instances being retrieved.
+	studyOf map[string]studyRef
+}
+
+type storedRef struct{ class, uid string }
+
+type studyRef struct{ study, patient string }
+
+func (x *assocAudit) Stored(r *dimse.Request, status uint16) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if dimse.CategoryOf(status) == dimse.CategoryFailure {
+		x.storeFailed++
+		return
+	}
+	x.stored = append(x.stored, storedRef{r.Command.AffectedSOPClassUID, r.Command.AffectedSOPInstanceUID})
+}
+
+func (x *assocAudit) Query(r *dimse.FindRequest) {
+	b, _ := r.Identifier.Bytes(r.TransferSyntax)
+	ts := ""
+	if r.TransferSyntax != nil {
+		ts = r.TransferSyntax.UID
+	}
+	x.s.record(audit.Query(x.s.wardNode(), x.peer, r.SOPClassUID, b, ts, audit.OutcomeSuccess, time.Now()))
+}
+
+// lookup finds the study and patient of an instance in the index.
+func (x *assocAudit) lookup(uid string) studyRef {
+	in, err := x.s.index.Get(context.Background(), uid)
+	if err != nil || in == nil {
+		return studyRef{}
+	}
+	return studyRef{in.StudyInstanceUID, in.PatientID}
+}
+
+// destination is who receives a retrieve's instances.
+func (x *assocAudit) destination(r *dimse.RetrieveRequest) audit.Node {
+	if r.Command.CommandField != dimse.CMoveRQ {
+		return x.peer
+	}
+	n := audit.Node{AETitle: r.MoveDestination}
+	if addr, ok := x.s.Destination(r.MoveDestination); ok {
+		if h, _, err := net.SplitHostPort(addr); err == nil {
+			n.Addr = h
+		}
+	}
+	return n
+}
+
+func (x *assocAudit) RetrieveBegin(r *dimse.RetrieveRequest, insts []dimse.Instance) {
+	x.mu.Lock()
+	x.studyOf = make(map[string]studyRef, len(insts))
+	counts := map[string]*audit.Study{}
+	for i := range insts {
+		ref := x.lookup(insts[i].SOPInstanceUID)
+		x.studyOf[insts[i].SOPInstanceUID] = ref
+		addStudy(counts, ref, insts[i].SOPClassUID)
+	}
+	x.mu.Unlock()
+	x.s.record(audit.BeginTransferring(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, studies(counts), time.Now()))
+}
+
+func (x *assocAudit) RetrieveEnd(r *dimse.RetrieveRequest, sent []dimse.Instance, failed int) {
+	if len(sent) == 0 && failed == 0 {
+		return
+	}
+	x.mu.Lock()
+	counts := map[string]*audit.Study{}
+	for i := range sent {
+		ref, ok := x.studyOf[sent[i].SOPInstanceUID]
+		if !ok {
+			ref = x.lookup(sent[i].SOPInstanceUID)
+		}
+		addStudy(counts, ref, sent[i].SOPClassUID)
+	}
+	x.studyOf = nil
+	x.mu.Unlock()
+	outcome := audit.OutcomeSuccess
+	if failed > 0 {
+		outcome = audit.OutcomeMinorFailure
+	}
+	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, audit.ActionRead, outcome, studies(counts), time.Now()))
+}
+
+func (x *assocAudit) End(error) {
+	x.mu.Lock()
+	stored, failed := x.stored, x.storeFailed
+	x.stored = nil
+	x.mu.Unlock()
+	if len(stored) == 0 && failed == 0 {
+		return
+	}
+	counts := map[string]*audit.Study{}
+	for _, st := range stored {
+		addStudy(counts, x.lookup(st.uid), st.class)
+	}
+	outcome := audit.OutcomeSuccess
+	if failed > 0 {
+		outcome = audit.OutcomeMinorFailure
+	}
+	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.peer, x.s.wardNode(), x.peer, audit.ActionCreate, outcome, studies(counts), time.Now()))
+}
+
+func addStudy(m map[string]*audit.Study, ref studyRef, class string) {
+	key := ref.study + "\x00" + ref.patient
+	st := m[key]
+	if st == nil {
+		uid := ref.study
+		if uid == "" {
+			uid = "unknown"
+		}
+		st = &audit.Study{UID: uid, PatientID: strings.TrimSpace(ref.patient), Classes: map[string]int{}}
+		m[key] = st
+	}
+	st.Classes[class]++
+}
+
+func studies(m map[string]*audit.Study) []*audit.Study {
+	out := make([]*audit.Study, 0, len(m))
+	for _, s := range m {
+		out = append(out, s)
+	}
+	return out
+}
+
+var (
+	_ dimse.Auditor            = serverAuditor{}
+	_ dimse.AssociationAuditor = (*assocAudit)(nil)
+)

@@ -1,0 +1,201 @@
+package interop
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/cli"
+	"github.com/ward-pacs/ward/network/dimse/dimsetest"
+)
+
+// readAudit returns the records of a running Ward's audit log once want
+// says they are all there (the log is appended in batches).
+func readAudit(t *testing.T, dir string, want func([]audit.Record) bool) []audit.Record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var recs []audit.Record
+		if b, err := os.ReadFile(filepath.Join(dir, "audit", audit.FileName)); err == nil {
+			_ = audit.Each(bytes.NewReader(b), func(r *audit.Record) error { recs = append(recs, *r); return nil })
+		}
+		if want(recs) {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			for _, r := range recs {
+				t.Logf("%d %s %v %v", r.Seq, r.Event, r.Peers, r.Patients)
+			}
+			t.Fatal("audit records missing")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func count(recs []audit.Record, event string) int {
+	n := 0
+	for _, r := range recs {
+		if r.Event == event {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAuditTrailDCMTK drives a full `ward serve` with DCMTK and checks the
+// PS3.15 A.5 records: a wrong called AE title is a Security Alert, a
+// storescu association is one DICOM Instances Transferred with its counts,
+// a findscu is a Query carrying the identifier, a getscu is Begin
+// Transferring then Instances Transferred; `ward audit verify` passes on
+// the log and fails, naming the record, on an edited copy.
+func TestAuditTrailDCMTK(t *testing.T) {
+	requireTool(t, "echoscu", "storescu", "findscu", "getscu")
+	w := startWard(t)
+
+	// Wrong called AE title: rejected, recorded.
+	if out, err := dcmtk("echoscu", "-aet", "INTRUDER", "-aec", "NOTWARD", w.host, w.port).CombinedOutput(); err == nil {
+		t.Fatalf("echoscu to a wrong called AE succeeded:\n%s", out)
+	}
+	recs := readAudit(t, w.dir, func(r []audit.Record) bool { return count(r, "security-alert") == 1 })
+	var alert audit.Record
+	for _, r := range recs {
+		if r.Event == "security-alert" {
+			alert = r
+		}
+	}
+	if !strings.Contains(alert.XML, `UserID="INTRUDER"`) || !strings.Contains(alert.XML, "NOTWARD") || !strings.Contains(alert.XML, `csd-code="110113"`) {
+		t.Errorf("security alert: %s", alert.XML)
+	}
+
+	// storescu: six instances in three studies of two patients.
+	a := &dimsetest.Archive{}
+	a.Add(fakeCorpus()...)
+	var files []string
+	for _, p := range writeOriginals(t, a) {
+		files = append(files, p)
+	}
+	if out, err := dcmtk("storescu", append([]string{"-aet", "MODALITY", "-aec", "WARD", w.host, w.port}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	recs = readAudit(t, w.dir, func(r []audit.Record) bool { return count(r, "instances-transferred") == 1 })
+	for _, r := range recs {
+		if r.Event != "instances-transferred" {
+			continue
+		}
+		m := parseXML(t, r.XML)
+		total := 0
+		studies := 0
+		for _, o := range m.Objects {
+			if o.Description != nil {
+				studies++
+				for _, c := range o.Description.SOPClasses {
+					total += c.NumberOfInstances
+				}
+			}
+		}
+		if total != 6 || studies != 3 || m.Event.Action != audit.ActionCreate || strings.Join(r.Patients, ",") != "P1,P2" || strings.Join(r.Peers, ",") != "MODALITY" {
+			t.Errorf("instances transferred: %d instances in %d studies, action %s, patients %v, peers %v\n%s", total, studies, m.Event.Action, r.Patients, r.Peers, r.XML)
+		}
+	}
+
+	// findscu: one Query with the identifier.
+	if out, err := dcmtk("findscu", "-S", "-aet", "VIEWER", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=P2", "-k", "StudyInstanceUID", w.host, w.port).CombinedOutput(); err != nil {
+		t.Fatalf("findscu: %v\n%s", err, out)
+	}
+	recs = readAudit(t, w.dir, func(r []audit.Record) bool { return count(r, "query") == 1 })
+	for _, r := range recs {
+		if r.Event == "query" {
+			m := parseXML(t, r.XML)
+			if len(m.Objects) != 1 || m.Objects[0].Query == "" || m.Objects[0].ID != "1.2.840.10008.5.1.4.1.2.2.1" || r.Peers[0] != "VIEWER" {
+				t.Errorf("query record: %s", r.XML)
+			}
+		}
+	}
+
+	// getscu: Begin Transferring, then the two instances sent.
+	dir := t.TempDir()
+	if out, err := dcmtk("getscu", "-S", "-aet", "VIEWER", "-aec", "WARD", "-od", dir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.826.0.1.3680043.10.1432.9.1.1", w.host, w.port).CombinedOutput(); err != nil {
+		t.Fatalf("getscu: %v\n%s", err, out)
+	}
+	recs = readAudit(t, w.dir, func(r []audit.Record) bool {
+		return count(r, "begin-transferring") == 1 && count(r, "instances-transferred") == 2
+	})
+	last := recs[len(recs)-1]
+	if m := parseXML(t, last.XML); last.Event != "instances-transferred" || m.Event.Action != audit.ActionRead ||
+		!strings.Contains(last.XML, `NumberOfInstances="2"`) || strings.Join(last.Patients, ",") != "P1" {
+		t.Errorf("instances sent: %s", last.XML)
+	}
+	if n := count(recs, "application-activity"); n != 1 {
+		t.Errorf("%d application activity records, want 1 (start)", n)
+	}
+	// Every accepted association is a successful User Authentication, the
+	// rejected one a failed one.
+	ok, failed := 0, 0
+	for _, r := range recs {
+		if r.Event == "authentication" {
+			if r.Outcome == audit.OutcomeSuccess {
+				ok++
+			} else {
+				failed++
+			}
+		}
+	}
+	if ok != 3 || failed != 1 {
+		t.Errorf("authentication records: %d successful, %d failed; want 3 and 1", ok, failed)
+	}
+
+	// ward audit verify, search and tail.
+	if out, code := wardCLI(t, "audit", "verify", "--data", w.dir); code != 0 || !strings.Contains(out, fmt.Sprintf("%d records, chain intact", len(recs))) {
+		t.Fatalf("audit verify: exit %d: %s", code, out)
+	}
+	if out, code := wardCLI(t, "audit", "search", "--data", w.dir, "--event", "security-alert", "--peer", "INTRUDER"); code != 0 || strings.Count(out, "\n") != 1 {
+		t.Errorf("audit search: exit %d:\n%s", code, out)
+	}
+	if out, code := wardCLI(t, "audit", "search", "--data", w.dir, "--patient", "P1", "--since", "1h"); code != 0 || strings.Count(out, "\n") != 3 {
+		t.Errorf("audit search --patient P1 (stored, begin, sent): exit %d:\n%s", code, out)
+	}
+	if out, code := wardCLI(t, "audit", "tail", "--data", w.dir, "-n", "2"); code != 0 || strings.Count(out, "\n") != 2 {
+		t.Errorf("audit tail -n 2: exit %d:\n%s", code, out)
+	}
+
+	// An edited copy fails, naming the record.
+	b, err := os.ReadFile(filepath.Join(w.dir, "audit", audit.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	lines[2] = strings.Replace(lines[2], `"outcome":`, `"outcome": `, 1)
+	edited := filepath.Join(t.TempDir(), "edited.log")
+	if err := os.WriteFile(edited, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := runCLI([]string{"audit", "verify", "--file", edited}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "line 3 (seq 3)") {
+		t.Errorf("verify of an edited log: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+
+	// No patient names in Ward's own log.
+	if strings.Contains(w.log.String(), "DOE") {
+		t.Errorf("a patient name in Ward's log:\n%s", w.log.String())
+	}
+}
+
+func parseXML(t *testing.T, s string) *audit.Message {
+	t.Helper()
+	var m audit.Message
+	if err := xmlUnmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("%v: %s", err, s)
+	}
+	return &m
+}
+
+var (
+	xmlUnmarshal = xml.Unmarshal
+	runCLI       = cli.Run
+)

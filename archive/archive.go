@@ -310,6 +310,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	}
 	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
+	r.StudyInstanceUID, r.PatientID = in.StudyInstanceUID, in.PatientID
 	if ins, ok := ar.Index.(store.Inserter); ok && nameDurable(bw) {
 		// A new instance whose blob name is durable already: the object's
 		// fsync and the index commit run at once, and the response waits

@@ -39,6 +39,8 @@ func (ar *Archive) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]di
 			SOPClassUID:       in.SOPClassUID,
 			SOPInstanceUID:    in.SOPInstanceUID,
 			TransferSyntaxUID: in.TransferSyntaxUID,
+			StudyInstanceUID:  in.StudyInstanceUID,
+			PatientID:         in.PatientID,
 			Open:              func(ctx context.Context) (io.ReadCloser, error) { return ar.openDataSet(ctx, key) },
 		})
 		return nil

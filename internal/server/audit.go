@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net"
 	"strings"
@@ -135,24 +134,21 @@ type assocAudit struct {
 	peer audit.Node
 
 	mu          sync.Mutex
-	stored      []storedRef
+	stored      map[string]*audit.Study // received, by study and patient
 	storeFailed int
-	// studyOf caches the study of the instances being retrieved.
-	studyOf map[string]studyRef
 }
 
-type storedRef struct{ class, uid string }
-
-type studyRef struct{ study, patient string }
-
-func (x *assocAudit) Stored(r *dimse.Request, status uint16) {
+func (x *assocAudit) Stored(r *dimse.StoreRequest, status uint16) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if dimse.CategoryOf(status) == dimse.CategoryFailure {
 		x.storeFailed++
 		return
 	}
-	x.stored = append(x.stored, storedRef{r.Command.AffectedSOPClassUID, r.Command.AffectedSOPInstanceUID})
+	if x.stored == nil {
+		x.stored = map[string]*audit.Study{}
+	}
+	addStudy(x.stored, r.StudyInstanceUID, r.PatientID, r.SOPClassUID)
 }
 
 func (x *assocAudit) Query(r *dimse.FindRequest) {
@@ -162,15 +158,6 @@ func (x *assocAudit) Query(r *dimse.FindRequest) {
 		ts = r.TransferSyntax.UID
 	}
 	x.s.record(audit.Query(x.s.wardNode(), x.peer, r.SOPClassUID, b, ts, audit.OutcomeSuccess, time.Now()))
-}
-
-// lookup finds the study and patient of an instance in the index.
-func (x *assocAudit) lookup(uid string) studyRef {
-	in, err := x.s.index.Get(context.Background(), uid)
-	if err != nil || in == nil {
-		return studyRef{}
-	}
-	return studyRef{in.StudyInstanceUID, in.PatientID}
 }
 
 // destination is who receives a retrieve's instances.
@@ -187,39 +174,28 @@ func (x *assocAudit) destination(r *dimse.RetrieveRequest) audit.Node {
 	return n
 }
 
-func (x *assocAudit) RetrieveBegin(r *dimse.RetrieveRequest, insts []dimse.Instance) {
-	x.mu.Lock()
-	x.studyOf = make(map[string]studyRef, len(insts))
+// instanceStudies counts instances per study and SOP class.
+func instanceStudies(insts []dimse.Instance) []*audit.Study {
 	counts := map[string]*audit.Study{}
 	for i := range insts {
-		ref := x.lookup(insts[i].SOPInstanceUID)
-		x.studyOf[insts[i].SOPInstanceUID] = ref
-		addStudy(counts, ref, insts[i].SOPClassUID)
+		addStudy(counts, insts[i].StudyInstanceUID, insts[i].PatientID, insts[i].SOPClassUID)
 	}
-	x.mu.Unlock()
-	x.s.record(audit.BeginTransferring(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, studies(counts), time.Now()))
+	return studies(counts)
+}
+
+func (x *assocAudit) RetrieveBegin(r *dimse.RetrieveRequest, insts []dimse.Instance) {
+	x.s.record(audit.BeginTransferring(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, instanceStudies(insts), time.Now()))
 }
 
 func (x *assocAudit) RetrieveEnd(r *dimse.RetrieveRequest, sent []dimse.Instance, failed int) {
 	if len(sent) == 0 && failed == 0 {
 		return
 	}
-	x.mu.Lock()
-	counts := map[string]*audit.Study{}
-	for i := range sent {
-		ref, ok := x.studyOf[sent[i].SOPInstanceUID]
-		if !ok {
-			ref = x.lookup(sent[i].SOPInstanceUID)
-		}
-		addStudy(counts, ref, sent[i].SOPClassUID)
-	}
-	x.studyOf = nil
-	x.mu.Unlock()
 	outcome := audit.OutcomeSuccess
 	if failed > 0 {
 		outcome = audit.OutcomeMinorFailure
 	}
-	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, audit.ActionRead, outcome, studies(counts), time.Now()))
+	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, audit.ActionRead, outcome, instanceStudies(sent), time.Now()))
 }
 
 func (x *assocAudit) End(error) {
@@ -230,26 +206,22 @@ func (x *assocAudit) End(error) {
 	if len(stored) == 0 && failed == 0 {
 		return
 	}
-	counts := map[string]*audit.Study{}
-	for _, st := range stored {
-		addStudy(counts, x.lookup(st.uid), st.class)
-	}
 	outcome := audit.OutcomeSuccess
 	if failed > 0 {
 		outcome = audit.OutcomeMinorFailure
 	}
-	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.peer, x.s.wardNode(), x.peer, audit.ActionCreate, outcome, studies(counts), time.Now()))
+	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.peer, x.s.wardNode(), x.peer, audit.ActionCreate, outcome, studies(stored), time.Now()))
 }
 
-func addStudy(m map[string]*audit.Study, ref studyRef, class string) {
-	key := ref.study + "\x00" + ref.patient
+func addStudy(m map[string]*audit.Study, study, patient, class string) {
+	key := study + "\x00" + patient
 	st := m[key]
 	if st == nil {
-		uid := ref.study
+		uid := study
 		if uid == "" {
 			uid = "unknown"
 		}
-		st = &audit.Study{UID: uid, PatientID: strings.TrimSpace(ref.patient), Classes: map[string]int{}}
+		st = &audit.Study{UID: uid, PatientID: strings.TrimSpace(patient), Classes: map[string]int{}}
 		m[key] = st
 	}
 	st.Classes[class]++

@@ -55,6 +55,8 @@ type Instance struct {
 	SOPClassUID, SOPInstanceUID string
 	// TransferSyntaxUID is the syntax the object is stored in.
 	TransferSyntaxUID string
+	// StudyInstanceUID and PatientID, for the audit trail.
+	StudyInstanceUID, PatientID string
 	// Open returns the data set bytes (after the Part 10 header) in
 	// TransferSyntaxUID.
 	Open func(ctx context.Context) (io.ReadCloser, error)

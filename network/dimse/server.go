@@ -34,6 +34,9 @@ type StoreRequest struct {
 	SOPInstanceUID    string
 	TransferSyntaxUID string
 	Data              io.Reader
+	// StudyInstanceUID and PatientID are set by the Storer from the data
+	// set it stored, for the audit trail.
+	StudyInstanceUID, PatientID string
 }
 
 // Echoer serves C-ECHO.
@@ -86,8 +89,9 @@ type Auditor interface {
 
 // AssociationAuditor is told what one association does.
 type AssociationAuditor interface {
-	// Stored: a C-STORE-RQ (its command in r) was answered with status.
-	Stored(r *Request, status uint16)
+	// Stored: a C-STORE-RQ was answered with status; r holds what the
+	// Storer learned of the object.
+	Stored(r *StoreRequest, status uint16)
 	// Query: a C-FIND starts.
 	Query(r *FindRequest)
 	// RetrieveBegin: a C-MOVE or C-GET starts sending insts.
@@ -235,12 +239,13 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			rsp = s.d.echo(ctx, &req)
 		case CStoreRQ:
 			sum.Store++
-			rsp = s.d.store(ctx, &req, m.Data)
+			var sr *StoreRequest
+			rsp, sr = s.d.store(ctx, &req, m.Data)
 			if CategoryOf(rsp.Status) == CategoryFailure {
 				sum.StoreFailed++
 			}
 			if s.audit != nil {
-				s.audit.Stored(&req, rsp.Status)
+				s.audit.Stored(sr, rsp.Status)
 			}
 		case CFindRQ, CMoveRQ, CGetRQ:
 			switch m.Command.CommandField {
@@ -356,11 +361,14 @@ func (d *Dispatcher) echo(ctx context.Context, req *Request) *Command {
 	return response(req.Command, se)
 }
 
-func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) *Command {
+// store serves a C-STORE-RQ; the request it returns tells what the Storer
+// learned of the object.
+func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) (*Command, *StoreRequest) {
 	cmd := req.Command
-	fail := func(se *StatusError) *Command {
+	sr := &StoreRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, Data: data}
+	fail := func(se *StatusError) (*Command, *StoreRequest) {
 		d.logFailure(req, se)
-		return response(cmd, se)
+		return response(cmd, se), sr
 	}
 	switch {
 	case d.Handlers.Store == nil:
@@ -372,7 +380,7 @@ func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) *C
 	case cmd.AffectedSOPInstanceUID == "":
 		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
 	}
-	sr := &StoreRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: req.Context.TransferSyntax, Data: data}
+	sr.TransferSyntaxUID = req.Context.TransferSyntax
 	se := call(StatusOutOfResources, func() error { return d.Handlers.Store.Store(ctx, sr) })
 	return fail(se)
 }

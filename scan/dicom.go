@@ -60,11 +60,8 @@ type outcome struct {
 	err error
 	// connected: the TCP (and TLS) connection was made.
 	connected bool
-	// waited is how long the answer was awaited.
-	waited time.Duration
-	limit  time.Duration
-	head   []byte
-	nbytes int64
+	head      []byte
+	nbytes    int64
 }
 
 func (o *outcome) dicom() bool { return o.a != nil || o.rj != nil || o.ab != nil }
@@ -82,11 +79,10 @@ func (o *outcome) received() string {
 	return describeNonDICOM(o)
 }
 
-// silent: connected, and nothing came back before the timeout.
+// silent: connected, and nothing came back before the timeout (the
+// association layer reports ErrTimeout when ARTIM ends its wait).
 func (o *outcome) silent() bool {
-	// The assoc layer reports ARTIM expiry in Sta5 as a protocol error
-	// (Evt18 is not in Table 9-10 for Sta5), so the elapsed time decides.
-	return o.connected && o.a == nil && len(o.head) == 0 && (errors.Is(o.err, assoc.ErrTimeout) || errors.Is(o.err, context.DeadlineExceeded) || o.waited >= o.limit*9/10)
+	return o.connected && o.a == nil && len(o.head) == 0 && (errors.Is(o.err, assoc.ErrTimeout) || errors.Is(o.err, context.DeadlineExceeded))
 }
 
 func describeNonDICOM(o *outcome) string {
@@ -150,9 +146,8 @@ func (s *scanner) associate(ctx context.Context, dial dialer, calling, called st
 	rq.UserInfo.UserIdentity = id
 	actx, cancel := context.WithTimeout(ctx, s.opt.Timeout+time.Second)
 	defer cancel()
-	start := time.Now()
 	a, err := assoc.Request(actx, rc, s.assocConfig(calling), rq)
-	o := &outcome{a: a, err: err, connected: true, waited: time.Since(start), limit: s.opt.Timeout}
+	o := &outcome{a: a, err: err, connected: true}
 	if err != nil {
 		_ = conn.Close()
 		o.a = nil

@@ -52,6 +52,11 @@ type Config struct {
 	Query   Query   `toml:"query"`
 	Log     Log     `toml:"log"`
 	Audit   Audit   `toml:"audit"`
+	// Identity configures user identity negotiation (PS3.7 D.3.3.7).
+	Identity Identity `toml:"identity"`
+	// Users are the accounts for username + passcode identity ([[users]]
+	// tables, edited by `ward user`); only slow hashes are stored.
+	Users []User `toml:"users"`
 	// Peers are the registered DICOM peers ([[peers]] tables), edited by
 	// `ward peer` and reloaded by a running `ward serve` on SIGHUP.
 	Peers []Peer `toml:"peers"`
@@ -94,6 +99,47 @@ type DICOM struct {
 	// TLSClientCA, when set, is a PEM file of CA certificates: every TLS
 	// client must present a certificate that verifies against it.
 	TLSClientCA string `toml:"tls_client_ca"`
+	// PlaintextNetworks acknowledges plain (non-TLS) DIMSE on a listener
+	// that is not loopback: associations on it are accepted only from
+	// these source networks (CIDRs). Without it, a non-loopback plain
+	// listener is refused at start. Ward warns at every start while it is
+	// set.
+	PlaintextNetworks []string `toml:"plaintext_networks"`
+	// LoopbackAnyAE is the named opt-in that lets any calling AE title use
+	// every service over the plain loopback listener (development, local
+	// tools). It never applies to the TLS listener and is refused whenever
+	// a listener is not loopback.
+	LoopbackAnyAE bool `toml:"loopback_any_ae"`
+	// MaxAssociationsPerPeer bounds concurrent associations of one calling
+	// AE title (a peer's own max_associations overrides it).
+	MaxAssociationsPerPeer int `toml:"max_associations_per_peer"`
+	// LockoutAfter failed associations from one source address in a row
+	// lock that source out, for LockoutBase, doubling at each further
+	// failure up to LockoutMax. 0 uses the default; negative disables.
+	LockoutAfter int      `toml:"lockout_after"`
+	LockoutBase  Duration `toml:"lockout_base"`
+	LockoutMax   Duration `toml:"lockout_max"`
+}
+
+// Identity configures user identity negotiation.
+type Identity struct {
+	// JWKS is the key set that verifies JSON Web Tokens: a file path or an
+	// https:// URL. Empty: JWT identities are refused.
+	JWKS string `toml:"jwks"`
+	// JWTIssuer and JWTAudience are required claims (iss, aud) of every
+	// token; both must be set with JWKS.
+	JWTIssuer   string `toml:"jwt_issuer"`
+	JWTAudience string `toml:"jwt_audience"`
+	// ClockSkew is the leeway on exp/nbf/iat (default 60s, at most 5m).
+	ClockSkew Duration `toml:"clock_skew"`
+}
+
+// User is an account for username + passcode identity.
+type User struct {
+	Name string `toml:"name"`
+	// Hash is the passcode's argon2id (or bcrypt) hash in its standard
+	// encoded form; never the passcode itself.
+	Hash string `toml:"hash"`
 }
 
 // Query configures C-FIND.
@@ -125,6 +171,21 @@ type Audit struct {
 	Enabled *bool `toml:"enabled"`
 	// Path is the log's directory (default DATA/audit).
 	Path string `toml:"path"`
+	// Syslog forwards every record to a collector by syslog over TLS
+	// (PS3.15 A.6, RFC 5424 over RFC 5425): HOST:PORT (6514 is the
+	// conventional port). Empty: local log only.
+	Syslog string `toml:"syslog"`
+	// SyslogCA verifies the collector's certificate (PEM; empty: the
+	// system roots). SyslogCert and SyslogKey, when set, are Ward's client
+	// certificate for collectors that require one.
+	SyslogCA   string `toml:"syslog_ca"`
+	SyslogCert string `toml:"syslog_cert"`
+	SyslogKey  string `toml:"syslog_key"`
+	// SyslogQueueMax bounds the on-disk queue of records not yet accepted
+	// by the collector (bytes; default 64 MiB). When it is full, the
+	// oldest queued records stay in the local log and forwarding reports
+	// the gap; DIMSE traffic never waits.
+	SyslogQueueMax int64 `toml:"syslog_queue_max"`
 }
 
 // AuditEnabled reports whether the audit trail is on.
@@ -151,16 +212,21 @@ func Default() *Config {
 		AETitle: DefaultAETitle,
 		DataDir: DefaultDataDir,
 		DICOM: DICOM{
-			Listen:           DefaultDICOMListen,
-			MaxPDULength:     256 * 1024,
-			ARTIMTimeout:     Duration{30 * time.Second},
-			IdleTimeout:      Duration{5 * time.Minute},
-			MaxAssociations:  64,
-			AcceptCompressed: &t,
+			Listen:                 DefaultDICOMListen,
+			MaxPDULength:           256 * 1024,
+			ARTIMTimeout:           Duration{30 * time.Second},
+			IdleTimeout:            Duration{5 * time.Minute},
+			MaxAssociations:        64,
+			MaxAssociationsPerPeer: 16,
+			LockoutAfter:           5,
+			LockoutBase:            Duration{2 * time.Second},
+			LockoutMax:             Duration{10 * time.Minute},
+			AcceptCompressed:       &t,
 		},
-		Storage: Storage{OnDuplicate: "replace"},
-		Query:   Query{MaxResults: 1000},
-		Log:     Log{Level: "info", Format: "text"},
+		Storage:  Storage{OnDuplicate: "replace"},
+		Query:    Query{MaxResults: 1000},
+		Log:      Log{Level: "info", Format: "text"},
+		Identity: Identity{ClockSkew: Duration{60 * time.Second}},
 	}
 }
 

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,7 +14,7 @@ import (
 // issue's work; enforcing them per association is the security issue's,
 // except that a C-MOVE destination must be a registered peer with an
 // address.
-var Services = []string{"echo", "store", "find", "move", "get"}
+var Services = []string{"echo", "store", "find", "move", "get", "bulk-query"}
 
 // Peer is a registered DICOM peer: its AE title, where Ward reaches it (a
 // C-MOVE destination needs Host and Port) and the services it may use.
@@ -21,6 +23,23 @@ type Peer struct {
 	Host    string   `toml:"host,omitempty"`
 	Port    int      `toml:"port,omitzero"`
 	Allow   []string `toml:"allow,omitempty"`
+	// Networks are the source networks (CIDRs) the peer may call from.
+	// Without them (and without a certificate fingerprint) the peer is
+	// bound to Host's address.
+	Networks []string `toml:"networks,omitempty"`
+	// CertFingerprint pins the peer's TLS client certificate: the SHA-256
+	// of its DER encoding, hex (colons allowed). A pinned peer may only
+	// call over TLS.
+	CertFingerprint string `toml:"cert_fingerprint,omitempty"`
+	// RequireTLS refuses the peer on the plain listener.
+	RequireTLS bool `toml:"require_tls,omitempty"`
+	// RequireIdentity refuses an association without a verified user
+	// identity (username + passcode, or JWT).
+	RequireIdentity bool `toml:"require_identity,omitempty"`
+	// MaxAssociations overrides [dicom] max_associations_per_peer.
+	MaxAssociations int `toml:"max_associations,omitzero"`
+	// MaxResults overrides [query] max_results for this peer's C-FINDs.
+	MaxResults int `toml:"max_results,omitzero"`
 }
 
 // CheckAETitle checks an AE title: 1 to 16 printable ASCII characters
@@ -56,7 +75,34 @@ func (p *Peer) Validate() error {
 			return fmt.Errorf("peer %s: unknown service %q in allow (use %s)", p.AETitle, s, strings.Join(Services, ","))
 		}
 	}
+	for _, n := range p.Networks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			return fmt.Errorf("peer %s: network %q is not a CIDR (e.g. 10.1.2.0/24 or 10.1.2.3/32)", p.AETitle, n)
+		}
+	}
+	if p.CertFingerprint != "" {
+		if _, err := ParseFingerprint(p.CertFingerprint); err != nil {
+			return fmt.Errorf("peer %s: %w", p.AETitle, err)
+		}
+	}
+	if p.MaxAssociations < 0 {
+		return fmt.Errorf("peer %s: max_associations must not be negative", p.AETitle)
+	}
 	return nil
+}
+
+// ParseFingerprint parses a SHA-256 certificate fingerprint written as 64
+// hex digits, with or without colons, and returns it as lower-case hex
+// without colons.
+func ParseFingerprint(s string) (string, error) {
+	h := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
+	if len(h) != 64 {
+		return "", fmt.Errorf("certificate fingerprint %q: want the SHA-256 of the certificate, 64 hex digits", s)
+	}
+	if _, err := hex.DecodeString(h); err != nil {
+		return "", fmt.Errorf("certificate fingerprint %q: not hex", s)
+	}
+	return h, nil
 }
 
 // Addr is HOST:PORT, or "" when the peer has no address.

@@ -3,8 +3,10 @@
 //
 // The package imports nothing of Ward's other layers: callers describe an
 // event with the builders here (ApplicationActivity, Authentication,
-// SecurityAlert, Query, BeginTransferring, InstancesTransferred) and hand
-// the message to a Log.
+// SecurityAlert, Query, BeginTransferring, InstancesTransferred,
+// InstancesAccessed, StudyDeleted, Export) and hand the message to a Log.
+// A Log can also forward every record to a collector by syslog over TLS
+// (PS3.15 A.6): see WithForward.
 package audit
 
 import (
@@ -28,7 +30,10 @@ func dcm(code, text string) *Code { return &Code{Code: code, System: "DCM", Orig
 var (
 	EventApplicationActivity   = dcm("110100", "Application Activity")
 	EventBeginTransferring     = dcm("110102", "Begin Transferring DICOM Instances")
+	EventInstancesAccessed     = dcm("110103", "DICOM Instances Accessed")
 	EventInstancesTransferred  = dcm("110104", "DICOM Instances Transferred")
+	EventStudyDeleted          = dcm("110105", "DICOM Study Deleted")
+	EventExport                = dcm("110106", "Export")
 	EventQuery                 = dcm("110112", "Query")
 	EventSecurityAlert         = dcm("110113", "Security Alert")
 	EventUserAuthentication    = dcm("110114", "User Authentication")
@@ -40,6 +45,7 @@ var (
 	RoleApplication            = dcm("110150", "Application")
 	RoleDestination            = dcm("110152", "Destination Role ID")
 	RoleSource                 = dcm("110153", "Source Role ID")
+	RoleDestinationMedia       = dcm("110154", "Destination Media")
 	idTypeStudyInstanceUID     = dcm("110180", "Study Instance UID")
 	idTypeSOPClassUID          = dcm("110181", "SOP Class UID")
 	idTypePatientNumber        = &Code{Code: "2", System: "RFC-3881", OriginalText: "Patient Number"}
@@ -89,8 +95,15 @@ type ActiveParticipant struct {
 	UserIsRequestor      bool   `xml:"UserIsRequestor,attr"`
 	NetworkAccessPointID string `xml:"NetworkAccessPointID,attr,omitempty"`
 	// NetworkAccessPointTypeCode: 1 machine name, 2 IP address.
-	NetworkAccessPointTypeCode string `xml:"NetworkAccessPointTypeCode,attr,omitempty"`
-	Role                       *Code  `xml:"RoleIDCode,omitempty"`
+	NetworkAccessPointTypeCode string           `xml:"NetworkAccessPointTypeCode,attr,omitempty"`
+	Role                       *Code            `xml:"RoleIDCode,omitempty"`
+	Media                      *MediaIdentifier `xml:"MediaIdentifier,omitempty"`
+}
+
+// MediaIdentifier names the kind of media a participant is (PS3.16 CID
+// 405 Media Type Code, e.g. USB disk emulation, DVD), for Export.
+type MediaIdentifier struct {
+	Type *Code `xml:"MediaType"`
 }
 
 // AuditSource identifies the system that detected the event.
@@ -252,6 +265,110 @@ func InstancesTransferred(ward, from, to, requestor Node, action string, outcome
 	return m
 }
 
+// Media type codes (PS3.16 CID 405) for an Export's destination.
+var (
+	MediaUSB   = dcm("110030", "USB Disk Emulation")
+	MediaEmail = dcm("110031", "Email")
+	MediaCD    = dcm("110032", "CD")
+	MediaDVD   = dcm("110033", "DVD")
+	MediaURI   = dcm("110037", "URI")
+)
+
+// Media is where an Export wrote the instances: the Destination Media
+// participant of A.5.3.5.
+type Media struct {
+	// ID names the media or the destination: a volume label, a path, a URL.
+	ID string
+	// Type is a CID 405 code (MediaUSB, MediaCD, MediaURI, ...); nil when
+	// unknown.
+	Type *Code
+	// Addr is the destination's network address (HOST or IP) when the
+	// export went over a network; "" otherwise.
+	Addr string
+}
+
+// accessParticipants are the person and/or process accessing the data
+// (1..2): who asked, then Ward; Ward alone (as the requestor) when who is
+// Ward or unknown (an empty AE title).
+func accessParticipants(ward, who Node) []ActiveParticipant {
+	if who.AETitle == "" || who == ward {
+		return []ActiveParticipant{ward.participant(true, RoleApplication)}
+	}
+	return []ActiveParticipant{who.participant(true, nil), ward.participant(false, RoleApplication)}
+}
+
+// InstancesAccessed (A.5.3.6, 110103): instances of a patient's studies
+// were created, read, updated or deleted other than by a DICOM transfer
+// (an edit, a partial deletion, a rejection). action is ActionCreate,
+// ActionRead, ActionUpdate or ActionDelete. who is the person or process
+// that asked: a user's name or a peer's AE title in AETitle, or Ward itself
+// for Ward's own jobs. reason, when not empty, is the
+// EventOutcomeDescription. The standard allows one patient per message:
+// callers with several patients split the studies with ByPatient and record
+// one message each.
+func InstancesAccessed(ward, who Node, action string, outcome int, studies []*Study, reason string, t time.Time) *Message {
+	m := newMessage(ward, EventInstancesAccessed, nil, action, t, outcome)
+	m.Event.Description = reason
+	m.Participants = accessParticipants(ward, who)
+	m.Objects = studyObjects(studies)
+	return m
+}
+
+// StudyDeleted (A.5.3.8, 110105): whole studies, with all their instances,
+// were deleted in one action (deleting some of a study's instances is
+// InstancesAccessed with ActionDelete). who and reason are as for
+// InstancesAccessed; one patient per message.
+func StudyDeleted(ward, who Node, outcome int, studies []*Study, reason string, t time.Time) *Message {
+	m := newMessage(ward, EventStudyDeleted, nil, ActionDelete, t, outcome)
+	m.Event.Description = reason
+	m.Participants = accessParticipants(ward, who)
+	m.Objects = studyObjects(studies)
+	return m
+}
+
+// Export (A.5.3.5, 110106): Ward wrote instances out of the archive's
+// control, to media or to a non-DICOM destination (a DICOM peer receiving
+// them is InstancesTransferred instead). who asked (a user or a remote
+// process; Ward itself for a scheduled export); Ward is the Source, dest
+// the Destination Media. Several patients may be listed.
+func Export(ward, who Node, dest Media, outcome int, studies []*Study, t time.Time) *Message {
+	m := newMessage(ward, EventExport, nil, ActionRead, t, outcome)
+	self := who.AETitle == "" || who == ward
+	if !self {
+		m.Participants = append(m.Participants, who.participant(true, nil))
+	}
+	m.Participants = append(m.Participants, ward.participant(self, RoleSource))
+	d := ActiveParticipant{UserID: dest.ID, Role: RoleDestinationMedia}
+	if dest.Type != nil {
+		d.Media = &MediaIdentifier{Type: dest.Type}
+	}
+	if dest.Addr != "" {
+		d.NetworkAccessPointID, d.NetworkAccessPointTypeCode = dest.Addr, "2"
+	}
+	m.Participants = append(m.Participants, d)
+	m.Objects = studyObjects(studies)
+	return m
+}
+
+// ByPatient groups studies by patient ID (sorted by patient ID), for the
+// messages that may name a single patient.
+func ByPatient(studies []*Study) [][]*Study {
+	groups := map[string][]*Study{}
+	var pids []string
+	for _, s := range studies {
+		if _, ok := groups[s.PatientID]; !ok {
+			pids = append(pids, s.PatientID)
+		}
+		groups[s.PatientID] = append(groups[s.PatientID], s)
+	}
+	sort.Strings(pids)
+	out := make([][]*Study, 0, len(pids))
+	for _, p := range pids {
+		out = append(out, groups[p])
+	}
+	return out
+}
+
 // studyObjects lists the studies (sorted by UID) then their patients.
 func studyObjects(studies []*Study) []ParticipantObject {
 	studies = append([]*Study(nil), studies...)
@@ -285,8 +402,8 @@ func studyObjects(studies []*Study) []ParticipantObject {
 
 // Name is the short event name used by the log's index fields and by
 // `ward audit search --event`: application-activity, authentication,
-// security-alert, query, begin-transferring, instances-transferred, or
-// the event ID's code.
+// security-alert, query, begin-transferring, instances-transferred,
+// instances-accessed, study-deleted, export, or the event ID's code.
 func (m *Message) Name() string {
 	if m.Event.ID == nil {
 		return ""
@@ -304,6 +421,12 @@ func (m *Message) Name() string {
 		return "begin-transferring"
 	case "110104":
 		return "instances-transferred"
+	case "110103":
+		return "instances-accessed"
+	case "110105":
+		return "study-deleted"
+	case "110106":
+		return "export"
 	}
 	return m.Event.ID.Code
 }

@@ -1,0 +1,290 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Bounds of [identity] and [[users]].
+const (
+	// MaxUserName is the longest user name, in characters.
+	MaxUserName = 64
+	// DefaultClockSkew is the leeway on a token's exp, nbf and iat when
+	// clock_skew is not set (or 0).
+	DefaultClockSkew = 60 * time.Second
+	// MaxClockSkew is the largest leeway clock_skew may give.
+	MaxClockSkew = 5 * time.Minute
+	// MaxArgon2Memory, MaxArgon2Time and MaxArgon2Threads bound the
+	// parameters of a stored argon2id hash (m in KiB): each verification
+	// costs that much memory and time, for every association that tries.
+	MaxArgon2Memory  = 256 * 1024
+	MaxArgon2Time    = 16
+	MaxArgon2Threads = 16
+)
+
+// ErrBadUser: a [[users]] entry or the [identity] table is invalid.
+var ErrBadUser = errors.New("invalid user identity configuration")
+
+// CheckUserName checks a user name: 1 to 64 printable UTF-8 characters,
+// without leading or trailing spaces.
+func CheckUserName(name string) error {
+	n := utf8.RuneCountInString(name)
+	if n == 0 || n > MaxUserName || !utf8.ValidString(name) {
+		return fmt.Errorf("%w: a user name is 1 to %d UTF-8 characters", ErrBadUser, MaxUserName)
+	}
+	if strings.TrimSpace(name) != name {
+		return fmt.Errorf("%w: user name %q has leading or trailing spaces", ErrBadUser, name)
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: user name %q: only printable characters are allowed", ErrBadUser, name)
+		}
+	}
+	return nil
+}
+
+// CheckPasscodeHash reports whether h looks like a passcode hash Ward
+// verifies: argon2id in the PHC form
+// $argon2id$v=19$m=M,t=T,p=P$SALT$HASH (unpadded base64, parameters
+// within the bounds above) or bcrypt ($2a$, $2b$ or $2y$, cost 4 to 31).
+// It never says what the hash is of.
+func CheckPasscodeHash(h string) error {
+	switch {
+	case strings.HasPrefix(h, "$argon2id$"):
+		return checkArgon2id(h)
+	case strings.HasPrefix(h, "$2a$"), strings.HasPrefix(h, "$2b$"), strings.HasPrefix(h, "$2y$"):
+		return checkBcrypt(h)
+	case h == "":
+		return fmt.Errorf("%w: no hash", ErrBadUser)
+	}
+	return fmt.Errorf("%w: the hash is neither argon2id ($argon2id$...) nor bcrypt ($2b$...); make one with 'ward user add' or 'ward user passwd'", ErrBadUser)
+}
+
+func checkArgon2id(h string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: argon2id hash: %s (the form is $argon2id$v=19$m=M,t=T,p=P$SALT$HASH)", ErrBadUser, why)
+	}
+	f := strings.Split(h, "$")
+	if len(f) != 6 {
+		return bad("wrong number of fields")
+	}
+	if f[2] != "v=19" {
+		return bad("version is not 19")
+	}
+	var m, t, p uint64
+	params := strings.Split(f[3], ",")
+	if len(params) != 3 {
+		return bad("parameters are not m,t,p")
+	}
+	for i, want := range []string{"m=", "t=", "p="} {
+		v, ok := strings.CutPrefix(params[i], want)
+		if !ok {
+			return bad("parameters are not m,t,p")
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return bad("parameter " + want + " is not a number")
+		}
+		switch i {
+		case 0:
+			m = n
+		case 1:
+			t = n
+		case 2:
+			p = n
+		}
+	}
+	if p < 1 || p > MaxArgon2Threads || t < 1 || t > MaxArgon2Time || m < 8*p || m > MaxArgon2Memory {
+		return bad(fmt.Sprintf("parameters out of bounds (t 1..%d, p 1..%d, m 8p..%d KiB)", MaxArgon2Time, MaxArgon2Threads, MaxArgon2Memory))
+	}
+	for i, name := range []string{"salt", "hash"} {
+		s := f[4+i]
+		if len(s) < 11 || len(s) > 128 || strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") != "" {
+			return bad(name + " is not 8 to 96 bytes of unpadded base64")
+		}
+	}
+	return nil
+}
+
+func checkBcrypt(h string) error {
+	if len(h) != 60 || h[6] != '$' {
+		return fmt.Errorf("%w: bcrypt hash: not 60 characters of the form $2b$CC$...", ErrBadUser)
+	}
+	cost, err := strconv.Atoi(h[4:6])
+	if err != nil || cost < 4 || cost > 31 {
+		return fmt.Errorf("%w: bcrypt hash: cost is not 04 to 31", ErrBadUser)
+	}
+	if strings.Trim(h[7:], "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return fmt.Errorf("%w: bcrypt hash: salt and hash are not bcrypt base64", ErrBadUser)
+	}
+	return nil
+}
+
+// ClockSkewOrDefault is the leeway on token times: [identity] clock_skew,
+// or DefaultClockSkew when it is 0.
+func (i *Identity) ClockSkewOrDefault() time.Duration {
+	if i.ClockSkew.Duration == 0 {
+		return DefaultClockSkew
+	}
+	return i.ClockSkew.Duration
+}
+
+// ValidateUsers checks [[users]] (names, no duplicates, hashes that look
+// like argon2id or bcrypt) and [identity] (a JWKS needs an issuer and an
+// audience; clock_skew 0 to 5m).
+func (c *Config) ValidateUsers() error {
+	seen := make(map[string]bool, len(c.Users))
+	for i := range c.Users {
+		u := &c.Users[i]
+		if err := CheckUserName(u.Name); err != nil {
+			return fmt.Errorf("users[%d]: %w", i, err)
+		}
+		if seen[u.Name] {
+			return fmt.Errorf("%w: user %q is listed twice", ErrBadUser, u.Name)
+		}
+		seen[u.Name] = true
+		if err := CheckPasscodeHash(u.Hash); err != nil {
+			return fmt.Errorf("user %q: %w", u.Name, err)
+		}
+	}
+	id := &c.Identity
+	if id.ClockSkew.Duration < 0 || id.ClockSkew.Duration > MaxClockSkew {
+		return fmt.Errorf("%w: identity clock_skew %s: give 0 to %s", ErrBadUser, id.ClockSkew.Duration, MaxClockSkew)
+	}
+	if id.JWKS == "" {
+		if id.JWTIssuer != "" || id.JWTAudience != "" {
+			return fmt.Errorf("%w: identity jwt_issuer and jwt_audience need jwks (the keys that sign the tokens)", ErrBadUser)
+		}
+		return nil
+	}
+	if id.JWTIssuer == "" || id.JWTAudience == "" {
+		return fmt.Errorf("%w: identity jwks needs jwt_issuer and jwt_audience: a token is accepted only from the configured issuer, for Ward's audience", ErrBadUser)
+	}
+	if strings.HasPrefix(strings.ToLower(id.JWKS), "http://") {
+		return fmt.Errorf("%w: identity jwks %s: fetch keys over https:// (over plain HTTP anyone on the path can substitute their own keys)", ErrBadUser, id.JWKS)
+	}
+	if strings.Contains(id.JWKS, "://") && !strings.HasPrefix(strings.ToLower(id.JWKS), "https://") {
+		return fmt.Errorf("%w: identity jwks %s: give a file path or an https:// URL", ErrBadUser, id.JWKS)
+	}
+	return nil
+}
+
+// EditUsers reads the configuration file at path (a missing file is an
+// empty one), lets edit change its users, checks them, and writes the file
+// back atomically with mode 0600, as EditPeers does: when the file holds
+// its users as [[users]] tables, only those tables are rewritten (at the
+// end of the file) and every other line, comments included, stays as it
+// was.
+func EditUsers(path string, edit func([]User) ([]User, error)) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	before, err := decodeStrict(path, old)
+	if err != nil {
+		return err
+	}
+	users, err := edit(append([]User(nil), before.Users...))
+	if err != nil {
+		return err
+	}
+	check := Config{Users: users}
+	if err := check.ValidateUsers(); err != nil {
+		return err
+	}
+	enc, err := encodeTables("users", users)
+	if err != nil {
+		return err
+	}
+	out := rewriteTables(old, "users", enc)
+	if !sameExceptUsers(path, before, out, users) {
+		// Users written some other way (inline arrays, dotted keys):
+		// re-encode the whole file from its decoded form.
+		if out, err = reencodeWithout(old, "users", enc); err != nil {
+			return err
+		}
+		if !sameExceptUsers(path, before, out, users) {
+			return fmt.Errorf("config %s: could not rewrite the users without changing other settings", path)
+		}
+	}
+	return writeAtomic(path, out, 0o600)
+}
+
+func sameExceptUsers(path string, before *Config, out []byte, users []User) bool {
+	after, err := decodeStrict(path, out)
+	if err != nil {
+		return false
+	}
+	if len(after.Users) != len(users) || (len(users) > 0 && !reflect.DeepEqual(after.Users, users)) {
+		return false
+	}
+	a, b := *after, *before
+	a.Users, b.Users = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// encodeTables returns v as [[key]] tables (nothing when v is empty).
+func encodeTables[T any](key string, v []T) ([]byte, error) {
+	if len(v) == 0 {
+		return nil, nil
+	}
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(map[string][]T{key: v}); err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", key, err)
+	}
+	return b.Bytes(), nil
+}
+
+// rewriteTables drops the [[key]] tables of the file's text and appends
+// enc, the new ones.
+func rewriteTables(old []byte, key string, enc []byte) []byte {
+	var out bytes.Buffer
+	in := false
+	header := "[[" + key + "]]"
+	for _, line := range strings.SplitAfter(string(old), "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "[") {
+			h := strings.ReplaceAll(strings.ReplaceAll(t, " ", ""), "\t", "")
+			in = strings.HasPrefix(h, header) || strings.HasPrefix(h, "["+key+".") || strings.HasPrefix(h, "[["+key+".")
+		}
+		if !in {
+			out.WriteString(line)
+		}
+	}
+	text := strings.TrimRight(out.String(), "\n")
+	if text != "" {
+		text += "\n"
+		if enc != nil {
+			text += "\n"
+		}
+	}
+	return append([]byte(text), enc...)
+}
+
+// reencodeWithout re-encodes the whole file without key and appends enc.
+func reencodeWithout(old []byte, key string, enc []byte) ([]byte, error) {
+	m := map[string]any{}
+	if _, err := toml.Decode(string(old), &m); err != nil {
+		return nil, err
+	}
+	delete(m, key)
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(m); err != nil {
+		return nil, err
+	}
+	if b.Len() > 0 && enc != nil {
+		b.WriteString("\n")
+	}
+	b.Write(enc)
+	return b.Bytes(), nil
+}

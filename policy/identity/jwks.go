@@ -108,7 +108,9 @@ func parseJWKS(b []byte, logger *slog.Logger, where string) (*keySet, error) {
 	}
 	s := &keySet{byKID: map[string]pubKey{}}
 	for i, m := range raw.Keys {
-		skip := func(why string) { logger.Warn("jwks: key skipped", "jwks", where, "index", i, "kid", m.KID, "reason", why) }
+		skip := func(why string) {
+			logger.Warn("jwks: key skipped", "jwks", where, "index", i, "kid", m.KID, "reason", why)
+		}
 		if m.USE != "" && m.USE != jwkset.UseSig {
 			skip("use is not sig")
 			continue

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/dimse"
@@ -66,7 +67,15 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 	if len(id.ignored) > 0 {
 		r.PendingWarning = true
 	}
+	lim, hasLim := ctx.Value(findLimitsKey{}).(FindLimits)
+	if hasLim && !lim.AllowUniversal && (id.level == store.LevelPatient || id.level == store.LevelStudy) && universal(id.keys) {
+		return &dimse.StatusError{Status: dimse.StatusNotAuthorized,
+			Comment: fmt.Sprintf("a %s-level query without a matching key lists every %s: it needs the bulk-query permission; give a key (e.g. PatientID, a name or a date range)", id.level, id.level)}
+	}
 	limit := ar.MaxFindResults
+	if hasLim && lim.MaxResults != 0 {
+		limit = lim.MaxResults
+	}
 	if limit == 0 {
 		limit = DefaultMaxFindResults
 	}
@@ -116,6 +125,36 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 		return err // from emit
 	}
 	return &dimse.StatusError{Status: dimse.StatusUnableToProcess, Comment: "querying the index failed", Err: err}
+}
+
+// FindLimits are what one peer's C-FINDs may do; the policy layer sets them
+// per request with WithFindLimits.
+type FindLimits struct {
+	// MaxResults overrides Archive.MaxFindResults when not 0.
+	MaxResults int
+	// AllowUniversal lets PATIENT and STUDY level queries without any
+	// matching key through (the bulk-query permission). Without limits in
+	// the context they are allowed.
+	AllowUniversal bool
+}
+
+type findLimitsKey struct{}
+
+// WithFindLimits returns ctx carrying l for Find.
+func WithFindLimits(ctx context.Context, l FindLimits) context.Context {
+	return context.WithValue(ctx, findLimitsKey{}, l)
+}
+
+// universal reports whether keys match everything: none, or only
+// wildcards made of '*' (PS3.4 C.2.2.2.4: equivalent to universal
+// matching).
+func universal(keys []store.Key) bool {
+	for _, k := range keys {
+		if k.Kind != store.MatchWildcard || strings.Trim(k.Value, "*") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // response builds the response identifier of one match.

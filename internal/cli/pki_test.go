@@ -184,13 +184,16 @@ func TestTLSListenerValidation(t *testing.T) {
 			}
 		})
 	}
-	// Config rules: loopback only, certificate and key required.
+	// Config rules: certificate and key required; the loopback any-AE
+	// opt-in is refused beside a listener that is not loopback.
 	for _, tc := range []struct {
 		name string
 		edit func(d *config.DICOM)
 		want string
 	}{
-		{"not loopback", func(d *config.DICOM) { d.TLSListen = "0.0.0.0:2762" }, "loopback only for now"},
+		{"any AE beside a non-loopback TLS listener", func(d *config.DICOM) { d.TLSListen = "0.0.0.0:2762"; d.LoopbackAnyAE = true }, "loopback_any_ae"},
+		{"plain beyond loopback unacknowledged", func(d *config.DICOM) { d.Listen = "0.0.0.0:11112" }, "plaintext_networks"},
+		{"plaintext for every address", func(d *config.DICOM) { d.Listen = "0.0.0.0:11112"; d.PlaintextNetworks = []string{"0.0.0.0/0"} }, "is every address"},
 		{"no cert", func(d *config.DICOM) { d.TLSCert = "" }, "tls_cert and tls_key"},
 		{"no key", func(d *config.DICOM) { d.TLSKey = "" }, "tls_cert and tls_key"},
 	} {
@@ -210,10 +213,11 @@ func TestTLSListenerValidation(t *testing.T) {
 		defer ln.Close()
 		return ln.Addr().String()
 	}
-	_, errs, code := runCLI(t, "serve", "--data", data, "--dicom-listen", port(), "--dicom-tls-listen", "192.0.2.1:2762",
-		"--tls-cert", good.TLSCert, "--tls-key", good.TLSKey)
-	if code == 0 || !strings.Contains(errs, "not starting") || !strings.Contains(errs, "loopback") {
-		t.Fatalf("serve with a non-loopback TLS listener: %d %s", code, errs)
+	// (Refused by validation, before anything is bound.)
+	_, errs, code := runCLI(t, "serve", "--data", data, "--dicom-listen", port(), "--dicom-tls-listen", "0.0.0.0:2762",
+		"--tls-cert", good.TLSCert, "--tls-key", good.TLSKey, "--loopback-any-ae")
+	if code == 0 || !strings.Contains(errs, "not starting") || !strings.Contains(errs, "loopback_any_ae") {
+		t.Fatalf("serve with any-AE beside a non-loopback TLS listener: %d %s", code, errs)
 	}
 	_, errs, code = runCLI(t, "serve", "--data", data, "--dicom-listen", port(), "--dicom-tls-listen", port(),
 		"--tls-cert", good.TLSCert, "--tls-key", good.TLSKey, "--tls-client-ca", notPEM)

@@ -42,8 +42,9 @@ func runServe(e *env, args []string) error {
 	fs := newFlagSet(e, "serve", "[flags]")
 	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	listen := fs.String("dicom-listen", "", "DIMSE listener HOST:PORT (default "+config.DefaultDICOMListen+"; loopback only)")
-	tlsListen := fs.String("dicom-tls-listen", "", "DIMSE over TLS listener HOST:PORT (2762 is the conventional port; default none; loopback only for now)")
+	listen := fs.String("dicom-listen", "", "DIMSE listener HOST:PORT (default "+config.DefaultDICOMListen+"; beyond loopback it needs [dicom] plaintext_networks)")
+	tlsListen := fs.String("dicom-tls-listen", "", "DIMSE over TLS listener HOST:PORT (2762 is the conventional port; default none)")
+	anyAE := fs.Bool("loopback-any-ae", false, "let any calling AE title use every service over the plain loopback listener (local tools and development only; refused when a listener is not loopback)")
 	tlsCert := fs.String("tls-cert", "", "server certificate for the TLS listener (PEM)")
 	tlsKey := fs.String("tls-key", "", "private key of the server certificate (PEM)")
 	tlsClientCA := fs.String("tls-client-ca", "", "CA certificates (PEM); when set, TLS clients must present a certificate they issued")
@@ -58,33 +59,26 @@ func runServe(e *env, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	c, err := loadConfig(*configPath, *dataDir)
+	load := func() (*config.Config, error) {
+		c, err := loadConfig(*configPath, *dataDir)
+		if err != nil {
+			return nil, err
+		}
+		for flag, dst := range map[*string]*string{listen: &c.DICOM.Listen, tlsListen: &c.DICOM.TLSListen,
+			tlsCert: &c.DICOM.TLSCert, tlsKey: &c.DICOM.TLSKey, tlsClientCA: &c.DICOM.TLSClientCA,
+			aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format} {
+			if *flag != "" {
+				*dst = *flag
+			}
+		}
+		if *anyAE {
+			c.DICOM.LoopbackAnyAE = true
+		}
+		return c, nil
+	}
+	c, err := load()
 	if err != nil {
 		return err
-	}
-	if *listen != "" {
-		c.DICOM.Listen = *listen
-	}
-	if *tlsListen != "" {
-		c.DICOM.TLSListen = *tlsListen
-	}
-	if *tlsCert != "" {
-		c.DICOM.TLSCert = *tlsCert
-	}
-	if *tlsKey != "" {
-		c.DICOM.TLSKey = *tlsKey
-	}
-	if *tlsClientCA != "" {
-		c.DICOM.TLSClientCA = *tlsClientCA
-	}
-	if *aet != "" {
-		c.AETitle = *aet
-	}
-	if *logLevel != "" {
-		c.Log.Level = *logLevel
-	}
-	if *logFormat != "" {
-		c.Log.Format = *logFormat
 	}
 	log, err := newLogger(e.stderr, c.Log.Level, c.Log.Format)
 	if err != nil {
@@ -107,7 +101,8 @@ func runServe(e *env, args []string) error {
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}
-	// SIGHUP reloads the peers (ward peer add/remove edit the file).
+	// SIGHUP reloads the peers and users (ward peer and ward user edit
+	// the file), with the same flags applied over it.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -118,7 +113,7 @@ func runServe(e *env, args []string) error {
 				return
 			case <-hup:
 				log.Info("SIGHUP: reloading the configuration")
-				nc, err := loadConfig(*configPath, *dataDir)
+				nc, err := load()
 				if err == nil {
 					err = s.Reload(nc)
 				}

@@ -64,8 +64,8 @@ type Config struct {
 
 // DICOM is the DIMSE listener's configuration.
 type DICOM struct {
-	// Listen is HOST:PORT. Until the security work lands, only loopback
-	// addresses are accepted.
+	// Listen is HOST:PORT of the plain DIMSE listener. An address other
+	// than loopback needs PlaintextNetworks.
 	Listen string `toml:"listen"`
 	// MaxPDULength is the largest P-DATA-TF PDU Ward accepts (bytes).
 	MaxPDULength uint32 `toml:"max_pdu_length"`
@@ -90,7 +90,8 @@ type DICOM struct {
 	PrivateSOPClasses []string `toml:"private_sop_classes"`
 	// TLSListen is HOST:PORT of the DIMSE over TLS listener (PS3.15 B.12;
 	// 2762 is the conventional port). Empty (the default): no TLS
-	// listener. Until the security work lands, loopback only.
+	// listener. Every peer calling there is checked (the loopback any-AE
+	// opt-in never applies).
 	TLSListen string `toml:"tls_listen"`
 	// TLSCert and TLSKey are the server certificate (PEM, chain allowed)
 	// and its private key; both are required with TLSListen.
@@ -274,16 +275,39 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("aet %q: only printable ASCII characters are allowed", c.AETitle)
 		}
 	}
-	if err := CheckLoopback(c.DICOM.Listen); err != nil {
-		return fmt.Errorf("dicom listen %s: %w: Ward listens on loopback only until TLS, registered peers and permissions are configured (a DICOM port open to the network without them is how 1.19 billion images came to be readable by anyone)", c.DICOM.Listen, err)
-	}
-	if c.DICOM.TLSListen != "" {
-		if err := CheckLoopback(c.DICOM.TLSListen); err != nil {
-			return fmt.Errorf("dicom tls_listen %s: %w: the TLS listener is loopback only for now; opening Ward to the network also needs registered peers bound to certificates and per-peer permissions, which are not enforced yet", c.DICOM.TLSListen, err)
+	plainLoopback := CheckLoopback(c.DICOM.Listen) == nil
+	if !plainLoopback {
+		if len(c.DICOM.PlaintextNetworks) == 0 {
+			return fmt.Errorf("dicom listen %s: %w: plain DIMSE beyond loopback is refused unless [dicom] plaintext_networks acknowledges it for named source networks (CIDRs); use the TLS listener (tls_listen) instead — a DICOM port open to the network in clear text is how 1.19 billion images came to be readable by anyone", c.DICOM.Listen, ErrNotLoopback)
 		}
+	}
+	for _, n := range c.DICOM.PlaintextNetworks {
+		pf, err := netip.ParsePrefix(n)
+		if err != nil {
+			return fmt.Errorf("dicom plaintext_networks: %q is not a CIDR (e.g. 10.20.0.0/16)", n)
+		}
+		if pf.Bits() == 0 {
+			return fmt.Errorf("dicom plaintext_networks: %q is every address: name the networks the modalities are on", n)
+		}
+	}
+	tlsLoopback := true
+	if c.DICOM.TLSListen != "" {
+		if _, _, err := net.SplitHostPort(c.DICOM.TLSListen); err != nil {
+			return fmt.Errorf("dicom tls_listen %s: %w", c.DICOM.TLSListen, err)
+		}
+		tlsLoopback = CheckLoopback(c.DICOM.TLSListen) == nil
 		if c.DICOM.TLSCert == "" || c.DICOM.TLSKey == "" {
 			return fmt.Errorf("dicom tls_listen %s: %w", c.DICOM.TLSListen, ErrTLSIncomplete)
 		}
+	}
+	if c.DICOM.LoopbackAnyAE && (!plainLoopback || !tlsLoopback) {
+		return errors.New("dicom loopback_any_ae: refused while a listener is not on loopback (any calling AE may use every service: that opt-in is for a machine's own tools only)")
+	}
+	if c.DICOM.MaxAssociationsPerPeer < 0 {
+		return fmt.Errorf("dicom max_associations_per_peer must not be negative")
+	}
+	if c.DICOM.LockoutAfter > 0 && (c.DICOM.LockoutBase.Duration <= 0 || c.DICOM.LockoutMax.Duration < c.DICOM.LockoutBase.Duration) {
+		return fmt.Errorf("dicom lockout_base must be positive and lockout_max at least lockout_base")
 	}
 	switch c.Storage.OnDuplicate {
 	case "replace", "keep", "reject":

@@ -2,7 +2,10 @@ package server
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -83,38 +86,60 @@ func hostOf(a net.Addr) string {
 	return h
 }
 
-// auditNegotiator remembers the request it negotiated, so that a refused
-// association can be recorded with its AE titles.
-type auditNegotiator struct {
-	n  assoc.Negotiator
-	rq *pdu.AssociateRQ
-}
-
-func (n *auditNegotiator) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.AssociateAC, *pdu.AssociateRJ) {
-	n.rq = rq
-	return n.n.Negotiate(rq, remote)
-}
-
-// recordEstablishment records an association's outcome; rq is nil when no
-// request was negotiated (nothing is recorded then).
-func (s *Server) recordEstablishment(rq *pdu.AssociateRQ, remote net.Addr, err error) {
-	if s.audit == nil || rq == nil {
+// afterNegotiation acts on an association's establishment: the lockout
+// counts refusals per source address, the log and the audit trail record
+// the outcome. cs.rq is nil when no request was negotiated (the peer went
+// away or sent garbage first): nothing is recorded then.
+func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
+	rq := cs.rq
+	if rq == nil {
 		return
 	}
 	now := time.Now()
-	peer := audit.Node{AETitle: rq.CallingAETitle, Addr: hostOf(remote)}
+	src := remoteAddr(cs.conn)
+	peer := audit.Node{AETitle: strings.TrimSpace(rq.CallingAETitle), Addr: hostOf(remote)}
 	if err == nil {
+		s.limits.Succeeded(src)
+		if cs.grant != nil {
+			peer.ID = cs.grant.User
+		}
 		s.record(audit.Authentication(s.wardNode(), peer, true, "", now))
+		if len(cs.refusedContexts) > 0 {
+			var parts []string
+			for _, svc := range slices.Sorted(maps.Keys(cs.refusedContexts)) {
+				parts = append(parts, fmt.Sprintf("%s (%d)", svc, cs.refusedContexts[svc]))
+			}
+			reason := "presentation contexts refused for want of a permission: " + strings.Join(parts, ", ")
+			s.Logger.Warn("association: contexts refused by policy", "remote", remote.String(), "calling", peer.AETitle, "services", strings.Join(parts, ", "))
+			s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
+		}
 		return
 	}
 	reason := err.Error()
-	if rq.CalledAETitle != s.Config.AETitle {
-		reason += " (called AE title " + rq.CalledAETitle + ")"
+	alert := false
+	transient := false
+	if cs.refusal != nil {
+		reason, alert = cs.refusal.Reason, cs.refusal.Alert
+		transient = cs.refusal.RJ.Result == pdu.RejectTransient
+	}
+	var rj *assoc.RejectError
+	if errors.As(err, &rj) && rj.RJ.Source == pdu.RejectSourceUser && rj.RJ.Reason == pdu.RejectCalledAENotRecognized {
+		reason = "called AE title " + strings.TrimSpace(rq.CalledAETitle) + " is not Ward's"
+		alert = true
+	}
+	if cs.refusal != nil || alert {
+		s.Logger.Warn("association refused", "remote", remote.String(), "calling", peer.AETitle, "called", strings.TrimSpace(rq.CalledAETitle), "reason", reason)
 	}
 	s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
-	var rj *assoc.RejectError
-	if errors.As(err, &rj) && (rj.RJ.Reason == pdu.RejectCalledAENotRecognized || rj.RJ.Reason == pdu.RejectCallingAENotRecognized) && rj.RJ.Source == pdu.RejectSourceUser {
+	if alert {
 		s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
+	}
+	if (cs.refusal != nil || alert) && !transient && src.IsValid() {
+		if until := s.limits.Failed(src); !until.IsZero() {
+			msg := fmt.Sprintf("source %s locked out until %s after repeated refused associations", src, until.UTC().Format(time.RFC3339))
+			s.Logger.Warn("source locked out", "remote", src.String(), "until", until.UTC().Format(time.RFC3339))
+			s.record(audit.SecurityAlert(s.wardNode(), audit.Node{Addr: src.String()}, msg, now))
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/store"
 	_ "github.com/ward-pacs/ward/store/fsblob" // embedded default blobs
 	_ "github.com/ward-pacs/ward/store/sqlite" // embedded default index
@@ -44,8 +46,12 @@ type Server struct {
 	sem     chan struct{}
 	audit   *audit.Log // nil when [audit] enabled = false
 
-	// peers is the registered peer list, replaced by Reload.
-	peers atomic.Pointer[[]config.Peer]
+	// peers is the registered peer list and policy the admission policy
+	// built from it, both replaced by Reload; limits outlive reloads.
+	peers   atomic.Pointer[[]config.Peer]
+	policy  atomic.Pointer[policy.Policy]
+	limits  *policy.Limiter
+	private map[string]bool
 
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}
@@ -82,8 +88,11 @@ func (s *Server) Open(ctx context.Context) error {
 		s.index.Close()
 		return fmt.Errorf("opening blob store: %w", err)
 	}
-	peers := append([]config.Peer(nil), c.Peers...)
-	s.peers.Store(&peers)
+	if err := s.setPolicy(c); err != nil {
+		s.closeStores()
+		return err
+	}
+	s.limits = &policy.Limiter{After: c.DICOM.LockoutAfter, Base: c.DICOM.LockoutBase.Duration, Max: c.DICOM.LockoutMax.Duration}
 	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
@@ -177,20 +186,41 @@ func (s *Server) Reload(c *config.Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	peers := append([]config.Peer(nil), c.Peers...)
-	s.peers.Store(&peers)
-	s.Logger.Info("configuration reloaded", "peers", len(peers))
+	if err := s.setPolicy(c); err != nil {
+		return err
+	}
+	s.Logger.Info("configuration reloaded", "peers", len(c.Peers), "users", len(c.Users))
 	return nil
 }
 
-// handlers are the DIMSE services the archive provides.
+// setPolicy builds the admission policy of c and puts it, with c's peers,
+// in effect for associations that arrive from now on.
+func (s *Server) setPolicy(c *config.Config) error {
+	id, err := s.identityVerifier(c)
+	if err != nil {
+		return err
+	}
+	p, err := policy.New(c, id)
+	if err != nil {
+		return err
+	}
+	peers := append([]config.Peer(nil), c.Peers...)
+	s.peers.Store(&peers)
+	s.policy.Store(p)
+	return nil
+}
+
+func (s *Server) isPrivate(uid string) bool { return s.private[uid] }
+
+// handlers are the DIMSE services the archive provides, behind the
+// policy's per-association checks.
 func (s *Server) handlers() dimse.Handlers {
-	h := dimse.Handlers{Echo: s.archive, Store: s.archive}
+	h := dimse.Handlers{Echo: guardEcho{s.archive}, Store: guardStore{s.archive}}
 	if f, ok := any(s.archive).(dimse.Finder); ok {
-		h.Find = f
+		h.Find = guardFind{f}
 	}
 	if r, ok := any(s.archive).(dimse.Retriever); ok {
-		h.Retrieve = r
+		h.Retrieve = guardRetrieve{r}
 	}
 	return h
 }
@@ -204,6 +234,7 @@ func (s *Server) acceptor() *assoc.Acceptor {
 	for _, u := range c.DICOM.PrivateSOPClasses {
 		private[u] = true
 	}
+	s.private = private
 	acceptCompressed := c.DICOM.AcceptCompressed == nil || *c.DICOM.AcceptCompressed
 	native := []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}
 	anyValid := func(ts string) bool { return dicom.LookupTransferSyntax(ts) != nil }
@@ -301,6 +332,10 @@ func (s *Server) Serve(ctx context.Context) error {
 // until ln is closed; it returns the accept error unless ctx was cancelled
 // or ln closed.
 func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Config, disp *dimse.Dispatcher) error {
+	loopback := false
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		loopback = ap.Addr().IsLoopback()
+	}
 	for {
 		conn, aerr := ln.Accept()
 		if aerr != nil {
@@ -308,6 +343,14 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Con
 				return aerr
 			}
 			return nil
+		}
+		if until, locked := s.limits.Locked(remoteAddr(conn)); locked {
+			// Locked out after repeated refusals: answered at once,
+			// without negotiation (and without an audit record each time:
+			// the lockout itself was recorded).
+			s.Logger.Debug("association refused: source locked out", "remote", conn.RemoteAddr().String(), "until", until.Format(time.RFC3339))
+			go refuseBusy(conn)
+			continue
 		}
 		select {
 		case s.sem <- struct{}{}:
@@ -324,20 +367,15 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Con
 			defer s.wg.Done()
 			defer func() { <-s.sem }()
 			defer s.track(conn, false)
-			var neg assoc.Negotiator = s.neg
-			var an *auditNegotiator
-			if s.audit != nil {
-				an = &auditNegotiator{n: s.neg}
-				neg = an
-			}
-			a, err := assoc.Serve(conn, acfg, neg)
-			if an != nil {
-				s.recordEstablishment(an.rq, conn.RemoteAddr(), err)
-			}
+			cs := s.newSession(conn, loopback)
+			defer cs.release()
+			a, err := assoc.Serve(conn, acfg, cs)
+			s.afterNegotiation(cs, conn.RemoteAddr(), err)
 			if err != nil {
 				s.Logger.Info("association not established", "remote", conn.RemoteAddr().String(), "reason", err.Error())
 				return
 			}
+			a.SetAuth(cs.grant)
 			s.trackAssoc(a, true)
 			defer s.trackAssoc(a, false)
 			_ = disp.Serve(context.Background(), a)

@@ -30,7 +30,8 @@ var ErrNoCACertificates = errors.New("no PEM certificate found")
 // [dicom] tls_* settings: TLS 1.2 minimum (1.3 negotiated when the client
 // offers it), the cipher suites above, no renegotiation (a Go server never
 // renegotiates), and, with tls_client_ca, client certificates required and
-// verified against it.
+// verified against it (without it they are requested, for peers pinned by
+// certificate fingerprint).
 func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(d.TLSCert, d.TLSKey)
 	if err != nil {
@@ -40,7 +41,9 @@ func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: TLSCipherSuites,
 		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.NoClientCert,
+		// Without a client CA, a certificate is still asked for: a peer
+		// pinned by fingerprint proves it holds the key in the handshake.
+		ClientAuth: tls.RequestClientCert,
 	}
 	if d.TLSClientCA != "" {
 		b, err := os.ReadFile(d.TLSClientCA)

@@ -135,6 +135,7 @@ type Association struct {
 	contexts map[byte]*Context
 	peerMax  uint32 // largest P-DATA-TF PDU we may send
 	remote   net.Addr
+	auth     any // set by the acceptor's owner before use (SetAuth)
 
 	negotiator Negotiator
 
@@ -235,6 +236,14 @@ func (a *Association) CalledAETitle() string  { return a.rq.CalledAETitle }
 
 // RemoteAddr is the peer's transport address.
 func (a *Association) RemoteAddr() net.Addr { return a.remote }
+
+// SetAuth attaches what the acceptor decided about the peer (its policy
+// grant) to an established association, before the association is
+// served; Auth returns it. Not safe to call concurrently with Auth.
+func (a *Association) SetAuth(v any) { a.auth = v }
+
+// Auth returns the value given to SetAuth, nil without one.
+func (a *Association) Auth() any { return a.auth }
 
 // Name is CALLING->CALLED(n), the association's name in logs.
 func (a *Association) Name() string {

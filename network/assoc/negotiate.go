@@ -29,6 +29,11 @@ type Acceptor struct {
 	// SCPRole reports whether the requestor may take the SCP role for an
 	// abstract syntax (C-GET retrieving into the requestor).
 	SCPRole func(abstract string) bool
+	// SCURole, when set, reports whether a requestor that selects roles
+	// for an abstract syntax may keep the SCU role there (e.g. a peer
+	// allowed to retrieve by C-GET but not to store). Nil keeps the SCU
+	// role as proposed.
+	SCURole func(abstract string) bool
 	// Identity checks a user identity request; it returns the server
 	// response to send when a positive response was requested, or a
 	// rejection. Nil accepts any identity without response.
@@ -103,7 +108,8 @@ func (n *Acceptor) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Associa
 		// Answer every role selection: the SCU role stays as proposed, the
 		// SCP role only where Ward allows it (PS3.7 D.3.3.4).
 		scp := r.SCP && n.SCPRole != nil && n.SCPRole(uid)
-		ac.UserInfo.Roles = append(ac.UserInfo.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: r.SCU, SCP: scp})
+		scu := r.SCU && (n.SCURole == nil || n.SCURole(uid))
+		ac.UserInfo.Roles = append(ac.UserInfo.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: scu, SCP: scp})
 	}
 	return ac, nil
 }

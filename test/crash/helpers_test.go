@@ -137,7 +137,7 @@ func (s *syncBuffer) String() string {
 // until it listens. extra are added flags (e.g. --config).
 func startWard(t *testing.T, dir string, port int, extra ...string) *wardProc {
 	t.Helper()
-	args := append([]string{"serve", "--data", dir, "--dicom-listen", "127.0.0.1:" + strconv.Itoa(port), "--aet", "WARD"}, extra...)
+	args := append([]string{"serve", "--data", dir, "--dicom-listen", "127.0.0.1:" + strconv.Itoa(port), "--aet", "WARD", "--loopback-any-ae"}, extra...)
 	cmd := exec.Command(wardBinary(t), args...)
 	w := &wardProc{cmd: cmd, port: strconv.Itoa(port), log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.log, w.log

@@ -141,6 +141,11 @@ func startWard(t *testing.T, edit ...func(*config.Config)) *ward {
 	c := config.Default()
 	c.DataDir = t.TempDir()
 	c.DICOM.Listen = "127.0.0.1:0"
+	// Most tests drive Ward with DCMTK tools under their default AE
+	// titles: the loopback opt-in admits them. The policy tests turn it
+	// off and register peers. Lockout is off unless a test tests it.
+	c.DICOM.LoopbackAnyAE = true
+	c.DICOM.LockoutAfter = -1
 	for _, f := range edit {
 		f(c)
 	}

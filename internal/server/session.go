@@ -1,0 +1,119 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
+)
+
+// connSession negotiates one connection's association under the policy in
+// effect when it arrived: it admits or refuses the calling peer, answers
+// its user identity, and accepts only the presentation contexts of the
+// services the peer may use. It remembers what it decided for the audit
+// trail and for the DIMSE services (the grant).
+type connSession struct {
+	s        *Server
+	conn     net.Conn
+	loopback bool // the listener is bound to loopback
+	pol      *policy.Policy
+	acc      assoc.Acceptor
+
+	rq       *pdu.AssociateRQ
+	info     policy.Conn
+	grant    *policy.Grant
+	refusal  *policy.Refusal
+	acquired bool // holds one of the peer's association slots
+	// refusedContexts counts contexts rejected for want of a permission,
+	// by service, for the audit trail.
+	refusedContexts map[string]int
+}
+
+func (s *Server) newSession(conn net.Conn, loopback bool) *connSession {
+	cs := &connSession{s: s, conn: conn, loopback: loopback, pol: s.policy.Load(), acc: *s.neg}
+	base := s.neg.TransferSyntaxes
+	cs.acc.Check = cs.check
+	cs.acc.Identity = cs.identity
+	cs.acc.TransferSyntaxes = func(rq *pdu.AssociateRQ, remote net.Addr, abstract string) ([]string, func(string) bool, bool) {
+		pref, accepts, ok := base(rq, remote, abstract)
+		if !ok {
+			return nil, nil, false
+		}
+		svc := policy.ServiceOf(abstract, s.isPrivate)
+		if !cs.grant.AllowsContext(svc, requestsSCPRole(rq, abstract)) {
+			if cs.refusedContexts == nil {
+				cs.refusedContexts = map[string]int{}
+			}
+			cs.refusedContexts[svc]++
+			return nil, nil, false
+		}
+		return pref, accepts, true
+	}
+	cs.acc.SCURole = func(abstract string) bool {
+		if policy.ServiceOf(abstract, s.isPrivate) == policy.Store {
+			return cs.grant.StoreRole()
+		}
+		return true
+	}
+	return cs
+}
+
+func requestsSCPRole(rq *pdu.AssociateRQ, abstract string) bool {
+	return slices.ContainsFunc(rq.UserInfo.Roles, func(r pdu.RoleSelection) bool {
+		return r.SOPClassUID == abstract && r.SCP
+	})
+}
+
+// Negotiate implements assoc.Negotiator.
+func (cs *connSession) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.AssociateAC, *pdu.AssociateRJ) {
+	cs.rq = rq
+	return cs.acc.Negotiate(rq, remote)
+}
+
+// check runs once the called AE title is known to be Ward's. By then the
+// TLS handshake (if any) is done, so the client certificate is known.
+func (cs *connSession) check(rq *pdu.AssociateRQ, _ net.Addr) *pdu.AssociateRJ {
+	cs.info = policy.ConnOf(cs.conn, cs.loopback)
+	ctx, cancel := context.WithTimeout(context.Background(), cs.s.Config.DICOM.ARTIMTimeout.Duration)
+	defer cancel()
+	g, r := cs.pol.Admit(ctx, rq, cs.info)
+	if r != nil {
+		cs.refusal = r
+		return r.RJ
+	}
+	if !cs.s.limits.Acquire(g.AETitle, g.MaxAssociations) {
+		cs.refusal = &policy.Refusal{
+			RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+			Reason: "peer " + g.AETitle + " already has its maximum number of associations open",
+		}
+		return cs.refusal.RJ
+	}
+	cs.acquired = true
+	cs.grant = g
+	return nil
+}
+
+func (cs *connSession) identity(*pdu.AssociateRQ, *pdu.UserIdentity, net.Addr) ([]byte, *pdu.AssociateRJ) {
+	return cs.grant.IdentityResponse, nil
+}
+
+// release gives back the peer's association slot.
+func (cs *connSession) release() {
+	if cs.acquired {
+		cs.s.limits.Release(cs.grant.AETitle)
+		cs.acquired = false
+	}
+}
+
+// remoteAddr is the connection's source address.
+func remoteAddr(c net.Conn) netip.Addr {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

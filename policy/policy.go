@@ -1,0 +1,365 @@
+// Package policy decides who may do what: which calling peers are admitted
+// to an association, from where and with which credentials, and which DIMSE
+// services each may use. It is built from the configuration (config.Peer,
+// [dicom] and [identity]) and rebuilt on reload; its decisions are asked
+// for at association negotiation (SECURITY.md, "Policy first"), and every
+// refusal carries the reason the audit trail records.
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/pdu"
+)
+
+// The services a peer may be allowed (config.Peer.Allow).
+const (
+	Echo      = "echo"
+	Store     = "store"
+	Find      = "find"
+	Move      = "move"
+	Get       = "get"
+	BulkQuery = "bulk-query"
+)
+
+// Conn is what Ward knows of a connection when its association request
+// arrives.
+type Conn struct {
+	// Remote is the source address.
+	Remote netip.Addr
+	// TLS is set on the DIMSE over TLS listener; Cert is the client
+	// certificate presented there (nil when none).
+	TLS  bool
+	Cert *x509.Certificate
+	// LoopbackListener: the listener is bound to a loopback address.
+	LoopbackListener bool
+}
+
+// ConnOf describes an accepted connection: its source address and, for a
+// TLS connection whose handshake is done, the client certificate.
+func ConnOf(c net.Conn, loopbackListener bool) Conn {
+	out := Conn{LoopbackListener: loopbackListener}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		out.Remote = ap.Addr().Unmap()
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		out.TLS = true
+		if len(st.PeerCertificates) > 0 {
+			out.Cert = st.PeerCertificates[0]
+		}
+	}
+	return out
+}
+
+// Grant is what an admitted association may do.
+type Grant struct {
+	// AETitle is the calling AE title.
+	AETitle string
+	// Peer is the registered peer; nil when the association was admitted
+	// by the loopback any-AE opt-in.
+	Peer *config.Peer
+	// AnyAE: admitted by [dicom] loopback_any_ae, with every service.
+	AnyAE bool
+	// User is the verified user identity (username, or a JWT's subject);
+	// empty without one.
+	User string
+	// IdentityResponse is the server response for a positive response
+	// request (nil: none to send).
+	IdentityResponse []byte
+	// MaxResults caps this peer's C-FINDs (0: the archive's default).
+	MaxResults int
+	// MaxAssociations bounds this peer's concurrent associations.
+	MaxAssociations int
+
+	services map[string]bool
+}
+
+// Allows reports whether the grant includes service.
+func (g *Grant) Allows(service string) bool { return g != nil && g.services[service] }
+
+// Services lists the allowed services.
+func (g *Grant) Services() []string {
+	var out []string
+	for _, s := range config.Services {
+		if g.services[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Refusal is an association refused by policy.
+type Refusal struct {
+	RJ *pdu.AssociateRJ
+	// Reason says why, for the log and the audit trail (no patient data).
+	Reason string
+	// Alert marks a refusal the audit trail reports as a Security Alert
+	// (an unknown AE, a peer from the wrong source or certificate, bad
+	// credentials).
+	Alert bool
+}
+
+func (r *Refusal) Error() string { return r.Reason }
+
+func refuse(reason byte, alert bool, format string, args ...any) *Refusal {
+	return &Refusal{
+		RJ:     &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: reason},
+		Reason: fmt.Sprintf(format, args...),
+		Alert:  alert,
+	}
+}
+
+// Identity verifies a user identity request (policy/identity.Verifier).
+type Identity interface {
+	Verify(ctx context.Context, id *pdu.UserIdentity) (user string, response []byte, err error)
+}
+
+// Policy is the admission and permission policy built from one
+// configuration.
+type Policy struct {
+	peers      map[string]*peerRule
+	anyAE      bool
+	plainNets  []netip.Prefix
+	maxPerPeer int
+	maxResults int
+	identity   Identity
+}
+
+type peerRule struct {
+	peer        config.Peer
+	nets        []netip.Prefix // source networks; empty: no source rule
+	fingerprint string         // lower-case hex SHA-256 of the DER; "": none
+	requireTLS  bool
+	services    map[string]bool
+	unbound     string // why the peer cannot be admitted at all, or ""
+}
+
+// LookupHost resolves a peer's host to addresses when the peer is bound to
+// it. Tests replace it.
+var LookupHost = func(host string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+// New builds the policy of c (already validated). id verifies user
+// identities; nil refuses every identity.
+func New(c *config.Config, id Identity) (*Policy, error) {
+	p := &Policy{
+		peers:      map[string]*peerRule{},
+		anyAE:      c.DICOM.LoopbackAnyAE,
+		maxPerPeer: c.DICOM.MaxAssociationsPerPeer,
+		maxResults: c.Query.MaxResults,
+		identity:   id,
+	}
+	for _, n := range c.DICOM.PlaintextNetworks {
+		pf, err := netip.ParsePrefix(n)
+		if err != nil {
+			return nil, fmt.Errorf("dicom plaintext_networks: %q is not a CIDR", n)
+		}
+		p.plainNets = append(p.plainNets, pf.Masked())
+	}
+	for _, peer := range c.Peers {
+		r := &peerRule{peer: peer, requireTLS: peer.RequireTLS, services: map[string]bool{}}
+		for _, s := range peer.Allow {
+			r.services[s] = true
+		}
+		for _, n := range peer.Networks {
+			pf, err := netip.ParsePrefix(n)
+			if err != nil {
+				return nil, fmt.Errorf("peer %s: network %q is not a CIDR", peer.AETitle, n)
+			}
+			r.nets = append(r.nets, pf.Masked())
+		}
+		if peer.CertFingerprint != "" {
+			fp, err := config.ParseFingerprint(peer.CertFingerprint)
+			if err != nil {
+				return nil, fmt.Errorf("peer %s: %w", peer.AETitle, err)
+			}
+			r.fingerprint, r.requireTLS = fp, true
+		}
+		if len(r.nets) == 0 && r.fingerprint == "" {
+			// Bound to the host Ward reaches it at.
+			if peer.Host == "" {
+				r.unbound = "registered without a host, network or certificate fingerprint to bind it to (ward peer add --host, --network or --cert-fingerprint)"
+			} else if addrs, err := resolve(peer.Host); err != nil {
+				r.unbound = fmt.Sprintf("its host %s does not resolve: %v", peer.Host, err)
+			} else {
+				r.nets = addrs
+			}
+		}
+		p.peers[peer.AETitle] = r
+	}
+	return p, nil
+}
+
+func resolve(host string) ([]netip.Prefix, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Prefix{netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())}, nil
+	}
+	names, err := LookupHost(host)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, n := range names {
+		if a, err := netip.ParseAddr(n); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no address")
+	}
+	return out, nil
+}
+
+func inNets(a netip.Addr, nets []netip.Prefix) bool {
+	for _, n := range nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Fingerprint is the SHA-256 of a certificate's DER encoding, lower-case
+// hex: the value `ward peer add --cert-fingerprint` takes.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// Admit decides on an association request whose called AE title is
+// Ward's. It returns the grant, or the refusal to answer with.
+func (p *Policy) Admit(ctx context.Context, rq *pdu.AssociateRQ, c Conn) (*Grant, *Refusal) {
+	calling := strings.TrimSpace(rq.CallingAETitle)
+	if !c.TLS && !c.LoopbackListener && !inNets(c.Remote, p.plainNets) && !c.Remote.IsLoopback() {
+		return nil, refuse(pdu.RejectNoReason, true, "plain DIMSE from %s, outside the networks acknowledged for plaintext ([dicom] plaintext_networks)", c.Remote)
+	}
+	r, ok := p.peers[calling]
+	if !ok {
+		if p.anyAE && !c.TLS && c.LoopbackListener && c.Remote.IsLoopback() {
+			g := &Grant{AETitle: calling, AnyAE: true, MaxResults: p.maxResults, MaxAssociations: p.maxPerPeer, services: map[string]bool{}}
+			for _, s := range config.Services {
+				g.services[s] = true
+			}
+			return p.identify(ctx, rq, g, false)
+		}
+		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "calling AE title %q is not a registered peer", calling)
+	}
+	if r.unbound != "" {
+		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s is %s", calling, r.unbound)
+	}
+	if r.requireTLS && !c.TLS {
+		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s must call over TLS (it called on the plain listener)", calling)
+	}
+	if r.fingerprint != "" {
+		switch {
+		case c.Cert == nil:
+			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s is pinned to a client certificate and presented none", calling)
+		case Fingerprint(c.Cert) != r.fingerprint:
+			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s presented a client certificate (SHA-256 %s) other than the one it is pinned to", calling, Fingerprint(c.Cert))
+		}
+	}
+	if len(r.nets) > 0 && !inNets(c.Remote, r.nets) {
+		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s called from %s, outside the source it is bound to", calling, c.Remote)
+	}
+	peer := r.peer
+	g := &Grant{AETitle: calling, Peer: &peer, services: r.services, MaxResults: p.maxResults, MaxAssociations: p.maxPerPeer}
+	if peer.MaxResults != 0 {
+		g.MaxResults = peer.MaxResults
+	}
+	if peer.MaxAssociations > 0 {
+		g.MaxAssociations = peer.MaxAssociations
+	}
+	return p.identify(ctx, rq, g, peer.RequireIdentity)
+}
+
+// identify verifies the request's user identity, when there is one, and
+// requires one when required is set. A presented identity that fails is
+// refused even where none is required: a peer that sends credentials
+// expects them checked.
+func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, g *Grant, required bool) (*Grant, *Refusal) {
+	id := rq.UserInfo.UserIdentity
+	if id == nil {
+		if required {
+			return nil, refuse(pdu.RejectNoReason, true, "peer %s must present a user identity (username and passcode, or a JWT)", g.AETitle)
+		}
+		return g, nil
+	}
+	if p.identity == nil {
+		return nil, refuse(pdu.RejectNoReason, true, "peer %s presented a user identity and none is configured", g.AETitle)
+	}
+	user, resp, err := p.identity.Verify(ctx, id)
+	if err != nil {
+		return nil, refuse(pdu.RejectNoReason, true, "peer %s: user identity refused: %v", g.AETitle, err)
+	}
+	g.User = user
+	if id.PositiveResponse {
+		if resp == nil {
+			resp = []byte{}
+		}
+		g.IdentityResponse = resp
+	}
+	return g, nil
+}
+
+// ServiceOf names the service an abstract syntax is used for, "" when
+// Ward provides none for it. Storage SOP classes are "store" (the
+// requestor sends) — or, with the requestor in the SCP role, what C-GET
+// retrieves into.
+func ServiceOf(abstract string, private func(string) bool) string {
+	switch qr := dimse.QRCommand(abstract); {
+	case abstract == dimse.VerificationSOPClass:
+		return Echo
+	case qr == dimse.CFindRQ:
+		return Find
+	case qr == dimse.CMoveRQ:
+		return Move
+	case qr == dimse.CGetRQ:
+		return Get
+	case dicom.IsStorageSOPClass(abstract) || (private != nil && private(abstract)):
+		return Store
+	}
+	return ""
+}
+
+// AllowsContext reports whether g may use a presentation context for
+// abstract, proposed with the requestor in the SCP role or not. A storage
+// context is allowed to a peer with store, or, for C-GET, to a peer with
+// get that proposes the SCP role (the SCU role is then withdrawn: see
+// StoreRole).
+func (g *Grant) AllowsContext(service string, requestorSCP bool) bool {
+	if service == Store {
+		return g.Allows(Store) || (requestorSCP && g.Allows(Get))
+	}
+	return service != "" && g.Allows(service)
+}
+
+// StoreRole reports whether the requestor may keep the SCU role (send
+// C-STORE) on a storage context.
+func (g *Grant) StoreRole() bool { return g.Allows(Store) }
+
+// Required lists what a policy refusal of a service is missing, for the
+// DIMSE error comment.
+func Required(service string) string {
+	if slices.Contains(config.Services, service) {
+		return "the " + service + " permission"
+	}
+	return "a permission Ward does not grant"
+}

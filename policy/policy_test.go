@@ -1,0 +1,179 @@
+package policy
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/network/pdu"
+)
+
+type fakeIdentity struct{}
+
+func (fakeIdentity) Verify(_ context.Context, id *pdu.UserIdentity) (string, []byte, error) {
+	if string(id.Primary) == "alice" && string(id.Secondary) == "right" {
+		return "alice", nil, nil
+	}
+	return "", nil, errors.New("bad credentials")
+}
+
+func rq(calling string) *pdu.AssociateRQ {
+	return &pdu.AssociateRQ{CallingAETitle: calling, CalledAETitle: "WARD"}
+}
+
+func TestAdmit(t *testing.T) {
+	cert := &x509.Certificate{Raw: []byte("client certificate")}
+	other := &x509.Certificate{Raw: []byte("another certificate")}
+	c := config.Default()
+	c.Peers = []config.Peer{
+		{AETitle: "MODALITY", Host: "127.0.0.1", Port: 104, Allow: []string{"echo", "store"}},
+		{AETitle: "WORKSTATION", Networks: []string{"10.1.0.0/16"}, Allow: []string{"echo", "find", "move"}, MaxResults: 50},
+		{AETitle: "PINNED", CertFingerprint: Fingerprint(cert), Allow: []string{"echo", "get"}},
+		{AETitle: "NAMED", RequireIdentity: true, Host: "127.0.0.1", Allow: []string{"echo"}},
+		{AETitle: "UNBOUND", Allow: []string{"echo"}},
+		{AETitle: "TLSONLY", Host: "127.0.0.1", RequireTLS: true, Allow: []string{"echo"}},
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	lan := netip.MustParseAddr("10.1.2.3")
+	plainLo := Conn{Remote: lo, LoopbackListener: true}
+	for _, anyAE := range []bool{false, true} {
+		c.DICOM.LoopbackAnyAE = anyAE
+		p, err := New(c, fakeIdentity{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		withID := func(calling, user, pass string) *pdu.AssociateRQ {
+			r := rq(calling)
+			r.UserInfo.UserIdentity = &pdu.UserIdentity{Type: 2, Primary: []byte(user), Secondary: []byte(pass), PositiveResponse: true}
+			return r
+		}
+		for _, tc := range []struct {
+			name   string
+			rq     *pdu.AssociateRQ
+			conn   Conn
+			reason byte // 0: admitted
+			allow  string
+		}{
+			{"registered peer from its host", rq("MODALITY"), plainLo, 0, Store},
+			{"registered peer from another source", rq("MODALITY"), Conn{Remote: netip.MustParseAddr("127.0.0.9"), LoopbackListener: true}, pdu.RejectCallingAENotRecognized, ""},
+			{"unknown calling AE", rq("NOBODY"), plainLo, map[bool]byte{false: pdu.RejectCallingAENotRecognized, true: 0}[anyAE], Find},
+			{"unknown calling AE over TLS", rq("NOBODY"), Conn{Remote: lo, TLS: true, LoopbackListener: true}, pdu.RejectCallingAENotRecognized, ""},
+			{"peer bound to a network, inside", rq("WORKSTATION"), Conn{Remote: lan, TLS: true}, 0, Move},
+			{"peer bound to a network, outside", rq("WORKSTATION"), Conn{Remote: netip.MustParseAddr("10.2.0.1"), TLS: true}, pdu.RejectCallingAENotRecognized, ""},
+			{"pinned peer, right certificate", rq("PINNED"), Conn{Remote: lan, TLS: true, Cert: cert}, 0, Get},
+			{"pinned peer, other certificate", rq("PINNED"), Conn{Remote: lan, TLS: true, Cert: other}, pdu.RejectCallingAENotRecognized, ""},
+			{"pinned peer, no certificate", rq("PINNED"), Conn{Remote: lan, TLS: true}, pdu.RejectCallingAENotRecognized, ""},
+			{"pinned peer, plain", rq("PINNED"), plainLo, pdu.RejectCallingAENotRecognized, ""},
+			{"TLS-only peer, plain", rq("TLSONLY"), plainLo, pdu.RejectCallingAENotRecognized, ""},
+			{"TLS-only peer, TLS", rq("TLSONLY"), Conn{Remote: lo, TLS: true, LoopbackListener: true}, 0, Echo},
+			{"unbound peer", rq("UNBOUND"), plainLo, pdu.RejectCallingAENotRecognized, ""},
+			{"identity required, none", rq("NAMED"), plainLo, pdu.RejectNoReason, ""},
+			{"identity required, wrong passcode", withID("NAMED", "alice", "wrong"), plainLo, pdu.RejectNoReason, ""},
+			{"identity required, right passcode", withID("NAMED", "alice", "right"), plainLo, 0, Echo},
+			{"identity not required but wrong", withID("MODALITY", "alice", "wrong"), plainLo, pdu.RejectNoReason, ""},
+			{"plain from outside the acknowledged networks", rq("WORKSTATION"), Conn{Remote: lan}, pdu.RejectNoReason, ""},
+		} {
+			g, r := p.Admit(t.Context(), tc.rq, tc.conn)
+			switch {
+			case tc.reason == 0 && r != nil:
+				t.Errorf("anyAE=%v %s: refused: %s", anyAE, tc.name, r.Reason)
+			case tc.reason != 0 && r == nil:
+				t.Errorf("anyAE=%v %s: admitted, want reason %d", anyAE, tc.name, tc.reason)
+			case r != nil && (r.RJ.Reason != tc.reason || r.RJ.Result != pdu.RejectPermanent || !r.Alert):
+				t.Errorf("anyAE=%v %s: refusal %+v alert=%v (%s), want reason %d with an alert", anyAE, tc.name, r.RJ, r.Alert, r.Reason, tc.reason)
+			case g != nil && !g.Allows(tc.allow):
+				t.Errorf("anyAE=%v %s: grant %v lacks %s", anyAE, tc.name, g.Services(), tc.allow)
+			}
+			if r != nil {
+				t.Logf("%s: %s", tc.name, r.Reason)
+			}
+		}
+	}
+	// Grants carry what the peer may do, nothing more.
+	p, _ := New(c, nil)
+	g, _ := p.Admit(t.Context(), rq("WORKSTATION"), Conn{Remote: lan, TLS: true})
+	if g.Allows(Store) || g.Allows(Get) || g.Allows(BulkQuery) || g.MaxResults != 50 {
+		t.Errorf("WORKSTATION grant: %v max %d", g.Services(), g.MaxResults)
+	}
+	if !g.AllowsContext(Find, false) || g.AllowsContext(Store, false) || g.AllowsContext(Store, true) {
+		t.Error("WORKSTATION contexts")
+	}
+	g, _ = p.Admit(t.Context(), rq("PINNED"), Conn{Remote: lan, TLS: true, Cert: cert})
+	if !g.AllowsContext(Store, true) || g.AllowsContext(Store, false) || g.StoreRole() {
+		t.Error("PINNED (get) may take storage contexts in the SCP role only, and may not store")
+	}
+	// Without a verifier, a presented identity is refused.
+	r := rq("MODALITY")
+	r.UserInfo.UserIdentity = &pdu.UserIdentity{Type: 2, Primary: []byte("alice"), Secondary: []byte("right")}
+	if _, rf := p.Admit(t.Context(), r, plainLo); rf == nil {
+		t.Error("identity admitted without a verifier")
+	}
+}
+
+func TestPlaintextNetworks(t *testing.T) {
+	c := config.Default()
+	c.DICOM.Listen = "0.0.0.0:11112"
+	c.DICOM.PlaintextNetworks = []string{"10.1.0.0/16"}
+	c.Peers = []config.Peer{{AETitle: "CT", Networks: []string{"10.0.0.0/8"}, Allow: []string{"store"}}}
+	p, err := New(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, r := p.Admit(t.Context(), rq("CT"), Conn{Remote: netip.MustParseAddr("10.1.9.9")}); r != nil {
+		t.Errorf("inside the acknowledged network: %s", r.Reason)
+	}
+	if _, r := p.Admit(t.Context(), rq("CT"), Conn{Remote: netip.MustParseAddr("10.2.9.9")}); r == nil {
+		t.Error("plain from outside the acknowledged networks admitted")
+	}
+	if _, r := p.Admit(t.Context(), rq("CT"), Conn{Remote: netip.MustParseAddr("10.2.9.9"), TLS: true}); r != nil {
+		t.Errorf("TLS is not restricted to the plaintext networks: %s", r.Reason)
+	}
+}
+
+func TestLimiterLockout(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	l := &Limiter{After: 3, Base: time.Second, Max: 8 * time.Second, Now: func() time.Time { return now }}
+	a := netip.MustParseAddr("192.0.2.7")
+	for i := 1; i <= 2; i++ {
+		if !l.Failed(a).IsZero() {
+			t.Fatalf("locked after %d failures", i)
+		}
+	}
+	wants := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second}
+	for _, want := range wants {
+		until := l.Failed(a)
+		if got := until.Sub(now); got != want {
+			t.Fatalf("lockout %v, want %v", got, want)
+		}
+		if _, locked := l.Locked(a); !locked {
+			t.Fatal("not locked")
+		}
+	}
+	now = now.Add(9 * time.Second)
+	if _, locked := l.Locked(a); locked {
+		t.Fatal("still locked after the back-off")
+	}
+	l.Succeeded(a)
+	if !l.Failed(a).IsZero() {
+		t.Fatal("a success did not reset the count")
+	}
+	// Bounded memory: many sources never grow the table past maxTracked.
+	for i := range maxTracked + 1000 {
+		l.Failed(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+	if n := len(l.fails); n > maxTracked {
+		t.Fatalf("%d sources tracked", n)
+	}
+	// Per-peer association slots.
+	if !l.Acquire("CT", 2) || !l.Acquire("CT", 2) || l.Acquire("CT", 2) {
+		t.Fatal("slots")
+	}
+	l.Release("CT")
+	if !l.Acquire("CT", 2) {
+		t.Fatal("slot not given back")
+	}
+}

@@ -1,0 +1,196 @@
+package cli
+
+import (
+	"bufio"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"golang.org/x/term"
+
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/policy/identity"
+)
+
+// MinPasscode is the shortest passcode `ward user` accepts, in bytes.
+const MinPasscode = 8
+
+func runUser(e *env, args []string) error {
+	usage := func() error {
+		fmt.Fprintln(e.stderr, `Usage:
+  ward user add NAME [--generate] [--config FILE | --data DIR]
+  ward user passwd NAME [--generate] [--config FILE | --data DIR]
+  ward user list [--config FILE | --data DIR]
+  ward user remove NAME [--config FILE | --data DIR]
+
+Users are the accounts for username + passcode identity (PS3.7 D.3.3.7,
+type 2), stored as [[users]] tables in Ward's configuration file with an
+argon2id hash of the passcode, never the passcode itself.
+
+add and passwd read the passcode from the first line of standard input when
+it is not a terminal (echo "$PASSCODE" | ward user add NAME). On a terminal,
+or with --generate, they generate a strong passcode and print it once: it is
+not stored anywhere, so give it to the user then.`)
+		return errUsage
+	}
+	if len(args) < 1 {
+		return usage()
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet(e, "user "+sub, "[flags]")
+	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml)")
+	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
+	var generate *bool
+	if sub == "add" || sub == "passwd" {
+		generate = fs.Bool("generate", false, "generate the passcode even when standard input is not a terminal")
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	path := configFile(*configPath, *dataDir)
+	switch sub {
+	case "add", "passwd":
+		if len(pos) != 1 {
+			return usage()
+		}
+		name := pos[0]
+		if err := config.CheckUserName(name); err != nil {
+			return err
+		}
+		// Fail before asking for a passcode when the user is (not) there.
+		c, err := config.Load(path, true)
+		if err != nil {
+			return err
+		}
+		exists := false
+		for _, u := range c.Users {
+			exists = exists || u.Name == name
+		}
+		if sub == "add" && exists {
+			return fmt.Errorf("user %q already exists in %s (change the passcode with 'ward user passwd %s')", name, path, name)
+		}
+		if sub == "passwd" && !exists {
+			return fmt.Errorf("no user %q in %s", name, path)
+		}
+		passcode, generated, err := e.passcode(*generate)
+		if err != nil {
+			return err
+		}
+		hash, err := identity.HashPasscode(passcode)
+		if err != nil {
+			return err
+		}
+		err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+			for i := range users {
+				if users[i].Name != name {
+					continue
+				}
+				if sub == "add" {
+					return nil, fmt.Errorf("user %q already exists in %s", name, path)
+				}
+				users[i].Hash = hash
+				return users, nil
+			}
+			if sub == "passwd" {
+				return nil, fmt.Errorf("no user %q in %s", name, path)
+			}
+			return append(users, config.User{Name: name, Hash: hash}), nil
+		})
+		if err != nil {
+			return err
+		}
+		verb := "added to"
+		if sub == "passwd" {
+			verb = "has a new passcode in"
+		}
+		fmt.Fprintf(e.stdout, "user %s %s %s\n", name, verb, path)
+		if generated {
+			fmt.Fprintf(e.stdout, "passcode: %s\n", passcode)
+			fmt.Fprintln(e.stderr, "This passcode is shown once and is not stored (only its argon2id hash is): give it to the user now.")
+		}
+		return nil
+	case "remove":
+		if len(pos) != 1 {
+			return usage()
+		}
+		err := config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+			for i := range users {
+				if users[i].Name == pos[0] {
+					return append(users[:i], users[i+1:]...), nil
+				}
+			}
+			return nil, fmt.Errorf("no user %q in %s", pos[0], path)
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "user %s removed from %s\n", pos[0], path)
+		return nil
+	case "list":
+		if len(pos) != 0 {
+			return usage()
+		}
+		c, err := config.Load(path, *configPath == "")
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tHASH")
+		for _, u := range c.Users {
+			fmt.Fprintf(tw, "%s\t%s\n", u.Name, hashKind(u.Hash))
+		}
+		return tw.Flush()
+	case "-h", "--help", "help":
+		usage()
+		return flag.ErrHelp
+	}
+	return usage()
+}
+
+// hashKind names a stored hash's scheme and cost, never the hash.
+func hashKind(h string) string {
+	if config.CheckPasscodeHash(h) != nil {
+		return "invalid"
+	}
+	if f := strings.Split(h, "$"); strings.HasPrefix(h, "$argon2id$") {
+		return "argon2id " + f[3]
+	}
+	return "bcrypt cost " + h[4:6]
+}
+
+// passcode reads the passcode from the first line of standard input, or
+// generates one when standard input is a terminal or generate is set.
+func (e *env) passcode(generate bool) (string, bool, error) {
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		generate = true
+	}
+	if generate {
+		// 26 characters of base32: 130 bits from crypto/rand.
+		return rand.Text(), true, nil
+	}
+	r := bufio.NewReaderSize(io.LimitReader(e.stdin, identity.MaxPasscode+2), identity.MaxPasscode+2)
+	line, err := r.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", false, fmt.Errorf("reading the passcode from standard input: %w", err)
+	}
+	if err != nil && len(line) > identity.MaxPasscode {
+		return "", false, fmt.Errorf("the passcode on standard input is longer than %d bytes", identity.MaxPasscode)
+	}
+	line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+	if line == "" {
+		return "", false, errors.New("no passcode on the first line of standard input (pipe one in, or use --generate)")
+	}
+	if len(line) > identity.MaxPasscode {
+		return "", false, fmt.Errorf("the passcode on standard input is longer than %d bytes", identity.MaxPasscode)
+	}
+	if len(line) < MinPasscode {
+		return "", false, fmt.Errorf("the passcode on standard input is shorter than %d bytes (or use --generate)", MinPasscode)
+	}
+	return line, false, nil
+}

@@ -102,7 +102,10 @@ type Log struct {
 	// writer state
 	seq  uint64
 	prev string
+	end  int64 // the file's size: where the next record starts
 	err  error
+
+	fw *forwarder // nil when not forwarding
 }
 
 type item struct {
@@ -110,12 +113,33 @@ type item struct {
 	flush chan error // a flush barrier when non-nil
 }
 
+// Option changes how Open opens a log.
+type Option func(*options)
+
+type options struct {
+	forward *ForwardConfig
+}
+
+// WithForward makes the log forward every record to a collector by syslog
+// over TLS (PS3.15 A.6); see ForwardConfig. An empty Addr forwards nothing.
+func WithForward(cfg ForwardConfig) Option {
+	return func(o *options) {
+		if cfg.Addr != "" {
+			o.forward = &cfg
+		}
+	}
+}
+
 // Open opens (creating) DIR/audit.log and continues its chain from the last
 // record. A partial last line (a crash in the middle of an append) is cut
 // off. logger may be nil.
-func Open(dir string, logger *slog.Logger) (*Log, error) {
+func Open(dir string, logger *slog.Logger, opts ...Option) (*Log, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -133,6 +157,14 @@ func Open(dir string, logger *slog.Logger) (*Log, error) {
 	if err := l.resume(); err != nil {
 		f.Close()
 		return nil, err
+	}
+	if o.forward != nil {
+		fw, err := newForwarder(dir, path, *o.forward, logger, l.end, l.seq, l.prev)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		l.fw = fw
 	}
 	go l.run()
 	return l, nil
@@ -165,6 +197,7 @@ func (l *Log) resume() error {
 		}
 		l.seq, l.prev = r.Seq, r.Hash
 	}
+	l.end = end
 	_, err = l.f.Seek(end, io.SeekStart)
 	return err
 }
@@ -232,8 +265,11 @@ func (l *Log) Sync() error {
 	return <-done
 }
 
-// Close flushes and fsyncs the queue and closes the file. It returns the
-// first write error the log met.
+// Close flushes and fsyncs the queue and closes the file; when forwarding,
+// it then gives the forwarder a short time (ForwardCloseTimeout) to send
+// what the collector will take, and never waits longer. It returns the
+// first write error the log met (forwarding errors are logged, not
+// returned: the local log is the trail of record).
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -245,6 +281,9 @@ func (l *Log) Close() error {
 	close(l.ch)
 	l.mu.Unlock()
 	<-l.done
+	if l.fw != nil {
+		l.fw.close()
+	}
 	if err := l.f.Close(); err != nil && l.err == nil {
 		l.err = err
 	}
@@ -255,6 +294,12 @@ func (l *Log) run() {
 	defer close(l.done)
 	var buf []byte
 	pending := 0
+	// ends are the records' ends in buf and their seqs, for the forwarder.
+	type mark struct {
+		end int
+		seq uint64
+	}
+	var ends []mark
 	tick := time.NewTicker(FlushInterval)
 	defer tick.Stop()
 	flush := func() error {
@@ -269,9 +314,17 @@ func (l *Log) run() {
 			}
 			if l.err != nil {
 				l.logger.Error("audit log write failed; records are being lost", "path", l.path, "err", l.err.Error())
+			} else if l.fw != nil {
+				// Only fsynced records enter the forwarding queue.
+				from := l.end
+				for _, m := range ends {
+					l.fw.admit(from, l.end+int64(m.end), m.seq)
+					from = l.end + int64(m.end)
+				}
 			}
+			l.end += int64(len(buf))
 		}
-		buf, pending = buf[:0], 0
+		buf, pending, ends = buf[:0], 0, ends[:0]
 		return l.err
 	}
 	for {
@@ -291,6 +344,7 @@ func (l *Log) run() {
 				continue
 			}
 			buf = append(append(buf, line...), '\n')
+			ends = append(ends, mark{len(buf), l.seq})
 			pending++
 			if pending >= FlushRecords {
 				flush()

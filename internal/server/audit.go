@@ -39,7 +39,13 @@ func (s *Server) openAudit() error {
 		s.Logger.Warn("audit trail disabled ([audit] enabled = false): associations, queries and transfers are not recorded")
 		return nil
 	}
-	l, err := audit.Open(s.Config.AuditDir(), s.Logger)
+	a := s.Config.Audit
+	if a.Syslog == "" {
+		s.Logger.Info("audit records are kept in the local log only ([audit] syslog is empty)")
+	}
+	l, err := audit.Open(s.Config.AuditDir(), s.Logger, audit.WithForward(audit.ForwardConfig{
+		Addr: a.Syslog, CA: a.SyslogCA, Cert: a.SyslogCert, Key: a.SyslogKey, QueueMax: a.SyslogQueueMax,
+	}))
 	if err != nil {
 		return err
 	}

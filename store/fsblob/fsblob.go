@@ -437,10 +437,24 @@ func (s *Store) refillLoop() {
 
 // makeSlots creates n empty files in pending/ and makes their directory
 // entries durable with one fsync.
+//
+// The keys of one batch share their first four hex digits, so their objects
+// go to one shard directory, chosen at random for the batch and created
+// here, off the C-STORE path: Publish then only renames. (With a random
+// shard per key, nearly every object of a young archive made two
+// directories and fsynced their parents.) The other 28 hex digits are
+// random, as for any key.
 func (s *Store) makeSlots(n int) ([]*slot, error) {
+	prefix := newKey()[:4]
+	dir := s.objectDir(prefix)
+	if _, ok := s.dirs.Load(dir); !ok {
+		if err := mkdirSync(s.objects, dir); err == nil {
+			s.dirs.Store(dir, struct{}{})
+		} // else Publish tries again
+	}
 	batch := make([]*slot, 0, n)
 	for i := 0; i < n; i++ {
-		key := newKey()
+		key := prefix + newKey()[4:]
 		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 		if err != nil {
 			break

@@ -30,9 +30,9 @@ import (
 // ErrUnknownKey, ErrTokenExpired, ErrTokenNotYetValid, ErrTokenIssuer,
 // ErrTokenAudience or ErrTokenClaims.
 var (
-	ErrNoIdentity       = errors.New("no user identity")
-	ErrUnsupportedType  = errors.New("user identity type not supported: Ward accepts username and passcode (type 2) or JSON Web Token (type 5)")
-	ErrPasscodeRequired = errors.New("user identity without passcode (type 1): Ward needs username and passcode (type 2) or a JSON Web Token (type 5)")
+	ErrNoIdentity       = errors.New("user identity: none sent")
+	ErrUnsupportedType  = errors.New("not supported: Ward accepts username and passcode (type 2) or JSON Web Token (type 5)")
+	ErrPasscodeRequired = errors.New("username without passcode (type 1) is not enough: Ward needs username and passcode (type 2) or a JSON Web Token (type 5)")
 	ErrBadCredentials   = errors.New("bad username or passcode")
 	ErrJWTDisabled      = errors.New("JSON Web Token identities are not accepted: no [identity] jwks is configured")
 	ErrBadToken         = errors.New("JSON Web Token refused")
@@ -162,7 +162,7 @@ func newVerifier(c *config.Config, logger *slog.Logger, o options) (*Verifier, e
 // free passcode verifier and a key set fetch.
 func (v *Verifier) Verify(ctx context.Context, id *pdu.UserIdentity) (Result, error) {
 	if id == nil {
-		return Result{}, fmt.Errorf("user identity: %w", ErrNoIdentity)
+		return Result{}, ErrNoIdentity
 	}
 	r := Result{Type: id.Type}
 	switch id.Type {

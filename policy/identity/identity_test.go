@@ -258,10 +258,10 @@ func TestRefusedTypes(t *testing.T) {
 		want error
 		text string
 	}{
-		{nil, ErrNoIdentity, "no user identity"},
-		{&pdu.UserIdentity{Type: pdu.IdentityUsername, Primary: []byte("alice")}, ErrPasscodeRequired, "without passcode"},
-		{&pdu.UserIdentity{Type: pdu.IdentityKerberos, Primary: []byte("ticket")}, ErrUnsupportedType, "Kerberos (type 3): user identity type not supported"},
-		{&pdu.UserIdentity{Type: pdu.IdentitySAML, Primary: []byte("<saml/>")}, ErrUnsupportedType, "SAML (type 4): user identity type not supported"},
+		{nil, ErrNoIdentity, "none sent"},
+		{&pdu.UserIdentity{Type: pdu.IdentityUsername, Primary: []byte("alice")}, ErrPasscodeRequired, "user identity: username without passcode"},
+		{&pdu.UserIdentity{Type: pdu.IdentityKerberos, Primary: []byte("ticket")}, ErrUnsupportedType, "user identity: Kerberos (type 3): not supported"},
+		{&pdu.UserIdentity{Type: pdu.IdentitySAML, Primary: []byte("<saml/>")}, ErrUnsupportedType, "user identity: SAML (type 4): not supported"},
 		{&pdu.UserIdentity{Type: 9}, ErrUnsupportedType, "type 9"},
 		{jwtID("a.b.c"), ErrJWTDisabled, "no [identity] jwks"},
 	} {

@@ -26,14 +26,21 @@ func configFile(configPath, dataDir string) string {
 func runPeer(e *env, args []string) error {
 	usage := func() error {
 		fmt.Fprintln(e.stderr, `Usage:
-  ward peer add TITLE [--host HOST --port PORT] [--allow echo,store,find,move,get] [--config FILE | --data DIR]
+  ward peer add TITLE [--host HOST --port PORT] [--network CIDR,...] [--cert-fingerprint SHA256]
+                 [--require-tls] [--require-identity] [--allow echo,store,find,move,get,bulk-query]
+                 [--max-associations N] [--max-results N] [--config FILE | --data DIR]
   ward peer list [--config FILE | --data DIR]
   ward peer remove TITLE [--config FILE | --data DIR]
 
+Only registered peers may open associations with Ward, each bound to where it
+calls from: its --network CIDRs, or else its --host's address, and/or a TLS
+client certificate pinned by --cert-fingerprint (the SHA-256 of the
+certificate: 'ward pki issue' prints it; a pinned peer may only call over
+TLS). A peer may use only the services in --allow; bulk-query lets it list
+every patient or study with a query that has no matching key. HOST and PORT
+are also where Ward reaches the peer (a C-MOVE destination needs them).
 Peers are stored as [[peers]] tables in Ward's configuration file; a running
-'ward serve' reloads them on SIGHUP. HOST and PORT say where Ward reaches the
-peer (a C-MOVE destination needs them). Allow lists are recorded; enforcing
-them per association comes with the security work.`)
+'ward serve' reloads them on SIGHUP.`)
 		return errUsage
 	}
 	if len(args) < 1 {
@@ -43,12 +50,19 @@ them per association comes with the security work.`)
 	fs := newFlagSet(e, "peer "+sub, "[flags]")
 	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml)")
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	var host, allow *string
-	var port *int
+	var host, allow, network, fingerprint *string
+	var port, maxAssoc, maxResults *int
+	var requireTLS, requireIdentity *bool
 	if sub == "add" {
-		host = fs.String("host", "", "host (IP address or name) where Ward reaches the peer")
+		host = fs.String("host", "", "host (IP address or name) where Ward reaches the peer; without --network, the peer must call from its address")
 		port = fs.Int("port", 0, "port where Ward reaches the peer")
 		allow = fs.String("allow", "", "services the peer may use, comma-separated: "+strings.Join(config.Services, ","))
+		network = fs.String("network", "", "source networks the peer may call from, comma-separated CIDRs (e.g. 10.1.2.0/24)")
+		fingerprint = fs.String("cert-fingerprint", "", "SHA-256 fingerprint of the peer's TLS client certificate (64 hex digits, colons allowed)")
+		requireTLS = fs.Bool("require-tls", false, "refuse the peer on the plain listener")
+		requireIdentity = fs.Bool("require-identity", false, "refuse associations without a verified user identity (passcode or JWT)")
+		maxAssoc = fs.Int("max-associations", 0, "concurrent associations of this peer (default [dicom] max_associations_per_peer)")
+		maxResults = fs.Int("max-results", 0, "matches per C-FIND for this peer (default [query] max_results)")
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -60,11 +74,24 @@ them per association comes with the security work.`)
 		if len(pos) != 1 {
 			return usage()
 		}
-		p := config.Peer{AETitle: pos[0], Host: *host, Port: *port}
+		p := config.Peer{AETitle: pos[0], Host: *host, Port: *port, RequireTLS: *requireTLS, RequireIdentity: *requireIdentity,
+			MaxAssociations: *maxAssoc, MaxResults: *maxResults}
 		for _, s := range strings.Split(*allow, ",") {
 			if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
 				p.Allow = append(p.Allow, s)
 			}
+		}
+		for _, n := range strings.Split(*network, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				p.Networks = append(p.Networks, n)
+			}
+		}
+		if *fingerprint != "" {
+			fp, err := config.ParseFingerprint(*fingerprint)
+			if err != nil {
+				return err
+			}
+			p.CertFingerprint = fp
 		}
 		if err := p.Validate(); err != nil {
 			return err
@@ -84,6 +111,9 @@ them per association comes with the security work.`)
 			return err
 		}
 		fmt.Fprintf(e.stdout, "peer %s %s in %s (a running ward serve picks it up on SIGHUP)\n", p.AETitle, verb, path)
+		if p.Host == "" && len(p.Networks) == 0 && p.CertFingerprint == "" {
+			fmt.Fprintf(e.stderr, "warning: peer %s is bound to no host, network or certificate: Ward refuses its associations until it is (it can still be a C-MOVE destination once it has --host and --port)\n", p.AETitle)
+		}
 		return nil
 	case "remove":
 		if len(pos) != 1 {
@@ -111,13 +141,32 @@ them per association comes with the security work.`)
 			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "AET\tHOST\tPORT\tALLOW")
+		fmt.Fprintln(tw, "AET\tHOST\tPORT\tALLOW\tBOUND TO\tREQUIRES")
 		for _, p := range c.Peers {
 			port := ""
 			if p.Port != 0 {
 				port = fmt.Sprint(p.Port)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.AETitle, p.Host, port, strings.Join(p.Allow, ","))
+			var bound, req []string
+			switch {
+			case len(p.Networks) > 0:
+				bound = append(bound, strings.Join(p.Networks, ","))
+			case p.Host != "" && p.CertFingerprint == "":
+				bound = append(bound, "host")
+			}
+			if p.CertFingerprint != "" {
+				bound = append(bound, "cert "+p.CertFingerprint[:16]+"…")
+			}
+			if len(bound) == 0 {
+				bound = append(bound, "NOTHING (refused)")
+			}
+			if p.RequireTLS || p.CertFingerprint != "" {
+				req = append(req, "tls")
+			}
+			if p.RequireIdentity {
+				req = append(req, "identity")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.AETitle, p.Host, port, strings.Join(p.Allow, ","), strings.Join(bound, " + "), strings.Join(req, ","))
 		}
 		return tw.Flush()
 	case "-h", "--help", "help":

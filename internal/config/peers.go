@@ -64,8 +64,8 @@ func (p *Peer) Validate() error {
 	if p.Port < 0 || p.Port > 65535 {
 		return fmt.Errorf("peer %s: port %d out of range", p.AETitle, p.Port)
 	}
-	if (p.Host == "") != (p.Port == 0) {
-		return fmt.Errorf("peer %s: give both host and port, or neither", p.AETitle)
+	if p.Host == "" && p.Port != 0 {
+		return fmt.Errorf("peer %s: a port needs a host", p.AETitle)
 	}
 	if strings.ContainsAny(p.Host, " /") {
 		return fmt.Errorf("peer %s: host %q is not a host name or address", p.AETitle, p.Host)

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -367,6 +368,10 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Con
 			defer s.wg.Done()
 			defer func() { <-s.sem }()
 			defer s.track(conn, false)
+			if tc, ok := conn.(*tls.Conn); ok && !s.handshake(tc) {
+				conn.Close()
+				return
+			}
 			cs := s.newSession(conn, loopback)
 			defer cs.release()
 			a, err := assoc.Serve(conn, acfg, cs)
@@ -381,6 +386,36 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Con
 			_ = disp.Serve(context.Background(), a)
 		}()
 	}
+}
+
+// handshake completes a TLS handshake within the ARTIM timeout, so that
+// the client certificate is known before negotiation and a failed
+// handshake (no or a foreign client certificate, an old protocol version,
+// weak cipher suites only) is logged and audited like a refused
+// association.
+func (s *Server) handshake(c *tls.Conn) bool {
+	_ = c.SetDeadline(time.Now().Add(s.Config.DICOM.ARTIMTimeout.Duration))
+	err := c.Handshake()
+	_ = c.SetDeadline(time.Time{})
+	if err == nil {
+		return true
+	}
+	var ne net.Error
+	if errors.Is(err, io.EOF) || (errors.As(err, &ne) && ne.Timeout()) {
+		// A port probe or a silent client: nothing to authenticate.
+		s.Logger.Debug("TLS connection closed before the handshake completed", "remote", c.RemoteAddr().String(), "err", err.Error())
+		return false
+	}
+	reason := "TLS handshake failed: " + err.Error()
+	s.Logger.Warn("association refused", "remote", c.RemoteAddr().String(), "reason", reason)
+	now := time.Now()
+	peer := audit.Node{Addr: hostOf(c.RemoteAddr())}
+	s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
+	s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
+	if src := remoteAddr(c); src.IsValid() {
+		s.limits.Failed(src)
+	}
+	return false
 }
 
 func refuseBusy(conn net.Conn) {

@@ -88,8 +88,29 @@ func TestREADMECommands(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, f), b, 0o644)
 	}
 	subst := strings.NewReplacer("image.dcm", filepath.Join(pydicomTestFiles, "CT_small.dcm"), "/path/to/dir", dir, "./ward ", bin+" ")
-	n := runREADMESection(t, text, "## Send images to it", "## Query and retrieve", work, subst)
-	if n < 6 {
+	// The peer registration first, then SIGHUP as the README says, then
+	// the commands that use it.
+	peerFirst := func(section string) (before, after string) {
+		var b, a strings.Builder
+		for _, l := range strings.Split(section, "\n") {
+			if strings.HasPrefix(l, "./ward peer") {
+				b.WriteString(l + "\n")
+			} else {
+				a.WriteString(l + "\n")
+			}
+		}
+		return "## A\n" + b.String() + "## B\n", "## A\n" + a.String() + "## B\n"
+	}
+	hup := func() {
+		serve.Process.Signal(syscall.SIGHUP)
+		time.Sleep(300 * time.Millisecond)
+	}
+	send := text[strings.Index(text, "## Send images to it"):strings.Index(text, "## Query and retrieve")]
+	before, after := peerFirst(send)
+	n := runREADMESection(t, before, "## A", "## B", work, subst)
+	hup()
+	n += runREADMESection(t, after, "## A", "## B", work, subst)
+	if n < 7 {
 		t.Fatalf("found only %d README commands to run in the send section", n)
 	}
 
@@ -101,19 +122,10 @@ func TestREADMECommands(t *testing.T) {
 	sport, sdir := startStorescp(t)
 	out := t.TempDir()
 	qr := strings.NewReplacer("1.2.3", studyUID, "--port 11113", "--port "+strconv.Itoa(sport), "/tmp/retrieved", out, "./ward ", bin+" ")
-	section := text[strings.Index(text, "## Query and retrieve"):strings.Index(text, "## Run the tests")]
-	var before, after strings.Builder
-	for _, l := range strings.Split(section, "\n") {
-		if strings.HasPrefix(l, "./ward peer") {
-			before.WriteString(l + "\n")
-		} else {
-			after.WriteString(l + "\n")
-		}
-	}
-	n = runREADMESection(t, "## A\n"+before.String()+"## B\n", "## A", "## B", work, qr)
-	serve.Process.Signal(syscall.SIGHUP)
-	time.Sleep(300 * time.Millisecond)
-	n += runREADMESection(t, "## A\n"+after.String()+"## B\n", "## A", "## B", work, qr)
+	before, after = peerFirst(text[strings.Index(text, "## Query and retrieve"):strings.Index(text, "## Run the tests")])
+	n = runREADMESection(t, before, "## A", "## B", work, qr)
+	hup()
+	n += runREADMESection(t, after, "## A", "## B", work, qr)
 	if n < 8 {
 		t.Fatalf("found only %d README commands to run in the query/retrieve section", n)
 	}

@@ -46,6 +46,11 @@ func startTLSWard(t *testing.T, p *sitePKI, clientCA bool) (w *ward, tlsPort str
 		if clientCA {
 			c.DICOM.TLSClientCA = p.ca
 		}
+		// On TLS every calling AE is checked: DCMTK's default titles are
+		// registered peers here.
+		for _, aet := range []string{"ECHOSCU", "STORESCU"} {
+			c.Peers = append(c.Peers, config.Peer{AETitle: aet, Host: "127.0.0.1", Allow: []string{"echo", "store"}})
+		}
 	})
 	_, tlsPort, _ = net.SplitHostPort(w.srv.TLSAddr().String())
 	n, _ := net.LookupPort("tcp", tlsPort)

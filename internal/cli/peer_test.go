@@ -60,7 +60,10 @@ func TestPeerAddListRemoveRoundTrip(t *testing.T) {
 	for _, bad := range [][]string{
 		{"peer", "add", "X", "--allow", "delete", "--data", data},
 		{"peer", "add", "WAY-TOO-LONG-AE-TITLE", "--data", data},
-		{"peer", "add", "X", "--host", "h", "--data", data},
+		{"peer", "add", "X", "--port", "104", "--data", data},
+		{"peer", "add", "X", "--host", "h", "--network", "10.0.0.0/33", "--data", data},
+		{"peer", "add", "X", "--cert-fingerprint", "abc", "--data", data},
+		{"peer", "add", "X", "--allow", "echo,fetch", "--host", "h", "--data", data},
 		{"peer", "add", "X", "--port", "70000", "--host", "h", "--data", data},
 	} {
 		if _, _, code := runCLI(t, bad...); code == 0 {

@@ -32,6 +32,12 @@ type writer struct {
 	wg       sync.WaitGroup
 
 	stmts map[string]*sql.Stmt
+
+	// cache holds the parent rows last written (cache.go); touched says
+	// whether it changed since the current savepoint or transaction began.
+	cache       parentCache
+	touched     bool
+	dataVersion int64
 }
 
 type request struct {
@@ -43,7 +49,10 @@ type request struct {
 var reqPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
 
 const (
-	sqlFindInstance  = `SELECT blob_key FROM instance WHERE sop_instance_uid = ?`
+	sqlFindInstance  = `SELECT blob_key, series_fk FROM instance WHERE sop_instance_uid = ?`
+	sqlFindStudy     = `SELECT patient_fk FROM study WHERE study_instance_uid = ?`
+	sqlFindSeries    = `SELECT study_fk FROM series WHERE series_instance_uid = ?`
+	sqlDataVersion   = `PRAGMA data_version`
 	sqlUpsertPatient = `INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_norm,
 	patient_birth_date, patient_sex, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (patient_id, issuer_of_patient_id) DO UPDATE SET
@@ -108,7 +117,7 @@ func newWriter(conn *sql.Conn, maxBatch int) (*writer, error) {
 	ctx := context.Background()
 	for _, q := range []string{
 		"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT w", "RELEASE w", "ROLLBACK TO w",
-		sqlFindInstance, sqlUpsertPatient, sqlUpsertStudy, sqlUpsertSeries, sqlUpsertInstance,
+		sqlFindInstance, sqlFindStudy, sqlFindSeries, sqlDataVersion, sqlUpsertPatient, sqlUpsertStudy, sqlUpsertSeries, sqlUpsertInstance,
 		sqlAddPendingDelete, sqlDropPendingDelete, sqlDeleteInstance, sqlDeleteSequences, sqlInsertSequence,
 	} {
 		s, err := conn.PrepareContext(ctx, q)
@@ -117,6 +126,9 @@ func newWriter(conn *sql.Conn, maxBatch int) (*writer, error) {
 			return nil, fmt.Errorf("sqlite: prepare: %w", err)
 		}
 		w.stmts[q] = s
+	}
+	if v, err := w.queryInt(sqlDataVersion); err == nil {
+		w.dataVersion = v
 	}
 	w.wg.Add(1)
 	go w.loop()
@@ -229,25 +241,59 @@ func (w *writer) runOne(r *request) error {
 	if err := r.ctx.Err(); err != nil {
 		return err
 	}
-	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
+	if err := w.begin(); err != nil {
 		return err
 	}
 	if err := r.fn(w); err != nil {
-		w.exec("ROLLBACK")
+		w.rollback()
 		return err
 	}
 	if err := w.exec("COMMIT"); err != nil {
-		w.exec("ROLLBACK")
+		w.rollback()
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// begin starts a write transaction, dropping the parent cache if another
+// connection committed since this one last looked.
+func (w *writer) begin() error {
+	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	w.touched = false
+	if w.cache.empty() {
+		return nil
+	}
+	v, err := w.queryInt(sqlDataVersion)
+	if err != nil || v != w.dataVersion {
+		w.cache.clear()
+		w.dataVersion = v
+	}
+	return nil
+}
+
+// rollback rolls the transaction back and drops the parent cache, which
+// may name rows written in it.
+func (w *writer) rollback() {
+	w.exec("ROLLBACK")
+	w.cache.clear()
+}
+
+// rollbackTo rolls back to the savepoint of the current request, dropping
+// the parent cache if that request changed it.
+func (w *writer) rollbackTo() error {
+	if w.touched {
+		w.cache.clear()
+	}
+	return w.exec("ROLLBACK TO w")
 }
 
 // runBatch runs the batch in one transaction, each request in a savepoint,
 // setting errs. It returns the index of the request during which the
 // transaction was lost, or -1.
 func (w *writer) runBatch(batch []*request, errs []error) int {
-	if err := w.exec("BEGIN IMMEDIATE"); err != nil {
+	if err := w.begin(); err != nil {
 		for i := range errs {
 			errs[i] = err
 		}
@@ -261,20 +307,21 @@ func (w *writer) runBatch(batch []*request, errs []error) int {
 		}
 		if err := w.exec("SAVEPOINT w"); err != nil {
 			errs[i] = err
-			w.exec("ROLLBACK")
+			w.rollback()
 			return i
 		}
+		w.touched = false
 		if err := r.fn(w); err != nil {
 			errs[i] = err
-			if rerr := w.exec("ROLLBACK TO w"); rerr != nil {
-				w.exec("ROLLBACK")
+			if rerr := w.rollbackTo(); rerr != nil {
+				w.rollback()
 				return i
 			}
 		} else {
 			ok++
 		}
 		if err := w.exec("RELEASE w"); err != nil {
-			w.exec("ROLLBACK")
+			w.rollback()
 			if errs[i] == nil {
 				errs[i] = err
 			}
@@ -282,11 +329,11 @@ func (w *writer) runBatch(batch []*request, errs []error) int {
 		}
 	}
 	if ok == 0 {
-		w.exec("ROLLBACK")
+		w.rollback()
 		return -1
 	}
 	if err := w.exec("COMMIT"); err != nil {
-		w.exec("ROLLBACK")
+		w.rollback()
 		for i := range errs {
 			if errs[i] == nil {
 				errs[i] = fmt.Errorf("commit: %w", err)
@@ -307,9 +354,15 @@ func (w *writer) queryInt(q string, args ...any) (int64, error) {
 func (w *writer) put(in *store.Instance, newOnly bool) (store.PutResult, error) {
 	var res store.PutResult
 	now := time.Now().UnixNano()
+	for _, it := range in.Sequences {
+		if it.Level < store.LevelPatient || it.Level > store.LevelSeries {
+			return res, fmt.Errorf("sequences: %s is kept at the %s level; sequences belong to a patient, study or series", it.Attribute, it.Level)
+		}
+	}
 
 	var oldKey string
-	err := w.stmts[sqlFindInstance].QueryRowContext(context.Background(), in.SOPInstanceUID).Scan(&oldKey)
+	var oldSeries int64
+	err := w.stmts[sqlFindInstance].QueryRowContext(context.Background(), in.SOPInstanceUID).Scan(&oldKey, &oldSeries)
 	switch {
 	case err == nil:
 		if newOnly {
@@ -321,26 +374,71 @@ func (w *writer) put(in *store.Instance, newOnly bool) (store.PutResult, error) 
 		return res, err
 	}
 
-	patient, err := w.queryInt(sqlUpsertPatient, in.PatientID, in.IssuerOfPatientID, in.PatientName,
-		store.NormalizePN(in.PatientName), in.PatientBirthDate, in.PatientSex, now)
-	if err != nil {
-		return res, fmt.Errorf("patient: %w", err)
+	seqs := levelSequences(in.Sequences)
+	// moved: a row changed parent, so triggers may have deleted the parent
+	// it left; the cache is dropped once this Put's rows are written.
+	moved := false
+
+	pkey := patientKey{in.PatientID, in.IssuerOfPatientID}
+	pv := patientVals{in.PatientName, in.PatientBirthDate, in.PatientSex, seqs[store.LevelPatient]}
+	patient, hit := w.cache.patient(pkey, pv)
+	if !hit {
+		w.touched = true
+		patient, err = w.queryInt(sqlUpsertPatient, in.PatientID, in.IssuerOfPatientID, in.PatientName,
+			store.NormalizePN(in.PatientName), in.PatientBirthDate, in.PatientSex, now)
+		if err != nil {
+			return res, fmt.Errorf("patient: %w", err)
+		}
+		if err := w.putSequences(in, store.LevelPatient, patient); err != nil {
+			return res, fmt.Errorf("sequences: %w", err)
+		}
 	}
-	study, err := w.queryInt(sqlUpsertStudy, patient, in.StudyInstanceUID, in.StudyDate, in.StudyTime,
-		in.AccessionNumber, in.StudyID, in.StudyDescription, in.ReferringPhysicianName,
-		store.NormalizePN(in.ReferringPhysicianName), now)
-	if err != nil {
-		return res, fmt.Errorf("study: %w", err)
+
+	stv := studyVals{patient, in.StudyDate, in.StudyTime, in.AccessionNumber, in.StudyID,
+		in.StudyDescription, in.ReferringPhysicianName, seqs[store.LevelStudy]}
+	study, hit := w.cache.study(in.StudyInstanceUID, stv)
+	if !hit {
+		w.touched = true
+		if old, err := w.queryInt(sqlFindStudy, in.StudyInstanceUID); err == nil && old != patient {
+			moved = true
+		} else if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return res, fmt.Errorf("study: %w", err)
+		}
+		study, err = w.queryInt(sqlUpsertStudy, patient, in.StudyInstanceUID, in.StudyDate, in.StudyTime,
+			in.AccessionNumber, in.StudyID, in.StudyDescription, in.ReferringPhysicianName,
+			store.NormalizePN(in.ReferringPhysicianName), now)
+		if err != nil {
+			return res, fmt.Errorf("study: %w", err)
+		}
+		if err := w.putSequences(in, store.LevelStudy, study); err != nil {
+			return res, fmt.Errorf("sequences: %w", err)
+		}
 	}
-	series, err := w.queryInt(sqlUpsertSeries, study, in.SeriesInstanceUID, in.Modality, in.SeriesNumber,
-		in.SeriesDescription, in.SeriesDate, in.SeriesTime, in.BodyPartExamined,
-		in.PerformedProcedureStepStartDate, now)
-	if err != nil {
-		return res, fmt.Errorf("series: %w", err)
+
+	sev := seriesVals{study, in.Modality, in.SeriesNumber, in.SeriesDescription, in.SeriesDate,
+		in.SeriesTime, in.BodyPartExamined, in.PerformedProcedureStepStartDate, seqs[store.LevelSeries]}
+	series, hit := w.cache.seriesPK(in.SeriesInstanceUID, sev)
+	if !hit {
+		w.touched = true
+		if old, err := w.queryInt(sqlFindSeries, in.SeriesInstanceUID); err == nil && old != study {
+			moved = true
+		} else if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return res, fmt.Errorf("series: %w", err)
+		}
+		series, err = w.queryInt(sqlUpsertSeries, study, in.SeriesInstanceUID, in.Modality, in.SeriesNumber,
+			in.SeriesDescription, in.SeriesDate, in.SeriesTime, in.BodyPartExamined,
+			in.PerformedProcedureStepStartDate, now)
+		if err != nil {
+			return res, fmt.Errorf("series: %w", err)
+		}
+		if err := w.putSequences(in, store.LevelSeries, series); err != nil {
+			return res, fmt.Errorf("sequences: %w", err)
+		}
 	}
-	if err := w.putSequences(in, [...]int64{patient, study, series}); err != nil {
-		return res, fmt.Errorf("sequences: %w", err)
+	if res.Replaced && oldSeries != series {
+		moved = true
 	}
+
 	var recv sql.NullInt64
 	if !in.ReceivedAt.IsZero() {
 		recv = sql.NullInt64{Int64: in.ReceivedAt.UnixNano(), Valid: true}
@@ -361,24 +459,30 @@ func (w *writer) put(in *store.Instance, newOnly bool) (store.PutResult, error) 
 			return res, err
 		}
 	}
+	// The rows of all three levels now hold these values.
+	w.touched = true
+	if moved {
+		w.cache.clear()
+	}
+	w.cache.setPatient(pkey, patient, pv)
+	w.cache.setStudy(in.StudyInstanceUID, study, stv)
+	w.cache.setSeries(in.SeriesInstanceUID, series, sev)
 	return res, nil
 }
 
-// putSequences replaces the sequences of the patient, study and series rows
-// (owners, by level) with those of in: the newest instance wins, as for
-// every other attribute of these levels.
-func (w *writer) putSequences(in *store.Instance, owners [3]int64) error {
-	for l, pk := range owners {
-		if err := w.exec(sqlDeleteSequences, l, pk); err != nil {
-			return err
-		}
+// putSequences replaces the sequences of the row at level (patient, study
+// or series) whose key is owner with those of in: the newest instance
+// wins, as for every other attribute of these levels.
+func (w *writer) putSequences(in *store.Instance, level store.Level, owner int64) error {
+	if err := w.exec(sqlDeleteSequences, int(level), owner); err != nil {
+		return err
 	}
 	for _, it := range in.Sequences {
-		if it.Level < store.LevelPatient || it.Level > store.LevelSeries {
-			return fmt.Errorf("%s is kept at the %s level; sequences belong to a patient, study or series", it.Attribute, it.Level)
+		if it.Level != level {
+			continue
 		}
 		for kw, v := range it.Values {
-			if err := w.exec(sqlInsertSequence, int(it.Level), owners[it.Level], it.Attribute, it.Item, kw, v); err != nil {
+			if err := w.exec(sqlInsertSequence, int(it.Level), owner, it.Attribute, it.Item, kw, v); err != nil {
 				return err
 			}
 		}
@@ -387,6 +491,9 @@ func (w *writer) putSequences(in *store.Instance, owners [3]int64) error {
 }
 
 func (w *writer) delete(uid string) error {
+	// Triggers delete the parents the instance leaves empty.
+	w.touched = true
+	w.cache.clear()
 	var key string
 	err := w.stmts[sqlDeleteInstance].QueryRowContext(context.Background(), uid).Scan(&key)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -639,3 +639,27 @@ func TestJWKSURLUntrustedCertificate(t *testing.T) {
 		t.Fatal("key set fetched from an untrusted server")
 	}
 }
+
+func TestKeyAlgorithms(t *testing.T) {
+	ed := newEd(t, "e").key.Public()
+	rs := newRSA(t, "r").key.Public()
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	for _, tc := range []struct {
+		k    pubKey
+		want string
+	}{
+		{pubKey{key: ed}, "EdDSA"},
+		{pubKey{key: ed, alg: "Ed25519"}, "EdDSA"},
+		{pubKey{key: ed, alg: "RS256"}, ""},
+		{pubKey{key: rs}, "RS256 RS384 RS512 PS256 PS384 PS512"},
+		{pubKey{key: rs, alg: "PS384"}, "PS384"},
+		{pubKey{key: rs, alg: "HS256"}, ""},
+		{pubKey{key: rs, alg: "none"}, ""},
+		{pubKey{key: &p384.PublicKey}, "ES384"},
+		{pubKey{key: &p384.PublicKey, alg: "ES256"}, ""},
+	} {
+		if got := strings.Join(tc.k.algs(), " "); got != tc.want {
+			t.Errorf("%T %q: %q, want %q", tc.k.key, tc.k.alg, got, tc.want)
+		}
+	}
+}

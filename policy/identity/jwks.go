@@ -61,8 +61,13 @@ func (k pubKey) algs() []string {
 		all = []string{"EdDSA"}
 	}
 	if k.alg != "" {
-		if slices.Contains(all, k.alg) {
-			return []string{k.alg}
+		alg := k.alg
+		if alg == "Ed25519" {
+			// RFC 9864's fully specified name for EdDSA over Ed25519.
+			alg = "EdDSA"
+		}
+		if slices.Contains(all, alg) {
+			return []string{alg}
 		}
 		return nil
 	}

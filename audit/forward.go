@@ -47,8 +47,8 @@ import (
 // Delivery is at least once: a record leaves the queue only after the
 // message was written to the TLS connection without error. A connection
 // that breaks during a batch is re-opened and the whole batch is sent
-// again, so a collector may receive the last batch twice (the record's
-// hash in the local log, and the EventDateTime, identify duplicates).
+// again, so a collector may receive the last batch twice (a duplicate is
+// the same message again: same TIMESTAMP, same XML).
 // RFC 5425 has no acknowledgement: messages written to a connection whose
 // collector dies before reading them are lost for the collector (they stay
 // in the local log); a connection the collector closed is noticed by a
@@ -58,16 +58,16 @@ import (
 // queues to the log's writer, which appends and fsyncs the local log and
 // then admits the records to the forwarding queue (an in-memory update, no
 // I/O); one goroutine per Log does all the network work, reconnecting with
-// exponential back-off (ForwardRetryMin doubling to ForwardRetryMax, with
+// exponential back-off (forwardRetryMin doubling to forwardRetryMax, with
 // jitter).
 
-// Tuning of the forwarder, read when a Log is opened.
+// Tuning of the forwarder, read when a Log is opened (tests shorten them).
 var (
-	ForwardRetryMin     = time.Second
-	ForwardRetryMax     = time.Minute
-	ForwardDialTimeout  = 10 * time.Second
-	ForwardWriteTimeout = 30 * time.Second // without progress, per write
-	ForwardCloseTimeout = 2 * time.Second  // Close's bound on sending
+	forwardRetryMin     = time.Second
+	forwardRetryMax     = time.Minute
+	forwardDialTimeout  = 10 * time.Second
+	forwardWriteTimeout = 30 * time.Second // without progress, per write
+	forwardCloseTimeout = 2 * time.Second  // Close's bound on sending
 )
 
 // DefaultForwardQueueMax bounds the forwarding backlog when
@@ -169,8 +169,8 @@ func newForwarder(dir, logPath string, cfg ForwardConfig, logger *slog.Logger, l
 	f := &forwarder{
 		addr: cfg.Addr, tls: tc, logger: logger,
 		host: syslogHostname(), procID: strconv.Itoa(os.Getpid()),
-		retryMin: ForwardRetryMin, retryMax: ForwardRetryMax, dialTimeout: ForwardDialTimeout,
-		writeTimeout: ForwardWriteTimeout, closeTimeout: ForwardCloseTimeout,
+		retryMin: forwardRetryMin, retryMax: forwardRetryMax, dialTimeout: forwardDialTimeout,
+		writeTimeout: forwardWriteTimeout, closeTimeout: forwardCloseTimeout,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	f.q, err = openQueue(dir, logPath, qmax, logger, logEnd, logSeq, logHash, f.signal)
@@ -312,9 +312,7 @@ func (f *forwarder) dial() (*conn, error) {
 		case <-ctx.Done():
 		}
 	}()
-	var raw net.Conn
-	d := &net.Dialer{}
-	raw, err := d.DialContext(ctx, "tcp", f.addr)
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", f.addr)
 	if err != nil {
 		return nil, err
 	}

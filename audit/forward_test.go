@@ -29,11 +29,11 @@ import (
 func TestMain(m *testing.M) {
 	// Fast retries and short bounds, so that the tests see several
 	// reconnections in a few seconds.
-	ForwardRetryMin = 20 * time.Millisecond
-	ForwardRetryMax = 200 * time.Millisecond
-	ForwardDialTimeout = 2 * time.Second
-	ForwardWriteTimeout = time.Second
-	ForwardCloseTimeout = time.Second
+	forwardRetryMin = 20 * time.Millisecond
+	forwardRetryMax = 200 * time.Millisecond
+	forwardDialTimeout = 2 * time.Second
+	forwardWriteTimeout = time.Second
+	forwardCloseTimeout = time.Second
 	os.Exit(m.Run())
 }
 
@@ -362,7 +362,7 @@ func closeLog(t *testing.T, l *Log) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > ForwardCloseTimeout+2*time.Second {
+	if d := time.Since(start); d > forwardCloseTimeout+2*time.Second {
 		t.Errorf("Close took %v", d)
 	}
 }

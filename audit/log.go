@@ -266,7 +266,7 @@ func (l *Log) Sync() error {
 }
 
 // Close flushes and fsyncs the queue and closes the file; when forwarding,
-// it then gives the forwarder a short time (ForwardCloseTimeout) to send
+// it then gives the forwarder a short time (2 s) to send
 // what the collector will take, and never waits longer. It returns the
 // first write error the log met (forwarding errors are logged, not
 // returned: the local log is the trail of record).

@@ -48,6 +48,10 @@ import (
 // a second warning names the gap's records. The sender marks each gap at
 // the collector, in its place in the stream, with a WARD-GAP message.
 // Disk use is the state file: a few hundred bytes and one entry per gap.
+//
+// Locks: Log.mu, queue.mu and forwarder.connMu are never held together.
+// The log's writer goroutine calls admit (queue.mu) without Log.mu; the
+// sender takes queue.mu only to read or move the head, never across I/O.
 
 // QueueDir is the forwarder's directory in the audit directory, and
 // StateFile its state.

@@ -320,6 +320,9 @@ func (c *Config) Validate() error {
 	if c.DICOM.MaxAssociations <= 0 {
 		return fmt.Errorf("dicom max_associations must be positive")
 	}
+	if err := c.ValidateUsers(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i := range c.Peers {
 		p := &c.Peers[i]

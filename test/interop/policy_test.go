@@ -2,8 +2,12 @@ package interop
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -23,6 +27,9 @@ import (
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy"
+	"github.com/ward-pacs/ward/policy/identity"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // policySite is a Ward in its secure configuration (no loopback any-AE,
@@ -357,4 +364,150 @@ func TestLockout(t *testing.T) {
 		t.Fatalf("a locked-out source got through: %v\n%s", err, out)
 	}
 	readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "security-alert", -1, "locked out") })
+}
+
+// identitySite adds to the policy site a peer that must present a user
+// identity, a user with a passcode and a JWT issuer whose key set is a
+// file; it returns tokens: good, expired, and signed by a key not in the
+// set.
+func identitySite(t *testing.T) (s *policySite, passcode string, good, expired, badSig string) {
+	t.Helper()
+	passcode = "correct horse battery staple"
+	hash, err := identity.HashPasscode(passcode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	stranger, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	pub, _ := key.PublicKey.ECDH()
+	raw := pub.Bytes() // 0x04 || X || Y
+	b64 := base64.RawURLEncoding.EncodeToString
+	doc := fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","use":"sig","x":%q,"y":%q}]}`, b64(raw[1:33]), b64(raw[33:]))
+	if err := os.WriteFile(jwks, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sign := func(k *ecdsa.PrivateKey, exp time.Time) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": "https://idp.test", "aud": "ward", "sub": "reader1",
+			"iat": time.Now().Add(-time.Hour).Unix(), "exp": exp.Unix()})
+		tok.Header["kid"] = "k1"
+		str, err := tok.SignedString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return str
+	}
+	good, expired, badSig = sign(key, time.Now().Add(time.Hour)), sign(key, time.Now().Add(-10*time.Minute)), sign(stranger, time.Now().Add(time.Hour))
+	s = startPolicySite(t, func(c *config.Config) {
+		c.Users = []config.User{{Name: "alice", Hash: hash}}
+		c.Identity.JWKS, c.Identity.JWTIssuer, c.Identity.JWTAudience = jwks, "https://idp.test", "ward"
+		c.Peers = append(c.Peers, config.Peer{AETitle: "IDUSER", Host: "127.0.0.1", Allow: config.Services, RequireIdentity: true})
+	})
+	return s, passcode, good, expired, badSig
+}
+
+// goAssociate opens an association for service as IDUSER with the given
+// user identity (Ward's own client: DCMTK 3.6.7 sends identities from
+// storescu only) and runs the service's simplest request.
+func (s *policySite) goAssociate(t *testing.T, service string, id *pdu.UserIdentity) error {
+	t.Helper()
+	abstract := map[string]string{"echo": dimse.VerificationSOPClass, "store": "1.2.840.10008.5.1.4.1.1.2",
+		"find": dimse.StudyRootFind, "move": dimse.StudyRootMove, "get": dimse.StudyRootGet}[service]
+	ts := []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}
+	rq := &pdu.AssociateRQ{ProtocolVersion: 1, ApplicationContext: pdu.ApplicationContextName, CallingAETitle: "IDUSER", CalledAETitle: "WARD",
+		Contexts: []pdu.PresentationContext{{ID: 1, AbstractSyntax: abstract, TransferSyntaxes: ts}}}
+	rq.UserInfo.UserIdentity = id
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	a, err := assoc.Dial(ctx, "tcp", s.w.addr, assoc.Config{AETitle: "IDUSER"}, rq)
+	if err != nil {
+		return err
+	}
+	defer a.Release()
+	if id != nil && id.PositiveResponse && !a.Accept().UserInfo.HasIdentityResponse {
+		return errors.New("no positive identity response")
+	}
+	cl := dimse.NewClient(a)
+	if service == "echo" {
+		return cl.Echo(ctx)
+	}
+	if _, ok := cl.FindContext(abstract, ""); !ok {
+		return errors.New("context refused")
+	}
+	return nil
+}
+
+// TestIdentityMatrix: a peer that requires a user identity, driven by
+// storescu (--user/--password, --jwt) and, for the services whose DCMTK
+// 3.6.7 tools send no identity, by Ward's client: no identity, a wrong
+// passcode, an unknown user, an expired JWT and a JWT signed by another key
+// are each refused (A-ASSOCIATE-RJ, audited); a right passcode and a good
+// JWT get in, with the positive response asked for.
+func TestIdentityMatrix(t *testing.T) {
+	s, passcode, good, expired, badSig := identitySite(t)
+	tokenFile := func(tok string) string {
+		f := filepath.Join(t.TempDir(), "token.jwt")
+		os.WriteFile(f, []byte(tok+"\n"), 0o600)
+		return f
+	}
+	store := func(extra ...string) (string, error) {
+		args := append([]string{"-to", "10", "-aet", "IDUSER", "-aec", "WARD"}, extra...)
+		out, err := dcmtk("storescu", append(args, "127.0.0.1", s.w.port, s.ct)...).CombinedOutput()
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		id   *pdu.UserIdentity
+		text string // in the audit record
+	}{
+		{"no identity", nil, nil, "must present a user identity"},
+		{"wrong passcode", []string{"--user", "alice", "--password", "wrong"}, &pdu.UserIdentity{Type: 2, Primary: []byte("alice"), Secondary: []byte("wrong")}, "user identity refused"},
+		{"unknown user", []string{"--user", "mallory", "--password", passcode}, &pdu.UserIdentity{Type: 2, Primary: []byte("mallory"), Secondary: []byte(passcode)}, "user identity refused"},
+		{"username only", []string{"--user", "alice"}, &pdu.UserIdentity{Type: 1, Primary: []byte("alice")}, "user identity refused"},
+		{"expired JWT", []string{"--jwt", tokenFile(expired)}, &pdu.UserIdentity{Type: 5, Primary: []byte(expired)}, "user identity refused"},
+		{"JWT signed by another key", []string{"--jwt", tokenFile(badSig)}, &pdu.UserIdentity{Type: 5, Primary: []byte(badSig)}, "user identity refused"},
+	} {
+		t.Run("store/"+tc.name, func(t *testing.T) {
+			out, err := store(tc.args...)
+			if err == nil || strings.Contains(out, "(Success)") || !strings.Contains(out, "Association Rejected") {
+				t.Fatalf("storescu: %v\n%s", err, out)
+			}
+			s.newAudit(t, func(r []audit.Record) bool { return hasEvent(r, "security-alert", -1, tc.text) })
+		})
+		for _, svc := range []string{"echo", "find", "move", "get"} {
+			t.Run(svc+"/"+tc.name, func(t *testing.T) {
+				err := s.goAssociate(t, svc, tc.id)
+				var rj *assoc.RejectError
+				if !errors.As(err, &rj) || rj.RJ.Result != pdu.RejectPermanent || rj.RJ.Source != pdu.RejectSourceUser {
+					t.Fatalf("want a permanent rejection by the service user, got %v", err)
+				}
+				s.newAudit(t, func(r []audit.Record) bool { return hasEvent(r, "security-alert", -1, tc.text) })
+			})
+		}
+	}
+	// The positive path: passcode and JWT, positive response requested.
+	for _, tc := range []struct {
+		name string
+		args []string
+		id   *pdu.UserIdentity
+		user string
+	}{
+		{"passcode", []string{"--user", "alice", "--password", passcode, "--pos-response"}, &pdu.UserIdentity{Type: 2, Primary: []byte("alice"), Secondary: []byte(passcode), PositiveResponse: true}, "alice"},
+		{"JWT", []string{"--jwt", tokenFile(good), "--pos-response"}, &pdu.UserIdentity{Type: 5, Primary: []byte(good), PositiveResponse: true}, "reader1"},
+	} {
+		t.Run("store/allowed/"+tc.name, func(t *testing.T) {
+			if out, err := store(append([]string{"-v"}, tc.args...)...); err != nil || !strings.Contains(out, "(Success)") {
+				t.Fatalf("storescu: %v\n%s", err, out)
+			}
+			s.newAudit(t, func(r []audit.Record) bool { return hasEvent(r, "authentication", audit.OutcomeSuccess, tc.user) })
+		})
+		for _, svc := range []string{"echo", "find", "move", "get"} {
+			t.Run(svc+"/allowed/"+tc.name, func(t *testing.T) {
+				if err := s.goAssociate(t, svc, tc.id); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
 }

@@ -63,6 +63,7 @@ import (
 
 // Tuning of the forwarder, read when a Log is opened (tests shorten them).
 var (
+	clientCertWait      = 250 * time.Millisecond
 	forwardRetryMin     = time.Second
 	forwardRetryMax     = time.Minute
 	forwardDialTimeout  = 10 * time.Second
@@ -321,6 +322,22 @@ func (f *forwarder) dial() (*conn, error) {
 		raw.Close()
 		return nil, err
 	}
+	// With TLS 1.3 a collector checks the client certificate (or its
+	// absence) after the client's handshake is over: a refusal is an alert
+	// that only a read sees. Wait for it briefly rather than write the
+	// first batch into a connection about to be refused.
+	tc.SetReadDeadline(time.Now().Add(clientCertWait))
+	var one [1]byte
+	_, err = tc.Read(one[:])
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		raw.Close()
+		if err == nil {
+			err = errors.New("the collector sent data")
+		}
+		return nil, fmt.Errorf("the collector closed the connection after the handshake (does it require a client certificate?): %w", err)
+	}
+	tc.SetReadDeadline(time.Time{})
 	c := &conn{tc: tc, raw: raw, dead: make(chan struct{})}
 	c.bw = bufio.NewWriterSize(progressWriter{tc, f.writeTimeout}, 64<<10)
 	// The collector sends nothing (RFC 5425); reading notices when it

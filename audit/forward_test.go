@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 type pki struct {
 	caFile, certFile, keyFile string
 	server                    *tls.Config
+	pool                      *x509.CertPool // the CA
 }
 
 func newPKI(t *testing.T) *pki {
@@ -69,7 +70,7 @@ func newPKI(t *testing.T) *pki {
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
@@ -88,6 +89,8 @@ func newPKI(t *testing.T) *pki {
 		t.Fatal(err)
 	}
 	p.server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	p.pool = x509.NewCertPool()
+	p.pool.AddCert(ca)
 	return p
 }
 
@@ -688,4 +691,37 @@ func TestForwardRefusesOldTLS(t *testing.T) {
 	if len(col.msgs) != 0 {
 		t.Fatal("sent over TLS < 1.2")
 	}
+}
+
+// TestForwardClientCertificate: a collector that requires a client
+// certificate gets the records when Ward has one, and none otherwise (the
+// records wait in the queue; nothing is lost to a refused TLS 1.3
+// connection).
+func TestForwardClientCertificate(t *testing.T) {
+	p := newPKI(t)
+	strict := p.server.Clone()
+	strict.ClientAuth, strict.ClientCAs = tls.RequireAndVerifyClientCert, p.pool
+	p.server = strict
+	col := startCollector(t, p, "127.0.0.1:0", true)
+
+	logger, logs := newLogger()
+	anon := openForwarding(t, t.TempDir(), logger, ForwardConfig{Addr: col.addr, CA: p.caFile})
+	writeNumbered(t, anon, 0, 3)
+	waitUntil(t, "a refused connection", func() bool { return strings.Count(logs.String(), "collector still unreachable") >= 2 })
+	if b := anon.fw.q.backlog(); b == 0 {
+		t.Error("records left the queue though the collector refused the connection")
+	}
+	closeLog(t, anon)
+	col.mu.Lock()
+	n := len(col.msgs)
+	col.errs = nil // the refused handshakes
+	col.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d messages accepted without a client certificate", n)
+	}
+
+	l := openForwarding(t, t.TempDir(), nil, ForwardConfig{Addr: col.addr, CA: p.caFile, Cert: p.certFile, Key: p.keyFile})
+	defer closeLog(t, l)
+	writeNumbered(t, l, 0, 5)
+	waitUntil(t, "5 messages", func() bool { return len(col.messages()) >= 5 })
 }

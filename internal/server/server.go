@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,23 @@ func (s *Server) Open(ctx context.Context) error {
 	}
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	// The self-check: refuse what would reopen the 2019 exposure, warn
+	// about the rest at every start.
+	findings := c.Check()
+	if refused := config.Refused(findings); len(refused) > 0 {
+		msgs := make([]string, len(refused))
+		for i, f := range refused {
+			msgs[i] = f.String()
+		}
+		return fmt.Errorf("refusing risky settings (ward config check lists them all):\n  %s", strings.Join(msgs, "\n  "))
+	}
+	for _, f := range findings {
+		level := slog.LevelWarn
+		if f.Severity == config.Info {
+			level = slog.LevelInfo
+		}
+		s.Logger.Log(ctx, level, "risky setting", "severity", f.Severity.String(), "setting", f.Setting, "problem", f.Problem, "fix", f.Fix)
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// The defaults are clean.
+	out, _, code := runCLI(t, "config", "check", "--data", filepath.Join(dir, "empty"))
+	if code != 0 || !strings.Contains(out, "no risky settings") {
+		t.Fatalf("defaults: %d %s", code, out)
+	}
+	// The loopback opt-in is a warning, not a refusal.
+	out, _, code = runCLI(t, "config", "check", "--data", filepath.Join(dir, "empty"), "--loopback-any-ae")
+	if code != 0 || !strings.Contains(out, "MEDIUM") || !strings.Contains(out, "loopback_any_ae") || !strings.Contains(out, "Fix:") {
+		t.Fatalf("any-AE: %d %s", code, out)
+	}
+	for _, tc := range []struct {
+		name, toml, want string
+		refused          bool
+	}{
+		{"plaintext acknowledged", "[dicom]\nlisten = \"0.0.0.0:11112\"\nplaintext_networks = [\"10.20.0.0/16\"]\n", "DIMSE in clear text", false},
+		{"plaintext everywhere", "[dicom]\nlisten = \"0.0.0.0:11112\"\nplaintext_networks = [\"0.0.0.0/0\"]\n", "every address", true},
+		{"plain open without acknowledgement", "[dicom]\nlisten = \"0.0.0.0:11112\"\n", "to any source", true},
+		{"any AE beside an open listener", "[dicom]\nloopback_any_ae = true\ntls_listen = \"0.0.0.0:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\n", "every service while a listener is not on loopback", true},
+		{"peer from anywhere", "[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/0\"]\nallow = [\"store\"]\n", "from any address", true},
+		{"no result cap", "[query]\nmax_results = -1\n", "not capped", false},
+		{"audit off", "[audit]\nenabled = false\n", "not recorded", false},
+		{"no lockout", "[dicom]\nlockout_after = -1\n", "guessed", false},
+		{"passcode in clear", "[[users]]\nname = \"alice\"\nhash = \"hunter2\"\n", "[[users]]", true},
+		{"identity over plain", "[[peers]]\naet = \"CT\"\nhost = \"127.0.0.1\"\nrequire_identity = true\nallow = [\"store\"]\n", "in clear", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := write(strings.ReplaceAll(tc.name, " ", "_")+".toml", tc.toml)
+			out, _, code := runCLI(t, "config", "check", "--config", path)
+			if !strings.Contains(out, tc.want) || !strings.Contains(out, "Fix:") {
+				t.Fatalf("output lacks %q:\n%s", tc.want, out)
+			}
+			if (code != 0) != tc.refused {
+				t.Fatalf("exit %d, refused=%v:\n%s", code, tc.refused, out)
+			}
+			if !tc.refused {
+				return
+			}
+			// ward serve refuses the same settings, and says why, before
+			// binding anything.
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			ln.Close()
+			_, errs, code := runCLI(t, "serve", "--config", path, "--data", filepath.Join(dir, "data-"+strings.ReplaceAll(tc.name, " ", "_")))
+			if code == 0 || !strings.Contains(errs, "not starting") {
+				t.Fatalf("serve started: %d %s", code, errs)
+			}
+			t.Logf("serve: %s", strings.TrimSpace(errs))
+		})
+	}
+}

@@ -1,0 +1,167 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Severity ranks a risky setting.
+type Severity int
+
+// Severities, least to most severe.
+const (
+	Info Severity = iota
+	Low
+	Medium
+	High
+	Critical
+)
+
+func (s Severity) String() string {
+	return [...]string{"info", "low", "medium", "high", "critical"}[s]
+}
+
+// Finding is one risky setting: what it is, why it matters and the fix.
+// Refuse marks the settings `ward serve` will not start with (those that
+// would recreate the exposure SECURITY.md describes).
+type Finding struct {
+	Severity Severity
+	Setting  string
+	Problem  string
+	Fix      string
+	Refuse   bool
+}
+
+func (f Finding) String() string {
+	s := fmt.Sprintf("%-8s %s: %s. Fix: %s", strings.ToUpper(f.Severity.String()), f.Setting, f.Problem, f.Fix)
+	if f.Refuse {
+		s += " (ward serve refuses to start with it)"
+	}
+	return s
+}
+
+// Check lists the configuration's risky settings, most severe first. It
+// assumes nothing about Validate having run: settings Validate rejects are
+// reported too, as refused.
+func (c *Config) Check() []Finding {
+	var out []Finding
+	add := func(sev Severity, refuse bool, setting, problem, fix string) {
+		out = append(out, Finding{Severity: sev, Setting: setting, Problem: problem, Fix: fix, Refuse: refuse})
+	}
+	plainLoopback := CheckLoopback(c.DICOM.Listen) == nil
+	tlsLoopback := c.DICOM.TLSListen == "" || CheckLoopback(c.DICOM.TLSListen) == nil
+	exposed := !plainLoopback || !tlsLoopback
+
+	// Listeners.
+	if !plainLoopback {
+		if len(c.DICOM.PlaintextNetworks) == 0 {
+			add(Critical, true, "[dicom] listen = "+c.DICOM.Listen, "plain DIMSE open beyond loopback, to any source", "use tls_listen for the network, or acknowledge plaintext for named networks with plaintext_networks")
+		} else {
+			add(High, false, "[dicom] plaintext_networks = "+strings.Join(c.DICOM.PlaintextNetworks, ","), "DIMSE in clear text on "+c.DICOM.Listen+": patient data and AE titles readable and spoofable on those networks", "move the peers to the TLS listener (tls_listen) and remove plaintext_networks")
+		}
+	}
+	for _, n := range c.DICOM.PlaintextNetworks {
+		if pf, err := netip.ParsePrefix(n); err == nil && pf.Bits() == 0 {
+			add(Critical, true, "[dicom] plaintext_networks = "+n, "plain DIMSE acknowledged for every address", "name the networks the modalities are on")
+		} else if err == nil && pf.Addr().Is4() && pf.Bits() < 8 {
+			add(Medium, false, "[dicom] plaintext_networks = "+n, "a very wide network for clear-text DICOM", "narrow it to the modalities' subnets")
+		}
+	}
+	if c.DICOM.LoopbackAnyAE {
+		if exposed {
+			add(Critical, true, "[dicom] loopback_any_ae = true", "any calling AE may use every service while a listener is not on loopback", "register the peers (ward peer add) and turn loopback_any_ae off")
+		} else {
+			add(Medium, false, "[dicom] loopback_any_ae = true", "any program on this machine may read, store and list everything through the plain loopback listener, under any AE title", "register the local tools as peers (ward peer add TITLE --host 127.0.0.1) and turn it off")
+		}
+	}
+	if c.DICOM.TLSListen != "" && (c.DICOM.TLSCert == "" || c.DICOM.TLSKey == "") {
+		add(Critical, true, "[dicom] tls_listen = "+c.DICOM.TLSListen, "a TLS listener without a certificate and key", "set tls_cert and tls_key (ward pki init makes them)")
+	}
+	if !tlsLoopback && c.DICOM.TLSClientCA == "" {
+		pinnedAll := len(c.Peers) > 0
+		for _, p := range c.Peers {
+			if p.CertFingerprint == "" && len(p.Allow) > 0 {
+				pinnedAll = false
+			}
+		}
+		if !pinnedAll {
+			add(Medium, false, "[dicom] tls_client_ca", "TLS clients are not authenticated by certificate: peers are known by AE title and source address only", "set tls_client_ca (ward pki init) or pin each peer's certificate (ward peer add --cert-fingerprint)")
+		}
+	}
+
+	// Limits.
+	if c.Query.MaxResults < 0 {
+		add(High, false, "[query] max_results = "+fmt.Sprint(c.Query.MaxResults), "C-FIND results are not capped: one query can list every patient", "set a cap (default 1000)")
+	}
+	if c.DICOM.LockoutAfter <= 0 {
+		add(Medium, false, "[dicom] lockout_after", "no lockout of sources whose associations keep being refused: AE titles and passcodes can be guessed at network speed", "set lockout_after (default 5)")
+	}
+	if c.DICOM.IdleTimeout.Duration <= 0 {
+		add(Low, false, "[dicom] idle_timeout", "idle associations are never closed", "set an idle timeout (default 5m)")
+	}
+	if c.DICOM.MaxAssociationsPerPeer == 0 {
+		add(Low, false, "[dicom] max_associations_per_peer = 0", "one peer may take every association slot", "set a per-peer limit (default 16)")
+	}
+
+	// Audit.
+	if !c.AuditEnabled() {
+		add(High, false, "[audit] enabled = false", "associations, refusals, queries and transfers are not recorded", "turn the audit trail on")
+	} else if c.Audit.Syslog == "" && exposed {
+		add(Info, false, "[audit] syslog", "the audit trail stays on this machine only", "forward it to a collector by syslog over TLS ([audit] syslog)")
+	}
+
+	// Users and identity.
+	if err := c.ValidateUsers(); err != nil {
+		add(Critical, true, "[[users]] / [identity]", err.Error(), "fix the entry (ward user passwd NAME rewrites a hash)")
+	}
+
+	// Peers.
+	for _, p := range c.Peers {
+		name := "peer " + p.AETitle
+		bound := len(p.Networks) > 0 || p.CertFingerprint != "" || p.Host != ""
+		if !bound && len(p.Allow) > 0 {
+			add(Low, false, name, "bound to no host, network or certificate: its associations are refused", "ward peer add "+p.AETitle+" --host HOST, --network CIDR or --cert-fingerprint SHA256")
+		}
+		for _, n := range p.Networks {
+			pf, err := netip.ParsePrefix(n)
+			if err != nil {
+				add(Critical, true, name, fmt.Sprintf("network %q is not a CIDR", n), "give CIDRs such as 10.1.2.0/24")
+				continue
+			}
+			if pf.Bits() == 0 && p.CertFingerprint == "" {
+				add(Critical, true, name+" networks = "+n, "its AE title is accepted from any address: AE titles are sent in clear and anyone can claim one", "bind it to its subnet or pin its certificate (--cert-fingerprint)")
+			} else if pf.Addr().Is4() && pf.Bits() < 16 && p.CertFingerprint == "" {
+				add(Medium, false, name+" networks = "+n, "its AE title is accepted from a wide network", "narrow the network, or pin its certificate")
+			}
+		}
+		if len(p.Networks) == 0 && p.CertFingerprint == "" && p.Host != "" {
+			if _, err := netip.ParseAddr(p.Host); err != nil {
+				add(Low, false, name+" host = "+p.Host, "bound to a host name: whoever controls its DNS answer can call as this peer", "bind it to an address (--network IP/32) or pin its certificate")
+			}
+		}
+		if p.RequireIdentity && !p.RequireTLS && p.CertFingerprint == "" {
+			add(Medium, false, name, "sends passcodes or tokens that travel in clear on the plain listener", "require TLS for it (--require-tls)")
+		}
+		if slices.Contains(p.Allow, "bulk-query") {
+			add(Info, false, name, "may list every patient and study (bulk-query)", "grant bulk-query only to systems that need the whole list")
+		}
+		if p.MaxResults < 0 {
+			add(High, false, name+" max_results", "its C-FIND results are not capped", "give it a cap")
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Finding) int { return int(b.Severity) - int(a.Severity) })
+	return out
+}
+
+// Refused returns the findings `ward serve` refuses to start with.
+func Refused(fs []Finding) []Finding {
+	var out []Finding
+	for _, f := range fs {
+		if f.Refuse {
+			out = append(out, f)
+		}
+	}
+	return out
+}

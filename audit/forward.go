@@ -270,7 +270,7 @@ func (f *forwarder) run() {
 			if failures > 0 {
 				f.logger.Info("audit forwarding: collector reachable again", "collector", f.addr, "after_attempts", failures)
 			}
-			failures, delay = 0, f.retryMin
+			failures = 0
 		}
 		if err := f.sendBatch(c, drainBy); err != nil {
 			f.logger.Warn("audit forwarding: connection lost; the batch will be sent again", "collector", f.addr, "err", err.Error())
@@ -279,10 +279,15 @@ func (f *forwarder) run() {
 			if closing {
 				return
 			}
-			if !f.sleep(jitter(f.retryMin)) {
+			// The back-off grows until a batch goes through: a collector
+			// that accepts connections and drops them is not hammered.
+			if !f.sleep(jitter(delay)) {
 				drainBy = time.Now().Add(f.closeTimeout)
 			}
+			delay = min(2*delay, f.retryMax)
+			continue
 		}
+		delay = f.retryMin
 	}
 }
 

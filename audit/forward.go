@@ -36,12 +36,15 @@ import (
 //   - TIMESTAMP: the event's time (EventDateTime), UTC, microseconds.
 //   - HOSTNAME: the host's name (os.Hostname), "-" when unknown.
 //   - APP-NAME "ward"; PROCID the process ID of the sending Ward.
-//   - MSGID "DICOM+RFC3881", the value A.6 names for these messages; the
-//     event itself is in the XML (EventID).
+//   - MSGID "DICOM+RFC3881", the value A.6 gives for messages in the A.5
+//     format; the event itself is in the XML (EventID).
 //   - STRUCTURED-DATA "-" (none is generated or processed).
 //   - MSG: a UTF-8 BOM then the XML AuditMessage, as stored in the log.
+//     A.6 has collectors take messages of 32768 octets at least; a Query
+//     with a large identifier may be longer, so set the collector's
+//     maximum (rsyslog: maxMessageSize) to 64k or more.
 //
-// One more kind of message marks a gap (see the queue below): MSGID
+// One more kind of message marks a gap (see queue.go): MSGID
 // "WARD-GAP", severity 4, MSG the text naming the records not forwarded.
 //
 // Delivery is at least once: a record leaves the queue only after the

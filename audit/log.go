@@ -132,7 +132,8 @@ func WithForward(cfg ForwardConfig) Option {
 
 // Open opens (creating) DIR/audit.log and continues its chain from the last
 // record. A partial last line (a crash in the middle of an append) is cut
-// off. logger may be nil.
+// off. logger may be nil. With WithForward, every record is also sent to a
+// collector (forward.go), from a queue kept in DIR/forward (queue.go).
 func Open(dir string, logger *slog.Logger, opts ...Option) (*Log, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -125,7 +125,7 @@ register() {
   for fpa in yes no; do
     [[ $fpa == no || ${#fpargs[@]} -gt 0 ]] || continue
     for hostargs in "--host 127.0.0.1" "--network 127.0.0.1/32" ""; do
-      for allow in echo,store,find,move,get,bulk-query echo,store; do
+      for allow in echo,store; do
         try=("$ward" peer add "$aet" $hostargs --allow "$allow" --config "$cfg")
         [[ $fpa == yes ]] && try+=("${fpargs[@]}")
         if out=$("${try[@]}" 2>&1); then

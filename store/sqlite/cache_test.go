@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -261,5 +262,33 @@ func TestLevelSequences(t *testing.T) {
 	})
 	if a != c {
 		t.Error("equal items encode differently")
+	}
+}
+
+// Before the parent cache a Put into a known series wrote ~18 pages to the
+// WAL (the upserts rewrote the parents' index entries); with it, ~9.
+func TestPutPages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ward.db")
+	db := openTest(t, path)
+	defer db.Close()
+	if _, err := db.w.conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	for i := 1; i <= n; i++ {
+		if err := db.Insert(ctx, storetest.Sample(i, i/250, i/100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := os.Stat(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const frame = 24 + 4096 // WAL frame header + page
+	if perPut := float64(fi.Size()-32) / frame / n; perPut > 11 {
+		t.Errorf("%.1f WAL frames per Put, want at most 11", perPut)
+	} else {
+		t.Logf("%.1f WAL frames per Put", perPut)
 	}
 }

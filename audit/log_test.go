@@ -18,7 +18,7 @@ var (
 	peer = Node{AETitle: "MODALITY", Addr: "127.0.0.2"}
 )
 
-func writeN(t *testing.T, l *Log, n int) {
+func writeN(t testing.TB, l *Log, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		if err := l.Write(Query(ward, peer, "1.2.840.10008.5.1.4.1.2.2.1", []byte{byte(i)}, "1.2.840.10008.1.2", OutcomeSuccess, time.Now())); err != nil {
@@ -27,7 +27,7 @@ func writeN(t *testing.T, l *Log, n int) {
 	}
 }
 
-func readLines(t *testing.T, dir string) []string {
+func readLines(t testing.TB, dir string) []string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, FileName))
 	if err != nil {
@@ -53,7 +53,7 @@ func verifyDir(t *testing.T, dir string) (int, error) {
 	return Verify(f)
 }
 
-func newLog(t *testing.T, dir string, n int) {
+func newLog(t testing.TB, dir string, n int) {
 	t.Helper()
 	l, err := Open(dir, nil)
 	if err != nil {

@@ -256,6 +256,11 @@ func (s *scanner) discover(ctx context.Context, ep Endpoint, dial dialer, first 
 				r.add(newFinding(IDNoTLS, ep, Evidence{Sent: sent + " over plain TCP", Received: "A-ASSOCIATE-AC"}))
 			}
 			return title
+		case o.rj != nil && o.rj.RJ.Result == pdu.RejectTransient && first.Result != pdu.RejectTransient:
+			// Throttled (too many associations, or locked out after the
+			// refusals so far): that says nothing about the title.
+			r.note("called-AE discovery stopped at %q: the peer now refuses transiently (%s), as a lockout of repeated refusals does", title, o.rj.RJ.String())
+			return ""
 		case o.rj != nil && o.rj.RJ != first:
 			r.add(newFinding(IDCalledAEDiscovered, ep, Evidence{Sent: sent, Received: fmt.Sprintf("A-ASSOCIATE-RJ %s, where a random called AE title got %s", o.rj.RJ.String(), first.String())}))
 			r.note("called AE title %q recognised, but the calling AE title was refused", title)

@@ -183,9 +183,9 @@ type Audit struct {
 	SyslogCert string `toml:"syslog_cert"`
 	SyslogKey  string `toml:"syslog_key"`
 	// SyslogQueueMax bounds the on-disk queue of records not yet accepted
-	// by the collector (bytes; default 64 MiB). When it is full, the
-	// oldest queued records stay in the local log and forwarding reports
-	// the gap; DIMSE traffic never waits.
+	// by the collector (bytes; default 64 MiB). When it is full, new
+	// records stay in the local log only and the collector is sent a gap
+	// message in their place; DIMSE traffic never waits.
 	SyslogQueueMax int64 `toml:"syslog_queue_max"`
 }
 

@@ -74,8 +74,9 @@ func (cs *connSession) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Ass
 	return cs.acc.Negotiate(rq, remote)
 }
 
-// check runs once the called AE title is known to be Ward's. By then the
-// TLS handshake (if any) is done, so the client certificate is known.
+// check runs before the called AE title is checked (an unknown caller
+// gets reason 3 whatever title it called). The TLS handshake (if any) is
+// done by then, so the client certificate is known.
 func (cs *connSession) check(rq *pdu.AssociateRQ, _ net.Addr) *pdu.AssociateRJ {
 	cs.info = policy.ConnOf(cs.conn, cs.loopback)
 	ctx, cancel := context.WithTimeout(context.Background(), cs.s.Config.DICOM.ARTIMTimeout.Duration)

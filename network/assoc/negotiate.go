@@ -16,8 +16,10 @@ type Acceptor struct {
 	// AETitle is Ward's AE title; an association addressed to any other is
 	// rejected with reason 7 (called AE title not recognized).
 	AETitle string
-	// Check decides on the calling peer once the called AE title is known
-	// to be Ward's. It returns a rejection, or nil to go on.
+	// Check decides on the calling peer. It runs before the called AE
+	// title is compared with AETitle, so that a caller refused here learns
+	// nothing about Ward's title (every guess gets the same rejection). It
+	// returns a rejection, or nil to go on.
 	Check func(rq *pdu.AssociateRQ, remote net.Addr) *pdu.AssociateRJ
 	// TransferSyntaxes returns, for an abstract syntax the peer may use,
 	// Ward's acceptable transfer syntaxes in preference order. accepts
@@ -56,13 +58,13 @@ func (n *Acceptor) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Associa
 	if rq.ApplicationContext != pdu.ApplicationContextName {
 		return nil, reject(pdu.RejectPermanent, pdu.RejectSourceUser, pdu.RejectAppContextUnsupported)
 	}
-	if strings.TrimSpace(rq.CalledAETitle) != n.AETitle {
-		return nil, reject(pdu.RejectPermanent, pdu.RejectSourceUser, pdu.RejectCalledAENotRecognized)
-	}
 	if n.Check != nil {
 		if rj := n.Check(rq, remote); rj != nil {
 			return nil, rj
 		}
+	}
+	if strings.TrimSpace(rq.CalledAETitle) != n.AETitle {
+		return nil, reject(pdu.RejectPermanent, pdu.RejectSourceUser, pdu.RejectCalledAENotRecognized)
 	}
 	ac := &pdu.AssociateAC{
 		ProtocolVersion:    1,

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strconv"
 	"testing"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/cli"
+	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/dimse/dimsetest"
 	"github.com/ward-pacs/ward/scan"
 )
@@ -164,28 +166,50 @@ func TestScanStorescp(t *testing.T) {
 	}
 }
 
-// TestScanWard: Ward checks the called AE title, so random titles are
-// rejected. With --discover-aet the title WARD is found; Ward then
-// accepts any calling AE on loopback (by design until the security issue
-// lands), which the scan reports. This test becomes "clean" when that
-// issue makes Ward refuse unregistered calling AEs.
-func TestScanWard(t *testing.T) {
-	w := startWard(t)
+// TestScanWardSecureConfig: Ward in its secure configuration (no loopback
+// any-AE, registered peers bound to their source or certificate, a TLS
+// listener requiring client certificates) scanned on both listeners,
+// called-AE discovery included: nothing open. An unregistered caller gets
+// the same rejection (reason 3) whatever title it calls, so not even
+// Ward's AE title is found.
+func TestScanWardSecureConfig(t *testing.T) {
+	// With the lockout (the default) discovery stops when the scanner is
+	// locked out; without it, every common title gets the same rejection.
+	for _, lockout := range []int{5, -1} {
+		t.Run(fmt.Sprintf("lockout_after=%d", lockout), func(t *testing.T) { scanWardSecure(t, lockout) })
+	}
+}
+
+func scanWardSecure(t *testing.T, lockout int) {
+	p := makePKI(t, "PINNED")
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.DICOM.LockoutAfter = lockout
+		c.DICOM.TLSListen = "127.0.0.1:0"
+		c.DICOM.TLSCert, c.DICOM.TLSKey, c.DICOM.TLSClientCA = p.srvCert, p.srvKey, p.ca
+		c.Peers = []config.Peer{
+			{AETitle: "MODALITY", Host: "127.0.0.1", Allow: []string{"echo", "store"}},
+			{AETitle: "PINNED", CertFingerprint: certFingerprint(t, p.peerCert), Allow: []string{"echo", "store", "find", "move", "get"}},
+		}
+	})
+	if fs := w.srv.Config.Check(); len(fs) > 0 && lockout > 0 {
+		t.Fatalf("the test's configuration is not clean by ward config check: %v", fs)
+	}
 	port, _ := strconv.Atoi(w.port)
-	rep := runScan(t, nil, port)
-	f := findingsAt(rep, port)
-	if _, ok := f[scan.IDService]; !ok {
-		t.Fatal("Ward not detected")
+	_, tp, _ := net.SplitHostPort(w.srv.TLSAddr().String())
+	tlsPort, _ := strconv.Atoi(tp)
+	rep := runScan(t, []string{"--discover-aet"}, port, tlsPort)
+	for _, f := range rep.Findings {
+		t.Logf("%d %s %s", f.Port, f.Severity, f.ID)
+		switch f.ID {
+		case scan.IDService, scan.IDNoTLS:
+			// Informational: DICOM answers there (the plain listener is
+			// loopback, for the machine's own tools).
+		default:
+			t.Errorf("finding on Ward in its secure configuration: %s (%s) at port %d: %s", f.ID, f.Severity, f.Port, f.Title)
+		}
 	}
-	if _, ok := f[scan.IDAnyAEAccepted]; ok {
-		t.Error("Ward accepted a random called AE title")
-	}
-	rep = runScan(t, []string{"--discover-aet"}, port)
-	f = findingsAt(rep, port)
-	if _, ok := f[scan.IDCalledAEDiscovered]; !ok {
-		t.Error("WARD not discovered")
-	}
-	for _, x := range rep.Findings {
-		t.Logf("Ward today: %s %s", x.Severity, x.ID)
+	if _, ok := findingsAt(rep, port)[scan.IDService]; !ok {
+		t.Error("Ward not detected on its plain port")
 	}
 }

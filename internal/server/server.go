@@ -91,21 +91,9 @@ func (s *Server) Open(ctx context.Context) error {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
-	idxName, idxDSN := c.Storage.Index, c.Storage.IndexDSN
-	if idxName == "" {
-		idxName, idxDSN = "sqlite", c.IndexPath()
-	}
-	blobName, blobDSN := c.Storage.Blobs, c.Storage.BlobsDSN
-	if blobName == "" {
-		blobName, blobDSN = "fs", c.BlobsPath()
-	}
 	var err error
-	if s.index, err = store.OpenIndex(ctx, idxName, idxDSN); err != nil {
-		return fmt.Errorf("opening index: %w", err)
-	}
-	if s.blobs, err = store.OpenBlobs(ctx, blobName, blobDSN); err != nil {
-		s.index.Close()
-		return fmt.Errorf("opening blob store: %w", err)
+	if s.index, s.blobs, err = openStores(ctx, c); err != nil {
+		return err
 	}
 	if err := s.setPolicy(c); err != nil {
 		s.closeStores()
@@ -148,6 +136,29 @@ func (s *Server) Open(ctx context.Context) error {
 	s.active = map[*assoc.Association]struct{}{}
 	s.conns = map[net.Conn]struct{}{}
 	return nil
+}
+
+// openStores opens the configured index and blob store (the embedded
+// SQLite and filesystem ones in the data directory by default).
+func openStores(ctx context.Context, c *config.Config) (store.Index, store.Blobs, error) {
+	idxName, idxDSN := c.Storage.Index, c.Storage.IndexDSN
+	if idxName == "" {
+		idxName, idxDSN = "sqlite", c.IndexPath()
+	}
+	blobName, blobDSN := c.Storage.Blobs, c.Storage.BlobsDSN
+	if blobName == "" {
+		blobName, blobDSN = "fs", c.BlobsPath()
+	}
+	idx, err := store.OpenIndex(ctx, idxName, idxDSN)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening index: %w", err)
+	}
+	blobs, err := store.OpenBlobs(ctx, blobName, blobDSN)
+	if err != nil {
+		idx.Close()
+		return nil, nil, fmt.Errorf("opening blob store: %w", err)
+	}
+	return idx, blobs, nil
 }
 
 // Addr is the DIMSE listener's address.

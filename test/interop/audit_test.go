@@ -12,6 +12,7 @@ import (
 
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/cli"
+	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/dimse/dimsetest"
 )
 
@@ -199,3 +200,67 @@ var (
 	xmlUnmarshal = xml.Unmarshal
 	runCLI       = cli.Run
 )
+
+// TestStudyDelete: `ward study delete` refuses while ward serve holds the
+// data directory; once it is stopped it deletes the study's index rows and
+// files, keeps the other study, and records a Study Deleted message with
+// the reason in a chain that still verifies.
+func TestStudyDelete(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	w := startWard(t)
+	ct, mr := filepath.Join(pydicomTestFiles, "CT_small.dcm"), filepath.Join(pydicomTestFiles, "MR_small.dcm")
+	if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, ct, mr).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ctStudy, mrStudy := studyOf(t, ct), studyOf(t, mr)
+	objects := func() int {
+		n := 0
+		filepath.WalkDir(filepath.Join(w.dir, "objects"), func(_ string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	var out, errb bytes.Buffer
+	if code := cli.Run([]string{"study", "delete", ctStudy, "--reason", "test", "--data", w.dir}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "ward serve is running") {
+		t.Fatalf("deleted under a running ward serve: %d %s %s", code, out.String(), errb.String())
+	}
+	w.stop()
+	if n := objects(); n != 2 {
+		t.Fatalf("%d object files stored, want 2", n)
+	}
+	if _, code := wardCLI(t, "study", "delete", ctStudy, "--data", w.dir); code == 0 {
+		t.Fatal("deleted without a reason")
+	}
+	if o, code := wardCLI(t, "study", "delete", ctStudy, "--reason", "wrong patient (ticket 42)", "--data", w.dir); code != 0 || !strings.Contains(o, "1 instances") {
+		t.Fatalf("delete: %d %s", code, o)
+	}
+	if n := objects(); n != 1 {
+		t.Fatalf("%d object files after deleting one of two studies", n)
+	}
+	if _, code := wardCLI(t, "study", "delete", ctStudy, "--reason", "again", "--data", w.dir); code == 0 {
+		t.Fatal("deleting a missing study succeeded")
+	}
+	recs := readAudit(t, w.dir, func(r []audit.Record) bool { return count(r, "study-deleted") >= 1 })
+	var del *audit.Record
+	for i := range recs {
+		if recs[i].Event == "study-deleted" && recs[i].Outcome == audit.OutcomeSuccess {
+			del = &recs[i]
+		}
+	}
+	if del == nil || !strings.Contains(del.XML, ctStudy) || !strings.Contains(del.XML, "wrong patient (ticket 42)") {
+		t.Fatalf("Study Deleted record: %+v", del)
+	}
+	if o, code := wardCLI(t, "audit", "verify", "--data", w.dir); code != 0 {
+		t.Fatalf("audit verify after the deletion: %s", o)
+	}
+	// The other study is still served.
+	w2 := startWard(t, func(c *config.Config) { c.DataDir = w.dir })
+	o, _ := dcmtk("findscu", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", w2.host, w2.port).CombinedOutput()
+	if !strings.Contains(string(o), mrStudy) || strings.Contains(string(o), ctStudy) {
+		t.Fatalf("after the deletion:\n%s", o)
+	}
+}

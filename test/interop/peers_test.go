@@ -123,6 +123,8 @@ type ward struct {
 	port string
 	dir  string
 	log  *bytes.Buffer
+	// stop stops the server and waits for it (also done at cleanup).
+	stop func()
 }
 
 type lockedBuffer struct {
@@ -157,16 +159,16 @@ func startWard(t *testing.T, edit ...func(*config.Config)) *ward {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Serve(ctx) }()
+	stop := func() { cancel(); <-done }
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		stop()
 		if t.Failed() {
 			t.Logf("ward log:\n%s", logs.String())
 		}
 	})
 	addr := s.Addr().String()
 	host, port, _ := net.SplitHostPort(addr)
-	return &ward{srv: s, addr: addr, host: host, port: port, dir: c.DataDir, log: &logs.Buffer}
+	return &ward{srv: s, addr: addr, host: host, port: port, dir: c.DataDir, log: &logs.Buffer, stop: stop}
 }
 
 // daemon runs a peer program through the loopback shim until the test ends.

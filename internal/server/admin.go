@@ -1,0 +1,93 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/config"
+)
+
+// Admin is Ward's archive opened by an administration command (ward study
+// delete) while ward serve is stopped. The audit log is opened first: its
+// lock is held by a running ward serve, so an Admin never works on a data
+// directory a server is using.
+type Admin struct {
+	Config  *config.Config
+	Archive *archive.Archive
+	log     *audit.Log
+	logger  *slog.Logger
+}
+
+// ErrServing: ward serve is running on the data directory.
+var ErrServing = errors.New("ward serve is running on this data directory: stop it first")
+
+// OpenAdmin opens c's stores and audit log for an administration command.
+func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Admin, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(c.DataDir); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	a := &Admin{Config: c, logger: logger}
+	if c.AuditEnabled() {
+		l, err := audit.Open(c.AuditDir(), logger)
+		if errors.Is(err, audit.ErrLocked) {
+			return nil, fmt.Errorf("%w (%v)", ErrServing, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		a.log = l
+	}
+	idx, blobs, err := openStores(ctx, c)
+	if err != nil {
+		a.closeAudit()
+		return nil, err
+	}
+	a.Archive = &archive.Archive{Index: idx, Blobs: blobs, Logger: logger, AETitle: c.AETitle}
+	if err := a.Archive.Open(ctx); err != nil {
+		blobs.Close()
+		idx.Close()
+		a.closeAudit()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Record writes an audit message (nothing when the trail is off).
+func (a *Admin) Record(m *audit.Message) error {
+	if a.log == nil {
+		return nil
+	}
+	return a.log.Write(m)
+}
+
+// Node is Ward as an audit participant.
+func (a *Admin) Node() audit.Node { return audit.Node{AETitle: a.Config.AETitle} }
+
+func (a *Admin) closeAudit() error {
+	if a.log == nil {
+		return nil
+	}
+	err := a.log.Close()
+	a.log = nil
+	return err
+}
+
+// Close closes the archive and its stores, then the audit log (flushing
+// it).
+func (a *Admin) Close() error {
+	a.Archive.Close()
+	errs := []error{a.Archive.Blobs.Close(), a.Archive.Index.Close()}
+	errs = append(errs, a.closeAudit())
+	return errors.Join(errs...)
+}

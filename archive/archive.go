@@ -355,6 +355,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	job := afterStore{key: key}
 	if res.Replaced {
 		job.oldKey = res.OldBlobKey
+		r.Replaced = true
 	}
 	ar.queueAfter(job)
 	return nil

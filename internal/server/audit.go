@@ -166,6 +166,7 @@ type assocAudit struct {
 
 	mu          sync.Mutex
 	stored      map[string]*audit.Study // received, by study and patient
+	replaced    map[string]*audit.Study // received in place of stored ones
 	storeFailed int
 }
 
@@ -180,6 +181,12 @@ func (x *assocAudit) Stored(r *dimse.StoreRequest, status uint16) {
 		x.stored = map[string]*audit.Study{}
 	}
 	addStudy(x.stored, r.StudyInstanceUID, r.PatientID, r.SOPClassUID)
+	if r.Replaced {
+		if x.replaced == nil {
+			x.replaced = map[string]*audit.Study{}
+		}
+		addStudy(x.replaced, r.StudyInstanceUID, r.PatientID, r.SOPClassUID)
+	}
 }
 
 func (x *assocAudit) Query(r *dimse.FindRequest) {
@@ -231,8 +238,8 @@ func (x *assocAudit) RetrieveEnd(r *dimse.RetrieveRequest, sent []dimse.Instance
 
 func (x *assocAudit) End(error) {
 	x.mu.Lock()
-	stored, failed := x.stored, x.storeFailed
-	x.stored = nil
+	stored, replaced, failed := x.stored, x.replaced, x.storeFailed
+	x.stored, x.replaced = nil, nil
 	x.mu.Unlock()
 	if len(stored) == 0 && failed == 0 {
 		return
@@ -241,7 +248,15 @@ func (x *assocAudit) End(error) {
 	if failed > 0 {
 		outcome = audit.OutcomeMinorFailure
 	}
-	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.peer, x.s.wardNode(), x.peer, audit.ActionCreate, outcome, studies(stored), time.Now()))
+	now := time.Now()
+	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.peer, x.s.wardNode(), x.peer, audit.ActionCreate, outcome, studies(stored), now))
+	// Objects re-sent under a stored SOP Instance UID replaced the stored
+	// ones (on_duplicate = "replace"): an update of those instances, one
+	// message per patient (A.5.3.6).
+	for _, group := range audit.ByPatient(studies(replaced)) {
+		x.s.record(audit.InstancesAccessed(x.s.wardNode(), x.peer, audit.ActionUpdate, audit.OutcomeSuccess, group,
+			"re-sent instances replaced the stored ones with the same SOP Instance UID", now))
+	}
 }
 
 func addStudy(m map[string]*audit.Study, study, patient, class string) {

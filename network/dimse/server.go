@@ -35,8 +35,10 @@ type StoreRequest struct {
 	TransferSyntaxUID string
 	Data              io.Reader
 	// StudyInstanceUID and PatientID are set by the Storer from the data
-	// set it stored, for the audit trail.
+	// set it stored, for the audit trail; Replaced when the object replaced
+	// a stored one with the same SOP Instance UID.
 	StudyInstanceUID, PatientID string
+	Replaced                    bool
 }
 
 // Echoer serves C-ECHO.

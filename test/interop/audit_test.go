@@ -264,3 +264,27 @@ func TestStudyDelete(t *testing.T) {
 		t.Fatalf("after the deletion:\n%s", o)
 	}
 }
+
+// TestReplaceAudited: an object re-sent under a stored SOP Instance UID
+// replaces the stored one (the default policy), recorded as DICOM Instances
+// Accessed with action U for that patient's study.
+func TestReplaceAudited(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	w := startWard(t)
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	for range 2 {
+		if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, ct).CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	recs := readAudit(t, w.dir, func(r []audit.Record) bool { return count(r, "instances-accessed") == 1 && count(r, "instances-transferred") == 2 })
+	for _, r := range recs {
+		if r.Event == "instances-accessed" {
+			m := parseXML(t, r.XML)
+			if m.Event.Action != audit.ActionUpdate || !strings.Contains(r.XML, studyOf(t, ct)) || len(r.Patients) != 1 {
+				t.Fatalf("Instances Accessed record: %+v", r)
+			}
+		}
+	}
+}

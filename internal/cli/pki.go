@@ -263,7 +263,10 @@ func pkiIssue(e *env, dir, peer string) error {
 	fmt.Fprintf(e.stdout, `client certificate:  %s (CN=%s, signed by %s)
 private key:         %s (0600)
 SHA-256 fingerprint: %s
-`, certPath, peer, filepath.Join(dir, pkiCACert), keyPath, CertFingerprint(der))
+
+Register the peer with its certificate pinned, e.g.:
+  ward peer add %s --cert-fingerprint %s --allow echo,store
+`, certPath, peer, filepath.Join(dir, pkiCACert), keyPath, CertFingerprint(der), peer, CertFingerprint(der))
 	return nil
 }
 

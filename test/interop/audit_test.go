@@ -278,7 +278,9 @@ func TestReplaceAudited(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	}
-	recs := readAudit(t, w.dir, func(r []audit.Record) bool { return count(r, "instances-accessed") == 1 && count(r, "instances-transferred") == 2 })
+	recs := readAudit(t, w.dir, func(r []audit.Record) bool {
+		return count(r, "instances-accessed") == 1 && count(r, "instances-transferred") == 2
+	})
 	for _, r := range recs {
 		if r.Event == "instances-accessed" {
 			m := parseXML(t, r.XML)

@@ -110,7 +110,7 @@ func runAuditList(e *env, name string, args []string) error {
 		since = fs.String("since", "", "records at or after this time (RFC 3339, YYYY-MM-DD, or a duration ago such as 24h)")
 		until = fs.String("until", "", "records before this time (same forms)")
 		peer = fs.String("peer", "", "records with this AE title as a participant")
-		event = fs.String("event", "", "event: application-activity, authentication, security-alert, query, begin-transferring, instances-transferred")
+		event = fs.String("event", "", "event: application-activity, authentication, security-alert, query, begin-transferring, instances-transferred, instances-accessed, study-deleted, export")
 		patient = fs.String("patient", "", "records about this patient ID")
 	}
 	if pos, err := parseInterleaved(fs, args); err != nil || len(pos) > 0 {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Severity ranks a risky setting.
@@ -95,11 +96,11 @@ func (c *Config) Check() []Finding {
 	if c.Query.MaxResults < 0 {
 		add(High, false, "[query] max_results = "+fmt.Sprint(c.Query.MaxResults), "C-FIND results are not capped: one query can list every patient", "set a cap (default 1000)")
 	}
-	if c.DICOM.LockoutAfter <= 0 {
+	if c.DICOM.LockoutAfter < 0 {
 		add(Medium, false, "[dicom] lockout_after", "no lockout of sources whose associations keep being refused: AE titles and passcodes can be guessed at network speed", "set lockout_after (default 5)")
 	}
-	if c.DICOM.IdleTimeout.Duration <= 0 {
-		add(Low, false, "[dicom] idle_timeout", "idle associations are never closed", "set an idle timeout (default 5m)")
+	if c.DICOM.IdleTimeout.Duration > time.Hour {
+		add(Low, false, "[dicom] idle_timeout = "+c.DICOM.IdleTimeout.String(), "idle associations hold their slot for a long time", "use minutes (default 5m)")
 	}
 	if c.DICOM.MaxAssociationsPerPeer == 0 {
 		add(Low, false, "[dicom] max_associations_per_peer = 0", "one peer may take every association slot", "set a per-peer limit (default 16)")

@@ -22,6 +22,8 @@ const (
 	DefaultDataDir     = "./ward-data"
 	DefaultDICOMListen = "127.0.0.1:11112"
 	ConfigFileName     = "ward.toml"
+	// DefaultLockoutAfter is [dicom] lockout_after when 0.
+	DefaultLockoutAfter = 5
 )
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -306,13 +308,16 @@ func (c *Config) Validate() error {
 	if c.DICOM.MaxAssociationsPerPeer < 0 {
 		return fmt.Errorf("dicom max_associations_per_peer must not be negative")
 	}
-	if c.DICOM.LockoutAfter > 0 && (c.DICOM.LockoutBase.Duration <= 0 || c.DICOM.LockoutMax.Duration < c.DICOM.LockoutBase.Duration) {
+	if c.DICOM.LockoutAfter >= 0 && (c.DICOM.LockoutBase.Duration <= 0 || c.DICOM.LockoutMax.Duration < c.DICOM.LockoutBase.Duration) {
 		return fmt.Errorf("dicom lockout_base must be positive and lockout_max at least lockout_base")
 	}
 	switch c.Storage.OnDuplicate {
 	case "replace", "keep", "reject":
 	default:
 		return fmt.Errorf("storage on_duplicate %q: use replace, keep or reject", c.Storage.OnDuplicate)
+	}
+	if c.DICOM.IdleTimeout.Duration < 0 {
+		return fmt.Errorf("dicom idle_timeout must not be negative (0: the default, 5m)")
 	}
 	if c.DICOM.ARTIMTimeout.Duration <= 0 {
 		return fmt.Errorf("dicom artim_timeout must be positive")

@@ -10,10 +10,10 @@ import (
 	"strings"
 )
 
-// Services a peer may be allowed (Peer.Allow). Recording them is this
-// issue's work; enforcing them per association is the security issue's,
-// except that a C-MOVE destination must be a registered peer with an
-// address.
+// Services a peer may be allowed (Peer.Allow), enforced per association
+// by the policy package: a context for a service the peer may not use is
+// rejected at negotiation. bulk-query lets a peer's C-FIND list every
+// patient or study (a PATIENT or STUDY level query without a matching key).
 var Services = []string{"echo", "store", "find", "move", "get", "bulk-query"}
 
 // Peer is a registered DICOM peer: its AE title, where Ward reaches it (a

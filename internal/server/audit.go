@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -141,11 +142,17 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 		s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
 	}
 	if (cs.refusal != nil || alert) && !transient && src.IsValid() {
-		if until := s.limits.Failed(src); !until.IsZero() {
-			msg := fmt.Sprintf("source %s locked out until %s after repeated refused associations", src, until.UTC().Format(time.RFC3339))
-			s.Logger.Warn("source locked out", "remote", src.String(), "until", until.UTC().Format(time.RFC3339))
-			s.record(audit.SecurityAlert(s.wardNode(), audit.Node{Addr: src.String()}, msg, now))
-		}
+		s.lockoutOnFailure(src, now)
+	}
+}
+
+// lockoutOnFailure counts a refused association from src; when that starts
+// or extends a lockout, it is logged and audited.
+func (s *Server) lockoutOnFailure(src netip.Addr, now time.Time) {
+	if until := s.limits.Failed(src); !until.IsZero() {
+		msg := fmt.Sprintf("source %s locked out until %s after repeated refused associations", src, until.UTC().Format(time.RFC3339))
+		s.Logger.Warn("source locked out", "remote", src.String(), "until", until.UTC().Format(time.RFC3339))
+		s.record(audit.SecurityAlert(s.wardNode(), audit.Node{Addr: src.String()}, msg, now))
 	}
 }
 
@@ -189,13 +196,25 @@ func (x *assocAudit) Stored(r *dimse.StoreRequest, status uint16) {
 	}
 }
 
-func (x *assocAudit) Query(r *dimse.FindRequest) {
+func (x *assocAudit) Query(r *dimse.FindRequest, status uint16, comment string) {
 	b, _ := r.Identifier.Bytes(r.TransferSyntax)
 	ts := ""
 	if r.TransferSyntax != nil {
 		ts = r.TransferSyntax.UID
 	}
-	x.s.record(audit.Query(x.s.wardNode(), x.peer, r.SOPClassUID, b, ts, audit.OutcomeSuccess, time.Now()))
+	now := time.Now()
+	outcome := audit.OutcomeSuccess
+	if dimse.CategoryOf(status) == dimse.CategoryFailure {
+		outcome = audit.OutcomeMinorFailure
+	}
+	m := audit.Query(x.s.wardNode(), x.peer, r.SOPClassUID, b, ts, outcome, now)
+	if outcome != audit.OutcomeSuccess {
+		m.Event.Description = fmt.Sprintf("status %04X: %s", status, comment)
+	}
+	x.s.record(m)
+	if status == dimse.StatusNotAuthorized {
+		x.s.record(audit.SecurityAlert(x.s.wardNode(), x.peer, "C-FIND refused: "+comment, now))
+	}
 }
 
 // destination is who receives a retrieve's instances.

@@ -99,7 +99,11 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
-	s.limits = &policy.Limiter{After: c.DICOM.LockoutAfter, Base: c.DICOM.LockoutBase.Duration, Max: c.DICOM.LockoutMax.Duration}
+	lockAfter := c.DICOM.LockoutAfter
+	if lockAfter == 0 {
+		lockAfter = config.DefaultLockoutAfter
+	}
+	s.limits = &policy.Limiter{After: lockAfter, Base: c.DICOM.LockoutBase.Duration, Max: c.DICOM.LockoutMax.Duration}
 	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
@@ -215,6 +219,9 @@ func (s *Server) Destination(aet string) (string, bool) {
 func (s *Server) Reload(c *config.Config) error {
 	if err := c.Validate(); err != nil {
 		return err
+	}
+	if refused := config.Refused(c.Check()); len(refused) > 0 {
+		return fmt.Errorf("refusing risky settings: %s", refused[0])
 	}
 	if err := s.setPolicy(c); err != nil {
 		return err
@@ -442,7 +449,7 @@ func (s *Server) handshake(c *tls.Conn) bool {
 	s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
 	s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
 	if src := remoteAddr(c); src.IsValid() {
-		s.limits.Failed(src)
+		s.lockoutOnFailure(src, now)
 	}
 	return false
 }

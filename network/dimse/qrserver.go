@@ -78,9 +78,6 @@ func (s *session) startOperation(ctx context.Context, req *Request, data io.Read
 		defer s.finish(op)
 		switch field {
 		case CFindRQ:
-			if s.audit != nil {
-				s.audit.Query(&FindRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, Identifier: id, TransferSyntax: ts})
-			}
 			s.find(octx, op, &FindRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, Identifier: id, TransferSyntax: ts})
 		default:
 			r := &RetrieveRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, Identifier: id, TransferSyntax: ts}
@@ -140,6 +137,9 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	}
 	if CategoryOf(se.Status) == CategoryFailure {
 		s.d.logFailure(&r.Request, se)
+	}
+	if s.audit != nil {
+		s.audit.Query(r, se.Status, se.Comment)
 	}
 	rsp := response(cmd, se)
 	rsp.AffectedSOPInstanceUID = ""

@@ -94,8 +94,9 @@ type AssociationAuditor interface {
 	// Stored: a C-STORE-RQ was answered with status; r holds what the
 	// Storer learned of the object.
 	Stored(r *StoreRequest, status uint16)
-	// Query: a C-FIND starts.
-	Query(r *FindRequest)
+	// Query: a C-FIND was answered; status is its final status (a failure
+	// with comment when it was refused).
+	Query(r *FindRequest, status uint16, comment string)
 	// RetrieveBegin: a C-MOVE or C-GET starts sending insts.
 	RetrieveBegin(r *RetrieveRequest, insts []Instance)
 	// RetrieveEnd: the sub-operations ended; sent succeeded (with or

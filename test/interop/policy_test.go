@@ -332,7 +332,10 @@ func TestUniversalQueryNeedsBulkQuery(t *testing.T) {
 	if out := find("CAPPED", "StudyInstanceUID"); !strings.Contains(out, "OutOfResources") {
 		t.Fatalf("max_results 1 with two studies:\n%s", out)
 	}
-	s.newAudit(t, func(r []audit.Record) bool { return hasEvent(r, "query", -1, "NOBULK") })
+	s.newAudit(t, func(r []audit.Record) bool {
+		return hasEvent(r, "query", audit.OutcomeMinorFailure, "bulk-query") && hasEvent(r, "security-alert", -1, "C-FIND refused") &&
+			hasEvent(r, "query", audit.OutcomeSuccess, "NOBULK")
+	})
 }
 
 // TestLockout: a source whose associations keep being refused is locked

@@ -235,6 +235,9 @@ func TestParentCache(t *testing.T) {
 		if err := db.Insert(ctx, a); !errors.Is(err, store.ErrInstanceExists) {
 			t.Fatalf("Insert of a stored instance: %v", err)
 		}
+		if len(db.w.cache.series) != 1 {
+			t.Error("a refused Insert dropped the cache")
+		}
 		b := storetest.Sample(2, 1, 1)
 		if err := db.Insert(ctx, b); err != nil {
 			t.Fatal(err)

@@ -245,7 +245,12 @@ func (w *writer) runOne(r *request) error {
 		return err
 	}
 	if err := r.fn(w); err != nil {
-		w.rollback()
+		// Keep the cache if fn left it alone (an Insert of a stored
+		// instance, say): it still describes the rows rolled back to.
+		w.exec("ROLLBACK")
+		if w.touched {
+			w.cache.clear()
+		}
 		return err
 	}
 	if err := w.exec("COMMIT"); err != nil {

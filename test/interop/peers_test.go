@@ -122,7 +122,7 @@ type ward struct {
 	host string
 	port string
 	dir  string
-	log  *bytes.Buffer
+	log  *lockedBuffer
 	// stop stops the server and waits for it (also done at cleanup).
 	stop func()
 }
@@ -136,6 +136,12 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.Buffer.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.String()
 }
 
 func startWard(t *testing.T, edit ...func(*config.Config)) *ward {
@@ -168,7 +174,7 @@ func startWard(t *testing.T, edit ...func(*config.Config)) *ward {
 	})
 	addr := s.Addr().String()
 	host, port, _ := net.SplitHostPort(addr)
-	return &ward{srv: s, addr: addr, host: host, port: port, dir: c.DataDir, log: &logs.Buffer, stop: stop}
+	return &ward{srv: s, addr: addr, host: host, port: port, dir: c.DataDir, log: logs, stop: stop}
 }
 
 // daemon runs a peer program through the loopback shim until the test ends.

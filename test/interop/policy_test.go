@@ -514,3 +514,45 @@ func TestIdentityMatrix(t *testing.T) {
 		}
 	}
 }
+
+// TestPerPeerAssociationLimit: a peer at its max_associations gets
+// rejected-transient (local limit exceeded) from DCMTK until one of its
+// associations ends; other peers are not affected.
+func TestPerPeerAssociationLimit(t *testing.T) {
+	requireTool(t, "echoscu")
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.Peers = []config.Peer{
+			{AETitle: "ONE", Host: "127.0.0.1", Allow: []string{"echo"}, MaxAssociations: 1},
+			{AETitle: "OTHER", Host: "127.0.0.1", Allow: []string{"echo"}},
+		}
+	})
+	rq := &pdu.AssociateRQ{ProtocolVersion: 1, ApplicationContext: pdu.ApplicationContextName, CallingAETitle: "ONE", CalledAETitle: "WARD",
+		Contexts: []pdu.PresentationContext{{ID: 1, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian.UID}}}}
+	held, err := assoc.Dial(t.Context(), "tcp", w.addr, assoc.Config{AETitle: "ONE"}, rq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := func(aet string) (string, error) {
+		out, err := dcmtk("echoscu", "-to", "5", "-aet", aet, "-aec", "WARD", w.host, w.port).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := echo("ONE"); err == nil || !strings.Contains(out, "Local Limit Exceeded") {
+		t.Fatalf("second association of ONE: %v\n%s", err, out)
+	}
+	if out, err := echo("OTHER"); err != nil {
+		t.Fatalf("OTHER: %v\n%s", err, out)
+	}
+	held.Release()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := echo("ONE")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ONE still refused after its association ended: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -48,6 +48,10 @@
 #   TLS_PROFILE storescu TLS profile flag (default +px: BCP 195; DCMTK's
 #              default +py works too)
 #   OUT        results TSV (default SCRATCH/results.tsv); KEEP=1 keeps SCRATCH
+#   SERVER_CPUS, CLIENT_CPUS  pin ward serve and the storescu processes to
+#              these CPUs (taskset -c LIST, e.g. 0 and 1), so that the
+#              client's own TLS work does not compete with Ward's; default
+#              no pinning, as the harness
 #   PERF=1     also record `perf record -g` of the server in the first TLS
 #              parallel run (SCRATCH/perf-*.data) for profiling
 set -euo pipefail
@@ -192,7 +196,7 @@ tlsargs=(+tls "$ckey" "$ccert" +cf "$ca" "$TLS_PROFILE")
 common=(-to 10 -ta 600 -ts 120)
 
 start_server() { # DATA LOG
-  "$ward" serve --config "$cfg" --data "$1" --dicom-listen "127.0.0.1:$PORT" --aet WARD >"$2" 2>&1 &
+  ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$ward" serve --config "$cfg" --data "$1" --dicom-listen "127.0.0.1:$PORT" --aet WARD >"$2" 2>&1 &
   pid=$!
   local i
   for i in $(seq 1 150); do
@@ -234,7 +238,7 @@ run() {
       for ((i = 0; i < nparts; i++)); do
         if [[ $nparts == 1 ]]; then list=$lists/all; else list=$lists/part$i; fi
         mapfile -t files <"$list"
-        storescu -aet "$aet" -aec WARD "${common[@]}" "${extra[@]}" 127.0.0.1 "$port" "${files[@]}" \
+        ${CLIENT_CPUS:+taskset -c "$CLIENT_CPUS"} storescu -aet "$aet" -aec WARD "${common[@]}" "${extra[@]}" 127.0.0.1 "$port" "${files[@]}" \
           >"$scratch/storescu-$mode-$tr-$rep-$i.log" 2>&1 &
       done
       rcs=0
@@ -260,6 +264,7 @@ run() {
 echo "# bench-tls.sh $(date -u +%FT%TZ) ward $commit ($ward)"
 echo "# corpus $corpus: $nfiles files, $(awk -v b="$nbytes" 'BEGIN{printf "%.1f", b/1e6}') MB; reps $REPS; modes $MODES; jobs $JOBS; TLS: storescu ${tlsargs[*]} (client certificate SHA-256 $fp)"
 echo "# uptime:$(uptime)"
+[[ -n "${SERVER_CPUS:-}${CLIENT_CPUS:-}" ]] && echo "# pinned: ward serve on CPUs ${SERVER_CPUS:-any}, storescu on CPUs ${CLIENT_CPUS:-any}"
 printf '%s\n' "${notes[@]}" | sed 's/^/# /'
 printf 'rep\tmode\ttransport\tfiles\tbytes\tstored\twall_s\tserver_cpu_s\tclient_cpu_s\tinst_s\tstatus\n' >"$OUT"
 for ((rep = 1; rep <= REPS; rep++)); do

@@ -327,12 +327,8 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 		switch {
 		case syncErr != nil:
 			if insErr == nil {
-				// Delete records the blob for deletion; Commit removed it
-				// already, so the record is settled at once.
 				if err := ar.Index.Delete(ctx, in.SOPInstanceUID); err != nil {
 					ar.Logger.Warn("removing the index row of an object that failed to sync failed; recovery removes it", "err", err)
-				} else if err := ar.deleteBlobs(ctx, []string{key}); err != nil {
-					ar.Logger.Warn("settling the deletion of an object that failed to sync failed; retried at next start", "err", err)
 				}
 			}
 			return resourceError("syncing the object to disk", syncErr)

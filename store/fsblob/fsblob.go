@@ -38,8 +38,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"unsafe"
 
 	"github.com/ward-pacs/ward/store"
 )
@@ -183,7 +181,7 @@ func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error
 			return nil, err
 		}
 		if sl := s.takeSlot(); sl != nil {
-			return newWriter(s, sl.key, sl.f, s.pendingPath(sl.key), true), nil
+			return &writer{s: s, key: sl.key, f: sl.f, tmp: s.pendingPath(sl.key), slot: true}, nil
 		}
 		key = newKey() // pool empty: the ordinary path, with a fresh key
 	}
@@ -214,7 +212,7 @@ func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error
 			return nil, fmt.Errorf("fsblob: create: %w", err)
 		}
 	}
-	return newWriter(s, key, f, tmp, false), nil
+	return &writer{s: s, key: key, f: f, tmp: tmp}, nil
 }
 
 type writer struct {
@@ -228,169 +226,6 @@ type writer struct {
 	off, flushed int64
 	// slot: the file is a pre-created slot already in pending/.
 	slot bool
-	// direct: the file is open with O_DIRECT. Bytes gather in dbuf (dn of
-	// them, the last at offset off-1); each full chunk is written by a
-	// goroutine (busy; its buffer, inflight, is not touched until the
-	// result arrives on written) while the next chunk fills the other
-	// buffer. Commit writes the last chunk padded to the block size and
-	// truncates the padding away.
-	direct   bool
-	dbuf     *[]byte
-	dn       int
-	spare    *[]byte
-	busy     bool
-	inflight *[]byte
-	inAt     int64
-	written  chan error
-}
-
-// Blobs are written with O_DIRECT where the filesystem allows it: the bytes
-// go from Ward's buffer to the disk without being copied into the page
-// cache, the largest CPU cost of a C-STORE (writing and fsyncing a 282 KiB
-// file on ext4 here: ~0.33 ms of CPU through the page cache, ~0.14 ms with
-// O_DIRECT), and Commit's fsync has only the last chunk and the metadata
-// left. Full chunks are written in the background while the object still
-// arrives. Objects are written once and read rarely: the page cache gains
-// nothing from holding them. Where O_DIRECT is refused, blobs go through
-// the page cache as before (writeBuffered).
-const (
-	directChunk = 256 << 10
-	directAlign = 4096 // a multiple of every logical block size in use
-)
-
-var directPool = sync.Pool{New: func() any {
-	b := make([]byte, directChunk+directAlign)
-	off := directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)
-	b = b[off : off+directChunk : off+directChunk]
-	return &b
-}}
-
-func newWriter(s *Store, key string, f *os.File, tmp string, slot bool) *writer {
-	w := &writer{s: s, key: key, f: f, tmp: tmp, slot: slot}
-	if setDirect(f) {
-		w.direct = true
-		w.dbuf = directPool.Get().(*[]byte)
-		w.written = make(chan error, 1)
-	}
-	return w
-}
-
-// releaseBuf waits for the chunk in flight and returns the O_DIRECT
-// buffers to the pool.
-func (w *writer) releaseBuf() {
-	w.wait()
-	for _, b := range []**[]byte{&w.dbuf, &w.spare} {
-		if *b != nil {
-			directPool.Put(*b)
-			*b = nil
-		}
-	}
-}
-
-// wait waits for the chunk in flight, if any. Should the filesystem refuse
-// O_DIRECT writes it accepted the flag for (EINVAL), the writer goes on
-// through the page cache from that chunk on.
-func (w *writer) wait() error {
-	if !w.busy {
-		return nil
-	}
-	err := <-w.written
-	w.busy = false
-	b := w.inflight
-	w.inflight = nil
-	if errors.Is(err, syscall.EINVAL) && clearDirect(w.f) == nil {
-		w.direct = false
-		_, err = w.f.WriteAt((*b)[:directChunk], w.inAt)
-		if err == nil {
-			_, err = w.f.Seek(w.inAt+directChunk, io.SeekStart)
-		}
-	}
-	w.spare = b
-	if err != nil && w.err == nil {
-		w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
-	}
-	return w.err
-}
-
-// writeDirect gathers p in the chunk buffer, writing each full chunk.
-func (w *writer) writeDirect(p []byte) (int, error) {
-	total := len(p)
-	for len(p) > 0 {
-		if !w.direct { // refused by the filesystem: dbuf is empty now
-			n, err := w.writeBuffered(p)
-			return total - len(p) + n, err
-		}
-		n := copy((*w.dbuf)[w.dn:], p)
-		w.dn += n
-		w.off += int64(n)
-		p = p[n:]
-		if w.dn == directChunk {
-			if err := w.flushDirect(false); err != nil {
-				return total - len(p), err
-			}
-		}
-	}
-	return total, nil
-}
-
-// flushDirect writes the buffered bytes at their offset: a full chunk in
-// the background, the last one (final) now, padded to directAlign.
-func (w *writer) flushDirect(final bool) error {
-	if err := w.wait(); err != nil {
-		return err
-	}
-	if w.dn == 0 {
-		return nil
-	}
-	at := w.off - int64(w.dn)
-	if !w.direct { // refused while in flight: through the page cache now
-		_, err := w.f.WriteAt((*w.dbuf)[:w.dn], at)
-		if err == nil {
-			_, err = w.f.Seek(w.off, io.SeekStart)
-		}
-		if err != nil {
-			w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
-			return w.err
-		}
-		w.dn = 0
-		return nil
-	}
-	if !final {
-		b := w.dbuf
-		if w.spare == nil {
-			w.spare = directPool.Get().(*[]byte)
-		}
-		w.dbuf, w.spare = w.spare, nil
-		w.inflight, w.inAt, w.busy, w.dn = b, at, true, 0
-		go func() {
-			_, err := w.f.WriteAt((*b)[:directChunk], at)
-			w.written <- err
-		}()
-		return nil
-	}
-	n := (w.dn + directAlign - 1) &^ (directAlign - 1)
-	clear((*w.dbuf)[w.dn:n])
-	_, err := w.f.WriteAt((*w.dbuf)[:n], at)
-	if errors.Is(err, syscall.EINVAL) && clearDirect(w.f) == nil {
-		w.direct = false
-		_, err = w.f.WriteAt((*w.dbuf)[:w.dn], at)
-		if err == nil {
-			_, err = w.f.Seek(w.off, io.SeekStart)
-		}
-		n = w.dn
-	}
-	if err != nil {
-		w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
-		return w.err
-	}
-	if n != w.dn {
-		if err := w.f.Truncate(w.off); err != nil {
-			w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
-			return w.err
-		}
-	}
-	w.dn = 0
-	return nil
 }
 
 // Key is the blob's key (chosen by the store when Create got none).
@@ -412,14 +247,6 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if w.direct {
-		return w.writeDirect(p)
-	}
-	return w.writeBuffered(p)
-}
-
-// writeBuffered writes p through the page cache at the file's offset.
-func (w *writer) writeBuffered(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.off += int64(n)
 	if err != nil {
@@ -447,10 +274,6 @@ func (w *writer) Commit() error {
 		os.Remove(w.tmp)
 		return err
 	}
-	if w.dbuf != nil && w.err == nil {
-		w.flushDirect(true)
-	}
-	w.releaseBuf()
 	if w.err != nil {
 		return fail(w.err)
 	}
@@ -482,7 +305,6 @@ func (w *writer) Abort() error {
 		return nil
 	}
 	w.done = true
-	w.releaseBuf()
 	w.f.Close()
 	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("fsblob: abort %s: %w", w.key, err)

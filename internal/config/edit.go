@@ -1,13 +1,11 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 
 	"github.com/BurntSushi/toml"
 )
@@ -19,6 +17,25 @@ import (
 // [[peers]] tables, only those tables are rewritten (at the end of the
 // file) and every other line, comments included, stays as it was.
 func EditPeers(path string, edit func([]Peer) ([]Peer, error)) error {
+	return editTables(path, "peers", func(c *Config) *[]Peer { return &c.Peers }, func(peers []Peer) error {
+		for i := range peers {
+			if len(peers[i].Allow) == 0 {
+				peers[i].Allow = nil
+			}
+			if err := peers[i].Validate(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, edit)
+}
+
+// editTables is EditPeers and EditUsers: the [[key]] tables of the file,
+// field of Config, are given to edit, checked, and written back, every
+// other setting kept (the file is re-encoded whole only when its tables
+// were written some other way, and refused if even that changes another
+// setting).
+func editTables[T any](path, key string, field func(*Config) *[]T, check func([]T) error, edit func([]T) ([]T, error)) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("reading config: %w", err)
@@ -27,30 +44,39 @@ func EditPeers(path string, edit func([]Peer) ([]Peer, error)) error {
 	if err != nil {
 		return err
 	}
-	peers, err := edit(append([]Peer(nil), before.Peers...))
+	items, err := edit(append([]T(nil), *field(before)...))
 	if err != nil {
 		return err
 	}
-	for i := range peers {
-		if len(peers[i].Allow) == 0 {
-			peers[i].Allow = nil
-		}
-		if err := peers[i].Validate(); err != nil {
-			return err
-		}
+	if err := check(items); err != nil {
+		return err
 	}
-	out, err := rewritePeers(old, peers)
+	enc, err := encodeTables(key, items)
 	if err != nil {
 		return err
 	}
-	if !sameExceptPeers(path, before, out, peers) {
-		// Peers written some other way (inline arrays, dotted keys):
+	// same reports whether out decodes to before with the new tables.
+	same := func(out []byte) bool {
+		after, err := decodeStrict(path, out)
+		if err != nil {
+			return false
+		}
+		if got := *field(after); len(got) != len(items) || (len(items) > 0 && !reflect.DeepEqual(got, items)) {
+			return false
+		}
+		a, b := *after, *before
+		*field(&a), *field(&b) = nil, nil
+		return reflect.DeepEqual(a, b)
+	}
+	out := rewriteTables(old, key, enc)
+	if !same(out) {
+		// Tables written some other way (inline arrays, dotted keys):
 		// re-encode the whole file from its decoded form.
-		if out, err = reencode(old, peers); err != nil {
+		if out, err = reencodeWithout(old, key, enc); err != nil {
 			return err
 		}
-		if !sameExceptPeers(path, before, out, peers) {
-			return fmt.Errorf("config %s: could not rewrite the peers without changing other settings", path)
+		if !same(out) {
+			return fmt.Errorf("config %s: could not rewrite the %s without changing other settings", path, key)
 		}
 	}
 	return writeAtomic(path, out, 0o600)
@@ -66,82 +92,6 @@ func decodeStrict(path string, b []byte) (*Config, error) {
 		return nil, fmt.Errorf("config %s: unknown keys: %v", path, und)
 	}
 	return c, nil
-}
-
-func sameExceptPeers(path string, before *Config, out []byte, peers []Peer) bool {
-	after, err := decodeStrict(path, out)
-	if err != nil {
-		return false
-	}
-	if len(after.Peers) != len(peers) || (len(peers) > 0 && !reflect.DeepEqual(after.Peers, peers)) {
-		return false
-	}
-	a, b := *after, *before
-	a.Peers, b.Peers = nil, nil
-	return reflect.DeepEqual(a, b)
-}
-
-// encodePeers returns the [[peers]] tables.
-func encodePeers(peers []Peer) ([]byte, error) {
-	if len(peers) == 0 {
-		return nil, nil
-	}
-	var b bytes.Buffer
-	if err := toml.NewEncoder(&b).Encode(struct {
-		Peers []Peer `toml:"peers"`
-	}{peers}); err != nil {
-		return nil, fmt.Errorf("encoding peers: %w", err)
-	}
-	return b.Bytes(), nil
-}
-
-// rewritePeers drops the [[peers]] tables of the file's text and appends
-// the new ones.
-func rewritePeers(old []byte, peers []Peer) ([]byte, error) {
-	var out bytes.Buffer
-	in := false
-	for _, line := range strings.SplitAfter(string(old), "\n") {
-		t := strings.TrimSpace(line)
-		if strings.HasPrefix(t, "[") {
-			in = strings.HasPrefix(strings.ReplaceAll(t, " ", ""), "[[peers]]")
-		}
-		if !in {
-			out.WriteString(line)
-		}
-	}
-	enc, err := encodePeers(peers)
-	if err != nil {
-		return nil, err
-	}
-	text := strings.TrimRight(out.String(), "\n")
-	if text != "" {
-		text += "\n"
-		if enc != nil {
-			text += "\n"
-		}
-	}
-	return append([]byte(text), enc...), nil
-}
-
-func reencode(old []byte, peers []Peer) ([]byte, error) {
-	m := map[string]any{}
-	if _, err := toml.Decode(string(old), &m); err != nil {
-		return nil, err
-	}
-	delete(m, "peers")
-	var b bytes.Buffer
-	if err := toml.NewEncoder(&b).Encode(m); err != nil {
-		return nil, err
-	}
-	enc, err := encodePeers(peers)
-	if err != nil {
-		return nil, err
-	}
-	if b.Len() > 0 && enc != nil {
-		b.WriteString("\n")
-	}
-	b.Write(enc)
-	return b.Bytes(), nil
 }
 
 // writeAtomic replaces path with b: a temporary file in the same

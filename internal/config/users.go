@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -186,51 +184,10 @@ func (c *Config) ValidateUsers() error {
 // end of the file) and every other line, comments included, stays as it
 // was.
 func EditUsers(path string, edit func([]User) ([]User, error)) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("reading config: %w", err)
-	}
-	before, err := decodeStrict(path, old)
-	if err != nil {
-		return err
-	}
-	users, err := edit(append([]User(nil), before.Users...))
-	if err != nil {
-		return err
-	}
-	check := Config{Users: users}
-	if err := check.ValidateUsers(); err != nil {
-		return err
-	}
-	enc, err := encodeTables("users", users)
-	if err != nil {
-		return err
-	}
-	out := rewriteTables(old, "users", enc)
-	if !sameExceptUsers(path, before, out, users) {
-		// Users written some other way (inline arrays, dotted keys):
-		// re-encode the whole file from its decoded form.
-		if out, err = reencodeWithout(old, "users", enc); err != nil {
-			return err
-		}
-		if !sameExceptUsers(path, before, out, users) {
-			return fmt.Errorf("config %s: could not rewrite the users without changing other settings", path)
-		}
-	}
-	return writeAtomic(path, out, 0o600)
-}
-
-func sameExceptUsers(path string, before *Config, out []byte, users []User) bool {
-	after, err := decodeStrict(path, out)
-	if err != nil {
-		return false
-	}
-	if len(after.Users) != len(users) || (len(users) > 0 && !reflect.DeepEqual(after.Users, users)) {
-		return false
-	}
-	a, b := *after, *before
-	a.Users, b.Users = nil, nil
-	return reflect.DeepEqual(a, b)
+	return editTables(path, "users", func(c *Config) *[]User { return &c.Users }, func(users []User) error {
+		check := Config{Users: users}
+		return check.ValidateUsers()
+	}, edit)
 }
 
 // encodeTables returns v as [[key]] tables (nothing when v is empty).

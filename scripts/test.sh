@@ -10,6 +10,7 @@ command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 /usr/bin/python3 -c 'import pydicom' >/dev/null 2>&1 || need+=(python3-pydicom)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v nmap >/dev/null 2>&1 || need+=(nmap)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 { command -v rsyslogd || test -x /usr/sbin/rsyslogd; } >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog rsyslog-gnutls)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"

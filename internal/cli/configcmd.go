@@ -14,10 +14,11 @@ var errRisky = errors.New("risky settings found")
 func runConfig(e *env, args []string) error {
 	usage := func() error {
 		fmt.Fprintln(e.stderr, `Usage:
-  ward config check [--config FILE | --data DIR] [--loopback-any-ae]
+  ward config check [--config FILE | --data DIR] [any other ward serve flag]
 
 Lists every risky setting of the configuration that 'ward serve' would run
-with (DATA/ward.toml, or --config FILE), most severe first, each with its
+with (DATA/ward.toml, or --config FILE, with the same flags applied over
+it as ward serve applies), most severe first, each with its
 severity and the fix. It exits 1 when a setting is one 'ward serve' refuses
 to start with, 0 otherwise. 'ward serve' runs the same check at every start
 and logs the findings it starts with as warnings.`)
@@ -35,9 +36,7 @@ and logs the findings it starts with as warnings.`)
 		return usage()
 	}
 	fs := newFlagSet(e, "config check", "[flags]")
-	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
-	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	anyAE := fs.Bool("loopback-any-ae", false, "check as if ward serve ran with --loopback-any-ae")
+	load := serveFlags(fs) // the same flags as ward serve: check what it would run
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -45,12 +44,9 @@ and logs the findings it starts with as warnings.`)
 	if len(pos) > 0 {
 		return usage()
 	}
-	c, err := loadConfig(*configPath, *dataDir)
+	c, err := load()
 	if err != nil {
 		return err
-	}
-	if *anyAE {
-		c.DICOM.LoopbackAnyAE = true
 	}
 	findings := c.Check()
 	if len(findings) == 0 {

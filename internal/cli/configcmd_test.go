@@ -27,6 +27,11 @@ func TestConfigCheck(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "MEDIUM") || !strings.Contains(out, "loopback_any_ae") || !strings.Contains(out, "Fix:") {
 		t.Fatalf("any-AE: %d %s", code, out)
 	}
+	// serve's flags apply, as they would for ward serve.
+	out, _, code = runCLI(t, "config", "check", "--data", filepath.Join(dir, "empty"), "--dicom-listen", "0.0.0.0:11112")
+	if code != 1 || !strings.Contains(out, "to any source") {
+		t.Fatalf("--dicom-listen beyond loopback: %d %s", code, out)
+	}
 	for _, tc := range []struct {
 		name, toml, want string
 		refused          bool

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -38,8 +39,10 @@ func loadConfig(configPath, dataDir string) (*config.Config, error) {
 	return c, nil
 }
 
-func runServe(e *env, args []string) error {
-	fs := newFlagSet(e, "serve", "[flags]")
+// serveFlags defines the flags of `ward serve` on fs and returns the
+// function that loads the configuration with them applied over it (also
+// used by `ward config check`, so that it checks what serve would run).
+func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
 	listen := fs.String("dicom-listen", "", "DIMSE listener HOST:PORT (default "+config.DefaultDICOMListen+"; beyond loopback it needs [dicom] plaintext_networks)")
@@ -51,15 +54,7 @@ func runServe(e *env, args []string) error {
 	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "", "log format: text or json")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
-	}
-	load := func() (*config.Config, error) {
+	return func() (*config.Config, error) {
 		c, err := loadConfig(*configPath, *dataDir)
 		if err != nil {
 			return nil, err
@@ -75,6 +70,19 @@ func runServe(e *env, args []string) error {
 			c.DICOM.LoopbackAnyAE = true
 		}
 		return c, nil
+	}
+}
+
+func runServe(e *env, args []string) error {
+	fs := newFlagSet(e, "serve", "[flags]")
+	load := serveFlags(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		fs.Usage()
+		return errUsage
 	}
 	c, err := load()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
@@ -20,12 +21,15 @@ func runStudy(e *env, args []string) error {
 	usage := func() error {
 		fmt.Fprintln(e.stderr, `Usage:
   ward study delete STUDY-INSTANCE-UID... --reason TEXT [--config FILE | --data DIR]
+  ward study export STUDY-INSTANCE-UID... --out DIR [--media usb|cd|dvd|email|uri] [--config FILE | --data DIR]
 
-Deletes every instance of each study from the index and its objects from
-disk, and records a DICOM Study Deleted audit message (PS3.15 A.5.3.5) per
-study and patient, naming the operating-system user who ran the command and
-the reason. ward serve must be stopped (the command refuses to run while it
-holds the data directory).`)
+delete removes every instance of each study from the index and its objects
+from disk, recorded as DICOM Study Deleted (PS3.15 A.5.3.5) with the reason.
+export copies each study's objects as stored (Part 10) into
+DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.
+Each audit message names the operating-system user who ran the command.
+ward serve must be stopped: both refuse to run while it holds the data
+directory (its audit trail).`)
 		return errUsage
 	}
 	if len(args) < 1 {
@@ -36,13 +40,19 @@ holds the data directory).`)
 		usage()
 		return flag.ErrHelp
 	}
-	if sub != "delete" {
+	if sub != "delete" && sub != "export" {
 		return usage()
 	}
-	fs := newFlagSet(e, "study delete", "[flags] STUDY-INSTANCE-UID...")
+	fs := newFlagSet(e, "study "+sub, "[flags] STUDY-INSTANCE-UID...")
 	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	reason := fs.String("reason", "", "why the studies are deleted (recorded in the audit trail; required)")
+	var reason, out, media *string
+	if sub == "delete" {
+		reason = fs.String("reason", "", "why the studies are deleted (recorded in the audit trail; required)")
+	} else {
+		out = fs.String("out", "", "folder to export into (required)")
+		media = fs.String("media", "usb", "the media the folder is on, for the audit trail: usb, cd, dvd, email, uri")
+	}
 	uids, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -50,12 +60,21 @@ holds the data directory).`)
 	if len(uids) == 0 {
 		return usage()
 	}
-	if strings.TrimSpace(*reason) == "" {
-		return errors.New("--reason is required: a deletion is recorded in the audit trail with why it was made")
-	}
 	for _, u := range uids {
 		if !dicom.ValidUID(u) {
 			return fmt.Errorf("%q is not a Study Instance UID", u)
+		}
+	}
+	var mediaType *audit.Code
+	switch {
+	case reason != nil && strings.TrimSpace(*reason) == "":
+		return errors.New("--reason is required: a deletion is recorded in the audit trail with why it was made")
+	case out != nil && *out == "":
+		return errors.New("--out is required")
+	case media != nil:
+		types := map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.MediaCD, "dvd": audit.MediaDVD, "email": audit.MediaEmail, "uri": audit.MediaURI}
+		if mediaType = types[*media]; mediaType == nil {
+			return fmt.Errorf("--media %q: use usb, cd, dvd, email or uri", *media)
 		}
 	}
 	c, err := loadConfig(*configPath, *dataDir)
@@ -71,21 +90,33 @@ holds the data directory).`)
 	if err != nil {
 		return err
 	}
-	who := audit.Node{AETitle: "ward study delete", ID: operator()}
+	who := audit.Node{AETitle: "ward study " + sub, ID: operator()}
 	var failed []error
 	for _, uid := range uids {
-		d, err := adm.Archive.DeleteStudy(ctx, uid)
-		if d != nil {
+		var d *archive.StudySummary
+		if sub == "delete" {
+			d, err = adm.Archive.DeleteStudy(ctx, uid)
+		} else {
+			d, err = adm.Archive.ExportStudy(ctx, uid, *out)
+		}
+		if d != nil && len(d.Classes) > 0 {
 			st := &audit.Study{UID: d.UID, PatientID: d.PatientID, Classes: d.Classes}
 			outcome := audit.OutcomeSuccess
 			if err != nil {
 				outcome = audit.OutcomeSeriousFail
 			}
-			if rerr := adm.Record(audit.StudyDeleted(adm.Node(), who, outcome, []*audit.Study{st}, *reason, time.Now())); rerr != nil {
+			var m *audit.Message
+			if sub == "delete" {
+				m = audit.StudyDeleted(adm.Node(), who, outcome, []*audit.Study{st}, *reason, time.Now())
+			} else {
+				m = audit.Export(adm.Node(), who, audit.Media{ID: *out, Type: mediaType}, outcome, []*audit.Study{st}, time.Now())
+			}
+			if rerr := adm.Record(m); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("audit record: %w", rerr))
 			}
 			if err == nil {
-				fmt.Fprintf(e.stdout, "deleted study %s: %d instances\n", uid, st.Instances())
+				verb := map[string]string{"delete": "deleted", "export": "exported"}[sub]
+				fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", verb, uid, st.Instances())
 			}
 		}
 		if err != nil {

@@ -202,9 +202,11 @@ var (
 )
 
 // TestStudyDelete: `ward study delete` refuses while ward serve holds the
-// data directory; once it is stopped it deletes the study's index rows and
-// files, keeps the other study, and records a Study Deleted message with
-// the reason in a chain that still verifies.
+// data directory; once it is stopped, `ward study export` copies a study
+// into a folder (recorded as Export to the named media) and `ward study
+// delete` deletes the study's index rows and files, keeps the other study,
+// and records a Study Deleted message with the reason, in a chain that
+// still verifies.
 func TestStudyDelete(t *testing.T) {
 	requireTool(t, "storescu")
 	requireDir(t, pydicomTestFiles)
@@ -235,6 +237,19 @@ func TestStudyDelete(t *testing.T) {
 	if _, code := wardCLI(t, "study", "delete", ctStudy, "--data", w.dir); code == 0 {
 		t.Fatal("deleted without a reason")
 	}
+	// Export first: the study's objects as stored, into a folder.
+	exp := t.TempDir()
+	if o, code := wardCLI(t, "study", "export", ctStudy, "--out", exp, "--media", "cd", "--data", w.dir); code != 0 || !strings.Contains(o, "exported study") {
+		t.Fatalf("export: %d %s", code, o)
+	}
+	files, _ := filepath.Glob(filepath.Join(exp, ctStudy, "*", "*.dcm"))
+	if len(files) != 1 {
+		t.Fatalf("exported files: %v", files)
+	}
+	if ok, diff := datasetsEqual(t, ct, files[0]); !ok {
+		t.Fatalf("the exported object differs from the one sent:\n%s", diff)
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "export", audit.OutcomeSuccess, ctStudy) && hasEvent(r, "export", -1, "110032") })
 	if o, code := wardCLI(t, "study", "delete", ctStudy, "--reason", "wrong patient (ticket 42)", "--data", w.dir); code != 0 || !strings.Contains(o, "1 instances") {
 		t.Fatalf("delete: %d %s", code, o)
 	}

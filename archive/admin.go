@@ -1,0 +1,131 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/store"
+)
+
+// StudySummary is what DeleteStudy removed or ExportStudy copied: the
+// study, its patient and the instances per SOP Class UID (for the audit
+// trail).
+type StudySummary struct {
+	UID       string
+	PatientID string
+	Classes   map[string]int
+}
+
+// ErrNoStudy: DeleteStudy found no instance of the study.
+var ErrNoStudy = errors.New("no such study")
+
+// DeleteStudy removes every instance of a study from the index (parents
+// left empty go with them), then its objects from the blob store. The
+// index commit comes first: a crash after it leaves only blobs the index
+// has recorded for deletion, which Open deletes.
+func (ar *Archive) DeleteStudy(ctx context.Context, studyUID string) (*StudySummary, error) {
+	qr, ok := ar.Index.(store.Querier)
+	if !ok {
+		return nil, errors.New("the index backend cannot list a study's instances")
+	}
+	d := &StudySummary{UID: studyUID, Classes: map[string]int{}}
+	var sops []string
+	q := &store.Query{Level: store.LevelStudy, Keys: []store.Key{{Attribute: "StudyInstanceUID", Kind: store.MatchSingle, Value: studyUID}}}
+	err := qr.Instances(ctx, q, func(in *store.Instance) error {
+		sops = append(sops, in.SOPInstanceUID)
+		d.Classes[in.SOPClassUID]++
+		d.PatientID = in.PatientID
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the study's instances: %w", err)
+	}
+	if len(sops) == 0 {
+		return nil, fmt.Errorf("%s: %w", studyUID, ErrNoStudy)
+	}
+	for _, uid := range sops {
+		if err := ar.Index.Delete(ctx, uid); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("deleting instance %s from the index: %w", uid, err)
+		}
+	}
+	for {
+		keys, err := ar.Index.PendingBlobDeletes(ctx, 1000)
+		if err != nil {
+			return d, fmt.Errorf("listing the deleted objects: %w", err)
+		}
+		if len(keys) == 0 {
+			return d, nil
+		}
+		if err := ar.deleteBlobs(ctx, keys); err != nil {
+			return d, err
+		}
+	}
+}
+
+// ExportStudy copies every instance of a study, as stored (Part 10), into
+// dir as dir/STUDY/SERIES/SOP.dcm, each file synced, and returns what it
+// exported. Files already there are replaced.
+func (ar *Archive) ExportStudy(ctx context.Context, studyUID, dir string) (*StudySummary, error) {
+	qr, ok := ar.Index.(store.Querier)
+	if !ok {
+		return nil, errors.New("the index backend cannot list a study's instances")
+	}
+	d := &StudySummary{UID: studyUID, Classes: map[string]int{}}
+	var insts []store.Instance
+	q := &store.Query{Level: store.LevelStudy, Keys: []store.Key{{Attribute: "StudyInstanceUID", Kind: store.MatchSingle, Value: studyUID}}}
+	if err := qr.Instances(ctx, q, func(in *store.Instance) error { insts = append(insts, *in); return nil }); err != nil {
+		return nil, fmt.Errorf("listing the study's instances: %w", err)
+	}
+	if len(insts) == 0 {
+		return nil, fmt.Errorf("%s: %w", studyUID, ErrNoStudy)
+	}
+	for _, in := range insts {
+		for _, u := range []string{in.StudyInstanceUID, in.SeriesInstanceUID, in.SOPInstanceUID} {
+			if !dicom.StorableUID(u) {
+				return d, fmt.Errorf("instance %q: a UID that cannot name a file", in.SOPInstanceUID)
+			}
+		}
+		path := filepath.Join(dir, in.StudyInstanceUID, in.SeriesInstanceUID, in.SOPInstanceUID+".dcm")
+		if err := ar.copyBlob(ctx, in.BlobKey, path); err != nil {
+			return d, err
+		}
+		d.Classes[in.SOPClassUID]++
+		d.PatientID = in.PatientID
+	}
+	return d, nil
+}
+
+func (ar *Archive) copyBlob(ctx context.Context, key, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	rc, err := ar.Blobs.Open(ctx, key)
+	if err != nil {
+		return fmt.Errorf("opening a stored object: %w", err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(filepath.Dir(path), ".export-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = io.Copy(f, rc)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("exporting to %s: %w", path, err)
+	}
+	return nil
+}

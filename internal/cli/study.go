@@ -5,13 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"os/user"
+	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/ward-pacs/ward/archive"
-	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
@@ -28,8 +24,10 @@ from disk, recorded as DICOM Study Deleted (PS3.15 A.5.3.5) with the reason.
 export copies each study's objects as stored (Part 10) into
 DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.
 Each audit message names the operating-system user who ran the command.
-ward serve must be stopped: both refuse to run while it holds the data
-directory (its audit trail).`)
+When ward serve runs on the data directory, the command asks it over its
+admin socket (DATA/admin.sock, for the user ward serve runs as or root) and
+it does the work while serving; otherwise the command opens the data
+directory itself.`)
 		return errUsage
 	}
 	if len(args) < 1 {
@@ -65,79 +63,55 @@ directory (its audit trail).`)
 			return fmt.Errorf("%q is not a Study Instance UID", u)
 		}
 	}
-	var mediaType *audit.Code
-	switch {
-	case reason != nil && strings.TrimSpace(*reason) == "":
-		return errors.New("--reason is required: a deletion is recorded in the audit trail with why it was made")
-	case out != nil && *out == "":
-		return errors.New("--out is required")
-	case media != nil:
-		types := map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.MediaCD, "dvd": audit.MediaDVD, "email": audit.MediaEmail, "uri": audit.MediaURI}
-		if mediaType = types[*media]; mediaType == nil {
-			return fmt.Errorf("--media %q: use usb, cd, dvd, email or uri", *media)
+	r := &server.StudyRequest{Op: sub, Studies: uids}
+	if sub == "delete" {
+		r.Reason = strings.TrimSpace(*reason)
+		if r.Reason == "" {
+			return errors.New("--reason is required: a deletion is recorded in the audit trail with why it was made")
 		}
+	} else {
+		if *out == "" {
+			return errors.New("--out is required")
+		}
+		if r.Out, err = filepath.Abs(*out); err != nil {
+			return err
+		}
+		r.Media = *media
+	}
+	if err := r.Check(); err != nil {
+		return err
 	}
 	c, err := loadConfig(*configPath, *dataDir)
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(e.stderr, "warn", "text")
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	adm, err := server.OpenAdmin(ctx, c, log)
-	if err != nil {
-		return err
+	// A running ward serve does it (and records it in its audit trail);
+	// otherwise the data directory is opened here.
+	res, err := server.RemoteStudyOp(ctx, c.DataDir, r)
+	if errors.Is(err, server.ErrNoServer) {
+		res, err = offlineStudyOp(ctx, e, c, r)
 	}
-	who := audit.Node{AETitle: "ward study " + sub, ID: operator()}
 	var failed []error
-	for _, uid := range uids {
-		var d *archive.StudySummary
-		if sub == "delete" {
-			d, err = adm.Archive.DeleteStudy(ctx, uid)
-		} else {
-			d, err = adm.Archive.ExportStudy(ctx, uid, *out)
+	for _, x := range res {
+		if x.Error != "" {
+			failed = append(failed, fmt.Errorf("study %s: %s", x.Study, x.Error))
+			continue
 		}
-		if d != nil && len(d.Classes) > 0 {
-			st := &audit.Study{UID: d.UID, PatientID: d.PatientID, Classes: d.Classes}
-			outcome := audit.OutcomeSuccess
-			if err != nil {
-				outcome = audit.OutcomeSeriousFail
-			}
-			var m *audit.Message
-			if sub == "delete" {
-				m = audit.StudyDeleted(adm.Node(), who, outcome, []*audit.Study{st}, *reason, time.Now())
-			} else {
-				m = audit.Export(adm.Node(), who, audit.Media{ID: *out, Type: mediaType}, outcome, []*audit.Study{st}, time.Now())
-			}
-			if rerr := adm.Record(m); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("audit record: %w", rerr))
-			}
-			if err == nil {
-				verb := map[string]string{"delete": "deleted", "export": "exported"}[sub]
-				fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", verb, uid, st.Instances())
-			}
-		}
-		if err != nil {
-			failed = append(failed, fmt.Errorf("study %s: %w", uid, err))
-		}
+		fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", map[string]string{"delete": "deleted", "export": "exported"}[sub], x.Study, x.Instances)
 	}
-	if err := adm.Close(); err != nil {
-		failed = append(failed, err)
-	}
-	return errors.Join(failed...)
+	return errors.Join(append(failed, err)...)
 }
 
-// operator names who ran an administration command: the operating-system
-// user, and the host.
-func operator() string {
-	name := "unknown"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
+func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *server.StudyRequest) ([]server.StudyResult, error) {
+	log, err := newLogger(e.stderr, "warn", "text")
+	if err != nil {
+		return nil, err
 	}
-	if h, err := os.Hostname(); err == nil {
-		name += "@" + h
+	adm, err := server.OpenAdmin(ctx, c, log)
+	if err != nil {
+		return nil, err
 	}
-	return name
+	res, err := adm.StudyOp(ctx, server.Operator(), r)
+	return res, errors.Join(err, adm.Close())
 }

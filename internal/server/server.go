@@ -44,6 +44,7 @@ type Server struct {
 	archive *archive.Archive
 	ln      net.Listener
 	tlsLn   net.Listener // DIMSE over TLS; nil without [dicom] tls_listen
+	adminLn net.Listener // the admin socket (AdminSocket)
 	neg     *assoc.Acceptor
 	sem     chan struct{}
 	audit   *audit.Log // nil when [audit] enabled = false
@@ -135,6 +136,14 @@ func (s *Server) Open(ctx context.Context) error {
 			return fmt.Errorf("dicom tls listener: %w", err)
 		}
 		s.tlsLn = tls.NewListener(ln, tlsConf)
+	}
+	if err := s.listenAdmin(); err != nil {
+		s.ln.Close()
+		if s.tlsLn != nil {
+			s.tlsLn.Close()
+		}
+		s.closeStores()
+		return err
 	}
 	s.sem = make(chan struct{}, c.DICOM.MaxAssociations)
 	s.active = map[*assoc.Association]struct{}{}
@@ -340,6 +349,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			for _, ln := range lns {
 				ln.Close()
 			}
+			s.adminLn.Close()
 		})
 	}
 	stop := context.AfterFunc(ctx, closeAll)
@@ -352,6 +362,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	errs := make([]error, len(lns))
 	var loops sync.WaitGroup
+	loops.Add(1)
+	go func() { defer loops.Done(); s.serveAdmin(ctx) }()
 	for i, ln := range lns {
 		loops.Add(1)
 		go func() {

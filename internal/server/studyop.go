@@ -1,0 +1,224 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/audit"
+)
+
+// AdminSocket is the name, in the data directory, of the Unix socket on
+// which a running ward serve takes administration requests (ward study
+// delete/export) from the user it runs as (or root). The data directory is
+// 0700 and the socket 0600.
+const AdminSocket = "admin.sock"
+
+// StudyRequest asks to delete or export studies.
+type StudyRequest struct {
+	Op      string   `json:"op"` // "delete" or "export"
+	Studies []string `json:"studies"`
+	Reason  string   `json:"reason,omitempty"` // delete: required
+	Out     string   `json:"out,omitempty"`    // export: absolute folder
+	Media   string   `json:"media,omitempty"`  // export: usb, cd, dvd, email, uri
+}
+
+// StudyResult is the outcome for one study.
+type StudyResult struct {
+	Study     string `json:"study"`
+	Instances int    `json:"instances"`
+	Error     string `json:"error,omitempty"`
+}
+
+// MediaTypes are the export media a StudyRequest may name (PS3.16 CID 405).
+var MediaTypes = map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.MediaCD, "dvd": audit.MediaDVD, "email": audit.MediaEmail, "uri": audit.MediaURI}
+
+// Check validates a request.
+func (r *StudyRequest) Check() error {
+	switch {
+	case r.Op != "delete" && r.Op != "export":
+		return fmt.Errorf("unknown operation %q", r.Op)
+	case len(r.Studies) == 0:
+		return errors.New("no study given")
+	case r.Op == "delete" && r.Reason == "":
+		return errors.New("a deletion needs a reason (it is recorded in the audit trail)")
+	case r.Op == "export" && !filepath.IsAbs(r.Out):
+		return errors.New("an export needs an absolute folder")
+	case r.Op == "export" && MediaTypes[r.Media] == nil:
+		return fmt.Errorf("media %q: use usb, cd, dvd, email or uri", r.Media)
+	}
+	return nil
+}
+
+// runStudyOp deletes or exports each study with ar and records the audit
+// message of each (operator names who asked).
+func runStudyOp(ctx context.Context, ar *archive.Archive, record func(*audit.Message), ward audit.Node, operator string, r *StudyRequest) []StudyResult {
+	who := audit.Node{AETitle: "ward study " + r.Op, ID: operator}
+	out := make([]StudyResult, 0, len(r.Studies))
+	for _, uid := range r.Studies {
+		var d *archive.StudySummary
+		var err error
+		if r.Op == "delete" {
+			d, err = ar.DeleteStudy(ctx, uid)
+		} else {
+			d, err = ar.ExportStudy(ctx, uid, r.Out)
+		}
+		res := StudyResult{Study: uid}
+		if d != nil && len(d.Classes) > 0 {
+			st := &audit.Study{UID: d.UID, PatientID: d.PatientID, Classes: d.Classes}
+			res.Instances = st.Instances()
+			outcome := audit.OutcomeSuccess
+			if err != nil {
+				outcome = audit.OutcomeSeriousFail
+			}
+			if r.Op == "delete" {
+				record(audit.StudyDeleted(ward, who, outcome, []*audit.Study{st}, r.Reason, time.Now()))
+			} else {
+				record(audit.Export(ward, who, audit.Media{ID: r.Out, Type: MediaTypes[r.Media]}, outcome, []*audit.Study{st}, time.Now()))
+			}
+		}
+		if err != nil {
+			res.Error = err.Error()
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// StudyOp runs r on the stopped Ward of the admin's data directory.
+func (a *Admin) StudyOp(ctx context.Context, operator string, r *StudyRequest) ([]StudyResult, error) {
+	if err := r.Check(); err != nil {
+		return nil, err
+	}
+	var rerr error
+	res := runStudyOp(ctx, a.Archive, func(m *audit.Message) {
+		if err := a.Record(m); err != nil {
+			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
+		}
+	}, a.Node(), operator, r)
+	return res, rerr
+}
+
+// ErrNoServer: no ward serve answers on the data directory's admin socket.
+var ErrNoServer = errors.New("no ward serve is running on this data directory")
+
+// RemoteStudyOp sends r to the ward serve running on dataDir, which runs it
+// and records it in its audit trail under the calling user's name.
+func RemoteStudyOp(ctx context.Context, dataDir string, r *StudyRequest) ([]StudyResult, error) {
+	path := filepath.Join(dataDir, AdminSocket)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
+	}
+	defer conn.Close()
+	if err := json.NewEncoder(conn).Encode(r); err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Error   string        `json:"error,omitempty"`
+		Results []StudyResult `json:"results"`
+	}
+	if err := json.NewDecoder(io.LimitReader(conn, 16<<20)).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("reading ward serve's answer: %w", err)
+	}
+	if resp.Error != "" {
+		return nil, errors.New(resp.Error)
+	}
+	return resp.Results, nil
+}
+
+// listenAdmin opens the admin socket. A socket file left by a Ward that
+// did not stop cleanly is replaced: only one ward serve runs on a data
+// directory (its audit log is locked, its listeners bound).
+func (s *Server) listenAdmin() error {
+	path := filepath.Join(s.Config.DataDir, AdminSocket)
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("admin socket %s: another ward serve answers on it", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	s.adminLn = ln
+	return nil
+}
+
+// serveAdmin answers administration requests until the listener closes.
+func (s *Server) serveAdmin(ctx context.Context) {
+	for {
+		conn, err := s.adminLn.Accept()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer conn.Close()
+			s.adminConn(ctx, conn.(*net.UnixConn))
+		}()
+	}
+}
+
+func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
+	_ = c.SetDeadline(time.Now().Add(time.Minute))
+	reply := func(v any) { _ = json.NewEncoder(c).Encode(v) }
+	fail := func(msg string) { reply(map[string]string{"error": msg}) }
+	uid, err := peerUID(c)
+	if err != nil {
+		fail("cannot tell who is asking: " + err.Error())
+		return
+	}
+	if uid != 0 && uid != os.Getuid() {
+		s.Logger.Warn("admin request refused", "uid", uid)
+		fail("only the user ward serve runs as, or root, may ask")
+		return
+	}
+	var r StudyRequest
+	if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 1<<20))).Decode(&r); err != nil {
+		fail("bad request: " + err.Error())
+		return
+	}
+	if err := r.Check(); err != nil {
+		fail(err.Error())
+		return
+	}
+	_ = c.SetDeadline(time.Time{}) // a large study takes its time
+	op := userName(uid)
+	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
+	// A request that started finishes even when ward serve is asked to
+	// stop (the shutdown waits for it): no half-deleted study.
+	res := runStudyOp(context.WithoutCancel(ctx), s.archive, s.record, s.wardNode(), op, &r)
+	reply(map[string]any{"results": res})
+}
+
+// userName names a local user (and the host) for the audit trail.
+func userName(uid int) string {
+	name := strconv.Itoa(uid)
+	if u, err := user.LookupId(name); err == nil {
+		name = u.Username
+	}
+	if h, err := os.Hostname(); err == nil {
+		name += "@" + h
+	}
+	return name
+}
+
+// Operator names the user running this process, for the audit trail.
+func Operator() string { return userName(os.Getuid()) }

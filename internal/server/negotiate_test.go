@@ -1,7 +1,10 @@
 package server
 
 import (
+	"context"
 	"net"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ward-pacs/ward/dicom"
@@ -116,5 +119,22 @@ func TestListenLoopbackOnly(t *testing.T) {
 		if err := config.CheckLoopback(addr); err != nil {
 			t.Errorf("%s refused: %v", addr, err)
 		}
+	}
+}
+
+// A data directory whose path is too long for a Unix socket address still
+// serves (without the admin socket).
+func TestAdminSocketLongPath(t *testing.T) {
+	c := config.Default()
+	c.DataDir = filepath.Join(t.TempDir(), strings.Repeat("d", 120))
+	c.DICOM.Listen = "127.0.0.1:0"
+	s := &Server{Config: c}
+	if err := s.Open(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Serve(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

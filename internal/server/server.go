@@ -349,7 +349,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			for _, ln := range lns {
 				ln.Close()
 			}
-			s.adminLn.Close()
+			if s.adminLn != nil {
+				s.adminLn.Close()
+			}
 		})
 	}
 	stop := context.AfterFunc(ctx, closeAll)

@@ -143,6 +143,11 @@ func RemoteStudyOp(ctx context.Context, dataDir string, r *StudyRequest) ([]Stud
 // directory (its audit log is locked, its listeners bound).
 func (s *Server) listenAdmin() error {
 	path := filepath.Join(s.Config.DataDir, AdminSocket)
+	if len(path) > 100 {
+		// Beyond what a Unix socket address holds (108 bytes on Linux).
+		s.Logger.Warn("no admin socket: the data directory's path is too long for one; ward study delete/export need ward serve stopped", "path", path)
+		return nil
+	}
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
 		return fmt.Errorf("admin socket %s: another ward serve answers on it", path)
@@ -162,6 +167,9 @@ func (s *Server) listenAdmin() error {
 
 // serveAdmin answers administration requests until the listener closes.
 func (s *Server) serveAdmin(ctx context.Context) {
+	if s.adminLn == nil {
+		return
+	}
 	for {
 		conn, err := s.adminLn.Accept()
 		if err != nil {

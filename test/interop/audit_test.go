@@ -244,7 +244,9 @@ func TestStudyDelete(t *testing.T) {
 	if ok, diff := datasetsEqual(t, ct, files[0]); !ok {
 		t.Fatalf("the exported object differs from the one sent:\n%s", diff)
 	}
-	readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "export", audit.OutcomeSuccess, ctStudy) && hasEvent(r, "export", -1, "110032") })
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		return hasEvent(r, "export", audit.OutcomeSuccess, ctStudy) && hasEvent(r, "export", -1, "110032")
+	})
 	// Delete, while serving.
 	if o, code := wardCLI(t, "study", "delete", ctStudy, "--reason", "wrong patient (ticket 42)", "--data", w.dir); code != 0 || !strings.Contains(o, "1 instances") {
 		t.Fatalf("delete: %d %s", code, o)
@@ -258,7 +260,9 @@ func TestStudyDelete(t *testing.T) {
 	if _, code := wardCLI(t, "study", "delete", ctStudy, "--reason", "again", "--data", w.dir); code == 0 {
 		t.Fatal("deleting a missing study succeeded")
 	}
-	recs := readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "study-deleted", audit.OutcomeSuccess, "wrong patient (ticket 42)") })
+	recs := readAudit(t, w.dir, func(r []audit.Record) bool {
+		return hasEvent(r, "study-deleted", audit.OutcomeSuccess, "wrong patient (ticket 42)")
+	})
 	for _, r := range recs {
 		if r.Event == "study-deleted" && !strings.Contains(r.XML, ctStudy) {
 			t.Fatalf("Study Deleted record without the study: %s", r.XML)
@@ -272,7 +276,9 @@ func TestStudyDelete(t *testing.T) {
 	if n := objects(); n != 0 {
 		t.Fatalf("%d object files left", n)
 	}
-	readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "study-deleted", audit.OutcomeSuccess, "retention period over") })
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		return hasEvent(r, "study-deleted", audit.OutcomeSuccess, "retention period over")
+	})
 	if o, code := wardCLI(t, "audit", "verify", "--data", w.dir); code != 0 {
 		t.Fatalf("audit verify after the deletions: %s", o)
 	}

@@ -45,6 +45,7 @@ func TestConfigCheck(t *testing.T) {
 		{"audit off", "[audit]\nenabled = false\n", "not recorded", false},
 		{"no lockout", "[dicom]\nlockout_after = -1\n", "guessed", false},
 		{"passcode in clear", "[[users]]\nname = \"alice\"\nhash = \"hunter2\"\n", "[[users]]", true},
+		{"C-MOVE destination in clear", "[[peers]]\naet = \"WS\"\nhost = \"10.1.2.3\"\nport = 104\n", "images in clear text", false},
 		{"identity over plain", "[[peers]]\naet = \"CT\"\nhost = \"127.0.0.1\"\nrequire_identity = true\nallow = [\"store\"]\n", "in clear", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

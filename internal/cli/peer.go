@@ -26,7 +26,7 @@ func configFile(configPath, dataDir string) string {
 func runPeer(e *env, args []string) error {
 	usage := func() error {
 		fmt.Fprintln(e.stderr, `Usage:
-  ward peer add TITLE [--host HOST --port PORT] [--network CIDR,...] [--cert-fingerprint SHA256]
+  ward peer add TITLE [--host HOST --port PORT [--tls]] [--network CIDR,...] [--cert-fingerprint SHA256]
                  [--require-tls] [--require-identity] [--allow echo,store,find,move,get,bulk-query]
                  [--max-associations N] [--max-results N] [--config FILE | --data DIR]
   ward peer list [--config FILE | --data DIR]
@@ -38,7 +38,8 @@ client certificate pinned by --cert-fingerprint (the SHA-256 of the
 certificate: 'ward pki issue' prints it; a pinned peer may only call over
 TLS). A peer may use only the services in --allow; bulk-query lets it list
 every patient or study with a query that has no matching key. HOST and PORT
-are also where Ward reaches the peer (a C-MOVE destination needs them).
+are also where Ward reaches the peer (a C-MOVE destination needs them;
+with --tls it is reached over TLS).
 Peers are stored as [[peers]] tables in Ward's configuration file; a running
 'ward serve' reloads them on SIGHUP.`)
 		return errUsage
@@ -52,7 +53,7 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
 	var host, allow, network, fingerprint *string
 	var port, maxAssoc, maxResults *int
-	var requireTLS, requireIdentity *bool
+	var requireTLS, requireIdentity, useTLS *bool
 	if sub == "add" {
 		host = fs.String("host", "", "host (IP address or name) where Ward reaches the peer; without --network, the peer must call from its address")
 		port = fs.Int("port", 0, "port where Ward reaches the peer")
@@ -60,6 +61,7 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 		network = fs.String("network", "", "source networks the peer may call from, comma-separated CIDRs (e.g. 10.1.2.0/24)")
 		fingerprint = fs.String("cert-fingerprint", "", "SHA-256 fingerprint of the peer's TLS client certificate (64 hex digits, colons allowed)")
 		requireTLS = fs.Bool("require-tls", false, "refuse the peer on the plain listener")
+		useTLS = fs.Bool("tls", false, "Ward reaches the peer (as a C-MOVE destination) over TLS, checking its certificate against [dicom] tls_peer_ca")
 		requireIdentity = fs.Bool("require-identity", false, "refuse associations without a verified user identity (passcode or JWT)")
 		maxAssoc = fs.Int("max-associations", 0, "concurrent associations of this peer (default [dicom] max_associations_per_peer)")
 		maxResults = fs.Int("max-results", 0, "matches per C-FIND for this peer (default [query] max_results)")
@@ -74,7 +76,7 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 		if len(pos) != 1 {
 			return usage()
 		}
-		p := config.Peer{AETitle: pos[0], Host: *host, Port: *port, RequireTLS: *requireTLS, RequireIdentity: *requireIdentity,
+		p := config.Peer{AETitle: pos[0], Host: *host, Port: *port, RequireTLS: *requireTLS, RequireIdentity: *requireIdentity, TLS: *useTLS,
 			MaxAssociations: *maxAssoc, MaxResults: *maxResults}
 		for _, s := range strings.Split(*allow, ",") {
 			if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
@@ -165,6 +167,9 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 			}
 			if p.RequireIdentity {
 				req = append(req, "identity")
+			}
+			if p.TLS && port != "" {
+				port += " (tls)"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.AETitle, p.Host, port, strings.Join(p.Allow, ","), strings.Join(bound, " + "), strings.Join(req, ","))
 		}

@@ -142,6 +142,11 @@ func (c *Config) Check() []Finding {
 				add(Low, false, name+" host = "+p.Host, "bound to a host name: whoever controls its DNS answer can call as this peer", "bind it to an address (--network IP/32) or pin its certificate")
 			}
 		}
+		if p.Port != 0 && !p.TLS {
+			if a, err := netip.ParseAddr(p.Host); err != nil || !a.IsLoopback() {
+				add(Medium, false, name+" host = "+p.Host, "C-MOVE sends it images in clear text", "reach it over TLS (ward peer add "+p.AETitle+" --tls, and [dicom] tls_peer_ca / tls_client_cert)")
+			}
+		}
 		if p.RequireIdentity && !p.RequireTLS && p.CertFingerprint == "" {
 			add(Medium, false, name, "sends passcodes or tokens that travel in clear on the plain listener", "require TLS for it (--require-tls)")
 		}

@@ -102,6 +102,14 @@ type DICOM struct {
 	// TLSClientCA, when set, is a PEM file of CA certificates: every TLS
 	// client must present a certificate that verifies against it.
 	TLSClientCA string `toml:"tls_client_ca"`
+	// TLSPeerCA verifies the server certificates of peers Ward calls over
+	// TLS (peers with tls = true); empty: the system's roots.
+	TLSPeerCA string `toml:"tls_peer_ca"`
+	// TLSClientCert and TLSClientKey are the certificate Ward presents when
+	// it calls a peer over TLS (e.g. made by `ward pki issue WARD`); empty:
+	// none (peers that require one refuse).
+	TLSClientCert string `toml:"tls_client_cert"`
+	TLSClientKey  string `toml:"tls_client_key"`
 	// PlaintextNetworks acknowledges plain (non-TLS) DIMSE on a listener
 	// that is not loopback: associations on it are accepted only from
 	// these source networks (CIDRs). Without it, a non-loopback plain
@@ -301,6 +309,9 @@ func (c *Config) Validate() error {
 		if c.DICOM.TLSCert == "" || c.DICOM.TLSKey == "" {
 			return fmt.Errorf("dicom tls_listen %s: %w", c.DICOM.TLSListen, ErrTLSIncomplete)
 		}
+	}
+	if (c.DICOM.TLSClientCert == "") != (c.DICOM.TLSClientKey == "") {
+		return errors.New("dicom tls_client_cert and tls_client_key go together")
 	}
 	if c.DICOM.LoopbackAnyAE && (!plainLoopback || !tlsLoopback) {
 		return errors.New("dicom loopback_any_ae: refused while a listener is not on loopback (any calling AE may use every service: that opt-in is for a machine's own tools only)")

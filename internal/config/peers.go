@@ -40,6 +40,10 @@ type Peer struct {
 	MaxAssociations int `toml:"max_associations,omitzero"`
 	// MaxResults overrides [query] max_results for this peer's C-FINDs.
 	MaxResults int `toml:"max_results,omitzero"`
+	// TLS: Ward reaches the peer (as a C-MOVE destination) over TLS,
+	// verifying its server certificate against [dicom] tls_peer_ca and
+	// presenting [dicom] tls_client_cert when set.
+	TLS bool `toml:"tls,omitempty"`
 }
 
 // CheckAETitle checks an AE title: 1 to 16 printable ASCII characters

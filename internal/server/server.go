@@ -45,6 +45,7 @@ type Server struct {
 	ln      net.Listener
 	tlsLn   net.Listener // DIMSE over TLS; nil without [dicom] tls_listen
 	adminLn net.Listener // the admin socket (AdminSocket)
+	peerTLS *tls.Config  // calling peers over TLS (C-MOVE destinations)
 	neg     *assoc.Acceptor
 	sem     chan struct{}
 	audit   *audit.Log // nil when [audit] enabled = false
@@ -117,6 +118,10 @@ func (s *Server) Open(ctx context.Context) error {
 		return err
 	}
 	s.neg = s.acceptor()
+	if s.peerTLS, err = peerTLS(&c.DICOM); err != nil {
+		s.closeStores()
+		return err
+	}
 	var tlsConf *tls.Config
 	if c.DICOM.TLSListen != "" {
 		if tlsConf, err = TLSConfig(&c.DICOM); err != nil {
@@ -221,6 +226,25 @@ func (s *Server) Destination(aet string) (string, bool) {
 		return "", false
 	}
 	return p.Addr(), true
+}
+
+// dialDestination connects to a C-MOVE destination: over TLS when the
+// peer is registered with tls = true, verifying its certificate for its
+// host name, else plain TCP.
+func (s *Server) dialDestination(ctx context.Context, aet, addr string) (net.Conn, error) {
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: assoc.DefaultConnectTimeout}}
+	c := config.Config{Peers: s.Peers()}
+	p, ok := c.Peer(aet)
+	if !ok || !p.TLS {
+		return d.NetDialer.DialContext(ctx, "tcp", addr)
+	}
+	tc := s.peerTLS.Clone()
+	tc.ServerName = p.Host
+	d.Config = tc
+	// The handshake is bounded like association set-up.
+	dctx, cancel := context.WithTimeout(ctx, s.Config.DICOM.ARTIMTimeout.Duration)
+	defer cancel()
+	return d.DialContext(dctx, "tcp", addr)
 }
 
 // Reload applies what may change in a running Ward: the peers. Other
@@ -357,7 +381,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	acfg := s.assocConfig()
-	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg}
+	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg, DialDestination: s.dialDestination}
 	if s.audit != nil {
 		disp.Auditor = serverAuditor{s}
 		s.record(audit.ApplicationActivity(s.wardNode(), true, time.Now()))

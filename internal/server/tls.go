@@ -59,3 +59,31 @@ func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// peerTLS builds the client side of DIMSE over TLS for the peers Ward
+// calls (C-MOVE destinations with tls = true): the same protocol versions
+// and cipher suites as the listener, server certificates verified against
+// tls_peer_ca (the system's roots without it), and Ward's client
+// certificate when tls_client_cert is set.
+func peerTLS(d *config.DICOM) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLSCipherSuites}
+	if d.TLSPeerCA != "" {
+		b, err := os.ReadFile(d.TLSPeerCA)
+		if err != nil {
+			return nil, fmt.Errorf("dicom tls_peer_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("dicom tls_peer_ca %s: %w", d.TLSPeerCA, ErrNoCACertificates)
+		}
+		tc.RootCAs = pool
+	}
+	if d.TLSClientCert != "" {
+		cert, err := tls.LoadX509KeyPair(d.TLSClientCert, d.TLSClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("dicom tls_client_cert %s / tls_client_key %s: %w", d.TLSClientCert, d.TLSClientKey, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

@@ -281,7 +281,7 @@ func (s *session) moveSubOps(ctx context.Context, r *RetrieveRequest, addr strin
 		batch := insts[:n]
 		insts = insts[n:]
 		rq := &pdu.AssociateRQ{ProtocolVersion: 1, CalledAETitle: r.MoveDestination, CallingAETitle: cfg.AETitle, ApplicationContext: pdu.ApplicationContextName, Contexts: pcs}
-		sub, err := assoc.Dial(ctx, "tcp", addr, cfg, rq)
+		sub, err := s.d.dialDestination(ctx, r.MoveDestination, addr, cfg, rq)
 		if err != nil {
 			for i := range batch {
 				t.record(&batch[i], nil, fmt.Errorf("association to %s: %w", r.MoveDestination, err))
@@ -371,4 +371,16 @@ func (s *session) getSubOps(ctx context.Context, op *operation, r *RetrieveReque
 		}
 		pending()
 	}
+}
+
+// dialDestination opens an association to a C-MOVE destination.
+func (d *Dispatcher) dialDestination(ctx context.Context, aet, addr string, cfg assoc.Config, rq *pdu.AssociateRQ) (*assoc.Association, error) {
+	if d.DialDestination == nil {
+		return assoc.Dial(ctx, "tcp", addr, cfg, rq)
+	}
+	conn, err := d.DialDestination(ctx, aet, addr)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
+	}
+	return assoc.Request(ctx, conn, cfg, rq)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,10 @@ type Dispatcher struct {
 	// destinations. An empty AETitle means the title the peer called Ward
 	// by.
 	Requestor assoc.Config
+	// DialDestination, when set, opens the connection to a C-MOVE
+	// destination (e.g. over TLS for destinations reached that way);
+	// nil dials plain TCP.
+	DialDestination func(ctx context.Context, aeTitle, addr string) (net.Conn, error)
 	// Auditor, when not nil, is told what each association does (the
 	// audit trail, PS3.15 A.5).
 	Auditor Auditor

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,62 @@ func TestTLSSilentClientClosedByARTIM(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("closed after %v", d)
+	}
+}
+
+// TestMoveToTLSDestination: a C-MOVE destination registered with tls is
+// reached over TLS — DCMTK storescp with +tls, requiring Ward's client
+// certificate (ward pki issue WARD) — and receives the study; the same
+// storescp registered without tls gets nothing (plain DICOM on a TLS port).
+func TestMoveToTLSDestination(t *testing.T) {
+	requireTool(t, "storescu", "movescu", "storescp", "gcc")
+	requireDir(t, pydicomTestFiles)
+	p := makePKI(t, "WARD")
+	port := freePort(t)
+	dir := t.TempDir()
+	daemon(t, "storescp-tls.log", "storescp", "+tls", p.srvKey, p.srvCert, "+cf", p.ca, "-rc", "-od", dir, strconv.Itoa(port))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("storescp +tls did not listen")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	assertLoopbackOnly(t, port)
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.TLSPeerCA, c.DICOM.TLSClientCert, c.DICOM.TLSClientKey = p.ca, p.peerCert, p.peerKey
+		c.Peers = []config.Peer{
+			{AETitle: "TLSDEST", Host: "127.0.0.1", Port: port, TLS: true},
+			{AETitle: "PLAINDEST", Host: "127.0.0.1", Port: port},
+		}
+	})
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, ct).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	move := func(dest string) string {
+		out, _ := dcmtk("movescu", "-v", "-S", "-aec", "WARD", "-aem", dest, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+studyOf(t, ct), w.host, w.port).CombinedOutput()
+		return string(out)
+	}
+	if out := move("PLAINDEST"); strings.Contains(out, "Final Move Response (Success)") {
+		t.Fatalf("move to a TLS port in clear:\n%s", out)
+	} else if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 {
+		t.Fatalf("the plain move delivered %v", files)
+	}
+	if out := move("TLSDEST"); !strings.Contains(out, "Received Final Move Response (Success)") {
+		t.Fatalf("move over TLS:\n%s", out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(files) != 1 {
+		t.Fatalf("storescp +tls received %v", files)
+	}
+	uid, _ := sopInstanceOf(t, ct)
+	if ok, diff := datasetsEqual(t, ct, files[0]); !ok {
+		t.Fatalf("%s differs from what was sent:\n%s", uid, diff)
 	}
 }

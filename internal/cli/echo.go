@@ -2,30 +2,85 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
 	"fmt"
+	"net"
+	"os"
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
 )
 
-// peerFlags are the addressing flags every SCU command shares.
+// peerFlags are the addressing and transport flags every SCU command
+// shares.
 type peerFlags struct {
-	aec, aet *string
-	timeout  *time.Duration
+	aec, aet               *string
+	timeout                *time.Duration
+	tls                    *bool
+	tlsCA, tlsCert, tlsKey *string
 }
 
-func addPeerFlags(fs interface {
-	String(string, string, string) *string
-	Duration(string, time.Duration, string) *time.Duration
-}) peerFlags {
+func addPeerFlags(fs *flag.FlagSet) peerFlags {
 	return peerFlags{
 		aec:     fs.String("aec", "ANY-SCP", "called AE title (the peer's)"),
 		aet:     fs.String("aet", "WARDSCU", "calling AE title (ours)"),
 		timeout: fs.Duration("timeout", 30*time.Second, "connection and association timeout"),
+		tls:     fs.Bool("tls", false, "DICOM over TLS (PS3.15 B.12: TLS 1.2+, the peer's certificate verified for HOST)"),
+		tlsCA:   fs.String("tls-ca", "", "CA certificates (PEM) that verify the peer's certificate (default: the system's roots)"),
+		tlsCert: fs.String("tls-cert", "", "our client certificate (PEM), e.g. from ward pki issue"),
+		tlsKey:  fs.String("tls-key", "", "its private key (PEM)"),
 	}
+}
+
+// dial connects to addr (over TLS with --tls) and requests an
+// association.
+func (p peerFlags) dial(ctx context.Context, addr string, rq *pdu.AssociateRQ) (*assoc.Association, error) {
+	if !*p.tls {
+		if *p.tlsCA != "" || *p.tlsCert != "" {
+			return nil, errors.New("--tls-ca and --tls-cert need --tls")
+		}
+		return assoc.Dial(ctx, "tcp", addr, p.config(), rq)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: server.TLSCipherSuites, ServerName: host}
+	if *p.tlsCA != "" {
+		b, err := os.ReadFile(*p.tlsCA)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--tls-ca %s: no PEM certificate", *p.tlsCA)
+		}
+	}
+	if (*p.tlsCert == "") != (*p.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if *p.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(*p.tlsCert, *p.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	dctx, cancel := context.WithTimeout(ctx, *p.timeout)
+	defer cancel()
+	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: tc}
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s over TLS: %w", addr, err)
+	}
+	return assoc.Request(ctx, conn, p.config(), rq)
 }
 
 func (p peerFlags) config() assoc.Config {
@@ -55,7 +110,7 @@ func runEcho(e *env, args []string) error {
 	}
 	ctx := context.Background()
 	start := time.Now()
-	a, err := assoc.Dial(ctx, "tcp", pos[0], pf.config(), pf.request([]pdu.PresentationContext{{ID: 1, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}}}))
+	a, err := pf.dial(ctx, pos[0], pf.request([]pdu.PresentationContext{{ID: 1, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}}}))
 	if err != nil {
 		return err
 	}

@@ -170,7 +170,7 @@ func (q *qrFlags) dial(ctx context.Context, addr, sopClass string, extra []pdu.P
 	pcs := append([]pdu.PresentationContext{{ID: 1, AbstractSyntax: sopClass, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}}}, extra...)
 	rq := q.pf.request(pcs)
 	rq.UserInfo.Roles = roles
-	a, err := assoc.Dial(ctx, "tcp", addr, q.pf.config(), rq)
+	a, err := q.pf.dial(ctx, addr, rq)
 	if err != nil {
 		return nil, err
 	}

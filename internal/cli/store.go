@@ -17,7 +17,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
 )
@@ -327,7 +326,7 @@ func sendBatch(ctx context.Context, addr string, pf peerFlags, files []*storeFil
 		id += 2
 	}
 	results := make([]*storeResult, len(files))
-	a, err := assoc.Dial(ctx, "tcp", addr, pf.config(), pf.request(pcs))
+	a, err := pf.dial(ctx, addr, pf.request(pcs))
 	if err != nil {
 		for i, f := range files {
 			results[i] = &storeResult{file: f, err: fmt.Errorf("association: %w", err)}

@@ -556,3 +556,39 @@ func TestPerPeerAssociationLimit(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestWardClientTLS: Ward's own SCU commands over TLS with a client
+// certificate (--tls, --tls-ca, --tls-cert, --tls-key) against Ward's TLS
+// listener, as the pinned peer: echo, store, find, get and move work; the
+// same without the client certificate is refused.
+func TestWardClientTLS(t *testing.T) {
+	s := startPolicySite(t)
+	addr := "127.0.0.1:" + s.tlsPort
+	tlsArgs := []string{"--tls", "--tls-ca", s.pki.ca, "--tls-cert", s.pki.peerCert, "--tls-key", s.pki.peerKey, "--aet", "PINNED", "--aec", "WARD"}
+	run := func(args ...string) (string, int) {
+		return wardCLI(t, append(args, append(tlsArgs, addr)...)...)
+	}
+	if out, code := run("echo"); code != 0 {
+		t.Fatalf("ward echo --tls: %s", out)
+	}
+	if out, code := wardCLI(t, append(append([]string{"store", "--quiet"}, tlsArgs...), addr, filepath.Join(pydicomTestFiles, "MR_small.dcm"))...); code != 0 {
+		t.Fatalf("ward store --tls: %s", out)
+	}
+	if out, code := run("find", "--level", "STUDY", "-k", "StudyInstanceUID="+s.study); code != 0 || !strings.Contains(out, s.study) {
+		t.Fatalf("ward find --tls: %d %s", code, out)
+	}
+	dir := t.TempDir()
+	if out, code := run("get", "--out", dir, "--level", "STUDY", "-k", "StudyInstanceUID="+s.study); code != 0 {
+		t.Fatalf("ward get --tls: %s", out)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) == 0 {
+		t.Fatal("ward get --tls retrieved nothing")
+	}
+	if out, code := run("move", "--dest", "DEST", "--level", "STUDY", "-k", "StudyInstanceUID="+s.study); code != 0 {
+		t.Fatalf("ward move --tls: %s", out)
+	}
+	// Without the client certificate the TLS listener refuses.
+	if out, code := wardCLI(t, "echo", "--tls", "--tls-ca", s.pki.ca, "--aet", "PINNED", "--aec", "WARD", addr); code == 0 {
+		t.Fatalf("ward echo --tls without a client certificate succeeded: %s", out)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
@@ -25,6 +26,7 @@ type peerFlags struct {
 	timeout                *time.Duration
 	tls                    *bool
 	tlsCA, tlsCert, tlsKey *string
+	user, jwt              *string
 }
 
 func addPeerFlags(fs *flag.FlagSet) peerFlags {
@@ -36,12 +38,57 @@ func addPeerFlags(fs *flag.FlagSet) peerFlags {
 		tlsCA:   fs.String("tls-ca", "", "CA certificates (PEM) that verify the peer's certificate (default: the system's roots)"),
 		tlsCert: fs.String("tls-cert", "", "our client certificate (PEM), e.g. from ward pki issue"),
 		tlsKey:  fs.String("tls-key", "", "its private key (PEM)"),
+		user:    fs.String("user", "", "user identity (PS3.7 D.3.3.7): user name; the passcode is read from $WARD_PASSCODE"),
+		jwt:     fs.String("jwt", "", "user identity: a file holding a JSON Web Token"),
 	}
+}
+
+// identity is the user identity to send (nil: none), with a positive
+// response requested.
+func (p peerFlags) identity() (*pdu.UserIdentity, error) {
+	switch {
+	case *p.user != "" && *p.jwt != "":
+		return nil, errors.New("give --user or --jwt, not both")
+	case *p.user != "":
+		pass, ok := os.LookupEnv("WARD_PASSCODE")
+		if !ok {
+			return nil, errors.New("--user: set the passcode in $WARD_PASSCODE (it is not taken on the command line, where other users could read it)")
+		}
+		return &pdu.UserIdentity{Type: 2, Primary: []byte(*p.user), Secondary: []byte(pass), PositiveResponse: true}, nil
+	case *p.jwt != "":
+		b, err := os.ReadFile(*p.jwt)
+		if err != nil {
+			return nil, err
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" || len(tok) > 0xFFFF {
+			return nil, fmt.Errorf("--jwt %s: no token, or one too long for the identity item", *p.jwt)
+		}
+		return &pdu.UserIdentity{Type: 5, Primary: []byte(tok), PositiveResponse: true}, nil
+	}
+	return nil, nil
 }
 
 // dial connects to addr (over TLS with --tls) and requests an
 // association.
 func (p peerFlags) dial(ctx context.Context, addr string, rq *pdu.AssociateRQ) (*assoc.Association, error) {
+	id, err := p.identity()
+	if err != nil {
+		return nil, err
+	}
+	rq.UserInfo.UserIdentity = id
+	a, err := p.connect(ctx, addr, rq)
+	if err != nil || id == nil {
+		return a, err
+	}
+	if !a.Accept().UserInfo.HasIdentityResponse {
+		a.Abort()
+		return nil, errors.New("the peer accepted the association without confirming the user identity (no positive response): it did not check it")
+	}
+	return a, nil
+}
+
+func (p peerFlags) connect(ctx context.Context, addr string, rq *pdu.AssociateRQ) (*assoc.Association, error) {
 	if !*p.tls {
 		if *p.tlsCA != "" || *p.tlsCert != "" {
 			return nil, errors.New("--tls-ca and --tls-cert need --tls")

@@ -513,6 +513,31 @@ func TestIdentityMatrix(t *testing.T) {
 			})
 		}
 	}
+	// Ward's own client sends identities too (--user with $WARD_PASSCODE,
+	// --jwt FILE) and insists on the positive response.
+	t.Run("ward client", func(t *testing.T) {
+		call := func(args ...string) int {
+			_, code := wardCLI(t, append(append([]string{"echo", "--aet", "IDUSER", "--aec", "WARD"}, args...), s.w.addr)...)
+			return code
+		}
+		t.Setenv("WARD_PASSCODE", passcode)
+		if call("--user", "alice") != 0 {
+			t.Error("ward echo --user alice with the right passcode refused")
+		}
+		if call("--jwt", tokenFile(good)) != 0 {
+			t.Error("ward echo --jwt with a good token refused")
+		}
+		if call("--jwt", tokenFile(expired)) == 0 {
+			t.Error("ward echo --jwt with an expired token accepted")
+		}
+		t.Setenv("WARD_PASSCODE", "wrong")
+		if call("--user", "alice") == 0 {
+			t.Error("ward echo --user alice with a wrong passcode accepted")
+		}
+		if out, code := wardCLI(t, "find", "--aet", "IDUSER", "--aec", "WARD", "--user", "alice", "--level", "STUDY", "-k", "StudyInstanceUID", s.w.addr); code == 0 {
+			t.Errorf("ward find with a wrong passcode: %s", out)
+		}
+	})
 }
 
 // TestPerPeerAssociationLimit: a peer at its max_associations gets

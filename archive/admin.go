@@ -29,26 +29,13 @@ var ErrNoStudy = errors.New("no such study")
 // index commit comes first: a crash after it leaves only blobs the index
 // has recorded for deletion, which Open deletes.
 func (ar *Archive) DeleteStudy(ctx context.Context, studyUID string) (*StudySummary, error) {
-	qr, ok := ar.Index.(store.Querier)
-	if !ok {
-		return nil, errors.New("the index backend cannot list a study's instances")
-	}
-	d := &StudySummary{UID: studyUID, Classes: map[string]int{}}
-	var sops []string
-	q := &store.Query{Level: store.LevelStudy, Keys: []store.Key{{Attribute: "StudyInstanceUID", Kind: store.MatchSingle, Value: studyUID}}}
-	err := qr.Instances(ctx, q, func(in *store.Instance) error {
-		sops = append(sops, in.SOPInstanceUID)
-		d.Classes[in.SOPClassUID]++
-		d.PatientID = in.PatientID
-		return nil
-	})
+	insts, err := ar.studyInstances(ctx, studyUID)
 	if err != nil {
-		return nil, fmt.Errorf("listing the study's instances: %w", err)
+		return nil, err
 	}
-	if len(sops) == 0 {
-		return nil, fmt.Errorf("%s: %w", studyUID, ErrNoStudy)
-	}
-	for _, uid := range sops {
+	d := summarize(studyUID, insts)
+	for _, in := range insts {
+		uid := in.SOPInstanceUID
 		if err := ar.Index.Delete(ctx, uid); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("deleting instance %s from the index: %w", uid, err)
 		}
@@ -71,19 +58,11 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID string) (*StudySumm
 // dir as dir/STUDY/SERIES/SOP.dcm, each file synced, and returns what it
 // exported. Files already there are replaced.
 func (ar *Archive) ExportStudy(ctx context.Context, studyUID, dir string) (*StudySummary, error) {
-	qr, ok := ar.Index.(store.Querier)
-	if !ok {
-		return nil, errors.New("the index backend cannot list a study's instances")
+	insts, err := ar.studyInstances(ctx, studyUID)
+	if err != nil {
+		return nil, err
 	}
 	d := &StudySummary{UID: studyUID, Classes: map[string]int{}}
-	var insts []store.Instance
-	q := &store.Query{Level: store.LevelStudy, Keys: []store.Key{{Attribute: "StudyInstanceUID", Kind: store.MatchSingle, Value: studyUID}}}
-	if err := qr.Instances(ctx, q, func(in *store.Instance) error { insts = append(insts, *in); return nil }); err != nil {
-		return nil, fmt.Errorf("listing the study's instances: %w", err)
-	}
-	if len(insts) == 0 {
-		return nil, fmt.Errorf("%s: %w", studyUID, ErrNoStudy)
-	}
 	for _, in := range insts {
 		for _, u := range []string{in.StudyInstanceUID, in.SeriesInstanceUID, in.SOPInstanceUID} {
 			if !dicom.StorableUID(u) {
@@ -98,6 +77,33 @@ func (ar *Archive) ExportStudy(ctx context.Context, studyUID, dir string) (*Stud
 		d.PatientID = in.PatientID
 	}
 	return d, nil
+}
+
+// studyInstances lists the instances of a study (ErrNoStudy when none).
+func (ar *Archive) studyInstances(ctx context.Context, studyUID string) ([]store.Instance, error) {
+	qr, ok := ar.Index.(store.Querier)
+	if !ok {
+		return nil, errors.New("the index backend cannot list a study's instances")
+	}
+	var insts []store.Instance
+	q := &store.Query{Level: store.LevelStudy, Keys: []store.Key{{Attribute: "StudyInstanceUID", Kind: store.MatchSingle, Value: studyUID}}}
+	if err := qr.Instances(ctx, q, func(in *store.Instance) error { insts = append(insts, *in); return nil }); err != nil {
+		return nil, fmt.Errorf("listing the study's instances: %w", err)
+	}
+	if len(insts) == 0 {
+		return nil, fmt.Errorf("%s: %w", studyUID, ErrNoStudy)
+	}
+	return insts, nil
+}
+
+// summarize counts instances per SOP class.
+func summarize(studyUID string, insts []store.Instance) *StudySummary {
+	d := &StudySummary{UID: studyUID, Classes: map[string]int{}}
+	for _, in := range insts {
+		d.Classes[in.SOPClassUID]++
+		d.PatientID = in.PatientID
+	}
+	return d
 }
 
 func (ar *Archive) copyBlob(ctx context.Context, key, path string) error {

@@ -52,10 +52,7 @@ type Conn struct {
 // ConnOf describes an accepted connection: its source address and, for a
 // TLS connection whose handshake is done, the client certificate.
 func ConnOf(c net.Conn, loopbackListener bool) Conn {
-	out := Conn{LoopbackListener: loopbackListener}
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		out.Remote = ap.Addr().Unmap()
-	}
+	out := Conn{Remote: AddrOf(c.RemoteAddr()), LoopbackListener: loopbackListener}
 	if tc, ok := c.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		out.TLS = true
@@ -64,6 +61,16 @@ func ConnOf(c net.Conn, loopbackListener bool) Conn {
 		}
 	}
 	return out
+}
+
+// AddrOf is the IP address of a TCP address (IPv4-mapped IPv6 unmapped);
+// the zero Addr when it has none.
+func AddrOf(a net.Addr) netip.Addr {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // Grant is what an admitted association may do.

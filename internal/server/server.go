@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -407,10 +406,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // until ln is closed; it returns the accept error unless ctx was cancelled
 // or ln closed.
 func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Config, disp *dimse.Dispatcher) error {
-	loopback := false
-	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
-		loopback = ap.Addr().IsLoopback()
-	}
+	loopback := policy.AddrOf(ln.Addr()).IsLoopback()
 	for {
 		conn, aerr := ln.Accept()
 		if aerr != nil {

@@ -111,10 +111,4 @@ func (cs *connSession) release() {
 }
 
 // remoteAddr is the connection's source address.
-func remoteAddr(c net.Conn) netip.Addr {
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
-}
+func remoteAddr(c net.Conn) netip.Addr { return policy.AddrOf(c.RemoteAddr()) }

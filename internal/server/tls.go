@@ -46,13 +46,9 @@ func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 		ClientAuth: tls.RequestClientCert,
 	}
 	if d.TLSClientCA != "" {
-		b, err := os.ReadFile(d.TLSClientCA)
+		pool, err := loadCAs("tls_client_ca", d.TLSClientCA)
 		if err != nil {
-			return nil, fmt.Errorf("dicom tls_client_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("dicom tls_client_ca %s: %w", d.TLSClientCA, ErrNoCACertificates)
+			return nil, err
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
@@ -68,13 +64,9 @@ func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 func peerTLS(d *config.DICOM) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLSCipherSuites}
 	if d.TLSPeerCA != "" {
-		b, err := os.ReadFile(d.TLSPeerCA)
+		pool, err := loadCAs("tls_peer_ca", d.TLSPeerCA)
 		if err != nil {
-			return nil, fmt.Errorf("dicom tls_peer_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("dicom tls_peer_ca %s: %w", d.TLSPeerCA, ErrNoCACertificates)
+			return nil, err
 		}
 		tc.RootCAs = pool
 	}
@@ -86,4 +78,17 @@ func peerTLS(d *config.DICOM) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// loadCAs reads a PEM file of CA certificates named by the [dicom] key.
+func loadCAs(key, path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dicom %s: %w", key, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("dicom %s %s: %w", key, path, ErrNoCACertificates)
+	}
+	return pool, nil
 }

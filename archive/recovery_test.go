@@ -52,7 +52,7 @@ func TestRecoveryDropsRowsOfTornBlobs(t *testing.T) {
 		}
 		keys[i] = in.BlobKey
 		if torn {
-			if err := os.Truncate(filepath.Join(dir, "pending", in.BlobKey+".dcm"), 1000); err != nil {
+			if err := os.Truncate(filepath.Join(dir, "pending", in.BlobKey[:4], in.BlobKey+".dcm"), 1000); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -5,16 +5,16 @@
 // Layout under the directory:
 //
 //	tmp/<key>.dcm                   being written (removed by Recover)
-//	pending/<key>.dcm               committed, not yet published
+//	pending/<s1><s2>/<key>.dcm      committed, not yet published
 //	objects/<s1>/<s2>/<key>.dcm     published
 //
 // where s1 and s2 are the key's first and second pairs of characters, with
 // '.' replaced by '_' and short keys padded with '_' (so a shard directory
 // is never "." or ".."). tmp -> pending is a rename followed by an fsync of
-// pending/, so a committed blob is durable there; pending -> objects is a
-// rename (atomic), so after a crash each blob is in exactly one of the
-// three states. Blob bytes are written by the caller (DICOM Part 10);
-// this package never parses them.
+// the pending shard directory, so a committed blob is durable there;
+// pending -> objects is a rename (atomic), so after a crash each blob is in
+// exactly one of the three states. Blob bytes are written by the caller
+// (DICOM Part 10); this package never parses them.
 //
 // Create with an empty key takes the fast path: the store chooses the key
 // and hands out a "slot", an empty file created ahead of time directly in
@@ -23,6 +23,15 @@
 // file: no create, rename or directory fsync on the C-STORE's critical path.
 // A slot left unused or half-written by a crash is in pending/ without an
 // index row, so Recover removes it like any unreferenced pending blob.
+//
+// The slots of one batch share a key prefix, so they share a pending shard
+// directory (made for the batch, removed once the batch has left it) and
+// an objects/ shard directory. On ext4, pending/ carries the "top of a
+// directory tree" flag (chattr +T), so each batch directory, and with it
+// the inodes of its files, is placed in a block group chosen afresh. Files
+// created next to many recently deleted ones are slow to create on an ext4
+// without a journal: the allocator skips inodes freed in the last minutes
+// one at a time, reading each from the inode table.
 package fsblob
 
 import (
@@ -62,6 +71,12 @@ type Store struct {
 	closed  atomic.Bool
 
 	dirs sync.Map // shard directories known to exist (and be durable)
+
+	// pendingMu orders making and filling a pending shard directory
+	// against removing it once empty; batches holds the shard names of
+	// the slot batches being made.
+	pendingMu sync.Mutex
+	batches   map[string]bool
 
 	slotOnce sync.Once
 	slots    chan *slot
@@ -104,12 +119,15 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		objects: filepath.Join(abs, "objects"),
 		pending: filepath.Join(abs, "pending"),
 		tmp:     filepath.Join(abs, "tmp"),
+		batches: map[string]bool{},
 	}
 	for _, d := range []string{s.objects, s.pending, s.tmp} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("fsblob: open: %w", err)
 		}
 	}
+	// A placement hint only: where it cannot be set, nothing changes.
+	_ = spreadSubdirs(s.pending)
 	for _, d := range []string{abs, filepath.Dir(abs)} {
 		if err := syncDir(d); err != nil {
 			return nil, fmt.Errorf("fsblob: open: %w", err)
@@ -160,8 +178,16 @@ func (s *Store) objectPath(key string) string {
 	return filepath.Join(s.objectDir(key), key+ext)
 }
 
-func (s *Store) pendingPath(key string) string { return filepath.Join(s.pending, key+ext) }
-func (s *Store) tmpPath(key string) string     { return filepath.Join(s.tmp, key+ext) }
+// pendingDir is the pending shard directory of key.
+func (s *Store) pendingDir(key string) string {
+	a, b := shard(key)
+	return filepath.Join(s.pending, a+b)
+}
+
+func (s *Store) pendingPath(key string) string {
+	return filepath.Join(s.pendingDir(key), key+ext)
+}
+func (s *Store) tmpPath(key string) string { return filepath.Join(s.tmp, key+ext) }
 
 func (s *Store) check(key string) error {
 	if s.closed.Load() {
@@ -262,8 +288,9 @@ func (w *writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Commit fsyncs the file, renames it into pending/ and fsyncs pending/. On
-// any error the temporary file is removed and Abort becomes a no-op.
+// Commit fsyncs the file, renames it into its pending shard directory and
+// fsyncs that directory (and pending/, which may have just got it). On any
+// error the temporary file is removed and Abort becomes a no-op.
 func (w *writer) Commit() error {
 	if w.done {
 		return fmt.Errorf("fsblob: commit %s after commit or abort", w.key)
@@ -277,6 +304,13 @@ func (w *writer) Commit() error {
 	if w.err != nil {
 		return fail(w.err)
 	}
+	if w.slot {
+		fail = func(err error) error {
+			w.f.Close()
+			w.s.removePending(w.key)
+			return err
+		}
+	}
 	if err := w.f.Sync(); err != nil {
 		return fail(fmt.Errorf("fsblob: commit %s: %w", w.key, err))
 	}
@@ -288,15 +322,50 @@ func (w *writer) Commit() error {
 		// fsync made the bytes durable, nothing more to do.
 		return nil
 	}
-	pending := w.s.pendingPath(w.key)
-	if err := os.Rename(w.tmp, pending); err != nil {
+	if err := w.s.movePending(w.tmp, w.key); err != nil {
 		return fail(fmt.Errorf("fsblob: commit %s: %w", w.key, err))
 	}
-	if err := syncDir(w.s.pending); err != nil {
-		os.Remove(pending)
-		return fmt.Errorf("fsblob: commit %s: %w", w.key, err)
+	return nil
+}
+
+// movePending renames a file into key's pending shard directory, making
+// the directory if needed, and makes the new entry durable.
+func (s *Store) movePending(from, key string) error {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	dir := s.pendingDir(key)
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := os.Rename(from, filepath.Join(dir, key+ext)); err != nil {
+		return err
+	}
+	for _, d := range []string{dir, s.pending} {
+		if err := syncDir(d); err != nil {
+			os.Remove(filepath.Join(dir, key+ext))
+			return err
+		}
 	}
 	return nil
+}
+
+// leftPending removes key's pending shard directory if that was its last
+// file and no slot batch is being made in it. An empty directory left
+// behind by a crash is removed by Recover; so this needs no fsync.
+func (s *Store) leftPending(key string) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	a, b := shard(key)
+	if !s.batches[a+b] {
+		_ = os.Remove(s.pendingDir(key)) // fails while not empty
+	}
+}
+
+// removePending removes key's file from pending/, then its directory if
+// that is now empty.
+func (s *Store) removePending(key string) {
+	os.Remove(s.pendingPath(key))
+	s.leftPending(key)
 }
 
 // Abort removes the temporary file. It is a no-op after Commit.
@@ -308,6 +377,9 @@ func (w *writer) Abort() error {
 	w.f.Close()
 	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("fsblob: abort %s: %w", w.key, err)
+	}
+	if w.slot {
+		w.s.leftPending(w.key)
 	}
 	return nil
 }
@@ -343,6 +415,7 @@ func (s *Store) Publish(ctx context.Context, key string) error {
 		}
 		return fmt.Errorf("fsblob: publish %s: %w", key, err)
 	}
+	s.leftPending(key)
 	// No fsync of dir here: the blob is durable in pending/ already, and
 	// a rename is atomic; if a crash loses it, the blob is found in
 	// pending/ again and Recover publishes it. Whatever later depends on
@@ -435,8 +508,8 @@ func (s *Store) refillLoop() {
 	}
 }
 
-// makeSlots creates n empty files in pending/ and makes their directory
-// entries durable with one fsync.
+// makeSlots creates n empty files in a new pending shard directory and
+// makes their directory entries durable with two fsyncs.
 //
 // The keys of one batch share their first four hex digits, so their objects
 // go to one shard directory, chosen at random for the batch and created
@@ -445,7 +518,12 @@ func (s *Store) refillLoop() {
 // directories and fsynced their parents.) The other 28 hex digits are
 // random, as for any key.
 func (s *Store) makeSlots(n int) ([]*slot, error) {
-	prefix := newKey()[:4]
+	prefix, pdir := s.newBatch()
+	defer func() {
+		s.pendingMu.Lock()
+		delete(s.batches, prefix)
+		s.pendingMu.Unlock()
+	}()
 	dir := s.objectDir(prefix)
 	if _, ok := s.dirs.Load(dir); !ok {
 		if err := mkdirSync(s.objects, dir); err == nil {
@@ -453,6 +531,17 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		} // else Publish tries again
 	}
 	batch := make([]*slot, 0, n)
+	undo := func() {
+		for _, sl := range batch {
+			sl.f.Close()
+			os.Remove(s.pendingPath(sl.key))
+			s.unused.Delete(sl.key)
+		}
+		os.Remove(pdir)
+	}
+	if err := os.Mkdir(pdir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
 	for i := 0; i < n; i++ {
 		key := prefix + newKey()[4:]
 		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
@@ -463,17 +552,31 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		batch = append(batch, &slot{key: key, f: f})
 	}
 	if len(batch) == 0 {
+		undo()
 		return nil, errors.New("fsblob: cannot create slot files")
 	}
-	if err := syncDir(s.pending); err != nil {
-		for _, sl := range batch {
-			sl.f.Close()
-			os.Remove(s.pendingPath(sl.key))
-			s.unused.Delete(sl.key)
+	for _, d := range []string{pdir, s.pending} {
+		if err := syncDir(d); err != nil {
+			undo()
+			return nil, err
 		}
-		return nil, err
 	}
 	return batch, nil
+}
+
+// newBatch picks the key prefix of a slot batch: one whose pending shard
+// directory no other batch is being made in. Until makeSlots is done,
+// leftPending leaves that directory alone.
+func (s *Store) newBatch() (prefix, dir string) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for {
+		prefix = newKey()[:4]
+		if !s.batches[prefix] {
+			s.batches[prefix] = true
+			return prefix, s.pendingDir(prefix)
+		}
+	}
 }
 
 // takeSlot hands out a slot, or nil when the pool is empty.
@@ -509,7 +612,7 @@ func (s *Store) closeSlots() {
 		select {
 		case sl := <-s.slots:
 			sl.f.Close()
-			os.Remove(s.pendingPath(sl.key))
+			s.removePending(sl.key)
 			s.unused.Delete(sl.key)
 		default:
 			return
@@ -529,6 +632,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 			return fmt.Errorf("fsblob: delete: %w", err)
 		}
 	}
+	s.leftPending(key)
 	return nil
 }
 
@@ -564,38 +668,79 @@ func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)
 			return fmt.Errorf("fsblob: recover: %w", err)
 		}
 	}
-	ents, err = os.ReadDir(s.pending)
+	dirs, err := s.pendingDirs()
 	if err != nil {
 		return fmt.Errorf("fsblob: recover: %w", err)
 	}
+	for _, dir := range dirs {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("fsblob: recover: %w", err)
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			key, ok := strings.CutSuffix(e.Name(), ext)
+			if _, slot := s.unused.Load(key); ok && slot {
+				continue // a slot of this run, not yet handed out
+			}
+			if !ok || !ValidKey(key) || !e.Type().IsRegular() || s.pendingDir(key) != dir {
+				if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+					return fmt.Errorf("fsblob: recover: %w", err)
+				}
+				continue
+			}
+			k, err := keep(key)
+			if err != nil {
+				return fmt.Errorf("fsblob: recover %s: %w", key, err)
+			}
+			if k {
+				err = s.Publish(ctx, key)
+			} else {
+				err = removeSync(s.pendingPath(key))
+			}
+			if err != nil {
+				return fmt.Errorf("fsblob: recover %s: %w", key, err)
+			}
+		}
+		s.leftPending(filepath.Base(dir))
+	}
+	return nil
+}
+
+// pendingDirs lists the pending shard directories. Whatever else is in
+// pending/ is removed, except blob files of the layout before shard
+// directories (pending/<key>.dcm), which are moved into theirs.
+func (s *Store) pendingDirs() ([]string, error) {
+	ents, err := os.ReadDir(s.pending)
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	seen := map[string]bool{}
 	for _, e := range ents {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		key, ok := strings.CutSuffix(e.Name(), ext)
-		if _, slot := s.unused.Load(key); ok && slot {
-			continue // a slot of this run, not yet handed out
-		}
-		if !ok || !ValidKey(key) || !e.Type().IsRegular() {
-			if err := os.RemoveAll(filepath.Join(s.pending, e.Name())); err != nil {
-				return fmt.Errorf("fsblob: recover: %w", err)
+		p := filepath.Join(s.pending, e.Name())
+		if e.IsDir() && len(e.Name()) == 4 {
+			if !seen[p] {
+				dirs, seen[p] = append(dirs, p), true
 			}
 			continue
 		}
-		k, err := keep(key)
-		if err != nil {
-			return fmt.Errorf("fsblob: recover %s: %w", key, err)
+		if key, ok := strings.CutSuffix(e.Name(), ext); ok && ValidKey(key) && e.Type().IsRegular() {
+			if err := s.movePending(p, key); err != nil {
+				return nil, err
+			}
+			if d := s.pendingDir(key); !seen[d] {
+				dirs, seen[d] = append(dirs, d), true
+			}
+			continue
 		}
-		if k {
-			err = s.Publish(ctx, key)
-		} else {
-			err = removeSync(s.pendingPath(key))
-		}
-		if err != nil {
-			return fmt.Errorf("fsblob: recover %s: %w", key, err)
+		if err := os.RemoveAll(p); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return dirs, nil
 }
 
 // WalkBlobs implements store.BlobWalker: fn sees every pending blob
@@ -604,17 +749,26 @@ func (s *Store) WalkBlobs(ctx context.Context, fn func(key string, published boo
 	if s.closed.Load() {
 		return fmt.Errorf("fsblob: %w", store.ErrClosed)
 	}
-	ents, err := os.ReadDir(s.pending)
+	dirs, err := os.ReadDir(s.pending)
 	if err != nil {
 		return fmt.Errorf("fsblob: walk: %w", err)
 	}
-	for _, e := range ents {
-		if key, ok := strings.CutSuffix(e.Name(), ext); ok && ValidKey(key) {
-			if _, slot := s.unused.Load(key); slot {
-				continue
-			}
-			if err := fn(key, false); err != nil {
-				return err
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(s.pending, d.Name()))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) { // removed once emptied
+			return fmt.Errorf("fsblob: walk: %w", err)
+		}
+		for _, e := range ents {
+			if key, ok := strings.CutSuffix(e.Name(), ext); ok && ValidKey(key) {
+				if _, slot := s.unused.Load(key); slot {
+					continue
+				}
+				if err := fn(key, false); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -63,3 +63,113 @@ func TestSlotBatchSharesShard(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The slots of a batch live in a pending shard directory of their own,
+// removed once the batch has left it; Close leaves pending/ empty.
+func TestSlotBatchDirectoryRemoved(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.startSlots()
+	for deadline := time.Now().Add(10 * time.Second); len(s.slots) < slotBatch; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots made in 10 s", len(s.slots))
+		}
+	}
+	var first string
+	for i := 0; i < slotBatch; i++ {
+		w, err := s.Create(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == "" {
+			first = w.Key()
+		}
+		if w.Key()[:4] != first[:4] {
+			t.Fatalf("slot %d has key %s, batch prefix %s", i, w.Key(), first[:4])
+		}
+		if _, err := w.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		switch i % 3 {
+		case 0: // committed and published
+			if err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Publish(ctx, w.Key()); err != nil {
+				t.Fatal(err)
+			}
+		case 1: // aborted
+			if err := w.Abort(); err != nil {
+				t.Fatal(err)
+			}
+		case 2: // committed, then deleted (its index row failed)
+			if err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Delete(ctx, w.Key()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.pending, first[:4])); !os.IsNotExist(err) {
+		t.Errorf("pending/%s after its batch left it: %v", first[:4], err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(s.pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("pending/%s after Close", e.Name())
+	}
+}
+
+// A data directory written before pending shard directories keeps its
+// pending blobs: Recover moves them into their shard and goes on.
+func TestRecoverFlatPending(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, drop := "aa11"+newKey()[4:], "bb22"+newKey()[4:]
+	for _, k := range []string{keep, drop} {
+		if err := os.WriteFile(filepath.Join(s.pending, k+ext), []byte(k), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(s.pending, "junk"), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	asked := map[string]bool{}
+	err = s.Recover(ctx, func(key string) (bool, error) {
+		asked[key] = true
+		return key == keep, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !asked[keep] || !asked[drop] || len(asked) != 2 {
+		t.Errorf("Recover asked about %v", asked)
+	}
+	if b, err := os.ReadFile(s.objectPath(keep)); err != nil || string(b) != keep {
+		t.Errorf("kept blob: %q, %v", b, err)
+	}
+	if _, err := os.Stat(s.objectPath(drop)); !os.IsNotExist(err) {
+		t.Errorf("dropped blob published: %v", err)
+	}
+	ents, err := os.ReadDir(s.pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("pending/%s after Recover", e.Name())
+	}
+	s.Close()
+}

@@ -2,6 +2,14 @@
 // top of the store seams. A C-STORE streams from the association into a blob
 // while the attributes Ward indexes are extracted, and is acknowledged only
 // once the blob is fsynced and the index row committed.
+//
+// Where the index can commit without waiting for the disk
+// (store.DeferredSyncer) and the blob can carry an intent record
+// (store.IntentWriter), the blob's fsync also makes durable what rebuilds
+// its row (size, checksum, time and address of receipt): the row is
+// committed without an fsync of its own, and Open replays, from the
+// pending blobs, the rows a crash lost. Blobs are published, and replaced
+// ones deleted, only after the index was synced.
 package archive
 
 import (
@@ -15,6 +23,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,6 +82,10 @@ type Archive struct {
 	// durability (Recover finishes both after a crash).
 	after     chan afterStore
 	afterDone chan struct{}
+
+	// noIntents: a blob could not take an intent record, so rows are
+	// committed durably before responses.
+	noIntents atomic.Bool
 }
 
 type afterStore struct{ key, oldKey string }
@@ -100,20 +113,16 @@ func (ar *Archive) Open(ctx context.Context) error {
 		return err
 	}
 	ar.seqs = seqs
+	// Replaced and deleted blobs first, so that a pending one is not taken
+	// for a stored object whose row a crash lost.
+	if err := ar.deletePending(ctx); err != nil {
+		return err
+	}
 	if err := ar.Blobs.Recover(ctx, func(key string) (bool, error) { return ar.keepPending(ctx, key) }); err != nil {
 		return fmt.Errorf("recovering blobs: %w", err)
 	}
-	for {
-		keys, err := ar.Index.PendingBlobDeletes(ctx, 1000)
-		if err != nil {
-			return fmt.Errorf("listing replaced blobs: %w", err)
-		}
-		if len(keys) == 0 {
-			break
-		}
-		if err := ar.deleteBlobs(ctx, keys); err != nil {
-			return err
-		}
+	if err := ar.deletePending(ctx); err != nil {
+		return err
 	}
 	ar.after = make(chan afterStore, 4096)
 	ar.afterDone = make(chan struct{})
@@ -121,18 +130,39 @@ func (ar *Archive) Open(ctx context.Context) error {
 	return nil
 }
 
+// deletePending deletes the blobs the index says were replaced or deleted.
+func (ar *Archive) deletePending(ctx context.Context) error {
+	for {
+		keys, err := ar.Index.PendingBlobDeletes(ctx, 1000)
+		if err != nil {
+			return fmt.Errorf("listing replaced blobs: %w", err)
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := ar.deleteBlobs(ctx, keys); err != nil {
+			return err
+		}
+	}
+}
+
 // keepPending decides, at start-up, on a blob that a crash left pending: kept
 // when an index row names it and its bytes match the row's size and
 // checksum. A row whose blob does not match was committed while the
-// object's fsync was still running and never answered: it is removed.
+// object's fsync was still running and never answered: it is removed. A
+// blob no row names may be a stored object whose deferred row the crash
+// lost: replayBlob restores that.
 func (ar *Archive) keepPending(ctx context.Context, key string) (bool, error) {
 	bf, ok := ar.Index.(store.BlobFinder)
 	if !ok {
-		return ar.Index.HasBlob(ctx, key)
+		if has, err := ar.Index.HasBlob(ctx, key); has || err != nil {
+			return has, err
+		}
+		return ar.replayBlob(ctx, key)
 	}
 	in, err := bf.InstanceByBlob(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
+		return ar.replayBlob(ctx, key)
 	}
 	if err != nil {
 		return false, err
@@ -171,23 +201,57 @@ func (ar *Archive) Close() {
 	}
 }
 
+// The after loop gathers up to afterBatch jobs, waiting at most afterWait
+// for more, so that one index sync covers them all.
+const (
+	afterBatch = 256
+	afterWait  = 20 * time.Millisecond
+)
+
 func (ar *Archive) afterLoop() {
 	defer close(ar.afterDone)
+	jobs := make([]afterStore, 0, afterBatch)
 	for job := range ar.after {
-		ar.finish(job)
+		jobs = append(jobs[:0], job)
+		timer := time.NewTimer(afterWait)
+	gather:
+		for len(jobs) < afterBatch {
+			select {
+			case j, ok := <-ar.after:
+				if !ok {
+					break gather
+				}
+				jobs = append(jobs, j)
+			case <-timer.C:
+				break gather
+			}
+		}
+		timer.Stop()
+		ar.finish(jobs...)
 	}
 }
 
-// finish publishes a stored blob and deletes the one it replaced.
-func (ar *Archive) finish(job afterStore) {
+// finish makes the index rows of stored blobs durable, then publishes the
+// blobs and deletes the ones they replaced.
+func (ar *Archive) finish(jobs ...afterStore) {
 	ctx := context.Background()
-	if err := ar.Blobs.Publish(ctx, job.key); err != nil {
-		// Durable and indexed: Open finds pending blobs, Recover publishes.
-		ar.Logger.Warn("publishing a stored object failed; it stays readable and is published at next start", "err", err)
+	if ds, ok := ar.Index.(store.DeferredSyncer); ok {
+		if err := ds.Sync(ctx); err != nil {
+			// The blobs stay pending: Open replays their rows if the
+			// index lost them, then publishes.
+			ar.Logger.Warn("syncing the index failed; stored objects are published at next start", "err", err)
+			return
+		}
 	}
-	if job.oldKey != "" {
-		if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil {
-			ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
+	for _, job := range jobs {
+		if err := ar.Blobs.Publish(ctx, job.key); err != nil {
+			// Durable and indexed: Open finds pending blobs, Recover publishes.
+			ar.Logger.Warn("publishing a stored object failed; it stays readable and is published at next start", "err", err)
+		}
+		if job.oldKey != "" {
+			if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil {
+				ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
+			}
 		}
 	}
 }
@@ -304,14 +368,22 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	if err := buf.Flush(); err != nil {
 		return resourceError("writing the object", err)
 	}
-	in, err := instanceFrom(attrs, r)
+	in, err := instanceFrom(attrs, receipt{
+		sopClass: r.SOPClassUID, sopInstance: r.SOPInstanceUID, transferSyntax: r.TransferSyntaxUID,
+		aet: r.Assoc.CallingAETitle(), addr: r.Assoc.RemoteAddr().String(), at: time.Now().UTC(),
+	})
 	if err != nil {
 		return err
 	}
 	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
 	r.StudyInstanceUID, r.PatientID = in.StudyInstanceUID, in.PatientID
-	if ins, ok := ar.Index.(store.Inserter); ok && nameDurable(bw) {
+	put := ar.Index.Put
+	ins, canInsert := ar.Index.(store.Inserter)
+	if ds := ar.deferrable(bw, in); ds != nil {
+		put, ins, canInsert = ds.PutDeferred, deferredInserter{ds}, true
+	}
+	if canInsert && nameDurable(bw) {
 		// A new instance whose blob name is durable already: the object's
 		// fsync and the index commit run at once, and the response waits
 		// for both. Should the index row outlive a crash that the object's
@@ -346,7 +418,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 		}
 		committed = true
 	}
-	res, err := ar.Index.Put(ctx, in)
+	res, err := put(ctx, in)
 	if err != nil {
 		// The blob stays pending; Recover removes it since no row names it.
 		_ = ar.Blobs.Delete(ctx, key)
@@ -359,6 +431,33 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	}
 	ar.queueAfter(job)
 	return nil
+}
+
+// deferredInserter is a DeferredSyncer's InsertDeferred as an Inserter.
+type deferredInserter struct{ ds store.DeferredSyncer }
+
+func (d deferredInserter) Insert(ctx context.Context, in *store.Instance) error {
+	return d.ds.InsertDeferred(ctx, in)
+}
+
+// deferrable returns the index as a DeferredSyncer when the blob took the
+// intent record that lets Open replay the row, else nil.
+func (ar *Archive) deferrable(bw store.BlobWriter, in *store.Instance) store.DeferredSyncer {
+	ds, ok := ar.Index.(store.DeferredSyncer)
+	if !ok || ar.noIntents.Load() {
+		return nil
+	}
+	iw, ok := bw.(store.IntentWriter)
+	if !ok {
+		return nil
+	}
+	if err := iw.SetIntent(encodeIntent(in)); err != nil {
+		if !ar.noIntents.Swap(true) {
+			ar.Logger.Warn("the blob store keeps no intent records (extended attributes): each C-STORE now waits for its index row to be synced", "err", err)
+		}
+		return nil
+	}
+	return ds
 }
 
 // nameDurable reports whether a blob's name survives a crash already.
@@ -412,14 +511,21 @@ func resourceError(what string, err error) error {
 	return &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: comment, Err: err}
 }
 
+// receipt is what the index records of a C-STORE besides the data set.
+type receipt struct {
+	sopClass, sopInstance, transferSyntax string
+	aet, addr                             string
+	at                                    time.Time
+}
+
 // instanceFrom builds the index row and checks the data set agrees with
 // the command.
-func instanceFrom(a *dicom.Attrs, r *dimse.StoreRequest) (*store.Instance, error) {
+func instanceFrom(a *dicom.Attrs, r receipt) (*store.Instance, error) {
 	s := a.String
 	for _, c := range []struct {
 		tag  dicom.Tag
 		want string
-	}{{dicom.SOPInstanceUID, r.SOPInstanceUID}, {dicom.SOPClassUID, r.SOPClassUID}} {
+	}{{dicom.SOPInstanceUID, r.sopInstance}, {dicom.SOPClassUID, r.sopClass}} {
 		got := s(c.tag)
 		if got == "" {
 			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "the data set has no " + dicom.Keyword(c.tag), Offending: []uint32{uint32(c.tag)}}
@@ -434,9 +540,9 @@ func instanceFrom(a *dicom.Attrs, r *dimse.StoreRequest) (*store.Instance, error
 		}
 	}
 	in := &store.Instance{
-		SOPInstanceUID:                  r.SOPInstanceUID,
-		SOPClassUID:                     r.SOPClassUID,
-		TransferSyntaxUID:               r.TransferSyntaxUID,
+		SOPInstanceUID:                  r.sopInstance,
+		SOPClassUID:                     r.sopClass,
+		TransferSyntaxUID:               r.transferSyntax,
 		InstanceNumber:                  s(dicom.InstanceNumber),
 		ContentDate:                     s(dicom.ContentDate),
 		ContentTime:                     s(dicom.ContentTime),
@@ -463,9 +569,9 @@ func instanceFrom(a *dicom.Attrs, r *dimse.StoreRequest) (*store.Instance, error
 		PatientSex:                      s(dicom.PatientSex),
 		SpecificCharacterSet:            strings.Join(a.Charset(), `\`),
 		CharsetUnsupported:              a.CharsetUnsupported(),
-		SourceAET:                       r.Assoc.CallingAETitle(),
-		SourceAddr:                      r.Assoc.RemoteAddr().String(),
-		ReceivedAt:                      time.Now().UTC(),
+		SourceAET:                       r.aet,
+		SourceAddr:                      r.addr,
+		ReceivedAt:                      r.at,
 	}
 	if v, ok := a.Int(dicom.Rows); ok {
 		in.Rows = v

@@ -156,6 +156,34 @@ type DurableNamer interface {
 	NameDurable() bool
 }
 
+// DeferredSyncer is an optional capability of an Index: writes committed
+// without waiting for the disk, for a caller that can redo them after a
+// crash (the archive keeps, with each durable blob, the facts that rebuild
+// its row: see IntentWriter). Such a write is visible at once and durable
+// once Sync returns or any later write of the Index's ordinary kind has
+// committed. A crash loses only the latest deferred writes: never one
+// without every deferred write committed after it.
+type DeferredSyncer interface {
+	InsertDeferred(ctx context.Context, in *Instance) error
+	PutDeferred(ctx context.Context, in *Instance) (PutResult, error)
+	// Sync makes every write committed so far durable.
+	Sync(ctx context.Context) error
+}
+
+// IntentWriter is an optional capability of a BlobWriter: a short record
+// kept with the blob and made durable by Commit with its bytes. An error
+// means the backend cannot keep one (the caller falls back to not needing
+// it).
+type IntentWriter interface {
+	SetIntent(b []byte) error
+}
+
+// IntentReader is an optional capability of Blobs: the record a blob was
+// committed with, or ErrNotFound.
+type IntentReader interface {
+	Intent(ctx context.Context, key string) ([]byte, error)
+}
+
 // Blobs holds object bytes under string keys.
 //
 // Writing a blob is two-phase so that the index and the blobs agree after any

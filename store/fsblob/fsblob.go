@@ -103,7 +103,11 @@ var (
 	_ store.BlobWalker   = (*Store)(nil)
 	_ store.BlobWriter   = (*writer)(nil)
 	_ store.DurableNamer = (*writer)(nil)
+	_ store.IntentWriter = (*writer)(nil)
+	_ store.IntentReader = (*Store)(nil)
 )
+
+var errNoIntent = fmt.Errorf("fsblob: no intent record: %w", store.ErrNotFound)
 
 // Open opens (creating if needed) the blob directory dir.
 func Open(ctx context.Context, dir string) (*Store, error) {
@@ -260,6 +264,34 @@ func (w *writer) Key() string { return w.key }
 // NameDurable implements store.DurableNamer: true for a slot, created in
 // pending/ and made durable there before it was handed out.
 func (w *writer) NameDurable() bool { return w.slot }
+
+// SetIntent implements store.IntentWriter: the record is an extended
+// attribute of the file, which Commit's fsync makes durable with the
+// bytes. It fails where the filesystem keeps no user extended attributes.
+func (w *writer) SetIntent(b []byte) error {
+	if w.done {
+		return fmt.Errorf("fsblob: intent of %s after commit or abort", w.key)
+	}
+	if err := setIntent(w.f, b); err != nil {
+		return fmt.Errorf("fsblob: intent of %s: %w", w.key, err)
+	}
+	return nil
+}
+
+// Intent implements store.IntentReader.
+func (s *Store) Intent(ctx context.Context, key string) ([]byte, error) {
+	if err := s.check(key); err != nil {
+		return nil, err
+	}
+	for _, p := range []string{s.pendingPath(key), s.objectPath(key)} {
+		b, err := getIntent(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		return b, err
+	}
+	return nil, fmt.Errorf("fsblob: intent %s: %w", key, store.ErrNotFound)
+}
 
 // writebackChunk is how much written data is handed to the kernel for
 // writeback while the rest of the object still arrives, so that Commit's

@@ -2,9 +2,11 @@ package fsblob
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 
+	"github.com/ward-pacs/ward/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,5 +33,49 @@ func TestPendingSpreadsSubdirs(t *testing.T) {
 	}
 	if flags&fsTopdirFL == 0 {
 		t.Errorf("pending/ flags %#x: no FS_TOPDIR_FL", flags)
+	}
+}
+
+// An intent record set before Commit is read back from the pending blob
+// and from the published one.
+func TestIntentRecord(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w, err := s.Create(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.(*writer).SetIntent([]byte("1 5 00000000 0 127.0.0.1:1")); err != nil {
+		t.Skipf("no user extended attributes here: %v", err)
+	}
+	w.Write([]byte("hello"))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, stage := range []string{"pending", "published"} {
+		b, err := s.Intent(ctx, w.Key())
+		if err != nil || string(b) != "1 5 00000000 0 127.0.0.1:1" {
+			t.Errorf("%s: Intent = %q, %v", stage, b, err)
+		}
+		if err := s.Publish(ctx, w.Key()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err = s.Create(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Intent(ctx, w.Key()); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Intent of a blob without one: %v, want ErrNotFound", err)
+	}
+	if err := w.(*writer).SetIntent([]byte("x")); err == nil {
+		t.Error("SetIntent after Commit succeeded")
 	}
 }

@@ -1,6 +1,7 @@
 package fsblob
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -32,3 +33,30 @@ func spreadSubdirs(dir string) error {
 
 // fsTopdirFL is FS_TOPDIR_FL of <linux/fs.h>.
 const fsTopdirFL = 0x00020000
+
+// intentAttr is the extended attribute holding a blob's intent record: a
+// short name, so that name and record fit in the inode (ext4: about 100
+// bytes with 256-byte inodes) and committing needs no xattr block.
+const intentAttr = "user.w"
+
+func setIntent(f *os.File, b []byte) error {
+	return unix.Fsetxattr(int(f.Fd()), intentAttr, b, 0)
+}
+
+func getIntent(path string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Getxattr(path, intentAttr, buf)
+		if errors.Is(err, unix.ERANGE) && len(buf) < 64<<10 {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if errors.Is(err, unix.ENODATA) {
+			return nil, errNoIntent
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}

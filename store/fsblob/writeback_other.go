@@ -2,10 +2,17 @@
 
 package fsblob
 
-import "os"
+import (
+	"errors"
+	"os"
+)
 
 // startWriteback is a no-op where sync_file_range does not exist.
 func startWriteback(f *os.File, off, n int64) error { return nil }
 
 // spreadSubdirs is a no-op: the flag is ext4's.
 func spreadSubdirs(dir string) error { return nil }
+
+func setIntent(f *os.File, b []byte) error { return errors.ErrUnsupported }
+
+func getIntent(path string) ([]byte, error) { return nil, errNoIntent }

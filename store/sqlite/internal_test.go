@@ -135,3 +135,64 @@ func TestAwkwardPath(t *testing.T) {
 		t.Fatalf("database not at %s: %v", path, err)
 	}
 }
+
+// Deferred writes commit at synchronous=NORMAL and are visible at once;
+// Sync fsyncs the WAL once for all of them; an ordinary write commits at
+// synchronous=FULL again.
+func TestDeferredWrites(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "ward.db"))
+	defer db.Close()
+	ctx := context.Background()
+	syncMode := func() string {
+		t.Helper()
+		var got string
+		if err := db.w.conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	in := storetest.Sample(1, 1, 1)
+	in.BlobKey = "k1"
+	if err := db.InsertDeferred(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.Get(ctx, in.SOPInstanceUID); err != nil || got.BlobKey != "k1" {
+		t.Fatalf("Get after InsertDeferred: %+v, %v", got, err)
+	}
+	if m := syncMode(); m != "1" {
+		t.Errorf("synchronous after a deferred batch = %s, want 1 (NORMAL)", m)
+	}
+	if err := db.InsertDeferred(ctx, in); !errors.Is(err, store.ErrInstanceExists) {
+		t.Errorf("InsertDeferred of a stored instance: %v, want ErrInstanceExists", err)
+	}
+	again := *in
+	again.BlobKey = "k2"
+	res, err := db.PutDeferred(ctx, &again)
+	if err != nil || !res.Replaced || res.OldBlobKey != "k1" {
+		t.Fatalf("PutDeferred: %+v, %v", res, err)
+	}
+	if n := db.w.deferred.Load(); n != 2 {
+		t.Errorf("%d deferred batches counted, want 2", n)
+	}
+	if err := db.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if db.synced != 2 {
+		t.Errorf("synced = %d after Sync, want 2", db.synced)
+	}
+	if err := db.Sync(ctx); err != nil { // nothing new: no fsync
+		t.Fatal(err)
+	}
+	other := storetest.Sample(2, 1, 1)
+	other.BlobKey = "k3"
+	if _, err := db.Put(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if m := syncMode(); m != "2" {
+		t.Errorf("synchronous after an ordinary write = %s, want 2 (FULL)", m)
+	}
+	db.Close()
+	if err := db.Sync(ctx); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Sync after Close: %v, want ErrClosed", err)
+	}
+}

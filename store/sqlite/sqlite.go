@@ -17,6 +17,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -64,6 +65,11 @@ type DB struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+
+	// syncMu serialises Sync; synced is the writer's deferred count its
+	// last fsync covered.
+	syncMu sync.Mutex
+	synced int64
 }
 
 var (
@@ -342,13 +348,72 @@ func (db *DB) Put(ctx context.Context, in *store.Instance) (store.PutResult, err
 
 // Insert implements store.Inserter: Put for a new instance only.
 func (db *DB) Insert(ctx context.Context, in *store.Instance) error {
+	return db.insert(ctx, in, false)
+}
+
+// InsertDeferred implements store.DeferredSyncer.
+func (db *DB) InsertDeferred(ctx context.Context, in *store.Instance) error {
+	return db.insert(ctx, in, true)
+}
+
+// PutDeferred implements store.DeferredSyncer.
+func (db *DB) PutDeferred(ctx context.Context, in *store.Instance) (store.PutResult, error) {
+	if err := validInstance(in); err != nil {
+		return store.PutResult{}, fmt.Errorf("sqlite: put: %w", err)
+	}
+	var res store.PutResult
+	err := db.w.doDeferred(ctx, func(w *writer) error {
+		var err error
+		res, err = w.put(in, false)
+		return err
+	})
+	if err != nil {
+		return store.PutResult{}, fmt.Errorf("sqlite: put: %w", err)
+	}
+	return res, nil
+}
+
+// Sync implements store.DeferredSyncer: it fsyncs the WAL, which holds
+// every deferred commit not yet checkpointed (a checkpoint fsyncs the
+// database file before the WAL is reused).
+func (db *DB) Sync(ctx context.Context) error {
+	if db.closed.Load() {
+		return fmt.Errorf("sqlite: sync: %w", store.ErrClosed)
+	}
+	db.syncMu.Lock()
+	defer db.syncMu.Unlock()
+	n := db.w.deferred.Load()
+	if n == db.synced {
+		return nil
+	}
+	f, err := os.Open(db.path + "-wal")
+	if errors.Is(err, fs.ErrNotExist) {
+		// No WAL: SQLite checkpointed it into the database, with an fsync.
+		db.synced = n
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: sync: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: sync: %w", osError(err))
+	}
+	db.synced = n
+	return nil
+}
+
+func (db *DB) insert(ctx context.Context, in *store.Instance, deferred bool) error {
 	if err := validInstance(in); err != nil {
 		return fmt.Errorf("sqlite: insert: %w", err)
 	}
-	err := db.w.do(ctx, func(w *writer) error {
+	err := db.w.send(ctx, func(w *writer) error {
 		_, err := w.put(in, true)
 		return err
-	})
+	}, deferred)
 	if errors.Is(err, store.ErrInstanceExists) {
 		return err
 	}

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +25,12 @@ import (
 // Statements run with context.Background: cancelling one caller's context
 // must not interrupt a transaction shared with others. A request whose
 // context is already done when the writer reaches it is skipped.
+//
+// A deferred request (store.DeferredSyncer) is answered once COMMIT
+// returned without waiting for the disk: a batch of deferred requests only
+// commits with synchronous=NORMAL (no fsync of the WAL); any other batch
+// commits with synchronous=FULL, which makes every earlier commit durable
+// too, since the WAL is written in order.
 type writer struct {
 	conn     *sql.Conn
 	maxBatch int
@@ -38,12 +46,18 @@ type writer struct {
 	cache       parentCache
 	touched     bool
 	dataVersion int64
+
+	// normal: the connection is at synchronous=NORMAL; deferred counts
+	// the batches committed so.
+	normal   bool
+	deferred atomic.Int64
 }
 
 type request struct {
-	ctx  context.Context
-	fn   func(*writer) error
-	done chan error
+	ctx      context.Context
+	fn       func(*writer) error
+	deferred bool
+	done     chan error
 }
 
 var reqPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
@@ -141,10 +155,21 @@ func (w *writer) closeStmts() {
 	}
 }
 
-// do runs fn in the writer and waits until its transaction committed.
+// do runs fn in the writer and waits until its transaction committed
+// durably.
 func (w *writer) do(ctx context.Context, fn func(*writer) error) error {
+	return w.send(ctx, fn, false)
+}
+
+// doDeferred runs fn in the writer and waits until its transaction
+// committed, durably or not.
+func (w *writer) doDeferred(ctx context.Context, fn func(*writer) error) error {
+	return w.send(ctx, fn, true)
+}
+
+func (w *writer) send(ctx context.Context, fn func(*writer) error, deferred bool) error {
 	r := reqPool.Get().(*request)
-	r.ctx, r.fn = ctx, fn
+	r.ctx, r.fn, r.deferred = ctx, fn, deferred
 	select {
 	case w.reqs <- r:
 	case <-ctx.Done():
@@ -220,6 +245,16 @@ func (w *writer) exec(q string, args ...any) error {
 // run commits a batch and answers every request in it.
 func (w *writer) run(batch []*request) {
 	errs := make([]error, len(batch))
+	deferred := true
+	for _, r := range batch {
+		deferred = deferred && r.deferred
+	}
+	if err := w.setNormal(deferred); err != nil {
+		for _, r := range batch {
+			r.done <- err
+		}
+		return
+	}
 	if len(batch) == 1 {
 		errs[0] = w.runOne(batch[0])
 	} else if lost := w.runBatch(batch, errs); lost >= 0 {
@@ -232,9 +267,30 @@ func (w *writer) run(batch []*request) {
 			}
 		}
 	}
+	if deferred && slices.Contains(errs, nil) {
+		// Counted once committed: a Sync that reads the count afterwards
+		// covers this batch.
+		w.deferred.Add(1)
+	}
 	for i, r := range batch {
 		r.done <- errs[i]
 	}
+}
+
+// setNormal sets synchronous=NORMAL (deferred batches) or FULL.
+func (w *writer) setNormal(normal bool) error {
+	if w.normal == normal {
+		return nil
+	}
+	q := "PRAGMA synchronous = FULL"
+	if normal {
+		q = "PRAGMA synchronous = NORMAL"
+	}
+	if _, err := w.conn.ExecContext(context.Background(), q); err != nil {
+		return fmt.Errorf("sqlite: %s: %w", q, err)
+	}
+	w.normal = normal
+	return nil
 }
 
 func (w *writer) runOne(r *request) error {

@@ -243,11 +243,23 @@ func (ar *Archive) finish(jobs ...afterStore) {
 			return
 		}
 	}
-	for _, job := range jobs {
-		if err := ar.Blobs.Publish(ctx, job.key); err != nil {
-			// Durable and indexed: Open finds pending blobs, Recover publishes.
-			ar.Logger.Warn("publishing a stored object failed; it stays readable and is published at next start", "err", err)
+	if bp, ok := ar.Blobs.(store.BatchPublisher); ok && len(jobs) > 1 {
+		keys := make([]string, len(jobs))
+		for i, job := range jobs {
+			keys[i] = job.key
 		}
+		if err := bp.PublishAll(ctx, keys); err != nil {
+			ar.Logger.Warn("publishing stored objects failed; they stay readable and are published at next start", "err", err)
+		}
+	} else {
+		for _, job := range jobs {
+			if err := ar.Blobs.Publish(ctx, job.key); err != nil {
+				// Durable and indexed: Open finds pending blobs, Recover publishes.
+				ar.Logger.Warn("publishing a stored object failed; it stays readable and is published at next start", "err", err)
+			}
+		}
+	}
+	for _, job := range jobs {
 		if job.oldKey != "" {
 			if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil {
 				ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)

@@ -42,6 +42,7 @@ func TestReplayLostRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { bs.Close(); idx.Close() })
 	if _, err := bs.Intent(ctx, "0000"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Intent of a missing blob: %v", err)
 	}
@@ -189,8 +190,6 @@ func TestReplayLostRows(t *testing.T) {
 	if n, _ := idx.CountInstances(ctx); n != 3 {
 		t.Errorf("%d instances, want 3", n)
 	}
-	bs.Close()
-	idx.Close()
 }
 
 func walk(t *testing.T, bs *fsblob.Store, fn func(key string, published bool)) {

@@ -184,6 +184,13 @@ type IntentReader interface {
 	Intent(ctx context.Context, key string) ([]byte, error)
 }
 
+// BatchPublisher is an optional capability of Blobs: Publish of many keys
+// at once, sharing the syncs. It returns the first error and publishes the
+// other keys still.
+type BatchPublisher interface {
+	PublishAll(ctx context.Context, keys []string) error
+}
+
 // Blobs holds object bytes under string keys.
 //
 // Writing a blob is two-phase so that the index and the blobs agree after any

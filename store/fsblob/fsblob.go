@@ -99,12 +99,13 @@ const (
 )
 
 var (
-	_ store.Blobs        = (*Store)(nil)
-	_ store.BlobWalker   = (*Store)(nil)
-	_ store.BlobWriter   = (*writer)(nil)
-	_ store.DurableNamer = (*writer)(nil)
-	_ store.IntentWriter = (*writer)(nil)
-	_ store.IntentReader = (*Store)(nil)
+	_ store.Blobs          = (*Store)(nil)
+	_ store.BlobWalker     = (*Store)(nil)
+	_ store.BlobWriter     = (*writer)(nil)
+	_ store.DurableNamer   = (*writer)(nil)
+	_ store.IntentWriter   = (*writer)(nil)
+	_ store.IntentReader   = (*Store)(nil)
+	_ store.BatchPublisher = (*Store)(nil)
 )
 
 var errNoIntent = fmt.Errorf("fsblob: no intent record: %w", store.ErrNotFound)
@@ -419,40 +420,66 @@ func (w *writer) Abort() error {
 // Publish moves a pending blob into objects/. Publishing a published blob is
 // a no-op; a key that is neither pending nor published is store.ErrNotFound.
 func (s *Store) Publish(ctx context.Context, key string) error {
-	if err := s.check(key); err != nil {
-		return err
-	}
-	pending := s.pendingPath(key)
-	if _, err := os.Lstat(pending); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("fsblob: publish: %w", err)
+	return s.PublishAll(ctx, []string{key})
+}
+
+// PublishAll implements store.BatchPublisher. Each blob is linked into
+// objects/, the objects/ directories are fsynced, and only then are the
+// pending names removed: at every moment the blob has a durable name, even
+// where a rename is not atomic across a crash (ext4 without a journal
+// writes the two directories' blocks independently). It returns the first
+// error; the other keys are published still.
+func (s *Store) PublishAll(ctx context.Context, keys []string) error {
+	var firstErr error
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
 		}
-		if _, err := os.Lstat(s.objectPath(key)); err == nil {
-			return nil
-		}
-		return fmt.Errorf("fsblob: publish %s: %w", key, store.ErrNotFound)
 	}
-	dir := s.objectDir(key)
-	if _, ok := s.dirs.Load(dir); !ok {
-		if err := mkdirSync(s.objects, dir); err != nil {
-			return fmt.Errorf("fsblob: publish %s: %w", key, err)
+	var linked []string
+	dirs := map[string]bool{}
+	for _, key := range keys {
+		if err := s.check(key); err != nil {
+			fail(err)
+			continue
 		}
-		s.dirs.Store(dir, struct{}{})
-	}
-	if err := os.Rename(pending, filepath.Join(dir, key+ext)); err != nil {
-		if errors.Is(err, fs.ErrNotExist) { // published concurrently
-			if _, err := os.Lstat(s.objectPath(key)); err == nil {
-				return nil
+		dir := s.objectDir(key)
+		if _, ok := s.dirs.Load(dir); !ok {
+			if err := mkdirSync(s.objects, dir); err != nil {
+				fail(fmt.Errorf("fsblob: publish %s: %w", key, err))
+				continue
 			}
+			s.dirs.Store(dir, struct{}{})
 		}
-		return fmt.Errorf("fsblob: publish %s: %w", key, err)
+		err := os.Link(s.pendingPath(key), filepath.Join(dir, key+ext))
+		switch {
+		case err == nil, errors.Is(err, fs.ErrExist):
+			// ErrExist: linked before (a crash came before the pending
+			// name was removed); keys are never reused, so it is this blob.
+			linked = append(linked, key)
+			dirs[dir] = true
+		case errors.Is(err, fs.ErrNotExist):
+			if _, err := os.Lstat(s.objectPath(key)); err != nil {
+				fail(fmt.Errorf("fsblob: publish %s: %w", key, store.ErrNotFound))
+			}
+		default:
+			fail(fmt.Errorf("fsblob: publish %s: %w", key, err))
+		}
 	}
-	s.leftPending(key)
-	// No fsync of dir here: the blob is durable in pending/ already, and
-	// a rename is atomic; if a crash loses it, the blob is found in
-	// pending/ again and Recover publishes it. Whatever later depends on
-	// the new name (a Delete) fsyncs the directory itself.
-	return nil
+	for dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			// The pending names stay: Recover publishes them again.
+			fail(fmt.Errorf("fsblob: publish: %w", err))
+			return firstErr
+		}
+	}
+	for _, key := range linked {
+		if err := os.Remove(s.pendingPath(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			fail(fmt.Errorf("fsblob: publish %s: %w", key, err))
+		}
+		s.leftPending(key)
+	}
+	return firstErr
 }
 
 // mkdirSync creates dir (below root, which exists) and fsyncs the parent of
@@ -576,11 +603,14 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 	}
 	for i := 0; i < n; i++ {
 		key := prefix + newKey()[4:]
+		// Known as a slot before its file exists, so that a walk of
+		// pending/ never takes it for a blob.
+		s.unused.Store(key, struct{}{})
 		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 		if err != nil {
+			s.unused.Delete(key)
 			break
 		}
-		s.unused.Store(key, struct{}{})
 		batch = append(batch, &slot{key: key, f: f})
 	}
 	if len(batch) == 0 {

@@ -2,10 +2,13 @@ package fsblob
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/store"
 )
 
 // A young archive used to make two shard directories (and fsync their
@@ -172,4 +175,51 @@ func TestRecoverFlatPending(t *testing.T) {
 		t.Errorf("pending/%s after Recover", e.Name())
 	}
 	s.Close()
+}
+
+// PublishAll links each blob into objects/, fsyncs, then drops the pending
+// name; a blob linked before a crash (both names) is finished, a missing
+// key is reported while the others are published.
+func TestPublishAll(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var keys []string
+	for i := 0; i < 3; i++ {
+		w, err := s.Create(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte{byte(i)})
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, w.Key())
+	}
+	// keys[1]: linked, then a crash before its pending name went.
+	if err := os.MkdirAll(s.objectDir(keys[1]), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(s.pendingPath(keys[1]), s.objectPath(keys[1])); err != nil {
+		t.Fatal(err)
+	}
+	missing := "ffff" + newKey()[4:]
+	err = s.PublishAll(ctx, append(keys, missing))
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("PublishAll with a missing key: %v, want ErrNotFound", err)
+	}
+	for i, k := range keys {
+		if b, err := os.ReadFile(s.objectPath(k)); err != nil || len(b) != 1 || b[0] != byte(i) {
+			t.Errorf("blob %d: %v, %v", i, b, err)
+		}
+		if _, err := os.Lstat(s.pendingPath(k)); !os.IsNotExist(err) {
+			t.Errorf("blob %d still pending: %v", i, err)
+		}
+	}
+	if err := s.PublishAll(ctx, keys); err != nil {
+		t.Errorf("publishing published blobs: %v", err)
+	}
 }

@@ -202,3 +202,87 @@ func walk(t *testing.T, bs *fsblob.Store, fn func(key string, published bool)) {
 		t.Fatal(err)
 	}
 }
+
+// noIntentBlobs is a blob store whose writers cannot keep an intent record
+// (a filesystem without user extended attributes).
+type noIntentBlobs struct{ *fsblob.Store }
+
+func (b noIntentBlobs) Create(ctx context.Context, key string) (store.BlobWriter, error) {
+	w, err := b.Store.Create(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return noIntentWriter{w}, nil
+}
+
+type noIntentWriter struct{ store.BlobWriter }
+
+func (noIntentWriter) SetIntent([]byte) error { return errors.New("operation not supported") }
+func (w noIntentWriter) NameDurable() bool    { return w.BlobWriter.(store.DurableNamer).NameDurable() }
+
+// countingIndex counts deferred and ordinary row writes.
+type countingIndex struct {
+	*sqlite.DB
+	deferred, durable int
+}
+
+func (ix *countingIndex) Insert(ctx context.Context, in *store.Instance) error {
+	ix.durable++
+	return ix.DB.Insert(ctx, in)
+}
+
+func (ix *countingIndex) InsertDeferred(ctx context.Context, in *store.Instance) error {
+	ix.deferred++
+	return ix.DB.InsertDeferred(ctx, in)
+}
+
+func (ix *countingIndex) Put(ctx context.Context, in *store.Instance) (store.PutResult, error) {
+	ix.durable++
+	return ix.DB.Put(ctx, in)
+}
+
+func (ix *countingIndex) PutDeferred(ctx context.Context, in *store.Instance) (store.PutResult, error) {
+	ix.deferred++
+	return ix.DB.PutDeferred(ctx, in)
+}
+
+// Without intent records, every row is synced before the response.
+func TestNoIntentNoDeferredRows(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := fsblob.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bs.Close(); idx.Close() })
+	for _, tc := range []struct {
+		name  string
+		uid   string
+		blobs store.Blobs
+		want  [2]int // deferred, durable
+	}{
+		{"intents", "1.2.826.0.1.3680043.10.1432.8.1.", bs, [2]int{2, 0}},
+		{"no intents", "1.2.826.0.1.3680043.10.1432.8.2.", noIntentBlobs{bs}, [2]int{0, 2}},
+	} {
+		ix := &countingIndex{DB: idx}
+		ar := &archive.Archive{Index: ix, Blobs: tc.blobs}
+		if err := ar.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f := &fixture{ar: ar, idx: idx, blobs: bs, dir: dir, assoc: pipeAssociation(t)}
+		for i := 0; i < 2; i++ {
+			o := ctObject(t, tc.uid+string(rune('1'+i)))
+			if err := f.store(o, o.bytes(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ar.Close()
+		if got := [2]int{ix.deferred, ix.durable}; got != tc.want {
+			t.Errorf("%s: deferred, durable inserts = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# bench-ab.sh: a quick ingest measurement of one ward binary, for A/B
+# comparisons of two builds run alternately (the side-by-side harness in
+# ../shared/bench is the reference; this skips its peers and bookkeeping).
+#
+#   scripts/bench-ab.sh WARD_BIN [CORPUS [JOBS]]
+#
+# Starts `WARD_BIN serve` on 127.0.0.1:21199 with a fresh data directory
+# (the previous one is deleted first, as the harness does), registers
+# BENCHSCU, sends CORPUS (default /tmp/bench/corpus-2000, made by
+# ../shared/bench/make-corpus.sh) over JOBS storescu associations (default
+# 4; the harness's split, whole series per association) and prints wall
+# time, instances/s, the server's CPU seconds and the machine's idle CPU
+# seconds during the run. PERF=1 records `perf record -a -g` into
+# $STATE/perf.data. State lives in $STATE (default /tmp/ward-bench-ab).
+set -euo pipefail
+bin=$(readlink -f "$1")
+corpus=${2:-/tmp/bench/corpus-2000}
+jobs=${3:-4}
+state=${STATE:-/tmp/ward-bench-ab}
+bench=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../shared/bench" && pwd)
+mkdir -p "$state"
+rm -f "$state"/list*
+python3 - "$bench" "$corpus" "$jobs" "$state" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1] + "/lib")
+import bench
+rows, _ = bench.read_corpus(sys.argv[2])
+parts = int(sys.argv[3])
+groups = [rows] if parts == 1 else bench.split_by_series(rows, parts)
+for i, g in enumerate(groups):
+    with open(f"{sys.argv[4]}/list{i}", "w") as f:
+        f.write("\n".join(r["path"] for r in g) + "\n")
+PY
+data=$state/data
+rm -rf "$data" && mkdir -p "$data"
+"$bin" peer add BENCHSCU --host 127.0.0.1 --allow echo,store --data "$data" >/dev/null
+"$bin" serve --data "$data" --dicom-listen 127.0.0.1:21199 --aet WARD >"$state/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+for _ in $(seq 100); do
+  TCP_NODELAY=1 echoscu -aet BENCHSCU -aec WARD 127.0.0.1 21199 2>/dev/null && break
+  sleep 0.1
+done
+cd "$corpus"
+perf_pid=
+if [[ -n "${PERF:-}" ]]; then
+  perf record -F 2000 -a -g -o "$state/perf.data" 2>/dev/null &
+  perf_pid=$!
+  sleep 0.5
+fi
+cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+idle() { awk '/^cpu /{print $5 + $6}' /proc/stat; }
+c0=$(cpu) i0=$(idle) t0=$(date +%s.%N)
+pids=()
+for ((i = 0; i < jobs; i++)); do
+  # shellcheck disable=SC2046 # one argument per file
+  TCP_NODELAY=1 storescu -aet BENCHSCU -aec WARD -to 10 -ta 600 -ts 120 127.0.0.1 21199 $(cat "$state/list$i") &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=1; done
+t1=$(date +%s.%N) c1=$(cpu) i1=$(idle)
+[[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+n=$(wc -l < <(cat "$state"/list*))
+awk -v t0="$t0" -v t1="$t1" -v n="$n" -v c="$((c1 - c0))" -v i="$((i1 - i0))" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN { w = t1 - t0; printf "wall %.2f s  %.1f inst/s  server CPU %.2f s  idle CPU %.2f s\n", w, n / w, c / hz, i / hz }'
+exit $rc

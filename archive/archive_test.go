@@ -62,15 +62,7 @@ func newFixture(t *testing.T, policy archive.DuplicatePolicy) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		idx.Close()
-		t.Fatal(err)
-	}
+	idx, bs := openStores(t, dir)
 	t.Cleanup(func() { bs.Close(); idx.Close() })
 	ar := &archive.Archive{Index: idx, Blobs: bs, OnDuplicate: policy}
 	if err := ar.Open(ctx); err != nil {

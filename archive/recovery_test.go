@@ -23,14 +23,7 @@ import (
 func TestRecoveryDropsRowsOfTornBlobs(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx, bs := openStores(t, dir)
 	// Two pending blobs with rows: one intact, one torn (its bytes are
 	// cut short after the row was committed, as a crash could leave it).
 	var keys [2]string
@@ -61,15 +54,8 @@ func TestRecoveryDropsRowsOfTornBlobs(t *testing.T) {
 	idx.Close()
 
 	// Restart.
-	idx, err = sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx, bs = openStores(t, dir)
 	defer idx.Close()
-	bs, err = fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer bs.Close()
 	ar := &archive.Archive{Index: idx, Blobs: bs}
 	if err := ar.Open(ctx); err != nil {
@@ -180,4 +166,20 @@ func TestRegressionNoOverlapWithoutDurableName(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// openStores opens a sqlite index and an fs blob store in dir.
+func openStores(t *testing.T, dir string) (*sqlite.DB, *fsblob.Store) {
+	t.Helper()
+	ctx := context.Background()
+	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := fsblob.Open(ctx, dir)
+	if err != nil {
+		idx.Close()
+		t.Fatal(err)
+	}
+	return idx, bs
 }

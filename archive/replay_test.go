@@ -34,14 +34,7 @@ func (lossyIndex) Sync(context.Context) error { return errors.New("power lost") 
 func TestReplayLostRows(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx, bs := openStores(t, dir)
 	t.Cleanup(func() { bs.Close(); idx.Close() })
 	if _, err := bs.Intent(ctx, "0000"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Intent of a missing blob: %v", err)
@@ -250,14 +243,7 @@ func (ix *countingIndex) PutDeferred(ctx context.Context, in *store.Instance) (s
 func TestNoIntentNoDeferredRows(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx, bs := openStores(t, dir)
 	t.Cleanup(func() { bs.Close(); idx.Close() })
 	for _, tc := range []struct {
 		name  string

@@ -322,6 +322,15 @@ func (db *DB) PendingBlobDeletes(ctx context.Context, limit int) ([]string, erro
 // When the replaced instance had the same blob key as the new one, nothing
 // is recorded for deletion and OldBlobKey is empty.
 func (db *DB) Put(ctx context.Context, in *store.Instance) (store.PutResult, error) {
+	return db.put(ctx, in, false)
+}
+
+// PutDeferred implements store.DeferredSyncer.
+func (db *DB) PutDeferred(ctx context.Context, in *store.Instance) (store.PutResult, error) {
+	return db.put(ctx, in, true)
+}
+
+func (db *DB) put(ctx context.Context, in *store.Instance, deferred bool) (store.PutResult, error) {
 	switch {
 	case in == nil:
 		return store.PutResult{}, errors.New("sqlite: put: nil instance")
@@ -335,11 +344,11 @@ func (db *DB) Put(ctx context.Context, in *store.Instance) (store.PutResult, err
 		return store.PutResult{}, errors.New("sqlite: put: empty blob key")
 	}
 	var res store.PutResult
-	err := db.w.do(ctx, func(w *writer) error {
+	err := db.w.send(ctx, func(w *writer) error {
 		var err error
 		res, err = w.put(in, false)
 		return err
-	})
+	}, deferred)
 	if err != nil {
 		return store.PutResult{}, fmt.Errorf("sqlite: put: %w", err)
 	}
@@ -354,23 +363,6 @@ func (db *DB) Insert(ctx context.Context, in *store.Instance) error {
 // InsertDeferred implements store.DeferredSyncer.
 func (db *DB) InsertDeferred(ctx context.Context, in *store.Instance) error {
 	return db.insert(ctx, in, true)
-}
-
-// PutDeferred implements store.DeferredSyncer.
-func (db *DB) PutDeferred(ctx context.Context, in *store.Instance) (store.PutResult, error) {
-	if err := validInstance(in); err != nil {
-		return store.PutResult{}, fmt.Errorf("sqlite: put: %w", err)
-	}
-	var res store.PutResult
-	err := db.w.doDeferred(ctx, func(w *writer) error {
-		var err error
-		res, err = w.put(in, false)
-		return err
-	})
-	if err != nil {
-		return store.PutResult{}, fmt.Errorf("sqlite: put: %w", err)
-	}
-	return res, nil
 }
 
 // Sync implements store.DeferredSyncer: it fsyncs the WAL, which holds

@@ -161,12 +161,8 @@ func (w *writer) do(ctx context.Context, fn func(*writer) error) error {
 	return w.send(ctx, fn, false)
 }
 
-// doDeferred runs fn in the writer and waits until its transaction
-// committed, durably or not.
-func (w *writer) doDeferred(ctx context.Context, fn func(*writer) error) error {
-	return w.send(ctx, fn, true)
-}
-
+// send runs fn in the writer and waits until its transaction committed:
+// durably, or, if deferred, perhaps not yet.
 func (w *writer) send(ctx context.Context, fn func(*writer) error, deferred bool) error {
 	r := reqPool.Get().(*request)
 	r.ctx, r.fn, r.deferred = ctx, fn, deferred

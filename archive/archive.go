@@ -392,7 +392,11 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	r.StudyInstanceUID, r.PatientID = in.StudyInstanceUID, in.PatientID
 	put := ar.Index.Put
 	ins, canInsert := ar.Index.(store.Inserter)
-	if ds := ar.deferrable(bw, in); ds != nil {
+	ds, err := ar.deferrable(bw, in)
+	if err != nil {
+		return resourceError("writing the object's intent record", err)
+	}
+	if ds != nil {
 		put, ins, canInsert = ds.PutDeferred, deferredInserter{ds}, true
 	}
 	if canInsert && nameDurable(bw) {
@@ -453,23 +457,30 @@ func (d deferredInserter) Insert(ctx context.Context, in *store.Instance) error 
 }
 
 // deferrable returns the index as a DeferredSyncer when the blob took the
-// intent record that lets Open replay the row, else nil.
-func (ar *Archive) deferrable(bw store.BlobWriter, in *store.Instance) store.DeferredSyncer {
+// intent record that lets Open replay the row, else nil. A blob store that
+// cannot keep intent records at all is remembered (rows are then synced
+// before responses); any other failure (a full disk) fails the store.
+func (ar *Archive) deferrable(bw store.BlobWriter, in *store.Instance) (store.DeferredSyncer, error) {
 	ds, ok := ar.Index.(store.DeferredSyncer)
 	if !ok || ar.noIntents.Load() {
-		return nil
+		return nil, nil
 	}
 	iw, ok := bw.(store.IntentWriter)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	if err := iw.SetIntent(encodeIntent(in)); err != nil {
+	err := iw.SetIntent(encodeIntent(in))
+	switch {
+	case err == nil:
+		return ds, nil
+	case errors.Is(err, errors.ErrUnsupported):
 		if !ar.noIntents.Swap(true) {
 			ar.Logger.Warn("the blob store keeps no intent records (extended attributes): each C-STORE now waits for its index row to be synced", "err", err)
 		}
-		return nil
+		return nil, nil
+	default:
+		return nil, err
 	}
-	return ds
 }
 
 // nameDurable reports whether a blob's name survives a crash already.

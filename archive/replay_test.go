@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,7 +212,7 @@ func (b noIntentBlobs) Create(ctx context.Context, key string) (store.BlobWriter
 
 type noIntentWriter struct{ store.BlobWriter }
 
-func (noIntentWriter) SetIntent([]byte) error { return errors.New("operation not supported") }
+func (noIntentWriter) SetIntent([]byte) error { return fmt.Errorf("setxattr: %w", syscall.EOPNOTSUPP) }
 func (w noIntentWriter) NameDurable() bool    { return w.BlobWriter.(store.DurableNamer).NameDurable() }
 
 // countingIndex counts deferred and ordinary row writes.
@@ -271,4 +273,37 @@ func TestNoIntentNoDeferredRows(t *testing.T) {
 			t.Errorf("%s: deferred, durable inserts = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// fullIntentBlobs' writers fail to keep the intent record as a full disk
+// does.
+type fullIntentBlobs struct{ *fsblob.Store }
+
+func (b fullIntentBlobs) Create(ctx context.Context, key string) (store.BlobWriter, error) {
+	w, err := b.Store.Create(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return fullIntentWriter{w}, nil
+}
+
+type fullIntentWriter struct{ store.BlobWriter }
+
+func (fullIntentWriter) SetIntent([]byte) error { return fmt.Errorf("setxattr: %w", syscall.ENOSPC) }
+
+// An intent record that cannot be written for want of space fails the
+// store (A700, "no space left on device"), leaving nothing behind.
+func TestIntentDiskFull(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idx, bs := openStores(t, dir)
+	t.Cleanup(func() { bs.Close(); idx.Close() })
+	ar := &archive.Archive{Index: idx, Blobs: fullIntentBlobs{bs}}
+	if err := ar.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{ar: ar, idx: idx, blobs: bs, dir: dir, assoc: pipeAssociation(t)}
+	o := ctObject(t, "1.2.826.0.1.3680043.10.1432.9.1")
+	wantStatus(t, f.store(o, o.bytes(t)), 0xA700, "no space left on device")
+	f.checkNothingStored(t, o.inst, 0)
 }

@@ -473,10 +473,14 @@ func (s *Store) PublishAll(ctx context.Context, keys []string) error {
 			return firstErr
 		}
 	}
+	left := map[string]string{} // pending shard directory -> a key in it
 	for _, key := range linked {
 		if err := os.Remove(s.pendingPath(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			fail(fmt.Errorf("fsblob: publish %s: %w", key, err))
 		}
+		left[s.pendingDir(key)] = key
+	}
+	for _, key := range left {
 		s.leftPending(key)
 	}
 	return firstErr

@@ -86,6 +86,8 @@ type Archive struct {
 	// noIntents: a blob could not take an intent record, so rows are
 	// committed durably before responses.
 	noIntents atomic.Bool
+	// syncFailed: an index Sync failed; nothing is published until restart.
+	syncFailed atomic.Bool
 }
 
 type afterStore struct{ key, oldKey string }
@@ -236,10 +238,17 @@ func (ar *Archive) afterLoop() {
 func (ar *Archive) finish(jobs ...afterStore) {
 	ctx := context.Background()
 	if ds, ok := ar.Index.(store.DeferredSyncer); ok {
+		if ar.syncFailed.Load() {
+			return
+		}
 		if err := ds.Sync(ctx); err != nil {
 			// The blobs stay pending: Open replays their rows if the
-			// index lost them, then publishes.
-			ar.Logger.Warn("syncing the index failed; stored objects are published at next start", "err", err)
+			// index lost them, then publishes. For the rest of the run,
+			// as a later Sync cannot vouch for what this one failed to
+			// write (the kernel may drop the failed pages, and a WAL is
+			// valid only up to its first bad frame).
+			ar.syncFailed.Store(true)
+			ar.Logger.Error("syncing the index failed; stored objects stay pending until the next start, which restores their index rows", "err", err)
 			return
 		}
 	}

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -122,8 +124,9 @@ func TestListenLoopbackOnly(t *testing.T) {
 	}
 }
 
-// A data directory whose path is too long for a Unix socket address still
-// serves (without the admin socket).
+// A data directory whose path is too long for a Unix socket address serves,
+// with its admin socket reached through /proc/self/fd on Linux (without one
+// elsewhere); stopping removes the socket file.
 func TestAdminSocketLongPath(t *testing.T) {
 	c := config.Default()
 	c.DataDir = filepath.Join(t.TempDir(), strings.Repeat("d", 120))
@@ -132,9 +135,28 @@ func TestAdminSocketLongPath(t *testing.T) {
 	if err := s.Open(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	sock := filepath.Join(c.DataDir, AdminSocket)
+	if runtime.GOOS == "linux" {
+		if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("admin socket: %v, %v", fi, err)
+		}
+		addr, done, err := socketAddr(c.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := net.Dial("unix", addr)
+		done()
+		if err != nil {
+			t.Fatalf("dialling the admin socket: %v", err)
+		}
+		conn.Close()
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := s.Serve(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("admin socket after stop: %v", err)
 	}
 }

@@ -1,9 +1,28 @@
 package server
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"syscall"
 )
+
+// socketAddr is the address of dataDir's admin socket. Where the path is too
+// long for a Unix socket address, it names the file through an open
+// descriptor of dataDir, /proc/self/fd/N/admin.sock, valid until done is
+// called.
+func socketAddr(dataDir string) (addr string, done func(), err error) {
+	path := filepath.Join(dataDir, AdminSocket)
+	if len(path) <= maxSocketPath {
+		return path, func() {}, nil
+	}
+	d, err := os.Open(dataDir)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), AdminSocket), func() { d.Close() }, nil
+}
 
 // peerUID is the user ID of the process at the other end of c.
 func peerUID(c *net.UnixConn) (int, error) {

@@ -5,7 +5,17 @@ package server
 import (
 	"errors"
 	"net"
+	"path/filepath"
 )
+
+// socketAddr is the path of dataDir's admin socket, or errPathTooLong.
+func socketAddr(dataDir string) (addr string, done func(), err error) {
+	path := filepath.Join(dataDir, AdminSocket)
+	if len(path) > maxSocketPath {
+		return "", nil, errPathTooLong
+	}
+	return path, func() {}, nil
+}
 
 // peerUID is not available here: administration requests over the socket
 // are refused (the offline commands still work with ward serve stopped).

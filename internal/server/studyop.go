@@ -115,9 +115,13 @@ var ErrNoServer = errors.New("no ward serve is running on this data directory")
 // RemoteStudyOp sends r to the ward serve running on dataDir, which runs it
 // and records it in its audit trail under the calling user's name.
 func RemoteStudyOp(ctx context.Context, dataDir string, r *StudyRequest) ([]StudyResult, error) {
-	path := filepath.Join(dataDir, AdminSocket)
+	addr, done, err := socketAddr(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
+	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	conn, err := d.DialContext(ctx, "unix", addr)
+	done()
 	if err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
 	}
@@ -143,27 +147,60 @@ func RemoteStudyOp(ctx context.Context, dataDir string, r *StudyRequest) ([]Stud
 // directory (its audit log is locked, its listeners bound).
 func (s *Server) listenAdmin() error {
 	path := filepath.Join(s.Config.DataDir, AdminSocket)
-	if len(path) > 100 {
-		// Beyond what a Unix socket address holds (108 bytes on Linux).
+	addr, done, err := socketAddr(s.Config.DataDir)
+	if errors.Is(err, errPathTooLong) {
 		s.Logger.Warn("no admin socket: the data directory's path is too long for one; ward study delete/export need ward serve stopped", "path", path)
 		return nil
 	}
-	if c, err := net.Dial("unix", path); err == nil {
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	defer done()
+	if c, err := net.Dial("unix", addr); err == nil {
 		c.Close()
 		return fmt.Errorf("admin socket %s: another ward serve answers on it", path)
 	}
 	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := net.Listen("unix", addr)
+	if err != nil && len(path) > maxSocketPath {
+		// The long-path route (/proc) is not there: serve without.
+		s.Logger.Warn("no admin socket: the data directory's path is too long for one; ward study delete/export need ward serve stopped", "path", path, "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
+	// Closing removes the file by its own path (addr may be valid only
+	// now).
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
+		os.Remove(path)
 		return fmt.Errorf("admin socket: %w", err)
 	}
-	s.adminLn = ln
+	s.adminLn = &unlinkListener{Listener: ln, path: path}
 	return nil
 }
+
+// unlinkListener removes the socket file when closed.
+type unlinkListener struct {
+	net.Listener
+	path string
+}
+
+func (l *unlinkListener) Close() error {
+	err := l.Listener.Close()
+	os.Remove(l.path)
+	return err
+}
+
+// errPathTooLong: the admin socket's path does not fit a Unix socket
+// address, and this system offers no shorter name for it.
+var errPathTooLong = errors.New("the admin socket's path is too long for a Unix socket address")
+
+// maxSocketPath is the longest path used as a Unix socket address as is
+// (108 bytes with the terminating NUL on Linux, 104 on the BSDs).
+const maxSocketPath = 100
 
 // serveAdmin answers administration requests until the listener closes.
 func (s *Server) serveAdmin(ctx context.Context) {

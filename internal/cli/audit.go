@@ -64,6 +64,16 @@ func (f auditFlags) path() (string, error) {
 	return filepath.Join(c.AuditDir(), audit.FileName), nil
 }
 
+// open opens the audit log the flags name; the caller closes it.
+func (f auditFlags) open() (string, *os.File, error) {
+	path, err := f.path()
+	if err != nil {
+		return "", nil, err
+	}
+	file, err := os.Open(path)
+	return path, file, err
+}
+
 func runAuditVerify(e *env, args []string) error {
 	fs := newFlagSet(e, "audit verify", "[flags]")
 	af := addAuditFlags(fs)
@@ -73,11 +83,7 @@ func runAuditVerify(e *env, args []string) error {
 		}
 		return errUsage
 	}
-	path, err := af.path()
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(path)
+	path, f, err := af.open()
 	if err != nil {
 		return err
 	}
@@ -141,11 +147,7 @@ func runAuditList(e *env, name string, args []string) error {
 			return true
 		}
 	}
-	path, err := af.path()
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(path)
+	_, f, err := af.open()
 	if err != nil {
 		return err
 	}

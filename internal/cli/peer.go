@@ -122,12 +122,7 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 			return usage()
 		}
 		err := config.EditPeers(path, func(peers []config.Peer) ([]config.Peer, error) {
-			for i := range peers {
-				if peers[i].AETitle == pos[0] {
-					return append(peers[:i], peers[i+1:]...), nil
-				}
-			}
-			return nil, fmt.Errorf("no peer %q in %s", pos[0], path)
+			return removeNamed(peers, func(p config.Peer) string { return p.AETitle }, pos[0], "peer", path)
 		})
 		if err != nil {
 			return err
@@ -179,4 +174,15 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 		return flag.ErrHelp
 	}
 	return usage()
+}
+
+// removeNamed returns items without the one whose name is name, or an
+// error saying that path has no such kind.
+func removeNamed[T any](items []T, nameOf func(T) string, name, kind, path string) ([]T, error) {
+	for i := range items {
+		if nameOf(items[i]) == name {
+			return append(items[:i], items[i+1:]...), nil
+		}
+	}
+	return nil, fmt.Errorf("no %s %q in %s", kind, name, path)
 }

@@ -120,12 +120,7 @@ not stored anywhere, so give it to the user then.`)
 			return usage()
 		}
 		err := config.EditUsers(path, func(users []config.User) ([]config.User, error) {
-			for i := range users {
-				if users[i].Name == pos[0] {
-					return append(users[:i], users[i+1:]...), nil
-				}
-			}
-			return nil, fmt.Errorf("no user %q in %s", pos[0], path)
+			return removeNamed(users, func(u config.User) string { return u.Name }, pos[0], "user", path)
 		})
 		if err != nil {
 			return err

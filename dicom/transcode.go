@@ -159,10 +159,26 @@ func (t *transcoder) dataSet(in coding, end int64, depth int) error {
 func (t *transcoder) element(in coding, h *header, depth int, top bool) error {
 	d := &t.d
 	out := t.out
-	if h.tag.Element() == 0 && h.length != undefinedLength && !isSequence(in, h) {
+	seq := isSequence(in, h)
+	if h.tag.Element() == 0 && h.length != undefinedLength && !seq {
 		return d.skip(int64(h.length), h.tag) // group length: dropped
 	}
-	if isSequence(in, h) {
+	if !out.explicit && in.explicit {
+		// Implicit VR is read by the dictionary: a value it would take for
+		// a sequence must be one, and Pixel Data must not be.
+		switch {
+		case seq && h.tag == PixelData:
+			return fmt.Errorf("%w: %v is a sequence, which implicit VR cannot carry", ErrNotConvertible, h.tag)
+		case !seq && h.length != undefinedLength && VROf(h.tag) == "SQ":
+			if h.vr != vrUN {
+				return fmt.Errorf("%w: %v has VR %s, but implicit VR would read it as a sequence", ErrNotConvertible, h.tag, h.vr)
+			}
+			// A sequence sent as UN holds implicit VR LE items (PS3.5
+			// 6.2.2): transcode them as such, which checks them too.
+			seq = true
+		}
+	}
+	if seq {
 		if depth+1 > MaxDepth {
 			return fmt.Errorf("%w: at %v, offset %d", ErrTooDeep, h.tag, d.pos)
 		}

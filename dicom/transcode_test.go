@@ -117,3 +117,65 @@ func TestTranscodePixelSwap(t *testing.T) {
 		t.Fatalf("8-bit pixel data %s %v", px.VR, px.Value)
 	}
 }
+
+// TestTranscodeSequenceSentAsUN: implicit VR reads a tag the dictionary
+// calls SQ as a sequence, so a defined-length UN value of such a tag is
+// transcoded as the implicit VR LE items it holds (PS3.5 6.2.2); a value
+// that is no sequence, or another VR on such a tag, cannot be converted.
+func TestTranscodeSequenceSentAsUN(t *testing.T) {
+	refSeq, refUID := NewTag(0x0008, 0x1140), NewTag(0x0008, 0x1155)
+	var item []byte
+	item = appendHeader(item, implicitLE, refUID, 0, 8)
+	item = append(item, "1.2.3.4\x00"...)
+	var items []byte
+	items = appendHeader(items, implicitLE, Item, 0, uint32(len(item)))
+	items = append(items, item...)
+	explicitLE := codingOf(ExplicitVRLittleEndian)
+	body := func(v string, value []byte) []byte {
+		b := appendHeader(nil, explicitLE, refSeq, mkVR(v), uint32(len(value)))
+		b = append(b, value...)
+		b = appendHeader(b, explicitLE, NewTag(0x0010, 0x0020), mkVR("LO"), 2)
+		return append(b, "P1"...)
+	}
+
+	var out bytes.Buffer
+	if err := Transcode(&out, bytes.NewReader(body("UN", items)), ExplicitVRLittleEndian, ImplicitVRLittleEndian); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadDataSet(bytes.NewReader(out.Bytes()), ImplicitVRLittleEndian, 1<<20)
+	if err != nil {
+		t.Fatalf("transcoded output unreadable: %v", err)
+	}
+	seq := got.Get(refSeq)
+	if seq == nil || len(seq.Items) != 1 {
+		t.Fatalf("sequence %+v", seq)
+	}
+	if uid := seq.Items[0].String(refUID); uid != "1.2.3.4" {
+		t.Fatalf("item UID %q", uid)
+	}
+	if id := got.String(PatientID); id != "P1" {
+		t.Fatalf("patient ID after the sequence %q", id)
+	}
+	if _, err := os.Stat("/usr/bin/dcmdump"); err == nil {
+		p := writePart10(t, t.TempDir(), "un-sq.dcm", &FileMeta{}, ImplicitVRLittleEndian, out.Bytes())
+		if ok, msg := dcmdumpClean(t, p); !ok {
+			t.Fatalf("dcmdump:\n%s", msg)
+		}
+	}
+	// Explicit output keeps the UN value as it came.
+	out.Reset()
+	if err := Transcode(&out, bytes.NewReader(body("UN", items)), ExplicitVRLittleEndian, ExplicitVRBigEndian); err != nil {
+		t.Fatal(err)
+	}
+
+	for name, in := range map[string][]byte{
+		"UN holding no items": body("UN", []byte("00000000")),
+		"LO on an SQ tag":     body("LO", []byte("00000000")),
+		"unknown VR":          body("AA", []byte("00000000")),
+	} {
+		err := Transcode(&bytes.Buffer{}, bytes.NewReader(in), ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+		if !errors.Is(err, ErrNotConvertible) && !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: got %v, want a not-convertible or malformed error", name, err)
+		}
+	}
+}

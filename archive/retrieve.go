@@ -41,6 +41,7 @@ func (ar *Archive) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]di
 			TransferSyntaxUID: in.TransferSyntaxUID,
 			StudyInstanceUID:  in.StudyInstanceUID,
 			PatientID:         in.PatientID,
+			Size:              in.Size,
 			Open:              func(ctx context.Context) (io.ReadCloser, error) { return ar.openDataSet(ctx, key) },
 		})
 		return nil

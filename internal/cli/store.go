@@ -364,7 +364,7 @@ func sendBatch(ctx context.Context, addr string, pf peerFlags, files []*storeFil
 // (dimse.Client.StoreInstance, shared with C-MOVE and C-GET).
 func sendFile(ctx context.Context, cl *dimse.Client, f *storeFile) *storeResult {
 	res := &storeResult{file: f}
-	inst := &dimse.Instance{SOPClassUID: f.sopClass, SOPInstanceUID: f.sopInst, TransferSyntaxUID: f.ts,
+	inst := &dimse.Instance{SOPClassUID: f.sopClass, SOPInstanceUID: f.sopInst, TransferSyntaxUID: f.ts, Size: f.size,
 		Open: func(context.Context) (io.ReadCloser, error) {
 			meta, rc, err := dicom.OpenFile(f.path)
 			if err != nil {

@@ -57,6 +57,10 @@ type Instance struct {
 	TransferSyntaxUID string
 	// StudyInstanceUID and PatientID, for the audit trail.
 	StudyInstanceUID, PatientID string
+	// Size is the stored object's size in bytes, 0 if unknown. An object
+	// to be converted for the peer is converted once without sending first
+	// when its size is known and at most ConvertCheckLimit.
+	Size int64
 	// Open returns the data set bytes (after the Part 10 header) in
 	// TransferSyntaxUID.
 	Open func(ctx context.Context) (io.ReadCloser, error)

@@ -96,6 +96,11 @@ func sendInstance(ctx context.Context, contexts map[byte]*assoc.Context, usable 
 			return nil, &SubOpError{fmt.Errorf("%w: cannot convert %s to %s", ErrNoContext, inst.TransferSyntaxUID, pc.TransferSyntax)}
 		}
 	}
+	if from != nil && inst.Size > 0 && inst.Size <= ConvertCheckLimit {
+		if err := checkConvert(ctx, inst, from, to); err != nil {
+			return nil, &SubOpError{err}
+		}
+	}
 	rc, err := inst.Open(ctx)
 	if err != nil {
 		return nil, &SubOpError{fmt.Errorf("opening the object: %w", err)}
@@ -112,6 +117,26 @@ func sendInstance(ctx context.Context, contexts map[byte]*assoc.Context, usable 
 	rq.AffectedSOPClassUID = inst.SOPClassUID
 	rq.AffectedSOPInstanceUID = inst.SOPInstanceUID
 	return send(ctx, pc.ID, rq, data)
+}
+
+// ConvertCheckLimit is the largest object converted once without sending
+// before it is sent converted: a data set the conversion refuses (a value
+// implicit VR would misread, say) then fails its own sub-operation, where
+// a failure once sending has begun can only abort the association.
+const ConvertCheckLimit = 64 << 20
+
+// checkConvert converts inst from one native syntax to another into
+// nothing, to learn whether it converts.
+func checkConvert(ctx context.Context, inst *Instance, from, to *dicom.TransferSyntax) error {
+	rc, err := inst.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("opening the object: %w", err)
+	}
+	defer rc.Close()
+	if err := dicom.Transcode(io.Discard, rc, from, to); err != nil {
+		return fmt.Errorf("the peer takes %s only in %s, and converting it fails: %w", dicom.UIDName(inst.SOPClassUID), to.Name, err)
+	}
+	return nil
 }
 
 // StoreInstance sends inst with C-STORE on the best accepted context,

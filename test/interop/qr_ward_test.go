@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,41 @@ func TestWardServeQRWiring(t *testing.T) {
 		t.Fatalf("getscu: %v\n%s", err, out)
 	}
 	compareReceived(t, dir, originals, uidsOf(a, "P1"))
+}
+
+// TestMoveToImplicitOnlySkipsUnconvertible: a C-MOVE to a storescp that
+// accepts only Implicit VR Little Endian, of a study stored in explicit VR:
+// the object that cannot be converted (an SQ tag sent with VR LO) fails its
+// sub-operation alone, and the others arrive on the same association.
+func TestMoveToImplicitOnlySkipsUnconvertible(t *testing.T) {
+	requireTool(t, "movescu", "storescu")
+	sport, sdir := startStorescp(t, "+xi")
+	w := startWard(t, func(c *config.Config) {
+		c.Peers = []config.Peer{{AETitle: "STORESCP", Host: "127.0.0.1", Port: sport, Allow: []string{"store"}}}
+	})
+	const study = "1.2.826.0.1.3680043.8.498.20"
+	src := t.TempDir()
+	var files []string
+	for i, bad := range []bool{false, true, false} {
+		p := filepath.Join(src, fmt.Sprintf("%d.dcm", i+1))
+		writeExplicitCT(t, p, fmt.Sprintf("%s.1.%d", study, i+1), study, bad)
+		files = append(files, p)
+	}
+	if out, err := dcmtk("storescu", append([]string{"-aec", "WARD", w.host, w.port}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	out, _ := dcmtk("movescu", "-v", "-S", "-aec", "WARD", "-aem", "STORESCP", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study, w.host, w.port).CombinedOutput()
+	got, _ := filepath.Glob(filepath.Join(sdir, "*"))
+	names := map[string]bool{}
+	for _, p := range got {
+		names[filepath.Base(p)] = true
+	}
+	if len(got) != 2 || !names["CT."+study+".1.1"] || !names["CT."+study+".1.3"] {
+		t.Fatalf("received %v, want the two convertible objects\n%s", got, out)
+	}
+	if !strings.Contains(string(out), "Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)") {
+		t.Fatalf("movescu: want a final warning for the failed sub-operation:\n%s", out)
+	}
 }
 
 // TestMovescuToOrthanc: DCMTK movescu asks Ward to move a patient's studies

@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -349,10 +350,76 @@ func TestWardStoreConvertsForPeer(t *testing.T) {
 			t.Errorf("%s converted with a difference:\n%s", filepath.Base(src), diff)
 		}
 	}
+	// An object whose conversion fails (an SQ tag sent with VR LO, which
+	// implicit VR would read as items) fails alone, before any of it is
+	// sent; the association goes on with the others.
+	mixed := t.TempDir()
+	writeUnconvertible(t, filepath.Join(mixed, "0-unconvertible.dcm"), "1.2.826.0.1.3680043.8.498.777")
+	for _, f := range []string{"CT_small.dcm", "MR_small.dcm"} {
+		b, _ := os.ReadFile(filepath.Join(pydicomTestFiles, f))
+		os.WriteFile(filepath.Join(mixed, f), b, 0o644)
+	}
+	old, _ := filepath.Glob(filepath.Join(recv, "*"))
+	for _, f := range old {
+		os.Remove(f)
+	}
+	if rc := runWard(t, "store", "--quiet", "--aec", "STORESCP", "127.0.0.1:"+strconv.Itoa(port), mixed); rc != 1 {
+		t.Fatalf("an unconvertible object among convertible ones: exit %d, want 1", rc)
+	}
+	if m, _ := filepath.Glob(filepath.Join(recv, "*1.2.826.0.1.3680043.8.498.777")); len(m) != 0 {
+		t.Errorf("the unconvertible object arrived: %v", m)
+	}
+	if got, _ := filepath.Glob(filepath.Join(recv, "*")); len(got) != 2 {
+		t.Errorf("%d objects arrived, want the 2 convertible ones", len(got))
+	}
+
 	jpeg := t.TempDir()
 	b, _ := os.ReadFile(filepath.Join(pydicomTestFiles, "JPEG-lossy.dcm"))
 	os.WriteFile(filepath.Join(jpeg, "JPEG-lossy.dcm"), b, 0o644)
 	if rc := runWard(t, "store", "--quiet", "--aec", "STORESCP", "127.0.0.1:"+strconv.Itoa(port), jpeg); rc != 1 {
 		t.Fatalf("a JPEG file to an implicit-only peer: exit %d, want 1", rc)
+	}
+}
+
+// writeUnconvertible writes a Part 10 file in Explicit VR Little Endian
+// holding Referenced Image Sequence with VR LO: readable as it is, but not
+// convertible to implicit VR, which reads that tag as a sequence.
+func writeUnconvertible(t *testing.T, path, uid string) {
+	t.Helper()
+	writeExplicitCT(t, path, uid, "1.2.826.0.1.3680043.8.498.1", true)
+}
+
+// writeExplicitCT writes a small CT object in Explicit VR Little Endian in
+// study, unconvertible to implicit VR if bad (see writeUnconvertible).
+func writeExplicitCT(t *testing.T, path, uid, study string, bad bool) {
+	t.Helper()
+	const ct = "1.2.840.10008.5.1.4.1.1.2"
+	ui := func(s string) []byte {
+		if len(s)%2 == 1 {
+			s += "\x00"
+		}
+		return []byte(s)
+	}
+	ds := &dicom.DataSet{}
+	ds.Put(&dicom.Element{Tag: dicom.SOPClassUID, VR: "UI", Value: ui(ct)})
+	ds.Put(&dicom.Element{Tag: dicom.SOPInstanceUID, VR: "UI", Value: ui(uid)})
+	if bad {
+		ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0008, 0x1140), VR: "LO", Value: []byte("00000000")})
+	}
+	ds.Put(&dicom.Element{Tag: dicom.PatientID, VR: "LO", Value: []byte("P1")})
+	ds.Put(&dicom.Element{Tag: dicom.StudyInstanceUID, VR: "UI", Value: ui(study)})
+	ds.Put(&dicom.Element{Tag: dicom.SeriesInstanceUID, VR: "UI", Value: ui(study + ".1")})
+	body, err := ds.Bytes(dicom.ExplicitVRLittleEndian)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	meta := &dicom.FileMeta{MediaStorageSOPClassUID: ct, MediaStorageSOPInstanceUID: uid, TransferSyntaxUID: dicom.ExplicitVRLittleEndian.UID}
+	if err := dicom.WriteFileHeader(&buf, meta); err != nil {
+		t.Fatal(err)
+	}
+	buf.Write(body)
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -198,22 +198,29 @@ func walk(t *testing.T, bs *fsblob.Store, fn func(key string, published bool)) {
 	}
 }
 
-// noIntentBlobs is a blob store whose writers cannot keep an intent record
-// (a filesystem without user extended attributes).
-type noIntentBlobs struct{ *fsblob.Store }
+// intentErrBlobs is a blob store whose writers fail to keep an intent
+// record with err: EOPNOTSUPP as on a filesystem without user extended
+// attributes, ENOSPC as on a full disk.
+type intentErrBlobs struct {
+	*fsblob.Store
+	err error
+}
 
-func (b noIntentBlobs) Create(ctx context.Context, key string) (store.BlobWriter, error) {
+func (b intentErrBlobs) Create(ctx context.Context, key string) (store.BlobWriter, error) {
 	w, err := b.Store.Create(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	return noIntentWriter{w}, nil
+	return intentErrWriter{w, b.err}, nil
 }
 
-type noIntentWriter struct{ store.BlobWriter }
+type intentErrWriter struct {
+	store.BlobWriter
+	err error
+}
 
-func (noIntentWriter) SetIntent([]byte) error { return fmt.Errorf("setxattr: %w", syscall.EOPNOTSUPP) }
-func (w noIntentWriter) NameDurable() bool    { return w.BlobWriter.(store.DurableNamer).NameDurable() }
+func (w intentErrWriter) SetIntent([]byte) error { return fmt.Errorf("setxattr: %w", w.err) }
+func (w intentErrWriter) NameDurable() bool      { return w.BlobWriter.(store.DurableNamer).NameDurable() }
 
 // countingIndex counts deferred and ordinary row writes.
 type countingIndex struct {
@@ -254,7 +261,7 @@ func TestNoIntentNoDeferredRows(t *testing.T) {
 		want  [2]int // deferred, durable
 	}{
 		{"intents", "1.2.826.0.1.3680043.10.1432.8.1.", bs, [2]int{2, 0}},
-		{"no intents", "1.2.826.0.1.3680043.10.1432.8.2.", noIntentBlobs{bs}, [2]int{0, 2}},
+		{"no intents", "1.2.826.0.1.3680043.10.1432.8.2.", intentErrBlobs{bs, syscall.EOPNOTSUPP}, [2]int{0, 2}},
 	} {
 		ix := &countingIndex{DB: idx}
 		ar := &archive.Archive{Index: ix, Blobs: tc.blobs}
@@ -275,22 +282,6 @@ func TestNoIntentNoDeferredRows(t *testing.T) {
 	}
 }
 
-// fullIntentBlobs' writers fail to keep the intent record as a full disk
-// does.
-type fullIntentBlobs struct{ *fsblob.Store }
-
-func (b fullIntentBlobs) Create(ctx context.Context, key string) (store.BlobWriter, error) {
-	w, err := b.Store.Create(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	return fullIntentWriter{w}, nil
-}
-
-type fullIntentWriter struct{ store.BlobWriter }
-
-func (fullIntentWriter) SetIntent([]byte) error { return fmt.Errorf("setxattr: %w", syscall.ENOSPC) }
-
 // An intent record that cannot be written for want of space fails the
 // store (A700, "no space left on device"), leaving nothing behind.
 func TestIntentDiskFull(t *testing.T) {
@@ -298,7 +289,7 @@ func TestIntentDiskFull(t *testing.T) {
 	dir := t.TempDir()
 	idx, bs := openStores(t, dir)
 	t.Cleanup(func() { bs.Close(); idx.Close() })
-	ar := &archive.Archive{Index: idx, Blobs: fullIntentBlobs{bs}}
+	ar := &archive.Archive{Index: idx, Blobs: intentErrBlobs{bs, syscall.ENOSPC}}
 	if err := ar.Open(ctx); err != nil {
 		t.Fatal(err)
 	}

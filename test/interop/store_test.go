@@ -354,7 +354,7 @@ func TestWardStoreConvertsForPeer(t *testing.T) {
 	// implicit VR would read as items) fails alone, before any of it is
 	// sent; the association goes on with the others.
 	mixed := t.TempDir()
-	writeUnconvertible(t, filepath.Join(mixed, "0-unconvertible.dcm"), "1.2.826.0.1.3680043.8.498.777")
+	writeExplicitCT(t, filepath.Join(mixed, "0-unconvertible.dcm"), "1.2.826.0.1.3680043.8.498.777", "1.2.826.0.1.3680043.8.498.1", true)
 	for _, f := range []string{"CT_small.dcm", "MR_small.dcm"} {
 		b, _ := os.ReadFile(filepath.Join(pydicomTestFiles, f))
 		os.WriteFile(filepath.Join(mixed, f), b, 0o644)
@@ -381,34 +381,22 @@ func TestWardStoreConvertsForPeer(t *testing.T) {
 	}
 }
 
-// writeUnconvertible writes a Part 10 file in Explicit VR Little Endian
-// holding Referenced Image Sequence with VR LO: readable as it is, but not
-// convertible to implicit VR, which reads that tag as a sequence.
-func writeUnconvertible(t *testing.T, path, uid string) {
-	t.Helper()
-	writeExplicitCT(t, path, uid, "1.2.826.0.1.3680043.8.498.1", true)
-}
-
 // writeExplicitCT writes a small CT object in Explicit VR Little Endian in
-// study, unconvertible to implicit VR if bad (see writeUnconvertible).
+// study. If bad, it holds Referenced Image Sequence with VR LO: readable as
+// it is, but not convertible to implicit VR, which reads that tag as a
+// sequence.
 func writeExplicitCT(t *testing.T, path, uid, study string, bad bool) {
 	t.Helper()
 	const ct = "1.2.840.10008.5.1.4.1.1.2"
-	ui := func(s string) []byte {
-		if len(s)%2 == 1 {
-			s += "\x00"
-		}
-		return []byte(s)
-	}
 	ds := &dicom.DataSet{}
-	ds.Put(&dicom.Element{Tag: dicom.SOPClassUID, VR: "UI", Value: ui(ct)})
-	ds.Put(&dicom.Element{Tag: dicom.SOPInstanceUID, VR: "UI", Value: ui(uid)})
+	ds.Set(dicom.SOPClassUID, ct)
+	ds.Set(dicom.SOPInstanceUID, uid)
 	if bad {
 		ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0008, 0x1140), VR: "LO", Value: []byte("00000000")})
 	}
-	ds.Put(&dicom.Element{Tag: dicom.PatientID, VR: "LO", Value: []byte("P1")})
-	ds.Put(&dicom.Element{Tag: dicom.StudyInstanceUID, VR: "UI", Value: ui(study)})
-	ds.Put(&dicom.Element{Tag: dicom.SeriesInstanceUID, VR: "UI", Value: ui(study + ".1")})
+	ds.Set(dicom.PatientID, "P1")
+	ds.Set(dicom.StudyInstanceUID, study)
+	ds.Set(dicom.SeriesInstanceUID, study+".1")
 	body, err := ds.Bytes(dicom.ExplicitVRLittleEndian)
 	if err != nil {
 		t.Fatal(err)

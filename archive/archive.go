@@ -301,8 +301,10 @@ var indexed = map[dicom.Tag]bool{
 
 func wanted(t dicom.Tag) bool { return indexed[t] }
 
-// writerPool holds the buffers between the association and a blob.
-var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256*1024) }}
+// writerPool holds the buffers between the association and a blob: 32 KiB,
+// the largest write whose page cache folio Linux takes from its per-CPU
+// lists of recently freed pages (fsblob.maxWrite says why that matters).
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32*1024) }}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 

@@ -299,6 +299,20 @@ func (s *Store) Intent(ctx context.Context, key string) ([]byte, error) {
 // fsync has little left to wait for.
 const writebackChunk = 128 << 10
 
+// maxWrite caps one write(2) into the page cache. Linux sizes the folio a
+// buffered write allocates by the write's length: up to 32 KiB (order 3,
+// PAGE_ALLOC_COSTLY_ORDER) it comes from the per-CPU free lists, which
+// hold the pages freed most recently (by the socket buffers the object
+// arrived in, among others); larger ones are split from the buddy
+// allocator's big free blocks. On a virtual machine that reports its free
+// memory to the host (virtio free page reporting), those big blocks are
+// the ones the host took back, and the copy into them faults every page
+// in again. On the project's machine 256 KiB writes made the kernel's copy
+// of the object a third of the server's CPU (docs/PERFORMANCE.md, "Write
+// size and the page cache"); callers do best to write 32 KiB at a time,
+// interleaved with their reads, as the archive does.
+const maxWrite = 32 << 10
+
 func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, fmt.Errorf("fsblob: write %s after commit or abort", w.key)
@@ -306,19 +320,24 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := w.f.Write(p)
-	w.off += int64(n)
-	if err != nil {
-		w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
-		return n, w.err
+	written := 0
+	for len(p) > 0 {
+		n, err := w.f.Write(p[:min(len(p), maxWrite)])
+		p = p[n:]
+		written += n
+		w.off += int64(n)
+		if err != nil {
+			w.err = fmt.Errorf("fsblob: write %s: %w", w.key, err)
+			return written, w.err
+		}
+		if w.off-w.flushed >= writebackChunk {
+			// Start writeback of what is written; Commit's fsync still
+			// makes it durable. An error here is only a lost hint.
+			_ = startWriteback(w.f, w.flushed, w.off-w.flushed)
+			w.flushed = w.off
+		}
 	}
-	if w.off-w.flushed >= writebackChunk {
-		// Start writeback of what is written; Commit's fsync still makes
-		// it durable. An error here is only a lost hint.
-		_ = startWriteback(w.f, w.flushed, w.off-w.flushed)
-		w.flushed = w.off
-	}
-	return n, nil
+	return written, nil
 }
 
 // Commit fsyncs the file, renames it into its pending shard directory and

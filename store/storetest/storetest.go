@@ -610,7 +610,13 @@ func TestBlobs(t *testing.T, open func(t *testing.T) store.Blobs) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for rest := data; len(rest) > 0; {
+		// One write larger than any backend's own write size, then
+		// pieces smaller than it.
+		first := 1<<20 + 3
+		if n, err := w.Write(data[:first]); err != nil || n != first {
+			t.Fatalf("Write(%d bytes) = %d, %v", first, n, err)
+		}
+		for rest := data[first:]; len(rest) > 0; {
 			n := min(len(rest), 16372)
 			if _, err := w.Write(rest[:n]); err != nil {
 				t.Fatal(err)

@@ -25,11 +25,13 @@ done
 pid=
 for par in 1 4; do
   rm -rf "$tmp/data"
+  # deny by default: the sender must be a registered peer allowed to store
+  "$tmp/ward" peer add BENCHSTORE --host 127.0.0.1 --allow echo,store --data "$tmp/data" >/dev/null
   "$tmp/ward" serve --data "$tmp/data" --dicom-listen 127.0.0.1:$port >"$tmp/serve.log" 2>&1 &
   pid=$!
-  for i in $(seq 1 100); do "$tmp/ward" echo --aec WARD 127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
+  for i in $(seq 1 100); do "$tmp/ward" echo --aec WARD --aet BENCHSTORE 127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
   start=$(date +%s.%N)
-  "$tmp/ward" store --quiet --aec WARD --parallel $par 127.0.0.1:$port "$corpus" | head -1
+  "$tmp/ward" store --quiet --aec WARD --aet BENCHSTORE --parallel $par 127.0.0.1:$port "$corpus" | head -1
   end=$(date +%s.%N)
   echo "ward store --parallel $par: $(echo "$bytes / ($end - $start) / 1000000" | bc -l | xargs printf '%.1f') MB/s over $(echo "$end - $start" | bc -l | xargs printf '%.2f') s (corpus $((bytes / 1000000)) MB)"
   kill -INT $pid; wait $pid || true

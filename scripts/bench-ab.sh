@@ -10,7 +10,8 @@
 # BENCHSCU, sends CORPUS (default /tmp/bench/corpus-2000, made by
 # ../shared/bench/make-corpus.sh) over JOBS storescu associations (default
 # 4; the harness's split, whole series per association) and prints wall
-# time, instances/s, the server's CPU seconds and the machine's idle CPU
+# time, instances/s, the CPU seconds of the server and of the storescu
+# clients, and the machine's idle CPU
 # seconds during the run. PERF=1 records `perf record -a -g` into
 # $STATE/perf.data. State lives in $STATE (default /tmp/ward-bench-ab).
 set -euo pipefail
@@ -51,6 +52,11 @@ if [[ -n "${PERF:-}" ]]; then
 fi
 cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 idle() { awk '/^cpu /{print $5 + $6}' /proc/stat; }
+# The storescu clients' CPU: bash `times` (children reaped so far), run in
+# this shell, not in a $(...) subshell, which has no children of its own.
+snap() { times >"$state/times.$1"; }
+secs() { awk 'NR == 2 { split($1 " " $2, t, /[ms ]+/); print t[1] * 60 + t[2] + t[3] * 60 + t[4] }' "$state/times.$1"; }
+snap 0
 c0=$(cpu) i0=$(idle) t0=$(date +%s.%N)
 pids=()
 for ((i = 0; i < jobs; i++)); do
@@ -61,8 +67,11 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 t1=$(date +%s.%N) c1=$(cpu) i1=$(idle)
+snap 1
+k0=$(secs 0) k1=$(secs 1)
 [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 n=$(wc -l < <(cat "$state"/list*))
-awk -v t0="$t0" -v t1="$t1" -v n="$n" -v c="$((c1 - c0))" -v i="$((i1 - i0))" -v hz="$(getconf CLK_TCK)" \
-  'BEGIN { w = t1 - t0; printf "wall %.2f s  %.1f inst/s  server CPU %.2f s  idle CPU %.2f s\n", w, n / w, c / hz, i / hz }'
+awk -v t0="$t0" -v t1="$t1" -v n="$n" -v c="$((c1 - c0))" -v i="$((i1 - i0))" -v k="$k0 $k1" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN { w = t1 - t0; split(k, kk, " ")
+    printf "wall %.2f s  %.1f inst/s  server CPU %.2f s  client CPU %.2f s  idle CPU %.2f s\n", w, n / w, c / hz, kk[2] - kk[1], i / hz }'
 exit $rc

@@ -11,9 +11,9 @@
 # ../shared/bench/make-corpus.sh) over JOBS storescu associations (default
 # 4; the harness's split, whole series per association) and prints wall
 # time, instances/s, the CPU seconds of the server and of the storescu
-# clients, and the machine's idle CPU
-# seconds during the run. PERF=1 records `perf record -a -g` into
-# $STATE/perf.data. State lives in $STATE (default /tmp/ward-bench-ab).
+# clients, and the machine's idle CPU seconds during the run. PERF=1
+# records `perf record -a -g` into $STATE/perf.data. State lives in $STATE
+# (default /tmp/ward-bench-ab).
 set -euo pipefail
 bin=$(readlink -f "$1")
 corpus=${2:-/tmp/bench/corpus-2000}

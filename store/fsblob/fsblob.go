@@ -35,6 +35,7 @@
 package fsblob
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -44,6 +45,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -299,6 +301,12 @@ func (s *Store) Intent(ctx context.Context, key string) ([]byte, error) {
 // fsync has little left to wait for.
 const writebackChunk = 128 << 10
 
+// writebackAlign: writeback is started on whole pages only. A page
+// written back while partly filled is dirtied again by the next write and
+// goes to disk a second time, in a request of its own: about one more
+// write request per object (docs/PERFORMANCE.md, "Requests per object").
+const writebackAlign = 4096
+
 // maxWrite caps one write(2) into the page cache. Linux sizes the folio a
 // buffered write allocates by the write's length: up to 32 KiB (order 3,
 // PAGE_ALLOC_COSTLY_ORDER) it comes from the per-CPU free lists, which
@@ -331,10 +339,11 @@ func (w *writer) Write(p []byte) (int, error) {
 			return written, w.err
 		}
 		if w.off-w.flushed >= writebackChunk {
-			// Start writeback of what is written; Commit's fsync still
-			// makes it durable. An error here is only a lost hint.
-			_ = startWriteback(w.f, w.flushed, w.off-w.flushed)
-			w.flushed = w.off
+			// Start writeback of the whole pages written; Commit's fsync
+			// still makes them durable. An error here is only a lost hint.
+			end := w.off &^ (writebackAlign - 1)
+			_ = startWriteback(w.f, w.flushed, end-w.flushed)
+			w.flushed = end
 		}
 	}
 	return written, nil
@@ -646,7 +655,53 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 			return nil, err
 		}
 	}
-	return batch, nil
+	return spreadInodes(batch), nil
+}
+
+// inodesPerBlock is how many inodes share one block of an ext4 inode
+// table (4 KiB blocks, 256-byte inodes: the defaults).
+const inodesPerBlock = 16
+
+// spreadInodes orders a batch of slots so that slots handed out one after
+// another have their inodes in different inode-table blocks. The files of
+// a batch are created one after another, so their inodes are mostly
+// consecutive, 16 to a block. Each write to a file stores its inode in
+// that block and dirties it, and each Commit's fsync writes the block out:
+// two associations writing into neighbouring inodes at once make each
+// other's fsync write the block a second time, and wait for the other's
+// write of it. Where inode numbers are not available the order is kept.
+func spreadInodes(batch []*slot) []*slot {
+	type slotIno struct {
+		sl  *slot
+		ino uint64
+	}
+	byIno := make([]slotIno, 0, len(batch))
+	for _, sl := range batch {
+		ino, ok := inodeNumber(sl.f)
+		if !ok {
+			return batch
+		}
+		byIno = append(byIno, slotIno{sl, ino})
+	}
+	slices.SortFunc(byIno, func(a, b slotIno) int { return cmp.Compare(a.ino, b.ino) })
+	// Group by block, then take one from each block in turn.
+	var blocks [][]*slot
+	for i, x := range byIno {
+		if i == 0 || x.ino/inodesPerBlock != byIno[i-1].ino/inodesPerBlock {
+			blocks = append(blocks, nil)
+		}
+		blocks[len(blocks)-1] = append(blocks[len(blocks)-1], x.sl)
+	}
+	out := make([]*slot, 0, len(batch))
+	for len(out) < len(batch) {
+		for i, b := range blocks {
+			if len(b) > 0 {
+				out = append(out, b[0])
+				blocks[i] = b[1:]
+			}
+		}
+	}
+	return out
 }
 
 // newBatch picks the key prefix of a slot batch: one whose pending shard

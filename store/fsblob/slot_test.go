@@ -3,6 +3,7 @@ package fsblob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -221,5 +222,51 @@ func TestPublishAll(t *testing.T) {
 	}
 	if err := s.PublishAll(ctx, keys); err != nil {
 		t.Errorf("publishing published blobs: %v", err)
+	}
+}
+
+// Slots handed out one after another have their inodes in different
+// inode-table blocks while the batch has slots left in several blocks.
+func TestSpreadInodes(t *testing.T) {
+	dir := t.TempDir()
+	var batch []*slot
+	for i := 0; i < 40; i++ {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		batch = append(batch, &slot{key: fmt.Sprint(i), f: f})
+	}
+	out := spreadInodes(batch)
+	if len(out) != len(batch) {
+		t.Fatalf("%d slots out of %d", len(out), len(batch))
+	}
+	seen := map[*slot]bool{}
+	for _, sl := range out {
+		if seen[sl] {
+			t.Fatalf("slot %s handed out twice", sl.key)
+		}
+		seen[sl] = true
+	}
+	if _, ok := inodeNumber(batch[0].f); !ok {
+		t.Skip("no inode numbers here: the order is kept")
+	}
+	blocks := map[uint64]int{}
+	for _, sl := range batch {
+		ino, _ := inodeNumber(sl.f)
+		blocks[ino/inodesPerBlock]++
+	}
+	// While every block still has slots, neighbours differ in block.
+	rounds := len(batch)
+	for _, n := range blocks {
+		rounds = min(rounds, n)
+	}
+	for i := 1; i < rounds*len(blocks); i++ {
+		a, _ := inodeNumber(out[i-1].f)
+		b, _ := inodeNumber(out[i].f)
+		if a/inodesPerBlock == b/inodesPerBlock {
+			t.Errorf("slots %d and %d share inode block %d (%d blocks)", i-1, i, a/inodesPerBlock, len(blocks))
+		}
 	}
 }

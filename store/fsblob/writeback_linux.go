@@ -13,6 +13,15 @@ func startWriteback(f *os.File, off, n int64) error {
 	return unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
 
+// inodeNumber is f's inode number.
+func inodeNumber(f *os.File) (uint64, bool) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
 // spreadSubdirs sets the ext4 "top of directory hierarchy" flag
 // (FS_TOPDIR_FL, chattr +T) on dir.
 func spreadSubdirs(dir string) error {

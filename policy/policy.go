@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
@@ -150,6 +151,7 @@ type Policy struct {
 type peerRule struct {
 	peer        config.Peer
 	nets        []netip.Prefix // source networks; empty: no source rule
+	host        *hostBinding   // bound to a host name's addresses, or nil
 	fingerprint string         // lower-case hex SHA-256 of the DER; "": none
 	requireTLS  bool
 	services    map[string]bool
@@ -162,6 +164,52 @@ var LookupHost = func(host string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+// HostRefresh is how long a peer's host name resolution stands before a
+// call from an address it did not give resolves the name again. A
+// workstation whose address changed (a new DHCP lease) is admitted once
+// DNS has its new address, without a reload; a stranger claiming its AE
+// title from elsewhere causes at most one lookup per HostRefresh. Tests
+// change it.
+var HostRefresh = 30 * time.Second
+
+// hostBinding is a peer bound to the addresses of a host name.
+type hostBinding struct {
+	name string
+	mu   sync.Mutex
+	nets []netip.Prefix // the last resolution's addresses; nil when it failed
+	err  error          // why the last resolution failed
+	at   time.Time      // when the name was last resolved
+}
+
+func newHostBinding(name string) *hostBinding {
+	h := &hostBinding{name: name}
+	h.resolve()
+	return h
+}
+
+// resolve looks the name up again; the caller holds mu (or is the only
+// user, in newHostBinding).
+func (h *hostBinding) resolve() {
+	h.nets, h.err = resolve(h.name)
+	h.at = time.Now()
+}
+
+// admits reports whether a call from a may come from the host. An address
+// the last resolution did not give resolves the name again, if that
+// resolution is older than HostRefresh. The error says why the name does
+// not resolve, when it does not.
+func (h *hostBinding) admits(a netip.Addr) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if inNets(a, h.nets) {
+		return true, nil
+	}
+	if time.Since(h.at) >= HostRefresh {
+		h.resolve()
+	}
+	return inNets(a, h.nets), h.err
 }
 
 // New builds the policy of c (already validated). id verifies user
@@ -204,10 +252,10 @@ func New(c *config.Config, id Identity) (*Policy, error) {
 			// Bound to the host Ward reaches it at.
 			if peer.Host == "" {
 				r.unbound = "registered without a host, network or certificate fingerprint to bind it to (ward peer add --host, --network or --cert-fingerprint)"
-			} else if addrs, err := resolve(peer.Host); err != nil {
-				r.unbound = fmt.Sprintf("its host %s does not resolve: %v", peer.Host, err)
+			} else if _, err := netip.ParseAddr(peer.Host); err == nil {
+				r.nets, _ = resolve(peer.Host)
 			} else {
-				r.nets = addrs
+				r.host = newHostBinding(peer.Host)
 			}
 		}
 		p.peers[peer.AETitle] = r
@@ -285,6 +333,14 @@ func (p *Policy) Admit(ctx context.Context, rq *pdu.AssociateRQ, c Conn) (*Grant
 	}
 	if len(r.nets) > 0 && !inNets(c.Remote, r.nets) {
 		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s called from %s, outside the source it is bound to", calling, c.Remote)
+	}
+	if r.host != nil {
+		switch ok, err := r.host.admits(c.Remote); {
+		case !ok && err != nil:
+			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s is bound to its host %s, which does not resolve: %v", calling, r.host.name, err)
+		case !ok:
+			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s called from %s, which is not an address of its host %s", calling, c.Remote, r.host.name)
+		}
 	}
 	peer := r.peer
 	g := &Grant{AETitle: calling, Peer: &peer, services: r.services, MaxResults: p.maxResults, MaxAssociations: p.maxPerPeer}

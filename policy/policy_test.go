@@ -177,3 +177,77 @@ func TestLimiterLockout(t *testing.T) {
 		t.Fatal("slot not given back")
 	}
 }
+
+// A peer bound to a host name follows the name's addresses: a call from an
+// address the last lookup did not give looks the name up again, at most
+// once per HostRefresh, and a name that did not resolve at start may
+// resolve later.
+func TestHostNameBinding(t *testing.T) {
+	dns := map[string][]string{"ct1.example": {"10.1.2.3"}}
+	lookups := 0
+	oldLookup, oldRefresh := LookupHost, HostRefresh
+	t.Cleanup(func() { LookupHost, HostRefresh = oldLookup, oldRefresh })
+	LookupHost = func(host string) ([]string, error) {
+		lookups++
+		if a, ok := dns[host]; ok {
+			return a, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	HostRefresh = time.Hour
+	c := config.Default()
+	c.DICOM.PlaintextNetworks = []string{"10.0.0.0/8"}
+	c.Peers = []config.Peer{
+		{AETitle: "CT1", Host: "ct1.example", Allow: []string{"echo"}},
+		{AETitle: "MR1", Host: "mr1.example", Allow: []string{"echo"}},
+	}
+	p, err := New(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := func(a string) Conn { return Conn{Remote: netip.MustParseAddr(a)} }
+	admit := func(calling, addr string) *Refusal {
+		_, r := p.Admit(t.Context(), rq(calling), from(addr))
+		return r
+	}
+	if r := admit("CT1", "10.1.2.3"); r != nil {
+		t.Fatalf("CT1 from its address: %s", r.Reason)
+	}
+	// The workstation moves. Within HostRefresh of the last lookup the
+	// old answer stands, and no lookup is made.
+	dns["ct1.example"] = []string{"10.1.2.4"}
+	n := lookups
+	if r := admit("CT1", "10.1.2.4"); r == nil || r.RJ.Reason != pdu.RejectCallingAENotRecognized {
+		t.Fatalf("CT1 from its new address before the refresh: %+v", r)
+	}
+	if lookups != n {
+		t.Errorf("%d lookups within HostRefresh", lookups-n)
+	}
+	// Once the answer is old, the call from the new address is looked up
+	// and admitted; the old address no longer is.
+	HostRefresh = 0
+	if r := admit("CT1", "10.1.2.4"); r != nil {
+		t.Fatalf("CT1 from its new address after the refresh: %s", r.Reason)
+	}
+	if r := admit("CT1", "10.1.2.3"); r == nil {
+		t.Fatal("CT1 admitted from its old address")
+	} else {
+		t.Log(r.Reason)
+	}
+	// A calling address the name gives needs no lookup.
+	n = lookups
+	if r := admit("CT1", "10.1.2.4"); r != nil || lookups != n {
+		t.Errorf("CT1 again: %v, %d lookups", r, lookups-n)
+	}
+	// A name that did not resolve at start is refused with the reason,
+	// then admitted once it resolves.
+	r := admit("MR1", "10.1.5.6")
+	if r == nil || r.RJ.Reason != pdu.RejectCallingAENotRecognized {
+		t.Fatalf("MR1 without DNS: %+v", r)
+	}
+	t.Log(r.Reason)
+	dns["mr1.example"] = []string{"10.1.5.6"}
+	if r := admit("MR1", "10.1.5.6"); r != nil {
+		t.Fatalf("MR1 once it resolves: %s", r.Reason)
+	}
+}

@@ -27,6 +27,9 @@ const (
 	pkiCAValidity     = 10 * 365 * 24 * time.Hour
 	pkiServerValidity = 2 * 365 * 24 * time.Hour
 	pkiClientValidity = 2 * 365 * 24 * time.Hour
+	// A revocation list is made anew at each revoke; its next update is
+	// far enough that an unchanged one does not go stale.
+	pkiCRLValidity = 365 * 24 * time.Hour
 )
 
 // File names under DATA/pki.
@@ -37,6 +40,7 @@ const (
 	pkiServerCert = "server.crt"
 	pkiServerKey  = "server.key"
 	pkiPeersDir   = "peers"
+	pkiCRL        = "crl.pem"
 )
 
 // stringList is a repeatable flag.
@@ -50,6 +54,7 @@ func runPKI(e *env, args []string) error {
 		fmt.Fprintln(e.stderr, `Usage:
   ward pki init [--name NAME]... [--config FILE | --data DIR]
   ward pki issue PEER [--config FILE | --data DIR]
+  ward pki revoke PEER [--config FILE | --data DIR]
 
 For a site without a PKI. 'init' writes under DATA/pki a CA (ECDSA P-256,
 10 years) and a server certificate for the names (DNS names or IP
@@ -57,6 +62,10 @@ addresses; default localhost and 127.0.0.1; 2 years), and prints the
 configuration lines that enable DIMSE over TLS. It never overwrites a CA.
 'issue' writes a client certificate for PEER signed by that CA to
 DATA/pki/peers/PEER.crt and .key and prints its SHA-256 fingerprint.
+'revoke' adds PEER's certificate to the CA's revocation list,
+DATA/pki/crl.pem, which Ward reads when [dicom] tls_crl names it (again
+within seconds of each change), and moves the certificate and key aside,
+so that 'issue' can make PEER a new one.
 Private keys are written with mode 0600.`)
 		return errUsage
 	}
@@ -72,7 +81,7 @@ Private keys are written with mode 0600.`)
 		fs.Var(&names, "name", "DNS name or IP address of the server certificate (repeatable; default localhost and 127.0.0.1)")
 	}
 	switch sub {
-	case "init", "issue":
+	case "init", "issue", "revoke":
 	case "-h", "--help", "help":
 		usage()
 		return flag.ErrHelp
@@ -102,6 +111,9 @@ Private keys are written with mode 0600.`)
 	}
 	if len(pos) != 1 {
 		return usage()
+	}
+	if sub == "revoke" {
+		return pkiRevoke(e, dir, pos[0])
 	}
 	return pkiIssue(e, dir, pos[0])
 }
@@ -268,6 +280,114 @@ Register the peer with its certificate pinned, e.g.:
   ward peer add %s --cert-fingerprint %s --allow echo,store
 `, certPath, peer, filepath.Join(dir, pkiCACert), keyPath, CertFingerprint(der), peer, CertFingerprint(der))
 	return nil
+}
+
+func pkiRevoke(e *env, dir, peer string) error {
+	if !peerNameOK(peer) {
+		return fmt.Errorf("peer %q: use 1 to 64 letters, digits, '_', '-' or '.' (an AE title usually)", peer)
+	}
+	caCert, caKey, err := loadCA(dir)
+	if err != nil {
+		return err
+	}
+	peersDir := filepath.Join(dir, pkiPeersDir)
+	certPath, keyPath := filepath.Join(peersDir, peer+".crt"), filepath.Join(peersDir, peer+".key")
+	cb, err := os.ReadFile(certPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("no certificate of %s at %s (ward pki issue %s makes one)", peer, certPath, peer)
+		}
+		return err
+	}
+	blk, _ := pem.Decode(cb)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return fmt.Errorf("%s: not a PEM certificate", certPath)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", certPath, err)
+	}
+	if cert.CheckSignatureFrom(caCert) != nil {
+		return fmt.Errorf("%s was not issued by the CA of %s", certPath, dir)
+	}
+	crlPath := filepath.Join(dir, pkiCRL)
+	tmpl := &x509.RevocationList{Number: big.NewInt(1)}
+	if b, err := os.ReadFile(crlPath); err == nil {
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "X509 CRL" {
+			return fmt.Errorf("%s: not a PEM revocation list", crlPath)
+		}
+		old, err := x509.ParseRevocationList(blk.Bytes)
+		if err != nil {
+			return fmt.Errorf("%s: %w", crlPath, err)
+		}
+		if err := old.CheckSignatureFrom(caCert); err != nil {
+			return fmt.Errorf("%s is not signed by the CA of %s: %w", crlPath, dir, err)
+		}
+		tmpl.RevokedCertificateEntries = old.RevokedCertificateEntries
+		tmpl.Number = new(big.Int).Add(old.Number, big.NewInt(1))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	now := time.Now()
+	already := false
+	for _, en := range tmpl.RevokedCertificateEntries {
+		already = already || en.SerialNumber.Cmp(cert.SerialNumber) == 0
+	}
+	if !already {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: cert.SerialNumber, RevocationTime: now})
+	}
+	tmpl.ThisUpdate, tmpl.NextUpdate = now, now.Add(pkiCRLValidity)
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, caCert, caKey)
+	if err != nil {
+		return err
+	}
+	if err := replaceFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	// Aside, so that 'ward pki issue PEER' can make a new one.
+	suffix := ".revoked-" + cert.SerialNumber.Text(16)
+	for _, p := range []string{certPath, keyPath} {
+		if err := os.Rename(p, p+suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	fmt.Fprintf(e.stdout, `revoked:         %s (CN=%s, serial %s)
+revocation list: %s (%d certificates)
+moved aside:     %s%s, with its key
+
+Ward refuses the certificate once its configuration names the list:
+
+[dicom]
+tls_crl = %q
+
+(or ward serve --tls-crl %s). A running Ward reads a changed list within
+seconds. Issue %s a new certificate with 'ward pki issue %s' and pin it
+again if the peer was pinned (ward peer add %s --cert-fingerprint ...).
+`, certPath, cert.Subject.CommonName, cert.SerialNumber.Text(16), crlPath, len(tmpl.RevokedCertificateEntries),
+		certPath, suffix, crlPath, crlPath, peer, peer, peer)
+	return nil
+}
+
+// replaceFile writes b to path through a temporary file renamed over it,
+// fsynced, so that a reader sees the old contents or the new.
+func replaceFile(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	if err := writeNew(tmp, b, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // CertFingerprint is the SHA-256 of a certificate's DER encoding in

@@ -225,3 +225,131 @@ func TestTLSListenerValidation(t *testing.T) {
 		t.Fatalf("serve with a bad client CA: %d %s", code, errs)
 	}
 }
+
+// `ward pki revoke` lists a peer's certificate in the CA's revocation list;
+// a TLS listener with tls_crl refuses that certificate in the handshake
+// and accepts the others, and reads a changed list while it runs.
+func TestPKIRevoke(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	for _, args := range [][]string{{"pki", "init", "--data", data}, {"pki", "issue", "CT1", "--data", data}, {"pki", "issue", "MR1", "--data", data}} {
+		if _, errs, code := runCLI(t, args...); code != 0 {
+			t.Fatal(errs)
+		}
+	}
+	pki := filepath.Join(data, "pki")
+	ct1, err := tls.LoadX509KeyPair(filepath.Join(pki, "peers", "CT1.crt"), filepath.Join(pki, "peers", "CT1.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr1, err := tls.LoadX509KeyPair(filepath.Join(pki, "peers", "MR1.crt"), filepath.Join(pki, "peers", "MR1.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := runCLI(t, "pki", "revoke", "CT1", "--data", data)
+	if code != 0 {
+		t.Fatal(errs)
+	}
+	t.Log(out)
+	crl := filepath.Join(pki, "crl.pem")
+	if !strings.Contains(out, crl) {
+		t.Errorf("output does not name %s", crl)
+	}
+	if _, err := os.Stat(filepath.Join(pki, "peers", "CT1.crt")); !os.IsNotExist(err) {
+		t.Error("the revoked certificate was not moved aside")
+	}
+	// A new certificate for CT1 can be issued; a peer never issued one
+	// cannot be revoked.
+	if _, errs, code := runCLI(t, "pki", "issue", "CT1", "--data", data); code != 0 {
+		t.Fatalf("issuing CT1 again: %s", errs)
+	}
+	if _, _, code := runCLI(t, "pki", "revoke", "NOBODY", "--data", data); code == 0 {
+		t.Error("revoking a peer without a certificate succeeded")
+	}
+
+	d := config.Default().DICOM
+	d.TLSListen, d.TLSCert, d.TLSKey, d.TLSClientCA, d.TLSCRL = "127.0.0.1:0", filepath.Join(pki, "server.crt"), filepath.Join(pki, "server.key"), filepath.Join(pki, "ca.crt"), crl
+	srv, err := server.TLSConfig(&d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(filepath.Join(pki, "ca.crt"))
+	roots.AppendCertsFromPEM(caPEM)
+	// Over loopback TCP with deadlines: an unbuffered net.Pipe can
+	// deadlock when one side writes an alert while the other writes too.
+	handshake := func(cert tls.Certificate) error {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		errc := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			s := tls.Server(c, srv)
+			err = s.Handshake()
+			if err == nil {
+				_, err = s.Write([]byte{1}) // TLS 1.3: the client learns of a refusal on read
+			}
+			errc <- err
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "localhost", Certificates: []tls.Certificate{cert}})
+		err = tc.Handshake()
+		if err == nil {
+			_, err = tc.Read(make([]byte, 1))
+		}
+		if serr := <-errc; serr != nil {
+			return serr
+		}
+		return err
+	}
+	if err := handshake(ct1); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("revoked CT1 certificate: %v", err)
+	} else {
+		t.Log(err)
+	}
+	if err := handshake(mr1); err != nil {
+		t.Errorf("MR1 certificate: %v", err)
+	}
+	// Revoking MR1 while the listener runs takes effect once the file is
+	// looked at again.
+	old := server.SetCRLRecheck(0)
+	defer server.SetCRLRecheck(old)
+	if _, errs, code := runCLI(t, "pki", "revoke", "MR1", "--data", data); code != 0 {
+		t.Fatal(errs)
+	}
+	if err := handshake(mr1); err == nil {
+		t.Error("MR1 accepted after its revocation")
+	}
+
+	// A list that no configured CA signed is refused at start.
+	other := filepath.Join(t.TempDir(), "other")
+	for _, args := range [][]string{{"pki", "init", "--data", other}, {"pki", "issue", "X", "--data", other}, {"pki", "revoke", "X", "--data", other}} {
+		if _, errs, code := runCLI(t, args...); code != 0 {
+			t.Fatal(errs)
+		}
+	}
+	bad := d
+	bad.TLSCRL = filepath.Join(other, "pki", "crl.pem")
+	if _, err := server.TLSConfig(&bad); err == nil || !strings.Contains(err.Error(), "not signed by a CA") {
+		t.Errorf("a list of another CA: %v", err)
+	}
+	// tls_crl needs a CA to verify it.
+	c := config.Default()
+	c.DICOM.TLSCRL = crl
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "tls_crl") {
+		t.Errorf("tls_crl without a CA: %v", err)
+	}
+}

@@ -51,6 +51,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 	tlsCert := fs.String("tls-cert", "", "server certificate for the TLS listener (PEM)")
 	tlsKey := fs.String("tls-key", "", "private key of the server certificate (PEM)")
 	tlsClientCA := fs.String("tls-client-ca", "", "CA certificates (PEM); when set, TLS clients must present a certificate they issued")
+	tlsCRL := fs.String("tls-crl", "", "certificate revocation lists (PEM or DER) of those CAs; a certificate they list is refused (ward pki revoke makes one)")
 	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "", "log format: text or json")
@@ -60,7 +61,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 			return nil, err
 		}
 		for flag, dst := range map[*string]*string{listen: &c.DICOM.Listen, tlsListen: &c.DICOM.TLSListen,
-			tlsCert: &c.DICOM.TLSCert, tlsKey: &c.DICOM.TLSKey, tlsClientCA: &c.DICOM.TLSClientCA,
+			tlsCert: &c.DICOM.TLSCert, tlsKey: &c.DICOM.TLSKey, tlsClientCA: &c.DICOM.TLSClientCA, tlsCRL: &c.DICOM.TLSCRL,
 			aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format} {
 			if *flag != "" {
 				*dst = *flag

@@ -105,6 +105,12 @@ type DICOM struct {
 	// TLSPeerCA verifies the server certificates of peers Ward calls over
 	// TLS (peers with tls = true); empty: the system's roots.
 	TLSPeerCA string `toml:"tls_peer_ca"`
+	// TLSCRL is a file of certificate revocation lists (PEM, one or more
+	// "X509 CRL" blocks, or one DER list), each signed by a CA of
+	// TLSClientCA or TLSPeerCA. A certificate it lists is refused in the
+	// TLS handshake, from a calling peer or a peer Ward calls. The file is
+	// read again when it changes.
+	TLSCRL string `toml:"tls_crl"`
 	// TLSClientCert and TLSClientKey are the certificate Ward presents when
 	// it calls a peer over TLS (e.g. made by `ward pki issue WARD`); empty:
 	// none (peers that require one refuse).
@@ -309,6 +315,9 @@ func (c *Config) Validate() error {
 		if c.DICOM.TLSCert == "" || c.DICOM.TLSKey == "" {
 			return fmt.Errorf("dicom tls_listen %s: %w", c.DICOM.TLSListen, ErrTLSIncomplete)
 		}
+	}
+	if c.DICOM.TLSCRL != "" && c.DICOM.TLSClientCA == "" && c.DICOM.TLSPeerCA == "" {
+		return errors.New("dicom tls_crl: a revocation list is verified against the CAs of tls_client_ca or tls_peer_ca; set one of them")
 	}
 	if (c.DICOM.TLSClientCert == "") != (c.DICOM.TLSClientKey == "") {
 		return errors.New("dicom tls_client_cert and tls_client_key go together")

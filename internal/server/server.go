@@ -117,13 +117,18 @@ func (s *Server) Open(ctx context.Context) error {
 		return err
 	}
 	s.neg = s.acceptor()
-	if s.peerTLS, err = peerTLS(&c.DICOM); err != nil {
+	crl, err := newRevocations(&c.DICOM, s.Logger)
+	if err != nil {
+		s.closeStores()
+		return err
+	}
+	if s.peerTLS, err = peerTLS(&c.DICOM, crl); err != nil {
 		s.closeStores()
 		return err
 	}
 	var tlsConf *tls.Config
 	if c.DICOM.TLSListen != "" {
-		if tlsConf, err = TLSConfig(&c.DICOM); err != nil {
+		if tlsConf, err = tlsConfig(&c.DICOM, crl); err != nil {
 			s.closeStores()
 			return err
 		}

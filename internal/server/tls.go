@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/ward-pacs/ward/internal/config"
@@ -31,8 +32,19 @@ var ErrNoCACertificates = errors.New("no PEM certificate found")
 // offers it), the cipher suites above, no renegotiation (a Go server never
 // renegotiates), and, with tls_client_ca, client certificates required and
 // verified against it (without it they are requested, for peers pinned by
-// certificate fingerprint).
+// certificate fingerprint). A certificate the revocation lists of
+// tls_crl name is refused.
 func TLSConfig(d *config.DICOM) (*tls.Config, error) {
+	crl, err := newRevocations(d, slog.Default())
+	if err != nil {
+		return nil, err
+	}
+	return tlsConfig(d, crl)
+}
+
+// tlsConfig is TLSConfig with the revocation lists already loaded (crl may
+// be nil).
+func tlsConfig(d *config.DICOM, crl *revocations) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(d.TLSCert, d.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("dicom tls_cert %s / tls_key %s: %w", d.TLSCert, d.TLSKey, err)
@@ -53,6 +65,7 @@ func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
+	crl.apply(tc)
 	return tc, nil
 }
 
@@ -60,8 +73,9 @@ func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 // calls (C-MOVE destinations with tls = true): the same protocol versions
 // and cipher suites as the listener, server certificates verified against
 // tls_peer_ca (the system's roots without it), and Ward's client
-// certificate when tls_client_cert is set.
-func peerTLS(d *config.DICOM) (*tls.Config, error) {
+// certificate when tls_client_cert is set; a server certificate the
+// revocation lists crl name is refused.
+func peerTLS(d *config.DICOM, crl *revocations) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLSCipherSuites}
 	if d.TLSPeerCA != "" {
 		pool, err := loadCAs("tls_peer_ca", d.TLSPeerCA)
@@ -77,6 +91,7 @@ func peerTLS(d *config.DICOM) (*tls.Config, error) {
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
+	crl.apply(tc)
 	return tc, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/server"
 )
 
 // sitePKI is what `ward pki init` and `ward pki issue` made for a site.
@@ -187,6 +188,73 @@ func TestTLSClientCertificateRequired(t *testing.T) {
 			}
 			t.Logf("refused: %v", err)
 		})
+	}
+}
+
+// A client certificate revoked with `ward pki revoke` is refused in the
+// TLS handshake once tls_crl names the CA's list, even while Ward runs;
+// the site's other certificates are served. DCMTK echoscu on both sides of
+// that line.
+func TestTLSRevokedCertificate(t *testing.T) {
+	requireTool(t, "echoscu")
+	p := makePKI(t, "ECHOSCU")
+	data := filepath.Dir(p.dir)
+	if _, code := wardCLI(t, "pki", "issue", "STORESCU", "--data", data); code != 0 {
+		t.Fatal("ward pki issue STORESCU failed")
+	}
+	crl := filepath.Join(p.dir, "crl.pem")
+	echo := func(port, peer string) ([]byte, error) {
+		key, cert := filepath.Join(p.dir, "peers", peer+".key"), filepath.Join(p.dir, "peers", peer+".crt")
+		return dcmtk("echoscu", "-v", "-to", "5", "+tls", key, cert, "+cf", p.ca, "-aec", "WARD", "-aet", peer, "127.0.0.1", port).CombinedOutput()
+	}
+	// Revoke a throwaway certificate first, so that the list exists.
+	if _, code := wardCLI(t, "pki", "issue", "OLD", "--data", data); code != 0 {
+		t.Fatal("ward pki issue OLD failed")
+	}
+	if _, code := wardCLI(t, "pki", "revoke", "OLD", "--data", data); code != 0 {
+		t.Fatal("ward pki revoke OLD failed")
+	}
+	old := server.SetCRLRecheck(0)
+	t.Cleanup(func() { server.SetCRLRecheck(old) })
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.TLSListen = "127.0.0.1:0"
+		c.DICOM.TLSCert, c.DICOM.TLSKey, c.DICOM.TLSClientCA, c.DICOM.TLSCRL = p.srvCert, p.srvKey, p.ca, crl
+		for _, aet := range []string{"ECHOSCU", "STORESCU"} {
+			c.Peers = append(c.Peers, config.Peer{AETitle: aet, Host: "127.0.0.1", Allow: []string{"echo"}})
+		}
+	})
+	_, tlsPort, _ := net.SplitHostPort(w.srv.TLSAddr().String())
+	for _, peer := range []string{"ECHOSCU", "STORESCU"} {
+		if out, err := echo(tlsPort, peer); err != nil || !strings.Contains(string(out), "Success") {
+			t.Fatalf("echoscu +tls as %s before any revocation: %v\n%s", peer, err, out)
+		}
+	}
+	// Revoked while Ward runs: refused from the next handshake on.
+	if _, code := wardCLI(t, "pki", "revoke", "STORESCU", "--data", data); code != 0 {
+		t.Fatal("ward pki revoke STORESCU failed")
+	}
+	// The revoked certificate was moved aside; DCMTK presents it from there.
+	moved, _ := filepath.Glob(filepath.Join(p.dir, "peers", "STORESCU.crt.revoked-*"))
+	keys, _ := filepath.Glob(filepath.Join(p.dir, "peers", "STORESCU.key.revoked-*"))
+	if len(moved) != 1 || len(keys) != 1 {
+		t.Fatalf("moved aside: %v %v", moved, keys)
+	}
+	out, err := dcmtk("echoscu", "-v", "-to", "5", "+tls", keys[0], moved[0], "+cf", p.ca, "-aec", "WARD", "-aet", "STORESCU", "127.0.0.1", tlsPort).CombinedOutput()
+	if err == nil || strings.Contains(string(out), "Success") {
+		t.Fatalf("echoscu with a revoked certificate succeeded:\n%s", out)
+	}
+	if !strings.Contains(w.log.String(), "revoked") {
+		t.Errorf("Ward's log does not say the certificate was revoked:\n%s", w.log.String())
+	}
+	if out, err := echo(tlsPort, "ECHOSCU"); err != nil || !strings.Contains(string(out), "Success") {
+		t.Fatalf("echoscu +tls as ECHOSCU after STORESCU's revocation: %v\n%s", err, out)
+	}
+	// A new certificate for the same peer is served.
+	if _, code := wardCLI(t, "pki", "issue", "STORESCU", "--data", data); code != 0 {
+		t.Fatal("ward pki issue STORESCU again failed")
+	}
+	if out, err := echo(tlsPort, "STORESCU"); err != nil || !strings.Contains(string(out), "Success") {
+		t.Fatalf("echoscu +tls with STORESCU's new certificate: %v\n%s", err, out)
 	}
 }
 

@@ -232,16 +232,25 @@ func peerNameOK(p string) bool {
 	return true
 }
 
-func pkiIssue(e *env, dir, peer string) error {
+// peerCA checks PEER's name and loads the site's CA; certPath and keyPath
+// are where PEER's certificate and key are kept.
+func peerCA(dir, peer string) (caCert *x509.Certificate, caKey *ecdsa.PrivateKey, certPath, keyPath string, err error) {
 	if !peerNameOK(peer) {
-		return fmt.Errorf("peer %q: use 1 to 64 letters, digits, '_', '-' or '.' (an AE title usually)", peer)
+		return nil, nil, "", "", fmt.Errorf("peer %q: use 1 to 64 letters, digits, '_', '-' or '.' (an AE title usually)", peer)
 	}
-	caCert, caKey, err := loadCA(dir)
+	if caCert, caKey, err = loadCA(dir); err != nil {
+		return nil, nil, "", "", err
+	}
+	peersDir := filepath.Join(dir, pkiPeersDir)
+	return caCert, caKey, filepath.Join(peersDir, peer+".crt"), filepath.Join(peersDir, peer+".key"), nil
+}
+
+func pkiIssue(e *env, dir, peer string) error {
+	caCert, caKey, certPath, keyPath, err := peerCA(dir, peer)
 	if err != nil {
 		return err
 	}
-	peersDir := filepath.Join(dir, pkiPeersDir)
-	certPath, keyPath := filepath.Join(peersDir, peer+".crt"), filepath.Join(peersDir, peer+".key")
+	peersDir := filepath.Dir(certPath)
 	for _, p := range []string{certPath, keyPath} {
 		if _, err := os.Lstat(p); err == nil {
 			return fmt.Errorf("%s exists: remove it to issue a new certificate for %s", p, peer)
@@ -283,29 +292,16 @@ Register the peer with its certificate pinned, e.g.:
 }
 
 func pkiRevoke(e *env, dir, peer string) error {
-	if !peerNameOK(peer) {
-		return fmt.Errorf("peer %q: use 1 to 64 letters, digits, '_', '-' or '.' (an AE title usually)", peer)
-	}
-	caCert, caKey, err := loadCA(dir)
+	caCert, caKey, certPath, keyPath, err := peerCA(dir, peer)
 	if err != nil {
 		return err
 	}
-	peersDir := filepath.Join(dir, pkiPeersDir)
-	certPath, keyPath := filepath.Join(peersDir, peer+".crt"), filepath.Join(peersDir, peer+".key")
-	cb, err := os.ReadFile(certPath)
+	cert, err := readPEMCert(certPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no certificate of %s at %s (ward pki issue %s makes one)", peer, certPath, peer)
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("no certificate of %s at %s (ward pki issue %s makes one)", peer, certPath, peer)
-		}
 		return err
-	}
-	blk, _ := pem.Decode(cb)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return fmt.Errorf("%s: not a PEM certificate", certPath)
-	}
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return fmt.Errorf("%s: %w", certPath, err)
 	}
 	if cert.CheckSignatureFrom(caCert) != nil {
 		return fmt.Errorf("%s was not issued by the CA of %s", certPath, dir)
@@ -399,26 +395,18 @@ func CertFingerprint(der []byte) string {
 
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	certPath, keyPath := filepath.Join(dir, pkiCACert), filepath.Join(dir, pkiCAKey)
-	cb, err := os.ReadFile(certPath)
+	cert, err := readPEMCert(certPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("no CA at %s: run 'ward pki init' first", certPath)
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil, fmt.Errorf("no CA at %s: run 'ward pki init' first", certPath)
-		}
 		return nil, nil, err
-	}
-	blk, _ := pem.Decode(cb)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, nil, fmt.Errorf("%s: not a PEM certificate", certPath)
-	}
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", certPath, err)
 	}
 	kb, err := os.ReadFile(keyPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	blk, _ = pem.Decode(kb)
+	blk, _ := pem.Decode(kb)
 	if blk == nil || blk.Type != "PRIVATE KEY" {
 		return nil, nil, fmt.Errorf("%s: not a PEM private key", keyPath)
 	}
@@ -431,6 +419,23 @@ func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 		return nil, nil, fmt.Errorf("%s does not hold the key of %s", keyPath, certPath)
 	}
 	return cert, key, nil
+}
+
+// readPEMCert reads a file holding one PEM certificate.
+func readPEMCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: not a PEM certificate", path)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cert, nil
 }
 
 func signCert(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) ([]byte, error) {

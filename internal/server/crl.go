@@ -70,34 +70,6 @@ func newRevocations(d *config.DICOM, logger *slog.Logger) (*revocations, error) 
 	return r, nil
 }
 
-// readCertificates reads the PEM certificates of a file.
-func readCertificates(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: %w", path, ErrNoCACertificates)
-	}
-	return certs, nil
-}
-
 // load reads and verifies the lists in the file. stale names the lists
 // whose next update is past: they are still applied.
 func (r *revocations) load() (revoked map[string]time.Time, stale []string, err error) {

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,13 +98,41 @@ func peerTLS(d *config.DICOM, crl *revocations) (*tls.Config, error) {
 
 // loadCAs reads a PEM file of CA certificates named by the [dicom] key.
 func loadCAs(key, path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
+	certs, err := readCertificates(path)
 	if err != nil {
 		return nil, fmt.Errorf("dicom %s: %w", key, err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("dicom %s %s: %w", key, path, ErrNoCACertificates)
+	for _, c := range certs {
+		pool.AddCert(c)
 	}
 	return pool, nil
+}
+
+// readCertificates reads the PEM certificates of a file.
+func readCertificates(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: %w", path, ErrNoCACertificates)
+	}
+	return certs, nil
 }

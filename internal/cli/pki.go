@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,9 +28,6 @@ const (
 	pkiCAValidity     = 10 * 365 * 24 * time.Hour
 	pkiServerValidity = 2 * 365 * 24 * time.Hour
 	pkiClientValidity = 2 * 365 * 24 * time.Hour
-	// A revocation list is made anew at each revoke; its next update is
-	// far enough that an unchanged one does not go stale.
-	pkiCRLValidity = 365 * 24 * time.Hour
 )
 
 // File names under DATA/pki.
@@ -197,10 +195,16 @@ func pkiInit(e *env, dir string, names []string) error {
 	if err := writeCert(srvCertPath, srvDER); err != nil {
 		return err
 	}
+	// An empty revocation list, so that tls_crl can name it from the start.
+	crlPath, _, err := updateCRL(dir, caCert, caKey, nil)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, `CA certificate:      %s
 CA private key:      %s (0600; keep it offline if you can)
 server certificate:  %s (for %s)
 server private key:  %s (0600)
+revocation list:     %s (empty; ward pki revoke PEER adds to it)
 
 To enable DIMSE over TLS, add to Ward's configuration:
 
@@ -209,11 +213,13 @@ tls_listen    = "127.0.0.1:2762"
 tls_cert      = %q
 tls_key       = %q
 tls_client_ca = %q
+tls_crl       = %q
 
-or run: ward serve --dicom-tls-listen 127.0.0.1:2762 --tls-cert %s --tls-key %s --tls-client-ca %s
-Peers need %s to verify Ward; issue their client certificates with 'ward pki issue PEER'.
-`, caCertPath, caKeyPath, srvCertPath, strings.Join(names, ", "), srvKeyPath,
-		srvCertPath, srvKeyPath, caCertPath, srvCertPath, srvKeyPath, caCertPath, caCertPath)
+or run: ward serve --dicom-tls-listen 127.0.0.1:2762 --tls-cert %s --tls-key %s --tls-client-ca %s --tls-crl %s
+Peers need %s to verify Ward; issue their client certificates with 'ward pki issue PEER'
+and withdraw one with 'ward pki revoke PEER'.
+`, caCertPath, caKeyPath, srvCertPath, strings.Join(names, ", "), srvKeyPath, crlPath,
+		srvCertPath, srvKeyPath, caCertPath, crlPath, srvCertPath, srvKeyPath, caCertPath, crlPath, caCertPath)
 	return nil
 }
 
@@ -306,40 +312,8 @@ func pkiRevoke(e *env, dir, peer string) error {
 	if cert.CheckSignatureFrom(caCert) != nil {
 		return fmt.Errorf("%s was not issued by the CA of %s", certPath, dir)
 	}
-	crlPath := filepath.Join(dir, pkiCRL)
-	tmpl := &x509.RevocationList{Number: big.NewInt(1)}
-	if b, err := os.ReadFile(crlPath); err == nil {
-		blk, _ := pem.Decode(b)
-		if blk == nil || blk.Type != "X509 CRL" {
-			return fmt.Errorf("%s: not a PEM revocation list", crlPath)
-		}
-		old, err := x509.ParseRevocationList(blk.Bytes)
-		if err != nil {
-			return fmt.Errorf("%s: %w", crlPath, err)
-		}
-		if err := old.CheckSignatureFrom(caCert); err != nil {
-			return fmt.Errorf("%s is not signed by the CA of %s: %w", crlPath, dir, err)
-		}
-		tmpl.RevokedCertificateEntries = old.RevokedCertificateEntries
-		tmpl.Number = new(big.Int).Add(old.Number, big.NewInt(1))
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	now := time.Now()
-	already := false
-	for _, en := range tmpl.RevokedCertificateEntries {
-		already = already || en.SerialNumber.Cmp(cert.SerialNumber) == 0
-	}
-	if !already {
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
-			x509.RevocationListEntry{SerialNumber: cert.SerialNumber, RevocationTime: now})
-	}
-	tmpl.ThisUpdate, tmpl.NextUpdate = now, now.Add(pkiCRLValidity)
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, caCert, caKey)
+	crlPath, n, err := updateCRL(dir, caCert, caKey, cert.SerialNumber)
 	if err != nil {
-		return err
-	}
-	if err := replaceFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
 		return err
 	}
 	// Aside, so that 'ward pki issue PEER' can make a new one.
@@ -361,9 +335,51 @@ tls_crl = %q
 (or ward serve --tls-crl %s). A running Ward reads a changed list within
 seconds. Issue %s a new certificate with 'ward pki issue %s' and pin it
 again if the peer was pinned (ward peer add %s --cert-fingerprint ...).
-`, certPath, cert.Subject.CommonName, cert.SerialNumber.Text(16), crlPath, len(tmpl.RevokedCertificateEntries),
+`, certPath, cert.Subject.CommonName, cert.SerialNumber.Text(16), crlPath, n,
 		certPath, suffix, crlPath, crlPath, peer, peer, peer)
 	return nil
+}
+
+// updateCRL makes the CA's revocation list DATA/pki/crl.pem anew, with
+// the certificates it listed and serial (when not nil), signed by the CA
+// and valid as long as the CA is. It returns the list's path and how many
+// certificates it names.
+func updateCRL(dir string, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, serial *big.Int) (string, int, error) {
+	crlPath := filepath.Join(dir, pkiCRL)
+	tmpl := &x509.RevocationList{Number: big.NewInt(1)}
+	if b, err := os.ReadFile(crlPath); err == nil {
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "X509 CRL" {
+			return "", 0, fmt.Errorf("%s: not a PEM revocation list", crlPath)
+		}
+		old, err := x509.ParseRevocationList(blk.Bytes)
+		if err != nil {
+			return "", 0, fmt.Errorf("%s: %w", crlPath, err)
+		}
+		if err := old.CheckSignatureFrom(caCert); err != nil {
+			return "", 0, fmt.Errorf("%s is not signed by the CA of %s: %w", crlPath, dir, err)
+		}
+		tmpl.RevokedCertificateEntries = old.RevokedCertificateEntries
+		tmpl.Number = new(big.Int).Add(old.Number, big.NewInt(1))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", 0, err
+	}
+	now := time.Now()
+	if serial != nil && !slices.ContainsFunc(tmpl.RevokedCertificateEntries, func(e x509.RevocationListEntry) bool {
+		return e.SerialNumber.Cmp(serial) == 0
+	}) {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: serial, RevocationTime: now})
+	}
+	tmpl.ThisUpdate, tmpl.NextUpdate = now, caCert.NotAfter
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, caCert, caKey)
+	if err != nil {
+		return "", 0, err
+	}
+	if err := replaceFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		return "", 0, err
+	}
+	return crlPath, len(tmpl.RevokedCertificateEntries), nil
 }
 
 // replaceFile writes b to path through a temporary file renamed over it,

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
@@ -177,10 +178,15 @@ var HostRefresh = 30 * time.Second
 // hostBinding is a peer bound to the addresses of a host name.
 type hostBinding struct {
 	name string
-	mu   sync.Mutex
-	nets []netip.Prefix // the last resolution's addresses; nil when it failed
-	err  error          // why the last resolution failed
-	at   time.Time      // when the name was last resolved
+	last atomic.Pointer[hostLookup] // the last resolution
+	mu   sync.Mutex                 // serialises lookups
+}
+
+// hostLookup is one resolution of a host name.
+type hostLookup struct {
+	nets []netip.Prefix // nil when it failed
+	err  error          // why it failed
+	at   time.Time
 }
 
 func newHostBinding(name string) *hostBinding {
@@ -189,27 +195,29 @@ func newHostBinding(name string) *hostBinding {
 	return h
 }
 
-// resolve looks the name up again; the caller holds mu (or is the only
-// user, in newHostBinding).
-func (h *hostBinding) resolve() {
-	h.nets, h.err = resolve(h.name)
-	h.at = time.Now()
+func (h *hostBinding) resolve() *hostLookup {
+	nets, err := resolve(h.name)
+	l := &hostLookup{nets: nets, err: err, at: time.Now()}
+	h.last.Store(l)
+	return l
 }
 
 // admits reports whether a call from a may come from the host. An address
 // the last resolution did not give resolves the name again, if that
-// resolution is older than HostRefresh. The error says why the name does
-// not resolve, when it does not.
+// resolution is older than HostRefresh; calls from an address it gave
+// never wait for a lookup. The error says why the name does not resolve,
+// when it does not.
 func (h *hostBinding) admits(a netip.Addr) (bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if inNets(a, h.nets) {
+	l := h.last.Load()
+	if inNets(a, l.nets) {
 		return true, nil
 	}
-	if time.Since(h.at) >= HostRefresh {
-		h.resolve()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if l = h.last.Load(); !inNets(a, l.nets) && time.Since(l.at) >= HostRefresh {
+		l = h.resolve()
 	}
-	return inNets(a, h.nets), h.err
+	return inNets(a, l.nets), l.err
 }
 
 // New builds the policy of c (already validated). id verifies user

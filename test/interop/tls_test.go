@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
 )
@@ -240,6 +241,15 @@ func TestTLSRevokedCertificate(t *testing.T) {
 	if !strings.Contains(w.log.String(), "revoked") {
 		t.Errorf("Ward's log does not say the certificate was revoked:\n%s", w.log.String())
 	}
+	// Audited as a Security Alert that says why.
+	readAudit(t, w.dir, func(recs []audit.Record) bool {
+		for _, r := range recs {
+			if r.Event == "security-alert" && strings.Contains(r.XML, "revoked") {
+				return true
+			}
+		}
+		return false
+	})
 	if out, err := echo(tlsPort, "ECHOSCU"); err != nil || !strings.Contains(string(out), "Success") {
 		t.Fatalf("echoscu +tls as ECHOSCU after STORESCU's revocation: %v\n%s", err, out)
 	}

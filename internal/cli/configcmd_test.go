@@ -46,6 +46,7 @@ func TestConfigCheck(t *testing.T) {
 		{"no lockout", "[dicom]\nlockout_after = -1\n", "guessed", false},
 		{"passcode in clear", "[[users]]\nname = \"alice\"\nhash = \"hunter2\"\n", "[[users]]", true},
 		{"C-MOVE destination in clear", "[[peers]]\naet = \"WS\"\nhost = \"10.1.2.3\"\nport = 104\n", "images in clear text", false},
+		{"no revocation list", "[dicom]\ntls_listen = \"0.0.0.0:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_client_ca = \"ca\"\n", "no certificate revocation list", false},
 		{"identity over plain", "[[peers]]\naet = \"CT\"\nhost = \"127.0.0.1\"\nrequire_identity = true\nallow = [\"store\"]\n", "in clear", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -91,6 +91,9 @@ func (c *Config) Check() []Finding {
 			add(Medium, false, "[dicom] tls_client_ca", "TLS clients are not authenticated by certificate: peers are known by AE title and source address only", "set tls_client_ca (ward pki init) or pin each peer's certificate (ward peer add --cert-fingerprint)")
 		}
 	}
+	if !tlsLoopback && c.DICOM.TLSClientCA != "" && c.DICOM.TLSCRL == "" {
+		add(Low, false, "[dicom] tls_crl", "no certificate revocation list: a client certificate of the CA that leaves the site's control (a stolen laptop, a modality sent for repair) is accepted until it expires", "set tls_crl to the CA's revocation list (ward pki init makes one, ward pki revoke PEER adds to it)")
+	}
 
 	// Limits.
 	if c.Query.MaxResults < 0 {

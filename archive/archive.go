@@ -67,9 +67,9 @@ type Archive struct {
 	MaxFindResults int
 	// PNCaseSensitive turns off the default case-insensitive PN matching.
 	PNCaseSensitive bool
-	// Destinations resolves a C-MOVE destination AE title to HOST:PORT
-	// (nil: every destination is unknown).
-	Destinations func(aeTitle string) (addr string, ok bool)
+	// Destinations resolves a C-MOVE destination AE title to HOST:PORT,
+	// or says why it is not one (nil: every destination is unknown).
+	Destinations func(aeTitle string) (addr string, err error)
 	// Sequences are the sequences kept for sequence matching and returned
 	// by C-FIND, when the index is a store.SequenceIndexer: nil means
 	// store.DefaultSequences, an empty non-nil slice none. Keyword and item

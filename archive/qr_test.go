@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -382,11 +383,11 @@ func TestDestination(t *testing.T) {
 	if _, err := f.ar.Destination(context.Background(), "NOBODY"); !errors.Is(err, dimse.ErrUnknownDestination) {
 		t.Errorf("nil Destinations: %v, want ErrUnknownDestination", err)
 	}
-	f.ar.Destinations = func(aet string) (string, bool) {
+	f.ar.Destinations = func(aet string) (string, error) {
 		if aet == "STORESCP" {
-			return "127.0.0.1:11112", true
+			return "127.0.0.1:11112", nil
 		}
-		return "", false
+		return "", fmt.Errorf("no peer %s", aet)
 	}
 	if addr, err := f.ar.Destination(context.Background(), "STORESCP"); err != nil || addr != "127.0.0.1:11112" {
 		t.Errorf("Destination = %q, %v", addr, err)

@@ -82,10 +82,12 @@ func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, 
 
 // Destination resolves a C-MOVE destination through Archive.Destinations.
 func (ar *Archive) Destination(ctx context.Context, aeTitle string) (string, error) {
-	if ar.Destinations != nil {
-		if addr, ok := ar.Destinations(aeTitle); ok {
-			return addr, nil
-		}
+	if ar.Destinations == nil {
+		return "", fmt.Errorf("%w: %q", dimse.ErrUnknownDestination, aeTitle)
 	}
-	return "", fmt.Errorf("%w: %q", dimse.ErrUnknownDestination, aeTitle)
+	addr, err := ar.Destinations(aeTitle)
+	if err != nil && !errors.Is(err, dimse.ErrUnknownDestination) {
+		err = fmt.Errorf("%w: %q: %w", dimse.ErrUnknownDestination, aeTitle, err)
+	}
+	return addr, err
 }

@@ -45,7 +45,9 @@ func TestConfigCheck(t *testing.T) {
 		{"audit off", "[audit]\nenabled = false\n", "not recorded", false},
 		{"no lockout", "[dicom]\nlockout_after = -1\n", "guessed", false},
 		{"passcode in clear", "[[users]]\nname = \"alice\"\nhash = \"hunter2\"\n", "[[users]]", true},
-		{"C-MOVE destination in clear", "[[peers]]\naet = \"WS\"\nhost = \"10.1.2.3\"\nport = 104\n", "images in clear text", false},
+		{"C-MOVE destination in clear", "[[peers]]\naet = \"WS\"\nhost = \"10.1.2.3\"\nport = 104\nallow = [\"move-destination\"]\n", "images in clear text", false},
+		{"port without move-destination", "[[peers]]\naet = \"WS\"\nhost = \"10.1.2.3\"\nport = 104\n", "no move-destination permission", false},
+		{"move-destination without address", "[[peers]]\naet = \"WS\"\nnetworks = [\"10.1.2.3/32\"]\nallow = [\"move-destination\"]\n", "no host and port", false},
 		{"no revocation list", "[dicom]\ntls_listen = \"0.0.0.0:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\ntls_client_ca = \"ca\"\n", "no certificate revocation list", false},
 		{"identity over plain", "[[peers]]\naet = \"CT\"\nhost = \"127.0.0.1\"\nrequire_identity = true\nallow = [\"store\"]\n", "in clear", false},
 	} {

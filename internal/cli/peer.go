@@ -27,7 +27,7 @@ func runPeer(e *env, args []string) error {
 	usage := func() error {
 		fmt.Fprintln(e.stderr, `Usage:
   ward peer add TITLE [--host HOST --port PORT [--tls]] [--network CIDR,...] [--cert-fingerprint SHA256]
-                 [--require-tls] [--require-identity] [--allow echo,store,find,move,get,bulk-query]
+                 [--require-tls] [--require-identity] [--allow echo,store,find,move,get,bulk-query,move-destination]
                  [--max-associations N] [--max-results N] [--config FILE | --data DIR]
   ward peer list [--config FILE | --data DIR]
   ward peer remove TITLE [--config FILE | --data DIR]
@@ -37,9 +37,9 @@ calls from: its --network CIDRs, or else its --host's address, and/or a TLS
 client certificate pinned by --cert-fingerprint (the SHA-256 of the
 certificate: 'ward pki issue' prints it; a pinned peer may only call over
 TLS). A peer may use only the services in --allow; bulk-query lets it list
-every patient or study with a query that has no matching key. HOST and PORT
-are also where Ward reaches the peer (a C-MOVE destination needs them;
-with --tls it is reached over TLS).
+every patient or study with a query that has no matching key. C-MOVE sends
+images only to a peer with move-destination, at its HOST and PORT (over TLS
+with --tls).
 Peers are stored as [[peers]] tables in Ward's configuration file; a running
 'ward serve' reloads them on SIGHUP.`)
 		return errUsage
@@ -115,6 +115,9 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 		fmt.Fprintf(e.stdout, "peer %s %s in %s (a running ward serve picks it up on SIGHUP)\n", p.AETitle, verb, path)
 		if p.Host == "" && len(p.Networks) == 0 && p.CertFingerprint == "" {
 			fmt.Fprintf(e.stderr, "warning: peer %s is bound to no host, network or certificate: Ward refuses its associations until it is (it can still be a C-MOVE destination once it has --host and --port)\n", p.AETitle)
+		}
+		if _, err := p.Destination(); err != nil && (p.Port != 0 || p.Allows(config.MoveDestination)) {
+			fmt.Fprintf(e.stderr, "note: %v: C-MOVE to it is refused\n", err)
 		}
 		return nil
 	case "remove":

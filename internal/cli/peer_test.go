@@ -21,7 +21,11 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 func TestPeerAddListRemoveRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	if _, errs, code := runCLI(t, "peer", "add", "BENCHSINK", "--host", "127.0.0.1", "--port", "41120", "--data", data); code != 0 {
+	// A port alone does not make a C-MOVE destination, and add says so.
+	if _, errs, code := runCLI(t, "peer", "add", "BENCHSINK", "--host", "127.0.0.1", "--port", "41120", "--data", data); code != 0 || !strings.Contains(errs, "no move-destination permission") {
+		t.Fatalf("add: %d %s", code, errs)
+	}
+	if _, errs, code := runCLI(t, "peer", "add", "BENCHSINK", "--host", "127.0.0.1", "--port", "41120", "--allow", "move-destination", "--data", data); code != 0 || errs != "" {
 		t.Fatalf("add: %d %s", code, errs)
 	}
 	if _, errs, code := runCLI(t, "peer", "add", "VIEWER", "--allow", "find,get", "--data", data); code != 0 {
@@ -45,8 +49,13 @@ func TestPeerAddListRemoveRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, ok := c.Peer("BENCHSINK")
-	if !ok || p.Addr() != "127.0.0.1:41120" || len(c.Peers) != 2 {
-		t.Fatalf("peers %+v", c.Peers)
+	if addr, err := p.Destination(); !ok || addr != "127.0.0.1:41120" || err != nil || len(c.Peers) != 2 {
+		t.Fatalf("peers %+v: destination %q %v", c.Peers, addr, err)
+	}
+	if v, _ := c.Peer("VIEWER"); v.Addr() == "" {
+		t.Fatalf("VIEWER %+v", v)
+	} else if _, err := v.Destination(); err == nil {
+		t.Fatal("VIEWER, without move-destination, is a C-MOVE destination")
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

@@ -145,7 +145,14 @@ func (c *Config) Check() []Finding {
 				add(Low, false, name+" host = "+p.Host, "bound to a host name: whoever controls its DNS answer can call as this peer", "bind it to an address (--network IP/32) or pin its certificate")
 			}
 		}
-		if p.Port != 0 && !p.TLS {
+		dest := p.Allows(MoveDestination)
+		switch {
+		case dest && p.Addr() == "":
+			add(Low, false, name, "has the move-destination permission but no host and port: C-MOVE to it is refused", "ward peer add "+p.AETitle+" --host HOST --port PORT")
+		case !dest && p.Port != 0:
+			add(Info, false, name+" port", "has a port but is no C-MOVE destination (no move-destination permission): C-MOVE to it is refused with A801", "add move-destination to its allow list if it should receive images")
+		}
+		if dest && p.Port != 0 && !p.TLS {
 			if a, err := netip.ParseAddr(p.Host); err != nil || !a.IsLoopback() {
 				add(Medium, false, name+" host = "+p.Host, "C-MOVE sends it images in clear text", "reach it over TLS (ward peer add "+p.AETitle+" --tls, and [dicom] tls_peer_ca / tls_client_cert)")
 			}

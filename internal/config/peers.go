@@ -14,7 +14,12 @@ import (
 // by the policy package: a context for a service the peer may not use is
 // rejected at negotiation. bulk-query lets a peer's C-FIND list every
 // patient or study (a PATIENT or STUDY level query without a matching key).
-var Services = []string{"echo", "store", "find", "move", "get", "bulk-query"}
+// move-destination is not a service the peer uses but one it receives:
+// C-MOVE may send it images (at Host and Port).
+var Services = []string{"echo", "store", "find", "move", "get", "bulk-query", MoveDestination}
+
+// MoveDestination is the permission to be sent images by C-MOVE.
+const MoveDestination = "move-destination"
 
 // Peer is a registered DICOM peer: its AE title, where Ward reaches it (a
 // C-MOVE destination needs Host and Port) and the services it may use.
@@ -119,6 +124,18 @@ func (p *Peer) Addr() string {
 
 // Allows reports whether the peer may use service.
 func (p *Peer) Allows(service string) bool { return slices.Contains(p.Allow, service) }
+
+// Destination is the peer's address as a C-MOVE destination, or why it is
+// not one: it needs the move-destination permission, a host and a port.
+func (p *Peer) Destination() (string, error) {
+	switch {
+	case !p.Allows(MoveDestination):
+		return "", fmt.Errorf("peer %s may not receive C-MOVE (no %s permission)", p.AETitle, MoveDestination)
+	case p.Addr() == "":
+		return "", fmt.Errorf("peer %s has no host and port to receive C-MOVE at", p.AETitle)
+	}
+	return p.Addr(), nil
+}
 
 // Peer returns the registered peer with AE title aet.
 func (c *Config) Peer(aet string) (Peer, bool) {

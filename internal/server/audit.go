@@ -223,7 +223,7 @@ func (x *assocAudit) destination(r *dimse.RetrieveRequest) audit.Node {
 		return x.peer
 	}
 	n := audit.Node{AETitle: r.MoveDestination}
-	if addr, ok := x.s.Destination(r.MoveDestination); ok {
+	if addr, err := x.s.Destination(r.MoveDestination); err == nil {
 		if h, _, err := net.SplitHostPort(addr); err == nil {
 			n.Addr = h
 		}
@@ -253,6 +253,19 @@ func (x *assocAudit) RetrieveEnd(r *dimse.RetrieveRequest, sent []dimse.Instance
 		outcome = audit.OutcomeMinorFailure
 	}
 	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, audit.ActionRead, outcome, instanceStudies(sent), time.Now()))
+}
+
+// RetrieveRefused records a retrieve refused by policy (a destination
+// that may not receive images, a missing permission) as a Security Alert.
+func (x *assocAudit) RetrieveRefused(r *dimse.RetrieveRequest, status uint16, why string) {
+	if status != dimse.StatusMoveDestinationUnknown && status != dimse.StatusNotAuthorized {
+		return
+	}
+	op := "C-GET"
+	if r.Command != nil && r.Command.CommandField == dimse.CMoveRQ {
+		op = "C-MOVE to " + r.MoveDestination
+	}
+	x.s.record(audit.SecurityAlert(x.s.wardNode(), x.peer, op+" refused: "+why, time.Now()))
 }
 
 func (x *assocAudit) End(error) {

@@ -221,15 +221,20 @@ func (s *Server) Peers() []config.Peer {
 	return nil
 }
 
-// Destination resolves a C-MOVE destination: a registered peer with an
-// address (host and port).
-func (s *Server) Destination(aet string) (string, bool) {
+// Destination resolves a C-MOVE destination: a registered peer with the
+// move-destination permission and an address (host and port). A refusal
+// wraps dimse.ErrUnknownDestination and says why.
+func (s *Server) Destination(aet string) (string, error) {
 	c := config.Config{Peers: s.Peers()}
 	p, ok := c.Peer(aet)
-	if !ok || p.Addr() == "" {
-		return "", false
+	if !ok {
+		return "", fmt.Errorf("%w: %q is not a registered peer", dimse.ErrUnknownDestination, aet)
 	}
-	return p.Addr(), true
+	addr, err := p.Destination()
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", dimse.ErrUnknownDestination, err)
+	}
+	return addr, nil
 }
 
 // dialDestination connects to a C-MOVE destination: over TLS when the

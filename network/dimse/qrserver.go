@@ -191,6 +191,13 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 	h := s.d.Handlers.Retrieve
 	finalErr := func(se *StatusError) {
 		s.d.logFailure(&r.Request, se)
+		if s.audit != nil {
+			why := se.Comment
+			if se.Err != nil {
+				why += ": " + se.Err.Error()
+			}
+			s.audit.RetrieveRefused(r, se.Status, why)
+		}
 		s.final(op, &r.Request, response(cmd, se), nil, nil)
 	}
 	var addr string
@@ -202,7 +209,7 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		})
 		if se.Status != StatusSuccess {
 			if errors.Is(se, ErrUnknownDestination) || errors.Is(se.Err, ErrUnknownDestination) {
-				se = &StatusError{Status: StatusMoveDestinationUnknown, Comment: fmt.Sprintf("move destination %q is not a registered peer", r.MoveDestination), Offending: []uint32{tagMoveDestination}, Err: se.Err}
+				se = &StatusError{Status: StatusMoveDestinationUnknown, Comment: fmt.Sprintf("move destination %q is not a registered move destination", r.MoveDestination), Offending: []uint32{tagMoveDestination}, Err: se.Err}
 			}
 			finalErr(se)
 			return

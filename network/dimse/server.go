@@ -107,6 +107,10 @@ type AssociationAuditor interface {
 	// RetrieveEnd: the sub-operations ended; sent succeeded (with or
 	// without warning), failed did not.
 	RetrieveEnd(r *RetrieveRequest, sent []Instance, failed int)
+	// RetrieveRefused: a C-MOVE or C-GET was answered with a failure
+	// status before any sub-operation; why is the error comment sent and,
+	// after it, the cause (not sent).
+	RetrieveRefused(r *RetrieveRequest, status uint16, why string)
 	// End: the association ended (err nil after an orderly release).
 	End(err error)
 }

@@ -81,7 +81,7 @@ func startPolicySite(t *testing.T, edits ...func(*config.Config)) *policySite {
 			{AETitle: "PINNED", CertFingerprint: fp, Allow: all},
 			{AETitle: "NONE", Host: "127.0.0.1"},
 			{AETitle: "ELSEWHERE", Networks: []string{"10.9.0.0/16"}, Allow: all},
-			{AETitle: "DEST", Host: "127.0.0.1", Port: destPort},
+			{AETitle: "DEST", Host: "127.0.0.1", Port: destPort, Allow: []string{config.MoveDestination}},
 		}
 		for _, e := range edits {
 			e(c)

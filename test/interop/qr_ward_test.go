@@ -7,18 +7,25 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/dimse/dimsetest"
 )
 
 // TestWardServeQRWiring: a full `ward serve` (archive and index) answers
-// findscu, movescu (to a registered peer) and getscu.
+// findscu, movescu (to a registered peer with move-destination) and getscu;
+// C-MOVE to an unknown peer, and to a registered peer without the
+// move-destination permission, is refused with A801 and sends nothing.
 func TestWardServeQRWiring(t *testing.T) {
 	requireTool(t, "findscu", "movescu", "getscu", "storescu")
 	requirePydicom(t)
 	sport, sdir := startStorescp(t)
+	mport, mdir := startStorescp(t)
 	w := startWard(t, func(c *config.Config) {
-		c.Peers = []config.Peer{{AETitle: "STORESCP", Host: "127.0.0.1", Port: sport, Allow: []string{"store"}}}
+		c.Peers = []config.Peer{
+			{AETitle: "STORESCP", Host: "127.0.0.1", Port: sport, Allow: []string{config.MoveDestination}},
+			{AETitle: "MODALITY", Host: "127.0.0.1", Port: mport, Allow: []string{"echo", "store"}},
+		}
 	})
 	a := &dimsetest.Archive{}
 	a.Add(fakeCorpus()...)
@@ -43,6 +50,19 @@ func TestWardServeQRWiring(t *testing.T) {
 	if !strings.Contains(string(out), "MoveDestinationUnknown") {
 		t.Fatalf("movescu to an unregistered destination:\n%s", out)
 	}
+	out, _ = dcmtk("movescu", "-v", "-P", "-aec", "WARD", "-aem", "MODALITY", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=P2", w.host, w.port).CombinedOutput()
+	if !strings.Contains(string(out), "MoveDestinationUnknown") {
+		t.Fatalf("movescu to a peer without move-destination:\n%s", out)
+	}
+	if got, err := os.ReadDir(mdir); err != nil || len(got) != 0 {
+		t.Fatalf("a peer without move-destination received %d objects (%v)", len(got), err)
+	}
+	if !strings.Contains(w.log.String(), "no move-destination permission") {
+		t.Fatalf("the refusal's reason is not in Ward's log:\n%s", w.log.String())
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		return hasEvent(r, "security-alert", -1, "C-MOVE to MODALITY refused") && hasEvent(r, "security-alert", -1, "no move-destination permission")
+	})
 	dir := t.TempDir()
 	out, err = dcmtk("getscu", "-v", "-S", "-aec", "WARD", "-od", dir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.826.0.1.3680043.10.1432.9.1.1", w.host, w.port).CombinedOutput()
 	if err != nil || strings.Contains(string(out), "E: ") {
@@ -59,7 +79,7 @@ func TestMoveToImplicitOnlySkipsUnconvertible(t *testing.T) {
 	requireTool(t, "movescu", "storescu")
 	sport, sdir := startStorescp(t, "+xi")
 	w := startWard(t, func(c *config.Config) {
-		c.Peers = []config.Peer{{AETitle: "STORESCP", Host: "127.0.0.1", Port: sport, Allow: []string{"store"}}}
+		c.Peers = []config.Peer{{AETitle: "STORESCP", Host: "127.0.0.1", Port: sport, Allow: []string{config.MoveDestination}}}
 	})
 	const study = "1.2.826.0.1.3680043.8.498.20"
 	src := t.TempDir()
@@ -93,7 +113,7 @@ func TestMovescuToOrthanc(t *testing.T) {
 	requirePydicom(t)
 	o := startOrthanc(t)
 	w := startWard(t, func(c *config.Config) {
-		c.Peers = []config.Peer{{AETitle: "ORTHANC", Host: "127.0.0.1", Port: o.dicomPort, Allow: []string{"store"}}}
+		c.Peers = []config.Peer{{AETitle: "ORTHANC", Host: "127.0.0.1", Port: o.dicomPort, Allow: []string{config.MoveDestination}}}
 	})
 	a := &dimsetest.Archive{}
 	a.Add(fakeCorpus()...)

@@ -335,8 +335,8 @@ func TestMoveToTLSDestination(t *testing.T) {
 	w := startWard(t, func(c *config.Config) {
 		c.DICOM.TLSPeerCA, c.DICOM.TLSClientCert, c.DICOM.TLSClientKey = p.ca, p.peerCert, p.peerKey
 		c.Peers = []config.Peer{
-			{AETitle: "TLSDEST", Host: "127.0.0.1", Port: port, TLS: true},
-			{AETitle: "PLAINDEST", Host: "127.0.0.1", Port: port},
+			{AETitle: "TLSDEST", Host: "127.0.0.1", Port: port, TLS: true, Allow: []string{config.MoveDestination}},
+			{AETitle: "PLAINDEST", Host: "127.0.0.1", Port: port, Allow: []string{config.MoveDestination}},
 		}
 	})
 	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")

@@ -1,0 +1,31 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestPeerDestination(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    Peer
+		addr string
+		why  string
+	}{
+		{"destination", Peer{AETitle: "WS", Host: "10.1.2.3", Port: 104, Allow: []string{"find", MoveDestination}}, "10.1.2.3:104", ""},
+		{"IPv6", Peer{AETitle: "WS", Host: "::1", Port: 104, Allow: []string{MoveDestination}}, "[::1]:104", ""},
+		{"address without the permission", Peer{AETitle: "CT", Host: "10.1.2.3", Port: 104, Allow: []string{"echo", "store", "move"}}, "", "no move-destination permission"},
+		{"permission without a port", Peer{AETitle: "WS", Host: "10.1.2.3", Allow: []string{MoveDestination}}, "", "no host and port"},
+		{"permission without an address", Peer{AETitle: "WS", Networks: []string{"10.1.2.3/32"}, Allow: []string{MoveDestination}}, "", "no host and port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.p.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			addr, err := tc.p.Destination()
+			if addr != tc.addr || (err == nil) != (tc.why == "") || (err != nil && !strings.Contains(err.Error(), tc.why)) {
+				t.Fatalf("Destination() = %q, %v; want %q, %q", addr, err, tc.addr, tc.why)
+			}
+		})
+	}
+}

@@ -58,7 +58,7 @@ type fixture struct {
 	assoc *assoc.Association
 }
 
-func newFixture(t *testing.T, policy archive.DuplicatePolicy) *fixture {
+func newFixture(t testing.TB, policy archive.DuplicatePolicy) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -74,7 +74,7 @@ func newFixture(t *testing.T, policy archive.DuplicatePolicy) *fixture {
 
 // pipeAssociation establishes a real association over net.Pipe and returns
 // the acceptor's side, which is what the dispatcher hands a handler.
-func pipeAssociation(t *testing.T) *assoc.Association {
+func pipeAssociation(t testing.TB) *assoc.Association {
 	t.Helper()
 	cs, ss := net.Pipe()
 	cfg := assoc.Config{ARTIMTimeout: 5 * time.Second, MaxPDULength: 64 << 10}
@@ -121,7 +121,7 @@ type object struct {
 	ds          *dicom.DataSet
 }
 
-func (o *object) bytes(t *testing.T) []byte {
+func (o *object) bytes(t testing.TB) []byte {
 	t.Helper()
 	b, err := o.ds.Bytes(dicom.ExplicitVRLittleEndian)
 	if err != nil {

@@ -19,7 +19,7 @@ type qrObject struct {
 	patientID, name, study, series, inst, modality, date string
 }
 
-func (o qrObject) object(t *testing.T) *object {
+func (o qrObject) object(t testing.TB) *object {
 	t.Helper()
 	ds := &dicom.DataSet{}
 	ds.Set(dicom.SpecificCharacterSet, "ISO_IR 192")
@@ -50,7 +50,7 @@ var qrObjects = []qrObject{
 	{"P3", "山田^太郎", studyC, studyC + ".1", studyC + ".1.1", "US", "20220606"},
 }
 
-func qrFixture(t *testing.T) *fixture {
+func qrFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := newFixture(t, "")
 	for _, o := range qrObjects {
@@ -64,7 +64,7 @@ func qrFixture(t *testing.T) *fixture {
 
 // ident builds an identifier from keyword=value pairs ("" values are
 // return keys); the first pair may be SpecificCharacterSet.
-func ident(t *testing.T, kv ...string) *dicom.DataSet {
+func ident(t testing.TB, kv ...string) *dicom.DataSet {
 	t.Helper()
 	ds := &dicom.DataSet{}
 	for i := 0; i < len(kv); i += 2 {

@@ -169,7 +169,7 @@ func TestRegressionNoOverlapWithoutDurableName(t *testing.T) {
 }
 
 // openStores opens a sqlite index and an fs blob store in dir.
-func openStores(t *testing.T, dir string) (*sqlite.DB, *fsblob.Store) {
+func openStores(t testing.TB, dir string) (*sqlite.DB, *fsblob.Store) {
 	t.Helper()
 	ctx := context.Background()
 	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))

@@ -14,8 +14,14 @@
 # clients, and the machine's idle CPU seconds during the run. PERF=1
 # records `perf record -a -g` into $STATE/perf.data. State lives in $STATE
 # (default /tmp/ward-bench-ab).
+#
+# WARD_BIN `storescp` measures DCMTK storescp instead (the harness's
+# peers/storescp.sh, one process per association: its CPU includes the
+# children it reaped), with the same lists and clients, for the same
+# figures of the reference.
 set -euo pipefail
-bin=$(readlink -f "$1")
+bin=$1
+[[ "$bin" == storescp ]] || bin=$(readlink -f "$1")
 corpus=${2:-/tmp/bench/corpus-2000}
 jobs=${3:-4}
 state=${STATE:-/tmp/ward-bench-ab}
@@ -35,12 +41,23 @@ for i, g in enumerate(groups):
 PY
 data=$state/data
 rm -rf "$data" && mkdir -p "$data"
-"$bin" peer add BENCHSCU --host 127.0.0.1 --allow echo,store --data "$data" >/dev/null
-"$bin" serve --data "$data" --dicom-listen 127.0.0.1:21199 --aet WARD >"$state/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+port=21199 aec=WARD
+if [[ "$bin" == storescp ]]; then
+  port=21197 aec=STORESCP
+  export STORESCP_PORT=$port BENCH_TMP=$state/peer TCP_NODELAY=1
+  "$bench/peers/storescp.sh" stop >/dev/null 2>&1 || true
+  "$bench/peers/storescp.sh" wipe >/dev/null
+  "$bench/peers/storescp.sh" start >/dev/null
+  server=$("$bench/peers/storescp.sh" pid)
+  trap '"$bench/peers/storescp.sh" stop >/dev/null 2>&1' EXIT
+else
+  "$bin" peer add BENCHSCU --host 127.0.0.1 --allow echo,store --data "$data" >/dev/null
+  "$bin" serve --data "$data" --dicom-listen 127.0.0.1:$port --aet WARD >"$state/server.log" 2>&1 &
+  server=$!
+  trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+fi
 for _ in $(seq 100); do
-  TCP_NODELAY=1 echoscu -aet BENCHSCU -aec WARD 127.0.0.1 21199 2>/dev/null && break
+  TCP_NODELAY=1 echoscu -aet BENCHSCU -aec $aec 127.0.0.1 $port 2>/dev/null && break
   sleep 0.1
 done
 cd "$corpus"
@@ -50,7 +67,8 @@ if [[ -n "${PERF:-}" ]]; then
   perf_pid=$!
   sleep 0.5
 fi
-cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+# utime + stime, and the reaped children's (storescp's associations).
+cpu() { awk '{print $14 + $15 + $16 + $17}' "/proc/$server/stat"; }
 idle() { awk '/^cpu /{print $5 + $6}' /proc/stat; }
 # The storescu clients' CPU: bash `times` (children reaped so far), run in
 # this shell, not in a $(...) subshell, which has no children of its own.
@@ -61,12 +79,17 @@ c0=$(cpu) i0=$(idle) t0=$(date +%s.%N)
 pids=()
 for ((i = 0; i < jobs; i++)); do
   # shellcheck disable=SC2046 # one argument per file
-  TCP_NODELAY=1 storescu -aet BENCHSCU -aec WARD -to 10 -ta 600 -ts 120 127.0.0.1 21199 $(cat "$state/list$i") &
+  TCP_NODELAY=1 storescu -aet BENCHSCU -aec $aec -to 10 -ta 600 -ts 120 127.0.0.1 $port $(cat "$state/list$i") &
   pids+=($!)
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 t1=$(date +%s.%N) c1=$(cpu) i1=$(idle)
+if [[ "$bin" == storescp ]]; then
+  # Let storescp reap its last children, whose CPU then counts.
+  sleep 0.3
+  c1=$(cpu)
+fi
 snap 1
 k0=$(secs 0) k1=$(secs 1)
 [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }

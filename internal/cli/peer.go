@@ -114,7 +114,7 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 		}
 		fmt.Fprintf(e.stdout, "peer %s %s in %s (a running ward serve picks it up on SIGHUP)\n", p.AETitle, verb, path)
 		if p.Host == "" && len(p.Networks) == 0 && p.CertFingerprint == "" {
-			fmt.Fprintf(e.stderr, "warning: peer %s is bound to no host, network or certificate: Ward refuses its associations until it is (it can still be a C-MOVE destination once it has --host and --port)\n", p.AETitle)
+			fmt.Fprintf(e.stderr, "warning: peer %s is bound to no host, network or certificate: Ward refuses its associations until it is (it can still be a C-MOVE destination, with --host, --port and move-destination)\n", p.AETitle)
 		}
 		if _, err := p.Destination(); err != nil && (p.Port != 0 || p.Allows(config.MoveDestination)) {
 			fmt.Fprintf(e.stderr, "note: %v: C-MOVE to it is refused\n", err)

@@ -248,6 +248,18 @@ type BlobWalker interface {
 	WalkBlobs(ctx context.Context, fn func(key string, published bool) error) error
 }
 
+// InstanceWalker is an optional capability of an Index: every instance,
+// for a consistency check (ward verify). WalkInstances calls fn for each
+// instance in a stable order with at least SOPInstanceUID, SOPClassUID,
+// TransferSyntaxUID, StudyInstanceUID, BlobKey, Size and Checksum set,
+// until fn returns an error, which it returns. It does not hold one read
+// transaction for the whole walk: instances stored or deleted meanwhile
+// may or may not be seen. Fallback: the check covers the studies it is
+// given, through Querier.
+type InstanceWalker interface {
+	WalkInstances(ctx context.Context, fn func(*Instance) error) error
+}
+
 // Registry of backends, in the manner of database/sql drivers.
 
 // OpenIndexFunc opens an Index from a backend-specific data source name.

@@ -34,7 +34,7 @@ func init() {
 		{"get", "retrieve objects from a DICOM peer into a folder with C-GET", runGet},
 		{"peer", "add, list or remove registered peers", runPeer},
 		{"user", "add, list or remove users (username + passcode identity)", runUser},
-		{"study", "delete or export studies (recorded in the audit trail)", runStudy},
+		{"study", "delete, export or verify studies (delete and export are recorded in the audit trail)", runStudy},
 		{"config", "check the configuration for risky settings", runConfig},
 		{"pki", "make a CA, a server certificate and client certificates for DICOM TLS", runPKI},
 		{"audit", "verify, tail and search the audit trail (PS3.15 A.5)", runAudit},

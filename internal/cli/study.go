@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 
@@ -18,11 +20,16 @@ func runStudy(e *env, args []string) error {
 		fmt.Fprintln(e.stderr, `Usage:
   ward study delete STUDY-INSTANCE-UID... --reason TEXT [--config FILE | --data DIR]
   ward study export STUDY-INSTANCE-UID... --out DIR [--media usb|cd|dvd|email|uri] [--config FILE | --data DIR]
+  ward study verify [STUDY-INSTANCE-UID...] [--json] [--config FILE | --data DIR]
 
 delete removes every instance of each study from the index and its objects
 from disk, recorded as DICOM Study Deleted (PS3.15 A.5.3.5) with the reason.
 export copies each study's objects as stored (Part 10) into
 DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.
+verify reads every stored object (or those of the studies named) and checks
+it against the index: present, the size and CRC-32C recorded when it was
+stored, a Part 10 file with a zeroed preamble naming the same SOP instance,
+class and transfer syntax. It lists each object that fails and exits 1.
 Each audit message names the operating-system user who ran the command.
 When ward serve runs on the data directory, the command asks it over its
 admin socket (DATA/admin.sock, for the user ward serve runs as or root) and
@@ -38,16 +45,20 @@ directory itself.`)
 		usage()
 		return flag.ErrHelp
 	}
-	if sub != "delete" && sub != "export" {
+	if sub != "delete" && sub != "export" && sub != "verify" {
 		return usage()
 	}
 	fs := newFlagSet(e, "study "+sub, "[flags] STUDY-INSTANCE-UID...")
 	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
 	var reason, out, media *string
-	if sub == "delete" {
+	var asJSON *bool
+	switch sub {
+	case "delete":
 		reason = fs.String("reason", "", "why the studies are deleted (recorded in the audit trail; required)")
-	} else {
+	case "verify":
+		asJSON = fs.Bool("json", false, "print the report and the problems as JSON")
+	default:
 		out = fs.String("out", "", "folder to export into (required)")
 		media = fs.String("media", "usb", "the media the folder is on, for the audit trail: usb, cd, dvd, email, uri")
 	}
@@ -55,13 +66,16 @@ directory itself.`)
 	if err != nil {
 		return err
 	}
-	if len(uids) == 0 {
+	if len(uids) == 0 && sub != "verify" {
 		return usage()
 	}
 	for _, u := range uids {
 		if !dicom.ValidUID(u) {
 			return fmt.Errorf("%q is not a Study Instance UID", u)
 		}
+	}
+	if sub == "verify" {
+		return verifyStudies(e, *configPath, *dataDir, uids, *asJSON)
 	}
 	r := &server.StudyRequest{Op: sub, Studies: uids}
 	if sub == "delete" {
@@ -114,4 +128,65 @@ func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *server.Stu
 	}
 	res, err := adm.StudyOp(ctx, server.Operator(), r)
 	return res, errors.Join(err, adm.Close())
+}
+
+// verifyStudies runs ward study verify: through a running ward serve, else
+// on the data directory itself.
+func verifyStudies(e *env, configPath, dataDir string, uids []string, asJSON bool) error {
+	c, err := loadConfig(configPath, dataDir)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	res, err := server.RemoteVerify(ctx, c.DataDir, uids)
+	if errors.Is(err, server.ErrNoServer) {
+		var log *slog.Logger
+		if log, err = newLogger(e.stderr, "warn", "text"); err != nil {
+			return err
+		}
+		var adm *server.Admin
+		if adm, err = server.OpenAdmin(ctx, c, log); err != nil {
+			return err
+		}
+		res, err = adm.Verify(ctx, uids)
+		err = errors.Join(err, adm.Close())
+	}
+	if res == nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(res); jerr != nil {
+			return jerr
+		}
+	} else {
+		for _, p := range res.Problems {
+			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", p.SOPInstanceUID, p.StudyInstanceUID, p.BlobKey, p.Problem)
+		}
+		if n := res.Report.Problems - int64(len(res.Problems)); n > 0 {
+			fmt.Fprintf(e.stdout, "... and %d more\n", n)
+		}
+		r := res.Report
+		fmt.Fprintf(e.stdout, "verified %s, %.1f MB: %d with problems", count(r.Instances, "instance"), float64(r.Bytes)/1e6, r.Problems)
+		if r.NoChecksum > 0 {
+			fmt.Fprintf(e.stdout, " (%d stored without a checksum: size and header checked only)", r.NoChecksum)
+		}
+		fmt.Fprintln(e.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Report.Problems > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("verification failed for %d of %s", res.Report.Problems, count(res.Report.Instances, "stored instance"))}
+	}
+	return nil
+}
+
+// count is n and noun, plural unless n is 1.
+func count(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

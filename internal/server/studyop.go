@@ -24,9 +24,10 @@ import (
 // 0700 and the socket 0600.
 const AdminSocket = "admin.sock"
 
-// StudyRequest asks to delete or export studies.
+// StudyRequest asks to delete, export or verify studies (verify: every
+// study when none is named).
 type StudyRequest struct {
-	Op      string   `json:"op"` // "delete" or "export"
+	Op      string   `json:"op"` // "delete", "export" or "verify"
 	Studies []string `json:"studies"`
 	Reason  string   `json:"reason,omitempty"` // delete: required
 	Out     string   `json:"out,omitempty"`    // export: absolute folder
@@ -46,9 +47,9 @@ var MediaTypes = map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.Media
 // Check validates a request.
 func (r *StudyRequest) Check() error {
 	switch {
-	case r.Op != "delete" && r.Op != "export":
+	case r.Op != "delete" && r.Op != "export" && r.Op != "verify":
 		return fmt.Errorf("unknown operation %q", r.Op)
-	case len(r.Studies) == 0:
+	case len(r.Studies) == 0 && r.Op != "verify":
 		return errors.New("no study given")
 	case r.Op == "delete" && r.Reason == "":
 		return errors.New("a deletion needs a reason (it is recorded in the audit trail)")
@@ -100,6 +101,9 @@ func (a *Admin) StudyOp(ctx context.Context, operator string, r *StudyRequest) (
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
+	if r.Op == "verify" {
+		return nil, errors.New("a verification is Admin.Verify")
+	}
 	var rerr error
 	res := runStudyOp(ctx, a.Archive, func(m *audit.Message) {
 		if err := a.Record(m); err != nil {
@@ -109,37 +113,90 @@ func (a *Admin) StudyOp(ctx context.Context, operator string, r *StudyRequest) (
 	return res, rerr
 }
 
+// VerifyResult is the outcome of a verification: the counts and the
+// first MaxVerifyProblems problems.
+type VerifyResult struct {
+	Report   archive.VerifyReport    `json:"report"`
+	Problems []archive.VerifyProblem `json:"problems"`
+}
+
+// MaxVerifyProblems caps the problems a VerifyResult lists (the report
+// counts them all).
+const MaxVerifyProblems = 10000
+
+// Verify checks the stored objects of the stopped Ward against its index
+// (archive.Verify).
+func (a *Admin) Verify(ctx context.Context, studies []string) (*VerifyResult, error) {
+	return runVerify(ctx, a.Archive, studies)
+}
+
+func runVerify(ctx context.Context, ar *archive.Archive, studies []string) (*VerifyResult, error) {
+	res := &VerifyResult{Problems: []archive.VerifyProblem{}}
+	rep, err := ar.Verify(ctx, studies, func(p archive.VerifyProblem) {
+		if len(res.Problems) < MaxVerifyProblems {
+			res.Problems = append(res.Problems, p)
+		}
+	})
+	res.Report = rep
+	return res, err
+}
+
 // ErrNoServer: no ward serve answers on the data directory's admin socket.
 var ErrNoServer = errors.New("no ward serve is running on this data directory")
 
 // RemoteStudyOp sends r to the ward serve running on dataDir, which runs it
 // and records it in its audit trail under the calling user's name.
 func RemoteStudyOp(ctx context.Context, dataDir string, r *StudyRequest) ([]StudyResult, error) {
-	addr, done, err := socketAddr(dataDir)
-	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", addr)
-	done()
-	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
-	}
-	defer conn.Close()
-	if err := json.NewEncoder(conn).Encode(r); err != nil {
-		return nil, err
-	}
 	var resp struct {
 		Error   string        `json:"error,omitempty"`
 		Results []StudyResult `json:"results"`
 	}
-	if err := json.NewDecoder(io.LimitReader(conn, 16<<20)).Decode(&resp); err != nil {
-		return nil, fmt.Errorf("reading ward serve's answer: %w", err)
+	if err := adminCall(ctx, dataDir, r, &resp); err != nil {
+		return nil, err
 	}
 	if resp.Error != "" {
 		return nil, errors.New(resp.Error)
 	}
 	return resp.Results, nil
+}
+
+// RemoteVerify asks the ward serve running on dataDir to verify its
+// stored objects (every study when studies is empty).
+func RemoteVerify(ctx context.Context, dataDir string, studies []string) (*VerifyResult, error) {
+	var resp struct {
+		Error string `json:"error,omitempty"`
+		VerifyResult
+	}
+	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "verify", Studies: studies}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return &resp.VerifyResult, errors.New(resp.Error)
+	}
+	return &resp.VerifyResult, nil
+}
+
+// adminCall sends req to the ward serve on dataDir's admin socket and
+// decodes its one answer into resp.
+func adminCall(ctx context.Context, dataDir string, req, resp any) error {
+	addr, done, err := socketAddr(dataDir)
+	if err != nil {
+		return fmt.Errorf("%w (%v)", ErrNoServer, err)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", addr)
+	done()
+	if err != nil {
+		return fmt.Errorf("%w (%v)", ErrNoServer, err)
+	}
+	defer conn.Close()
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return err
+	}
+	if err := json.NewDecoder(io.LimitReader(conn, 64<<20)).Decode(resp); err != nil {
+		return fmt.Errorf("reading ward serve's answer: %w", err)
+	}
+	return nil
 }
 
 // listenAdmin opens the admin socket. A socket file left by a Ward that
@@ -247,6 +304,17 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	_ = c.SetDeadline(time.Time{}) // a large study takes its time
 	op := userName(uid)
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
+	if r.Op == "verify" {
+		// Reading only: a stop interrupts it.
+		res, err := runVerify(ctx, s.archive, r.Studies)
+		s.Logger.Info("verified", "instances", res.Report.Instances, "bytes", res.Report.Bytes, "problems", res.Report.Problems, "err", err)
+		if err != nil {
+			reply(map[string]any{"error": err.Error(), "report": res.Report, "problems": res.Problems})
+			return
+		}
+		reply(res)
+		return
+	}
 	// A request that started finishes even when ward serve is asked to
 	// stop (the shutdown waits for it): no half-deleted study.
 	res := runStudyOp(context.WithoutCancel(ctx), s.archive, s.record, s.wardNode(), op, &r)

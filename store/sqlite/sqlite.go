@@ -73,9 +73,10 @@ type DB struct {
 }
 
 var (
-	_ store.Index      = (*DB)(nil)
-	_ store.Inserter   = (*DB)(nil)
-	_ store.BlobFinder = (*DB)(nil)
+	_ store.Index          = (*DB)(nil)
+	_ store.Inserter       = (*DB)(nil)
+	_ store.BlobFinder     = (*DB)(nil)
+	_ store.InstanceWalker = (*DB)(nil)
 )
 
 // Open opens (creating if needed) the database at path and brings its schema
@@ -278,6 +279,59 @@ func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 		return false, fmt.Errorf("sqlite: has blob: %w", db.closedErr(err))
 	}
 	return ok, nil
+}
+
+// walkBatch is how many instances WalkInstances reads per transaction.
+const walkBatch = 512
+
+// WalkInstances implements store.InstanceWalker, in batches by row id so
+// that no read transaction outlives one batch (a long one would keep the
+// WAL from being checkpointed while Ward stores).
+func (db *DB) WalkInstances(ctx context.Context, fn func(*store.Instance) error) error {
+	var after int64
+	for {
+		batch, last, err := db.walkBatch(ctx, after)
+		if err != nil {
+			return err
+		}
+		for i := range batch {
+			if err := fn(&batch[i]); err != nil {
+				return err
+			}
+		}
+		if len(batch) < walkBatch {
+			return nil
+		}
+		after = last
+	}
+}
+
+func (db *DB) walkBatch(ctx context.Context, after int64) ([]store.Instance, int64, error) {
+	rows, err := db.rdb.QueryContext(ctx, `
+SELECT i.pk, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, st.study_instance_uid,
+	i.blob_key, i.size, i.blob_checksum
+FROM instance i
+JOIN series se ON se.pk = i.series_fk
+JOIN study st ON st.pk = se.study_fk
+WHERE i.pk > ? ORDER BY i.pk LIMIT ?`, after, walkBatch)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sqlite: walk instances: %w", db.closedErr(err))
+	}
+	defer rows.Close()
+	batch := make([]store.Instance, 0, walkBatch)
+	last := after
+	for rows.Next() {
+		var in store.Instance
+		if err := rows.Scan(&last, &in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.StudyInstanceUID,
+			&in.BlobKey, &in.Size, &in.Checksum); err != nil {
+			return nil, 0, fmt.Errorf("sqlite: walk instances: %w", err)
+		}
+		batch = append(batch, in)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("sqlite: walk instances: %w", db.closedErr(err))
+	}
+	return batch, last, nil
 }
 
 // CountInstances returns the number of stored instances.

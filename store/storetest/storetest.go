@@ -490,6 +490,58 @@ func TestIndex(t *testing.T, open func(t *testing.T) store.Index) {
 			t.Errorf("%d pending blob deletes, want %d", got, workers*each/10)
 		}
 	})
+
+	run("WalkInstances", func(t *testing.T, ix store.Index) {
+		w, ok := ix.(store.InstanceWalker)
+		if !ok {
+			t.Skip("not a store.InstanceWalker")
+		}
+		// More instances than a backend would read at once, one deleted
+		// and one replaced.
+		const n = 1200
+		want := map[string]*store.Instance{}
+		for i := range n {
+			in := Sample(i, i%31%7, i%31)
+			in.Checksum = fmt.Sprintf("crc32c:%08x", i)
+			mustPut(t, ix, in)
+			want[in.SOPInstanceUID] = in
+		}
+		gone := Sample(5, 5, 5).SOPInstanceUID // instance 5: series 5, study 5
+		if err := ix.Delete(ctx, gone); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, gone)
+		re := Sample(6, 6, 6) // instance 6: series 6, study 6
+		re.Size, re.Checksum = 42, "crc32c:0000002a"
+		mustPut(t, ix, re)
+		want[re.SOPInstanceUID] = re
+		seen := map[string]bool{}
+		err := w.WalkInstances(ctx, func(got *store.Instance) error {
+			in, ok := want[got.SOPInstanceUID]
+			switch {
+			case !ok:
+				t.Errorf("walked %s, which is not stored", got.SOPInstanceUID)
+			case seen[got.SOPInstanceUID]:
+				t.Errorf("walked %s twice", got.SOPInstanceUID)
+			case got.SOPClassUID != in.SOPClassUID || got.TransferSyntaxUID != in.TransferSyntaxUID || got.StudyInstanceUID != in.StudyInstanceUID ||
+				got.BlobKey != in.BlobKey || got.Size != in.Size || got.Checksum != in.Checksum:
+				t.Errorf("walked %+v, stored %+v", got, in)
+			}
+			seen[got.SOPInstanceUID] = true
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != len(want) {
+			t.Errorf("walked %d instances, want %d", len(seen), len(want))
+		}
+		stop := errors.New("stop")
+		calls := 0
+		if err := w.WalkInstances(ctx, func(*store.Instance) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+			t.Errorf("fn's error: %v after %d calls, want it after 1", err, calls)
+		}
+	})
 }
 
 func writeBlob(t *testing.T, bs store.Blobs, key string, data []byte, commit bool) store.BlobWriter {

@@ -122,7 +122,7 @@ func TestREADMECommands(t *testing.T) {
 	sport, sdir := startStorescp(t)
 	out := t.TempDir()
 	qr := strings.NewReplacer("1.2.3", studyUID, "--port 11113", "--port "+strconv.Itoa(sport), "/tmp/retrieved", out, "./ward ", bin+" ")
-	before, after = peerFirst(text[strings.Index(text, "## Query and retrieve"):strings.Index(text, "## Run the tests")])
+	before, after = peerFirst(text[strings.Index(text, "## Query and retrieve"):strings.Index(text, "## Look after the archive")])
 	n = runREADMESection(t, before, "## A", "## B", work, qr)
 	hup()
 	n += runREADMESection(t, after, "## A", "## B", work, qr)
@@ -136,6 +136,17 @@ func TestREADMECommands(t *testing.T) {
 		t.Fatal("the README's move command delivered nothing to the workstation")
 	}
 
+	// The archive care section: verify, export and delete CT_small's
+	// study on the running Ward.
+	exported := t.TempDir()
+	care := strings.NewReplacer("1.2.3", studyUID, "/media/usb0/case-12", exported, "./ward ", bin+" ")
+	if n := runREADMESection(t, text, "## Look after the archive", "## Run the tests", work, care); n != 3 {
+		t.Fatalf("ran %d README commands in the archive care section, want 3", n)
+	}
+	if files, _ := filepath.Glob(filepath.Join(exported, studyUID, "*", "*.dcm")); len(files) != 1 {
+		t.Fatalf("the README's export command exported %v", files)
+	}
+
 	// Everything sent is in the default data directory.
 	if _, err := os.Stat(filepath.Join(work, "ward-data", "index.db")); err != nil {
 		t.Fatalf("default data directory: %v", err)
@@ -143,7 +154,7 @@ func TestREADMECommands(t *testing.T) {
 }
 
 // readmeCmdRE matches the README lines that are commands to run.
-var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer))\b`)
+var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer|study))\b`)
 
 // runREADMESection runs every command line of the README between two
 // headings, with subst applied, in dir; it returns how many it ran.

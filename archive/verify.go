@@ -1,0 +1,166 @@
+package archive
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/store"
+)
+
+// VerifyProblem is one stored instance that is not as its index row says.
+type VerifyProblem struct {
+	SOPInstanceUID   string `json:"sop_instance_uid"`
+	StudyInstanceUID string `json:"study_instance_uid"`
+	BlobKey          string `json:"blob_key"`
+	// Problem says what is wrong, without patient data.
+	Problem string `json:"problem"`
+}
+
+// VerifyReport counts what Verify read.
+type VerifyReport struct {
+	Instances int64 `json:"instances"`
+	Bytes     int64 `json:"bytes"`
+	Problems  int64 `json:"problems"`
+	// NoChecksum counts instances indexed without a checksum (stored by an
+	// older Ward): their size and header were checked, not their bytes.
+	NoChecksum int64 `json:"no_checksum"`
+}
+
+// Verify reads every stored object (or those of the given studies) and
+// checks it against its index row: the object is there, its size and
+// CRC-32C are those recorded when it was stored, it is a Part 10 file with
+// a zeroed preamble whose meta header names the row's SOP Instance UID,
+// SOP Class UID and transfer syntax. It calls problem for each instance
+// that fails a check and returns the counts; an error only when the walk
+// itself fails.
+func (ar *Archive) Verify(ctx context.Context, studies []string, problem func(VerifyProblem)) (VerifyReport, error) {
+	var rep VerifyReport
+	check := func(in *store.Instance) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rep.Instances++
+		if in.Checksum == "" {
+			rep.NoChecksum++
+		}
+		n, msg := ar.verifyOne(ctx, in)
+		rep.Bytes += n
+		if msg != "" {
+			rep.Problems++
+			problem(VerifyProblem{SOPInstanceUID: in.SOPInstanceUID, StudyInstanceUID: in.StudyInstanceUID, BlobKey: in.BlobKey, Problem: msg})
+		}
+		return nil
+	}
+	if len(studies) == 0 {
+		w, ok := ar.Index.(store.InstanceWalker)
+		if !ok {
+			return rep, errors.New("the index backend cannot list every instance: name the studies to verify")
+		}
+		return rep, w.WalkInstances(ctx, check)
+	}
+	for _, uid := range studies {
+		insts, err := ar.studyInstances(ctx, uid)
+		if err != nil {
+			return rep, err
+		}
+		for i := range insts {
+			// studyInstances lists no checksum: read the row itself.
+			in, err := ar.Index.Get(ctx, insts[i].SOPInstanceUID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return rep, err
+			}
+			if err := check(in); err != nil {
+				return rep, err
+			}
+		}
+	}
+	return rep, nil
+}
+
+// verifyOne reads one object and says what is wrong with it ("" when
+// nothing), and how many bytes it read.
+func (ar *Archive) verifyOne(ctx context.Context, in *store.Instance) (int64, string) {
+	rc, err := ar.Blobs.Open(ctx, in.BlobKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, "the stored object is missing"
+	}
+	if err != nil {
+		return 0, fmt.Sprintf("the stored object cannot be opened: %v", err)
+	}
+	defer rc.Close()
+	c := &crcReader{r: rc}
+	br := bufio.NewReaderSize(c, 64<<10)
+	var msgs []string
+	if pre, err := br.Peek(128); err == nil && !zero(pre) {
+		msgs = append(msgs, "the 128-byte preamble is not zero")
+	}
+	meta, rest, err := dicom.ReadFileHeader(br, dicom.DefaultMetaLimit)
+	switch {
+	case err != nil:
+		msgs = append(msgs, fmt.Sprintf("the meta header does not parse: %v", err))
+	case meta.NoMeta:
+		msgs = append(msgs, "no Part 10 meta header")
+	default:
+		if meta.MediaStorageSOPInstanceUID != in.SOPInstanceUID {
+			msgs = append(msgs, "the meta header names another SOP Instance UID")
+		}
+		if meta.MediaStorageSOPClassUID != in.SOPClassUID {
+			msgs = append(msgs, "the meta header names another SOP Class UID")
+		}
+		if in.TransferSyntaxUID != "" && meta.TransferSyntaxUID != in.TransferSyntaxUID {
+			msgs = append(msgs, "the meta header names another transfer syntax")
+		}
+	}
+	if rest == nil {
+		rest = br
+	}
+	if _, err := io.Copy(io.Discard, rest); err != nil {
+		msgs = append(msgs, fmt.Sprintf("reading the object failed after %d bytes: %v", c.n, err))
+	} else {
+		if c.n != in.Size {
+			msgs = append(msgs, fmt.Sprintf("%d bytes, the index recorded %d", c.n, in.Size))
+		}
+		if sum := fmt.Sprintf("crc32c:%08x", c.crc); in.Checksum != "" && sum != in.Checksum {
+			msgs = append(msgs, fmt.Sprintf("checksum %s, the index recorded %s", sum, in.Checksum))
+		}
+	}
+	msg := ""
+	for i, m := range msgs {
+		if i > 0 {
+			msg += "; "
+		}
+		msg += m
+	}
+	return c.n, msg
+}
+
+func zero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// crcReader counts and checksums what is read through it.
+type crcReader struct {
+	r   io.Reader
+	n   int64
+	crc uint32
+}
+
+func (c *crcReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
+	return n, err
+}

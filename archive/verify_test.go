@@ -1,0 +1,109 @@
+package archive_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ward-pacs/ward/archive"
+)
+
+// blobFile is the file holding the instance's object, published or not.
+func (f *fixture) blobFile(t *testing.T, uid string) string {
+	t.Helper()
+	in, err := f.idx.Get(context.Background(), uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"objects", "pending"} {
+		for _, p := range f.files(t, sub) {
+			if strings.HasPrefix(filepath.Base(p), in.BlobKey) {
+				return filepath.Join(f.dir, sub, p)
+			}
+		}
+	}
+	t.Fatalf("no file for %s", uid)
+	return ""
+}
+
+func verifyAll(t *testing.T, f *fixture, studies ...string) (archive.VerifyReport, map[string]string) {
+	t.Helper()
+	got := map[string]string{}
+	rep, err := f.ar.Verify(context.Background(), studies, func(p archive.VerifyProblem) {
+		if got[p.SOPInstanceUID] != "" {
+			t.Errorf("%s reported twice", p.SOPInstanceUID)
+		}
+		got[p.SOPInstanceUID] = p.Problem
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Problems != int64(len(got)) {
+		t.Errorf("report counts %d problems, %d were reported", rep.Problems, len(got))
+	}
+	return rep, got
+}
+
+func TestVerify(t *testing.T) {
+	f := qrFixture(t)
+	rep, problems := verifyAll(t, f)
+	if rep.Instances != int64(len(qrObjects)) || len(problems) != 0 || rep.Bytes == 0 || rep.NoChecksum != 0 {
+		t.Fatalf("clean archive: %+v %v", rep, problems)
+	}
+	size := rep.Bytes
+
+	// Damage four objects, each in its own way.
+	flip := f.blobFile(t, studyA+".1.1")
+	b, err := os.ReadFile(flip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-3] ^= 0x40
+	if err := os.WriteFile(flip, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f.blobFile(t, studyA+".1.2"), 200); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(f.blobFile(t, studyA+".2.1")); err != nil {
+		t.Fatal(err)
+	}
+	pre := f.blobFile(t, studyB+".1.1")
+	b, err = os.ReadFile(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b, "MZ\x90\x00")
+	if err := os.WriteFile(pre, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, problems = verifyAll(t, f)
+	want := map[string][]string{
+		studyA + ".1.1": {"checksum"},
+		studyA + ".1.2": {"200 bytes, the index recorded", "checksum"},
+		studyA + ".2.1": {"missing"},
+		studyB + ".1.1": {"preamble is not zero", "checksum"},
+	}
+	if rep.Instances != int64(len(qrObjects)) || len(problems) != len(want) || rep.Bytes >= size {
+		t.Errorf("damaged archive: %+v %v", rep, problems)
+	}
+	for uid, frags := range want {
+		for _, s := range frags {
+			if !strings.Contains(problems[uid], s) {
+				t.Errorf("%s: %q lacks %q", uid, problems[uid], s)
+			}
+		}
+	}
+
+	// One study only.
+	rep, problems = verifyAll(t, f, studyB)
+	if rep.Instances != 1 || len(problems) != 1 || problems[studyB+".1.1"] == "" {
+		t.Errorf("study B: %+v %v", rep, problems)
+	}
+	if _, err := f.ar.Verify(context.Background(), []string{"1.2.3.4.5"}, func(archive.VerifyProblem) {}); err == nil {
+		t.Error("an unknown study verified")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/store"
@@ -21,6 +22,17 @@ type VerifyProblem struct {
 	Problem string `json:"problem"`
 }
 
+// VerifyOptions says what Verify reads, and how fast.
+type VerifyOptions struct {
+	// Studies to verify; none: every study, and stored objects no index
+	// row names.
+	Studies []string
+	// MaxRate caps the average reading rate, in bytes per second (0: as
+	// fast as the disk goes), so that a verification of a serving archive
+	// leaves the disk to the modalities and viewers.
+	MaxRate int64
+}
+
 // VerifyReport counts what Verify read.
 type VerifyReport struct {
 	Instances int64 `json:"instances"`
@@ -29,20 +41,40 @@ type VerifyReport struct {
 	// NoChecksum counts instances indexed without a checksum (stored by an
 	// older Ward): their size and header were checked, not their bytes.
 	NoChecksum int64 `json:"no_checksum"`
+	// Unreferenced counts stored objects no index row names (also counted
+	// in Problems). Only a verification of every study looks for them.
+	Unreferenced int64 `json:"unreferenced"`
 }
 
 // Verify reads every stored object (or those of the given studies) and
 // checks it against its index row: the object is there, its size and
 // CRC-32C are those recorded when it was stored, it is a Part 10 file with
 // a zeroed preamble whose meta header names the row's SOP Instance UID,
-// SOP Class UID and transfer syntax. It calls problem for each instance
-// that fails a check and returns the counts; an error only when the walk
-// itself fails.
-func (ar *Archive) Verify(ctx context.Context, studies []string, problem func(VerifyProblem)) (VerifyReport, error) {
+// SOP Class UID and transfer syntax. Verifying every study also looks for
+// stored objects that no index row names (where the blob store can list
+// its objects), which no query, retrieval or deletion reaches. It calls
+// problem for each instance or object that fails a check and returns the
+// counts; an error only when the walk itself fails.
+func (ar *Archive) Verify(ctx context.Context, o VerifyOptions, problem func(VerifyProblem)) (VerifyReport, error) {
 	var rep VerifyReport
+	studies := o.Studies
+	start := time.Now()
 	check := func(in *store.Instance) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if o.MaxRate > 0 {
+			// Hold the average at MaxRate bytes per second.
+			ahead := time.Duration(float64(rep.Bytes)/float64(o.MaxRate)*float64(time.Second)) - time.Since(start)
+			if ahead > 0 {
+				t := time.NewTimer(ahead)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				case <-t.C:
+				}
+			}
 		}
 		rep.Instances++
 		if in.Checksum == "" {
@@ -61,7 +93,10 @@ func (ar *Archive) Verify(ctx context.Context, studies []string, problem func(Ve
 		if !ok {
 			return rep, errors.New("the index backend cannot list every instance: name the studies to verify")
 		}
-		return rep, w.WalkInstances(ctx, check)
+		if err := w.WalkInstances(ctx, check); err != nil {
+			return rep, err
+		}
+		return rep, ar.unreferenced(ctx, &rep, problem)
 	}
 	for _, uid := range studies {
 		insts, err := ar.studyInstances(ctx, uid)
@@ -83,6 +118,64 @@ func (ar *Archive) Verify(ctx context.Context, studies []string, problem func(Ve
 		}
 	}
 	return rep, nil
+}
+
+// maxUnreferenced bounds the unreferenced objects one verification
+// reports (and holds in memory).
+const maxUnreferenced = 100000
+
+// unreferenced reports the published objects no index row names. An
+// object seen unreferenced is checked again at the end, so that one being
+// deleted (its row gone, the object about to follow) is not reported.
+func (ar *Archive) unreferenced(ctx context.Context, rep *VerifyReport, problem func(VerifyProblem)) error {
+	bw, ok := ar.Blobs.(store.BlobWalker)
+	if !ok {
+		return nil
+	}
+	var keys []string
+	err := bw.WalkBlobs(ctx, func(key string, published bool) error {
+		if !published || len(keys) >= maxUnreferenced {
+			return nil
+		}
+		has, err := ar.Index.HasBlob(ctx, key)
+		if err == nil && !has {
+			keys = append(keys, key)
+		}
+		return err
+	})
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	pending, err := ar.Index.PendingBlobDeletes(ctx, maxUnreferenced)
+	if err != nil {
+		return err
+	}
+	deleting := map[string]bool{}
+	for _, k := range pending {
+		deleting[k] = true
+	}
+	for _, key := range keys {
+		if deleting[key] {
+			continue
+		}
+		if has, err := ar.Index.HasBlob(ctx, key); err != nil || has {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		rc, err := ar.Blobs.Open(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err == nil {
+			rc.Close()
+		}
+		rep.Unreferenced++
+		rep.Problems++
+		problem(VerifyProblem{BlobKey: key, Problem: "a stored object no index row names: no query, retrieval or deletion reaches it"})
+	}
+	return nil
 }
 
 // verifyOne reads one object and says what is wrong with it ("" when

@@ -6,22 +6,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ward-pacs/ward/archive"
 )
 
-// blobFile is the file holding the instance's object, published or not.
+// blobFile is the file holding the instance's published object.
 func (f *fixture) blobFile(t *testing.T, uid string) string {
 	t.Helper()
 	in, err := f.idx.Get(context.Background(), uid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range []string{"objects", "pending"} {
-		for _, p := range f.files(t, sub) {
-			if strings.HasPrefix(filepath.Base(p), in.BlobKey) {
-				return filepath.Join(f.dir, sub, p)
-			}
+	for _, p := range f.files(t, "objects") {
+		if strings.HasPrefix(filepath.Base(p), in.BlobKey) {
+			return filepath.Join(f.dir, "objects", p)
 		}
 	}
 	t.Fatalf("no file for %s", uid)
@@ -31,7 +30,10 @@ func (f *fixture) blobFile(t *testing.T, uid string) string {
 func verifyAll(t *testing.T, f *fixture, studies ...string) (archive.VerifyReport, map[string]string) {
 	t.Helper()
 	got := map[string]string{}
-	rep, err := f.ar.Verify(context.Background(), studies, func(p archive.VerifyProblem) {
+	rep, err := f.ar.Verify(context.Background(), archive.VerifyOptions{Studies: studies}, func(p archive.VerifyProblem) {
+		if p.SOPInstanceUID == "" && p.BlobKey == "" {
+			t.Errorf("a problem names neither instance nor object: %+v", p)
+		}
 		if got[p.SOPInstanceUID] != "" {
 			t.Errorf("%s reported twice", p.SOPInstanceUID)
 		}
@@ -48,6 +50,9 @@ func verifyAll(t *testing.T, f *fixture, studies ...string) (archive.VerifyRepor
 
 func TestVerify(t *testing.T) {
 	f := qrFixture(t)
+	// Finish the publishing queued after the responses, so that the files
+	// altered below stay where they are.
+	f.ar.Close()
 	rep, problems := verifyAll(t, f)
 	if rep.Instances != int64(len(qrObjects)) || len(problems) != 0 || rep.Bytes == 0 || rep.NoChecksum != 0 {
 		t.Fatalf("clean archive: %+v %v", rep, problems)
@@ -98,12 +103,46 @@ func TestVerify(t *testing.T) {
 		}
 	}
 
+	// An object no row names, as a lost deletion would leave: found when
+	// every study is verified.
+	ctx := context.Background()
+	bw, err := f.blobs.Create(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bw.Write([]byte("left behind")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.blobs.Publish(ctx, bw.Key()); err != nil {
+		t.Fatal(err)
+	}
+	rep, problems = verifyAll(t, f)
+	if rep.Unreferenced != 1 || rep.Problems != int64(len(want))+1 || !strings.Contains(problems[""], "no index row names") {
+		t.Errorf("unreferenced object: %+v %v", rep, problems)
+	}
+
 	// One study only.
 	rep, problems = verifyAll(t, f, studyB)
 	if rep.Instances != 1 || len(problems) != 1 || problems[studyB+".1.1"] == "" {
 		t.Errorf("study B: %+v %v", rep, problems)
 	}
-	if _, err := f.ar.Verify(context.Background(), []string{"1.2.3.4.5"}, func(archive.VerifyProblem) {}); err == nil {
+	if _, err := f.ar.Verify(context.Background(), archive.VerifyOptions{Studies: []string{"1.2.3.4.5"}}, func(archive.VerifyProblem) {}); err == nil {
 		t.Error("an unknown study verified")
+	}
+
+	// A rate cap spreads the reading out: bytes that take a second at the
+	// cap take at least half of one (only the last object's reading is
+	// not waited for).
+	full, _ := verifyAll(t, f)
+	start := time.Now()
+	capped, err := f.ar.Verify(context.Background(), archive.VerifyOptions{MaxRate: full.Bytes}, func(archive.VerifyProblem) {})
+	if err != nil || capped.Bytes != full.Bytes {
+		t.Fatalf("capped: %+v %v, uncapped %+v", capped, err, full)
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("%d bytes at %d bytes/s took %v", capped.Bytes, full.Bytes, d)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
@@ -20,7 +21,7 @@ func runStudy(e *env, args []string) error {
 		fmt.Fprintln(e.stderr, `Usage:
   ward study delete STUDY-INSTANCE-UID... --reason TEXT [--config FILE | --data DIR]
   ward study export STUDY-INSTANCE-UID... --out DIR [--media usb|cd|dvd|email|uri] [--config FILE | --data DIR]
-  ward study verify [STUDY-INSTANCE-UID...] [--json] [--config FILE | --data DIR]
+  ward study verify [STUDY-INSTANCE-UID...] [--max-rate MB/S] [--json] [--config FILE | --data DIR]
 
 delete removes every instance of each study from the index and its objects
 from disk, recorded as DICOM Study Deleted (PS3.15 A.5.3.5) with the reason.
@@ -29,7 +30,10 @@ DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.
 verify reads every stored object (or those of the studies named) and checks
 it against the index: present, the size and CRC-32C recorded when it was
 stored, a Part 10 file with a zeroed preamble naming the same SOP instance,
-class and transfer syntax. It lists each object that fails and exits 1.
+class and transfer syntax; verifying every study also finds stored objects
+no index row names. It lists each object that fails and exits 1.
+--max-rate caps the reading rate, to leave a serving archive's disk to its
+peers.
 Each audit message names the operating-system user who ran the command.
 When ward serve runs on the data directory, the command asks it over its
 admin socket (DATA/admin.sock, for the user ward serve runs as or root) and
@@ -53,11 +57,13 @@ directory itself.`)
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
 	var reason, out, media *string
 	var asJSON *bool
+	var maxRate *float64
 	switch sub {
 	case "delete":
 		reason = fs.String("reason", "", "why the studies are deleted (recorded in the audit trail; required)")
 	case "verify":
 		asJSON = fs.Bool("json", false, "print the report and the problems as JSON")
+		maxRate = fs.Float64("max-rate", 0, "read at most this many MB (10^6 bytes) per second, on average (0: no cap)")
 	default:
 		out = fs.String("out", "", "folder to export into (required)")
 		media = fs.String("media", "usb", "the media the folder is on, for the audit trail: usb, cd, dvd, email, uri")
@@ -75,7 +81,10 @@ directory itself.`)
 		}
 	}
 	if sub == "verify" {
-		return verifyStudies(e, *configPath, *dataDir, uids, *asJSON)
+		if *maxRate < 0 {
+			return errors.New("--max-rate must not be negative")
+		}
+		return verifyStudies(e, *configPath, *dataDir, archive.VerifyOptions{Studies: uids, MaxRate: int64(*maxRate * 1e6)}, *asJSON)
 	}
 	r := &server.StudyRequest{Op: sub, Studies: uids}
 	if sub == "delete" {
@@ -132,13 +141,13 @@ func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *server.Stu
 
 // verifyStudies runs ward study verify: through a running ward serve, else
 // on the data directory itself.
-func verifyStudies(e *env, configPath, dataDir string, uids []string, asJSON bool) error {
+func verifyStudies(e *env, configPath, dataDir string, o archive.VerifyOptions, asJSON bool) error {
 	c, err := loadConfig(configPath, dataDir)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	res, err := server.RemoteVerify(ctx, c.DataDir, uids)
+	res, err := server.RemoteVerify(ctx, c.DataDir, o)
 	if errors.Is(err, server.ErrNoServer) {
 		var log *slog.Logger
 		if log, err = newLogger(e.stderr, "warn", "text"); err != nil {
@@ -148,7 +157,7 @@ func verifyStudies(e *env, configPath, dataDir string, uids []string, asJSON boo
 		if adm, err = server.OpenAdmin(ctx, c, log); err != nil {
 			return err
 		}
-		res, err = adm.Verify(ctx, uids)
+		res, err = adm.Verify(ctx, o)
 		err = errors.Join(err, adm.Close())
 	}
 	if res == nil {
@@ -162,6 +171,10 @@ func verifyStudies(e *env, configPath, dataDir string, uids []string, asJSON boo
 		}
 	} else {
 		for _, p := range res.Problems {
+			if p.SOPInstanceUID == "" {
+				fmt.Fprintf(e.stdout, "object %s: %s\n", p.BlobKey, p.Problem)
+				continue
+			}
 			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", p.SOPInstanceUID, p.StudyInstanceUID, p.BlobKey, p.Problem)
 		}
 		if n := res.Report.Problems - int64(len(res.Problems)); n > 0 {
@@ -169,6 +182,9 @@ func verifyStudies(e *env, configPath, dataDir string, uids []string, asJSON boo
 		}
 		r := res.Report
 		fmt.Fprintf(e.stdout, "verified %s, %.1f MB: %d with problems", count(r.Instances, "instance"), float64(r.Bytes)/1e6, r.Problems)
+		if r.Unreferenced > 0 {
+			fmt.Fprintf(e.stdout, ", %s no index row names", count(r.Unreferenced, "stored object"))
+		}
 		if r.NoChecksum > 0 {
 			fmt.Fprintf(e.stdout, " (%d stored without a checksum: size and header checked only)", r.NoChecksum)
 		}

@@ -29,9 +29,10 @@ const AdminSocket = "admin.sock"
 type StudyRequest struct {
 	Op      string   `json:"op"` // "delete", "export" or "verify"
 	Studies []string `json:"studies"`
-	Reason  string   `json:"reason,omitempty"` // delete: required
-	Out     string   `json:"out,omitempty"`    // export: absolute folder
-	Media   string   `json:"media,omitempty"`  // export: usb, cd, dvd, email, uri
+	Reason  string   `json:"reason,omitempty"`   // delete: required
+	Out     string   `json:"out,omitempty"`      // export: absolute folder
+	Media   string   `json:"media,omitempty"`    // export: usb, cd, dvd, email, uri
+	MaxRate int64    `json:"max_rate,omitempty"` // verify: bytes per second (0: no cap)
 }
 
 // StudyResult is the outcome for one study.
@@ -55,6 +56,8 @@ func (r *StudyRequest) Check() error {
 		return errors.New("a deletion needs a reason (it is recorded in the audit trail)")
 	case r.Op == "export" && !filepath.IsAbs(r.Out):
 		return errors.New("an export needs an absolute folder")
+	case r.MaxRate < 0:
+		return errors.New("a negative rate")
 	case r.Op == "export" && MediaTypes[r.Media] == nil:
 		return fmt.Errorf("media %q: use usb, cd, dvd, email or uri", r.Media)
 	}
@@ -126,13 +129,13 @@ const MaxVerifyProblems = 10000
 
 // Verify checks the stored objects of the stopped Ward against its index
 // (archive.Verify).
-func (a *Admin) Verify(ctx context.Context, studies []string) (*VerifyResult, error) {
-	return runVerify(ctx, a.Archive, studies)
+func (a *Admin) Verify(ctx context.Context, o archive.VerifyOptions) (*VerifyResult, error) {
+	return runVerify(ctx, a.Archive, o)
 }
 
-func runVerify(ctx context.Context, ar *archive.Archive, studies []string) (*VerifyResult, error) {
+func runVerify(ctx context.Context, ar *archive.Archive, o archive.VerifyOptions) (*VerifyResult, error) {
 	res := &VerifyResult{Problems: []archive.VerifyProblem{}}
-	rep, err := ar.Verify(ctx, studies, func(p archive.VerifyProblem) {
+	rep, err := ar.Verify(ctx, o, func(p archive.VerifyProblem) {
 		if len(res.Problems) < MaxVerifyProblems {
 			res.Problems = append(res.Problems, p)
 		}
@@ -161,13 +164,13 @@ func RemoteStudyOp(ctx context.Context, dataDir string, r *StudyRequest) ([]Stud
 }
 
 // RemoteVerify asks the ward serve running on dataDir to verify its
-// stored objects (every study when studies is empty).
-func RemoteVerify(ctx context.Context, dataDir string, studies []string) (*VerifyResult, error) {
+// stored objects.
+func RemoteVerify(ctx context.Context, dataDir string, o archive.VerifyOptions) (*VerifyResult, error) {
 	var resp struct {
 		Error string `json:"error,omitempty"`
 		VerifyResult
 	}
-	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "verify", Studies: studies}, &resp); err != nil {
+	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "verify", Studies: o.Studies, MaxRate: o.MaxRate}, &resp); err != nil {
 		return nil, err
 	}
 	if resp.Error != "" {
@@ -306,7 +309,7 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
 	if r.Op == "verify" {
 		// Reading only: a stop interrupts it.
-		res, err := runVerify(ctx, s.archive, r.Studies)
+		res, err := runVerify(ctx, s.archive, archive.VerifyOptions{Studies: r.Studies, MaxRate: r.MaxRate})
 		s.Logger.Info("verified", "instances", res.Report.Instances, "bytes", res.Report.Bytes, "problems", res.Report.Problems, "err", err)
 		if err != nil {
 			reply(map[string]any{"error": err.Error(), "report": res.Report, "problems": res.Problems})

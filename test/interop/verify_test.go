@@ -5,12 +5,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestStudyVerify: objects sent by DCMTK storescu verify clean with `ward
 // study verify`, through a running ward serve and, once it is stopped, on
-// the data directory itself; an object altered on disk afterwards is named,
-// with why, and the command exits 1.
+// the data directory itself; an object altered on disk afterwards, and an
+// object file no index row names, are named, with why, and the command
+// exits 1.
 func TestStudyVerify(t *testing.T) {
 	requireTool(t, "storescu")
 	requireDir(t, pydicomTestFiles)
@@ -25,19 +27,24 @@ func TestStudyVerify(t *testing.T) {
 	if o, code := wardCLI(t, "study", "verify", "--data", w.dir); code != 0 || !strings.Contains(o, "verified 5 instances") || !strings.Contains(o, ": 0 with problems") {
 		t.Fatalf("verify: %d %s", code, o)
 	}
-	// Alter one stored object: one bit, near its end. (pending/ also holds
-	// the empty files new objects will be written into.)
+	// Alter one stored object: one bit, near its end, once the objects
+	// have moved from pending/ to objects/ (just after their C-STOREs
+	// were answered).
 	var stored []string
-	for _, sub := range []string{"objects", "pending"} {
-		filepath.WalkDir(filepath.Join(w.dir, sub), func(p string, d os.DirEntry, err error) error {
-			if fi, ferr := os.Stat(p); err == nil && ferr == nil && fi.Mode().IsRegular() && fi.Size() > 0 && strings.HasSuffix(p, ".dcm") {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		stored = stored[:0]
+		filepath.WalkDir(filepath.Join(w.dir, "objects"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() && strings.HasSuffix(p, ".dcm") {
 				stored = append(stored, p)
 			}
 			return nil
 		})
-	}
-	if len(stored) != 5 {
-		t.Fatalf("stored files: %v", stored)
+		if len(stored) == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stored files: %v", stored)
+		}
 	}
 	b, err := os.ReadFile(stored[0])
 	if err != nil {
@@ -57,8 +64,20 @@ func TestStudyVerify(t *testing.T) {
 	check(wardCLI(t, "study", "verify", "--data", w.dir))
 	w.stop()
 	check(wardCLI(t, "study", "verify", "--data", w.dir))
+	// A copy of an object under a name no index row has (as a restore of
+	// old files, or a lost deletion, would leave) is found.
+	stray := "0123456789abcdef0123456789abcdef"
+	if err := os.MkdirAll(filepath.Join(w.dir, "objects", stray[:2], stray[2:4]), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(w.dir, "objects", stray[:2], stray[2:4], stray+".dcm"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, code := wardCLI(t, "study", "verify", "--data", w.dir); code != 1 || !strings.Contains(o, "object "+stray+": a stored object no index row names") || !strings.Contains(o, ": 2 with problems") {
+		t.Fatalf("verify with a stray object: %d %s", code, o)
+	}
 	// One study: the CT alone is clean or is the one changed.
-	o, code := wardCLI(t, "study", "verify", studyOf(t, files[0]), "--data", w.dir)
+	o, code := wardCLI(t, "study", "verify", studyOf(t, files[0]), "--max-rate", "50", "--data", w.dir)
 	if !strings.Contains(o, "verified 1 instance,") || (code == 0) == strings.Contains(o, key) {
 		t.Fatalf("verify one study: %d %s", code, o)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"time"
 
@@ -189,8 +188,8 @@ func (ar *Archive) verifyOne(ctx context.Context, in *store.Instance) (int64, st
 		return 0, fmt.Sprintf("the stored object cannot be opened: %v", err)
 	}
 	defer rc.Close()
-	c := &crcReader{r: rc}
-	br := bufio.NewReaderSize(c, 64<<10)
+	c := &countingWriter{w: io.Discard}
+	br := bufio.NewReaderSize(io.TeeReader(rc, c), 64<<10)
 	var msgs []string
 	if pre, err := br.Peek(128); err == nil && !zero(pre) {
 		msgs = append(msgs, "the 128-byte preamble is not zero")
@@ -221,7 +220,7 @@ func (ar *Archive) verifyOne(ctx context.Context, in *store.Instance) (int64, st
 		if c.n != in.Size {
 			msgs = append(msgs, fmt.Sprintf("%d bytes, the index recorded %d", c.n, in.Size))
 		}
-		if sum := fmt.Sprintf("crc32c:%08x", c.crc); in.Checksum != "" && sum != in.Checksum {
+		if sum := c.checksum(); in.Checksum != "" && sum != in.Checksum {
 			msgs = append(msgs, fmt.Sprintf("checksum %s, the index recorded %s", sum, in.Checksum))
 		}
 	}
@@ -242,18 +241,4 @@ func zero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// crcReader counts and checksums what is read through it.
-type crcReader struct {
-	r   io.Reader
-	n   int64
-	crc uint32
-}
-
-func (c *crcReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
-	return n, err
 }

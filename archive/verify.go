@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
@@ -224,14 +225,7 @@ func (ar *Archive) verifyOne(ctx context.Context, in *store.Instance) (int64, st
 			msgs = append(msgs, fmt.Sprintf("checksum %s, the index recorded %s", sum, in.Checksum))
 		}
 	}
-	msg := ""
-	for i, m := range msgs {
-		if i > 0 {
-			msg += "; "
-		}
-		msg += m
-	}
-	return c.n, msg
+	return c.n, strings.Join(msgs, "; ")
 }
 
 func zero(b []byte) bool {

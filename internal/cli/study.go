@@ -34,7 +34,8 @@ class and transfer syntax; verifying every study also finds stored objects
 no index row names. It lists each object that fails and exits 1.
 --max-rate caps the reading rate, to leave a serving archive's disk to its
 peers.
-Each audit message names the operating-system user who ran the command.
+The audit messages of delete and export name the operating-system user who
+ran the command.
 When ward serve runs on the data directory, the command asks it over its
 admin socket (DATA/admin.sock, for the user ward serve runs as or root) and
 it does the work while serving; otherwise the command opens the data

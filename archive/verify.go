@@ -76,12 +76,15 @@ func (ar *Archive) Verify(ctx context.Context, o VerifyOptions, problem func(Ver
 				}
 			}
 		}
+		in, n, msg := ar.verifyRow(ctx, in)
+		rep.Bytes += n
+		if in == nil {
+			return nil // deleted meanwhile
+		}
 		rep.Instances++
 		if in.Checksum == "" {
 			rep.NoChecksum++
 		}
-		n, msg := ar.verifyOne(ctx, in)
-		rep.Bytes += n
 		if msg != "" {
 			rep.Problems++
 			problem(VerifyProblem{SOPInstanceUID: in.SOPInstanceUID, StudyInstanceUID: in.StudyInstanceUID, BlobKey: in.BlobKey, Problem: msg})
@@ -176,6 +179,27 @@ func (ar *Archive) unreferenced(ctx context.Context, rep *VerifyReport, problem 
 		problem(VerifyProblem{BlobKey: key, Problem: "a stored object no index row names: no query, retrieval or deletion reaches it"})
 	}
 	return nil
+}
+
+// verifyRow verifies the object of an index row read a moment ago. When
+// it fails, the row is read again: an instance replaced meanwhile (a new
+// object, the old one deleted) is verified as it is now, and one deleted
+// meanwhile is skipped (nil). It returns the row verified, the bytes read
+// and what is wrong ("" when nothing).
+func (ar *Archive) verifyRow(ctx context.Context, in *store.Instance) (*store.Instance, int64, string) {
+	n, msg := ar.verifyOne(ctx, in)
+	if msg == "" {
+		return in, n, ""
+	}
+	cur, err := ar.Index.Get(ctx, in.SOPInstanceUID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, n, ""
+	case err != nil || cur.BlobKey == in.BlobKey:
+		return in, n, msg
+	}
+	m, msg := ar.verifyOne(ctx, cur)
+	return cur, n + m, msg
 }
 
 // verifyOne reads one object and says what is wrong with it ("" when

@@ -146,3 +146,37 @@ func TestVerify(t *testing.T) {
 		t.Errorf("%d bytes at %d bytes/s took %v", capped.Bytes, full.Bytes, d)
 	}
 }
+
+// TestVerifyChangedMeanwhile: a row read before its instance was replaced
+// (new object, the old one deleted) or deleted is not reported: the
+// instance is verified as it is now, or skipped.
+func TestVerifyChangedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, archive.DuplicateReplace)
+	first := qrObjects[0]
+	obj := first.object(t)
+	if err := f.store(obj, obj.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	old, err := f.idx.Get(ctx, first.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := first
+	second.name = "Doe^Jane"
+	obj = second.object(t)
+	if err := f.store(obj, obj.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	f.ar.Close() // the replaced object is deleted
+	in, n, msg := archive.VerifyRow(f.ar, ctx, old)
+	if in == nil || in.BlobKey == old.BlobKey || msg != "" || n == 0 {
+		t.Fatalf("replaced meanwhile: %+v %d %q", in, n, msg)
+	}
+	if err := f.idx.Delete(ctx, first.inst); err != nil {
+		t.Fatal(err)
+	}
+	if in, _, msg := archive.VerifyRow(f.ar, ctx, old); in != nil || msg != "" {
+		t.Fatalf("deleted meanwhile: %+v %q", in, msg)
+	}
+}

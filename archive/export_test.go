@@ -1,0 +1,4 @@
+package archive
+
+// VerifyRow exposes verifyRow to the archive_test package.
+var VerifyRow = (*Archive).verifyRow

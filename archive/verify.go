@@ -31,6 +31,10 @@ type VerifyOptions struct {
 	// fast as the disk goes), so that a verification of a serving archive
 	// leaves the disk to the modalities and viewers.
 	MaxRate int64
+	// Progress, when set, is called with the counts so far at most once
+	// every ProgressEvery (default a minute), for a long verification.
+	Progress      func(VerifyReport)
+	ProgressEvery time.Duration
 }
 
 // VerifyReport counts what Verify read.
@@ -59,9 +63,18 @@ func (ar *Archive) Verify(ctx context.Context, o VerifyOptions, problem func(Ver
 	var rep VerifyReport
 	studies := o.Studies
 	start := time.Now()
+	every := o.ProgressEvery
+	if every <= 0 {
+		every = time.Minute
+	}
+	lastProgress := start
 	check := func(in *store.Instance) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if o.Progress != nil && time.Since(lastProgress) >= every {
+			lastProgress = time.Now()
+			o.Progress(rep)
 		}
 		if o.MaxRate > 0 {
 			// Hold the average at MaxRate bytes per second.

@@ -138,12 +138,24 @@ func TestVerify(t *testing.T) {
 	// not waited for).
 	full, _ := verifyAll(t, f)
 	start := time.Now()
-	capped, err := f.ar.Verify(context.Background(), archive.VerifyOptions{MaxRate: full.Bytes}, func(archive.VerifyProblem) {})
+	var progress []archive.VerifyReport
+	capped, err := f.ar.Verify(context.Background(), archive.VerifyOptions{MaxRate: full.Bytes,
+		Progress: func(r archive.VerifyReport) { progress = append(progress, r) }, ProgressEvery: 100 * time.Millisecond},
+		func(archive.VerifyProblem) {})
 	if err != nil || capped.Bytes != full.Bytes {
 		t.Fatalf("capped: %+v %v, uncapped %+v", capped, err, full)
 	}
 	if d := time.Since(start); d < 500*time.Millisecond {
 		t.Errorf("%d bytes at %d bytes/s took %v", capped.Bytes, full.Bytes, d)
+	}
+	// Progress came while it ran, counting up.
+	if len(progress) == 0 {
+		t.Error("no progress reported during a verification of half a second or more")
+	}
+	for i, p := range progress {
+		if p.Instances == 0 || p.Instances >= capped.Instances || (i > 0 && p.Instances < progress[i-1].Instances) {
+			t.Errorf("progress %d: %+v of %+v", i, p, capped)
+		}
 	}
 }
 

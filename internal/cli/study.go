@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
@@ -158,6 +159,10 @@ func verifyStudies(e *env, configPath, dataDir string, o archive.VerifyOptions, 
 		if adm, err = server.OpenAdmin(ctx, c, log); err != nil {
 			return err
 		}
+		o.Progress = func(p archive.VerifyReport) {
+			fmt.Fprintf(e.stderr, "verified %s so far, %.1f MB, %d with problems\n", count(p.Instances, "instance"), float64(p.Bytes)/1e6, p.Problems)
+		}
+		o.ProgressEvery = 10 * time.Second
 		res, err = adm.Verify(ctx, o)
 		err = errors.Join(err, adm.Close())
 	}

@@ -309,7 +309,10 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
 	if r.Op == "verify" {
 		// Reading only: a stop interrupts it.
-		res, err := runVerify(ctx, s.archive, archive.VerifyOptions{Studies: r.Studies, MaxRate: r.MaxRate})
+		res, err := runVerify(ctx, s.archive, archive.VerifyOptions{Studies: r.Studies, MaxRate: r.MaxRate,
+			Progress: func(p archive.VerifyReport) {
+				s.Logger.Info("verifying", "instances", p.Instances, "bytes", p.Bytes, "problems", p.Problems)
+			}})
 		s.Logger.Info("verified", "instances", res.Report.Instances, "bytes", res.Report.Bytes, "problems", res.Report.Problems, "err", err)
 		if err != nil {
 			reply(map[string]any{"error": err.Error(), "report": res.Report, "problems": res.Problems})

@@ -48,7 +48,9 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID string) (*StudySumm
 		if len(keys) == 0 {
 			return d, nil
 		}
-		if err := ar.deleteBlobs(ctx, keys); err != nil {
+		if err := ar.deleteBlobs(ctx, keys); errors.Is(err, errDeletesHeld) {
+			return d, nil // the files go when the backup ends
+		} else if err != nil {
 			return d, err
 		}
 	}

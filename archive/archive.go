@@ -88,6 +88,11 @@ type Archive struct {
 	noIntents atomic.Bool
 	// syncFailed: an index Sync failed; nothing is published until restart.
 	syncFailed atomic.Bool
+
+	// holds counts the backups running: while one runs, no blob the index
+	// has recorded for deletion is deleted (backup.go).
+	holdMu sync.Mutex
+	holds  int
 }
 
 type afterStore struct{ key, oldKey string }
@@ -270,14 +275,23 @@ func (ar *Archive) finish(jobs ...afterStore) {
 	}
 	for _, job := range jobs {
 		if job.oldKey != "" {
-			if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil {
+			if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil && !errors.Is(err, errDeletesHeld) {
 				ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
 			}
 		}
 	}
 }
 
+// errDeletesHeld: a backup runs; the blobs stay recorded for deletion and
+// are deleted when it ends.
+var errDeletesHeld = errors.New("blob deletion held by a backup")
+
 func (ar *Archive) deleteBlobs(ctx context.Context, keys []string) error {
+	ar.holdMu.Lock()
+	defer ar.holdMu.Unlock()
+	if ar.holds > 0 {
+		return errDeletesHeld
+	}
 	for _, k := range keys {
 		if err := ar.Blobs.Delete(ctx, k); err != nil {
 			return fmt.Errorf("deleting replaced blob: %w", err)

@@ -260,6 +260,14 @@ type InstanceWalker interface {
 	WalkInstances(ctx context.Context, fn func(*Instance) error) error
 }
 
+// Snapshotter is an optional capability of an Index: a consistent copy of
+// the index as committed at one moment, written to path (which must not
+// exist) and returned open, for a backup. Taking it does not stop writes.
+// Fallback: none (no backup).
+type Snapshotter interface {
+	Snapshot(ctx context.Context, path string) (Index, error)
+}
+
 // Registry of backends, in the manner of database/sql drivers.
 
 // OpenIndexFunc opens an Index from a backend-specific data source name.

@@ -25,12 +25,12 @@ import (
 const AdminSocket = "admin.sock"
 
 // StudyRequest asks to delete, export or verify studies (verify: every
-// study when none is named).
+// study when none is named), or to back the archive up (into Out).
 type StudyRequest struct {
-	Op      string   `json:"op"` // "delete", "export" or "verify"
+	Op      string   `json:"op"` // "delete", "export", "verify" or "backup"
 	Studies []string `json:"studies"`
 	Reason  string   `json:"reason,omitempty"`   // delete: required
-	Out     string   `json:"out,omitempty"`      // export: absolute folder
+	Out     string   `json:"out,omitempty"`      // export, backup: absolute folder
 	Media   string   `json:"media,omitempty"`    // export: usb, cd, dvd, email, uri
 	MaxRate int64    `json:"max_rate,omitempty"` // verify: bytes per second (0: no cap)
 }
@@ -48,9 +48,13 @@ var MediaTypes = map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.Media
 // Check validates a request.
 func (r *StudyRequest) Check() error {
 	switch {
-	case r.Op != "delete" && r.Op != "export" && r.Op != "verify":
+	case r.Op != "delete" && r.Op != "export" && r.Op != "verify" && r.Op != "backup":
 		return fmt.Errorf("unknown operation %q", r.Op)
-	case len(r.Studies) == 0 && r.Op != "verify":
+	case r.Op == "backup" && len(r.Studies) > 0:
+		return errors.New("a backup is of the whole archive")
+	case r.Op == "backup" && !filepath.IsAbs(r.Out):
+		return errors.New("a backup needs an absolute folder")
+	case len(r.Studies) == 0 && r.Op != "verify" && r.Op != "backup":
 		return errors.New("no study given")
 	case r.Op == "delete" && r.Reason == "":
 		return errors.New("a deletion needs a reason (it is recorded in the audit trail)")
@@ -104,8 +108,8 @@ func (a *Admin) StudyOp(ctx context.Context, operator string, r *StudyRequest) (
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	if r.Op == "verify" {
-		return nil, errors.New("a verification is Admin.Verify")
+	if r.Op == "verify" || r.Op == "backup" {
+		return nil, fmt.Errorf("%s is a method of Admin of its own", r.Op)
 	}
 	var rerr error
 	res := runStudyOp(ctx, a.Archive, func(m *audit.Message) {
@@ -307,6 +311,18 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	_ = c.SetDeadline(time.Time{}) // a large study takes its time
 	op := userName(uid)
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
+	if r.Op == "backup" {
+		// A stop interrupts it; the previous backup stays whole.
+		res, err := runBackup(ctx, s.archive, s.index, s.Config, r.Out)
+		s.Logger.Info("backed up", "instances", res.Report.Instances, "copied", res.Report.Copied, "bytes", res.Report.Bytes,
+			"removed", res.Report.Removed, "problems", res.Report.Problems, "err", err)
+		if err != nil {
+			reply(map[string]any{"error": err.Error(), "dir": res.Dir, "report": res.Report, "problems": res.Problems})
+			return
+		}
+		reply(res)
+		return
+	}
 	if r.Op == "verify" {
 		// Reading only: a stop interrupts it.
 		res, err := runVerify(ctx, s.archive, archive.VerifyOptions{Studies: r.Studies, MaxRate: r.MaxRate,

@@ -77,6 +77,7 @@ var (
 	_ store.Inserter       = (*DB)(nil)
 	_ store.BlobFinder     = (*DB)(nil)
 	_ store.InstanceWalker = (*DB)(nil)
+	_ store.Snapshotter    = (*DB)(nil)
 )
 
 // Open opens (creating if needed) the database at path and brings its schema
@@ -279,6 +280,45 @@ func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 		return false, fmt.Errorf("sqlite: has blob: %w", db.closedErr(err))
 	}
 	return ok, nil
+}
+
+// Snapshot implements store.Snapshotter: VACUUM INTO path from a
+// connection of its own, whose read transaction sees one committed state
+// and, the database being in WAL mode, does not hold up the writer. The
+// copy is synced, then opened.
+func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
+	}
+	if _, err := os.Lstat(abs); !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("sqlite: snapshot: %s exists already", abs)
+	}
+	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
+	c, err := sql.Open("sqlite", uri(db.path, url.Values{"_pragma": {bt}}))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
+	}
+	_, err = c.ExecContext(ctx, "VACUUM INTO ?", abs)
+	c.Close()
+	if err != nil {
+		os.Remove(abs)
+		return nil, fmt.Errorf("sqlite: snapshot: %w", db.closedErr(err))
+	}
+	if err := syncFile(abs); err != nil {
+		os.Remove(abs)
+		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
+	}
+	return Open(ctx, abs)
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	return errors.Join(err, f.Close())
 }
 
 // walkBatch is how many instances WalkInstances reads per transaction.

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -488,6 +489,47 @@ func TestIndex(t *testing.T, open func(t *testing.T) store.Index) {
 		wantCounts(t, ix, store.Counts{Patients: 4, Studies: 4, Series: workers, Instances: workers * each})
 		if got := len(pending(t, ix)); got != workers*each/10 {
 			t.Errorf("%d pending blob deletes, want %d", got, workers*each/10)
+		}
+	})
+
+	run("Snapshot", func(t *testing.T, ix store.Index) {
+		sn, ok := ix.(store.Snapshotter)
+		if !ok {
+			t.Skip("not a store.Snapshotter")
+		}
+		for i := range 20 {
+			mustPut(t, ix, Sample(i, i%3, i%5))
+		}
+		if err := ix.Delete(ctx, Sample(4, 0, 0).SOPInstanceUID); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "snapshot")
+		snap, err := sn.Snapshot(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Close()
+		// Later writes are not in the snapshot, and it is an Index of its
+		// own.
+		mustPut(t, ix, Sample(100, 1, 1))
+		if err := ix.Delete(ctx, Sample(5, 0, 0).SOPInstanceUID); err != nil {
+			t.Fatal(err)
+		}
+		wantCount(t, snap, 19)
+		wantCount(t, ix, 19)
+		mustGet(t, snap, Sample(5, 0, 0).SOPInstanceUID)
+		if _, err := snap.Get(ctx, Sample(100, 1, 1).SOPInstanceUID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a write after the snapshot is in it: %v", err)
+		}
+		if _, err := snap.Get(ctx, Sample(4, 0, 0).SOPInstanceUID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a deletion before the snapshot is not in it: %v", err)
+		}
+		mustPut(t, snap, Sample(200, 2, 2))
+		if _, err := ix.Get(ctx, Sample(200, 2, 2).SOPInstanceUID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a write to the snapshot reached the index: %v", err)
+		}
+		if _, err := sn.Snapshot(ctx, path); err == nil {
+			t.Error("a snapshot overwrote an existing file")
 		}
 	})
 

@@ -139,9 +139,13 @@ func TestREADMECommands(t *testing.T) {
 	// The archive care section: verify, export and delete CT_small's
 	// study on the running Ward.
 	exported := t.TempDir()
-	care := strings.NewReplacer("1.2.3", studyUID, "/media/usb0/case-12", exported, "./ward ", bin+" ")
-	if n := runREADMESection(t, text, "## Look after the archive", "## Run the tests", work, care); n != 3 {
-		t.Fatalf("ran %d README commands in the archive care section, want 3", n)
+	backup := filepath.Join(t.TempDir(), "backup")
+	care := strings.NewReplacer("1.2.3", studyUID, "/media/usb0/case-12", exported, "/mnt/backup/ward", backup, "./ward ", bin+" ")
+	if n := runREADMESection(t, text, "## Look after the archive", "## Run the tests", work, care); n != 4 {
+		t.Fatalf("ran %d README commands in the archive care section, want 4", n)
+	}
+	if _, err := os.Stat(filepath.Join(backup, "index.db")); err != nil {
+		t.Fatalf("the README's backup command: %v", err)
 	}
 	if files, _ := filepath.Glob(filepath.Join(exported, studyUID, "*", "*.dcm")); len(files) != 1 {
 		t.Fatalf("the README's export command exported %v", files)
@@ -154,7 +158,7 @@ func TestREADMECommands(t *testing.T) {
 }
 
 // readmeCmdRE matches the README lines that are commands to run.
-var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer|study))\b`)
+var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer|study|backup))\b`)
 
 // runREADMESection runs every command line of the README between two
 // headings, with subst applied, in dir; it returns how many it ran.

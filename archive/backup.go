@@ -1,0 +1,189 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+
+	"github.com/ward-pacs/ward/store"
+)
+
+// A backup is a snapshot of the index (store.Snapshotter) and a copy of
+// every object it names. Objects are immutable under their keys, so a
+// backup into the folder of an earlier one copies only the objects stored
+// since. For the copy to be complete, no object the snapshot names may go
+// while it runs: HoldDeletes keeps the objects of deleted and replaced
+// instances (recorded for deletion in the index) until the backup ends.
+
+// HoldDeletes stops blob deletion until release is called; then the blobs
+// recorded for deletion meanwhile are deleted. Holds nest.
+func (ar *Archive) HoldDeletes() (release func(context.Context) error) {
+	ar.holdMu.Lock()
+	ar.holds++
+	ar.holdMu.Unlock()
+	done := false
+	return func(ctx context.Context) error {
+		ar.holdMu.Lock()
+		if !done {
+			done = true
+			ar.holds--
+		}
+		ar.holdMu.Unlock()
+		if err := ar.deletePending(ctx); err != nil && !errors.Is(err, errDeletesHeld) {
+			return err
+		}
+		return nil
+	}
+}
+
+// BackupReport counts what CopyObjects and PruneObjects did.
+type BackupReport struct {
+	// Instances the snapshot names.
+	Instances int64 `json:"instances"`
+	// Copied objects and their bytes; the others were in the backup
+	// already, with the same size.
+	Copied int64 `json:"copied"`
+	Bytes  int64 `json:"bytes"`
+	// Removed: objects of an earlier backup that the snapshot no longer
+	// names.
+	Removed int64 `json:"removed"`
+	// Problems: objects that could not be copied, or whose bytes did not
+	// match the checksum recorded when they were stored (copied still).
+	Problems int64 `json:"problems"`
+}
+
+// CopyObjects copies into dst every object snap names that dst lacks,
+// checking each copy against the size and checksum of its row. snap must
+// be a store.InstanceWalker (a snapshot of ar's index, taken while
+// HoldDeletes holds).
+func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.Blobs, rep *BackupReport, problem func(VerifyProblem)) error {
+	w, ok := snap.(store.InstanceWalker)
+	if !ok {
+		return errors.New("the index snapshot cannot list its instances")
+	}
+	return w.WalkInstances(ctx, func(in *store.Instance) error {
+		rep.Instances++
+		if have, err := dst.Open(ctx, in.BlobKey); err == nil {
+			n, err := sizeOf(have)
+			have.Close()
+			if err == nil && n == in.Size {
+				return nil
+			}
+			// A partial or damaged copy of an earlier run: copy it again.
+			if err := dst.Delete(ctx, in.BlobKey); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		msg, err := ar.copyObject(ctx, in, dst)
+		if err != nil {
+			return err
+		}
+		if msg != "" {
+			rep.Problems++
+			problem(VerifyProblem{SOPInstanceUID: in.SOPInstanceUID, StudyInstanceUID: in.StudyInstanceUID, BlobKey: in.BlobKey, Problem: msg})
+			return nil
+		}
+		rep.Copied++
+		rep.Bytes += in.Size
+		return nil
+	})
+}
+
+// sizeOf is the size of an opened blob: from its file's metadata where it
+// is a file, else by reading it.
+func sizeOf(rc io.ReadCloser) (int64, error) {
+	if st, ok := rc.(interface{ Stat() (fs.FileInfo, error) }); ok {
+		fi, err := st.Stat()
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	}
+	return io.Copy(io.Discard, rc)
+}
+
+// copyObject copies one object into dst. A problem with the object itself
+// is the message; an error is one of dst, which ends the backup.
+func (ar *Archive) copyObject(ctx context.Context, in *store.Instance, dst store.Blobs) (string, error) {
+	rc, err := ar.Blobs.Open(ctx, in.BlobKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return "the stored object is missing: not in the backup", nil
+	}
+	if err != nil {
+		return fmt.Sprintf("the stored object cannot be opened: %v; not in the backup", err), nil
+	}
+	defer rc.Close()
+	bw, err := dst.Create(ctx, in.BlobKey)
+	if err != nil {
+		return "", fmt.Errorf("backup: %w", err)
+	}
+	c := &countingWriter{w: markWrites{bw}}
+	if _, err := io.Copy(c, rc); err != nil {
+		bw.Abort()
+		var we *writeError
+		if errors.As(err, &we) {
+			return "", fmt.Errorf("backup: %w", we.err)
+		}
+		return fmt.Sprintf("reading the stored object failed after %d bytes: %v; not in the backup", c.n, err), nil
+	}
+	if err := bw.Commit(); err != nil {
+		return "", fmt.Errorf("backup: %w", err)
+	}
+	if err := dst.Publish(ctx, in.BlobKey); err != nil {
+		return "", fmt.Errorf("backup: %w", err)
+	}
+	switch {
+	case c.n != in.Size:
+		return fmt.Sprintf("%d bytes, the index recorded %d (copied as found)", c.n, in.Size), nil
+	case in.Checksum != "" && c.checksum() != in.Checksum:
+		return fmt.Sprintf("checksum %s, the index recorded %s (copied as found)", c.checksum(), in.Checksum), nil
+	}
+	return "", nil
+}
+
+// writeError marks a failed write into the backup (as opposed to a failed
+// read of the archive's object) when it comes back through io.Copy.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+
+type markWrites struct{ w io.Writer }
+
+func (m markWrites) Write(p []byte) (int, error) {
+	n, err := m.w.Write(p)
+	if err != nil {
+		err = &writeError{err}
+	}
+	return n, err
+}
+
+// PruneObjects removes from dst the objects idx does not name: those of an
+// earlier backup whose instances have since been deleted or replaced.
+func PruneObjects(ctx context.Context, idx store.Index, dst store.Blobs, rep *BackupReport) error {
+	bw, ok := dst.(store.BlobWalker)
+	if !ok {
+		return nil
+	}
+	var gone []string
+	err := bw.WalkBlobs(ctx, func(key string, _ bool) error {
+		has, err := idx.HasBlob(ctx, key)
+		if err == nil && !has {
+			gone = append(gone, key)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, key := range gone {
+		if err := dst.Delete(ctx, key); err != nil {
+			return err
+		}
+		rep.Removed++
+	}
+	return nil
+}

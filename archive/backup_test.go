@@ -1,0 +1,142 @@
+package archive_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/fsblob"
+)
+
+// TestBackupHoldsDeletes: while a backup holds deletions, a deleted
+// study's and a replaced instance's objects stay (the snapshot taken
+// before may name them) and are copied; when it ends they go. A second
+// backup into the same store copies only what is new and removes what
+// the archive no longer has.
+func TestBackupHoldsDeletes(t *testing.T) {
+	ctx := context.Background()
+	f := qrFixture(t)
+	f.ar.Close() // publish what qrFixture stored
+
+	release := f.ar.HoldDeletes()
+	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	b, err := f.idx.Get(ctx, studyB+".1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ar.DeleteStudy(ctx, studyB); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := f.blobs.Open(ctx, b.BlobKey); err != nil {
+		t.Fatalf("a deleted study's object went while a backup held deletions: %v", err)
+	} else {
+		rc.Close()
+	}
+	dst, err := fsblob.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	var rep archive.BackupReport
+	problem := func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }
+	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, problem); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Instances != int64(len(qrObjects)) || rep.Copied != rep.Instances || rep.Bytes == 0 {
+		t.Fatalf("first backup: %+v", rep)
+	}
+	if err := release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.blobs.Open(ctx, b.BlobKey); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the deleted study's object stayed after the backup: %v", err)
+	}
+
+	// The next backup: nothing new to copy, the deleted study's object
+	// removed from the backup.
+	snap2, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap2.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap2.Close()
+	rep = archive.BackupReport{}
+	if err := f.ar.CopyObjects(ctx, snap2, dst, &rep, problem); err != nil {
+		t.Fatal(err)
+	}
+	if err := archive.PruneObjects(ctx, snap2, dst, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Instances != int64(len(qrObjects))-1 || rep.Copied != 0 || rep.Removed != 1 {
+		t.Fatalf("second backup: %+v", rep)
+	}
+	if _, err := dst.Open(ctx, b.BlobKey); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the deleted study's object is still in the backup: %v", err)
+	}
+}
+
+// TestBackupWhileStoring: objects stored, replaced and deleted while a
+// backup runs do not make it incomplete: every instance of the snapshot
+// is copied, checked against its checksum.
+func TestBackupWhileStoring(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, archive.DuplicateReplace)
+	obj := func(i int, name string) *object {
+		return qrObject{"P9", name, studyC, studyC + ".9", fmt.Sprintf("%s.9.%d", studyC, i), "CT", "20210101"}.object(t)
+	}
+	for i := range 40 {
+		o := obj(i, "Before^Backup")
+		if err := f.store(o, o.bytes(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := f.ar.HoldDeletes()
+	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	done := make(chan error, 1)
+	go func() {
+		// Replace half, store new ones, delete some.
+		for i := range 40 {
+			o := obj(i*2, "During^Backup")
+			if err := f.store(o, o.bytes(t)); err != nil {
+				done <- err
+				return
+			}
+			if i%10 == 0 {
+				if err := f.idx.Delete(ctx, fmt.Sprintf("%s.9.%d", studyC, i*2+1)); err != nil && !errors.Is(err, store.ErrNotFound) {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	dst, err := fsblob.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	var rep archive.BackupReport
+	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Instances != 40 || rep.Copied != 40 {
+		t.Fatalf("backup: %+v", rep)
+	}
+}

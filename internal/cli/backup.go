@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/server"
+)
+
+func runBackup(e *env, args []string) error {
+	fs := newFlagSet(e, "backup", "[flags] FOLDER")
+	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
+	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
+	asJSON := fs.Bool("json", false, "print the report and the problems as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(e.stderr, `Usage: ward backup FOLDER [--json] [--config FILE | --data DIR]
+
+Copies the archive into FOLDER, on another disk: a snapshot of the index as
+it was at one moment, every object it names, and DATA/ward.toml. Into the
+folder of an earlier backup, only the objects stored since are copied, and
+those deleted since are removed. Until the end, the folder holds the
+previous backup, whole. Each copy is checked against the checksum recorded
+when its object was stored. FOLDER is laid out as a data directory:
+'ward serve --data FOLDER' serves it (to restore, stop Ward and put FOLDER
+in place of the data directory). When ward serve runs on the data
+directory, it makes the backup while it keeps serving (over its admin
+socket); objects of studies deleted meanwhile are kept until the backup
+ends. The audit trail and certificates are not copied.`)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	dir, err := filepath.Abs(pos[0])
+	if err != nil {
+		return err
+	}
+	c, err := loadConfig(*configPath, *dataDir)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	res, err := server.RemoteBackup(ctx, c.DataDir, dir)
+	if errors.Is(err, server.ErrNoServer) {
+		log, lerr := newLogger(e.stderr, "warn", "text")
+		if lerr != nil {
+			return lerr
+		}
+		adm, oerr := server.OpenAdmin(ctx, c, log)
+		if oerr != nil {
+			return oerr
+		}
+		res, err = adm.Backup(ctx, dir)
+		err = errors.Join(err, adm.Close())
+	}
+	if res == nil || (err != nil && res.Report.Instances == 0) {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(res); jerr != nil {
+			return jerr
+		}
+	} else {
+		for _, p := range res.Problems {
+			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", p.SOPInstanceUID, p.StudyInstanceUID, p.BlobKey, p.Problem)
+		}
+		r := res.Report
+		fmt.Fprintf(e.stdout, "backup in %s: %s, %s copied (%.1f MB), %s removed, %d with problems\n",
+			res.Dir, count(r.Instances, "instance"), count(r.Copied, "object"), float64(r.Bytes)/1e6, count(r.Removed, "object"), r.Problems)
+	}
+	if err != nil {
+		return fmt.Errorf("backup not finished (%s still holds the previous backup, if there was one): %w", dir, err)
+	}
+	if res.Report.Problems > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d objects could not be copied as recorded", res.Report.Problems)}
+	}
+	return nil
+}

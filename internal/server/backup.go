@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/store"
+)
+
+// BackupResult is the outcome of a backup: the counts and the first
+// MaxVerifyProblems objects that could not be copied as recorded.
+type BackupResult struct {
+	Dir      string                  `json:"dir"`
+	Report   archive.BackupReport    `json:"report"`
+	Problems []archive.VerifyProblem `json:"problems"`
+}
+
+// backupIndexName is the index file in a backup folder, as in a data
+// directory: the folder can be served as one (ward serve --data DIR).
+const backupIndexName = "index.db"
+
+// runBackup backs ar (whose index is idx, configured by c) up into dir: a
+// snapshot of the index, taken while deletions are held, then every
+// object it names that dir lacks, then the new index put in place of the
+// previous backup's, then the objects no longer named removed. Until the
+// new index is in place, dir holds the previous backup, whole; an
+// interrupted run leaves it so. DATA/ward.toml is copied too.
+func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *config.Config, dir string) (*BackupResult, error) {
+	res := &BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
+	sn, ok := idx.(store.Snapshotter)
+	if !ok {
+		return res, errors.New("the index backend cannot take a snapshot for a backup")
+	}
+	if err := checkBackupDir(c.DataDir, dir); err != nil {
+		return res, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return res, fmt.Errorf("backup folder: %w", err)
+	}
+	release := ar.HoldDeletes()
+	defer func() {
+		if err := release(context.WithoutCancel(ctx)); err != nil {
+			ar.Logger.Warn("deleting the objects held during the backup failed; retried at next start", "err", err)
+		}
+	}()
+	newIndex := filepath.Join(dir, backupIndexName+".new")
+	for _, sfx := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(newIndex + sfx); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return res, fmt.Errorf("backup: removing an interrupted run's index: %w", err)
+		}
+	}
+	snap, err := sn.Snapshot(ctx, newIndex)
+	if err != nil {
+		return res, err
+	}
+	dst, err := store.OpenBlobs(ctx, "fs", dir)
+	if err != nil {
+		snap.Close()
+		return res, fmt.Errorf("backup folder: %w", err)
+	}
+	defer dst.Close()
+	problem := func(p archive.VerifyProblem) {
+		if len(res.Problems) < MaxVerifyProblems {
+			res.Problems = append(res.Problems, p)
+		}
+	}
+	err = ar.CopyObjects(ctx, snap, dst, &res.Report, problem)
+	if cerr := snap.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return res, err
+	}
+	if err := copyConfig(c.DataDir, dir); err != nil {
+		return res, err
+	}
+	if err := os.Rename(newIndex, filepath.Join(dir, backupIndexName)); err != nil {
+		return res, fmt.Errorf("backup: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return res, fmt.Errorf("backup: %w", err)
+	}
+	done, err := store.OpenIndex(ctx, indexBackend(c), filepath.Join(dir, backupIndexName))
+	if err != nil {
+		return res, fmt.Errorf("backup: reopening its index: %w", err)
+	}
+	err = archive.PruneObjects(ctx, done, dst, &res.Report)
+	return res, errors.Join(err, done.Close())
+}
+
+// checkBackupDir refuses a backup folder that is not absolute, or is the
+// data directory or inside it.
+func checkBackupDir(dataDir, dir string) error {
+	if !filepath.IsAbs(dir) {
+		return errors.New("a backup needs an absolute folder")
+	}
+	data, err := filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+	if rel, err := filepath.Rel(data, dir); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("the backup folder %s is in the data directory %s: back up to another disk", dir, data)
+	}
+	return nil
+}
+
+func indexBackend(c *config.Config) string {
+	if c.Storage.Index != "" {
+		return c.Storage.Index
+	}
+	return "sqlite"
+}
+
+// copyConfig copies DATA/ward.toml, when there is one, into the backup
+// (0600: it holds the peers and the users' passcode hashes).
+func copyConfig(dataDir, dir string) error {
+	src, err := os.Open(filepath.Join(dataDir, config.ConfigFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(dir, ".ward.toml-*")
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	_, err = io.Copy(tmp, src)
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, config.ConfigFileName))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("backup: copying the configuration: %w", err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	return errors.Join(err, d.Close())
+}
+
+// Backup backs the stopped Ward up into dir (see runBackup).
+func (a *Admin) Backup(ctx context.Context, dir string) (*BackupResult, error) {
+	return runBackup(ctx, a.Archive, a.Archive.Index, a.Config, dir)
+}
+
+// RemoteBackup asks the ward serve running on dataDir to back itself up
+// into dir, while it serves.
+func RemoteBackup(ctx context.Context, dataDir, dir string) (*BackupResult, error) {
+	var resp struct {
+		Error string `json:"error,omitempty"`
+		BackupResult
+	}
+	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "backup", Out: dir}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return &resp.BackupResult, errors.New(resp.Error)
+	}
+	return &resp.BackupResult, nil
+}

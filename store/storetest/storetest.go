@@ -12,11 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
-	"path/filepath"
 	"testing"
 	"time"
 

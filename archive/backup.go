@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 
 	"github.com/ward-pacs/ward/store"
 )
@@ -55,10 +56,11 @@ type BackupReport struct {
 }
 
 // CopyObjects copies into dst every object snap names that dst lacks,
-// checking each copy against the size and checksum of its row. snap must
-// be a store.InstanceWalker (a snapshot of ar's index, taken while
-// HoldDeletes holds).
-func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.Blobs, rep *BackupReport, problem func(VerifyProblem)) error {
+// checking each copy against the size and checksum of its row, and calls
+// copied (when set) for each object it copied. snap must be a
+// store.InstanceWalker (a snapshot of ar's index, taken while HoldDeletes
+// holds).
+func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.Blobs, rep *BackupReport, problem func(VerifyProblem), copied func(*store.Instance)) error {
 	w, ok := snap.(store.InstanceWalker)
 	if !ok {
 		return errors.New("the index snapshot cannot list its instances")
@@ -85,10 +87,16 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 		if msg != "" {
 			rep.Problems++
 			problem(VerifyProblem{SOPInstanceUID: in.SOPInstanceUID, StudyInstanceUID: in.StudyInstanceUID, BlobKey: in.BlobKey, Problem: msg})
-			return nil
+			if !strings.HasSuffix(msg, "(copied as found)") {
+				return nil
+			}
+		} else {
+			rep.Copied++
+			rep.Bytes += in.Size
 		}
-		rep.Copied++
-		rep.Bytes += in.Size
+		if copied != nil {
+			copied(in)
+		}
 		return nil
 	})
 }

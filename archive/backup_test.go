@@ -47,7 +47,7 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	defer dst.Close()
 	var rep archive.BackupReport
 	problem := func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }
-	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, problem); err != nil {
+	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, problem, nil); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Instances != int64(len(qrObjects)) || rep.Copied != rep.Instances || rep.Bytes == 0 {
@@ -68,7 +68,7 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	}
 	defer snap2.Close()
 	rep = archive.BackupReport{}
-	if err := f.ar.CopyObjects(ctx, snap2, dst, &rep, problem); err != nil {
+	if err := f.ar.CopyObjects(ctx, snap2, dst, &rep, problem, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := archive.PruneObjects(ctx, snap2, dst, &rep); err != nil {
@@ -127,7 +127,7 @@ func TestBackupWhileStoring(t *testing.T) {
 	}
 	defer dst.Close()
 	var rep archive.BackupReport
-	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }); err != nil {
+	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {

@@ -251,7 +251,8 @@ type BlobWalker interface {
 // InstanceWalker is an optional capability of an Index: every instance,
 // for a consistency check (ward verify). WalkInstances calls fn for each
 // instance in a stable order with at least SOPInstanceUID, SOPClassUID,
-// TransferSyntaxUID, StudyInstanceUID, BlobKey, Size and Checksum set,
+// TransferSyntaxUID, StudyInstanceUID, PatientID, BlobKey, Size and
+// Checksum set,
 // until fn returns an error, which it returns. It does not hold one read
 // transaction for the whole walk: instances stored or deleted meanwhile
 // may or may not be seen. Fallback: the check covers the studies it is

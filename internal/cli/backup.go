@@ -59,7 +59,7 @@ ends. The audit trail and certificates are not copied.`)
 		if oerr != nil {
 			return oerr
 		}
-		res, err = adm.Backup(ctx, dir)
+		res, err = adm.Backup(ctx, server.Operator(), dir)
 		err = errors.Join(err, adm.Close())
 	}
 	if res == nil || (err != nil && res.Report.Instances == 0) {

@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
 )
@@ -32,7 +34,10 @@ const backupIndexName = "index.db"
 // previous backup's, then the objects no longer named removed. Until the
 // new index is in place, dir holds the previous backup, whole; an
 // interrupted run leaves it so. DATA/ward.toml is copied too.
-func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *config.Config, dir string) (*BackupResult, error) {
+//
+// The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
+// (media type URI), one message per patient, operator naming who asked.
+func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *config.Config, dir string, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
 	res := &BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
 	sn, ok := idx.(store.Snapshotter)
 	if !ok {
@@ -71,7 +76,10 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 			res.Problems = append(res.Problems, p)
 		}
 	}
-	err = ar.CopyObjects(ctx, snap, dst, &res.Report, problem)
+	exports := &backupAudit{record: record, ward: ward, who: audit.Node{AETitle: "ward backup", ID: operator},
+		media: audit.Media{ID: dir, Type: audit.MediaURI}, studies: map[string]*audit.Study{}}
+	err = ar.CopyObjects(ctx, snap, dst, &res.Report, problem, exports.copied)
+	exports.flush() // copied is copied, whether or not the backup finishes
 	if cerr := snap.Close(); err == nil {
 		err = cerr
 	}
@@ -93,6 +101,35 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	}
 	err = archive.PruneObjects(ctx, done, dst, &res.Report)
 	return res, errors.Join(err, done.Close())
+}
+
+// backupAudit gathers the objects a backup copied, by study, and records
+// them as Export messages, at most backupAuditStudies studies at a time.
+type backupAudit struct {
+	record    func(*audit.Message)
+	ward, who audit.Node
+	media     audit.Media
+	studies   map[string]*audit.Study
+}
+
+const backupAuditStudies = 10000
+
+func (b *backupAudit) copied(in *store.Instance) {
+	if len(b.studies) >= backupAuditStudies {
+		b.flush()
+	}
+	addStudy(b.studies, in.StudyInstanceUID, in.PatientID, in.SOPClassUID)
+}
+
+func (b *backupAudit) flush() {
+	if len(b.studies) == 0 {
+		return
+	}
+	now := time.Now()
+	for _, group := range audit.ByPatient(studies(b.studies)) {
+		b.record(audit.Export(b.ward, b.who, b.media, audit.OutcomeSuccess, group, now))
+	}
+	clear(b.studies)
 }
 
 // checkBackupDir refuses a backup folder that is not absolute, or is the
@@ -162,9 +199,15 @@ func syncDir(dir string) error {
 	return errors.Join(err, d.Close())
 }
 
-// Backup backs the stopped Ward up into dir (see runBackup).
-func (a *Admin) Backup(ctx context.Context, dir string) (*BackupResult, error) {
-	return runBackup(ctx, a.Archive, a.Archive.Index, a.Config, dir)
+// Backup backs the stopped Ward up into dir (see runBackup), for operator.
+func (a *Admin) Backup(ctx context.Context, operator, dir string) (*BackupResult, error) {
+	var rerr error
+	res, err := runBackup(ctx, a.Archive, a.Archive.Index, a.Config, dir, func(m *audit.Message) {
+		if err := a.Record(m); err != nil {
+			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
+		}
+	}, a.Node(), operator)
+	return res, errors.Join(err, rerr)
 }
 
 // RemoteBackup asks the ward serve running on dataDir to back itself up

@@ -313,7 +313,7 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
 	if r.Op == "backup" {
 		// A stop interrupts it; the previous backup stays whole.
-		res, err := runBackup(ctx, s.archive, s.index, s.Config, r.Out)
+		res, err := runBackup(ctx, s.archive, s.index, s.Config, r.Out, s.record, s.wardNode(), op)
 		s.Logger.Info("backed up", "instances", res.Report.Instances, "copied", res.Report.Copied, "bytes", res.Report.Bytes,
 			"removed", res.Report.Removed, "problems", res.Report.Problems, "err", err)
 		if err != nil {

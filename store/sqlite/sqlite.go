@@ -349,10 +349,11 @@ func (db *DB) WalkInstances(ctx context.Context, fn func(*store.Instance) error)
 func (db *DB) walkBatch(ctx context.Context, after int64) ([]store.Instance, int64, error) {
 	rows, err := db.rdb.QueryContext(ctx, `
 SELECT i.pk, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, st.study_instance_uid,
-	i.blob_key, i.size, i.blob_checksum
+	p.patient_id, i.blob_key, i.size, i.blob_checksum
 FROM instance i
 JOIN series se ON se.pk = i.series_fk
 JOIN study st ON st.pk = se.study_fk
+JOIN patient p ON p.pk = st.patient_fk
 WHERE i.pk > ? ORDER BY i.pk LIMIT ?`, after, walkBatch)
 	if err != nil {
 		return nil, 0, fmt.Errorf("sqlite: walk instances: %w", db.closedErr(err))
@@ -363,7 +364,7 @@ WHERE i.pk > ? ORDER BY i.pk LIMIT ?`, after, walkBatch)
 	for rows.Next() {
 		var in store.Instance
 		if err := rows.Scan(&last, &in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.StudyInstanceUID,
-			&in.BlobKey, &in.Size, &in.Checksum); err != nil {
+			&in.PatientID, &in.BlobKey, &in.Size, &in.Checksum); err != nil {
 			return nil, 0, fmt.Errorf("sqlite: walk instances: %w", err)
 		}
 		batch = append(batch, in)

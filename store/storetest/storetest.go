@@ -566,6 +566,7 @@ func TestIndex(t *testing.T, open func(t *testing.T) store.Index) {
 			case seen[got.SOPInstanceUID]:
 				t.Errorf("walked %s twice", got.SOPInstanceUID)
 			case got.SOPClassUID != in.SOPClassUID || got.TransferSyntaxUID != in.TransferSyntaxUID || got.StudyInstanceUID != in.StudyInstanceUID ||
+				got.PatientID != in.PatientID ||
 				got.BlobKey != in.BlobKey || got.Size != in.Size || got.Checksum != in.Checksum:
 				t.Errorf("walked %+v, stored %+v", got, in)
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
 )
 
@@ -33,6 +34,12 @@ func TestBackup(t *testing.T) {
 		t.Fatalf("backup: %d %s", code, o)
 	}
 
+	// Each study copied is audited as Export to the folder.
+	ct := studyOf(t, sent[0])
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		return hasEvent(r, "export", audit.OutcomeSuccess, ct) && hasEvent(r, "export", -1, dir) && hasEvent(r, "export", -1, "ward backup")
+	})
+
 	// The backup, served: the same studies, the same objects.
 	b := startWard(t, func(c *config.Config) { c.DataDir = dir })
 	studies := func(host, port string) string {
@@ -48,7 +55,6 @@ func TestBackup(t *testing.T) {
 		t.Fatalf("studies live %q, in the backup %q", live, backed)
 	}
 	got := t.TempDir()
-	ct := studyOf(t, sent[0])
 	if o, err := dcmtk("getscu", "-S", "-aec", "WARD", "-od", got, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+ct, b.host, b.port).CombinedOutput(); err != nil {
 		t.Fatalf("getscu from the backup: %v\n%s", err, o)
 	}

@@ -46,8 +46,8 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err := checkBackupDir(c.DataDir, dir); err != nil {
 		return res, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return res, fmt.Errorf("backup folder: %w", err)
+	if err := claimBackupDir(dir); err != nil {
+		return res, err
 	}
 	release := ar.HoldDeletes()
 	defer func() {
@@ -146,6 +146,36 @@ func checkBackupDir(dataDir, dir string) error {
 		return fmt.Errorf("the backup folder %s is in the data directory %s: back up to another disk", dir, data)
 	}
 	return nil
+}
+
+// backupMarker names the file that marks a folder as a Ward backup.
+const backupMarker = "WARD-BACKUP"
+
+// claimBackupDir makes dir a backup folder, or checks that it is one: a
+// backup replaces a folder's index and removes the objects the new one
+// does not name, so it refuses a folder that holds anything else (another
+// archive's data directory, say).
+func claimBackupDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("backup folder: %w", err)
+	}
+	marker := filepath.Join(dir, backupMarker)
+	if len(ents) > 0 {
+		if _, err := os.Stat(marker); err != nil {
+			return fmt.Errorf("the backup folder %s is not empty and holds no backup: choose an empty or new folder", dir)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("backup folder: %w", err)
+	}
+	text := "This folder holds a backup made by ward backup: index.db and objects/ as in a data directory.\n" +
+		"ward backup into it again copies what is new; ward serve --data on it serves it.\n"
+	if err := os.WriteFile(marker, []byte(text), 0o600); err != nil {
+		return fmt.Errorf("backup folder: %w", err)
+	}
+	return syncDir(dir)
 }
 
 func indexBackend(c *config.Config) string {

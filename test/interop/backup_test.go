@@ -2,6 +2,7 @@ package interop
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -86,8 +87,21 @@ func TestBackup(t *testing.T) {
 	if o, code := wardCLI(t, "backup", dir, "--data", w.dir); code != 0 || !strings.Contains(o, "4 instances, 0 objects copied") {
 		t.Fatalf("backup of a stopped Ward: %d %s", code, o)
 	}
-	// A backup into the data directory is refused.
+	// A folder that holds something else is not backed up into.
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "notes.txt"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var out, errb bytes.Buffer
+	if code := runCLI([]string{"backup", other, "--data", w.dir}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "holds no backup") {
+		t.Fatalf("backup into a folder of other files: %d %s %s", code, out.String(), errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(other, "notes.txt")); err != nil {
+		t.Fatal(err)
+	}
+	// A backup into the data directory is refused.
+	out.Reset()
+	errb.Reset()
 	if code := runCLI([]string{"backup", filepath.Join(w.dir, "backup"), "--data", w.dir}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "in the data directory") || out.Len() != 0 {
 		t.Fatalf("backup into the data directory: %d %s %s", code, out.String(), errb.String())
 	}

@@ -89,13 +89,21 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err := copyConfig(c.DataDir, dir); err != nil {
 		return res, err
 	}
-	if err := os.Rename(newIndex, filepath.Join(dir, backupIndexName)); err != nil {
+	// The previous index was closed cleanly and has no write-ahead log;
+	// should one be left, it must not be applied to the new index.
+	final := filepath.Join(dir, backupIndexName)
+	for _, sfx := range []string{"-wal", "-shm"} {
+		if err := os.Remove(final + sfx); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return res, fmt.Errorf("backup: %w", err)
+		}
+	}
+	if err := os.Rename(newIndex, final); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
 	if err := syncDir(dir); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
-	done, err := store.OpenIndex(ctx, indexBackend(c), filepath.Join(dir, backupIndexName))
+	done, err := store.OpenIndex(ctx, indexBackend(c), final)
 	if err != nil {
 		return res, fmt.Errorf("backup: reopening its index: %w", err)
 	}

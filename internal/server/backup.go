@@ -89,8 +89,13 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err := copyConfig(c.DataDir, dir); err != nil {
 		return res, err
 	}
-	// The previous index was closed cleanly and has no write-ahead log;
-	// should one be left, it must not be applied to the new index.
+	// The snapshot, closed, is whole in its file (its write-ahead log
+	// checkpointed); the previous index was closed cleanly and has none
+	// either, and should one be left, it must not be applied to the new
+	// index.
+	if fi, err := os.Stat(newIndex + "-wal"); err == nil && fi.Size() > 0 {
+		return res, errors.New("backup: the index snapshot's write-ahead log was not checkpointed")
+	}
 	final := filepath.Join(dir, backupIndexName)
 	for _, sfx := range []string{"-wal", "-shm"} {
 		if err := os.Remove(final + sfx); err != nil && !errors.Is(err, os.ErrNotExist) {

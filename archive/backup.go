@@ -138,10 +138,10 @@ func (ar *Archive) copyObject(ctx context.Context, in *store.Instance, dst store
 		}
 		return fmt.Sprintf("reading the stored object failed after %d bytes: %v; not in the backup", c.n, err), nil
 	}
+	// Committed, not published: until the new index replaces the old,
+	// the copy is pending, which a data directory's recovery removes if no
+	// index row names it (SettleObjects publishes it).
 	if err := bw.Commit(); err != nil {
-		return "", fmt.Errorf("backup: %w", err)
-	}
-	if err := dst.Publish(ctx, in.BlobKey); err != nil {
 		return "", fmt.Errorf("backup: %w", err)
 	}
 	switch {
@@ -169,23 +169,42 @@ func (m markWrites) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// PruneObjects removes from dst the objects idx does not name: those of an
-// earlier backup whose instances have since been deleted or replaced.
-func PruneObjects(ctx context.Context, idx store.Index, dst store.Blobs, rep *BackupReport) error {
+// SettleObjects brings dst in line with idx, the backup's new index:
+// objects idx names that are still pending (copied by this run or an
+// interrupted one) are published, and the objects it does not name
+// (those of instances deleted or replaced since the previous backup, and
+// copies an interrupted run left) are removed.
+func SettleObjects(ctx context.Context, idx store.Index, dst store.Blobs, rep *BackupReport) error {
 	bw, ok := dst.(store.BlobWalker)
 	if !ok {
-		return nil
+		return errors.New("the backup's blob store cannot list its objects")
 	}
-	var gone []string
-	err := bw.WalkBlobs(ctx, func(key string, _ bool) error {
+	var gone, publish []string
+	err := bw.WalkBlobs(ctx, func(key string, published bool) error {
 		has, err := idx.HasBlob(ctx, key)
-		if err == nil && !has {
+		switch {
+		case err != nil:
+			return err
+		case !has:
 			gone = append(gone, key)
+		case !published:
+			publish = append(publish, key)
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
+	}
+	if bp, ok := dst.(store.BatchPublisher); ok && len(publish) > 0 {
+		if err := bp.PublishAll(ctx, publish); err != nil {
+			return err
+		}
+	} else {
+		for _, key := range publish {
+			if err := dst.Publish(ctx, key); err != nil {
+				return err
+			}
+		}
 	}
 	for _, key := range gone {
 		if err := dst.Delete(ctx, key); err != nil {

@@ -71,7 +71,7 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	if err := f.ar.CopyObjects(ctx, snap2, dst, &rep, problem, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := archive.PruneObjects(ctx, snap2, dst, &rep); err != nil {
+	if err := archive.SettleObjects(ctx, snap2, dst, &rep); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Instances != int64(len(qrObjects))-1 || rep.Copied != 0 || rep.Removed != 1 {

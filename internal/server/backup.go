@@ -30,10 +30,13 @@ const backupIndexName = "index.db"
 
 // runBackup backs ar (whose index is idx, configured by c) up into dir: a
 // snapshot of the index, taken while deletions are held, then every
-// object it names that dir lacks, then the new index put in place of the
-// previous backup's, then the objects no longer named removed. Until the
-// new index is in place, dir holds the previous backup, whole; an
-// interrupted run leaves it so. DATA/ward.toml is copied too.
+// object it names that dir lacks (copied as pending objects), then the
+// new index put in place of the previous backup's, then the copies
+// published and the objects no longer named removed. Until the new index
+// is in place, dir holds the previous backup, whole (the pending copies
+// are not part of it: serving the folder removes them, the next backup
+// keeps them); an interrupted run leaves it so. DATA/ward.toml is copied
+// too.
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.
@@ -112,7 +115,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err != nil {
 		return res, fmt.Errorf("backup: reopening its index: %w", err)
 	}
-	err = archive.PruneObjects(ctx, done, dst, &res.Report)
+	err = archive.SettleObjects(ctx, done, dst, &res.Report)
 	return res, errors.Join(err, done.Close())
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"strings"
 
 	"github.com/ward-pacs/ward/store"
 )
@@ -39,7 +38,7 @@ func (ar *Archive) HoldDeletes() (release func(context.Context) error) {
 	}
 }
 
-// BackupReport counts what CopyObjects and PruneObjects did.
+// BackupReport counts what CopyObjects and SettleObjects did.
 type BackupReport struct {
 	// Instances the snapshot names.
 	Instances int64 `json:"instances"`
@@ -47,8 +46,8 @@ type BackupReport struct {
 	// already, with the same size.
 	Copied int64 `json:"copied"`
 	Bytes  int64 `json:"bytes"`
-	// Removed: objects of an earlier backup that the snapshot no longer
-	// names.
+	// Removed: objects of an earlier backup that the new index no longer
+	// names, and copies an interrupted run left that it does not name.
 	Removed int64 `json:"removed"`
 	// Problems: objects that could not be copied, or whose bytes did not
 	// match the checksum recorded when they were stored (copied still).
@@ -80,20 +79,19 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		msg, err := ar.copyObject(ctx, in, dst)
+		n, msg, err := ar.copyObject(ctx, in, dst)
 		if err != nil {
 			return err
 		}
 		if msg != "" {
 			rep.Problems++
 			problem(VerifyProblem{SOPInstanceUID: in.SOPInstanceUID, StudyInstanceUID: in.StudyInstanceUID, BlobKey: in.BlobKey, Problem: msg})
-			if !strings.HasSuffix(msg, "(copied as found)") {
-				return nil
-			}
-		} else {
-			rep.Copied++
-			rep.Bytes += in.Size
 		}
+		if n < 0 {
+			return nil // not copied
+		}
+		rep.Copied++
+		rep.Bytes += n
 		if copied != nil {
 			copied(in)
 		}
@@ -114,43 +112,44 @@ func sizeOf(rc io.ReadCloser) (int64, error) {
 	return io.Copy(io.Discard, rc)
 }
 
-// copyObject copies one object into dst. A problem with the object itself
-// is the message; an error is one of dst, which ends the backup.
-func (ar *Archive) copyObject(ctx context.Context, in *store.Instance, dst store.Blobs) (string, error) {
+// copyObject copies one object into dst and returns the bytes copied (-1
+// when it copied nothing), what is wrong with the object ("" when
+// nothing), or an error of dst, which ends the backup.
+func (ar *Archive) copyObject(ctx context.Context, in *store.Instance, dst store.Blobs) (int64, string, error) {
 	rc, err := ar.Blobs.Open(ctx, in.BlobKey)
 	if errors.Is(err, store.ErrNotFound) {
-		return "the stored object is missing: not in the backup", nil
+		return -1, "the stored object is missing: not in the backup", nil
 	}
 	if err != nil {
-		return fmt.Sprintf("the stored object cannot be opened: %v; not in the backup", err), nil
+		return -1, fmt.Sprintf("the stored object cannot be opened: %v; not in the backup", err), nil
 	}
 	defer rc.Close()
 	bw, err := dst.Create(ctx, in.BlobKey)
 	if err != nil {
-		return "", fmt.Errorf("backup: %w", err)
+		return -1, "", fmt.Errorf("backup: %w", err)
 	}
 	c := &countingWriter{w: markWrites{bw}}
 	if _, err := io.Copy(c, rc); err != nil {
 		bw.Abort()
 		var we *writeError
 		if errors.As(err, &we) {
-			return "", fmt.Errorf("backup: %w", we.err)
+			return -1, "", fmt.Errorf("backup: %w", we.err)
 		}
-		return fmt.Sprintf("reading the stored object failed after %d bytes: %v; not in the backup", c.n, err), nil
+		return -1, fmt.Sprintf("reading the stored object failed after %d bytes: %v; not in the backup", c.n, err), nil
 	}
 	// Committed, not published: until the new index replaces the old,
 	// the copy is pending, which a data directory's recovery removes if no
 	// index row names it (SettleObjects publishes it).
 	if err := bw.Commit(); err != nil {
-		return "", fmt.Errorf("backup: %w", err)
+		return -1, "", fmt.Errorf("backup: %w", err)
 	}
 	switch {
 	case c.n != in.Size:
-		return fmt.Sprintf("%d bytes, the index recorded %d (copied as found)", c.n, in.Size), nil
+		return c.n, fmt.Sprintf("%d bytes, the index recorded %d (copied as found)", c.n, in.Size), nil
 	case in.Checksum != "" && c.checksum() != in.Checksum:
-		return fmt.Sprintf("checksum %s, the index recorded %s (copied as found)", c.checksum(), in.Checksum), nil
+		return c.n, fmt.Sprintf("checksum %s, the index recorded %s (copied as found)", c.checksum(), in.Checksum), nil
 	}
-	return "", nil
+	return c.n, "", nil
 }
 
 // writeError marks a failed write into the backup (as opposed to a failed

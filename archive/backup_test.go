@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
@@ -138,5 +140,48 @@ func TestBackupWhileStoring(t *testing.T) {
 	}
 	if rep.Instances != 40 || rep.Copied != 40 {
 		t.Fatalf("backup: %+v", rep)
+	}
+}
+
+// TestBackupDamagedObject: an object whose bytes no longer match its
+// recorded checksum is copied as found and reported; a missing one is
+// reported and not copied.
+func TestBackupDamagedObject(t *testing.T) {
+	ctx := context.Background()
+	f := qrFixture(t)
+	f.ar.Close()
+	flip := f.blobFile(t, studyA+".1.1")
+	b, err := os.ReadFile(flip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 1
+	if err := os.WriteFile(flip, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(f.blobFile(t, studyB+".1.1")); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	dst, err := fsblob.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	var rep archive.BackupReport
+	problems := map[string]string{}
+	var copied int
+	err = f.ar.CopyObjects(ctx, snap, dst, &rep, func(p archive.VerifyProblem) { problems[p.SOPInstanceUID] = p.Problem }, func(*store.Instance) { copied++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(qrObjects))
+	if rep.Instances != n || rep.Copied != n-1 || int64(copied) != n-1 || rep.Problems != 2 ||
+		!strings.Contains(problems[studyA+".1.1"], "checksum") || !strings.Contains(problems[studyB+".1.1"], "missing") {
+		t.Fatalf("%+v %v (%d copied)", rep, problems, copied)
 	}
 }

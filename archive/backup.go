@@ -65,6 +65,9 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 		return errors.New("the index snapshot cannot list its instances")
 	}
 	return w.WalkInstances(ctx, func(in *store.Instance) error {
+		if err := ctx.Err(); err != nil {
+			return err // ward serve is stopping: the previous backup stays
+		}
 		rep.Instances++
 		if have, err := dst.Open(ctx, in.BlobKey); err == nil {
 			n, err := sizeOf(have)

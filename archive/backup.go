@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"time"
 
 	"github.com/ward-pacs/ward/store"
 )
@@ -54,19 +55,37 @@ type BackupReport struct {
 	Problems int64 `json:"problems"`
 }
 
+// CopyOptions says how CopyObjects reports and how fast it reads.
+type CopyOptions struct {
+	// Problem is called for each object that could not be copied as
+	// recorded; Copied (when set) for each object copied.
+	Problem func(VerifyProblem)
+	Copied  func(*store.Instance)
+	// MaxRate caps the average copying rate in bytes per second (0: none);
+	// Progress (when set) is called at most every ProgressEvery (default
+	// a minute) with the counts so far.
+	MaxRate       int64
+	Progress      func(BackupReport)
+	ProgressEvery time.Duration
+}
+
 // CopyObjects copies into dst every object snap names that dst lacks,
-// checking each copy against the size and checksum of its row, and calls
-// copied (when set) for each object it copied. snap must be a
-// store.InstanceWalker (a snapshot of ar's index, taken while HoldDeletes
-// holds).
-func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.Blobs, rep *BackupReport, problem func(VerifyProblem), copied func(*store.Instance)) error {
+// checking each copy against the size and checksum of its row. snap must
+// be a store.InstanceWalker (a snapshot of ar's index, taken while
+// HoldDeletes holds).
+func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.Blobs, rep *BackupReport, o CopyOptions) error {
 	w, ok := snap.(store.InstanceWalker)
 	if !ok {
 		return errors.New("the index snapshot cannot list its instances")
 	}
+	p := newPacer(o.MaxRate, o.ProgressEvery)
 	return w.WalkInstances(ctx, func(in *store.Instance) error {
-		if err := ctx.Err(); err != nil {
-			return err // ward serve is stopping: the previous backup stays
+		// A stop of ward serve ends it here: the previous backup stays.
+		if p.progress() && o.Progress != nil {
+			o.Progress(*rep)
+		}
+		if err := p.wait(ctx, rep.Bytes); err != nil {
+			return err
 		}
 		rep.Instances++
 		if have, err := dst.Open(ctx, in.BlobKey); err == nil {
@@ -88,15 +107,17 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 		}
 		if msg != "" {
 			rep.Problems++
-			problem(VerifyProblem{SOPInstanceUID: in.SOPInstanceUID, StudyInstanceUID: in.StudyInstanceUID, BlobKey: in.BlobKey, Problem: msg})
+			if o.Problem != nil {
+				o.Problem(VerifyProblem{SOPInstanceUID: in.SOPInstanceUID, StudyInstanceUID: in.StudyInstanceUID, BlobKey: in.BlobKey, Problem: msg})
+			}
 		}
 		if n < 0 {
 			return nil // not copied
 		}
 		rep.Copied++
 		rep.Bytes += n
-		if copied != nil {
-			copied(in)
+		if o.Copied != nil {
+			o.Copied(in)
 		}
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/store"
@@ -49,7 +50,7 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	defer dst.Close()
 	var rep archive.BackupReport
 	problem := func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }
-	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, problem, nil); err != nil {
+	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, archive.CopyOptions{Problem: problem}); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Instances != int64(len(qrObjects)) || rep.Copied != rep.Instances || rep.Bytes == 0 {
@@ -70,7 +71,7 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	}
 	defer snap2.Close()
 	rep = archive.BackupReport{}
-	if err := f.ar.CopyObjects(ctx, snap2, dst, &rep, problem, nil); err != nil {
+	if err := f.ar.CopyObjects(ctx, snap2, dst, &rep, archive.CopyOptions{Problem: problem}); err != nil {
 		t.Fatal(err)
 	}
 	if err := archive.SettleObjects(ctx, snap2, dst, &rep); err != nil {
@@ -129,7 +130,7 @@ func TestBackupWhileStoring(t *testing.T) {
 	}
 	defer dst.Close()
 	var rep archive.BackupReport
-	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }, nil); err != nil {
+	if err := f.ar.CopyObjects(ctx, snap, dst, &rep, archive.CopyOptions{Problem: func(p archive.VerifyProblem) { t.Errorf("problem: %+v", p) }}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -175,7 +176,9 @@ func TestBackupDamagedObject(t *testing.T) {
 	var rep archive.BackupReport
 	problems := map[string]string{}
 	var copied int
-	err = f.ar.CopyObjects(ctx, snap, dst, &rep, func(p archive.VerifyProblem) { problems[p.SOPInstanceUID] = p.Problem }, func(*store.Instance) { copied++ })
+	err = f.ar.CopyObjects(ctx, snap, dst, &rep, archive.CopyOptions{
+		Problem: func(p archive.VerifyProblem) { problems[p.SOPInstanceUID] = p.Problem },
+		Copied:  func(*store.Instance) { copied++ }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,5 +186,40 @@ func TestBackupDamagedObject(t *testing.T) {
 	if rep.Instances != n || rep.Copied != n-1 || int64(copied) != n-1 || rep.Problems != 2 ||
 		!strings.Contains(problems[studyA+".1.1"], "checksum") || !strings.Contains(problems[studyB+".1.1"], "missing") {
 		t.Fatalf("%+v %v (%d copied)", rep, problems, copied)
+	}
+}
+
+// TestBackupRate: a rate cap spreads the copying out, with progress
+// reported meanwhile.
+func TestBackupRate(t *testing.T) {
+	ctx := context.Background()
+	f := qrFixture(t)
+	f.ar.Close()
+	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	full, _ := verifyAll(t, f)
+	dst, err := fsblob.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	var rep archive.BackupReport
+	var progress []archive.BackupReport
+	start := time.Now()
+	err = f.ar.CopyObjects(ctx, snap, dst, &rep, archive.CopyOptions{MaxRate: full.Bytes, ProgressEvery: 100 * time.Millisecond,
+		Progress: func(r archive.BackupReport) { progress = append(progress, r) }})
+	if err != nil || rep.Copied != full.Instances {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	// Bytes that take a second at the cap take at least half of one (the
+	// last object's copy is not waited for).
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("%d bytes at %d bytes/s took %v", rep.Bytes, full.Bytes, d)
+	}
+	if len(progress) == 0 || progress[len(progress)-1].Copied >= rep.Copied {
+		t.Errorf("progress %+v of %+v", progress, rep)
 	}
 }

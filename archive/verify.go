@@ -62,32 +62,13 @@ type VerifyReport struct {
 func (ar *Archive) Verify(ctx context.Context, o VerifyOptions, problem func(VerifyProblem)) (VerifyReport, error) {
 	var rep VerifyReport
 	studies := o.Studies
-	start := time.Now()
-	every := o.ProgressEvery
-	if every <= 0 {
-		every = time.Minute
-	}
-	lastProgress := start
+	p := newPacer(o.MaxRate, o.ProgressEvery)
 	check := func(in *store.Instance) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if o.Progress != nil && time.Since(lastProgress) >= every {
-			lastProgress = time.Now()
+		if p.progress() && o.Progress != nil {
 			o.Progress(rep)
 		}
-		if o.MaxRate > 0 {
-			// Hold the average at MaxRate bytes per second.
-			ahead := time.Duration(float64(rep.Bytes)/float64(o.MaxRate)*float64(time.Second)) - time.Since(start)
-			if ahead > 0 {
-				t := time.NewTimer(ahead)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return ctx.Err()
-				case <-t.C:
-				}
-			}
+		if err := p.wait(ctx, rep.Bytes); err != nil {
+			return err
 		}
 		in, n, msg := ar.verifyRow(ctx, in)
 		rep.Bytes += n
@@ -134,6 +115,54 @@ func (ar *Archive) Verify(ctx context.Context, o VerifyOptions, problem func(Ver
 		}
 	}
 	return rep, nil
+}
+
+// pacer holds a long read of the archive to an average rate, and says
+// when to report progress.
+type pacer struct {
+	rate                int64 // bytes per second; 0: no cap
+	every               time.Duration
+	start, lastProgress time.Time
+}
+
+func newPacer(rate int64, every time.Duration) *pacer {
+	if every <= 0 {
+		every = time.Minute
+	}
+	now := time.Now()
+	return &pacer{rate: rate, every: every, start: now, lastProgress: now}
+}
+
+// wait returns once done bytes are within the rate, or when ctx ends.
+func (p *pacer) wait(ctx context.Context, done int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if p.rate <= 0 {
+		return nil
+	}
+	ahead := time.Duration(float64(done)/float64(p.rate)*float64(time.Second)) - time.Since(p.start)
+	if ahead <= 0 {
+		return nil
+	}
+	t := time.NewTimer(ahead)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// progress reports whether a progress report is due (and resets the
+// clock when it is).
+func (p *pacer) progress() bool {
+	if time.Since(p.lastProgress) < p.every {
+		return false
+	}
+	p.lastProgress = time.Now()
+	return true
 }
 
 // maxUnreferenced bounds the unreferenced objects one verification

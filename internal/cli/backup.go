@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
 )
@@ -16,8 +18,9 @@ func runBackup(e *env, args []string) error {
 	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
 	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
 	asJSON := fs.Bool("json", false, "print the report and the problems as JSON")
+	maxRate := fs.Float64("max-rate", 0, "copy at most this many MB (10^6 bytes) per second, on average (0: no cap)")
 	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, `Usage: ward backup FOLDER [--json] [--config FILE | --data DIR]
+		fmt.Fprintln(e.stderr, `Usage: ward backup FOLDER [--max-rate MB/S] [--json] [--config FILE | --data DIR]
 
 Copies the archive into FOLDER, on another disk: a snapshot of the index as
 it was at one moment, every object it names, and DATA/ward.toml. Into the
@@ -29,7 +32,8 @@ when its object was stored. FOLDER is laid out as a data directory:
 in place of the data directory). When ward serve runs on the data
 directory, it makes the backup while it keeps serving (over its admin
 socket); objects of studies deleted meanwhile are kept until the backup
-ends. The audit trail and certificates are not copied.`)
+ends. --max-rate caps the copying rate, to leave a serving archive's disk
+to its peers. The audit trail and certificates are not copied.`)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, args)
@@ -44,12 +48,16 @@ ends. The audit trail and certificates are not copied.`)
 	if err != nil {
 		return err
 	}
+	if *maxRate < 0 {
+		return errors.New("--max-rate must not be negative")
+	}
+	rate := int64(*maxRate * 1e6)
 	c, err := loadConfig(*configPath, *dataDir)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	res, err := server.RemoteBackup(ctx, c.DataDir, dir)
+	res, err := server.RemoteBackup(ctx, c.DataDir, dir, rate)
 	if errors.Is(err, server.ErrNoServer) {
 		log, lerr := newLogger(e.stderr, "warn", "text")
 		if lerr != nil {
@@ -59,7 +67,10 @@ ends. The audit trail and certificates are not copied.`)
 		if oerr != nil {
 			return oerr
 		}
-		res, err = adm.Backup(ctx, server.Operator(), dir)
+		res, err = adm.Backup(ctx, server.Operator(), dir, archive.CopyOptions{MaxRate: rate, ProgressEvery: 10 * time.Second,
+			Progress: func(p archive.BackupReport) {
+				fmt.Fprintf(e.stderr, "%s so far, %s copied (%.1f MB)\n", count(p.Instances, "instance"), count(p.Copied, "object"), float64(p.Bytes)/1e6)
+			}})
 		err = errors.Join(err, adm.Close())
 	}
 	if res == nil || (err != nil && res.Report.Instances == 0) {

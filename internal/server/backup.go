@@ -40,7 +40,7 @@ const backupIndexName = "index.db"
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.
-func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *config.Config, dir string, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
+func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *config.Config, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
 	res := &BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
 	sn, ok := idx.(store.Snapshotter)
 	if !ok {
@@ -74,14 +74,15 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 		return res, fmt.Errorf("backup folder: %w", err)
 	}
 	defer dst.Close()
-	problem := func(p archive.VerifyProblem) {
+	o.Problem = func(p archive.VerifyProblem) {
 		if len(res.Problems) < MaxVerifyProblems {
 			res.Problems = append(res.Problems, p)
 		}
 	}
 	exports := &backupAudit{record: record, ward: ward, who: audit.Node{AETitle: "ward backup", ID: operator},
 		media: audit.Media{ID: dir, Type: audit.MediaURI}, studies: map[string]*audit.Study{}}
-	err = ar.CopyObjects(ctx, snap, dst, &res.Report, problem, exports.copied)
+	o.Copied = exports.copied
+	err = ar.CopyObjects(ctx, snap, dst, &res.Report, o)
 	exports.flush() // copied is copied, whether or not the backup finishes
 	if cerr := snap.Close(); err == nil {
 		err = cerr
@@ -246,9 +247,9 @@ func syncDir(dir string) error {
 }
 
 // Backup backs the stopped Ward up into dir (see runBackup), for operator.
-func (a *Admin) Backup(ctx context.Context, operator, dir string) (*BackupResult, error) {
+func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*BackupResult, error) {
 	var rerr error
-	res, err := runBackup(ctx, a.Archive, a.Archive.Index, a.Config, dir, func(m *audit.Message) {
+	res, err := runBackup(ctx, a.Archive, a.Archive.Index, a.Config, dir, o, func(m *audit.Message) {
 		if err := a.Record(m); err != nil {
 			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
 		}
@@ -258,12 +259,12 @@ func (a *Admin) Backup(ctx context.Context, operator, dir string) (*BackupResult
 
 // RemoteBackup asks the ward serve running on dataDir to back itself up
 // into dir, while it serves.
-func RemoteBackup(ctx context.Context, dataDir, dir string) (*BackupResult, error) {
+func RemoteBackup(ctx context.Context, dataDir, dir string, maxRate int64) (*BackupResult, error) {
 	var resp struct {
 		Error string `json:"error,omitempty"`
 		BackupResult
 	}
-	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "backup", Out: dir}, &resp); err != nil {
+	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "backup", Out: dir, MaxRate: maxRate}, &resp); err != nil {
 		return nil, err
 	}
 	if resp.Error != "" {

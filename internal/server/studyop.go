@@ -32,7 +32,7 @@ type StudyRequest struct {
 	Reason  string   `json:"reason,omitempty"`   // delete: required
 	Out     string   `json:"out,omitempty"`      // export, backup: absolute folder
 	Media   string   `json:"media,omitempty"`    // export: usb, cd, dvd, email, uri
-	MaxRate int64    `json:"max_rate,omitempty"` // verify: bytes per second (0: no cap)
+	MaxRate int64    `json:"max_rate,omitempty"` // verify, backup: bytes per second (0: no cap)
 }
 
 // StudyResult is the outcome for one study.
@@ -313,7 +313,10 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
 	if r.Op == "backup" {
 		// A stop interrupts it; the previous backup stays whole.
-		res, err := runBackup(ctx, s.archive, s.index, s.Config, r.Out, s.record, s.wardNode(), op)
+		res, err := runBackup(ctx, s.archive, s.index, s.Config, r.Out, archive.CopyOptions{MaxRate: r.MaxRate,
+			Progress: func(p archive.BackupReport) {
+				s.Logger.Info("backing up", "instances", p.Instances, "copied", p.Copied, "bytes", p.Bytes, "problems", p.Problems)
+			}}, s.record, s.wardNode(), op)
 		s.Logger.Info("backed up", "instances", res.Report.Instances, "copied", res.Report.Copied, "bytes", res.Report.Bytes,
 			"removed", res.Report.Removed, "problems", res.Report.Problems, "err", err)
 		if err != nil {

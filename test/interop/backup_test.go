@@ -76,7 +76,7 @@ func TestBackup(t *testing.T) {
 	if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, file("waveform_ecg.dcm")).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if o, code := wardCLI(t, "backup", dir, "--data", w.dir); code != 0 || !strings.Contains(o, "4 instances, 1 object copied") || !strings.Contains(o, "1 object removed") {
+	if o, code := wardCLI(t, "backup", dir, "--max-rate", "100", "--data", w.dir); code != 0 || !strings.Contains(o, "4 instances, 1 object copied") || !strings.Contains(o, "1 object removed") {
 		t.Fatalf("second backup: %d %s", code, o)
 	}
 	if o, code := wardCLI(t, "study", "verify", "--data", dir); code != 0 || !strings.Contains(o, "verified 4 instances") {

@@ -151,15 +151,7 @@ func TestBackupDamagedObject(t *testing.T) {
 	ctx := context.Background()
 	f := qrFixture(t)
 	f.ar.Close()
-	flip := f.blobFile(t, studyA+".1.1")
-	b, err := os.ReadFile(flip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)-1] ^= 1
-	if err := os.WriteFile(flip, b, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	flipBit(t, f.blobFile(t, studyA+".1.1"), 1)
 	if err := os.Remove(f.blobFile(t, studyB+".1.1")); err != nil {
 		t.Fatal(err)
 	}

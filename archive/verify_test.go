@@ -27,6 +27,19 @@ func (f *fixture) blobFile(t *testing.T, uid string) string {
 	return ""
 }
 
+// flipBit changes one bit of the file, fromEnd bytes before its end.
+func flipBit(t *testing.T, path string, fromEnd int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-fromEnd] ^= 0x40
+	if err := os.WriteFile(path, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func verifyAll(t *testing.T, f *fixture, studies ...string) (archive.VerifyReport, map[string]string) {
 	t.Helper()
 	got := map[string]string{}
@@ -60,15 +73,7 @@ func TestVerify(t *testing.T) {
 	size := rep.Bytes
 
 	// Damage four objects, each in its own way.
-	flip := f.blobFile(t, studyA+".1.1")
-	b, err := os.ReadFile(flip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)-3] ^= 0x40
-	if err := os.WriteFile(flip, b, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	flipBit(t, f.blobFile(t, studyA+".1.1"), 3)
 	if err := os.Truncate(f.blobFile(t, studyA+".1.2"), 200); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +81,7 @@ func TestVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	pre := f.blobFile(t, studyB+".1.1")
-	b, err = os.ReadFile(pre)
+	b, err := os.ReadFile(pre)
 	if err != nil {
 		t.Fatal(err)
 	}

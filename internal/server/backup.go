@@ -187,6 +187,11 @@ func claimBackupDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("backup folder: %w", err)
 	}
+	// An empty folder given is closed as a new one would be: it will
+	// hold patient data.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("backup folder: %w", err)
+	}
 	text := "This folder holds a backup made by ward backup: index.db and objects/ as in a data directory.\n" +
 		"ward backup into it again copies what is new; ward serve --data on it serves it.\n"
 	if err := os.WriteFile(marker, []byte(text), 0o600); err != nil {

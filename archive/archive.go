@@ -58,6 +58,14 @@ type Archive struct {
 	OnDuplicate DuplicatePolicy
 	// MaxIndexedValue bounds one indexed attribute's value.
 	MaxIndexedValue int
+	// MinFree is the free space kept in reserve on the blob store's disk
+	// (a store.SpaceReporter): a C-STORE that arrives when less is free
+	// is refused before anything is written, so that the disk never fills
+	// (the index, its write-ahead log and the system need room too).
+	// MinFreeShare, when above 0, lowers the reserve to that share of the
+	// disk's size (for small disks). 0: no reserve.
+	MinFree      int64
+	MinFreeShare float64
 
 	// Query/retrieve (find.go, retrieve.go).
 	// AETitle is the Retrieve AE Title (0008,0054) of C-FIND responses; ""
@@ -88,6 +96,9 @@ type Archive struct {
 	noIntents atomic.Bool
 	// syncFailed: an index Sync failed; nothing is published until restart.
 	syncFailed atomic.Bool
+
+	// space caches the last free-space reading (space.go).
+	space spaceCache
 
 	// holds counts the backups running: while one runs, no blob the index
 	// has recorded for deletion is deleted (backup.go).
@@ -361,6 +372,9 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 			return resourceError("reading the index", err)
 		}
 	}
+	if err := ar.checkSpace(ctx); err != nil {
+		return err
+	}
 	bw, err := ar.Blobs.Create(ctx, "")
 	if err != nil {
 		return resourceError("creating the object file", err)
@@ -414,6 +428,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	}
 	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
+	ar.space.wrote(cw.n)
 	r.StudyInstanceUID, r.PatientID = in.StudyInstanceUID, in.PatientID
 	put := ar.Index.Put
 	ins, canInsert := ar.Index.(store.Inserter)

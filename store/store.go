@@ -261,6 +261,13 @@ type InstanceWalker interface {
 	WalkInstances(ctx context.Context, fn func(*Instance) error) error
 }
 
+// SpaceReporter is an optional capability of Blobs: the bytes free for
+// new blobs and the size of the storage that holds them. Fallback: no
+// free-space reserve is kept (a full disk still fails a store cleanly).
+type SpaceReporter interface {
+	Space(ctx context.Context) (free, total int64, err error)
+}
+
 // Snapshotter is an optional capability of an Index: a consistent copy of
 // the index as committed at one moment, written to path (which must not
 // exist) and returned open, for a backup. Taking it does not stop writes.

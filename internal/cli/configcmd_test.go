@@ -43,6 +43,7 @@ func TestConfigCheck(t *testing.T) {
 		{"peer from anywhere", "[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/0\"]\nallow = [\"store\"]\n", "from any address", true},
 		{"no result cap", "[query]\nmax_results = -1\n", "not capped", false},
 		{"audit off", "[audit]\nenabled = false\n", "not recorded", false},
+		{"no disk reserve", "[storage]\nmin_free = \"0\"\n", "no free space is kept in reserve", false},
 		{"no lockout", "[dicom]\nlockout_after = -1\n", "guessed", false},
 		{"passcode in clear", "[[users]]\nname = \"alice\"\nhash = \"hunter2\"\n", "[[users]]", true},
 		{"C-MOVE destination in clear", "[[peers]]\naet = \"WS\"\nhost = \"10.1.2.3\"\nport = 104\nallow = [\"move-destination\"]\n", "images in clear text", false},

@@ -55,6 +55,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "", "log format: text or json")
+	minFree := fs.String("min-free", "", "free space kept in reserve on the objects' disk, e.g. 2GiB; C-STOREs are refused below it (0: none; default 1GiB, or 5% of a smaller disk)")
 	return func() (*config.Config, error) {
 		c, err := loadConfig(*configPath, *dataDir)
 		if err != nil {
@@ -62,7 +63,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 		}
 		for flag, dst := range map[*string]*string{listen: &c.DICOM.Listen, tlsListen: &c.DICOM.TLSListen,
 			tlsCert: &c.DICOM.TLSCert, tlsKey: &c.DICOM.TLSKey, tlsClientCA: &c.DICOM.TLSClientCA, tlsCRL: &c.DICOM.TLSCRL,
-			aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format} {
+			aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format, minFree: &c.Storage.MinFree} {
 			if *flag != "" {
 				*dst = *flag
 			}

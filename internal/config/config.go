@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/dustin/go-humanize"
 )
 
 // Defaults.
@@ -179,6 +180,31 @@ type Storage struct {
 	IndexDSN string `toml:"index_dsn"`
 	Blobs    string `toml:"blobs"`
 	BlobsDSN string `toml:"blobs_dsn"`
+	// MinFree is the free space kept in reserve on the disk of the
+	// objects: a C-STORE arriving when less is free is refused (0xA700)
+	// before anything is written. A size ("2GiB", "500MB", bytes); "0"
+	// turns the reserve off. Empty: 1 GiB, or 5 % of a smaller disk.
+	MinFree string `toml:"min_free"`
+}
+
+// DefaultMinFree and DefaultMinFreeShare are the reserve when min_free is
+// not set: 1 GiB, lowered to 5 % of a disk smaller than 20 GiB.
+const (
+	DefaultMinFree      = 1 << 30
+	DefaultMinFreeShare = 0.05
+)
+
+// MinFreeBytes is the reserve of Storage.MinFree in bytes, and the share
+// of the disk it is capped at (0: none).
+func (s *Storage) MinFreeBytes() (int64, float64, error) {
+	if strings.TrimSpace(s.MinFree) == "" {
+		return DefaultMinFree, DefaultMinFreeShare, nil
+	}
+	n, err := humanize.ParseBytes(s.MinFree)
+	if err != nil || n > 1<<62 {
+		return 0, 0, fmt.Errorf("storage min_free %q: give a size such as 2GiB or 500MB, or 0 for no reserve", s.MinFree)
+	}
+	return int64(n), 0, nil
 }
 
 // Audit configures the audit trail (PS3.15 A.5).
@@ -335,6 +361,9 @@ func (c *Config) Validate() error {
 	case "replace", "keep", "reject":
 	default:
 		return fmt.Errorf("storage on_duplicate %q: use replace, keep or reject", c.Storage.OnDuplicate)
+	}
+	if _, _, err := c.Storage.MinFreeBytes(); err != nil {
+		return err
 	}
 	if c.DICOM.IdleTimeout.Duration < 0 {
 		return fmt.Errorf("dicom idle_timeout must not be negative (0: the default, 5m)")

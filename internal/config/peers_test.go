@@ -29,3 +29,32 @@ func TestPeerDestination(t *testing.T) {
 		})
 	}
 }
+
+func TestMinFreeBytes(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		n     int64
+		share float64
+		bad   bool
+	}{
+		{"", DefaultMinFree, DefaultMinFreeShare, false},
+		{"0", 0, 0, false},
+		{"2GiB", 2 << 30, 0, false},
+		{"500MB", 500e6, 0, false},
+		{"600KiB", 600 << 10, 0, false},
+		{"12345", 12345, 0, false},
+		{"lots", 0, 0, true},
+		{"-1GiB", 0, 0, true},
+	} {
+		s := Storage{MinFree: tc.in}
+		n, share, err := s.MinFreeBytes()
+		if (err != nil) != tc.bad || n != tc.n || share != tc.share {
+			t.Errorf("%q: %d %v %v", tc.in, n, share, err)
+		}
+	}
+	c := Default()
+	c.Storage.MinFree = "lots"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "min_free") {
+		t.Errorf("Validate with a bad min_free: %v", err)
+	}
+}

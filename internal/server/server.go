@@ -105,7 +105,13 @@ func (s *Server) Open(ctx context.Context) error {
 		lockAfter = config.DefaultLockoutAfter
 	}
 	s.limits = &policy.Limiter{After: lockAfter, Base: c.DICOM.LockoutBase.Duration, Max: c.DICOM.LockoutMax.Duration}
+	minFree, minFreeShare, err := c.Storage.MinFreeBytes()
+	if err != nil {
+		s.closeStores()
+		return err
+	}
 	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
+		MinFree: minFree, MinFreeShare: minFreeShare,
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
 	if err := s.archive.Open(ctx); err != nil {

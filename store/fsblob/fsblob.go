@@ -106,6 +106,7 @@ var (
 	_ store.BlobWriter     = (*writer)(nil)
 	_ store.DurableNamer   = (*writer)(nil)
 	_ store.IntentWriter   = (*writer)(nil)
+	_ store.SpaceReporter  = (*Store)(nil)
 	_ store.IntentReader   = (*Store)(nil)
 	_ store.BatchPublisher = (*Store)(nil)
 )
@@ -949,6 +950,15 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// Space implements store.SpaceReporter for the filesystem of the store.
+func (s *Store) Space(ctx context.Context) (free, total int64, err error) {
+	free, total, err = space(s.dir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("fsblob: space: %w", err)
+	}
+	return free, total, nil
 }
 
 // Dir returns the absolute path of the store's directory.

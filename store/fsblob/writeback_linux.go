@@ -40,6 +40,16 @@ func spreadSubdirs(dir string) error {
 	return unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags|fsTopdirFL))
 }
 
+// space is the filesystem's room for an unprivileged writer (f_bavail)
+// and its size.
+func space(dir string) (free, total int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
+}
+
 // fsTopdirFL is FS_TOPDIR_FL of <linux/fs.h>.
 const fsTopdirFL = 0x00020000
 

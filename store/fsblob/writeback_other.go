@@ -18,4 +18,6 @@ func spreadSubdirs(dir string) error { return nil }
 
 func setIntent(f *os.File, b []byte) error { return errors.ErrUnsupported }
 
+func space(dir string) (free, total int64, err error) { return 0, 0, errors.ErrUnsupported }
+
 func getIntent(path string) ([]byte, error) { return nil, errNoIntent }

@@ -37,28 +37,40 @@ func tinyFS(t *testing.T) string {
 // and pending/ empty, index and objects/ agree); once space is freed the
 // same objects are stored. Once with the sqlite index on the full disk
 // (the default layout: either the blob or the index fills it), once with
-// the index elsewhere (only the blob store fills).
+// the index elsewhere (only the blob store fills); both with the free-space
+// reserve off, so that the disk does fill. A third time with a reserve of
+// 600 KiB (on this 2 MiB disk; the default is 1 GiB, or 5 % of a small
+// disk, which here the index's write-ahead log alone outgrows): the store
+// that would eat into it is refused the same way before anything is
+// written, saying so.
 func TestDiskFull(t *testing.T) {
 	requireTool(t, "storescu")
-	for _, indexOnDisk := range []bool{true, false} {
-		name := "index on the full disk"
-		if !indexOnDisk {
-			name = "index elsewhere"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		indexOnDisk, reserve bool
+		comment              string
+	}{
+		{"index on the full disk", true, false, "no space left on device"},
+		{"index elsewhere", false, false, "no space left on device"},
+		{"reserve", true, true, "KiB reserve (min_free)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			dir := tinyFS(t)
 			work := t.TempDir()
 			indexPath := filepath.Join(dir, "index.db")
-			var extra []string
-			if !indexOnDisk {
-				indexPath = filepath.Join(work, "index.db")
-				cfg := filepath.Join(work, "ward.toml")
-				toml := fmt.Sprintf("[storage]\nindex = \"sqlite\"\nindex_dsn = %q\n", indexPath)
-				if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
-					t.Fatal(err)
-				}
-				extra = []string{"--config", cfg}
+			toml := "[storage]\nmin_free = \"0\"\n"
+			if tc.reserve {
+				toml = "[storage]\nmin_free = \"600KiB\"\n"
 			}
+			if !tc.indexOnDisk {
+				indexPath = filepath.Join(work, "index.db")
+				toml += fmt.Sprintf("index = \"sqlite\"\nindex_dsn = %q\n", indexPath)
+			}
+			cfg := filepath.Join(work, "ward.toml")
+			if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			extra := []string{"--config", cfg}
 			w := startWard(t, dir, freePort(t), extra...)
 			// Ballast leaves room for about a dozen objects; removing it
 			// is "freeing space".
@@ -94,17 +106,21 @@ func TestDiskFull(t *testing.T) {
 					comment = line
 				}
 			}
-			if !strings.Contains(comment, "no space left on device") {
-				t.Errorf("error comment %q does not say the disk is full", comment)
+			if !strings.Contains(comment, tc.comment) {
+				t.Errorf("error comment %q does not say %q", comment, tc.comment)
 			}
 			t.Logf("%d stored before the disk was full; refused: %s", len(acked), strings.TrimSpace(comment))
 
 			// Nothing half-written is visible while Ward runs.
 			checkNothingHalfWritten(t, dir)
 
-			// Free space: the rest is stored.
+			// Free space: the rest is stored (once Ward's reading of the free
+			// space, trusted for a second, is renewed).
 			if err := os.Remove(ballast); err != nil {
 				t.Fatal(err)
+			}
+			if tc.reserve {
+				time.Sleep(1100 * time.Millisecond)
 			}
 			var rest []string
 			for _, in := range batch {

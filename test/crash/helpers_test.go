@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,7 +138,13 @@ func (s *syncBuffer) String() string {
 // until it listens. extra are added flags (e.g. --config).
 func startWard(t *testing.T, dir string, port int, extra ...string) *wardProc {
 	t.Helper()
-	args := append([]string{"serve", "--data", dir, "--dicom-listen", "127.0.0.1:" + strconv.Itoa(port), "--aet", "WARD", "--loopback-any-ae"}, extra...)
+	args := []string{"serve", "--data", dir, "--dicom-listen", "127.0.0.1:" + strconv.Itoa(port), "--aet", "WARD", "--loopback-any-ae"}
+	if !slices.Contains(extra, "--config") {
+		// The test machine's disk may be fuller than the default reserve
+		// (1 GiB) allows; the tests need little.
+		args = append(args, "--min-free", "16MiB")
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(wardBinary(t), args...)
 	w := &wardProc{cmd: cmd, port: strconv.Itoa(port), log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.log, w.log

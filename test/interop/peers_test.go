@@ -149,6 +149,9 @@ func startWard(t *testing.T, edit ...func(*config.Config)) *ward {
 	c := config.Default()
 	c.DataDir = t.TempDir()
 	c.DICOM.Listen = "127.0.0.1:0"
+	// The test machine's disk may be fuller than the default reserve
+	// (1 GiB) allows; the tests need little.
+	c.Storage.MinFree = "16MiB"
 	// Most tests drive Ward with DCMTK tools under their default AE
 	// titles: the loopback opt-in admits them. The policy tests turn it
 	// off and register peers. Lockout is off unless a test tests it.

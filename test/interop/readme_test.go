@@ -55,6 +55,15 @@ func TestREADMECommands(t *testing.T) {
 	work := t.TempDir()
 	// The README's run command, from the checkout: the default data
 	// directory ./ward-data is relative to where it runs.
+	// The test machine's disk may be fuller than the default free-space
+	// reserve (1 GiB) allows: a smaller one in the default data
+	// directory's configuration, which the README's commands then edit.
+	if err := os.MkdirAll(filepath.Join(work, "ward-data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "ward-data", "ward.toml"), []byte("[storage]\nmin_free = \"16MiB\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	serve := exec.Command(bin, "serve")
 	serve.Dir = work
 	logf, _ := os.Create(filepath.Join(work, "serve.log"))

@@ -37,6 +37,15 @@ func (c *spaceCache) wrote(n int64) {
 	c.mu.Unlock()
 }
 
+// Reserve is the free space kept in reserve on a disk of total bytes:
+// minFree, lowered to share of the disk when share is above 0.
+func Reserve(minFree int64, share float64, total int64) int64 {
+	if s := int64(share * float64(total)); share > 0 && s < minFree {
+		return s
+	}
+	return minFree
+}
+
 // checkSpace refuses a C-STORE, before anything is written, when the blob
 // store's disk has less free than the reserve (MinFree).
 func (ar *Archive) checkSpace(ctx context.Context) error {
@@ -55,10 +64,7 @@ func (ar *Archive) checkSpace(ctx context.Context) error {
 		free, total, err := sr.Space(ctx)
 		c.at, c.readError = now, err
 		if err == nil {
-			c.free, c.since, c.reserve = free, 0, ar.MinFree
-			if share := int64(ar.MinFreeShare * float64(total)); ar.MinFreeShare > 0 && share < c.reserve {
-				c.reserve = share
-			}
+			c.free, c.since, c.reserve = free, 0, Reserve(ar.MinFree, ar.MinFreeShare, total)
 		}
 	}
 	free := c.free - c.since

@@ -358,7 +358,10 @@ func BlobsBackends() []string {
 
 // Counts are the numbers of rows at each level of an Index.
 type Counts struct {
-	Patients, Studies, Series, Instances int64
+	Patients  int64 `json:"patients"`
+	Studies   int64 `json:"studies"`
+	Series    int64 `json:"series"`
+	Instances int64 `json:"instances"`
 }
 
 // Counter is implemented by an Index that can count its patients, studies

@@ -36,6 +36,7 @@ func init() {
 		{"user", "add, list or remove users (username + passcode identity)", runUser},
 		{"study", "delete, export or verify studies (delete and export are recorded in the audit trail)", runStudy},
 		{"backup", "copy the archive into a folder on another disk, while it serves", runBackup},
+		{"status", "counts of the archive and its disk space (no patient data)", runStatus},
 		{"config", "check the configuration for risky settings", runConfig},
 		{"pki", "make a CA, a server certificate and client certificates for DICOM TLS", runPKI},
 		{"audit", "verify, tail and search the audit trail (PS3.15 A.5)", runAudit},

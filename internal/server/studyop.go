@@ -48,8 +48,10 @@ var MediaTypes = map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.Media
 // Check validates a request.
 func (r *StudyRequest) Check() error {
 	switch {
-	case r.Op != "delete" && r.Op != "export" && r.Op != "verify" && r.Op != "backup":
+	case r.Op != "delete" && r.Op != "export" && r.Op != "verify" && r.Op != "backup" && r.Op != "status":
 		return fmt.Errorf("unknown operation %q", r.Op)
+	case r.Op == "status":
+		return nil
 	case r.Op == "backup" && len(r.Studies) > 0:
 		return errors.New("a backup is of the whole archive")
 	case r.Op == "backup" && !filepath.IsAbs(r.Out):
@@ -108,7 +110,7 @@ func (a *Admin) StudyOp(ctx context.Context, operator string, r *StudyRequest) (
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	if r.Op == "verify" || r.Op == "backup" {
+	if r.Op == "verify" || r.Op == "backup" || r.Op == "status" {
 		return nil, fmt.Errorf("%s is a method of Admin of its own", r.Op)
 	}
 	var rerr error
@@ -311,6 +313,15 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	_ = c.SetDeadline(time.Time{}) // a large study takes its time
 	op := userName(uid)
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
+	if r.Op == "status" {
+		st, err := status(ctx, s.archive, s.Config)
+		if err != nil {
+			reply(map[string]string{"error": err.Error()})
+			return
+		}
+		reply(st)
+		return
+	}
 	if r.Op == "backup" {
 		// A stop interrupts it; the previous backup stays whole.
 		res, err := runBackup(ctx, s.archive, s.index, s.Config, r.Out, archive.CopyOptions{MaxRate: r.MaxRate,

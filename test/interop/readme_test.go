@@ -150,8 +150,8 @@ func TestREADMECommands(t *testing.T) {
 	exported := t.TempDir()
 	backup := filepath.Join(t.TempDir(), "backup")
 	care := strings.NewReplacer("1.2.3", studyUID, "/media/usb0/case-12", exported, "/mnt/backup/ward", backup, "./ward ", bin+" ")
-	if n := runREADMESection(t, text, "## Look after the archive", "## Run the tests", work, care); n != 4 {
-		t.Fatalf("ran %d README commands in the archive care section, want 4", n)
+	if n := runREADMESection(t, text, "## Look after the archive", "## Run the tests", work, care); n != 5 {
+		t.Fatalf("ran %d README commands in the archive care section, want 5", n)
 	}
 	if _, err := os.Stat(filepath.Join(backup, "index.db")); err != nil {
 		t.Fatalf("the README's backup command: %v", err)
@@ -167,7 +167,7 @@ func TestREADMECommands(t *testing.T) {
 }
 
 // readmeCmdRE matches the README lines that are commands to run.
-var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer|study|backup))\b`)
+var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer|study|backup|status))\b`)
 
 // runREADMESection runs every command line of the README between two
 // headings, with subst applied, in dir; it returns how many it ran.

@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,5 +81,33 @@ func TestStudyVerify(t *testing.T) {
 	o, code := wardCLI(t, "study", "verify", studyOf(t, files[0]), "--max-rate", "50", "--data", w.dir)
 	if !strings.Contains(o, "verified 1 instance,") || (code == 0) == strings.Contains(o, key) {
 		t.Fatalf("verify one study: %d %s", code, o)
+	}
+}
+
+// TestStatus: `ward status` of a serving Ward (over its admin socket) and
+// of a stopped one counts what DCMTK storescu sent, and gives the disk's
+// free space and reserve.
+func TestStatus(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	w := startWard(t)
+	files := []string{filepath.Join(pydicomTestFiles, "CT_small.dcm"), filepath.Join(pydicomTestFiles, "MR_small.dcm")}
+	if out, err := dcmtk("storescu", append([]string{"-aec", "WARD", w.host, w.port}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	o, code := wardCLI(t, "status", "--data", w.dir)
+	if code != 0 || !strings.Contains(o, "running on") || strings.Contains(o, "not running") ||
+		!strings.Contains(o, "2 patients, 2 studies, 2 series, 2 instances") || !strings.Contains(o, "16 MiB kept in reserve; C-STOREs accepted") {
+		t.Fatalf("status: %d\n%s", code, o)
+	}
+	w.stop()
+	o, code = wardCLI(t, "status", "--json", "--data", w.dir)
+	var st struct {
+		Serving  bool
+		Counts   struct{ Instances int64 }
+		DiskFree int64 `json:"disk_free"`
+	}
+	if err := json.Unmarshal([]byte(o), &st); code != 0 || err != nil || st.Serving || st.Counts.Instances != 2 || st.DiskFree <= 0 {
+		t.Fatalf("status of the stopped Ward: %d %v\n%s", code, err, o)
 	}
 }

@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/dustin/go-humanize"
+	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/server"
+)
+
+func runStatus(e *env, args []string) error {
+	fs := newFlagSet(e, "status", "[--json] [--config FILE | --data DIR]")
+	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
+	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	c, err := loadConfig(*configPath, *dataDir)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	st, err := server.RemoteStatus(ctx, c.DataDir)
+	if errors.Is(err, server.ErrNoServer) {
+		log, lerr := newLogger(e.stderr, "warn", "text")
+		if lerr != nil {
+			return lerr
+		}
+		adm, oerr := server.OpenAdmin(ctx, c, log)
+		if oerr != nil {
+			return oerr
+		}
+		st, err = adm.Status(ctx)
+		err = errors.Join(err, adm.Close())
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	serving := "not running"
+	if st.Serving {
+		serving = "running"
+	}
+	fmt.Fprintf(e.stdout, "ward serve:    %s on %s\n", serving, st.DataDir)
+	n := st.Counts
+	fmt.Fprintf(e.stdout, "archive:       %s patients, %s studies, %s series, %s instances\n",
+		humanize.Comma(n.Patients), humanize.Comma(n.Studies), humanize.Comma(n.Series), humanize.Comma(n.Instances))
+	if st.DiskTotal >= 0 {
+		state := "C-STOREs accepted"
+		if st.StoresRefused {
+			state = "C-STOREs REFUSED: free space below the reserve"
+		}
+		fmt.Fprintf(e.stdout, "objects' disk: %s free of %s, %s kept in reserve; %s\n",
+			humanize.IBytes(uint64(st.DiskFree)), humanize.IBytes(uint64(st.DiskTotal)), humanize.IBytes(uint64(st.DiskReserve)), state)
+	}
+	if st.AwaitingDeletion > 0 {
+		fmt.Fprintf(e.stdout, "deletion:      %d objects of deleted or replaced instances not yet removed\n", st.AwaitingDeletion)
+	}
+	return nil
+}

@@ -79,7 +79,7 @@ func editTables[T any](path, key string, field func(*Config) *[]T, check func([]
 			return fmt.Errorf("config %s: could not rewrite the %s without changing other settings", path, key)
 		}
 	}
-	return writeAtomic(path, out, 0o600)
+	return WriteFileAtomic(path, out, 0o600)
 }
 
 func decodeStrict(path string, b []byte) (*Config, error) {
@@ -94,10 +94,10 @@ func decodeStrict(path string, b []byte) (*Config, error) {
 	return c, nil
 }
 
-// writeAtomic replaces path with b: a temporary file in the same
+// WriteFileAtomic replaces path with b: a temporary file in the same
 // directory, written, synced and renamed over path, then the directory
 // synced.
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
+func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,33 +209,14 @@ func indexBackend(c *config.Config) string {
 // copyConfig copies DATA/ward.toml, when there is one, into the backup
 // (0600: it holds the peers and the users' passcode hashes).
 func copyConfig(dataDir, dir string) error {
-	src, err := os.Open(filepath.Join(dataDir, config.ConfigFileName))
+	b, err := os.ReadFile(filepath.Join(dataDir, config.ConfigFileName))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	defer src.Close()
-	tmp, err := os.CreateTemp(dir, ".ward.toml-*")
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	_, err = io.Copy(tmp, src)
 	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, config.ConfigFileName))
+		err = config.WriteFileAtomic(filepath.Join(dir, config.ConfigFileName), b, 0o600)
 	}
 	if err != nil {
-		os.Remove(tmp.Name())
 		return fmt.Errorf("backup: copying the configuration: %w", err)
 	}
 	return nil

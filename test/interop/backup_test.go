@@ -30,9 +30,22 @@ func TestBackup(t *testing.T) {
 	if out, err := dcmtk("storescu", append([]string{"-aec", "WARD", w.host, w.port}, sent...)...).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	// The data directory's configuration goes with the backup (this
+	// in-process Ward has its configuration in memory; the file is a
+	// stand-in).
+	toml := "[storage]\nmin_free = \"16MiB\"\n"
+	if err := os.WriteFile(filepath.Join(w.dir, "ward.toml"), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(t.TempDir(), "backup")
 	if o, code := wardCLI(t, "backup", dir, "--data", w.dir); code != 0 || !strings.Contains(o, "4 instances, 4 objects copied") {
 		t.Fatalf("backup: %d %s", code, o)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "ward.toml")); err != nil || string(b) != toml {
+		t.Fatalf("the configuration in the backup: %q %v", b, err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the backup folder's mode: %v %v", fi.Mode(), err)
 	}
 
 	// Each study copied is audited as Export to the folder.

@@ -199,10 +199,17 @@ func adminCall(ctx context.Context, dataDir string, req, resp any) error {
 		return fmt.Errorf("%w (%v)", ErrNoServer, err)
 	}
 	defer conn.Close()
+	// Cancelling ctx hangs up, which ends a verification or a backup the
+	// server was running for this call.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
 		return err
 	}
 	if err := json.NewDecoder(io.LimitReader(conn, 64<<20)).Decode(resp); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("reading ward serve's answer: %w", err)
 	}
 	return nil
@@ -313,6 +320,21 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	_ = c.SetDeadline(time.Time{}) // a large study takes its time
 	op := userName(uid)
 	s.Logger.Info("admin request", "op", r.Op, "studies", len(r.Studies), "operator", op)
+	// A verification or a backup ends when the caller hangs up (an
+	// interrupted ward study verify or ward backup): nothing but the
+	// request's trailing newline comes on the connection, so reads end
+	// only then.
+	callCtx, hangUp := context.WithCancel(ctx)
+	defer hangUp()
+	go func() {
+		defer hangUp()
+		var b [64]byte
+		for {
+			if _, err := c.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
 	if r.Op == "status" {
 		st, err := status(ctx, s.archive, s.Config)
 		if err != nil {
@@ -324,7 +346,7 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	}
 	if r.Op == "backup" {
 		// A stop interrupts it; the previous backup stays whole.
-		res, err := runBackup(ctx, s.archive, s.index, s.Config, r.Out, archive.CopyOptions{MaxRate: r.MaxRate,
+		res, err := runBackup(callCtx, s.archive, s.index, s.Config, r.Out, archive.CopyOptions{MaxRate: r.MaxRate,
 			Progress: func(p archive.BackupReport) {
 				s.Logger.Info("backing up", "instances", p.Instances, "copied", p.Copied, "bytes", p.Bytes, "problems", p.Problems)
 			}}, s.record, s.wardNode(), op)
@@ -339,7 +361,7 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	}
 	if r.Op == "verify" {
 		// Reading only: a stop interrupts it.
-		res, err := runVerify(ctx, s.archive, archive.VerifyOptions{Studies: r.Studies, MaxRate: r.MaxRate,
+		res, err := runVerify(callCtx, s.archive, archive.VerifyOptions{Studies: r.Studies, MaxRate: r.MaxRate,
 			Progress: func(p archive.VerifyReport) {
 				s.Logger.Info("verifying", "instances", p.Instances, "bytes", p.Bytes, "problems", p.Problems)
 			}})

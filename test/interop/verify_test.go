@@ -1,12 +1,17 @@
 package interop
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/internal/server"
 )
 
 // TestStudyVerify: objects sent by DCMTK storescu verify clean with `ward
@@ -27,6 +32,22 @@ func TestStudyVerify(t *testing.T) {
 	}
 	if o, code := wardCLI(t, "study", "verify", "--data", w.dir); code != 0 || !strings.Contains(o, "verified 5 instances") || !strings.Contains(o, ": 0 with problems") {
 		t.Fatalf("verify: %d %s", code, o)
+	}
+	// A caller that hangs up (an interrupted ward study verify) ends the
+	// verification it asked for, here one capped at a byte a second.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := server.RemoteVerify(ctx, w.dir, archive.VerifyOptions{MaxRate: 1})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a verification at a byte a second returned %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(w.log.String(), `msg=verified`) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the verification goes on after its caller hung up:\n%s", w.log.String())
+		}
+	}
+	if !strings.Contains(w.log.String(), "context canceled") {
+		t.Fatalf("the verification did not end for the hang-up:\n%s", w.log.String())
 	}
 	// Alter one stored object: one bit, near its end, once the objects
 	// have moved from pending/ to objects/ (just after their C-STOREs

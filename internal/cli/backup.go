@@ -59,19 +59,14 @@ to its peers. The audit trail and certificates are not copied.`)
 	ctx := context.Background()
 	res, err := server.RemoteBackup(ctx, c.DataDir, dir, rate)
 	if errors.Is(err, server.ErrNoServer) {
-		log, lerr := newLogger(e.stderr, "warn", "text")
-		if lerr != nil {
-			return lerr
-		}
-		adm, oerr := server.OpenAdmin(ctx, c, log)
-		if oerr != nil {
-			return oerr
-		}
-		res, err = adm.Backup(ctx, server.Operator(), dir, archive.CopyOptions{MaxRate: rate, ProgressEvery: 10 * time.Second,
+		o := archive.CopyOptions{MaxRate: rate, ProgressEvery: 10 * time.Second,
 			Progress: func(p archive.BackupReport) {
 				fmt.Fprintf(e.stderr, "%s so far, %s copied (%.1f MB)\n", count(p.Instances, "instance"), count(p.Copied, "object"), float64(p.Bytes)/1e6)
-			}})
-		err = errors.Join(err, adm.Close())
+			}}
+		err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+			res, err = adm.Backup(ctx, server.Operator(), dir, o)
+			return err
+		})
 	}
 	if res == nil || (err != nil && res.Report.Instances == 0) {
 		return err

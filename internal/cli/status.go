@@ -31,16 +31,10 @@ func runStatus(e *env, args []string) error {
 	ctx := context.Background()
 	st, err := server.RemoteStatus(ctx, c.DataDir)
 	if errors.Is(err, server.ErrNoServer) {
-		log, lerr := newLogger(e.stderr, "warn", "text")
-		if lerr != nil {
-			return lerr
-		}
-		adm, oerr := server.OpenAdmin(ctx, c, log)
-		if oerr != nil {
-			return oerr
-		}
-		st, err = adm.Status(ctx)
-		err = errors.Join(err, adm.Close())
+		err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+			st, err = adm.Status(ctx)
+			return err
+		})
 	}
 	if err != nil {
 		return err

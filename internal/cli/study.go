@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -128,17 +127,26 @@ directory itself.`)
 	return errors.Join(append(failed, err)...)
 }
 
-func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *server.StudyRequest) ([]server.StudyResult, error) {
+func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *server.StudyRequest) (res []server.StudyResult, err error) {
+	err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+		res, err = adm.StudyOp(ctx, server.Operator(), r)
+		return err
+	})
+	return res, err
+}
+
+// offline runs fn on the data directory of c, opened by this command for
+// want of a ward serve to ask (server.ErrNoServer).
+func offline(ctx context.Context, e *env, c *config.Config, fn func(*server.Admin) error) error {
 	log, err := newLogger(e.stderr, "warn", "text")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	adm, err := server.OpenAdmin(ctx, c, log)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	res, err := adm.StudyOp(ctx, server.Operator(), r)
-	return res, errors.Join(err, adm.Close())
+	return errors.Join(fn(adm), adm.Close())
 }
 
 // verifyStudies runs ward study verify: through a running ward serve, else
@@ -151,20 +159,14 @@ func verifyStudies(e *env, configPath, dataDir string, o archive.VerifyOptions, 
 	ctx := context.Background()
 	res, err := server.RemoteVerify(ctx, c.DataDir, o)
 	if errors.Is(err, server.ErrNoServer) {
-		var log *slog.Logger
-		if log, err = newLogger(e.stderr, "warn", "text"); err != nil {
-			return err
-		}
-		var adm *server.Admin
-		if adm, err = server.OpenAdmin(ctx, c, log); err != nil {
-			return err
-		}
 		o.Progress = func(p archive.VerifyReport) {
 			fmt.Fprintf(e.stderr, "verified %s so far, %.1f MB, %d with problems\n", count(p.Instances, "instance"), float64(p.Bytes)/1e6, p.Problems)
 		}
 		o.ProgressEvery = 10 * time.Second
-		res, err = adm.Verify(ctx, o)
-		err = errors.Join(err, adm.Close())
+		err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+			res, err = adm.Verify(ctx, o)
+			return err
+		})
 	}
 	if res == nil {
 		return err

@@ -193,10 +193,10 @@ func claimBackupDir(dir string) error {
 	}
 	text := "This folder holds a backup made by ward backup: index.db and objects/ as in a data directory.\n" +
 		"ward backup into it again copies what is new; ward serve --data on it serves it.\n"
-	if err := os.WriteFile(marker, []byte(text), 0o600); err != nil {
+	if err := config.WriteFileAtomic(marker, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("backup folder: %w", err)
 	}
-	return syncDir(dir)
+	return nil
 }
 
 func indexBackend(c *config.Config) string {

@@ -58,7 +58,8 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID string) (*StudySumm
 
 // ExportStudy copies every instance of a study, as stored (Part 10), into
 // dir as dir/STUDY/SERIES/SOP.dcm, each file synced, and returns what it
-// exported. Files already there are replaced.
+// exported. Files already there are replaced. A UID that cannot name a
+// file (dicom.UIDFileName) is replaced by a name derived from it.
 func (ar *Archive) ExportStudy(ctx context.Context, studyUID, dir string) (*StudySummary, error) {
 	insts, err := ar.studyInstances(ctx, studyUID)
 	if err != nil {
@@ -66,12 +67,15 @@ func (ar *Archive) ExportStudy(ctx context.Context, studyUID, dir string) (*Stud
 	}
 	d := &StudySummary{UID: studyUID, Classes: map[string]int{}}
 	for _, in := range insts {
+		// The index is not trusted to hold only valid UIDs (one written
+		// before Ward checked them may not): a UID that is no plain name
+		// is replaced by one derived from it, and never reaches the path.
 		for _, u := range []string{in.StudyInstanceUID, in.SeriesInstanceUID, in.SOPInstanceUID} {
 			if !dicom.StorableUID(u) {
-				return d, fmt.Errorf("instance %q: a UID that cannot name a file", in.SOPInstanceUID)
+				ar.Logger.Warn("export: a stored UID is not valid and cannot name a file; the object is exported under a name derived from it", "name", dicom.UIDFileName(u))
 			}
 		}
-		path := filepath.Join(dir, in.StudyInstanceUID, in.SeriesInstanceUID, in.SOPInstanceUID+".dcm")
+		path := filepath.Join(dir, dicom.UIDFileName(in.StudyInstanceUID), dicom.UIDFileName(in.SeriesInstanceUID), dicom.UIDFileName(in.SOPInstanceUID)+".dcm")
 		if err := ar.copyBlob(ctx, in.BlobKey, path); err != nil {
 			return d, err
 		}

@@ -426,6 +426,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	if err != nil {
 		return err
 	}
+	ar.warnUIDs(r, in)
 	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
 	ar.space.wrote(cw.n)
@@ -581,6 +582,22 @@ type receipt struct {
 	at                                    time.Time
 }
 
+// uidKeys are the data set's UIDs the index keys on.
+var uidKeys = []dicom.Tag{dicom.SOPClassUID, dicom.SOPInstanceUID, dicom.StudyInstanceUID, dicom.SeriesInstanceUID}
+
+// warnUIDs logs, without the values, the UIDs of a stored object that
+// break PS3.5 9.1 in the one way Ward tolerates (a leading zero).
+func (ar *Archive) warnUIDs(r *dimse.StoreRequest, in *store.Instance) {
+	for _, u := range []struct {
+		tag dicom.Tag
+		v   string
+	}{{dicom.SOPClassUID, in.SOPClassUID}, {dicom.SOPInstanceUID, in.SOPInstanceUID}, {dicom.StudyInstanceUID, in.StudyInstanceUID}, {dicom.SeriesInstanceUID, in.SeriesInstanceUID}} {
+		if !dicom.ValidUID(u.v) {
+			ar.Logger.Warn("stored an object whose UID has a component with a leading zero (not PS3.5 9.1 conformant, accepted as received)", "assoc", r.Assoc.Name(), "attribute", dicom.Keyword(u.tag))
+		}
+	}
+}
+
 // instanceFrom builds the index row and checks the data set agrees with
 // the command.
 func instanceFrom(a *dicom.Attrs, r receipt) (*store.Instance, error) {
@@ -600,6 +617,14 @@ func instanceFrom(a *dicom.Attrs, r receipt) (*store.Instance, error) {
 	for _, t := range []dicom.Tag{dicom.StudyInstanceUID, dicom.SeriesInstanceUID} {
 		if s(t) == "" {
 			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "the data set has no " + dicom.Keyword(t), Offending: []uint32{uint32(t)}}
+		}
+	}
+	// The UIDs Ward keys on, as in the data set. The SOP Instance UID is
+	// the command's, which the dispatcher checked; it is checked again so
+	// that no caller can put a bad one in the index.
+	for _, t := range uidKeys {
+		if p := dicom.UIDProblem(s(t)); p != "" {
+			return nil, &dimse.StatusError{Status: dimse.StatusCannotUnderstand, Comment: dicom.Keyword(t) + " " + p + " (PS3.5 9.1)", Offending: []uint32{uint32(t)}}
 		}
 	}
 	in := &store.Instance{

@@ -258,6 +258,11 @@ func (ar *Archive) verifyOne(ctx context.Context, in *store.Instance) (int64, st
 	c := &countingWriter{w: io.Discard}
 	br := bufio.NewReaderSize(io.TeeReader(rc, c), 64<<10)
 	var msgs []string
+	for _, u := range []struct{ name, v string }{{"SOP Class UID", in.SOPClassUID}, {"SOP Instance UID", in.SOPInstanceUID}, {"Study Instance UID", in.StudyInstanceUID}, {"Series Instance UID", in.SeriesInstanceUID}} {
+		if u.v != "" && !dicom.StorableUID(u.v) { // "": not in the row read
+			msgs = append(msgs, "the index holds a "+u.name+" that Ward now refuses (PS3.5 9.1)")
+		}
+	}
 	if pre, err := br.Peek(128); err == nil && !zero(pre) {
 		msgs = append(msgs, "the 128-byte preamble is not zero")
 	}

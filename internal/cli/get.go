@@ -88,8 +88,8 @@ type dirStorer struct {
 }
 
 func (d *dirStorer) Store(ctx context.Context, r *dimse.StoreRequest) error {
-	if !dicom.StorableUID(r.SOPInstanceUID) {
-		return &dimse.StatusError{Status: dimse.StatusCannotUnderstand, Comment: "SOP Instance UID is not a UID"}
+	if p := dicom.UIDProblem(r.SOPInstanceUID); p != "" {
+		return &dimse.StatusError{Status: dimse.StatusInvalidSOPInstance, Comment: "SOP Instance UID " + p}
 	}
 	f, err := os.CreateTemp(d.dir, ".get-*")
 	if err != nil {
@@ -110,7 +110,7 @@ func (d *dirStorer) Store(ctx context.Context, r *dimse.StoreRequest) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(d.dir, r.SOPInstanceUID+".dcm"))
+		err = os.Rename(tmp, filepath.Join(d.dir, dicom.UIDFileName(r.SOPInstanceUID)+".dcm"))
 	}
 	if err != nil {
 		return &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: "cannot write the object", Err: err}

@@ -77,7 +77,11 @@ directory itself.`)
 		return usage()
 	}
 	for _, u := range uids {
-		if !dicom.ValidUID(u) {
+		// Any value Ward stores (leading zeros included), and also one an
+		// older Ward stored before it checked UIDs, so that such a study
+		// can still be verified, exported or deleted: the value is only
+		// looked up, never made a path.
+		if !dicom.StorableUID(u) && !legacyUID(u) {
 			return fmt.Errorf("%q is not a Study Instance UID", u)
 		}
 	}
@@ -213,4 +217,18 @@ func count(n int64, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// legacyUID accepts a value that is no valid UID but may name a study an
+// older Ward stored: printable ASCII, at most 256 characters.
+func legacyUID(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }

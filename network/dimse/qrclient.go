@@ -255,6 +255,8 @@ func (cl *Client) serveStore(ctx context.Context, m *Message, st Storer) error {
 		se = &StatusError{Status: StatusDataSetMismatch, Comment: "affected SOP class differs from the presentation context's"}
 	case st == nil:
 		se = &StatusError{Status: StatusOutOfResources, Comment: "no storage"}
+	case checkStoreUID(cmd.AffectedSOPInstanceUID) != nil:
+		se = checkStoreUID(cmd.AffectedSOPInstanceUID)
 	default:
 		sr := &StoreRequest{Request: req, SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: pc.TransferSyntax, Data: m.Data}
 		se = call(StatusOutOfResources, func() error { return st.Store(ctx, sr) })

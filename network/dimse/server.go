@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/assoc"
 )
 
@@ -373,6 +374,18 @@ func (d *Dispatcher) echo(ctx context.Context, req *Request) *Command {
 	return response(req.Command, se)
 }
 
+// checkStoreUID refuses a C-STORE whose Affected SOP Instance UID Ward
+// would not key on (dicom.UIDProblem): status 0117, Invalid SOP Instance,
+// which PS3.7 9.1.1.1.9 gives to a UID that breaks the construction rules.
+// The value is not repeated in the comment (it may hold control
+// characters); the offending element says which it is.
+func checkStoreUID(uid string) *StatusError {
+	if p := dicom.UIDProblem(uid); p != "" {
+		return &StatusError{Status: StatusInvalidSOPInstance, Comment: "Affected SOP Instance UID " + p + " (PS3.5 9.1)", Offending: []uint32{tagAffectedSOPInstanceUID}}
+	}
+	return nil
+}
+
 // store serves a C-STORE-RQ; the request it returns tells what the Storer
 // learned of the object.
 func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) (*Command, *StoreRequest) {
@@ -391,6 +404,9 @@ func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) (*
 		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
 	case cmd.AffectedSOPInstanceUID == "":
 		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
+	}
+	if se := checkStoreUID(cmd.AffectedSOPInstanceUID); se != nil {
+		return fail(se)
 	}
 	sr.TransferSyntaxUID = req.Context.TransferSyntax
 	se := call(StatusOutOfResources, func() error { return d.Handlers.Store.Store(ctx, sr) })

@@ -35,6 +35,7 @@ const (
 	StatusSOPClassNotSupported   uint16 = 0x0122
 	StatusClassInstanceConflict  uint16 = 0x0119
 	StatusDuplicateSOPInstance   uint16 = 0x0111
+	StatusInvalidSOPInstance     uint16 = 0x0117 // the SOP Instance UID breaks the UID construction rules
 	StatusUnexpectedFailure      uint16 = 0x0110
 )
 
@@ -104,6 +105,8 @@ func StatusName(s uint16) string {
 		return "Processing failure"
 	case 0x0111:
 		return "Duplicate SOP instance"
+	case 0x0117:
+		return "Invalid SOP instance"
 	case 0x0122:
 		return "SOP class not supported"
 	case 0x0124:

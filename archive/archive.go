@@ -413,6 +413,11 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	if tee.werr != nil {
 		return resourceError("writing the object", tee.werr)
 	}
+	if pe := (*dicom.PixelEncodingError)(nil); errors.As(err, &pe) {
+		// Stored, it would be labelled with a syntax it is not in, and
+		// every later retrieval would fail (issue 14, item 18).
+		return &dimse.StatusError{Status: dimse.StatusCannotUnderstand, Comment: pe.Detail(), Offending: []uint32{uint32(dicom.PixelData)}, Err: err}
+	}
 	if err != nil {
 		return dimse.Errorf(dimse.StatusCannotUnderstand, "cannot parse the data set: %w", err)
 	}

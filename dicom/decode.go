@@ -113,6 +113,9 @@ type header struct {
 type decoder struct {
 	r   *bufio.Reader
 	pos int64
+	// ts, when set, is the transfer syntax whose pixel data length form
+	// checkPixel enforces (Scan sets it; the other readers do not).
+	ts *TransferSyntax
 }
 
 func truncated(what string, pos int64) error {
@@ -296,6 +299,9 @@ func (d *decoder) skipItem(c coding, length uint32, depth int) error {
 			return nil
 		}
 		if err := d.checkOrder(&h, &last, &first); err != nil {
+			return err
+		}
+		if err := d.checkPixel(c, &h, true); err != nil {
 			return err
 		}
 		if err := d.skipElement(c, &h, depth); err != nil {

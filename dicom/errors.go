@@ -21,6 +21,10 @@ var (
 	// ErrNotDICOM reports input that is neither a Part 10 file nor a
 	// recognisable raw data set.
 	ErrNotDICOM = errors.New("dicom: not a DICOM file")
+	// ErrPixelEncoding reports Pixel Data whose length form contradicts
+	// the transfer syntax (PS3.5 A.4); a *PixelEncodingError says how. It
+	// is reported together with ErrMalformed.
+	ErrPixelEncoding = errors.New("dicom: pixel data contradicts the transfer syntax")
 )
 
 // MaxDepth bounds the nesting of sequences (a sequence inside an item of a

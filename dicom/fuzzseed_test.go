@@ -51,6 +51,26 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		}
 		write("FuzzScan", "procedure_code_seq_"+strconv.Itoa(i), b, idx(ts))
 	}
+	// Pixel Data whose length form contradicts the syntax (issue 14,
+	// item 18), and the same that agrees: top level and icon.
+	rle := fuzzSyntaxes[4]
+	for _, c := range []struct {
+		name string
+		enc  bool
+		icon string
+		ts   *TransferSyntax
+	}{
+		{"pixel_encapsulated_on_native", true, "", ExplicitVRLittleEndian},
+		{"pixel_native_on_rle", false, "", rle},
+		{"pixel_icon_encapsulated_on_native", false, "encapsulated", ImplicitVRLittleEndian},
+		{"pixel_icon_encapsulated_on_rle", true, "encapsulated", rle},
+	} {
+		b, err := pixelDataSet(c.enc, c.icon).Bytes(c.ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("FuzzScan", c.name, b, idx(c.ts))
+	}
 	for _, n := range names {
 		raw, err := os.ReadFile(filepath.Join(pydicomData, n))
 		if err != nil {

@@ -244,7 +244,7 @@ func ScanWith(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int
 	}
 	src, finish, release := openStream(r, ts)
 	defer release()
-	d := &decoder{r: src}
+	d := &decoder{r: src, ts: ts}
 	c := codingOf(ts)
 	a := &Attrs{ts: ts}
 	var h header
@@ -259,6 +259,9 @@ func ScanWith(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int
 			return nil, err
 		}
 		if err := d.checkOrder(&h, &last, &first); err != nil {
+			return nil, err
+		}
+		if err := d.checkPixel(c, &h, false); err != nil {
 			return nil, err
 		}
 		if seqs != nil && seqs.Item != nil && isSequence(c, &h) {
@@ -393,6 +396,9 @@ func (d *decoder) keepItem(c coding, length uint32, want func(Tag) bool, budget 
 			return kept, nil
 		}
 		if err := d.checkOrder(&h, &last, &first); err != nil {
+			return nil, err
+		}
+		if err := d.checkPixel(c, &h, true); err != nil {
 			return nil, err
 		}
 		keep := h.length != undefinedLength && !isSequence(c, &h) && want(h.tag)

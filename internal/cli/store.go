@@ -6,17 +6,20 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
 )
@@ -325,38 +328,81 @@ func sendBatch(ctx context.Context, addr string, pf peerFlags, files []*storeFil
 		pcs = append(pcs, pdu.PresentationContext{ID: id, AbstractSyntax: c, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}})
 		id += 2
 	}
+	return sendOn(ctx, func() (*assoc.Association, error) { return pf.dial(ctx, addr, pf.request(pcs)) }, files, progress)
+}
+
+// sendOn sends files over associations dial opens, in order. When the
+// peer aborts (or the connection drops), it opens a new association and
+// goes on with the file that was in flight, then the rest: each file gets
+// its own outcome, and at most one retry. A file whose second attempt is
+// cut off as well fails with the reason. A failure status is an answer and
+// is not retried; neither is a failure to open an association, which ends
+// the files left with its reason.
+func sendOn(ctx context.Context, dial func() (*assoc.Association, error), files []*storeFile, progress func(int64)) []*storeResult {
 	results := make([]*storeResult, len(files))
-	a, err := pf.dial(ctx, addr, pf.request(pcs))
-	if err != nil {
-		for i, f := range files {
-			results[i] = &storeResult{file: f, err: fmt.Errorf("association: %w", err)}
+	retried := make([]bool, len(files))
+	next := 0
+	for next < len(files) {
+		a, err := dial()
+		if err != nil {
+			for i := next; i < len(files); i++ {
+				results[i] = &storeResult{file: files[i], err: fmt.Errorf("association: %w", err)}
+				progress(files[i].size)
+			}
+			return results
+		}
+		cl := dimse.NewClient(a)
+		lost := false
+		for next < len(files) && !lost {
+			f := files[next]
+			res := sendFile(ctx, cl, f)
+			lost = associationEnded(a, res.err)
+			if lost && res.err != nil {
+				// In flight when the association ended: sent again on a
+				// new one, once.
+				if !retried[next] && ctx.Err() == nil {
+					retried[next] = true
+					continue
+				}
+				res.err = fmt.Errorf("the association ended twice while it was sent: %w", res.err)
+			}
+			results[next] = res
 			progress(f.size)
+			next++
 		}
-		return results
-	}
-	cl := dimse.NewClient(a)
-	aborted := false
-	for i, f := range files {
-		if aborted {
-			results[i] = &storeResult{file: f, err: fmt.Errorf("not sent: %w", a.Err())}
-			progress(f.size)
-			continue
-		}
-		results[i] = sendFile(ctx, cl, f)
-		progress(f.size)
-		select {
-		case <-a.Done():
-			aborted = true
-		default:
-		}
-	}
-	if !aborted {
-		if err := a.Release(); err != nil {
+		if !lost {
 			// Every object was answered; a failed release loses nothing.
-			_ = err
+			_ = a.Release()
 		}
 	}
 	return results
+}
+
+// associationEnded reports whether a has ended, or err (a send's) says it
+// cannot go on; then a is aborted, if it was not over already. A file's
+// own error (it cannot be read or converted, no context for it) leaves
+// the association as it is.
+func associationEnded(a *assoc.Association, err error) bool {
+	select {
+	case <-a.Done():
+		return true
+	default:
+	}
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	for _, e := range []error{assoc.ErrAborted, assoc.ErrClosed, assoc.ErrTimeout, assoc.ErrProtocol, assoc.ErrReleased, dimse.ErrProtocol, io.EOF, io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.EPIPE} {
+		if errors.Is(err, e) {
+			a.Abort()
+			return true
+		}
+	}
+	if errors.As(err, &ne) {
+		a.Abort()
+		return true
+	}
+	return false
 }
 
 // sendFile sends one file on the best accepted context, converting among

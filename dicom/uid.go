@@ -54,6 +54,8 @@ func describeUIDByte(c byte) string {
 		return "a byte outside ASCII"
 	case c == ' ':
 		return "a space"
+	case c == '\\':
+		return "a backslash"
 	}
 	return fmt.Sprintf("%q", rune(c))
 }

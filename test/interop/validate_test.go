@@ -2,6 +2,9 @@ package interop
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -178,5 +181,88 @@ func TestPixelDataContradictsSyntax(t *testing.T) {
 				t.Fatalf("the original: status 0x%04X:\n%s", status, lastLines([]byte(out), 40))
 			}
 		})
+	}
+}
+
+// TestWardStoreAfterStorescpAborts: storescp aborts every association on
+// its first C-STORE (--abort-after: once the request is in; --abort-during:
+// while it arrives). ward store opens a new association after each abort
+// and sends each of its 13 files at most twice: every file ends with its
+// own failure and reason, none "not sent", and the exit status is 1
+// (issue 14, item 17: before, 12 of the 13 were "not sent" after the
+// first abort).
+func TestWardStoreAfterStorescpAborts(t *testing.T) {
+	for _, opt := range []string{"--abort-after", "--abort-during"} {
+		t.Run(opt, func(t *testing.T) {
+			port, _ := startStorescp(t, opt)
+			dir := t.TempDir()
+			const root = "1.2.826.0.1.3680043.10.17"
+			for i := 1; i <= 13; i++ {
+				craftedCT(t, filepath.Join(dir, strconv.Itoa(i)+".dcm"), root+"."+strconv.Itoa(i), root+".100", root+".100.1")
+			}
+			out, code := wardCLI(t, "store", "--quiet", "--aec", "STORESCP", "127.0.0.1:"+strconv.Itoa(port), dir)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", code, out)
+			}
+			if !strings.Contains(out, "sent 0 of 13") || !strings.Contains(out, "failed (13): the association ended twice") || strings.Contains(out, "not sent") {
+				t.Fatalf("each file should fail on its own after one retry:\n%s", out)
+			}
+		})
+	}
+}
+
+// cuttingProxy forwards loopback connections to target, and cuts the
+// first one (both ways, no A-ABORT) once the client has sent after bytes.
+func cuttingProxy(t *testing.T, target string, after int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		first := true
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(c, u); c.Close() }()
+			if first {
+				first = false
+				go func() { io.CopyN(u, c, after); c.Close(); u.Close() }()
+				continue
+			}
+			go func() { io.Copy(u, c); u.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestWardStoreAfterConnectionCut: the connection to a storescp that
+// works is cut in the middle of the third of 13 files. ward store opens a
+// new association, sends that file again and the rest: storescp holds all
+// 13, and the exit status is 0 (issue 14, item 17).
+func TestWardStoreAfterConnectionCut(t *testing.T) {
+	port, recv := startStorescp(t)
+	dir := t.TempDir()
+	const root = "1.2.826.0.1.3680043.10.17"
+	for i := 1; i <= 13; i++ {
+		craftedCT(t, filepath.Join(dir, fmt.Sprintf("%02d.dcm", i)), root+"."+strconv.Itoa(i), root+".100", root+".100.1")
+	}
+	addr := cuttingProxy(t, "127.0.0.1:"+strconv.Itoa(port), 1200)
+	out, code := wardCLI(t, "store", "--quiet", "--aec", "STORESCP", addr, dir)
+	if code != 0 || !strings.Contains(out, "sent 13 of 13") {
+		t.Fatalf("exit %d, want 0 with every file sent:\n%s", code, out)
+	}
+	for i := 1; i <= 13; i++ {
+		if m, _ := filepath.Glob(filepath.Join(recv, "*"+root+"."+strconv.Itoa(i))); len(m) != 1 {
+			t.Errorf("file %d not received", i)
+		}
 	}
 }

@@ -3,10 +3,13 @@ package archive_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/store"
 )
 
 // TestStoreRefusesPixelDataContradictingSyntax: native pixel data on a
@@ -69,5 +72,46 @@ func TestStoreRefusesPixelDataContradictingSyntax(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVerifyReportsPixelContradiction: an object an older Ward stored with
+// pixel data that contradicts its transfer syntax is reported by
+// ward study verify.
+func TestVerifyReportsPixelContradiction(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "")
+	o := ctObject(t, "1.2.826.0.1.3680043.10.18.5")
+	const j2k = "1.2.840.10008.1.2.4.91"
+	var b bytes.Buffer
+	if err := dicom.WriteFileHeader(&b, &dicom.FileMeta{MediaStorageSOPClassUID: o.class, MediaStorageSOPInstanceUID: o.inst, TransferSyntaxUID: j2k}); err != nil {
+		t.Fatal(err)
+	}
+	b.Write(o.bytes(t))
+	bw, err := f.blobs.Create(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bw.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.blobs.Publish(ctx, bw.Key()); err != nil {
+		t.Fatal(err)
+	}
+	in := &store.Instance{SOPInstanceUID: o.inst, SOPClassUID: o.class, TransferSyntaxUID: j2k,
+		StudyInstanceUID: o.ds.String(dicom.StudyInstanceUID), SeriesInstanceUID: o.ds.String(dicom.SeriesInstanceUID),
+		BlobKey: bw.Key(), Size: int64(b.Len()), Checksum: archive.Checksum(b.Bytes())}
+	if _, err := f.idx.Put(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	_, problems := verifyAll(t, f)
+	if p := problems[o.inst]; !strings.Contains(p, "does not match its transfer syntax") || !strings.Contains(p, "Pixel Data") {
+		t.Fatalf("verify: %v", problems)
+	}
+	if len(problems) != 1 {
+		t.Errorf("verify: %v", problems)
 	}
 }

@@ -286,6 +286,17 @@ func (ar *Archive) verifyOne(ctx context.Context, in *store.Instance) (int64, st
 	if rest == nil {
 		rest = br
 	}
+	// The data set is read as Store reads it, so that an object stored
+	// before a check existed (pixel data that contradicts its transfer
+	// syntax, issue 14) is reported; what Scan leaves unread is drained
+	// for the checksum.
+	if meta != nil && !meta.NoMeta {
+		if ts := dicom.LookupTransferSyntax(meta.TransferSyntaxUID); ts != nil {
+			if _, err := dicom.Scan(rest, ts, nil, 0); errors.Is(err, dicom.ErrPixelEncoding) {
+				msgs = append(msgs, fmt.Sprintf("the data set does not match its transfer syntax: %v", err))
+			}
+		}
+	}
 	if _, err := io.Copy(io.Discard, rest); err != nil {
 		msgs = append(msgs, fmt.Sprintf("reading the object failed after %d bytes: %v", c.n, err))
 	} else {

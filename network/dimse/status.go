@@ -12,8 +12,8 @@ const (
 	StatusPending                  uint16 = 0xFF00
 	StatusPendingWarning           uint16 = 0xFF01
 	StatusWarningCoercion          uint16 = 0xB000
-	StatusWarningElementsDiscarded uint16 = 0xB007
-	StatusWarningDataSetMismatch   uint16 = 0xB006
+	StatusWarningElementsDiscarded uint16 = 0xB006
+	StatusWarningDataSetMismatch   uint16 = 0xB007
 	StatusSubOpsWarning            uint16 = 0xB000
 
 	StatusOutOfResources         uint16 = 0xA700 // C-STORE: refused, out of resources

@@ -12,8 +12,8 @@ const (
 	StatusPending                  uint16 = 0xFF00
 	StatusPendingWarning           uint16 = 0xFF01
 	StatusWarningCoercion          uint16 = 0xB000
-	StatusWarningElementsDiscarded uint16 = 0xB006
-	StatusWarningDataSetMismatch   uint16 = 0xB007
+	StatusWarningElementsDiscarded uint16 = 0xB006 // C-STORE (PS3.4 B.2.3)
+	StatusWarningDataSetMismatch   uint16 = 0xB007 // C-STORE (PS3.4 B.2.3)
 	StatusSubOpsWarning            uint16 = 0xB000
 
 	StatusOutOfResources         uint16 = 0xA700 // C-STORE: refused, out of resources
@@ -81,39 +81,51 @@ func StatusName(s uint16) string {
 		return "Pending"
 	case StatusPendingWarning:
 		return "Pending (optional keys not supported)"
-	case 0xB000:
+	case StatusWarningCoercion:
 		return "Warning"
-	case 0xB006:
+	case StatusWarningElementsDiscarded:
 		return "Warning: elements discarded"
-	case 0xB007:
+	case StatusWarningDataSetMismatch:
 		return "Warning: data set does not match SOP class"
-	case 0xA700:
+	case StatusOutOfResources:
 		return "Refused: out of resources"
-	case 0xA701:
+	case StatusOutOfResourcesMatches:
 		return "Refused: out of resources (matches)"
-	case 0xA702:
+	case StatusOutOfResourcesSubOps:
 		return "Refused: out of resources (sub-operations)"
-	case 0xA801:
+	case StatusMoveDestinationUnknown:
 		return "Refused: move destination unknown"
-	case 0xA900:
+	case StatusDataSetMismatch:
 		return "Error: data set does not match SOP class"
-	case 0xC000:
+	case StatusCannotUnderstand:
 		return "Error: cannot understand"
-	case 0xC001:
+	case StatusUnableToProcess:
 		return "Error: unable to process"
-	case 0x0110:
+	case StatusProcessingFailure:
 		return "Processing failure"
-	case 0x0111:
+	case StatusDuplicateSOPInstance:
 		return "Duplicate SOP instance"
-	case 0x0117:
+	case StatusInvalidSOPInstance:
 		return "Invalid SOP instance"
-	case 0x0122:
+	case StatusInvalidAttributeValue:
+		return "Invalid attribute value"
+	case StatusInvalidArgument:
+		return "Invalid argument value"
+	case StatusNoSuchSOPClass:
+		return "No such SOP class"
+	case StatusClassInstanceConflict:
+		return "Class-instance conflict"
+	case StatusSOPClassNotSupported:
 		return "SOP class not supported"
-	case 0x0124:
+	case StatusNotAuthorized:
 		return "Not authorized"
-	case 0x0211:
+	case StatusDuplicateInvocation:
+		return "Duplicate invocation"
+	case StatusUnrecognizedOperation:
 		return "Unrecognized operation"
-	case 0x0213:
+	case StatusMistypedArgument:
+		return "Mistyped argument"
+	case StatusResourceLimitation:
 		return "Resource limitation"
 	}
 	return CategoryOf(s).String()

@@ -1,9 +1,14 @@
 // Command synthindex writes a synthetic Ward SQLite index for benchmarks:
 //
 //	go run ./internal/cmd/synthindex -n 1000000 -out /work/tmp/ward-synth.db
+//	go run ./internal/cmd/synthindex -n 1000000 -load arrival -out /work/tmp/ward-arrival.db
 //
-// See sqlite.BuildSynthetic for the shape of the data and how it is built.
-// The index has no blobs: it serves C-FIND benchmarks, not retrieves.
+// Both loads hold the same plan (package store/synth). "bulk" (the default,
+// sqlite.BuildSynthetic) inserts it in key order by bulk SQL: fast, and
+// kind to locality. "arrival" (synth.LoadArrival) sends every instance
+// through the index's own write path (Insert, a durable transaction each),
+// studies shuffled and 8 at a time, as from modalities. The index has no
+// blobs: it serves C-FIND benchmarks, not retrieves.
 package main
 
 import (
@@ -15,14 +20,17 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/store/sqlite"
+	"github.com/ward-pacs/ward/store/synth"
 )
 
 func main() {
 	n := flag.Int("n", 1_000_000, "number of instances")
 	seed := flag.Int64("seed", 1, "random seed (the index is deterministic for a seed)")
 	out := flag.String("out", "", "database file to create (must not exist)")
+	load := flag.String("load", "bulk", "how to load: bulk (key order, bulk SQL) or arrival (Insert, shuffled studies)")
+	senders := flag.Int("senders", 8, "with -load arrival: studies received at once")
 	flag.Parse()
-	if *out == "" || *n <= 0 {
+	if *out == "" || *n <= 0 || (*load != "bulk" && *load != "arrival") {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -33,9 +41,33 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	start := time.Now()
-	if err := sqlite.BuildSynthetic(ctx, *out, *n, *seed); err != nil {
+	var err error
+	if *load == "bulk" {
+		err = sqlite.BuildSynthetic(ctx, *out, *n, *seed)
+	} else {
+		err = arrival(ctx, *out, *n, *seed, *senders, start)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "synthindex: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Printf("%d instances in %s: %s\n", *n, time.Since(start).Round(time.Millisecond), *out)
+	fmt.Printf("%d instances (%s) in %s: %s\n", *n, *load, time.Since(start).Round(time.Millisecond), *out)
+}
+
+func arrival(ctx context.Context, path string, n int, seed int64, senders int, start time.Time) error {
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return err
+	}
+	got, err := synth.LoadArrival(ctx, db, n, seed, synth.ArrivalOptions{Senders: senders, Progress: func(w int) {
+		el := time.Since(start)
+		fmt.Fprintf(os.Stderr, "synthindex: %d instances in %s (%.0f/s)\n", w, el.Round(time.Second), float64(w)/el.Seconds())
+	}})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && got != n {
+		err = fmt.Errorf("wrote %d of %d instances", got, n)
+	}
+	return err
 }

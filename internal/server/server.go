@@ -53,7 +53,7 @@ type Server struct {
 	refusers chan struct{}
 	refusals refusalLog
 	firstPDU time.Duration
-	audit   *audit.Log // nil when [audit] enabled = false
+	audit    *audit.Log // nil when [audit] enabled = false
 
 	// peers is the registered peer list and policy the admission policy
 	// built from it, both replaced by Reload; limits outlive reloads.

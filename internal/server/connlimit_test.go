@@ -78,6 +78,22 @@ func TestConnGate(t *testing.T) {
 	}
 }
 
+// TestConnGateIPv6: an IPv6 source's budget is its /64's.
+func TestConnGateIPv6(t *testing.T) {
+	g := newConnGate(10, 2, 0, 1)
+	for _, a := range []string{"2001:db8:1:2::1", "2001:db8:1:2:ffff::9"} {
+		if _, why := g.enter(netip.MustParseAddr(a), false); why != admitted {
+			t.Fatalf("%s: %s", a, why)
+		}
+	}
+	if _, why := g.enter(netip.MustParseAddr("2001:db8:1:2::77"), false); why != overSource {
+		t.Fatalf("a third address of the same /64: %s", why)
+	}
+	if _, why := g.enter(netip.MustParseAddr("2001:db8:1:3::1"), false); why != admitted {
+		t.Fatalf("another /64: %s", why)
+	}
+}
+
 func TestFitToFileLimit(t *testing.T) {
 	tests := []struct {
 		nofile         uint64

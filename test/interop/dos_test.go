@@ -147,3 +147,49 @@ func TestSilentConnectionsDoNotKeepPeersOut(t *testing.T) {
 		t.Fatal("silent connections locked a source out")
 	}
 }
+
+// TestOverBudgetRefusalDCMTK: a connection over its source's pending
+// budget is refused before negotiation with what DCMTK reports as a
+// transient local limit, and the source is not locked out for it: the
+// peer gets in once the silent connections close.
+func TestOverBudgetRefusalDCMTK(t *testing.T) {
+	requireTool(t, "echoscu")
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.DICOM.LockoutAfter = 2
+		c.DICOM.MaxPendingPerSource = 2
+		c.Peers = []config.Peer{{AETitle: "MODALITY", Host: "127.0.0.1", Allow: []string{"echo"}}}
+	})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", w.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	echo := func() (string, error) {
+		out, err := dcmtk("echoscu", "-to", "10", "-aet", "MODALITY", "-aec", "WARD", w.host, w.port).CombinedOutput()
+		return string(out), err
+	}
+	for i := range 3 {
+		if out, err := echo(); err == nil || !strings.Contains(out, "Local Limit Exceeded") {
+			t.Fatalf("call %d over the budget: %v\n%s", i+1, err, out)
+		}
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := echo()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused once the silent connections closed: %v\n%s", err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

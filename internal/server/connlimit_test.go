@@ -354,3 +354,50 @@ func TestSilentConnectionsKeepNoPeerOut(t *testing.T) {
 	}
 	t.Logf("flood: %d connections opened; Ward's goroutines at most %d", opened, peak)
 }
+
+// TestFirstPDUDeadline: a connection that sends its association request
+// a byte at a time (or a TLS client that stalls its handshake) is closed
+// first_pdu_timeout after accept, however steadily it trickles; ARTIM
+// (30 s) used to restart with nothing.
+func TestFirstPDUDeadline(t *testing.T) {
+	s, _ := testServer(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = true
+		c.DICOM.FirstPDUTimeout.Duration = time.Second
+	}, nil)
+	rq := (&pdu.AssociateRQ{ProtocolVersion: 1, CalledAETitle: "WARD", CallingAETitle: "SLOW", ApplicationContext: pdu.ApplicationContextName,
+		Contexts: []pdu.PresentationContext{{ID: 1, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian.UID}}}}).AppendTo(nil)
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		var b [64]byte
+		for {
+			if _, err := c.Read(b[:]); err != nil {
+				closed <- time.Since(start)
+				return
+			}
+		}
+	}()
+	check := func(d time.Duration) {
+		if d < 900*time.Millisecond || d > 5*time.Second {
+			t.Fatalf("closed %s after accept, first_pdu_timeout 1s", d)
+		}
+	}
+	for i := 0; i < len(rq); i++ {
+		select {
+		case d := <-closed:
+			check(d)
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if _, err := c.Write(rq[i : i+1]); err != nil {
+			check(<-closed)
+			return
+		}
+	}
+	t.Fatalf("the whole request went through a byte every 100 ms (%d bytes, %s)", len(rq), time.Since(start))
+}

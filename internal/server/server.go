@@ -411,11 +411,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	var loops sync.WaitGroup
 	loops.Add(1)
 	go func() { defer loops.Done(); s.serveAdmin(ctx) }()
-	for i, ln := range lns {
+	for _, ln := range lns {
 		loops.Add(1)
 		go func() {
 			defer loops.Done()
-			s.acceptLoop(ctx, ln, i == 1, acfg, disp)
+			s.acceptLoop(ctx, ln, ln == s.tlsLn, acfg, disp)
 			closeAll()
 		}()
 	}

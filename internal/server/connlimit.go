@@ -6,8 +6,10 @@ package server
 //   - a connection not yet admitted ("pending": TLS handshake under way,
 //     A-ASSOCIATE-RQ not yet read, or being negotiated) takes a place in
 //     the pending budget: at most MaxPendingPerSource per source address
-//     and MaxPending in total, of which PendingPeerReserve places are
-//     kept for sources a registered peer is bound to;
+//     (twice that for a source a registered peer is bound to, which may
+//     open its associations all at once) and MaxPending in total, of
+//     which PendingPeerReserve places are kept for sources a registered
+//     peer is bound to;
 //   - it has FirstPDUTimeout from accept to deliver its A-ASSOCIATE-RQ,
 //     TLS handshake included;
 //   - it takes one of the MaxAssociations slots only once the policy has
@@ -90,7 +92,7 @@ func (r gateRefusal) String() string {
 // for concurrent use.
 type connGate struct {
 	maxPending int // pending connections in total
-	perSource  int // pending connections per source address
+	perSource  int // pending connections per source address (twice that for a known one)
 	reserve    int // of maxPending, only for sources a peer is bound to
 	maxAssoc   int // admitted associations
 
@@ -129,7 +131,7 @@ func (g *connGate) enter(src netip.Addr, known bool) (*pass, gateRefusal) {
 	src = sourceKey(src)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.bySource[src] >= g.perSource {
+	if n := g.bySource[src]; n >= 2*g.perSource || (!known && n >= g.perSource) {
 		return nil, overSource
 	}
 	if g.pending >= g.maxPending || (!known && g.strangers >= g.maxPending-g.reserve) {

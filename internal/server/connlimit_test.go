@@ -24,11 +24,8 @@ import (
 // TestConnGate: pending places per source and in total, the peers'
 // reserve, and the trade of a pending place for an association slot.
 func TestConnGate(t *testing.T) {
-	a := netip.MustParseAddr("127.0.0.2")
-	b := netip.MustParseAddr("127.0.0.3")
-	peer := netip.MustParseAddr("127.0.0.1")
-	g := newConnGate(6, 2, 2, 1)
-	must := func(src netip.Addr, known bool) *pass {
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{127, 0, 0, byte(i)}) }
+	must := func(t *testing.T, g *connGate, src netip.Addr, known bool) *pass {
 		t.Helper()
 		p, why := g.enter(src, known)
 		if why != admitted {
@@ -36,46 +33,66 @@ func TestConnGate(t *testing.T) {
 		}
 		return p
 	}
-	refused := func(src netip.Addr, known bool, want gateRefusal) {
+	refused := func(t *testing.T, g *connGate, src netip.Addr, known bool, want gateRefusal) {
 		t.Helper()
-		if p, why := g.enter(src, known); why != want {
-			t.Fatalf("%s: got %v (pass %v), want %s", src, why, p != nil, want)
+		if _, why := g.enter(src, known); why != want {
+			t.Fatalf("%s: got %s, want %s", src, why, want)
 		}
 	}
-	a1, a2 := must(a, false), must(a, false)
-	refused(a, false, overSource)
-	b1, _ := must(b, false), must(b, false)
-	// Strangers have 6 - 2 places: the last two are the peers'.
-	refused(netip.MustParseAddr("127.0.0.4"), false, overPending)
-	p1, p2 := must(peer, true), must(peer, true)
-	refused(peer, true, overSource)
-	refused(netip.MustParseAddr("10.0.0.1"), true, overPending)
-	// An admitted association leaves the pending places.
-	if !p1.admit() {
-		t.Fatal("no association slot for the first admitted peer")
-	}
-	if pending, assocs := g.counts(); pending != 5 || assocs != 1 {
-		t.Fatalf("pending %d, associations %d", pending, assocs)
-	}
-	if p2.admit() {
-		t.Fatal("a second association past max_associations")
-	}
-	// A stranger gets nothing back from a peer's place, a peer does.
-	refused(netip.MustParseAddr("127.0.0.4"), false, overPending)
-	p3 := must(peer, true)
-	p1.done()
-	p1.done() // twice: nothing more
-	if !p2.admit() {
-		t.Fatal("slot not given back")
-	}
-	a1.done()
-	must(netip.MustParseAddr("127.0.0.4"), false)
-	for _, p := range []*pass{a2, b1, p2, p3} {
-		p.done()
-	}
-	if pending, assocs := g.counts(); pending != 2 || assocs != 0 {
-		t.Fatalf("after done: pending %d, associations %d", pending, assocs)
-	}
+	t.Run("per source", func(t *testing.T) {
+		g := newConnGate(100, 2, 0, 10)
+		a := must(t, g, addr(2), false)
+		must(t, g, addr(2), false)
+		refused(t, g, addr(2), false, overSource)
+		// A source a peer is bound to has twice the budget.
+		for range 4 {
+			must(t, g, addr(1), true)
+		}
+		refused(t, g, addr(1), true, overSource)
+		a.done()
+		must(t, g, addr(2), false)
+	})
+	t.Run("reserve", func(t *testing.T) {
+		g := newConnGate(6, 10, 2, 10)
+		var strangers []*pass
+		for i := range 4 {
+			strangers = append(strangers, must(t, g, addr(10+i), false))
+		}
+		// The last two places are the peers'.
+		refused(t, g, addr(20), false, overPending)
+		must(t, g, addr(1), true)
+		must(t, g, addr(1), true)
+		refused(t, g, addr(1), true, overPending)
+		// A peer may take a place a stranger gave back.
+		strangers[0].done()
+		must(t, g, addr(1), true)
+		refused(t, g, addr(20), false, overPending)
+		if pending, _ := g.counts(); pending != 6 {
+			t.Fatalf("pending %d", pending)
+		}
+	})
+	t.Run("admission", func(t *testing.T) {
+		g := newConnGate(4, 4, 0, 1)
+		x, y := must(t, g, addr(1), true), must(t, g, addr(2), false)
+		if !x.admit() {
+			t.Fatal("no association slot")
+		}
+		if pending, assocs := g.counts(); pending != 1 || assocs != 1 {
+			t.Fatalf("pending %d, associations %d", pending, assocs)
+		}
+		if y.admit() {
+			t.Fatal("an association past max_associations")
+		}
+		x.done()
+		x.done() // twice: nothing more
+		if !y.admit() {
+			t.Fatal("the slot was not given back")
+		}
+		y.done()
+		if pending, assocs := g.counts(); pending != 0 || assocs != 0 {
+			t.Fatalf("after done: pending %d, associations %d", pending, assocs)
+		}
+	})
 }
 
 // TestConnGateIPv6: an IPv6 source's budget is its /64's.

@@ -91,8 +91,9 @@ type DICOM struct {
 	// under way, A-ASSOCIATE-RQ not yet read or being negotiated), on both
 	// listeners together. 0: DefaultMaxPending.
 	MaxPending int `toml:"max_pending"`
-	// MaxPendingPerSource bounds those connections per source address.
-	// 0: DefaultMaxPendingPerSource.
+	// MaxPendingPerSource bounds those connections per source address
+	// (twice that for a source a registered peer is bound to). 0:
+	// DefaultMaxPendingPerSource.
 	MaxPendingPerSource int `toml:"max_pending_per_source"`
 	// PendingPeerReserve is the part of MaxPending that only sources a
 	// registered peer is bound to (by host address or network) may use.

@@ -149,7 +149,7 @@ func TestSilentConnectionsDoNotKeepPeersOut(t *testing.T) {
 }
 
 // TestOverBudgetRefusalDCMTK: a connection over its source's pending
-// budget is refused before negotiation with what DCMTK reports as a
+// budget (2, so 4 for the peer's address) is refused before negotiation with what DCMTK reports as a
 // transient local limit, and the source is not locked out for it: the
 // peer gets in once the silent connections close.
 func TestOverBudgetRefusalDCMTK(t *testing.T) {
@@ -161,7 +161,7 @@ func TestOverBudgetRefusalDCMTK(t *testing.T) {
 		c.Peers = []config.Peer{{AETitle: "MODALITY", Host: "127.0.0.1", Allow: []string{"echo"}}}
 	})
 	var held []net.Conn
-	for range 2 {
+	for range 4 {
 		c, err := net.Dial("tcp", w.addr)
 		if err != nil {
 			t.Fatal(err)

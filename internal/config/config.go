@@ -25,6 +25,13 @@ const (
 	ConfigFileName     = "ward.toml"
 	// DefaultLockoutAfter is [dicom] lockout_after when 0.
 	DefaultLockoutAfter = 5
+	// The connection budget before admission ([dicom] max_pending,
+	// max_pending_per_source, pending_peer_reserve, first_pdu_timeout)
+	// when 0.
+	DefaultMaxPending          = 64
+	DefaultMaxPendingPerSource = 8
+	DefaultPendingPeerReserve  = 16
+	DefaultFirstPDUTimeout     = 10 * time.Second
 )
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -76,8 +83,26 @@ type DICOM struct {
 	ARTIMTimeout Duration `toml:"artim_timeout"`
 	// IdleTimeout aborts an association silent for this long.
 	IdleTimeout Duration `toml:"idle_timeout"`
-	// MaxAssociations bounds concurrent associations.
+	// MaxAssociations bounds concurrent admitted associations: a
+	// connection takes one of these slots only once the policy has
+	// admitted its association request.
 	MaxAssociations int `toml:"max_associations"`
+	// MaxPending bounds the connections not yet admitted (TLS handshake
+	// under way, A-ASSOCIATE-RQ not yet read or being negotiated), on both
+	// listeners together. 0: DefaultMaxPending.
+	MaxPending int `toml:"max_pending"`
+	// MaxPendingPerSource bounds those connections per source address
+	// (twice that for a source a registered peer is bound to). 0:
+	// DefaultMaxPendingPerSource.
+	MaxPendingPerSource int `toml:"max_pending_per_source"`
+	// PendingPeerReserve is the part of MaxPending that only sources a
+	// registered peer is bound to (by host address or network) may use.
+	// 0: DefaultPendingPeerReserve; negative: none.
+	PendingPeerReserve int `toml:"pending_peer_reserve"`
+	// FirstPDUTimeout bounds the time from accepting a connection to
+	// reading its A-ASSOCIATE-RQ, TLS handshake included. 0:
+	// DefaultFirstPDUTimeout; at most ARTIMTimeout.
+	FirstPDUTimeout Duration `toml:"first_pdu_timeout"`
 	// TransferSyntaxes is Ward's preference order for accepting storage
 	// contexts. Empty (the default) follows the peer's order: an object is
 	// then stored as the peer prefers to send it, never converted or
@@ -260,6 +285,10 @@ func Default() *Config {
 			ARTIMTimeout:           Duration{30 * time.Second},
 			IdleTimeout:            Duration{5 * time.Minute},
 			MaxAssociations:        64,
+			MaxPending:             DefaultMaxPending,
+			MaxPendingPerSource:    DefaultMaxPendingPerSource,
+			PendingPeerReserve:     DefaultPendingPeerReserve,
+			FirstPDUTimeout:        Duration{DefaultFirstPDUTimeout},
 			MaxAssociationsPerPeer: 16,
 			LockoutAfter:           5,
 			LockoutBase:            Duration{2 * time.Second},
@@ -373,6 +402,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DICOM.MaxAssociations <= 0 {
 		return fmt.Errorf("dicom max_associations must be positive")
+	}
+	if err := c.DICOM.validatePending(); err != nil {
+		return err
 	}
 	if err := c.ValidateUsers(); err != nil {
 		return err

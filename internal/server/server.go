@@ -42,12 +42,18 @@ type Server struct {
 	blobs   store.Blobs
 	archive *archive.Archive
 	ln      net.Listener
-	tlsLn   net.Listener // DIMSE over TLS; nil without [dicom] tls_listen
+	tlsLn   net.Listener // DIMSE over TLS (the TCP listener); nil without [dicom] tls_listen
+	tlsConf *tls.Config  // its TLS configuration
 	adminLn net.Listener // the admin socket (AdminSocket)
 	peerTLS *tls.Config  // calling peers over TLS (C-MOVE destinations)
 	neg     *assoc.Acceptor
-	sem     chan struct{}
-	audit   *audit.Log // nil when [audit] enabled = false
+	// The connection budget (connlimit.go): places for connections before
+	// and after admission, the refusers, and the first-PDU deadline.
+	gate     *connGate
+	refusers chan struct{}
+	refusals refusalLog
+	firstPDU time.Duration
+	audit    *audit.Log // nil when [audit] enabled = false
 
 	// peers is the registered peer list and policy the admission policy
 	// built from it, both replaced by Reload; limits outlive reloads.
@@ -144,13 +150,14 @@ func (s *Server) Open(ctx context.Context) error {
 		return fmt.Errorf("dicom listener: %w", err)
 	}
 	if tlsConf != nil {
-		ln, err := net.Listen("tcp", c.DICOM.TLSListen)
-		if err != nil {
+		// Connections are wrapped in TLS once they have a place in the
+		// budget: none is spent on a refused one.
+		if s.tlsLn, err = net.Listen("tcp", c.DICOM.TLSListen); err != nil {
 			s.ln.Close()
 			s.closeStores()
 			return fmt.Errorf("dicom tls listener: %w", err)
 		}
-		s.tlsLn = tls.NewListener(ln, tlsConf)
+		s.tlsConf = tlsConf
 	}
 	if err := s.listenAdmin(); err != nil {
 		s.ln.Close()
@@ -160,7 +167,7 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
-	s.sem = make(chan struct{}, c.DICOM.MaxAssociations)
+	s.openGate()
 	s.active = map[*assoc.Association]struct{}{}
 	s.conns = map[net.Conn]struct{}{}
 	return nil
@@ -372,8 +379,8 @@ func (s *Server) assocConfig() assoc.Config {
 // configured, TLS) until ctx is cancelled, then stops accepting on all of
 // them, lets in-flight associations finish for ShutdownGrace, aborts the
 // rest and closes the stores. A store in flight is either committed before
-// its response or aborted with nothing left behind. An accept error on one
-// listener stops them all.
+// its response or aborted with nothing left behind. Accept errors do not
+// stop it (connlimit.go).
 func (s *Server) Serve(ctx context.Context) error {
 	lns := []net.Listener{s.ln}
 	attrs := []any{"aet", s.Config.AETitle, "dicom", s.ln.Addr().String()}
@@ -401,71 +408,75 @@ func (s *Server) Serve(ctx context.Context) error {
 		disp.Auditor = serverAuditor{s}
 		s.record(audit.ApplicationActivity(s.wardNode(), true, time.Now()))
 	}
-	errs := make([]error, len(lns))
 	var loops sync.WaitGroup
 	loops.Add(1)
 	go func() { defer loops.Done(); s.serveAdmin(ctx) }()
-	for i, ln := range lns {
+	for _, ln := range lns {
 		loops.Add(1)
 		go func() {
 			defer loops.Done()
-			errs[i] = s.acceptLoop(ctx, ln, acfg, disp)
+			s.acceptLoop(ctx, ln, ln == s.tlsLn, acfg, disp)
 			closeAll()
 		}()
 	}
 	loops.Wait()
 	s.shutdown()
-	return errors.Join(errs...)
+	return nil
 }
 
 // acceptLoop accepts connections on ln and serves each as an association
-// until ln is closed; it returns the accept error unless ctx was cancelled
-// or ln closed.
-func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Config, disp *dimse.Dispatcher) error {
+// until ctx is cancelled or ln is closed. An accept error never ends it
+// (it waits and tries again); each connection is judged against the
+// budget before a goroutine is started for it (connlimit.go). On the TLS
+// listener (isTLS) the handshake runs in that goroutine.
+func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, isTLS bool, acfg assoc.Config, disp *dimse.Dispatcher) {
 	loopback := policy.AddrOf(ln.Addr()).IsLoopback()
+	var backoff acceptBackoff
 	for {
-		conn, aerr := ln.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
-				return aerr
-			}
-			return nil
+		raw := s.acceptWithBackoff(ctx, ln, &backoff)
+		if raw == nil {
+			return
 		}
-		if until, locked := s.limits.Locked(remoteAddr(conn)); locked {
-			// Locked out after repeated refusals: answered at once,
-			// without negotiation (and without an audit record each time:
-			// the lockout itself was recorded).
-			s.Logger.Debug("association refused: source locked out", "remote", conn.RemoteAddr().String(), "until", until.Format(time.RFC3339))
-			go refuseBusy(conn)
+		p := s.admitConn(raw, isTLS)
+		if p == nil {
 			continue
 		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			// Over the limit: refuse politely (PS3.8: rejected-transient,
-			// local limit exceeded) without running a full negotiation.
-			s.Logger.Warn("association refused: too many associations", "remote", conn.RemoteAddr().String(), "max", s.Config.DICOM.MaxAssociations)
-			go refuseBusy(conn)
-			continue
+		cn := newClosingConn(raw)
+		conn := net.Conn(cn)
+		if isTLS {
+			conn = tlsServer(cn, s.tlsConf)
 		}
 		s.track(conn, true)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.sem }()
+			// The place is given back once the socket is closed, not
+			// merely once the association ends: after a rejection or a
+			// release, the upper layer waits for the peer to close.
+			defer p.done()
+			defer cn.waitClosed(s.Config.DICOM.ARTIMTimeout.Duration + time.Second)
 			defer s.track(conn, false)
 			if tc, ok := conn.(*tls.Conn); ok && !s.handshake(tc) {
 				conn.Close()
 				return
 			}
-			cs := s.newSession(conn, loopback)
+			cs := s.newSession(conn, loopback, p)
 			defer cs.release()
 			a, err := assoc.Serve(conn, acfg, cs)
 			s.afterNegotiation(cs, conn.RemoteAddr(), err)
 			if err != nil {
-				s.Logger.Info("association not established", "remote", conn.RemoteAddr().String(), "reason", err.Error())
+				level := slog.LevelInfo
+				if cs.rq == nil {
+					// Silent, closed or not DICOM: nothing to tell (a flood
+					// of them is summed up by the refusals).
+					level = slog.LevelDebug
+				}
+				s.Logger.Log(context.Background(), level, "association not established", "remote", conn.RemoteAddr().String(), "reason", err.Error())
 				return
 			}
+			// Established: the idle timer takes over from the deadlines
+			// of set-up.
+			_ = conn.SetReadDeadline(time.Time{})
 			a.SetAuth(cs.grant)
 			s.trackAssoc(a, true)
 			defer s.trackAssoc(a, false)
@@ -474,15 +485,13 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, acfg assoc.Con
 	}
 }
 
-// handshake completes a TLS handshake within the ARTIM timeout, so that
-// the client certificate is known before negotiation and a failed
-// handshake (no or a foreign client certificate, an old protocol version,
-// weak cipher suites only) is logged and audited like a refused
-// association.
+// handshake completes a TLS handshake within the first-PDU deadline set
+// at accept, so that the client certificate is known before negotiation
+// and a failed handshake (no or a foreign client certificate, an old
+// protocol version, weak cipher suites only) is logged and audited like a
+// refused association.
 func (s *Server) handshake(c *tls.Conn) bool {
-	_ = c.SetDeadline(time.Now().Add(s.Config.DICOM.ARTIMTimeout.Duration))
 	err := c.Handshake()
-	_ = c.SetDeadline(time.Time{})
 	if err == nil {
 		return true
 	}
@@ -502,16 +511,6 @@ func (s *Server) handshake(c *tls.Conn) bool {
 		s.lockoutOnFailure(src, now)
 	}
 	return false
-}
-
-func refuseBusy(conn net.Conn) {
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := pdu.ReadHeader(conn, assoc.DefaultAssociateLimit); err != nil {
-		return
-	}
-	rj := &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded}
-	_, _ = conn.Write(rj.AppendTo(nil))
 }
 
 func (s *Server) track(c net.Conn, add bool) {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -22,6 +23,7 @@ type connSession struct {
 	loopback bool // the listener is bound to loopback
 	pol      *policy.Policy
 	acc      assoc.Acceptor
+	pass     *pass // the connection's place in the budget (nil in tests)
 
 	rq       *pdu.AssociateRQ
 	info     policy.Conn
@@ -33,8 +35,8 @@ type connSession struct {
 	refusedContexts map[string]int
 }
 
-func (s *Server) newSession(conn net.Conn, loopback bool) *connSession {
-	cs := &connSession{s: s, conn: conn, loopback: loopback, pol: s.policy.Load(), acc: *s.neg}
+func (s *Server) newSession(conn net.Conn, loopback bool, p *pass) *connSession {
+	cs := &connSession{s: s, conn: conn, loopback: loopback, pol: s.policy.Load(), acc: *s.neg, pass: p}
 	base := s.neg.TransferSyntaxes
 	cs.acc.Check = cs.check
 	cs.acc.Identity = cs.identity
@@ -71,6 +73,10 @@ func requestsSCPRole(rq *pdu.AssociateRQ, abstract string) bool {
 // Negotiate implements assoc.Negotiator.
 func (cs *connSession) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.AssociateAC, *pdu.AssociateRJ) {
 	cs.rq = rq
+	// The request is in: the first-PDU deadline gives way to ARTIM, which
+	// bounds the negotiation and, after a rejection, the wait for the peer
+	// to close.
+	_ = cs.conn.SetReadDeadline(time.Now().Add(cs.s.Config.DICOM.ARTIMTimeout.Duration))
 	return cs.acc.Negotiate(rq, remote)
 }
 
@@ -90,6 +96,15 @@ func (cs *connSession) check(rq *pdu.AssociateRQ, _ net.Addr) *pdu.AssociateRJ {
 		cs.refusal = &policy.Refusal{
 			RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
 			Reason: "peer " + g.AETitle + " already has its maximum number of associations open",
+		}
+		return cs.refusal.RJ
+	}
+	// Only now, admitted, does the connection take an association slot.
+	if cs.pass != nil && !cs.pass.admit() {
+		cs.s.limits.Release(g.AETitle)
+		cs.refusal = &policy.Refusal{
+			RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+			Reason: "Ward already has its maximum number of associations open ([dicom] max_associations)",
 		}
 		return cs.refusal.RJ
 	}

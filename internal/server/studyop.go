@@ -275,19 +275,35 @@ var errPathTooLong = errors.New("the admin socket's path is too long for a Unix 
 // (108 bytes with the terminating NUL on Linux, 104 on the BSDs).
 const maxSocketPath = 100
 
+// maxAdminConns bounds the admin requests served at once.
+const maxAdminConns = 16
+
 // serveAdmin answers administration requests until the listener closes.
 func (s *Server) serveAdmin(ctx context.Context) {
 	if s.adminLn == nil {
 		return
 	}
+	// An accept error (out of file descriptors) does not close the socket
+	// for good; at most maxAdminConns requests are served at once, the
+	// others closed.
+	var backoff acceptBackoff
+	busy := make(chan struct{}, maxAdminConns)
 	for {
-		conn, err := s.adminLn.Accept()
-		if err != nil {
+		conn := s.acceptWithBackoff(ctx, s.adminLn, &backoff)
+		if conn == nil {
 			return
+		}
+		select {
+		case busy <- struct{}{}:
+		default:
+			s.Logger.Warn("admin request refused: too many at once", "max", maxAdminConns)
+			conn.Close()
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() { <-busy }()
 			defer conn.Close()
 			s.adminConn(ctx, conn.(*net.UnixConn))
 		}()

@@ -97,8 +97,7 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 		q.Limit = limit + 1
 	}
 	if reach := JudgeQuery(q, time.Now()); reach.Universal && !acc.Bulk {
-		return &dimse.StatusError{Status: dimse.StatusNotAuthorized,
-			Comment: "not authorized: " + reach.Why + "; listing the whole archive needs the bulk-query permission: name the patient, study or series, or narrow the query"}
+		return &dimse.StatusError{Status: dimse.StatusNotAuthorized, Comment: reach.Comment()}
 	}
 	aet := ar.AETitle
 	if aet == "" && r.Assoc != nil {

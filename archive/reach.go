@@ -78,12 +78,25 @@ func AccessOf(ctx context.Context) Access {
 }
 
 // Reach is the judgement of a query or retrieve: whether it reaches the
-// whole archive, and why (a sentence for the requestor, no patient data).
+// whole archive, and why (for the requestor; no patient data).
 type Reach struct {
 	Universal bool
-	Why       string
+	// Why is short enough to survive in an Error Comment (64 characters
+	// with a prefix of 19); Detail adds the rule.
+	Why, Detail string
 	// Missing is the unique key whose absence made it universal (0: none).
 	Missing dicom.Tag
+}
+
+// Comment is the failure comment of a universal query for a requestor
+// without bulk-query: what is needed first, as DIMSE cuts comments at 64
+// characters (the log and the audit trail keep all of it).
+func (r Reach) Comment() string {
+	c := "bulk-query needed: " + r.Why
+	if r.Detail != "" {
+		c += " (" + r.Detail + ")"
+	}
+	return c
 }
 
 // topLevel is the top level of a model.
@@ -103,8 +116,8 @@ func JudgeQuery(q *store.Query, now time.Time) Reach {
 		if !hasConstraining(q.Keys, u, now) {
 			tag, _ := dicom.TagByKeyword(u)
 			return Reach{Universal: true, Missing: tag,
-				Why: fmt.Sprintf("%s %s-level query without %s searches every %s (a hierarchical query names the unique key of each level above, PS3.4 C.4.1.2.1)",
-					article(q.Level), q.Level, describe(tag, u), strings.ToLower(l.String()))}
+				Why:    fmt.Sprintf("%s query without %s", q.Level, u),
+				Detail: fmt.Sprintf("it searches every %s; a hierarchical query names the unique key of each level above, PS3.4 C.4.1.2.1", strings.ToLower(l.String()))}
 		}
 	}
 	if q.Level > top {
@@ -115,9 +128,9 @@ func JudgeQuery(q *store.Query, now time.Time) Reach {
 			return Reach{}
 		}
 	}
-	what := strings.ToLower(q.Level.String())
 	return Reach{Universal: true,
-		Why: fmt.Sprintf("%s %s-level query none of whose keys narrows it lists every %s (wildcards that match any value, open or wide date ranges, times, sex and modality alone do not narrow)", article(q.Level), q.Level, what)}
+		Why:    fmt.Sprintf("no key narrows this %s query", q.Level),
+		Detail: "wildcards that match any value, open or wide date ranges, times, sex or modality alone do not; name the patient or study, or narrow it"}
 }
 
 // JudgeRetrieve judges the selection of a retrieve: it must name its
@@ -142,7 +155,7 @@ func JudgeRetrieve(q *store.Query) Reach {
 	}
 	tag, _ := dicom.TagByKeyword(u)
 	return Reach{Universal: true, Missing: tag,
-		Why: fmt.Sprintf("%s %s retrieve needs %s: it names the objects it retrieves", article(q.Level), q.Level, describe(tag, u))}
+		Why: fmt.Sprintf("%s %s retrieve needs %s", article(q.Level), q.Level, describe(tag, u))}
 }
 
 func article(l store.Level) string {

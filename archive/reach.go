@@ -37,8 +37,9 @@ import (
 //   - empty-value matching (`""`): it selects what lacks a value;
 //   - a list with any element that does not constrain (or no element);
 //   - a date or date-time range open at the start ("-99991231"), or wider
-//     than MaxDateSpan once an open end is read as today ("00000101-",
-//     "19000101-20991231"); a date that does not parse as YYYYMMDD;
+//     than MaxDateSpan, an open end read as the end of today
+//     ("00000101-", "19000101-20991231"); a bound that does not parse as
+//     YYYYMMDD;
 //   - a time, or a time range: a time of day alone spans every date;
 //   - on an attribute with a handful of values across the archive
 //     (coarse: sex, modality, SOP class, issuer of patient ID...);
@@ -46,9 +47,13 @@ import (
 // A NUL ends a value for this judgement, whatever follows it (a backend
 // written in C may stop there).
 //
-// A retrieve (C-MOVE, C-GET) is never universal: it must name the objects
-// it retrieves by the unique key of its level, single values or a list,
-// with or without bulk-query (JudgeRetrieve).
+// A retrieve (C-MOVE, C-GET) must name the objects it retrieves by the
+// unique key of its level, single values or a list (JudgeRetrieve); one
+// that does not is refused with A900, with or without bulk-query.
+//
+// The identifier parser refuses before this what no one may send: a NUL
+// inside a value, wildcards in a list, anything but a single value for a
+// unique key above the level.
 
 // MaxDateSpan is the widest date range that constrains a query on its own
 // (a year, leap day included).

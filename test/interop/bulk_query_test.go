@@ -60,6 +60,7 @@ func startBulkSite(t *testing.T) *bulkSite {
 				studyUID: study, studyDate: fmt.Sprintf("%d%02d%02d", 2018+p%8, 1+p%12, 1+p%28), studyTime: "101500",
 				accession: fmt.Sprintf("ACC%03d", p), studyDesc: "STUDY",
 				seriesUID: series, modality: mod, sopUID: series + ".1",
+				codes: [][3]string{{fmt.Sprintf("PROC%02d", p), "LOCAL", "Procedure"}},
 			}
 			writeInstance(t, filepath.Join(dir, fmt.Sprintf("p%02d-%d.dcm", p, s)), r)
 			recs = append(recs, r)
@@ -187,6 +188,8 @@ func TestBulkQueryEvasions(t *testing.T) {
 		{"StudyTime=000000-235959", "-S", []string{"QueryRetrieveLevel=STUDY", "StudyTime=000000-235959", "PatientName", "PatientID"}, nil, bulkPatients},
 		{"PatientSex=F", "-S", []string{"QueryRetrieveLevel=STUDY", "PatientSex=F", "PatientName", "PatientID"}, nil, bulkPatients / 2},
 		{`AccessionNumber=""`, "-S", []string{"QueryRetrieveLevel=STUDY", `AccessionNumber=""`, "PatientName", "PatientID"}, nil, 0},
+		{"ProcedureCodeSequence item CodeValue=?*", "-S", []string{"QueryRetrieveLevel=STUDY", "ProcedureCodeSequence[0].CodeValue=?*", "PatientName"}, nil, bulkPatients},
+		{"ProcedureCodeSequence item scheme only", "-S", []string{"QueryRetrieveLevel=STUDY", "ProcedureCodeSequence[0].CodingSchemeDesignator=LOCAL", "PatientName"}, nil, bulkPatients},
 		{"PatientName=*<NUL>*", "-S", nil, []string{"QueryRetrieveLevel", "STUDY", "PatientName", "*\x00*", "PatientID", ""}, -1},
 		{"PatientID=*<NUL>X", "-S", nil, []string{"QueryRetrieveLevel", "STUDY", "PatientID", "*\x00X", "PatientName", ""}, -1},
 		{"StudyInstanceUID list with *", "-S", []string{"QueryRetrieveLevel=STUDY", `StudyInstanceUID=` + first.studyUID + `\*`, "PatientName"}, nil, -1},
@@ -235,6 +238,7 @@ func TestBulkQueryEvasions(t *testing.T) {
 		{"STUDY by patient ID", "-S", []string{"QueryRetrieveLevel=STUDY", "PatientID=PID07", "StudyInstanceUID"}, 1},
 		{"STUDY by name prefix", "-S", []string{"QueryRetrieveLevel=STUDY", "PatientName=family1*", "StudyInstanceUID"}, 10},
 		{"STUDY in one year", "-S", []string{"QueryRetrieveLevel=STUDY", "StudyDate=20190101-20191231", "StudyInstanceUID"}, inYear},
+		{"STUDY by procedure code", "-S", []string{"QueryRetrieveLevel=STUDY", "ProcedureCodeSequence[0].CodeValue=PROC1*", "StudyInstanceUID"}, 10},
 		{"STUDY by accession", "-S", []string{"QueryRetrieveLevel=STUDY", "AccessionNumber=ACC01?", "StudyInstanceUID"}, 10},
 		{"SERIES of a study", "-S", []string{"QueryRetrieveLevel=SERIES", "StudyInstanceUID=" + first.studyUID, "SeriesInstanceUID", "Modality"}, 2},
 		{"IMAGE of a series", "-S", []string{"QueryRetrieveLevel=IMAGE", "StudyInstanceUID=" + first.studyUID, "SeriesInstanceUID=" + first.seriesUID, "SOPInstanceUID"}, 1},

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
+	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/dimse"
@@ -38,6 +38,10 @@ const utf8Charset = "ISO_IR 192"
 //     C.2.2.2.6 (any stored item matching every item key) and returned
 //     with their stored items, each holding the item attributes the
 //     request's item named (all kept ones for an empty sequence).
+//   - A universal query (JudgeQuery: below the top level without the
+//     unique keys above it, or at the top level without a key that
+//     narrows it) is refused with 0124 unless the context's Access has
+//     Bulk (the bulk-query permission). The zero Access has not.
 //   - More matches than the cap (MaxFindResults, default 1000): the first
 //     cap matches are sent, then the final status is A700 (Refused: out of
 //     resources) with a comment saying the results were cut and that the
@@ -67,14 +71,10 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 	if len(id.ignored) > 0 {
 		r.PendingWarning = true
 	}
-	lim, hasLim := ctx.Value(findLimitsKey{}).(FindLimits)
-	if hasLim && !lim.AllowUniversal && (id.level == store.LevelPatient || id.level == store.LevelStudy) && universal(id.keys) {
-		return &dimse.StatusError{Status: dimse.StatusNotAuthorized,
-			Comment: fmt.Sprintf("a %s-level query without a matching key lists every %s: it needs the bulk-query permission; give a key (e.g. PatientID, a name or a date range)", id.level, id.level)}
-	}
+	acc := AccessOf(ctx)
 	limit := ar.MaxFindResults
-	if hasLim && lim.MaxResults != 0 {
-		limit = lim.MaxResults
+	if acc.MaxResults != 0 {
+		limit = acc.MaxResults
 	}
 	if limit == 0 {
 		limit = DefaultMaxFindResults
@@ -95,6 +95,9 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 	}
 	if limit > 0 {
 		q.Limit = limit + 1
+	}
+	if reach := JudgeQuery(q, time.Now()); reach.Universal && !acc.Bulk {
+		return &dimse.StatusError{Status: dimse.StatusNotAuthorized, Comment: reach.Comment()}
 	}
 	aet := ar.AETitle
 	if aet == "" && r.Assoc != nil {
@@ -125,36 +128,6 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 		return err // from emit
 	}
 	return &dimse.StatusError{Status: dimse.StatusUnableToProcess, Comment: "querying the index failed", Err: err}
-}
-
-// FindLimits are what one peer's C-FINDs may do; the policy layer sets them
-// per request with WithFindLimits.
-type FindLimits struct {
-	// MaxResults overrides Archive.MaxFindResults when not 0.
-	MaxResults int
-	// AllowUniversal lets PATIENT and STUDY level queries without any
-	// matching key through (the bulk-query permission). Without limits in
-	// the context they are allowed.
-	AllowUniversal bool
-}
-
-type findLimitsKey struct{}
-
-// WithFindLimits returns ctx carrying l for Find.
-func WithFindLimits(ctx context.Context, l FindLimits) context.Context {
-	return context.WithValue(ctx, findLimitsKey{}, l)
-}
-
-// universal reports whether keys match everything: none, or only
-// wildcards made of '*' (PS3.4 C.2.2.2.4: equivalent to universal
-// matching).
-func universal(keys []store.Key) bool {
-	for _, k := range keys {
-		if k.Kind != store.MatchWildcard || strings.Trim(k.Value, "*") != "" {
-			return false
-		}
-	}
-	return true
 }
 
 // response builds the response identifier of one match.

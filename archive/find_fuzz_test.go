@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/dimse"
 )
@@ -13,7 +15,8 @@ import (
 var fuzzQRClasses = []string{dimse.PatientRootFind, dimse.StudyRootFind, dimse.PatientRootMove, dimse.StudyRootMove, dimse.PatientRootGet, dimse.StudyRootGet}
 
 // FuzzQueryIdentifier: a C-FIND, C-MOVE or C-GET identifier, as a peer
-// may send it, runs against an index of a few studies. Whatever it holds
+// may send it, runs against an index of a few studies, by a requestor
+// with bulk-query (sel >= 128) or without. Whatever it holds
 // gives matches that encode, or a DIMSE failure status with an error
 // comment (dimse.StatusError), never a panic or another kind of error.
 func FuzzQueryIdentifier(f *testing.F) {
@@ -33,14 +36,25 @@ func FuzzQueryIdentifier(f *testing.F) {
 		}
 		f.Add(b, uint8(i))
 	}
+	// The bulk-query evasions (issue 14), as C-FIND without bulk-query
+	// (sel < 128) and as C-MOVE, C-GET with it.
+	for i, e := range evasions() {
+		b, err := ident(f, e.id...).Bytes(dicom.ExplicitVRLittleEndian)
+		if err != nil {
+			f.Fatal(err)
+		}
+		cls := slices.Index(fuzzQRClasses, e.class)
+		f.Add(b, uint8(cls))
+		f.Add(b, uint8(128+(cls+2+2*(i%2))%len(fuzzQRClasses)))
+	}
 	fx := qrFixture(f)
 	f.Fuzz(func(t *testing.T, b []byte, sel uint8) {
 		ds, err := dicom.ReadDataSet(bytes.NewReader(b), dicom.ExplicitVRLittleEndian, 1<<16)
 		if err != nil {
 			return
 		}
-		class := fuzzQRClasses[int(sel)%len(fuzzQRClasses)]
-		ctx := context.Background()
+		class := fuzzQRClasses[int(sel&127)%len(fuzzQRClasses)]
+		ctx := archive.WithAccess(context.Background(), archive.Access{Bulk: sel >= 128})
 		if dimse.QRCommand(class) == dimse.CFindRQ {
 			r := &dimse.FindRequest{Request: dimse.Request{Assoc: fx.assoc}, SOPClassUID: class, Identifier: ds, TransferSyntax: dicom.ExplicitVRLittleEndian}
 			err = fx.ar.Find(ctx, r, func(m *dicom.DataSet) error {

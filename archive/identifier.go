@@ -340,7 +340,9 @@ func splitCharset(v string) []string {
 // (PS3.4 C.2.2.2); nil means universal matching.
 //
 //   - `""`: empty-value matching (C.2.2.2.1)
-//   - '\' in a UI or CS value: list matching (any value matches)
+//   - '\' in a UI or CS value: list matching (any value matches; no
+//     wildcards in it)
+//   - a NUL inside the value: refused
 //   - '-' in a DA, TM or DT value: range matching, open at either end; a DT
 //     with a UTC offset in a range is refused (ambiguous '-')
 //   - '*' or '?': wildcard matching (not for DA, TM, DT, UI, numbers); a
@@ -350,6 +352,11 @@ func parseKey(t dicom.Tag, kw, vr, v string) (*store.Key, error) {
 	k := &store.Key{Attribute: kw}
 	if kw == "" {
 		k.Attribute = t.String()
+	}
+	if strings.ContainsRune(v, 0) {
+		// PS3.5 6.2: NUL pads UIDs at the end, nothing more; inside a
+		// value it would cut a pattern short in a C backend.
+		return nil, badKey(t, "%s holds a NUL character", describe(t, kw))
 	}
 	if v == `""` {
 		k.Kind = store.MatchEmpty
@@ -383,6 +390,9 @@ func parseKey(t dicom.Tag, kw, vr, v string) (*store.Key, error) {
 					k.Values = append(k.Values, x)
 				}
 			}
+			if strings.ContainsAny(v, "*?") {
+				return nil, badKey(t, "wildcards are not allowed in a list of values (%s)", describe(t, kw))
+			}
 			return k, nil
 		}
 		if vr == "UI" && strings.ContainsAny(v, "*?") {
@@ -411,7 +421,6 @@ func parseRetrieve(ds *dicom.DataSet, patientRoot bool) (*identifier, error) {
 		return nil, err
 	}
 	id := &identifier{level: l, patientRoot: patientRoot}
-	have := false
 	for _, e := range ds.Elements {
 		t := e.Tag
 		if skipped(t) || t == dicom.QueryRetrieveLevel || t == dicom.SpecificCharacterSet {
@@ -445,18 +454,14 @@ func parseRetrieve(ds *dicom.DataSet, patientRoot bool) (*identifier, error) {
 					k.Values = append(k.Values, x)
 				}
 			}
-		} else if strings.ContainsAny(v, "*?") {
+		}
+		if strings.ContainsAny(v, "*?") {
 			return nil, badKey(t, "wildcards are not allowed in a retrieve identifier (%s)", describe(t, kw))
 		}
-		if lv == l {
-			have = true
+		if strings.ContainsRune(v, 0) {
+			return nil, badKey(t, "%s holds a NUL character", describe(t, kw))
 		}
 		id.keys = append(id.keys, k)
-	}
-	if !have {
-		u := uniqueKey[l]
-		tag, _ := dicom.TagByKeyword(u)
-		return nil, badKey(tag, "a %s retrieve needs %s", l, describe(tag, u))
 	}
 	return id, nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/dimse"
 )
@@ -81,12 +82,22 @@ func ident(t testing.TB, kv ...string) *dicom.DataSet {
 	return ds
 }
 
+// bulk is the context of the matching tests: a requestor with the
+// bulk-query permission (the rule itself is tested in reach_test.go).
+var bulk = archive.WithAccess(context.Background(), archive.Access{Bulk: true})
+
 func find(t *testing.T, f *fixture, sopClass string, id *dicom.DataSet) ([]*dicom.DataSet, *dimse.FindRequest, error) {
+	t.Helper()
+	return findAs(t, f, bulk, sopClass, id)
+}
+
+// findAs is find with the requestor's Access in ctx.
+func findAs(t *testing.T, f *fixture, ctx context.Context, sopClass string, id *dicom.DataSet) ([]*dicom.DataSet, *dimse.FindRequest, error) {
 	t.Helper()
 	r := &dimse.FindRequest{Request: dimse.Request{Assoc: f.assoc}, SOPClassUID: sopClass, Identifier: id,
 		TransferSyntax: dicom.ExplicitVRLittleEndian}
 	var out []*dicom.DataSet
-	err := f.ar.Find(context.Background(), r, func(m *dicom.DataSet) error {
+	err := f.ar.Find(ctx, r, func(m *dicom.DataSet) error {
 		// Round-trip through the wire encoding, as the dispatcher does.
 		b, err := m.Bytes(dicom.ExplicitVRLittleEndian)
 		if err != nil {
@@ -283,7 +294,7 @@ func TestFindCharacterSets(t *testing.T) {
 
 func TestFindCancelled(t *testing.T) {
 	f := qrFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(bulk)
 	r := &dimse.FindRequest{Request: dimse.Request{Assoc: f.assoc}, SOPClassUID: dimse.StudyRootFind,
 		Identifier: ident(t, "QueryRetrieveLevel", "IMAGE", "SOPInstanceUID", "")}
 	n := 0

@@ -14,7 +14,8 @@ import (
 var _ dimse.Retriever = (*Archive)(nil)
 
 // Retrieve serves C-MOVE and C-GET: it resolves the identifier (unique keys
-// only, see parseRetrieve) to the stored instances, ordered by study, series
+// only, see parseRetrieve; the level's one naming the objects, see
+// JudgeRetrieve, with or without bulk-query) to the stored instances, ordered by study, series
 // and instance number. A bad identifier fails with A900; an index failure
 // with A701 (unable to calculate the number of matches). No match is an
 // empty list (the dispatcher answers success with no sub-operations).
@@ -32,6 +33,9 @@ func (ar *Archive) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]di
 		return nil, err
 	}
 	q := &store.Query{Level: id.level, PatientRoot: patientRoot, Keys: id.keys}
+	if reach := JudgeRetrieve(q); reach.Universal {
+		return nil, badKey(reach.Missing, "%s", reach.Why)
+	}
 	var out []dimse.Instance
 	err = qr.Instances(ctx, q, func(in *store.Instance) error {
 		key := in.BlobKey

@@ -36,7 +36,9 @@ const (
 	// MatchSingle: exact value (PN: case-insensitive unless the query says
 	// otherwise).
 	MatchSingle MatchKind = iota
-	// MatchWildcard: Value holds '*' and/or '?'.
+	// MatchWildcard: Value holds '*' and/or '?'. A pattern holding a NUL
+	// is refused with ErrUnsupportedKey (a NUL would end it early in a
+	// backend written in C, and match more than asked).
 	MatchWildcard
 	// MatchList: Values is a list of UIDs, any of which matches.
 	MatchList

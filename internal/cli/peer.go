@@ -37,7 +37,8 @@ calls from: its --network CIDRs, or else its --host's address, and/or a TLS
 client certificate pinned by --cert-fingerprint (the SHA-256 of the
 certificate: 'ward pki issue' prints it; a pinned peer may only call over
 TLS). A peer may use only the services in --allow; bulk-query lets it list
-every patient or study with a query that has no matching key. C-MOVE sends
+the whole archive: a query with no key that narrows it, or one below the
+top level without the unique keys above. C-MOVE sends
 images only to a peer with move-destination, at its HOST and PORT (over TLS
 with --tls).
 Peers are stored as [[peers]] tables in Ward's configuration file; a running

@@ -12,8 +12,8 @@ import (
 
 // Services a peer may be allowed (Peer.Allow), enforced per association
 // by the policy package: a context for a service the peer may not use is
-// rejected at negotiation. bulk-query lets a peer's C-FIND list every
-// patient or study (a PATIENT or STUDY level query without a matching key).
+// rejected at negotiation. bulk-query lets a peer's C-FIND list the whole
+// archive (archive.JudgeQuery says which queries can).
 // move-destination is not a service the peer uses but one it receives:
 // C-MOVE may send it images (at Host and Port).
 var Services = []string{"echo", "store", "find", "move", "get", "bulk-query", MoveDestination}

@@ -53,7 +53,9 @@ func (g guardFind) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 	if !gr.Allows(policy.Find) {
 		return notAuthorized(policy.Find)
 	}
-	ctx = archive.WithFindLimits(ctx, archive.FindLimits{MaxResults: gr.MaxResults, AllowUniversal: gr.Allows(policy.BulkQuery)})
+	// The bulk-query rule itself is the archive's (archive.JudgeQuery):
+	// the grant only says whether this peer has the permission.
+	ctx = archive.WithAccess(ctx, archive.Access{MaxResults: gr.MaxResults, Bulk: gr.Allows(policy.BulkQuery)})
 	return g.h.Find(ctx, r, emit)
 }
 

@@ -286,6 +286,10 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 	case store.MatchSingle:
 		b.add(col+" = ?", norm(k.Value))
 	case store.MatchWildcard:
+		if strings.IndexByte(k.Value, 0) >= 0 {
+			// SQLite's GLOB stops at a NUL: "*\x00A" would be "*".
+			return fmt.Errorf("%w: a NUL in the pattern of %s", store.ErrUnsupportedKey, k.Attribute)
+		}
 		pat := norm(k.Value)
 		if strings.Trim(pat, "*") == "" {
 			return nil // universal

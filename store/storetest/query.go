@@ -389,6 +389,7 @@ func TestQuery(t *testing.T, open func(t *testing.T) store.Index) {
 			{Level: store.LevelStudy, Keys: []store.Key{rng("AccessionNumber", "A", "B")}},
 			{Level: store.LevelStudy, Keys: []store.Key{single("SeriesInstanceUID", "1.2")}}, // below the level
 			{Level: store.LevelPatient, PatientRoot: false},                                  // no PATIENT level in Study Root
+			{Level: store.LevelStudy, Keys: []store.Key{wild("PatientName", "*\x00*")}},      // a NUL would cut the pattern
 		} {
 			err := qr.Query(ctx, &q, func(store.Match) error { return nil })
 			if !errors.Is(err, store.ErrUnsupportedKey) {

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 func runAudit(e *env, args []string) error {
@@ -181,10 +181,12 @@ func printRecord(w io.Writer, r *audit.Record, asJSON, withXML bool) {
 		fmt.Fprintln(w, string(b))
 		return
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\toutcome=%d\tpeers=%s\tpatients=%s\n", r.Seq, r.Time.Format(time.RFC3339Nano), r.Event, r.Outcome,
-		strings.Join(r.Peers, ","), strings.Join(r.Patients, ","))
+	// Peers and patient IDs came from the network: escaped (termsafe),
+	// as is every other field a person editing the file could have set.
+	fmt.Fprintf(w, "%d\t%s\t%s\toutcome=%d\tpeers=%s\tpatients=%s\n", r.Seq, r.Time.Format(time.RFC3339Nano), termsafe.Quote(r.Event), r.Outcome,
+		termsafe.List(r.Peers, ","), termsafe.List(r.Patients, ","))
 	if withXML {
-		fmt.Fprintln(w, r.XML)
+		fmt.Fprintln(w, termsafe.Text(r.XML, ""))
 	}
 }
 

@@ -250,7 +250,7 @@ func runFind(e *env, args []string) error {
 			case el.IsSequence():
 				row = append(row, fmt.Sprintf("(%d items)", len(el.Items)))
 			default:
-				row = append(row, termsafe.Quote(m.String(c)))
+				row = append(row, termsafe.Text(m.String(c), "")) // multiple values keep their backslashes
 			}
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // newKeyedLog writes n records to a log in dir signed with the key in
@@ -226,6 +227,89 @@ func TestLoadKeyRefusesBadFiles(t *testing.T) {
 		os.WriteFile(p, []byte(body), 0o600)
 		if _, err := LoadKey(p); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestForwardCheckpoints: with checkpoints on, the collector receives the
+// chain's head; checked against them, the log shows records cut from its
+// end, and a record rewritten by someone who holds the key, which the MAC
+// alone cannot show.
+func TestForwardCheckpoints(t *testing.T) {
+	oldEvery := checkpointEvery
+	checkpointEvery = 50 * time.Millisecond
+	defer func() { checkpointEvery = oldEvery }()
+	p := newPKI(t)
+	col := startCollector(t, p, "127.0.0.1:0", true)
+	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), KeyFileName)
+	l, err := Open(dir, nil, WithKeyFile(keyFile), WithForward(ForwardConfig{Addr: col.addr, CA: p.caFile, Checkpoints: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeNumbered(t, l, 0, 10)
+	l.Sync()
+	time.Sleep(100 * time.Millisecond)
+	writeNumbered(t, l, 10, 20)
+	checkpoints := func() []Checkpoint {
+		var cps []Checkpoint
+		for _, m := range col.messages() {
+			if c, ok := ParseCheckpoint(m); ok {
+				cps = append(cps, c)
+			}
+		}
+		return cps
+	}
+	waitUntil(t, "a checkpoint naming seq 20", func() bool {
+		cps := checkpoints()
+		return len(cps) > 0 && cps[len(cps)-1].Seq == 20
+	})
+	closeLog(t, l)
+	cps := checkpoints()
+	key, err := LoadKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := verifyKeyed(t, dir, VerifyOptions{Key: key, Checkpoints: cps})
+	if err != nil || s.Checkpoints != len(cps) || s.Records != 20 {
+		t.Fatalf("verify with %d checkpoints: %+v, %v", len(cps), s, err)
+	}
+	lines := readLines(t, dir)
+	// Cut from the end: the MAC cannot tell, the checkpoint does.
+	writeLines(t, dir, lines[:17])
+	if _, err := verifyKeyed(t, dir, VerifyOptions{Key: key}); err != nil {
+		t.Fatalf("a cut log verifies without checkpoints (documented): %v", err)
+	}
+	if _, err := verifyKeyed(t, dir, VerifyOptions{Key: key, Checkpoints: cps}); err == nil || !strings.Contains(err.Error(), "cut from its end") {
+		t.Fatalf("cut log with checkpoints: %v", err)
+	}
+	// Rewritten by someone holding the key: record 20 removed, 19 edited
+	// and re-signed; the last checkpoint names 20.
+	var r Record
+	json.Unmarshal([]byte(lines[18]), &r)
+	r.Outcome = OutcomeSuccess
+	b, _ := r.encode(key)
+	writeLines(t, dir, append(lines[:18:18], string(b)))
+	if _, err := verifyKeyed(t, dir, VerifyOptions{Key: key}); err != nil {
+		t.Fatalf("a log re-signed with the key verifies with the key alone (documented): %v", err)
+	}
+	if _, err := verifyKeyed(t, dir, VerifyOptions{Key: key, Checkpoints: cps}); !errors.Is(err, ErrBroken) {
+		t.Fatalf("re-signed log with checkpoints: %v", err)
+	}
+}
+
+func TestParseCheckpoint(t *testing.T) {
+	h := strings.Repeat("ab", 32)
+	for line, want := range map[string]bool{
+		"<85>1 2026-01-02T03:04:05.000000Z pacs ward 42 WARD-CHECKPOINT - \ufeffaudit chain head seq=12 hash=" + h: true,
+		"Dec  7 18:00:00 pacs ward[42]: WARD-CHECKPOINT audit chain head seq=3 hash=" + h:                          true,
+		"WARD-CHECKPOINT audit chain head seq=0 hash=" + h:                                                         false,
+		"WARD-CHECKPOINT audit chain head seq=3 hash=" + h[:60]:                                                    false,
+		"WARD-CHECKPOINT audit chain head seq=3 hash=" + strings.Repeat("zz", 32):                                  false,
+		"DICOM+RFC3881 seq=3 hash=" + h:                                                                            false,
+	} {
+		if _, ok := ParseCheckpoint(line); ok != want {
+			t.Errorf("ParseCheckpoint(%q) = %v", line, ok)
 		}
 	}
 }

@@ -341,6 +341,11 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 			reply(map[string]string{"error": err.Error()})
 			return
 		}
+		if s.audit != nil {
+			if aerr := s.audit.Err(); aerr != nil {
+				st.AuditFailing, st.AuditRefusing = aerr.Error(), s.Config.AuditRefuses()
+			}
+		}
 		reply(st)
 		return
 	}

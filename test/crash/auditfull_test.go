@@ -154,3 +154,40 @@ func TestAuditDiskFull(t *testing.T) {
 		t.Errorf("%d authentication records, want 8:\n%s", n, sout)
 	}
 }
+
+// TestAuditDiskFullContinue: with on_failure = "continue", findscu is
+// answered while the audit log's disk is full; its records are held and
+// written once space is freed, with the outage record.
+func TestAuditDiskFullContinue(t *testing.T) {
+	requireTool(t, "findscu", "echoscu")
+	auditFS := tinyFS(t)
+	data, work := t.TempDir(), t.TempDir()
+	cfg := filepath.Join(work, "ward.toml")
+	toml := fmt.Sprintf("[storage]\nmin_free = \"16MiB\"\n[audit]\npath = %q\non_failure = \"continue\"\n", filepath.Join(auditFS, "audit"))
+	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := startWard(t, data, freePort(t), "--config", cfg)
+	ballast := fill(t, auditFS)
+	if out, ok := dcmtkRun(t, "echoscu", "-aet", "CRASHTEST", "-aec", "WARD", "127.0.0.1", w.port); !ok {
+		t.Fatalf("echoscu: %s", out)
+	}
+	waitLog(t, w, "audit log cannot be written", 10*time.Second)
+	out, ok := dcmtkRun(t, "findscu", "-d", "-S", "-aet", "CRASHTEST", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=*", "127.0.0.1", w.port)
+	if !ok || strings.Contains(out, "0xa700") {
+		t.Errorf("C-FIND refused with on_failure = continue:\n%s", out)
+	}
+	os.Remove(ballast)
+	waitLog(t, w, "audit log written again", 10*time.Second)
+	if err, _ := w.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatalf("ward exit: %v", err)
+	}
+	vout, err := exec.Command(wardBinary(t), "audit", "verify", "--data", data, "--config", cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(vout), "1 outage(s)") {
+		t.Fatalf("ward audit verify: %v\n%s", err, vout)
+	}
+	sout, _ := exec.Command(wardBinary(t), "audit", "search", "--data", data, "--config", cfg, "--event", "query").CombinedOutput()
+	if strings.Count(string(sout), "\n") != 1 {
+		t.Errorf("the C-FIND answered during the outage is not in the log:\n%s", sout)
+	}
+}

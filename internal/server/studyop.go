@@ -349,6 +349,13 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 		reply(st)
 		return
 	}
+	if r.Op == "backup" || r.Op == "delete" || r.Op == "export" {
+		// Audited operations wait for the audit trail, as DIMSE does.
+		if s.auditRefusal(0) != nil {
+			fail("the audit trail cannot be written ([audit] on_failure = \"refuse\"): " + r.Op + " refused until it can (see ward serve's log)")
+			return
+		}
+	}
 	if r.Op == "backup" {
 		// A stop interrupts it; the previous backup stays whole.
 		res, err := runBackup(callCtx, s.archive, s.index, s.Config, r.Out, archive.CopyOptions{MaxRate: r.MaxRate,

@@ -120,6 +120,12 @@ func TestAuditDiskFull(t *testing.T) {
 		t.Errorf("C-STORE while the audit log is full:\n%s", tail(s.log.String(), 30))
 	}
 
+	// An export (patient data out of the archive) waits too.
+	eout, err := exec.Command(wardBinary(t), "study", "export", "1.2.3", "--out", filepath.Join(work, "export"), "--data", data, "--config", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(eout), "audit trail cannot be written") {
+		t.Errorf("ward study export while the audit log is full: %v\n%s", err, eout)
+	}
+
 	// Free the space: the writer retries by itself, service resumes.
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)

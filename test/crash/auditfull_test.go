@@ -57,14 +57,15 @@ func waitLog(t *testing.T, w *wardProc, what string, limit time.Duration) {
 // TestAuditDiskFull is issue 14 item 7: the audit log on a 2 MiB tmpfs
 // that is then filled. Before, one write error stopped the trail for good
 // while DIMSE went on unaudited. Now: Ward notices, `ward status` says so,
-// C-ECHO is still answered, and findscu's C-FIND and storescu's C-STORE are
-// refused with A700 and a comment (the default on_failure = "refuse");
+// C-ECHO is still answered, findscu's C-FIND and storescu's C-STORE are
+// refused with A700 and getscu's C-GET with A701, each with a comment (the
+// default on_failure = "refuse"), and so is ward study export;
 // once space is freed, the log is written again by itself and service
 // resumes; `ward audit verify` passes and reports the outage; the records
 // of what happened meanwhile (the refusals) are in the log, held in memory
 // and written with the outage record: nothing is lost silently.
 func TestAuditDiskFull(t *testing.T) {
-	requireTool(t, "storescu", "findscu", "echoscu")
+	requireTool(t, "storescu", "findscu", "getscu", "echoscu")
 	auditFS := tinyFS(t)
 	data, work := t.TempDir(), t.TempDir()
 	cfg := filepath.Join(work, "ward.toml")
@@ -120,6 +121,11 @@ func TestAuditDiskFull(t *testing.T) {
 		t.Errorf("C-STORE while the audit log is full:\n%s", tail(s.log.String(), 30))
 	}
 
+	gout, _ := dcmtkRun(t, "getscu", "-d", "-S", "-aet", "CRASHTEST", "-aec", "WARD", "-od", t.TempDir(), "-k", "QueryRetrieveLevel=STUDY",
+		"-k", "StudyInstanceUID=1.2.3", "127.0.0.1", w.port)
+	if !strings.Contains(gout, "0xa701") || !strings.Contains(gout, "audit trail cannot be written") {
+		t.Errorf("C-GET while the audit log is full:\n%s", gout)
+	}
 	// An export (patient data out of the archive) waits too.
 	eout, err := exec.Command(wardBinary(t), "study", "export", "1.2.3", "--out", filepath.Join(work, "export"), "--data", data, "--config", cfg).CombinedOutput()
 	if err == nil || !strings.Contains(string(eout), "audit trail cannot be written") {
@@ -155,9 +161,9 @@ func TestAuditDiskFull(t *testing.T) {
 		t.Errorf("the refused C-FIND is not in the audit log: %v\n%s", err, sout)
 	}
 	sout, _ = exec.Command(wardBinary(t), "audit", "search", "--data", data, "--config", cfg, "--event", "authentication").CombinedOutput()
-	// store, find, echo (full), echo, find, store, find, store: 8.
-	if n := strings.Count(string(sout), "\n"); n != 8 {
-		t.Errorf("%d authentication records, want 8:\n%s", n, sout)
+	// store, find, echo (full), echo, find, store, get, find, store: 9.
+	if n := strings.Count(string(sout), "\n"); n != 9 {
+		t.Errorf("%d authentication records, want 9:\n%s", n, sout)
 	}
 }
 

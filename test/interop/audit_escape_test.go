@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/network/dimse/dimsetest"
 )
 
 // TestAuditTailEscapesNetworkText: calling AE titles sent by DCMTK's
@@ -170,4 +172,29 @@ func forgeChain(t *testing.T, lines []string, mac func([]byte) string, dropV boo
 		prev = h
 	}
 	return out
+}
+
+// TestWardFindEscapesPeerValues: a hostile Q/R SCP (Ward's fake archive,
+// answering with what it stores) puts an escape sequence and a newline in
+// a patient name; `ward find` prints the match escaped, on one line (the
+// ESC itself the character set decoder already replaces with U+FFFD).
+func TestWardFindEscapesPeerValues(t *testing.T) {
+	a := &dimsetest.Archive{}
+	a.Add(dimsetest.NewObject(map[string]string{
+		"PatientID": "P9", "PatientName": "EVIL\x1b]0;X\x07^A\nFAKE\tROW",
+		"StudyInstanceUID": "1.2.826.0.1.3680043.10.1432.99.1", "SeriesInstanceUID": "1.2.826.0.1.3680043.10.1432.99.1.1",
+		"SOPInstanceUID": "1.2.826.0.1.3680043.10.1432.99.1.1.1", "StudyDate": "20240101", "Modality": "CT",
+	}, dicom.ExplicitVRLittleEndian, ""))
+	s, err := dimsetest.Start(a, dimsetest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, code := wardCLI(t, "find", "--aec", "WARD", "-S", "--level", "STUDY", "-k", "PatientID=P9", "-k", "PatientName", s.Addr)
+	if code != 0 {
+		t.Fatalf("ward find: exit %d", code)
+	}
+	if strings.ContainsAny(out, "\x1b\x07") || strings.Count(out, "\n") != 2 || !strings.Contains(out, `0;X\a^A\nFAKE\tROW`) {
+		t.Errorf("ward find printed:\n%q", out)
+	}
 }

@@ -145,7 +145,13 @@ func (w *writer) flush(force bool) error {
 		w.failing, w.lost, w.lostByEvt, w.lastErr = false, 0, nil, nil
 		l.failure.Store(nil)
 	}
-	w.pending, w.pendingBytes = w.pending[:0], 0
+	if cap(w.pending) > 2*FlushRecords {
+		w.pending = nil // let an outage's backlog go
+	} else {
+		clear(w.pending)
+		w.pending = w.pending[:0]
+	}
+	w.pendingBytes = 0
 	return nil
 }
 

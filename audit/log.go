@@ -174,6 +174,9 @@ type appender interface {
 var (
 	// RetryInterval is how often a failing log is tried again.
 	RetryInterval = time.Second
+	// ProbeInterval is how often Probe may have it tried, whatever the
+	// number of callers.
+	ProbeInterval = 50 * time.Millisecond
 	// MaxHeld and MaxHeldBytes bound the records held in memory while the
 	// log cannot be written; beyond them records are counted, not kept.
 	MaxHeld      = 4096
@@ -183,6 +186,7 @@ var (
 type item struct {
 	m     *Message
 	flush chan error // a flush barrier when non-nil
+	probe bool       // the barrier is a Probe's
 }
 
 // Option changes how Open opens a log.
@@ -392,6 +396,37 @@ func (l *Log) Sync() error {
 	l.ch <- item{flush: done}
 	l.mu.RUnlock()
 	return <-done
+}
+
+// Probe is for a caller about to refuse service because Err is set: it
+// has the writer try the file again now (at most every ProbeInterval,
+// however many callers ask) and returns the outcome, waiting at most wait.
+// So service resumes as soon as space is freed, not at the next retry.
+func (l *Log) Probe(wait time.Duration) error {
+	if l.Err() == nil {
+		return nil
+	}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return ErrClosed
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	done := make(chan error, 1)
+	select {
+	case l.ch <- item{flush: done, probe: true}:
+	case <-t.C:
+		l.mu.RUnlock()
+		return l.Err()
+	}
+	l.mu.RUnlock()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return l.Err()
+	}
 }
 
 // Close flushes and fsyncs the queue and closes the file; when forwarding,

@@ -38,7 +38,7 @@ func (l *Log) run() {
 		select {
 		case it, ok := <-l.ch:
 			if !ok {
-				if err := w.flush(true); err != nil {
+				if err := w.flush(0); err != nil {
 					n := len(w.pending) + w.lost
 					l.err = fmt.Errorf("audit: %d records not written: %w", n, err)
 					l.logger.Error("audit log closed while it could not be written: records lost", "path", l.path, "records", n, "err", err.Error())
@@ -46,15 +46,19 @@ func (l *Log) run() {
 				return
 			}
 			if it.flush != nil {
-				it.flush <- w.flush(true)
+				gap := time.Duration(0)
+				if it.probe {
+					gap = ProbeInterval
+				}
+				it.flush <- w.flush(gap)
 				continue
 			}
 			w.add(it.m)
 			if !w.failing && len(w.pending) >= FlushRecords {
-				w.flush(false)
+				w.flush(RetryInterval)
 			}
 		case <-tick.C:
-			w.flush(false)
+			w.flush(RetryInterval)
 		}
 	}
 }
@@ -85,15 +89,15 @@ func (w *writer) add(m *Message) {
 }
 
 // flush appends the pending records (and, after an outage, the record of
-// the outage) and fsyncs. While failing, it tries at most every
-// RetryInterval unless force is set.
-func (w *writer) flush(force bool) error {
+// the outage) and fsyncs. While failing, it tries only when minGap has
+// passed since the last try.
+func (w *writer) flush(minGap time.Duration) error {
 	l := w.l
 	if len(w.pending) == 0 && !w.failing {
 		return nil
 	}
 	now := time.Now()
-	if w.failing && !force && now.Sub(w.lastTry) < RetryInterval {
+	if w.failing && now.Sub(w.lastTry) < minGap {
 		return w.lastErr
 	}
 	w.lastTry = now

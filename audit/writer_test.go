@@ -141,3 +141,34 @@ func TestCloseWhileFailing(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 }
+
+// Probe has a failing log tried at once: service can resume the moment
+// space is freed, not at the next retry (here an hour away).
+func TestProbeRetriesAtOnce(t *testing.T) {
+	oldRetry := RetryInterval
+	RetryInterval = time.Hour
+	defer func() { RetryInterval = oldRetry }()
+	var disk *fullDisk
+	l, err := Open(t.TempDir(), nil, func(o *options) {
+		o.wrap = func(a appender) appender { disk = &fullDisk{appender: a}; return disk }
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Probe(time.Second); err != nil {
+		t.Fatalf("Probe of a healthy log: %v", err)
+	}
+	disk.full.Store(true)
+	writeN(t, l, 1)
+	waitFor(t, "the failure", func() bool { return l.Err() != nil })
+	time.Sleep(ProbeInterval)
+	if err := l.Probe(time.Second); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Probe of a full disk: %v", err)
+	}
+	disk.full.Store(false)
+	time.Sleep(ProbeInterval)
+	if err := l.Probe(time.Second); err != nil || l.Err() != nil {
+		t.Fatalf("Probe once space is free: %v, %v", err, l.Err())
+	}
+}

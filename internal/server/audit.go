@@ -327,13 +327,20 @@ func studies(m map[string]*audit.Study) []*audit.Study {
 // cannot be written (an LO: 64 characters at most; the log says why).
 const auditDownComment = "audit trail cannot be written: service suspended"
 
+// auditProbeWait bounds how long a request waits for the audit log to be
+// tried again before it is refused.
+const auditProbeWait = time.Second
+
 // auditRefusal is the refusal of a patient-data service while the audit
 // log cannot be written and the policy refuses service; nil otherwise.
 func (s *Server) auditRefusal(status uint16) error {
 	if s.audit == nil || !s.Config.AuditRefuses() {
 		return nil
 	}
-	if s.audit.Err() != nil {
+	// A request that finds the log failing has it tried again at once
+	// (bounded: the writer tries at most every 50 ms, and the request
+	// waits at most auditProbeWait).
+	if s.audit.Err() != nil && s.audit.Probe(auditProbeWait) != nil {
 		return &dimse.StatusError{Status: status, Comment: auditDownComment}
 	}
 	return nil

@@ -199,6 +199,15 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("an edited record before the key: %v", err)
 	}
 
+	// Cut back to before the key's first record: found, though every
+	// remaining record is sound.
+	lines = readLines(t, dir)
+	writeLines(t, dir, lines[:2])
+	if _, err := verifyKeyed(t, dir, VerifyOptions{Key: k2}); !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), "cut from its end") {
+		t.Fatalf("a log cut before the key's first record: %v", err)
+	}
+	writeLines(t, dir, lines)
+
 	if _, err := Open(dir, nil); !errors.Is(err, ErrNoKey) {
 		t.Errorf("a keyed log opened without a key: %v", err)
 	}

@@ -269,6 +269,9 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*Log, error) {
 		if created {
 			logger.Info("audit log key created: records are signed with it (HMAC-SHA256); keep a copy away from this machine to verify the log with",
 				"key", k.Path, "from_seq", k.From)
+		} else if l.seq+1 < k.From {
+			logger.Warn("audit log: it ends before the record its key was made after (records were cut from its end, or the key is another log's); ward audit verify will report it",
+				"key", k.Path, "from_seq", k.From, "last_seq", l.seq)
 		} else if !lastKeyed && l.seq >= k.From {
 			logger.Warn("audit log: records at or after the key's first were written without it (an older Ward, or an edit); ward audit verify will report them",
 				"key", k.Path, "from_seq", k.From, "last_seq", l.seq)

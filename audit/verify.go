@@ -135,6 +135,10 @@ func VerifyLog(r io.Reader, o VerifyOptions) (*Summary, error) {
 		}
 		return nil
 	})
+	if err == nil && o.Key != nil && s.Last+1 < o.Key.From {
+		// The key was made when the log held From-1 records.
+		err = &BreakError{Line: lines + 1, Reason: fmt.Sprintf("the log ends at seq %d, before seq %d-1 where it ended when its key was made: records were cut from its end", s.Last, o.Key.From)}
+	}
 	if err == nil && maxCP > s.Last {
 		err = &BreakError{Line: lines + 1, Reason: fmt.Sprintf("the log ends at seq %d but a checkpoint sent outside the machine names seq %d: records were cut from its end", s.Last, maxCP)}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -47,6 +49,19 @@ import (
 // One more kind of message marks a gap (see queue.go): MSGID
 // "WARD-GAP", severity 4, MSG the text naming the records not forwarded.
 //
+// With ForwardConfig.Checkpoints, checkpoints anchor the local chain
+// outside the machine: MSGID "WARD-CHECKPOINT", severity 5, MSG
+//
+//	audit chain head seq=N hash=H
+//
+// naming the last record sent and its hash (the MAC of a keyed record).
+// One follows a batch when the last was sent checkpointEvery ago or more;
+// otherwise it is sent once the stream has been quiet for that long (and
+// at Close), so the collector's latest checkpoint is never more than about
+// checkpointEvery behind the records it holds. `ward audit verify
+// --checkpoints` checks the log against them: a record rewritten even with
+// the key, or records cut from the end of the log, no longer match.
+//
 // Delivery is at least once: a record leaves the queue only after the
 // message was written to the TLS connection without error. A connection
 // that breaks during a batch is re-opened and the whole batch is sent
@@ -72,6 +87,7 @@ var (
 	forwardDialTimeout  = 10 * time.Second
 	forwardWriteTimeout = 30 * time.Second // without progress, per write
 	forwardCloseTimeout = 2 * time.Second  // Close's bound on sending
+	checkpointEvery     = time.Second      // see WARD-CHECKPOINT above
 )
 
 // DefaultForwardQueueMax bounds the forwarding backlog when
@@ -90,6 +106,7 @@ const (
 	syslogAppName    = "ward"
 	syslogMsgID      = "DICOM+RFC3881"
 	syslogGapMsgID   = "WARD-GAP"
+	syslogCPMsgID    = "WARD-CHECKPOINT"
 	syslogTimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 	bom              = "\xEF\xBB\xBF"
 )
@@ -108,6 +125,9 @@ type ForwardConfig struct {
 	// QueueMax bounds the records waiting for the collector, in bytes of
 	// the local log (0: DefaultForwardQueueMax).
 	QueueMax int64
+	// Checkpoints sends the chain's head to the collector (WARD-CHECKPOINT,
+	// above) after the records.
+	Checkpoints bool
 }
 
 // tlsConfig builds the client's TLS configuration: TLS 1.2 or later, the
@@ -159,6 +179,14 @@ type forwarder struct {
 
 	connMu sync.Mutex
 	conn   *conn // the current connection, for close to break a write
+
+	// checkpoints (sender goroutine only)
+	checkpoints bool
+	cpEvery     time.Duration
+	cpSeq       uint64 // the last record sent, not yet in a checkpoint when cpDue
+	cpHash      string
+	cpDue       bool
+	cpLast      time.Time
 }
 
 func newForwarder(dir, logPath string, cfg ForwardConfig, logger *slog.Logger, logEnd int64, logSeq uint64, logHash string) (*forwarder, error) {
@@ -176,6 +204,7 @@ func newForwarder(dir, logPath string, cfg ForwardConfig, logger *slog.Logger, l
 		retryMin: forwardRetryMin, retryMax: forwardRetryMax, dialTimeout: forwardDialTimeout,
 		writeTimeout: forwardWriteTimeout, closeTimeout: forwardCloseTimeout,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		checkpoints: cfg.Checkpoints, cpEvery: checkpointEvery,
 	}
 	f.q, err = openQueue(dir, logPath, qmax, logger, logEnd, logSeq, logHash, f.signal)
 	if err != nil {
@@ -240,13 +269,31 @@ func (f *forwarder) run() {
 			}
 		}
 		if !f.q.pending() {
+			if f.cpDue && c != nil && (closing || time.Since(f.cpLast) >= f.cpEvery) {
+				if err := f.sendCheckpoint(c, drainBy); err != nil {
+					f.logger.Warn("audit forwarding: connection lost sending a checkpoint", "collector", f.addr, "err", err.Error())
+					f.hangUp(c, false)
+					c = nil
+				}
+				continue
+			}
 			if closing {
 				return
 			}
+			var due <-chan time.Time
+			var timer *time.Timer
+			if f.cpDue && c != nil {
+				timer = time.NewTimer(f.cpEvery - time.Since(f.cpLast))
+				due = timer.C
+			}
 			select {
 			case <-f.wake:
+			case <-due:
 			case <-f.quit:
 				drainBy = time.Now().Add(f.closeTimeout)
+			}
+			if timer != nil {
+				timer.Stop()
 			}
 			continue
 		}
@@ -430,8 +477,22 @@ func (f *forwarder) sendBatch(c *conn, drainBy time.Time) error {
 			return err
 		}
 	}
+	cpSent := false
+	if f.checkpoints && len(b.records) > 0 && b.hash != "" {
+		f.cpSeq, f.cpHash, f.cpDue = b.seq, b.hash, true
+		if time.Since(f.cpLast) >= f.cpEvery {
+			frame = f.checkpointFrame(frame[:0])
+			if _, err := c.bw.Write(frame); err != nil {
+				return err
+			}
+			cpSent = true
+		}
+	}
 	if err := c.bw.Flush(); err != nil {
 		return err
+	}
+	if cpSent {
+		f.cpDue, f.cpLast = false, time.Now()
 	}
 	if b.gap != nil {
 		f.logger.Warn("audit forwarding: gap marked at the collector", "first_seq", b.gap.First, "last_seq", b.gap.Last)
@@ -450,6 +511,56 @@ func severity(r *Record) int {
 // frame appends the RFC 5425 frame of r's RFC 5424 message to b.
 func (f *forwarder) frame(b []byte, r *Record) []byte {
 	return appendFrame(b, syslogFacility*8+severity(r), r.Time, f.host, f.procID, syslogMsgID, r.XML)
+}
+
+// sendCheckpoint sends the checkpoint that is due on its own.
+func (f *forwarder) sendCheckpoint(c *conn, drainBy time.Time) error {
+	select {
+	case <-c.dead:
+		return errClosedByCollector
+	default:
+	}
+	if !drainBy.IsZero() {
+		c.tc.SetWriteDeadline(drainBy)
+		c.bw.Reset(c.tc)
+	}
+	if _, err := c.bw.Write(f.checkpointFrame(nil)); err != nil {
+		return err
+	}
+	if err := c.bw.Flush(); err != nil {
+		return err
+	}
+	f.cpDue, f.cpLast = false, time.Now()
+	return nil
+}
+
+// checkpointFrame appends the frame of a checkpoint naming cpSeq, cpHash.
+func (f *forwarder) checkpointFrame(b []byte) []byte {
+	return appendFrame(b, syslogFacility*8+severityNotice, time.Now(), f.host, f.procID, syslogCPMsgID,
+		fmt.Sprintf("audit chain head seq=%d hash=%s", f.cpSeq, f.cpHash))
+}
+
+// ParseCheckpoint finds a checkpoint ("seq=N hash=H" after WARD-CHECKPOINT)
+// in a line of a collector's file; ok is false when the line has none.
+func ParseCheckpoint(line string) (c Checkpoint, ok bool) {
+	i := strings.Index(line, syslogCPMsgID)
+	if i < 0 {
+		return c, false
+	}
+	rest := line[i+len(syslogCPMsgID):]
+	j := strings.Index(rest, "seq=")
+	if j < 0 {
+		return c, false
+	}
+	var seq uint64
+	var hash string
+	if n, err := fmt.Sscanf(rest[j:], "seq=%d hash=%64s", &seq, &hash); n != 2 || err != nil || len(hash) != 64 || seq == 0 {
+		return c, false
+	}
+	if _, err := hex.DecodeString(hash); err != nil {
+		return c, false
+	}
+	return Checkpoint{Seq: seq, Hash: hash}, true
 }
 
 func (f *forwarder) gapFrame(b []byte, g *gap) []byte {

@@ -101,7 +101,7 @@ func TestVerifyNamesFirstBrokenRecord(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.Event = "forged"
-			b, _ := r.encode()
+			b, _ := r.encode(nil)
 			l[4] = string(b)
 			return l
 		}, 6, 6, "prev"},

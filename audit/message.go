@@ -42,6 +42,8 @@ var (
 	TypeLogin                  = dcm("110122", "Login")
 	TypeLogout                 = dcm("110123", "Logout")
 	TypeNodeAuthentication     = dcm("110126", "Node Authentication")
+	TypeAuditRecordingStopped  = dcm("110133", "Audit Recording Stopped")
+	TypeAuditRecordingStarted  = dcm("110134", "Audit Recording Started")
 	RoleApplication            = dcm("110150", "Application")
 	RoleDestination            = dcm("110152", "Destination Role ID")
 	RoleSource                 = dcm("110153", "Source Role ID")
@@ -219,6 +221,22 @@ func SecurityAlert(ward, peer Node, reason string, t time.Time) *Message {
 	m := newMessage(ward, EventSecurityAlert, TypeNodeAuthentication, ActionExecute, t, OutcomeMinorFailure)
 	m.Event.Description = reason
 	m.Participants = []ActiveParticipant{peer.participant(true, nil), ward.participant(false, RoleApplication)}
+	return m
+}
+
+// AuditRecordingResumed (A.5.3.11, 110113) with type Audit Recording
+// Started: the audit log is written again after a time when it could not
+// be; description says when and what was lost. The outcome is a serious
+// failure when records were lost, a minor one otherwise (the trail was
+// interrupted). Ward is the only participant.
+func AuditRecordingResumed(ward Node, lost bool, description string, t time.Time) *Message {
+	outcome := OutcomeMinorFailure
+	if lost {
+		outcome = OutcomeSeriousFail
+	}
+	m := newMessage(ward, EventSecurityAlert, TypeAuditRecordingStarted, ActionExecute, t, outcome)
+	m.Event.Description = description
+	m.Participants = []ActiveParticipant{ward.participant(false, RoleApplication)}
 	return m
 }
 

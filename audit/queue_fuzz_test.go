@@ -9,8 +9,11 @@ import (
 // FuzzQueueState: whatever DIR/forward/state.json holds, opening the queue
 // neither panics nor trusts offsets that do not fit the log.
 func FuzzQueueState(f *testing.F) {
+	// Two unkeyed records then a keyed one (format 2): the queue reads
+	// both formats.
 	dir := f.TempDir()
-	newLog(f, dir, 3)
+	newLog(f, dir, 2)
+	newKeyedLog(f, dir, filepath.Join(f.TempDir(), KeyFileName), 1)
 	fi, err := os.Stat(filepath.Join(dir, FileName))
 	if err != nil {
 		f.Fatal(err)
@@ -27,6 +30,7 @@ func FuzzQueueState(f *testing.F) {
 	f.Add([]byte(`{"seq":1,"offset":` + itoa(first) + `,"hash":"","frontier":` + itoa(size) + `,"frontier_seq":3,"gaps":[{"from":` + itoa(first) + `,"to":` + itoa(size) + `,"first":2,"last":3}]}`))
 	f.Add([]byte(`{"seq":9,"offset":-5,"frontier":99999}`))
 	f.Add([]byte(`not json`))
+	f.Add([]byte(`{"seq":2,"offset":` + itoa(first+int64(len(lines[1])+1)) + `,"hash":"","frontier":` + itoa(size) + `,"frontier_seq":3}`))
 	f.Fuzz(func(t *testing.T, state []byte) {
 		qdir := filepath.Join(dir, QueueDir)
 		os.MkdirAll(qdir, 0o700)

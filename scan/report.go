@@ -3,6 +3,7 @@ package scan
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ward-pacs/ward/internal/termsafe"
 	"html/template"
 	"io"
 	"sort"
@@ -54,7 +55,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			if s.ImplementationVersionName != "" {
 				prod = strings.TrimSpace(prod + " (" + s.ImplementationVersionName + ")")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", hostPort(s.Host, s.Port), s.Protocol, prod, strings.Join(s.Notes, "; "))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", termsafe.Quote(hostPort(s.Host, s.Port)), s.Protocol, termsafe.Quote(prod), termsafe.Text(strings.Join(s.Notes, "; "), ""))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -71,7 +72,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			if len(f.CVEs) > 0 {
 				ev = strings.Join(f.CVEs, " ")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Severity, f.ID, hostPort(f.Host, f.Port), truncate(ev, 100))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Severity, f.ID, termsafe.Quote(hostPort(f.Host, f.Port)), termsafe.Quote(truncate(ev, 100)))
 		}
 	}
 	return tw.Flush()

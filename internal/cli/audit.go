@@ -1,24 +1,28 @@
 package cli
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 func runAudit(e *env, args []string) error {
 	usage := func() error {
 		fmt.Fprintln(e.stderr, "Usage: ward audit verify|tail|search [flags]\n\n"+
-			"  verify   check the hash chain of the audit log; exit 1 at the first broken record\n"+
+			"  verify   check the audit log's chain and its records' MACs (with its key); exit 1 at the first broken record\n"+
 			"  tail     print the last records (-n N)\n"+
 			"  search   print the records matching --since, --until, --peer, --event, --patient")
 		return errUsage
@@ -77,28 +81,104 @@ func (f auditFlags) open() (string, *os.File, error) {
 func runAuditVerify(e *env, args []string) error {
 	fs := newFlagSet(e, "audit verify", "[flags]")
 	af := addAuditFlags(fs)
+	keyFile := fs.String("key", "", "the log's key file (default: from the configuration, DATA/"+audit.KeyFileName+")")
+	var cps []audit.Checkpoint
+	fs.Func("checkpoint", "a checkpoint from the collector, SEQ:HASH (repeatable)", func(v string) error {
+		seq, hash, ok := strings.Cut(v, ":")
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if !ok || err != nil || n == 0 || len(hash) != 64 {
+			return fmt.Errorf("%q: want SEQ:HASH (64 hex digits)", v)
+		}
+		cps = append(cps, audit.Checkpoint{Seq: n, Hash: hash})
+		return nil
+	})
+	cpFile := fs.String("checkpoints", "", "a file of the collector's messages: every WARD-CHECKPOINT line in it is checked")
 	if pos, err := parseInterleaved(fs, args); err != nil || len(pos) > 0 {
 		if err == nil {
 			fs.Usage()
 		}
 		return errUsage
 	}
+	if *cpFile != "" {
+		more, err := readCheckpoints(*cpFile)
+		if err != nil {
+			return err
+		}
+		if len(more) == 0 {
+			return fmt.Errorf("%s: no WARD-CHECKPOINT message in it", *cpFile)
+		}
+		cps = append(cps, more...)
+	}
+	kpath := *keyFile
+	if kpath == "" {
+		if c, err := loadConfig(*af.config, *af.data); err == nil {
+			kpath = c.AuditKeyFile()
+		}
+	}
+	var key *audit.Key
+	if kpath != "" {
+		k, err := audit.LoadKey(kpath)
+		switch {
+		case err == nil:
+			key = k
+		case errors.Is(err, iofs.ErrNotExist) && *keyFile == "":
+			// No key yet (a log written before keys): checked as a chain.
+		default:
+			return err
+		}
+	}
 	path, f, err := af.open()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	n, err := audit.Verify(f)
+	sum, err := audit.VerifyLog(f, audit.VerifyOptions{Key: key, Checkpoints: cps})
+	for _, o := range sum.Outages {
+		fmt.Fprintf(e.stdout, "%s: seq %d records an outage: the log could not be written from %s to %s; %d records lost (%s)\n", path, o.Seq,
+			o.Outage.From.Format(time.RFC3339), o.Outage.To.Format(time.RFC3339), o.Outage.Lost, termsafe.Text(o.Outage.Err, ""))
+	}
 	var be *audit.BreakError
 	if errors.As(err, &be) {
-		fmt.Fprintf(e.stdout, "%s: %d records verified before line %d\n", path, n, be.Line)
+		fmt.Fprintf(e.stdout, "%s: %d records verified before line %d\n", path, sum.Records, be.Line)
 		return &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s: %d records, chain intact\n", path, n)
+	how := "no key: checked as a plain hash chain, which whoever can write the file can recompute"
+	if key != nil {
+		how = fmt.Sprintf("%d signed with the key %s", sum.Keyed, key.Path)
+		if n := sum.Records - sum.Keyed; n > 0 {
+			how += fmt.Sprintf(", %d written before it and sealed by the first signed one", n)
+		}
+	}
+	if len(cps) > 0 {
+		how += fmt.Sprintf("; %d of %d checkpoints found", sum.Checkpoints, len(cps))
+	}
+	outages := ""
+	if n := len(sum.Outages); n > 0 {
+		outages = fmt.Sprintf(", with %d outage(s) recorded (above)", n)
+	}
+	fmt.Fprintf(e.stdout, "%s: %d records (%s), chain intact%s\n", path, sum.Records, how, outages)
 	return nil
+}
+
+// readCheckpoints reads the checkpoints in a file of collector messages.
+func readCheckpoints(path string) ([]audit.Checkpoint, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []audit.Checkpoint
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), audit.MaxLine)
+	for sc.Scan() {
+		if c, ok := audit.ParseCheckpoint(sc.Text()); ok {
+			out = append(out, c)
+		}
+	}
+	return out, sc.Err()
 }
 
 func runAuditList(e *env, name string, args []string) error {
@@ -181,10 +261,12 @@ func printRecord(w io.Writer, r *audit.Record, asJSON, withXML bool) {
 		fmt.Fprintln(w, string(b))
 		return
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\toutcome=%d\tpeers=%s\tpatients=%s\n", r.Seq, r.Time.Format(time.RFC3339Nano), r.Event, r.Outcome,
-		strings.Join(r.Peers, ","), strings.Join(r.Patients, ","))
+	// Peers and patient IDs came from the network: escaped (termsafe),
+	// as is every other field a person editing the file could have set.
+	fmt.Fprintf(w, "%d\t%s\t%s\toutcome=%d\tpeers=%s\tpatients=%s\n", r.Seq, r.Time.Format(time.RFC3339Nano), termsafe.Quote(r.Event), r.Outcome,
+		termsafe.List(r.Peers, ","), termsafe.List(r.Patients, ","))
 	if withXML {
-		fmt.Fprintln(w, r.XML)
+		fmt.Fprintln(w, termsafe.Text(r.XML, ""))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 func runBackup(e *env, args []string) error {
@@ -79,7 +80,7 @@ to its peers. The audit trail and certificates are not copied.`)
 		}
 	} else {
 		for _, p := range res.Problems {
-			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", p.SOPInstanceUID, p.StudyInstanceUID, p.BlobKey, p.Problem)
+			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", termsafe.Quote(p.SOPInstanceUID), termsafe.Quote(p.StudyInstanceUID), termsafe.Quote(p.BlobKey), termsafe.Text(p.Problem, ""))
 		}
 		r := res.Report
 		fmt.Fprintf(e.stdout, "backup in %s: %s, %s copied (%.1f MB), %s removed, %d with problems\n",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/ward-pacs/ward/internal/termsafe"
 	"io"
 	"log/slog"
 	"os"
@@ -86,14 +87,14 @@ func (e *env) main(args []string) int {
 			var ee *exitError
 			if errors.As(err, &ee) {
 				if ee.err != nil && !errors.Is(ee.err, errUsage) {
-					fmt.Fprintf(e.stderr, "ward %s: %v\n", c.name, ee.err)
+					fmt.Fprintf(e.stderr, "ward %s: %s\n", c.name, termsafe.Text(ee.err.Error(), "\n"))
 				}
 				return ee.code
 			}
 			if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
 				return 2
 			}
-			fmt.Fprintf(e.stderr, "ward %s: %v\n", c.name, err)
+			fmt.Fprintf(e.stderr, "ward %s: %s\n", c.name, termsafe.Text(err.Error(), "\n"))
 			return 1
 		}
 	}

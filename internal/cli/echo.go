@@ -14,6 +14,7 @@ import (
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/termsafe"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -172,6 +173,6 @@ func runEcho(e *env, args []string) error {
 		return err
 	}
 	ac := a.Accept()
-	fmt.Fprintf(e.stdout, "C-ECHO %s at %s: success (%d in %s; peer implementation %s %s)\n", *pf.aec, pos[0], *repeat, time.Since(start).Round(time.Microsecond), ac.UserInfo.ImplementationClassUID, ac.UserInfo.ImplementationVersionName)
+	fmt.Fprintf(e.stdout, "C-ECHO %s at %s: success (%d in %s; peer implementation %s %s)\n", *pf.aec, pos[0], *repeat, time.Since(start).Round(time.Microsecond), termsafe.Quote(ac.UserInfo.ImplementationClassUID), termsafe.Quote(ac.UserInfo.ImplementationVersionName))
 	return nil
 }

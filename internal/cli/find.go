@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/termsafe"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -184,7 +185,7 @@ func (q *qrFlags) dial(ctx context.Context, addr, sopClass string, extra []pdu.P
 func statusText(c *dimse.Command) string {
 	s := fmt.Sprintf("0x%04X (%s)", c.Status, dimse.StatusName(c.Status))
 	if c.ErrorComment != "" {
-		s += ": " + c.ErrorComment
+		s += ": " + termsafe.Quote(c.ErrorComment)
 	}
 	return s
 }
@@ -249,7 +250,7 @@ func runFind(e *env, args []string) error {
 			case el.IsSequence():
 				row = append(row, fmt.Sprintf("(%d items)", len(el.Items)))
 			default:
-				row = append(row, strings.ReplaceAll(m.String(c), "\t", " "))
+				row = append(row, termsafe.Text(m.String(c), "")) // multiple values keep their backslashes
 			}
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))

@@ -2,8 +2,8 @@ package cli
 
 import (
 	"fmt"
-	"strings"
 
+	"github.com/ward-pacs/ward/internal/termsafe"
 	"github.com/ward-pacs/ward/network/dimse"
 )
 
@@ -53,7 +53,7 @@ func (e *env) retrieveSummary(op string, res *dimse.RetrieveResult) error {
 		if len(uids) > 10 {
 			uids, more = uids[:10], fmt.Sprintf(" … and %d more", len(res.FailedSOPInstanceUIDs)-10)
 		}
-		fmt.Fprintf(e.stdout, "  failed SOP instances: %s%s\n", strings.Join(uids, " "), more)
+		fmt.Fprintf(e.stdout, "  failed SOP instances: %s%s\n", termsafe.List(uids, " "), more)
 	}
 	if res.Failed() {
 		return &exitError{code: 1, err: fmt.Errorf("%s failed (status %s, %d sub-operations failed)", op, statusText(f), f.NumberOfFailed)}

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 // configFile is the file `ward peer` edits: --config FILE, or
@@ -170,7 +171,7 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 			if p.TLS && port != "" {
 				port += " (tls)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.AETitle, p.Host, port, strings.Join(p.Allow, ","), strings.Join(bound, " + "), strings.Join(req, ","))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Quote(p.AETitle), termsafe.Quote(p.Host), port, strings.Join(p.Allow, ","), strings.Join(bound, " + "), strings.Join(req, ","))
 		}
 		return tw.Flush()
 	case "-h", "--help", "help":

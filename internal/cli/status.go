@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ward-pacs/ward/internal/termsafe"
 
 	"github.com/dustin/go-humanize"
 	"github.com/ward-pacs/ward/internal/config"
@@ -59,6 +60,13 @@ func runStatus(e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "objects' disk: %s free of %s, %s kept in reserve; %s\n",
 			humanize.IBytes(uint64(st.DiskFree)), humanize.IBytes(uint64(st.DiskTotal)), humanize.IBytes(uint64(st.DiskReserve)), state)
+	}
+	if st.AuditFailing != "" {
+		state := "patient-data services served on ([audit] on_failure = \"continue\")"
+		if st.AuditRefusing {
+			state = "C-STORE, C-FIND, C-MOVE and C-GET REFUSED until it can"
+		}
+		fmt.Fprintf(e.stdout, "audit trail:   CANNOT BE WRITTEN (%s); %s\n", termsafe.Text(st.AuditFailing, ""), state)
 	}
 	if st.AwaitingDeletion > 0 {
 		fmt.Fprintf(e.stdout, "deletion:      %d objects of deleted or replaced instances not yet removed\n", st.AwaitingDeletion)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/termsafe"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -142,13 +143,13 @@ func (e *env) storeSummary(results []*storeResult, skipped []string, total int64
 	sort.Strings(keys)
 	for _, k := range keys {
 		paths := reasons[k]
-		fmt.Fprintf(e.stdout, "  failed (%d): %s\n", len(paths), k)
+		fmt.Fprintf(e.stdout, "  failed (%d): %s\n", len(paths), termsafe.Text(k, ""))
 		for i, p := range paths {
 			if i == 5 {
 				fmt.Fprintf(e.stdout, "    … and %d more\n", len(paths)-5)
 				break
 			}
-			fmt.Fprintf(e.stdout, "    %s\n", p)
+			fmt.Fprintf(e.stdout, "    %s\n", termsafe.Quote(p))
 		}
 	}
 	if failed > 0 {

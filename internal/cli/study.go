@@ -14,6 +14,7 @@ import (
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 func runStudy(e *env, args []string) error {
@@ -126,7 +127,7 @@ directory itself.`)
 			failed = append(failed, fmt.Errorf("study %s: %s", x.Study, x.Error))
 			continue
 		}
-		fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", map[string]string{"delete": "deleted", "export": "exported"}[sub], x.Study, x.Instances)
+		fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", map[string]string{"delete": "deleted", "export": "exported"}[sub], termsafe.Quote(x.Study), x.Instances)
 	}
 	return errors.Join(append(failed, err)...)
 }
@@ -184,10 +185,10 @@ func verifyStudies(e *env, configPath, dataDir string, o archive.VerifyOptions, 
 	} else {
 		for _, p := range res.Problems {
 			if p.SOPInstanceUID == "" {
-				fmt.Fprintf(e.stdout, "object %s: %s\n", p.BlobKey, p.Problem)
+				fmt.Fprintf(e.stdout, "object %s: %s\n", termsafe.Quote(p.BlobKey), termsafe.Text(p.Problem, ""))
 				continue
 			}
-			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", p.SOPInstanceUID, p.StudyInstanceUID, p.BlobKey, p.Problem)
+			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", termsafe.Quote(p.SOPInstanceUID), termsafe.Quote(p.StudyInstanceUID), termsafe.Quote(p.BlobKey), termsafe.Text(p.Problem, ""))
 		}
 		if n := res.Report.Problems - int64(len(res.Problems)); n > 0 {
 			fmt.Fprintf(e.stdout, "... and %d more\n", n)

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -112,7 +113,13 @@ func (c *Config) Check() []Finding {
 	// Audit.
 	if !c.AuditEnabled() {
 		add(High, false, "[audit] enabled = false", "associations, refusals, queries and transfers are not recorded", "turn the audit trail on")
-	} else if c.Audit.Syslog == "" && exposed {
+	} else if c.Audit.OnFailure == AuditContinue {
+		add(Medium, false, "[audit] on_failure = \"continue\"", "patient data is served while the audit trail cannot be written (records are then lost, and counted)", "use on_failure = \"refuse\" (the default)")
+	}
+	if c.AuditEnabled() && filepath.Dir(filepath.Clean(c.AuditKeyFile())) == filepath.Clean(c.AuditDir()) {
+		add(Low, false, "[audit] key_file = "+c.AuditKeyFile(), "the key that signs the audit log is kept in the log's own directory: whoever can rewrite the log can read it", "keep it apart (default DATA/audit.key), best on another volume or machine")
+	}
+	if c.AuditEnabled() && c.Audit.Syslog == "" && exposed {
 		add(Info, false, "[audit] syslog", "the audit trail stays on this machine only", "forward it to a collector by syslog over TLS ([audit] syslog)")
 	}
 

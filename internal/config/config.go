@@ -254,6 +254,41 @@ type Audit struct {
 	// records stay in the local log only and the collector is sent a gap
 	// message in their place; DIMSE traffic never waits.
 	SyslogQueueMax int64 `toml:"syslog_queue_max"`
+	// SyslogCheckpoints sends the chain's head to the collector after the
+	// records (nil: true), for `ward audit verify --checkpoints`.
+	SyslogCheckpoints *bool `toml:"syslog_checkpoints"`
+	// KeyFile is the key that signs the log's records (HMAC-SHA256),
+	// made 0600 on first start when missing (default DATA/audit.key, apart
+	// from the log's directory).
+	KeyFile string `toml:"key_file"`
+	// OnFailure says what Ward does while the log cannot be written:
+	// "refuse" (the default) refuses C-STORE, C-FIND, C-MOVE and C-GET
+	// (C-ECHO still answers) until it can; "continue" serves on, with
+	// the records held in memory and then counted as lost.
+	OnFailure string `toml:"on_failure"`
+}
+
+// Audit on_failure values.
+const (
+	AuditRefuse   = "refuse"
+	AuditContinue = "continue"
+)
+
+// AuditKeyFile is the audit log's key file.
+func (c *Config) AuditKeyFile() string {
+	if c.Audit.KeyFile != "" {
+		return c.Audit.KeyFile
+	}
+	return filepath.Join(c.DataDir, "audit.key")
+}
+
+// AuditRefuses reports whether Ward refuses the services that touch patient
+// data while the audit log cannot be written.
+func (c *Config) AuditRefuses() bool { return c.Audit.OnFailure != AuditContinue }
+
+// AuditCheckpoints reports whether checkpoints go to the collector.
+func (c *Config) AuditCheckpoints() bool {
+	return c.Audit.SyslogCheckpoints == nil || *c.Audit.SyslogCheckpoints
 }
 
 // AuditEnabled reports whether the audit trail is on.
@@ -385,6 +420,11 @@ func (c *Config) Validate() error {
 	}
 	if c.DICOM.LockoutAfter >= 0 && (c.DICOM.LockoutBase.Duration <= 0 || c.DICOM.LockoutMax.Duration < c.DICOM.LockoutBase.Duration) {
 		return fmt.Errorf("dicom lockout_base must be positive and lockout_max at least lockout_base")
+	}
+	switch c.Audit.OnFailure {
+	case "", AuditRefuse, AuditContinue:
+	default:
+		return fmt.Errorf("audit on_failure %q: use refuse or continue", c.Audit.OnFailure)
 	}
 	switch c.Storage.OnDuplicate {
 	case "replace", "keep", "reject":

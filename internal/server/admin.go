@@ -39,7 +39,7 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 	}
 	a := &Admin{Config: c, logger: logger}
 	if c.AuditEnabled() {
-		l, err := audit.Open(c.AuditDir(), logger)
+		l, err := audit.Open(c.AuditDir(), logger, audit.WithKeyFile(c.AuditKeyFile()), audit.WithSource(audit.Node{AETitle: c.AETitle}))
 		if errors.Is(err, audit.ErrLocked) {
 			return nil, fmt.Errorf("%w (%v)", ErrServing, err)
 		}

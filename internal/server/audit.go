@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -33,6 +35,13 @@ import (
 //
 // Records go to audit.Log, whose own goroutine appends and fsyncs them in
 // batches: no DIMSE exchange waits on the audit log's disk.
+//
+// While the log cannot be written (audit.Log.Err: a full disk, an I/O
+// error), and unless [audit] on_failure = "continue", the services that
+// touch patient data are refused (auditGate below): C-STORE and C-FIND with
+// A700 (Refused: Out of Resources), C-MOVE and C-GET with A701, each with
+// a comment saying why. C-ECHO is answered. Service resumes by itself once
+// the log's writer has written again (it retries every second).
 
 // openAudit opens the audit log when the configuration enables it.
 func (s *Server) openAudit() error {
@@ -46,7 +55,8 @@ func (s *Server) openAudit() error {
 	}
 	l, err := audit.Open(s.Config.AuditDir(), s.Logger, audit.WithForward(audit.ForwardConfig{
 		Addr: a.Syslog, CA: a.SyslogCA, Cert: a.SyslogCert, Key: a.SyslogKey, QueueMax: a.SyslogQueueMax,
-	}))
+		Checkpoints: s.Config.AuditCheckpoints(),
+	}), audit.WithKeyFile(s.Config.AuditKeyFile()), audit.WithSource(audit.Node{AETitle: s.Config.AETitle}))
 	if err != nil {
 		return err
 	}
@@ -312,6 +322,90 @@ func studies(m map[string]*audit.Study) []*audit.Study {
 	}
 	return out
 }
+
+// auditDownComment is the Error Comment of a refusal while the audit log
+// cannot be written (an LO: 64 characters at most; the log says why).
+const auditDownComment = "audit trail cannot be written: service suspended"
+
+// auditProbeWait bounds how long a request waits for the audit log to be
+// tried again before it is refused.
+const auditProbeWait = time.Second
+
+// auditRefusal is the refusal of a patient-data service while the audit
+// log cannot be written and the policy refuses service; nil otherwise.
+func (s *Server) auditRefusal(status uint16) error {
+	if s.audit == nil || !s.Config.AuditRefuses() {
+		return nil
+	}
+	// A request that finds the log failing has it tried again at once
+	// (bounded: the writer tries at most every 50 ms, and the request
+	// waits at most auditProbeWait).
+	if s.audit.Err() != nil && s.audit.Probe(auditProbeWait) != nil {
+		return &dimse.StatusError{Status: status, Comment: auditDownComment}
+	}
+	return nil
+}
+
+// auditGated puts the audit policy in front of the services that touch
+// patient data.
+func (s *Server) auditGated(h dimse.Handlers) dimse.Handlers {
+	if h.Store != nil {
+		h.Store = auditGateStore{s, h.Store}
+	}
+	if h.Find != nil {
+		h.Find = auditGateFind{s, h.Find}
+	}
+	if h.Retrieve != nil {
+		h.Retrieve = auditGateRetrieve{s, h.Retrieve}
+	}
+	return h
+}
+
+type auditGateStore struct {
+	s *Server
+	h dimse.Storer
+}
+
+func (g auditGateStore) Store(ctx context.Context, r *dimse.StoreRequest) error {
+	if err := g.s.auditRefusal(dimse.StatusOutOfResources); err != nil {
+		return err
+	}
+	return g.h.Store(ctx, r)
+}
+
+type auditGateFind struct {
+	s *Server
+	h dimse.Finder
+}
+
+func (g auditGateFind) Find(ctx context.Context, r *dimse.FindRequest, emit func(*dicom.DataSet) error) error {
+	if err := g.s.auditRefusal(dimse.StatusOutOfResources); err != nil {
+		return err
+	}
+	return g.h.Find(ctx, r, emit)
+}
+
+type auditGateRetrieve struct {
+	s *Server
+	h dimse.Retriever
+}
+
+func (g auditGateRetrieve) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dimse.Instance, error) {
+	if err := g.s.auditRefusal(dimse.StatusOutOfResourcesMatches); err != nil {
+		return nil, err
+	}
+	return g.h.Retrieve(ctx, r)
+}
+
+func (g auditGateRetrieve) Destination(ctx context.Context, aeTitle string) (string, error) {
+	return g.h.Destination(ctx, aeTitle)
+}
+
+var (
+	_ dimse.Storer    = auditGateStore{}
+	_ dimse.Finder    = auditGateFind{}
+	_ dimse.Retriever = auditGateRetrieve{}
+)
 
 var (
 	_ dimse.Auditor            = serverAuditor{}

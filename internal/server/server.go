@@ -314,7 +314,7 @@ func (s *Server) handlers() dimse.Handlers {
 	if r, ok := any(s.archive).(dimse.Retriever); ok {
 		h.Retrieve = guardRetrieve{r}
 	}
-	return h
+	return s.auditGated(h)
 }
 
 // acceptor builds the negotiation: Verification and every Storage SOP

@@ -23,6 +23,11 @@ type Status struct {
 	// AwaitingDeletion counts objects of deleted or replaced instances not
 	// yet removed (up to 1000: more reads as 1000).
 	AwaitingDeletion int `json:"awaiting_deletion"`
+	// AuditFailing is set while a running Ward cannot write its audit log
+	// (why), and AuditRefusing when it refuses patient-data services
+	// meanwhile ([audit] on_failure).
+	AuditFailing  string `json:"audit_failing,omitempty"`
+	AuditRefusing bool   `json:"audit_refusing,omitempty"`
 }
 
 // status reads the archive's counts and its disk's space.

@@ -357,8 +357,20 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 			reply(map[string]string{"error": err.Error()})
 			return
 		}
+		if s.audit != nil {
+			if aerr := s.audit.Err(); aerr != nil {
+				st.AuditFailing, st.AuditRefusing = aerr.Error(), s.Config.AuditRefuses()
+			}
+		}
 		reply(st)
 		return
+	}
+	if r.Op == "backup" || r.Op == "delete" || r.Op == "export" {
+		// Audited operations wait for the audit trail, as DIMSE does.
+		if s.auditRefusal(0) != nil {
+			fail("the audit trail cannot be written ([audit] on_failure = \"refuse\"): " + r.Op + " refused until it can (see ward serve's log)")
+			return
+		}
 	}
 	if r.Op == "backup" {
 		// A stop interrupts it; the previous backup stays whole.

@@ -106,7 +106,9 @@ func TestDiskFull(t *testing.T) {
 					comment = line
 				}
 			}
-			if !strings.Contains(comment, tc.comment) {
+			// The audit log shares the full disk: when its append fails
+			// first, the stores after it are refused for that reason.
+			if !strings.Contains(comment, tc.comment) && !strings.Contains(comment, "audit trail cannot be written") {
 				t.Errorf("error comment %q does not say %q", comment, tc.comment)
 			}
 			t.Logf("%d stored before the disk was full; refused: %s", len(acked), strings.TrimSpace(comment))

@@ -151,7 +151,7 @@ func TestAuditTrailDCMTK(t *testing.T) {
 	}
 
 	// ward audit verify, search and tail.
-	if out, code := wardCLI(t, "audit", "verify", "--data", w.dir); code != 0 || !strings.Contains(out, fmt.Sprintf("%d records, chain intact", len(recs))) {
+	if out, code := wardCLI(t, "audit", "verify", "--data", w.dir); code != 0 || !strings.Contains(out, fmt.Sprintf("%d records (%d signed with the key", len(recs), len(recs))) || !strings.Contains(out, "chain intact") {
 		t.Fatalf("audit verify: exit %d: %s", code, out)
 	}
 	if out, code := wardCLI(t, "audit", "search", "--data", w.dir, "--event", "security-alert", "--peer", "INTRUDER"); code != 0 || strings.Count(out, "\n") != 1 {
@@ -176,7 +176,7 @@ func TestAuditTrailDCMTK(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
-	if code := runCLI([]string{"audit", "verify", "--file", edited}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "line 3 (seq 3)") {
+	if code := runCLI([]string{"audit", "verify", "--file", edited, "--key", filepath.Join(w.dir, audit.KeyFileName)}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "line 3 (seq 3)") {
 		t.Errorf("verify of an edited log: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 

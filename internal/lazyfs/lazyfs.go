@@ -76,7 +76,12 @@ type FS struct {
 	nextID int
 
 	fileSyncs, dirSyncs atomic.Int64
+	noXattrs            atomic.Bool
 }
+
+// RefuseXattrs makes setting an extended attribute fail with ENOTSUP, as
+// on a file system that keeps none.
+func (l *FS) RefuseXattrs(refuse bool) { l.noXattrs.Store(refuse) }
 
 // Mount mounts a lazyfs at mnt over the live directory live. Everything
 // already in live is durable. shadow is an empty directory, on the real
@@ -498,4 +503,13 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	return d.n.Fsync(ctx, nil, flags)
+}
+
+var _ fs.NodeSetxattrer = (*node)(nil)
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if n.l.noXattrs.Load() {
+		return syscall.ENOTSUP
+	}
+	return n.LoopbackNode.Setxattr(ctx, attr, data, flags)
 }

@@ -91,7 +91,10 @@ func (p *powerFS) cut() {
 // cut; Ward restarts on what survived (recovery runs), is stopped cleanly,
 // and the directory is checked as after a kill (see verify): every
 // instance storescu saw "Received Store Response (Success)" for is indexed
-// with a blob holding exactly the data set sent. It fails if the object's
+// with a blob holding exactly the data set sent. Every third round the
+// file system refuses extended attributes, so that Ward cannot write
+// intent records and commits each index row durably before responding.
+// It fails if the object's
 // fsync in the blob store, or the fsync of the index commit, is left out.
 func TestPowerCutMidIngest(t *testing.T) {
 	if testing.Short() {
@@ -119,6 +122,10 @@ func TestPowerCutMidIngest(t *testing.T) {
 		}
 		prev = fresh
 
+		// Every third round the file system keeps no extended attributes:
+		// Ward then commits each index row durably before the response,
+		// instead of writing an intent record into the object.
+		power.fs.RefuseXattrs(r%3 == 2)
 		w := startWard(t, dir, freePort(t))
 		killAt := int64(1 + rng.IntN(len(batch)*3/4))
 		jitter := time.Duration(rng.IntN(5000)) * time.Microsecond

@@ -1,8 +1,23 @@
-// Package crash proves Ward's durability promises end to end: the real
+// Package crash checks Ward's durability promises end to end: the real
 // `ward serve` binary is killed, stopped by signal, starved of disk space
 // and fed a 1 GiB object while DCMTK's storescu (or `ward store`) sends to
-// it, and the data directory is checked afterwards. Locally a test skips
-// when a peer tool is missing; under CI=true that is a failure.
+// it, and the data directory is checked afterwards.
+//
+// A SIGKILL alone proves less than it seems: the kernel's page cache
+// outlives the killed process, so those tests show that Ward's files are
+// consistent at every instant (ordering, recovery), not that anything
+// reached the disk: they pass with the object's fsync removed. What survives a
+// power cut is checked by TestPowerCutMidIngest, where the data directory
+// is on lazyfs (internal/lazyfs), a FUSE file system that keeps only what
+// was fsynced, the strict POSIX reading of fsync: a file's bytes by its
+// own fsync, directory entries by the directory's. It does not model a
+// disk that lies about flushing its cache, torn sector writes, or ext4's
+// own ordering beyond POSIX. The unit tests named
+// TestCommitDurableAtReturn (store/fsblob, store/sqlite) and
+// TestStoreDurableAtResponse (archive) check the same at each commit.
+//
+// Locally a test skips when a peer tool is missing (or, for lazyfs, when
+// not root); under CI=true that is a failure.
 package crash
 
 import (

@@ -7,6 +7,7 @@ package testci
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -38,4 +39,32 @@ func RequireRoot(t testing.TB, why string) {
 	if os.Geteuid() != 0 {
 		SkipOrFail(t, "%s needs root", why)
 	}
+}
+
+// Ext4Dir returns the root of a small ext4 file system made for the test
+// in a file and mounted through a loop device (unmounted at the end): for
+// tests of ext4 features (FS_TOPDIR_FL, user extended attributes) where
+// the temporary directory is on another file system. It skips (fails under
+// CI=true) without root or mkfs.ext4.
+func Ext4Dir(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t, "mounting an ext4 image")
+	RequireTool(t, "mkfs.ext4", "mount", "umount")
+	work := t.TempDir()
+	img, dir := filepath.Join(work, "ext4.img"), filepath.Join(work, "mnt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		SkipOrFail(t, "mounting an ext4 image: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
 }

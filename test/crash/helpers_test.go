@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/fsblob"
 	"github.com/ward-pacs/ward/store/sqlite"
@@ -50,24 +51,15 @@ import (
 // pydicomTestFiles is where Debian's python3-pydicom keeps its test files.
 const pydicomTestFiles = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
 
-func ci() bool { return os.Getenv("CI") == "true" }
-
 // skipOrFail skips, or fails under CI=true.
 func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if ci() {
-		t.Fatalf(format+" (required under CI=true)", args...)
-	}
-	t.Skipf(format, args...)
+	testci.SkipOrFail(t, format, args...)
 }
 
 func requireTool(t *testing.T, names ...string) {
 	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			skipOrFail(t, "%s not installed", n)
-		}
-	}
+	testci.RequireTool(t, names...)
 }
 
 // repoRoot is the module root (two levels up from test/crash).

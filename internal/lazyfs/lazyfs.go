@@ -104,17 +104,14 @@ func Mount(live, mnt, shadow string) (*FS, error) {
 		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, l: l}
 	}
 	lr.RootNode = lr.NewNode(lr, nil, "", &st)
-	zero := time.Duration(0)
 	l.server, err = fs.Mount(mnt, lr.RootNode, &fs.Options{
 		MountOptions: fuse.MountOptions{
+			// mount(2) itself, as root: no fusermount needed.
 			DirectMountStrict: true,
 			FsName:            "lazyfs",
 			Name:              "lazyfs",
 			MaxWrite:          1 << 20,
 		},
-		// The kernel asks again after each change of the live directory
-		// made behind its back (none are), at little cost.
-		NegativeTimeout: &zero,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lazyfs: mount %s: %w", mnt, err)

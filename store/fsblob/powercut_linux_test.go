@@ -6,9 +6,11 @@ import (
 	"io"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ward-pacs/ward/internal/lazyfs"
 	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/storetest"
 )
 
@@ -35,6 +37,18 @@ func TestCommitDurableAtReturn(t *testing.T) {
 		bw, err := s.Create(ctx, key)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// With no key, wait for a slot (the pool fills in the background;
+		// until then Create takes the named path).
+		for deadline := time.Now().Add(10 * time.Second); key == "" && !bw.(store.DurableNamer).NameDurable(); {
+			bw.Abort()
+			if time.Now().After(deadline) {
+				t.Fatal("no slot after 10s")
+			}
+			time.Sleep(10 * time.Millisecond)
+			if bw, err = s.Create(ctx, key); err != nil {
+				t.Fatal(err)
+			}
 		}
 		key = bw.(interface{ Key() string }).Key()
 		data := storetest.Data(key, 100_000)

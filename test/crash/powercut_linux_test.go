@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -139,6 +140,13 @@ func TestPowerCutMidIngest(t *testing.T) {
 					w.kill()
 					close(killed)
 				}()
+			}
+		}
+		if r == 0 {
+			// SQLite maps its -shm file shared: it must work on lazyfs.
+			maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", w.cmd.Process.Pid))
+			if err != nil || !strings.Contains(string(maps), filepath.Join(dir, "index.db-shm")) {
+				t.Errorf("ward serve has not mapped %s (%v)", filepath.Join(dir, "index.db-shm"), err)
 			}
 		}
 		var scus []*storescu

@@ -18,7 +18,11 @@
 //
 // This is stricter than ext4 with a journal (where fsync of a new file also
 // commits its directory entry, and a rename is atomic), and is what POSIX
-// and the Linux man pages promise. Files are told apart by inode number
+// and the Linux man pages promise: a rename is in the image with each
+// directory's fsync, so until both are synced the image may hold the old
+// name, the new one, both (a hard link) or neither. Writes are in the
+// image whole or not at all (no torn pages), and a disk that acknowledges
+// a flush it did not make is not modelled. Files are told apart by inode number
 // and birth time, so an inode number reused after an unlink is a new file.
 //
 // Snapshot writes the durable image to a directory: after killing the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -32,18 +33,13 @@ const (
 	mrImageStorage = "1.2.840.10008.5.1.4.1.1.4"
 )
 
-func ci() bool { return os.Getenv("CI") == "true" }
-
 // testFile returns a pydicom test file, skipping (failing under CI=true)
 // when pydicom's data is not installed.
 func testFile(t *testing.T, rel string) string {
 	t.Helper()
 	p := filepath.Join(pydicomData, rel)
 	if _, err := os.Stat(p); err != nil {
-		if ci() {
-			t.Fatalf("%s is required under CI=true: %v", p, err)
-		}
-		t.Skipf("%s missing", p)
+		testci.SkipOrFail(t, "%s missing: %v", p, err)
 	}
 	return p
 }

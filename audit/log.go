@@ -235,12 +235,16 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*Log, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAllSync(dir); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if err := syncDir(dir); err != nil { // the file may be new
+		f.Close()
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	if err := lock(f); err != nil {

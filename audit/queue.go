@@ -106,7 +106,7 @@ type batch struct {
 
 func openQueue(dir, logPath string, qmax int64, logger *slog.Logger, logEnd int64, logSeq uint64, logHash string, signal func()) (*queue, error) {
 	qdir := filepath.Join(dir, QueueDir)
-	if err := os.MkdirAll(qdir, 0o700); err != nil {
+	if err := mkdirAllSync(qdir); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	logf, err := os.Open(logPath)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ward-pacs/ward/internal/testci"
 )
 
 func wantBasic(t Tag) bool {
@@ -48,7 +50,10 @@ func TestScanPydicomFiles(t *testing.T) {
 				return
 			}
 			if !want.OK {
-				t.Skipf("pydicom cannot read it")
+				// Scan read it, pydicom did not: no oracle to compare
+				// with. No test file is so today; under CI one is a
+				// failure.
+				testci.SkipOrFail(t, "Scan reads it, pydicom cannot")
 			}
 			if got := a.String(SOPInstanceUID); got != want.SOP {
 				t.Errorf("SOPInstanceUID = %q, pydicom %q", got, want.SOP)

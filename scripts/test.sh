@@ -11,6 +11,10 @@ command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v nmap >/dev/null 2>&1 || need+=(nmap)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# mkfs.ext4: tests of ext4 features run on an image where $TMPDIR is not
+# ext4. The power-cut tests mount a FUSE file system with mount(2) as root:
+# they need /dev/fuse, not fusermount (no fuse3 package).
+{ command -v mkfs.ext4 || test -x /usr/sbin/mkfs.ext4; } >/dev/null 2>&1 || need+=(e2fsprogs)
 { command -v rsyslogd || test -x /usr/sbin/rsyslogd; } >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog rsyslog-gnutls)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"

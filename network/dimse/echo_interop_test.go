@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -72,12 +73,7 @@ func TestEchoWardClient(t *testing.T) {
 }
 
 func TestEchoDCMTK(t *testing.T) {
-	if _, err := exec.LookPath("echoscu"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("echoscu missing")
-		}
-		t.Skip("echoscu missing")
-	}
+	testci.RequireTool(t, "echoscu")
 	addr := startEchoServer(t)
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command("echoscu", "-v", "-aec", "WARD", "--repeat", "3", host, port)

@@ -4,20 +4,25 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/store"
 	"golang.org/x/sys/unix"
 )
 
 // On a filesystem that has the flag (ext4), pending/ carries FS_TOPDIR_FL
 // so that each slot batch's directory gets a block group of its own.
+// Where the temporary directory has no such flag, the test runs on an ext4
+// image (testci.Ext4Dir).
 func TestPendingSpreadsSubdirs(t *testing.T) {
-	probe := t.TempDir()
-	if err := spreadSubdirs(probe); err != nil {
-		t.Skipf("this filesystem has no FS_TOPDIR_FL: %v", err)
+	base := t.TempDir()
+	if err := spreadSubdirs(base); err != nil {
+		t.Logf("%s has no FS_TOPDIR_FL (%v): on an ext4 image instead", base, err)
+		base = testci.Ext4Dir(t)
 	}
-	s, err := Open(context.Background(), t.TempDir())
+	s, err := Open(context.Background(), filepath.Join(base, "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,10 +42,16 @@ func TestPendingSpreadsSubdirs(t *testing.T) {
 }
 
 // An intent record set before Commit is read back from the pending blob
-// and from the published one.
+// and from the published one. Where the temporary directory keeps no user
+// extended attributes, the test runs on an ext4 image (testci.Ext4Dir).
 func TestIntentRecord(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	base := t.TempDir()
+	if err := unix.Setxattr(base, "user.ward-probe", []byte("1"), 0); err != nil {
+		t.Logf("%s keeps no user extended attributes (%v): on an ext4 image instead", base, err)
+		base = testci.Ext4Dir(t)
+	}
+	s, err := Open(ctx, filepath.Join(base, "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +61,7 @@ func TestIntentRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := w.(*writer).SetIntent([]byte("1 5 00000000 0 127.0.0.1:1")); err != nil {
-		t.Skipf("no user extended attributes here: %v", err)
+		t.Fatalf("SetIntent: %v", err)
 	}
 	w.Write([]byte("hello"))
 	if err := w.Commit(); err != nil {

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ward-pacs/ward/store"
@@ -101,7 +102,7 @@ func open(ctx context.Context, path string, maxBatch int) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
+	if err := mkdirAllSync(filepath.Dir(abs)); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
@@ -310,6 +311,28 @@ func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
 		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
 	}
 	return Open(ctx, abs)
+}
+
+// mkdirAllSync is os.MkdirAll that also fsyncs the parent of each
+// directory it creates: SQLite makes the database's entry in its directory
+// durable (with the WAL's), not the directory's own.
+func mkdirAllSync(dir string) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: %w", dir, syscall.ENOTDIR)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAllSync(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncFile(parent)
 }
 
 func syncFile(path string) error {

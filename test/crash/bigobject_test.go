@@ -20,12 +20,20 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/store/fsblob"
 	"github.com/ward-pacs/ward/store/sqlite"
 )
 
 // bigPixelBytes is the size of the big object's Pixel Data: 1 GiB.
 const bigPixelBytes = 1 << 30
+
+// bigDiskNeeded is the free space TestBigObject needs: the source file,
+// the stored copy and some room.
+const bigDiskNeeded = 2*bigPixelBytes + 256<<20
+
+// bigTimeout bounds the transfer of the big object (8 s here, idle).
+const bigTimeout = 5 * time.Minute
 
 // maxServerRSS is the bound on the server's peak resident set while it
 // receives the big object.
@@ -34,14 +42,21 @@ const maxServerRSS = 100 << 20
 // TestBigObject sends a DICOM object whose Pixel Data is 1 GiB with
 // `ward store` into a `ward serve` child process and checks that the
 // server's peak RSS (VmHWM) stays under 100 MB and that the stored data set
-// is intact (size and SHA-256). It needs about 2 GiB of disk under
-// $TMPDIR and runs only with WARD_BIG=1 (test/crash/bigobject.sh).
+// is intact (size and SHA-256). It needs about 2.2 GiB of disk under
+// $TMPDIR: with less it skips (fails under CI=true). It takes about a
+// minute on a busy two-core machine, most of it writing the source file;
+// the transfer is bounded by bigTimeout. test/crash/bigobject.sh runs it
+// alone, for the figures in docs/PERFORMANCE.md.
 func TestBigObject(t *testing.T) {
 	if testing.Short() {
 		t.Skip("big object: skipped under -short")
 	}
-	if os.Getenv("WARD_BIG") != "1" {
-		t.Skip("big object: set WARD_BIG=1 (see test/crash/bigobject.sh)")
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(os.TempDir(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < bigDiskNeeded {
+		testci.SkipOrFail(t, "big object: %d MiB free under %s, %d MiB needed", free>>20, os.TempDir(), bigDiskNeeded>>20)
 	}
 	work := t.TempDir()
 	src := filepath.Join(work, "big.dcm")
@@ -55,7 +70,9 @@ func TestBigObject(t *testing.T) {
 	pid := w.cmd.Process.Pid
 	t.Logf("ward serve pid %d: VmHWM %s before the transfer", pid, vmHWM(t, pid))
 
-	cmd := exec.Command(wardBinary(t), "store", "--quiet", "--aec", "WARD", "127.0.0.1:"+w.port, src)
+	ctx, cancel := context.WithTimeout(context.Background(), bigTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, wardBinary(t), "store", "--quiet", "--aec", "WARD", "127.0.0.1:"+w.port, src)
 	t1 := time.Now()
 	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(t1)
@@ -77,7 +94,6 @@ func TestBigObject(t *testing.T) {
 	}
 
 	// The stored object: same data set size and digest.
-	ctx := context.Background()
 	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/internal/testci"
 )
 
 // The tests here open Ward to a network: one made of network namespaces
@@ -30,15 +32,8 @@ func run(t *testing.T, name string, args ...string) {
 // modality (10.77.0.2) and 10.77.1.1/24 towards the stranger (10.77.1.2).
 func newNetnsLab(t *testing.T) *netnsLab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		if ci() {
-			t.Fatal("ip (iproute2) is missing")
-		}
-		t.Skip("ip (iproute2) is missing")
-	}
+	testci.RequireRoot(t, "network namespaces")
+	testci.RequireTool(t, "ip")
 	id := os.Getpid() % 100000
 	l := &netnsLab{ward: fmt.Sprintf("ward-w%d", id), modality: fmt.Sprintf("ward-m%d", id), stranger: fmt.Sprintf("ward-s%d", id)}
 	for _, ns := range []string{l.ward, l.modality, l.stranger} {

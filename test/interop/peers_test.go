@@ -24,33 +24,24 @@ import (
 
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/testci"
 )
 
 // pydicomTestFiles is where Debian's python3-pydicom keeps its test files.
 const pydicomTestFiles = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
 
-func ci() bool { return os.Getenv("CI") == "true" }
+func ci() bool { return testci.CI() }
 
 // requireTool skips (or, under CI, fails) when a peer program is missing.
 func requireTool(t *testing.T, names ...string) {
 	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if ci() {
-				t.Fatalf("%s is required under CI=true: %v", n, err)
-			}
-			t.Skipf("%s not installed", n)
-		}
-	}
+	testci.RequireTool(t, names...)
 }
 
 func requireDir(t *testing.T, dir string) {
 	t.Helper()
 	if _, err := os.Stat(dir); err != nil {
-		if ci() {
-			t.Fatalf("%s is required under CI=true: %v", dir, err)
-		}
-		t.Skipf("%s missing", dir)
+		testci.SkipOrFail(t, "%s missing: %v", dir, err)
 	}
 }
 
@@ -89,10 +80,7 @@ func loopbackShim(t *testing.T) string {
 		}
 	})
 	if shimErr != nil {
-		if ci() {
-			t.Fatal(shimErr)
-		}
-		t.Skip(shimErr)
+		testci.SkipOrFail(t, "%v", shimErr)
 	}
 	return shimPath
 }
@@ -311,10 +299,7 @@ func requirePydicom(t *testing.T) {
 	t.Helper()
 	requireDir(t, pydicomTestFiles)
 	if err := exec.Command("/usr/bin/python3", "-c", "import pydicom").Run(); err != nil {
-		if ci() {
-			t.Fatal("python3-pydicom is required under CI=true")
-		}
-		t.Skip("pydicom not importable")
+		testci.SkipOrFail(t, "pydicom not importable (python3-pydicom)")
 	}
 }
 

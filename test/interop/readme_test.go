@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/testci"
 )
 
 // TestREADMECommands runs the commands the README gives for running Ward
@@ -41,10 +42,7 @@ func TestREADMECommands(t *testing.T) {
 	// README says.
 	ln, err := net.Listen("tcp", "127.0.0.1:11112")
 	if err != nil {
-		if ci() {
-			t.Fatalf("127.0.0.1:11112 is busy: %v", err)
-		}
-		t.Skipf("127.0.0.1:11112 is busy: %v", err)
+		testci.SkipOrFail(t, "127.0.0.1:11112 is busy: %v", err)
 	}
 	ln.Close()
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/internal/cli"
+	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/scan"
 )
 
@@ -312,10 +313,7 @@ func forward(t *testing.T, to string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
-		if ci() {
-			t.Fatal(err)
-		}
-		t.Skipf("no IPv6 loopback: %v", err)
+		testci.SkipOrFail(t, "no IPv6 loopback: %v", err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
@@ -377,10 +375,7 @@ func TestScanIPv6Loopback(t *testing.T) {
 func TestScanStorescpTLS(t *testing.T) {
 	requireTool(t, "storescp", "openssl", "gcc")
 	if out, _ := exec.Command("storescp", "--help").CombinedOutput(); !bytes.Contains(out, []byte("+tls")) {
-		if ci() {
-			t.Fatal("storescp was built without TLS")
-		}
-		t.Skip("storescp was built without TLS")
+		testci.SkipOrFail(t, "storescp was built without TLS")
 	}
 	dir := t.TempDir()
 	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")

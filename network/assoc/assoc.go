@@ -12,6 +12,7 @@ package assoc
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -320,8 +321,9 @@ func (a *Association) putBuf(b *[]byte) {
 	}
 }
 
-// Send sends one encoded P-DATA-TF PDU (see pdu.AppendPDataHeader). The
-// caller may reuse p when Send returns.
+// Send sends encoded P-DATA-TF PDUs (see pdu.AppendPDataHeader): one, or
+// several back to back, written at once. The caller may reuse p when Send
+// returns.
 func (a *Association) Send(p []byte) error {
 	return a.primitive(event{evt: ul.Evt9, data: p})
 }
@@ -490,8 +492,13 @@ func (a *Association) post(e event) bool {
 	}
 }
 
-// write sends encoded bytes on the transport.
+// write sends one encoded PDU on the transport.
 func (a *Association) write(b []byte) error {
+	return a.writeN(b, 1)
+}
+
+// writeN sends n encoded PDUs, back to back in b, on the transport.
+func (a *Association) writeN(b []byte, n int64) error {
 	d := a.cfg.IdleTimeout
 	if d < 0 {
 		d = DefaultIdleTimeout
@@ -499,10 +506,25 @@ func (a *Association) write(b []byte) error {
 	_ = a.conn.SetWriteDeadline(time.Now().Add(d))
 	_, err := a.conn.Write(b)
 	if err == nil {
-		a.stats.PDUsOut.Add(1)
+		a.stats.PDUsOut.Add(n)
 		a.stats.BytesOut.Add(int64(len(b)))
 	}
 	return err
+}
+
+// countPDUs counts the PDUs back to back in b (the P-DATA-TF PDUs of one
+// Send).
+func countPDUs(b []byte) int64 {
+	var n int64
+	for len(b) >= pdu.HeaderLen {
+		l := uint64(binary.BigEndian.Uint32(b[2:])) + pdu.HeaderLen
+		n++
+		if l > uint64(len(b)) {
+			break
+		}
+		b = b[l:]
+	}
+	return n
 }
 
 func (a *Association) writePDU(p pdu.PDU) error {

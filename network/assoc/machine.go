@@ -144,7 +144,7 @@ func (a *Association) stepOne(e event) {
 		a.startARTIM()
 		a.fail(&RejectError{RJ: *rj})
 	case ul.DT1, ul.AR7: // send P-DATA-TF
-		if err := a.write(e.data); err != nil {
+		if err := a.writeN(e.data, countPDUs(e.data)); err != nil {
 			reply = fmt.Errorf("%w: sending P-DATA-TF: %w", ErrAborted, err)
 			a.finish(reply)
 		}

@@ -140,6 +140,17 @@ type dataReader struct {
 	rest  []byte
 	last  bool
 	err   error
+	// onEOF, when set, is called once the last fragment is consumed.
+	onEOF func()
+}
+
+// OnDataEnd arranges for f to be called once the data set of m has been
+// read to its end (not at all when it never is). m must come from
+// ReadMessage.
+func OnDataEnd(m *Message, f func()) {
+	if d, ok := m.Data.(*dataReader); ok {
+		d.onEOF = f
+	}
 }
 
 // fill loads the next fragment into rest; io.EOF after the last one.
@@ -150,6 +161,10 @@ func (d *dataReader) fill() error {
 		}
 		if d.last {
 			d.err = io.EOF
+			if d.onEOF != nil {
+				d.onEOF()
+				d.onEOF = nil
+			}
 			return io.EOF
 		}
 		v, err := d.c.nextPDV()

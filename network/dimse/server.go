@@ -182,6 +182,9 @@ type operation struct {
 	field     uint16
 	cancel    context.CancelFunc
 	cancelled atomic.Bool
+	// idle ends the operation's hold on the idle timer (assoc.Busy);
+	// used by the operation's goroutine only.
+	idle func()
 	// storeRsp receives the C-STORE-RSPs of C-GET sub-operations.
 	storeRsp chan *Command
 }
@@ -235,6 +238,7 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 		}
 		pc, _ := s.c.A.Context(m.ContextID)
 		req := Request{Assoc: s.c.A, ContextID: m.ContextID, Context: pc, Command: m.Command}
+		idle := func() {} // ends the work for this request (assoc.Busy)
 		if op := s.current(); op != nil {
 			handled, err := s.duringOperation(op, m, sum)
 			if err != nil {
@@ -251,6 +255,9 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			rsp = s.d.echo(ctx, &req)
 		case CStoreRQ:
 			sum.Store++
+			// Once the object has arrived, writing it is work for the
+			// peer: the idle timer waits until the response is sent.
+			OnDataEnd(m, func() { idle = s.c.A.Busy() })
 			var sr *StoreRequest
 			rsp, sr = s.d.store(ctx, &req, m.Data)
 			if CategoryOf(rsp.Status) == CategoryFailure {
@@ -289,7 +296,9 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 				return err
 			}
 		}
-		if err := s.write(m.ContextID, rsp, nil); err != nil {
+		err = s.write(m.ContextID, rsp, nil)
+		idle()
+		if err != nil {
 			return err
 		}
 	}

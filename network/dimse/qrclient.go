@@ -247,9 +247,9 @@ func (cl *Client) serveStore(ctx context.Context, m *Message, st Storer) error {
 	req := Request{Assoc: cl.A, ContextID: m.ContextID, Context: pc, Command: cmd}
 	// Writing the received object is work, not waiting for the peer: the
 	// idle timer waits until the response is sent (as for ward serve).
-	idle := func() {}
-	OnDataEnd(m, func() { idle = cl.A.Busy() })
-	defer func() { idle() }()
+	var work workHold
+	OnDataEnd(m, func() { work.begin(cl.A) })
+	defer work.end()
 	var se *StatusError
 	switch {
 	case m.Data == nil:

@@ -238,7 +238,7 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 		}
 		pc, _ := s.c.A.Context(m.ContextID)
 		req := Request{Assoc: s.c.A, ContextID: m.ContextID, Context: pc, Command: m.Command}
-		idle := func() {} // ends the work for this request (assoc.Busy)
+		var work workHold // the work for this request (assoc.Busy)
 		if op := s.current(); op != nil {
 			handled, err := s.duringOperation(op, m, sum)
 			if err != nil {
@@ -257,7 +257,7 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			sum.Store++
 			// Once the object has arrived, writing it is work for the
 			// peer: the idle timer waits until the response is sent.
-			OnDataEnd(m, func() { idle = s.c.A.Busy() })
+			OnDataEnd(m, func() { work.begin(s.c.A) })
 			var sr *StoreRequest
 			rsp, sr = s.d.store(ctx, &req, m.Data)
 			if CategoryOf(rsp.Status) == CategoryFailure {
@@ -297,7 +297,7 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			}
 		}
 		err = s.write(m.ContextID, rsp, nil)
-		idle()
+		work.end()
 		if err != nil {
 			return err
 		}
@@ -334,6 +334,33 @@ func (s *session) duringOperation(op *operation, m *Message, sum *Summary) (bool
 	se := &StatusError{Status: StatusProcessingFailure, Comment: fmt.Sprintf("%s while another operation is in progress (asynchronous operations are not negotiated)", CommandName(cmd.CommandField))}
 	s.d.logFailure(&Request{Assoc: s.c.A, ContextID: m.ContextID, Command: cmd}, se)
 	return true, s.write(m.ContextID, response(cmd, se), nil)
+}
+
+// workHold holds an association's idle timer (assoc.Busy) from begin,
+// when a received data set has ended and the work on it starts, to end,
+// once the response is sent. begin may come from the goroutine of a
+// handler that reads the data set; after end it does nothing.
+type workHold struct {
+	mu    sync.Mutex
+	done  func()
+	ended bool
+}
+
+func (h *workHold) begin(a *assoc.Association) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ended && h.done == nil {
+		h.done = a.Busy()
+	}
+}
+
+func (h *workHold) end() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = true
+	if h.done != nil {
+		h.done()
+	}
 }
 
 // response builds the response to rq with the status of err.

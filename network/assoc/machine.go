@@ -64,7 +64,7 @@ func (a *Association) idleExpired() {
 		return
 	}
 	if a.state >= ul.Sta6 && a.state <= ul.Sta12 {
-		a.step(event{evt: ul.Evt15, abort: &pdu.Abort{Source: pdu.AbortSourceProvider}, err: fmt.Errorf("%w: no pdu received for %s", ErrTimeout, a.cfg.IdleTimeout)})
+		a.step(event{evt: ul.Evt15, abort: &pdu.Abort{Source: pdu.AbortSourceProvider}, err: fmt.Errorf("%w: idle for %s (no pdu received or sent, no work in progress)", ErrTimeout, a.cfg.IdleTimeout)})
 	}
 }
 

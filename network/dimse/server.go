@@ -293,6 +293,7 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			// Whatever the handler left unread is drained before the
 			// response so the peer is never answered mid-message.
 			if _, err := io.Copy(io.Discard, m.Data); err != nil {
+				work.end()
 				return err
 			}
 		}

@@ -58,14 +58,16 @@ var ErrInvalidRequest = errors.New("assoc: inconsistent A-ASSOCIATE-RQ")
 // CheckRequest reports what makes a decoded A-ASSOCIATE-RQ inconsistent
 // (the decoder has already refused what is malformed item by item, e.g. a
 // presentation context with two abstract syntaxes):
-//   - two presentation contexts with one ID: an ID names one context of
-//     the association (PS3.8 7.1.1.13 and 9.3.2.2), and each must be
-//     answered;
+//   - two presentation contexts with one ID: the requestor gives each
+//     proposed context an unused ID (PS3.8 7.1.1.13), and the acceptor
+//     answers each proposed context once, by ID (7.1.1.14), which cannot
+//     be done for two contexts with one ID;
 //   - two SCP/SCU role selection sub-items for one SOP class (PS3.7
 //     D.3.3.4 allows one per SOP class), which may contradict each other.
 //
 // A role selection for a SOP class that no presentation context proposes
-// is not an error: it selects nothing, and Negotiate leaves it unanswered.
+// is not an error: it selects nothing, and Negotiate turns both roles
+// down.
 func CheckRequest(rq *pdu.AssociateRQ) error {
 	ids := make(map[byte]bool, len(rq.Contexts))
 	for _, pc := range rq.Contexts {
@@ -151,14 +153,12 @@ func (n *Acceptor) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Associa
 		ac.Contexts = append(ac.Contexts, res)
 	}
 	for _, r := range rq.UserInfo.Roles {
-		if !proposed[r.SOPClassUID] {
-			continue // selects nothing (see CheckRequest)
-		}
-		// Answer every other role selection: the SCU role stays as
-		// proposed, the SCP role only where Ward allows it (PS3.7 D.3.3.4).
+		// Answer every role selection (PS3.7 D.3.3.4): the SCU role stays
+		// as proposed, the SCP role only where Ward allows it; both are
+		// turned down for a SOP class that no context proposes.
 		uid := r.SOPClassUID
-		scp := r.SCP && n.SCPRole != nil && n.SCPRole(uid)
-		scu := r.SCU && (n.SCURole == nil || n.SCURole(uid))
+		scp := proposed[uid] && r.SCP && n.SCPRole != nil && n.SCPRole(uid)
+		scu := proposed[uid] && r.SCU && (n.SCURole == nil || n.SCURole(uid))
 		ac.UserInfo.Roles = append(ac.UserInfo.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: scu, SCP: scp})
 	}
 	return ac, nil

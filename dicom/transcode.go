@@ -58,7 +58,8 @@ func withOutput(w io.Writer, ts *TransferSyntax, fn func(*bufio.Writer) error) e
 		}
 		return bw.Flush()
 	}
-	fw, err := flate.NewWriter(w, flate.DefaultCompression)
+	cw := &countingWriter{w: w}
+	fw, err := flate.NewWriter(cw, flate.DefaultCompression)
 	if err != nil {
 		return err
 	}
@@ -69,7 +70,26 @@ func withOutput(w io.Writer, ts *TransferSyntax, fn func(*bufio.Writer) error) e
 	if err := bw.Flush(); err != nil {
 		return err
 	}
-	return fw.Close()
+	if err := fw.Close(); err != nil {
+		return err
+	}
+	if cw.n&1 == 1 {
+		// PS3.5 A.5: a deflated stream of odd length is padded with one
+		// zero byte (receivers refuse odd P-DATA fragments).
+		_, err = w.Write([]byte{0})
+	}
+	return err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Transcode converts a data set among the native transfer syntaxes

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
+command -v gdcmscu >/dev/null 2>&1 || need+=(libgdcm-tools)
 /usr/bin/python3 -c 'import pydicom' >/dev/null 2>&1 || need+=(python3-pydicom)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v nmap >/dev/null 2>&1 || need+=(nmap)

@@ -81,7 +81,8 @@ type DICOM struct {
 	MaxPDULength uint32 `toml:"max_pdu_length"`
 	// ARTIMTimeout bounds association set-up and close.
 	ARTIMTimeout Duration `toml:"artim_timeout"`
-	// IdleTimeout aborts an association silent for this long.
+	// IdleTimeout aborts an association idle for this long: silent while
+	// Ward waits for the peer (work for the peer does not count).
 	IdleTimeout Duration `toml:"idle_timeout"`
 	// MaxAssociations bounds concurrent admitted associations: a
 	// connection takes one of these slots only once the policy has

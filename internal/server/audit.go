@@ -109,11 +109,25 @@ func hostOf(a net.Addr) string {
 // away or sent garbage first): nothing is recorded then.
 func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 	rq := cs.rq
-	if rq == nil {
-		return
-	}
 	now := time.Now()
 	src := remoteAddr(cs.conn)
+	if rq == nil {
+		if errors.Is(err, pdu.ErrMalformed) || errors.Is(err, pdu.ErrUnknownType) || errors.Is(err, pdu.ErrTooLong) {
+			// An invalid PDU where the A-ASSOCIATE-RQ was due (answered
+			// with A-ABORT): refused like an association request that
+			// breaks the rules. A silent connection or one closed before
+			// a request is not recorded (ARTIM closes it).
+			reason := "invalid PDU instead of an A-ASSOCIATE-RQ: " + pduProblem(err)
+			peer := audit.Node{Addr: hostOf(remote)}
+			s.Logger.Warn("association refused", "remote", remote.String(), "reason", reason)
+			s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
+			s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
+			if src.IsValid() {
+				s.lockoutOnFailure(src, now)
+			}
+		}
+		return
+	}
 	peer := audit.Node{AETitle: strings.TrimSpace(rq.CallingAETitle), Addr: hostOf(remote)}
 	if err == nil {
 		s.limits.Succeeded(src)
@@ -411,3 +425,15 @@ var (
 	_ dimse.Auditor            = serverAuditor{}
 	_ dimse.AssociationAuditor = (*assocAudit)(nil)
 )
+
+// pduProblem is the decoder's account of an invalid PDU, without the
+// association layer's wrapping.
+func pduProblem(err error) string {
+	msg := err.Error()
+	for _, sentinel := range []error{pdu.ErrMalformed, pdu.ErrUnknownType, pdu.ErrTooLong} {
+		if i := strings.Index(msg, sentinel.Error()); i >= 0 {
+			return msg[i:]
+		}
+	}
+	return msg
+}

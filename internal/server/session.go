@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/network/assoc"
@@ -40,6 +41,15 @@ func (s *Server) newSession(conn net.Conn, loopback bool, p *pass) *connSession 
 	base := s.neg.TransferSyntaxes
 	cs.acc.Check = cs.check
 	cs.acc.Identity = cs.identity
+	cs.acc.Invalid = func(_ *pdu.AssociateRQ, err error) {
+		// Refused, audited and counted towards the lockout like other
+		// refusals, as a security alert: no honest toolkit sends it.
+		cs.refusal = &policy.Refusal{
+			RJ:     &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceACSE, Reason: pdu.RejectACSENoReason},
+			Reason: "invalid association request: " + strings.TrimPrefix(err.Error(), "assoc: "),
+			Alert:  true,
+		}
+	}
 	cs.acc.TransferSyntaxes = func(rq *pdu.AssociateRQ, remote net.Addr, abstract string) ([]string, func(string) bool, bool) {
 		pref, accepts, ok := base(rq, remote, abstract)
 		if !ok {

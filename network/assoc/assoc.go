@@ -12,6 +12,7 @@ package assoc
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -49,8 +50,9 @@ type Config struct {
 	// ARTIMTimeout bounds association establishment and the wait for the
 	// peer to close after a release, rejection or abort.
 	ARTIMTimeout time.Duration
-	// IdleTimeout aborts an established association when no complete PDU
-	// has arrived for this long. Negative disables it.
+	// IdleTimeout aborts an established association that has been idle
+	// for this long: no PDU received or sent, and no work in progress for
+	// the peer (see Association.Busy). Negative disables it.
 	IdleTimeout time.Duration
 	// ImplementationClassUID and ImplementationVersionName identify Ward.
 	ImplementationClassUID    string
@@ -149,6 +151,11 @@ type Association struct {
 	estabSent   bool
 	artim       *time.Timer
 	idle        *time.Timer
+	// busy counts the work in progress for the peer (Busy); idleKick
+	// tells the owner that it dropped to zero, so that the idle period
+	// starts anew.
+	busy     atomic.Int32
+	idleKick chan struct{}
 
 	// To the service user.
 	indications chan indication
@@ -212,6 +219,7 @@ func newAssociation(cfg Config, conn net.Conn, requestor bool) *Association {
 		done:        make(chan struct{}),
 		estab:       make(chan error, 1),
 		stopped:     make(chan struct{}),
+		idleKick:    make(chan struct{}, 1),
 		state:       ul.Sta1,
 		remote:      conn.RemoteAddr(),
 	}
@@ -320,10 +328,33 @@ func (a *Association) putBuf(b *[]byte) {
 	}
 }
 
-// Send sends one encoded P-DATA-TF PDU (see pdu.AppendPDataHeader). The
-// caller may reuse p when Send returns.
+// Send sends encoded P-DATA-TF PDUs (see pdu.AppendPDataHeader): one, or
+// several back to back, written at once. The caller may reuse p when Send
+// returns.
 func (a *Association) Send(p []byte) error {
 	return a.primitive(event{evt: ul.Evt9, data: p})
+}
+
+// Busy marks the association as working for the peer until done is
+// called: a C-FIND being searched, C-MOVE or C-GET sub-operations, a
+// received object being written. The idle timer does not expire meanwhile,
+// and its period starts anew when the last piece of work is done. Waiting
+// for the peer is not work: a C-GET waiting for a sub-operation's
+// C-STORE-RSP, or a data set still arriving, leaves the timer running.
+// done may be called more than once; Busy is safe for concurrent use.
+func (a *Association) Busy() (done func()) {
+	a.busy.Add(1)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if a.busy.Add(-1) == 0 {
+				select {
+				case a.idleKick <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}
 }
 
 // Release asks the peer to release the association (requestor side) and
@@ -490,8 +521,13 @@ func (a *Association) post(e event) bool {
 	}
 }
 
-// write sends encoded bytes on the transport.
+// write sends one encoded PDU on the transport.
 func (a *Association) write(b []byte) error {
+	return a.writeN(b, 1)
+}
+
+// writeN sends n encoded PDUs, back to back in b, on the transport.
+func (a *Association) writeN(b []byte, n int64) error {
 	d := a.cfg.IdleTimeout
 	if d < 0 {
 		d = DefaultIdleTimeout
@@ -499,10 +535,25 @@ func (a *Association) write(b []byte) error {
 	_ = a.conn.SetWriteDeadline(time.Now().Add(d))
 	_, err := a.conn.Write(b)
 	if err == nil {
-		a.stats.PDUsOut.Add(1)
+		a.stats.PDUsOut.Add(n)
 		a.stats.BytesOut.Add(int64(len(b)))
 	}
 	return err
+}
+
+// countPDUs counts the PDUs back to back in b (the P-DATA-TF PDUs of one
+// Send).
+func countPDUs(b []byte) int64 {
+	var n int64
+	for len(b) >= pdu.HeaderLen {
+		l := uint64(binary.BigEndian.Uint32(b[2:])) + pdu.HeaderLen
+		n++
+		if l > uint64(len(b)) {
+			break
+		}
+		b = b[l:]
+	}
+	return n
 }
 
 func (a *Association) writePDU(p pdu.PDU) error {

@@ -36,6 +36,8 @@ func (a *Association) run(first ul.Event) {
 			a.artimExpired()
 		case <-a.idle.C:
 			a.idleExpired()
+		case <-a.idleKick:
+			a.resetIdle()
 		}
 	}
 }
@@ -52,11 +54,17 @@ func (a *Association) artimExpired() {
 	a.step(event{evt: ul.Evt18, err: err})
 }
 
-// idleExpired: no PDU arrived for IdleTimeout. Not an event of Table 9-10:
-// Ward, as service user, gives up on a silent peer with an A-ABORT request.
+// idleExpired: no PDU arrived or left for IdleTimeout. Not an event of
+// Table 9-10: Ward, as service user, gives up on a silent peer with an
+// A-ABORT request. While Ward works for the peer (Busy) the association is
+// not idle: the timer is set again, and once more when the work ends.
 func (a *Association) idleExpired() {
+	if a.busy.Load() > 0 {
+		a.resetIdle()
+		return
+	}
 	if a.state >= ul.Sta6 && a.state <= ul.Sta12 {
-		a.step(event{evt: ul.Evt15, abort: &pdu.Abort{Source: pdu.AbortSourceProvider}, err: fmt.Errorf("%w: no pdu received for %s", ErrTimeout, a.cfg.IdleTimeout)})
+		a.step(event{evt: ul.Evt15, abort: &pdu.Abort{Source: pdu.AbortSourceProvider}, err: fmt.Errorf("%w: idle for %s (no pdu received or sent, no work in progress)", ErrTimeout, a.cfg.IdleTimeout)})
 	}
 }
 
@@ -144,10 +152,15 @@ func (a *Association) stepOne(e event) {
 		a.startARTIM()
 		a.fail(&RejectError{RJ: *rj})
 	case ul.DT1, ul.AR7: // send P-DATA-TF
-		if err := a.write(e.data); err != nil {
+		if err := a.writeN(e.data, countPDUs(e.data)); err != nil {
 			reply = fmt.Errorf("%w: sending P-DATA-TF: %w", ErrAborted, err)
 			a.finish(reply)
+			break
 		}
+		// Sending is activity too: a long object being sent, pending
+		// responses of a long C-MOVE; the peer's next PDU is awaited from
+		// here.
+		a.resetIdle()
 	case ul.DT2, ul.AR6: // P-DATA indication
 		a.indicate(indication{pdata: e.pdu.(*pdu.PDataTF), buf: e.buf})
 	case ul.AR1: // send A-RELEASE-RQ

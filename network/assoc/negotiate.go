@@ -1,8 +1,10 @@
 package assoc
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/ward-pacs/ward/network/pdu"
@@ -41,9 +43,54 @@ type Acceptor struct {
 	// rejection. Nil accepts any identity without response.
 	Identity func(rq *pdu.AssociateRQ, id *pdu.UserIdentity, remote net.Addr) (response []byte, rj *pdu.AssociateRJ)
 
+	// Invalid, when set, is told why a request was rejected as
+	// inconsistent (CheckRequest), for the log and the audit trail.
+	Invalid func(rq *pdu.AssociateRQ, err error)
+
 	MaxPDULength              uint32
 	ImplementationClassUID    string
 	ImplementationVersionName string
+}
+
+// ErrInvalidRequest: an A-ASSOCIATE-RQ whose items contradict each other.
+var ErrInvalidRequest = errors.New("assoc: inconsistent A-ASSOCIATE-RQ")
+
+// CheckRequest reports what makes a decoded A-ASSOCIATE-RQ inconsistent
+// (the decoder has already refused what is malformed item by item, e.g. a
+// presentation context with two abstract syntaxes):
+//   - two presentation contexts with one ID: the requestor gives each
+//     proposed context an unused ID (PS3.8 7.1.1.13), and the acceptor
+//     answers each proposed context once, by ID (7.1.1.14), which cannot
+//     be done for two contexts with one ID;
+//   - two SCP/SCU role selection sub-items for one SOP class (PS3.7
+//     D.3.3.4 allows one per SOP class), which may contradict each other.
+//
+// A role selection for a SOP class that no presentation context proposes
+// is not an error: it selects nothing, and Negotiate turns both roles
+// down.
+func CheckRequest(rq *pdu.AssociateRQ) error {
+	ids := make(map[byte]bool, len(rq.Contexts))
+	for _, pc := range rq.Contexts {
+		if ids[pc.ID] {
+			return fmt.Errorf("%w: two presentation contexts with ID %d", ErrInvalidRequest, pc.ID)
+		}
+		ids[pc.ID] = true
+	}
+	roles := make(map[string]bool, len(rq.UserInfo.Roles))
+	for _, r := range rq.UserInfo.Roles {
+		if roles[r.SOPClassUID] {
+			return fmt.Errorf("%w: two SCP/SCU role selections for SOP class %s", ErrInvalidRequest, r.SOPClassUID)
+		}
+		roles[r.SOPClassUID] = true
+	}
+	return nil
+}
+
+// invalidRequestRJ answers an inconsistent request: rejected-permanent,
+// by the service provider's ACSE (a protocol matter, not a decision about
+// the peer), no reason given (PS3.8 Table 9-21 has none closer).
+func invalidRequestRJ() *pdu.AssociateRJ {
+	return reject(pdu.RejectPermanent, pdu.RejectSourceACSE, pdu.RejectACSENoReason)
 }
 
 func reject(result, source, reason byte) *pdu.AssociateRJ {
@@ -57,6 +104,12 @@ func (n *Acceptor) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Associa
 	}
 	if rq.ApplicationContext != pdu.ApplicationContextName {
 		return nil, reject(pdu.RejectPermanent, pdu.RejectSourceUser, pdu.RejectAppContextUnsupported)
+	}
+	if err := CheckRequest(rq); err != nil {
+		if n.Invalid != nil {
+			n.Invalid(rq, err)
+		}
+		return nil, invalidRequestRJ()
 	}
 	if n.Check != nil {
 		if rj := n.Check(rq, remote); rj != nil {
@@ -86,17 +139,10 @@ func (n *Acceptor) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Associa
 			ac.UserInfo.UserIdentityResponse, ac.UserInfo.HasIdentityResponse = resp, true
 		}
 	}
-	roles := map[string]pdu.RoleSelection{}
-	for _, r := range rq.UserInfo.Roles {
-		roles[r.SOPClassUID] = r
-	}
-	seen := map[byte]bool{}
+	proposed := map[string]bool{}
 	for _, pc := range rq.Contexts {
+		proposed[pc.AbstractSyntax] = true
 		res := pdu.PresentationContext{ID: pc.ID, Result: pdu.ResultAbstractSyntaxNotSupported, TransferSyntaxes: []string{""}}
-		if seen[pc.ID] {
-			continue // a duplicate ID is answered once
-		}
-		seen[pc.ID] = true
 		if pref, accepts, ok := n.TransferSyntaxes(rq, remote, pc.AbstractSyntax); ok {
 			if ts := chooseTransferSyntax(pc.TransferSyntaxes, pref, accepts); ts != "" {
 				res.Result, res.TransferSyntaxes = pdu.ResultAcceptance, []string{ts}
@@ -106,11 +152,13 @@ func (n *Acceptor) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Associa
 		}
 		ac.Contexts = append(ac.Contexts, res)
 	}
-	for uid, r := range roles {
-		// Answer every role selection: the SCU role stays as proposed, the
-		// SCP role only where Ward allows it (PS3.7 D.3.3.4).
-		scp := r.SCP && n.SCPRole != nil && n.SCPRole(uid)
-		scu := r.SCU && (n.SCURole == nil || n.SCURole(uid))
+	for _, r := range rq.UserInfo.Roles {
+		// Answer every role selection (PS3.7 D.3.3.4): the SCU role stays
+		// as proposed, the SCP role only where Ward allows it; both are
+		// turned down for a SOP class that no context proposes.
+		uid := r.SOPClassUID
+		scp := proposed[uid] && r.SCP && n.SCPRole != nil && n.SCPRole(uid)
+		scu := proposed[uid] && r.SCU && (n.SCURole == nil || n.SCURole(uid))
 		ac.UserInfo.Roles = append(ac.UserInfo.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: scu, SCP: scp})
 	}
 	return ac, nil
@@ -159,11 +207,25 @@ func (a *Association) acceptedBy(ac *pdu.AssociateAC) error {
 	a.ac = ac
 	a.setPeerMax(ac.UserInfo.MaxLength)
 	a.contexts = buildContexts(a.rq, ac)
+	proposed := map[byte]pdu.PresentationContext{}
+	for _, pc := range a.rq.Contexts {
+		proposed[pc.ID] = pc
+	}
+	answered := map[byte]bool{}
 	for _, pc := range ac.Contexts {
-		if pc.Result == pdu.ResultAcceptance {
-			if _, ok := a.contexts[pc.ID]; !ok {
-				return fmt.Errorf("%w: accepted presentation context %d was not proposed", ErrProtocol, pc.ID)
-			}
+		if answered[pc.ID] {
+			return fmt.Errorf("%w: presentation context %d answered twice", ErrProtocol, pc.ID)
+		}
+		answered[pc.ID] = true
+		if pc.Result != pdu.ResultAcceptance {
+			continue
+		}
+		p, ok := proposed[pc.ID]
+		if !ok {
+			return fmt.Errorf("%w: accepted presentation context %d was not proposed", ErrProtocol, pc.ID)
+		}
+		if len(pc.TransferSyntaxes) == 0 || !slices.Contains(p.TransferSyntaxes, pc.TransferSyntaxes[0]) {
+			return fmt.Errorf("%w: presentation context %d accepted with a transfer syntax that was not proposed", ErrProtocol, pc.ID)
 		}
 	}
 	return nil

@@ -169,6 +169,13 @@ func TestMalformedPeers(t *testing.T) {
 		}(), want: wantAbort},
 		{name: "associate-rq unknown item type", send: rqWithItem(0x99, []byte("x")), want: wantAbort},
 		{name: "associate-rq even presentation context id", send: rqEvenContext(), want: wantAbort},
+		{name: "associate-rq two application context items", send: rqWithItem(0x10, []byte("1.2.840.10008.3.1.1.1")), want: wantAbort},
+		{name: "associate-rq two user information items", send: rqWithItem(0x50, []byte{0x51, 0, 0, 4, 0, 0, 0x10, 0}), want: wantAbort},
+		{name: "associate-rq two presentation contexts with one id", send: func() []byte {
+			rq := echoRQ()
+			rq.Contexts = append(rq.Contexts, rq.Contexts[0])
+			return rq.AppendTo(nil)
+		}(), want: wantReject},
 		{name: "associate-rj zero-length", send: []byte{0x03, 0, 0, 0, 0, 0}, want: wantAbort},
 		{name: "p-data before association", send: pdata(pdv(6, 1, 3, echoCommand()[:4])), want: wantAbort},
 		{name: "release-rq before association", send: []byte{0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0}, want: wantAbort},

@@ -2,7 +2,6 @@ package dimse
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -141,6 +140,17 @@ type dataReader struct {
 	rest  []byte
 	last  bool
 	err   error
+	// onEOF, when set, is called once the last fragment is consumed.
+	onEOF func()
+}
+
+// OnDataEnd arranges for f to be called once the data set of m has been
+// read to its end (not at all when it never is). m must come from
+// ReadMessage.
+func OnDataEnd(m *Message, f func()) {
+	if d, ok := m.Data.(*dataReader); ok {
+		d.onEOF = f
+	}
 }
 
 // fill loads the next fragment into rest; io.EOF after the last one.
@@ -151,6 +161,10 @@ func (d *dataReader) fill() error {
 		}
 		if d.last {
 			d.err = io.EOF
+			if d.onEOF != nil {
+				d.onEOF()
+				d.onEOF = nil
+			}
 			return io.EOF
 		}
 		v, err := d.c.nextPDV()
@@ -198,10 +212,13 @@ func (d *dataReader) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// fragment size for one PDV in one PDU: the PDU length counts the PDV
-// header (4-byte length, context ID, control header).
+// maxFragment is the data of one PDV in one PDU: the peer's maximum PDU
+// length less the PDV header (4-byte length, context ID, control header),
+// rounded down to even. Every fragment Ward sends is of even length
+// (DCMTK aborts on an odd one, "DIMSE: Odd Fragment Length"): the command
+// and data sets are, and so is every fragment but the last one.
 func (c *Conn) maxFragment() int {
-	return int(c.A.PeerMaxPDULength()) - 6
+	return (int(c.A.PeerMaxPDULength()) - 6) &^ 1
 }
 
 func (c *Conn) buffer() []byte {
@@ -213,7 +230,11 @@ func (c *Conn) buffer() []byte {
 }
 
 // WriteMessage sends a command and, when data is not nil, the data set read
-// from data, fragmented into P-DATA-TF PDUs the peer accepts.
+// from data, fragmented into P-DATA-TF PDUs the peer accepts. The data set
+// never shares a PDU with the command: some peers (GDCM's gdcmscu) wait
+// forever for a data set that came in the command's PDU, although PS3.8
+// allows it. A data set of odd length (a deflated one whose stream was
+// not padded, PS3.5 A.5) gets one trailing zero byte.
 func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
 	if data == nil {
 		cmd.CommandDataSetType = NoDataSet
@@ -225,9 +246,9 @@ func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
 	}
 	cmd.has[tagCommandDataSetType] = true
 	enc := cmd.Encode()
-	if br, ok := data.(*bytes.Reader); ok && len(enc)+br.Len()+6 <= c.maxFragment() {
+	if br, ok := data.(*bytes.Reader); ok && len(enc)+br.Len()+1+pdu.PDataHeaderLen <= c.maxFragment() {
 		// A small data set held in memory (a C-FIND match, an identifier)
-		// travels with its command in one P-DATA-TF PDU: one write, not two.
+		// goes in one write with its command: two PDUs, one system call.
 		return c.writeSmall(ctxID, enc, br)
 	}
 	if err := c.writeFragments(ctxID, true, enc); err != nil {
@@ -239,20 +260,23 @@ func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
 	return c.writeStream(ctxID, data)
 }
 
-// writeSmall sends a command and a whole data set as two PDVs of one PDU.
+// writeSmall sends a command and a whole data set as two P-DATA-TF PDUs of
+// one PDV each, in one Send.
 func (c *Conn) writeSmall(ctxID byte, cmd []byte, data *bytes.Reader) error {
 	n := data.Len()
+	pad := n & 1
 	buf := c.buffer()
-	buf = append(buf, pdu.TypePDataTF, 0, 0, 0, 0, 0)
-	buf = pdu.AppendPDVHeader(buf, ctxID, true, true, len(cmd))
+	buf = pdu.AppendPDataHeader(buf, ctxID, true, true, len(cmd))
 	buf = append(buf, cmd...)
-	buf = pdu.AppendPDVHeader(buf, ctxID, false, true, n)
+	buf = pdu.AppendPDataHeader(buf, ctxID, false, true, n+pad)
 	start := len(buf)
 	buf = buf[:start+n]
 	if _, err := io.ReadFull(data, buf[start:]); err != nil {
 		return err
 	}
-	binary.BigEndian.PutUint32(buf[2:], uint32(len(buf)-pdu.HeaderLen))
+	if pad == 1 {
+		buf = append(buf, 0)
+	}
 	return c.A.Send(buf)
 }
 
@@ -304,6 +328,12 @@ func (c *Conn) writeStream(ctxID byte, r io.Reader) error {
 			}
 		}
 		last := eof && m == 0
+		if last && n&1 == 1 {
+			// An odd data set: pad it (see WriteMessage). cur holds
+			// hdr+max bytes and max is even, so n < max here.
+			cur[hdr+n] = 0
+			n++
+		}
 		pdu.AppendPDataHeader(cur[:0], ctxID, false, last, n)
 		if err := c.A.Send(cur[:hdr+n]); err != nil {
 			return err

@@ -245,6 +245,11 @@ func (cl *Client) serveStore(ctx context.Context, m *Message, st Storer) error {
 	cmd := m.Command
 	pc, _ := cl.A.Context(m.ContextID)
 	req := Request{Assoc: cl.A, ContextID: m.ContextID, Context: pc, Command: cmd}
+	// Writing the received object is work, not waiting for the peer: the
+	// idle timer waits until the response is sent (as for ward serve).
+	var work workHold
+	OnDataEnd(m, func() { work.begin(cl.A) })
+	defer work.end()
 	var se *StatusError
 	switch {
 	case m.Data == nil:

@@ -73,8 +73,13 @@ func (s *session) startOperation(ctx context.Context, req *Request, data io.Read
 	s.op = op
 	s.mu.Unlock()
 	s.wg.Add(1)
+	// The operation is work for the peer until its final response is
+	// sent: the idle timer does not run meanwhile (except while a C-GET
+	// waits for the peer's C-STORE-RSP).
+	op.idle = s.c.A.Busy()
 	go func() {
 		defer s.wg.Done()
+		defer func() { op.idle() }()
 		defer s.finish(op)
 		switch field {
 		case CFindRQ:
@@ -348,6 +353,9 @@ func (s *session) getSubOps(ctx context.Context, op *operation, r *RetrieveReque
 		if err := s.write(pcID, rq, data); err != nil {
 			return nil, err
 		}
+		// Waiting for the peer: the idle timer runs.
+		op.idle()
+		defer func() { op.idle = s.c.A.Busy() }()
 		select {
 		case rsp := <-op.storeRsp:
 			if rsp.MessageIDBeingRespondedTo != id {

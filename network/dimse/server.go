@@ -183,6 +183,9 @@ type operation struct {
 	field     uint16
 	cancel    context.CancelFunc
 	cancelled atomic.Bool
+	// idle ends the operation's hold on the idle timer (assoc.Busy);
+	// used by the operation's goroutine only.
+	idle func()
 	// storeRsp receives the C-STORE-RSPs of C-GET sub-operations.
 	storeRsp chan *Command
 }
@@ -236,6 +239,7 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 		}
 		pc, _ := s.c.A.Context(m.ContextID)
 		req := Request{Assoc: s.c.A, ContextID: m.ContextID, Context: pc, Command: m.Command}
+		var work workHold // the work for this request (assoc.Busy)
 		if op := s.current(); op != nil {
 			handled, err := s.duringOperation(op, m, sum)
 			if err != nil {
@@ -252,6 +256,9 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			rsp = s.d.echo(ctx, &req)
 		case CStoreRQ:
 			sum.Store++
+			// Once the object has arrived, writing it is work for the
+			// peer: the idle timer waits until the response is sent.
+			OnDataEnd(m, func() { work.begin(s.c.A) })
 			var sr *StoreRequest
 			rsp, sr = s.d.store(ctx, &req, m.Data)
 			if CategoryOf(rsp.Status) == CategoryFailure {
@@ -287,10 +294,13 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			// Whatever the handler left unread is drained before the
 			// response so the peer is never answered mid-message.
 			if _, err := io.Copy(io.Discard, m.Data); err != nil {
+				work.end()
 				return err
 			}
 		}
-		if err := s.write(m.ContextID, rsp, nil); err != nil {
+		err = s.write(m.ContextID, rsp, nil)
+		work.end()
+		if err != nil {
 			return err
 		}
 	}
@@ -326,6 +336,33 @@ func (s *session) duringOperation(op *operation, m *Message, sum *Summary) (bool
 	se := &StatusError{Status: StatusProcessingFailure, Comment: fmt.Sprintf("%s while another operation is in progress (asynchronous operations are not negotiated)", CommandName(cmd.CommandField))}
 	s.d.logFailure(&Request{Assoc: s.c.A, ContextID: m.ContextID, Command: cmd}, se)
 	return true, s.write(m.ContextID, response(cmd, se), nil)
+}
+
+// workHold holds an association's idle timer (assoc.Busy) from begin,
+// when a received data set has ended and the work on it starts, to end,
+// once the response is sent. begin may come from the goroutine of a
+// handler that reads the data set; after end it does nothing.
+type workHold struct {
+	mu    sync.Mutex
+	done  func()
+	ended bool
+}
+
+func (h *workHold) begin(a *assoc.Association) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ended && h.done == nil {
+		h.done = a.Busy()
+	}
+}
+
+func (h *workHold) end() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = true
+	if h.done != nil {
+		h.done()
+	}
 }
 
 // response builds the response to rq with the status of err.

@@ -309,6 +309,9 @@ func decodeAssociate(body []byte, rq bool) (*associateFields, error) {
 	for _, it := range items {
 		switch it.typ {
 		case ItemApplicationContext:
+			if sawAppCtx {
+				return nil, fmt.Errorf("%w: two application context items", ErrMalformed)
+			}
 			f.appCtx = trimUID(it.body)
 			sawAppCtx = true
 		case ItemPresentationContextRQ, ItemPresentationContextAC:
@@ -321,6 +324,9 @@ func decodeAssociate(body []byte, rq bool) (*associateFields, error) {
 			}
 			f.pcs = append(f.pcs, pc)
 		case ItemUserInformation:
+			if sawUserInfo {
+				return nil, fmt.Errorf("%w: two user information items", ErrMalformed)
+			}
 			if err := decodeUserInfo(it.body, &f.ui); err != nil {
 				return nil, err
 			}
@@ -401,7 +407,17 @@ func decodeUserInfo(b []byte, ui *UserInfo) error {
 	if err != nil {
 		return err
 	}
+	// Sub-items that carry one value for the association: a second one
+	// would leave it to the reader which holds (PS3.7 D.3.3, PS3.8 D.1).
+	once := map[byte]bool{}
 	for _, s := range subs {
+		switch s.typ {
+		case ItemMaximumLength, ItemImplementationClassUID, ItemImplementationVersion, ItemAsyncOperationsWindow, ItemUserIdentityRQ, ItemUserIdentityAC:
+			if once[s.typ] {
+				return fmt.Errorf("%w: two user information sub-items of type 0x%02x", ErrMalformed, s.typ)
+			}
+			once[s.typ] = true
+		}
 		switch s.typ {
 		case ItemMaximumLength:
 			if len(s.body) != 4 {

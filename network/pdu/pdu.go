@@ -169,6 +169,7 @@ const (
 	RejectCallingAENotRecognized byte = 3
 	RejectCalledAENotRecognized  byte = 7
 	// source 2 (ACSE)
+	RejectACSENoReason               byte = 1
 	RejectProtocolVersionUnsupported byte = 2
 	// source 3 (presentation)
 	RejectTemporaryCongestion byte = 1

@@ -307,12 +307,17 @@ type Options struct {
 	// Requestor configures C-MOVE sub-associations.
 	Requestor  assoc.Config
 	Dispatcher func(*dimse.Dispatcher)
+	// IdleTimeout of the served associations; 0 means 30 s.
+	IdleTimeout time.Duration
 }
 
 // Start serves a on a loopback port until Close.
 func Start(a *Archive, opt Options) (*Server, error) {
 	if opt.AETitle == "" {
 		opt.AETitle = "WARD"
+	}
+	if opt.IdleTimeout == 0 {
+		opt.IdleTimeout = 30 * time.Second
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -351,7 +356,7 @@ func Start(a *Archive, opt Options) (*Server, error) {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				as, err := assoc.Serve(conn, assoc.Config{AETitle: opt.AETitle, IdleTimeout: 30 * time.Second}, neg)
+				as, err := assoc.Serve(conn, assoc.Config{AETitle: opt.AETitle, IdleTimeout: opt.IdleTimeout}, neg)
 				if err != nil {
 					return
 				}

@@ -332,6 +332,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("dicom plaintext_networks: %q is every address: name the networks the modalities are on", n)
 		}
 	}
+	if coverOf(c.DICOM.PlaintextNetworks).every() {
+		return fmt.Errorf("dicom plaintext_networks: together %s are every address: name the networks the modalities are on", strings.Join(c.DICOM.PlaintextNetworks, ", "))
+	}
 	tlsLoopback := true
 	if c.DICOM.TLSListen != "" {
 		if _, _, err := net.SplitHostPort(c.DICOM.TLSListen); err != nil {

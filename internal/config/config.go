@@ -61,7 +61,8 @@ type Config struct {
 	// tables, edited by `ward user`); only slow hashes are stored.
 	Users []User `toml:"users"`
 	// Peers are the registered DICOM peers ([[peers]] tables), edited by
-	// `ward peer` and reloaded by a running `ward serve` on SIGHUP.
+	// `ward peer` and reloaded by a running `ward serve` at once (admin
+	// socket) or on SIGHUP.
 	Peers []Peer `toml:"peers"`
 }
 

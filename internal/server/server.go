@@ -37,6 +37,10 @@ const ShutdownGrace = 10 * time.Second
 type Server struct {
 	Config *config.Config
 	Logger *slog.Logger
+	// Load reads the configuration again, as it was read at start (the
+	// same file, the same flags over it), for a reload asked for on the
+	// admin socket (ward peer, ward user). Nil: such reloads are refused.
+	Load func() (*config.Config, error)
 
 	index   store.Index
 	blobs   store.Blobs
@@ -55,6 +59,8 @@ type Server struct {
 	policy  atomic.Pointer[policy.Policy]
 	limits  *policy.Limiter
 	private map[string]bool
+	// reloadMu serialises ReloadConfig.
+	reloadMu sync.Mutex
 
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}
@@ -276,6 +282,41 @@ func (s *Server) Reload(c *config.Config) error {
 	}
 	s.Logger.Info("configuration reloaded", "peers", len(c.Peers), "users", len(c.Users))
 	return nil
+}
+
+// ReloadConfig reads the configuration again with Load and puts its
+// peers and users in effect (Reload). Reloads run one at a time, so the
+// last file read is the one in effect.
+func (s *Server) ReloadConfig() (*config.Config, error) {
+	if s.Load == nil {
+		return nil, errors.New("this ward serve cannot read its configuration again (no Load)")
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	c, err := s.Load()
+	if err != nil {
+		return nil, err
+	}
+	return c, s.Reload(c)
+}
+
+// reloadFromAdmin reloads the configuration for an admin request
+// (operator names who asked) and says what is in effect.
+func (s *Server) reloadFromAdmin(operator string) (*Reloaded, error) {
+	s.Logger.Info("reloading the configuration", "operator", operator)
+	c, err := s.ReloadConfig()
+	if err != nil {
+		s.Logger.Error("configuration not reloaded; the previous one stays in effect", "operator", operator, "err", err.Error())
+		return nil, fmt.Errorf("ward serve did not reload its configuration, the previous one stays in effect: %w", err)
+	}
+	res := &Reloaded{Peers: []string{}, Users: []string{}}
+	for _, p := range c.Peers {
+		res.Peers = append(res.Peers, p.AETitle)
+	}
+	for _, u := range c.Users {
+		res.Users = append(res.Users, u.Name)
+	}
+	return res, nil
 }
 
 // setPolicy builds the admission policy of c and puts it, with c's peers,

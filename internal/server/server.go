@@ -102,15 +102,15 @@ func (s *Server) Open(ctx context.Context) error {
 	if s.index, s.blobs, err = openStores(ctx, c); err != nil {
 		return err
 	}
-	if err := s.setPolicy(c); err != nil {
-		s.closeStores()
-		return err
-	}
 	lockAfter := c.DICOM.LockoutAfter
 	if lockAfter == 0 {
 		lockAfter = config.DefaultLockoutAfter
 	}
 	s.limits = &policy.Limiter{After: lockAfter, Base: c.DICOM.LockoutBase.Duration, Max: c.DICOM.LockoutMax.Duration}
+	if err := s.setPolicy(c); err != nil {
+		s.closeStores()
+		return err
+	}
 	minFree, minFreeShare, err := c.Storage.MinFreeBytes()
 	if err != nil {
 		s.closeStores()
@@ -330,6 +330,7 @@ func (s *Server) setPolicy(c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	p.WithLimiter(s.limits)
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)

@@ -121,7 +121,9 @@ func TestPasscodeGuessingIsLimitedPerAccount(t *testing.T) {
 		if m := tally(got); m["refused"] != 5 || m["locked"] != 7 {
 			t.Fatalf("verdicts %v (%v), want 5 refused and 7 locked", m, got)
 		}
-		readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "security-alert", -1, "account &#34;alice&#34; locked out") })
+		readAudit(t, w.dir, func(r []audit.Record) bool {
+			return hasEvent(r, "security-alert", -1, "account &#34;alice&#34; locked out")
+		})
 	})
 	t.Run("48 guesses in parallel", func(t *testing.T) {
 		w, _ := guessSite(t)
@@ -155,7 +157,9 @@ func TestPasscodeGuessingIsLimitedPerAccount(t *testing.T) {
 		if v := storescuGuess(t, w, "127.0.0.100", "alice", passcode); v != "locked" {
 			t.Fatalf("the right passcode during the account's lockout: %s", v)
 		}
-		readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "security-alert", -1, "account &#34;alice&#34; locked out") })
+		readAudit(t, w.dir, func(r []audit.Record) bool {
+			return hasEvent(r, "security-alert", -1, "account &#34;alice&#34; locked out")
+		})
 		if strings.Contains(w.log.String(), passcode) || strings.Contains(w.log.String(), "guess1") {
 			t.Fatal("the log holds a passcode")
 		}

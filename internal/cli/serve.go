@@ -125,7 +125,7 @@ func runServe(e *env, args []string) error {
 				return
 			case <-hup:
 				log.Info("SIGHUP: reloading the configuration")
-				if _, err := s.ReloadConfig(); err != nil {
+				if _, err := s.ReloadConfig("SIGHUP to ward serve"); err != nil {
 					log.Error("configuration not reloaded; the previous one stays in effect", "err", err.Error())
 				}
 			}

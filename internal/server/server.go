@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,8 +60,10 @@ type Server struct {
 	policy  atomic.Pointer[policy.Policy]
 	limits  *policy.Limiter
 	private map[string]bool
-	// reloadMu serialises ReloadConfig.
+	// reloadMu serialises ReloadConfig; loaded is the configuration it
+	// last put in effect (Config until then), under reloadMu.
 	reloadMu sync.Mutex
+	loaded   *config.Config
 
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}
@@ -286,8 +289,10 @@ func (s *Server) Reload(c *config.Config) error {
 
 // ReloadConfig reads the configuration again with Load and puts its
 // peers and users in effect (Reload). Reloads run one at a time, so the
-// last file read is the one in effect.
-func (s *Server) ReloadConfig() (*config.Config, error) {
+// last file read is the one in effect. A change of the peers or users is
+// audited as a Security Alert (Security Configuration) naming operator,
+// who asked for the reload.
+func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 	if s.Load == nil {
 		return nil, errors.New("this ward serve cannot read its configuration again (no Load)")
 	}
@@ -297,14 +302,73 @@ func (s *Server) ReloadConfig() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c, s.Reload(c)
+	if err := s.Reload(c); err != nil {
+		return nil, err
+	}
+	prev := s.loaded
+	if prev == nil {
+		prev = s.Config
+	}
+	s.loaded = c
+	if change := configChange(prev, c); change != "" {
+		s.Logger.Info("peers or users changed", "operator", operator, "change", change)
+		s.record(audit.SecurityConfigChanged(s.wardNode(), audit.Node{ID: operator}, change, time.Now()))
+	}
+	return c, nil
+}
+
+// configChange says which peers and users differ between two
+// configurations ("" when none): names only, never a hash.
+func configChange(old, c *config.Config) string {
+	var parts []string
+	diff := func(kind string, before, after map[string]string) {
+		var added, removed, changed []string
+		for name, v := range after {
+			if w, ok := before[name]; !ok {
+				added = append(added, name)
+			} else if w != v {
+				changed = append(changed, name)
+			}
+		}
+		for name := range before {
+			if _, ok := after[name]; !ok {
+				removed = append(removed, name)
+			}
+		}
+		for _, l := range []struct {
+			verb  string
+			names []string
+		}{{"added", added}, {"changed", changed}, {"removed", removed}} {
+			if len(l.names) > 0 {
+				slices.Sort(l.names)
+				parts = append(parts, kind+" "+l.verb+": "+strings.Join(l.names, ", "))
+			}
+		}
+	}
+	peers := func(c *config.Config) map[string]string {
+		m := map[string]string{}
+		for _, p := range c.Peers {
+			m[p.AETitle] = fmt.Sprintf("%#v", p)
+		}
+		return m
+	}
+	users := func(c *config.Config) map[string]string {
+		m := map[string]string{}
+		for _, u := range c.Users {
+			m[u.Name] = u.Hash
+		}
+		return m
+	}
+	diff("peers", peers(old), peers(c))
+	diff("users", users(old), users(c))
+	return strings.Join(parts, "; ")
 }
 
 // reloadFromAdmin reloads the configuration for an admin request
 // (operator names who asked) and says what is in effect.
 func (s *Server) reloadFromAdmin(operator string) (*Reloaded, error) {
 	s.Logger.Info("reloading the configuration", "operator", operator)
-	c, err := s.ReloadConfig()
+	c, err := s.ReloadConfig(operator)
 	if err != nil {
 		s.Logger.Error("configuration not reloaded; the previous one stays in effect", "operator", operator, "err", err.Error())
 		return nil, fmt.Errorf("ward serve did not reload its configuration, the previous one stays in effect: %w", err)

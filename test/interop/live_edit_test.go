@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/audit"
 )
 
 // wardServe builds the ward command and runs `ward serve --data DIR` on a
@@ -133,6 +135,19 @@ func TestPeerAndUserChangesTakeEffectAtOnce(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(dir, "ward.toml"))
 	if !strings.Contains(string(b), `"IDMOD"`) || strings.Contains(string(b), `"MOD"`) || strings.Contains(string(b), "alice") {
 		t.Fatalf("ward.toml:\n%s", b)
+	}
+
+	// Each change is audited (Security Alert, Security Configuration)
+	// with who made it, by name only.
+	recs := readAudit(t, dir, func(r []audit.Record) bool {
+		return hasEvent(r, "security-alert", audit.OutcomeSuccess, "peers added: MOD") &&
+			hasEvent(r, "security-alert", audit.OutcomeSuccess, "users changed: alice") &&
+			hasEvent(r, "security-alert", audit.OutcomeSuccess, "peers removed: MOD")
+	})
+	for _, r := range recs {
+		if strings.Contains(r.XML, "argon2id") {
+			t.Fatalf("a passcode hash in the audit trail: %s", r.XML)
+		}
 	}
 
 	// A peer ward serve would refuse is not written at all.

@@ -1,16 +1,24 @@
 package interop
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy/identity"
 )
 
@@ -164,4 +172,51 @@ func TestPasscodeGuessingIsLimitedPerAccount(t *testing.T) {
 			t.Fatal("the log holds a passcode")
 		}
 	})
+}
+
+// TestLockoutHoldsForConnectionsOpenedBefore: connections accepted before
+// their source was locked out are refused at negotiation too (issue 14,
+// item 4: associations already open when a lockout started were still
+// checked). Three refusals from DCMTK echoscu lock 127.0.0.1 out; the
+// connections opened before them then ask for an association as a
+// registered peer and get rejected-transient.
+func TestLockoutHoldsForConnectionsOpenedBefore(t *testing.T) {
+	requireTool(t, "echoscu")
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.DICOM.LockoutAfter = 3
+		c.DICOM.LockoutBase.Duration = 300e9
+		c.DICOM.LockoutMax.Duration = 600e9
+		c.Peers = []config.Peer{{AETitle: "FULL", Host: "127.0.0.1", Allow: []string{"echo"}}}
+	})
+	var early []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", w.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		early = append(early, c)
+	}
+	for i := range 3 {
+		out, err := dcmtk("echoscu", "-to", "5", "-aet", fmt.Sprint("GUESS", i), "-aec", "WARD", w.host, w.port).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "Calling AE Title Not Recognized") {
+			t.Fatalf("guess %d: %v\n%s", i, err, out)
+		}
+	}
+	for i, c := range early {
+		rq := &pdu.AssociateRQ{ProtocolVersion: 1, ApplicationContext: pdu.ApplicationContextName, CallingAETitle: "FULL", CalledAETitle: "WARD",
+			Contexts: []pdu.PresentationContext{{ID: 1, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{dicom.ImplicitVRLittleEndian.UID}}}}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		a, err := assoc.Request(ctx, c, assoc.Config{AETitle: "FULL"}, rq)
+		cancel()
+		var rj *assoc.RejectError
+		if err == nil {
+			a.Release()
+			t.Fatalf("connection %d, opened before the lockout, was admitted", i)
+		}
+		if !errors.As(err, &rj) || rj.RJ.Result != pdu.RejectTransient || rj.RJ.Reason != pdu.RejectLocalLimitExceeded {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
 }

@@ -110,10 +110,7 @@ func (l *Limiter) FailedAs(a netip.Addr, key string) time.Time {
 func (l *Limiter) failSource(a netip.Addr, key string, now time.Time) time.Time {
 	f := l.source(a, now)
 	l.forgetStale(f, now)
-	if f.count > 0 && (f.key != key || key == "") {
-		f.mixed = true
-	}
-	if key == "" {
+	if key == "" || (f.count > 0 && f.key != key) {
 		f.mixed = true
 	}
 	f.key = key
@@ -169,7 +166,7 @@ func (l *Limiter) Succeeded(a netip.Addr, key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f := l.fails[a]
-	if f == nil || f.mixed || f.key != key || f.inflight > 0 {
+	if f == nil || f.inflight > 0 || (f.count > 0 && (f.mixed || f.key != key)) {
 		return
 	}
 	delete(l.fails, a)
@@ -323,6 +320,9 @@ func (a *Attempt) Done(outcome int, key string) (account, source time.Time) {
 			account = l.fail(acct, now)
 		}
 	case Verified:
+		if f.count == 0 && f.inflight == 0 {
+			delete(l.fails, a.src)
+		}
 		if acct != nil {
 			acct.count, acct.until = 0, time.Time{}
 			if acct.inflight == 0 {

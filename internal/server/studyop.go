@@ -20,7 +20,8 @@ import (
 
 // AdminSocket is the name, in the data directory, of the Unix socket on
 // which a running ward serve takes administration requests (ward study
-// delete/export) from the user it runs as (or root). The data directory is
+// delete/export/verify, ward backup, ward status, and the reload that
+// ward peer and ward user ask for) from the user it runs as (or root). The data directory is
 // 0700 and the socket 0600.
 const AdminSocket = "admin.sock"
 

@@ -308,3 +308,41 @@ func TestAdmitIdentityLockout(t *testing.T) {
 		}
 	})
 }
+
+// busyIdentity never gets a free verifier before the deadline.
+type busyIdentity struct{}
+
+func (busyIdentity) Verify(ctx context.Context, _ *pdu.UserIdentity) (string, []byte, error) {
+	<-ctx.Done()
+	return "", nil, fmt.Errorf("user identity: busy: %w", ctx.Err())
+}
+
+// TestAdmitBusyIsNoVerdict: a verification that did not finish is refused
+// as transient and counted against neither the account nor the source.
+func TestAdmitBusyIsNoVerdict(t *testing.T) {
+	c := config.Default()
+	c.Peers = []config.Peer{{AETitle: "IDMOD", Networks: []string{"10.1.2.0/24"}, Allow: []string{"store"}, RequireIdentity: true}}
+	p, err := New(c, busyIdentity{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Limiter{After: 2, Base: time.Minute, Max: 10 * time.Minute}
+	p.WithLimiter(l)
+	src := netip.MustParseAddr("10.1.2.3")
+	for range 4 {
+		r := rq("IDMOD")
+		r.UserInfo.UserIdentity = &pdu.UserIdentity{Type: pdu.IdentityUsernamePasscode, Primary: []byte("alice"), Secondary: []byte("x")}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
+		_, ref := p.Admit(ctx, r, Conn{Remote: src, TLS: true})
+		cancel()
+		if ref == nil || ref.RJ.Result != pdu.RejectTransient || ref.Counted || !ref.AccountLocked.IsZero() {
+			t.Fatalf("busy: %+v", ref)
+		}
+	}
+	if _, locked := l.Locked(src); locked {
+		t.Fatal("busy verifications locked the source")
+	}
+	if f := l.accounts["alice"]; f != nil && (f.count != 0 || f.inflight != 0) {
+		t.Fatalf("account state %+v", f)
+	}
+}

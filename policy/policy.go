@@ -431,15 +431,17 @@ func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, c Conn, g *G
 		att = a
 	}
 	user, resp, err := p.identity.Verify(ctx, id)
+	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		// No verdict (no free verifier before the deadline): counted
+		// against neither the account nor the source.
+		att.Done(Undecided, "")
+		return nil, refuseTransient("peer %s: user identity not checked: %v", g.AETitle, err)
+	}
 	if err != nil {
 		r := refuse(pdu.RejectNoReason, true, "peer %s: user identity refused: %v", g.AETitle, err)
 		if att != nil {
-			outcome := Refused
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				outcome = Undecided
-			}
-			r.AccountLocked, r.SourceLocked = att.Done(outcome, FailKey(rq))
-			r.Counted, r.Account = outcome == Refused, account
+			r.AccountLocked, r.SourceLocked = att.Done(Refused, FailKey(rq))
+			r.Counted, r.Account = true, account
 		}
 		return nil, r
 	}

@@ -172,6 +172,20 @@ func (l *Limiter) Succeeded(a netip.Addr, key string) {
 	delete(l.fails, a)
 }
 
+// ForgetAccount ends user's lockout and forgets its failures: an
+// administrator gave it a new passcode (ward user passwd), which works at
+// once. Verifications in flight are still settled.
+func (l *Limiter) ForgetAccount(user string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f := l.accounts[accountKey(user)]; f != nil {
+		f.count, f.until = 0, time.Time{}
+		if f.inflight == 0 {
+			delete(l.accounts, accountKey(user))
+		}
+	}
+}
+
 // Lockout is a verification refused without being checked: its account
 // or source is locked out until Until.
 type Lockout struct {

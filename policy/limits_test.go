@@ -346,3 +346,16 @@ func TestAdmitBusyIsNoVerdict(t *testing.T) {
 		t.Fatalf("account state %+v", f)
 	}
 }
+
+// TestForgetAccount: a new passcode ends the account's lockout.
+func TestForgetAccount(t *testing.T) {
+	l := &Limiter{After: 1, Base: time.Minute, Max: 10 * time.Minute}
+	att, _, _ := l.Reserve(t.Context(), netip.MustParseAddr("10.1.2.3"), "alice")
+	if acct, _ := att.Done(Refused, ""); acct.IsZero() {
+		t.Fatal("not locked")
+	}
+	l.ForgetAccount("alice")
+	if _, lock, _ := l.Reserve(t.Context(), netip.MustParseAddr("10.1.2.4"), "alice"); lock != nil {
+		t.Fatalf("still locked: %+v", lock)
+	}
+}

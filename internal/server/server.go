@@ -310,6 +310,17 @@ func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 		prev = s.Config
 	}
 	s.loaded = c
+	// A user given a new passcode (or added again) starts afresh: the
+	// administrator's new passcode works at once.
+	old := map[string]string{}
+	for _, u := range prev.Users {
+		old[u.Name] = u.Hash
+	}
+	for _, u := range c.Users {
+		if old[u.Name] != u.Hash {
+			s.limits.ForgetAccount(u.Name)
+		}
+	}
 	if change := configChange(prev, c); change != "" {
 		s.Logger.Info("peers or users changed", "operator", operator, "change", change)
 		s.record(audit.SecurityConfigChanged(s.wardNode(), audit.Node{ID: operator}, change, time.Now()))

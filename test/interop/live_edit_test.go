@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -69,7 +70,7 @@ func wardServe(t *testing.T, toml string) (bin, dir string, port int) {
 // storescu --user/--password; the file they write keeps the change for a
 // restart, mode 0600.
 func TestPeerAndUserChangesTakeEffectAtOnce(t *testing.T) {
-	requireTool(t, "echoscu", "storescu")
+	requireTool(t, "echoscu", "storescu", "gcc")
 	requireDir(t, pydicomTestFiles)
 	bin, dir, port := wardServe(t, "")
 	ward := func(stdin string, args ...string) string {
@@ -104,7 +105,7 @@ func TestPeerAndUserChangesTakeEffectAtOnce(t *testing.T) {
 		t.Fatalf("the peer just added was refused: %v\n%s", err, out)
 	}
 
-	ward("", "peer", "add", "IDMOD", "--host", "127.0.0.1", "--allow", "echo,store", "--require-identity")
+	ward("", "peer", "add", "IDMOD", "--network", "127.0.0.0/24", "--allow", "echo,store", "--require-identity")
 	const pass = "a passcode for alice"
 	if out, err := store(pass); err == nil || !strings.Contains(out, "Association Rejected") {
 		t.Fatalf("an unknown user got in: %v\n%s", err, out)
@@ -118,8 +119,27 @@ func TestPeerAndUserChangesTakeEffectAtOnce(t *testing.T) {
 	if out, err := store(pass); err == nil {
 		t.Fatalf("the old passcode still works:\n%s", out)
 	}
+	// Wrong passcodes from four more addresses (after the old one's
+	// refusal: five in a row) lock alice out; a new passcode from the
+	// administrator ends the lockout at once.
+	for i := range 5 {
+		cmd := dcmtk("storescu", "-to", "10", "-aet", "IDMOD", "-aec", "WARD", "--user", "alice", "--password", fmt.Sprint("guess", i),
+			"127.0.0.1", strconv.Itoa(port), ct)
+		cmd.Env = append(cmd.Env, "LD_PRELOAD="+sourceShim(t), fmt.Sprintf("WARD_TEST_SOURCE=127.0.0.%d", 50+i))
+		out, _ := cmd.CombinedOutput()
+		if want := map[bool]string{false: "Rejected Permanent", true: "Rejected Transient"}[i == 4]; !strings.Contains(string(out), want) {
+			t.Fatalf("guess %d: want %s:\n%s", i, want, out)
+		}
+	}
+	if out, err := store("another passcode"); err == nil || !strings.Contains(out, "Rejected Transient") {
+		t.Fatalf("alice is not locked out: %v\n%s", err, out)
+	}
+	ward("a third passcode\n", "user", "passwd", "alice")
+	if out, err := store("a third passcode"); err != nil {
+		t.Fatalf("the new passcode did not end the lockout: %v\n%s", err, out)
+	}
 	ward("", "user", "remove", "alice")
-	if out, err := store("another passcode"); err == nil || !strings.Contains(out, "Association Rejected") {
+	if out, err := store("a third passcode"); err == nil || !strings.Contains(out, "Association Rejected") {
 		t.Fatalf("a removed user got in: %v\n%s", err, out)
 	}
 	ward("", "peer", "remove", "MOD")

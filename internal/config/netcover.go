@@ -48,18 +48,19 @@ type netCover struct {
 }
 
 // canonical is p masked, with an IPv4-mapped IPv6 prefix (::ffff:a.b.c.d/n,
-// n ≥ 96) taken as the IPv4 prefix it maps: Ward compares unmapped source
-// addresses, and a list is judged by the widest reading.
-func canonical(p netip.Prefix) netip.Prefix {
+// n ≥ 96) taken as the IPv4 prefix it maps, and a wider IPv6 prefix that
+// holds the mapped range taken as all of IPv4 besides: a list is judged by
+// its widest reading.
+func canonical(p netip.Prefix) []netip.Prefix {
+	p = p.Masked()
 	a := p.Addr()
-	if a.Is4In6() {
-		if p.Bits() >= 96 {
-			return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked()
-		}
-		// Wider than the mapped range: it holds all of IPv4 too.
-		return netip.PrefixFrom(netip.IPv6Unspecified(), p.Bits()).Masked()
+	if a.Is4In6() && p.Bits() >= 96 {
+		return []netip.Prefix{netip.PrefixFrom(a.Unmap(), p.Bits()-96)}
 	}
-	return p.Masked()
+	if a.Is6() && p.Contains(netip.MustParseAddr("::ffff:0.0.0.0")) && p.Bits() < 96 {
+		return []netip.Prefix{p, netip.MustParsePrefix("0.0.0.0/0")}
+	}
+	return []netip.Prefix{p}
 }
 
 func family(p netip.Prefix) int {
@@ -98,9 +99,12 @@ func coverOf(nets []string) netCover {
 		if err != nil {
 			continue
 		}
-		p = canonical(p)
-		ps = append(ps, p)
-		if publicSize(p) > 0 {
+		public := false
+		for _, q := range canonical(p) {
+			ps = append(ps, q)
+			public = public || publicSize(q) > 0
+		}
+		if public {
 			c.publicNets = append(c.publicNets, n)
 		}
 	}

@@ -474,3 +474,18 @@ func (m *Message) Patients() []string {
 
 // Marshal encodes the message as XML.
 func (m *Message) Marshal() ([]byte, error) { return xml.Marshal(m) }
+
+// TypeSecurityConfiguration is the Security Alert type of a change to the
+// security configuration (PS3.16 CID 403): here, the peers or users in
+// effect.
+var TypeSecurityConfiguration = dcm("110129", "Security Configuration")
+
+// SecurityConfigChanged (A.5.3.11, 110113) with type Security
+// Configuration: an operator changed who may connect or identify
+// (description says what). Its outcome is success: an informative alert.
+func SecurityConfigChanged(ward, operator Node, description string, t time.Time) *Message {
+	m := newMessage(ward, EventSecurityAlert, TypeSecurityConfiguration, ActionExecute, t, OutcomeSuccess)
+	m.Event.Description = description
+	m.Participants = []ActiveParticipant{operator.participant(true, nil), ward.participant(false, RoleApplication)}
+	return m
+}

@@ -121,6 +121,16 @@ type Refusal struct {
 	// (an unknown AE, a peer from the wrong source or certificate, bad
 	// credentials).
 	Alert bool
+	// Counted: the refusal is already counted against its source and
+	// account by the Limiter (a failed identity verification); the caller
+	// must not count it again.
+	Counted bool
+	// Account is the user name whose passcode was refused, or that is
+	// locked out; AccountLocked and SourceLocked are the ends of the
+	// lockouts this refusal started or extended (zero: none), for the log
+	// and the audit trail.
+	Account                     string
+	AccountLocked, SourceLocked time.Time
 }
 
 func (r *Refusal) Error() string { return r.Reason }
@@ -147,6 +157,26 @@ type Policy struct {
 	maxPerPeer int
 	maxResults int
 	identity   Identity
+	limits     *Limiter
+}
+
+// WithLimiter makes p reserve each identity verification from l before it
+// runs, and count its refusal there (Limiter.Reserve): the per-account
+// and per-source lockouts. Call it before p is used.
+func (p *Policy) WithLimiter(l *Limiter) *Policy {
+	p.limits = l
+	return p
+}
+
+// FailKey is what a refusal or a success of rq is attributed to in the
+// source lockout (Limiter.FailedAs, Succeeded): its calling AE title and
+// the user name it claims, if any.
+func FailKey(rq *pdu.AssociateRQ) string {
+	key := strings.TrimSpace(rq.CallingAETitle) + "\x00"
+	if id := rq.UserInfo.UserIdentity; id != nil && (id.Type == pdu.IdentityUsername || id.Type == pdu.IdentityUsernamePasscode) {
+		key += accountKey(string(id.Primary))
+	}
+	return key
 }
 
 type peerRule struct {
@@ -321,7 +351,7 @@ func (p *Policy) Admit(ctx context.Context, rq *pdu.AssociateRQ, c Conn) (*Grant
 			for _, s := range config.Services {
 				g.services[s] = true
 			}
-			return p.identify(ctx, rq, g, false)
+			return p.identify(ctx, rq, c, g, false)
 		}
 		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "calling AE title %q is not a registered peer", calling)
 	}
@@ -358,14 +388,19 @@ func (p *Policy) Admit(ctx context.Context, rq *pdu.AssociateRQ, c Conn) (*Grant
 	if peer.MaxAssociations > 0 {
 		g.MaxAssociations = peer.MaxAssociations
 	}
-	return p.identify(ctx, rq, g, peer.RequireIdentity)
+	return p.identify(ctx, rq, c, g, peer.RequireIdentity)
 }
 
 // identify verifies the request's user identity, when there is one, and
 // requires one when required is set. A presented identity that fails is
 // refused even where none is required: a peer that sends credentials
 // expects them checked.
-func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, g *Grant, required bool) (*Grant, *Refusal) {
+//
+// A passcode (type 2) or a token (type 5) is verified only once the
+// Limiter has room for it (see Limiter.Reserve); one refused without
+// being checked gets rejected-transient, local limit exceeded, as a
+// locked-out source does.
+func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, c Conn, g *Grant, required bool) (*Grant, *Refusal) {
 	id := rq.UserInfo.UserIdentity
 	if id == nil {
 		if required {
@@ -376,10 +411,41 @@ func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, g *Grant, re
 	if p.identity == nil {
 		return nil, refuse(pdu.RejectNoReason, true, "peer %s presented a user identity and none is configured", g.AETitle)
 	}
-	user, resp, err := p.identity.Verify(ctx, id)
-	if err != nil {
-		return nil, refuse(pdu.RejectNoReason, true, "peer %s: user identity refused: %v", g.AETitle, err)
+	var att *Attempt
+	account := ""
+	if p.limits != nil && (id.Type == pdu.IdentityUsernamePasscode || id.Type == pdu.IdentityJWT) {
+		if id.Type == pdu.IdentityUsernamePasscode {
+			account = string(id.Primary)
+		}
+		a, lock, err := p.limits.Reserve(ctx, c.Remote, account)
+		switch {
+		case lock != nil && lock.Account:
+			r := refuseTransient("peer %s: user identity not checked: account %q is locked out until %s after repeated wrong passcodes", g.AETitle, ShortName(account), lock.Until.UTC().Format(time.RFC3339))
+			r.Account = account
+			return nil, r
+		case lock != nil:
+			return nil, refuseTransient("peer %s: user identity not checked: source %s is locked out until %s after repeated refusals", g.AETitle, c.Remote, lock.Until.UTC().Format(time.RFC3339))
+		case err != nil:
+			return nil, refuseTransient("peer %s: user identity not checked: too many verifications in flight for its account or source until the deadline (%v)", g.AETitle, err)
+		}
+		att = a
 	}
+	user, resp, err := p.identity.Verify(ctx, id)
+	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		// No verdict (no free verifier before the deadline): counted
+		// against neither the account nor the source.
+		att.Done(Undecided, "")
+		return nil, refuseTransient("peer %s: user identity not checked: %v", g.AETitle, err)
+	}
+	if err != nil {
+		r := refuse(pdu.RejectNoReason, true, "peer %s: user identity refused: %v", g.AETitle, err)
+		if att != nil {
+			r.AccountLocked, r.SourceLocked = att.Done(Refused, FailKey(rq))
+			r.Counted, r.Account = true, account
+		}
+		return nil, r
+	}
+	att.Done(Verified, "")
 	g.User = user
 	if id.PositiveResponse {
 		if resp == nil {
@@ -433,4 +499,31 @@ func Required(service string) string {
 		return "the " + service + " permission"
 	}
 	return "a permission Ward does not grant"
+}
+
+// refuseTransient is a refusal without a verdict on the credentials
+// (rejected-transient, local limit exceeded): not a Security Alert of its
+// own, since the lockout behind it was one.
+func refuseTransient(format string, args ...any) *Refusal {
+	return &Refusal{
+		RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+		Reason: fmt.Sprintf(format, args...),
+	}
+}
+
+// ShortName is a user name as the log and the audit trail show it: at
+// most 64 characters (the PDU field may hold 64 KiB).
+func ShortName(name string) string {
+	if len(name) <= 64 {
+		return name
+	}
+	r := []rune(name)
+	if len(r) > 64 {
+		r = r[:64]
+	}
+	s := string(r)
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s + "…"
 }

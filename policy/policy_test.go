@@ -139,13 +139,13 @@ func TestLimiterLockout(t *testing.T) {
 	l := &Limiter{After: 3, Base: time.Second, Max: 8 * time.Second, Now: func() time.Time { return now }}
 	a := netip.MustParseAddr("192.0.2.7")
 	for i := 1; i <= 2; i++ {
-		if !l.Failed(a).IsZero() {
+		if !l.FailedAs(a, "CT\x00").IsZero() {
 			t.Fatalf("locked after %d failures", i)
 		}
 	}
 	wants := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second}
 	for _, want := range wants {
-		until := l.Failed(a)
+		until := l.FailedAs(a, "CT\x00")
 		if got := until.Sub(now); got != want {
 			t.Fatalf("lockout %v, want %v", got, want)
 		}
@@ -157,7 +157,7 @@ func TestLimiterLockout(t *testing.T) {
 	if _, locked := l.Locked(a); locked {
 		t.Fatal("still locked after the back-off")
 	}
-	l.Succeeded(a)
+	l.Succeeded(a, "CT\x00")
 	if !l.Failed(a).IsZero() {
 		t.Fatal("a success did not reset the count")
 	}

@@ -38,6 +38,10 @@ func TestConfigCheck(t *testing.T) {
 	}{
 		{"plaintext acknowledged", "[dicom]\nlisten = \"0.0.0.0:11112\"\nplaintext_networks = [\"10.20.0.0/16\"]\n", "DIMSE in clear text", false},
 		{"plaintext everywhere", "[dicom]\nlisten = \"0.0.0.0:11112\"\nplaintext_networks = [\"0.0.0.0/0\"]\n", "every address", true},
+		{"plaintext on the halves", "[dicom]\nlisten = \"0.0.0.0:11112\"\nplaintext_networks = [\"0.0.0.0/1\",\"128.0.0.0/1\",\"::/1\",\"8000::/1\"]\n", "every address", true},
+		{"plaintext on a public range", "[dicom]\nlisten = \"0.0.0.0:11112\"\nplaintext_networks = [\"10.20.0.0/16\",\"198.51.100.0/24\"]\n", "public addresses", false},
+		{"peer on the halves", "[dicom]\ntls_listen = \"127.0.0.1:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\n[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/1\",\"128.0.0.0/1\",\"::/1\",\"8000::/1\"]\nallow = [\"store\"]\n", "from any address", true},
+		{"peer on a public 8 bits", "[[peers]]\naet = \"CT\"\nnetworks = [\"11.0.0.0/9\",\"11.128.0.0/9\"]\nallow = [\"store\"]\n", "large part of the internet", true},
 		{"plain open without acknowledgement", "[dicom]\nlisten = \"0.0.0.0:11112\"\n", "to any source", true},
 		{"any AE beside an open listener", "[dicom]\nloopback_any_ae = true\ntls_listen = \"0.0.0.0:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\n", "every service while a listener is not on loopback", true},
 		{"peer from anywhere", "[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/0\"]\nallow = [\"store\"]\n", "from any address", true},

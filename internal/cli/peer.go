@@ -1,13 +1,18 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
@@ -42,8 +47,9 @@ the whole archive: a query with no key that narrows it, or one below the
 top level without the unique keys above. C-MOVE sends
 images only to a peer with move-destination, at its HOST and PORT (over TLS
 with --tls).
-Peers are stored as [[peers]] tables in Ward's configuration file; a running
-'ward serve' reloads them on SIGHUP.`)
+Peers are stored as [[peers]] tables in Ward's configuration file (written
+atomically, mode 0600); a ward serve running on the data directory is asked,
+over its admin socket, to put the change in effect at once.`)
 		return errUsage
 	}
 	if len(args) < 1 {
@@ -100,6 +106,16 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 		if err := p.Validate(); err != nil {
 			return err
 		}
+		// What ward serve would refuse to start (or reload) with is not
+		// written: a peer bound to every address, or to a large part of
+		// the internet, without a pinned certificate.
+		check := config.Default()
+		check.Peers = []config.Peer{p}
+		for _, f := range config.Refused(check.Check()) {
+			if strings.HasPrefix(f.Setting, "peer "+p.AETitle) {
+				return fmt.Errorf("peer %s not added: %s", p.AETitle, f)
+			}
+		}
 		verb := "added"
 		err := config.EditPeers(path, func(peers []config.Peer) ([]config.Peer, error) {
 			for i := range peers {
@@ -114,14 +130,14 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "peer %s %s in %s (a running ward serve picks it up on SIGHUP)\n", p.AETitle, verb, path)
+		fmt.Fprintf(e.stdout, "peer %s %s in %s\n", p.AETitle, verb, path)
 		if p.Host == "" && len(p.Networks) == 0 && p.CertFingerprint == "" {
 			fmt.Fprintf(e.stderr, "warning: peer %s is bound to no host, network or certificate: Ward refuses its associations until it is (it can still be a C-MOVE destination, with --host, --port and move-destination)\n", p.AETitle)
 		}
 		if _, err := p.Destination(); err != nil && (p.Port != 0 || p.Allows(config.MoveDestination)) {
 			fmt.Fprintf(e.stderr, "note: %v: C-MOVE to it is refused\n", err)
 		}
-		return nil
+		return e.applyRunning(*configPath, *dataDir, "peer "+p.AETitle, func(r *server.Reloaded) bool { return slices.Contains(r.Peers, p.AETitle) })
 	case "remove":
 		if len(pos) != 1 {
 			return usage()
@@ -133,7 +149,7 @@ Peers are stored as [[peers]] tables in Ward's configuration file; a running
 			return err
 		}
 		fmt.Fprintf(e.stdout, "peer %s removed from %s\n", pos[0], path)
-		return nil
+		return e.applyRunning(*configPath, *dataDir, "the removal of peer "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Peers, pos[0]) })
 	case "list":
 		if len(pos) != 0 {
 			return usage()
@@ -190,4 +206,30 @@ func removeNamed[T any](items []T, nameOf func(T) string, name, kind, path strin
 		}
 	}
 	return nil, fmt.Errorf("no %s %q in %s", kind, name, path)
+}
+
+// applyRunning asks the ward serve running on the configuration's data
+// directory to read the file again, so that a change ward peer or ward
+// user just wrote takes effect at once (as SIGHUP would). inEffect says
+// whether the reloaded server has the change. Without a running ward
+// serve the file alone holds the change, for the next start.
+func (e *env) applyRunning(configPath, dataDir, what string, inEffect func(*server.Reloaded) bool) error {
+	c, err := loadConfig(configPath, dataDir)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := server.RemoteReload(ctx, c.DataDir)
+	switch {
+	case errors.Is(err, server.ErrNoServer):
+		fmt.Fprintf(e.stdout, "no ward serve is running on %s: the change takes effect when it starts\n", c.DataDir)
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s is written, but the running ward serve did not take it: %w", what, err)
+	case !inEffect(r):
+		return fmt.Errorf("%s is written, but the ward serve running on %s reads another configuration file (it was started with another --config): the change is not in effect there", what, c.DataDir)
+	}
+	fmt.Fprintf(e.stdout, "in effect in the running ward serve (%d peers, %d users)\n", len(r.Peers), len(r.Users))
+	return nil
 }

@@ -107,12 +107,14 @@ func runServe(e *env, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	s := &server.Server{Config: c, Logger: log}
+	// Load is also what ward peer and ward user ask for on the admin
+	// socket: their changes take effect at once.
+	s := &server.Server{Config: c, Logger: log, Load: load}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}
-	// SIGHUP reloads the peers and users (ward peer and ward user edit
-	// the file), with the same flags applied over it.
+	// SIGHUP reloads the peers and users, with the same flags applied
+	// over the file (ward peer and ward user ask over the admin socket).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -123,11 +125,7 @@ func runServe(e *env, args []string) error {
 				return
 			case <-hup:
 				log.Info("SIGHUP: reloading the configuration")
-				nc, err := load()
-				if err == nil {
-					err = s.Reload(nc)
-				}
-				if err != nil {
+				if _, err := s.ReloadConfig("SIGHUP to ward serve"); err != nil {
 					log.Error("configuration not reloaded; the previous one stays in effect", "err", err.Error())
 				}
 			}

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"golang.org/x/term"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/policy/identity"
 )
 
@@ -35,7 +37,11 @@ argon2id hash of the passcode, never the passcode itself.
 add and passwd read the passcode from the first line of standard input when
 it is not a terminal (echo "$PASSCODE" | ward user add NAME). On a terminal,
 or with --generate, they generate a strong passcode and print it once: it is
-not stored anywhere, so give it to the user then.`)
+not stored anywhere, so give it to the user then.
+
+The file is written atomically with mode 0600; a ward serve running on the
+data directory is asked, over its admin socket, to put the change in effect
+at once.`)
 		return errUsage
 	}
 	if len(args) < 1 {
@@ -110,11 +116,14 @@ not stored anywhere, so give it to the user then.`)
 			verb = "has a new passcode in"
 		}
 		fmt.Fprintf(e.stdout, "user %s %s %s\n", name, verb, path)
+		err = e.applyRunning(*configPath, *dataDir, "user "+name, func(r *server.Reloaded) bool { return slices.Contains(r.Users, name) })
+		// The passcode last, and whatever the running ward serve said:
+		// the file has its hash.
 		if generated {
 			fmt.Fprintf(e.stdout, "passcode: %s\n", passcode)
 			fmt.Fprintln(e.stderr, "This passcode is shown once and is not stored (only its argon2id hash is): give it to the user now.")
 		}
-		return nil
+		return err
 	case "remove":
 		if len(pos) != 1 {
 			return usage()
@@ -126,7 +135,7 @@ not stored anywhere, so give it to the user then.`)
 			return err
 		}
 		fmt.Fprintf(e.stdout, "user %s removed from %s\n", pos[0], path)
-		return nil
+		return e.applyRunning(*configPath, *dataDir, "the removal of user "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Users, pos[0]) })
 	case "list":
 		if len(pos) != 0 {
 			return usage()

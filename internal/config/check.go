@@ -64,12 +64,16 @@ func (c *Config) Check() []Finding {
 			add(High, false, "[dicom] plaintext_networks = "+strings.Join(c.DICOM.PlaintextNetworks, ","), "DIMSE in clear text on "+c.DICOM.Listen+": patient data and AE titles readable and spoofable on those networks", "move the peers to the TLS listener (tls_listen) and remove plaintext_networks")
 		}
 	}
-	for _, n := range c.DICOM.PlaintextNetworks {
-		if pf, err := netip.ParsePrefix(n); err == nil && pf.Bits() == 0 {
-			add(Critical, true, "[dicom] plaintext_networks = "+n, "plain DIMSE acknowledged for every address", "name the networks the modalities are on")
-		} else if err == nil && pf.Addr().Is4() && pf.Bits() < 8 {
-			add(Medium, false, "[dicom] plaintext_networks = "+n, "a very wide network for clear-text DICOM", "narrow it to the modalities' subnets")
-		}
+	// The networks are judged together: two /1 halves are every address.
+	plain := coverOf(c.DICOM.PlaintextNetworks)
+	plainSetting := "[dicom] plaintext_networks = " + strings.Join(c.DICOM.PlaintextNetworks, ",")
+	switch {
+	case plain.every():
+		add(Critical, true, plainSetting, "plain DIMSE acknowledged for every address (together the networks cover "+plain.describe()+")", "name the networks the modalities are on")
+	case plain.tooWide():
+		add(Critical, true, plainSetting, "plain DIMSE acknowledged for a large part of the internet (together the networks cover "+plain.describe()+")", "name the networks the modalities are on; reach peers beyond the site's own networks over TLS")
+	case len(plain.publicNets) > 0:
+		add(High, false, "[dicom] plaintext_networks = "+strings.Join(plain.publicNets, ","), "clear-text DICOM acknowledged for public addresses (not private, loopback, link-local or unique local): patient data and AE titles cross networks the site does not control", "reach those peers over TLS (tls_listen) and keep plaintext_networks to private networks")
 	}
 	if c.DICOM.LoopbackAnyAE {
 		if exposed {
@@ -145,10 +149,21 @@ func (c *Config) Check() []Finding {
 				add(Critical, true, name, fmt.Sprintf("network %q is not a CIDR", n), "give CIDRs such as 10.1.2.0/24")
 				continue
 			}
-			if pf.Bits() == 0 && p.CertFingerprint == "" {
-				add(Critical, true, name+" networks = "+n, "its AE title is accepted from any address: AE titles are sent in clear and anyone can claim one", "bind it to its subnet or pin its certificate (--cert-fingerprint)")
-			} else if pf.Addr().Is4() && pf.Bits() < 16 && p.CertFingerprint == "" {
+			if pf.Bits() > 0 && pf.Addr().Is4() && pf.Bits() < 16 && p.CertFingerprint == "" {
 				add(Medium, false, name+" networks = "+n, "its AE title is accepted from a wide network", "narrow the network, or pin its certificate")
+			}
+		}
+		// Judged together, as plaintext_networks: a pinned certificate
+		// authenticates the peer wherever it calls from.
+		if nets := coverOf(p.Networks); p.CertFingerprint == "" {
+			setting := name + " networks = " + strings.Join(p.Networks, ",")
+			switch {
+			case nets.every():
+				add(Critical, true, setting, "its AE title is accepted from any address (together the networks cover "+nets.describe()+"): AE titles are sent in clear and anyone can claim one", "bind it to its subnet or pin its certificate (--cert-fingerprint)")
+			case nets.tooWide():
+				add(Critical, true, setting, "its AE title is accepted from a large part of the internet (together the networks cover "+nets.describe()+")", "bind it to its subnet or pin its certificate (--cert-fingerprint)")
+			case len(nets.publicNets) > 0:
+				add(Medium, false, name+" networks = "+strings.Join(nets.publicNets, ","), "its AE title is accepted from public addresses (not private, loopback, link-local or unique local), where anyone on the path can claim it", "pin its certificate (--cert-fingerprint), or bind it to private networks only")
 			}
 		}
 		if len(p.Networks) == 0 && p.CertFingerprint == "" && p.Host != "" {

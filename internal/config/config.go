@@ -68,7 +68,8 @@ type Config struct {
 	// tables, edited by `ward user`); only slow hashes are stored.
 	Users []User `toml:"users"`
 	// Peers are the registered DICOM peers ([[peers]] tables), edited by
-	// `ward peer` and reloaded by a running `ward serve` on SIGHUP.
+	// `ward peer` and reloaded by a running `ward serve` at once (admin
+	// socket) or on SIGHUP.
 	Peers []Peer `toml:"peers"`
 }
 
@@ -396,6 +397,9 @@ func (c *Config) Validate() error {
 		if pf.Bits() == 0 {
 			return fmt.Errorf("dicom plaintext_networks: %q is every address: name the networks the modalities are on", n)
 		}
+	}
+	if coverOf(c.DICOM.PlaintextNetworks).every() {
+		return fmt.Errorf("dicom plaintext_networks: together %s are every address: name the networks the modalities are on", strings.Join(c.DICOM.PlaintextNetworks, ", "))
 	}
 	tlsLoopback := true
 	if c.DICOM.TLSListen != "" {

@@ -17,6 +17,7 @@ import (
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
 )
 
 // The audit trail (PS3.15 A.5): what the server records and when.
@@ -130,7 +131,7 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 	}
 	peer := audit.Node{AETitle: strings.TrimSpace(rq.CallingAETitle), Addr: hostOf(remote)}
 	if err == nil {
-		s.limits.Succeeded(src)
+		s.limits.Succeeded(src, policy.FailKey(rq))
 		if cs.grant != nil {
 			peer.ID = cs.grant.User
 		}
@@ -165,19 +166,46 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 	if alert {
 		s.record(audit.SecurityAlert(s.wardNode(), peer, reason, now))
 	}
-	if (cs.refusal != nil || alert) && !transient && src.IsValid() {
-		s.lockoutOnFailure(src, now)
+	if cs.refusal != nil && cs.refusal.Counted {
+		// A failed identity verification, counted by the policy when its
+		// verdict came (so that verifications in parallel saw it).
+		s.auditSourceLockout(src, cs.refusal.SourceLocked, now)
+	} else if (cs.refusal != nil || alert) && !transient && src.IsValid() {
+		s.auditSourceLockout(src, s.limits.FailedAs(src, policy.FailKey(rq)), now)
+	}
+	if cs.refusal != nil && !cs.refusal.AccountLocked.IsZero() {
+		s.auditAccountLockout(peer, cs.refusal.Account, cs.refusal.AccountLocked, now)
 	}
 }
 
-// lockoutOnFailure counts a refused association from src; when that starts
-// or extends a lockout, it is logged and audited.
+// lockoutOnFailure counts a refused association from src that is not
+// attributed to a peer (a failed TLS handshake); when that starts or
+// extends a lockout, it is logged and audited.
 func (s *Server) lockoutOnFailure(src netip.Addr, now time.Time) {
-	if until := s.limits.Failed(src); !until.IsZero() {
-		msg := fmt.Sprintf("source %s locked out until %s after repeated refused associations", src, until.UTC().Format(time.RFC3339))
-		s.Logger.Warn("source locked out", "remote", src.String(), "until", until.UTC().Format(time.RFC3339))
-		s.record(audit.SecurityAlert(s.wardNode(), audit.Node{Addr: src.String()}, msg, now))
+	s.auditSourceLockout(src, s.limits.Failed(src), now)
+}
+
+// auditSourceLockout logs and audits the start or extension of a source's
+// lockout (until zero: none).
+func (s *Server) auditSourceLockout(src netip.Addr, until, now time.Time) {
+	if until.IsZero() {
+		return
 	}
+	msg := fmt.Sprintf("source %s locked out until %s after repeated refused associations", src, until.UTC().Format(time.RFC3339))
+	s.Logger.Warn("source locked out", "remote", src.String(), "until", until.UTC().Format(time.RFC3339))
+	s.record(audit.SecurityAlert(s.wardNode(), audit.Node{Addr: src.String()}, msg, now))
+}
+
+// auditAccountLockout logs and audits the start or extension of an
+// account's lockout: its passcode was refused lockout_after times in a
+// row, from whatever sources. The user name is the one claimed (it may
+// name no user); no patient data is involved.
+func (s *Server) auditAccountLockout(peer audit.Node, account string, until, now time.Time) {
+	name := policy.ShortName(account)
+	msg := fmt.Sprintf("account %q locked out until %s after repeated wrong passcodes (the last from %s as %s)", name, until.UTC().Format(time.RFC3339), peer.Addr, peer.AETitle)
+	s.Logger.Warn("account locked out", "user", name, "remote", peer.Addr, "calling", peer.AETitle, "until", until.UTC().Format(time.RFC3339))
+	peer.ID = name
+	s.record(audit.SecurityAlert(s.wardNode(), peer, msg, now))
 }
 
 // serverAuditor is the dispatcher's dimse.Auditor.

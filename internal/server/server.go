@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,10 @@ const ShutdownGrace = 10 * time.Second
 type Server struct {
 	Config *config.Config
 	Logger *slog.Logger
+	// Load reads the configuration again, as it was read at start (the
+	// same file, the same flags over it), for a reload asked for on the
+	// admin socket (ward peer, ward user). Nil: such reloads are refused.
+	Load func() (*config.Config, error)
 
 	index   store.Index
 	blobs   store.Blobs
@@ -61,6 +66,10 @@ type Server struct {
 	policy  atomic.Pointer[policy.Policy]
 	limits  *policy.Limiter
 	private map[string]bool
+	// reloadMu serialises ReloadConfig; loaded is the configuration it
+	// last put in effect (Config until then), under reloadMu.
+	reloadMu sync.Mutex
+	loaded   *config.Config
 
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}
@@ -102,15 +111,15 @@ func (s *Server) Open(ctx context.Context) error {
 	if s.index, s.blobs, err = openStores(ctx, c); err != nil {
 		return err
 	}
-	if err := s.setPolicy(c); err != nil {
-		s.closeStores()
-		return err
-	}
 	lockAfter := c.DICOM.LockoutAfter
 	if lockAfter == 0 {
 		lockAfter = config.DefaultLockoutAfter
 	}
 	s.limits = &policy.Limiter{After: lockAfter, Base: c.DICOM.LockoutBase.Duration, Max: c.DICOM.LockoutMax.Duration}
+	if err := s.setPolicy(c); err != nil {
+		s.closeStores()
+		return err
+	}
 	minFree, minFreeShare, err := c.Storage.MinFreeBytes()
 	if err != nil {
 		s.closeStores()
@@ -285,6 +294,113 @@ func (s *Server) Reload(c *config.Config) error {
 	return nil
 }
 
+// ReloadConfig reads the configuration again with Load and puts its
+// peers and users in effect (Reload). Reloads run one at a time, so the
+// last file read is the one in effect. A change of the peers or users is
+// audited as a Security Alert (Security Configuration) naming operator,
+// who asked for the reload.
+func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
+	if s.Load == nil {
+		return nil, errors.New("this ward serve cannot read its configuration again (no Load)")
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	c, err := s.Load()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Reload(c); err != nil {
+		return nil, err
+	}
+	prev := s.loaded
+	if prev == nil {
+		prev = s.Config
+	}
+	s.loaded = c
+	// A user given a new passcode (or added again) starts afresh: the
+	// administrator's new passcode works at once.
+	old := map[string]string{}
+	for _, u := range prev.Users {
+		old[u.Name] = u.Hash
+	}
+	for _, u := range c.Users {
+		if old[u.Name] != u.Hash {
+			s.limits.ForgetAccount(u.Name)
+		}
+	}
+	if change := configChange(prev, c); change != "" {
+		s.Logger.Info("peers or users changed", "operator", operator, "change", change)
+		s.record(audit.SecurityConfigChanged(s.wardNode(), audit.Node{ID: operator}, change, time.Now()))
+	}
+	return c, nil
+}
+
+// configChange says which peers and users differ between two
+// configurations ("" when none): names only, never a hash.
+func configChange(old, c *config.Config) string {
+	var parts []string
+	diff := func(kind string, before, after map[string]string) {
+		var added, removed, changed []string
+		for name, v := range after {
+			if w, ok := before[name]; !ok {
+				added = append(added, name)
+			} else if w != v {
+				changed = append(changed, name)
+			}
+		}
+		for name := range before {
+			if _, ok := after[name]; !ok {
+				removed = append(removed, name)
+			}
+		}
+		for _, l := range []struct {
+			verb  string
+			names []string
+		}{{"added", added}, {"changed", changed}, {"removed", removed}} {
+			if len(l.names) > 0 {
+				slices.Sort(l.names)
+				parts = append(parts, kind+" "+l.verb+": "+strings.Join(l.names, ", "))
+			}
+		}
+	}
+	peers := func(c *config.Config) map[string]string {
+		m := map[string]string{}
+		for _, p := range c.Peers {
+			m[p.AETitle] = fmt.Sprintf("%#v", p)
+		}
+		return m
+	}
+	users := func(c *config.Config) map[string]string {
+		m := map[string]string{}
+		for _, u := range c.Users {
+			m[u.Name] = u.Hash
+		}
+		return m
+	}
+	diff("peers", peers(old), peers(c))
+	diff("users", users(old), users(c))
+	return strings.Join(parts, "; ")
+}
+
+// reloadFromAdmin reloads the configuration for an admin request
+// (operator names who asked) and says what is in effect.
+func (s *Server) reloadFromAdmin(operator string) (*Reloaded, error) {
+	s.Logger.Info("reloading the configuration", "operator", operator)
+	c, err := s.ReloadConfig(operator)
+	if err != nil {
+		s.Logger.Error("configuration not reloaded; the previous one stays in effect", "operator", operator, "err", err.Error())
+		return nil, fmt.Errorf("ward serve did not reload its configuration, the previous one stays in effect: %w", err)
+	}
+	res := &Reloaded{Peers: []string{}, Users: []string{}}
+	for _, p := range c.Peers {
+		res.Peers = append(res.Peers, p.AETitle)
+	}
+	for _, u := range c.Users {
+		res.Users = append(res.Users, u.Name)
+	}
+	return res, nil
+}
+
 // setPolicy builds the admission policy of c and puts it, with c's peers,
 // in effect for associations that arrive from now on.
 func (s *Server) setPolicy(c *config.Config) error {
@@ -296,6 +412,7 @@ func (s *Server) setPolicy(c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	p.WithLimiter(s.limits)
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)

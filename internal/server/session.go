@@ -95,6 +95,15 @@ func (cs *connSession) Negotiate(rq *pdu.AssociateRQ, remote net.Addr) (*pdu.Ass
 // done by then, so the client certificate is known.
 func (cs *connSession) check(rq *pdu.AssociateRQ, _ net.Addr) *pdu.AssociateRJ {
 	cs.info = policy.ConnOf(cs.conn, cs.loopback)
+	// A lockout that started while this connection waited (it was
+	// accepted before) holds for it too.
+	if until, locked := cs.s.limits.Locked(cs.info.Remote); locked {
+		cs.refusal = &policy.Refusal{
+			RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+			Reason: "source " + cs.info.Remote.String() + " is locked out until " + until.UTC().Format(time.RFC3339) + " after repeated refusals",
+		}
+		return cs.refusal.RJ
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cs.s.Config.DICOM.ARTIMTimeout.Duration)
 	defer cancel()
 	g, r := cs.pol.Admit(ctx, rq, cs.info)

@@ -20,14 +20,15 @@ import (
 
 // AdminSocket is the name, in the data directory, of the Unix socket on
 // which a running ward serve takes administration requests (ward study
-// delete/export) from the user it runs as (or root). The data directory is
+// delete/export/verify, ward backup, ward status, and the reload that
+// ward peer and ward user ask for) from the user it runs as (or root). The data directory is
 // 0700 and the socket 0600.
 const AdminSocket = "admin.sock"
 
 // StudyRequest asks to delete, export or verify studies (verify: every
 // study when none is named), or to back the archive up (into Out).
 type StudyRequest struct {
-	Op      string   `json:"op"` // "delete", "export", "verify" or "backup"
+	Op      string   `json:"op"` // "delete", "export", "verify", "backup", "status" or "reload"
 	Studies []string `json:"studies"`
 	Reason  string   `json:"reason,omitempty"`   // delete: required
 	Out     string   `json:"out,omitempty"`      // export, backup: absolute folder
@@ -48,9 +49,9 @@ var MediaTypes = map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.Media
 // Check validates a request.
 func (r *StudyRequest) Check() error {
 	switch {
-	case r.Op != "delete" && r.Op != "export" && r.Op != "verify" && r.Op != "backup" && r.Op != "status":
+	case r.Op != "delete" && r.Op != "export" && r.Op != "verify" && r.Op != "backup" && r.Op != "status" && r.Op != "reload":
 		return fmt.Errorf("unknown operation %q", r.Op)
-	case r.Op == "status":
+	case r.Op == "status", r.Op == "reload":
 		return nil
 	case r.Op == "backup" && len(r.Studies) > 0:
 		return errors.New("a backup is of the whole archive")
@@ -183,6 +184,30 @@ func RemoteVerify(ctx context.Context, dataDir string, o archive.VerifyOptions) 
 		return &resp.VerifyResult, errors.New(resp.Error)
 	}
 	return &resp.VerifyResult, nil
+}
+
+// Reloaded is what a running ward serve has in effect after a reload: the
+// AE titles of its peers and the names of its users.
+type Reloaded struct {
+	Peers []string `json:"peers"`
+	Users []string `json:"users"`
+}
+
+// RemoteReload asks the ward serve running on dataDir to read its
+// configuration again and put its peers and users in effect at once (what
+// SIGHUP does), and returns what it then has in effect.
+func RemoteReload(ctx context.Context, dataDir string) (*Reloaded, error) {
+	var resp struct {
+		Error string `json:"error,omitempty"`
+		Reloaded
+	}
+	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "reload"}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return nil, errors.New(resp.Error)
+	}
+	return &resp.Reloaded, nil
 }
 
 // adminCall sends req to the ward serve on dataDir's admin socket and
@@ -363,6 +388,15 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 			}
 		}
 		reply(st)
+		return
+	}
+	if r.Op == "reload" {
+		res, err := s.reloadFromAdmin(op)
+		if err != nil {
+			reply(map[string]string{"error": err.Error()})
+			return
+		}
+		reply(res)
 		return
 	}
 	if r.Op == "backup" || r.Op == "delete" || r.Op == "export" {

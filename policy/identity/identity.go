@@ -9,7 +9,9 @@
 package identity
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +41,7 @@ var (
 	ErrBusy             = errors.New("identity verification cancelled while waiting for a free verifier")
 
 	ErrTokenMalformed   = errors.New("token is malformed")
+	ErrTokenCritical    = errors.New("token header lists critical parameters (crit) Ward does not understand")
 	ErrTokenSignature   = errors.New("token signature or algorithm is invalid")
 	ErrUnknownKey       = errors.New("token is signed by a key not in the key set")
 	ErrTokenExpired     = errors.New("token is expired or has no exp")
@@ -234,7 +237,7 @@ func (v *Verifier) verifyJWT(ctx context.Context, raw []byte) (string, error) {
 		jwt.WithTimeFunc(v.now),
 		jwt.WithStrictDecoding(),
 	)
-	var claims jwt.RegisteredClaims
+	var claims typedClaims
 	_, err := p.ParseWithClaims(tok, &claims, v.keyfunc(ctx))
 	if err == nil && claims.Subject == "" {
 		err = ErrTokenClaims
@@ -251,6 +254,8 @@ func tokenReason(err error) error {
 	switch {
 	case errors.Is(err, ErrTokenClaims):
 		return ErrTokenClaims
+	case errors.Is(err, ErrTokenCritical):
+		return ErrTokenCritical
 	case errors.Is(err, errUnknownKey):
 		return ErrUnknownKey
 	case errors.Is(err, ErrBusy):
@@ -288,6 +293,13 @@ func tokenReason(err error) error {
 // key, never from the token alone.
 func (v *Verifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 	return func(t *jwt.Token) (any, error) {
+		// RFC 7515 4.1.11: a recipient that does not understand every
+		// parameter crit lists must reject the token. Ward understands
+		// none (no JWS extension is implemented), so any crit is refused,
+		// and so is a malformed one.
+		if _, ok := t.Header["crit"]; ok {
+			return nil, ErrTokenCritical
+		}
 		kid := ""
 		if k, ok := t.Header["kid"]; ok {
 			s, ok := k.(string)
@@ -314,4 +326,59 @@ func (v *Verifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 		}
 		return nil, fmt.Errorf("%w: alg %s does not fit the key", jwt.ErrTokenSignatureInvalid, alg)
 	}
+}
+
+// typedClaims are the registered claims, with their JSON types checked
+// before they are decoded: RFC 7519 makes exp, nbf and iat NumericDates
+// (JSON numbers), iss, sub and jti strings, and aud a string or an array
+// of strings. The JWT library alone would take a date written as a
+// string ("exp": "4102444800"), which a token issuer never produces and
+// a forger might try.
+type typedClaims struct {
+	jwt.RegisteredClaims
+}
+
+func (c *typedClaims) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if b = bytes.TrimSpace(b); len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &raw) != nil {
+		return fmt.Errorf("%w: the claims are not a JSON object", ErrTokenClaims)
+	}
+	for name, v := range raw {
+		if !claimTypeOK(name, v) {
+			return fmt.Errorf("%w: claim %s has the wrong JSON type", ErrTokenClaims, name)
+		}
+	}
+	return json.Unmarshal(b, &c.RegisteredClaims)
+}
+
+// claimTypeOK reports whether the registered claim name has a value of
+// its type; claims Ward does not read pass.
+func claimTypeOK(name string, v json.RawMessage) bool {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		return false
+	}
+	switch name {
+	case "exp", "nbf", "iat":
+		// A number: a JSON number starts with a digit or a minus sign.
+		// null is not a date either.
+		return v[0] == '-' || (v[0] >= '0' && v[0] <= '9')
+	case "iss", "sub", "jti":
+		return v[0] == '"'
+	case "aud":
+		if v[0] == '"' {
+			return true
+		}
+		var list []json.RawMessage
+		if v[0] != '[' || json.Unmarshal(v, &list) != nil {
+			return false
+		}
+		for _, e := range list {
+			if e = bytes.TrimSpace(e); len(e) == 0 || e[0] != '"' {
+				return false
+			}
+		}
+		return true
+	}
+	return true
 }

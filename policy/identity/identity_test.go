@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -130,6 +131,38 @@ func (s signer) sign(t testing.TB, claims jwt.Claims) string {
 		t.Fatal(err)
 	}
 	return str
+}
+
+// signWith signs claims with extra header parameters.
+func (s signer) signWith(t testing.TB, claims jwt.Claims, header map[string]any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(s.alg, claims)
+	if s.kid != "" {
+		tok.Header["kid"] = s.kid
+	}
+	for k, v := range header {
+		tok.Header[k] = v
+	}
+	str, err := tok.SignedString(s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return str
+}
+
+// withClaim is c as a map with claim name set to v (any JSON type).
+func withClaim(t testing.TB, c jwt.RegisteredClaims, name string, v any) jwt.MapClaims {
+	t.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := jwt.MapClaims{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m[name] = v
+	return m
 }
 
 func claimsAt(now time.Time) jwt.RegisteredClaims {
@@ -405,6 +438,24 @@ func TestJWT(t *testing.T) {
 		{"HMAC with the public key", hmacTok, ErrTokenSignature},
 		{"alg not the key's", psStr, ErrTokenSignature},
 		{"ES256 header on an RSA key", signer{"rsa1", jwt.SigningMethodES256, ec.key}.sign(t, claimsAt(now)), ErrTokenSignature},
+		{"unknown crit header parameter", rs.signWith(t, claimsAt(now), map[string]any{"crit": []string{"urn:example:ext"}, "urn:example:ext": true}), ErrTokenCritical},
+		{"crit naming exp", rs.signWith(t, claimsAt(now), map[string]any{"crit": []string{"exp"}}), ErrTokenCritical},
+		{"empty crit", rs.signWith(t, claimsAt(now), map[string]any{"crit": []string{}}), ErrTokenCritical},
+		{"crit not a list", rs.signWith(t, claimsAt(now), map[string]any{"crit": "b64"}), ErrTokenCritical},
+		{"exp as a string", rs.signWith(t, withClaim(t, claimsAt(now), "exp", fmt.Sprint(now.Add(time.Hour).Unix())), nil), ErrTokenClaims},
+		{"nbf as a string", rs.signWith(t, withClaim(t, claimsAt(now), "nbf", fmt.Sprint(now.Unix())), nil), ErrTokenClaims},
+		{"iat as a string", rs.signWith(t, withClaim(t, claimsAt(now), "iat", fmt.Sprint(now.Unix())), nil), ErrTokenClaims},
+		{"exp null", rs.signWith(t, withClaim(t, claimsAt(now), "exp", nil), nil), ErrTokenClaims},
+		{"exp a boolean", rs.signWith(t, withClaim(t, claimsAt(now), "exp", true), nil), ErrTokenClaims},
+		{"exp an object", rs.signWith(t, withClaim(t, claimsAt(now), "exp", map[string]any{"n": 1}), nil), ErrTokenClaims},
+		{"exp a fraction", rs.signWith(t, withClaim(t, claimsAt(now), "exp", float64(now.Add(time.Hour).Unix())+0.5), nil), nil},
+		{"sub a number", rs.signWith(t, withClaim(t, claimsAt(now), "sub", 42), nil), ErrTokenClaims},
+		{"iss a list", rs.signWith(t, withClaim(t, claimsAt(now), "iss", []string{testIssuer}), nil), ErrTokenClaims},
+		{"aud a number", rs.signWith(t, withClaim(t, claimsAt(now), "aud", 7), nil), ErrTokenClaims},
+		{"aud a list with a number", rs.signWith(t, withClaim(t, claimsAt(now), "aud", []any{testAudience, 7}), nil), ErrTokenClaims},
+		{"jti a number", rs.signWith(t, withClaim(t, claimsAt(now), "jti", 7), nil), ErrTokenClaims},
+		{"claims null", rs.signWith(t, jwt.MapClaims(nil), nil), ErrTokenExpired},
+		{"unregistered claim of any type", rs.signWith(t, withClaim(t, claimsAt(now), "roles", []any{1, "x"}), nil), nil},
 		{"garbage", "not a token", ErrTokenMalformed},
 		{"empty", "", ErrTokenMalformed},
 	} {

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -95,8 +94,8 @@ func TestREADMECommands(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, f), b, 0o644)
 	}
 	subst := strings.NewReplacer("image.dcm", filepath.Join(pydicomTestFiles, "CT_small.dcm"), "/path/to/dir", dir, "./ward ", bin+" ")
-	// The peer registration first, then SIGHUP as the README says, then
-	// the commands that use it.
+	// The peer registration first, then the commands that use it: the
+	// running ward serve has it at once (no SIGHUP, as the README says).
 	peerFirst := func(section string) (before, after string) {
 		var b, a strings.Builder
 		for _, l := range strings.Split(section, "\n") {
@@ -108,22 +107,16 @@ func TestREADMECommands(t *testing.T) {
 		}
 		return "## A\n" + b.String() + "## B\n", "## A\n" + a.String() + "## B\n"
 	}
-	hup := func() {
-		serve.Process.Signal(syscall.SIGHUP)
-		time.Sleep(300 * time.Millisecond)
-	}
 	send := text[strings.Index(text, "## Send images to it"):strings.Index(text, "## Query and retrieve")]
 	before, after := peerFirst(send)
 	n := runREADMESection(t, before, "## A", "## B", work, subst)
-	hup()
 	n += runREADMESection(t, after, "## A", "## B", work, subst)
 	if n < 7 {
 		t.Fatalf("found only %d README commands to run in the send section", n)
 	}
 
 	// The query/retrieve section: its study UID becomes CT_small's, its
-	// workstation a storescp on a free port, registered and picked up on
-	// SIGHUP as the README says.
+	// workstation a storescp on a free port, registered while Ward runs.
 	requireTool(t, "findscu", "getscu", "storescp")
 	studyUID := studyOf(t, filepath.Join(pydicomTestFiles, "CT_small.dcm"))
 	sport, sdir := startStorescp(t)
@@ -131,7 +124,6 @@ func TestREADMECommands(t *testing.T) {
 	qr := strings.NewReplacer("1.2.3", studyUID, "--port 11113", "--port "+strconv.Itoa(sport), "/tmp/retrieved", out, "./ward ", bin+" ")
 	before, after = peerFirst(text[strings.Index(text, "## Query and retrieve"):strings.Index(text, "## Look after the archive")])
 	n = runREADMESection(t, before, "## A", "## B", work, qr)
-	hup()
 	n += runREADMESection(t, after, "## A", "## B", work, qr)
 	if n < 8 {
 		t.Fatalf("found only %d README commands to run in the query/retrieve section", n)

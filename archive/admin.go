@@ -109,7 +109,7 @@ func summarize(studyUID string, insts []store.Instance) *StudySummary {
 }
 
 func (ar *Archive) copyBlob(ctx context.Context, key, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
 	rc, err := ar.Blobs.Open(ctx, key)

@@ -98,7 +98,7 @@ func runServe(e *env, args []string) error {
 	defer stop()
 	if path := os.Getenv("WARD_CPUPROFILE"); path != "" {
 		// A CPU profile of the whole run, for performance work.
-		f, err := os.Create(path)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}

@@ -130,7 +130,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		batches: map[string]bool{},
 	}
 	for _, d := range []string{s.objects, s.pending, s.tmp} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("fsblob: open: %w", err)
 		}
 	}
@@ -226,7 +226,7 @@ func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error
 		return nil, err
 	}
 	tmp := s.tmpPath(key)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("fsblob: create %s: %w", key, store.ErrExists)
@@ -396,7 +396,7 @@ func (s *Store) movePending(from, key string) error {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	dir := s.pendingDir(key)
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	if err := os.Rename(from, filepath.Join(dir, key+ext)); err != nil {
@@ -528,7 +528,7 @@ func mkdirSync(root, dir string) error {
 	cur := root
 	for _, part := range strings.Split(rel, string(filepath.Separator)) {
 		next := filepath.Join(cur, part)
-		err := os.Mkdir(next, 0o750)
+		err := os.Mkdir(next, 0o700)
 		switch {
 		case err == nil:
 			if err := syncDir(cur); err != nil {
@@ -631,7 +631,7 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		}
 		os.Remove(pdir)
 	}
-	if err := os.Mkdir(pdir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(pdir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, err
 	}
 	for i := 0; i < n; i++ {
@@ -639,7 +639,7 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		// Known as a slot before its file exists, so that a walk of
 		// pending/ never takes it for a blob.
 		s.unused.Store(key, struct{}{})
-		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			s.unused.Delete(key)
 			break

@@ -101,7 +101,10 @@ func open(ctx context.Context, path string, maxBatch int) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := createPrivate(abs); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
@@ -294,6 +297,11 @@ func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
 	if _, err := os.Lstat(abs); !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("sqlite: snapshot: %s exists already", abs)
 	}
+	// VACUUM INTO fills an empty file: made 0600 here, the copy is never
+	// readable by others, whatever the umask.
+	if err := createPrivate(abs); err != nil {
+		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
+	}
 	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
 	c, err := sql.Open("sqlite", uri(db.path, url.Values{"_pragma": {bt}}))
 	if err != nil {
@@ -310,6 +318,22 @@ func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
 		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
 	}
 	return Open(ctx, abs)
+}
+
+// createPrivate creates the database file at path, empty and mode 0600,
+// unless it exists. SQLite creates a missing database file 0644 (less the
+// umask) and gives its write-ahead log and shared-memory files the mode of
+// the database file: created first, all three are closed to other users.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(0o600) // whatever the umask
+	return errors.Join(err, f.Close())
 }
 
 func syncFile(path string) error {

@@ -78,6 +78,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 func runServe(e *env, args []string) error {
 	fs := newFlagSet(e, "serve", "[flags]")
 	load := serveFlags(fs)
+	fixPerms := fs.Bool("fix-permissions", false, "close a data directory that other local users can reach (files 0600, directories 0700, owned by the user Ward runs as) instead of refusing to start")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -107,7 +108,7 @@ func runServe(e *env, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	s := &server.Server{Config: c, Logger: log}
+	s := &server.Server{Config: c, Logger: log, FixPermissions: *fixPerms}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}

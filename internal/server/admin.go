@@ -37,6 +37,9 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 	if _, err := os.Stat(c.DataDir); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	if err := CheckDataDir(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
+		return nil, err
+	}
 	a := &Admin{Config: c, logger: logger}
 	if c.AuditEnabled() {
 		l, err := audit.Open(c.AuditDir(), logger)

@@ -37,6 +37,9 @@ const ShutdownGrace = 10 * time.Second
 type Server struct {
 	Config *config.Config
 	Logger *slog.Logger
+	// FixPermissions: Open tightens a data directory open to other local
+	// users instead of refusing it (datadir.go).
+	FixPermissions bool
 
 	index   store.Index
 	blobs   store.Blobs
@@ -88,6 +91,9 @@ func (s *Server) Open(ctx context.Context) error {
 			level = slog.LevelInfo
 		}
 		s.Logger.Log(ctx, level, "risky setting", "severity", f.Severity.String(), "setting", f.Setting, "problem", f.Problem, "fix", f.Fix)
+	}
+	if err := s.checkDataDir(); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)

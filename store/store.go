@@ -248,6 +248,17 @@ type BlobWalker interface {
 	WalkBlobs(ctx context.Context, fn func(key string, published bool) error) error
 }
 
+// UnfinishedRemover is an optional capability of Blobs: RemoveUnfinished
+// removes the blobs being written (created, neither committed nor
+// aborted) that an earlier process left when it was killed, and nothing
+// else: pending and published blobs stay. Call it only on a store no other
+// process writes to, before creating any blob. Fallback: Recover, which
+// also decides on every pending blob; without either, a key left being
+// written stays in use (Create returns ErrExists).
+type UnfinishedRemover interface {
+	RemoveUnfinished(ctx context.Context) error
+}
+
 // InstanceWalker is an optional capability of an Index: every instance,
 // for a consistency check (ward verify). WalkInstances calls fn for each
 // instance in a stable order with at least SOPInstanceUID, SOPClassUID,

@@ -101,14 +101,15 @@ const (
 )
 
 var (
-	_ store.Blobs          = (*Store)(nil)
-	_ store.BlobWalker     = (*Store)(nil)
-	_ store.BlobWriter     = (*writer)(nil)
-	_ store.DurableNamer   = (*writer)(nil)
-	_ store.IntentWriter   = (*writer)(nil)
-	_ store.SpaceReporter  = (*Store)(nil)
-	_ store.IntentReader   = (*Store)(nil)
-	_ store.BatchPublisher = (*Store)(nil)
+	_ store.Blobs             = (*Store)(nil)
+	_ store.BlobWalker        = (*Store)(nil)
+	_ store.BlobWriter        = (*writer)(nil)
+	_ store.DurableNamer      = (*writer)(nil)
+	_ store.IntentWriter      = (*writer)(nil)
+	_ store.SpaceReporter     = (*Store)(nil)
+	_ store.IntentReader      = (*Store)(nil)
+	_ store.BatchPublisher    = (*Store)(nil)
+	_ store.UnfinishedRemover = (*Store)(nil)
 )
 
 var errNoIntent = fmt.Errorf("fsblob: no intent record: %w", store.ErrNotFound)
@@ -788,26 +789,34 @@ func removeSync(p string) error {
 	return syncDir(filepath.Dir(p))
 }
 
-// Recover removes everything in tmp/, then publishes each pending blob for
-// which keep returns true and deletes the others. Files in pending/ whose
-// names are not blob names are removed. An error from keep stops Recover.
-func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)) error {
+// RemoveUnfinished implements store.UnfinishedRemover: it empties tmp/.
+func (s *Store) RemoveUnfinished(ctx context.Context) error {
 	if s.closed.Load() {
 		return fmt.Errorf("fsblob: %w", store.ErrClosed)
 	}
 	ents, err := os.ReadDir(s.tmp)
 	if err != nil {
-		return fmt.Errorf("fsblob: recover: %w", err)
+		return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
 	}
 	for _, e := range ents {
 		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
-			return fmt.Errorf("fsblob: recover: %w", err)
+			return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
 		}
 	}
 	if len(ents) > 0 {
 		if err := syncDir(s.tmp); err != nil {
-			return fmt.Errorf("fsblob: recover: %w", err)
+			return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
 		}
+	}
+	return nil
+}
+
+// Recover removes everything in tmp/, then publishes each pending blob for
+// which keep returns true and deletes the others. Files in pending/ whose
+// names are not blob names are removed. An error from keep stops Recover.
+func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)) error {
+	if err := s.RemoveUnfinished(ctx); err != nil {
+		return err
 	}
 	dirs, err := s.pendingDirs()
 	if err != nil {

@@ -59,7 +59,10 @@ func TestCheckDataDir(t *testing.T) {
 		open  func(t *testing.T, dir string) string // returns the path named
 		fixes int
 	}{
-		{"directory 0755", func(t *testing.T, dir string) string { chmod(t, dir, 0o755); return dir + " (mode 0755, open to group and others)" }, 1},
+		{"directory 0755", func(t *testing.T, dir string) string {
+			chmod(t, dir, 0o755)
+			return dir + " (mode 0755, open to group and others)"
+		}, 1},
 		{"WAL 0644", func(t *testing.T, dir string) string {
 			p := filepath.Join(dir, "index.db-wal")
 			write(t, p, 0o644)

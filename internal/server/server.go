@@ -128,6 +128,10 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
+	if err := finishDeletions(ctx, s.archive, s.trail(), s.wardNode()); err != nil {
+		s.closeStores()
+		return err
+	}
 	s.neg = s.acceptor()
 	crl, err := newRevocations(&c.DICOM, s.Logger)
 	if err != nil {

@@ -560,6 +560,58 @@ func (db *DB) Delete(ctx context.Context, uid string) error {
 	return nil
 }
 
+var _ store.DeletionRecorder = (*DB)(nil)
+
+// DeleteRecorded implements store.DeletionRecorder: one transaction,
+// committed durably, deletes the instances and inserts the note.
+func (db *DB) DeleteRecorded(ctx context.Context, uids []string, note []byte) (int64, error) {
+	var id int64
+	err := db.w.do(ctx, func(w *writer) error {
+		for _, uid := range uids {
+			if err := w.delete(uid); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		var err error
+		id, err = w.recordDeletion(note)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete: %w", err)
+	}
+	return id, nil
+}
+
+// RecordedDeletions implements store.DeletionRecorder.
+func (db *DB) RecordedDeletions(ctx context.Context) ([]store.RecordedDeletion, error) {
+	rows, err := db.rdb.QueryContext(ctx, `SELECT pk, note FROM recorded_deletion ORDER BY pk`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: recorded deletions: %w", db.closedErr(err))
+	}
+	defer rows.Close()
+	var out []store.RecordedDeletion
+	for rows.Next() {
+		var d store.RecordedDeletion
+		if err := rows.Scan(&d.ID, &d.Note); err != nil {
+			return nil, fmt.Errorf("sqlite: recorded deletions: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: recorded deletions: %w", err)
+	}
+	return out, nil
+}
+
+// ForgetDeletion implements store.DeletionRecorder.
+func (db *DB) ForgetDeletion(ctx context.Context, id int64) error {
+	err := db.w.do(ctx, func(w *writer) error { return w.forgetDeletion(id) })
+	if err != nil {
+		return fmt.Errorf("sqlite: forget deletion: %w", err)
+	}
+	return nil
+}
+
 // BlobsDeleted forgets pending blob deletes.
 func (db *DB) BlobsDeleted(ctx context.Context, keys []string) error {
 	if len(keys) == 0 {

@@ -181,7 +181,34 @@ func (s *Server) checkDataDir() error {
 			s.Logger.Warn("data directory closed to other local users", "dir", c.DataDir, "changed", n)
 		}
 	}
-	return CheckDataDir(c.DataDir, extra)
+	if err := CheckDataDir(c.DataDir, extra); err != nil {
+		return err
+	}
+	for _, k := range []struct{ setting, path string }{{"[dicom] tls_key", c.DICOM.TLSKey}, {"[audit] syslog_key", c.Audit.SyslogKey}} {
+		if err := checkKeyFile(k.setting, k.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkKeyFile refuses a private key file that another local user could
+// read, as PostgreSQL and OpenSSH do: it must be closed to others, and to
+// its group unless root owns it (a group of key readers, such as
+// Debian's ssl-cert). A file that cannot be read is left to the code that
+// loads it, which says so.
+func checkKeyFile(setting, path string) error {
+	if path == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	if why := keyExposure(fi); why != "" {
+		return fmt.Errorf("%s %s: a private key %s: chmod 0600 %s", setting, path, why, quote(path))
+	}
+	return nil
 }
 
 // outside is p when it is not in dir, else "".

@@ -194,3 +194,35 @@ func TestOpenRefusesOpenDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestKeyFileOpen: a TLS private key others can read is refused at
+// start, as PostgreSQL refuses its ssl_key_file.
+func TestKeyFileOpen(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "server.key")
+	write(t, key, 0o600)
+	if err := checkKeyFile("[dicom] tls_key", key); err != nil {
+		t.Fatalf("a 0600 key: %v", err)
+	}
+	for _, mode := range []fs.FileMode{0o644, 0o604} {
+		chmod(t, key, mode)
+		if err := checkKeyFile("[dicom] tls_key", key); err == nil || !strings.Contains(err.Error(), "every local user") || !strings.Contains(err.Error(), "chmod 0600") {
+			t.Fatalf("a %04o key: %v", mode, err)
+		}
+	}
+	chmod(t, key, 0o640)
+	err := checkKeyFile("[dicom] tls_key", key)
+	if os.Geteuid() == 0 && err != nil {
+		t.Fatalf("a 0640 key root owns: %v", err)
+	}
+	if os.Geteuid() != 0 && (err == nil || !strings.Contains(err.Error(), "its group")) {
+		t.Fatalf("a 0640 key root does not own: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(key, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkKeyFile("[dicom] tls_key", key); err == nil || !strings.Contains(err.Error(), "its group") {
+			t.Fatalf("a 0640 key nobody owns: %v", err)
+		}
+	}
+}

@@ -91,3 +91,21 @@ func lockFile(path string) (unlock func(), busy bool, err error) {
 	}
 	return func() { f.Close() }, false, nil
 }
+
+// keyExposure says how a private key file is open to other users, or "".
+func keyExposure(fi fs.FileInfo) string {
+	m := fi.Mode().Perm()
+	rootOwned := false
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		rootOwned = st.Uid == 0
+	}
+	switch {
+	case m&0o007 != 0:
+		return fmt.Sprintf("open to every local user (mode %04o)", m)
+	case m&0o070 != 0 && !rootOwned:
+		return fmt.Sprintf("open to its group (mode %04o) and not owned by root", m)
+	case m&0o020 != 0:
+		return fmt.Sprintf("writable by its group (mode %04o)", m)
+	}
+	return ""
+}

@@ -94,6 +94,27 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	exports := &backupAudit{record: record, ward: ward, who: audit.Node{AETitle: "ward backup", ID: operator},
 		media: audit.Media{ID: dir, Type: audit.MediaURI}, studies: map[string]*audit.Study{}}
 	o.Copied = exports.copied
+	// Copies an interrupted run left pending (it may have been killed
+	// before it recorded them) are recorded as exported by this one: at
+	// least once, twice if that run had recorded them.
+	if bw, ok := dst.(store.BlobWalker); ok {
+		left := map[string]bool{}
+		err := bw.WalkBlobs(ctx, func(key string, published bool) error {
+			if !published {
+				left[key] = true
+			}
+			return nil
+		})
+		if err != nil {
+			snap.Close()
+			return res, fmt.Errorf("backup: %w", err)
+		}
+		o.Found = func(in *store.Instance) {
+			if left[in.BlobKey] {
+				exports.copied(in)
+			}
+		}
+	}
 	err = ar.CopyObjects(ctx, snap, dst, &res.Report, o)
 	exports.flush() // copied is copied, whether or not the backup finishes
 	if cerr := snap.Close(); err == nil {

@@ -3,6 +3,7 @@ package interop
 import (
 	"bytes"
 	"context"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,7 +11,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/fsblob"
 	"github.com/ward-pacs/ward/store/sqlite"
 )
 
@@ -170,4 +173,78 @@ func TestBackupFolderRules(t *testing.T) {
 	if code, o := backup(open); code == 0 || !strings.Contains(o, "open to other local users") || !strings.Contains(o, "index.db") {
 		t.Fatalf("backup into a folder others can read: %d %s", code, o)
 	}
+}
+
+// TestBackupAuditsInterruptedCopies: objects a killed backup copied (left
+// pending in the folder, perhaps never recorded) are recorded as Export
+// to the folder by the backup that finishes the job, which does not copy
+// them again. Here the pending copy of an object sent by DCMTK storescu
+// is planted as the killed run would have left it.
+func TestBackupAuditsInterruptedCopies(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	ctx := context.Background()
+	w := startWard(t)
+	file := func(n string) string { return filepath.Join(pydicomTestFiles, n) }
+	if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, file("CT_small.dcm")).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	bk := filepath.Join(t.TempDir(), "backup")
+	if o, code := wardCLI(t, "backup", bk, "--data", w.dir); code != 0 {
+		t.Fatalf("first backup: %d %s", code, o)
+	}
+	mr := file("MR_small.dcm")
+	if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, mr).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	mrStudy := studyOf(t, mr)
+	idx, err := sqlite.Open(ctx, filepath.Join(w.dir, "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key string
+	err = idx.WalkInstances(ctx, func(in *store.Instance) error {
+		if in.StudyInstanceUID == mrStudy {
+			key = in.BlobKey
+		}
+		return nil
+	})
+	idx.Close()
+	if err != nil || key == "" {
+		t.Fatalf("the MR object's key: %q %v", key, err)
+	}
+	live, err := fsblob.Open(ctx, w.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := live.Open(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	live.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := fsblob.Open(ctx, bk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw, err := dst.Create(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw.Write(b)
+	if err := bw.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	if recs := readAudit(t, w.dir, func([]audit.Record) bool { return true }); hasEvent(recs, "export", -1, mrStudy) {
+		t.Fatal("the MR study is recorded as exported before any backup copied it")
+	}
+	if o, code := wardCLI(t, "backup", bk, "--data", w.dir); code != 0 || !strings.Contains(o, "2 instances, 0 objects copied") {
+		t.Fatalf("backup after an interrupted one: %d %s", code, o)
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "export", audit.OutcomeSuccess, mrStudy) && hasEvent(r, "export", -1, bk) })
 }

@@ -246,5 +246,7 @@ func TestBackupAuditsInterruptedCopies(t *testing.T) {
 	if o, code := wardCLI(t, "backup", bk, "--data", w.dir); code != 0 || !strings.Contains(o, "2 instances, 0 objects copied") {
 		t.Fatalf("backup after an interrupted one: %d %s", code, o)
 	}
-	readAudit(t, w.dir, func(r []audit.Record) bool { return hasEvent(r, "export", audit.OutcomeSuccess, mrStudy) && hasEvent(r, "export", -1, bk) })
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		return hasEvent(r, "export", audit.OutcomeSuccess, mrStudy) && hasEvent(r, "export", -1, bk)
+	})
 }

@@ -34,8 +34,11 @@ const backupIndexName = "index.db"
 // published and the objects no longer named removed. Until the new index
 // is in place, dir holds the previous backup, whole (the pending copies
 // are not part of it: serving the folder removes them, the next backup
-// keeps them); an interrupted run leaves it so. DATA/ward.toml is copied
-// too.
+// keeps them); an interrupted run leaves it so, and the next run removes
+// what it left (an unfinished copy, the snapshot, a temporary file of the
+// mark) and keeps its copies. DATA/ward.toml is copied too. The folder
+// must be the user's Ward runs as and closed to others (claimBackupDir);
+// one backup at a time runs into it.
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.

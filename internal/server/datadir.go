@@ -134,6 +134,12 @@ func walkDataDir(dir string, deep bool, fn func(path string, fi fs.FileInfo) err
 		if !fi.IsDir() || (objectTrees[e.Name()] && !deep) {
 			continue
 		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			// WalkDir does not enter a link: walk its target.
+			if p, err = filepath.EvalSymlinks(p); err != nil {
+				return err
+			}
+		}
 		err = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {

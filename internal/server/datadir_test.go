@@ -90,6 +90,14 @@ func TestCheckDataDir(t *testing.T) {
 			}
 			return p + " (mode 0777"
 		}, 1},
+		{"file in a linked folder open", func(t *testing.T, dir string) string {
+			other := filepath.Join(t.TempDir(), "elsewhere")
+			write(t, filepath.Join(other, "ca.key"), 0o644)
+			if err := os.Symlink(other, filepath.Join(dir, "pki")); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(other, "ca.key") + " (mode 0644"
+		}, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := closed(t)

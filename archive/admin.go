@@ -2,11 +2,13 @@ package archive
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/store"
@@ -16,34 +18,66 @@ import (
 // study, its patient and the instances per SOP Class UID (for the audit
 // trail).
 type StudySummary struct {
-	UID       string
-	PatientID string
-	Classes   map[string]int
+	UID       string         `json:"uid"`
+	PatientID string         `json:"patient_id"`
+	Classes   map[string]int `json:"classes"`
 }
 
 // ErrNoStudy: DeleteStudy found no instance of the study.
 var ErrNoStudy = errors.New("no such study")
 
+// A Deletion is a study deletion as the audit trail records it. Where
+// the index is a store.DeletionRecorder, it is kept in the index, as a
+// note committed with the deletion itself, until DeletionAudited: a
+// deletion a crash cut short is then either not made at all or made
+// whole and listed by RecordedDeletions at the next start, to be
+// audited.
+type Deletion struct {
+	ID       int64        `json:"-"` // of the note in the index; 0 when none is kept
+	Study    StudySummary `json:"study"`
+	Reason   string       `json:"reason"`
+	Operator string       `json:"operator"` // who asked
+	At       time.Time    `json:"at"`
+}
+
 // DeleteStudy removes every instance of a study from the index (parents
-// left empty go with them), then its objects from the blob store. The
-// index commit comes first: a crash after it leaves only blobs the index
-// has recorded for deletion, which Open deletes.
-func (ar *Archive) DeleteStudy(ctx context.Context, studyUID string) (*StudySummary, error) {
+// left empty go with them), then its objects from the blob store, and
+// returns what it deleted. The index commit comes first, all the
+// instances in one transaction with the deletion's note where the index
+// allows (else one at a time): a crash after it leaves only blobs the
+// index has recorded for deletion, which Open deletes. An error with a
+// Deletion means the study is gone from the index but some of its objects
+// are not yet (they are retried at the next start).
+func (ar *Archive) DeleteStudy(ctx context.Context, studyUID, reason, operator string) (*Deletion, error) {
 	insts, err := ar.studyInstances(ctx, studyUID)
 	if err != nil {
 		return nil, err
 	}
-	d := summarize(studyUID, insts)
-	for _, in := range insts {
-		uid := in.SOPInstanceUID
-		if err := ar.Index.Delete(ctx, uid); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("deleting instance %s from the index: %w", uid, err)
+	d := &Deletion{Study: *summarize(studyUID, insts), Reason: reason, Operator: operator, At: time.Now().UTC()}
+	if dr, ok := ar.Index.(store.DeletionRecorder); ok {
+		uids := make([]string, len(insts))
+		for i, in := range insts {
+			uids[i] = in.SOPInstanceUID
+		}
+		note, err := json.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		if d.ID, err = dr.DeleteRecorded(ctx, uids, note); err != nil {
+			return nil, fmt.Errorf("deleting the study from the index: %w", err)
+		}
+	} else {
+		for _, in := range insts {
+			uid := in.SOPInstanceUID
+			if err := ar.Index.Delete(ctx, uid); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return nil, fmt.Errorf("deleting instance %s from the index: %w", uid, err)
+			}
 		}
 	}
 	for {
 		keys, err := ar.Index.PendingBlobDeletes(ctx, 1000)
 		if err != nil {
-			return d, fmt.Errorf("listing the deleted objects: %w", err)
+			return d, fmt.Errorf("the study is deleted; listing its objects to remove failed (retried at the next start): %w", err)
 		}
 		if len(keys) == 0 {
 			return d, nil
@@ -51,9 +85,41 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID string) (*StudySumm
 		if err := ar.deleteBlobs(ctx, keys); errors.Is(err, errDeletesHeld) {
 			return d, nil // the files go when the backup ends
 		} else if err != nil {
-			return d, err
+			return d, fmt.Errorf("the study is deleted; removing its objects failed (retried at the next start): %w", err)
 		}
 	}
+}
+
+// RecordedDeletions lists the deletions the index keeps a note of (see
+// Deletion): made, and perhaps not yet audited.
+func (ar *Archive) RecordedDeletions(ctx context.Context) ([]*Deletion, error) {
+	dr, ok := ar.Index.(store.DeletionRecorder)
+	if !ok {
+		return nil, nil
+	}
+	notes, err := dr.RecordedDeletions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Deletion, 0, len(notes))
+	for _, n := range notes {
+		d := &Deletion{}
+		if err := json.Unmarshal(n.Note, d); err != nil {
+			return nil, fmt.Errorf("the index's note of deletion %d: %w", n.ID, err)
+		}
+		d.ID = n.ID
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// DeletionAudited forgets the note of d, once its audit record is safe.
+func (ar *Archive) DeletionAudited(ctx context.Context, d *Deletion) error {
+	dr, ok := ar.Index.(store.DeletionRecorder)
+	if !ok || d.ID == 0 {
+		return nil
+	}
+	return dr.ForgetDeletion(ctx, d.ID)
 }
 
 // ExportStudy copies every instance of a study, as stored (Part 10), into
@@ -113,7 +179,7 @@ func summarize(studyUID string, insts []store.Instance) *StudySummary {
 }
 
 func (ar *Archive) copyBlob(ctx context.Context, key, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
 	rc, err := ar.Blobs.Open(ctx, key)

@@ -61,6 +61,9 @@ type CopyOptions struct {
 	// recorded; Copied (when set) for each object copied.
 	Problem func(VerifyProblem)
 	Copied  func(*store.Instance)
+	// Found (when set) is called for each object dst had already, whole,
+	// and that was not copied again.
+	Found func(*store.Instance)
 	// MaxRate caps the average copying rate in bytes per second (0: none);
 	// Progress (when set) is called at most every ProgressEvery (default
 	// a minute) with the counts so far.
@@ -92,6 +95,9 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 			n, err := sizeOf(have)
 			have.Close()
 			if err == nil && n == in.Size {
+				if o.Found != nil {
+					o.Found(in)
+				}
 				return nil
 			}
 			// A partial or damaged copy of an earlier run: copy it again.

@@ -35,7 +35,7 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.ar.DeleteStudy(ctx, studyB); err != nil {
+	if _, err := f.ar.DeleteStudy(ctx, studyB, "test", "tester"); err != nil {
 		t.Fatal(err)
 	}
 	if rc, err := f.blobs.Open(ctx, b.BlobKey); err != nil {

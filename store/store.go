@@ -248,6 +248,39 @@ type BlobWalker interface {
 	WalkBlobs(ctx context.Context, fn func(key string, published bool) error) error
 }
 
+// DeletionRecorder is an optional capability of an Index: a deletion of
+// many instances that is whole or not at all, and that is remembered
+// until the caller has done what must follow it (record it in the audit
+// trail). DeleteRecorded removes the instances named (those not stored
+// are skipped; parents left empty go, blob keys are recorded for
+// deletion as by Delete) and keeps note, in one durable transaction:
+// after a crash either none of them is deleted and no note kept, or all
+// of them are and the note is. RecordedDeletions lists the notes kept,
+// oldest first; ForgetDeletion drops one. Fallback: Delete, one instance
+// at a time (a crash can leave part of them deleted, with no note).
+type DeletionRecorder interface {
+	DeleteRecorded(ctx context.Context, sopInstanceUIDs []string, note []byte) (id int64, err error)
+	RecordedDeletions(ctx context.Context) ([]RecordedDeletion, error)
+	ForgetDeletion(ctx context.Context, id int64) error
+}
+
+// RecordedDeletion is a note kept by DeletionRecorder.DeleteRecorded.
+type RecordedDeletion struct {
+	ID   int64
+	Note []byte
+}
+
+// UnfinishedRemover is an optional capability of Blobs: RemoveUnfinished
+// removes the blobs being written (created, neither committed nor
+// aborted) that an earlier process left when it was killed, and nothing
+// else: pending and published blobs stay. Call it only on a store no other
+// process writes to, before creating any blob. Fallback: Recover, which
+// also decides on every pending blob; without either, a key left being
+// written stays in use (Create returns ErrExists).
+type UnfinishedRemover interface {
+	RemoveUnfinished(ctx context.Context) error
+}
+
 // InstanceWalker is an optional capability of an Index: every instance,
 // for a consistency check (ward verify). WalkInstances calls fn for each
 // instance in a stable order with at least SOPInstanceUID, SOPClassUID,

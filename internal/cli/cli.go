@@ -59,6 +59,7 @@ func (e *exitError) Error() string { return e.err.Error() }
 
 // Main runs the ward command and returns the process exit status.
 func Main(args []string) int {
+	closeUmask()
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
 	return e.main(args)
 }

@@ -376,7 +376,7 @@ func updateCRL(dir string, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, se
 	if err != nil {
 		return "", 0, err
 	}
-	if err := replaceFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+	if err := replaceFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o600); err != nil {
 		return "", 0, err
 	}
 	return crlPath, len(tmpl.RevokedCertificateEntries), nil
@@ -473,10 +473,11 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }
 
-// writeCert writes a PEM certificate, mode 0644, never over an existing
+// writeCert writes a PEM certificate, mode 0600 as every file Ward writes
+// (the operator hands copies to peers), never over an existing
 // file.
 func writeCert(path string, der []byte) error {
-	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 }
 
 func writeNew(path string, b []byte, mode os.FileMode) error {

@@ -58,8 +58,8 @@ func TestPKIInitIssue(t *testing.T) {
 			t.Errorf("init output lacks %q:\n%s", s, out)
 		}
 	}
-	wantMode(t, caPath, 0o644)
-	wantMode(t, srvPath, 0o644)
+	wantMode(t, caPath, 0o600)
+	wantMode(t, srvPath, 0o600)
 	wantMode(t, filepath.Join(pki, "ca.key"), 0o600)
 	wantMode(t, filepath.Join(pki, "server.key"), 0o600)
 
@@ -108,7 +108,7 @@ func TestPKIInitIssue(t *testing.T) {
 		t.Fatalf("issue: %d %s", code, errs)
 	}
 	crt, key := filepath.Join(pki, "peers", "MODALITY1.crt"), filepath.Join(pki, "peers", "MODALITY1.key")
-	wantMode(t, crt, 0o644)
+	wantMode(t, crt, 0o600)
 	wantMode(t, key, 0o600)
 	cl := readCert(t, crt)
 	if cl.Subject.CommonName != "MODALITY1" {

@@ -119,7 +119,7 @@ func runScan(e *env, args []string) error {
 	}
 	var w io.Writer = e.stdout
 	if *output != "" {
-		f, err := os.Create(*output)
+		f, err := os.OpenFile(*output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}

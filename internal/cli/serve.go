@@ -78,6 +78,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 func runServe(e *env, args []string) error {
 	fs := newFlagSet(e, "serve", "[flags]")
 	load := serveFlags(fs)
+	fixPerms := fs.Bool("fix-permissions", false, "close a data directory that other local users can reach (files 0600, directories 0700, owned by the user Ward runs as) instead of refusing to start")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -98,7 +99,7 @@ func runServe(e *env, args []string) error {
 	defer stop()
 	if path := os.Getenv("WARD_CPUPROFILE"); path != "" {
 		// A CPU profile of the whole run, for performance work.
-		f, err := os.Create(path)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}
@@ -109,7 +110,7 @@ func runServe(e *env, args []string) error {
 	}
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.
-	s := &server.Server{Config: c, Logger: log, Load: load}
+	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: *fixPerms}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}

@@ -120,6 +120,8 @@ directory itself.`)
 	res, err := server.RemoteStudyOp(ctx, c.DataDir, r)
 	if errors.Is(err, server.ErrNoServer) {
 		res, err = offlineStudyOp(ctx, e, c, r)
+	} else if err != nil && res == nil && sub == "delete" {
+		err = fmt.Errorf("%w\nward serve did not answer: each study's deletion was made whole (and is audited by the next start) or not at all; once ward serve runs, ward study delete again deletes what is left (a deleted study is \"no such study\")", err)
 	}
 	var failed []error
 	for _, x := range res {

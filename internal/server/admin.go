@@ -37,6 +37,9 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 	if _, err := os.Stat(c.DataDir); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	if err := CheckDataDir(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
+		return nil, err
+	}
 	a := &Admin{Config: c, logger: logger}
 	if c.AuditEnabled() {
 		l, err := audit.Open(c.AuditDir(), logger, audit.WithKeyFile(c.AuditKeyFile()), audit.WithSource(audit.Node{AETitle: c.AETitle}))
@@ -60,7 +63,30 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 		a.closeAudit()
 		return nil, err
 	}
+	var rerr error
+	err = finishDeletions(ctx, a.Archive, a.trail(func(err error) { rerr = errors.Join(rerr, err) }), a.Node())
+	if err = errors.Join(err, rerr); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
+}
+
+// trail is the admin's audit log as a trail; fail gets each error.
+func (a *Admin) trail(fail func(error)) trail {
+	return trail{
+		record: func(m *audit.Message) {
+			if err := a.Record(m); err != nil {
+				fail(fmt.Errorf("audit record: %w", err))
+			}
+		},
+		sync: func() error {
+			if a.log == nil {
+				return nil
+			}
+			return a.log.Sync()
+		},
+	}
 }
 
 // Record writes an audit message (nothing when the trail is off).

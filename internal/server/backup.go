@@ -34,8 +34,11 @@ const backupIndexName = "index.db"
 // published and the objects no longer named removed. Until the new index
 // is in place, dir holds the previous backup, whole (the pending copies
 // are not part of it: serving the folder removes them, the next backup
-// keeps them); an interrupted run leaves it so. DATA/ward.toml is copied
-// too.
+// keeps them); an interrupted run leaves it so, and the next run removes
+// what it left (an unfinished copy, the snapshot, a temporary file of the
+// mark) and keeps its copies. DATA/ward.toml is copied too. The folder
+// must be the user's Ward runs as and closed to others (claimBackupDir);
+// one backup at a time runs into it.
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.
@@ -51,6 +54,11 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err := claimBackupDir(dir); err != nil {
 		return res, err
 	}
+	unlock, err := lockBackupDir(dir)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
 	release := ar.HoldDeletes()
 	defer func() {
 		if err := release(context.WithoutCancel(ctx)); err != nil {
@@ -73,6 +81,14 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 		return res, fmt.Errorf("backup folder: %w", err)
 	}
 	defer dst.Close()
+	// A copy a killed run was writing: its key would stay in use, and
+	// every later backup fail to copy that object.
+	if ur, ok := dst.(store.UnfinishedRemover); ok {
+		if err := ur.RemoveUnfinished(ctx); err != nil {
+			snap.Close()
+			return res, fmt.Errorf("backup: %w", err)
+		}
+	}
 	o.Problem = func(p archive.VerifyProblem) {
 		if len(res.Problems) < MaxVerifyProblems {
 			res.Problems = append(res.Problems, p)
@@ -81,6 +97,27 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	exports := &backupAudit{record: record, ward: ward, who: audit.Node{AETitle: "ward backup", ID: operator},
 		media: audit.Media{ID: dir, Type: audit.MediaURI}, studies: map[string]*audit.Study{}}
 	o.Copied = exports.copied
+	// Copies an interrupted run left pending (it may have been killed
+	// before it recorded them) are recorded as exported by this one: at
+	// least once, twice if that run had recorded them.
+	if bw, ok := dst.(store.BlobWalker); ok {
+		left := map[string]bool{}
+		err := bw.WalkBlobs(ctx, func(key string, published bool) error {
+			if !published {
+				left[key] = true
+			}
+			return nil
+		})
+		if err != nil {
+			snap.Close()
+			return res, fmt.Errorf("backup: %w", err)
+		}
+		o.Found = func(in *store.Instance) {
+			if left[in.BlobKey] {
+				exports.copied(in)
+			}
+		}
+	}
 	err = ar.CopyObjects(ctx, snap, dst, &res.Report, o)
 	exports.flush() // copied is copied, whether or not the backup finishes
 	if cerr := snap.Close(); err == nil {
@@ -170,26 +207,56 @@ const backupMarker = "WARD-BACKUP"
 // claimBackupDir makes dir a backup folder, or checks that it is one: a
 // backup replaces a folder's index and removes the objects the new one
 // does not name, so it refuses a folder that holds anything else (another
-// archive's data directory, say).
+// archive's data directory, say). A backup holds patient data: the folder
+// must be the user's Ward runs as, and closed to others (an empty one is
+// closed here; one that holds a backup is refused if open).
 func claimBackupDir(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("backup folder: %w", err)
+		}
+		if fi, err = os.Stat(dir); err != nil {
+			return fmt.Errorf("backup folder: %w", err)
+		}
+	case err != nil:
 		return fmt.Errorf("backup folder: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("the backup folder %s is not a folder", dir)
+	}
+	if o := foreignOwner(fi); o != "" {
+		return fmt.Errorf("the backup folder %s is %s, who could read the backup (patient data): choose a folder of your own", dir, o)
+	}
+	ents, err := backupEntries(dir)
+	if err != nil {
+		return err
 	}
 	marker := filepath.Join(dir, backupMarker)
 	if len(ents) > 0 {
 		if _, err := os.Stat(marker); err != nil {
 			return fmt.Errorf("the backup folder %s is not empty and holds no backup: choose an empty or new folder", dir)
 		}
+		bad, err := openToOthers(dir)
+		if err != nil {
+			return fmt.Errorf("backup folder: %w", err)
+		}
+		if bad != "" {
+			return fmt.Errorf("the backup folder %s is open to other local users:\n  %s\nFix: chown -R %s %s && chmod -R go-rwx %s",
+				dir, bad, currentUser(), quote(dir), quote(dir))
+		}
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("backup folder: %w", err)
-	}
-	// An empty folder given is closed as a new one would be: it will
-	// hold patient data.
+	// An empty folder given is closed as a new one would be, then looked
+	// at again: nothing another user put in it before may stay.
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("backup folder: %w", err)
+	}
+	if ents, err = backupEntries(dir); err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("the backup folder %s is not empty and holds no backup: choose an empty or new folder", dir)
 	}
 	text := "This folder holds a backup made by ward backup: index.db and objects/ as in a data directory.\n" +
 		"ward backup into it again copies what is new; ward serve --data on it serves it.\n"
@@ -197,6 +264,52 @@ func claimBackupDir(dir string) error {
 		return fmt.Errorf("backup folder: %w", err)
 	}
 	return nil
+}
+
+// backupEntries lists dir, less (and removing) the temporary files an
+// interrupted config.WriteFileAtomic left there (the marker's or the
+// configuration's): a crash while the marker was written must not make
+// the folder look like another's.
+func backupEntries(dir string) ([]os.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("backup folder: %w", err)
+	}
+	out := ents[:0]
+	for _, e := range ents {
+		if isAtomicLeftover(e.Name()) && e.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("backup folder: removing an interrupted run's file: %w", err)
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// isAtomicLeftover: name is a temporary file of config.WriteFileAtomic
+// for the backup's marker or configuration.
+func isAtomicLeftover(name string) bool {
+	for _, f := range []string{backupMarker, config.ConfigFileName} {
+		if strings.HasPrefix(name, "."+f+".tmp") {
+			return true
+		}
+	}
+	return false
+}
+
+// lockBackupDir keeps two backups from running into one folder at once
+// (each removes what the other is writing).
+func lockBackupDir(dir string) (func(), error) {
+	unlock, busy, err := lockFile(filepath.Join(dir, backupMarker))
+	if busy {
+		return nil, fmt.Errorf("another backup into %s is running", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup folder: %w", err)
+	}
+	return unlock, nil
 }
 
 func indexBackend(c *config.Config) string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -59,7 +60,7 @@ func (s *syntheticCT) instance(n int) ([]byte, string) {
 
 func benchServer(b *testing.B) *Server {
 	c := config.Default()
-	c.DataDir = b.TempDir()
+	c.DataDir = filepath.Join(b.TempDir(), "data")
 	if d := os.Getenv("WARD_BENCH_DIR"); d != "" {
 		dir, err := os.MkdirTemp(d, "bench")
 		if err != nil {

@@ -108,7 +108,7 @@ func TestListenLoopbackOnly(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:11112", "[::]:11112", "192.0.2.1:104", "example.org:104", ":11112"} {
 		c := config.Default()
 		c.DICOM.Listen = addr
-		c.DataDir = t.TempDir()
+		c.DataDir = filepath.Join(t.TempDir(), "data")
 		s := &Server{Config: c}
 		if err := s.Open(t.Context()); err == nil {
 			s.closeStores()

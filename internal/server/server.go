@@ -42,6 +42,9 @@ type Server struct {
 	// same file, the same flags over it), for a reload asked for on the
 	// admin socket (ward peer, ward user). Nil: such reloads are refused.
 	Load func() (*config.Config, error)
+	// FixPermissions: Open tightens a data directory open to other local
+	// users instead of refusing it (datadir.go).
+	FixPermissions bool
 
 	index   store.Index
 	blobs   store.Blobs
@@ -104,6 +107,9 @@ func (s *Server) Open(ctx context.Context) error {
 		}
 		s.Logger.Log(ctx, level, "risky setting", "severity", f.Severity.String(), "setting", f.Setting, "problem", f.Problem, "fix", f.Fix)
 	}
+	if err := s.checkDataDir(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
@@ -134,6 +140,10 @@ func (s *Server) Open(ctx context.Context) error {
 		return err
 	}
 	if err := s.openAudit(); err != nil {
+		s.closeStores()
+		return err
+	}
+	if err := finishDeletions(ctx, s.archive, s.trail(), s.wardNode()); err != nil {
 		s.closeStores()
 		return err
 	}

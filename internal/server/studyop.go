@@ -71,31 +71,41 @@ func (r *StudyRequest) Check() error {
 	return nil
 }
 
+// trail is where a study operation records its audit messages: record
+// queues one, sync returns once those queued are on disk (nil: nothing
+// to wait for).
+type trail struct {
+	record func(*audit.Message)
+	sync   func() error
+}
+
 // runStudyOp deletes or exports each study with ar and records the audit
 // message of each (operator names who asked).
-func runStudyOp(ctx context.Context, ar *archive.Archive, record func(*audit.Message), ward audit.Node, operator string, r *StudyRequest) []StudyResult {
+func runStudyOp(ctx context.Context, ar *archive.Archive, tr trail, ward audit.Node, operator string, r *StudyRequest) []StudyResult {
 	who := audit.Node{AETitle: "ward study " + r.Op, ID: operator}
 	out := make([]StudyResult, 0, len(r.Studies))
 	for _, uid := range r.Studies {
-		var d *archive.StudySummary
+		res := StudyResult{Study: uid}
 		var err error
 		if r.Op == "delete" {
-			d, err = ar.DeleteStudy(ctx, uid)
-		} else {
-			d, err = ar.ExportStudy(ctx, uid, r.Out)
-		}
-		res := StudyResult{Study: uid}
-		if d != nil && len(d.Classes) > 0 {
-			st := &audit.Study{UID: d.UID, PatientID: d.PatientID, Classes: d.Classes}
-			res.Instances = st.Instances()
-			outcome := audit.OutcomeSuccess
-			if err != nil {
-				outcome = audit.OutcomeSeriousFail
+			var d *archive.Deletion
+			d, err = ar.DeleteStudy(ctx, uid, r.Reason, operator)
+			if d != nil {
+				// Deleted from the index: recorded as done (objects a
+				// failure left are removed at the next start).
+				res.Instances = auditDeletions(ctx, ar, tr, ward, []*archive.Deletion{d})
 			}
-			if r.Op == "delete" {
-				record(audit.StudyDeleted(ward, who, outcome, []*audit.Study{st}, r.Reason, time.Now()))
-			} else {
-				record(audit.Export(ward, who, audit.Media{ID: r.Out, Type: MediaTypes[r.Media]}, outcome, []*audit.Study{st}, time.Now()))
+		} else {
+			var d *archive.StudySummary
+			d, err = ar.ExportStudy(ctx, uid, r.Out)
+			if d != nil && len(d.Classes) > 0 {
+				st := &audit.Study{UID: d.UID, PatientID: d.PatientID, Classes: d.Classes}
+				res.Instances = st.Instances()
+				outcome := audit.OutcomeSuccess
+				if err != nil {
+					outcome = audit.OutcomeSeriousFail
+				}
+				tr.record(audit.Export(ward, who, audit.Media{ID: r.Out, Type: MediaTypes[r.Media]}, outcome, []*audit.Study{st}, time.Now()))
 			}
 		}
 		if err != nil {
@@ -104,6 +114,51 @@ func runStudyOp(ctx context.Context, ar *archive.Archive, record func(*audit.Mes
 		out = append(out, res)
 	}
 	return out
+}
+
+// auditDeletions records each deletion as Study Deleted (PS3.15 A.5.3.5)
+// with its reason and operator and, once the records are on disk,
+// forgets the index's notes of them. It returns the instances deleted.
+// Should Ward stop before the notes are forgotten, the next start
+// records the deletions again (see finishDeletions): a deletion may be
+// recorded twice, never not at all.
+func auditDeletions(ctx context.Context, ar *archive.Archive, tr trail, ward audit.Node, ds []*archive.Deletion) int {
+	n := 0
+	for _, d := range ds {
+		st := &audit.Study{UID: d.Study.UID, PatientID: d.Study.PatientID, Classes: d.Study.Classes}
+		n += st.Instances()
+		who := audit.Node{AETitle: "ward study delete", ID: d.Operator}
+		tr.record(audit.StudyDeleted(ward, who, audit.OutcomeSuccess, []*audit.Study{st}, d.Reason, d.At))
+	}
+	if tr.sync != nil {
+		if err := tr.sync(); err != nil {
+			ar.Logger.Error("the audit records of study deletions may not be on disk; they are recorded again at the next start", "err", err)
+			return n
+		}
+	}
+	for _, d := range ds {
+		if err := ar.DeletionAudited(context.WithoutCancel(ctx), d); err != nil {
+			ar.Logger.Error("forgetting an audited deletion failed; it is recorded again at the next start", "err", err)
+		}
+	}
+	return n
+}
+
+// finishDeletions audits the study deletions the index kept a note of
+// and the audit trail may lack: a crash came after the deletion was
+// committed and before its record was safe. (The objects of such a
+// deletion are removed by ar.Open, as any recorded for deletion.)
+func finishDeletions(ctx context.Context, ar *archive.Archive, tr trail, ward audit.Node) error {
+	ds, err := ar.RecordedDeletions(ctx)
+	if err != nil {
+		return fmt.Errorf("study deletions cut short: %w", err)
+	}
+	if len(ds) == 0 {
+		return nil
+	}
+	ar.Logger.Warn("study deletions cut short by a stop were finished at start; recording them in the audit trail", "deletions", len(ds))
+	auditDeletions(ctx, ar, tr, ward, ds)
+	return nil
 }
 
 // StudyOp runs r on the stopped Ward of the admin's data directory.
@@ -115,11 +170,8 @@ func (a *Admin) StudyOp(ctx context.Context, operator string, r *StudyRequest) (
 		return nil, fmt.Errorf("%s is a method of Admin of its own", r.Op)
 	}
 	var rerr error
-	res := runStudyOp(ctx, a.Archive, func(m *audit.Message) {
-		if err := a.Record(m); err != nil {
-			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
-		}
-	}, a.Node(), operator, r)
+	tr := a.trail(func(err error) { rerr = errors.Join(rerr, err) })
+	res := runStudyOp(ctx, a.Archive, tr, a.Node(), operator, r)
 	return res, rerr
 }
 
@@ -437,7 +489,7 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	}
 	// A request that started finishes even when ward serve is asked to
 	// stop (the shutdown waits for it): no half-deleted study.
-	res := runStudyOp(context.WithoutCancel(ctx), s.archive, s.record, s.wardNode(), op, &r)
+	res := runStudyOp(context.WithoutCancel(ctx), s.archive, s.trail(), s.wardNode(), op, &r)
 	reply(map[string]any{"results": res})
 }
 
@@ -455,3 +507,13 @@ func userName(uid int) string {
 
 // Operator names the user running this process, for the audit trail.
 func Operator() string { return userName(os.Getuid()) }
+
+// trail is the server's audit log as a trail.
+func (s *Server) trail() trail {
+	return trail{record: s.record, sync: func() error {
+		if s.audit == nil {
+			return nil
+		}
+		return s.audit.Sync()
+	}}
+}

@@ -101,14 +101,15 @@ const (
 )
 
 var (
-	_ store.Blobs          = (*Store)(nil)
-	_ store.BlobWalker     = (*Store)(nil)
-	_ store.BlobWriter     = (*writer)(nil)
-	_ store.DurableNamer   = (*writer)(nil)
-	_ store.IntentWriter   = (*writer)(nil)
-	_ store.SpaceReporter  = (*Store)(nil)
-	_ store.IntentReader   = (*Store)(nil)
-	_ store.BatchPublisher = (*Store)(nil)
+	_ store.Blobs             = (*Store)(nil)
+	_ store.BlobWalker        = (*Store)(nil)
+	_ store.BlobWriter        = (*writer)(nil)
+	_ store.DurableNamer      = (*writer)(nil)
+	_ store.IntentWriter      = (*writer)(nil)
+	_ store.SpaceReporter     = (*Store)(nil)
+	_ store.IntentReader      = (*Store)(nil)
+	_ store.BatchPublisher    = (*Store)(nil)
+	_ store.UnfinishedRemover = (*Store)(nil)
 )
 
 var errNoIntent = fmt.Errorf("fsblob: no intent record: %w", store.ErrNotFound)
@@ -130,7 +131,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		batches: map[string]bool{},
 	}
 	for _, d := range []string{s.objects, s.pending, s.tmp} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("fsblob: open: %w", err)
 		}
 	}
@@ -226,7 +227,7 @@ func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error
 		return nil, err
 	}
 	tmp := s.tmpPath(key)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("fsblob: create %s: %w", key, store.ErrExists)
@@ -396,7 +397,7 @@ func (s *Store) movePending(from, key string) error {
 	s.pendingMu.Lock()
 	defer s.pendingMu.Unlock()
 	dir := s.pendingDir(key)
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	if err := os.Rename(from, filepath.Join(dir, key+ext)); err != nil {
@@ -528,7 +529,7 @@ func mkdirSync(root, dir string) error {
 	cur := root
 	for _, part := range strings.Split(rel, string(filepath.Separator)) {
 		next := filepath.Join(cur, part)
-		err := os.Mkdir(next, 0o750)
+		err := os.Mkdir(next, 0o700)
 		switch {
 		case err == nil:
 			if err := syncDir(cur); err != nil {
@@ -631,7 +632,7 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		}
 		os.Remove(pdir)
 	}
-	if err := os.Mkdir(pdir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(pdir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, err
 	}
 	for i := 0; i < n; i++ {
@@ -639,7 +640,7 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		// Known as a slot before its file exists, so that a walk of
 		// pending/ never takes it for a blob.
 		s.unused.Store(key, struct{}{})
-		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		f, err := os.OpenFile(s.pendingPath(key), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			s.unused.Delete(key)
 			break
@@ -788,26 +789,34 @@ func removeSync(p string) error {
 	return syncDir(filepath.Dir(p))
 }
 
-// Recover removes everything in tmp/, then publishes each pending blob for
-// which keep returns true and deletes the others. Files in pending/ whose
-// names are not blob names are removed. An error from keep stops Recover.
-func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)) error {
+// RemoveUnfinished implements store.UnfinishedRemover: it empties tmp/.
+func (s *Store) RemoveUnfinished(ctx context.Context) error {
 	if s.closed.Load() {
 		return fmt.Errorf("fsblob: %w", store.ErrClosed)
 	}
 	ents, err := os.ReadDir(s.tmp)
 	if err != nil {
-		return fmt.Errorf("fsblob: recover: %w", err)
+		return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
 	}
 	for _, e := range ents {
 		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
-			return fmt.Errorf("fsblob: recover: %w", err)
+			return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
 		}
 	}
 	if len(ents) > 0 {
 		if err := syncDir(s.tmp); err != nil {
-			return fmt.Errorf("fsblob: recover: %w", err)
+			return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
 		}
+	}
+	return nil
+}
+
+// Recover removes everything in tmp/, then publishes each pending blob for
+// which keep returns true and deletes the others. Files in pending/ whose
+// names are not blob names are removed. An error from keep stops Recover.
+func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)) error {
+	if err := s.RemoveUnfinished(ctx); err != nil {
+		return err
 	}
 	dirs, err := s.pendingDirs()
 	if err != nil {

@@ -221,4 +221,13 @@ CREATE TRIGGER series_ad_sequence AFTER DELETE ON series BEGIN
 	DELETE FROM sequence_value WHERE level = 2 AND owner_fk = OLD.pk;
 END;
 `,
+	// 5: deletions of many instances, committed with a note the caller
+	// reads back until it has audited them (store.DeletionRecorder).
+	`
+CREATE TABLE recorded_deletion (
+	pk          INTEGER PRIMARY KEY,
+	note        BLOB NOT NULL,
+	recorded_at INTEGER NOT NULL
+);
+`,
 }

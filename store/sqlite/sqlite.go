@@ -105,6 +105,9 @@ func open(ctx context.Context, path string, maxBatch int) (*DB, error) {
 	if err := mkdirAllSync(filepath.Dir(abs)); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
+	if err := createPrivate(abs); err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
 	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
 
 	wq := url.Values{"_pragma": {bt, "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"}}
@@ -295,6 +298,11 @@ func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
 	if _, err := os.Lstat(abs); !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("sqlite: snapshot: %s exists already", abs)
 	}
+	// VACUUM INTO fills an empty file: made 0600 here, the copy is never
+	// readable by others, whatever the umask.
+	if err := createPrivate(abs); err != nil {
+		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
+	}
 	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
 	c, err := sql.Open("sqlite", uri(db.path, url.Values{"_pragma": {bt}}))
 	if err != nil {
@@ -329,10 +337,29 @@ func mkdirAllSync(dir string) error {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return syncFile(parent)
+}
+
+// createPrivate creates the database file at path, empty and mode 0600,
+// unless it exists. SQLite creates a missing database file 0644 (less the
+// umask) and gives its write-ahead log and shared-memory files the mode of
+// the database file: created first, all three are closed to other users.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(0o600) // whatever the umask
+	if err = errors.Join(err, f.Close()); err != nil {
+		return err
+	}
+	return syncFile(filepath.Dir(path)) // the new entry, before any row is acknowledged
 }
 
 func syncFile(path string) error {
@@ -555,6 +582,58 @@ func (db *DB) Delete(ctx context.Context, uid string) error {
 	err := db.w.do(ctx, func(w *writer) error { return w.delete(uid) })
 	if err != nil {
 		return fmt.Errorf("sqlite: delete: %w", err)
+	}
+	return nil
+}
+
+var _ store.DeletionRecorder = (*DB)(nil)
+
+// DeleteRecorded implements store.DeletionRecorder: one transaction,
+// committed durably, deletes the instances and inserts the note.
+func (db *DB) DeleteRecorded(ctx context.Context, uids []string, note []byte) (int64, error) {
+	var id int64
+	err := db.w.do(ctx, func(w *writer) error {
+		for _, uid := range uids {
+			if err := w.delete(uid); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		var err error
+		id, err = w.recordDeletion(note)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete: %w", err)
+	}
+	return id, nil
+}
+
+// RecordedDeletions implements store.DeletionRecorder.
+func (db *DB) RecordedDeletions(ctx context.Context) ([]store.RecordedDeletion, error) {
+	rows, err := db.rdb.QueryContext(ctx, `SELECT pk, note FROM recorded_deletion ORDER BY pk`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: recorded deletions: %w", db.closedErr(err))
+	}
+	defer rows.Close()
+	var out []store.RecordedDeletion
+	for rows.Next() {
+		var d store.RecordedDeletion
+		if err := rows.Scan(&d.ID, &d.Note); err != nil {
+			return nil, fmt.Errorf("sqlite: recorded deletions: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: recorded deletions: %w", err)
+	}
+	return out, nil
+}
+
+// ForgetDeletion implements store.DeletionRecorder.
+func (db *DB) ForgetDeletion(ctx context.Context, id int64) error {
+	err := db.w.do(ctx, func(w *writer) error { return w.forgetDeletion(id) })
+	if err != nil {
+		return fmt.Errorf("sqlite: forget deletion: %w", err)
 	}
 	return nil
 }

@@ -570,3 +570,15 @@ func (w *writer) blobsDeleted(keys []string) error {
 	}
 	return nil
 }
+
+func (w *writer) recordDeletion(note []byte) (int64, error) {
+	var id int64
+	err := w.conn.QueryRowContext(context.Background(),
+		`INSERT INTO recorded_deletion (note, recorded_at) VALUES (?, ?) RETURNING pk`, note, time.Now().UnixNano()).Scan(&id)
+	return id, err
+}
+
+func (w *writer) forgetDeletion(id int64) error {
+	_, err := w.conn.ExecContext(context.Background(), `DELETE FROM recorded_deletion WHERE pk = ?`, id)
+	return err
+}

@@ -585,6 +585,56 @@ func TestIndex(t *testing.T, open func(t *testing.T) store.Index) {
 			t.Errorf("fn's error: %v after %d calls, want it after 1", err, calls)
 		}
 	})
+
+	run("DeleteRecorded", func(t *testing.T, ix store.Index) {
+		dr, ok := ix.(store.DeletionRecorder)
+		if !ok {
+			t.Skip("not a store.DeletionRecorder")
+		}
+		var uids, keys []string
+		for i := range 10 {
+			in := Sample(i, i/5, i/5*10+i%2) // studies 0 and 1, two series each
+			mustPut(t, ix, in)
+			if i < 5 {
+				uids, keys = append(uids, in.SOPInstanceUID), append(keys, in.BlobKey)
+			}
+		}
+		if d, err := dr.RecordedDeletions(ctx); err != nil || len(d) != 0 {
+			t.Fatalf("recorded deletions of a new index: %v %v", d, err)
+		}
+		// A UID not stored is skipped.
+		id, err := dr.DeleteRecorded(ctx, append(uids, "1.2.3.404"), []byte("study 0, reason X"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCount(t, ix, 5)
+		wantCounts(t, ix, store.Counts{Patients: 1, Studies: 1, Series: 2, Instances: 5})
+		for _, uid := range uids {
+			if _, err := ix.Get(ctx, uid); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("%s after its deletion: %v", uid, err)
+			}
+		}
+		p := pending(t, ix)
+		slices.Sort(p)
+		slices.Sort(keys)
+		if !slices.Equal(p, keys) {
+			t.Errorf("blobs recorded for deletion %v, want %v", p, keys)
+		}
+		id2, err := dr.DeleteRecorded(ctx, nil, []byte("nothing"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := dr.RecordedDeletions(ctx)
+		if err != nil || len(d) != 2 || d[0].ID != id || string(d[0].Note) != "study 0, reason X" || d[1].ID != id2 || string(d[1].Note) != "nothing" {
+			t.Fatalf("recorded deletions: %+v %v", d, err)
+		}
+		if err := dr.ForgetDeletion(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := dr.RecordedDeletions(ctx); err != nil || len(d) != 1 || d[0].ID != id2 {
+			t.Fatalf("recorded deletions after one is forgotten: %+v %v", d, err)
+		}
+	})
 }
 
 func writeBlob(t *testing.T, bs store.Blobs, key string, data []byte, commit bool) store.BlobWriter {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -18,7 +19,9 @@ import (
 // verifies clean (`ward study verify`, which opens it as a data
 // directory) with the instances of the previous backup or of the new one,
 // nothing in between; after a restart, the backup runs to its end and the
-// folder holds every instance of the archive.
+// folder holds every instance of the archive, whatever the killed run
+// left in it (the verification reads a copy, so that nothing clears the
+// leftovers before that backup runs).
 func TestKillMidBackup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: skipped under -short")
@@ -34,10 +37,18 @@ func TestKillMidBackup(t *testing.T) {
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		return string(out), err
 	}
-	// verified checks the folder and returns how many instances it holds.
+	// verified checks a copy of the folder (opening the folder itself as
+	// a data directory would clear what a killed backup left there, which
+	// the next backup must cope with) and returns how many instances it
+	// holds.
 	verified := func(round int) int64 {
 		t.Helper()
-		out, err := exec.Command(bin, "study", "verify", "--json", "--data", bk).Output()
+		check := filepath.Join(work, fmt.Sprint("check", round, "-", time.Now().UnixNano()))
+		if out, err := exec.Command("cp", "-a", bk, check).CombinedOutput(); err != nil {
+			t.Fatalf("copying the backup folder: %v\n%s", err, out)
+		}
+		defer os.RemoveAll(check)
+		out, err := exec.Command(bin, "study", "verify", "--json", "--data", check).Output()
 		var res struct {
 			Report struct{ Instances, Problems int64 }
 		}
@@ -81,12 +92,13 @@ func TestKillMidBackup(t *testing.T) {
 		w.kill()
 		berr := cmd.Wait()
 		copies := len(files(t, filepath.Join(bk, "pending")))
+		unfinished := len(files(t, filepath.Join(bk, "tmp")))
 		n := verified(r)
 		if n != backedUp && n != total {
 			t.Fatalf("round %d: the folder holds %d instances after the kill, neither the previous backup's %d nor the new one's %d", r, n, backedUp, total)
 		}
-		t.Logf("round %d: killed %s after the backup began (backup exit: %v, %d copies pending): the folder holds %d of %d instances",
-			r, delay.Round(time.Millisecond), berr, copies, n, total)
+		t.Logf("round %d: killed %s after the backup began (backup exit: %v, %d copies pending, %d unfinished): the folder holds %d of %d instances",
+			r, delay.Round(time.Millisecond), berr, copies, unfinished, n, total)
 		w = startWard(t, dir, freePort(t))
 		if out, err := ward("backup", bk, "--data", dir); err != nil {
 			t.Fatalf("round %d: backup after restart: %v\n%s", r, err, out)

@@ -224,6 +224,13 @@ type instance struct {
 // file's byte for byte).
 func makeInstances(t *testing.T, dir, prefix string, n int) []*instance {
 	t.Helper()
+	return makeStudy(t, dir, prefix, "", n)
+}
+
+// makeStudy is makeInstances with every instance in the study of UID
+// study (when not empty).
+func makeStudy(t *testing.T, dir, prefix, study string, n int) []*instance {
+	t.Helper()
 	var sources []*dicom.DataSet
 	for _, name := range []string{"CT_small.dcm", "MR_small.dcm"} {
 		p := filepath.Join(pydicomTestFiles, name)
@@ -253,6 +260,9 @@ func makeInstances(t *testing.T, dir, prefix string, n int) []*instance {
 		ds.Set(dicom.SOPInstanceUID, uid)
 		ds.Set(dicom.SeriesInstanceUID, prefix+".0."+strconv.Itoa(i/10+1))
 		ds.Set(dicom.InstanceNumber, strconv.Itoa(i+1))
+		if study != "" {
+			ds.Set(dicom.StudyInstanceUID, study)
+		}
 		// storescu drops Data Set Trailing Padding (MR_small has some) and
 		// re-encodes sequences with explicit lengths, where
 		// dicom.WriteDataSet writes undefined lengths: without either, the

@@ -2,6 +2,7 @@ package crash
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,7 +12,7 @@ import (
 // TestSIGHUPReloadsPeers: `ward peer add` edits the data directory's
 // ward.toml and a running `ward serve` picks the peer up on SIGHUP.
 func TestSIGHUPReloadsPeers(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data") // made by ward peer add, 0700
 	if out, err := exec.Command(wardBinary(t), "peer", "add", "FIRST", "--host", "127.0.0.1", "--port", "11119", "--data", dir).CombinedOutput(); err != nil {
 		t.Fatalf("peer add: %v\n%s", err, out)
 	}

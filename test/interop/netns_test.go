@@ -74,7 +74,10 @@ func TestOpenToNetwork(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	p := makePKI(t, "REMOTE")
-	data := t.TempDir()
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(data, 0o700); err != nil { // Ward refuses a data directory others can enter
+		t.Fatal(err)
+	}
 	conf := filepath.Join(data, "ward.toml")
 	toml := fmt.Sprintf(`[dicom]
 listen = "0.0.0.0:11112"

@@ -40,7 +40,7 @@ for i, g in enumerate(groups):
         f.write("\n".join(r["path"] for r in g) + "\n")
 PY
 data=$state/data
-rm -rf "$data" && mkdir -p "$data"
+rm -rf "$data" && mkdir -p -m 700 "$data"
 port=21199 aec=WARD
 if [[ "$bin" == storescp ]]; then
   port=21197 aec=STORESCP

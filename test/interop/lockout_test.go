@@ -99,6 +99,10 @@ func storescuGuess(t *testing.T, w *ward, source, user, pass string) string {
 		return "refused"
 	case strings.Contains(s, "Rejected Transient"):
 		return "locked"
+	case strings.Contains(s, "Peer aborted Association (or never connected)"):
+		// Closed before anything was read: over the budget of connections
+		// not yet admitted (docs/security.md), so never checked either.
+		return "dropped"
 	}
 	t.Fatalf("storescu: %v\n%s", err, out)
 	return ""
@@ -147,8 +151,10 @@ func TestPasscodeGuessingIsLimitedPerAccount(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		if m := tally(got); m["refused"] != 5 || m["locked"] != 43 {
-			t.Fatalf("verdicts %v, want 5 refused and 43 locked", m)
+		// Over the per-source budget of pending connections, some may be
+		// closed unread ("dropped"): unchecked, like the locked ones.
+		if m := tally(got); m["refused"] != 5 || m["locked"]+m["dropped"] != 43 {
+			t.Fatalf("verdicts %v, want 5 refused and 43 locked or dropped", m)
 		}
 	})
 	t.Run("rotating the source address in the bound /24", func(t *testing.T) {

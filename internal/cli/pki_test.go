@@ -15,6 +15,7 @@ import (
 
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/tlsprofile"
 )
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -325,8 +326,8 @@ func TestPKIRevoke(t *testing.T) {
 	}
 	// Revoking MR1 while the listener runs takes effect once the file is
 	// looked at again.
-	old := server.SetCRLRecheck(0)
-	defer server.SetCRLRecheck(old)
+	old := tlsprofile.SetCRLRecheck(0)
+	defer tlsprofile.SetCRLRecheck(old)
 	if _, errs, code := runCLI(t, "pki", "revoke", "MR1", "--data", data); code != 0 {
 		t.Fatal(errs)
 	}

@@ -121,7 +121,7 @@ func TestPKIInitIssue(t *testing.T) {
 	if _, err := cl.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
 		t.Error("client certificate usable as a server certificate")
 	}
-	fp := CertFingerprint(cl.Raw)
+	fp := tlsprofile.Fingerprint(cl.Raw)
 	if len(fp) != 64 || !strings.Contains(out, "SHA-256 fingerprint: "+fp) {
 		t.Errorf("fingerprint %s not in output:\n%s", fp, out)
 	}

@@ -26,7 +26,10 @@
 //     lists are reloaded within CRLRecheck of a change, and a stale list is
 //     logged and still applied (crl.go).
 //
-// The package imports nothing of Ward, so that any floor may use it.
+// The package imports only the standard library, so that any floor may use
+// it (audit among them). The exposure auditor (package scan) is outside the
+// profile on purpose: it observes what a server offers, down to TLS 1.0,
+// and trusts nothing.
 package tlsprofile
 
 import (

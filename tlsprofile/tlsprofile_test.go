@@ -10,12 +10,15 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"go/parser"
+	"go/token"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -495,4 +498,28 @@ func FuzzLoadCRL(f *testing.F) {
 			t.Fatal("no error and no list")
 		}
 	})
+}
+
+// The profile is a leaf: the standard library only (test/layering checks
+// that it imports nothing of Ward; this, nothing from outside either).
+func TestStdlibOnly(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range af.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if first, _, _ := strings.Cut(p, "/"); strings.Contains(first, ".") {
+				t.Errorf("%s imports %s: the TLS profile uses the standard library only", f, p)
+			}
+		}
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ward-pacs/ward/tlsprofile"
 )
 
 // Forwarding to a collector: PS3.15 A.6 (Audit Trail Message Transmission
@@ -130,36 +131,31 @@ type ForwardConfig struct {
 	Checkpoints bool
 }
 
-// tlsConfig builds the client's TLS configuration: TLS 1.2 or later, the
+// tlsConfig builds the client's TLS configuration, of Ward's TLS profile
+// (package tlsprofile): TLS 1.2 or later with its cipher suites, the
 // collector's certificate verified against CA for the host of Addr.
 func (c ForwardConfig) tlsConfig() (*tls.Config, error) {
-	host, _, err := net.SplitHostPort(c.Addr)
+	host, err := tlsprofile.ServerName(c.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("audit: syslog address %q: %w", c.Addr, err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	o := tlsprofile.ClientOptions{ServerName: host}
 	if c.CA != "" {
-		pem, err := os.ReadFile(c.CA)
-		if err != nil {
+		if o.RootCAs, err = tlsprofile.LoadCAs(c.CA); err != nil {
 			return nil, fmt.Errorf("audit: syslog CA: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("audit: syslog CA %s: no PEM certificate", c.CA)
-		}
-		cfg.RootCAs = pool
 	}
 	if (c.Cert == "") != (c.Key == "") {
 		return nil, errors.New("audit: syslog client certificate: set both the certificate and the key, or neither")
 	}
 	if c.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		cert, err := tlsprofile.LoadKeyPair(c.Cert, c.Key)
 		if err != nil {
 			return nil, fmt.Errorf("audit: syslog client certificate: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		o.Certificate = &cert
 	}
-	return cfg, nil
+	return tlsprofile.Client(o), nil
 }
 
 // forwarder sends the queue (queue.go) to the collector.

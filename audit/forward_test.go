@@ -697,6 +697,29 @@ func TestForwardRefusesOldTLS(t *testing.T) {
 	}
 }
 
+// TestForwardRefusesWeakSuites: a collector that offers TLS 1.2 with
+// CBC cipher suites only gets nothing: forwarding uses Ward's TLS profile
+// (ECDHE with AEAD ciphers).
+func TestForwardRefusesWeakSuites(t *testing.T) {
+	p := newPKI(t)
+	weak := p.server.Clone()
+	weak.MaxVersion = tls.VersionTLS12
+	weak.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_CBC_SHA}
+	p.server = weak
+	col := startCollector(t, p, "127.0.0.1:0", true)
+	logger, logs := newLogger()
+	l := openForwarding(t, t.TempDir(), logger, ForwardConfig{Addr: col.addr, CA: p.caFile})
+	defer closeLog(t, l)
+	writeNumbered(t, l, 0, 3)
+	waitUntil(t, "a refused handshake", func() bool { return strings.Contains(logs.String(), "collector unreachable") })
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(col.msgs) != 0 {
+		t.Fatal("sent over a CBC cipher suite")
+	}
+}
+
 // TestForwardClientCertificate: a collector that requires a client
 // certificate gets the records when Ward has one, and none otherwise (the
 // records wait in the queue; nothing is lost to a refused TLS 1.3

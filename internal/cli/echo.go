@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,11 +12,11 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/tlsprofile"
 )
 
 // peerFlags are the addressing and transport flags every SCU command
@@ -96,30 +95,9 @@ func (p peerFlags) connect(ctx context.Context, addr string, rq *pdu.AssociateRQ
 		}
 		return assoc.Dial(ctx, "tcp", addr, p.config(), rq)
 	}
-	host, _, err := net.SplitHostPort(addr)
+	tc, err := p.tlsClient(addr)
 	if err != nil {
 		return nil, err
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: server.TLSCipherSuites, ServerName: host}
-	if *p.tlsCA != "" {
-		b, err := os.ReadFile(*p.tlsCA)
-		if err != nil {
-			return nil, err
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--tls-ca %s: no PEM certificate", *p.tlsCA)
-		}
-	}
-	if (*p.tlsCert == "") != (*p.tlsKey == "") {
-		return nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if *p.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(*p.tlsCert, *p.tlsKey)
-		if err != nil {
-			return nil, err
-		}
-		tc.Certificates = []tls.Certificate{cert}
 	}
 	dctx, cancel := context.WithTimeout(ctx, *p.timeout)
 	defer cancel()
@@ -129,6 +107,32 @@ func (p peerFlags) connect(ctx context.Context, addr string, rq *pdu.AssociateRQ
 		return nil, fmt.Errorf("connecting to %s over TLS: %w", addr, err)
 	}
 	return assoc.Request(ctx, conn, p.config(), rq)
+}
+
+// tlsClient is the TLS profile's client for the peer at addr, verified
+// for its host, with --tls-ca and --tls-cert/--tls-key.
+func (p peerFlags) tlsClient(addr string) (*tls.Config, error) {
+	host, err := tlsprofile.ServerName(addr)
+	if err != nil {
+		return nil, err
+	}
+	o := tlsprofile.ClientOptions{ServerName: host}
+	if *p.tlsCA != "" {
+		if o.RootCAs, err = tlsprofile.LoadCAs(*p.tlsCA); err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+	}
+	if (*p.tlsCert == "") != (*p.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if *p.tlsCert != "" {
+		cert, err := tlsprofile.LoadKeyPair(*p.tlsCert, *p.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		o.Certificate = &cert
+	}
+	return tlsprofile.Client(o), nil
 }
 
 func (p peerFlags) config() assoc.Config {

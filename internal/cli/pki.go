@@ -1,45 +1,16 @@
 package cli
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
-	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"time"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/pki"
 )
 
-// Validity periods of the certificates `ward pki` makes.
-const (
-	pkiCAValidity     = 10 * 365 * 24 * time.Hour
-	pkiServerValidity = 2 * 365 * 24 * time.Hour
-	pkiClientValidity = 2 * 365 * 24 * time.Hour
-)
-
-// File names under DATA/pki.
-const (
-	pkiDir        = "pki"
-	pkiCACert     = "ca.crt"
-	pkiCAKey      = "ca.key"
-	pkiServerCert = "server.crt"
-	pkiServerKey  = "server.key"
-	pkiPeersDir   = "peers"
-	pkiCRL        = "crl.pem"
-)
+// `ward pki`: the commands of the CA library in package pki.
 
 // stringList is a repeatable flag.
 type stringList []string
@@ -94,7 +65,7 @@ Private keys are written with mode 0600.`)
 	if err != nil {
 		return err
 	}
-	dir, err := filepath.Abs(filepath.Join(c.DataDir, pkiDir))
+	dir, err := filepath.Abs(filepath.Join(c.DataDir, "pki"))
 	if err != nil {
 		return err
 	}
@@ -116,87 +87,8 @@ Private keys are written with mode 0600.`)
 	return pkiIssue(e, dir, pos[0])
 }
 
-// ErrCAExists: `ward pki init` found a CA already.
-var ErrCAExists = errors.New("a CA already exists; ward pki init never overwrites one (remove it yourself to start over, which invalidates every certificate it issued)")
-
 func pkiInit(e *env, dir string, names []string) error {
-	for _, n := range names {
-		if n == "" || strings.ContainsAny(n, " /\\") {
-			return fmt.Errorf("--name %q: give a DNS name or an IP address", n)
-		}
-	}
-	caCertPath, caKeyPath := filepath.Join(dir, pkiCACert), filepath.Join(dir, pkiCAKey)
-	for _, p := range []string{caCertPath, caKeyPath} {
-		if _, err := os.Lstat(p); err == nil {
-			return fmt.Errorf("%s: %w", p, ErrCAExists)
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "Ward CA", Organization: []string{"Ward"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(pkiCAValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caDER, err := signCert(caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	srvTmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: names[0], Organization: []string{"Ward"}},
-		NotBefore:   now.Add(-time.Hour),
-		NotAfter:    now.Add(pkiServerValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			srvTmpl.IPAddresses = append(srvTmpl.IPAddresses, ip)
-		} else {
-			srvTmpl.DNSNames = append(srvTmpl.DNSNames, n)
-		}
-	}
-	srvDER, err := signCert(srvTmpl, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	srvCertPath, srvKeyPath := filepath.Join(dir, pkiServerCert), filepath.Join(dir, pkiServerKey)
-	// The CA key is written first and exclusively: two concurrent inits
-	// cannot both succeed.
-	if err := writeKey(caKeyPath, caKey); err != nil {
-		return err
-	}
-	if err := writeCert(caCertPath, caDER); err != nil {
-		return err
-	}
-	if err := writeKey(srvKeyPath, srvKey); err != nil {
-		return err
-	}
-	if err := writeCert(srvCertPath, srvDER); err != nil {
-		return err
-	}
-	// An empty revocation list, so that tls_crl can name it from the start.
-	crlPath, _, err := updateCRL(dir, caCert, caKey, nil)
+	f, err := pki.Init(dir, names)
 	if err != nil {
 		return err
 	}
@@ -218,73 +110,26 @@ tls_crl       = %q
 or run: ward serve --dicom-tls-listen 127.0.0.1:2762 --tls-cert %s --tls-key %s --tls-client-ca %s --tls-crl %s
 Peers need %s to verify Ward; issue their client certificates with 'ward pki issue PEER'
 and withdraw one with 'ward pki revoke PEER'.
-`, caCertPath, caKeyPath, srvCertPath, strings.Join(names, ", "), srvKeyPath, crlPath,
-		srvCertPath, srvKeyPath, caCertPath, crlPath, srvCertPath, srvKeyPath, caCertPath, crlPath, caCertPath)
+`, f.CACert, f.CAKey, f.ServerCert, strings.Join(names, ", "), f.ServerKey, f.CRL,
+		f.ServerCert, f.ServerKey, f.CACert, f.CRL, f.ServerCert, f.ServerKey, f.CACert, f.CRL, f.CACert)
 	return nil
 }
 
-// peerNameOK limits PEER to characters safe in a file name.
-func peerNameOK(p string) bool {
-	if p == "" || len(p) > 64 || p[0] == '.' || p[0] == '-' {
-		return false
+// openCA checks PEER's name, then opens the CA of dir.
+func openCA(dir, peer string) (*pki.CA, error) {
+	if err := pki.CheckPeerName(peer); err != nil {
+		return nil, err
 	}
-	for _, r := range p {
-		switch {
-		case r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// peerCA checks PEER's name and loads the site's CA; certPath and keyPath
-// are where PEER's certificate and key are kept.
-func peerCA(dir, peer string) (caCert *x509.Certificate, caKey *ecdsa.PrivateKey, certPath, keyPath string, err error) {
-	if !peerNameOK(peer) {
-		return nil, nil, "", "", fmt.Errorf("peer %q: use 1 to 64 letters, digits, '_', '-' or '.' (an AE title usually)", peer)
-	}
-	if caCert, caKey, err = loadCA(dir); err != nil {
-		return nil, nil, "", "", err
-	}
-	peersDir := filepath.Join(dir, pkiPeersDir)
-	return caCert, caKey, filepath.Join(peersDir, peer+".crt"), filepath.Join(peersDir, peer+".key"), nil
+	return pki.Open(dir)
 }
 
 func pkiIssue(e *env, dir, peer string) error {
-	caCert, caKey, certPath, keyPath, err := peerCA(dir, peer)
+	ca, err := openCA(dir, peer)
 	if err != nil {
 		return err
 	}
-	peersDir := filepath.Dir(certPath)
-	for _, p := range []string{certPath, keyPath} {
-		if _, err := os.Lstat(p); err == nil {
-			return fmt.Errorf("%s exists: remove it to issue a new certificate for %s", p, peer)
-		}
-	}
-	if err := os.MkdirAll(peersDir, 0o700); err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	is, err := ca.Issue(peer)
 	if err != nil {
-		return err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: peer, Organization: []string{"Ward"}},
-		NotBefore:   now.Add(-time.Hour),
-		NotAfter:    now.Add(pkiClientValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := signCert(tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	if err := writeKey(keyPath, key); err != nil {
-		return err
-	}
-	if err := writeCert(certPath, der); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, `client certificate:  %s (CN=%s, signed by %s)
@@ -293,35 +138,18 @@ SHA-256 fingerprint: %s
 
 Register the peer with its certificate pinned, e.g.:
   ward peer add %s --cert-fingerprint %s --allow echo,store
-`, certPath, peer, filepath.Join(dir, pkiCACert), keyPath, CertFingerprint(der), peer, CertFingerprint(der))
+`, is.Cert, peer, filepath.Join(dir, pki.CACertFile), is.Key, is.Fingerprint, peer, is.Fingerprint)
 	return nil
 }
 
 func pkiRevoke(e *env, dir, peer string) error {
-	caCert, caKey, certPath, keyPath, err := peerCA(dir, peer)
+	ca, err := openCA(dir, peer)
 	if err != nil {
 		return err
 	}
-	cert, err := readPEMCert(certPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no certificate of %s at %s (ward pki issue %s makes one)", peer, certPath, peer)
-	}
+	r, err := ca.Revoke(peer)
 	if err != nil {
 		return err
-	}
-	if cert.CheckSignatureFrom(caCert) != nil {
-		return fmt.Errorf("%s was not issued by the CA of %s", certPath, dir)
-	}
-	crlPath, n, err := updateCRL(dir, caCert, caKey, cert.SerialNumber)
-	if err != nil {
-		return err
-	}
-	// Aside, so that 'ward pki issue PEER' can make a new one.
-	suffix := ".revoked-" + cert.SerialNumber.Text(16)
-	for _, p := range []string{certPath, keyPath} {
-		if err := os.Rename(p, p+suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
 	}
 	fmt.Fprintf(e.stdout, `revoked:         %s (CN=%s, serial %s)
 revocation list: %s (%d certificates)
@@ -335,167 +163,7 @@ tls_crl = %q
 (or ward serve --tls-crl %s). A running Ward reads a changed list within
 seconds. Issue %s a new certificate with 'ward pki issue %s' and pin it
 again if the peer was pinned (ward peer add %s --cert-fingerprint ...).
-`, certPath, cert.Subject.CommonName, cert.SerialNumber.Text(16), crlPath, n,
-		certPath, suffix, crlPath, crlPath, peer, peer, peer)
+`, r.CertFile, r.Cert.Subject.CommonName, r.Cert.SerialNumber.Text(16), r.CRL, r.Listed,
+		r.CertFile, r.Suffix, r.CRL, r.CRL, peer, peer, peer)
 	return nil
-}
-
-// updateCRL makes the CA's revocation list DATA/pki/crl.pem anew, with
-// the certificates it listed and serial (when not nil), signed by the CA
-// and valid as long as the CA is. It returns the list's path and how many
-// certificates it names.
-func updateCRL(dir string, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, serial *big.Int) (string, int, error) {
-	crlPath := filepath.Join(dir, pkiCRL)
-	tmpl := &x509.RevocationList{Number: big.NewInt(1)}
-	if b, err := os.ReadFile(crlPath); err == nil {
-		blk, _ := pem.Decode(b)
-		if blk == nil || blk.Type != "X509 CRL" {
-			return "", 0, fmt.Errorf("%s: not a PEM revocation list", crlPath)
-		}
-		old, err := x509.ParseRevocationList(blk.Bytes)
-		if err != nil {
-			return "", 0, fmt.Errorf("%s: %w", crlPath, err)
-		}
-		if err := old.CheckSignatureFrom(caCert); err != nil {
-			return "", 0, fmt.Errorf("%s is not signed by the CA of %s: %w", crlPath, dir, err)
-		}
-		tmpl.RevokedCertificateEntries = old.RevokedCertificateEntries
-		tmpl.Number = new(big.Int).Add(old.Number, big.NewInt(1))
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", 0, err
-	}
-	now := time.Now()
-	if serial != nil && !slices.ContainsFunc(tmpl.RevokedCertificateEntries, func(e x509.RevocationListEntry) bool {
-		return e.SerialNumber.Cmp(serial) == 0
-	}) {
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
-			x509.RevocationListEntry{SerialNumber: serial, RevocationTime: now})
-	}
-	tmpl.ThisUpdate, tmpl.NextUpdate = now, caCert.NotAfter
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, caCert, caKey)
-	if err != nil {
-		return "", 0, err
-	}
-	if err := replaceFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o600); err != nil {
-		return "", 0, err
-	}
-	return crlPath, len(tmpl.RevokedCertificateEntries), nil
-}
-
-// replaceFile writes b to path through a temporary file renamed over it,
-// fsynced, so that a reader sees the old contents or the new.
-func replaceFile(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	if err := writeNew(tmp, b, mode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// CertFingerprint is the SHA-256 of a certificate's DER encoding in
-// lowercase hex: the form a pinned client certificate is given in.
-func CertFingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:])
-}
-
-func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, pkiCACert), filepath.Join(dir, pkiCAKey)
-	cert, err := readPEMCert(certPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("no CA at %s: run 'ward pki init' first", certPath)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	kb, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	blk, _ := pem.Decode(kb)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, nil, fmt.Errorf("%s: not a PEM private key", keyPath)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", keyPath, err)
-	}
-	key, ok := k.(*ecdsa.PrivateKey)
-	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, nil, fmt.Errorf("%s does not hold the key of %s", keyPath, certPath)
-	}
-	return cert, key, nil
-}
-
-// readPEMCert reads a file holding one PEM certificate.
-func readPEMCert(path string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s: not a PEM certificate", path)
-	}
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return cert, nil
-}
-
-func signCert(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) ([]byte, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, err
-	}
-	tmpl.SerialNumber = serial.Add(serial, big.NewInt(1))
-	return x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-}
-
-// writeKey writes a PKCS #8 PEM private key, mode 0600, never over an
-// existing file.
-func writeKey(path string, key *ecdsa.PrivateKey) error {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-}
-
-// writeCert writes a PEM certificate, mode 0600 as every file Ward writes
-// (the operator hands copies to peers), never over an existing
-// file.
-func writeCert(path string, der []byte) error {
-	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-}
-
-func writeNew(path string, b []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil { // whatever the umask
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

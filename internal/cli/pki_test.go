@@ -15,6 +15,7 @@ import (
 
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/tlsprofile"
 )
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -120,7 +121,7 @@ func TestPKIInitIssue(t *testing.T) {
 	if _, err := cl.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
 		t.Error("client certificate usable as a server certificate")
 	}
-	fp := CertFingerprint(cl.Raw)
+	fp := tlsprofile.Fingerprint(cl.Raw)
 	if len(fp) != 64 || !strings.Contains(out, "SHA-256 fingerprint: "+fp) {
 		t.Errorf("fingerprint %s not in output:\n%s", fp, out)
 	}
@@ -325,8 +326,8 @@ func TestPKIRevoke(t *testing.T) {
 	}
 	// Revoking MR1 while the listener runs takes effect once the file is
 	// looked at again.
-	old := server.SetCRLRecheck(0)
-	defer server.SetCRLRecheck(old)
+	old := tlsprofile.SetCRLRecheck(0)
+	defer tlsprofile.SetCRLRecheck(old)
 	if _, errs, code := runCLI(t, "pki", "revoke", "MR1", "--data", data); code != 0 {
 		t.Fatal(errs)
 	}

@@ -3,38 +3,22 @@ package server
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/tlsprofile"
 )
 
-// TLSCipherSuites are the TLS 1.2 cipher suites Ward accepts: ECDHE key
-// exchange (forward secrecy) with an AEAD cipher, as BCP 195 (RFC 9325)
-// recommends and the PS3.15 B.12 BCP 195 profiles require. TLS 1.3 suites
-// are not configurable in Go and are all AEAD.
-var TLSCipherSuites = []uint16{
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-}
-
-// ErrNoCACertificates: a client CA file without any certificate.
-var ErrNoCACertificates = errors.New("no PEM certificate found")
+// This file translates the [dicom] tls_* settings into the TLS profile
+// (package tlsprofile), which states what Ward's TLS is.
 
 // TLSConfig builds the DIMSE over TLS server configuration from the
-// [dicom] tls_* settings: TLS 1.2 minimum (1.3 negotiated when the client
-// offers it), the cipher suites above, no renegotiation (a Go server never
-// renegotiates), and, with tls_client_ca, client certificates required and
-// verified against it (without it they are requested, for peers pinned by
-// certificate fingerprint). A certificate the revocation lists of
-// tls_crl name is refused.
+// [dicom] tls_* settings: tls_cert and tls_key; with tls_client_ca, client
+// certificates required and verified against it (without it they are
+// requested, for peers pinned by certificate fingerprint); a certificate
+// the revocation lists of tls_crl name is refused.
 func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 	crl, err := newRevocations(d, slog.Default())
 	if err != nil {
@@ -45,94 +29,69 @@ func TLSConfig(d *config.DICOM) (*tls.Config, error) {
 
 // tlsConfig is TLSConfig with the revocation lists already loaded (crl may
 // be nil).
-func tlsConfig(d *config.DICOM, crl *revocations) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(d.TLSCert, d.TLSKey)
+func tlsConfig(d *config.DICOM, crl *tlsprofile.Revocations) (*tls.Config, error) {
+	cert, err := tlsprofile.LoadKeyPair(d.TLSCert, d.TLSKey)
 	if err != nil {
 		return nil, fmt.Errorf("dicom tls_cert %s / tls_key %s: %w", d.TLSCert, d.TLSKey, err)
 	}
-	tc := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		CipherSuites: TLSCipherSuites,
-		Certificates: []tls.Certificate{cert},
-		// Without a client CA, a certificate is still asked for: a peer
-		// pinned by fingerprint proves it holds the key in the handshake.
-		ClientAuth: tls.RequestClientCert,
-	}
+	o := tlsprofile.ServerOptions{Certificate: cert, ClientCerts: tlsprofile.ClientCertRequested, Revocations: crl}
 	if d.TLSClientCA != "" {
-		pool, err := loadCAs("tls_client_ca", d.TLSClientCA)
-		if err != nil {
-			return nil, err
+		if o.ClientCAs, err = tlsprofile.LoadCAs(d.TLSClientCA); err != nil {
+			return nil, fmt.Errorf("dicom tls_client_ca: %w", err)
 		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
+		o.ClientCerts = tlsprofile.ClientCertVerified
 	}
-	crl.apply(tc)
-	return tc, nil
+	return tlsprofile.Server(o)
 }
 
 // peerTLS builds the client side of DIMSE over TLS for the peers Ward
-// calls (C-MOVE destinations with tls = true): the same protocol versions
-// and cipher suites as the listener, server certificates verified against
-// tls_peer_ca (the system's roots without it), and Ward's client
-// certificate when tls_client_cert is set; a server certificate the
-// revocation lists crl name is refused.
-func peerTLS(d *config.DICOM, crl *revocations) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLSCipherSuites}
+// calls (C-MOVE destinations with tls = true): server certificates
+// verified against tls_peer_ca (the system's roots without it), and Ward's
+// client certificate when tls_client_cert is set; a server certificate the
+// revocation lists crl name is refused. The server name is set per peer
+// (tlsprofile.WithServerName).
+func peerTLS(d *config.DICOM, crl *tlsprofile.Revocations) (*tls.Config, error) {
+	o := tlsprofile.ClientOptions{Revocations: crl}
 	if d.TLSPeerCA != "" {
-		pool, err := loadCAs("tls_peer_ca", d.TLSPeerCA)
+		pool, err := tlsprofile.LoadCAs(d.TLSPeerCA)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("dicom tls_peer_ca: %w", err)
 		}
-		tc.RootCAs = pool
+		o.RootCAs = pool
 	}
 	if d.TLSClientCert != "" {
-		cert, err := tls.LoadX509KeyPair(d.TLSClientCert, d.TLSClientKey)
+		cert, err := tlsprofile.LoadKeyPair(d.TLSClientCert, d.TLSClientKey)
 		if err != nil {
 			return nil, fmt.Errorf("dicom tls_client_cert %s / tls_client_key %s: %w", d.TLSClientCert, d.TLSClientKey, err)
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		o.Certificate = &cert
 	}
-	crl.apply(tc)
-	return tc, nil
+	return tlsprofile.Client(o), nil
 }
 
-// loadCAs reads a PEM file of CA certificates named by the [dicom] key.
-func loadCAs(key, path string) (*x509.CertPool, error) {
-	certs, err := readCertificates(path)
-	if err != nil {
-		return nil, fmt.Errorf("dicom %s: %w", key, err)
+// newRevocations loads [dicom] tls_crl, whose lists must be signed by a CA
+// of tls_client_ca or tls_peer_ca; nil when it is not set.
+func newRevocations(d *config.DICOM, logger *slog.Logger) (*tlsprofile.Revocations, error) {
+	if d.TLSCRL == "" {
+		return nil, nil
 	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool, nil
-}
-
-// readCertificates reads the PEM certificates of a file.
-func readCertificates(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
+	var cas []*x509.Certificate
+	for _, f := range []struct{ key, path string }{{"tls_client_ca", d.TLSClientCA}, {"tls_peer_ca", d.TLSPeerCA}} {
+		if f.path == "" {
 			continue
 		}
-		c, err := x509.ParseCertificate(blk.Bytes)
+		certs, err := tlsprofile.ReadCertificates(f.path)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("dicom %s: %w", f.key, err)
 		}
-		certs = append(certs, c)
+		cas = append(cas, certs...)
 	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: %w", path, ErrNoCACertificates)
+	r, err := tlsprofile.LoadRevocations(d.TLSCRL, cas, logger)
+	if errors.Is(err, tlsprofile.ErrCRLUntrusted) {
+		return nil, fmt.Errorf("dicom tls_crl: %w (a CA of tls_client_ca or tls_peer_ca must sign it)", err)
 	}
-	return certs, nil
+	if err != nil {
+		return nil, fmt.Errorf("dicom tls_crl: %w", err)
+	}
+	return r, nil
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/tlsprofile"
 )
 
 // sitePKI is what `ward pki init` and `ward pki issue` made for a site.
@@ -209,8 +209,8 @@ func TestTLSRevokedCertificate(t *testing.T) {
 		return dcmtk("echoscu", "-v", "-to", "5", "+tls", key, cert, "+cf", p.ca, "-aec", "WARD", "-aet", peer, "127.0.0.1", port).CombinedOutput()
 	}
 	// ward pki init made the list, empty.
-	old := server.SetCRLRecheck(0)
-	t.Cleanup(func() { server.SetCRLRecheck(old) })
+	old := tlsprofile.SetCRLRecheck(0)
+	t.Cleanup(func() { tlsprofile.SetCRLRecheck(old) })
 	w := startWard(t, func(c *config.Config) {
 		c.DICOM.TLSListen = "127.0.0.1:0"
 		c.DICOM.TLSCert, c.DICOM.TLSKey, c.DICOM.TLSClientCA, c.DICOM.TLSCRL = p.srvCert, p.srvKey, p.ca, crl

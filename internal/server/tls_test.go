@@ -151,32 +151,3 @@ func TestPeerTLSRevokedServer(t *testing.T) {
 		}
 	}
 }
-
-// The revocation list file is read whatever it holds: an error, never a
-// crash. Seeds: a valid list, a certificate, garbage.
-func FuzzLoadCRL(f *testing.F) {
-	ca := newTestCA(f, "Fuzz CA")
-	pemCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-	l := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour),
-		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: big.NewInt(7), RevocationTime: time.Now()}}}
-	der, err := x509.CreateRevocationList(rand.Reader, l, ca.cert, ca.key)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
-	f.Add(der)
-	f.Add(pemCA)
-	f.Add([]byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"))
-	dir := f.TempDir()
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p := filepath.Join(dir, "crl")
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		r := &revocations{path: p, cas: []*x509.Certificate{ca.cert}, logger: slog.New(slog.DiscardHandler)}
-		revoked, _, err := r.load()
-		if err == nil && revoked == nil {
-			t.Fatal("no error and no list")
-		}
-	})
-}

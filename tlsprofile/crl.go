@@ -1,4 +1,4 @@
-package server
+package tlsprofile
 
 import (
 	"bytes"
@@ -10,22 +10,44 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/ward-pacs/ward/internal/config"
 )
 
-// crlRecheck is how often, at most, the handshakes look whether the
+// DefaultCRLRecheck is how often, at most, handshakes look whether a
 // revocation list file changed.
-var crlRecheck = 5 * time.Second
+const DefaultCRLRecheck = 5 * time.Second
 
-// revocations holds the certificate revocation lists of [dicom] tls_crl.
-// Every list must be signed by a CA of tls_client_ca or tls_peer_ca. The
-// file is read at start, which fails on any error, and again when its
-// modification time or size changes; a new file that does not load is
-// logged and the lists already loaded stay in force, so that a botched
-// update never lets a revoked certificate back in.
-type revocations struct {
+var crlRecheck atomic.Int64 // nanoseconds
+
+func init() { crlRecheck.Store(int64(DefaultCRLRecheck)) }
+
+// CRLRecheck is how often, at most, handshakes look whether a revocation
+// list file changed.
+func CRLRecheck() time.Duration { return time.Duration(crlRecheck.Load()) }
+
+// SetCRLRecheck sets CRLRecheck for every Revocations and returns the
+// previous value. For tests.
+func SetCRLRecheck(d time.Duration) time.Duration {
+	return time.Duration(crlRecheck.Swap(int64(d)))
+}
+
+// ErrNoCRL: a revocation list file without a list.
+var ErrNoCRL = errors.New("no revocation list (PEM \"X509 CRL\" blocks or one DER list)")
+
+// ErrCRLUntrusted: a revocation list that none of the CAs given signed.
+var ErrCRLUntrusted = errors.New("not signed by a CA trusted to verify certificates")
+
+// Revocations holds the certificate revocation lists of one file (PEM
+// "X509 CRL" blocks, or one DER list), each signed by one of the CAs it
+// was loaded with. The file is read at LoadRevocations, which fails on any
+// error, and again in a handshake when its modification time or size has
+// changed, CRLRecheck after it was last looked at. A changed file that does
+// not load is logged and the lists loaded before stay in force, so that a
+// botched update never lets a revoked certificate back in. A list whose
+// next update is past is logged as stale, at load and at each reload, and
+// applied all the same. A nil *Revocations refuses nothing.
+type Revocations struct {
 	path   string
 	cas    []*x509.Certificate
 	logger *slog.Logger
@@ -41,29 +63,21 @@ func revocationKey(rawIssuer []byte, serial fmt.Stringer) string {
 	return string(rawIssuer) + "\x00" + serial.String()
 }
 
-// newRevocations loads d.TLSCRL; nil when it is not set.
-func newRevocations(d *config.DICOM, logger *slog.Logger) (*revocations, error) {
-	if d.TLSCRL == "" {
-		return nil, nil
+// LoadRevocations reads the revocation lists of the file at path; each
+// must be signed by one of cas. logger (nil: slog.Default()) receives
+// reloads, stale lists and lists that do not load.
+func LoadRevocations(path string, cas []*x509.Certificate, logger *slog.Logger) (*Revocations, error) {
+	if logger == nil {
+		logger = slog.Default()
 	}
-	r := &revocations{path: d.TLSCRL, logger: logger}
-	for _, f := range []struct{ key, path string }{{"tls_client_ca", d.TLSClientCA}, {"tls_peer_ca", d.TLSPeerCA}} {
-		if f.path == "" {
-			continue
-		}
-		certs, err := readCertificates(f.path)
-		if err != nil {
-			return nil, fmt.Errorf("dicom %s: %w", f.key, err)
-		}
-		r.cas = append(r.cas, certs...)
-	}
-	fi, err := os.Stat(r.path)
+	r := &Revocations{path: path, cas: cas, logger: logger}
+	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("dicom tls_crl: %w", err)
+		return nil, err
 	}
 	revoked, stale, err := r.load()
 	if err != nil {
-		return nil, fmt.Errorf("dicom tls_crl %s: %w", r.path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	r.revoked, r.looked, r.modTime, r.size = revoked, time.Now(), fi.ModTime(), fi.Size()
 	r.warnStale(stale)
@@ -72,7 +86,7 @@ func newRevocations(d *config.DICOM, logger *slog.Logger) (*revocations, error) 
 
 // load reads and verifies the lists in the file. stale names the lists
 // whose next update is past: they are still applied.
-func (r *revocations) load() (revoked map[string]time.Time, stale []string, err error) {
+func (r *Revocations) load() (revoked map[string]time.Time, stale []string, err error) {
 	b, err := os.ReadFile(r.path)
 	if err != nil {
 		return nil, nil, err
@@ -93,7 +107,7 @@ func (r *revocations) load() (revoked map[string]time.Time, stale []string, err 
 		ders = [][]byte{b}
 	}
 	if len(ders) == 0 {
-		return nil, nil, errors.New("no revocation list (PEM \"X509 CRL\" blocks or one DER list)")
+		return nil, nil, ErrNoCRL
 	}
 	revoked = map[string]time.Time{}
 	now := time.Now()
@@ -115,27 +129,27 @@ func (r *revocations) load() (revoked map[string]time.Time, stale []string, err 
 	return revoked, stale, nil
 }
 
-// verify checks that a CA Ward trusts signed the list.
-func (r *revocations) verify(l *x509.RevocationList) error {
+// verify checks that one of the CAs signed the list.
+func (r *Revocations) verify(l *x509.RevocationList) error {
 	for _, ca := range r.cas {
 		if bytes.Equal(ca.RawSubject, l.RawIssuer) && l.CheckSignatureFrom(ca) == nil {
 			return nil
 		}
 	}
-	return fmt.Errorf("the revocation list of %s is not signed by a CA of tls_client_ca or tls_peer_ca", l.Issuer)
+	return fmt.Errorf("the revocation list of %s is %w", l.Issuer, ErrCRLUntrusted)
 }
 
-func (r *revocations) warnStale(stale []string) {
+func (r *Revocations) warnStale(stale []string) {
 	for _, s := range stale {
 		r.logger.Warn("a certificate revocation list is out of date; it is still applied: publish a new one", "crl", r.path, "issuer", s)
 	}
 }
 
-// refresh reads the file again if it changed, at most every crlRecheck.
-func (r *revocations) refresh() {
+// refresh reads the file again if it changed, at most every CRLRecheck.
+func (r *Revocations) refresh() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.looked) < crlRecheck {
+	if time.Since(r.looked) < CRLRecheck() {
 		return
 	}
 	r.looked = time.Now()
@@ -157,9 +171,13 @@ func (r *revocations) refresh() {
 	r.warnStale(stale)
 }
 
-// check refuses a connection whose peer presented a revoked certificate
-// (the leaf, or an intermediate it sent).
-func (r *revocations) check(cs tls.ConnectionState) error {
+// Check refuses a connection whose other side presented a revoked
+// certificate (the leaf, or an intermediate it sent). It is the
+// VerifyConnection of the configurations built with r.
+func (r *Revocations) Check(cs tls.ConnectionState) error {
+	if r == nil {
+		return nil
+	}
 	r.refresh()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -172,17 +190,9 @@ func (r *revocations) check(cs tls.ConnectionState) error {
 }
 
 // apply makes tc refuse revoked certificates; r may be nil.
-func (r *revocations) apply(tc *tls.Config) {
+func (r *Revocations) apply(tc *tls.Config) {
 	if r == nil {
 		return
 	}
-	tc.VerifyConnection = r.check
-}
-
-// SetCRLRecheck sets how often the handshakes look for a changed
-// revocation list and returns the previous value. For tests.
-func SetCRLRecheck(d time.Duration) time.Duration {
-	old := crlRecheck
-	crlRecheck = d
-	return old
+	tc.VerifyConnection = r.Check
 }

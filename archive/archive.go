@@ -1,8 +1,9 @@
 // Package archive is the PACS: the transport-neutral service (api.go) that
 // every front end calls, on top of the store seams, with domain errors
-// (errors.go) the front ends map to their statuses. A C-STORE streams from the association into a blob
-// while the attributes Ward indexes are extracted, and is acknowledged only
-// once the blob is fsynced and the index row committed.
+// (errors.go) the front ends map to their statuses. A stored object streams
+// from the front end into a blob while the attributes Ward indexes are
+// extracted, and Store returns only once the blob is fsynced and the index
+// row committed.
 //
 // Where the index can commit without waiting for the disk
 // (store.DeferredSyncer) and the blob can carry an intent record

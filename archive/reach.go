@@ -12,9 +12,9 @@ import (
 
 // The bulk-query rule: one requestor may list the whole archive (every
 // patient, study, series or instance) only with the bulk-query permission.
-// This file is the whole rule; the front ends (the DIMSE policy guard,
-// QIDO-RS later) only put the principal in the context (WithPrincipal),
-// whose grant says whether it holds the permission.
+// This file is the whole rule; the front ends (DIMSE, QIDO-RS later) only
+// put the principal in the context (WithPrincipal), whose grant says
+// whether it holds the permission.
 //
 // A query is universal (it can list the whole archive) when:
 //   - below the top level of its model (PATIENT in Patient Root, STUDY in
@@ -48,7 +48,8 @@ import (
 //
 // A retrieve (C-MOVE, C-GET) must name the objects it retrieves by the
 // unique key of its level, single values or a list (JudgeRetrieve); one
-// that does not is refused with A900, with or without bulk-query.
+// that does not is refused with ErrInvalidIdentifier (DIMSE: A900), with
+// or without bulk-query.
 //
 // The identifier parser refuses before this what no one may send: a NUL
 // inside a value, wildcards in a list, anything but a single value for a

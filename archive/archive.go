@@ -1,7 +1,9 @@
-// Package archive is the PACS: it implements the DIMSE service handlers on
-// top of the store seams. A C-STORE streams from the association into a blob
-// while the attributes Ward indexes are extracted, and is acknowledged only
-// once the blob is fsynced and the index row committed.
+// Package archive is the PACS: the transport-neutral service (api.go) that
+// every front end calls, on top of the store seams, with domain errors
+// (errors.go) the front ends map to their statuses. A stored object streams
+// from the front end into a blob while the attributes Ward indexes are
+// extracted, and Store returns only once the blob is fsynced and the index
+// row committed.
 //
 // Where the index can commit without waiting for the disk
 // (store.DeferredSyncer) and the blob can carry an intent record
@@ -28,7 +30,6 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -45,11 +46,12 @@ const (
 	// acknowledged without being stored (status success, as the object is
 	// in the archive).
 	DuplicateKeep DuplicatePolicy = "keep"
-	// DuplicateReject: the new object is refused with status 0x0111.
+	// DuplicateReject: the new object is refused with ErrDuplicate
+	// (DIMSE status 0x0111).
 	DuplicateReject DuplicatePolicy = "reject"
 )
 
-// Archive implements dimse.Echoer and dimse.Storer.
+// Archive implements Service.
 type Archive struct {
 	Index  store.Index
 	Blobs  store.Blobs
@@ -107,11 +109,6 @@ type Archive struct {
 }
 
 type afterStore struct{ key, oldKey string }
-
-var (
-	_ dimse.Echoer = (*Archive)(nil)
-	_ dimse.Storer = (*Archive)(nil)
-)
 
 // Open recovers the stores after a crash: unfinished blobs are removed,
 // committed ones published or deleted as the index says, and replaced
@@ -311,9 +308,6 @@ func (ar *Archive) deleteBlobs(ctx context.Context, keys []string) error {
 	return ar.Index.BlobsDeleted(ctx, keys)
 }
 
-// Echo answers C-ECHO.
-func (ar *Archive) Echo(ctx context.Context, r *dimse.Request) error { return nil }
-
 // indexed lists the top-level attributes the index holds.
 var indexed = map[dicom.Tag]bool{
 	dicom.SpecificCharacterSet: true, dicom.SOPClassUID: true, dicom.SOPInstanceUID: true,
@@ -355,16 +349,24 @@ func Checksum(b []byte) string {
 }
 
 // Store stores one object: Part 10 header, then the data set exactly as
-// received, teed to the blob while Scan extracts the indexed attributes.
-func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error) {
+// received, teed to the blob while Scan extracts the indexed attributes. It
+// returns once the object is durable. The Stored it returns is never nil:
+// on failure it holds what was learned of the object before it (for the
+// audit trail).
+func (ar *Archive) Store(ctx context.Context, r *StoreRequest) (*Stored, error) {
+	out := &Stored{}
+	return out, ar.store(ctx, r, out)
+}
+
+func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err error) {
 	ts := dicom.LookupTransferSyntax(r.TransferSyntaxUID)
 	if ts == nil {
-		return dimse.Errorf(dimse.StatusCannotUnderstand, "unknown transfer syntax %q", r.TransferSyntaxUID)
+		return Failf(ErrCannotUnderstand, "unknown transfer syntax %q", r.TransferSyntaxUID)
 	}
 	if ar.OnDuplicate != DuplicateReplace {
 		if _, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
 			if ar.OnDuplicate == DuplicateReject {
-				return &dimse.StatusError{Status: dimse.StatusDuplicateSOPInstance, Comment: "SOP instance already stored"}
+				return Fail(ErrDuplicate, "SOP instance already stored")
 			}
 			_, err := io.Copy(io.Discard, r.Data)
 			return err
@@ -396,11 +398,11 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 		TransferSyntaxUID:            r.TransferSyntaxUID,
 		ImplementationClassUID:       dicom.ImplementationClassUID,
 		ImplementationVersionName:    dicom.ImplementationVersionName,
-		SourceApplicationEntityTitle: r.Assoc.CallingAETitle(),
+		SourceApplicationEntityTitle: r.Origin.AETitle,
 	}
 	if err := dicom.WriteFileHeader(buf, meta); err != nil {
 		if errors.Is(err, dicom.ErrMalformed) {
-			return dimse.Errorf(dimse.StatusCannotUnderstand, "cannot store the object: %w", err)
+			return Failf(ErrCannotUnderstand, "cannot store the object: %w", err)
 		}
 		return resourceError("writing the file header", err)
 	}
@@ -416,17 +418,17 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	if pe := (*dicom.PixelEncodingError)(nil); errors.As(err, &pe) {
 		// Stored, it would be labelled with a syntax it is not in, and
 		// every later retrieval would fail (issue 14, item 18).
-		return &dimse.StatusError{Status: dimse.StatusCannotUnderstand, Comment: pe.Detail(), Offending: []uint32{uint32(dicom.PixelData)}, Err: err}
+		return &Error{Kind: ErrInvalidAttribute, Comment: pe.Detail(), Tag: dicom.PixelData, Err: err}
 	}
 	if err != nil {
-		return dimse.Errorf(dimse.StatusCannotUnderstand, "cannot parse the data set: %w", err)
+		return Failf(ErrCannotUnderstand, "cannot parse the data set: %w", err)
 	}
 	if err := buf.Flush(); err != nil {
 		return resourceError("writing the object", err)
 	}
 	in, err := instanceFrom(attrs, receipt{
 		sopClass: r.SOPClassUID, sopInstance: r.SOPInstanceUID, transferSyntax: r.TransferSyntaxUID,
-		aet: r.Assoc.CallingAETitle(), addr: r.Assoc.RemoteAddr().String(), at: time.Now().UTC(),
+		aet: r.Origin.AETitle, addr: r.Origin.Addr, at: time.Now().UTC(),
 	})
 	if err != nil {
 		return err
@@ -435,7 +437,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
 	ar.space.wrote(cw.n)
-	r.StudyInstanceUID, r.PatientID = in.StudyInstanceUID, in.PatientID
+	out.StudyInstanceUID, out.PatientID = in.StudyInstanceUID, in.PatientID
 	put := ar.Index.Put
 	ins, canInsert := ar.Index.(store.Inserter)
 	ds, err := ar.deferrable(bw, in)
@@ -489,7 +491,7 @@ func (ar *Archive) Store(ctx context.Context, r *dimse.StoreRequest) (err error)
 	job := afterStore{key: key}
 	if res.Replaced {
 		job.oldKey = res.OldBlobKey
-		r.Replaced = true
+		out.Replaced = true
 	}
 	ar.queueAfter(job)
 	return nil
@@ -563,8 +565,9 @@ func (t *teeReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// resourceError maps a storage failure to A700 (refused: out of resources)
-// with a comment that says what failed; no patient data is in it.
+// resourceError is a storage failure (ErrNoSpace for a full disk or quota,
+// else ErrStorage) with a comment that says what failed; no patient data is
+// in it.
 func resourceError(what string, err error) error {
 	comment := what + " failed"
 	switch {
@@ -577,7 +580,11 @@ func resourceError(what string, err error) error {
 	case errors.Is(err, syscall.EIO):
 		comment = what + " failed: I/O error"
 	}
-	return &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: comment, Err: err}
+	kind := ErrStorage
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		kind = ErrNoSpace
+	}
+	return &Error{Kind: kind, Comment: comment, Err: err}
 }
 
 // receipt is what the index records of a C-STORE besides the data set.
@@ -592,13 +599,13 @@ var uidKeys = []dicom.Tag{dicom.SOPClassUID, dicom.SOPInstanceUID, dicom.StudyIn
 
 // warnUIDs logs, without the values, the UIDs of a stored object that
 // break PS3.5 9.1 in the one way Ward tolerates (a leading zero).
-func (ar *Archive) warnUIDs(r *dimse.StoreRequest, in *store.Instance) {
+func (ar *Archive) warnUIDs(r *StoreRequest, in *store.Instance) {
 	for _, u := range []struct {
 		tag dicom.Tag
 		v   string
 	}{{dicom.SOPClassUID, in.SOPClassUID}, {dicom.SOPInstanceUID, in.SOPInstanceUID}, {dicom.StudyInstanceUID, in.StudyInstanceUID}, {dicom.SeriesInstanceUID, in.SeriesInstanceUID}} {
 		if !dicom.ValidUID(u.v) {
-			ar.Logger.Warn("stored an object whose UID has a component with a leading zero (not PS3.5 9.1 conformant, accepted as received)", "assoc", r.Assoc.Name(), "attribute", dicom.Keyword(u.tag))
+			ar.Logger.Warn("stored an object whose UID has a component with a leading zero (not PS3.5 9.1 conformant, accepted as received)", "assoc", r.Origin.Conn, "attribute", dicom.Keyword(u.tag))
 		}
 	}
 }
@@ -613,15 +620,15 @@ func instanceFrom(a *dicom.Attrs, r receipt) (*store.Instance, error) {
 	}{{dicom.SOPInstanceUID, r.sopInstance}, {dicom.SOPClassUID, r.sopClass}} {
 		got := s(c.tag)
 		if got == "" {
-			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "the data set has no " + dicom.Keyword(c.tag), Offending: []uint32{uint32(c.tag)}}
+			return nil, attrError(ErrAttributeMismatch, c.tag, "the data set has no "+dicom.Keyword(c.tag))
 		}
 		if got != c.want {
-			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: dicom.Keyword(c.tag) + " in the data set differs from the C-STORE request", Offending: []uint32{uint32(c.tag)}}
+			return nil, attrError(ErrAttributeMismatch, c.tag, dicom.Keyword(c.tag)+" in the data set differs from the C-STORE request")
 		}
 	}
 	for _, t := range []dicom.Tag{dicom.StudyInstanceUID, dicom.SeriesInstanceUID} {
 		if s(t) == "" {
-			return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "the data set has no " + dicom.Keyword(t), Offending: []uint32{uint32(t)}}
+			return nil, attrError(ErrAttributeMismatch, t, "the data set has no "+dicom.Keyword(t))
 		}
 	}
 	// The UIDs Ward keys on, as in the data set. The SOP Instance UID is
@@ -629,7 +636,7 @@ func instanceFrom(a *dicom.Attrs, r receipt) (*store.Instance, error) {
 	// that no caller can put a bad one in the index.
 	for _, t := range uidKeys {
 		if p := dicom.UIDProblem(s(t)); p != "" {
-			return nil, &dimse.StatusError{Status: dimse.StatusCannotUnderstand, Comment: dicom.Keyword(t) + " " + p + " (PS3.5 9.1)", Offending: []uint32{uint32(t)}}
+			return nil, attrError(ErrInvalidAttribute, t, dicom.Keyword(t)+" "+p+" (PS3.5 9.1)")
 		}
 	}
 	in := &store.Instance{

@@ -18,6 +18,7 @@ import (
 	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/dimsearchive"
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/fsblob"
@@ -153,9 +154,13 @@ func ctObject(t *testing.T, uid string) *object {
 	return o
 }
 
+// fe is the DIMSE front end over the archive: the tests drive it as the
+// dispatcher does, so that they pin the statuses and comments peers get.
+func (f *fixture) fe() *dimsearchive.Service { return &dimsearchive.Service{Archive: f.ar} }
+
 // store runs one C-STORE of data with the command's UIDs from o.
 func (f *fixture) store(o *object, data []byte) error {
-	return f.ar.Store(context.Background(), &dimse.StoreRequest{
+	return f.fe().Store(context.Background(), &dimse.StoreRequest{
 		Request:           dimse.Request{Assoc: f.assoc, ContextID: 1},
 		SOPClassUID:       o.class,
 		SOPInstanceUID:    o.inst,
@@ -399,7 +404,7 @@ func TestMalformedDataSet(t *testing.T) {
 func TestUnknownTransferSyntax(t *testing.T) {
 	f := newFixture(t, "")
 	o := ctObject(t, "1.2.826.0.1.3680043.10.1.8")
-	err := f.ar.Store(context.Background(), &dimse.StoreRequest{
+	err := f.fe().Store(context.Background(), &dimse.StoreRequest{
 		Request:     dimse.Request{Assoc: f.assoc, ContextID: 1},
 		SOPClassUID: o.class, SOPInstanceUID: o.inst, TransferSyntaxUID: "not a UID",
 		Data: bytes.NewReader(o.bytes(t)),

@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -17,67 +15,68 @@ import (
 // Archive.MaxFindResults is 0.
 const DefaultMaxFindResults = 1000
 
-var _ dimse.Finder = (*Archive)(nil)
-
 // utf8Charset is the Specific Character Set of responses whose values the
 // request's character set cannot encode.
 const utf8Charset = "ISO_IR 192"
 
-// Find serves C-FIND (Patient Root and Study Root, hierarchical queries).
+// Query serves a hierarchical query (C-FIND; QIDO-RS later), Patient Root
+// or Study Root; emit is called once per match.
 //
 // Behaviour (see also parseFind and parseKey):
 //   - A bad identifier (no or unknown level, a non-unique key above the
 //     level, a key below it, a range or wildcard where the VR forbids it)
-//     fails with A900 and a comment naming the attribute.
+//     fails with ErrInvalidIdentifier naming the attribute.
 //   - Matching keys the index cannot match on (optional keys Ward does not
 //     store, sequences it does not index, item attributes of an indexed
 //     sequence it does not keep) are ignored for matching, as PS3.4
-//     C.4.1.2.3 allows; every response is then Pending Warning (FF01).
-//     They are returned with zero length like every unsupported return key.
+//     C.4.1.2.3 allows; every match then has KeysIgnored. They are
+//     returned with zero length like every unsupported return key.
 //   - Indexed sequences (Archive.Sequences) are matched per PS3.4
 //     C.2.2.2.6 (any stored item matching every item key) and returned
 //     with their stored items, each holding the item attributes the
 //     request's item named (all kept ones for an empty sequence).
 //   - A universal query (JudgeQuery: below the top level without the
 //     unique keys above it, or at the top level without a key that
-//     narrows it) is refused with 0124 unless the context's Access has
-//     Bulk (the bulk-query permission). The zero Access has not.
-//   - More matches than the cap (MaxFindResults, default 1000): the first
-//     cap matches are sent, then the final status is A700 (Refused: out of
-//     resources) with a comment saying the results were cut and that the
-//     query should be narrowed. The SCU thus knows the list is incomplete.
-//   - Each response holds exactly the attributes of the request (those Ward
+//     narrows it) fails with ErrNotAuthorized unless the context's
+//     principal holds bulk-query. A context without a principal does not.
+//   - More matches than the cap (the principal's MaxResults, else
+//     MaxFindResults, default 1000; q.Limit lowers it): the first cap
+//     matches are emitted, then Query fails with ErrTooManyResults saying
+//     the results were cut and that the query should be narrowed. The
+//     requestor thus knows the list is incomplete.
+//   - Each match holds exactly the attributes of the request (those Ward
 //     does not have with zero length), plus Query/Retrieve Level, the
 //     Retrieve AE Title and, when the request had one or a value is not
 //     ASCII, Specific Character Set: the request's when it can encode every
 //     value, else ISO_IR 192 (UTF-8).
-func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*dicom.DataSet) error) error {
-	patientRoot, err := model(r.SOPClassUID)
+func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error) error {
+	patientRoot, err := patientRoot(rq.Model)
 	if err != nil {
 		return err
 	}
 	qr, ok := ar.Index.(store.Querier)
 	if !ok {
-		return &dimse.StatusError{Status: dimse.StatusUnableToProcess, Comment: "the index backend cannot serve queries"}
+		return Fail(ErrNotSupported, "the index backend cannot serve queries")
 	}
 	supported := func(string) bool { return true }
 	if km, ok := ar.Index.(store.KeyMatcher); ok {
 		supported = km.CanMatch
 	}
-	id, err := parseFind(r.Identifier, patientRoot, supported, ar.seqs)
+	id, err := parseFind(rq.Identifier, patientRoot, supported, ar.seqs)
 	if err != nil {
 		return err
 	}
-	if len(id.ignored) > 0 {
-		r.PendingWarning = true
-	}
-	acc := AccessOf(ctx)
+	ignored := len(id.ignored) > 0
+	p := PrincipalFrom(ctx)
 	limit := ar.MaxFindResults
-	if acc.MaxResults != 0 {
-		limit = acc.MaxResults
+	if p != nil && p.MaxResults != 0 {
+		limit = p.MaxResults
 	}
 	if limit == 0 {
 		limit = DefaultMaxFindResults
+	}
+	if rq.Limit > 0 && (limit < 0 || rq.Limit < limit) {
+		limit = rq.Limit
 	}
 	q := &store.Query{
 		Level:           id.level,
@@ -96,38 +95,40 @@ func (ar *Archive) Find(ctx context.Context, r *dimse.FindRequest, emit func(*di
 	if limit > 0 {
 		q.Limit = limit + 1
 	}
-	if reach := JudgeQuery(q, time.Now()); reach.Universal && !acc.Bulk {
-		return &dimse.StatusError{Status: dimse.StatusNotAuthorized, Comment: reach.Comment()}
+	if reach := JudgeQuery(q, time.Now()); reach.Universal && !p.Allows(PermBulkQuery) {
+		return Fail(ErrNotAuthorized, reach.Comment())
 	}
 	aet := ar.AETitle
-	if aet == "" && r.Assoc != nil {
-		aet = r.Assoc.CalledAETitle()
+	if aet == "" {
+		aet = rq.RetrieveAETitle
 	}
 	n := 0
 	capped := errors.New("cap reached")
+	var emitErr error
 	err = qr.Query(ctx, q, func(m store.Match) error {
 		if limit > 0 && n == limit {
 			return capped
 		}
 		n++
-		return emit(response(id, m, aet))
+		if err := emit(Match{DataSet: response(id, m, aet), KeysIgnored: ignored}); err != nil {
+			emitErr = err
+			return err
+		}
+		return nil
 	})
 	switch {
 	case errors.Is(err, capped):
-		return &dimse.StatusError{Status: dimse.StatusOutOfResources,
-			Comment: fmt.Sprintf("more than %d matches: the first %d were sent; narrow the query", limit, limit)}
+		return Failf(ErrTooManyResults, "more than %d matches: the first %d were sent; narrow the query", limit, limit)
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case emitErr != nil && errors.Is(err, emitErr):
+		return err // the front end's own
 	case errors.Is(err, store.ErrUnsupportedKey):
-		return &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: err.Error(), Err: err}
+		return &Error{Kind: ErrInvalidIdentifier, Comment: err.Error(), Err: err}
 	}
-	var se *dimse.StatusError
-	if errors.As(err, &se) {
-		return err // from emit
-	}
-	return &dimse.StatusError{Status: dimse.StatusUnableToProcess, Comment: "querying the index failed", Err: err}
+	return &Error{Kind: ErrStorage, Comment: "querying the index failed", Err: err}
 }
 
 // response builds the response identifier of one match.

@@ -54,10 +54,10 @@ func FuzzQueryIdentifier(f *testing.F) {
 			return
 		}
 		class := fuzzQRClasses[int(sel&127)%len(fuzzQRClasses)]
-		ctx := archive.WithAccess(context.Background(), archive.Access{Bulk: sel >= 128})
+		ctx := archive.WithPrincipal(context.Background(), &archive.Principal{Grant: archive.Permissions{archive.PermBulkQuery: sel >= 128}})
 		if dimse.QRCommand(class) == dimse.CFindRQ {
 			r := &dimse.FindRequest{Request: dimse.Request{Assoc: fx.assoc}, SOPClassUID: class, Identifier: ds, TransferSyntax: dicom.ExplicitVRLittleEndian}
-			err = fx.ar.Find(ctx, r, func(m *dicom.DataSet) error {
+			err = fx.fe().Find(ctx, r, func(m *dicom.DataSet) error {
 				_, err := m.Bytes(dicom.ExplicitVRLittleEndian)
 				if err != nil {
 					t.Fatalf("a match does not encode: %v", err)
@@ -65,7 +65,7 @@ func FuzzQueryIdentifier(f *testing.F) {
 				return nil
 			})
 		} else {
-			_, err = fx.ar.Retrieve(ctx, &dimse.RetrieveRequest{Request: dimse.Request{Assoc: fx.assoc}, SOPClassUID: class, Identifier: ds})
+			_, err = fx.fe().Retrieve(ctx, &dimse.RetrieveRequest{Request: dimse.Request{Assoc: fx.assoc}, SOPClassUID: class, Identifier: ds})
 		}
 		var se *dimse.StatusError
 		if err != nil && (!errors.As(err, &se) || dimse.CategoryOf(se.Status) != dimse.CategoryFailure || se.Comment == "") {

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -117,21 +116,20 @@ type identifier struct {
 	ignored []string
 }
 
-// model returns whether a Q/R SOP class is of the Patient Root model.
-func model(sopClass string) (patientRoot bool, err error) {
-	switch sopClass {
-	case dimse.PatientRootFind, dimse.PatientRootMove, dimse.PatientRootGet:
+// patientRoot returns whether m is the Patient Root model.
+func patientRoot(m Model) (bool, error) {
+	switch m {
+	case PatientRoot:
 		return true, nil
-	case dimse.StudyRootFind, dimse.StudyRootMove, dimse.StudyRootGet:
+	case StudyRoot:
 		return false, nil
 	}
-	return false, &dimse.StatusError{Status: dimse.StatusSOPClassNotSupported,
-		Comment: "the SOP class is not a Patient Root or Study Root query/retrieve model"}
+	return false, Fail(ErrNotSupported, "the query/retrieve model is not Patient Root or Study Root")
 }
 
-func badKey(t dicom.Tag, format string, args ...any) *dimse.StatusError {
-	return &dimse.StatusError{Status: dimse.StatusDataSetMismatch,
-		Comment: fmt.Sprintf(format, args...), Offending: []uint32{uint32(t)}}
+// badKey is an invalid identifier error about the key t.
+func badKey(t dicom.Tag, format string, args ...any) *Error {
+	return attrError(ErrInvalidIdentifier, t, fmt.Sprintf(format, args...))
 }
 
 func describe(t dicom.Tag, kw string) string {
@@ -144,7 +142,7 @@ func describe(t dicom.Tag, kw string) string {
 // parseLevel reads the Query/Retrieve Level.
 func parseLevel(ds *dicom.DataSet, patientRoot bool) (store.Level, error) {
 	if ds == nil {
-		return 0, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: "no identifier"}
+		return 0, Fail(ErrInvalidIdentifier, "no identifier")
 	}
 	v := strings.TrimSpace(ds.String(dicom.QueryRetrieveLevel))
 	var l store.Level

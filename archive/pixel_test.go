@@ -47,7 +47,7 @@ func TestStoreRefusesPixelDataContradictingSyntax(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, "")
-			err := f.ar.Store(context.Background(), &dimse.StoreRequest{
+			err := f.fe().Store(context.Background(), &dimse.StoreRequest{
 				Request:     dimse.Request{Assoc: f.assoc, ContextID: 1},
 				SOPClassUID: tc.class, SOPInstanceUID: tc.uid, TransferSyntaxUID: tc.ts,
 				Data: bytes.NewReader(tc.data),
@@ -65,7 +65,7 @@ func TestStoreRefusesPixelDataContradictingSyntax(t *testing.T) {
 	if err := f.store(native, native.bytes(t)); err != nil {
 		t.Fatal(err)
 	}
-	err := f.ar.Store(context.Background(), &dimse.StoreRequest{
+	err := f.fe().Store(context.Background(), &dimse.StoreRequest{
 		Request:     dimse.Request{Assoc: f.assoc, ContextID: 1},
 		SOPClassUID: jpegClass, SOPInstanceUID: jpegUID, TransferSyntaxUID: "1.2.840.10008.1.2.4.51",
 		Data: bytes.NewReader(jpegData),

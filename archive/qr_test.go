@@ -84,7 +84,7 @@ func ident(t testing.TB, kv ...string) *dicom.DataSet {
 
 // bulk is the context of the matching tests: a requestor with the
 // bulk-query permission (the rule itself is tested in reach_test.go).
-var bulk = archive.WithAccess(context.Background(), archive.Access{Bulk: true})
+var bulk = archive.WithPrincipal(context.Background(), &archive.Principal{Grant: archive.Permissions{archive.PermBulkQuery: true}})
 
 func find(t *testing.T, f *fixture, sopClass string, id *dicom.DataSet) ([]*dicom.DataSet, *dimse.FindRequest, error) {
 	t.Helper()
@@ -97,7 +97,7 @@ func findAs(t *testing.T, f *fixture, ctx context.Context, sopClass string, id *
 	r := &dimse.FindRequest{Request: dimse.Request{Assoc: f.assoc}, SOPClassUID: sopClass, Identifier: id,
 		TransferSyntax: dicom.ExplicitVRLittleEndian}
 	var out []*dicom.DataSet
-	err := f.ar.Find(ctx, r, func(m *dicom.DataSet) error {
+	err := f.fe().Find(ctx, r, func(m *dicom.DataSet) error {
 		// Round-trip through the wire encoding, as the dispatcher does.
 		b, err := m.Bytes(dicom.ExplicitVRLittleEndian)
 		if err != nil {
@@ -298,7 +298,7 @@ func TestFindCancelled(t *testing.T) {
 	r := &dimse.FindRequest{Request: dimse.Request{Assoc: f.assoc}, SOPClassUID: dimse.StudyRootFind,
 		Identifier: ident(t, "QueryRetrieveLevel", "IMAGE", "SOPInstanceUID", "")}
 	n := 0
-	err := f.ar.Find(ctx, r, func(*dicom.DataSet) error {
+	err := f.fe().Find(ctx, r, func(*dicom.DataSet) error {
 		n++
 		cancel()
 		return ctx.Err()
@@ -310,7 +310,7 @@ func TestFindCancelled(t *testing.T) {
 
 func retrieve(t *testing.T, f *fixture, sopClass string, id *dicom.DataSet) ([]dimse.Instance, error) {
 	t.Helper()
-	return f.ar.Retrieve(context.Background(), &dimse.RetrieveRequest{Request: dimse.Request{Assoc: f.assoc},
+	return f.fe().Retrieve(context.Background(), &dimse.RetrieveRequest{Request: dimse.Request{Assoc: f.assoc},
 		SOPClassUID: sopClass, Identifier: id})
 }
 
@@ -391,7 +391,7 @@ func TestRetrieveBadIdentifier(t *testing.T) {
 
 func TestDestination(t *testing.T) {
 	f := qrFixture(t)
-	if _, err := f.ar.Destination(context.Background(), "NOBODY"); !errors.Is(err, dimse.ErrUnknownDestination) {
+	if _, err := f.fe().Destination(context.Background(), "NOBODY"); !errors.Is(err, dimse.ErrUnknownDestination) {
 		t.Errorf("nil Destinations: %v, want ErrUnknownDestination", err)
 	}
 	f.ar.Destinations = func(aet string) (string, error) {
@@ -400,10 +400,10 @@ func TestDestination(t *testing.T) {
 		}
 		return "", fmt.Errorf("no peer %s", aet)
 	}
-	if addr, err := f.ar.Destination(context.Background(), "STORESCP"); err != nil || addr != "127.0.0.1:11112" {
+	if addr, err := f.fe().Destination(context.Background(), "STORESCP"); err != nil || addr != "127.0.0.1:11112" {
 		t.Errorf("Destination = %q, %v", addr, err)
 	}
-	_, err := f.ar.Destination(context.Background(), "OTHER")
+	_, err := f.fe().Destination(context.Background(), "OTHER")
 	if !errors.Is(err, dimse.ErrUnknownDestination) || !strings.Contains(err.Error(), "OTHER") {
 		t.Errorf("unknown destination: %v", err)
 	}

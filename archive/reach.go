@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -13,9 +12,9 @@ import (
 
 // The bulk-query rule: one requestor may list the whole archive (every
 // patient, study, series or instance) only with the bulk-query permission.
-// This file is the whole rule; the front ends (the DIMSE policy guard,
-// QIDO-RS later) only say, with WithAccess, whether the requestor has the
-// permission.
+// This file is the whole rule; the front ends (DIMSE, QIDO-RS later) only
+// put the principal in the context (WithPrincipal), whose grant says
+// whether it holds the permission.
 //
 // A query is universal (it can list the whole archive) when:
 //   - below the top level of its model (PATIENT in Patient Root, STUDY in
@@ -49,7 +48,8 @@ import (
 //
 // A retrieve (C-MOVE, C-GET) must name the objects it retrieves by the
 // unique key of its level, single values or a list (JudgeRetrieve); one
-// that does not is refused with A900, with or without bulk-query.
+// that does not is refused with ErrInvalidIdentifier (DIMSE: A900), with
+// or without bulk-query.
 //
 // The identifier parser refuses before this what no one may send: a NUL
 // inside a value, wildcards in a list, anything but a single value for a
@@ -58,29 +58,6 @@ import (
 // MaxDateSpan is the widest date range that constrains a query on its own
 // (a year, leap day included).
 const MaxDateSpan = 366 * 24 * time.Hour
-
-// Access is what one requestor may do with queries. The zero value is the
-// most restricted: no bulk queries, the archive's cap on matches.
-type Access struct {
-	// MaxResults overrides Archive.MaxFindResults when not 0.
-	MaxResults int
-	// Bulk is the bulk-query permission: universal queries are answered.
-	Bulk bool
-}
-
-type accessKey struct{}
-
-// WithAccess returns ctx carrying a for the archive's queries. Without it,
-// a query has the zero Access.
-func WithAccess(ctx context.Context, a Access) context.Context {
-	return context.WithValue(ctx, accessKey{}, a)
-}
-
-// AccessOf returns the Access ctx carries (the zero Access when none).
-func AccessOf(ctx context.Context) Access {
-	a, _ := ctx.Value(accessKey{}).(Access)
-	return a
-}
 
 // Reach is the judgement of a query or retrieve: whether it reaches the
 // whole archive, and why (for the requestor; no patient data).

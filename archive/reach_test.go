@@ -22,7 +22,7 @@ type evasion struct {
 	status uint16
 }
 
-var nobulk = archive.WithAccess(context.Background(), archive.Access{})
+var nobulk = archive.WithPrincipal(context.Background(), &archive.Principal{Grant: archive.Permissions{}})
 
 func evasions() []evasion {
 	const S, P = dimse.StudyRootFind, dimse.PatientRootFind
@@ -298,7 +298,7 @@ func TestRetrieveEvasions(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for _, ctx := range []context.Context{nobulk, bulk} {
-				ins, err := f.ar.Retrieve(ctx, &dimse.RetrieveRequest{Request: dimse.Request{Assoc: f.assoc},
+				ins, err := f.fe().Retrieve(ctx, &dimse.RetrieveRequest{Request: dimse.Request{Assoc: f.assoc},
 					SOPClassUID: c.class, Identifier: ident(t, c.id...)})
 				wantStatus(t, err, dimse.StatusDataSetMismatch, "")
 				if len(ins) != 0 {

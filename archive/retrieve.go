@@ -7,39 +7,36 @@ import (
 	"io"
 
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/store"
 )
 
-var _ dimse.Retriever = (*Archive)(nil)
-
-// Retrieve serves C-MOVE and C-GET: it resolves the identifier (unique keys
-// only, see parseRetrieve; the level's one naming the objects, see
-// JudgeRetrieve, with or without bulk-query) to the stored instances, ordered by study, series
-// and instance number. A bad identifier fails with A900; an index failure
-// with A701 (unable to calculate the number of matches). No match is an
-// empty list (the dispatcher answers success with no sub-operations).
-func (ar *Archive) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dimse.Instance, error) {
-	patientRoot, err := model(r.SOPClassUID)
+// Retrieve serves C-MOVE and C-GET (WADO later): it resolves the
+// identifier (unique keys only, see parseRetrieve; the level's one naming
+// the objects, see JudgeRetrieve, with or without bulk-query) to the stored
+// instances, ordered by study, series and instance number, and calls each
+// with every one. A bad identifier fails with ErrInvalidIdentifier; an
+// index failure with ErrStorage. No match calls each never and returns nil.
+func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*Instance) error) error {
+	patientRoot, err := patientRoot(r.Model)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	qr, ok := ar.Index.(store.Querier)
 	if !ok {
-		return nil, &dimse.StatusError{Status: dimse.StatusUnableToProcess, Comment: "the index backend cannot serve retrieves"}
+		return Fail(ErrNotSupported, "the index backend cannot serve retrieves")
 	}
 	id, err := parseRetrieve(r.Identifier, patientRoot)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	q := &store.Query{Level: id.level, PatientRoot: patientRoot, Keys: id.keys}
 	if reach := JudgeRetrieve(q); reach.Universal {
-		return nil, badKey(reach.Missing, "%s", reach.Why)
+		return badKey(reach.Missing, "%s", reach.Why)
 	}
-	var out []dimse.Instance
+	var eachErr error
 	err = qr.Instances(ctx, q, func(in *store.Instance) error {
 		key := in.BlobKey
-		out = append(out, dimse.Instance{
+		err := each(&Instance{
 			SOPClassUID:       in.SOPClassUID,
 			SOPInstanceUID:    in.SOPInstanceUID,
 			TransferSyntaxUID: in.TransferSyntaxUID,
@@ -48,17 +45,22 @@ func (ar *Archive) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]di
 			Size:              in.Size,
 			Open:              func(ctx context.Context) (io.ReadCloser, error) { return ar.openDataSet(ctx, key) },
 		})
-		return nil
+		if err != nil {
+			eachErr = err
+		}
+		return err
 	})
 	switch {
 	case err == nil:
-		return out, nil
+		return nil
 	case ctx.Err() != nil:
-		return nil, ctx.Err()
+		return ctx.Err()
+	case eachErr != nil && errors.Is(err, eachErr):
+		return err // the front end's own
 	case errors.Is(err, store.ErrUnsupportedKey):
-		return nil, &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: err.Error(), Err: err}
+		return &Error{Kind: ErrInvalidIdentifier, Comment: err.Error(), Err: err}
 	}
-	return nil, &dimse.StatusError{Status: dimse.StatusOutOfResourcesMatches, Comment: "querying the index failed", Err: err}
+	return &Error{Kind: ErrStorage, Comment: "querying the index failed", Err: err}
 }
 
 // dataSetReader reads the data set of a stored object after its Part 10
@@ -85,13 +87,17 @@ func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, 
 }
 
 // Destination resolves a C-MOVE destination through Archive.Destinations.
+// Any failure is ErrUnknownDestination, naming the title.
 func (ar *Archive) Destination(ctx context.Context, aeTitle string) (string, error) {
 	if ar.Destinations == nil {
-		return "", fmt.Errorf("%w: %q", dimse.ErrUnknownDestination, aeTitle)
+		return "", Failf(ErrUnknownDestination, "%q is not a registered move destination", aeTitle)
 	}
 	addr, err := ar.Destinations(aeTitle)
-	if err != nil && !errors.Is(err, dimse.ErrUnknownDestination) {
-		err = fmt.Errorf("%w: %q: %w", dimse.ErrUnknownDestination, aeTitle, err)
+	if err != nil {
+		if KindOf(err) == ErrUnknownDestination {
+			return "", err
+		}
+		return "", &Error{Kind: ErrUnknownDestination, Comment: fmt.Sprintf("%q is not a registered move destination", aeTitle), Err: err}
 	}
-	return addr, err
+	return addr, nil
 }

@@ -2,12 +2,10 @@ package archive
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -78,6 +76,5 @@ func (ar *Archive) checkSpace(ctx context.Context) error {
 		ar.Logger.Warn("refusing C-STOREs: the archive's disk is nearly full", "free", humanize.IBytes(uint64(max(free, 0))), "reserve", humanize.IBytes(uint64(c.reserve)))
 	}
 	// An Error Comment is an LO: 64 characters at most.
-	return &dimse.StatusError{Status: dimse.StatusOutOfResources,
-		Comment: fmt.Sprintf("disk nearly full: %s free, %s reserve (min_free)", humanize.IBytes(uint64(max(free, 0))), humanize.IBytes(uint64(c.reserve)))}
+	return Failf(ErrNoSpace, "disk nearly full: %s free, %s reserve (min_free)", humanize.IBytes(uint64(max(free, 0))), humanize.IBytes(uint64(c.reserve)))
 }

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
-	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
@@ -375,7 +375,7 @@ const auditProbeWait = time.Second
 
 // auditRefusal is the refusal of a patient-data service while the audit
 // log cannot be written and the policy refuses service; nil otherwise.
-func (s *Server) auditRefusal(status uint16) error {
+func (s *Server) auditRefusal() error {
 	if s.audit == nil || !s.Config.AuditRefuses() {
 		return nil
 	}
@@ -383,71 +383,48 @@ func (s *Server) auditRefusal(status uint16) error {
 	// (bounded: the writer tries at most every 50 ms, and the request
 	// waits at most auditProbeWait).
 	if s.audit.Err() != nil && s.audit.Probe(auditProbeWait) != nil {
-		return &dimse.StatusError{Status: status, Comment: auditDownComment}
+		return archive.Fail(archive.ErrAuditUnavailable, auditDownComment)
 	}
 	return nil
 }
 
 // auditGated puts the audit policy in front of the services that touch
 // patient data.
-func (s *Server) auditGated(h dimse.Handlers) dimse.Handlers {
-	if h.Store != nil {
-		h.Store = auditGateStore{s, h.Store}
-	}
-	if h.Find != nil {
-		h.Find = auditGateFind{s, h.Find}
-	}
-	if h.Retrieve != nil {
-		h.Retrieve = auditGateRetrieve{s, h.Retrieve}
-	}
-	return h
+func (s *Server) auditGated(svc archive.Service) archive.Service { return auditGate{s, svc} }
+
+type auditGate struct {
+	s   *Server
+	svc archive.Service
 }
 
-type auditGateStore struct {
-	s *Server
-	h dimse.Storer
-}
+var _ archive.Service = auditGate{}
 
-func (g auditGateStore) Store(ctx context.Context, r *dimse.StoreRequest) error {
-	if err := g.s.auditRefusal(dimse.StatusOutOfResources); err != nil {
-		return err
-	}
-	return g.h.Store(ctx, r)
-}
+func (g auditGate) Echo(ctx context.Context) error { return g.svc.Echo(ctx) }
 
-type auditGateFind struct {
-	s *Server
-	h dimse.Finder
-}
-
-func (g auditGateFind) Find(ctx context.Context, r *dimse.FindRequest, emit func(*dicom.DataSet) error) error {
-	if err := g.s.auditRefusal(dimse.StatusOutOfResources); err != nil {
-		return err
-	}
-	return g.h.Find(ctx, r, emit)
-}
-
-type auditGateRetrieve struct {
-	s *Server
-	h dimse.Retriever
-}
-
-func (g auditGateRetrieve) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dimse.Instance, error) {
-	if err := g.s.auditRefusal(dimse.StatusOutOfResourcesMatches); err != nil {
+func (g auditGate) Store(ctx context.Context, r *archive.StoreRequest) (*archive.Stored, error) {
+	if err := g.s.auditRefusal(); err != nil {
 		return nil, err
 	}
-	return g.h.Retrieve(ctx, r)
+	return g.svc.Store(ctx, r)
 }
 
-func (g auditGateRetrieve) Destination(ctx context.Context, aeTitle string) (string, error) {
-	return g.h.Destination(ctx, aeTitle)
+func (g auditGate) Query(ctx context.Context, q *archive.Query, emit func(archive.Match) error) error {
+	if err := g.s.auditRefusal(); err != nil {
+		return err
+	}
+	return g.svc.Query(ctx, q, emit)
 }
 
-var (
-	_ dimse.Storer    = auditGateStore{}
-	_ dimse.Finder    = auditGateFind{}
-	_ dimse.Retriever = auditGateRetrieve{}
-)
+func (g auditGate) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each func(*archive.Instance) error) error {
+	if err := g.s.auditRefusal(); err != nil {
+		return err
+	}
+	return g.svc.Retrieve(ctx, r, each)
+}
+
+func (g auditGate) Destination(ctx context.Context, aeTitle string) (string, error) {
+	return g.svc.Destination(ctx, aeTitle)
+}
 
 var (
 	_ dimse.Auditor            = serverAuditor{}

@@ -4,74 +4,79 @@ import (
 	"context"
 
 	"github.com/ward-pacs/ward/archive"
-	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/assoc"
-	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/policy"
 )
 
-// The DIMSE services behind the policy. Negotiation already rejects the
+// The archive's service behind the policy. Negotiation already rejects the
 // presentation contexts of services a peer may not use; these checks hold
 // the line inside the association too (a storage context accepted for
-// C-GET does not let the peer store), and carry the peer's query limits
-// to the archive.
+// C-GET does not let the peer store), whatever the front end: each
+// operation needs its permission in the principal the context carries.
+// The bulk-query rule and the result cap are the archive's own (it reads
+// the same principal).
 
-func grantOf(a *assoc.Association) *policy.Grant {
+// principalOf is the principal of an association: the registered peer (or
+// the loopback any-AE opt-in) its admission granted, nil without a grant.
+func principalOf(a *assoc.Association) *archive.Principal {
 	if a == nil {
 		return nil
 	}
 	g, _ := a.Auth().(*policy.Grant)
-	return g
+	if g == nil {
+		return nil
+	}
+	return &archive.Principal{Kind: archive.Peer, Name: g.AETitle, User: g.User, Grant: g, MaxResults: g.MaxResults}
 }
 
 func notAuthorized(service string) error {
-	return &dimse.StatusError{Status: dimse.StatusNotAuthorized, Comment: "not authorized: this peer lacks " + policy.Required(service)}
+	return archive.Fail(archive.ErrNotAuthorized, "not authorized: this peer lacks "+policy.Required(service))
 }
 
-type guardEcho struct{ h dimse.Echoer }
+// authorized is the archive's service with the policy's permission checks.
+type authorized struct{ svc archive.Service }
 
-func (g guardEcho) Echo(ctx context.Context, r *dimse.Request) error {
-	if !grantOf(r.Assoc).Allows(policy.Echo) {
-		return notAuthorized(policy.Echo)
+var _ archive.Service = authorized{}
+
+func allowed(ctx context.Context, perm string) error {
+	if !archive.PrincipalFrom(ctx).Allows(perm) {
+		return notAuthorized(perm)
 	}
-	return g.h.Echo(ctx, r)
+	return nil
 }
 
-type guardStore struct{ h dimse.Storer }
-
-func (g guardStore) Store(ctx context.Context, r *dimse.StoreRequest) error {
-	if !grantOf(r.Assoc).Allows(policy.Store) {
-		return notAuthorized(policy.Store)
+func (g authorized) Echo(ctx context.Context) error {
+	if err := allowed(ctx, archive.PermEcho); err != nil {
+		return err
 	}
-	return g.h.Store(ctx, r)
+	return g.svc.Echo(ctx)
 }
 
-type guardFind struct{ h dimse.Finder }
-
-func (g guardFind) Find(ctx context.Context, r *dimse.FindRequest, emit func(*dicom.DataSet) error) error {
-	gr := grantOf(r.Assoc)
-	if !gr.Allows(policy.Find) {
-		return notAuthorized(policy.Find)
+func (g authorized) Store(ctx context.Context, r *archive.StoreRequest) (*archive.Stored, error) {
+	if err := allowed(ctx, archive.PermStore); err != nil {
+		return nil, err
 	}
-	// The bulk-query rule itself is the archive's (archive.JudgeQuery):
-	// the grant only says whether this peer has the permission.
-	ctx = archive.WithAccess(ctx, archive.Access{MaxResults: gr.MaxResults, Bulk: gr.Allows(policy.BulkQuery)})
-	return g.h.Find(ctx, r, emit)
+	return g.svc.Store(ctx, r)
 }
 
-type guardRetrieve struct{ h dimse.Retriever }
-
-func (g guardRetrieve) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dimse.Instance, error) {
-	svc := policy.Get
-	if r.MoveDestination != "" || (r.Command != nil && r.Command.CommandField == dimse.CMoveRQ) {
-		svc = policy.Move
+func (g authorized) Query(ctx context.Context, q *archive.Query, emit func(archive.Match) error) error {
+	if err := allowed(ctx, archive.PermFind); err != nil {
+		return err
 	}
-	if !grantOf(r.Assoc).Allows(svc) {
-		return nil, notAuthorized(svc)
-	}
-	return g.h.Retrieve(ctx, r)
+	return g.svc.Query(ctx, q, emit)
 }
 
-func (g guardRetrieve) Destination(ctx context.Context, aeTitle string) (string, error) {
-	return g.h.Destination(ctx, aeTitle)
+func (g authorized) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each func(*archive.Instance) error) error {
+	perm := archive.PermGet
+	if r.Destination != "" {
+		perm = archive.PermMove
+	}
+	if err := allowed(ctx, perm); err != nil {
+		return err
+	}
+	return g.svc.Retrieve(ctx, r, each)
+}
+
+func (g authorized) Destination(ctx context.Context, aeTitle string) (string, error) {
+	return g.svc.Destination(ctx, aeTitle)
 }

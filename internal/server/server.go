@@ -23,6 +23,7 @@ import (
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/dimsearchive"
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/store"
@@ -260,11 +261,11 @@ func (s *Server) Destination(aet string) (string, error) {
 	c := config.Config{Peers: s.Peers()}
 	p, ok := c.Peer(aet)
 	if !ok {
-		return "", fmt.Errorf("%w: %q is not a registered peer", dimse.ErrUnknownDestination, aet)
+		return "", archive.Failf(archive.ErrUnknownDestination, "%q is not a registered peer", aet)
 	}
 	addr, err := p.Destination()
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", dimse.ErrUnknownDestination, err)
+		return "", &archive.Error{Kind: archive.ErrUnknownDestination, Comment: fmt.Sprintf("%q is not a move destination", aet), Err: err}
 	}
 	return addr, nil
 }
@@ -434,14 +435,8 @@ func (s *Server) isPrivate(uid string) bool { return s.private[uid] }
 // handlers are the DIMSE services the archive provides, behind the
 // policy's per-association checks.
 func (s *Server) handlers() dimse.Handlers {
-	h := dimse.Handlers{Echo: guardEcho{s.archive}, Store: guardStore{s.archive}}
-	if f, ok := any(s.archive).(dimse.Finder); ok {
-		h.Find = guardFind{f}
-	}
-	if r, ok := any(s.archive).(dimse.Retriever); ok {
-		h.Retrieve = guardRetrieve{r}
-	}
-	return s.auditGated(h)
+	fe := &dimsearchive.Service{Archive: s.auditGated(authorized{s.archive}), Principal: principalOf}
+	return fe.Handlers()
 }
 
 // acceptor builds the negotiation: Verification and every Storage SOP

@@ -453,7 +453,7 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	}
 	if r.Op == "backup" || r.Op == "delete" || r.Op == "export" {
 		// Audited operations wait for the audit trail, as DIMSE does.
-		if s.auditRefusal(0) != nil {
+		if s.auditRefusal() != nil {
 			fail("the audit trail cannot be written ([audit] on_failure = \"refuse\"): " + r.Op + " refused until it can (see ward serve's log)")
 			return
 		}

@@ -1,0 +1,127 @@
+package archive
+
+import (
+	"context"
+	"io"
+
+	"github.com/ward-pacs/ward/dicom"
+)
+
+// The archive's transport-neutral API. Every front end (DIMSE now,
+// DICOMweb later) turns its protocol into these calls, with the principal
+// in the context (WithPrincipal), and maps the domain errors (errors.go) to
+// its own statuses:
+//
+//	Echo(ctx) error
+//	Store(ctx, *StoreRequest) (*Stored, error)
+//	Query(ctx, *Query, emit func(Match) error) error
+//	Retrieve(ctx, *RetrieveRequest, each func(*Instance) error) error
+//	Destination(ctx, aeTitle) (addr, error)
+//	DeleteStudy, ExportStudy (admin.go), Verify (verify.go)
+//
+// Service is the part a front end serves requestors with; *Archive
+// implements it, and wrappers (authorization, audit) implement it around
+// an *Archive.
+type Service interface {
+	Echo(ctx context.Context) error
+	Store(ctx context.Context, r *StoreRequest) (*Stored, error)
+	Query(ctx context.Context, q *Query, emit func(Match) error) error
+	Retrieve(ctx context.Context, r *RetrieveRequest, each func(*Instance) error) error
+	Destination(ctx context.Context, aeTitle string) (string, error)
+}
+
+var _ Service = (*Archive)(nil)
+
+// Echo answers a verification request (C-ECHO): the archive is up.
+func (ar *Archive) Echo(ctx context.Context) error { return nil }
+
+// Origin is where a request came from on the network.
+type Origin struct {
+	// AETitle is the requestor's (calling) AE title; "" off DIMSE.
+	AETitle string
+	// CalledAETitle is the AE title the requestor called Ward by; "" off
+	// DIMSE.
+	CalledAETitle string
+	// Addr is the requestor's address (host:port).
+	Addr string
+	// Conn names the connection in logs (an association's
+	// CALLING->CALLED(n)).
+	Conn string
+}
+
+// StoreRequest is one object to store. Data streams the data set (without
+// a Part 10 header) in TransferSyntaxUID; Store reads it to EOF on success.
+type StoreRequest struct {
+	Origin                                         Origin
+	SOPClassUID, SOPInstanceUID, TransferSyntaxUID string
+	Data                                           io.Reader
+}
+
+// Stored is what Store learned of the object it stored, for the audit
+// trail.
+type Stored struct {
+	StudyInstanceUID, PatientID string
+	// Replaced: the object replaced a stored one with the same SOP
+	// Instance UID.
+	Replaced bool
+}
+
+// Model is a query/retrieve information model (PS3.4 C.6).
+type Model int
+
+// The models.
+const (
+	StudyRoot Model = iota + 1
+	PatientRoot
+)
+
+// Query is one hierarchical query, the model C-FIND and QIDO-RS share.
+// Identifier holds, as in PS3.4 C.2.2, the Query/Retrieve Level
+// (0008,0052), the matching keys (attributes with a value) and the return
+// keys (every attribute, matching or not, comes back in each match);
+// QIDO-RS builds it from its query parameters and includefield. The
+// matching rules are PS3.4 C.2.2.2 for both front ends.
+type Query struct {
+	Model      Model
+	Identifier *dicom.DataSet
+	// Limit caps the matches below the principal's and the archive's cap
+	// (0: theirs).
+	Limit int
+	// RetrieveAETitle is returned as Retrieve AE Title (0008,0054) when
+	// Archive.AETitle is "" (DIMSE: the title the requestor called).
+	RetrieveAETitle string
+}
+
+// Match is one query result.
+type Match struct {
+	// DataSet holds the request's attributes with this match's values.
+	DataSet *dicom.DataSet
+	// KeysIgnored: matching keys the archive cannot apply were ignored
+	// (PS3.4 C.4.1.2.3), so matches may be broader than asked (DIMSE
+	// answers Pending FF01).
+	KeysIgnored bool
+}
+
+// RetrieveRequest names objects to retrieve by the unique keys of its
+// level (PS3.4 C.4.2.2.1).
+type RetrieveRequest struct {
+	Model      Model
+	Identifier *dicom.DataSet
+	// Destination is the AE title a C-MOVE sends to; "" when the objects
+	// go back to the requestor (C-GET, WADO).
+	Destination string
+}
+
+// Instance is one stored object a retrieve delivers.
+type Instance struct {
+	SOPClassUID, SOPInstanceUID string
+	// TransferSyntaxUID is the syntax the object is stored in.
+	TransferSyntaxUID string
+	// StudyInstanceUID and PatientID, for the audit trail.
+	StudyInstanceUID, PatientID string
+	// Size is the stored object's size in bytes, 0 if unknown.
+	Size int64
+	// Open returns the data set (after the Part 10 header) in
+	// TransferSyntaxUID.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}

@@ -1,0 +1,165 @@
+// Package dimsearchive is the archive's DIMSE front end: it serves
+// C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET (network/dimse's handlers) by
+// calling the transport-neutral archive.Service, with the association's
+// principal in the context, and maps the archive's domain errors to DIMSE
+// statuses in one table (status.go). It translates and does nothing more:
+// what a PACS does, and the checks around it, are the service's.
+package dimsearchive
+
+import (
+	"context"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/dimse"
+)
+
+// Service serves the DIMSE requests of associations with an
+// archive.Service.
+type Service struct {
+	Archive archive.Service
+	// Principal returns who an association acts for (what its admission
+	// decided), put in the context of every request. nil, or a nil
+	// principal: the context's own is kept (none, unless the caller put
+	// one there).
+	Principal func(a *assoc.Association) *archive.Principal
+}
+
+var (
+	_ dimse.Echoer    = (*Service)(nil)
+	_ dimse.Storer    = (*Service)(nil)
+	_ dimse.Finder    = (*Service)(nil)
+	_ dimse.Retriever = (*Service)(nil)
+)
+
+// Handlers returns s as the handlers of every service.
+func (s *Service) Handlers() dimse.Handlers {
+	return dimse.Handlers{Echo: s, Store: s, Find: s, Retrieve: s}
+}
+
+func (s *Service) context(ctx context.Context, a *assoc.Association) context.Context {
+	if s.Principal == nil || a == nil {
+		return ctx
+	}
+	if p := s.Principal(a); p != nil {
+		return archive.WithPrincipal(ctx, p)
+	}
+	return ctx
+}
+
+// Origin is where an association comes from, for the archive.
+func Origin(a *assoc.Association) archive.Origin {
+	if a == nil {
+		return archive.Origin{}
+	}
+	o := archive.Origin{AETitle: a.CallingAETitle(), CalledAETitle: a.CalledAETitle(), Conn: a.Name()}
+	if ra := a.RemoteAddr(); ra != nil {
+		o.Addr = ra.String()
+	}
+	return o
+}
+
+// Echo answers C-ECHO (the dispatcher checked the context).
+func (s *Service) Echo(ctx context.Context, r *dimse.Request) error {
+	return Status(OpEcho, s.Archive.Echo(s.context(ctx, r.Assoc)))
+}
+
+// Store serves C-STORE; r learns the study, patient and replacement the
+// archive reports, for the audit trail.
+func (s *Service) Store(ctx context.Context, r *dimse.StoreRequest) error {
+	st, err := s.Archive.Store(s.context(ctx, r.Assoc), &archive.StoreRequest{
+		Origin:            Origin(r.Assoc),
+		SOPClassUID:       r.SOPClassUID,
+		SOPInstanceUID:    r.SOPInstanceUID,
+		TransferSyntaxUID: r.TransferSyntaxUID,
+		Data:              r.Data,
+	})
+	if st != nil {
+		r.StudyInstanceUID, r.PatientID, r.Replaced = st.StudyInstanceUID, st.PatientID, st.Replaced
+	}
+	return Status(OpStore, err)
+}
+
+// model returns the query/retrieve model of a Q/R SOP class.
+func model(sopClass string) (archive.Model, error) {
+	switch sopClass {
+	case dimse.PatientRootFind, dimse.PatientRootMove, dimse.PatientRootGet:
+		return archive.PatientRoot, nil
+	case dimse.StudyRootFind, dimse.StudyRootMove, dimse.StudyRootGet:
+		return archive.StudyRoot, nil
+	}
+	return 0, &dimse.StatusError{Status: dimse.StatusSOPClassNotSupported,
+		Comment: "the SOP class is not a Patient Root or Study Root query/retrieve model"}
+}
+
+// Find serves C-FIND: each match is a pending response (FF01 when the
+// archive ignored matching keys it cannot apply).
+func (s *Service) Find(ctx context.Context, r *dimse.FindRequest, emit func(*dicom.DataSet) error) error {
+	m, err := model(r.SOPClassUID)
+	if err != nil {
+		return err
+	}
+	q := &archive.Query{Model: m, Identifier: r.Identifier}
+	if r.Assoc != nil {
+		q.RetrieveAETitle = r.Assoc.CalledAETitle()
+	}
+	err = s.Archive.Query(s.context(ctx, r.Assoc), q, func(m archive.Match) error {
+		if m.KeysIgnored {
+			r.PendingWarning = true
+		}
+		return emit(m.DataSet)
+	})
+	return Status(OpFind, err)
+}
+
+// Retrieve serves C-MOVE and C-GET: the archive's instances, for the
+// dispatcher's sub-operations.
+func (s *Service) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dimse.Instance, error) {
+	m, err := model(r.SOPClassUID)
+	if err != nil {
+		return nil, err
+	}
+	rq := &archive.RetrieveRequest{Model: m, Identifier: r.Identifier, Destination: r.MoveDestination}
+	if rq.Destination == "" && r.Command != nil && r.Command.CommandField == dimse.CMoveRQ {
+		rq.Destination = r.Command.MoveDestination
+	}
+	var out []dimse.Instance
+	err = s.Archive.Retrieve(s.context(ctx, r.Assoc), rq, func(in *archive.Instance) error {
+		out = append(out, dimse.Instance{
+			SOPClassUID:       in.SOPClassUID,
+			SOPInstanceUID:    in.SOPInstanceUID,
+			TransferSyntaxUID: in.TransferSyntaxUID,
+			StudyInstanceUID:  in.StudyInstanceUID,
+			PatientID:         in.PatientID,
+			Size:              in.Size,
+			Open:              in.Open,
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, Status(OpRetrieve, err)
+	}
+	return out, nil
+}
+
+// Destination resolves a C-MOVE destination; an unknown one is
+// dimse.ErrUnknownDestination (the dispatcher answers A801).
+func (s *Service) Destination(ctx context.Context, aeTitle string) (string, error) {
+	addr, err := s.Archive.Destination(ctx, aeTitle)
+	if err != nil {
+		if archive.KindOf(err) == archive.ErrUnknownDestination {
+			return "", unknownDestination{err}
+		}
+		return "", Status(OpRetrieve, err)
+	}
+	return addr, nil
+}
+
+// unknownDestination is the archive's ErrUnknownDestination as the
+// dispatcher's dimse.ErrUnknownDestination.
+type unknownDestination struct{ error }
+
+func (u unknownDestination) Is(target error) bool { return target == dimse.ErrUnknownDestination }
+
+func (u unknownDestination) Unwrap() error { return u.error }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -155,7 +156,7 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 func testServer(t *testing.T, edit func(*config.Config), before func(*Server)) (*Server, <-chan error) {
 	t.Helper()
 	c := config.Default()
-	c.DataDir = t.TempDir()
+	c.DataDir = filepath.Join(t.TempDir(), "data") // ward serve makes it 0700
 	c.DICOM.Listen = "127.0.0.1:0"
 	c.Storage.MinFree = "16MiB"
 	c.DICOM.LockoutAfter = -1

@@ -37,6 +37,11 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 	if _, err := os.Stat(c.DataDir); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	if dirs, err := closeOpenDirs(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
+		return nil, err
+	} else if len(dirs) > 0 {
+		logger.Warn("data directory closed to other local users: its directories were open, no file in it was", "dirs", dirs)
+	}
 	if err := CheckDataDir(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
 		return nil, err
 	}

@@ -187,6 +187,11 @@ func (s *Server) checkDataDir() error {
 			s.Logger.Warn("data directory closed to other local users", "dir", c.DataDir, "changed", n)
 		}
 	}
+	if dirs, err := closeOpenDirs(c.DataDir, extra); err != nil {
+		return err
+	} else if len(dirs) > 0 {
+		s.Logger.Warn("data directory closed to other local users: its directories were open, no file in it was", "dirs", dirs)
+	}
 	if err := CheckDataDir(c.DataDir, extra); err != nil {
 		return err
 	}
@@ -196,6 +201,52 @@ func (s *Server) checkDataDir() error {
 		}
 	}
 	return nil
+}
+
+// closeOpenDirs closes (to 0700 and the like) the directories below the
+// roots that group or others may enter, when nothing else is open: every
+// file in them is closed to others already and every entry is Ward's own
+// user's. Nothing could have been read through such a directory but file
+// names (a fresh folder made with mkdir, or a test's temporary directory),
+// so closing it is safe and saves the operator a step; an open file, or
+// one another user owns, is left for CheckDataDir to refuse. It returns
+// the directories it closed.
+func closeOpenDirs(roots ...string) ([]string, error) {
+	type open struct {
+		path string
+		fi   fs.FileInfo
+	}
+	var dirs []open
+	other := false
+	for _, root := range roots {
+		if root == "" {
+			continue
+		}
+		err := walkDataDir(root, false, func(p string, fi fs.FileInfo) error {
+			switch {
+			case exposure(fi) == "":
+			case fi.IsDir() && foreignOwner(fi) == "":
+				dirs = append(dirs, open{p, fi})
+			default:
+				other = true
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("checking permissions: %w", err)
+		}
+	}
+	if other {
+		return nil, nil
+	}
+	var closed []string
+	for _, d := range dirs {
+		if err := tighten(d.path, d.fi); err != nil {
+			return closed, fmt.Errorf("closing the data directory: %w", err)
+		}
+		closed = append(closed, d.path)
+	}
+	return closed, nil
 }
 
 // checkKeyFile refuses a private key file that another local user could

@@ -157,9 +157,11 @@ func TestCheckDataDir(t *testing.T) {
 
 func ci() bool { return os.Getenv("CI") == "true" }
 
-// TestOpenRefusesOpenDataDir: Server.Open refuses a data directory open
-// to others, and with FixPermissions closes it and starts; OpenAdmin (the
-// admin commands on a stopped Ward) refuses it too.
+// TestOpenRefusesOpenDataDir: Server.Open refuses a data directory with a
+// file open to others (an index left 0644 by an older Ward), and with
+// FixPermissions closes it and starts; OpenAdmin (the admin commands on a
+// stopped Ward) refuses it too. A directory whose files are all closed
+// already (a fresh mkdir'd folder holding ward.toml) is closed by itself.
 func TestOpenRefusesOpenDataDir(t *testing.T) {
 	defer syscall.Umask(syscall.Umask(0o022))
 	c := config.Default()
@@ -170,12 +172,26 @@ func TestOpenRefusesOpenDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	chmod(t, c.DataDir, 0o755)
+	if err := os.WriteFile(filepath.Join(c.DataDir, "ward.toml"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := closeOpenDirs(c.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(c.DataDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("a 0755 data directory holding only closed files: %v, %v; want it closed to 0700", fi.Mode(), err)
+	}
+	chmod(t, c.DataDir, 0o755)
+	if err := os.WriteFile(filepath.Join(c.DataDir, "index.db"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, filepath.Join(c.DataDir, "index.db"), 0o644)
 	s := &Server{Config: c}
 	if err := s.Open(t.Context()); !errors.Is(err, ErrDataDirOpen) {
-		t.Fatalf("Open of a 0755 data directory: %v", err)
+		t.Fatalf("Open of a 0755 data directory holding a 0644 index: %v", err)
 	}
 	if _, err := OpenAdmin(t.Context(), c, nil); !errors.Is(err, ErrDataDirOpen) {
-		t.Fatalf("OpenAdmin of a 0755 data directory: %v", err)
+		t.Fatalf("OpenAdmin of a 0755 data directory holding a 0644 index: %v", err)
 	}
 	s = &Server{Config: c, FixPermissions: true}
 	if err := s.Open(t.Context()); err != nil {

@@ -59,7 +59,8 @@ done; exit 0`
 // directory that existed with mode 0755 was served, index.db and
 // index.db-wal were 0644, and nobody read a patient's name from the WAL
 // while Ward served; ward backup went into an empty folder nobody owned.
-// ward serve now refuses such a data directory, naming the fix; with
+// ward serve now refuses such a data directory (one holding an open file),
+// naming the fix; with
 // --fix-permissions it closes it and serves; objects sent by DCMTK
 // storescu, the index, its WAL, the audit log, and a backup are then
 // closed to nobody, who can still read a file left open beside them.
@@ -95,6 +96,14 @@ func TestDataClosedToOtherUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// An index an older Ward left open (0644): a directory whose files are
+	// all closed would only be closed, with a warning, and served.
+	if err := os.WriteFile(filepath.Join(dir, "index.db"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "index.db"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

@@ -187,75 +187,73 @@ func readCheckpoints(path string) ([]audit.Checkpoint, error) {
 
 // auditListFlags is ward audit tail or search (name).
 func auditListFlags(name string) func(*flag.FlagSet) runFunc {
-	return func(fs *flag.FlagSet) runFunc { return listAuditFlags(fs, name) }
-}
-
-func listAuditFlags(fs *flag.FlagSet, name string) runFunc {
-	af := addAuditFlags(fs)
-	defN := 20
-	if name == "search" {
-		defN = 0
-	}
-	n := fs.Int("n", defN, "how many records (tail: the last N; search: the first N; 0: all)")
-	asJSON := fs.Bool("json", false, "print the records as stored (JSON lines with the XML message)")
-	withXML := fs.Bool("xml", false, "print each record's AuditMessage after its summary")
-	var since, until, peer, event, patient *string
-	if name == "search" {
-		since = fs.String("since", "", "records at or after this time (RFC 3339, YYYY-MM-DD, or a duration ago such as 24h)")
-		until = fs.String("until", "", "records before this time (same forms)")
-		peer = fs.String("peer", "", "records with this AE title as a participant")
-		event = fs.String("event", "", "event: application-activity, authentication, security-alert, query, begin-transferring, instances-transferred, instances-accessed, study-deleted, export")
-		patient = fs.String("patient", "", "records about this patient ID")
-	}
-	return func(e *env, _ []string) error {
-		match := func(*audit.Record) bool { return true }
+	return func(fs *flag.FlagSet) runFunc {
+		af := addAuditFlags(fs)
+		defN := 20
 		if name == "search" {
-			var from, to time.Time
-			var err error
-			if from, err = parseWhen(*since); err != nil {
-				return fmt.Errorf("--since: %w", err)
-			}
-			if to, err = parseWhen(*until); err != nil {
-				return fmt.Errorf("--until: %w", err)
-			}
-			match = func(r *audit.Record) bool {
-				switch {
-				case !from.IsZero() && r.Time.Before(from),
-					!to.IsZero() && !r.Time.Before(to),
-					*peer != "" && !slices.Contains(r.Peers, *peer),
-					*event != "" && r.Event != *event,
-					*patient != "" && !slices.Contains(r.Patients, *patient):
-					return false
+			defN = 0
+		}
+		n := fs.Int("n", defN, "how many records (tail: the last N; search: the first N; 0: all)")
+		asJSON := fs.Bool("json", false, "print the records as stored (JSON lines with the XML message)")
+		withXML := fs.Bool("xml", false, "print each record's AuditMessage after its summary")
+		var since, until, peer, event, patient *string
+		if name == "search" {
+			since = fs.String("since", "", "records at or after this time (RFC 3339, YYYY-MM-DD, or a duration ago such as 24h)")
+			until = fs.String("until", "", "records before this time (same forms)")
+			peer = fs.String("peer", "", "records with this AE title as a participant")
+			event = fs.String("event", "", "event: application-activity, authentication, security-alert, query, begin-transferring, instances-transferred, instances-accessed, study-deleted, export")
+			patient = fs.String("patient", "", "records about this patient ID")
+		}
+		return func(e *env, _ []string) error {
+			match := func(*audit.Record) bool { return true }
+			if name == "search" {
+				var from, to time.Time
+				var err error
+				if from, err = parseWhen(*since); err != nil {
+					return fmt.Errorf("--since: %w", err)
 				}
-				return true
+				if to, err = parseWhen(*until); err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+				match = func(r *audit.Record) bool {
+					switch {
+					case !from.IsZero() && r.Time.Before(from),
+						!to.IsZero() && !r.Time.Before(to),
+						*peer != "" && !slices.Contains(r.Peers, *peer),
+						*event != "" && r.Event != *event,
+						*patient != "" && !slices.Contains(r.Patients, *patient):
+						return false
+					}
+					return true
+				}
 			}
-		}
-		_, f, err := af.open()
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		var out []audit.Record
-		err = audit.Each(f, func(r *audit.Record) error {
-			if !match(r) {
+			_, f, err := af.open()
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			var out []audit.Record
+			err = audit.Each(f, func(r *audit.Record) error {
+				if !match(r) {
+					return nil
+				}
+				if name == "search" && *n > 0 && len(out) >= *n {
+					return io.EOF
+				}
+				out = append(out, *r)
+				if name == "tail" && *n > 0 && len(out) > *n {
+					out = out[1:]
+				}
 				return nil
+			})
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
 			}
-			if name == "search" && *n > 0 && len(out) >= *n {
-				return io.EOF
-			}
-			out = append(out, *r)
-			if name == "tail" && *n > 0 && len(out) > *n {
-				out = out[1:]
+			for i := range out {
+				printRecord(e.stdout, &out[i], *asJSON, *withXML)
 			}
 			return nil
-		})
-		if err != nil && !errors.Is(err, io.EOF) {
-			return err
 		}
-		for i := range out {
-			printRecord(e.stdout, &out[i], *asJSON, *withXML)
-		}
-		return nil
 	}
 }
 

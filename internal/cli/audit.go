@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -15,45 +16,49 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
-	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
-func runAudit(e *env, args []string) error {
-	usage := func() error {
-		fmt.Fprintln(e.stderr, "Usage: ward audit verify|tail|search [flags]\n\n"+
-			"  verify   check the audit log's chain and its records' MACs (with its key); exit 1 at the first broken record\n"+
-			"  tail     print the last records (-n N)\n"+
-			"  search   print the records matching --since, --until, --peer, --event, --patient")
-		return errUsage
-	}
-	if len(args) < 1 {
-		return usage()
-	}
-	switch args[0] {
-	case "verify":
-		return runAuditVerify(e, args[1:])
-	case "tail":
-		return runAuditList(e, "tail", args[1:])
-	case "search":
-		return runAuditList(e, "search", args[1:])
-	case "-h", "--help", "help":
-		usage()
-		return nil
-	}
-	return usage()
+var auditCmd = &command{
+	name: "audit", summary: "verify, tail and search the audit trail (PS3.15 A.5)",
+	help: `The audit trail is Ward's hash-chained log of audit messages (PS3.15
+A.5), DATA/audit/` + audit.FileName + ` unless the configuration or --file says
+otherwise.`,
+	subs: []*command{
+		{
+			name: "verify", summary: "check the audit log's chain and its records' MACs (with its key); exit 1 at the first broken record",
+			args: "[--key FILE] [--checkpoint SEQ:HASH]... [--checkpoints FILE] [--file FILE | --config FILE | --data DIR]",
+			help: `Checks that the records of the audit log form an unbroken hash chain, and
+their MACs with the log's key (a log without a key is checked as a plain
+chain), and that it holds the collector's checkpoints given. It prints
+the outages the log records, and exits 1 at the first broken record.`,
+			flags: auditVerifyFlags,
+		},
+		{
+			name: "tail", summary: "print the last records (-n N)",
+			args:  "[-n N] [--json] [--xml] [--file FILE | --config FILE | --data DIR]",
+			help:  "Prints the last N records of the audit log, one line each.",
+			flags: auditListFlags("tail"),
+		},
+		{
+			name: "search", summary: "print the records matching --since, --until, --peer, --event, --patient",
+			args:  "[--since T] [--until T] [--peer AET] [--event E] [--patient ID] [-n N] [--json] [--xml] [--file FILE | --config FILE | --data DIR]",
+			help:  "Prints the records of the audit log that match every flag given, one\nline each, the first N of them (-n; 0: all).",
+			flags: auditListFlags("search"),
+		},
+	},
 }
 
 // auditFlags are the flags that locate the log.
-type auditFlags struct{ config, data, file *string }
+type auditFlags struct {
+	dataFlags
+	file *string
+}
 
-func addAuditFlags(fs interface {
-	String(name, value, usage string) *string
-}) auditFlags {
+func addAuditFlags(fs *flag.FlagSet) auditFlags {
 	return auditFlags{
-		config: fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)"),
-		data:   fs.String("data", "", "data directory (default "+config.DefaultDataDir+")"),
-		file:   fs.String("file", "", "the audit log file (default: from the configuration, DATA/audit/"+audit.FileName+")"),
+		dataFlags: addDataFlags(fs),
+		file:      fs.String("file", "", "the audit log file (default: from the configuration, DATA/audit/"+audit.FileName+")"),
 	}
 }
 
@@ -61,7 +66,7 @@ func (f auditFlags) path() (string, error) {
 	if *f.file != "" {
 		return *f.file, nil
 	}
-	c, err := loadConfig(*f.config, *f.data)
+	c, err := f.load()
 	if err != nil {
 		return "", err
 	}
@@ -78,8 +83,7 @@ func (f auditFlags) open() (string, *os.File, error) {
 	return path, file, err
 }
 
-func runAuditVerify(e *env, args []string) error {
-	fs := newFlagSet(e, "audit verify", "[flags]")
+func auditVerifyFlags(fs *flag.FlagSet) runFunc {
 	af := addAuditFlags(fs)
 	keyFile := fs.String("key", "", "the log's key file (default: from the configuration, DATA/"+audit.KeyFileName+")")
 	var cps []audit.Checkpoint
@@ -93,25 +97,25 @@ func runAuditVerify(e *env, args []string) error {
 		return nil
 	})
 	cpFile := fs.String("checkpoints", "", "a file of the collector's messages: every WARD-CHECKPOINT line in it is checked")
-	if pos, err := parseInterleaved(fs, args); err != nil || len(pos) > 0 {
-		if err == nil {
-			fs.Usage()
-		}
-		return errUsage
+	return func(e *env, _ []string) error {
+		return verifyAudit(e, af, *keyFile, *cpFile, cps)
 	}
-	if *cpFile != "" {
-		more, err := readCheckpoints(*cpFile)
+}
+
+func verifyAudit(e *env, af auditFlags, keyFile, cpFile string, cps []audit.Checkpoint) error {
+	if cpFile != "" {
+		more, err := readCheckpoints(cpFile)
 		if err != nil {
 			return err
 		}
 		if len(more) == 0 {
-			return fmt.Errorf("%s: no WARD-CHECKPOINT message in it", *cpFile)
+			return fmt.Errorf("%s: no WARD-CHECKPOINT message in it", cpFile)
 		}
 		cps = append(cps, more...)
 	}
-	kpath := *keyFile
+	kpath := keyFile
 	if kpath == "" {
-		if c, err := loadConfig(*af.config, *af.data); err == nil {
+		if c, err := af.load(); err == nil {
 			kpath = c.AuditKeyFile()
 		}
 	}
@@ -121,7 +125,7 @@ func runAuditVerify(e *env, args []string) error {
 		switch {
 		case err == nil:
 			key = k
-		case errors.Is(err, iofs.ErrNotExist) && *keyFile == "":
+		case errors.Is(err, iofs.ErrNotExist) && keyFile == "":
 			// No key yet (a log written before keys): checked as a chain.
 		default:
 			return err
@@ -181,78 +185,76 @@ func readCheckpoints(path string) ([]audit.Checkpoint, error) {
 	return out, sc.Err()
 }
 
-func runAuditList(e *env, name string, args []string) error {
-	fs := newFlagSet(e, "audit "+name, "[flags]")
-	af := addAuditFlags(fs)
-	defN := 20
-	if name == "search" {
-		defN = 0
-	}
-	n := fs.Int("n", defN, "how many records (tail: the last N; search: the first N; 0: all)")
-	asJSON := fs.Bool("json", false, "print the records as stored (JSON lines with the XML message)")
-	withXML := fs.Bool("xml", false, "print each record's AuditMessage after its summary")
-	var since, until, peer, event, patient *string
-	if name == "search" {
-		since = fs.String("since", "", "records at or after this time (RFC 3339, YYYY-MM-DD, or a duration ago such as 24h)")
-		until = fs.String("until", "", "records before this time (same forms)")
-		peer = fs.String("peer", "", "records with this AE title as a participant")
-		event = fs.String("event", "", "event: application-activity, authentication, security-alert, query, begin-transferring, instances-transferred, instances-accessed, study-deleted, export")
-		patient = fs.String("patient", "", "records about this patient ID")
-	}
-	if pos, err := parseInterleaved(fs, args); err != nil || len(pos) > 0 {
-		if err == nil {
-			fs.Usage()
+// auditListFlags is ward audit tail or search (name).
+func auditListFlags(name string) func(*flag.FlagSet) runFunc {
+	return func(fs *flag.FlagSet) runFunc {
+		af := addAuditFlags(fs)
+		defN := 20
+		if name == "search" {
+			defN = 0
 		}
-		return errUsage
-	}
-	match := func(*audit.Record) bool { return true }
-	if name == "search" {
-		var from, to time.Time
-		var err error
-		if from, err = parseWhen(*since); err != nil {
-			return fmt.Errorf("--since: %w", err)
+		n := fs.Int("n", defN, "how many records (tail: the last N; search: the first N; 0: all)")
+		asJSON := fs.Bool("json", false, "print the records as stored (JSON lines with the XML message)")
+		withXML := fs.Bool("xml", false, "print each record's AuditMessage after its summary")
+		var since, until, peer, event, patient *string
+		if name == "search" {
+			since = fs.String("since", "", "records at or after this time (RFC 3339, YYYY-MM-DD, or a duration ago such as 24h)")
+			until = fs.String("until", "", "records before this time (same forms)")
+			peer = fs.String("peer", "", "records with this AE title as a participant")
+			event = fs.String("event", "", "event: application-activity, authentication, security-alert, query, begin-transferring, instances-transferred, instances-accessed, study-deleted, export")
+			patient = fs.String("patient", "", "records about this patient ID")
 		}
-		if to, err = parseWhen(*until); err != nil {
-			return fmt.Errorf("--until: %w", err)
-		}
-		match = func(r *audit.Record) bool {
-			switch {
-			case !from.IsZero() && r.Time.Before(from),
-				!to.IsZero() && !r.Time.Before(to),
-				*peer != "" && !slices.Contains(r.Peers, *peer),
-				*event != "" && r.Event != *event,
-				*patient != "" && !slices.Contains(r.Patients, *patient):
-				return false
+		return func(e *env, _ []string) error {
+			match := func(*audit.Record) bool { return true }
+			if name == "search" {
+				var from, to time.Time
+				var err error
+				if from, err = parseWhen(*since); err != nil {
+					return fmt.Errorf("--since: %w", err)
+				}
+				if to, err = parseWhen(*until); err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+				match = func(r *audit.Record) bool {
+					switch {
+					case !from.IsZero() && r.Time.Before(from),
+						!to.IsZero() && !r.Time.Before(to),
+						*peer != "" && !slices.Contains(r.Peers, *peer),
+						*event != "" && r.Event != *event,
+						*patient != "" && !slices.Contains(r.Patients, *patient):
+						return false
+					}
+					return true
+				}
 			}
-			return true
-		}
-	}
-	_, f, err := af.open()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	var out []audit.Record
-	err = audit.Each(f, func(r *audit.Record) error {
-		if !match(r) {
+			_, f, err := af.open()
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			var out []audit.Record
+			err = audit.Each(f, func(r *audit.Record) error {
+				if !match(r) {
+					return nil
+				}
+				if name == "search" && *n > 0 && len(out) >= *n {
+					return io.EOF
+				}
+				out = append(out, *r)
+				if name == "tail" && *n > 0 && len(out) > *n {
+					out = out[1:]
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			for i := range out {
+				printRecord(e.stdout, &out[i], *asJSON, *withXML)
+			}
 			return nil
 		}
-		if name == "search" && *n > 0 && len(out) >= *n {
-			return io.EOF
-		}
-		out = append(out, *r)
-		if name == "tail" && *n > 0 && len(out) > *n {
-			out = out[1:]
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, io.EOF) {
-		return err
 	}
-	for i := range out {
-		printRecord(e.stdout, &out[i], *asJSON, *withXML)
-	}
-	return nil
 }
 
 func printRecord(w io.Writer, r *audit.Record, asJSON, withXML bool) {

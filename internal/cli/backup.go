@@ -4,26 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
-	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
-func runBackup(e *env, args []string) error {
-	fs := newFlagSet(e, "backup", "[flags] FOLDER")
-	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
-	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	asJSON := fs.Bool("json", false, "print the report and the problems as JSON")
-	maxRate := fs.Float64("max-rate", 0, "copy at most this many MB (10^6 bytes) per second, on average (0: no cap)")
-	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, `Usage: ward backup FOLDER [--max-rate MB/S] [--json] [--config FILE | --data DIR]
-
-Copies the archive into FOLDER, on another disk: a snapshot of the index as
+var backupCmd = &command{
+	name: "backup", summary: "copy the archive into a folder on another disk, while it serves",
+	args: "FOLDER [--max-rate MB/S] [--json] [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+	help: `Copies the archive into FOLDER, on another disk: a snapshot of the index as
 it was at one moment, every object it names, and DATA/ward.toml. Into the
 folder of an earlier backup, only the objects stored since are copied, and
 those deleted since are removed. Until the end, the folder holds the
@@ -34,63 +28,62 @@ in place of the data directory). When ward serve runs on the data
 directory, it makes the backup while it keeps serving (over its admin
 socket); objects of studies deleted meanwhile are kept until the backup
 ends. --max-rate caps the copying rate, to leave a serving archive's disk
-to its peers. The audit trail and certificates are not copied.`)
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	dir, err := filepath.Abs(pos[0])
-	if err != nil {
-		return err
-	}
-	if *maxRate < 0 {
-		return errors.New("--max-rate must not be negative")
-	}
-	rate := int64(*maxRate * 1e6)
-	c, err := loadConfig(*configPath, *dataDir)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	res, err := server.RemoteBackup(ctx, c.DataDir, dir, rate)
-	if errors.Is(err, server.ErrNoServer) {
-		o := archive.CopyOptions{MaxRate: rate, ProgressEvery: 10 * time.Second,
-			Progress: func(p archive.BackupReport) {
-				fmt.Fprintf(e.stderr, "%s so far, %s copied (%.1f MB)\n", count(p.Instances, "instance"), count(p.Copied, "object"), float64(p.Bytes)/1e6)
-			}}
-		err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
-			res, err = adm.Backup(ctx, server.Operator(), dir, o)
+to its peers. The audit trail and certificates are not copied.`,
+	flags: backupFlags,
+}
+
+func backupFlags(fs *flag.FlagSet) runFunc {
+	df := addDataFlags(fs)
+	asJSON := fs.Bool("json", false, "print the report and the problems as JSON")
+	maxRate := fs.Float64("max-rate", 0, "copy at most this many MB (10^6 bytes) per second, on average (0: no cap)")
+	return func(e *env, pos []string) error {
+		dir, err := filepath.Abs(pos[0])
+		if err != nil {
 			return err
-		})
-	}
-	if res == nil || (err != nil && res.Report.Instances == 0) {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if jerr := enc.Encode(res); jerr != nil {
-			return jerr
 		}
-	} else {
-		for _, p := range res.Problems {
-			fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", termsafe.Quote(p.SOPInstanceUID), termsafe.Quote(p.StudyInstanceUID), termsafe.Quote(p.BlobKey), termsafe.Text(p.Problem, ""))
+		if *maxRate < 0 {
+			return errors.New("--max-rate must not be negative")
 		}
-		r := res.Report
-		fmt.Fprintf(e.stdout, "backup in %s: %s, %s copied (%.1f MB), %s removed, %d with problems\n",
-			res.Dir, count(r.Instances, "instance"), count(r.Copied, "object"), float64(r.Bytes)/1e6, count(r.Removed, "object"), r.Problems)
+		rate := int64(*maxRate * 1e6)
+		c, err := df.load()
+		if err != nil {
+			return err
+		}
+		ctx := context.Background()
+		res, err := server.RemoteBackup(ctx, c.DataDir, dir, rate)
+		if errors.Is(err, server.ErrNoServer) {
+			o := archive.CopyOptions{MaxRate: rate, ProgressEvery: 10 * time.Second,
+				Progress: func(p archive.BackupReport) {
+					fmt.Fprintf(e.stderr, "%s so far, %s copied (%.1f MB)\n", count(p.Instances, "instance"), count(p.Copied, "object"), float64(p.Bytes)/1e6)
+				}}
+			err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+				res, err = adm.Backup(ctx, server.Operator(), dir, o)
+				return err
+			})
+		}
+		if res == nil || (err != nil && res.Report.Instances == 0) {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			if jerr := enc.Encode(res); jerr != nil {
+				return jerr
+			}
+		} else {
+			for _, p := range res.Problems {
+				fmt.Fprintf(e.stdout, "instance %s (study %s, object %s): %s\n", termsafe.Quote(p.SOPInstanceUID), termsafe.Quote(p.StudyInstanceUID), termsafe.Quote(p.BlobKey), termsafe.Text(p.Problem, ""))
+			}
+			r := res.Report
+			fmt.Fprintf(e.stdout, "backup in %s: %s, %s copied (%.1f MB), %s removed, %d with problems\n",
+				res.Dir, count(r.Instances, "instance"), count(r.Copied, "object"), float64(r.Bytes)/1e6, count(r.Removed, "object"), r.Problems)
+		}
+		if err != nil {
+			return fmt.Errorf("backup not finished (%s still holds the previous backup, if there was one): %w", dir, err)
+		}
+		if res.Report.Problems > 0 {
+			return &exitError{code: 1, err: fmt.Errorf("%d objects could not be copied as recorded", res.Report.Problems)}
+		}
+		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("backup not finished (%s still holds the previous backup, if there was one): %w", dir, err)
-	}
-	if res.Report.Problems > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("%d objects could not be copied as recorded", res.Report.Problems)}
-	}
-	return nil
 }

@@ -1,15 +1,19 @@
-// Package cli implements the ward command: one file per subcommand.
+// Package cli implements the ward command. Its commands are a table (one
+// file a command, each defining its row): name, summary, usage, help, flags
+// and run function; dispatch, help, usage errors and exit statuses are
+// generated from the table here, the same for every command.
 package cli
 
 import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/ward-pacs/ward/internal/termsafe"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 // env is what a subcommand may touch of the process.
@@ -18,35 +22,50 @@ type env struct {
 	stdout, stderr io.Writer
 }
 
+// A command is a row of the command table: a top-level command or one of
+// its subcommands. It has either subcommands (a group: ward peer) or a
+// flags function (a command that runs: ward peer add, ward echo).
 type command struct {
-	name, summary string
-	run           func(e *env, args []string) error
+	name    string
+	summary string // one line, listed in the parent's help
+	// args follows "ward PATH" in the usage line: the positional arguments
+	// and the flags worth naming there.
+	args string
+	help string // what the command does, printed under the usage line
+	// minArgs and maxArgs bound the positional arguments (maxArgs anyArgs:
+	// no upper bound); outside them is a usage error.
+	minArgs, maxArgs int
+	// flags defines the command's flags on fs and returns the function that
+	// runs it with the positional arguments, after fs is parsed.
+	flags func(fs *flag.FlagSet) runFunc
+	subs  []*command
 }
 
-var commands []command
+// runFunc runs a command with its positional arguments. Returning errUsage
+// (or an error wrapping it) prints the command's help and exits 2; an
+// *exitError exits with its code; any other error is printed and exits 1.
+type runFunc func(e *env, args []string) error
 
-func init() {
-	commands = []command{
-		{"serve", "run the archive (DIMSE)", runServe},
-		{"echo", "send C-ECHO to a DICOM peer", runEcho},
-		{"store", "send files and folders to a DICOM peer with C-STORE", runStore},
-		{"find", "query a DICOM peer with C-FIND", runFind},
-		{"move", "ask a DICOM peer to send objects to an AE title with C-MOVE", runMove},
-		{"get", "retrieve objects from a DICOM peer into a folder with C-GET", runGet},
-		{"peer", "add, list or remove registered peers", runPeer},
-		{"user", "add, list or remove users (username + passcode identity)", runUser},
-		{"study", "delete, export or verify studies (delete and export are recorded in the audit trail)", runStudy},
-		{"backup", "copy the archive into a folder on another disk, while it serves", runBackup},
-		{"status", "counts of the archive and its disk space (no patient data)", runStatus},
-		{"config", "check the configuration for risky settings", runConfig},
-		{"pki", "make a CA, a server certificate and client certificates for DICOM TLS", runPKI},
-		{"audit", "verify, tail and search the audit trail (PS3.15 A.5)", runAudit},
-		{"scan", "audit hosts you are responsible for for exposed DICOM and web services", runScan},
-		{"version", "print the version", runVersion},
-	}
+// anyArgs is maxArgs of a command that takes any number of arguments.
+const anyArgs = -1
+
+// commands is the table: the top-level commands, in the order ward help
+// lists them. Each is defined in its own file.
+var commands = []*command{
+	serveCmd, echoCmd, storeCmd, findCmd, moveCmd, getCmd,
+	peerCmd, userCmd, studyCmd, backupCmd, statusCmd, configCmd,
+	pkiCmd, auditCmd, scanCmd, versionCmd,
 }
 
-// errUsage is returned after a usage message was printed.
+// Exit statuses of the dispatcher; a command may return others with
+// *exitError (ward scan: 3 for findings).
+const (
+	exitFailed = 1 // the command ran and failed
+	exitUsage  = 2 // unknown command or flag, wrong arguments
+)
+
+// errUsage is returned by a run function for a usage error its own checks
+// found: the dispatcher prints the command's help and exits 2.
 var errUsage = errors.New("usage")
 
 // exitError carries a specific exit status.
@@ -71,45 +90,158 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	return e.main(args)
 }
 
+// isHelp says whether arg asks for help where a subcommand is expected.
+func isHelp(arg string) bool { return arg == "help" || arg == "-h" || arg == "--help" }
+
+// main dispatches args down the table. Help asked for (ward help [COMMAND
+// [SUBCOMMAND]], -h or --help at any level) goes to standard error and
+// exits 0, as the flag package does; a usage error prints the help of the
+// command it concerns and exits 2.
 func (e *env) main(args []string) int {
-	if len(args) < 1 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		e.usage()
-		if len(args) < 1 {
-			return 2
+	path := []*command{{name: "ward", subs: commands, help: "Ward: a DICOM archive that is closed by default."}}
+	for {
+		c := path[len(path)-1]
+		if c.subs == nil {
+			return e.run(path, args)
 		}
-		return 0
-	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			err := c.run(e, args[1:])
-			if err == nil {
-				return 0
-			}
-			var ee *exitError
-			if errors.As(err, &ee) {
-				if ee.err != nil && !errors.Is(ee.err, errUsage) {
-					fmt.Fprintf(e.stderr, "ward %s: %s\n", c.name, termsafe.Text(ee.err.Error(), "\n"))
+		if len(args) == 0 {
+			e.help(path)
+			return exitUsage
+		}
+		if isHelp(args[0]) {
+			// ward help peer add: the help of ward peer add.
+			for _, name := range args[1:] {
+				if path = e.lookup(path, name); path == nil {
+					return exitUsage
 				}
-				return ee.code
+				if path[len(path)-1].subs == nil {
+					break
+				}
 			}
-			if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
-				return 2
-			}
-			fmt.Fprintf(e.stderr, "ward %s: %s\n", c.name, termsafe.Text(err.Error(), "\n"))
-			return 1
+			e.help(path)
+			return 0
 		}
+		if path = e.lookup(path, args[0]); path == nil {
+			return exitUsage
+		}
+		args = args[1:]
 	}
-	fmt.Fprintf(e.stderr, "ward: unknown command %q\n\n", args[0])
-	e.usage()
-	return 2
 }
 
-func (e *env) usage() {
-	fmt.Fprintln(e.stderr, "Ward: a DICOM archive that is closed by default.\n\nUsage: ward COMMAND [flags] [args]\n\nCommands:")
-	for _, c := range commands {
-		fmt.Fprintf(e.stderr, "  %-8s %s\n", c.name, c.summary)
+// lookup returns path with its last command's subcommand name appended, or
+// prints that there is none (with the group's help) and returns nil.
+func (e *env) lookup(path []*command, name string) []*command {
+	for _, s := range path[len(path)-1].subs {
+		if s.name == name {
+			return append(path[:len(path):len(path)], s)
+		}
 	}
-	fmt.Fprintln(e.stderr, "\nRun 'ward COMMAND -h' for a command's flags.")
+	fmt.Fprintf(e.stderr, "%s: unknown command %q\n\n", pathName(path), name)
+	e.help(path)
+	return nil
+}
+
+// run parses the flags and arguments of the command at the end of path and
+// runs it.
+func (e *env) run(path []*command, args []string) int {
+	c := path[len(path)-1]
+	fs := flag.NewFlagSet(pathName(path), flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() { e.help(path) }
+	run := c.flags(fs)
+	pos, err := parseInterleaved(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // fs printed the help
+	case err != nil:
+		return exitUsage // fs printed the error and the help
+	case len(pos) < c.minArgs || c.maxArgs != anyArgs && len(pos) > c.maxArgs:
+		fmt.Fprintf(e.stderr, "%s: %s\n\n", pathName(path), argCount(c, len(pos)))
+		e.help(path)
+		return exitUsage
+	}
+	err = run(e, pos)
+	if err == nil {
+		return 0
+	}
+	// Errors are named by the top-level command, as they always were.
+	name := "ward " + path[1].name
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		if ee.err != nil && !errors.Is(ee.err, errUsage) {
+			fmt.Fprintf(e.stderr, "%s: %s\n", name, termsafe.Text(ee.err.Error(), "\n"))
+		}
+		return ee.code
+	case errors.Is(err, errUsage):
+		e.help(path)
+		return exitUsage
+	}
+	fmt.Fprintf(e.stderr, "%s: %s\n", name, termsafe.Text(err.Error(), "\n"))
+	return exitFailed
+}
+
+// argCount says what is wrong with n positional arguments for c.
+func argCount(c *command, n int) string {
+	want := fmt.Sprint(c.minArgs)
+	switch {
+	case c.maxArgs == anyArgs:
+		want = "at least " + want
+	case c.maxArgs == 0:
+		want = "no"
+	case c.maxArgs != c.minArgs:
+		want = fmt.Sprintf("%d to %d", c.minArgs, c.maxArgs)
+	}
+	s := "s"
+	if c.minArgs == 1 && c.maxArgs == 1 {
+		s = ""
+	}
+	return fmt.Sprintf("takes %s argument%s, not %d", want, s, n)
+}
+
+// pathName is the command line that names the last command of path.
+func pathName(path []*command) string {
+	names := make([]string, len(path))
+	for i, c := range path {
+		names[i] = c.name
+	}
+	return strings.Join(names, " ")
+}
+
+// help prints the help of the last command of path, all generated from
+// the table: its usage line(s), its help text, and its subcommands with
+// their summaries or its flags.
+func (e *env) help(path []*command) {
+	c, name, w := path[len(path)-1], pathName(path), e.stderr
+	switch {
+	case len(path) == 1:
+		fmt.Fprintf(w, "%s\n\nUsage: %s COMMAND [flags] [args]\n", c.help, name)
+	case c.subs != nil:
+		fmt.Fprintln(w, "Usage:")
+		for _, s := range c.subs {
+			fmt.Fprintf(w, "  %s %s\n", name, strings.TrimSpace(s.name+" "+s.args))
+		}
+		fmt.Fprintf(w, "\n%s\n", c.help)
+	default:
+		fmt.Fprintf(w, "Usage: %s\n\n%s\n", strings.TrimSpace(name+" "+c.args), c.help)
+	}
+	if c.subs != nil {
+		fmt.Fprintln(w, "\nCommands:")
+		for _, s := range c.subs {
+			fmt.Fprintf(w, "  %-8s %s\n", s.name, s.summary)
+		}
+		fmt.Fprintf(w, "\nRun '%s COMMAND -h' for a command's flags.\n", name)
+		return
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	c.flags(fs)
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprintln(w, "\nFlags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
 }
 
 // parseInterleaved parses flags that may appear before, between or after
@@ -130,16 +262,6 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-}
-
-func newFlagSet(e *env, name, usage string) *flag.FlagSet {
-	fs := flag.NewFlagSet("ward "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: ward %s %s\n\nFlags:\n", name, usage)
-		fs.PrintDefaults()
-	}
-	return fs
 }
 
 // newLogger builds the slog logger for level and format.

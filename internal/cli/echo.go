@@ -148,35 +148,36 @@ func (p peerFlags) request(contexts []pdu.PresentationContext) *pdu.AssociateRQ 
 	return &pdu.AssociateRQ{ProtocolVersion: 1, CalledAETitle: *p.aec, CallingAETitle: *p.aet, ApplicationContext: pdu.ApplicationContextName, Contexts: contexts}
 }
 
-func runEcho(e *env, args []string) error {
-	fs := newFlagSet(e, "echo", "[--aec TITLE] [--aet TITLE] HOST:PORT")
+var echoCmd = &command{
+	name: "echo", summary: "send C-ECHO to a DICOM peer", args: "[--aec TITLE] [--aet TITLE] HOST:PORT", minArgs: 1, maxArgs: 1,
+	help: `Sends C-ECHO (the Verification service) to the DICOM peer at HOST:PORT,
+--repeat times on one association, and prints how long it took and the
+peer's implementation class UID and version name.`,
+	flags: echoFlags,
+}
+
+func echoFlags(fs *flag.FlagSet) runFunc {
 	pf := addPeerFlags(fs)
 	repeat := fs.Int("repeat", 1, "number of C-ECHO requests")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	ctx := context.Background()
-	start := time.Now()
-	a, err := pf.dial(ctx, pos[0], pf.request([]pdu.PresentationContext{{ID: 1, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}}}))
-	if err != nil {
-		return err
-	}
-	cl := dimse.NewClient(a)
-	for i := 0; i < *repeat; i++ {
-		if err := cl.Echo(ctx); err != nil {
-			a.Abort()
+	return func(e *env, pos []string) error {
+		ctx := context.Background()
+		start := time.Now()
+		a, err := pf.dial(ctx, pos[0], pf.request([]pdu.PresentationContext{{ID: 1, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{dicom.ExplicitVRLittleEndian.UID, dicom.ImplicitVRLittleEndian.UID}}}))
+		if err != nil {
 			return err
 		}
+		cl := dimse.NewClient(a)
+		for i := 0; i < *repeat; i++ {
+			if err := cl.Echo(ctx); err != nil {
+				a.Abort()
+				return err
+			}
+		}
+		if err := a.Release(); err != nil {
+			return err
+		}
+		ac := a.Accept()
+		fmt.Fprintf(e.stdout, "C-ECHO %s at %s: success (%d in %s; peer implementation %s %s)\n", *pf.aec, pos[0], *repeat, time.Since(start).Round(time.Microsecond), termsafe.Quote(ac.UserInfo.ImplementationClassUID), termsafe.Quote(ac.UserInfo.ImplementationVersionName))
+		return nil
 	}
-	if err := a.Release(); err != nil {
-		return err
-	}
-	ac := a.Accept()
-	fmt.Fprintf(e.stdout, "C-ECHO %s at %s: success (%d in %s; peer implementation %s %s)\n", *pf.aec, pos[0], *repeat, time.Since(start).Round(time.Microsecond), termsafe.Quote(ac.UserInfo.ImplementationClassUID), termsafe.Quote(ac.UserInfo.ImplementationVersionName))
-	return nil
 }

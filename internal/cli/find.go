@@ -190,89 +190,94 @@ func statusText(c *dimse.Command) string {
 	return s
 }
 
-func runFind(e *env, args []string) error {
-	fs := newFlagSet(e, "find", "[-P|-S] [--level L] [-k KEY[=VALUE]]... [--json] [--aec TITLE] [--aet TITLE] HOST:PORT")
+var findCmd = &command{
+	name: "find", summary: "query a DICOM peer with C-FIND",
+	args: "[-P|-S] [--level L] [-k KEY[=VALUE]]... [--json] [--aec TITLE] [--aet TITLE] HOST:PORT", minArgs: 1, maxArgs: 1,
+	help: `Queries the peer at HOST:PORT with C-FIND, in the Study Root (-S, the
+default) or Patient Root (-P) information model at --level, and prints
+the matches as a table of the keys, or in the DICOM JSON model with --json.
+A key with a value (-k PatientID=123) matches; one without (-k
+PatientName) is returned. ^C cancels the query with C-CANCEL. It exits 1
+unless the query ends with Success.`,
+	flags: findFlags,
+}
+
+func findFlags(fs *flag.FlagSet) runFunc {
 	q := addQRFlags(fs)
 	asJSON := fs.Bool("json", false, "print the matches in the DICOM JSON model (PS3.18 F.2)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	class, id, cols, err := q.request("find")
-	if err != nil {
-		return err
-	}
-	ctx, stop := interruptContext()
-	defer stop()
-	cl, err := q.connect(ctx, pos[0], class, nil, nil)
-	if err != nil {
-		return err
-	}
-	a := cl.A
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	n := 0
-	if *asJSON {
-		fmt.Fprint(e.stdout, "[")
-	} else {
-		var hdr []string
-		for _, c := range cols {
-			if kw := dicom.Keyword(c); kw != "" {
-				hdr = append(hdr, kw)
-			} else {
-				hdr = append(hdr, c.String())
-			}
+	return func(e *env, pos []string) error {
+		class, id, cols, err := q.request("find")
+		if err != nil {
+			return err
 		}
-		fmt.Fprintln(tw, strings.Join(hdr, "\t"))
-	}
-	rsp, err := cl.Find(ctx, 1, id, func(m *dicom.DataSet) error {
-		n++
+		ctx, stop := interruptContext()
+		defer stop()
+		cl, err := q.connect(ctx, pos[0], class, nil, nil)
+		if err != nil {
+			return err
+		}
+		a := cl.A
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		n := 0
 		if *asJSON {
-			b, err := json.Marshal(m)
-			if err != nil {
-				return err
+			fmt.Fprint(e.stdout, "[")
+		} else {
+			var hdr []string
+			for _, c := range cols {
+				if kw := dicom.Keyword(c); kw != "" {
+					hdr = append(hdr, kw)
+				} else {
+					hdr = append(hdr, c.String())
+				}
 			}
-			if n > 1 {
-				fmt.Fprint(e.stdout, ",")
+			fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+		}
+		rsp, err := cl.Find(ctx, 1, id, func(m *dicom.DataSet) error {
+			n++
+			if *asJSON {
+				b, err := json.Marshal(m)
+				if err != nil {
+					return err
+				}
+				if n > 1 {
+					fmt.Fprint(e.stdout, ",")
+				}
+				fmt.Fprintf(e.stdout, "\n%s", b)
+				return nil
 			}
-			fmt.Fprintf(e.stdout, "\n%s", b)
+			var row []string
+			for _, c := range cols {
+				el := m.Get(c)
+				switch {
+				case el == nil:
+					row = append(row, "")
+				case el.IsSequence():
+					row = append(row, fmt.Sprintf("(%d items)", len(el.Items)))
+				default:
+					row = append(row, termsafe.Text(m.String(c), "")) // multiple values keep their backslashes
+				}
+			}
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
 			return nil
+		})
+		if *asJSON {
+			fmt.Fprintln(e.stdout, "\n]")
+		} else {
+			tw.Flush()
 		}
-		var row []string
-		for _, c := range cols {
-			el := m.Get(c)
-			switch {
-			case el == nil:
-				row = append(row, "")
-			case el.IsSequence():
-				row = append(row, fmt.Sprintf("(%d items)", len(el.Items)))
-			default:
-				row = append(row, termsafe.Text(m.String(c), "")) // multiple values keep their backslashes
-			}
+		if err != nil && rsp == nil {
+			return err
 		}
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
+		_ = a.Release()
+		fmt.Fprintf(e.stderr, "%d matches; final status %s\n", n, statusText(rsp))
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		if rsp.Status != dimse.StatusSuccess {
+			return &exitError{code: 1, err: fmt.Errorf("C-FIND ended with status %s", statusText(rsp))}
+		}
 		return nil
-	})
-	if *asJSON {
-		fmt.Fprintln(e.stdout, "\n]")
-	} else {
-		tw.Flush()
 	}
-	if err != nil && rsp == nil {
-		return err
-	}
-	_ = a.Release()
-	fmt.Fprintf(e.stderr, "%d matches; final status %s\n", n, statusText(rsp))
-	if err != nil {
-		return &exitError{code: 1, err: err}
-	}
-	if rsp.Status != dimse.StatusSuccess {
-		return &exitError{code: 1, err: fmt.Errorf("C-FIND ended with status %s", statusText(rsp))}
-	}
-	return nil
 }
 
 // interruptContext is cancelled on ^C: a running query is then cancelled

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -123,50 +124,56 @@ func (d *dirStorer) Store(ctx context.Context, r *dimse.StoreRequest) error {
 	return nil
 }
 
-func runGet(e *env, args []string) error {
-	fs := newFlagSet(e, "get", "--out DIR [-P|-S] [--level L] [-k KEY=VALUE]... [--aec TITLE] [--aet TITLE] HOST:PORT")
+var getCmd = &command{
+	name: "get", summary: "retrieve objects from a DICOM peer into a folder with C-GET",
+	args: "--out DIR [-P|-S] [--level L] [-k KEY=VALUE]... [--aec TITLE] [--aet TITLE] HOST:PORT", minArgs: 1, maxArgs: 1,
+	help: `Retrieves the objects the keys match from the peer at HOST:PORT with
+C-GET, on the same association, into the folder --out, and prints the
+counts of its sub-operations. It exits 1 when the retrieval or one of its
+sub-operations failed.`,
+	flags: getFlags,
+}
+
+func getFlags(fs *flag.FlagSet) runFunc {
 	q := addQRFlags(fs)
 	out := fs.String("out", "", "folder for the received objects (created if missing; required)")
 	quiet := fs.Bool("quiet", false, "no progress")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 || *out == "" {
-		fs.Usage()
-		return errUsage
-	}
-	class, id, _, err := q.request("get")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(*out, 0o700); err != nil {
-		return err
-	}
-	st := &dirStorer{dir: *out, source: *q.pf.aec}
-	tty := false
-	if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		tty = true
-	}
-	if !*quiet && tty {
-		st.progress = func() {
-			fmt.Fprintf(e.stderr, "\rreceived %d objects (%.1f MB)", st.count.Load(), float64(st.bytes.Load())/1e6)
+	return func(e *env, pos []string) error {
+		if *out == "" {
+			return errUsage
 		}
+		class, id, _, err := q.request("get")
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(*out, 0o700); err != nil {
+			return err
+		}
+		st := &dirStorer{dir: *out, source: *q.pf.aec}
+		tty := false
+		if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			tty = true
+		}
+		if !*quiet && tty {
+			st.progress = func() {
+				fmt.Fprintf(e.stderr, "\rreceived %d objects (%.1f MB)", st.count.Load(), float64(st.bytes.Load())/1e6)
+			}
+		}
+		ctx, stop := interruptContext()
+		defer stop()
+		pcs, roles := getContexts(nil)
+		cl, err := q.connect(ctx, pos[0], class, pcs, roles)
+		if err != nil {
+			return err
+		}
+		a := cl.A
+		res, err := cl.Get(ctx, 1, id, st, nil)
+		if err != nil {
+			a.Abort()
+			return err
+		}
+		_ = a.Release()
+		fmt.Fprintf(e.stdout, "wrote %d objects (%.1f MB) to %s\n", st.count.Load(), float64(st.bytes.Load())/1e6, *out)
+		return e.retrieveSummary("C-GET", res)
 	}
-	ctx, stop := interruptContext()
-	defer stop()
-	pcs, roles := getContexts(nil)
-	cl, err := q.connect(ctx, pos[0], class, pcs, roles)
-	if err != nil {
-		return err
-	}
-	a := cl.A
-	res, err := cl.Get(ctx, 1, id, st, nil)
-	if err != nil {
-		a.Abort()
-		return err
-	}
-	_ = a.Release()
-	fmt.Fprintf(e.stdout, "wrote %d objects (%.1f MB) to %s\n", st.count.Load(), float64(st.bytes.Load())/1e6, *out)
-	return e.retrieveSummary("C-GET", res)
 }

@@ -29,16 +29,9 @@ func configFile(configPath, dataDir string) string {
 	return filepath.Join(dataDir, config.ConfigFileName)
 }
 
-func runPeer(e *env, args []string) error {
-	usage := func() error {
-		fmt.Fprintln(e.stderr, `Usage:
-  ward peer add TITLE [--host HOST --port PORT [--tls]] [--network CIDR,...] [--cert-fingerprint SHA256]
-                 [--require-tls] [--require-identity] [--allow echo,store,find,move,get,bulk-query,move-destination]
-                 [--max-associations N] [--max-results N] [--config FILE | --data DIR]
-  ward peer list [--config FILE | --data DIR]
-  ward peer remove TITLE [--config FILE | --data DIR]
-
-Only registered peers may open associations with Ward, each bound to where it
+var peerCmd = &command{
+	name: "peer", summary: "add, list or remove registered peers",
+	help: `Only registered peers may open associations with Ward, each bound to where it
 calls from: its --network CIDRs, or else its --host's address, and/or a TLS
 client certificate pinned by --cert-fingerprint (the SHA-256 of the
 certificate: 'ward pki issue' prints it; a pinned peer may only call over
@@ -49,41 +42,60 @@ images only to a peer with move-destination, at its HOST and PORT (over TLS
 with --tls).
 Peers are stored as [[peers]] tables in Ward's configuration file (written
 atomically, mode 0600); a ward serve running on the data directory is asked,
-over its admin socket, to put the change in effect at once.`)
-		return errUsage
+over its admin socket, to put the change in effect at once.`,
+	subs: []*command{
+		{
+			name: "add", summary: "register a peer, or change the one with that AE title",
+			args:    "TITLE [--host HOST --port PORT [--tls]] [--network CIDR,...] [--cert-fingerprint SHA256] [flags]",
+			minArgs: 1, maxArgs: 1,
+			help: `Registers the peer with AE title TITLE, bound to --network, --host or
+--cert-fingerprint and allowed the services in --allow, or replaces the
+registered peer of that title. A peer that ward serve would refuse to
+start with is not written.`,
+			flags: peerAddFlags,
+		},
+		{
+			name: "list", summary: "list the registered peers",
+			args: "[--config FILE | --data DIR]",
+			help: `Lists the registered peers: each one's AE title, where Ward reaches it,
+the services it may use, what it is bound to and what it requires.`,
+			flags: peerListFlags,
+		},
+		{
+			name: "remove", summary: "remove a registered peer",
+			args: "TITLE [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help:  "Removes the peer with AE title TITLE.",
+			flags: peerRemoveFlags,
+		},
+	},
+}
+
+// addEditFlags defines --config and --data of the commands that edit the
+// configuration file (ward peer, ward user).
+func addEditFlags(fs *flag.FlagSet) dataFlags {
+	return dataFlags{
+		config: fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml)"),
+		data:   fs.String("data", "", "data directory (default "+config.DefaultDataDir+")"),
 	}
-	if len(args) < 1 {
-		return usage()
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlagSet(e, "peer "+sub, "[flags]")
-	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml)")
-	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	var host, allow, network, fingerprint *string
-	var port, maxAssoc, maxResults *int
-	var requireTLS, requireIdentity, useTLS *bool
-	if sub == "add" {
-		host = fs.String("host", "", "host (IP address or name) where Ward reaches the peer; without --network, the peer must call from its address")
-		port = fs.Int("port", 0, "port where Ward reaches the peer")
-		allow = fs.String("allow", "", "services the peer may use, comma-separated: "+strings.Join(config.Services, ","))
-		network = fs.String("network", "", "source networks the peer may call from, comma-separated CIDRs (e.g. 10.1.2.0/24)")
-		fingerprint = fs.String("cert-fingerprint", "", "SHA-256 fingerprint of the peer's TLS client certificate (64 hex digits, colons allowed)")
-		requireTLS = fs.Bool("require-tls", false, "refuse the peer on the plain listener")
-		useTLS = fs.Bool("tls", false, "Ward reaches the peer (as a C-MOVE destination) over TLS, checking its certificate against [dicom] tls_peer_ca")
-		requireIdentity = fs.Bool("require-identity", false, "refuse associations without a verified user identity (passcode or JWT)")
-		maxAssoc = fs.Int("max-associations", 0, "concurrent associations of this peer (default [dicom] max_associations_per_peer)")
-		maxResults = fs.Int("max-results", 0, "matches per C-FIND for this peer (default [query] max_results)")
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	path := configFile(*configPath, *dataDir)
-	switch sub {
-	case "add":
-		if len(pos) != 1 {
-			return usage()
-		}
+}
+
+// file is the configuration file the flags name, to edit (configFile).
+func (f dataFlags) file() string { return configFile(*f.config, *f.data) }
+
+func peerAddFlags(fs *flag.FlagSet) runFunc {
+	df := addEditFlags(fs)
+	host := fs.String("host", "", "host (IP address or name) where Ward reaches the peer; without --network, the peer must call from its address")
+	port := fs.Int("port", 0, "port where Ward reaches the peer")
+	allow := fs.String("allow", "", "services the peer may use, comma-separated: "+strings.Join(config.Services, ","))
+	network := fs.String("network", "", "source networks the peer may call from, comma-separated CIDRs (e.g. 10.1.2.0/24)")
+	fingerprint := fs.String("cert-fingerprint", "", "SHA-256 fingerprint of the peer's TLS client certificate (64 hex digits, colons allowed)")
+	requireTLS := fs.Bool("require-tls", false, "refuse the peer on the plain listener")
+	useTLS := fs.Bool("tls", false, "Ward reaches the peer (as a C-MOVE destination) over TLS, checking its certificate against [dicom] tls_peer_ca")
+	requireIdentity := fs.Bool("require-identity", false, "refuse associations without a verified user identity (passcode or JWT)")
+	maxAssoc := fs.Int("max-associations", 0, "concurrent associations of this peer (default [dicom] max_associations_per_peer)")
+	maxResults := fs.Int("max-results", 0, "matches per C-FIND for this peer (default [query] max_results)")
+	return func(e *env, pos []string) error {
+		path := df.file()
 		p := config.Peer{AETitle: pos[0], Host: *host, Port: *port, RequireTLS: *requireTLS, RequireIdentity: *requireIdentity, TLS: *useTLS,
 			MaxAssociations: *maxAssoc, MaxResults: *maxResults}
 		for _, s := range strings.Split(*allow, ",") {
@@ -137,11 +149,14 @@ over its admin socket, to put the change in effect at once.`)
 		if _, err := p.Destination(); err != nil && (p.Port != 0 || p.Allows(config.MoveDestination)) {
 			fmt.Fprintf(e.stderr, "note: %v: C-MOVE to it is refused\n", err)
 		}
-		return e.applyRunning(*configPath, *dataDir, "peer "+p.AETitle, func(r *server.Reloaded) bool { return slices.Contains(r.Peers, p.AETitle) })
-	case "remove":
-		if len(pos) != 1 {
-			return usage()
-		}
+		return e.applyRunning(*df.config, *df.data, "peer "+p.AETitle, func(r *server.Reloaded) bool { return slices.Contains(r.Peers, p.AETitle) })
+	}
+}
+
+func peerRemoveFlags(fs *flag.FlagSet) runFunc {
+	df := addEditFlags(fs)
+	return func(e *env, pos []string) error {
+		path := df.file()
 		err := config.EditPeers(path, func(peers []config.Peer) ([]config.Peer, error) {
 			return removeNamed(peers, func(p config.Peer) string { return p.AETitle }, pos[0], "peer", path)
 		})
@@ -149,12 +164,15 @@ over its admin socket, to put the change in effect at once.`)
 			return err
 		}
 		fmt.Fprintf(e.stdout, "peer %s removed from %s\n", pos[0], path)
-		return e.applyRunning(*configPath, *dataDir, "the removal of peer "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Peers, pos[0]) })
-	case "list":
-		if len(pos) != 0 {
-			return usage()
-		}
-		c, err := config.Load(path, *configPath == "")
+		return e.applyRunning(*df.config, *df.data, "the removal of peer "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Peers, pos[0]) })
+	}
+}
+
+func peerListFlags(fs *flag.FlagSet) runFunc {
+	df := addEditFlags(fs)
+	return func(e *env, _ []string) error {
+		path := df.file()
+		c, err := config.Load(path, *df.config == "")
 		if err != nil {
 			return err
 		}
@@ -190,11 +208,7 @@ over its admin socket, to put the change in effect at once.`)
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Quote(p.AETitle), termsafe.Quote(p.Host), port, strings.Join(p.Allow, ","), strings.Join(bound, " + "), strings.Join(req, ","))
 		}
 		return tw.Flush()
-	case "-h", "--help", "help":
-		usage()
-		return flag.ErrHelp
 	}
-	return usage()
 }
 
 // removeNamed returns items without the one whose name is name, or an

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/pki"
 )
 
@@ -18,14 +17,9 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-func runPKI(e *env, args []string) error {
-	usage := func() error {
-		fmt.Fprintln(e.stderr, `Usage:
-  ward pki init [--name NAME]... [--config FILE | --data DIR]
-  ward pki issue PEER [--config FILE | --data DIR]
-  ward pki revoke PEER [--config FILE | --data DIR]
-
-For a site without a PKI. 'init' writes under DATA/pki a CA (ECDSA P-256,
+var pkiCmd = &command{
+	name: "pki", summary: "make a CA, a server certificate and client certificates for DICOM TLS",
+	help: `For a site without a PKI. 'init' writes under DATA/pki a CA (ECDSA P-256,
 10 years) and a server certificate for the names (DNS names or IP
 addresses; default localhost and 127.0.0.1; 2 years), and prints the
 configuration lines that enable DIMSE over TLS. It never overwrites a CA.
@@ -35,56 +29,70 @@ DATA/pki/peers/PEER.crt and .key and prints its SHA-256 fingerprint.
 DATA/pki/crl.pem, which Ward reads when [dicom] tls_crl names it (again
 within seconds of each change), and moves the certificate and key aside,
 so that 'issue' can make PEER a new one.
-Private keys are written with mode 0600.`)
-		return errUsage
+Keys, certificates and the list are written with mode 0600.`,
+	subs: []*command{
+		{
+			name: "init", summary: "make the CA and the server certificate",
+			args: "[--name NAME]... [--config FILE | --data DIR]",
+			help: `Writes under DATA/pki a CA and a server certificate for the names, and
+prints the configuration lines that enable DIMSE over TLS. It never
+overwrites a CA.`,
+			flags: pkiInitFlags,
+		},
+		{
+			name: "issue", summary: "make a client certificate for a peer",
+			args: "PEER [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help: `Writes a client certificate for PEER signed by the CA to
+DATA/pki/peers/PEER.crt and .key, and prints its SHA-256 fingerprint.`,
+			flags: pkiPeerFlags(pkiIssue),
+		},
+		{
+			name: "revoke", summary: "revoke a peer's client certificate",
+			args: "PEER [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help: `Adds PEER's certificate to the CA's revocation list, DATA/pki/crl.pem,
+and moves the certificate and key aside.`,
+			flags: pkiPeerFlags(pkiRevoke),
+		},
+	},
+}
+
+// pkiDirOf is DATA/pki, absolute, of the configuration the flags name.
+func pkiDirOf(df dataFlags) (string, error) {
+	c, err := df.load()
+	if err != nil {
+		return "", err
 	}
-	if len(args) < 1 {
-		return usage()
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlagSet(e, "pki "+sub, "[flags]")
-	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
-	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
+	return filepath.Abs(filepath.Join(c.DataDir, "pki"))
+}
+
+func pkiInitFlags(fs *flag.FlagSet) runFunc {
+	df := addDataFlags(fs)
 	var names stringList
-	if sub == "init" {
-		fs.Var(&names, "name", "DNS name or IP address of the server certificate (repeatable; default localhost and 127.0.0.1)")
-	}
-	switch sub {
-	case "init", "issue", "revoke":
-	case "-h", "--help", "help":
-		usage()
-		return flag.ErrHelp
-	default:
-		return usage()
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	c, err := loadConfig(*configPath, *dataDir)
-	if err != nil {
-		return err
-	}
-	dir, err := filepath.Abs(filepath.Join(c.DataDir, "pki"))
-	if err != nil {
-		return err
-	}
-	if sub == "init" {
-		if len(pos) != 0 {
-			return usage()
+	fs.Var(&names, "name", "DNS name or IP address of the server certificate (repeatable; default localhost and 127.0.0.1)")
+	return func(e *env, _ []string) error {
+		dir, err := pkiDirOf(df)
+		if err != nil {
+			return err
 		}
 		if len(names) == 0 {
 			names = stringList{"localhost", "127.0.0.1"}
 		}
 		return pkiInit(e, dir, names)
 	}
-	if len(pos) != 1 {
-		return usage()
+}
+
+// pkiPeerFlags is ward pki issue or revoke (op) PEER.
+func pkiPeerFlags(op func(e *env, dir, peer string) error) func(*flag.FlagSet) runFunc {
+	return func(fs *flag.FlagSet) runFunc {
+		df := addDataFlags(fs)
+		return func(e *env, pos []string) error {
+			dir, err := pkiDirOf(df)
+			if err != nil {
+				return err
+			}
+			return op(e, dir, pos[0])
+		}
 	}
-	if sub == "revoke" {
-		return pkiRevoke(e, dir, pos[0])
-	}
-	return pkiIssue(e, dir, pos[0])
 }
 
 func pkiInit(e *env, dir string, names []string) error {

@@ -39,12 +39,26 @@ func loadConfig(configPath, dataDir string) (*config.Config, error) {
 	return c, nil
 }
 
+// dataFlags are --config and --data, which locate the configuration and
+// the data directory.
+type dataFlags struct{ config, data *string }
+
+// addDataFlags defines --config and --data on fs.
+func addDataFlags(fs *flag.FlagSet) dataFlags {
+	return dataFlags{
+		config: fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)"),
+		data:   fs.String("data", "", "data directory (default "+config.DefaultDataDir+")"),
+	}
+}
+
+// load reads the configuration the flags name (loadConfig).
+func (f dataFlags) load() (*config.Config, error) { return loadConfig(*f.config, *f.data) }
+
 // serveFlags defines the flags of `ward serve` on fs and returns the
 // function that loads the configuration with them applied over it (also
 // used by `ward config check`, so that it checks what serve would run).
 func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
-	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
-	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
+	df := addDataFlags(fs)
 	listen := fs.String("dicom-listen", "", "DIMSE listener HOST:PORT (default "+config.DefaultDICOMListen+"; beyond loopback it needs [dicom] plaintext_networks)")
 	tlsListen := fs.String("dicom-tls-listen", "", "DIMSE over TLS listener HOST:PORT (2762 is the conventional port; default none)")
 	anyAE := fs.Bool("loopback-any-ae", false, "let any calling AE title use every service over the plain loopback listener (local tools and development only; refused when a listener is not loopback)")
@@ -57,7 +71,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 	logFormat := fs.String("log-format", "", "log format: text or json")
 	minFree := fs.String("min-free", "", "free space kept in reserve on the objects' disk, e.g. 2GiB; C-STOREs are refused below it (0: none; default 1GiB, or 5% of a smaller disk)")
 	return func() (*config.Config, error) {
-		c, err := loadConfig(*configPath, *dataDir)
+		c, err := df.load()
 		if err != nil {
 			return nil, err
 		}
@@ -75,18 +89,23 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 	}
 }
 
-func runServe(e *env, args []string) error {
-	fs := newFlagSet(e, "serve", "[flags]")
+var serveCmd = &command{
+	name: "serve", summary: "run the archive (DIMSE)", args: "[flags]",
+	help: `Runs the archive on the data directory (--data, default ` + config.DefaultDataDir + `) with the
+configuration DATA/ward.toml (or --config FILE) and the flags below
+applied over it, until SIGINT or SIGTERM. SIGHUP reloads the peers and
+users. It refuses to start with a setting 'ward config check' lists as
+refused, and with a data directory other local users can reach.`,
+	flags: serveFlagsRun,
+}
+
+func serveFlagsRun(fs *flag.FlagSet) runFunc {
 	load := serveFlags(fs)
 	fixPerms := fs.Bool("fix-permissions", false, "close a data directory that other local users can reach (files 0600, directories 0700, owned by the user Ward runs as) instead of refusing to start")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
-	}
+	return func(e *env, _ []string) error { return serve(e, load, *fixPerms) }
+}
+
+func serve(e *env, load func() (*config.Config, error), fixPerms bool) error {
 	c, err := load()
 	if err != nil {
 		return err
@@ -110,7 +129,7 @@ func runServe(e *env, args []string) error {
 	}
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.
-	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: *fixPerms}
+	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}

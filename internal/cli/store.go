@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -62,50 +63,57 @@ func (r *storeResult) reason() string {
 	return s
 }
 
-func runStore(e *env, args []string) error {
-	fs := newFlagSet(e, "store", "[--aec TITLE] [--aet TITLE] [--parallel N] HOST:PORT PATH...")
+var storeCmd = &command{
+	name: "store", summary: "send files and folders to a DICOM peer with C-STORE",
+	args: "[--aec TITLE] [--aet TITLE] [--parallel N] HOST:PORT PATH...", minArgs: 2, maxArgs: anyArgs,
+	help: `Sends every DICOM object in the files and folders named (folders with
+all below them) to the peer at HOST:PORT with C-STORE, over --parallel
+associations, and prints a summary with the reason of each failure. Files
+that are not DICOM objects, and DICOMDIRs, are skipped. It exits 1 when an
+object failed.`,
+	flags: storeFlags,
+}
+
+func storeFlags(fs *flag.FlagSet) runFunc {
 	pf := addPeerFlags(fs)
 	parallel := fs.Int("parallel", 1, "number of associations in parallel")
 	quiet := fs.Bool("quiet", false, "no progress bar")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) < 2 || *parallel < 1 {
-		fs.Usage()
-		return errUsage
-	}
-	addr, paths := pos[0], pos[1:]
-	files, skipped, err := collectFiles(paths)
-	if err != nil {
-		return err
-	}
-	var total int64
-	for _, f := range files {
-		total += f.size
-	}
-	var bar *progressbar.ProgressBar
-	if !*quiet {
-		if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			bar = progressbar.NewOptions64(total,
-				progressbar.OptionSetWriter(e.stderr),
-				progressbar.OptionSetDescription(fmt.Sprintf("storing %d objects", len(files))),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionShowCount(),
-				progressbar.OptionSetPredictTime(true),
-				progressbar.OptionSetElapsedTime(true),
-				progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionFullWidth(),
-				progressbar.OptionClearOnFinish())
+	return func(e *env, pos []string) error {
+		if *parallel < 1 {
+			return errUsage
 		}
+		addr, paths := pos[0], pos[1:]
+		files, skipped, err := collectFiles(paths)
+		if err != nil {
+			return err
+		}
+		var total int64
+		for _, f := range files {
+			total += f.size
+		}
+		var bar *progressbar.ProgressBar
+		if !*quiet {
+			if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				bar = progressbar.NewOptions64(total,
+					progressbar.OptionSetWriter(e.stderr),
+					progressbar.OptionSetDescription(fmt.Sprintf("storing %d objects", len(files))),
+					progressbar.OptionShowBytes(true),
+					progressbar.OptionShowCount(),
+					progressbar.OptionSetPredictTime(true),
+					progressbar.OptionSetElapsedTime(true),
+					progressbar.OptionThrottle(100*time.Millisecond),
+					progressbar.OptionFullWidth(),
+					progressbar.OptionClearOnFinish())
+			}
+		}
+		start := time.Now()
+		results := sendAll(context.Background(), addr, pf, files, *parallel, bar)
+		if bar != nil {
+			_ = bar.Finish()
+		}
+		elapsed := time.Since(start)
+		return e.storeSummary(results, skipped, total, elapsed)
 	}
-	start := time.Now()
-	results := sendAll(context.Background(), addr, pf, files, *parallel, bar)
-	if bar != nil {
-		_ = bar.Finish()
-	}
-	elapsed := time.Since(start)
-	return e.storeSummary(results, skipped, total, elapsed)
 }
 
 func (e *env) storeSummary(results []*storeResult, skipped []string, total int64, elapsed time.Duration) error {

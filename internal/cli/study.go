@@ -17,66 +17,46 @@ import (
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
-func runStudy(e *env, args []string) error {
-	usage := func() error {
-		fmt.Fprintln(e.stderr, `Usage:
-  ward study delete STUDY-INSTANCE-UID... --reason TEXT [--config FILE | --data DIR]
-  ward study export STUDY-INSTANCE-UID... --out DIR [--media usb|cd|dvd|email|uri] [--config FILE | --data DIR]
-  ward study verify [STUDY-INSTANCE-UID...] [--max-rate MB/S] [--json] [--config FILE | --data DIR]
-
-delete removes every instance of each study from the index and its objects
-from disk, recorded as DICOM Study Deleted (PS3.15 A.5.3.5) with the reason.
-export copies each study's objects as stored (Part 10) into
-DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.
-verify reads every stored object (or those of the studies named) and checks
+var studyCmd = &command{
+	name: "study", summary: "delete, export or verify studies (delete and export are recorded in the audit trail)",
+	help: `The audit messages of delete and export name the operating-system user who
+ran the command.
+When ward serve runs on the data directory, the command asks it over its
+admin socket (DATA/admin.sock, for the user ward serve runs as or root) and
+it does the work while serving; otherwise the command opens the data
+directory itself.`,
+	subs: []*command{
+		{
+			name: "delete", summary: "delete studies, with the reason recorded in the audit trail",
+			args: "STUDY-INSTANCE-UID... --reason TEXT [--config FILE | --data DIR]", minArgs: 1, maxArgs: anyArgs,
+			help: `Removes every instance of each study from the index and its objects
+from disk, recorded as DICOM Study Deleted (PS3.15 A.5.3.5) with the reason.`,
+			flags: studyOpFlags("delete"),
+		},
+		{
+			name: "export", summary: "copy studies into a folder, recorded in the audit trail",
+			args: "STUDY-INSTANCE-UID... --out DIR [--media usb|cd|dvd|email|uri] [--config FILE | --data DIR]", minArgs: 1, maxArgs: anyArgs,
+			help: `Copies each study's objects as stored (Part 10) into
+DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.`,
+			flags: studyOpFlags("export"),
+		},
+		{
+			name: "verify", summary: "check stored objects against the index",
+			args: "[STUDY-INSTANCE-UID...] [--max-rate MB/S] [--json] [--config FILE | --data DIR]", maxArgs: anyArgs,
+			help: `Reads every stored object (or those of the studies named) and checks
 it against the index: present, the size and CRC-32C recorded when it was
 stored, a Part 10 file with a zeroed preamble naming the same SOP instance,
 class and transfer syntax; verifying every study also finds stored objects
 no index row names. It lists each object that fails and exits 1.
 --max-rate caps the reading rate, to leave a serving archive's disk to its
-peers.
-The audit messages of delete and export name the operating-system user who
-ran the command.
-When ward serve runs on the data directory, the command asks it over its
-admin socket (DATA/admin.sock, for the user ward serve runs as or root) and
-it does the work while serving; otherwise the command opens the data
-directory itself.`)
-		return errUsage
-	}
-	if len(args) < 1 {
-		return usage()
-	}
-	sub, args := args[0], args[1:]
-	if sub == "-h" || sub == "--help" || sub == "help" {
-		usage()
-		return flag.ErrHelp
-	}
-	if sub != "delete" && sub != "export" && sub != "verify" {
-		return usage()
-	}
-	fs := newFlagSet(e, "study "+sub, "[flags] STUDY-INSTANCE-UID...")
-	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml when present)")
-	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	var reason, out, media *string
-	var asJSON *bool
-	var maxRate *float64
-	switch sub {
-	case "delete":
-		reason = fs.String("reason", "", "why the studies are deleted (recorded in the audit trail; required)")
-	case "verify":
-		asJSON = fs.Bool("json", false, "print the report and the problems as JSON")
-		maxRate = fs.Float64("max-rate", 0, "read at most this many MB (10^6 bytes) per second, on average (0: no cap)")
-	default:
-		out = fs.String("out", "", "folder to export into (required)")
-		media = fs.String("media", "usb", "the media the folder is on, for the audit trail: usb, cd, dvd, email, uri")
-	}
-	uids, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(uids) == 0 && sub != "verify" {
-		return usage()
-	}
+peers.`,
+			flags: studyVerifyFlags,
+		},
+	},
+}
+
+// checkStudyUIDs refuses an argument that cannot name a study.
+func checkStudyUIDs(uids []string) error {
 	for _, u := range uids {
 		// Any value Ward stores (leading zeros included), and also one an
 		// older Ward stored before it checked UIDs, so that such a study
@@ -86,52 +66,82 @@ directory itself.`)
 			return fmt.Errorf("%q is not a Study Instance UID", u)
 		}
 	}
-	if sub == "verify" {
+	return nil
+}
+
+func studyVerifyFlags(fs *flag.FlagSet) runFunc {
+	df := addDataFlags(fs)
+	asJSON := fs.Bool("json", false, "print the report and the problems as JSON")
+	maxRate := fs.Float64("max-rate", 0, "read at most this many MB (10^6 bytes) per second, on average (0: no cap)")
+	return func(e *env, uids []string) error {
+		if err := checkStudyUIDs(uids); err != nil {
+			return err
+		}
 		if *maxRate < 0 {
 			return errors.New("--max-rate must not be negative")
 		}
-		return verifyStudies(e, *configPath, *dataDir, archive.VerifyOptions{Studies: uids, MaxRate: int64(*maxRate * 1e6)}, *asJSON)
+		return verifyStudies(e, *df.config, *df.data, archive.VerifyOptions{Studies: uids, MaxRate: int64(*maxRate * 1e6)}, *asJSON)
 	}
-	r := &server.StudyRequest{Op: sub, Studies: uids}
-	if sub == "delete" {
-		r.Reason = strings.TrimSpace(*reason)
-		if r.Reason == "" {
-			return errors.New("--reason is required: a deletion is recorded in the audit trail with why it was made")
+}
+
+// studyOpFlags is ward study delete or export (op).
+func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
+	return func(fs *flag.FlagSet) runFunc {
+		df := addDataFlags(fs)
+		var reason, out, media *string
+		if op == "delete" {
+			reason = fs.String("reason", "", "why the studies are deleted (recorded in the audit trail; required)")
+		} else {
+			out = fs.String("out", "", "folder to export into (required)")
+			media = fs.String("media", "usb", "the media the folder is on, for the audit trail: usb, cd, dvd, email, uri")
 		}
-	} else {
-		if *out == "" {
-			return errors.New("--out is required")
+		return func(e *env, uids []string) error {
+			if err := checkStudyUIDs(uids); err != nil {
+				return err
+			}
+			var err error
+			r := &server.StudyRequest{Op: op, Studies: uids}
+			if op == "delete" {
+				r.Reason = strings.TrimSpace(*reason)
+				if r.Reason == "" {
+					return errors.New("--reason is required: a deletion is recorded in the audit trail with why it was made")
+				}
+			} else {
+				if *out == "" {
+					return errors.New("--out is required")
+				}
+				if r.Out, err = filepath.Abs(*out); err != nil {
+					return err
+				}
+				r.Media = *media
+			}
+			if err := r.Check(); err != nil {
+				return err
+			}
+			c, err := df.load()
+			if err != nil {
+				return err
+			}
+			ctx := context.Background()
+			// A running ward serve does it (and records it in its audit trail);
+			// otherwise the data directory is opened here.
+			res, err := server.RemoteStudyOp(ctx, c.DataDir, r)
+			if errors.Is(err, server.ErrNoServer) {
+				res, err = offlineStudyOp(ctx, e, c, r)
+			} else if err != nil && res == nil && op == "delete" {
+				err = fmt.Errorf("%w\nward serve did not answer: each study's deletion was made whole (and is audited by the next start) or not at all; once ward serve runs, ward study delete again deletes what is left (a deleted study is \"no such study\")", err)
+			}
+			var failed []error
+			for _, x := range res {
+				if x.Error != "" {
+					failed = append(failed, fmt.Errorf("study %s: %s", x.Study, x.Error))
+					continue
+				}
+				fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", map[string]string{"delete": "deleted", "export": "exported"}[op], termsafe.Quote(x.Study), x.Instances)
+			}
+			return errors.Join(append(failed, err)...)
 		}
-		if r.Out, err = filepath.Abs(*out); err != nil {
-			return err
-		}
-		r.Media = *media
 	}
-	if err := r.Check(); err != nil {
-		return err
-	}
-	c, err := loadConfig(*configPath, *dataDir)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	// A running ward serve does it (and records it in its audit trail);
-	// otherwise the data directory is opened here.
-	res, err := server.RemoteStudyOp(ctx, c.DataDir, r)
-	if errors.Is(err, server.ErrNoServer) {
-		res, err = offlineStudyOp(ctx, e, c, r)
-	} else if err != nil && res == nil && sub == "delete" {
-		err = fmt.Errorf("%w\nward serve did not answer: each study's deletion was made whole (and is audited by the next start) or not at all; once ward serve runs, ward study delete again deletes what is left (a deleted study is \"no such study\")", err)
-	}
-	var failed []error
-	for _, x := range res {
-		if x.Error != "" {
-			failed = append(failed, fmt.Errorf("study %s: %s", x.Study, x.Error))
-			continue
-		}
-		fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", map[string]string{"delete": "deleted", "export": "exported"}[sub], termsafe.Quote(x.Study), x.Instances)
-	}
-	return errors.Join(append(failed, err)...)
 }
 
 func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *server.StudyRequest) (res []server.StudyResult, err error) {

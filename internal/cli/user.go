@@ -22,15 +22,9 @@ import (
 // MinPasscode is the shortest passcode `ward user` accepts, in bytes.
 const MinPasscode = 8
 
-func runUser(e *env, args []string) error {
-	usage := func() error {
-		fmt.Fprintln(e.stderr, `Usage:
-  ward user add NAME [--generate] [--config FILE | --data DIR]
-  ward user passwd NAME [--generate] [--config FILE | --data DIR]
-  ward user list [--config FILE | --data DIR]
-  ward user remove NAME [--config FILE | --data DIR]
-
-Users are the accounts for username + passcode identity (PS3.7 D.3.3.7,
+var userCmd = &command{
+	name: "user", summary: "add, list or remove users (username + passcode identity)",
+	help: `Users are the accounts for username + passcode identity (PS3.7 D.3.3.7,
 type 2), stored as [[users]] tables in Ward's configuration file with an
 argon2id hash of the passcode, never the passcode itself.
 
@@ -41,93 +35,109 @@ not stored anywhere, so give it to the user then.
 
 The file is written atomically with mode 0600; a ward serve running on the
 data directory is asked, over its admin socket, to put the change in effect
-at once.`)
-		return errUsage
-	}
-	if len(args) < 1 {
-		return usage()
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlagSet(e, "user "+sub, "[flags]")
-	configPath := fs.String("config", "", "configuration file (TOML; default: DATA/ward.toml)")
-	dataDir := fs.String("data", "", "data directory (default "+config.DefaultDataDir+")")
-	var generate *bool
-	if sub == "add" || sub == "passwd" {
-		generate = fs.Bool("generate", false, "generate the passcode even when standard input is not a terminal")
-	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	path := configFile(*configPath, *dataDir)
-	switch sub {
-	case "add", "passwd":
-		if len(pos) != 1 {
-			return usage()
-		}
-		name := pos[0]
-		if err := config.CheckUserName(name); err != nil {
-			return err
-		}
-		// Fail before asking for a passcode when the user is (not) there.
-		c, err := config.Load(path, true)
-		if err != nil {
-			return err
-		}
-		exists := false
-		for _, u := range c.Users {
-			exists = exists || u.Name == name
-		}
-		if sub == "add" && exists {
-			return fmt.Errorf("user %q already exists in %s (change the passcode with 'ward user passwd %s')", name, path, name)
-		}
-		if sub == "passwd" && !exists {
-			return fmt.Errorf("no user %q in %s", name, path)
-		}
-		passcode, generated, err := e.passcode(*generate)
-		if err != nil {
-			return err
-		}
-		hash, err := identity.HashPasscode(passcode)
-		if err != nil {
-			return err
-		}
-		err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
-			for i := range users {
-				if users[i].Name != name {
-					continue
-				}
-				if sub == "add" {
-					return nil, fmt.Errorf("user %q already exists in %s", name, path)
-				}
-				users[i].Hash = hash
-				return users, nil
+at once.`,
+	subs: []*command{
+		{
+			name: "add", summary: "add a user with a new passcode",
+			args: "NAME [--generate] [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help:  "Adds the user NAME, with the passcode read from standard input or generated.",
+			flags: userPasscodeFlags("add"),
+		},
+		{
+			name: "passwd", summary: "give a user a new passcode",
+			args: "NAME [--generate] [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help:  "Replaces the passcode of the user NAME, with one read from standard input\nor generated.",
+			flags: userPasscodeFlags("passwd"),
+		},
+		{
+			name: "list", summary: "list the users",
+			args:  "[--config FILE | --data DIR]",
+			help:  "Lists the users, each with its hash's scheme and cost (never the hash).",
+			flags: userListFlags,
+		},
+		{
+			name: "remove", summary: "remove a user",
+			args: "NAME [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help:  "Removes the user NAME.",
+			flags: userRemoveFlags,
+		},
+	},
+}
+
+// userPasscodeFlags is ward user add (sub "add") or passwd.
+func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
+	return func(fs *flag.FlagSet) runFunc {
+		df := addEditFlags(fs)
+		generate := fs.Bool("generate", false, "generate the passcode even when standard input is not a terminal")
+		return func(e *env, pos []string) error {
+			path := df.file()
+			name := pos[0]
+			if err := config.CheckUserName(name); err != nil {
+				return err
 			}
+			// Fail before asking for a passcode when the user is (not) there.
+			c, err := config.Load(path, true)
+			if err != nil {
+				return err
+			}
+			exists := false
+			for _, u := range c.Users {
+				exists = exists || u.Name == name
+			}
+			if sub == "add" && exists {
+				return fmt.Errorf("user %q already exists in %s (change the passcode with 'ward user passwd %s')", name, path, name)
+			}
+			if sub == "passwd" && !exists {
+				return fmt.Errorf("no user %q in %s", name, path)
+			}
+			passcode, generated, err := e.passcode(*generate)
+			if err != nil {
+				return err
+			}
+			hash, err := identity.HashPasscode(passcode)
+			if err != nil {
+				return err
+			}
+			err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+				for i := range users {
+					if users[i].Name != name {
+						continue
+					}
+					if sub == "add" {
+						return nil, fmt.Errorf("user %q already exists in %s", name, path)
+					}
+					users[i].Hash = hash
+					return users, nil
+				}
+				if sub == "passwd" {
+					return nil, fmt.Errorf("no user %q in %s", name, path)
+				}
+				return append(users, config.User{Name: name, Hash: hash}), nil
+			})
+			if err != nil {
+				return err
+			}
+			verb := "added to"
 			if sub == "passwd" {
-				return nil, fmt.Errorf("no user %q in %s", name, path)
+				verb = "has a new passcode in"
 			}
-			return append(users, config.User{Name: name, Hash: hash}), nil
-		})
-		if err != nil {
+			fmt.Fprintf(e.stdout, "user %s %s %s\n", name, verb, path)
+			err = e.applyRunning(*df.config, *df.data, "user "+name, func(r *server.Reloaded) bool { return slices.Contains(r.Users, name) })
+			// The passcode last, and whatever the running ward serve said:
+			// the file has its hash.
+			if generated {
+				fmt.Fprintf(e.stdout, "passcode: %s\n", passcode)
+				fmt.Fprintln(e.stderr, "This passcode is shown once and is not stored (only its argon2id hash is): give it to the user now.")
+			}
 			return err
 		}
-		verb := "added to"
-		if sub == "passwd" {
-			verb = "has a new passcode in"
-		}
-		fmt.Fprintf(e.stdout, "user %s %s %s\n", name, verb, path)
-		err = e.applyRunning(*configPath, *dataDir, "user "+name, func(r *server.Reloaded) bool { return slices.Contains(r.Users, name) })
-		// The passcode last, and whatever the running ward serve said:
-		// the file has its hash.
-		if generated {
-			fmt.Fprintf(e.stdout, "passcode: %s\n", passcode)
-			fmt.Fprintln(e.stderr, "This passcode is shown once and is not stored (only its argon2id hash is): give it to the user now.")
-		}
-		return err
-	case "remove":
-		if len(pos) != 1 {
-			return usage()
-		}
+	}
+}
+
+func userRemoveFlags(fs *flag.FlagSet) runFunc {
+	df := addEditFlags(fs)
+	return func(e *env, pos []string) error {
+		path := df.file()
 		err := config.EditUsers(path, func(users []config.User) ([]config.User, error) {
 			return removeNamed(users, func(u config.User) string { return u.Name }, pos[0], "user", path)
 		})
@@ -135,12 +145,15 @@ at once.`)
 			return err
 		}
 		fmt.Fprintf(e.stdout, "user %s removed from %s\n", pos[0], path)
-		return e.applyRunning(*configPath, *dataDir, "the removal of user "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Users, pos[0]) })
-	case "list":
-		if len(pos) != 0 {
-			return usage()
-		}
-		c, err := config.Load(path, *configPath == "")
+		return e.applyRunning(*df.config, *df.data, "the removal of user "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Users, pos[0]) })
+	}
+}
+
+func userListFlags(fs *flag.FlagSet) runFunc {
+	df := addEditFlags(fs)
+	return func(e *env, _ []string) error {
+		path := df.file()
+		c, err := config.Load(path, *df.config == "")
 		if err != nil {
 			return err
 		}
@@ -150,11 +163,7 @@ at once.`)
 			fmt.Fprintf(tw, "%s\t%s\n", u.Name, hashKind(u.Hash))
 		}
 		return tw.Flush()
-	case "-h", "--help", "help":
-		usage()
-		return flag.ErrHelp
 	}
-	return usage()
 }
 
 // hashKind names a stored hash's scheme and cost, never the hash.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"flag"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -25,7 +26,13 @@ func versionString() string {
 	return v
 }
 
-func runVersion(e *env, args []string) error {
+var versionCmd = &command{
+	name: "version", summary: "print the version",
+	help:  "Prints Ward's version, the Go version and platform it was built with, and\nthe implementation class UID and version name it sends its peers.",
+	flags: func(*flag.FlagSet) runFunc { return printVersion },
+}
+
+func printVersion(e *env, _ []string) error {
 	fmt.Fprintf(e.stdout, "ward %s (%s %s/%s)\nimplementation class UID %s, version name %s\n",
 		versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH, dicom.ImplementationClassUID, dicom.ImplementationVersionName)
 	return nil

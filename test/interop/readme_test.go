@@ -14,6 +14,7 @@ import (
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // TestREADMECommands runs the commands the README gives for running Ward
@@ -45,10 +46,7 @@ func TestREADMECommands(t *testing.T) {
 	}
 	ln.Close()
 
-	bin := filepath.Join(t.TempDir(), "ward")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "ward")).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := harness.WardBinary(t)
 	work := t.TempDir()
 	// The README's run command, from the checkout: the default data
 	// directory ./ward-data is relative to where it runs.
@@ -63,19 +61,7 @@ func TestREADMECommands(t *testing.T) {
 	}
 	serve := exec.Command(bin, "serve")
 	serve.Dir = work
-	logf, _ := os.Create(filepath.Join(work, "serve.log"))
-	serve.Stdout, serve.Stderr = logf, logf
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		serve.Process.Signal(os.Interrupt)
-		serve.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("ward log:\n%s", b)
-		}
-	})
+	harness.Start(t, serve, true)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := net.Dial("tcp", "127.0.0.1:11112"); err == nil {

@@ -146,3 +146,14 @@ func (p *Proc) WaitServing(t testing.TB) {
 	t.Helper()
 	p.WaitLog(t, "ward serving", 20*time.Second)
 }
+
+// DataDir makes an empty data directory for `ward serve`, mode 0700 (Ward
+// refuses one that other users may enter, as t.TempDir's own are).
+func DataDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

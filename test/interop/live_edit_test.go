@@ -23,10 +23,7 @@ func wardServe(t *testing.T, toml string) (bin, dir string, port int) {
 	t.Helper()
 	requireTool(t, "go")
 	bin = harness.WardBinary(t)
-	dir = filepath.Join(t.TempDir(), "data")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	dir = harness.DataDir(t)
 	port = freePort(t)
 	conf := "[dicom]\nlisten = \"127.0.0.1:" + strconv.Itoa(port) + "\"\n[storage]\nmin_free = \"16MiB\"\n" + toml
 	if err := os.WriteFile(filepath.Join(dir, "ward.toml"), []byte(conf), 0o600); err != nil {

@@ -72,10 +72,7 @@ func TestOpenToNetwork(t *testing.T) {
 	l := newNetnsLab(t)
 	bin := harness.WardBinary(t)
 	p := makePKI(t, "REMOTE")
-	data := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(data, 0o700); err != nil { // Ward refuses a data directory others can enter
-		t.Fatal(err)
-	}
+	data := harness.DataDir(t)
 	conf := filepath.Join(data, "ward.toml")
 	toml := fmt.Sprintf(`[dicom]
 listen = "0.0.0.0:11112"

@@ -111,7 +111,7 @@ func TestKillMidDelete(t *testing.T) {
 	// A study that stays, and one deleted without a kill, to time it.
 	keep := store(w, 0)
 	if n := instances(w, keep); n != perStudy {
-		out, _ := exec.Command("findscu", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+keep,
+		out, _ := dcmtk("findscu", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+keep,
 			"-k", "NumberOfStudyRelatedInstances", "127.0.0.1", w.Port).CombinedOutput()
 		t.Fatalf("the study stored: %d instances found, want %d\n%s", n, perStudy, out)
 	}

@@ -54,11 +54,9 @@ func newNetnsLab(t *testing.T) *netnsLab {
 	return l
 }
 
-// in runs a command in namespace ns.
+// in runs a command in namespace ns, with Nagle off for DCMTK tools.
 func (l *netnsLab) in(ns string, name string, args ...string) *exec.Cmd {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
-	return cmd
+	return dcmtk("ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
 // TestOpenToNetwork: Ward listening beyond loopback in its own namespace.

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/testci"
@@ -62,17 +61,7 @@ func TestREADMECommands(t *testing.T) {
 	serve := exec.Command(bin, "serve")
 	serve.Dir = work
 	harness.Start(t, serve, true)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", "127.0.0.1:11112"); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ward serve did not listen on 127.0.0.1:11112")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitListen(t, 11112)
 
 	dir := t.TempDir()
 	for _, f := range []string{"CT_small.dcm", "MR_small.dcm", "rtplan.dcm"} {
@@ -161,9 +150,8 @@ func runREADMESection(t *testing.T, text, from, to, dir string, subst *strings.R
 			continue
 		}
 		line = subst.Replace(line)
-		cmd := exec.Command("bash", "-c", line)
+		cmd := dcmtk("bash", "-c", line) // DCMTK tools, with Nagle off
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("README command %q: %v\n%s", line, err, out)

@@ -10,17 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// dcmtkRun runs a DCMTK tool against Ward with Nagle off and returns its
-// output and whether it exited 0.
-func dcmtkRun(t *testing.T, name string, args ...string) (string, bool) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
-	out, err := cmd.CombinedOutput()
-	return string(out), err == nil
-}
+	"github.com/ward-pacs/ward/test/harness"
+)
 
 // fill writes a file into dir until the file system is full; removing it
 // frees the space.
@@ -43,17 +35,6 @@ func fill(t *testing.T, dir string) string {
 	}
 }
 
-func waitLog(t *testing.T, w *wardProc, what string, limit time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !strings.Contains(w.log.String(), what) {
-		if time.Now().After(deadline) {
-			t.Fatalf("ward never logged %q", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestAuditDiskFull is issue 14 item 7: the audit log on a 2 MiB tmpfs
 // that is then filled. Before, one write error stopped the trail for good
 // while DIMSE went on unaudited. Now: Ward notices, `ward status` says so,
@@ -67,7 +48,7 @@ func waitLog(t *testing.T, w *wardProc, what string, limit time.Duration) {
 func TestAuditDiskFull(t *testing.T) {
 	requireTool(t, "storescu", "findscu", "getscu", "echoscu")
 	auditFS := tinyFS(t)
-	data, work := t.TempDir(), t.TempDir()
+	data, work := harness.DataDir(t), t.TempDir()
 	cfg := filepath.Join(work, "ward.toml")
 	toml := fmt.Sprintf("[storage]\nmin_free = \"16MiB\"\n[audit]\npath = %q\n", filepath.Join(auditFS, "audit"))
 	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
@@ -78,10 +59,10 @@ func TestAuditDiskFull(t *testing.T) {
 	// -d prints the response's status and Error Comment.
 	find := func() (string, bool) {
 		return dcmtkRun(t, "findscu", "-d", "-S", "-aet", "CRASHTEST", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientID=*",
-			"127.0.0.1", w.port)
+			"127.0.0.1", w.Port)
 	}
 	store := func(in *instance) *storescu {
-		s := startStorescu(t, w.port, []string{in.path}, nil, "-d")
+		s := startStorescu(t, w.Port, []string{in.path}, nil, "-d")
 		s.wait(t, 30*time.Second)
 		return s
 	}
@@ -99,14 +80,14 @@ func TestAuditDiskFull(t *testing.T) {
 
 	ballast := fill(t, auditFS)
 	// The next records (this association's) cannot be appended.
-	if out, ok := dcmtkRun(t, "echoscu", "-aet", "CRASHTEST", "-aec", "WARD", "127.0.0.1", w.port); !ok {
+	if out, ok := dcmtkRun(t, "echoscu", "-aet", "CRASHTEST", "-aec", "WARD", "127.0.0.1", w.Port); !ok {
 		t.Fatalf("echoscu: %s", out)
 	}
-	waitLog(t, w, "audit log cannot be written", 10*time.Second)
+	w.WaitLog(t, "audit log cannot be written", 10*time.Second)
 	if st := status(); !strings.Contains(st, "audit trail:   CANNOT BE WRITTEN") || !strings.Contains(st, "REFUSED") {
 		t.Errorf("ward status while the audit log is full:\n%s", st)
 	}
-	if out, ok := dcmtkRun(t, "echoscu", "-aet", "CRASHTEST", "-aec", "WARD", "127.0.0.1", w.port); !ok {
+	if out, ok := dcmtkRun(t, "echoscu", "-aet", "CRASHTEST", "-aec", "WARD", "127.0.0.1", w.Port); !ok {
 		t.Errorf("C-ECHO refused while the audit log is full:\n%s", out)
 	}
 	out, _ := find()
@@ -122,7 +103,7 @@ func TestAuditDiskFull(t *testing.T) {
 	}
 
 	gout, _ := dcmtkRun(t, "getscu", "-d", "-S", "-aet", "CRASHTEST", "-aec", "WARD", "-od", t.TempDir(), "-k", "QueryRetrieveLevel=STUDY",
-		"-k", "StudyInstanceUID=1.2.3", "127.0.0.1", w.port)
+		"-k", "StudyInstanceUID=1.2.3", "127.0.0.1", w.Port)
 	if !strings.Contains(gout, "0xa701") || !strings.Contains(gout, "audit trail cannot be written") {
 		t.Errorf("C-GET while the audit log is full:\n%s", gout)
 	}
@@ -142,14 +123,14 @@ func TestAuditDiskFull(t *testing.T) {
 	if out, ok := find(); !ok || strings.Contains(out, "0xa700") {
 		t.Errorf("find after space was freed:\n%s", out)
 	}
-	waitLog(t, w, "audit log written again", 10*time.Second)
+	w.WaitLog(t, "audit log written again", 10*time.Second)
 	if s := store(batch[1]); len(s.log.ackedFiles()) != 1 {
 		t.Errorf("store after space was freed:\n%s", tail(s.log.String(), 30))
 	}
 	if st := status(); strings.Contains(st, "audit trail:") {
 		t.Errorf("ward status after recovery:\n%s", st)
 	}
-	if err, _ := w.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+	if err, _ := w.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatalf("ward exit: %v", err)
 	}
 
@@ -176,7 +157,7 @@ func TestAuditDiskFull(t *testing.T) {
 func TestAuditDiskFullContinue(t *testing.T) {
 	requireTool(t, "findscu", "echoscu")
 	auditFS := tinyFS(t)
-	data, work := t.TempDir(), t.TempDir()
+	data, work := harness.DataDir(t), t.TempDir()
 	cfg := filepath.Join(work, "ward.toml")
 	toml := fmt.Sprintf("[storage]\nmin_free = \"16MiB\"\n[audit]\npath = %q\non_failure = \"continue\"\n", filepath.Join(auditFS, "audit"))
 	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
@@ -184,17 +165,17 @@ func TestAuditDiskFullContinue(t *testing.T) {
 	}
 	w := startWard(t, data, freePort(t), "--config", cfg)
 	ballast := fill(t, auditFS)
-	if out, ok := dcmtkRun(t, "echoscu", "-aet", "CRASHTEST", "-aec", "WARD", "127.0.0.1", w.port); !ok {
+	if out, ok := dcmtkRun(t, "echoscu", "-aet", "CRASHTEST", "-aec", "WARD", "127.0.0.1", w.Port); !ok {
 		t.Fatalf("echoscu: %s", out)
 	}
-	waitLog(t, w, "audit log cannot be written", 10*time.Second)
-	out, ok := dcmtkRun(t, "findscu", "-d", "-S", "-aet", "CRASHTEST", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=*", "127.0.0.1", w.port)
+	w.WaitLog(t, "audit log cannot be written", 10*time.Second)
+	out, ok := dcmtkRun(t, "findscu", "-d", "-S", "-aet", "CRASHTEST", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=*", "127.0.0.1", w.Port)
 	if !ok || strings.Contains(out, "0xa700") {
 		t.Errorf("C-FIND refused with on_failure = continue:\n%s", out)
 	}
 	os.Remove(ballast)
-	waitLog(t, w, "audit log written again", 10*time.Second)
-	if err, _ := w.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+	w.WaitLog(t, "audit log written again", 10*time.Second)
+	if err, _ := w.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatalf("ward exit: %v", err)
 	}
 	vout, err := exec.Command(wardBinary(t), "audit", "verify", "--data", data, "--config", cfg).CombinedOutput()

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // TestKillMidBackup: a backup folder is whole whatever the moment a backup
@@ -57,13 +59,13 @@ func TestKillMidBackup(t *testing.T) {
 		}
 		return res.Report.Instances
 	}
-	store := func(w *wardProc, round, n int) {
+	store := func(w *harness.Proc, round, n int) {
 		t.Helper()
 		var paths []string
 		for _, in := range makeInstances(t, filepath.Join(work, fmt.Sprint("in", round)), fmt.Sprintf("1.2.826.0.1.3680043.10.543.%d.9%d", seed%1e6, round), n) {
 			paths = append(paths, in.path)
 		}
-		s := startStorescu(t, w.port, paths, nil)
+		s := startStorescu(t, w.Port, paths, nil)
 		s.wait(t, 60*time.Second)
 		if s.err != nil {
 			t.Fatalf("round %d: storescu: %v\n%s", round, s.err, s.log.String())
@@ -89,7 +91,7 @@ func TestKillMidBackup(t *testing.T) {
 		}
 		delay := time.Duration(rng.Int64N(int64(span)))
 		time.Sleep(delay)
-		w.kill()
+		w.Kill()
 		berr := cmd.Wait()
 		copies := len(files(t, filepath.Join(bk, "pending")))
 		unfinished := len(files(t, filepath.Join(bk, "tmp")))

@@ -67,12 +67,12 @@ func TestBigObject(t *testing.T) {
 
 	dir := filepath.Join(work, "data")
 	w := startWard(t, dir, freePort(t))
-	pid := w.cmd.Process.Pid
+	pid := w.Cmd.Process.Pid
 	t.Logf("ward serve pid %d: VmHWM %s before the transfer", pid, vmHWM(t, pid))
 
 	ctx, cancel := context.WithTimeout(context.Background(), bigTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, wardBinary(t), "store", "--quiet", "--aec", "WARD", "127.0.0.1:"+w.port, src)
+	cmd := exec.CommandContext(ctx, wardBinary(t), "store", "--quiet", "--aec", "WARD", "127.0.0.1:"+w.Port, src)
 	t1 := time.Now()
 	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(t1)
@@ -89,7 +89,7 @@ func TestBigObject(t *testing.T) {
 	if hwmBytes >= maxServerRSS {
 		t.Errorf("ward serve peak RSS %s, want < %d MB", hwm, maxServerRSS>>20)
 	}
-	if err, _ := w.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+	if err, _ := w.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Fatalf("ward exit: %v", err)
 	}
 

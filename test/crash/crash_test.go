@@ -60,7 +60,7 @@ func TestKillMidIngest(t *testing.T) {
 				go func() {
 					time.Sleep(jitter)
 					killedAt.Store(acks.Load())
-					w.kill()
+					w.Kill()
 					close(killed)
 				}()
 			}
@@ -71,7 +71,7 @@ func TestKillMidIngest(t *testing.T) {
 			for i := p; i < len(batch); i += parallel {
 				paths = append(paths, batch[i].path)
 			}
-			scus = append(scus, startStorescu(t, w.port, paths, onAck))
+			scus = append(scus, startStorescu(t, w.Port, paths, onAck))
 		}
 		select {
 		case <-killed:
@@ -101,7 +101,7 @@ func TestKillMidIngest(t *testing.T) {
 		// Restart on the same directory: recovery runs at start. Then stop
 		// cleanly and look at what is on disk.
 		w = startWard(t, dir, freePort(t))
-		if err, _ := w.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+		if err, _ := w.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 			t.Fatalf("ward after recovery: exit %v", err)
 		}
 		n := verify(t, dir, acked)

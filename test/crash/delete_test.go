@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // studyCountRE finds Number of Study Related Instances in findscu's
@@ -50,14 +50,14 @@ func TestKillMidDelete(t *testing.T) {
 	}
 	const perStudy = 1000
 	base := fmt.Sprintf("1.2.826.0.1.3680043.10.543.%d", seed%1e6)
-	store := func(w *wardProc, round int) string {
+	store := func(w *harness.Proc, round int) string {
 		t.Helper()
 		study := fmt.Sprintf("%s.7%d", base, round)
 		var paths []string
 		for _, in := range makeStudy(t, filepath.Join(work, fmt.Sprint("in", round)), study+".1", study, perStudy) {
 			paths = append(paths, in.path)
 		}
-		s := startStorescu(t, w.port, paths, nil)
+		s := startStorescu(t, w.Port, paths, nil)
 		s.wait(t, 120*time.Second)
 		if s.err != nil {
 			t.Fatalf("round %d: storescu: %v\n%s", round, s.err, s.log.String())
@@ -65,11 +65,10 @@ func TestKillMidDelete(t *testing.T) {
 		return study
 	}
 	// instances is how many instances of study findscu finds (0: none).
-	instances := func(w *wardProc, study string) int {
+	instances := func(w *harness.Proc, study string) int {
 		t.Helper()
-		cmd := exec.Command("findscu", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study,
-			"-k", "NumberOfStudyRelatedInstances", "127.0.0.1", w.port)
-		cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+		cmd := dcmtk("findscu", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study,
+			"-k", "NumberOfStudyRelatedInstances", "127.0.0.1", w.Port)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("findscu: %v\n%s", err, out)
@@ -85,22 +84,17 @@ func TestKillMidDelete(t *testing.T) {
 	// appended in batches: a live Ward's may come a moment later).
 	audited := func(study string, atLeast int) int {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := 0
-			if b, err := os.ReadFile(filepath.Join(dir, "audit", audit.FileName)); err == nil {
-				_ = audit.Each(bytes.NewReader(b), func(r *audit.Record) error {
-					if r.Event == "study-deleted" && strings.Contains(r.XML, study) && strings.Contains(r.XML, "crash test") {
-						n++
-					}
-					return nil
-				})
+		n := 0
+		harness.PollAudit(dir, 10*time.Second, func(recs []audit.Record) bool {
+			n = 0
+			for _, r := range recs {
+				if r.Event == "study-deleted" && strings.Contains(r.XML, study) && strings.Contains(r.XML, "crash test") {
+					n++
+				}
 			}
-			if n >= atLeast || time.Now().After(deadline) {
-				return n
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return n >= atLeast
+		})
+		return n
 	}
 	clean := func(round int) {
 		t.Helper()
@@ -117,8 +111,8 @@ func TestKillMidDelete(t *testing.T) {
 	// A study that stays, and one deleted without a kill, to time it.
 	keep := store(w, 0)
 	if n := instances(w, keep); n != perStudy {
-		out, _ := exec.Command("findscu", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+keep,
-			"-k", "NumberOfStudyRelatedInstances", "127.0.0.1", w.port).CombinedOutput()
+		out, _ := dcmtk("findscu", "-S", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+keep,
+			"-k", "NumberOfStudyRelatedInstances", "127.0.0.1", w.Port).CombinedOutput()
 		t.Fatalf("the study stored: %d instances found, want %d\n%s", n, perStudy, out)
 	}
 	first := store(w, 1)
@@ -141,7 +135,7 @@ func TestKillMidDelete(t *testing.T) {
 		}
 		delay := time.Duration(rng.Int64N(int64(span)))
 		time.Sleep(delay)
-		w.kill()
+		w.Kill()
 		derr := cmd.Wait()
 		w = startWard(t, dir, freePort(t))
 		n := instances(w, study)

@@ -87,7 +87,7 @@ func TestDiskFull(t *testing.T) {
 			}
 			// -d (debug) prints the response's Error Comment; storescu
 			// releases the association after a refused store.
-			s := startStorescu(t, w.port, paths, nil, "-d")
+			s := startStorescu(t, w.Port, paths, nil, "-d")
 			s.wait(t, 30*time.Second)
 			out := s.log.String()
 			acked := map[string]*instance{}
@@ -131,7 +131,7 @@ func TestDiskFull(t *testing.T) {
 				}
 			}
 			rest = rest[:min(len(rest), 8)]
-			s = startStorescu(t, w.port, rest, nil)
+			s = startStorescu(t, w.Port, rest, nil)
 			s.wait(t, 30*time.Second)
 			got := s.log.ackedFiles()
 			if len(got) != len(rest) {
@@ -141,7 +141,7 @@ func TestDiskFull(t *testing.T) {
 				acked[byPath[p].uid] = byPath[p]
 			}
 
-			if err, _ := w.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+			if err, _ := w.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 				t.Fatalf("ward exit: %v", err)
 			}
 			if n := verifyIndex(t, dir, indexPath, acked); n != int64(len(acked)) {

@@ -10,38 +10,21 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // startWardLimited starts `ward serve` on dir and port under prlimit with
 // an open file limit of nofile (soft and hard), with no loopback any-AE
 // opt-in, and waits until it listens.
-func startWardLimited(t *testing.T, dir string, port int, nofile int) *wardProc {
+func startWardLimited(t *testing.T, dir string, port int, nofile int) *harness.Proc {
 	t.Helper()
 	requireTool(t, "prlimit")
 	lim := "--nofile=" + strconv.Itoa(nofile) + ":" + strconv.Itoa(nofile)
 	cmd := exec.Command("prlimit", lim, wardBinary(t), "serve", "--data", dir, "--dicom-listen", "127.0.0.1:"+strconv.Itoa(port), "--aet", "WARD", "--min-free", "16MiB")
-	w := &wardProc{cmd: cmd, port: strconv.Itoa(port), log: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = w.log, w.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.err = cmd.Wait(); close(w.done) }()
-	t.Cleanup(func() {
-		w.kill()
-		if t.Failed() {
-			t.Logf("ward log (pid %d):\n%s", cmd.Process.Pid, w.log.String())
-		}
-	})
-	deadline := time.After(20 * time.Second)
-	for !strings.Contains(w.log.String(), "ward serving") {
-		select {
-		case <-w.done:
-			t.Fatalf("ward serve exited at start: %v\n%s", w.err, w.log.String())
-		case <-deadline:
-			t.Fatalf("ward serve not listening after 20s:\n%s", w.log.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	w := harness.Start(t, cmd, false)
+	w.Port = strconv.Itoa(port)
+	w.WaitServing(t)
 	return w
 }
 
@@ -55,16 +38,15 @@ func startWardLimited(t *testing.T, dir string, port int, nofile int) *wardProc 
 // flood (10 of 10) and after it.
 func TestIdleFloodUnderLowFileLimit(t *testing.T) {
 	requireTool(t, "echoscu")
-	dir := t.TempDir()
+	dir := harness.DataDir(t)
 	if out, err := exec.Command(wardBinary(t), "peer", "add", "MODALITY", "--host", "127.0.0.1", "--allow", "echo", "--data", dir).CombinedOutput(); err != nil {
 		t.Fatalf("peer add: %v\n%s", err, out)
 	}
 	port := freePort(t)
 	w := startWardLimited(t, dir, port, 256)
-	addr := "127.0.0.1:" + w.port
+	addr := "127.0.0.1:" + w.Port
 	echo := func() (string, error) {
-		cmd := exec.Command("echoscu", "-to", "10", "-aet", "MODALITY", "-aec", "WARD", "127.0.0.1", w.port)
-		cmd.Env = append(cmd.Environ(), "TCP_NODELAY=1")
+		cmd := dcmtk("echoscu", "-to", "10", "-aet", "MODALITY", "-aec", "WARD", "127.0.0.1", w.Port)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -123,8 +105,8 @@ func TestIdleFloodUnderLowFileLimit(t *testing.T) {
 	var fails []string
 	for range 10 {
 		select {
-		case <-w.done:
-			t.Fatalf("ward serve exited during the flood: %v", w.err)
+		case <-w.Done():
+			t.Fatalf("ward serve exited during the flood: %v", w.Err())
 		default:
 		}
 		if out, err := echo(); err != nil {
@@ -140,14 +122,14 @@ func TestIdleFloodUnderLowFileLimit(t *testing.T) {
 		t.Fatalf("the flood opened only %d connections (%d dials failed)", opened.Load(), failedDials.Load())
 	}
 	select {
-	case <-w.done:
-		t.Fatalf("ward serve exited: %v", w.err)
+	case <-w.Done():
+		t.Fatalf("ward serve exited: %v", w.Err())
 	default:
 	}
 	if out, err := echo(); err != nil {
 		t.Fatalf("echoscu after the flood: %v\n%s", err, out)
 	}
-	if strings.Contains(w.log.String(), "too many open files") {
+	if strings.Contains(w.Log.String(), "too many open files") {
 		t.Errorf("ward ran out of file descriptors")
 	}
 	t.Logf("flood: %d connections opened", opened.Load())

@@ -28,16 +28,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,104 +43,28 @@ import (
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/fsblob"
 	"github.com/ward-pacs/ward/store/sqlite"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
-// pydicomTestFiles is where Debian's python3-pydicom keeps its test files.
-const pydicomTestFiles = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
-
-// skipOrFail skips, or fails under CI=true.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	testci.SkipOrFail(t, format, args...)
-}
-
-func requireTool(t *testing.T, names ...string) {
-	t.Helper()
-	testci.RequireTool(t, names...)
-}
-
-// repoRoot is the module root (two levels up from test/crash).
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+// Short names for the shared harness (test/harness), as the tests here
+// have always called them.
+const pydicomTestFiles = harness.PydicomTestFiles
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	wardBin   string
-	buildErr  error
+	skipOrFail  = testci.SkipOrFail
+	requireTool = testci.RequireTool
+	wardBinary  = harness.WardBinary
+	freePort    = harness.FreePort
+	dcmtk       = harness.DCMTK
+	dcmtkRun    = harness.RunDCMTK
 )
 
 // TestMain removes the binary built for the package's tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// wardBinary builds ./cmd/ward once for the package's tests.
-func wardBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "ward-crash-bin"); buildErr != nil {
-			return
-		}
-		wardBin = filepath.Join(buildDir, "ward")
-		cmd := exec.Command("go", "build", "-o", wardBin, "./cmd/ward")
-		cmd.Dir = repoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/ward: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return wardBin
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// wardProc is a `ward serve` child process.
-type wardProc struct {
-	cmd  *exec.Cmd
-	port string
-	log  *syncBuffer
-	done chan struct{}
-	err  error // Wait's result, once done is closed
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 // startWard starts `ward serve` on dir and a free loopback port and waits
 // until it listens. extra are added flags (e.g. --config).
-func startWard(t *testing.T, dir string, port int, extra ...string) *wardProc {
+func startWard(t *testing.T, dir string, port int, extra ...string) *harness.Proc {
 	t.Helper()
 	args := []string{"serve", "--data", dir, "--dicom-listen", "127.0.0.1:" + strconv.Itoa(port), "--aet", "WARD", "--loopback-any-ae"}
 	if !slices.Contains(extra, "--config") {
@@ -152,58 +73,10 @@ func startWard(t *testing.T, dir string, port int, extra ...string) *wardProc {
 		args = append(args, "--min-free", "16MiB")
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(wardBinary(t), args...)
-	w := &wardProc{cmd: cmd, port: strconv.Itoa(port), log: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = w.log, w.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.err = cmd.Wait(); close(w.done) }()
-	t.Cleanup(func() {
-		w.kill()
-		if t.Failed() {
-			t.Logf("ward log (pid %d):\n%s", cmd.Process.Pid, w.log.String())
-		}
-	})
-	deadline := time.After(20 * time.Second)
-	for !strings.Contains(w.log.String(), "ward serving") {
-		select {
-		case <-w.done:
-			t.Fatalf("ward serve exited at start: %v\n%s", w.err, w.log.String())
-		case <-deadline:
-			t.Fatalf("ward serve not listening after 20s:\n%s", w.log.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	w := harness.Start(t, exec.Command(wardBinary(t), args...), false)
+	w.Port = strconv.Itoa(port)
+	w.WaitServing(t)
 	return w
-}
-
-// kill sends SIGKILL and reaps the process.
-func (w *wardProc) kill() {
-	select {
-	case <-w.done:
-		return
-	default:
-	}
-	_ = w.cmd.Process.Signal(syscall.SIGKILL)
-	<-w.done
-}
-
-// stop sends sig and waits up to limit for the exit; it returns the exit
-// error and how long the exit took.
-func (w *wardProc) stop(t *testing.T, sig os.Signal, limit time.Duration) (error, time.Duration) {
-	t.Helper()
-	start := time.Now()
-	if err := w.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-w.done:
-		return w.err, time.Since(start)
-	case <-time.After(limit):
-		t.Fatalf("ward did not exit within %s of %s", limit, sig)
-		return nil, 0
-	}
 }
 
 // dataSetTrailingPadding is (FFFC,FFFC).
@@ -371,8 +244,7 @@ func startStorescu(t *testing.T, port string, files []string, onAck func(), extr
 	args := append([]string{"-v", "-aec", "WARD", "-aet", "CRASHTEST"}, extra...)
 	args = append(args, "127.0.0.1", port)
 	args = append(args, files...)
-	cmd := exec.Command("storescu", args...)
-	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	cmd := dcmtk("storescu", args...)
 	s := &storescu{cmd: cmd, log: &storescuLog{onAck: onAck}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {

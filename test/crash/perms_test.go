@@ -119,7 +119,7 @@ func TestDataClosedToOtherUsers(t *testing.T) {
 	for _, in := range makeInstances(t, filepath.Join(work, "in"), "1.2.826.0.1.3680043.10.543.77", 20) {
 		paths = append(paths, in.path)
 	}
-	s := startStorescu(t, w.port, paths, nil)
+	s := startStorescu(t, w.Port, paths, nil)
 	s.wait(t, 60*time.Second)
 	if s.err != nil || len(s.log.ackedFiles()) != len(paths) {
 		t.Fatalf("storescu: %v, %d of %d acknowledged\n%s", s.err, len(s.log.ackedFiles()), len(paths), s.log.String())

@@ -137,14 +137,14 @@ func TestPowerCutMidIngest(t *testing.T) {
 				go func() {
 					time.Sleep(jitter)
 					killedAt.Store(acks.Load())
-					w.kill()
+					w.Kill()
 					close(killed)
 				}()
 			}
 		}
 		if r == 0 {
 			// SQLite maps its -shm file shared: it must work on lazyfs.
-			maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", w.cmd.Process.Pid))
+			maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", w.Cmd.Process.Pid))
 			if err != nil || !strings.Contains(string(maps), filepath.Join(dir, "index.db-shm")) {
 				t.Errorf("ward serve has not mapped %s (%v)", filepath.Join(dir, "index.db-shm"), err)
 			}
@@ -155,7 +155,7 @@ func TestPowerCutMidIngest(t *testing.T) {
 			for i := p; i < len(batch); i += parallel {
 				paths = append(paths, batch[i].path)
 			}
-			scus = append(scus, startStorescu(t, w.port, paths, onAck))
+			scus = append(scus, startStorescu(t, w.Port, paths, onAck))
 		}
 		select {
 		case <-killed:
@@ -177,7 +177,7 @@ func TestPowerCutMidIngest(t *testing.T) {
 			r, parallel, killedAt.Load(), len(batch), jitter, len(acked))
 
 		w = startWard(t, dir, freePort(t))
-		if err, _ := w.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+		if err, _ := w.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 			t.Fatalf("ward after the power cut: exit %v", err)
 		}
 		n := verify(t, dir, acked)

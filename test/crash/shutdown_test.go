@@ -42,14 +42,14 @@ func TestSignalShutdown(t *testing.T) {
 				for i := p; i < len(batch); i += 2 {
 					paths = append(paths, batch[i].path)
 				}
-				scus = append(scus, startStorescu(t, w.port, paths, onAck))
+				scus = append(scus, startStorescu(t, w.Port, paths, onAck))
 			}
 			select {
 			case <-signalled:
 			case <-time.After(30 * time.Second):
 				t.Fatal("no acknowledgements in 30s")
 			}
-			exitErr, took := w.stop(t, sig, server.ShutdownGrace+5*time.Second)
+			exitErr, took := w.Stop(t, sig, server.ShutdownGrace+5*time.Second)
 			if exitErr != nil {
 				t.Errorf("ward exit after %s: %v, want status 0", sig, exitErr)
 			}
@@ -72,7 +72,7 @@ func TestSignalShutdown(t *testing.T) {
 			}
 			// Restart, stop, check.
 			w = startWard(t, dir, freePort(t))
-			if err, _ := w.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+			if err, _ := w.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 				t.Fatalf("ward after restart: exit %v", err)
 			}
 			n := verify(t, dir, acked)

@@ -20,19 +20,13 @@ func TestSIGHUPReloadsPeers(t *testing.T) {
 	if out, err := exec.Command(wardBinary(t), "peer", "add", "SECOND", "--host", "127.0.0.1", "--port", "11120", "--allow", "echo,move", "--data", dir).CombinedOutput(); err != nil {
 		t.Fatalf("peer add: %v\n%s", err, out)
 	}
-	if err := w.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := w.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(w.log.String(), `msg="configuration reloaded" peers=2`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload logged:\n%s", w.log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	w.WaitLog(t, `msg="configuration reloaded" peers=2`, 10*time.Second)
 	select {
-	case <-w.done:
-		t.Fatalf("ward exited on SIGHUP: %v", w.err)
+	case <-w.Done():
+		t.Fatalf("ward exited on SIGHUP: %v", w.Err())
 	default:
 	}
 	if out, err := exec.Command(wardBinary(t), "peer", "list", "--data", dir).CombinedOutput(); err != nil || !strings.Contains(string(out), "SECOND") {

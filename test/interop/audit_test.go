@@ -8,35 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/cli"
 	"github.com/ward-pacs/ward/network/dimse/dimsetest"
 )
-
-// readAudit returns the records of a running Ward's audit log once want
-// says they are all there (the log is appended in batches).
-func readAudit(t *testing.T, dir string, want func([]audit.Record) bool) []audit.Record {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var recs []audit.Record
-		if b, err := os.ReadFile(filepath.Join(dir, "audit", audit.FileName)); err == nil {
-			_ = audit.Each(bytes.NewReader(b), func(r *audit.Record) error { recs = append(recs, *r); return nil })
-		}
-		if want(recs) {
-			return recs
-		}
-		if time.Now().After(deadline) {
-			for _, r := range recs {
-				t.Logf("%d %s %v %v", r.Seq, r.Event, r.Peers, r.Patients)
-			}
-			t.Fatal("audit records missing")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func count(recs []audit.Record, event string) int {
 	n := 0

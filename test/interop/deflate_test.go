@@ -70,16 +70,16 @@ func TestRegressionWardStoreDeflatedOddLength(t *testing.T) {
 	})
 	t.Run("orthanc", func(t *testing.T) {
 		o := startOrthanc(t)
-		if rc := runWard(t, "store", "--quiet", "--aec", "ORTHANC", "--aet", "WARD", "127.0.0.1:"+strconv.Itoa(o.dicomPort), src); rc != 0 {
+		if rc := runWard(t, "store", "--quiet", "--aec", "ORTHANC", "--aet", "WARD", "127.0.0.1:"+strconv.Itoa(o.DICOMPort), src); rc != 0 {
 			t.Fatalf("ward store exit %d", rc)
 		}
 		var ids []string
-		o.getJSON(t, "/instances", &ids)
+		o.GetJSON(t, "/instances", &ids)
 		if len(ids) != 1 {
 			t.Fatalf("Orthanc holds %d instances, want 1", len(ids))
 		}
 		p := filepath.Join(t.TempDir(), "o.dcm")
-		if err := os.WriteFile(p, o.get(t, "/instances/"+ids[0]+"/file"), 0o600); err != nil {
+		if err := os.WriteFile(p, o.Get(t, "/instances/"+ids[0]+"/file"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if ok, diff := datasetsEqual(t, src, p); !ok {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // wardServe builds the ward command and runs `ward serve --data DIR` on a
@@ -21,33 +22,14 @@ import (
 func wardServe(t *testing.T, toml string) (bin, dir string, port int) {
 	t.Helper()
 	requireTool(t, "go")
-	bin = filepath.Join(t.TempDir(), "ward")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(repoRoot(), "cmd", "ward")).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	dir = filepath.Join(t.TempDir(), "data")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	bin = harness.WardBinary(t)
+	dir = harness.DataDir(t)
 	port = freePort(t)
 	conf := "[dicom]\nlisten = \"127.0.0.1:" + strconv.Itoa(port) + "\"\n[storage]\nmin_free = \"16MiB\"\n" + toml
 	if err := os.WriteFile(filepath.Join(dir, "ward.toml"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	serve := exec.Command(bin, "serve", "--data", dir)
-	logf, _ := os.Create(filepath.Join(t.TempDir(), "serve.log"))
-	serve.Stdout, serve.Stderr = logf, logf
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		serve.Process.Signal(os.Interrupt)
-		serve.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("ward log:\n%s", b)
-		}
-	})
+	harness.Start(t, exec.Command(bin, "serve", "--data", dir), true)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,37 +19,6 @@ import (
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy/identity"
 )
-
-var (
-	srcShimOnce sync.Once
-	srcShimPath string
-	srcShimErr  error
-)
-
-// sourceShim builds testdata/srcaddr.c: with it preloaded, a DCMTK tool
-// calls from the loopback address in $WARD_TEST_SOURCE.
-func sourceShim(t *testing.T) string {
-	t.Helper()
-	srcShimOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ward-srcshim")
-		if err != nil {
-			srcShimErr = err
-			return
-		}
-		srcShimPath = filepath.Join(dir, "libsrcaddr.so")
-		src := filepath.Join(repoRoot(), "test", "interop", "testdata", "srcaddr.c")
-		if out, err := exec.Command("gcc", "-shared", "-fPIC", "-O2", "-o", srcShimPath, src, "-ldl").CombinedOutput(); err != nil {
-			srcShimErr = fmt.Errorf("building the source address shim: %v: %s", err, out)
-		}
-	})
-	if srcShimErr != nil {
-		if ci() {
-			t.Fatal(srcShimErr)
-		}
-		t.Skip(srcShimErr)
-	}
-	return srcShimPath
-}
 
 // guessSite is a Ward with user alice, a peer IDMOD that must present a
 // user identity and may call from 127.0.0.0/24, and a peer OPEN on

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // The tests here open Ward to a network: one made of network namespaces
@@ -53,11 +54,9 @@ func newNetnsLab(t *testing.T) *netnsLab {
 	return l
 }
 
-// in runs a command in namespace ns.
+// in runs a command in namespace ns, with Nagle off for DCMTK tools.
 func (l *netnsLab) in(ns string, name string, args ...string) *exec.Cmd {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
-	return cmd
+	return dcmtk("ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
 // TestOpenToNetwork: Ward listening beyond loopback in its own namespace.
@@ -69,15 +68,9 @@ func (l *netnsLab) in(ns string, name string, args ...string) *exec.Cmd {
 func TestOpenToNetwork(t *testing.T) {
 	requireTool(t, "echoscu", "storescu")
 	l := newNetnsLab(t)
-	bin := filepath.Join(t.TempDir(), "ward")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(repoRoot(), "cmd", "ward")).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := harness.WardBinary(t)
 	p := makePKI(t, "REMOTE")
-	data := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(data, 0o700); err != nil { // Ward refuses a data directory others can enter
-		t.Fatal(err)
-	}
+	data := harness.DataDir(t)
 	conf := filepath.Join(data, "ward.toml")
 	toml := fmt.Sprintf(`[dicom]
 listen = "0.0.0.0:11112"
@@ -105,20 +98,7 @@ allow = ["echo", "store"]
 	if out, err := l.in(l.ward, bin, "serve", "--config", conf, "--data", data, "--loopback-any-ae").CombinedOutput(); err == nil || !strings.Contains(string(out), "loopback_any_ae") {
 		t.Fatalf("started with --loopback-any-ae beside an open listener: %v\n%s", err, out)
 	}
-	logf, _ := os.Create(filepath.Join(t.TempDir(), "serve.log"))
-	serve := l.in(l.ward, bin, "serve", "--config", conf, "--data", data)
-	serve.Stdout, serve.Stderr = logf, logf
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		serve.Process.Signal(os.Interrupt)
-		serve.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("ward log:\n%s", b)
-		}
-	})
+	serve := harness.Start(t, l.in(l.ward, bin, "serve", "--config", conf, "--data", data), true)
 	echo := func(ns, addr, port, aet string, tls ...string) (string, error) {
 		args := append(append([]string{"-to", "5"}, tls...), "-aet", aet, "-aec", "WARD", addr, port)
 		out, err := l.in(ns, "echoscu", args...).CombinedOutput()
@@ -134,7 +114,7 @@ allow = ["echo", "store"]
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if b, _ := os.ReadFile(logf.Name()); !strings.Contains(string(b), "plaintext_networks") || !strings.Contains(string(b), "risky setting") {
+	if b := serve.Log.String(); !strings.Contains(b, "plaintext_networks") || !strings.Contains(b, "risky setting") {
 		t.Errorf("no plaintext warning at start:\n%s", b)
 	}
 	tlsArgs := []string{"+tls", p.peerKey, p.peerCert, "+cf", p.ca}

@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/ward-pacs/ward/internal/cli"
 	"github.com/ward-pacs/ward/network/dimse/dimsetest"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // wardCLI runs a ward command in-process and returns stdout and the exit
@@ -76,39 +75,12 @@ func TestWardSCUAgainstFakeArchive(t *testing.T) {
 // C-MOVE destinations are given as AE title -> port (on localhost).
 func startDcmqrscp(t *testing.T, dests map[string]int) int {
 	t.Helper()
-	requireTool(t, "dcmqrscp", "storescu", "echoscu", "gcc")
-	port := freePort(t)
-	dir := t.TempDir()
-	db := filepath.Join(dir, "db")
-	if err := os.MkdirAll(db, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	requireTool(t, "storescu")
 	var hosts strings.Builder
 	for ae, p := range dests {
 		fmt.Fprintf(&hosts, "%s = (%s, localhost, %d)\n", strings.ToLower(ae), ae, p)
 	}
-	cfg := fmt.Sprintf(`NetworkTCPPort  = %d
-MaxPDUSize      = 16384
-MaxAssociations = 16
-
-HostTable BEGIN
-%sHostTable END
-
-VendorTable BEGIN
-VendorTable END
-
-AETable BEGIN
-DCMQRSCP  %s  RW  (100, 1024mb)  ANY
-AETable END
-`, port, hosts.String(), db)
-	path := filepath.Join(dir, "dcmqrscp.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	daemon(t, "dcmqrscp.log", "dcmqrscp", "-c", path, "-dhl", strconv.Itoa(port))
-	waitEcho(t, "DCMQRSCP", port)
-	assertLoopbackOnly(t, port)
-	return port
+	return harness.StartDcmqrscp(t, hosts.String(), "ANY", "-dhl")
 }
 
 func TestWardSCUAgainstDcmqrscp(t *testing.T) {
@@ -167,11 +139,11 @@ func TestWardSCUAgainstOrthanc(t *testing.T) {
 	for _, p := range originals {
 		files = append(files, p)
 	}
-	args := append([]string{"-aec", "ORTHANC", "-aet", "LOADER", "127.0.0.1", strconv.Itoa(o.dicomPort)}, files...)
+	args := append([]string{"-aec", "ORTHANC", "-aet", "LOADER", "127.0.0.1", strconv.Itoa(o.DICOMPort)}, files...)
 	if out, err := dcmtk("storescu", args...).CombinedOutput(); err != nil {
 		t.Fatalf("loading Orthanc: %v\n%s", err, out)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(o.dicomPort)
+	addr := "127.0.0.1:" + strconv.Itoa(o.DICOMPort)
 	out, code := wardCLI(t, "find", "--aec", "ORTHANC", "-S", "--level", "STUDY", "-k", "PatientID=P2", "-k", "StudyInstanceUID", addr)
 	if code != 0 || strings.Count(out, "1.2.826.0.1.3680043.10.1432.9.2.") != 2 {
 		t.Fatalf("find:\n%s", out)

@@ -113,7 +113,7 @@ func TestMovescuToOrthanc(t *testing.T) {
 	requirePydicom(t)
 	o := startOrthanc(t)
 	w := startWard(t, func(c *config.Config) {
-		c.Peers = []config.Peer{{AETitle: "ORTHANC", Host: "127.0.0.1", Port: o.dicomPort, Allow: []string{config.MoveDestination}}}
+		c.Peers = []config.Peer{{AETitle: "ORTHANC", Host: "127.0.0.1", Port: o.DICOMPort, Allow: []string{config.MoveDestination}}}
 	})
 	a := &dimsetest.Archive{}
 	a.Add(fakeCorpus()...)
@@ -131,15 +131,15 @@ func TestMovescuToOrthanc(t *testing.T) {
 	}
 	want := uidsOf(a, "P2")
 	var stats struct{ CountInstances int }
-	o.getJSON(t, "/statistics", &stats)
+	o.GetJSON(t, "/statistics", &stats)
 	if stats.CountInstances != len(want) {
 		t.Fatalf("Orthanc holds %d instances, want %d", stats.CountInstances, len(want))
 	}
 	var ids []string
-	o.getJSON(t, "/instances", &ids)
+	o.GetJSON(t, "/instances", &ids)
 	for _, id := range ids {
 		var tags map[string]any
-		o.getJSON(t, "/instances/"+id+"/simplified-tags", &tags)
+		o.GetJSON(t, "/instances/"+id+"/simplified-tags", &tags)
 		uid, _ := tags["SOPInstanceUID"].(string)
 		src, ok := originals[uid]
 		if !ok {
@@ -147,7 +147,7 @@ func TestMovescuToOrthanc(t *testing.T) {
 			continue
 		}
 		p := filepath.Join(t.TempDir(), "o.dcm")
-		os.WriteFile(p, o.get(t, "/instances/"+id+"/file"), 0o644)
+		os.WriteFile(p, o.Get(t, "/instances/"+id+"/file"), 0o644)
 		if ok, diff := datasetsEqual(t, src, p); !ok {
 			t.Errorf("%s differs in Orthanc:\n%s", uid, diff)
 		}

@@ -10,10 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // TestREADMECommands runs the commands the README gives for running Ward
@@ -45,10 +45,7 @@ func TestREADMECommands(t *testing.T) {
 	}
 	ln.Close()
 
-	bin := filepath.Join(t.TempDir(), "ward")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "ward")).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := harness.WardBinary(t)
 	work := t.TempDir()
 	// The README's run command, from the checkout: the default data
 	// directory ./ward-data is relative to where it runs.
@@ -63,30 +60,8 @@ func TestREADMECommands(t *testing.T) {
 	}
 	serve := exec.Command(bin, "serve")
 	serve.Dir = work
-	logf, _ := os.Create(filepath.Join(work, "serve.log"))
-	serve.Stdout, serve.Stderr = logf, logf
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		serve.Process.Signal(os.Interrupt)
-		serve.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("ward log:\n%s", b)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", "127.0.0.1:11112"); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ward serve did not listen on 127.0.0.1:11112")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	harness.Start(t, serve, true)
+	waitListen(t, 11112)
 
 	dir := t.TempDir()
 	for _, f := range []string{"CT_small.dcm", "MR_small.dcm", "rtplan.dcm"} {
@@ -175,9 +150,8 @@ func runREADMESection(t *testing.T, text, from, to, dir string, subst *strings.R
 			continue
 		}
 		line = subst.Replace(line)
-		cmd := exec.Command("bash", "-c", line)
+		cmd := dcmtk("bash", "-c", line) // DCMTK tools, with Nagle off
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("README command %q: %v\n%s", line, err, out)

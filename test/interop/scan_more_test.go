@@ -2,7 +2,6 @@ package interop
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/ward-pacs/ward/internal/cli"
 	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/scan"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 // nmapRun is the part of nmap's XML output (-oX) the comparison reads.
@@ -123,10 +123,10 @@ func TestScanCoversNmapDicomPing(t *testing.T) {
 	}))
 	defer web.Close()
 	wport := web.Listener.Addr().(*net.TCPAddr).Port
-	ports := []int{sport, qport, o.dicomPort, o.httpPort, wport}
+	ports := []int{sport, qport, o.DICOMPort, o.HTTPPort, wport}
 
 	nm := nmapDICOM(t, ports...)
-	for _, p := range []int{sport, qport, o.dicomPort} {
+	for _, p := range []int{sport, qport, o.DICOMPort} {
 		if _, ok := nm[p]; !ok {
 			// nmap is the reference here: if it misses these, the
 			// comparison proves nothing.
@@ -143,7 +143,7 @@ func TestScanCoversNmapDicomPing(t *testing.T) {
 			t.Errorf("port %d: nmap says %q, Ward %s=%v", p, config, scan.IDAnyAEAccepted, ok)
 		}
 	}
-	for _, p := range []int{o.httpPort, wport} {
+	for _, p := range []int{o.HTTPPort, wport} {
 		if _, ok := findingsAt(rep, p)[scan.IDService]; ok {
 			t.Errorf("HTTP port %d reported as DICOM", p)
 		}
@@ -169,38 +169,10 @@ func TestScanCoversNmapDicomPing(t *testing.T) {
 // Same layout as startDcmqrscp (qr_cli_test.go), README gotcha 7.
 func startDcmqrscpRestricted(t *testing.T) int {
 	t.Helper()
-	requireTool(t, "dcmqrscp", "echoscu", "gcc")
-	port := freePort(t)
-	dir := t.TempDir()
-	db := filepath.Join(dir, "db")
-	if err := os.MkdirAll(db, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg := fmt.Sprintf(`NetworkTCPPort  = %d
-MaxPDUSize      = 16384
-MaxAssociations = 16
-
-HostTable BEGIN
-echo   = (ECHOSCU, localhost, 0)
+	return harness.StartDcmqrscp(t, `echo   = (ECHOSCU, localhost, 0)
 loader = (LOADER, localhost, 0)
 allowed = echo, loader
-HostTable END
-
-VendorTable BEGIN
-VendorTable END
-
-AETable BEGIN
-DCMQRSCP  %s  RW  (100, 1024mb)  allowed
-AETable END
-`, port, db)
-	path := filepath.Join(dir, "dcmqrscp.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	daemon(t, "dcmqrscp.log", "dcmqrscp", "-c", path, strconv.Itoa(port))
-	waitEcho(t, "DCMQRSCP", port)
-	assertLoopbackOnly(t, port)
-	return port
+`, "allowed")
 }
 
 // TestScanDcmqrscpRestricted: a dcmqrscp whose AE table names its peers
@@ -400,25 +372,6 @@ func TestScanStorescpTLS(t *testing.T) {
 	}
 	if len(rep.Services) != 1 || rep.Services[0].Protocol != "dicom-tls" {
 		t.Errorf("services %+v, want one dicom-tls", rep.Services)
-	}
-}
-
-// waitListen waits until something accepts TCP connections on port.
-func waitListen(t *testing.T, port int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			_ = c.Close()
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("nothing listens on %d: %v", port, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -92,11 +92,11 @@ func TestScanOrthancOpen(t *testing.T) {
 	})
 	requireTool(t, "storescu")
 	dir := writeStudies(t, n)
-	if out, err := dcmtk("storescu", "-aec", "ORTHANC", "+sd", "127.0.0.1", strconv.Itoa(o.dicomPort), dir).CombinedOutput(); err != nil {
+	if out, err := dcmtk("storescu", "-aec", "ORTHANC", "+sd", "127.0.0.1", strconv.Itoa(o.DICOMPort), dir).CombinedOutput(); err != nil {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
-	rep := runScan(t, nil, o.dicomPort, o.httpPort)
-	d := findingsAt(rep, o.dicomPort)
+	rep := runScan(t, nil, o.DICOMPort, o.HTTPPort)
+	d := findingsAt(rep, o.DICOMPort)
 	for _, id := range []string{scan.IDService, scan.IDAnyAEAccepted, scan.IDNoTLS, scan.IDCFindOpen, scan.IDCStoreOpen} {
 		if _, ok := d[id]; !ok {
 			t.Errorf("DICOM port: missing %s", id)
@@ -105,7 +105,7 @@ func TestScanOrthancOpen(t *testing.T) {
 	if c := d[scan.IDCFindOpen].Evidence.Count; c == nil || *c != n {
 		t.Errorf("C-FIND count %+v, want %d", d[scan.IDCFindOpen].Evidence, n)
 	}
-	h := findingsAt(rep, o.httpPort)
+	h := findingsAt(rep, o.HTTPPort)
 	if _, ok := h[scan.IDService]; ok {
 		t.Error("Orthanc's HTTP port reported as DICOM")
 	}
@@ -135,7 +135,7 @@ func TestScanOrthancHardened(t *testing.T) {
 		c["AuthenticationEnabled"] = true
 		c["RegisteredUsers"] = map[string]string{"admin": "a-long-random-passphrase"}
 	})
-	rep := runScan(t, nil, o.dicomPort, o.httpPort)
+	rep := runScan(t, nil, o.DICOMPort, o.HTTPPort)
 	for _, id := range openIDs {
 		for _, f := range rep.Findings {
 			if f.ID == id {
@@ -143,7 +143,7 @@ func TestScanOrthancHardened(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := findingsAt(rep, o.dicomPort)[scan.IDService]; !ok {
+	if _, ok := findingsAt(rep, o.DICOMPort)[scan.IDService]; !ok {
 		t.Error("DICOM service not detected")
 	}
 }

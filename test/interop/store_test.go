@@ -260,20 +260,20 @@ func TestWardStoreIntoOrthanc(t *testing.T) {
 	requireTool(t, "dcmdump")
 	o := startOrthanc(t)
 	dir, uids := copyUncompressed(t)
-	if rc := runWard(t, "store", "--quiet", "--aec", "ORTHANC", "--aet", "WARD", "--parallel", "2", "127.0.0.1:"+strconv.Itoa(o.dicomPort), dir); rc != 0 {
+	if rc := runWard(t, "store", "--quiet", "--aec", "ORTHANC", "--aet", "WARD", "--parallel", "2", "127.0.0.1:"+strconv.Itoa(o.DICOMPort), dir); rc != 0 {
 		t.Fatalf("ward store exit %d", rc)
 	}
 	var stats struct{ CountInstances int }
-	o.getJSON(t, "/statistics", &stats)
+	o.GetJSON(t, "/statistics", &stats)
 	if stats.CountInstances != len(uids) {
 		t.Fatalf("Orthanc holds %d instances, sent %d", stats.CountInstances, len(uids))
 	}
 	var ids []string
-	o.getJSON(t, "/instances", &ids)
+	o.GetJSON(t, "/instances", &ids)
 	byUID := map[string]string{}
 	for _, id := range ids {
 		var tags map[string]any
-		o.getJSON(t, "/instances/"+id+"/simplified-tags", &tags)
+		o.GetJSON(t, "/instances/"+id+"/simplified-tags", &tags)
 		uid, _ := tags["SOPInstanceUID"].(string)
 		byUID[uid] = id
 	}
@@ -284,7 +284,7 @@ func TestWardStoreIntoOrthanc(t *testing.T) {
 			continue
 		}
 		p := filepath.Join(t.TempDir(), "o.dcm")
-		os.WriteFile(p, o.get(t, "/instances/"+id+"/file"), 0o644)
+		os.WriteFile(p, o.Get(t, "/instances/"+id+"/file"), 0o644)
 		if ok, diff := datasetsEqual(t, src, p); !ok {
 			t.Errorf("%s differs in Orthanc:\n%s", filepath.Base(src), diff)
 		}

@@ -24,7 +24,7 @@ const module = "github.com/ward-pacs/ward"
 var rules = map[string][]string{
 	"cmd":      {"internal"},
 	"internal": {""}, // wiring: anything
-	"test":     {""}, // tests: anything
+	"test":     {""}, // tests and their shared harness (test/harness): anything
 	"dicom":    {},
 	"audit":    {"tlsprofile"},
 	"store":    {},
@@ -109,6 +109,12 @@ func TestLayering(t *testing.T) {
 			continue
 		}
 		for imp := range direct[pkg] {
+			if under(imp, "test") && !under(pkg, "test") {
+				// Whatever a floor may import, test/ (the shared harness)
+				// is for tests only.
+				t.Errorf("%s imports %s: only tests may import the test floor", pkg, imp)
+				continue
+			}
 			if under(imp, floor) || allowedBy(imp, allowed) {
 				continue
 			}

@@ -1,4 +1,4 @@
-/* bindlo.c: LD_PRELOAD library for the interop tests. DCMTK storescp and
+/* bindlo.c: LD_PRELOAD library for Ward's tests (test/harness). DCMTK storescp and
  * Orthanc 1.10 have no listen-address option and bind the wildcard address;
  * this turns a wildcard bind() into a loopback one, so that the peers the
  * tests start are reachable from this machine only. Other addresses pass

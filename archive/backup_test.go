@@ -25,7 +25,10 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	f := qrFixture(t)
 	f.ar.Close() // publish what qrFixture stored
 
-	release := f.ar.HoldDeletes()
+	release, err := f.ar.HoldDeletes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +103,10 @@ func TestBackupWhileStoring(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	release := f.ar.HoldDeletes()
+	release, err := f.ar.HoldDeletes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -213,5 +219,71 @@ func TestBackupRate(t *testing.T) {
 	}
 	if len(progress) == 0 || progress[len(progress)-1].Copied >= rep.Copied {
 		t.Errorf("progress %+v of %+v", progress, rep)
+	}
+}
+
+// TestHoldDeletesAcrossNodes: a hold on deletions is recorded in the
+// index, so another node sharing it keeps the objects too, and a node's
+// restart drops the holds it left (killed during a backup) but not
+// another node's.
+func TestHoldDeletesAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	f := qrFixture(t)
+	f.ar.Close()
+
+	a := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-a"}
+	if err := a.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	release, err := a.HoldDeletes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node b opens the same store while a holds: it starts, and keeps
+	// what it deletes.
+	b := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-b"}
+	if err := b.Open(ctx); err != nil {
+		t.Fatalf("opening a second node while the first holds deletions: %v", err)
+	}
+	defer b.Close()
+	in, err := f.idx.Get(ctx, studyB+".1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.DeleteStudy(ctx, studyB, "test", "tester"); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := f.blobs.Open(ctx, in.BlobKey); err != nil {
+		t.Fatalf("node b deleted an object while node a held deletions: %v", err)
+	} else {
+		rc.Close()
+	}
+	// a is killed holding; its restart drops its own hold.
+	a.Close()
+	a = &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-a"}
+	if err := a.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if held, err := f.idx.DeletesHeld(ctx); err != nil || held {
+		t.Fatalf("DeletesHeld = %v, %v after the holding node restarted", held, err)
+	}
+	if _, err := f.blobs.Open(ctx, in.BlobKey); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the deleted study's object stayed after the hold was gone: %v", err)
+	}
+	if err := release(ctx); err != nil {
+		t.Fatalf("releasing a hold already dropped: %v", err)
+	}
+	// A hold of another node stays over a restart.
+	if _, err := f.idx.HoldDeletes(ctx, "node-c", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-b"}
+	if err := c.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if held, err := f.idx.DeletesHeld(ctx); err != nil || !held {
+		t.Fatalf("DeletesHeld = %v, %v: another node's restart dropped node c's hold", held, err)
 	}
 }

@@ -635,6 +635,7 @@ func TestIndex(t *testing.T, open func(t *testing.T) store.Index) {
 			t.Fatalf("recorded deletions after one is forgotten: %+v %v", d, err)
 		}
 	})
+	testIndexCaps(run)
 }
 
 func writeBlob(t *testing.T, bs store.Blobs, key string, data []byte, commit bool) store.BlobWriter {
@@ -987,6 +988,7 @@ func TestBlobs(t *testing.T, open func(t *testing.T) store.Blobs) {
 			}
 		}
 	})
+	testBlobsCaps(run)
 }
 
 // Reopen opens an index and blob store over one persistent location; each

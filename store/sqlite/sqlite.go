@@ -79,6 +79,7 @@ var (
 	_ store.BlobFinder     = (*DB)(nil)
 	_ store.InstanceWalker = (*DB)(nil)
 	_ store.Snapshotter    = (*DB)(nil)
+	_ store.DeferredSyncer = (*DB)(nil)
 )
 
 // Open opens (creating if needed) the database at path and brings its schema

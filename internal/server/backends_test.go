@@ -1,9 +1,12 @@
 package server
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store/storetest"
 )
 
@@ -27,4 +30,38 @@ func TestBackendMatrix(t *testing.T) {
 					"DurableNamer", "IntentWriter", "NodeScoper"},
 			},
 		})
+}
+
+// TestNodeID: the node ID is generated once into DATA/node-id (0600) and
+// read back at every start; node_id overrides it; a damaged file is
+// refused rather than replaced (the ID names the node's work in a shared
+// store).
+func TestNodeID(t *testing.T) {
+	dir := t.TempDir()
+	c := &config.Config{DataDir: dir}
+	id, err := nodeID(c)
+	if err != nil || !config.ValidNodeID(id) {
+		t.Fatalf("nodeID = %q, %v", id, err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, nodeIDFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("node-id file: %v, %v", fi, err)
+	}
+	if again, err := nodeID(c); err != nil || again != id {
+		t.Errorf("second start: %q, %v, want %q", again, err, id)
+	}
+	c.NodeID = "ward-2"
+	if got, err := nodeID(c); err != nil || got != "ward-2" {
+		t.Errorf("configured: %q, %v", got, err)
+	}
+	c.NodeID = ""
+	if err := os.WriteFile(filepath.Join(dir, nodeIDFile), []byte("../x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := nodeID(c); err == nil {
+		t.Errorf("a damaged node-id file gave %q", got)
+	}
+	if err := (&config.Config{AETitle: "WARD", DataDir: dir, NodeID: "a.b"}).Validate(); err == nil || !strings.Contains(err.Error(), "node_id") {
+		t.Errorf("Validate of node_id a.b: %v", err)
+	}
 }

@@ -2,9 +2,13 @@
 // metadata of every stored instance, and Blobs that hold the object bytes.
 //
 // Backends plug in the way drivers plug into database/sql: they call
-// RegisterIndex / RegisterBlobs from an init function and are opened by
-// name. Every backend must pass the conformance suite in store/storetest.
-// Protocol code never imports a backend.
+// RegisterIndex / RegisterBlobs (wrappers, such as encryption,
+// RegisterBlobsWrapper) from an init function, and Open opens the ones a
+// Spec names, resolving their optional capabilities once (Caps). Ward's
+// backends are imported in one composition file (internal/server/
+// backends.go). Every backend must pass the conformance suite in
+// store/storetest, run there as a matrix over every pairing. Protocol code
+// never imports a backend.
 package store
 
 import (

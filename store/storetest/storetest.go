@@ -1,7 +1,10 @@
 // Package storetest is the conformance suite every store backend passes.
 // A backend's test calls TestIndex or TestBlobs with a function that opens a
 // fresh, empty store, and TestRecovery with a function that opens an index
-// and blobs pair over one persistent location.
+// and blobs pair over one persistent location. TestMatrix runs all of it,
+// and TestNodes (the multi-node contract), over every pairing of the
+// backends Ward is built with, opened by store.Open, and checks that each
+// still has the capabilities it is meant to.
 package storetest
 
 import (

@@ -3,6 +3,7 @@ package crash
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +25,8 @@ func TestSIGHUPReloadsPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(w.log.String(), `msg="configuration reloaded" peers=2`) {
+	reloaded := regexp.MustCompile(`msg="configuration reloaded" node=\S+ peers=2`)
+	for !reloaded.MatchString(w.log.String()) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no reload logged:\n%s", w.log.String())
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/store"
 )
 
 // Admin is Ward's archive opened by an administration command (ward study
@@ -57,7 +58,7 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 		}
 		a.log = l
 	}
-	st, err := openStore(ctx, c, a.node)
+	st, err := store.Open(ctx, storeSpec(c, a.node))
 	if err != nil {
 		a.closeAudit()
 		return nil, err

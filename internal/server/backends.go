@@ -7,7 +7,6 @@ package server
 // in [storage].
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -41,12 +40,6 @@ func storeSpec(c *config.Config, node string) store.Spec {
 		sp.Blobs, sp.BlobsDSN = defaultBlobs, c.BlobsPath()
 	}
 	return sp
-}
-
-// openStore opens the store c configures, for node, and logs nothing:
-// the caller says what it resolved.
-func openStore(ctx context.Context, c *config.Config, node string) (*store.Store, error) {
-	return store.Open(ctx, storeSpec(c, node))
 }
 
 // nodeIDFile holds the node ID generated for a data directory.

@@ -44,7 +44,8 @@ type Server struct {
 	// users instead of refusing it (datadir.go).
 	FixPermissions bool
 
-	// node is this node's ID (backends.go); store the opened store.
+	// node is this node's ID (backends.go); store is what openStore
+	// opened (index and blobs below are its own).
 	node    string
 	store   *store.Store
 	index   store.Index
@@ -119,11 +120,12 @@ func (s *Server) Open(ctx context.Context) error {
 		return err
 	}
 	s.Logger = s.Logger.With("node", s.node)
-	if s.store, err = openStore(ctx, c, s.node); err != nil {
+	spec := storeSpec(c, s.node)
+	if s.store, err = store.Open(ctx, spec); err != nil {
 		return err
 	}
 	s.index, s.blobs = s.store.Index, s.store.Blobs
-	s.Logger.Info("store opened", "index", storeSpec(c, s.node).Index, "blobs", storeSpec(c, s.node).Blobs,
+	s.Logger.Info("store opened", "index", spec.Index, "blobs", spec.Blobs,
 		"capabilities", strings.Join(s.store.Caps.Names(), " "))
 	lockAfter := c.DICOM.LockoutAfter
 	if lockAfter == 0 {

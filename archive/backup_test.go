@@ -2,6 +2,7 @@ package archive_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -285,5 +286,43 @@ func TestHoldDeletesAcrossNodes(t *testing.T) {
 	c.Close()
 	if held, err := f.idx.DeletesHeld(ctx); err != nil || !held {
 		t.Fatalf("DeletesHeld = %v, %v: another node's restart dropped node c's hold", held, err)
+	}
+}
+
+// TestRecordedDeletionsByNode: at start a node finishes (audits) the
+// study deletions it left, not those another node is recording now; a
+// deletion another node left and did not come back for is finished by
+// whichever node starts once it is older than DeletionGuard.
+func TestRecordedDeletionsByNode(t *testing.T) {
+	ctx := context.Background()
+	f := qrFixture(t)
+	a := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-a"}
+	b := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-b"}
+	if _, err := a.DeleteStudy(ctx, studyB, "test", "tester"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := json.Marshal(archive.Deletion{Study: archive.StudySummary{UID: "1.2.3"}, Reason: "old", At: time.Now().Add(-2 * archive.DeletionGuard), Node: "node-c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.idx.DeleteRecorded(ctx, nil, old); err != nil {
+		t.Fatal(err)
+	}
+	reasons := func(ar *archive.Archive) []string {
+		ds, err := ar.RecordedDeletions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range ds {
+			out = append(out, d.Node+":"+d.Reason)
+		}
+		return out
+	}
+	if got := strings.Join(reasons(a), ","); got != "node-a:test,node-c:old" {
+		t.Errorf("node a finishes %s", got)
+	}
+	if got := strings.Join(reasons(b), ","); got != "node-c:old" {
+		t.Errorf("node b finishes %s", got)
 	}
 }

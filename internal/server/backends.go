@@ -29,6 +29,12 @@ const (
 	defaultBlobs = "fs"
 )
 
+// objectTrees are the directories of the default blobs (store/fsblob) in
+// a data directory: the permission check at start (datadir.go) looks at
+// each of them but not at the files below, which may be millions (the
+// closed directories above them keep others out).
+var objectTrees = map[string]bool{"objects": true, "pending": true, "tmp": true}
+
 // storeSpec is the store c configures, opened by node.
 func storeSpec(c *config.Config, node string) store.Spec {
 	sp := store.Spec{Index: c.Storage.Index, IndexDSN: c.Storage.IndexDSN,

@@ -39,9 +39,11 @@
 // Recover then removes only what this node left: its own unfinished and
 // unreferenced pending blobs; another node's are left to that node's
 // restart, and an unreferenced pending blob of a key given by a caller
-// (no node in it) only once it is older than NodeGuard. Without SetNode
-// the store serves one node, as before nodes: Recover removes every
-// unfinished and unreferenced blob. A node retired for good leaves
+// (no node in it) only once it is older than NodeGuard. The directory is
+// shared once another node has a tmp/<node>/; until then, and without
+// SetNode, the store serves one node: Recover decides on every pending
+// blob, whatever node its key names, and without SetNode removes every
+// unfinished one. A node retired for good leaves
 // tmp/<node>/: remove it by hand, with its blobs, once it is stopped.
 package fsblob
 
@@ -941,16 +943,16 @@ func (s *Store) shared() (bool, error) {
 }
 
 // mine says whether Recover decides on the pending blob key (whose file
-// is e): the blobs of this node, those of keys given by a caller when no
-// other node shares the directory or once older than NodeGuard.
+// is e): every blob when no other node shares the directory (a backup
+// folder served, a data directory given a new node ID: what the keys
+// name is then the past); else the blobs of this node, and those of keys
+// given by a caller once older than NodeGuard.
 func (s *Store) mine(key string, e fs.DirEntry, shared bool) (bool, error) {
 	switch n := keyNode(key); {
-	case n == s.node:
+	case !shared || n == s.node:
 		return true, nil
 	case n != "":
-		return s.node == "", nil // another node's: its restart decides
-	case !shared:
-		return true, nil
+		return false, nil // another node's: its restart decides
 	}
 	fi, err := e.Info()
 	if err != nil {

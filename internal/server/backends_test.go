@@ -1,12 +1,16 @@
 package server
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/storetest"
 )
 
@@ -63,5 +67,29 @@ func TestNodeID(t *testing.T) {
 	}
 	if err := (&config.Config{AETitle: "WARD", DataDir: dir, NodeID: "a.b"}).Validate(); err == nil || !strings.Contains(err.Error(), "node_id") {
 		t.Errorf("Validate of node_id a.b: %v", err)
+	}
+}
+
+// TestBackupNeedsSnapshotter: an index without the Snapshotter
+// capability has no fallback for a backup: it is refused, clearly, before
+// anything is written.
+func TestBackupNeedsSnapshotter(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	c := &config.Config{AETitle: "WARD", DataDir: data}
+	st, err := store.Open(ctx, storeSpec(c, "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bare := struct{ store.Index }{st.Index}
+	ar := &archive.Archive{Index: bare, Blobs: st.Blobs, Node: "n1"}
+	dir := filepath.Join(t.TempDir(), "backup")
+	_, err = runBackup(ctx, ar, bare, c, dir, archive.CopyOptions{}, func(*audit.Message) {}, audit.Node{}, "tester")
+	if err == nil || !strings.Contains(err.Error(), "cannot take a snapshot") {
+		t.Fatalf("backup over an index without snapshots: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused backup made its folder: %v", err)
 	}
 }

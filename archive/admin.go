@@ -38,7 +38,15 @@ type Deletion struct {
 	Reason   string       `json:"reason"`
 	Operator string       `json:"operator"` // who asked
 	At       time.Time    `json:"at"`
+	// Node is the node that made it (Archive.Node); empty in notes
+	// made before nodes.
+	Node string `json:"node,omitempty"`
 }
+
+// DeletionGuard is how old a deletion another node recorded must be
+// before RecordedDeletions lists it: until then that node may still be
+// auditing it.
+const DeletionGuard = time.Hour
 
 // DeleteStudy removes every instance of a study from the index (parents
 // left empty go with them), then its objects from the blob store, and
@@ -53,7 +61,7 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID, reason, operator s
 	if err != nil {
 		return nil, err
 	}
-	d := &Deletion{Study: *summarize(studyUID, insts), Reason: reason, Operator: operator, At: time.Now().UTC()}
+	d := &Deletion{Study: *summarize(studyUID, insts), Reason: reason, Operator: operator, At: time.Now().UTC(), Node: ar.node()}
 	if dr, ok := ar.Index.(store.DeletionRecorder); ok {
 		uids := make([]string, len(insts))
 		for i, in := range insts {
@@ -91,7 +99,9 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID, reason, operator s
 }
 
 // RecordedDeletions lists the deletions the index keeps a note of (see
-// Deletion): made, and perhaps not yet audited.
+// Deletion): made, and perhaps not yet audited, by this node (or before
+// nodes); another node's only once older than DeletionGuard (that node
+// stopped before auditing it and has not started again).
 func (ar *Archive) RecordedDeletions(ctx context.Context) ([]*Deletion, error) {
 	dr, ok := ar.Index.(store.DeletionRecorder)
 	if !ok {
@@ -108,6 +118,9 @@ func (ar *Archive) RecordedDeletions(ctx context.Context) ([]*Deletion, error) {
 			return nil, fmt.Errorf("the index's note of deletion %d: %w", n.ID, err)
 		}
 		d.ID = n.ID
+		if d.Node != "" && d.Node != ar.node() && time.Since(d.At) < DeletionGuard {
+			continue // another node's, which may be auditing it now
+		}
 		out = append(out, d)
 	}
 	return out, nil

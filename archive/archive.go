@@ -53,8 +53,12 @@ const (
 
 // Archive implements Service.
 type Archive struct {
-	Index  store.Index
-	Blobs  store.Blobs
+	Index store.Index
+	Blobs store.Blobs
+	// Node is the ID of this node among those sharing the store: the
+	// holds on deletion it records are its own (store.DeleteHolder).
+	// Empty: store.DefaultNode.
+	Node   string
 	Logger *slog.Logger
 	// OnDuplicate is the re-sent SOP Instance UID policy.
 	OnDuplicate DuplicatePolicy
@@ -128,15 +132,40 @@ func (ar *Archive) Open(ctx context.Context) error {
 		return err
 	}
 	ar.seqs = seqs
+	// Holds on deletion this node left (killed during a backup) are
+	// dropped; other nodes' stay until released or lapsed.
+	if dh, ok := ar.Index.(store.DeleteHolder); ok {
+		if err := dh.ReleaseNodeHolds(ctx, ar.node()); err != nil {
+			return err
+		}
+	}
 	// Replaced and deleted blobs first, so that a pending one is not taken
-	// for a stored object whose row a crash lost.
-	if err := ar.deletePending(ctx); err != nil {
+	// for a stored object whose row a crash lost. Held by another node's
+	// backup, they stay recorded for deletion, and kept (published) by
+	// Recover, not taken for lost rows.
+	var held map[string]bool
+	if err := ar.deletePending(ctx); errors.Is(err, errDeletesHeld) {
+		keys, err := ar.Index.PendingBlobDeletes(ctx, 0)
+		if err != nil {
+			return fmt.Errorf("listing replaced blobs: %w", err)
+		}
+		held = map[string]bool{}
+		for _, k := range keys {
+			held[k] = true
+		}
+	} else if err != nil {
 		return err
 	}
-	if err := ar.Blobs.Recover(ctx, func(key string) (bool, error) { return ar.keepPending(ctx, key) }); err != nil {
+	keep := func(key string) (bool, error) {
+		if held[key] {
+			return true, nil
+		}
+		return ar.keepPending(ctx, key)
+	}
+	if err := ar.Blobs.Recover(ctx, keep); err != nil {
 		return fmt.Errorf("recovering blobs: %w", err)
 	}
-	if err := ar.deletePending(ctx); err != nil {
+	if err := ar.deletePending(ctx); err != nil && !errors.Is(err, errDeletesHeld) {
 		return err
 	}
 	ar.after = make(chan afterStore, 4096)
@@ -290,6 +319,13 @@ func (ar *Archive) finish(jobs ...afterStore) {
 	}
 }
 
+func (ar *Archive) node() string {
+	if ar.Node == "" {
+		return store.DefaultNode
+	}
+	return ar.Node
+}
+
 // errDeletesHeld: a backup runs; the blobs stay recorded for deletion and
 // are deleted when it ends.
 var errDeletesHeld = errors.New("blob deletion held by a backup")
@@ -299,6 +335,15 @@ func (ar *Archive) deleteBlobs(ctx context.Context, keys []string) error {
 	defer ar.holdMu.Unlock()
 	if ar.holds > 0 {
 		return errDeletesHeld
+	}
+	if dh, ok := ar.Index.(store.DeleteHolder); ok {
+		held, err := dh.DeletesHeld(ctx)
+		if err != nil {
+			return err
+		}
+		if held {
+			return errDeletesHeld // by another node
+		}
 	}
 	for _, k := range keys {
 		if err := ar.Blobs.Delete(ctx, k); err != nil {

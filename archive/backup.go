@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"sync"
 	"time"
 
 	"github.com/ward-pacs/ward/store"
@@ -19,25 +20,72 @@ import (
 // instances (recorded for deletion in the index) until the backup ends.
 
 // HoldDeletes stops blob deletion until release is called; then the blobs
-// recorded for deletion meanwhile are deleted. Holds nest.
-func (ar *Archive) HoldDeletes() (release func(context.Context) error) {
+// recorded for deletion meanwhile are deleted. Holds nest. Where the index
+// is a store.DeleteHolder, the hold is recorded there, for ar.Node, so that
+// every node sharing the index keeps its blobs too; it lapses after
+// HoldTTL unless renewed, which is done every HoldTTL/3 until release (a
+// node that dies holding one holds deletion no longer than that, and its
+// restart drops it at once). Otherwise it is kept in memory (one node).
+func (ar *Archive) HoldDeletes(ctx context.Context) (release func(context.Context) error, err error) {
 	ar.holdMu.Lock()
 	ar.holds++
 	ar.holdMu.Unlock()
-	done := false
-	return func(ctx context.Context) error {
-		ar.holdMu.Lock()
-		if !done {
-			done = true
+	var (
+		id   int64
+		stop = make(chan struct{})
+		wg   sync.WaitGroup
+	)
+	dh, shared := ar.Index.(store.DeleteHolder)
+	if shared {
+		if id, err = dh.HoldDeletes(ctx, ar.node(), HoldTTL); err != nil {
+			ar.holdMu.Lock()
 			ar.holds--
+			ar.holdMu.Unlock()
+			return nil, fmt.Errorf("holding deletions: %w", err)
 		}
-		ar.holdMu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(HoldTTL / 3)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					if err := dh.RenewHold(context.WithoutCancel(ctx), id, HoldTTL); err != nil {
+						ar.Logger.Warn("renewing a hold on deletions failed", "err", err)
+					}
+				}
+			}
+		}()
+	}
+	var once sync.Once
+	return func(ctx context.Context) error {
+		var err error
+		once.Do(func() {
+			if shared {
+				close(stop)
+				wg.Wait()
+				err = dh.ReleaseHold(ctx, id)
+			}
+			ar.holdMu.Lock()
+			ar.holds--
+			ar.holdMu.Unlock()
+		})
+		if err != nil {
+			return fmt.Errorf("releasing a hold on deletions: %w", err)
+		}
 		if err := ar.deletePending(ctx); err != nil && !errors.Is(err, errDeletesHeld) {
 			return err
 		}
 		return nil
-	}
+	}, nil
 }
+
+// HoldTTL is how long a hold on deletions recorded in the index lasts
+// without renewal.
+const HoldTTL = 10 * time.Minute
 
 // BackupReport counts what CopyObjects and SettleObjects did.
 type BackupReport struct {

@@ -2,6 +2,7 @@ package archive_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -25,7 +26,10 @@ func TestBackupHoldsDeletes(t *testing.T) {
 	f := qrFixture(t)
 	f.ar.Close() // publish what qrFixture stored
 
-	release := f.ar.HoldDeletes()
+	release, err := f.ar.HoldDeletes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +104,10 @@ func TestBackupWhileStoring(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	release := f.ar.HoldDeletes()
+	release, err := f.ar.HoldDeletes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap, err := f.idx.Snapshot(ctx, filepath.Join(t.TempDir(), "snap.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -213,5 +220,109 @@ func TestBackupRate(t *testing.T) {
 	}
 	if len(progress) == 0 || progress[len(progress)-1].Copied >= rep.Copied {
 		t.Errorf("progress %+v of %+v", progress, rep)
+	}
+}
+
+// TestHoldDeletesAcrossNodes: a hold on deletions is recorded in the
+// index, so another node sharing it keeps the objects too, and a node's
+// restart drops the holds it left (killed during a backup) but not
+// another node's.
+func TestHoldDeletesAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	f := qrFixture(t)
+	f.ar.Close()
+
+	a := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-a"}
+	if err := a.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	release, err := a.HoldDeletes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node b opens the same store while a holds: it starts, and keeps
+	// what it deletes.
+	b := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-b"}
+	if err := b.Open(ctx); err != nil {
+		t.Fatalf("opening a second node while the first holds deletions: %v", err)
+	}
+	defer b.Close()
+	in, err := f.idx.Get(ctx, studyB+".1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.DeleteStudy(ctx, studyB, "test", "tester"); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := f.blobs.Open(ctx, in.BlobKey); err != nil {
+		t.Fatalf("node b deleted an object while node a held deletions: %v", err)
+	} else {
+		rc.Close()
+	}
+	// a is killed holding; its restart drops its own hold.
+	a.Close()
+	a = &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-a"}
+	if err := a.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if held, err := f.idx.DeletesHeld(ctx); err != nil || held {
+		t.Fatalf("DeletesHeld = %v, %v after the holding node restarted", held, err)
+	}
+	if _, err := f.blobs.Open(ctx, in.BlobKey); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the deleted study's object stayed after the hold was gone: %v", err)
+	}
+	if err := release(ctx); err != nil {
+		t.Fatalf("releasing a hold already dropped: %v", err)
+	}
+	// A hold of another node stays over a restart.
+	if _, err := f.idx.HoldDeletes(ctx, "node-c", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-b"}
+	if err := c.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if held, err := f.idx.DeletesHeld(ctx); err != nil || !held {
+		t.Fatalf("DeletesHeld = %v, %v: another node's restart dropped node c's hold", held, err)
+	}
+}
+
+// TestRecordedDeletionsByNode: at start a node finishes (audits) the
+// study deletions it left, not those another node is recording now; a
+// deletion another node left and did not come back for is finished by
+// whichever node starts once it is older than DeletionGuard.
+func TestRecordedDeletionsByNode(t *testing.T) {
+	ctx := context.Background()
+	f := qrFixture(t)
+	a := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-a"}
+	b := &archive.Archive{Index: f.idx, Blobs: f.blobs, Node: "node-b"}
+	if _, err := a.DeleteStudy(ctx, studyB, "test", "tester"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := json.Marshal(archive.Deletion{Study: archive.StudySummary{UID: "1.2.3"}, Reason: "old", At: time.Now().Add(-2 * archive.DeletionGuard), Node: "node-c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.idx.DeleteRecorded(ctx, nil, old); err != nil {
+		t.Fatal(err)
+	}
+	reasons := func(ar *archive.Archive) []string {
+		ds, err := ar.RecordedDeletions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range ds {
+			out = append(out, d.Node+":"+d.Reason)
+		}
+		return out
+	}
+	if got := strings.Join(reasons(a), ","); got != "node-a:test,node-c:old" {
+		t.Errorf("node a finishes %s", got)
+	}
+	if got := strings.Join(reasons(b), ","); got != "node-c:old" {
+		t.Errorf("node b finishes %s", got)
 	}
 }

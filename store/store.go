@@ -2,9 +2,13 @@
 // metadata of every stored instance, and Blobs that hold the object bytes.
 //
 // Backends plug in the way drivers plug into database/sql: they call
-// RegisterIndex / RegisterBlobs from an init function and are opened by
-// name. Every backend must pass the conformance suite in store/storetest.
-// Protocol code never imports a backend.
+// RegisterIndex / RegisterBlobs (wrappers, such as encryption,
+// RegisterBlobsWrapper) from an init function, and Open opens the ones a
+// Spec names, resolving their optional capabilities once (Caps). Ward's
+// backends are imported in one composition file (internal/server/
+// backends.go). Every backend must pass the conformance suite in
+// store/storetest, run there as a matrix over every pairing. Protocol code
+// never imports a backend.
 package store
 
 import (
@@ -213,6 +217,13 @@ type Blobs interface {
 	// Recover runs at start-up, before any Create: it removes unfinished
 	// blobs, and publishes or deletes each pending blob as keep says
 	// (normally Index.HasBlob).
+	//
+	// The multi-node contract: several nodes may share one Blobs (and one
+	// Index), each opening it with its own node ID (NodeScoper). Recover
+	// then touches only what this node left: the blobs it was writing,
+	// and pending blobs no index row names only when they are older than
+	// the backend's age guard (another node may be between Commit and its
+	// index row). A backend without NodeScoper is for one node only.
 	Recover(ctx context.Context, keep func(key string) (bool, error)) error
 	Close() error
 }
@@ -307,6 +318,49 @@ type SpaceReporter interface {
 // Fallback: none (no backup).
 type Snapshotter interface {
 	Snapshot(ctx context.Context, path string) (Index, error)
+}
+
+// SnapshotFiles is an optional capability of a Snapshotter: the files a
+// snapshot lives in, which only the backend knows (a database's journal,
+// say). RemoveSnapshot removes whatever a snapshot at path left (an
+// interrupted one's, too); a missing one is not an error. InstallSnapshot
+// checks that the closed snapshot at from is whole in its files, then puts
+// it in place of the closed index at to (which may not exist), durably:
+// after a crash, to holds either the old index or the new one. Fallback:
+// a snapshot is the one file at its path (os.Remove, os.Rename and a sync
+// of the folder).
+type SnapshotFiles interface {
+	RemoveSnapshot(path string) error
+	InstallSnapshot(from, to string) error
+}
+
+// DeleteHolder is an optional capability of an Index: holds on blob
+// deletion (a backup copying the objects a snapshot names holds them),
+// recorded in the index, so that every node sharing it sees them and a
+// restart of the process does not forget them. HoldDeletes records a hold
+// for node that lapses after ttl unless renewed by RenewHold (so a node
+// that dies holding one does not hold deletion for ever); ReleaseHold
+// drops one; DeletesHeld reports whether any hold has not lapsed.
+// ReleaseNodeHolds drops every hold of node: what the node left, at its
+// start. While deletes are held, blobs recorded for deletion stay (the
+// index keeps them in PendingBlobDeletes). Fallback: holds in the memory
+// of the process, which only that process sees (one node).
+type DeleteHolder interface {
+	HoldDeletes(ctx context.Context, node string, ttl time.Duration) (id int64, err error)
+	RenewHold(ctx context.Context, id int64, ttl time.Duration) error
+	ReleaseHold(ctx context.Context, id int64) error
+	DeletesHeld(ctx context.Context) (bool, error)
+	ReleaseNodeHolds(ctx context.Context, node string) error
+}
+
+// NodeScoper is an optional capability of Blobs that several nodes may
+// share: SetNode, called once by Open before Recover or any Create, names
+// the node whose unfinished work this handle writes and recovers (see
+// Blobs.Recover); an error means the ID cannot name a node there.
+// Fallback: the Blobs serve one node; Recover and RemoveUnfinished remove
+// every unfinished blob.
+type NodeScoper interface {
+	SetNode(id string) error
 }
 
 // Registry of backends, in the manner of database/sql drivers.

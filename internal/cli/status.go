@@ -51,6 +51,7 @@ func statusFlags(fs *flag.FlagSet) runFunc {
 			serving = "running"
 		}
 		fmt.Fprintf(e.stdout, "ward serve:    %s on %s\n", serving, st.DataDir)
+		fmt.Fprintf(e.stdout, "node:          %s\n", st.Node)
 		n := st.Counts
 		fmt.Fprintf(e.stdout, "archive:       %s patients, %s studies, %s series, %s instances\n",
 			humanize.Comma(n.Patients), humanize.Comma(n.Studies), humanize.Comma(n.Series), humanize.Comma(n.Instances))
@@ -68,6 +69,9 @@ func statusFlags(fs *flag.FlagSet) runFunc {
 				state = "C-STORE, C-FIND, C-MOVE and C-GET REFUSED until it can"
 			}
 			fmt.Fprintf(e.stdout, "audit trail:   CANNOT BE WRITTEN (%s); %s\n", termsafe.Text(st.AuditFailing, ""), state)
+		}
+		if st.DeletionsHeld {
+			fmt.Fprintf(e.stdout, "deletion:      held by a backup (of this node or another sharing the index)\n")
 		}
 		if st.AwaitingDeletion > 0 {
 			fmt.Fprintf(e.stdout, "deletion:      %d objects of deleted or replaced instances not yet removed\n", st.AwaitingDeletion)

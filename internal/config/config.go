@@ -56,7 +56,11 @@ type Config struct {
 	// are rejected.
 	AETitle string `toml:"aet"`
 	// DataDir holds the index, the objects and (by default) this file.
-	DataDir string  `toml:"data"`
+	DataDir string `toml:"data"`
+	// NodeID names this Ward among the nodes that share one store, in
+	// logs and audit records: 1 to 64 of A-Z a-z 0-9 _ -. Empty: the ID
+	// generated once and kept in DATA/node-id.
+	NodeID  string  `toml:"node_id"`
 	DICOM   DICOM   `toml:"dicom"`
 	Storage Storage `toml:"storage"`
 	Query   Query   `toml:"query"`
@@ -383,6 +387,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("aet %q: only printable ASCII characters are allowed", c.AETitle)
 		}
 	}
+	if c.NodeID != "" && !ValidNodeID(c.NodeID) {
+		return fmt.Errorf("node_id %q: a node ID is 1 to 64 of A-Z a-z 0-9 _ -", c.NodeID)
+	}
 	plainLoopback := CheckLoopback(c.DICOM.Listen) == nil
 	if !plainLoopback {
 		if len(c.DICOM.PlaintextNetworks) == 0 {
@@ -491,3 +498,18 @@ func CheckLoopback(hostport string) error {
 // IndexPath and BlobsPath are the embedded default locations.
 func (c *Config) IndexPath() string { return filepath.Join(c.DataDir, "index.db") }
 func (c *Config) BlobsPath() string { return c.DataDir }
+
+// ValidNodeID reports whether id can name a node: 1 to 64 of A-Z a-z 0-9
+// _ - (it names files and goes into blob keys).
+func ValidNodeID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

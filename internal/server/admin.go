@@ -10,6 +10,7 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/store"
 )
 
 // Admin is Ward's archive opened by an administration command (ward study
@@ -21,6 +22,7 @@ type Admin struct {
 	Archive *archive.Archive
 	log     *audit.Log
 	logger  *slog.Logger
+	node    string // this node's ID (backends.go)
 }
 
 // ErrServing: ward serve is running on the data directory.
@@ -45,9 +47,14 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 	if err := CheckDataDir(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
 		return nil, err
 	}
-	a := &Admin{Config: c, logger: logger}
+	node, err := nodeID(c)
+	if err != nil {
+		return nil, err
+	}
+	logger = logger.With("node", node)
+	a := &Admin{Config: c, logger: logger, node: node}
 	if c.AuditEnabled() {
-		l, err := audit.Open(c.AuditDir(), logger, audit.WithKeyFile(c.AuditKeyFile()), audit.WithSource(audit.Node{AETitle: c.AETitle}))
+		l, err := audit.Open(c.AuditDir(), logger, audit.WithKeyFile(c.AuditKeyFile()), audit.WithSource(a.Node()))
 		if errors.Is(err, audit.ErrLocked) {
 			return nil, fmt.Errorf("%w (%v)", ErrServing, err)
 		}
@@ -56,12 +63,13 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 		}
 		a.log = l
 	}
-	idx, blobs, err := openStores(ctx, c)
+	st, err := store.Open(ctx, storeSpec(c, a.node))
 	if err != nil {
 		a.closeAudit()
 		return nil, err
 	}
-	a.Archive = &archive.Archive{Index: idx, Blobs: blobs, Logger: logger, AETitle: c.AETitle}
+	idx, blobs := st.Index, st.Blobs
+	a.Archive = &archive.Archive{Index: idx, Blobs: blobs, Node: a.node, Logger: logger, AETitle: c.AETitle}
 	if err := a.Archive.Open(ctx); err != nil {
 		blobs.Close()
 		idx.Close()
@@ -103,7 +111,7 @@ func (a *Admin) Record(m *audit.Message) error {
 }
 
 // Node is Ward as an audit participant.
-func (a *Admin) Node() audit.Node { return audit.Node{AETitle: a.Config.AETitle} }
+func (a *Admin) Node() audit.Node { return audit.Node{AETitle: a.Config.AETitle, ID: a.node} }
 
 func (a *Admin) closeAudit() error {
 	if a.log == nil {

@@ -57,7 +57,7 @@ func (s *Server) openAudit() error {
 	l, err := audit.Open(s.Config.AuditDir(), s.Logger, audit.WithForward(audit.ForwardConfig{
 		Addr: a.Syslog, CA: a.SyslogCA, Cert: a.SyslogCert, Key: a.SyslogKey, QueueMax: a.SyslogQueueMax,
 		Checkpoints: s.Config.AuditCheckpoints(),
-	}), audit.WithKeyFile(s.Config.AuditKeyFile()), audit.WithSource(audit.Node{AETitle: s.Config.AETitle}))
+	}), audit.WithKeyFile(s.Config.AuditKeyFile()), audit.WithSource(audit.Node{AETitle: s.Config.AETitle, ID: s.node}))
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (s *Server) record(m *audit.Message) {
 
 // wardNode is Ward as an audit participant.
 func (s *Server) wardNode() audit.Node {
-	n := audit.Node{AETitle: s.Config.AETitle}
+	n := audit.Node{AETitle: s.Config.AETitle, ID: s.node}
 	if s.ln != nil {
 		n.Addr = hostOf(s.ln.Addr())
 	}

@@ -59,23 +59,26 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 		return res, err
 	}
 	defer unlock()
-	release := ar.HoldDeletes()
+	release, err := ar.HoldDeletes(ctx)
+	if err != nil {
+		return res, err
+	}
 	defer func() {
 		if err := release(context.WithoutCancel(ctx)); err != nil {
 			ar.Logger.Warn("deleting the objects held during the backup failed; retried at next start", "err", err)
 		}
 	}()
+	files := snapshotFiles(idx)
 	newIndex := filepath.Join(dir, backupIndexName+".new")
-	for _, sfx := range []string{"", "-wal", "-shm"} {
-		if err := os.Remove(newIndex + sfx); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return res, fmt.Errorf("backup: removing an interrupted run's index: %w", err)
-		}
+	if err := files.RemoveSnapshot(newIndex); err != nil {
+		return res, fmt.Errorf("backup: removing an interrupted run's index: %w", err)
 	}
 	snap, err := sn.Snapshot(ctx, newIndex)
 	if err != nil {
 		return res, err
 	}
-	dst, err := store.OpenBlobs(ctx, "fs", dir)
+	// The folder is a data directory: the embedded default blobs.
+	dst, err := store.OpenBlobs(ctx, defaultBlobs, dir)
 	if err != nil {
 		snap.Close()
 		return res, fmt.Errorf("backup folder: %w", err)
@@ -129,26 +132,11 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err := copyConfig(c.DataDir, dir); err != nil {
 		return res, err
 	}
-	// The snapshot, closed, is whole in its file (its write-ahead log
-	// checkpointed); the previous index was closed cleanly and has none
-	// either, and should one be left, it must not be applied to the new
-	// index.
-	if fi, err := os.Stat(newIndex + "-wal"); err == nil && fi.Size() > 0 {
-		return res, errors.New("backup: the index snapshot's write-ahead log was not checkpointed")
-	}
 	final := filepath.Join(dir, backupIndexName)
-	for _, sfx := range []string{"-wal", "-shm"} {
-		if err := os.Remove(final + sfx); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return res, fmt.Errorf("backup: %w", err)
-		}
-	}
-	if err := os.Rename(newIndex, final); err != nil {
+	if err := files.InstallSnapshot(newIndex, final); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
-		return res, fmt.Errorf("backup: %w", err)
-	}
-	done, err := store.OpenIndex(ctx, indexBackend(c), final)
+	done, err := store.OpenIndex(ctx, storeSpec(c, "").Index, final)
 	if err != nil {
 		return res, fmt.Errorf("backup: reopening its index: %w", err)
 	}
@@ -312,11 +300,29 @@ func lockBackupDir(dir string) (func(), error) {
 	return unlock, nil
 }
 
-func indexBackend(c *config.Config) string {
-	if c.Storage.Index != "" {
-		return c.Storage.Index
+// snapshotFiles is the index's store.SnapshotFiles, or the fallback: a
+// snapshot is one file.
+func snapshotFiles(idx store.Index) store.SnapshotFiles {
+	if sf, ok := idx.(store.SnapshotFiles); ok {
+		return sf
 	}
-	return "sqlite"
+	return oneFileSnapshot{}
+}
+
+type oneFileSnapshot struct{}
+
+func (oneFileSnapshot) RemoveSnapshot(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (oneFileSnapshot) InstallSnapshot(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(to))
 }
 
 // copyConfig copies DATA/ward.toml, when there is one, into the backup

@@ -20,11 +20,6 @@ import (
 // another user or open to group or others.
 var ErrDataDirOpen = errors.New("the data directory is open to other local users")
 
-// objectTrees are the directories of the blob store (store/fsblob): the
-// check at start looks at each of them but not at the files below, which
-// may be millions (the closed directories above them keep others out).
-var objectTrees = map[string]bool{"objects": true, "pending": true, "tmp": true}
-
 // maxListed caps the paths an ErrDataDirOpen error names.
 const maxListed = 5
 

@@ -27,8 +27,6 @@ import (
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/store"
-	_ "github.com/ward-pacs/ward/store/fsblob" // embedded default blobs
-	_ "github.com/ward-pacs/ward/store/sqlite" // embedded default index
 )
 
 // ShutdownGrace is how long in-flight associations may run after a stop
@@ -47,6 +45,10 @@ type Server struct {
 	// users instead of refusing it (datadir.go).
 	FixPermissions bool
 
+	// node is this node's ID (backends.go); store is what openStore
+	// opened (index and blobs below are its own).
+	node    string
+	store   *store.Store
 	index   store.Index
 	blobs   store.Blobs
 	archive *archive.Archive
@@ -115,9 +117,17 @@ func (s *Server) Open(ctx context.Context) error {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
 	var err error
-	if s.index, s.blobs, err = openStores(ctx, c); err != nil {
+	if s.node, err = nodeID(c); err != nil {
 		return err
 	}
+	s.Logger = s.Logger.With("node", s.node)
+	spec := storeSpec(c, s.node)
+	if s.store, err = store.Open(ctx, spec); err != nil {
+		return err
+	}
+	s.index, s.blobs = s.store.Index, s.store.Blobs
+	s.Logger.Info("store opened", "index", spec.Index, "blobs", spec.Blobs,
+		"capabilities", strings.Join(s.store.Caps.Names(), " "))
 	lockAfter := c.DICOM.LockoutAfter
 	if lockAfter == 0 {
 		lockAfter = config.DefaultLockoutAfter
@@ -132,7 +142,7 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
-	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
+	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Node: s.node, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
 		MinFree: minFree, MinFreeShare: minFreeShare,
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
@@ -191,29 +201,6 @@ func (s *Server) Open(ctx context.Context) error {
 	s.active = map[*assoc.Association]struct{}{}
 	s.conns = map[net.Conn]struct{}{}
 	return nil
-}
-
-// openStores opens the configured index and blob store (the embedded
-// SQLite and filesystem ones in the data directory by default).
-func openStores(ctx context.Context, c *config.Config) (store.Index, store.Blobs, error) {
-	idxName, idxDSN := c.Storage.Index, c.Storage.IndexDSN
-	if idxName == "" {
-		idxName, idxDSN = "sqlite", c.IndexPath()
-	}
-	blobName, blobDSN := c.Storage.Blobs, c.Storage.BlobsDSN
-	if blobName == "" {
-		blobName, blobDSN = "fs", c.BlobsPath()
-	}
-	idx, err := store.OpenIndex(ctx, idxName, idxDSN)
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening index: %w", err)
-	}
-	blobs, err := store.OpenBlobs(ctx, blobName, blobDSN)
-	if err != nil {
-		idx.Close()
-		return nil, nil, fmt.Errorf("opening blob store: %w", err)
-	}
-	return idx, blobs, nil
 }
 
 // Addr is the DIMSE listener's address.

@@ -14,6 +14,13 @@ type Status struct {
 	Serving bool         `json:"serving"`
 	DataDir string       `json:"data_dir"`
 	Counts  store.Counts `json:"counts"`
+	// Node is the ID of the node reporting (backends.go), Capabilities
+	// those its store resolved (store.Caps.Names).
+	Node         string   `json:"node"`
+	Capabilities []string `json:"capabilities"`
+	// DeletionsHeld: a backup (of any node sharing the index) holds the
+	// deletion of objects.
+	DeletionsHeld bool `json:"deletions_held,omitempty"`
 	// Disk of the objects: free and total bytes, the reserve below which
 	// C-STOREs are refused, and whether they are (-1 where unknown).
 	DiskFree      int64 `json:"disk_free"`
@@ -32,7 +39,15 @@ type Status struct {
 
 // status reads the archive's counts and its disk's space.
 func status(ctx context.Context, ar *archive.Archive, c *config.Config) (*Status, error) {
-	st := &Status{DataDir: c.DataDir, DiskFree: -1, DiskTotal: -1, DiskReserve: -1}
+	caps := store.Resolve(ar.Index, ar.Blobs)
+	st := &Status{DataDir: c.DataDir, Node: ar.Node, Capabilities: caps.Names(), DiskFree: -1, DiskTotal: -1, DiskReserve: -1}
+	if caps.DeleteHolder != nil {
+		held, err := caps.DeleteHolder.DeletesHeld(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st.DeletionsHeld = held
+	}
 	if cn, ok := ar.Index.(store.Counter); ok {
 		counts, err := cn.Counts(ctx)
 		if err != nil {

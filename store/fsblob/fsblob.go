@@ -5,6 +5,7 @@
 // Layout under the directory:
 //
 //	tmp/<key>.dcm                   being written (removed by Recover)
+//	tmp/<node>/<key>.dcm            being written by node (store.NodeScoper)
 //	pending/<s1><s2>/<key>.dcm      committed, not yet published
 //	objects/<s1>/<s2>/<key>.dcm     published
 //
@@ -32,6 +33,18 @@
 // created next to many recently deleted ones are slow to create on an ext4
 // without a journal: the allocator skips inodes freed in the last minutes
 // one at a time, reading each from the inode table.
+//
+// Several nodes may share the directory (store.NodeScoper): each writes in
+// tmp/<node>/, and the keys the store chooses for a node end in ".<node>".
+// Recover then removes only what this node left: its own unfinished and
+// unreferenced pending blobs; another node's are left to that node's
+// restart, and an unreferenced pending blob of a key given by a caller
+// (no node in it) only once it is older than NodeGuard. The directory is
+// shared once another node has a tmp/<node>/; until then, and without
+// SetNode, the store serves one node: Recover decides on every pending
+// blob, whatever node its key names, and without SetNode removes every
+// unfinished one. A node retired for good leaves
+// tmp/<node>/: remove it by hand, with its blobs, once it is stopped.
 package fsblob
 
 import (
@@ -49,6 +62,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ward-pacs/ward/store"
 )
@@ -71,6 +85,11 @@ type Store struct {
 	pending string
 	tmp     string
 	closed  atomic.Bool
+
+	// node is the node ID given by SetNode ("" without one); tmpDir is
+	// where this node writes: tmp/ or tmp/<node>/.
+	node   string
+	tmpDir string
 
 	dirs sync.Map // shard directories known to exist (and be durable)
 
@@ -110,7 +129,13 @@ var (
 	_ store.IntentReader      = (*Store)(nil)
 	_ store.BatchPublisher    = (*Store)(nil)
 	_ store.UnfinishedRemover = (*Store)(nil)
+	_ store.NodeScoper        = (*Store)(nil)
 )
+
+// NodeGuard is how old an unreferenced pending blob whose key names no
+// node must be before Recover removes it from a directory several nodes
+// share: another node may be between its Commit and its index row.
+const NodeGuard = time.Hour
 
 var errNoIntent = fmt.Errorf("fsblob: no intent record: %w", store.ErrNotFound)
 
@@ -130,6 +155,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		tmp:     filepath.Join(abs, "tmp"),
 		batches: map[string]bool{},
 	}
+	s.tmpDir = s.tmp
 	for _, d := range []string{s.objects, s.pending, s.tmp} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("fsblob: open: %w", err)
@@ -196,7 +222,41 @@ func (s *Store) pendingDir(key string) string {
 func (s *Store) pendingPath(key string) string {
 	return filepath.Join(s.pendingDir(key), key+ext)
 }
-func (s *Store) tmpPath(key string) string { return filepath.Join(s.tmp, key+ext) }
+func (s *Store) tmpPath(key string) string { return filepath.Join(s.tmpDir, key+ext) }
+
+// SetNode implements store.NodeScoper: id writes in tmp/<id>/ and the keys
+// the store chooses end in ".<id>". id is 1 to 64 of A-Z a-z 0-9 _ -.
+func (s *Store) SetNode(id string) error {
+	if len(id) == 0 || len(id) > 64 || strings.ContainsAny(id, ".") || !ValidKey(id) {
+		return fmt.Errorf("fsblob: %q cannot name a node", id)
+	}
+	dir := filepath.Join(s.tmp, id)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("fsblob: %w", err)
+	}
+	if err := syncDir(s.tmp); err != nil {
+		return fmt.Errorf("fsblob: %w", err)
+	}
+	s.node, s.tmpDir = id, dir
+	return nil
+}
+
+// ownKey makes a key the store chose its node's.
+func (s *Store) ownKey(key string) string {
+	if s.node == "" {
+		return key
+	}
+	return key + "." + s.node
+}
+
+// keyNode is the node a key the store chose belongs to: "" for a key a
+// caller gave or one chosen without a node.
+func keyNode(key string) string {
+	if len(key) > 33 && key[32] == '.' {
+		return key[33:]
+	}
+	return ""
+}
 
 func (s *Store) check(key string) error {
 	if s.closed.Load() {
@@ -218,7 +278,7 @@ func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error
 		if sl := s.takeSlot(); sl != nil {
 			return &writer{s: s, key: sl.key, f: sl.f, tmp: s.pendingPath(sl.key), slot: true}, nil
 		}
-		key = newKey() // pool empty: the ordinary path, with a fresh key
+		key = s.ownKey(newKey()) // pool empty: the ordinary path, with a fresh key
 	}
 	if err := s.check(key); err != nil {
 		return nil, err
@@ -636,7 +696,7 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		return nil, err
 	}
 	for i := 0; i < n; i++ {
-		key := prefix + newKey()[4:]
+		key := s.ownKey(prefix + newKey()[4:])
 		// Known as a slot before its file exists, so that a walk of
 		// pending/ never takes it for a blob.
 		s.unused.Store(key, struct{}{})
@@ -789,34 +849,130 @@ func removeSync(p string) error {
 	return syncDir(filepath.Dir(p))
 }
 
-// RemoveUnfinished implements store.UnfinishedRemover: it empties tmp/.
+// RemoveUnfinished implements store.UnfinishedRemover: it empties tmp/,
+// or with a node (SetNode) tmp/<node>/, the files directly in tmp/ (the
+// layout before nodes), and another node's files older than NodeGuard.
 func (s *Store) RemoveUnfinished(ctx context.Context) error {
 	if s.closed.Load() {
 		return fmt.Errorf("fsblob: %w", store.ErrClosed)
 	}
-	ents, err := os.ReadDir(s.tmp)
-	if err != nil {
+	if err := s.removeUnfinished(); err != nil {
 		return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
-			return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
-		}
-	}
-	if len(ents) > 0 {
-		if err := syncDir(s.tmp); err != nil {
-			return fmt.Errorf("fsblob: removing unfinished blobs: %w", err)
-		}
 	}
 	return nil
 }
 
-// Recover removes everything in tmp/, then publishes each pending blob for
-// which keep returns true and deletes the others. Files in pending/ whose
+func (s *Store) removeUnfinished() error {
+	ents, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range ents {
+		p := filepath.Join(s.tmp, e.Name())
+		switch {
+		case s.node == "" || !e.IsDir():
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+			removed = true
+		case e.Name() == s.node:
+			if err := emptyDir(p, 0); err != nil {
+				return err
+			}
+		default: // another node's
+			if err := emptyDir(p, NodeGuard); err != nil {
+				return err
+			}
+		}
+	}
+	if removed {
+		return syncDir(s.tmp)
+	}
+	return nil
+}
+
+// emptyDir removes the entries of dir last modified more than age ago
+// (all of them for 0) and syncs dir if it removed any.
+func emptyDir(dir string, age time.Duration) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range ents {
+		if age > 0 {
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // committed or aborted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if time.Since(fi.ModTime()) < age {
+				continue
+			}
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+		removed = true
+	}
+	if removed {
+		return syncDir(dir)
+	}
+	return nil
+}
+
+// shared reports whether another node has written in the directory (has
+// a tmp/<node>/ of its own).
+func (s *Store) shared() (bool, error) {
+	if s.node == "" {
+		return false, nil
+	}
+	ents, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != s.node {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// mine says whether Recover decides on the pending blob key (whose file
+// is e): every blob when no other node shares the directory (a backup
+// folder served, a data directory given a new node ID: what the keys
+// name is then the past); else the blobs of this node, and those of keys
+// given by a caller once older than NodeGuard.
+func (s *Store) mine(key string, e fs.DirEntry, shared bool) (bool, error) {
+	switch n := keyNode(key); {
+	case !shared || n == s.node:
+		return true, nil
+	case n != "":
+		return false, nil // another node's: its restart decides
+	}
+	fi, err := e.Info()
+	if err != nil {
+		return false, err
+	}
+	return time.Since(fi.ModTime()) >= NodeGuard, nil
+}
+
+// Recover removes the unfinished blobs (RemoveUnfinished), then publishes
+// each pending blob for which keep returns true and deletes the others;
+// with a node (SetNode), only the pending blobs that are its to decide on
+// (see the package comment). Files in pending/ whose
 // names are not blob names are removed. An error from keep stops Recover.
 func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)) error {
 	if err := s.RemoveUnfinished(ctx); err != nil {
 		return err
+	}
+	shared, err := s.shared()
+	if err != nil {
+		return fmt.Errorf("fsblob: recover: %w", err)
 	}
 	dirs, err := s.pendingDirs()
 	if err != nil {
@@ -840,6 +996,11 @@ func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)
 					return fmt.Errorf("fsblob: recover: %w", err)
 				}
 				continue
+			}
+			if m, err := s.mine(key, e, shared); errors.Is(err, fs.ErrNotExist) || err == nil && !m {
+				continue // gone meanwhile, or another node's to decide on
+			} else if err != nil {
+				return fmt.Errorf("fsblob: recover: %w", err)
 			}
 			k, err := keep(key)
 			if err != nil {

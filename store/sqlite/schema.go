@@ -230,4 +230,13 @@ CREATE TABLE recorded_deletion (
 	recorded_at INTEGER NOT NULL
 );
 `,
+	// 6: holds on blob deletion, each by a node until it lapses
+	// (store.DeleteHolder).
+	`
+CREATE TABLE delete_hold (
+	pk         INTEGER PRIMARY KEY,
+	node       TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+);
+`,
 }

@@ -79,6 +79,7 @@ var (
 	_ store.BlobFinder     = (*DB)(nil)
 	_ store.InstanceWalker = (*DB)(nil)
 	_ store.Snapshotter    = (*DB)(nil)
+	_ store.DeferredSyncer = (*DB)(nil)
 )
 
 // Open opens (creating if needed) the database at path and brings its schema
@@ -318,7 +319,20 @@ func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
 		os.Remove(abs)
 		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
 	}
-	return Open(ctx, abs)
+	snap, err := Open(ctx, abs)
+	if err != nil {
+		return nil, err
+	}
+	// The holds on deletion are this archive's nodes' (the backup's own
+	// among them), not the copy's.
+	if err := snap.w.do(ctx, func(w *writer) error {
+		_, err := w.conn.ExecContext(ctx, `DELETE FROM delete_hold`)
+		return err
+	}); err != nil {
+		snap.Close()
+		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
+	}
+	return snap, nil
 }
 
 // mkdirAllSync is os.MkdirAll that also fsyncs the parent of each

@@ -1,7 +1,10 @@
 // Package storetest is the conformance suite every store backend passes.
 // A backend's test calls TestIndex or TestBlobs with a function that opens a
 // fresh, empty store, and TestRecovery with a function that opens an index
-// and blobs pair over one persistent location.
+// and blobs pair over one persistent location. TestMatrix runs all of it,
+// and TestNodes (the multi-node contract), over every pairing of the
+// backends Ward is built with, opened by store.Open, and checks that each
+// still has the capabilities it is meant to.
 package storetest
 
 import (
@@ -635,6 +638,7 @@ func TestIndex(t *testing.T, open func(t *testing.T) store.Index) {
 			t.Fatalf("recorded deletions after one is forgotten: %+v %v", d, err)
 		}
 	})
+	testIndexCaps(run)
 }
 
 func writeBlob(t *testing.T, bs store.Blobs, key string, data []byte, commit bool) store.BlobWriter {
@@ -987,6 +991,7 @@ func TestBlobs(t *testing.T, open func(t *testing.T) store.Blobs) {
 			}
 		}
 	})
+	testBlobsCaps(run)
 }
 
 // Reopen opens an index and blob store over one persistent location; each

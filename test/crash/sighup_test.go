@@ -3,6 +3,7 @@ package crash
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,7 +24,14 @@ func TestSIGHUPReloadsPeers(t *testing.T) {
 	if err := w.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	w.WaitLog(t, `msg="configuration reloaded" peers=2`, 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	reloaded := regexp.MustCompile(`msg="configuration reloaded" node=\S+ peers=2`)
+	for !reloaded.MatchString(w.Log.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", w.Log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	select {
 	case <-w.Done():
 		t.Fatalf("ward exited on SIGHUP: %v", w.Err())

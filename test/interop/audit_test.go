@@ -48,6 +48,18 @@ func TestAuditTrailDCMTK(t *testing.T) {
 	if !strings.Contains(alert.XML, `UserID="INTRUDER"`) || !strings.Contains(alert.XML, "NOTWARD") || !strings.Contains(alert.XML, `csd-code="110113"`) {
 		t.Errorf("security alert: %s", alert.XML)
 	}
+	// Ward is named with its node ID, in the record and in the log.
+	nodeID, err := os.ReadFile(filepath.Join(w.dir, "node-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := strings.TrimSpace(string(nodeID))
+	if !strings.Contains(alert.XML, `UserID="WARD" AlternativeUserID="`+node+`"`) {
+		t.Errorf("the security alert does not name node %s: %s", node, alert.XML)
+	}
+	if !strings.Contains(w.log.String(), "node="+node) {
+		t.Errorf("the log does not name node %s", node)
+	}
 
 	// storescu: six instances in three studies of two patients.
 	a := &dimsetest.Archive{}

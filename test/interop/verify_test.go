@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,19 +117,26 @@ func TestStatus(t *testing.T) {
 	if out, err := dcmtk("storescu", append([]string{"-aec", "WARD", w.host, w.port}, files...)...).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	node, err := os.ReadFile(filepath.Join(w.dir, "node-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	o, code := wardCLI(t, "status", "--data", w.dir)
-	if code != 0 || !strings.Contains(o, "running on") || strings.Contains(o, "not running") ||
+	if code != 0 || !strings.Contains(o, "running on") || strings.Contains(o, "not running") || !strings.Contains(o, "node:          "+strings.TrimSpace(string(node))) ||
 		!strings.Contains(o, "2 patients, 2 studies, 2 series, 2 instances") || !strings.Contains(o, "16 MiB kept in reserve; C-STOREs accepted") {
 		t.Fatalf("status: %d\n%s", code, o)
 	}
 	w.stop()
 	o, code = wardCLI(t, "status", "--json", "--data", w.dir)
 	var st struct {
-		Serving  bool
-		Counts   struct{ Instances int64 }
-		DiskFree int64 `json:"disk_free"`
+		Serving      bool
+		Node         string
+		Capabilities []string
+		Counts       struct{ Instances int64 }
+		DiskFree     int64 `json:"disk_free"`
 	}
-	if err := json.Unmarshal([]byte(o), &st); code != 0 || err != nil || st.Serving || st.Counts.Instances != 2 || st.DiskFree <= 0 {
+	if err := json.Unmarshal([]byte(o), &st); code != 0 || err != nil || st.Serving || st.Counts.Instances != 2 || st.DiskFree <= 0 ||
+		st.Node != strings.TrimSpace(string(node)) || !slices.Contains(st.Capabilities, "Snapshotter") {
 		t.Fatalf("status of the stopped Ward: %d %v\n%s", code, err, o)
 	}
 }

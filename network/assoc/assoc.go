@@ -156,6 +156,9 @@ type Association struct {
 	// starts anew.
 	busy     atomic.Int32
 	idleKick chan struct{}
+	// workEnded is when the last work for the peer ended (UnixNano): the
+	// idle timer may fire just as it ends, before idleKick is taken.
+	workEnded atomic.Int64
 
 	// To the service user.
 	indications chan indication
@@ -347,6 +350,7 @@ func (a *Association) Busy() (done func()) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			a.workEnded.Store(time.Now().UnixNano())
 			if a.busy.Add(-1) == 0 {
 				select {
 				case a.idleKick <- struct{}{}:

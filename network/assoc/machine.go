@@ -63,6 +63,16 @@ func (a *Association) idleExpired() {
 		a.resetIdle()
 		return
 	}
+	if ended := a.workEnded.Load(); ended != 0 {
+		// Work that ended less than IdleTimeout ago (its idleKick not yet
+		// taken when the timer fired): the idle period runs from its end.
+		if rest := a.cfg.IdleTimeout - time.Since(time.Unix(0, ended)); rest > 0 {
+			if a.state >= ul.Sta6 && a.state <= ul.Sta12 {
+				a.idle.Reset(rest)
+			}
+			return
+		}
+	}
 	if a.state >= ul.Sta6 && a.state <= ul.Sta12 {
 		a.step(event{evt: ul.Evt15, abort: &pdu.Abort{Source: pdu.AbortSourceProvider}, err: fmt.Errorf("%w: idle for %s (no pdu received or sent, no work in progress)", ErrTimeout, a.cfg.IdleTimeout)})
 	}

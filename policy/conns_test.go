@@ -4,19 +4,17 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-
-	"github.com/ward-pacs/ward/internal/config"
 )
 
 func TestBindsSource(t *testing.T) {
 	old := LookupHost
 	LookupHost = func(host string) ([]string, error) { return []string{"192.0.2.7"}, nil }
 	defer func() { LookupHost = old }()
-	c := config.Default()
-	c.Peers = []config.Peer{
+	c := defaultRules()
+	c.Peers = []Peer{
 		{AETitle: "BYHOST", Host: "10.1.2.3"},
 		{AETitle: "BYNAME", Host: "modality.example"},
-		{AETitle: "BYNET", Networks: []string{"172.16.0.0/24"}},
+		{AETitle: "BYNET", Networks: nets("172.16.0.0/24")},
 		{AETitle: "PINNED", CertFingerprint: strings.Repeat("ab", 32)},
 		{AETitle: "NOWHERE"},
 	}

@@ -9,9 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/network/pdu"
 )
 
 // TestSourceCountResetOnlyByItsOwnSuccess: a success resets a source's
@@ -207,7 +204,7 @@ func TestParallelGuesses(t *testing.T) {
 // the verifications it runs.
 type slowIdentity struct{ runs atomic.Int32 }
 
-func (s *slowIdentity) Verify(_ context.Context, id *pdu.UserIdentity) (string, []byte, error) {
+func (s *slowIdentity) Verify(_ context.Context, id *Credential) (string, []byte, error) {
 	s.runs.Add(1)
 	time.Sleep(2 * time.Millisecond)
 	if string(id.Primary) == "alice" && string(id.Secondary) == "right" {
@@ -222,14 +219,14 @@ func (s *slowIdentity) Verify(_ context.Context, id *pdu.UserIdentity) (string, 
 // the peer's /24. Each gets at most lockout_after verdicts, and the
 // refusal that locks the account says so.
 func TestAdmitIdentityLockout(t *testing.T) {
-	c := config.Default()
-	c.Peers = []config.Peer{
-		{AETitle: "IDMOD", Networks: []string{"10.1.2.0/24"}, Allow: []string{"store"}, RequireIdentity: true},
-		{AETitle: "OPEN", Networks: []string{"10.1.2.0/24"}, Allow: []string{"echo"}},
+	c := defaultRules()
+	c.Peers = []Peer{
+		{AETitle: "IDMOD", Networks: nets("10.1.2.0/24"), Allow: perms("store"), RequireIdentity: true},
+		{AETitle: "OPEN", Networks: nets("10.1.2.0/24"), Allow: perms("echo")},
 	}
-	guess := func(n int) *pdu.AssociateRQ {
+	guess := func(n int) Request {
 		r := rq("IDMOD")
-		r.UserInfo.UserIdentity = &pdu.UserIdentity{Type: pdu.IdentityUsernamePasscode, Primary: []byte("alice"), Secondary: fmt.Appendf(nil, "guess%d", n)}
+		r.Credential = &Credential{Type: UsernamePasscode, Primary: []byte("alice"), Secondary: fmt.Appendf(nil, "guess%d", n)}
 		return r
 	}
 	setup := func() (*Policy, *Limiter, *slowIdentity) {
@@ -292,7 +289,7 @@ func TestAdmitIdentityLockout(t *testing.T) {
 			if r == nil {
 				t.Fatal("a wrong passcode admitted")
 			}
-			if i >= 5 && (r.RJ.Result != pdu.RejectTransient || r.Account != "alice") {
+			if i >= 5 && (!r.Transient() || r.Account != "alice") {
 				t.Fatalf("guess %d: %+v", i, r)
 			}
 		}
@@ -302,8 +299,8 @@ func TestAdmitIdentityLockout(t *testing.T) {
 		// The right passcode is locked out too (until the lockout ends),
 		// whoever sends it: a lockout cannot tell the owner from a guesser.
 		right := rq("IDMOD")
-		right.UserInfo.UserIdentity = &pdu.UserIdentity{Type: pdu.IdentityUsernamePasscode, Primary: []byte("alice"), Secondary: []byte("right")}
-		if _, r := p.Admit(t.Context(), right, Conn{Remote: netip.MustParseAddr("10.1.2.200"), TLS: true}); r == nil || r.RJ.Result != pdu.RejectTransient {
+		right.Credential = &Credential{Type: UsernamePasscode, Primary: []byte("alice"), Secondary: []byte("right")}
+		if _, r := p.Admit(t.Context(), right, Conn{Remote: netip.MustParseAddr("10.1.2.200"), TLS: true}); r == nil || !r.Transient() {
 			t.Fatalf("the right passcode during the lockout: %+v", r)
 		}
 	})
@@ -312,7 +309,7 @@ func TestAdmitIdentityLockout(t *testing.T) {
 // busyIdentity never gets a free verifier before the deadline.
 type busyIdentity struct{}
 
-func (busyIdentity) Verify(ctx context.Context, _ *pdu.UserIdentity) (string, []byte, error) {
+func (busyIdentity) Verify(ctx context.Context, _ *Credential) (string, []byte, error) {
 	<-ctx.Done()
 	return "", nil, fmt.Errorf("user identity: busy: %w", ctx.Err())
 }
@@ -320,8 +317,8 @@ func (busyIdentity) Verify(ctx context.Context, _ *pdu.UserIdentity) (string, []
 // TestAdmitBusyIsNoVerdict: a verification that did not finish is refused
 // as transient and counted against neither the account nor the source.
 func TestAdmitBusyIsNoVerdict(t *testing.T) {
-	c := config.Default()
-	c.Peers = []config.Peer{{AETitle: "IDMOD", Networks: []string{"10.1.2.0/24"}, Allow: []string{"store"}, RequireIdentity: true}}
+	c := defaultRules()
+	c.Peers = []Peer{{AETitle: "IDMOD", Networks: nets("10.1.2.0/24"), Allow: perms("store"), RequireIdentity: true}}
 	p, err := New(c, busyIdentity{})
 	if err != nil {
 		t.Fatal(err)
@@ -331,11 +328,11 @@ func TestAdmitBusyIsNoVerdict(t *testing.T) {
 	src := netip.MustParseAddr("10.1.2.3")
 	for range 4 {
 		r := rq("IDMOD")
-		r.UserInfo.UserIdentity = &pdu.UserIdentity{Type: pdu.IdentityUsernamePasscode, Primary: []byte("alice"), Secondary: []byte("x")}
+		r.Credential = &Credential{Type: UsernamePasscode, Primary: []byte("alice"), Secondary: []byte("x")}
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
 		_, ref := p.Admit(ctx, r, Conn{Remote: src, TLS: true})
 		cancel()
-		if ref == nil || ref.RJ.Result != pdu.RejectTransient || ref.Counted || !ref.AccountLocked.IsZero() {
+		if ref == nil || !ref.Transient() || ref.Counted || !ref.AccountLocked.IsZero() {
 			t.Fatalf("busy: %+v", ref)
 		}
 	}

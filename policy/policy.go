@@ -1,9 +1,13 @@
 // Package policy decides who may do what: which calling peers are admitted
-// to an association, from where and with which credentials, and which DIMSE
-// services each may use. It is built from the configuration (config.Peer,
-// [dicom] and [identity]) and rebuilt on reload; its decisions are asked
-// for at association negotiation (SECURITY.md, "Policy first"), and every
-// refusal carries the reason the audit trail records.
+// to an association, from where and with which credentials, and which
+// services (permissions) each may use. It owns its rule types (Rules,
+// Peer, Permission, Credential); internal/config translates the TOML
+// schema into them (config.Config.Policy), and the network front end maps
+// DIMSE onto them (abstract syntaxes onto permissions, the user identity
+// sub-item onto a Credential, a Refusal onto an A-ASSOCIATE-RJ). It is
+// rebuilt on reload; its decisions are asked for at association
+// negotiation (SECURITY.md, "Policy first"), and every refusal carries the
+// reason the audit trail records.
 package policy
 
 import (
@@ -21,21 +25,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/network/dimse"
-	"github.com/ward-pacs/ward/network/pdu"
-)
-
-// The services a peer may be allowed (config.Peer.Allow).
-const (
-	Echo      = "echo"
-	Store     = "store"
-	Find      = "find"
-	Move      = "move"
-	Get       = "get"
-	BulkQuery = "bulk-query"
 )
 
 // Conn is what Ward knows of a connection when its association request
@@ -81,7 +70,7 @@ type Grant struct {
 	AETitle string
 	// Peer is the registered peer; nil when the association was admitted
 	// by the loopback any-AE opt-in.
-	Peer *config.Peer
+	Peer *Peer
 	// AnyAE: admitted by [dicom] loopback_any_ae, with every service.
 	AnyAE bool
 	// User is the verified user identity (username, or a JWT's subject);
@@ -95,18 +84,22 @@ type Grant struct {
 	// MaxAssociations bounds this peer's concurrent associations.
 	MaxAssociations int
 
-	services map[string]bool
+	perms map[Permission]bool
 }
 
-// Allows reports whether the grant includes service.
-func (g *Grant) Allows(service string) bool { return g != nil && g.services[service] }
+// Has reports whether the grant includes perm.
+func (g *Grant) Has(perm Permission) bool { return g != nil && g.perms[perm] }
 
-// Services lists the allowed services.
-func (g *Grant) Services() []string {
-	var out []string
-	for _, s := range config.Services {
-		if g.services[s] {
-			out = append(out, s)
+// Allows reports whether the grant includes the permission named perm
+// (archive.Grant: the archive names permissions by the same strings).
+func (g *Grant) Allows(perm string) bool { return g.Has(Permission(perm)) }
+
+// Permissions lists the granted permissions, in the order of Permissions.
+func (g *Grant) Permissions() []Permission {
+	var out []Permission
+	for _, p := range Permissions {
+		if g.perms[p] {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -114,7 +107,9 @@ func (g *Grant) Services() []string {
 
 // Refusal is an association refused by policy.
 type Refusal struct {
-	RJ *pdu.AssociateRJ
+	// Kind is the class of refusal; the front end answers by it (the
+	// DIMSE one with an A-ASSOCIATE-RJ).
+	Kind RefusalKind
 	// Reason says why, for the log and the audit trail (no patient data).
 	Reason string
 	// Alert marks a refusal the audit trail reports as a Security Alert
@@ -135,17 +130,21 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return r.Reason }
 
-func refuse(reason byte, alert bool, format string, args ...any) *Refusal {
+// Transient reports whether the refusal is no verdict on the caller (a
+// limit or a lockout): it is not counted towards the source's lockout.
+func (r *Refusal) Transient() bool { return r.Kind == RefusedBusy }
+
+func refuse(kind RefusalKind, alert bool, format string, args ...any) *Refusal {
 	return &Refusal{
-		RJ:     &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: reason},
+		Kind:   kind,
 		Reason: fmt.Sprintf(format, args...),
 		Alert:  alert,
 	}
 }
 
-// Identity verifies a user identity request (policy/identity.Verifier).
+// Identity verifies a user's credential (policy/identity.Verifier).
 type Identity interface {
-	Verify(ctx context.Context, id *pdu.UserIdentity) (user string, response []byte, err error)
+	Verify(ctx context.Context, cred *Credential) (user string, response []byte, err error)
 }
 
 // Policy is the admission and permission policy built from one
@@ -171,21 +170,21 @@ func (p *Policy) WithLimiter(l *Limiter) *Policy {
 // FailKey is what a refusal or a success of rq is attributed to in the
 // source lockout (Limiter.FailedAs, Succeeded): its calling AE title and
 // the user name it claims, if any.
-func FailKey(rq *pdu.AssociateRQ) string {
+func FailKey(rq Request) string {
 	key := strings.TrimSpace(rq.CallingAETitle) + "\x00"
-	if id := rq.UserInfo.UserIdentity; id != nil && (id.Type == pdu.IdentityUsername || id.Type == pdu.IdentityUsernamePasscode) {
-		key += accountKey(string(id.Primary))
+	if c := rq.Credential; c != nil && (c.Type == Username || c.Type == UsernamePasscode) {
+		key += accountKey(string(c.Primary))
 	}
 	return key
 }
 
 type peerRule struct {
-	peer        config.Peer
+	peer        Peer
 	nets        []netip.Prefix // source networks; empty: no source rule
 	host        *hostBinding   // bound to a host name's addresses, or nil
 	fingerprint string         // lower-case hex SHA-256 of the DER; "": none
 	requireTLS  bool
-	services    map[string]bool
+	perms       map[Permission]bool
 	unbound     string // why the peer cannot be admitted at all, or ""
 }
 
@@ -250,37 +249,42 @@ func (h *hostBinding) admits(a netip.Addr) (bool, error) {
 	return inNets(a, l.nets), l.err
 }
 
-// New builds the policy of c (already validated). id verifies user
-// identities; nil refuses every identity.
-func New(c *config.Config, id Identity) (*Policy, error) {
+// New builds the policy of rules. id verifies user identities; nil
+// refuses every identity. It fails on a rule that cannot be applied (an
+// invalid network prefix, a fingerprint that is not a SHA-256, a
+// permission policy does not know).
+func New(rules Rules, id Identity) (*Policy, error) {
 	p := &Policy{
 		peers:      map[string]*peerRule{},
-		anyAE:      c.DICOM.LoopbackAnyAE,
-		maxPerPeer: c.DICOM.MaxAssociationsPerPeer,
-		maxResults: c.Query.MaxResults,
+		anyAE:      rules.LoopbackAnyAE,
+		maxPerPeer: rules.MaxAssociationsPerPeer,
+		maxResults: rules.MaxResults,
 		identity:   id,
 	}
-	for _, n := range c.DICOM.PlaintextNetworks {
-		pf, err := netip.ParsePrefix(n)
-		if err != nil {
-			return nil, fmt.Errorf("dicom plaintext_networks: %q is not a CIDR", n)
+	for _, pf := range rules.PlaintextNetworks {
+		if !pf.IsValid() {
+			return nil, errors.New("plaintext networks: an invalid prefix")
 		}
 		p.plainNets = append(p.plainNets, pf.Masked())
 	}
-	for _, peer := range c.Peers {
-		r := &peerRule{peer: peer, requireTLS: peer.RequireTLS, services: map[string]bool{}}
+	for _, peer := range rules.Peers {
+		peer.Allow = slices.Clone(peer.Allow)
+		peer.Networks = slices.Clone(peer.Networks)
+		r := &peerRule{peer: peer, requireTLS: peer.RequireTLS, perms: map[Permission]bool{}}
 		for _, s := range peer.Allow {
-			r.services[s] = true
+			if !slices.Contains(Permissions, s) {
+				return nil, fmt.Errorf("peer %s: unknown permission %q", peer.AETitle, s)
+			}
+			r.perms[s] = true
 		}
-		for _, n := range peer.Networks {
-			pf, err := netip.ParsePrefix(n)
-			if err != nil {
-				return nil, fmt.Errorf("peer %s: network %q is not a CIDR", peer.AETitle, n)
+		for _, pf := range peer.Networks {
+			if !pf.IsValid() {
+				return nil, fmt.Errorf("peer %s: an invalid network prefix", peer.AETitle)
 			}
 			r.nets = append(r.nets, pf.Masked())
 		}
 		if peer.CertFingerprint != "" {
-			fp, err := config.ParseFingerprint(peer.CertFingerprint)
+			fp, err := ParseFingerprint(peer.CertFingerprint)
 			if err != nil {
 				return nil, fmt.Errorf("peer %s: %w", peer.AETitle, err)
 			}
@@ -339,49 +343,49 @@ func Fingerprint(cert *x509.Certificate) string {
 
 // Admit decides on an association request whose called AE title is
 // Ward's. It returns the grant, or the refusal to answer with.
-func (p *Policy) Admit(ctx context.Context, rq *pdu.AssociateRQ, c Conn) (*Grant, *Refusal) {
+func (p *Policy) Admit(ctx context.Context, rq Request, c Conn) (*Grant, *Refusal) {
 	calling := strings.TrimSpace(rq.CallingAETitle)
 	if !c.TLS && !c.LoopbackListener && !inNets(c.Remote, p.plainNets) && !c.Remote.IsLoopback() {
-		return nil, refuse(pdu.RejectNoReason, true, "plain DIMSE from %s, outside the networks acknowledged for plaintext ([dicom] plaintext_networks)", c.Remote)
+		return nil, refuse(RefusedNoReason, true, "plain DIMSE from %s, outside the networks acknowledged for plaintext ([dicom] plaintext_networks)", c.Remote)
 	}
 	r, ok := p.peers[calling]
 	if !ok {
 		if p.anyAE && !c.TLS && c.LoopbackListener && c.Remote.IsLoopback() {
-			g := &Grant{AETitle: calling, AnyAE: true, MaxResults: p.maxResults, MaxAssociations: p.maxPerPeer, services: map[string]bool{}}
-			for _, s := range config.Services {
-				g.services[s] = true
+			g := &Grant{AETitle: calling, AnyAE: true, MaxResults: p.maxResults, MaxAssociations: p.maxPerPeer, perms: map[Permission]bool{}}
+			for _, s := range Permissions {
+				g.perms[s] = true
 			}
 			return p.identify(ctx, rq, c, g, false)
 		}
-		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "calling AE title %q is not a registered peer", calling)
+		return nil, refuse(RefusedCaller, true, "calling AE title %q is not a registered peer", calling)
 	}
 	if r.unbound != "" {
-		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s is %s", calling, r.unbound)
+		return nil, refuse(RefusedCaller, true, "peer %s is %s", calling, r.unbound)
 	}
 	if r.requireTLS && !c.TLS {
-		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s must call over TLS (it called on the plain listener)", calling)
+		return nil, refuse(RefusedCaller, true, "peer %s must call over TLS (it called on the plain listener)", calling)
 	}
 	if r.fingerprint != "" {
 		switch {
 		case c.Cert == nil:
-			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s is pinned to a client certificate and presented none", calling)
+			return nil, refuse(RefusedCaller, true, "peer %s is pinned to a client certificate and presented none", calling)
 		case Fingerprint(c.Cert) != r.fingerprint:
-			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s presented a client certificate (SHA-256 %s) other than the one it is pinned to", calling, Fingerprint(c.Cert))
+			return nil, refuse(RefusedCaller, true, "peer %s presented a client certificate (SHA-256 %s) other than the one it is pinned to", calling, Fingerprint(c.Cert))
 		}
 	}
 	if len(r.nets) > 0 && !inNets(c.Remote, r.nets) {
-		return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s called from %s, outside the source it is bound to", calling, c.Remote)
+		return nil, refuse(RefusedCaller, true, "peer %s called from %s, outside the source it is bound to", calling, c.Remote)
 	}
 	if r.host != nil {
 		switch ok, err := r.host.admits(c.Remote); {
 		case !ok && err != nil:
-			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s is bound to its host %s, which does not resolve: %v", calling, r.host.name, err)
+			return nil, refuse(RefusedCaller, true, "peer %s is bound to its host %s, which does not resolve: %v", calling, r.host.name, err)
 		case !ok:
-			return nil, refuse(pdu.RejectCallingAENotRecognized, true, "peer %s called from %s, which is not an address of its host %s", calling, c.Remote, r.host.name)
+			return nil, refuse(RefusedCaller, true, "peer %s called from %s, which is not an address of its host %s", calling, c.Remote, r.host.name)
 		}
 	}
 	peer := r.peer
-	g := &Grant{AETitle: calling, Peer: &peer, services: r.services, MaxResults: p.maxResults, MaxAssociations: p.maxPerPeer}
+	g := &Grant{AETitle: calling, Peer: &peer, perms: r.perms, MaxResults: p.maxResults, MaxAssociations: p.maxPerPeer}
 	if peer.MaxResults != 0 {
 		g.MaxResults = peer.MaxResults
 	}
@@ -400,21 +404,21 @@ func (p *Policy) Admit(ctx context.Context, rq *pdu.AssociateRQ, c Conn) (*Grant
 // Limiter has room for it (see Limiter.Reserve); one refused without
 // being checked gets rejected-transient, local limit exceeded, as a
 // locked-out source does.
-func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, c Conn, g *Grant, required bool) (*Grant, *Refusal) {
-	id := rq.UserInfo.UserIdentity
+func (p *Policy) identify(ctx context.Context, rq Request, c Conn, g *Grant, required bool) (*Grant, *Refusal) {
+	id := rq.Credential
 	if id == nil {
 		if required {
-			return nil, refuse(pdu.RejectNoReason, true, "peer %s must present a user identity (username and passcode, or a JWT)", g.AETitle)
+			return nil, refuse(RefusedNoReason, true, "peer %s must present a user identity (username and passcode, or a JWT)", g.AETitle)
 		}
 		return g, nil
 	}
 	if p.identity == nil {
-		return nil, refuse(pdu.RejectNoReason, true, "peer %s presented a user identity and none is configured", g.AETitle)
+		return nil, refuse(RefusedNoReason, true, "peer %s presented a user identity and none is configured", g.AETitle)
 	}
 	var att *Attempt
 	account := ""
-	if p.limits != nil && (id.Type == pdu.IdentityUsernamePasscode || id.Type == pdu.IdentityJWT) {
-		if id.Type == pdu.IdentityUsernamePasscode {
+	if p.limits != nil && (id.Type == UsernamePasscode || id.Type == JWT) {
+		if id.Type == UsernamePasscode {
 			account = string(id.Primary)
 		}
 		a, lock, err := p.limits.Reserve(ctx, c.Remote, account)
@@ -438,7 +442,7 @@ func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, c Conn, g *G
 		return nil, refuseTransient("peer %s: user identity not checked: %v", g.AETitle, err)
 	}
 	if err != nil {
-		r := refuse(pdu.RejectNoReason, true, "peer %s: user identity refused: %v", g.AETitle, err)
+		r := refuse(RefusedNoReason, true, "peer %s: user identity refused: %v", g.AETitle, err)
 		if att != nil {
 			r.AccountLocked, r.SourceLocked = att.Done(Refused, FailKey(rq))
 			r.Counted, r.Account = true, account
@@ -456,47 +460,27 @@ func (p *Policy) identify(ctx context.Context, rq *pdu.AssociateRQ, c Conn, g *G
 	return g, nil
 }
 
-// ServiceOf names the service an abstract syntax is used for, "" when
-// Ward provides none for it. Storage SOP classes are "store" (the
-// requestor sends) — or, with the requestor in the SCP role, what C-GET
-// retrieves into.
-func ServiceOf(abstract string, private func(string) bool) string {
-	switch qr := dimse.QRCommand(abstract); {
-	case abstract == dimse.VerificationSOPClass:
-		return Echo
-	case qr == dimse.CFindRQ:
-		return Find
-	case qr == dimse.CMoveRQ:
-		return Move
-	case qr == dimse.CGetRQ:
-		return Get
-	case dicom.IsStorageSOPClass(abstract) || (private != nil && private(abstract)):
-		return Store
+// AllowsContext reports whether g may use a presentation context needing
+// perm ("" when the context is for nothing Ward provides), proposed with
+// the requestor in the SCP role or not. A storage context is allowed to a
+// peer with store, or, for C-GET, to a peer with get that proposes the SCP
+// role (the SCU role is then withdrawn: see StoreRole).
+func (g *Grant) AllowsContext(perm Permission, requestorSCP bool) bool {
+	if perm == Store {
+		return g.Has(Store) || (requestorSCP && g.Has(Get))
 	}
-	return ""
-}
-
-// AllowsContext reports whether g may use a presentation context for
-// abstract, proposed with the requestor in the SCP role or not. A storage
-// context is allowed to a peer with store, or, for C-GET, to a peer with
-// get that proposes the SCP role (the SCU role is then withdrawn: see
-// StoreRole).
-func (g *Grant) AllowsContext(service string, requestorSCP bool) bool {
-	if service == Store {
-		return g.Allows(Store) || (requestorSCP && g.Allows(Get))
-	}
-	return service != "" && g.Allows(service)
+	return perm != "" && g.Has(perm)
 }
 
 // StoreRole reports whether the requestor may keep the SCU role (send
 // C-STORE) on a storage context.
-func (g *Grant) StoreRole() bool { return g.Allows(Store) }
+func (g *Grant) StoreRole() bool { return g.Has(Store) }
 
-// Required lists what a policy refusal of a service is missing, for the
-// DIMSE error comment.
-func Required(service string) string {
-	if slices.Contains(config.Services, service) {
-		return "the " + service + " permission"
+// Required lists what a policy refusal of a permission is missing, for
+// the error comment.
+func Required(perm string) string {
+	if slices.Contains(Permissions, Permission(perm)) {
+		return "the " + perm + " permission"
 	}
 	return "a permission Ward does not grant"
 }
@@ -506,7 +490,7 @@ func Required(service string) string {
 // own, since the lockout behind it was one.
 func refuseTransient(format string, args ...any) *Refusal {
 	return &Refusal{
-		RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+		Kind:   RefusedBusy,
 		Reason: fmt.Sprintf(format, args...),
 	}
 }

@@ -7,75 +7,72 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/network/pdu"
 )
 
 type fakeIdentity struct{}
 
-func (fakeIdentity) Verify(_ context.Context, id *pdu.UserIdentity) (string, []byte, error) {
+func (fakeIdentity) Verify(_ context.Context, id *Credential) (string, []byte, error) {
 	if string(id.Primary) == "alice" && string(id.Secondary) == "right" {
 		return "alice", nil, nil
 	}
 	return "", nil, errors.New("bad credentials")
 }
 
-func rq(calling string) *pdu.AssociateRQ {
-	return &pdu.AssociateRQ{CallingAETitle: calling, CalledAETitle: "WARD"}
+func rq(calling string) Request {
+	return Request{CallingAETitle: calling}
 }
 
 func TestAdmit(t *testing.T) {
 	cert := &x509.Certificate{Raw: []byte("client certificate")}
 	other := &x509.Certificate{Raw: []byte("another certificate")}
-	c := config.Default()
-	c.Peers = []config.Peer{
-		{AETitle: "MODALITY", Host: "127.0.0.1", Port: 104, Allow: []string{"echo", "store"}},
-		{AETitle: "WORKSTATION", Networks: []string{"10.1.0.0/16"}, Allow: []string{"echo", "find", "move"}, MaxResults: 50},
-		{AETitle: "PINNED", CertFingerprint: Fingerprint(cert), Allow: []string{"echo", "get"}},
-		{AETitle: "NAMED", RequireIdentity: true, Host: "127.0.0.1", Allow: []string{"echo"}},
-		{AETitle: "UNBOUND", Allow: []string{"echo"}},
-		{AETitle: "TLSONLY", Host: "127.0.0.1", RequireTLS: true, Allow: []string{"echo"}},
+	c := defaultRules()
+	c.Peers = []Peer{
+		{AETitle: "MODALITY", Host: "127.0.0.1", Allow: perms("echo", "store")},
+		{AETitle: "WORKSTATION", Networks: nets("10.1.0.0/16"), Allow: perms("echo", "find", "move"), MaxResults: 50},
+		{AETitle: "PINNED", CertFingerprint: Fingerprint(cert), Allow: perms("echo", "get")},
+		{AETitle: "NAMED", RequireIdentity: true, Host: "127.0.0.1", Allow: perms("echo")},
+		{AETitle: "UNBOUND", Allow: perms("echo")},
+		{AETitle: "TLSONLY", Host: "127.0.0.1", RequireTLS: true, Allow: perms("echo")},
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
 	lan := netip.MustParseAddr("10.1.2.3")
 	plainLo := Conn{Remote: lo, LoopbackListener: true}
 	for _, anyAE := range []bool{false, true} {
-		c.DICOM.LoopbackAnyAE = anyAE
+		c.LoopbackAnyAE = anyAE
 		p, err := New(c, fakeIdentity{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		withID := func(calling, user, pass string) *pdu.AssociateRQ {
+		withID := func(calling, user, pass string) Request {
 			r := rq(calling)
-			r.UserInfo.UserIdentity = &pdu.UserIdentity{Type: 2, Primary: []byte(user), Secondary: []byte(pass), PositiveResponse: true}
+			r.Credential = &Credential{Type: 2, Primary: []byte(user), Secondary: []byte(pass), PositiveResponse: true}
 			return r
 		}
 		for _, tc := range []struct {
 			name   string
-			rq     *pdu.AssociateRQ
+			rq     Request
 			conn   Conn
-			reason byte // 0: admitted
-			allow  string
+			reason RefusalKind // 0: admitted
+			allow  Permission
 		}{
 			{"registered peer from its host", rq("MODALITY"), plainLo, 0, Store},
-			{"registered peer from another source", rq("MODALITY"), Conn{Remote: netip.MustParseAddr("127.0.0.9"), LoopbackListener: true}, pdu.RejectCallingAENotRecognized, ""},
-			{"unknown calling AE", rq("NOBODY"), plainLo, map[bool]byte{false: pdu.RejectCallingAENotRecognized, true: 0}[anyAE], Find},
-			{"unknown calling AE over TLS", rq("NOBODY"), Conn{Remote: lo, TLS: true, LoopbackListener: true}, pdu.RejectCallingAENotRecognized, ""},
+			{"registered peer from another source", rq("MODALITY"), Conn{Remote: netip.MustParseAddr("127.0.0.9"), LoopbackListener: true}, RefusedCaller, ""},
+			{"unknown calling AE", rq("NOBODY"), plainLo, map[bool]RefusalKind{false: RefusedCaller, true: 0}[anyAE], Find},
+			{"unknown calling AE over TLS", rq("NOBODY"), Conn{Remote: lo, TLS: true, LoopbackListener: true}, RefusedCaller, ""},
 			{"peer bound to a network, inside", rq("WORKSTATION"), Conn{Remote: lan, TLS: true}, 0, Move},
-			{"peer bound to a network, outside", rq("WORKSTATION"), Conn{Remote: netip.MustParseAddr("10.2.0.1"), TLS: true}, pdu.RejectCallingAENotRecognized, ""},
+			{"peer bound to a network, outside", rq("WORKSTATION"), Conn{Remote: netip.MustParseAddr("10.2.0.1"), TLS: true}, RefusedCaller, ""},
 			{"pinned peer, right certificate", rq("PINNED"), Conn{Remote: lan, TLS: true, Cert: cert}, 0, Get},
-			{"pinned peer, other certificate", rq("PINNED"), Conn{Remote: lan, TLS: true, Cert: other}, pdu.RejectCallingAENotRecognized, ""},
-			{"pinned peer, no certificate", rq("PINNED"), Conn{Remote: lan, TLS: true}, pdu.RejectCallingAENotRecognized, ""},
-			{"pinned peer, plain", rq("PINNED"), plainLo, pdu.RejectCallingAENotRecognized, ""},
-			{"TLS-only peer, plain", rq("TLSONLY"), plainLo, pdu.RejectCallingAENotRecognized, ""},
+			{"pinned peer, other certificate", rq("PINNED"), Conn{Remote: lan, TLS: true, Cert: other}, RefusedCaller, ""},
+			{"pinned peer, no certificate", rq("PINNED"), Conn{Remote: lan, TLS: true}, RefusedCaller, ""},
+			{"pinned peer, plain", rq("PINNED"), plainLo, RefusedCaller, ""},
+			{"TLS-only peer, plain", rq("TLSONLY"), plainLo, RefusedCaller, ""},
 			{"TLS-only peer, TLS", rq("TLSONLY"), Conn{Remote: lo, TLS: true, LoopbackListener: true}, 0, Echo},
-			{"unbound peer", rq("UNBOUND"), plainLo, pdu.RejectCallingAENotRecognized, ""},
-			{"identity required, none", rq("NAMED"), plainLo, pdu.RejectNoReason, ""},
-			{"identity required, wrong passcode", withID("NAMED", "alice", "wrong"), plainLo, pdu.RejectNoReason, ""},
+			{"unbound peer", rq("UNBOUND"), plainLo, RefusedCaller, ""},
+			{"identity required, none", rq("NAMED"), plainLo, RefusedNoReason, ""},
+			{"identity required, wrong passcode", withID("NAMED", "alice", "wrong"), plainLo, RefusedNoReason, ""},
 			{"identity required, right passcode", withID("NAMED", "alice", "right"), plainLo, 0, Echo},
-			{"identity not required but wrong", withID("MODALITY", "alice", "wrong"), plainLo, pdu.RejectNoReason, ""},
-			{"plain from outside the acknowledged networks", rq("WORKSTATION"), Conn{Remote: lan}, pdu.RejectNoReason, ""},
+			{"identity not required but wrong", withID("MODALITY", "alice", "wrong"), plainLo, RefusedNoReason, ""},
+			{"plain from outside the acknowledged networks", rq("WORKSTATION"), Conn{Remote: lan}, RefusedNoReason, ""},
 		} {
 			g, r := p.Admit(t.Context(), tc.rq, tc.conn)
 			switch {
@@ -83,10 +80,10 @@ func TestAdmit(t *testing.T) {
 				t.Errorf("anyAE=%v %s: refused: %s", anyAE, tc.name, r.Reason)
 			case tc.reason != 0 && r == nil:
 				t.Errorf("anyAE=%v %s: admitted, want reason %d", anyAE, tc.name, tc.reason)
-			case r != nil && (r.RJ.Reason != tc.reason || r.RJ.Result != pdu.RejectPermanent || !r.Alert):
-				t.Errorf("anyAE=%v %s: refusal %+v alert=%v (%s), want reason %d with an alert", anyAE, tc.name, r.RJ, r.Alert, r.Reason, tc.reason)
-			case g != nil && !g.Allows(tc.allow):
-				t.Errorf("anyAE=%v %s: grant %v lacks %s", anyAE, tc.name, g.Services(), tc.allow)
+			case r != nil && (r.Kind != tc.reason || r.Transient() || !r.Alert):
+				t.Errorf("anyAE=%v %s: refusal kind %d alert=%v (%s), want kind %d with an alert", anyAE, tc.name, r.Kind, r.Alert, r.Reason, tc.reason)
+			case g != nil && !g.Has(tc.allow):
+				t.Errorf("anyAE=%v %s: grant %v lacks %s", anyAE, tc.name, g.Permissions(), tc.allow)
 			}
 			if r != nil {
 				t.Logf("%s: %s", tc.name, r.Reason)
@@ -96,8 +93,8 @@ func TestAdmit(t *testing.T) {
 	// Grants carry what the peer may do, nothing more.
 	p, _ := New(c, nil)
 	g, _ := p.Admit(t.Context(), rq("WORKSTATION"), Conn{Remote: lan, TLS: true})
-	if g.Allows(Store) || g.Allows(Get) || g.Allows(BulkQuery) || g.MaxResults != 50 {
-		t.Errorf("WORKSTATION grant: %v max %d", g.Services(), g.MaxResults)
+	if g.Has(Store) || g.Has(Get) || g.Has(BulkQuery) || g.MaxResults != 50 {
+		t.Errorf("WORKSTATION grant: %v max %d", g.Permissions(), g.MaxResults)
 	}
 	if !g.AllowsContext(Find, false) || g.AllowsContext(Store, false) || g.AllowsContext(Store, true) {
 		t.Error("WORKSTATION contexts")
@@ -108,17 +105,16 @@ func TestAdmit(t *testing.T) {
 	}
 	// Without a verifier, a presented identity is refused.
 	r := rq("MODALITY")
-	r.UserInfo.UserIdentity = &pdu.UserIdentity{Type: 2, Primary: []byte("alice"), Secondary: []byte("right")}
+	r.Credential = &Credential{Type: 2, Primary: []byte("alice"), Secondary: []byte("right")}
 	if _, rf := p.Admit(t.Context(), r, plainLo); rf == nil {
 		t.Error("identity admitted without a verifier")
 	}
 }
 
 func TestPlaintextNetworks(t *testing.T) {
-	c := config.Default()
-	c.DICOM.Listen = "0.0.0.0:11112"
-	c.DICOM.PlaintextNetworks = []string{"10.1.0.0/16"}
-	c.Peers = []config.Peer{{AETitle: "CT", Networks: []string{"10.0.0.0/8"}, Allow: []string{"store"}}}
+	c := defaultRules()
+	c.PlaintextNetworks = nets("10.1.0.0/16")
+	c.Peers = []Peer{{AETitle: "CT", Networks: nets("10.0.0.0/8"), Allow: perms("store")}}
 	p, err := New(c, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -195,11 +191,11 @@ func TestHostNameBinding(t *testing.T) {
 		return nil, errors.New("no such host")
 	}
 	HostRefresh = time.Hour
-	c := config.Default()
-	c.DICOM.PlaintextNetworks = []string{"10.0.0.0/8"}
-	c.Peers = []config.Peer{
-		{AETitle: "CT1", Host: "ct1.example", Allow: []string{"echo"}},
-		{AETitle: "MR1", Host: "mr1.example", Allow: []string{"echo"}},
+	c := defaultRules()
+	c.PlaintextNetworks = nets("10.0.0.0/8")
+	c.Peers = []Peer{
+		{AETitle: "CT1", Host: "ct1.example", Allow: perms("echo")},
+		{AETitle: "MR1", Host: "mr1.example", Allow: perms("echo")},
 	}
 	p, err := New(c, nil)
 	if err != nil {
@@ -217,7 +213,7 @@ func TestHostNameBinding(t *testing.T) {
 	// old answer stands, and no lookup is made.
 	dns["ct1.example"] = []string{"10.1.2.4"}
 	n := lookups
-	if r := admit("CT1", "10.1.2.4"); r == nil || r.RJ.Reason != pdu.RejectCallingAENotRecognized {
+	if r := admit("CT1", "10.1.2.4"); r == nil || r.Kind != RefusedCaller {
 		t.Fatalf("CT1 from its new address before the refresh: %+v", r)
 	}
 	if lookups != n {
@@ -242,7 +238,7 @@ func TestHostNameBinding(t *testing.T) {
 	// A name that did not resolve at start is refused with the reason,
 	// then admitted once it resolves.
 	r := admit("MR1", "10.1.5.6")
-	if r == nil || r.RJ.Reason != pdu.RejectCallingAENotRecognized {
+	if r == nil || r.Kind != RefusedCaller {
 		t.Fatalf("MR1 without DNS: %+v", r)
 	}
 	t.Log(r.Reason)
@@ -251,3 +247,19 @@ func TestHostNameBinding(t *testing.T) {
 		t.Fatalf("MR1 once it resolves: %s", r.Reason)
 	}
 }
+
+// defaultRules are the rules of an empty configuration's [dicom] and
+// [query] (internal/config's defaults).
+func defaultRules() Rules {
+	return Rules{MaxAssociationsPerPeer: 16, MaxResults: 1000}
+}
+
+func nets(cidrs ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		out = append(out, netip.MustParsePrefix(c))
+	}
+	return out
+}
+
+func perms(names ...Permission) []Permission { return names }

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/identity"
 )
 
@@ -31,11 +31,15 @@ func verifyUser(t *testing.T, path, name, passcode string) error {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	v, err := identity.New(c, nil)
+	_, settings, err := c.Policy()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = v.Verify(context.Background(), &pdu.UserIdentity{Type: pdu.IdentityUsernamePasscode, Primary: []byte(name), Secondary: []byte(passcode)})
+	v, err := identity.New(settings, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(context.Background(), &policy.Credential{Type: policy.UsernamePasscode, Primary: []byte(name), Secondary: []byte(passcode)})
 	return err
 }
 

@@ -1,13 +1,14 @@
 package config
 
 import (
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ward-pacs/ward/policy"
 )
 
 // Services a peer may be allowed (Peer.Allow), enforced per association
@@ -103,16 +104,7 @@ func (p *Peer) Validate() error {
 // ParseFingerprint parses a SHA-256 certificate fingerprint written as 64
 // hex digits, with or without colons, and returns it as lower-case hex
 // without colons.
-func ParseFingerprint(s string) (string, error) {
-	h := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
-	if len(h) != 64 {
-		return "", fmt.Errorf("certificate fingerprint %q: want the SHA-256 of the certificate, 64 hex digits", s)
-	}
-	if _, err := hex.DecodeString(h); err != nil {
-		return "", fmt.Errorf("certificate fingerprint %q: not hex", s)
-	}
-	return h, nil
-}
+func ParseFingerprint(s string) (string, error) { return policy.ParseFingerprint(s) }
 
 // Addr is HOST:PORT, or "" when the peer has no address.
 func (p *Peer) Addr() string {

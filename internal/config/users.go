@@ -2,15 +2,15 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/ward-pacs/ward/policy/identity"
 )
 
 // Bounds of [identity] and [[users]].
@@ -21,17 +21,17 @@ const (
 	// clock_skew is not set (or 0).
 	DefaultClockSkew = 60 * time.Second
 	// MaxClockSkew is the largest leeway clock_skew may give.
-	MaxClockSkew = 5 * time.Minute
+	MaxClockSkew = identity.MaxClockSkew
 	// MaxArgon2Memory, MaxArgon2Time and MaxArgon2Threads bound the
-	// parameters of a stored argon2id hash (m in KiB): each verification
-	// costs that much memory and time, for every association that tries.
-	MaxArgon2Memory  = 256 * 1024
-	MaxArgon2Time    = 16
-	MaxArgon2Threads = 16
+	// parameters of a stored argon2id hash (identity's bounds).
+	MaxArgon2Memory  = identity.MaxArgon2Memory
+	MaxArgon2Time    = identity.MaxArgon2Time
+	MaxArgon2Threads = identity.MaxArgon2Threads
 )
 
-// ErrBadUser: a [[users]] entry or the [identity] table is invalid.
-var ErrBadUser = errors.New("invalid user identity configuration")
+// ErrBadUser: a [[users]] entry or the [identity] table is invalid (the
+// same sentinel as identity.ErrBadUser).
+var ErrBadUser = identity.ErrBadUser
 
 // CheckUserName checks a user name: 1 to 64 printable UTF-8 characters,
 // without leading or trailing spaces.
@@ -52,81 +52,9 @@ func CheckUserName(name string) error {
 }
 
 // CheckPasscodeHash reports whether h looks like a passcode hash Ward
-// verifies: argon2id in the PHC form
-// $argon2id$v=19$m=M,t=T,p=P$SALT$HASH (unpadded base64, parameters
-// within the bounds above) or bcrypt ($2a$, $2b$ or $2y$, cost 4 to 31).
-// It never says what the hash is of.
-func CheckPasscodeHash(h string) error {
-	switch {
-	case strings.HasPrefix(h, "$argon2id$"):
-		return checkArgon2id(h)
-	case strings.HasPrefix(h, "$2a$"), strings.HasPrefix(h, "$2b$"), strings.HasPrefix(h, "$2y$"):
-		return checkBcrypt(h)
-	case h == "":
-		return fmt.Errorf("%w: no hash", ErrBadUser)
-	}
-	return fmt.Errorf("%w: the hash is neither argon2id ($argon2id$...) nor bcrypt ($2b$...); make one with 'ward user add' or 'ward user passwd'", ErrBadUser)
-}
-
-func checkArgon2id(h string) error {
-	bad := func(why string) error {
-		return fmt.Errorf("%w: argon2id hash: %s (the form is $argon2id$v=19$m=M,t=T,p=P$SALT$HASH)", ErrBadUser, why)
-	}
-	f := strings.Split(h, "$")
-	if len(f) != 6 {
-		return bad("wrong number of fields")
-	}
-	if f[2] != "v=19" {
-		return bad("version is not 19")
-	}
-	var m, t, p uint64
-	params := strings.Split(f[3], ",")
-	if len(params) != 3 {
-		return bad("parameters are not m,t,p")
-	}
-	for i, want := range []string{"m=", "t=", "p="} {
-		v, ok := strings.CutPrefix(params[i], want)
-		if !ok {
-			return bad("parameters are not m,t,p")
-		}
-		n, err := strconv.ParseUint(v, 10, 32)
-		if err != nil {
-			return bad("parameter " + want + " is not a number")
-		}
-		switch i {
-		case 0:
-			m = n
-		case 1:
-			t = n
-		case 2:
-			p = n
-		}
-	}
-	if p < 1 || p > MaxArgon2Threads || t < 1 || t > MaxArgon2Time || m < 8*p || m > MaxArgon2Memory {
-		return bad(fmt.Sprintf("parameters out of bounds (t 1..%d, p 1..%d, m 8p..%d KiB)", MaxArgon2Time, MaxArgon2Threads, MaxArgon2Memory))
-	}
-	for i, name := range []string{"salt", "hash"} {
-		s := f[4+i]
-		if len(s) < 11 || len(s) > 128 || strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") != "" {
-			return bad(name + " is not 8 to 96 bytes of unpadded base64")
-		}
-	}
-	return nil
-}
-
-func checkBcrypt(h string) error {
-	if len(h) != 60 || h[6] != '$' {
-		return fmt.Errorf("%w: bcrypt hash: not 60 characters of the form $2b$CC$...", ErrBadUser)
-	}
-	cost, err := strconv.Atoi(h[4:6])
-	if err != nil || cost < 4 || cost > 31 {
-		return fmt.Errorf("%w: bcrypt hash: cost is not 04 to 31", ErrBadUser)
-	}
-	if strings.Trim(h[7:], "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != "" {
-		return fmt.Errorf("%w: bcrypt hash: salt and hash are not bcrypt base64", ErrBadUser)
-	}
-	return nil
-}
+// verifies (identity.CheckPasscodeHash: argon2id within its bounds, or
+// bcrypt). It never says what the hash is of.
+func CheckPasscodeHash(h string) error { return identity.CheckPasscodeHash(h) }
 
 // ClockSkewOrDefault is the leeway on token times: [identity] clock_skew,
 // or DefaultClockSkew when it is 0.

@@ -131,7 +131,7 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 	}
 	peer := audit.Node{AETitle: strings.TrimSpace(rq.CallingAETitle), Addr: hostOf(remote)}
 	if err == nil {
-		s.limits.Succeeded(src, policy.FailKey(rq))
+		s.limits.Succeeded(src, failKey(rq))
 		if cs.grant != nil {
 			peer.ID = cs.grant.User
 		}
@@ -152,7 +152,7 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 	transient := false
 	if cs.refusal != nil {
 		reason, alert = cs.refusal.Reason, cs.refusal.Alert
-		transient = cs.refusal.RJ.Result == pdu.RejectTransient
+		transient = cs.refusal.Transient()
 	}
 	var rj *assoc.RejectError
 	if errors.As(err, &rj) && rj.RJ.Source == pdu.RejectSourceUser && rj.RJ.Reason == pdu.RejectCalledAENotRecognized {
@@ -171,7 +171,7 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 		// verdict came (so that verifications in parallel saw it).
 		s.auditSourceLockout(src, cs.refusal.SourceLocked, now)
 	} else if (cs.refusal != nil || alert) && !transient && src.IsValid() {
-		s.auditSourceLockout(src, s.limits.FailedAs(src, policy.FailKey(rq)), now)
+		s.auditSourceLockout(src, s.limits.FailedAs(src, failKey(rq)), now)
 	}
 	if cs.refusal != nil && !cs.refusal.AccountLocked.IsZero() {
 		s.auditAccountLockout(peer, cs.refusal.Account, cs.refusal.AccountLocked, now)

@@ -12,12 +12,15 @@ import (
 // TestPermissionNames: the archive checks the permissions policy grants,
 // by the same names.
 func TestPermissionNames(t *testing.T) {
-	for _, c := range [][2]string{
+	for _, c := range []struct {
+		archive string
+		policy  policy.Permission
+	}{
 		{archive.PermEcho, policy.Echo}, {archive.PermStore, policy.Store}, {archive.PermFind, policy.Find},
 		{archive.PermMove, policy.Move}, {archive.PermGet, policy.Get}, {archive.PermBulkQuery, policy.BulkQuery},
 	} {
-		if c[0] != c[1] {
-			t.Errorf("archive names %q what policy names %q", c[0], c[1])
+		if c.archive != string(c.policy) {
+			t.Errorf("archive names %q what policy names %q", c.archive, c.policy)
 		}
 	}
 	var _ archive.Grant = (*policy.Grant)(nil)

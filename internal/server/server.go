@@ -402,11 +402,15 @@ func (s *Server) reloadFromAdmin(operator string) (*Reloaded, error) {
 // setPolicy builds the admission policy of c and puts it, with c's peers,
 // in effect for associations that arrive from now on.
 func (s *Server) setPolicy(c *config.Config) error {
-	id, err := s.identityVerifier(c)
+	rules, settings, err := c.Policy()
 	if err != nil {
 		return err
 	}
-	p, err := policy.New(c, id)
+	id, err := s.identityVerifier(settings)
+	if err != nil {
+		return err
+	}
+	p, err := policy.New(rules, id)
 	if err != nil {
 		return err
 	}

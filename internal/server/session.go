@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/network/assoc"
+	"github.com/ward-pacs/ward/network/dimsearchive"
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy"
 )
@@ -32,8 +33,8 @@ type connSession struct {
 	refusal  *policy.Refusal
 	acquired bool // holds one of the peer's association slots
 	// refusedContexts counts contexts rejected for want of a permission,
-	// by service, for the audit trail.
-	refusedContexts map[string]int
+	// by permission, for the audit trail.
+	refusedContexts map[policy.Permission]int
 }
 
 func (s *Server) newSession(conn net.Conn, loopback bool, p *pass) *connSession {
@@ -45,7 +46,7 @@ func (s *Server) newSession(conn net.Conn, loopback bool, p *pass) *connSession 
 		// Refused, audited and counted towards the lockout like other
 		// refusals, as a security alert: no honest toolkit sends it.
 		cs.refusal = &policy.Refusal{
-			RJ:     &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceACSE, Reason: pdu.RejectACSENoReason},
+			Kind:   policy.RefusedInvalid,
 			Reason: "invalid association request: " + strings.TrimPrefix(err.Error(), "assoc: "),
 			Alert:  true,
 		}
@@ -55,10 +56,10 @@ func (s *Server) newSession(conn net.Conn, loopback bool, p *pass) *connSession 
 		if !ok {
 			return nil, nil, false
 		}
-		svc := policy.ServiceOf(abstract, s.isPrivate)
+		svc := dimsearchive.PermissionOf(abstract, s.isPrivate)
 		if !cs.grant.AllowsContext(svc, requestsSCPRole(rq, abstract)) {
 			if cs.refusedContexts == nil {
-				cs.refusedContexts = map[string]int{}
+				cs.refusedContexts = map[policy.Permission]int{}
 			}
 			cs.refusedContexts[svc]++
 			return nil, nil, false
@@ -66,7 +67,7 @@ func (s *Server) newSession(conn net.Conn, loopback bool, p *pass) *connSession 
 		return pref, accepts, true
 	}
 	cs.acc.SCURole = func(abstract string) bool {
-		if policy.ServiceOf(abstract, s.isPrivate) == policy.Store {
+		if dimsearchive.PermissionOf(abstract, s.isPrivate) == policy.Store {
 			return cs.grant.StoreRole()
 		}
 		return true
@@ -99,33 +100,33 @@ func (cs *connSession) check(rq *pdu.AssociateRQ, _ net.Addr) *pdu.AssociateRJ {
 	// accepted before) holds for it too.
 	if until, locked := cs.s.limits.Locked(cs.info.Remote); locked {
 		cs.refusal = &policy.Refusal{
-			RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+			Kind:   policy.RefusedBusy,
 			Reason: "source " + cs.info.Remote.String() + " is locked out until " + until.UTC().Format(time.RFC3339) + " after repeated refusals",
 		}
-		return cs.refusal.RJ
+		return dimsearchive.Reject(cs.refusal)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cs.s.Config.DICOM.ARTIMTimeout.Duration)
 	defer cancel()
-	g, r := cs.pol.Admit(ctx, rq, cs.info)
+	g, r := cs.pol.Admit(ctx, dimsearchive.RequestOf(rq), cs.info)
 	if r != nil {
 		cs.refusal = r
-		return r.RJ
+		return dimsearchive.Reject(r)
 	}
 	if !cs.s.limits.Acquire(g.AETitle, g.MaxAssociations) {
 		cs.refusal = &policy.Refusal{
-			RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+			Kind:   policy.RefusedBusy,
 			Reason: "peer " + g.AETitle + " already has its maximum number of associations open",
 		}
-		return cs.refusal.RJ
+		return dimsearchive.Reject(cs.refusal)
 	}
 	// Only now, admitted, does the connection take an association slot.
 	if cs.pass != nil && !cs.pass.admit() {
 		cs.s.limits.Release(g.AETitle)
 		cs.refusal = &policy.Refusal{
-			RJ:     &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourcePresentation, Reason: pdu.RejectLocalLimitExceeded},
+			Kind:   policy.RefusedBusy,
 			Reason: "Ward already has its maximum number of associations open ([dicom] max_associations)",
 		}
-		return cs.refusal.RJ
+		return dimsearchive.Reject(cs.refusal)
 	}
 	cs.acquired = true
 	cs.grant = g
@@ -146,3 +147,7 @@ func (cs *connSession) release() {
 
 // remoteAddr is the connection's source address.
 func remoteAddr(c net.Conn) netip.Addr { return policy.AddrOf(c.RemoteAddr()) }
+
+// failKey is what a refusal or a success of rq counts against in the
+// source lockout (policy.FailKey).
+func failKey(rq *pdu.AssociateRQ) string { return policy.FailKey(dimsearchive.RequestOf(rq)) }

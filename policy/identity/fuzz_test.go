@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
 )
 
 // FuzzVerify feeds arbitrary identity fields to Verify: it must never
@@ -24,7 +23,7 @@ func FuzzVerify(f *testing.F) {
 	rs := newRSA(f, "fuzz")
 	dir := f.TempDir()
 	c := testConfig(writeJWKS(f, dir, rs))
-	c.Users = []config.User{{Name: "alice", Hash: cheapHash(f, "correct passcode")}}
+	c.Users = []User{{Name: "alice", Hash: cheapHash(f, "correct passcode")}}
 	v, err := newVerifier(c, nil, options{now: clk.now})
 	if err != nil {
 		f.Fatal(err)
@@ -41,12 +40,12 @@ func FuzzVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, typ byte, pos bool, primary, secondary []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		id := &pdu.UserIdentity{Type: typ, PositiveResponse: pos, Primary: primary, Secondary: secondary}
+		id := &policy.Credential{Type: policy.CredentialType(typ), PositiveResponse: pos, Primary: primary, Secondary: secondary}
 		r, err := v.Verify(ctx, id)
 		if err == nil {
 			switch {
-			case typ == pdu.IdentityUsernamePasscode && string(primary) == "alice" && string(secondary) == "correct passcode":
-			case typ == pdu.IdentityJWT && r.User == "dr.house" && !hasCrit(primary):
+			case policy.CredentialType(typ) == policy.UsernamePasscode && string(primary) == "alice" && string(secondary) == "correct passcode":
+			case policy.CredentialType(typ) == policy.JWT && r.User == "dr.house" && !hasCrit(primary):
 			default:
 				t.Fatalf("accepted type %d %q %q: %+v", typ, primary, secondary, r)
 			}

@@ -1,8 +1,10 @@
-// Package identity verifies the user identity a DICOM association
-// requestor sends in its A-ASSOCIATE-RQ (PS3.7 D.3.3.7): a username and
-// passcode checked against the slow hashes of [[users]], or a JSON Web
-// Token checked against the [identity] key set, issuer and audience.
-// Username alone, Kerberos and SAML are refused.
+// Package identity verifies a user's credential (a policy.Credential; the
+// DIMSE front end fills it from the user identity sub-item of the
+// A-ASSOCIATE-RQ, PS3.7 D.3.3.7): a username and passcode checked against
+// the users' slow hashes, or a JSON Web Token checked against the key set,
+// issuer and audience of its Settings. Username alone, Kerberos and SAML
+// are refused. internal/config translates [[users]] and [identity] into
+// Settings.
 //
 // Errors wrap exported sentinels so the caller can audit the reason; their
 // texts never hold the passcode or the token.
@@ -21,8 +23,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
 )
 
 // Reasons an identity is refused. Every error Verify returns wraps one of
@@ -55,10 +56,59 @@ var (
 // each argon2id verification holds its m (19 MiB by default).
 const MaxConcurrentHashes = 4
 
+// MaxClockSkew is the largest leeway on token times a Verifier accepts.
+const MaxClockSkew = 5 * time.Minute
+
+// Settings are the users and the JWT settings a Verifier checks against.
+type Settings struct {
+	// Users are the accounts for username and passcode.
+	Users []User
+	// JWKS is the key set that verifies JSON Web Tokens: a file path or an
+	// https:// URL. Empty: JWT credentials are refused.
+	JWKS string
+	// JWTIssuer and JWTAudience are the required iss and aud of every
+	// token; both are needed with JWKS.
+	JWTIssuer, JWTAudience string
+	// ClockSkew is the leeway on exp, nbf and iat.
+	ClockSkew time.Duration
+}
+
+// User is an account: its name and its passcode's hash (argon2id or
+// bcrypt, in their standard encoded forms; CheckPasscodeHash).
+type User struct {
+	Name, Hash string
+}
+
+// check refuses settings a Verifier must not run with, whoever built
+// them: a user listed twice, a key set without issuer and audience, or
+// one fetched over plain HTTP.
+func (s *Settings) check() error {
+	seen := make(map[string]bool, len(s.Users))
+	for _, u := range s.Users {
+		if seen[u.Name] {
+			return fmt.Errorf("%w: user %q is listed twice", ErrBadUser, u.Name)
+		}
+		seen[u.Name] = true
+	}
+	if s.ClockSkew < 0 || s.ClockSkew > MaxClockSkew {
+		return fmt.Errorf("%w: clock skew %s: give 0 to %s", ErrBadUser, s.ClockSkew, MaxClockSkew)
+	}
+	if s.JWKS == "" {
+		return nil
+	}
+	if s.JWTIssuer == "" || s.JWTAudience == "" {
+		return fmt.Errorf("%w: a JWT key set needs an issuer and an audience", ErrBadUser)
+	}
+	if strings.Contains(s.JWKS, "://") && !strings.HasPrefix(strings.ToLower(s.JWKS), "https://") {
+		return fmt.Errorf("%w: JWT key set %s: give a file path or an https:// URL", ErrBadUser, s.JWKS)
+	}
+	return nil
+}
+
 // Result is a verified (or, with an error, a claimed) identity.
 type Result struct {
-	// Type is the User-Identity-Type of the request (pdu.Identity*).
-	Type byte
+	// Type is the type of the credential.
+	Type policy.CredentialType
 	// User is the username (type 2) or the token's sub (type 5). With an
 	// error it is the claimed username for types 1 and 2 (unverified, for
 	// the audit trail) and empty otherwise.
@@ -92,16 +142,16 @@ type options struct {
 	now    func() time.Time
 }
 
-// New builds a Verifier from [[users]] and [identity]: the users' hashes
-// are parsed, and the JWKS (when set) is read from its file or fetched
-// from its https:// URL. A JWKS file that cannot be read is an error; a
-// URL that cannot be fetched at start is logged and retried when a token
-// arrives (JWT identities are refused meanwhile).
-func New(c *config.Config, logger *slog.Logger) (*Verifier, error) {
-	return newVerifier(c, logger, options{})
+// New builds a Verifier from s: the users' hashes are parsed, and the
+// JWKS (when set) is read from its file or fetched from its https:// URL.
+// A JWKS file that cannot be read is an error; a URL that cannot be
+// fetched at start is logged and retried when a token arrives (JWT
+// identities are refused meanwhile).
+func New(s Settings, logger *slog.Logger) (*Verifier, error) {
+	return newVerifier(s, logger, options{})
 }
 
-func newVerifier(c *config.Config, logger *slog.Logger, o options) (*Verifier, error) {
+func newVerifier(c Settings, logger *slog.Logger, o options) (*Verifier, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,7 +172,7 @@ func newVerifier(c *config.Config, logger *slog.Logger, o options) (*Verifier, e
 			},
 		}
 	}
-	if err := c.ValidateUsers(); err != nil {
+	if err := c.check(); err != nil {
 		return nil, err
 	}
 	v := &Verifier{
@@ -150,34 +200,34 @@ func newVerifier(c *config.Config, logger *slog.Logger, o options) (*Verifier, e
 			return nil, fmt.Errorf("user identity: %w", err)
 		}
 	}
-	if c.Identity.JWKS != "" {
-		v.issuer, v.audience = c.Identity.JWTIssuer, c.Identity.JWTAudience
-		v.skew = c.Identity.ClockSkewOrDefault()
+	if c.JWKS != "" {
+		v.issuer, v.audience = c.JWTIssuer, c.JWTAudience
+		v.skew = c.ClockSkew
 		var err error
-		if v.jwks, err = newJWKSSource(c.Identity.JWKS, o.client, logger, o.now); err != nil {
+		if v.jwks, err = newJWKSSource(c.JWKS, o.client, logger, o.now); err != nil {
 			return nil, err
 		}
 	}
 	return v, nil
 }
 
-// Verify checks one user identity sub-item. ctx bounds the wait for a
-// free passcode verifier and a key set fetch.
-func (v *Verifier) Verify(ctx context.Context, id *pdu.UserIdentity) (Result, error) {
+// Verify checks one credential. ctx bounds the wait for a free passcode
+// verifier and a key set fetch.
+func (v *Verifier) Verify(ctx context.Context, id *policy.Credential) (Result, error) {
 	if id == nil {
 		return Result{}, ErrNoIdentity
 	}
 	r := Result{Type: id.Type}
 	switch id.Type {
-	case pdu.IdentityUsername:
+	case policy.Username:
 		r.User = string(id.Primary)
 		return r, fmt.Errorf("user identity: %w", ErrPasscodeRequired)
-	case pdu.IdentityUsernamePasscode:
+	case policy.UsernamePasscode:
 		r.User = string(id.Primary)
 		if err := v.verifyPasscode(ctx, r.User, id.Secondary); err != nil {
 			return r, err
 		}
-	case pdu.IdentityJWT:
+	case policy.JWT:
 		sub, err := v.verifyJWT(ctx, id.Primary)
 		if err != nil {
 			return r, err
@@ -187,9 +237,9 @@ func (v *Verifier) Verify(ctx context.Context, id *pdu.UserIdentity) (Result, er
 			r.Response = append([]byte{}, id.Primary...)
 		}
 		return r, nil
-	case pdu.IdentityKerberos:
+	case policy.Kerberos:
 		return r, fmt.Errorf("user identity: Kerberos (type 3): %w", ErrUnsupportedType)
-	case pdu.IdentitySAML:
+	case policy.SAML:
 		return r, fmt.Errorf("user identity: SAML (type 4): %w", ErrUnsupportedType)
 	default:
 		return r, fmt.Errorf("user identity: type %d: %w", id.Type, ErrUnsupportedType)

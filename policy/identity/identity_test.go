@@ -27,8 +27,7 @@ import (
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
 )
 
 const (
@@ -185,21 +184,23 @@ func writeJWKS(t testing.TB, dir string, signers ...signer) string {
 	return path
 }
 
-func testConfig(jwks string) *config.Config {
-	c := config.Default()
-	c.Identity.JWKS = jwks
+// testSkew is the default clock skew (internal/config's DefaultClockSkew).
+const testSkew = 60 * time.Second
+
+func testConfig(jwks string) Settings {
+	c := Settings{JWKS: jwks, ClockSkew: testSkew}
 	if jwks != "" {
-		c.Identity.JWTIssuer, c.Identity.JWTAudience = testIssuer, testAudience
+		c.JWTIssuer, c.JWTAudience = testIssuer, testAudience
 	}
 	return c
 }
 
-func passcodeID(user, pass string) *pdu.UserIdentity {
-	return &pdu.UserIdentity{Type: pdu.IdentityUsernamePasscode, PositiveResponse: true, Primary: []byte(user), Secondary: []byte(pass)}
+func passcodeID(user, pass string) *policy.Credential {
+	return &policy.Credential{Type: policy.UsernamePasscode, PositiveResponse: true, Primary: []byte(user), Secondary: []byte(pass)}
 }
 
-func jwtID(tok string) *pdu.UserIdentity {
-	return &pdu.UserIdentity{Type: pdu.IdentityJWT, PositiveResponse: true, Primary: []byte(tok)}
+func jwtID(tok string) *policy.Credential {
+	return &policy.Credential{Type: policy.JWT, PositiveResponse: true, Primary: []byte(tok)}
 }
 
 func TestPasscode(t *testing.T) {
@@ -208,7 +209,7 @@ func TestPasscode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Users = []config.User{
+	c.Users = []User{
 		{Name: "alice", Hash: cheapHash(t, "correct horse battery staple")},
 		{Name: "bob", Hash: string(bc)},
 	}
@@ -234,7 +235,7 @@ func TestPasscode(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
-			if r.Type != pdu.IdentityUsernamePasscode || r.User != tc.user {
+			if r.Type != policy.UsernamePasscode || r.User != tc.user {
 				t.Fatalf("result %+v", r)
 			}
 			if err != nil {
@@ -258,7 +259,7 @@ func TestPasscode(t *testing.T) {
 
 func TestUnknownUserCostsLikeAKnownOne(t *testing.T) {
 	c := testConfig("")
-	c.Users = []config.User{{Name: "alice", Hash: cheapHash(t, "pw")}}
+	c.Users = []User{{Name: "alice", Hash: cheapHash(t, "pw")}}
 	v, err := New(c, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -287,15 +288,15 @@ func TestRefusedTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		id   *pdu.UserIdentity
+		id   *policy.Credential
 		want error
 		text string
 	}{
 		{nil, ErrNoIdentity, "none sent"},
-		{&pdu.UserIdentity{Type: pdu.IdentityUsername, Primary: []byte("alice")}, ErrPasscodeRequired, "user identity: username without passcode"},
-		{&pdu.UserIdentity{Type: pdu.IdentityKerberos, Primary: []byte("ticket")}, ErrUnsupportedType, "user identity: Kerberos (type 3): not supported"},
-		{&pdu.UserIdentity{Type: pdu.IdentitySAML, Primary: []byte("<saml/>")}, ErrUnsupportedType, "user identity: SAML (type 4): not supported"},
-		{&pdu.UserIdentity{Type: 9}, ErrUnsupportedType, "type 9"},
+		{&policy.Credential{Type: policy.Username, Primary: []byte("alice")}, ErrPasscodeRequired, "user identity: username without passcode"},
+		{&policy.Credential{Type: policy.Kerberos, Primary: []byte("ticket")}, ErrUnsupportedType, "user identity: Kerberos (type 3): not supported"},
+		{&policy.Credential{Type: policy.SAML, Primary: []byte("<saml/>")}, ErrUnsupportedType, "user identity: SAML (type 4): not supported"},
+		{&policy.Credential{Type: 9}, ErrUnsupportedType, "type 9"},
 		{jwtID("a.b.c"), ErrJWTDisabled, "no [identity] jwks"},
 	} {
 		_, err := v.Verify(context.Background(), tc.id)
@@ -307,7 +308,7 @@ func TestRefusedTypes(t *testing.T) {
 
 func TestBusyHonoursContext(t *testing.T) {
 	c := testConfig("")
-	c.Users = []config.User{{Name: "alice", Hash: cheapHash(t, "pw")}}
+	c.Users = []User{{Name: "alice", Hash: cheapHash(t, "pw")}}
 	v, err := New(c, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +335,7 @@ func TestHashPasscode(t *testing.T) {
 	if !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") || strings.Contains(h, "s3cret") {
 		t.Fatalf("hash %s", h)
 	}
-	if err := config.CheckPasscodeHash(h); err != nil {
+	if err := CheckPasscodeHash(h); err != nil {
 		t.Fatal(err)
 	}
 	p, err := parseHash(h)
@@ -367,8 +368,8 @@ func TestBadHashesRefusedAtStart(t *testing.T) {
 		"$2a$03$abcdefghijklmnopqrstuuJ1M0eHRmhXn4y0eI5Grx5n8Y5P2H3Wa",
 	} {
 		c := testConfig("")
-		c.Users = []config.User{{Name: "u", Hash: h}}
-		if _, err := New(c, nil); !errors.Is(err, config.ErrBadUser) {
+		c.Users = []User{{Name: "u", Hash: h}}
+		if _, err := New(c, nil); !errors.Is(err, ErrBadUser) {
 			t.Errorf("%s: %v", h, err)
 		}
 	}
@@ -390,7 +391,7 @@ func TestJWT(t *testing.T) {
 		f(&c)
 		return c
 	}
-	skew := config.DefaultClockSkew
+	skew := testSkew
 	noneTok, err := jwt.NewWithClaims(jwt.SigningMethodNone, claimsAt(now)).SignedString(jwt.UnsafeAllowNoneSignatureType)
 	if err != nil {
 		t.Fatal(err)
@@ -465,7 +466,7 @@ func TestJWT(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if r.Type != pdu.IdentityJWT || r.User != "dr.house" || string(r.Response) != tc.tok {
+				if r.Type != policy.JWT || r.User != "dr.house" || string(r.Response) != tc.tok {
 					t.Fatalf("result %+v", r)
 				}
 				return
@@ -489,7 +490,7 @@ func TestJWTSkewSetting(t *testing.T) {
 	clk := newClock()
 	rs := newRSA(t, "k")
 	c := testConfig(writeJWKS(t, t.TempDir(), rs))
-	c.Identity.ClockSkew = config.Duration{Duration: 5 * time.Second}
+	c.ClockSkew = 5 * time.Second
 	v, err := newVerifier(c, nil, options{now: clk.now})
 	if err != nil {
 		t.Fatal(err)
@@ -499,7 +500,7 @@ func TestJWTSkewSetting(t *testing.T) {
 	if _, err := v.Verify(context.Background(), jwtID(rs.sign(t, cl))); !errors.Is(err, ErrTokenExpired) {
 		t.Fatal(err)
 	}
-	c.Identity.ClockSkew = config.Duration{Duration: 6 * time.Minute}
+	c.ClockSkew = 6 * time.Minute
 	if _, err := New(c, nil); err == nil {
 		t.Fatal("a clock skew over 5m was accepted")
 	}
@@ -537,12 +538,12 @@ func TestJWKSFileErrors(t *testing.T) {
 	if _, err := New(testConfig(empty), nil); err == nil || !strings.Contains(err.Error(), "no usable signature key") {
 		t.Fatalf("a JWKS of only a symmetric key: %v", err)
 	}
-	if _, err := New(testConfig("http://idp.example.test/jwks"), nil); !errors.Is(err, config.ErrBadUser) {
+	if _, err := New(testConfig("http://idp.example.test/jwks"), nil); !errors.Is(err, ErrBadUser) {
 		t.Fatalf("plain http JWKS: %v", err)
 	}
 	c := testConfig(empty)
-	c.Identity.JWTAudience = ""
-	if _, err := New(c, nil); !errors.Is(err, config.ErrBadUser) {
+	c.JWTAudience = ""
+	if _, err := New(c, nil); !errors.Is(err, ErrBadUser) {
 		t.Fatalf("JWKS without audience: %v", err)
 	}
 }
@@ -667,7 +668,7 @@ func TestJWKSURLDownAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := func() *pdu.UserIdentity { return jwtID(k1.sign(t, claimsAt(clk.now()))) }
+	tok := func() *policy.Credential { return jwtID(k1.sign(t, claimsAt(clk.now()))) }
 	if _, err := v.Verify(context.Background(), tok()); !errors.Is(err, ErrUnknownKey) {
 		t.Fatal(err)
 	}

@@ -11,8 +11,6 @@ import (
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/ward-pacs/ward/internal/config"
 )
 
 // Parameters of new argon2id hashes (OWASP's password storage cheat sheet:
@@ -24,6 +22,95 @@ const (
 	Argon2SaltLen = 16
 	Argon2KeyLen  = 32
 )
+
+// MaxArgon2Memory, MaxArgon2Time and MaxArgon2Threads bound the
+// parameters of a stored argon2id hash (m in KiB): each verification
+// costs that much memory and time, for every association that tries.
+const (
+	MaxArgon2Memory  = 256 * 1024
+	MaxArgon2Time    = 16
+	MaxArgon2Threads = 16
+)
+
+// ErrBadUser: a user or the JWT settings are invalid.
+var ErrBadUser = errors.New("invalid user identity configuration")
+
+// CheckPasscodeHash reports whether h looks like a passcode hash Ward
+// verifies: argon2id in the PHC form
+// $argon2id$v=19$m=M,t=T,p=P$SALT$HASH (unpadded base64, parameters
+// within the bounds above) or bcrypt ($2a$, $2b$ or $2y$, cost 4 to 31).
+// It never says what the hash is of.
+func CheckPasscodeHash(h string) error {
+	switch {
+	case strings.HasPrefix(h, "$argon2id$"):
+		return checkArgon2id(h)
+	case strings.HasPrefix(h, "$2a$"), strings.HasPrefix(h, "$2b$"), strings.HasPrefix(h, "$2y$"):
+		return checkBcrypt(h)
+	case h == "":
+		return fmt.Errorf("%w: no hash", ErrBadUser)
+	}
+	return fmt.Errorf("%w: the hash is neither argon2id ($argon2id$...) nor bcrypt ($2b$...); make one with 'ward user add' or 'ward user passwd'", ErrBadUser)
+}
+
+func checkArgon2id(h string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: argon2id hash: %s (the form is $argon2id$v=19$m=M,t=T,p=P$SALT$HASH)", ErrBadUser, why)
+	}
+	f := strings.Split(h, "$")
+	if len(f) != 6 {
+		return bad("wrong number of fields")
+	}
+	if f[2] != "v=19" {
+		return bad("version is not 19")
+	}
+	var m, t, p uint64
+	params := strings.Split(f[3], ",")
+	if len(params) != 3 {
+		return bad("parameters are not m,t,p")
+	}
+	for i, want := range []string{"m=", "t=", "p="} {
+		v, ok := strings.CutPrefix(params[i], want)
+		if !ok {
+			return bad("parameters are not m,t,p")
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return bad("parameter " + want + " is not a number")
+		}
+		switch i {
+		case 0:
+			m = n
+		case 1:
+			t = n
+		case 2:
+			p = n
+		}
+	}
+	if p < 1 || p > MaxArgon2Threads || t < 1 || t > MaxArgon2Time || m < 8*p || m > MaxArgon2Memory {
+		return bad(fmt.Sprintf("parameters out of bounds (t 1..%d, p 1..%d, m 8p..%d KiB)", MaxArgon2Time, MaxArgon2Threads, MaxArgon2Memory))
+	}
+	for i, name := range []string{"salt", "hash"} {
+		s := f[4+i]
+		if len(s) < 11 || len(s) > 128 || strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") != "" {
+			return bad(name + " is not 8 to 96 bytes of unpadded base64")
+		}
+	}
+	return nil
+}
+
+func checkBcrypt(h string) error {
+	if len(h) != 60 || h[6] != '$' {
+		return fmt.Errorf("%w: bcrypt hash: not 60 characters of the form $2b$CC$...", ErrBadUser)
+	}
+	cost, err := strconv.Atoi(h[4:6])
+	if err != nil || cost < 4 || cost > 31 {
+		return fmt.Errorf("%w: bcrypt hash: cost is not 04 to 31", ErrBadUser)
+	}
+	if strings.Trim(h[7:], "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return fmt.Errorf("%w: bcrypt hash: salt and hash are not bcrypt base64", ErrBadUser)
+	}
+	return nil
+}
 
 // MaxPasscode is the longest passcode accepted, in bytes (the PDU field
 // can carry 65535).
@@ -92,12 +179,12 @@ func (h *bcryptHash) dummy() (hasher, error) {
 
 // parseHash parses a stored hash: argon2id (PHC string form) or bcrypt.
 func parseHash(s string) (hasher, error) {
-	if err := config.CheckPasscodeHash(s); err != nil {
+	if err := CheckPasscodeHash(s); err != nil {
 		return nil, err
 	}
 	if !strings.HasPrefix(s, "$argon2id$") {
 		if _, err := bcrypt.Cost([]byte(s)); err != nil {
-			return nil, fmt.Errorf("%w: bcrypt hash: %v", config.ErrBadUser, err)
+			return nil, fmt.Errorf("%w: bcrypt hash: %v", ErrBadUser, err)
 		}
 		return &bcryptHash{[]byte(s)}, nil
 	}
@@ -117,13 +204,13 @@ func parseHash(s string) (hasher, error) {
 	}
 	var err error
 	if h.salt, err = base64.RawStdEncoding.DecodeString(f[4]); err != nil {
-		return nil, fmt.Errorf("%w: argon2id hash: salt: %v", config.ErrBadUser, err)
+		return nil, fmt.Errorf("%w: argon2id hash: salt: %v", ErrBadUser, err)
 	}
 	if h.key, err = base64.RawStdEncoding.DecodeString(f[5]); err != nil {
-		return nil, fmt.Errorf("%w: argon2id hash: hash: %v", config.ErrBadUser, err)
+		return nil, fmt.Errorf("%w: argon2id hash: hash: %v", ErrBadUser, err)
 	}
 	if len(h.key) < 16 {
-		return nil, fmt.Errorf("%w: argon2id hash: the hash is shorter than 16 bytes", config.ErrBadUser)
+		return nil, fmt.Errorf("%w: argon2id hash: the hash is shorter than 16 bytes", ErrBadUser)
 	}
 	return h, nil
 }

@@ -22,7 +22,7 @@ func principalOf(a *assoc.Association) *archive.Principal {
 	if a == nil {
 		return nil
 	}
-	g, _ := a.Auth().(*policy.Grant)
+	g := a.Grant()
 	if g == nil {
 		return nil
 	}

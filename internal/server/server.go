@@ -590,7 +590,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, isTLS bool, ac
 			// Established: the idle timer takes over from the deadlines
 			// of set-up.
 			_ = conn.SetReadDeadline(time.Time{})
-			a.SetAuth(cs.grant)
+			a.SetGrant(cs.grant)
 			s.trackAssoc(a, true)
 			defer s.trackAssoc(a, false)
 			_ = disp.Serve(context.Background(), a)

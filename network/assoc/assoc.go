@@ -25,6 +25,7 @@ import (
 
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/network/ul"
+	"github.com/ward-pacs/ward/policy"
 )
 
 // Defaults applied to a zero Config.
@@ -137,7 +138,7 @@ type Association struct {
 	contexts map[byte]*Context
 	peerMax  uint32 // largest P-DATA-TF PDU we may send
 	remote   net.Addr
-	auth     any // set by the acceptor's owner before use (SetAuth)
+	grant    *policy.Grant // set by the acceptor's owner before use (SetGrant)
 
 	negotiator Negotiator
 
@@ -248,13 +249,15 @@ func (a *Association) CalledAETitle() string  { return a.rq.CalledAETitle }
 // RemoteAddr is the peer's transport address.
 func (a *Association) RemoteAddr() net.Addr { return a.remote }
 
-// SetAuth attaches what the acceptor decided about the peer (its policy
-// grant) to an established association, before the association is
-// served; Auth returns it. Not safe to call concurrently with Auth.
-func (a *Association) SetAuth(v any) { a.auth = v }
+// SetGrant attaches what the acceptor's admission decided about the peer
+// (its policy grant) to an established association, before the
+// association is served; Grant returns it. Not safe to call concurrently
+// with Grant.
+func (a *Association) SetGrant(g *policy.Grant) { a.grant = g }
 
-// Auth returns the value given to SetAuth, nil without one.
-func (a *Association) Auth() any { return a.auth }
+// Grant returns the grant given to SetGrant, nil without one (a requestor's
+// association, or an acceptor's not yet served).
+func (a *Association) Grant() *policy.Grant { return a.grant }
 
 // Name is CALLING->CALLED(n), the association's name in logs.
 func (a *Association) Name() string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Permission is what a principal may do: a service it may use, or (for
@@ -47,6 +48,23 @@ type Rules struct {
 	// MaxResults caps each peer's queries unless the peer says otherwise
 	// (0: the archive's default; negative: no cap).
 	MaxResults int
+	// Lockout is how refusals lock a source or an account out. A Limiter
+	// outlives reloads: it takes the rule in effect at start
+	// (NewLimiter).
+	Lockout LockoutRule
+}
+
+// LockoutRule: After consecutive refusals from one source address (failed
+// passcodes of one account) lock it out for Base, doubling with each
+// further refusal up to Max. After ≤ 0: never.
+type LockoutRule struct {
+	After     int
+	Base, Max time.Duration
+}
+
+// NewLimiter is a Limiter applying l.
+func NewLimiter(l LockoutRule) *Limiter {
+	return &Limiter{After: l.After, Base: l.Base, Max: l.Max}
 }
 
 // Peer is a registered peer and what binds it: its AE title, the source

@@ -9,7 +9,7 @@ import (
 )
 
 // Policy translates the configuration into the rules policy applies
-// ([[peers]], [dicom] and [query]) and the settings identity verifies
+// ([[peers]], [dicom]'s admission, limits and lockout, and [query]) and the settings identity verifies
 // users by ([[users]] and [identity]). It is the one place where the TOML
 // schema meets policy's types. It validates the users first (as Validate
 // does) and fails on anything policy could not apply: a network that is
@@ -23,6 +23,14 @@ func (c *Config) Policy() (policy.Rules, identity.Settings, error) {
 		LoopbackAnyAE:          c.DICOM.LoopbackAnyAE,
 		MaxAssociationsPerPeer: c.DICOM.MaxAssociationsPerPeer,
 		MaxResults:             c.Query.MaxResults,
+		Lockout: policy.LockoutRule{
+			After: c.DICOM.LockoutAfter,
+			Base:  c.DICOM.LockoutBase.Duration,
+			Max:   c.DICOM.LockoutMax.Duration,
+		},
+	}
+	if r.Lockout.After == 0 {
+		r.Lockout.After = DefaultLockoutAfter
 	}
 	for _, n := range c.DICOM.PlaintextNetworks {
 		pf, err := netip.ParsePrefix(n)

@@ -23,6 +23,9 @@ func TestPolicyTranslation(t *testing.T) {
 	c.DICOM.MaxAssociationsPerPeer = 7
 	c.DICOM.PlaintextNetworks = []string{"10.1.0.0/16", "fd00::/8"}
 	c.Query.MaxResults = 250
+	c.DICOM.LockoutAfter = 0 // the default
+	c.DICOM.LockoutBase = Duration{Duration: 3 * time.Second}
+	c.DICOM.LockoutMax = Duration{Duration: time.Hour}
 	c.Peers = []Peer{
 		{AETitle: "CT", Host: "ct.example", Port: 104, Allow: []string{"echo", "store"}, RequireIdentity: true, MaxAssociations: 3, MaxResults: -1},
 		{AETitle: "WS", Networks: []string{"10.1.2.0/24"}, CertFingerprint: strings.Repeat("AB:", 31) + "AB", RequireTLS: true, Allow: Services},
@@ -42,6 +45,7 @@ func TestPolicyTranslation(t *testing.T) {
 		PlaintextNetworks:      []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00::/8")},
 		MaxAssociationsPerPeer: 7,
 		MaxResults:             250,
+		Lockout:                policy.LockoutRule{After: DefaultLockoutAfter, Base: 3 * time.Second, Max: time.Hour},
 	}
 	if !reflect.DeepEqual(rules, want) {
 		t.Errorf("rules:\n got %+v\nwant %+v", rules, want)
@@ -55,8 +59,9 @@ func TestPolicyTranslation(t *testing.T) {
 		t.Errorf("settings:\n got %+v\nwant %+v", settings, wantS)
 	}
 	c.Identity.ClockSkew = Duration{Duration: 5 * time.Second}
-	if _, s, _ := c.Policy(); s.ClockSkew != 5*time.Second {
-		t.Errorf("clock_skew 5s became %s", s.ClockSkew)
+	c.DICOM.LockoutAfter = -1
+	if r, s, _ := c.Policy(); s.ClockSkew != 5*time.Second || r.Lockout.After != -1 {
+		t.Errorf("clock_skew 5s became %s, lockout_after -1 became %d", s.ClockSkew, r.Lockout.After)
 	}
 
 	for name, breakIt := range map[string]func(*Config){

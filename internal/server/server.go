@@ -128,11 +128,12 @@ func (s *Server) Open(ctx context.Context) error {
 	s.index, s.blobs = s.store.Index, s.store.Blobs
 	s.Logger.Info("store opened", "index", spec.Index, "blobs", spec.Blobs,
 		"capabilities", strings.Join(s.store.Caps.Names(), " "))
-	lockAfter := c.DICOM.LockoutAfter
-	if lockAfter == 0 {
-		lockAfter = config.DefaultLockoutAfter
+	rules, _, err := c.Policy()
+	if err != nil {
+		s.closeStores()
+		return err
 	}
-	s.limits = &policy.Limiter{After: lockAfter, Base: c.DICOM.LockoutBase.Duration, Max: c.DICOM.LockoutMax.Duration}
+	s.limits = policy.NewLimiter(rules.Lockout)
 	if err := s.setPolicy(c); err != nil {
 		s.closeStores()
 		return err

@@ -715,3 +715,22 @@ func TestKeyAlgorithms(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingsChecked: a Verifier refuses settings it must not run with,
+// whoever built them (not only internal/config's validation).
+func TestSettingsChecked(t *testing.T) {
+	h := cheapHash(t, "pw")
+	for name, s := range map[string]Settings{
+		"user twice":      {Users: []User{{Name: "a", Hash: h}, {Name: "a", Hash: h}}},
+		"bad hash":        {Users: []User{{Name: "a", Hash: "plaintext"}}},
+		"negative skew":   {ClockSkew: -time.Second},
+		"skew over 5m":    {ClockSkew: 6 * time.Minute},
+		"jwks, no issuer": {JWKS: "/nonexistent/jwks.json", JWTAudience: "ward"},
+		"jwks over http":  {JWKS: "http://idp.example.test/jwks", JWTIssuer: "i", JWTAudience: "a"},
+		"jwks over ftp":   {JWKS: "ftp://idp.example.test/jwks", JWTIssuer: "i", JWTAudience: "a"},
+	} {
+		if _, err := New(s, nil); !errors.Is(err, ErrBadUser) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

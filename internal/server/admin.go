@@ -69,7 +69,7 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 		return nil, err
 	}
 	idx, blobs := st.Index, st.Blobs
-	a.Archive = &archive.Archive{Index: idx, Blobs: blobs, Node: a.node, Logger: logger, AETitle: c.AETitle}
+	a.Archive = &archive.Archive{Index: idx, Blobs: blobs, Caps: &st.Caps, Node: a.node, Logger: logger, AETitle: c.AETitle}
 	if err := a.Archive.Open(ctx); err != nil {
 		blobs.Close()
 		idx.Close()

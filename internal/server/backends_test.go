@@ -85,7 +85,7 @@ func TestBackupNeedsSnapshotter(t *testing.T) {
 	bare := struct{ store.Index }{st.Index}
 	ar := &archive.Archive{Index: bare, Blobs: st.Blobs, Node: "n1"}
 	dir := filepath.Join(t.TempDir(), "backup")
-	_, err = runBackup(ctx, ar, bare, c, dir, archive.CopyOptions{}, func(*audit.Message) {}, audit.Node{}, "tester")
+	_, err = runBackup(ctx, ar, c, dir, archive.CopyOptions{}, func(*audit.Message) {}, audit.Node{}, "tester")
 	if err == nil || !strings.Contains(err.Error(), "cannot take a snapshot") {
 		t.Fatalf("backup over an index without snapshots: %v", err)
 	}

@@ -27,7 +27,7 @@ type BackupResult struct {
 // directory: the folder can be served as one (ward serve --data DIR).
 const backupIndexName = "index.db"
 
-// runBackup backs ar (whose index is idx, configured by c) up into dir: a
+// runBackup backs ar (configured by c) up into dir: a
 // snapshot of the index, taken while deletions are held, then every
 // object it names that dir lacks (copied as pending objects), then the
 // new index put in place of the previous backup's, then the copies
@@ -42,10 +42,11 @@ const backupIndexName = "index.db"
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.
-func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *config.Config, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
+func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
 	res := &BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
-	sn, ok := idx.(store.Snapshotter)
-	if !ok {
+	caps := ar.Capabilities()
+	sn := caps.Snapshotter
+	if sn == nil {
 		return res, errors.New("the index backend cannot take a snapshot for a backup")
 	}
 	if err := checkBackupDir(c.DataDir, dir); err != nil {
@@ -68,7 +69,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 			ar.Logger.Warn("deleting the objects held during the backup failed; retried at next start", "err", err)
 		}
 	}()
-	files := snapshotFiles(idx)
+	files := snapshotFiles(caps)
 	newIndex := filepath.Join(dir, backupIndexName+".new")
 	if err := files.RemoveSnapshot(newIndex); err != nil {
 		return res, fmt.Errorf("backup: removing an interrupted run's index: %w", err)
@@ -86,7 +87,8 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	defer dst.Close()
 	// A copy a killed run was writing: its key would stay in use, and
 	// every later backup fail to copy that object.
-	if ur, ok := dst.(store.UnfinishedRemover); ok {
+	dstCaps := store.Resolve(nil, dst)
+	if ur := dstCaps.UnfinishedRemover; ur != nil {
 		if err := ur.RemoveUnfinished(ctx); err != nil {
 			snap.Close()
 			return res, fmt.Errorf("backup: %w", err)
@@ -103,7 +105,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	// Copies an interrupted run left pending (it may have been killed
 	// before it recorded them) are recorded as exported by this one: at
 	// least once, twice if that run had recorded them.
-	if bw, ok := dst.(store.BlobWalker); ok {
+	if bw := dstCaps.BlobWalker; bw != nil {
 		left := map[string]bool{}
 		err := bw.WalkBlobs(ctx, func(key string, published bool) error {
 			if !published {
@@ -302,8 +304,8 @@ func lockBackupDir(dir string) (func(), error) {
 
 // snapshotFiles is the index's store.SnapshotFiles, or the fallback: a
 // snapshot is one file.
-func snapshotFiles(idx store.Index) store.SnapshotFiles {
-	if sf, ok := idx.(store.SnapshotFiles); ok {
+func snapshotFiles(caps store.Caps) store.SnapshotFiles {
+	if sf := caps.SnapshotFiles; sf != nil {
 		return sf
 	}
 	return oneFileSnapshot{}
@@ -353,7 +355,7 @@ func syncDir(dir string) error {
 // Backup backs the stopped Ward up into dir (see runBackup), for operator.
 func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*BackupResult, error) {
 	var rerr error
-	res, err := runBackup(ctx, a.Archive, a.Archive.Index, a.Config, dir, o, func(m *audit.Message) {
+	res, err := runBackup(ctx, a.Archive, a.Config, dir, o, func(m *audit.Message) {
 		if err := a.Record(m); err != nil {
 			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
 		}

@@ -142,7 +142,7 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
-	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Node: s.node, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
+	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Caps: &s.store.Caps, Node: s.node, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
 		MinFree: minFree, MinFreeShare: minFreeShare,
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}

@@ -39,7 +39,7 @@ type Status struct {
 
 // status reads the archive's counts and its disk's space.
 func status(ctx context.Context, ar *archive.Archive, c *config.Config) (*Status, error) {
-	caps := store.Resolve(ar.Index, ar.Blobs)
+	caps := ar.Capabilities()
 	st := &Status{DataDir: c.DataDir, Node: ar.Node, Capabilities: caps.Names(), DiskFree: -1, DiskTotal: -1, DiskReserve: -1}
 	if caps.DeleteHolder != nil {
 		held, err := caps.DeleteHolder.DeletesHeld(ctx)
@@ -48,7 +48,7 @@ func status(ctx context.Context, ar *archive.Archive, c *config.Config) (*Status
 		}
 		st.DeletionsHeld = held
 	}
-	if cn, ok := ar.Index.(store.Counter); ok {
+	if cn := caps.Counter; cn != nil {
 		counts, err := cn.Counts(ctx)
 		if err != nil {
 			return nil, err
@@ -66,7 +66,7 @@ func status(ctx context.Context, ar *archive.Archive, c *config.Config) (*Status
 		return nil, err
 	}
 	st.AwaitingDeletion = len(pending)
-	if sr, ok := ar.Blobs.(store.SpaceReporter); ok {
+	if sr := caps.SpaceReporter; sr != nil {
 		free, total, err := sr.Space(ctx)
 		if err != nil {
 			return nil, err

@@ -460,7 +460,7 @@ func (s *Server) adminConn(ctx context.Context, c *net.UnixConn) {
 	}
 	if r.Op == "backup" {
 		// A stop interrupts it; the previous backup stays whole.
-		res, err := runBackup(callCtx, s.archive, s.index, s.Config, r.Out, archive.CopyOptions{MaxRate: r.MaxRate,
+		res, err := runBackup(callCtx, s.archive, s.Config, r.Out, archive.CopyOptions{MaxRate: r.MaxRate,
 			Progress: func(p archive.BackupReport) {
 				s.Logger.Info("backing up", "instances", p.Instances, "copied", p.Copied, "bytes", p.Bytes, "problems", p.Problems)
 			}}, s.record, s.wardNode(), op)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/termsafe"
 
 	"github.com/dustin/go-humanize"
@@ -31,8 +32,8 @@ func statusFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		ctx := context.Background()
-		st, err := server.RemoteStatus(ctx, c.DataDir)
-		if errors.Is(err, server.ErrNoServer) {
+		st, err := admin.RemoteStatus(ctx, c.DataDir)
+		if errors.Is(err, admin.ErrNoServer) {
 			err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
 				st, err = adm.Status(ctx)
 				return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
 )
@@ -77,7 +78,7 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 		return nil, err
 	}
 	var rerr error
-	err = finishDeletions(ctx, a.Archive, a.trail(func(err error) { rerr = errors.Join(rerr, err) }), a.Node())
+	err = admin.FinishDeletions(ctx, a.Archive, a.trail(func(err error) { rerr = errors.Join(rerr, err) }), a.Node())
 	if err = errors.Join(err, rerr); err != nil {
 		a.Close()
 		return nil, err
@@ -86,14 +87,14 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 }
 
 // trail is the admin's audit log as a trail; fail gets each error.
-func (a *Admin) trail(fail func(error)) trail {
-	return trail{
-		record: func(m *audit.Message) {
+func (a *Admin) trail(fail func(error)) admin.Trail {
+	return admin.Trail{
+		Record: func(m *audit.Message) {
 			if err := a.Record(m); err != nil {
 				fail(fmt.Errorf("audit record: %w", err))
 			}
 		},
-		sync: func() error {
+		Sync: func() error {
 			if a.log == nil {
 				return nil
 			}
@@ -129,4 +130,29 @@ func (a *Admin) Close() error {
 	errs := []error{a.Archive.Blobs.Close(), a.Archive.Index.Close()}
 	errs = append(errs, a.closeAudit())
 	return errors.Join(errs...)
+}
+
+// StudyOp runs r on the stopped Ward of the admin's data directory.
+func (a *Admin) StudyOp(ctx context.Context, operator string, r *admin.StudyRequest) ([]admin.StudyResult, error) {
+	if err := r.Check(); err != nil {
+		return nil, err
+	}
+	if r.Op == "verify" || r.Op == "backup" || r.Op == "status" {
+		return nil, fmt.Errorf("%s is a method of Admin of its own", r.Op)
+	}
+	var rerr error
+	tr := a.trail(func(err error) { rerr = errors.Join(rerr, err) })
+	res := admin.RunStudyOp(ctx, a.Archive, tr, a.Node(), operator, r)
+	return res, rerr
+}
+
+// Verify checks the stored objects of the stopped Ward against its index
+// (archive.Verify).
+func (a *Admin) Verify(ctx context.Context, o archive.VerifyOptions) (*admin.VerifyResult, error) {
+	return admin.RunVerify(ctx, a.Archive, o)
+}
+
+// Status reports on the stopped Ward.
+func (a *Admin) Status(ctx context.Context) (*admin.Status, error) {
+	return admin.ReadStatus(ctx, a.Archive, a.Config)
 }

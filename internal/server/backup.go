@@ -11,17 +11,10 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
 )
-
-// BackupResult is the outcome of a backup: the counts and the first
-// MaxVerifyProblems objects that could not be copied as recorded.
-type BackupResult struct {
-	Dir      string                  `json:"dir"`
-	Report   archive.BackupReport    `json:"report"`
-	Problems []archive.VerifyProblem `json:"problems"`
-}
 
 // backupIndexName is the index file in a backup folder, as in a data
 // directory: the folder can be served as one (ward serve --data DIR).
@@ -42,8 +35,8 @@ const backupIndexName = "index.db"
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.
-func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
-	res := &BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
+func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*admin.BackupResult, error) {
+	res := &admin.BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
 	caps := ar.Capabilities()
 	sn := caps.Snapshotter
 	if sn == nil {
@@ -95,7 +88,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir s
 		}
 	}
 	o.Problem = func(p archive.VerifyProblem) {
-		if len(res.Problems) < MaxVerifyProblems {
+		if len(res.Problems) < admin.MaxVerifyProblems {
 			res.Problems = append(res.Problems, p)
 		}
 	}
@@ -353,7 +346,7 @@ func syncDir(dir string) error {
 }
 
 // Backup backs the stopped Ward up into dir (see runBackup), for operator.
-func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*BackupResult, error) {
+func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*admin.BackupResult, error) {
 	var rerr error
 	res, err := runBackup(ctx, a.Archive, a.Config, dir, o, func(m *audit.Message) {
 		if err := a.Record(m); err != nil {
@@ -361,20 +354,4 @@ func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.Copy
 		}
 	}, a.Node(), operator)
 	return res, errors.Join(err, rerr)
-}
-
-// RemoteBackup asks the ward serve running on dataDir to back itself up
-// into dir, while it serves.
-func RemoteBackup(ctx context.Context, dataDir, dir string, maxRate int64) (*BackupResult, error) {
-	var resp struct {
-		Error string `json:"error,omitempty"`
-		BackupResult
-	}
-	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "backup", Out: dir, MaxRate: maxRate}, &resp); err != nil {
-		return nil, err
-	}
-	if resp.Error != "" {
-		return &resp.BackupResult, errors.New(resp.Error)
-	}
-	return &resp.BackupResult, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/ward-pacs/ward/internal/admin"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -237,7 +238,7 @@ func TestAcceptErrorsDoNotStopServing(t *testing.T) {
 		t.Fatal("the errors were not all returned")
 	}
 	if adminLn != nil {
-		if _, err := RemoteStatus(t.Context(), s.Config.DataDir); err != nil {
+		if _, err := admin.RemoteStatus(t.Context(), s.Config.DataDir); err != nil {
 			t.Fatalf("admin socket after accept errors: %v", err)
 		}
 	}

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/ward-pacs/ward/internal/admin"
 	"path/filepath"
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/ward-pacs/ward/internal/admin"
-	"github.com/ward-pacs/ward/internal/termsafe"
 
 	"github.com/dustin/go-humanize"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 var statusCmd = &command{

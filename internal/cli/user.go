@@ -6,12 +6,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/ward-pacs/ward/internal/admin"
 	"io"
 	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/ward-pacs/ward/internal/admin"
 
 	"golang.org/x/term"
 

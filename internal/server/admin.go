@@ -11,6 +11,7 @@ import (
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/datadir"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -40,12 +41,12 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 	if _, err := os.Stat(c.DataDir); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if dirs, err := closeOpenDirs(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
+	if dirs, err := dataLayout.CloseOpenDirs(c.DataDir, datadir.Outside(c.DataDir, c.AuditDir())); err != nil {
 		return nil, err
 	} else if len(dirs) > 0 {
 		logger.Warn("data directory closed to other local users: its directories were open, no file in it was", "dirs", dirs)
 	}
-	if err := CheckDataDir(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
+	if err := dataLayout.Check(c.DataDir, datadir.Outside(c.DataDir, c.AuditDir())); err != nil {
 		return nil, err
 	}
 	node, err := nodeID(c)
@@ -155,4 +156,16 @@ func (a *Admin) Verify(ctx context.Context, o archive.VerifyOptions) (*admin.Ver
 // Status reports on the stopped Ward.
 func (a *Admin) Status(ctx context.Context) (*admin.Status, error) {
 	return admin.ReadStatus(ctx, a.Archive, a.Config)
+}
+
+// Backup backs the stopped Ward up into dir (see admin.RunBackup), for
+// operator.
+func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*admin.BackupResult, error) {
+	var rerr error
+	res, err := admin.RunBackup(ctx, a.Archive, a.Config, backupFolder(a.Config), dir, o, func(m *audit.Message) {
+		if err := a.Record(m); err != nil {
+			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
+		}
+	}, a.Node(), operator)
+	return res, errors.Join(err, rerr)
 }

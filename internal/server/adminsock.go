@@ -55,7 +55,7 @@ func (h adminHandler) AuditRefusal() error { return h.s.auditRefusal() }
 
 func (h adminHandler) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*admin.BackupResult, error) {
 	s := h.s
-	return runBackup(ctx, s.archive, s.Config, dir, o, s.record, s.wardNode(), operator)
+	return admin.RunBackup(ctx, s.archive, s.Config, backupFolder(s.Config), dir, o, s.record, s.wardNode(), operator)
 }
 
 func (h adminHandler) Verify(ctx context.Context, o archive.VerifyOptions) (*admin.VerifyResult, error) {

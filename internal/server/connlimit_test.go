@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"github.com/ward-pacs/ward/internal/admin"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/datadir"
 )
 
 // write makes p (and its folders, 0700) with mode.
@@ -41,7 +42,7 @@ func chmod(t *testing.T, p string, mode fs.FileMode) {
 // a patient's name from the WAL.
 func TestCheckDataDir(t *testing.T) {
 	defer syscall.Umask(syscall.Umask(0o022))
-	if err := CheckDataDir(filepath.Join(t.TempDir(), "none")); err != nil {
+	if err := dataLayout.Check(filepath.Join(t.TempDir(), "none")); err != nil {
 		t.Fatalf("a data directory not made yet: %v", err)
 	}
 	closed := func(t *testing.T) string {
@@ -51,7 +52,7 @@ func TestCheckDataDir(t *testing.T) {
 		write(t, filepath.Join(dir, "objects", "ab", "cd", "abcd.dcm"), 0o600)
 		return dir
 	}
-	if err := CheckDataDir(closed(t)); err != nil {
+	if err := dataLayout.Check(closed(t)); err != nil {
 		t.Fatalf("a closed data directory: %v", err)
 	}
 	for _, c := range []struct {
@@ -102,15 +103,15 @@ func TestCheckDataDir(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := closed(t)
 			want := c.open(t, dir)
-			err := CheckDataDir(dir)
-			if !errors.Is(err, ErrDataDirOpen) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--fix-permissions") {
-				t.Fatalf("want ErrDataDirOpen naming %q and the fix, got %v", want, err)
+			err := dataLayout.Check(dir)
+			if !errors.Is(err, datadir.ErrOpen) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--fix-permissions") {
+				t.Fatalf("want datadir.ErrOpen naming %q and the fix, got %v", want, err)
 			}
-			n, err := FixDataDir(dir)
+			n, err := dataLayout.Fix(dir)
 			if err != nil || n != c.fixes {
 				t.Fatalf("fix: %d changed, %v", n, err)
 			}
-			if err := CheckDataDir(dir); err != nil {
+			if err := dataLayout.Check(dir); err != nil {
 				t.Fatalf("after the fix: %v", err)
 			}
 		})
@@ -122,10 +123,10 @@ func TestCheckDataDir(t *testing.T) {
 	dir := closed(t)
 	obj := filepath.Join(dir, "objects", "ab", "cd", "abcd.dcm")
 	chmod(t, obj, 0o644)
-	if err := CheckDataDir(dir); err != nil {
+	if err := dataLayout.Check(dir); err != nil {
 		t.Fatalf("an object file is not checked at start: %v", err)
 	}
-	if n, err := FixDataDir(dir); err != nil || n != 1 {
+	if n, err := dataLayout.Fix(dir); err != nil || n != 1 {
 		t.Fatalf("fix: %d changed, %v", n, err)
 	}
 	if fi, err := os.Stat(obj); err != nil || fi.Mode().Perm() != 0o600 {
@@ -144,13 +145,13 @@ func TestCheckDataDir(t *testing.T) {
 	if err := os.Chown(p, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckDataDir(dir); !errors.Is(err, ErrDataDirOpen) || !strings.Contains(err.Error(), p+" (owned by ") {
+	if err := dataLayout.Check(dir); !errors.Is(err, datadir.ErrOpen) || !strings.Contains(err.Error(), p+" (owned by ") {
 		t.Fatalf("a file of another user's: %v", err)
 	}
-	if n, err := FixDataDir(dir); err != nil || n != 1 {
+	if n, err := dataLayout.Fix(dir); err != nil || n != 1 {
 		t.Fatalf("fix: %d changed, %v", n, err)
 	}
-	if err := CheckDataDir(dir); err != nil {
+	if err := dataLayout.Check(dir); err != nil {
 		t.Fatalf("after the fix: %v", err)
 	}
 }
@@ -175,7 +176,7 @@ func TestOpenRefusesOpenDataDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(c.DataDir, "ward.toml"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := closeOpenDirs(c.DataDir); err != nil {
+	if _, err := dataLayout.CloseOpenDirs(c.DataDir); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(c.DataDir); err != nil || fi.Mode().Perm() != 0o700 {
@@ -187,10 +188,10 @@ func TestOpenRefusesOpenDataDir(t *testing.T) {
 	}
 	chmod(t, filepath.Join(c.DataDir, "index.db"), 0o644)
 	s := &Server{Config: c}
-	if err := s.Open(t.Context()); !errors.Is(err, ErrDataDirOpen) {
+	if err := s.Open(t.Context()); !errors.Is(err, datadir.ErrOpen) {
 		t.Fatalf("Open of a 0755 data directory holding a 0644 index: %v", err)
 	}
-	if _, err := OpenAdmin(t.Context(), c, nil); !errors.Is(err, ErrDataDirOpen) {
+	if _, err := OpenAdmin(t.Context(), c, nil); !errors.Is(err, datadir.ErrOpen) {
 		t.Fatalf("OpenAdmin of a 0755 data directory holding a 0644 index: %v", err)
 	}
 	s = &Server{Config: c, FixPermissions: true}
@@ -224,17 +225,17 @@ func TestOpenRefusesOpenDataDir(t *testing.T) {
 func TestKeyFileOpen(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "server.key")
 	write(t, key, 0o600)
-	if err := checkKeyFile("[dicom] tls_key", key); err != nil {
+	if err := datadir.CheckKeyFile("[dicom] tls_key", key); err != nil {
 		t.Fatalf("a 0600 key: %v", err)
 	}
 	for _, mode := range []fs.FileMode{0o644, 0o604} {
 		chmod(t, key, mode)
-		if err := checkKeyFile("[dicom] tls_key", key); err == nil || !strings.Contains(err.Error(), "every local user") || !strings.Contains(err.Error(), "chmod 0600") {
+		if err := datadir.CheckKeyFile("[dicom] tls_key", key); err == nil || !strings.Contains(err.Error(), "every local user") || !strings.Contains(err.Error(), "chmod 0600") {
 			t.Fatalf("a %04o key: %v", mode, err)
 		}
 	}
 	chmod(t, key, 0o640)
-	err := checkKeyFile("[dicom] tls_key", key)
+	err := datadir.CheckKeyFile("[dicom] tls_key", key)
 	if os.Geteuid() == 0 && err != nil {
 		t.Fatalf("a 0640 key root owns: %v", err)
 	}
@@ -245,7 +246,7 @@ func TestKeyFileOpen(t *testing.T) {
 		if err := os.Chown(key, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
-		if err := checkKeyFile("[dicom] tls_key", key); err == nil || !strings.Contains(err.Error(), "its group") {
+		if err := datadir.CheckKeyFile("[dicom] tls_key", key); err == nil || !strings.Contains(err.Error(), "its group") {
 			t.Fatalf("a 0640 key nobody owns: %v", err)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/ward-pacs/ward/internal/admin"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/storetest"

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"github.com/ward-pacs/ward/internal/admin"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/pdu"
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/ward-pacs/ward/internal/admin"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/internal/admin"
 )
 
 // TestStudyVerify: objects sent by DCMTK storescu verify clean with `ward

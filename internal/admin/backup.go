@@ -1,26 +1,37 @@
-package server
+package admin
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
-	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/datadir"
 	"github.com/ward-pacs/ward/store"
 )
+
+// BackupFolder is what a backup folder is made of, as a data directory:
+// the names of its index and blobs backends (store.RegisterIndex,
+// store.RegisterBlobs; the index is named by the file path, the blobs by
+// the folder) and what its permission checks know of it.
+type BackupFolder struct {
+	Index, Blobs string
+	Layout       datadir.Layout
+}
 
 // backupIndexName is the index file in a backup folder, as in a data
 // directory: the folder can be served as one (ward serve --data DIR).
 const backupIndexName = "index.db"
 
-// runBackup backs ar (configured by c) up into dir: a
+// RunBackup backs ar (configured by c) up into dir, a folder f: a
 // snapshot of the index, taken while deletions are held, then every
 // object it names that dir lacks (copied as pending objects), then the
 // new index put in place of the previous backup's, then the copies
@@ -35,8 +46,8 @@ const backupIndexName = "index.db"
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.
-func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*admin.BackupResult, error) {
-	res := &admin.BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
+func RunBackup(ctx context.Context, ar *archive.Archive, c *config.Config, f BackupFolder, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
+	res := &BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
 	caps := ar.Capabilities()
 	sn := caps.Snapshotter
 	if sn == nil {
@@ -45,7 +56,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir s
 	if err := checkBackupDir(c.DataDir, dir); err != nil {
 		return res, err
 	}
-	if err := claimBackupDir(dir); err != nil {
+	if err := claimBackupDir(dir, f.Layout); err != nil {
 		return res, err
 	}
 	unlock, err := lockBackupDir(dir)
@@ -71,8 +82,8 @@ func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir s
 	if err != nil {
 		return res, err
 	}
-	// The folder is a data directory: the embedded default blobs.
-	dst, err := store.OpenBlobs(ctx, defaultBlobs, dir)
+	// The folder is a data directory.
+	dst, err := store.OpenBlobs(ctx, f.Blobs, dir)
 	if err != nil {
 		snap.Close()
 		return res, fmt.Errorf("backup folder: %w", err)
@@ -88,7 +99,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir s
 		}
 	}
 	o.Problem = func(p archive.VerifyProblem) {
-		if len(res.Problems) < admin.MaxVerifyProblems {
+		if len(res.Problems) < MaxVerifyProblems {
 			res.Problems = append(res.Problems, p)
 		}
 	}
@@ -131,7 +142,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, c *config.Config, dir s
 	if err := files.InstallSnapshot(newIndex, final); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
-	done, err := store.OpenIndex(ctx, storeSpec(c, "").Index, final)
+	done, err := store.OpenIndex(ctx, f.Index, final)
 	if err != nil {
 		return res, fmt.Errorf("backup: reopening its index: %w", err)
 	}
@@ -154,7 +165,17 @@ func (b *backupAudit) copied(in *store.Instance) {
 	if len(b.studies) >= backupAuditStudies {
 		b.flush()
 	}
-	addStudy(b.studies, in.StudyInstanceUID, in.PatientID, in.SOPClassUID)
+	key := in.StudyInstanceUID + "\x00" + in.PatientID
+	st := b.studies[key]
+	if st == nil {
+		uid := in.StudyInstanceUID
+		if uid == "" {
+			uid = "unknown"
+		}
+		st = &audit.Study{UID: uid, PatientID: strings.TrimSpace(in.PatientID), Classes: map[string]int{}}
+		b.studies[key] = st
+	}
+	st.Classes[in.SOPClassUID]++
 }
 
 func (b *backupAudit) flush() {
@@ -162,7 +183,7 @@ func (b *backupAudit) flush() {
 		return
 	}
 	now := time.Now()
-	for _, group := range audit.ByPatient(studies(b.studies)) {
+	for _, group := range audit.ByPatient(slices.Collect(maps.Values(b.studies))) {
 		b.record(audit.Export(b.ward, b.who, b.media, audit.OutcomeSuccess, group, now))
 	}
 	clear(b.studies)
@@ -193,7 +214,7 @@ const backupMarker = "WARD-BACKUP"
 // archive's data directory, say). A backup holds patient data: the folder
 // must be the user's Ward runs as, and closed to others (an empty one is
 // closed here; one that holds a backup is refused if open).
-func claimBackupDir(dir string) error {
+func claimBackupDir(dir string, layout datadir.Layout) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -208,7 +229,7 @@ func claimBackupDir(dir string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("the backup folder %s is not a folder", dir)
 	}
-	if o := foreignOwner(fi); o != "" {
+	if o := datadir.ForeignOwner(fi); o != "" {
 		return fmt.Errorf("the backup folder %s is %s, who could read the backup (patient data): choose a folder of your own", dir, o)
 	}
 	ents, err := backupEntries(dir)
@@ -220,13 +241,13 @@ func claimBackupDir(dir string) error {
 		if _, err := os.Stat(marker); err != nil {
 			return fmt.Errorf("the backup folder %s is not empty and holds no backup: choose an empty or new folder", dir)
 		}
-		bad, err := openToOthers(dir)
+		bad, err := layout.OpenToOthers(dir)
 		if err != nil {
 			return fmt.Errorf("backup folder: %w", err)
 		}
 		if bad != "" {
 			return fmt.Errorf("the backup folder %s is open to other local users:\n  %s\nFix: chown -R %s %s && chmod -R go-rwx %s",
-				dir, bad, currentUser(), quote(dir), quote(dir))
+				dir, bad, datadir.CurrentUser(), datadir.Quote(dir), datadir.Quote(dir))
 		}
 		return nil
 	}
@@ -285,7 +306,7 @@ func isAtomicLeftover(name string) bool {
 // lockBackupDir keeps two backups from running into one folder at once
 // (each removes what the other is writing).
 func lockBackupDir(dir string) (func(), error) {
-	unlock, busy, err := lockFile(filepath.Join(dir, backupMarker))
+	unlock, busy, err := datadir.LockFile(filepath.Join(dir, backupMarker))
 	if busy {
 		return nil, fmt.Errorf("another backup into %s is running", dir)
 	}
@@ -343,15 +364,4 @@ func syncDir(dir string) error {
 	}
 	err = d.Sync()
 	return errors.Join(err, d.Close())
-}
-
-// Backup backs the stopped Ward up into dir (see runBackup), for operator.
-func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*admin.BackupResult, error) {
-	var rerr error
-	res, err := runBackup(ctx, a.Archive, a.Config, dir, o, func(m *audit.Message) {
-		if err := a.Record(m); err != nil {
-			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
-		}
-	}, a.Node(), operator)
-	return res, errors.Join(err, rerr)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/internal/admin"
-	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
@@ -57,7 +56,7 @@ func backupFlags(fs *flag.FlagSet) runFunc {
 				Progress: func(p archive.BackupReport) {
 					fmt.Fprintf(e.stderr, "%s so far, %s copied (%.1f MB)\n", count(p.Instances, "instance"), count(p.Copied, "object"), float64(p.Bytes)/1e6)
 				}}
-			err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+			err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
 				res, err = adm.Backup(ctx, admin.Operator(), dir, o)
 				return err
 			})

@@ -9,7 +9,6 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/ward-pacs/ward/internal/admin"
-	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
@@ -34,7 +33,7 @@ func statusFlags(fs *flag.FlagSet) runFunc {
 		ctx := context.Background()
 		st, err := admin.RemoteStatus(ctx, c.DataDir)
 		if errors.Is(err, admin.ErrNoServer) {
-			err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+			err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
 				st, err = adm.Status(ctx)
 				return err
 			})

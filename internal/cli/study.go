@@ -146,7 +146,7 @@ func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 }
 
 func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *admin.StudyRequest) (res []admin.StudyResult, err error) {
-	err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+	err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
 		res, err = adm.StudyOp(ctx, admin.Operator(), r)
 		return err
 	})
@@ -155,7 +155,7 @@ func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *admin.Stud
 
 // offline runs fn on the data directory of c, opened by this command for
 // want of a ward serve to ask (admin.ErrNoServer).
-func offline(ctx context.Context, e *env, c *config.Config, fn func(*server.Admin) error) error {
+func offline(ctx context.Context, e *env, c *config.Config, fn func(*admin.Admin) error) error {
 	log, err := newLogger(e.stderr, "warn", "text")
 	if err != nil {
 		return err
@@ -181,7 +181,7 @@ func verifyStudies(e *env, configPath, dataDir string, o archive.VerifyOptions, 
 			fmt.Fprintf(e.stderr, "verified %s so far, %.1f MB, %d with problems\n", count(p.Instances, "instance"), float64(p.Bytes)/1e6, p.Problems)
 		}
 		o.ProgressEvery = 10 * time.Second
-		err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+		err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
 			res, err = adm.Verify(ctx, o)
 			return err
 		})

@@ -53,13 +53,13 @@ func crashIn(fn func()) {
 func TestDeletionCutShort(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		die  func(a *Admin) admin.Trail
+		die  func(a *admin.Admin) admin.Trail
 	}{
-		{"while removing objects", func(a *Admin) admin.Trail {
+		{"while removing objects", func(a *admin.Admin) admin.Trail {
 			a.Archive.Blobs = &dyingBlobs{Blobs: a.Archive.Blobs, dieAt: 3}
-			return a.trail(func(err error) { t.Error(err) })
+			return a.Trail(func(err error) { t.Error(err) })
 		}},
-		{"before the audit record", func(a *Admin) admin.Trail {
+		{"before the audit record", func(a *admin.Admin) admin.Trail {
 			return admin.Trail{Record: func(*audit.Message) { runtime.Goexit() }}
 		}},
 	} {

@@ -62,7 +62,7 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID, reason, operator s
 		return nil, err
 	}
 	d := &Deletion{Study: *summarize(studyUID, insts), Reason: reason, Operator: operator, At: time.Now().UTC(), Node: ar.node()}
-	if dr, ok := ar.Index.(store.DeletionRecorder); ok {
+	if dr := ar.capabilities().DeletionRecorder; dr != nil {
 		uids := make([]string, len(insts))
 		for i, in := range insts {
 			uids[i] = in.SOPInstanceUID
@@ -103,8 +103,8 @@ func (ar *Archive) DeleteStudy(ctx context.Context, studyUID, reason, operator s
 // nodes); another node's only once older than DeletionGuard (that node
 // stopped before auditing it and has not started again).
 func (ar *Archive) RecordedDeletions(ctx context.Context) ([]*Deletion, error) {
-	dr, ok := ar.Index.(store.DeletionRecorder)
-	if !ok {
+	dr := ar.capabilities().DeletionRecorder
+	if dr == nil {
 		return nil, nil
 	}
 	notes, err := dr.RecordedDeletions(ctx)
@@ -128,8 +128,8 @@ func (ar *Archive) RecordedDeletions(ctx context.Context) ([]*Deletion, error) {
 
 // DeletionAudited forgets the note of d, once its audit record is safe.
 func (ar *Archive) DeletionAudited(ctx context.Context, d *Deletion) error {
-	dr, ok := ar.Index.(store.DeletionRecorder)
-	if !ok || d.ID == 0 {
+	dr := ar.capabilities().DeletionRecorder
+	if dr == nil || d.ID == 0 {
 		return nil
 	}
 	return dr.ForgetDeletion(ctx, d.ID)
@@ -166,8 +166,8 @@ func (ar *Archive) ExportStudy(ctx context.Context, studyUID, dir string) (*Stud
 
 // studyInstances lists the instances of a study (ErrNoStudy when none).
 func (ar *Archive) studyInstances(ctx context.Context, studyUID string) ([]store.Instance, error) {
-	qr, ok := ar.Index.(store.Querier)
-	if !ok {
+	qr := ar.capabilities().Querier
+	if qr == nil {
 		return nil, errors.New("the index backend cannot list a study's instances")
 	}
 	var insts []store.Instance

@@ -55,6 +55,11 @@ const (
 type Archive struct {
 	Index store.Index
 	Blobs store.Blobs
+	// Caps are the optional capabilities of Index and Blobs as store.Open
+	// resolved them (store.Store.Caps); the archive reads them there and
+	// takes the fallback documented on each one that is nil. Nil: they are
+	// resolved from Index and Blobs on first use (store.Resolve).
+	Caps *store.Caps
 	// Node is the ID of this node among those sharing the store: the
 	// holds on deletion it records are its own (store.DeleteHolder).
 	// Empty: store.DefaultNode.
@@ -110,6 +115,26 @@ type Archive struct {
 	// has recorded for deletion is deleted (backup.go).
 	holdMu sync.Mutex
 	holds  int
+
+	capsOnce sync.Once
+	caps     *store.Caps
+}
+
+// Capabilities are the optional capabilities of the archive's store
+// (Caps), for what works on the store beside the archive (ward status, a
+// backup's snapshot).
+func (ar *Archive) Capabilities() store.Caps { return *ar.capabilities() }
+
+// capabilities are the store's optional capabilities (Caps).
+func (ar *Archive) capabilities() *store.Caps {
+	ar.capsOnce.Do(func() {
+		ar.caps = ar.Caps
+		if ar.caps == nil {
+			c := store.Resolve(ar.Index, ar.Blobs)
+			ar.caps = &c
+		}
+	})
+	return ar.caps
 }
 
 type afterStore struct{ key, oldKey string }
@@ -134,7 +159,7 @@ func (ar *Archive) Open(ctx context.Context) error {
 	ar.seqs = seqs
 	// Holds on deletion this node left (killed during a backup) are
 	// dropped; other nodes' stay until released or lapsed.
-	if dh, ok := ar.Index.(store.DeleteHolder); ok {
+	if dh := ar.capabilities().DeleteHolder; dh != nil {
 		if err := dh.ReleaseNodeHolds(ctx, ar.node()); err != nil {
 			return err
 		}
@@ -197,8 +222,8 @@ func (ar *Archive) deletePending(ctx context.Context) error {
 // blob no row names may be a stored object whose deferred row the crash
 // lost: replayBlob restores that.
 func (ar *Archive) keepPending(ctx context.Context, key string) (bool, error) {
-	bf, ok := ar.Index.(store.BlobFinder)
-	if !ok {
+	bf := ar.capabilities().BlobFinder
+	if bf == nil {
 		if has, err := ar.Index.HasBlob(ctx, key); has || err != nil {
 			return has, err
 		}
@@ -279,7 +304,7 @@ func (ar *Archive) afterLoop() {
 // blobs and deletes the ones they replaced.
 func (ar *Archive) finish(jobs ...afterStore) {
 	ctx := context.Background()
-	if ds, ok := ar.Index.(store.DeferredSyncer); ok {
+	if ds := ar.capabilities().DeferredSyncer; ds != nil {
 		if ar.syncFailed.Load() {
 			return
 		}
@@ -294,7 +319,7 @@ func (ar *Archive) finish(jobs ...afterStore) {
 			return
 		}
 	}
-	if bp, ok := ar.Blobs.(store.BatchPublisher); ok && len(jobs) > 1 {
+	if bp := ar.capabilities().BatchPublisher; bp != nil && len(jobs) > 1 {
 		keys := make([]string, len(jobs))
 		for i, job := range jobs {
 			keys[i] = job.key
@@ -336,7 +361,7 @@ func (ar *Archive) deleteBlobs(ctx context.Context, keys []string) error {
 	if ar.holds > 0 {
 		return errDeletesHeld
 	}
-	if dh, ok := ar.Index.(store.DeleteHolder); ok {
+	if dh := ar.capabilities().DeleteHolder; dh != nil {
 		held, err := dh.DeletesHeld(ctx)
 		if err != nil {
 			return err
@@ -484,15 +509,15 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 	ar.space.wrote(cw.n)
 	out.StudyInstanceUID, out.PatientID = in.StudyInstanceUID, in.PatientID
 	put := ar.Index.Put
-	ins, canInsert := ar.Index.(store.Inserter)
+	ins := ar.capabilities().Inserter
 	ds, err := ar.deferrable(bw, in)
 	if err != nil {
 		return resourceError("writing the object's intent record", err)
 	}
 	if ds != nil {
-		put, ins, canInsert = ds.PutDeferred, deferredInserter{ds}, true
+		put, ins = ds.PutDeferred, deferredInserter{ds}
 	}
-	if canInsert && nameDurable(bw) {
+	if ins != nil && nameDurable(bw) {
 		// A new instance whose blob name is durable already: the object's
 		// fsync and the index commit run at once, and the response waits
 		// for both. Should the index row outlive a crash that the object's
@@ -554,8 +579,8 @@ func (d deferredInserter) Insert(ctx context.Context, in *store.Instance) error 
 // cannot keep intent records at all is remembered (rows are then synced
 // before responses); any other failure (a full disk) fails the store.
 func (ar *Archive) deferrable(bw store.BlobWriter, in *store.Instance) (store.DeferredSyncer, error) {
-	ds, ok := ar.Index.(store.DeferredSyncer)
-	if !ok || ar.noIntents.Load() {
+	ds := ar.capabilities().DeferredSyncer
+	if ds == nil || ar.noIntents.Load() {
 		return nil, nil
 	}
 	iw, ok := bw.(store.IntentWriter)

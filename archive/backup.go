@@ -35,8 +35,8 @@ func (ar *Archive) HoldDeletes(ctx context.Context) (release func(context.Contex
 		stop = make(chan struct{})
 		wg   sync.WaitGroup
 	)
-	dh, shared := ar.Index.(store.DeleteHolder)
-	if shared {
+	dh := ar.capabilities().DeleteHolder
+	if dh != nil {
 		if id, err = dh.HoldDeletes(ctx, ar.node(), HoldTTL); err != nil {
 			ar.holdMu.Lock()
 			ar.holds--
@@ -64,7 +64,7 @@ func (ar *Archive) HoldDeletes(ctx context.Context) (release func(context.Contex
 	return func(ctx context.Context) error {
 		var err error
 		once.Do(func() {
-			if shared {
+			if dh != nil {
 				close(stop)
 				wg.Wait()
 				err = dh.ReleaseHold(ctx, id)
@@ -125,8 +125,8 @@ type CopyOptions struct {
 // be a store.InstanceWalker (a snapshot of ar's index, taken while
 // HoldDeletes holds).
 func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.Blobs, rep *BackupReport, o CopyOptions) error {
-	w, ok := snap.(store.InstanceWalker)
-	if !ok {
+	w := store.Resolve(snap, nil).InstanceWalker
+	if w == nil {
 		return errors.New("the index snapshot cannot list its instances")
 	}
 	p := newPacer(o.MaxRate, o.ProgressEvery)
@@ -252,8 +252,9 @@ func (m markWrites) Write(p []byte) (int, error) {
 // (those of instances deleted or replaced since the previous backup, and
 // copies an interrupted run left) are removed.
 func SettleObjects(ctx context.Context, idx store.Index, dst store.Blobs, rep *BackupReport) error {
-	bw, ok := dst.(store.BlobWalker)
-	if !ok {
+	dstCaps := store.Resolve(nil, dst)
+	bw := dstCaps.BlobWalker
+	if bw == nil {
 		return errors.New("the backup's blob store cannot list its objects")
 	}
 	var gone, publish []string
@@ -272,7 +273,7 @@ func SettleObjects(ctx context.Context, idx store.Index, dst store.Blobs, rep *B
 	if err != nil {
 		return err
 	}
-	if bp, ok := dst.(store.BatchPublisher); ok && len(publish) > 0 {
+	if bp := dstCaps.BatchPublisher; bp != nil && len(publish) > 0 {
 		if err := bp.PublishAll(ctx, publish); err != nil {
 			return err
 		}

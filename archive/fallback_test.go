@@ -3,6 +3,7 @@ package archive_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
@@ -137,5 +138,34 @@ func TestFallbacks(t *testing.T) {
 	}
 	if n, err := idx.CountInstances(ctx); err != nil || n != int64(len(qrObjects))-1 {
 		t.Errorf("%d instances after recovery (%v), want %d", n, err, len(qrObjects)-1)
+	}
+}
+
+// TestCapsGiven: the archive reads the capabilities it is given (those
+// store.Open resolved), not the backend's own by assertion, and resolves
+// them itself only when given none.
+func TestCapsGiven(t *testing.T) {
+	ctx := context.Background()
+	idx, bs := openStores(t, t.TempDir())
+	defer idx.Close()
+	defer bs.Close()
+	hidden := &archive.Archive{Index: idx, Blobs: bs, Caps: &store.Caps{Querier: idx}}
+	if err := hidden.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer hidden.Close()
+	if names := hidden.Capabilities().Names(); len(names) != 1 || names[0] != "Querier" {
+		t.Errorf("capabilities given: %v", names)
+	}
+	// Without an InstanceWalker, verifying every study needs them named.
+	if _, err := hidden.Verify(ctx, archive.VerifyOptions{}, func(archive.VerifyProblem) {}); err == nil {
+		t.Error("verify walked the instances with the InstanceWalker hidden from the archive")
+	}
+	own := &archive.Archive{Index: idx, Blobs: bs}
+	if got, want := own.Capabilities().Names(), store.Resolve(idx, bs).Names(); !slices.Equal(got, want) {
+		t.Errorf("capabilities resolved: %v, want %v", got, want)
+	}
+	if _, err := own.Verify(ctx, archive.VerifyOptions{}, func(archive.VerifyProblem) {}); err != nil {
+		t.Errorf("verify with the store's own capabilities: %v", err)
 	}
 }

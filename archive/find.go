@@ -54,12 +54,12 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 	if err != nil {
 		return err
 	}
-	qr, ok := ar.Index.(store.Querier)
-	if !ok {
+	qr := ar.capabilities().Querier
+	if qr == nil {
 		return Fail(ErrNotSupported, "the index backend cannot serve queries")
 	}
 	supported := func(string) bool { return true }
-	if km, ok := ar.Index.(store.KeyMatcher); ok {
+	if km := ar.capabilities().KeyMatcher; km != nil {
 		supported = km.CanMatch
 	}
 	id, err := parseFind(rq.Identifier, patientRoot, supported, ar.seqs)

@@ -57,8 +57,8 @@ func decodeIntent(b []byte) (intent, error) {
 // match it) gets its row again and is kept; anything else (a slot, an
 // object never acknowledged, one replaced by a newer copy) is not.
 func (ar *Archive) replayBlob(ctx context.Context, key string) (bool, error) {
-	ir, ok := ar.Blobs.(store.IntentReader)
-	if !ok {
+	ir := ar.capabilities().IntentReader
+	if ir == nil {
 		return false, nil
 	}
 	b, err := ir.Intent(ctx, key)

@@ -21,8 +21,8 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 	if err != nil {
 		return err
 	}
-	qr, ok := ar.Index.(store.Querier)
-	if !ok {
+	qr := ar.capabilities().Querier
+	if qr == nil {
 		return Fail(ErrNotSupported, "the index backend cannot serve retrieves")
 	}
 	id, err := parseRetrieve(r.Identifier, patientRoot)

@@ -26,8 +26,8 @@ type seqSpec struct {
 // sequenceIndex resolves Archive.Sequences; nil when the index keeps no
 // sequences or none are configured.
 func (ar *Archive) sequenceIndex() (*seqIndex, error) {
-	si, ok := ar.Index.(store.SequenceIndexer)
-	if !ok || !si.IndexesSequences() {
+	// Caps holds a SequenceIndexer only when it indexes sequences.
+	if ar.capabilities().SequenceIndexer == nil {
 		return nil, nil
 	}
 	specs := ar.Sequences

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"github.com/ward-pacs/ward/store"
 )
 
 // spaceEvery is how long a free-space reading is trusted while the disk is
@@ -50,8 +49,8 @@ func (ar *Archive) checkSpace(ctx context.Context) error {
 	if ar.MinFree <= 0 {
 		return nil
 	}
-	sr, ok := ar.Blobs.(store.SpaceReporter)
-	if !ok {
+	sr := ar.capabilities().SpaceReporter
+	if sr == nil {
 		return nil
 	}
 	c := &ar.space

@@ -44,10 +44,15 @@ func TestFreeSpaceReserve(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, archive.DuplicateReplace)
+			f.ar.Close() // opened again over blobs that report the space
 			sb := &spaceBlobs{Blobs: f.blobs}
 			sb.free.Store(tc.free)
 			sb.total.Store(tc.total)
-			f.ar.Blobs, f.ar.MinFree, f.ar.MinFreeShare = sb, tc.minFree, tc.share
+			f.ar = &archive.Archive{Index: f.idx, Blobs: sb, OnDuplicate: archive.DuplicateReplace, MinFree: tc.minFree, MinFreeShare: tc.share}
+			if err := f.ar.Open(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(f.ar.Close)
 			o := qrObjects[0].object(t)
 			err := f.store(o, o.bytes(t))
 			var se *dimse.StatusError

@@ -86,8 +86,8 @@ func (ar *Archive) Verify(ctx context.Context, o VerifyOptions, problem func(Ver
 		return nil
 	}
 	if len(studies) == 0 {
-		w, ok := ar.Index.(store.InstanceWalker)
-		if !ok {
+		w := ar.capabilities().InstanceWalker
+		if w == nil {
 			return rep, errors.New("the index backend cannot list every instance: name the studies to verify")
 		}
 		if err := w.WalkInstances(ctx, check); err != nil {
@@ -173,8 +173,8 @@ const maxUnreferenced = 100000
 // object seen unreferenced is checked again at the end, so that one being
 // deleted (its row gone, the object about to follow) is not reported.
 func (ar *Archive) unreferenced(ctx context.Context, rep *VerifyReport, problem func(VerifyProblem)) error {
-	bw, ok := ar.Blobs.(store.BlobWalker)
-	if !ok {
+	bw := ar.capabilities().BlobWalker
+	if bw == nil {
 		return nil
 	}
 	var keys []string

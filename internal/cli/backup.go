@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
-	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
@@ -50,14 +50,14 @@ func backupFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		ctx := context.Background()
-		res, err := server.RemoteBackup(ctx, c.DataDir, dir, rate)
-		if errors.Is(err, server.ErrNoServer) {
+		res, err := admin.RemoteBackup(ctx, c.DataDir, dir, rate)
+		if errors.Is(err, admin.ErrNoServer) {
 			o := archive.CopyOptions{MaxRate: rate, ProgressEvery: 10 * time.Second,
 				Progress: func(p archive.BackupReport) {
 					fmt.Fprintf(e.stderr, "%s so far, %s copied (%.1f MB)\n", count(p.Instances, "instance"), count(p.Copied, "object"), float64(p.Bytes)/1e6)
 				}}
-			err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
-				res, err = adm.Backup(ctx, server.Operator(), dir, o)
+			err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
+				res, err = adm.Backup(ctx, admin.Operator(), dir, o)
 				return err
 			})
 		}

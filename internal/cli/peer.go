@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
@@ -149,7 +149,7 @@ func peerAddFlags(fs *flag.FlagSet) runFunc {
 		if _, err := p.Destination(); err != nil && (p.Port != 0 || p.Allows(config.MoveDestination)) {
 			fmt.Fprintf(e.stderr, "note: %v: C-MOVE to it is refused\n", err)
 		}
-		return e.applyRunning(*df.config, *df.data, "peer "+p.AETitle, func(r *server.Reloaded) bool { return slices.Contains(r.Peers, p.AETitle) })
+		return e.applyRunning(*df.config, *df.data, "peer "+p.AETitle, func(r *admin.Reloaded) bool { return slices.Contains(r.Peers, p.AETitle) })
 	}
 }
 
@@ -164,7 +164,7 @@ func peerRemoveFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "peer %s removed from %s\n", pos[0], path)
-		return e.applyRunning(*df.config, *df.data, "the removal of peer "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Peers, pos[0]) })
+		return e.applyRunning(*df.config, *df.data, "the removal of peer "+pos[0], func(r *admin.Reloaded) bool { return !slices.Contains(r.Peers, pos[0]) })
 	}
 }
 
@@ -227,16 +227,16 @@ func removeNamed[T any](items []T, nameOf func(T) string, name, kind, path strin
 // user just wrote takes effect at once (as SIGHUP would). inEffect says
 // whether the reloaded server has the change. Without a running ward
 // serve the file alone holds the change, for the next start.
-func (e *env) applyRunning(configPath, dataDir, what string, inEffect func(*server.Reloaded) bool) error {
+func (e *env) applyRunning(configPath, dataDir, what string, inEffect func(*admin.Reloaded) bool) error {
 	c, err := loadConfig(configPath, dataDir)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := server.RemoteReload(ctx, c.DataDir)
+	r, err := admin.RemoteReload(ctx, c.DataDir)
 	switch {
-	case errors.Is(err, server.ErrNoServer):
+	case errors.Is(err, admin.ErrNoServer):
 		fmt.Fprintf(e.stdout, "no ward serve is running on %s: the change takes effect when it starts\n", c.DataDir)
 		return nil
 	case err != nil:

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/ward-pacs/ward/internal/termsafe"
 
 	"github.com/dustin/go-humanize"
-	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/admin"
+	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
 var statusCmd = &command{
@@ -31,9 +31,9 @@ func statusFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		ctx := context.Background()
-		st, err := server.RemoteStatus(ctx, c.DataDir)
-		if errors.Is(err, server.ErrNoServer) {
-			err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+		st, err := admin.RemoteStatus(ctx, c.DataDir)
+		if errors.Is(err, admin.ErrNoServer) {
+			err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
 				st, err = adm.Status(ctx)
 				return err
 			})

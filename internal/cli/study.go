@@ -12,6 +12,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/internal/termsafe"
@@ -100,7 +101,7 @@ func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 				return err
 			}
 			var err error
-			r := &server.StudyRequest{Op: op, Studies: uids}
+			r := &admin.StudyRequest{Op: op, Studies: uids}
 			if op == "delete" {
 				r.Reason = strings.TrimSpace(*reason)
 				if r.Reason == "" {
@@ -125,8 +126,8 @@ func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 			ctx := context.Background()
 			// A running ward serve does it (and records it in its audit trail);
 			// otherwise the data directory is opened here.
-			res, err := server.RemoteStudyOp(ctx, c.DataDir, r)
-			if errors.Is(err, server.ErrNoServer) {
+			res, err := admin.RemoteStudyOp(ctx, c.DataDir, r)
+			if errors.Is(err, admin.ErrNoServer) {
 				res, err = offlineStudyOp(ctx, e, c, r)
 			} else if err != nil && res == nil && op == "delete" {
 				err = fmt.Errorf("%w\nward serve did not answer: each study's deletion was made whole (and is audited by the next start) or not at all; once ward serve runs, ward study delete again deletes what is left (a deleted study is \"no such study\")", err)
@@ -144,17 +145,17 @@ func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 	}
 }
 
-func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *server.StudyRequest) (res []server.StudyResult, err error) {
-	err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
-		res, err = adm.StudyOp(ctx, server.Operator(), r)
+func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *admin.StudyRequest) (res []admin.StudyResult, err error) {
+	err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
+		res, err = adm.StudyOp(ctx, admin.Operator(), r)
 		return err
 	})
 	return res, err
 }
 
 // offline runs fn on the data directory of c, opened by this command for
-// want of a ward serve to ask (server.ErrNoServer).
-func offline(ctx context.Context, e *env, c *config.Config, fn func(*server.Admin) error) error {
+// want of a ward serve to ask (admin.ErrNoServer).
+func offline(ctx context.Context, e *env, c *config.Config, fn func(*admin.Admin) error) error {
 	log, err := newLogger(e.stderr, "warn", "text")
 	if err != nil {
 		return err
@@ -174,13 +175,13 @@ func verifyStudies(e *env, configPath, dataDir string, o archive.VerifyOptions, 
 		return err
 	}
 	ctx := context.Background()
-	res, err := server.RemoteVerify(ctx, c.DataDir, o)
-	if errors.Is(err, server.ErrNoServer) {
+	res, err := admin.RemoteVerify(ctx, c.DataDir, o)
+	if errors.Is(err, admin.ErrNoServer) {
 		o.Progress = func(p archive.VerifyReport) {
 			fmt.Fprintf(e.stderr, "verified %s so far, %.1f MB, %d with problems\n", count(p.Instances, "instance"), float64(p.Bytes)/1e6, p.Problems)
 		}
 		o.ProgressEvery = 10 * time.Second
-		err = offline(ctx, e, c, func(adm *server.Admin) (err error) {
+		err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
 			res, err = adm.Verify(ctx, o)
 			return err
 		})

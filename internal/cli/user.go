@@ -12,10 +12,11 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/ward-pacs/ward/internal/admin"
+
 	"golang.org/x/term"
 
 	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/internal/server"
 	"github.com/ward-pacs/ward/policy/identity"
 )
 
@@ -122,7 +123,7 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 				verb = "has a new passcode in"
 			}
 			fmt.Fprintf(e.stdout, "user %s %s %s\n", name, verb, path)
-			err = e.applyRunning(*df.config, *df.data, "user "+name, func(r *server.Reloaded) bool { return slices.Contains(r.Users, name) })
+			err = e.applyRunning(*df.config, *df.data, "user "+name, func(r *admin.Reloaded) bool { return slices.Contains(r.Users, name) })
 			// The passcode last, and whatever the running ward serve said:
 			// the file has its hash.
 			if generated {
@@ -145,7 +146,7 @@ func userRemoveFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "user %s removed from %s\n", pos[0], path)
-		return e.applyRunning(*df.config, *df.data, "the removal of user "+pos[0], func(r *server.Reloaded) bool { return !slices.Contains(r.Users, pos[0]) })
+		return e.applyRunning(*df.config, *df.data, "the removal of user "+pos[0], func(r *admin.Reloaded) bool { return !slices.Contains(r.Users, pos[0]) })
 	}
 }
 

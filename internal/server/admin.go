@@ -2,34 +2,19 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 
-	"github.com/ward-pacs/ward/archive"
-	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
-	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/internal/datadir"
 )
 
-// Admin is Ward's archive opened by an administration command (ward study
-// delete) while ward serve is stopped. The audit log is opened first: its
-// lock is held by a running ward serve, so an Admin never works on a data
-// directory a server is using.
-type Admin struct {
-	Config  *config.Config
-	Archive *archive.Archive
-	log     *audit.Log
-	logger  *slog.Logger
-	node    string // this node's ID (backends.go)
-}
-
-// ErrServing: ward serve is running on the data directory.
-var ErrServing = errors.New("ward serve is running on this data directory: stop it first")
-
-// OpenAdmin opens c's stores and audit log for an administration command.
-func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Admin, error) {
+// OpenAdmin opens c's data directory for an administration command while
+// ward serve is stopped: the directory is checked as ward serve checks
+// it, then opened with this node's ID and the configured store.
+func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*admin.Admin, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -39,12 +24,12 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 	if _, err := os.Stat(c.DataDir); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if dirs, err := closeOpenDirs(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
+	if dirs, err := dataLayout.CloseOpenDirs(c.DataDir, datadir.Outside(c.DataDir, c.AuditDir())); err != nil {
 		return nil, err
 	} else if len(dirs) > 0 {
 		logger.Warn("data directory closed to other local users: its directories were open, no file in it was", "dirs", dirs)
 	}
-	if err := CheckDataDir(c.DataDir, outside(c.DataDir, c.AuditDir())); err != nil {
+	if err := dataLayout.Check(c.DataDir, datadir.Outside(c.DataDir, c.AuditDir())); err != nil {
 		return nil, err
 	}
 	node, err := nodeID(c)
@@ -52,81 +37,5 @@ func OpenAdmin(ctx context.Context, c *config.Config, logger *slog.Logger) (*Adm
 		return nil, err
 	}
 	logger = logger.With("node", node)
-	a := &Admin{Config: c, logger: logger, node: node}
-	if c.AuditEnabled() {
-		l, err := audit.Open(c.AuditDir(), logger, audit.WithKeyFile(c.AuditKeyFile()), audit.WithSource(a.Node()))
-		if errors.Is(err, audit.ErrLocked) {
-			return nil, fmt.Errorf("%w (%v)", ErrServing, err)
-		}
-		if err != nil {
-			return nil, err
-		}
-		a.log = l
-	}
-	st, err := store.Open(ctx, storeSpec(c, a.node))
-	if err != nil {
-		a.closeAudit()
-		return nil, err
-	}
-	idx, blobs := st.Index, st.Blobs
-	a.Archive = &archive.Archive{Index: idx, Blobs: blobs, Node: a.node, Logger: logger, AETitle: c.AETitle}
-	if err := a.Archive.Open(ctx); err != nil {
-		blobs.Close()
-		idx.Close()
-		a.closeAudit()
-		return nil, err
-	}
-	var rerr error
-	err = finishDeletions(ctx, a.Archive, a.trail(func(err error) { rerr = errors.Join(rerr, err) }), a.Node())
-	if err = errors.Join(err, rerr); err != nil {
-		a.Close()
-		return nil, err
-	}
-	return a, nil
-}
-
-// trail is the admin's audit log as a trail; fail gets each error.
-func (a *Admin) trail(fail func(error)) trail {
-	return trail{
-		record: func(m *audit.Message) {
-			if err := a.Record(m); err != nil {
-				fail(fmt.Errorf("audit record: %w", err))
-			}
-		},
-		sync: func() error {
-			if a.log == nil {
-				return nil
-			}
-			return a.log.Sync()
-		},
-	}
-}
-
-// Record writes an audit message (nothing when the trail is off).
-func (a *Admin) Record(m *audit.Message) error {
-	if a.log == nil {
-		return nil
-	}
-	return a.log.Write(m)
-}
-
-// Node is Ward as an audit participant.
-func (a *Admin) Node() audit.Node { return audit.Node{AETitle: a.Config.AETitle, ID: a.node} }
-
-func (a *Admin) closeAudit() error {
-	if a.log == nil {
-		return nil
-	}
-	err := a.log.Close()
-	a.log = nil
-	return err
-}
-
-// Close closes the archive and its stores, then the audit log (flushing
-// it).
-func (a *Admin) Close() error {
-	a.Archive.Close()
-	errs := []error{a.Archive.Blobs.Close(), a.Archive.Index.Close()}
-	errs = append(errs, a.closeAudit())
-	return errors.Join(errs...)
+	return admin.Open(ctx, c, admin.OpenOptions{Node: node, Store: storeSpec(c, node), Backup: backupFolder(c), Logger: logger})
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
 	_ "github.com/ward-pacs/ward/store/fsblob" // "fs": files, the embedded default blobs
@@ -28,6 +29,12 @@ const (
 	defaultIndex = "sqlite"
 	defaultBlobs = "fs"
 )
+
+// backupFolder is what a backup folder of c's archive is made of (a data
+// directory, with the embedded default blobs).
+func backupFolder(c *config.Config) admin.BackupFolder {
+	return admin.BackupFolder{Index: storeSpec(c, "").Index, Blobs: defaultBlobs, Layout: dataLayout}
+}
 
 // objectTrees are the directories of the default blobs (store/fsblob) in
 // a data directory: the permission check at start (datadir.go) looks at

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/storetest"
@@ -85,7 +86,7 @@ func TestBackupNeedsSnapshotter(t *testing.T) {
 	bare := struct{ store.Index }{st.Index}
 	ar := &archive.Archive{Index: bare, Blobs: st.Blobs, Node: "n1"}
 	dir := filepath.Join(t.TempDir(), "backup")
-	_, err = runBackup(ctx, ar, bare, c, dir, archive.CopyOptions{}, func(*audit.Message) {}, audit.Node{}, "tester")
+	_, err = admin.RunBackup(ctx, ar, c, backupFolder(c), dir, archive.CopyOptions{}, func(*audit.Message) {}, audit.Node{}, "tester")
 	if err == nil || !strings.Contains(err.Error(), "cannot take a snapshot") {
 		t.Fatalf("backup over an index without snapshots: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
@@ -237,7 +238,7 @@ func TestAcceptErrorsDoNotStopServing(t *testing.T) {
 		t.Fatal("the errors were not all returned")
 	}
 	if adminLn != nil {
-		if _, err := RemoteStatus(t.Context(), s.Config.DataDir); err != nil {
+		if _, err := admin.RemoteStatus(t.Context(), s.Config.DataDir); err != nil {
 			t.Fatalf("admin socket after accept errors: %v", err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/storetest"
@@ -52,14 +53,14 @@ func crashIn(fn func()) {
 func TestDeletionCutShort(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		die  func(a *Admin) trail
+		die  func(a *admin.Admin) admin.Trail
 	}{
-		{"while removing objects", func(a *Admin) trail {
+		{"while removing objects", func(a *admin.Admin) admin.Trail {
 			a.Archive.Blobs = &dyingBlobs{Blobs: a.Archive.Blobs, dieAt: 3}
-			return a.trail(func(err error) { t.Error(err) })
+			return a.Trail(func(err error) { t.Error(err) })
 		}},
-		{"before the audit record", func(a *Admin) trail {
-			return trail{record: func(*audit.Message) { runtime.Goexit() }}
+		{"before the audit record", func(a *admin.Admin) admin.Trail {
+			return admin.Trail{Record: func(*audit.Message) { runtime.Goexit() }}
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -99,7 +100,7 @@ func TestDeletionCutShort(t *testing.T) {
 			study := doomed[0].StudyInstanceUID
 			tr := c.die(a)
 			crashIn(func() {
-				runStudyOp(ctx, a.Archive, tr, a.Node(), "admin@host", &StudyRequest{Op: "delete", Studies: []string{study}, Reason: "wrong patient"})
+				admin.RunStudyOp(ctx, a.Archive, tr, a.Node(), "admin@host", &admin.StudyRequest{Op: "delete", Studies: []string{study}, Reason: "wrong patient"})
 				t.Error("the deletion did not die")
 			})
 			// The crash: nothing more is written; the stores and the log are

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/pdu"
 )
@@ -135,12 +136,12 @@ func TestAdminSocketLongPath(t *testing.T) {
 	if err := s.Open(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(c.DataDir, AdminSocket)
+	sock := filepath.Join(c.DataDir, admin.Socket)
 	if runtime.GOOS == "linux" {
 		if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("admin socket: %v, %v", fi, err)
 		}
-		addr, done, err := socketAddr(c.DataDir)
+		addr, done, err := admin.SocketAddr(c.DataDir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/dimse"
@@ -55,7 +56,7 @@ type Server struct {
 	ln      net.Listener
 	tlsLn   net.Listener // DIMSE over TLS (the TCP listener); nil without [dicom] tls_listen
 	tlsConf *tls.Config  // its TLS configuration
-	adminLn net.Listener // the admin socket (AdminSocket)
+	adminLn net.Listener // the admin socket (admin.Socket)
 	peerTLS *tls.Config  // calling peers over TLS (C-MOVE destinations)
 	neg     *assoc.Acceptor
 	// The connection budget (connlimit.go): places for connections before
@@ -143,7 +144,7 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
-	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Node: s.node, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
+	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Caps: &s.store.Caps, Node: s.node, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
 		MinFree: minFree, MinFreeShare: minFreeShare,
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
@@ -155,7 +156,7 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
-	if err := finishDeletions(ctx, s.archive, s.trail(), s.wardNode()); err != nil {
+	if err := admin.FinishDeletions(ctx, s.archive, s.trail(), s.wardNode()); err != nil {
 		s.closeStores()
 		return err
 	}
@@ -383,14 +384,14 @@ func configChange(old, c *config.Config) string {
 
 // reloadFromAdmin reloads the configuration for an admin request
 // (operator names who asked) and says what is in effect.
-func (s *Server) reloadFromAdmin(operator string) (*Reloaded, error) {
+func (s *Server) reloadFromAdmin(operator string) (*admin.Reloaded, error) {
 	s.Logger.Info("reloading the configuration", "operator", operator)
 	c, err := s.ReloadConfig(operator)
 	if err != nil {
 		s.Logger.Error("configuration not reloaded; the previous one stays in effect", "operator", operator, "err", err.Error())
 		return nil, fmt.Errorf("ward serve did not reload its configuration, the previous one stays in effect: %w", err)
 	}
-	res := &Reloaded{Peers: []string{}, Users: []string{}}
+	res := &admin.Reloaded{Peers: []string{}, Users: []string{}}
 	for _, p := range c.Peers {
 		res.Peers = append(res.Peers, p.AETitle)
 	}

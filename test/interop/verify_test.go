@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
-	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/internal/admin"
 )
 
 // TestStudyVerify: objects sent by DCMTK storescu verify clean with `ward
@@ -37,7 +37,7 @@ func TestStudyVerify(t *testing.T) {
 	// A caller that hangs up (an interrupted ward study verify) ends the
 	// verification it asked for, here one capped at a byte a second.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_, err := server.RemoteVerify(ctx, w.dir, archive.VerifyOptions{MaxRate: 1})
+	_, err := admin.RemoteVerify(ctx, w.dir, archive.VerifyOptions{MaxRate: 1})
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a verification at a byte a second returned %v", err)

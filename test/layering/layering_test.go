@@ -39,6 +39,13 @@ var rules = map[string][]string{
 	// and the CA of `ward pki`, which prints fingerprints by it.
 	"tlsprofile": {},
 	"pki":        {"tlsprofile"},
+	// The administration (the admin socket, its client, the operator's
+	// operations and the backup) works on the archive and the audit
+	// trail, beside the network front ends: neither them nor the
+	// composition root (internal/server), which serves it.
+	"internal/admin": {"archive", "store", "dicom", "audit", "internal/config", "internal/datadir"},
+	// The data directory's permission checks: the standard library only.
+	"internal/datadir": {},
 }
 
 // debts are imports that break the rules today, each with why (none

@@ -1,4 +1,4 @@
-package server
+package admin
 
 import (
 	"fmt"
@@ -8,12 +8,12 @@ import (
 	"syscall"
 )
 
-// socketAddr is the address of dataDir's admin socket. Where the path is too
+// SocketAddr is the address of dataDir's admin socket. Where the path is too
 // long for a Unix socket address, it names the file through an open
 // descriptor of dataDir, /proc/self/fd/N/admin.sock, valid until done is
 // called.
-func socketAddr(dataDir string) (addr string, done func(), err error) {
-	path := filepath.Join(dataDir, AdminSocket)
+func SocketAddr(dataDir string) (addr string, done func(), err error) {
+	path := filepath.Join(dataDir, Socket)
 	if len(path) <= maxSocketPath {
 		return path, func() {}, nil
 	}
@@ -21,7 +21,7 @@ func socketAddr(dataDir string) (addr string, done func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	return fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), AdminSocket), func() { d.Close() }, nil
+	return fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), Socket), func() { d.Close() }, nil
 }
 
 // peerUID is the user ID of the process at the other end of c.

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package server
+package admin
 
 import (
 	"errors"
@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 )
 
-// socketAddr is the path of dataDir's admin socket, or errPathTooLong.
-func socketAddr(dataDir string) (addr string, done func(), err error) {
-	path := filepath.Join(dataDir, AdminSocket)
+// SocketAddr is the path of dataDir's admin socket, or errPathTooLong.
+func SocketAddr(dataDir string) (addr string, done func(), err error) {
+	path := filepath.Join(dataDir, Socket)
 	if len(path) > maxSocketPath {
 		return "", nil, errPathTooLong
 	}

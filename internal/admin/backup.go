@@ -1,33 +1,37 @@
-package server
+package admin
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/datadir"
 	"github.com/ward-pacs/ward/store"
 )
 
-// BackupResult is the outcome of a backup: the counts and the first
-// MaxVerifyProblems objects that could not be copied as recorded.
-type BackupResult struct {
-	Dir      string                  `json:"dir"`
-	Report   archive.BackupReport    `json:"report"`
-	Problems []archive.VerifyProblem `json:"problems"`
+// BackupFolder is what a backup folder is made of, as a data directory:
+// the names of its index and blobs backends (store.RegisterIndex,
+// store.RegisterBlobs; the index is named by the file path, the blobs by
+// the folder) and what its permission checks know of it.
+type BackupFolder struct {
+	Index, Blobs string
+	Layout       datadir.Layout
 }
 
 // backupIndexName is the index file in a backup folder, as in a data
 // directory: the folder can be served as one (ward serve --data DIR).
 const backupIndexName = "index.db"
 
-// runBackup backs ar (whose index is idx, configured by c) up into dir: a
+// RunBackup backs ar (configured by c) up into dir, a folder f: a
 // snapshot of the index, taken while deletions are held, then every
 // object it names that dir lacks (copied as pending objects), then the
 // new index put in place of the previous backup's, then the copies
@@ -42,16 +46,17 @@ const backupIndexName = "index.db"
 //
 // The objects copied are recorded as Export (PS3.15 A.5.3.7) to the folder
 // (media type URI), one message per patient, operator naming who asked.
-func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *config.Config, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
+func RunBackup(ctx context.Context, ar *archive.Archive, c *config.Config, f BackupFolder, dir string, o archive.CopyOptions, record func(*audit.Message), ward audit.Node, operator string) (*BackupResult, error) {
 	res := &BackupResult{Dir: dir, Problems: []archive.VerifyProblem{}}
-	sn, ok := idx.(store.Snapshotter)
-	if !ok {
+	caps := ar.Capabilities()
+	sn := caps.Snapshotter
+	if sn == nil {
 		return res, errors.New("the index backend cannot take a snapshot for a backup")
 	}
 	if err := checkBackupDir(c.DataDir, dir); err != nil {
 		return res, err
 	}
-	if err := claimBackupDir(dir); err != nil {
+	if err := claimBackupDir(dir, f.Layout); err != nil {
 		return res, err
 	}
 	unlock, err := lockBackupDir(dir)
@@ -68,7 +73,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 			ar.Logger.Warn("deleting the objects held during the backup failed; retried at next start", "err", err)
 		}
 	}()
-	files := snapshotFiles(idx)
+	files := snapshotFiles(caps)
 	newIndex := filepath.Join(dir, backupIndexName+".new")
 	if err := files.RemoveSnapshot(newIndex); err != nil {
 		return res, fmt.Errorf("backup: removing an interrupted run's index: %w", err)
@@ -77,8 +82,8 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err != nil {
 		return res, err
 	}
-	// The folder is a data directory: the embedded default blobs.
-	dst, err := store.OpenBlobs(ctx, defaultBlobs, dir)
+	// The folder is a data directory.
+	dst, err := store.OpenBlobs(ctx, f.Blobs, dir)
 	if err != nil {
 		snap.Close()
 		return res, fmt.Errorf("backup folder: %w", err)
@@ -86,7 +91,8 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	defer dst.Close()
 	// A copy a killed run was writing: its key would stay in use, and
 	// every later backup fail to copy that object.
-	if ur, ok := dst.(store.UnfinishedRemover); ok {
+	dstCaps := store.Resolve(nil, dst)
+	if ur := dstCaps.UnfinishedRemover; ur != nil {
 		if err := ur.RemoveUnfinished(ctx); err != nil {
 			snap.Close()
 			return res, fmt.Errorf("backup: %w", err)
@@ -103,7 +109,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	// Copies an interrupted run left pending (it may have been killed
 	// before it recorded them) are recorded as exported by this one: at
 	// least once, twice if that run had recorded them.
-	if bw, ok := dst.(store.BlobWalker); ok {
+	if bw := dstCaps.BlobWalker; bw != nil {
 		left := map[string]bool{}
 		err := bw.WalkBlobs(ctx, func(key string, published bool) error {
 			if !published {
@@ -136,7 +142,7 @@ func runBackup(ctx context.Context, ar *archive.Archive, idx store.Index, c *con
 	if err := files.InstallSnapshot(newIndex, final); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
-	done, err := store.OpenIndex(ctx, storeSpec(c, "").Index, final)
+	done, err := store.OpenIndex(ctx, f.Index, final)
 	if err != nil {
 		return res, fmt.Errorf("backup: reopening its index: %w", err)
 	}
@@ -159,7 +165,17 @@ func (b *backupAudit) copied(in *store.Instance) {
 	if len(b.studies) >= backupAuditStudies {
 		b.flush()
 	}
-	addStudy(b.studies, in.StudyInstanceUID, in.PatientID, in.SOPClassUID)
+	key := in.StudyInstanceUID + "\x00" + in.PatientID
+	st := b.studies[key]
+	if st == nil {
+		uid := in.StudyInstanceUID
+		if uid == "" {
+			uid = "unknown"
+		}
+		st = &audit.Study{UID: uid, PatientID: strings.TrimSpace(in.PatientID), Classes: map[string]int{}}
+		b.studies[key] = st
+	}
+	st.Classes[in.SOPClassUID]++
 }
 
 func (b *backupAudit) flush() {
@@ -167,7 +183,7 @@ func (b *backupAudit) flush() {
 		return
 	}
 	now := time.Now()
-	for _, group := range audit.ByPatient(studies(b.studies)) {
+	for _, group := range audit.ByPatient(slices.Collect(maps.Values(b.studies))) {
 		b.record(audit.Export(b.ward, b.who, b.media, audit.OutcomeSuccess, group, now))
 	}
 	clear(b.studies)
@@ -198,7 +214,7 @@ const backupMarker = "WARD-BACKUP"
 // archive's data directory, say). A backup holds patient data: the folder
 // must be the user's Ward runs as, and closed to others (an empty one is
 // closed here; one that holds a backup is refused if open).
-func claimBackupDir(dir string) error {
+func claimBackupDir(dir string, layout datadir.Layout) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -213,7 +229,7 @@ func claimBackupDir(dir string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("the backup folder %s is not a folder", dir)
 	}
-	if o := foreignOwner(fi); o != "" {
+	if o := datadir.ForeignOwner(fi); o != "" {
 		return fmt.Errorf("the backup folder %s is %s, who could read the backup (patient data): choose a folder of your own", dir, o)
 	}
 	ents, err := backupEntries(dir)
@@ -225,13 +241,13 @@ func claimBackupDir(dir string) error {
 		if _, err := os.Stat(marker); err != nil {
 			return fmt.Errorf("the backup folder %s is not empty and holds no backup: choose an empty or new folder", dir)
 		}
-		bad, err := openToOthers(dir)
+		bad, err := layout.OpenToOthers(dir)
 		if err != nil {
 			return fmt.Errorf("backup folder: %w", err)
 		}
 		if bad != "" {
 			return fmt.Errorf("the backup folder %s is open to other local users:\n  %s\nFix: chown -R %s %s && chmod -R go-rwx %s",
-				dir, bad, currentUser(), quote(dir), quote(dir))
+				dir, bad, datadir.CurrentUser(), datadir.Quote(dir), datadir.Quote(dir))
 		}
 		return nil
 	}
@@ -290,7 +306,7 @@ func isAtomicLeftover(name string) bool {
 // lockBackupDir keeps two backups from running into one folder at once
 // (each removes what the other is writing).
 func lockBackupDir(dir string) (func(), error) {
-	unlock, busy, err := lockFile(filepath.Join(dir, backupMarker))
+	unlock, busy, err := datadir.LockFile(filepath.Join(dir, backupMarker))
 	if busy {
 		return nil, fmt.Errorf("another backup into %s is running", dir)
 	}
@@ -302,8 +318,8 @@ func lockBackupDir(dir string) (func(), error) {
 
 // snapshotFiles is the index's store.SnapshotFiles, or the fallback: a
 // snapshot is one file.
-func snapshotFiles(idx store.Index) store.SnapshotFiles {
-	if sf, ok := idx.(store.SnapshotFiles); ok {
+func snapshotFiles(caps store.Caps) store.SnapshotFiles {
+	if sf := caps.SnapshotFiles; sf != nil {
 		return sf
 	}
 	return oneFileSnapshot{}
@@ -348,31 +364,4 @@ func syncDir(dir string) error {
 	}
 	err = d.Sync()
 	return errors.Join(err, d.Close())
-}
-
-// Backup backs the stopped Ward up into dir (see runBackup), for operator.
-func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.CopyOptions) (*BackupResult, error) {
-	var rerr error
-	res, err := runBackup(ctx, a.Archive, a.Archive.Index, a.Config, dir, o, func(m *audit.Message) {
-		if err := a.Record(m); err != nil {
-			rerr = errors.Join(rerr, fmt.Errorf("audit record: %w", err))
-		}
-	}, a.Node(), operator)
-	return res, errors.Join(err, rerr)
-}
-
-// RemoteBackup asks the ward serve running on dataDir to back itself up
-// into dir, while it serves.
-func RemoteBackup(ctx context.Context, dataDir, dir string, maxRate int64) (*BackupResult, error) {
-	var resp struct {
-		Error string `json:"error,omitempty"`
-		BackupResult
-	}
-	if err := adminCall(ctx, dataDir, &StudyRequest{Op: "backup", Out: dir, MaxRate: maxRate}, &resp); err != nil {
-		return nil, err
-	}
-	if resp.Error != "" {
-		return &resp.BackupResult, errors.New(resp.Error)
-	}
-	return &resp.BackupResult, nil
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package server
+package datadir
 
 import (
 	"errors"
@@ -17,7 +17,7 @@ func exposure(fi fs.FileInfo) string {
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		return "" // a link's own mode means nothing; it is not followed
 	}
-	if o := foreignOwner(fi); o != "" {
+	if o := ForeignOwner(fi); o != "" {
 		return o
 	}
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
@@ -42,7 +42,7 @@ func who(m fs.FileMode) string {
 func tighten(p string, fi fs.FileInfo) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
 		if os.Geteuid() != 0 {
-			return fmt.Errorf("%s is owned by %s: only root can give it to %s (chown)", p, userOf(int(st.Uid)), currentUser())
+			return fmt.Errorf("%s is owned by %s: only root can give it to %s (chown)", p, userOf(int(st.Uid)), CurrentUser())
 		}
 		if err := os.Chown(p, os.Geteuid(), os.Getegid()); err != nil {
 			return err
@@ -64,20 +64,21 @@ func userOf(uid int) string {
 	return "uid " + strconv.Itoa(uid)
 }
 
-func currentUser() string { return userOf(os.Geteuid()) }
+// CurrentUser names the user Ward runs as.
+func CurrentUser() string { return userOf(os.Geteuid()) }
 
-// foreignOwner says "owned by USER, not by ME" when another user owns fi,
+// ForeignOwner says "owned by USER, not by ME" when another user owns fi,
 // else "".
-func foreignOwner(fi fs.FileInfo) string {
+func ForeignOwner(fi fs.FileInfo) string {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return "owned by " + userOf(int(st.Uid)) + ", not by " + currentUser()
+		return "owned by " + userOf(int(st.Uid)) + ", not by " + CurrentUser()
 	}
 	return ""
 }
 
-// lockFile takes an exclusive lock on the file at path, without waiting;
+// LockFile takes an exclusive lock on the file at path, without waiting;
 // unlock releases it. busy reports that another process or run holds it.
-func lockFile(path string) (unlock func(), busy bool, err error) {
+func LockFile(path string) (unlock func(), busy bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, false, err

@@ -124,4 +124,13 @@ type Instance struct {
 	// Open returns the data set (after the Part 10 header) in
 	// TransferSyntaxUID.
 	Open func(ctx context.Context) (io.ReadCloser, error)
+	// Delivered, when not nil, is told how delivering this instance went:
+	// nil when the requestor (or the C-MOVE destination) took it,
+	// ErrNotAttempted when the retrieve ended before trying, else why it
+	// failed. Wrappers set it (the audit trail counts what was sent); a
+	// front end calls it once for every instance it was given, when it
+	// knows (inside each while it streams, or after Retrieve returned).
+	// The transfer's record waits for every report of a retrieve that
+	// returned nil; after a failed one, it counts those made by then.
+	Delivered func(err error)
 }

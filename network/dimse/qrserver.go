@@ -143,9 +143,6 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	if CategoryOf(se.Status) == CategoryFailure {
 		s.d.logFailure(&r.Request, se)
 	}
-	if s.audit != nil {
-		s.audit.Query(r, se.Status, se.Comment)
-	}
 	rsp := response(cmd, se)
 	rsp.AffectedSOPInstanceUID = ""
 	s.final(op, &r.Request, rsp, nil, nil)
@@ -156,7 +153,8 @@ type tally struct {
 	remaining, completed, failed, warning int
 	failedUIDs                            []string
 	firstFailure                          string
-	sent                                  []Instance // for the audit trail
+	// tried counts the instances recorded: they are tried in order.
+	tried int
 }
 
 func clamp(n int) uint16 {
@@ -177,17 +175,29 @@ func (t *tally) fail(uid, reason string) {
 // record counts the outcome of one sub-operation.
 func (t *tally) record(inst *Instance, rsp *Command, err error) {
 	t.remaining--
+	t.tried++
 	switch {
 	case err != nil:
 		t.fail(inst.SOPInstanceUID, err.Error())
 	case CategoryOf(rsp.Status) == CategorySuccess:
 		t.completed++
-		t.sent = append(t.sent, *inst)
 	case CategoryOf(rsp.Status) == CategoryWarning:
 		t.warning++
-		t.sent = append(t.sent, *inst)
 	default:
-		t.fail(inst.SOPInstanceUID, fmt.Sprintf("status 0x%04X %s", rsp.Status, rsp.ErrorComment))
+		err = fmt.Errorf("status 0x%04X %s", rsp.Status, rsp.ErrorComment)
+		t.fail(inst.SOPInstanceUID, err.Error())
+	}
+	if inst.Delivered != nil {
+		inst.Delivered(err)
+	}
+}
+
+// untried reports the instances never tried as not attempted.
+func (t *tally) untried(insts []Instance) {
+	for i := t.tried; i < len(insts); i++ {
+		if insts[i].Delivered != nil {
+			insts[i].Delivered(ErrNotAttempted)
+		}
 	}
 }
 
@@ -196,20 +206,13 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 	h := s.d.Handlers.Retrieve
 	finalErr := func(se *StatusError) {
 		s.d.logFailure(&r.Request, se)
-		if s.audit != nil {
-			why := se.Comment
-			if se.Err != nil {
-				why += ": " + se.Err.Error()
-			}
-			s.audit.RetrieveRefused(r, se.Status, why)
-		}
 		s.final(op, &r.Request, response(cmd, se), nil, nil)
 	}
 	var addr string
 	if cmd.CommandField == CMoveRQ {
 		se := call(StatusUnableToProcess, func() error {
 			var err error
-			addr, err = h.Destination(ctx, r.MoveDestination)
+			addr, err = h.Destination(ctx, r)
 			return err
 		})
 		if se.Status != StatusSuccess {
@@ -234,9 +237,6 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		return
 	}
 	t := &tally{remaining: len(insts)}
-	if s.audit != nil {
-		s.audit.RetrieveBegin(r, insts)
-	}
 	pending := func() {
 		if t.remaining == 0 {
 			return
@@ -264,9 +264,7 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		rsp.Status = StatusSubOpsWarning
 	}
 	rsp.SetCounts(clamp(t.remaining), clamp(t.completed), clamp(t.failed), clamp(t.warning), cancelled)
-	if s.audit != nil {
-		s.audit.RetrieveEnd(r, t.sent, t.failed)
-	}
+	t.untried(insts)
 	var ident *dicom.DataSet
 	if len(t.failedUIDs) > 0 {
 		ident = &dicom.DataSet{}

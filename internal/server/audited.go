@@ -35,6 +35,9 @@ import (
 //     counting those delivered; a minor failure when some failed.
 //   - Security Alert (110113) for a query or retrieve refused for want of
 //     a permission, and for an unknown or forbidden move destination.
+//   - Requests a front end refused before they reached the service
+//     (Refused): a store counts as a failed one, a query is a failed
+//     Query, a retrieve a Security Alert.
 //
 // Association-level events (start, refusals at negotiation, lockouts) are
 // the DIMSE front end's (audit.go). Records go to rec, which must not wait
@@ -169,18 +172,60 @@ func (a audited) flush(x *stores) {
 
 func (a audited) Store(ctx context.Context, r *archive.StoreRequest) (*archive.Stored, error) {
 	st, err := a.svc.Store(ctx, r)
+	a.addStore(ctx, r.Origin, func(x *stores) { x.add(r, st, err) })
+	return st, err
+}
+
+// addStore adds a store's outcome to the session's stores, or records it
+// alone without a session.
+func (a audited) addStore(ctx context.Context, o archive.Origin, add func(*stores)) {
 	v := archive.SessionFrom(ctx).Value(storesKey{}, func() (any, func()) {
-		x := &stores{who: requestor(ctx, r.Origin)}
+		x := &stores{who: requestor(ctx, o)}
 		return x, func() { a.flush(x) }
 	})
 	if x, ok := v.(*stores); ok {
-		x.add(r, st, err)
-		return st, err
+		add(x)
+		return
 	}
-	x := &stores{who: requestor(ctx, r.Origin)}
-	x.add(r, st, err)
+	x := &stores{who: requestor(ctx, o)}
+	add(x)
 	a.flush(x)
-	return st, err
+}
+
+var _ archive.Refuser = audited{}
+
+// Refused records a request the front end refused before it reached the
+// service, as the service's own refusal of it is recorded: a store as a
+// failed one in the session's (or its own) Instances Transferred, a
+// query as a failed Query (with its identifier when it was decoded), a
+// retrieve as a Security Alert.
+func (a audited) Refused(ctx context.Context, r *archive.Refusal) {
+	why := r.Comment
+	if why == "" {
+		why = "refused"
+	}
+	switch r.Op {
+	case archive.RefusedStore:
+		a.addStore(ctx, archive.Origin{}, func(x *stores) {
+			x.mu.Lock()
+			x.failed++
+			x.mu.Unlock()
+		})
+	case archive.RefusedQuery:
+		var ident []byte
+		if r.Identifier != nil {
+			ident, _ = r.Identifier.Bytes(dicom.ExplicitVRLittleEndian)
+		}
+		m := audit.Query(a.ward(), requestor(ctx, archive.Origin{}), r.SOPClassUID, ident, dicom.ExplicitVRLittleEndian.UID, audit.OutcomeMinorFailure, time.Now())
+		m.Event.Description = why
+		a.rec(m)
+	case archive.RefusedRetrieve:
+		op := "retrieve"
+		if r.Destination != "" {
+			op += " to " + r.Destination
+		}
+		a.rec(audit.SecurityAlert(a.ward(), requestor(ctx, archive.Origin{}), op+" refused: "+why, time.Now()))
+	}
 }
 
 // findClass is the FIND SOP class of a query model, the Query record's

@@ -2,12 +2,16 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/network/dimse"
+	"github.com/ward-pacs/ward/network/dimsearchive"
 )
 
 // instService retrieves its instances and then returns err.
@@ -168,4 +172,95 @@ func (s *storeService) Store(context.Context, *archive.StoreRequest) (*archive.S
 		return nil, archive.Fail(archive.ErrNoSpace, "no space")
 	}
 	return &archive.Stored{StudyInstanceUID: "1.2.3", PatientID: "P1"}, nil
+}
+
+// TestAuditedRefused: requests the DIMSE dispatcher refuses before they
+// reach the service are recorded as the service's refusals are: a store
+// is a failed one in the session's Instances Transferred, a query a
+// failed Query (with its identifier when decoded), a retrieve a Security
+// Alert.
+func TestAuditedRefused(t *testing.T) {
+	ward := func() audit.Node { return audit.Node{AETitle: "WARD"} }
+	peer := &archive.Principal{Kind: archive.Peer, Name: "MODALITY", User: "dave"}
+	refusal := func(field uint16, class, dest string, ident *dicom.DataSet, comment string) *dimse.Refusal {
+		return &dimse.Refusal{
+			Request:    dimse.Request{Command: &dimse.Command{CommandField: field, AffectedSOPClassUID: class, AffectedSOPInstanceUID: "1.2..3", MoveDestination: dest}},
+			Identifier: ident,
+			Status:     &dimse.StatusError{Status: dimse.StatusDataSetMismatch, Comment: comment},
+		}
+	}
+	base := archive.WithOrigin(archive.WithPrincipal(context.Background(), peer), archive.Origin{AETitle: "MODALITY", Addr: "127.0.0.3:5000"})
+
+	t.Run("store", func(t *testing.T) {
+		got, rec := recording()
+		a := audited{svc: &storeService{}, rec: rec, ward: ward}
+		fe := &dimsearchive.Service{Archive: a}
+		ctx, session := archive.WithSession(base)
+		a.Store(ctx, &archive.StoreRequest{SOPClassUID: ctImageStorage})
+		fe.Refused(ctx, refusal(dimse.CStoreRQ, ctImageStorage, "", nil, "Affected SOP Instance UID has an empty component"))
+		if len(*got) != 0 {
+			t.Fatalf("recorded before the session ended: %s", names(*got))
+		}
+		session.End()
+		if names(*got) != "instances-transferred" || (*got)[0].Event.Outcome != audit.OutcomeMinorFailure {
+			t.Fatalf("records %s", names(*got))
+		}
+		if x, _ := (*got)[0].Marshal(); !strings.Contains(string(x), `NumberOfInstances="1"`) || !strings.Contains(string(x), `UserID="MODALITY" AlternativeUserID="dave"`) {
+			t.Errorf("record: %s", x)
+		}
+		// Without a session, the refusal is a record of its own: nothing
+		// stored, one failed.
+		fe.Refused(base, refusal(dimse.CStoreRQ, ctImageStorage, "", nil, "C-STORE-RQ without a data set"))
+		if names(*got) != "instances-transferred,instances-transferred" || (*got)[1].Event.Outcome != audit.OutcomeMinorFailure {
+			t.Errorf("records %s", names(*got))
+		}
+	})
+	t.Run("query", func(t *testing.T) {
+		got, rec := recording()
+		a := audited{svc: &okService{}, rec: rec, ward: ward}
+		fe := &dimsearchive.Service{Archive: a}
+		id := &dicom.DataSet{}
+		id.Set(dicom.PatientID, "P1")
+		fe.Refused(base, refusal(dimse.CFindRQ, dimse.StudyRootFind, "", id, "identifier without Query/Retrieve Level (0008,0052)"))
+		fe.Refused(base, refusal(dimse.CFindRQ, dimse.StudyRootMove, "", nil, "C-FIND-RQ on SOP class "+dimse.StudyRootMove))
+		if names(*got) != "query,query" {
+			t.Fatalf("records %s", names(*got))
+		}
+		want, _ := id.Bytes(dicom.ExplicitVRLittleEndian)
+		for i, m := range *got {
+			o := m.Objects[0]
+			if m.Event.Outcome != audit.OutcomeMinorFailure || m.Event.Description == "" {
+				t.Errorf("query %d: outcome %d, description %q", i, m.Event.Outcome, m.Event.Description)
+			}
+			wantQuery, wantClass := base64.StdEncoding.EncodeToString(want), dimse.StudyRootFind
+			if i == 1 {
+				wantQuery, wantClass = "", dimse.StudyRootMove
+			}
+			if o.Query != wantQuery || o.ID != wantClass {
+				t.Errorf("query %d: object %s, query %q; want %s, %q", i, o.ID, o.Query, wantClass, wantQuery)
+			}
+		}
+		if !strings.Contains((*got)[0].Event.Description, "without Query/Retrieve Level") {
+			t.Errorf("description %q", (*got)[0].Event.Description)
+		}
+	})
+	t.Run("retrieve", func(t *testing.T) {
+		got, rec := recording()
+		a := audited{svc: &instService{}, rec: rec, ward: ward}
+		fe := &dimsearchive.Service{Archive: a}
+		fe.Refused(base, refusal(dimse.CMoveRQ, dimse.StudyRootMove, "DEST", nil, "identifier cannot be decoded: short"))
+		fe.Refused(base, refusal(dimse.CGetRQ, dimse.StudyRootGet, "", nil, "C-GET-RQ without an identifier"))
+		if names(*got) != "security-alert,security-alert" {
+			t.Fatalf("records %s", names(*got))
+		}
+		if d := (*got)[0].Event.Description; d != "retrieve to DEST refused: identifier cannot be decoded: short" {
+			t.Errorf("move: %q", d)
+		}
+		if d := (*got)[1].Event.Description; d != "retrieve refused: C-GET-RQ without an identifier" {
+			t.Errorf("get: %q", d)
+		}
+		if x, _ := (*got)[1].Marshal(); !strings.Contains(string(x), `UserID="MODALITY" AlternativeUserID="dave"`) {
+			t.Errorf("record: %s", x)
+		}
+	})
 }

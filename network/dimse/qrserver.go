@@ -33,11 +33,19 @@ func QRCommand(sopClass string) uint16 { return qrClasses[sopClass] }
 // failure response when the request cannot start, nil once started.
 func (s *session) startOperation(ctx context.Context, req *Request, data io.Reader) *Command {
 	cmd := req.Command
+	field := cmd.CommandField
+	var h any = s.d.Handlers.Retrieve // nil: told nothing
+	if field == CFindRQ {
+		h = s.d.Handlers.Find
+	}
+	var id *dicom.DataSet
+	// fail answers a request refused before it reached its handler,
+	// which is told (the audit trail records the refusal).
 	fail := func(se *StatusError) *Command {
 		s.d.logFailure(req, se)
+		refused(ctx, h, req, id, se)
 		return response(cmd, se)
 	}
-	field := cmd.CommandField
 	switch {
 	case field == CFindRQ && s.d.Handlers.Find == nil, field != CFindRQ && s.d.Handlers.Retrieve == nil:
 		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: CommandName(field) + " is not provided"})
@@ -54,13 +62,14 @@ func (s *session) startOperation(ctx context.Context, req *Request, data io.Read
 	if ts == nil {
 		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "unknown transfer syntax " + req.Context.TransferSyntax})
 	}
-	id, err := dicom.ReadDataSet(data, ts, MaxIdentifierLength)
+	decoded, err := dicom.ReadDataSet(data, ts, MaxIdentifierLength)
 	if err != nil {
 		if _, derr := io.Copy(io.Discard, data); derr != nil {
 			return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "identifier: " + derr.Error()})
 		}
 		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: "identifier cannot be decoded: " + err.Error(), Err: err})
 	}
+	id = decoded
 	if strings.TrimSpace(id.String(dicom.QueryRetrieveLevel)) == "" {
 		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: "identifier without Query/Retrieve Level (0008,0052)", Offending: []uint32{uint32(dicom.QueryRetrieveLevel)}})
 	}

@@ -38,6 +38,32 @@ type StoreRequest struct {
 	Data              io.Reader
 }
 
+// Refusal is a request the dispatcher refused before calling its
+// handler (malformed, or not for the context it came on).
+type Refusal struct {
+	Request
+	// Identifier is a C-FIND/C-MOVE/C-GET identifier once decoded, else
+	// nil.
+	Identifier *dicom.DataSet
+	// Status is the failure the peer was answered with.
+	Status *StatusError
+}
+
+// Refuser is implemented by a handler (Storer, Finder, Retriever) that is
+// told of the requests for its service the dispatcher refused before
+// calling it: the audit trail records every refusal. Refused runs on the
+// association's goroutine and must not block.
+type Refuser interface {
+	Refused(ctx context.Context, r *Refusal)
+}
+
+// refused tells h, if it is a Refuser, of a refused request.
+func refused(ctx context.Context, h any, req *Request, ident *dicom.DataSet, se *StatusError) {
+	if rf, ok := h.(Refuser); ok {
+		rf.Refused(ctx, &Refusal{Request: *req, Identifier: ident, Status: se})
+	}
+}
+
 // Echoer serves C-ECHO.
 type Echoer interface {
 	Echo(ctx context.Context, r *Request) error
@@ -384,18 +410,24 @@ func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) *C
 		d.logFailure(req, se)
 		return response(cmd, se)
 	}
+	// refuse answers a request refused before it reached the Storer,
+	// which is told (the audit trail counts it as a failed store).
+	refuse := func(se *StatusError) *Command {
+		refused(ctx, d.Handlers.Store, req, nil, se)
+		return fail(se)
+	}
 	switch {
 	case d.Handlers.Store == nil:
 		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: "storage is not provided"})
 	case data == nil:
-		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"})
+		return refuse(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"})
 	case cmd.AffectedSOPClassUID != req.Context.AbstractSyntax:
-		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
+		return refuse(&StatusError{Status: StatusDataSetMismatch, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
 	case cmd.AffectedSOPInstanceUID == "":
-		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
+		return refuse(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
 	}
 	if se := checkStoreUID(cmd.AffectedSOPInstanceUID); se != nil {
-		return fail(se)
+		return refuse(se)
 	}
 	sr.TransferSyntaxUID = req.Context.TransferSyntax
 	se := call(StatusOutOfResources, func() error { return d.Handlers.Store.Store(ctx, sr) })

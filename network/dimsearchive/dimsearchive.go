@@ -180,3 +180,32 @@ type unknownDestination struct{ error }
 func (u unknownDestination) Is(target error) bool { return target == dimse.ErrUnknownDestination }
 
 func (u unknownDestination) Unwrap() error { return u.error }
+
+var _ dimse.Refuser = (*Service)(nil)
+
+// Refused tells the archive, if it is an archive.Refuser (the audit
+// trail), of a request the dispatcher refused before it reached the
+// handlers, with the association's origin, principal and session.
+func (s *Service) Refused(ctx context.Context, r *dimse.Refusal) {
+	rf, ok := s.Archive.(archive.Refuser)
+	if !ok || r.Command == nil {
+		return
+	}
+	x := &archive.Refusal{SOPClassUID: r.Command.AffectedSOPClassUID, Identifier: r.Identifier}
+	switch r.Command.CommandField {
+	case dimse.CStoreRQ:
+		x.Op = archive.RefusedStore
+	case dimse.CFindRQ:
+		x.Op = archive.RefusedQuery
+	case dimse.CMoveRQ:
+		x.Op, x.Destination = archive.RefusedRetrieve, r.Command.MoveDestination
+	case dimse.CGetRQ:
+		x.Op = archive.RefusedRetrieve
+	default:
+		return
+	}
+	if r.Status != nil {
+		x.Comment = r.Status.Comment
+	}
+	rf.Refused(s.context(ctx, r.Assoc), x)
+}

@@ -124,4 +124,49 @@ type Instance struct {
 	// Open returns the data set (after the Part 10 header) in
 	// TransferSyntaxUID.
 	Open func(ctx context.Context) (io.ReadCloser, error)
+	// Delivered, when not nil, is told how delivering this instance went:
+	// nil when the requestor (or the C-MOVE destination) took it,
+	// ErrNotAttempted when the retrieve ended before trying, else why it
+	// failed. Wrappers set it (the audit trail counts what was sent); a
+	// front end calls it once for every instance it was given, when it
+	// knows (inside each while it streams, or after Retrieve returned).
+	// The transfer's record waits for every report of a retrieve that
+	// returned nil; after a failed one, it counts those made by then.
+	Delivered func(err error)
+}
+
+// RefusalOp is the operation a refused request asked for.
+type RefusalOp int
+
+// The operations a front end may refuse before they reach the Service.
+const (
+	RefusedStore RefusalOp = iota + 1
+	RefusedQuery
+	RefusedRetrieve
+)
+
+// Refusal is a request a front end refused before it reached the Service
+// (malformed, or not for the service its connection was set up for), as
+// far as it could be read. The audit trail records every refusal: a
+// front end tells a Service that is a Refuser of these (the principal,
+// origin and session in the context, as for the Service's calls).
+type Refusal struct {
+	Op RefusalOp
+	// SOPClassUID is the class the request named (the stored object's,
+	// or the query/retrieve model's); may be empty or invalid.
+	SOPClassUID string
+	// Identifier is a query's or retrieve's identifier, nil when it was
+	// not decoded.
+	Identifier *dicom.DataSet
+	// Destination is a C-MOVE's destination ("" otherwise).
+	Destination string
+	// Comment says why it was refused.
+	Comment string
+}
+
+// Refuser is told of the requests a front end refused before calling the
+// Service. Refused must not block (it runs on the connection's
+// goroutine).
+type Refuser interface {
+	Refused(ctx context.Context, r *Refusal)
 }

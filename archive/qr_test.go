@@ -391,7 +391,7 @@ func TestRetrieveBadIdentifier(t *testing.T) {
 
 func TestDestination(t *testing.T) {
 	f := qrFixture(t)
-	if _, err := f.fe().Destination(context.Background(), "NOBODY"); !errors.Is(err, dimse.ErrUnknownDestination) {
+	if _, err := f.fe().Destination(context.Background(), &dimse.RetrieveRequest{MoveDestination: "NOBODY"}); !errors.Is(err, dimse.ErrUnknownDestination) {
 		t.Errorf("nil Destinations: %v, want ErrUnknownDestination", err)
 	}
 	f.ar.Destinations = func(aet string) (string, error) {
@@ -400,10 +400,10 @@ func TestDestination(t *testing.T) {
 		}
 		return "", fmt.Errorf("no peer %s", aet)
 	}
-	if addr, err := f.fe().Destination(context.Background(), "STORESCP"); err != nil || addr != "127.0.0.1:11112" {
+	if addr, err := f.fe().Destination(context.Background(), &dimse.RetrieveRequest{MoveDestination: "STORESCP"}); err != nil || addr != "127.0.0.1:11112" {
 		t.Errorf("Destination = %q, %v", addr, err)
 	}
-	_, err := f.fe().Destination(context.Background(), "OTHER")
+	_, err := f.fe().Destination(context.Background(), &dimse.RetrieveRequest{MoveDestination: "OTHER"})
 	if !errors.Is(err, dimse.ErrUnknownDestination) || !strings.Contains(err.Error(), "OTHER") {
 		t.Errorf("unknown destination: %v", err)
 	}

@@ -149,7 +149,7 @@ func (noDestinations) Retrieve(context.Context, *dimse.RetrieveRequest) ([]dimse
 	return nil, nil
 }
 
-func (noDestinations) Destination(context.Context, string) (string, error) {
+func (noDestinations) Destination(context.Context, *dimse.RetrieveRequest) (string, error) {
 	return "", dimse.ErrUnknownDestination
 }
 

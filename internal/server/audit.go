@@ -9,13 +9,11 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/network/assoc"
-	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy"
 )
@@ -27,12 +25,11 @@ import (
 //     that reached negotiation: success when accepted, minor failure with
 //     the A-ASSOCIATE-RJ when rejected.
 //   - Security Alert (110113, Node Authentication) when the rejection names
-//     the called or calling AE title.
-//   - Query (110112) for each C-FIND, with its identifier.
-//   - Begin Transferring (110102) when a C-MOVE or C-GET starts sending.
-//   - DICOM Instances Transferred (110104): once per association and
-//     direction, counted per study and SOP class; received instances
-//     when the association ends, sent ones when the C-MOVE/C-GET ends.
+//     the called or calling AE title, and for lockouts.
+//   - What requestors do with patient data (queries, stores, retrieves,
+//     refusals of them) is recorded around the archive's service, once
+//     for every front end (audited.go). A DIMSE association is one session
+//     there: its stored instances are one record when it ends.
 //
 // Records go to audit.Log, whose own goroutine appends and fsyncs them in
 // batches: no DIMSE exchange waits on the audit log's disk.
@@ -208,141 +205,6 @@ func (s *Server) auditAccountLockout(peer audit.Node, account string, until, now
 	s.record(audit.SecurityAlert(s.wardNode(), peer, msg, now))
 }
 
-// serverAuditor is the dispatcher's dimse.Auditor.
-type serverAuditor struct{ s *Server }
-
-// Begin implements dimse.Auditor.
-func (sa serverAuditor) Begin(a *assoc.Association) dimse.AssociationAuditor {
-	s := sa.s
-	return &assocAudit{s: s, a: a, peer: audit.Node{AETitle: a.CallingAETitle(), Addr: hostOf(a.RemoteAddr())}}
-}
-
-// assocAudit gathers what one association does.
-type assocAudit struct {
-	s    *Server
-	a    *assoc.Association
-	peer audit.Node
-
-	mu          sync.Mutex
-	stored      map[string]*audit.Study // received, by study and patient
-	replaced    map[string]*audit.Study // received in place of stored ones
-	storeFailed int
-}
-
-func (x *assocAudit) Stored(r *dimse.StoreRequest, status uint16) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if dimse.CategoryOf(status) == dimse.CategoryFailure {
-		x.storeFailed++
-		return
-	}
-	if x.stored == nil {
-		x.stored = map[string]*audit.Study{}
-	}
-	addStudy(x.stored, r.StudyInstanceUID, r.PatientID, r.SOPClassUID)
-	if r.Replaced {
-		if x.replaced == nil {
-			x.replaced = map[string]*audit.Study{}
-		}
-		addStudy(x.replaced, r.StudyInstanceUID, r.PatientID, r.SOPClassUID)
-	}
-}
-
-func (x *assocAudit) Query(r *dimse.FindRequest, status uint16, comment string) {
-	b, _ := r.Identifier.Bytes(r.TransferSyntax)
-	ts := ""
-	if r.TransferSyntax != nil {
-		ts = r.TransferSyntax.UID
-	}
-	now := time.Now()
-	outcome := audit.OutcomeSuccess
-	if dimse.CategoryOf(status) == dimse.CategoryFailure {
-		outcome = audit.OutcomeMinorFailure
-	}
-	m := audit.Query(x.s.wardNode(), x.peer, r.SOPClassUID, b, ts, outcome, now)
-	if outcome != audit.OutcomeSuccess {
-		m.Event.Description = fmt.Sprintf("status %04X: %s", status, comment)
-	}
-	x.s.record(m)
-	if status == dimse.StatusNotAuthorized {
-		x.s.record(audit.SecurityAlert(x.s.wardNode(), x.peer, "C-FIND refused: "+comment, now))
-	}
-}
-
-// destination is who receives a retrieve's instances.
-func (x *assocAudit) destination(r *dimse.RetrieveRequest) audit.Node {
-	if r.Command.CommandField != dimse.CMoveRQ {
-		return x.peer
-	}
-	n := audit.Node{AETitle: r.MoveDestination}
-	if addr, err := x.s.Destination(r.MoveDestination); err == nil {
-		if h, _, err := net.SplitHostPort(addr); err == nil {
-			n.Addr = h
-		}
-	}
-	return n
-}
-
-// instanceStudies counts instances per study and SOP class.
-func instanceStudies(insts []dimse.Instance) []*audit.Study {
-	counts := map[string]*audit.Study{}
-	for i := range insts {
-		addStudy(counts, insts[i].StudyInstanceUID, insts[i].PatientID, insts[i].SOPClassUID)
-	}
-	return studies(counts)
-}
-
-func (x *assocAudit) RetrieveBegin(r *dimse.RetrieveRequest, insts []dimse.Instance) {
-	x.s.record(audit.BeginTransferring(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, instanceStudies(insts), time.Now()))
-}
-
-func (x *assocAudit) RetrieveEnd(r *dimse.RetrieveRequest, sent []dimse.Instance, failed int) {
-	if len(sent) == 0 && failed == 0 {
-		return
-	}
-	outcome := audit.OutcomeSuccess
-	if failed > 0 {
-		outcome = audit.OutcomeMinorFailure
-	}
-	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.s.wardNode(), x.destination(r), x.peer, audit.ActionRead, outcome, instanceStudies(sent), time.Now()))
-}
-
-// RetrieveRefused records a retrieve refused by policy (a destination
-// that may not receive images, a missing permission) as a Security Alert.
-func (x *assocAudit) RetrieveRefused(r *dimse.RetrieveRequest, status uint16, why string) {
-	if status != dimse.StatusMoveDestinationUnknown && status != dimse.StatusNotAuthorized {
-		return
-	}
-	op := "C-GET"
-	if r.Command != nil && r.Command.CommandField == dimse.CMoveRQ {
-		op = "C-MOVE to " + r.MoveDestination
-	}
-	x.s.record(audit.SecurityAlert(x.s.wardNode(), x.peer, op+" refused: "+why, time.Now()))
-}
-
-func (x *assocAudit) End(error) {
-	x.mu.Lock()
-	stored, replaced, failed := x.stored, x.replaced, x.storeFailed
-	x.stored, x.replaced = nil, nil
-	x.mu.Unlock()
-	if len(stored) == 0 && failed == 0 {
-		return
-	}
-	outcome := audit.OutcomeSuccess
-	if failed > 0 {
-		outcome = audit.OutcomeMinorFailure
-	}
-	now := time.Now()
-	x.s.record(audit.InstancesTransferred(x.s.wardNode(), x.peer, x.s.wardNode(), x.peer, audit.ActionCreate, outcome, studies(stored), now))
-	// Objects re-sent under a stored SOP Instance UID replaced the stored
-	// ones (on_duplicate = "replace"): an update of those instances, one
-	// message per patient (A.5.3.6).
-	for _, group := range audit.ByPatient(studies(replaced)) {
-		x.s.record(audit.InstancesAccessed(x.s.wardNode(), x.peer, audit.ActionUpdate, audit.OutcomeSuccess, group,
-			"re-sent instances replaced the stored ones with the same SOP Instance UID", now))
-	}
-}
-
 func addStudy(m map[string]*audit.Study, study, patient, class string) {
 	key := study + "\x00" + patient
 	st := m[key]
@@ -425,11 +287,6 @@ func (g auditGate) Retrieve(ctx context.Context, r *archive.RetrieveRequest, eac
 func (g auditGate) Destination(ctx context.Context, aeTitle string) (string, error) {
 	return g.svc.Destination(ctx, aeTitle)
 }
-
-var (
-	_ dimse.Auditor            = serverAuditor{}
-	_ dimse.AssociationAuditor = (*assocAudit)(nil)
-)
 
 // pduProblem is the decoder's account of an invalid PDU, without the
 // association layer's wrapping.

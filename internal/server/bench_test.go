@@ -28,7 +28,7 @@ type syntheticCT struct {
 
 const uidPrefix = "1.2.826.0.1.3680043.10.1432.9."
 
-func newSyntheticCT(b *testing.B, pixelBytes int) *syntheticCT {
+func newSyntheticCT(b testing.TB, pixelBytes int) *syntheticCT {
 	ds := &dicom.DataSet{}
 	ds.Set(dicom.SOPClassUID, ctImageStorage)
 	ds.Set(dicom.SOPInstanceUID, uidPrefix+"0000000000")

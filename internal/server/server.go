@@ -425,10 +425,21 @@ func (s *Server) setPolicy(c *config.Config) error {
 
 func (s *Server) isPrivate(uid string) bool { return s.private[uid] }
 
+// service is the archive's service as every front end gets it: audited
+// (the records of what requestors do), then the audit policy (refusal
+// while the trail cannot be written), then the permissions.
+func (s *Server) service() archive.Service {
+	svc := s.auditGated(authorized{s.archive})
+	if s.audit == nil {
+		return svc
+	}
+	return audited{svc: svc, rec: s.record, ward: s.wardNode}
+}
+
 // handlers are the DIMSE services the archive provides, behind the
 // policy's per-association checks.
 func (s *Server) handlers() dimse.Handlers {
-	fe := &dimsearchive.Service{Archive: s.auditGated(authorized{s.archive}), Principal: principalOf}
+	fe := &dimsearchive.Service{Archive: s.service(), Principal: principalOf}
 	return fe.Handlers()
 }
 
@@ -520,7 +531,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	acfg := s.assocConfig()
 	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg, DialDestination: s.dialDestination}
 	if s.audit != nil {
-		disp.Auditor = serverAuditor{s}
 		s.record(audit.ApplicationActivity(s.wardNode(), true, time.Now()))
 	}
 	var loops sync.WaitGroup
@@ -595,7 +605,11 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, isTLS bool, ac
 			a.SetGrant(cs.grant)
 			s.trackAssoc(a, true)
 			defer s.trackAssoc(a, false)
-			_ = disp.Serve(context.Background(), a)
+			// The association is one session for the audit trail: its
+			// stored instances are recorded together when it ends.
+			sctx, session := archive.WithSession(context.Background())
+			_ = disp.Serve(sctx, a)
+			session.End()
 		}()
 	}
 }

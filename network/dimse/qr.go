@@ -55,8 +55,6 @@ type Instance struct {
 	SOPClassUID, SOPInstanceUID string
 	// TransferSyntaxUID is the syntax the object is stored in.
 	TransferSyntaxUID string
-	// StudyInstanceUID and PatientID, for the audit trail.
-	StudyInstanceUID, PatientID string
 	// Size is the stored object's size in bytes, 0 if unknown. An object
 	// to be converted for the peer is converted once without sending first
 	// when its size is known and at most ConvertCheckLimit.
@@ -64,11 +62,22 @@ type Instance struct {
 	// Open returns the data set bytes (after the Part 10 header) in
 	// TransferSyntaxUID.
 	Open func(ctx context.Context) (io.ReadCloser, error)
+	// Delivered, when not nil, is told the outcome of this instance's
+	// sub-operation once it is known: nil when the peer took it (success
+	// or warning), else why not (ErrNotAttempted when the C-MOVE or C-GET
+	// ended before trying it). The dispatcher calls it once for every
+	// instance the Retriever returned.
+	Delivered func(err error)
 }
 
 // ErrUnknownDestination: a C-MOVE destination that is not a known peer
 // (the dispatcher answers A801).
 var ErrUnknownDestination = errors.New("dimse: move destination unknown")
+
+// ErrNotAttempted is what Instance.Delivered is told of an instance whose
+// sub-operation was never tried (the C-MOVE or C-GET was cancelled or its
+// association ended first).
+var ErrNotAttempted = errors.New("dimse: sub-operation not attempted")
 
 // Retriever serves C-MOVE and C-GET: it resolves the identifier to the
 // instances to send; the dispatcher performs the sub-operations (over a new
@@ -78,7 +87,7 @@ var ErrUnknownDestination = errors.New("dimse: move destination unknown")
 // honours C-CANCEL.
 type Retriever interface {
 	Retrieve(ctx context.Context, r *RetrieveRequest) ([]Instance, error)
-	// Destination returns the address (HOST:PORT) of a C-MOVE destination
-	// AE title, or ErrUnknownDestination.
-	Destination(ctx context.Context, aeTitle string) (string, error)
+	// Destination returns the address (HOST:PORT) of r's C-MOVE
+	// destination (r.MoveDestination), or ErrUnknownDestination.
+	Destination(ctx context.Context, r *RetrieveRequest) (string, error)
 }

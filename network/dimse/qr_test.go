@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,7 +209,8 @@ func rawRequest(t *testing.T, cl *dimse.Client, ctxID byte, cmd *dimse.Command, 
 func TestMalformedIdentifiers(t *testing.T) {
 	a := &dimsetest.Archive{}
 	a.Add(corpus()...)
-	cl := qrAssoc(t, startArchive(t, a, dimsetest.Options{}))
+	rf := &refusals{Archive: a}
+	cl := qrAssoc(t, startArchive(t, a, dimsetest.Options{Dispatcher: rf.handlers}))
 	nl := &dicom.DataSet{}
 	nl.Set(dicom.PatientID, "P1")
 	noLevel, _ := nl.Bytes(dicom.ExplicitVRLittleEndian)
@@ -219,14 +221,17 @@ func TestMalformedIdentifiers(t *testing.T) {
 		data  []byte
 		want  uint16
 		ctxID byte
+		// refused: the dispatcher refused it before the handler, and
+		// told the handler (with the identifier when decoded: ident).
+		refused, ident bool
 	}{
-		{"garbage", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 100, AffectedSOPClassUID: dimse.StudyRootFind}, []byte{0x10, 0x00, 0x10, 0x00, 'P', 'N', 0xff, 0xff, 1, 2}, dimse.StatusDataSetMismatch, 1},
-		{"no level", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 101, AffectedSOPClassUID: dimse.StudyRootFind}, noLevel, dimse.StatusDataSetMismatch, 1},
-		{"bad level", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 102, AffectedSOPClassUID: dimse.StudyRootFind}, badLevel, dimse.StatusDataSetMismatch, 1},
-		{"no identifier", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 103, AffectedSOPClassUID: dimse.StudyRootFind}, nil, dimse.StatusCannotUnderstand, 1},
-		{"find on a move context", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 104, AffectedSOPClassUID: dimse.StudyRootMove}, badLevel, dimse.StatusSOPClassNotSupported, 5},
-		{"move without destination", &dimse.Command{CommandField: dimse.CMoveRQ, MessageID: 105, AffectedSOPClassUID: dimse.StudyRootMove}, badLevel, dimse.StatusMoveDestinationUnknown, 5},
-		{"move garbage", &dimse.Command{CommandField: dimse.CMoveRQ, MessageID: 106, AffectedSOPClassUID: dimse.StudyRootMove, MoveDestination: "X"}, []byte{1, 2, 3}, dimse.StatusDataSetMismatch, 5},
+		{"garbage", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 100, AffectedSOPClassUID: dimse.StudyRootFind}, []byte{0x10, 0x00, 0x10, 0x00, 'P', 'N', 0xff, 0xff, 1, 2}, dimse.StatusDataSetMismatch, 1, true, false},
+		{"no level", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 101, AffectedSOPClassUID: dimse.StudyRootFind}, noLevel, dimse.StatusDataSetMismatch, 1, true, true},
+		{"bad level", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 102, AffectedSOPClassUID: dimse.StudyRootFind}, badLevel, dimse.StatusDataSetMismatch, 1, false, false},
+		{"no identifier", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 103, AffectedSOPClassUID: dimse.StudyRootFind}, nil, dimse.StatusCannotUnderstand, 1, true, false},
+		{"find on a move context", &dimse.Command{CommandField: dimse.CFindRQ, MessageID: 104, AffectedSOPClassUID: dimse.StudyRootMove}, badLevel, dimse.StatusSOPClassNotSupported, 5, true, false},
+		{"move without destination", &dimse.Command{CommandField: dimse.CMoveRQ, MessageID: 105, AffectedSOPClassUID: dimse.StudyRootMove}, badLevel, dimse.StatusMoveDestinationUnknown, 5, true, false},
+		{"move garbage", &dimse.Command{CommandField: dimse.CMoveRQ, MessageID: 106, AffectedSOPClassUID: dimse.StudyRootMove, MoveDestination: "X"}, []byte{1, 2, 3}, dimse.StatusDataSetMismatch, 5, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rsps := rawRequest(t, cl, tc.ctxID, tc.cmd, tc.data)
@@ -236,6 +241,16 @@ func TestMalformedIdentifiers(t *testing.T) {
 			}
 			if f.ErrorComment == "" {
 				t.Errorf("no error comment")
+			}
+			got := rf.take()
+			switch {
+			case !tc.refused && len(got) != 0:
+				t.Errorf("refused by the handler, yet told as refused: %+v", got)
+			case !tc.refused:
+			case len(got) != 1 || got[0].Command.MessageID != tc.cmd.MessageID || got[0].Status.Status != tc.want || !strings.HasPrefix(got[0].Status.Comment, f.ErrorComment):
+				t.Errorf("refusals told %+v", got)
+			case (got[0].Identifier != nil) != tc.ident:
+				t.Errorf("identifier told %v, want %v", got[0].Identifier, tc.ident)
 			}
 		})
 	}

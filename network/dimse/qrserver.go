@@ -33,11 +33,19 @@ func QRCommand(sopClass string) uint16 { return qrClasses[sopClass] }
 // failure response when the request cannot start, nil once started.
 func (s *session) startOperation(ctx context.Context, req *Request, data io.Reader) *Command {
 	cmd := req.Command
+	field := cmd.CommandField
+	var h any = s.d.Handlers.Retrieve // nil: told nothing
+	if field == CFindRQ {
+		h = s.d.Handlers.Find
+	}
+	var id *dicom.DataSet
+	// fail answers a request refused before it reached its handler,
+	// which is told (the audit trail records the refusal).
 	fail := func(se *StatusError) *Command {
 		s.d.logFailure(req, se)
+		refused(ctx, h, req, id, se)
 		return response(cmd, se)
 	}
-	field := cmd.CommandField
 	switch {
 	case field == CFindRQ && s.d.Handlers.Find == nil, field != CFindRQ && s.d.Handlers.Retrieve == nil:
 		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: CommandName(field) + " is not provided"})
@@ -54,13 +62,14 @@ func (s *session) startOperation(ctx context.Context, req *Request, data io.Read
 	if ts == nil {
 		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "unknown transfer syntax " + req.Context.TransferSyntax})
 	}
-	id, err := dicom.ReadDataSet(data, ts, MaxIdentifierLength)
+	decoded, err := dicom.ReadDataSet(data, ts, MaxIdentifierLength)
 	if err != nil {
 		if _, derr := io.Copy(io.Discard, data); derr != nil {
 			return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "identifier: " + derr.Error()})
 		}
 		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: "identifier cannot be decoded: " + err.Error(), Err: err})
 	}
+	id = decoded
 	if strings.TrimSpace(id.String(dicom.QueryRetrieveLevel)) == "" {
 		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: "identifier without Query/Retrieve Level (0008,0052)", Offending: []uint32{uint32(dicom.QueryRetrieveLevel)}})
 	}
@@ -143,9 +152,6 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	if CategoryOf(se.Status) == CategoryFailure {
 		s.d.logFailure(&r.Request, se)
 	}
-	if s.audit != nil {
-		s.audit.Query(r, se.Status, se.Comment)
-	}
 	rsp := response(cmd, se)
 	rsp.AffectedSOPInstanceUID = ""
 	s.final(op, &r.Request, rsp, nil, nil)
@@ -156,7 +162,8 @@ type tally struct {
 	remaining, completed, failed, warning int
 	failedUIDs                            []string
 	firstFailure                          string
-	sent                                  []Instance // for the audit trail
+	// tried counts the instances recorded: they are tried in order.
+	tried int
 }
 
 func clamp(n int) uint16 {
@@ -177,17 +184,29 @@ func (t *tally) fail(uid, reason string) {
 // record counts the outcome of one sub-operation.
 func (t *tally) record(inst *Instance, rsp *Command, err error) {
 	t.remaining--
+	t.tried++
 	switch {
 	case err != nil:
 		t.fail(inst.SOPInstanceUID, err.Error())
 	case CategoryOf(rsp.Status) == CategorySuccess:
 		t.completed++
-		t.sent = append(t.sent, *inst)
 	case CategoryOf(rsp.Status) == CategoryWarning:
 		t.warning++
-		t.sent = append(t.sent, *inst)
 	default:
-		t.fail(inst.SOPInstanceUID, fmt.Sprintf("status 0x%04X %s", rsp.Status, rsp.ErrorComment))
+		err = fmt.Errorf("status 0x%04X %s", rsp.Status, rsp.ErrorComment)
+		t.fail(inst.SOPInstanceUID, err.Error())
+	}
+	if inst.Delivered != nil {
+		inst.Delivered(err)
+	}
+}
+
+// untried reports the instances never tried as not attempted.
+func (t *tally) untried(insts []Instance) {
+	for i := t.tried; i < len(insts); i++ {
+		if insts[i].Delivered != nil {
+			insts[i].Delivered(ErrNotAttempted)
+		}
 	}
 }
 
@@ -196,20 +215,13 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 	h := s.d.Handlers.Retrieve
 	finalErr := func(se *StatusError) {
 		s.d.logFailure(&r.Request, se)
-		if s.audit != nil {
-			why := se.Comment
-			if se.Err != nil {
-				why += ": " + se.Err.Error()
-			}
-			s.audit.RetrieveRefused(r, se.Status, why)
-		}
 		s.final(op, &r.Request, response(cmd, se), nil, nil)
 	}
 	var addr string
 	if cmd.CommandField == CMoveRQ {
 		se := call(StatusUnableToProcess, func() error {
 			var err error
-			addr, err = h.Destination(ctx, r.MoveDestination)
+			addr, err = h.Destination(ctx, r)
 			return err
 		})
 		if se.Status != StatusSuccess {
@@ -234,9 +246,6 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		return
 	}
 	t := &tally{remaining: len(insts)}
-	if s.audit != nil {
-		s.audit.RetrieveBegin(r, insts)
-	}
 	pending := func() {
 		if t.remaining == 0 {
 			return
@@ -264,9 +273,7 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		rsp.Status = StatusSubOpsWarning
 	}
 	rsp.SetCounts(clamp(t.remaining), clamp(t.completed), clamp(t.failed), clamp(t.warning), cancelled)
-	if s.audit != nil {
-		s.audit.RetrieveEnd(r, t.sent, t.failed)
-	}
+	t.untried(insts)
 	var ident *dicom.DataSet
 	if len(t.failedUIDs) > 0 {
 		ident = &dicom.DataSet{}

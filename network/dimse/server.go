@@ -36,11 +36,32 @@ type StoreRequest struct {
 	SOPInstanceUID    string
 	TransferSyntaxUID string
 	Data              io.Reader
-	// StudyInstanceUID and PatientID are set by the Storer from the data
-	// set it stored, for the audit trail; Replaced when the object replaced
-	// a stored one with the same SOP Instance UID.
-	StudyInstanceUID, PatientID string
-	Replaced                    bool
+}
+
+// Refusal is a request the dispatcher refused before calling its
+// handler (malformed, or not for the context it came on).
+type Refusal struct {
+	Request
+	// Identifier is a C-FIND/C-MOVE/C-GET identifier once decoded, else
+	// nil.
+	Identifier *dicom.DataSet
+	// Status is the failure the peer was answered with.
+	Status *StatusError
+}
+
+// Refuser is implemented by a handler (Storer, Finder, Retriever) that is
+// told of the requests for its service the dispatcher refused before
+// calling it: the audit trail records every refusal. Refused runs on the
+// association's goroutine and must not block.
+type Refuser interface {
+	Refused(ctx context.Context, r *Refusal)
+}
+
+// refused tells h, if it is a Refuser, of a refused request.
+func refused(ctx context.Context, h any, req *Request, ident *dicom.DataSet, se *StatusError) {
+	if rf, ok := h.(Refuser); ok {
+		rf.Refused(ctx, &Refusal{Request: *req, Identifier: ident, Status: se})
+	}
 }
 
 // Echoer serves C-ECHO.
@@ -82,38 +103,6 @@ type Dispatcher struct {
 	// destination (e.g. over TLS for destinations reached that way);
 	// nil dials plain TCP.
 	DialDestination func(ctx context.Context, aeTitle, addr string) (net.Conn, error)
-	// Auditor, when not nil, is told what each association does (the
-	// audit trail, PS3.15 A.5).
-	Auditor Auditor
-}
-
-// Auditor is told what associations do, for the audit trail. Begin is
-// called when Serve starts; the calls on the AssociationAuditor it returns
-// come from the association's goroutines, one at a time, and must not
-// wait on the disk.
-type Auditor interface {
-	Begin(a *assoc.Association) AssociationAuditor
-}
-
-// AssociationAuditor is told what one association does.
-type AssociationAuditor interface {
-	// Stored: a C-STORE-RQ was answered with status; r holds what the
-	// Storer learned of the object.
-	Stored(r *StoreRequest, status uint16)
-	// Query: a C-FIND was answered; status is its final status (a failure
-	// with comment when it was refused).
-	Query(r *FindRequest, status uint16, comment string)
-	// RetrieveBegin: a C-MOVE or C-GET starts sending insts.
-	RetrieveBegin(r *RetrieveRequest, insts []Instance)
-	// RetrieveEnd: the sub-operations ended; sent succeeded (with or
-	// without warning), failed did not.
-	RetrieveEnd(r *RetrieveRequest, sent []Instance, failed int)
-	// RetrieveRefused: a C-MOVE or C-GET was answered with a failure
-	// status before any sub-operation; why is the error comment sent and,
-	// after it, the cause (not sent).
-	RetrieveRefused(r *RetrieveRequest, status uint16, why string)
-	// End: the association ended (err nil after an orderly release).
-	End(err error)
 }
 
 // Summary counts what one association did, for its log line.
@@ -136,13 +125,7 @@ func (d *Dispatcher) Serve(ctx context.Context, a *assoc.Association) error {
 	defer c.Close()
 	var sum Summary
 	s := &session{d: d, c: c, log: log, ended: make(chan struct{})}
-	if d.Auditor != nil {
-		s.audit = d.Auditor.Begin(a)
-	}
 	err := s.loop(ctx, &sum)
-	if s.audit != nil {
-		s.audit.End(err)
-	}
 	_, _, bytesIn, bytesOut := a.StatsSnapshot()
 	attrs := []any{"assoc", a.Name(), "remote", a.RemoteAddr().String(),
 		"duration", time.Since(start).Round(time.Millisecond),
@@ -160,10 +143,9 @@ func (d *Dispatcher) Serve(ctx context.Context, a *assoc.Association) error {
 // session is the state of one association being served. Lock order:
 // mu, then wmu.
 type session struct {
-	d     *Dispatcher
-	c     *Conn
-	log   *slog.Logger
-	audit AssociationAuditor // nil: no audit
+	d   *Dispatcher
+	c   *Conn
+	log *slog.Logger
 
 	// wmu serialises writes: the loop and the running operation both
 	// send messages.
@@ -259,13 +241,9 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			// Once the object has arrived, writing it is work for the
 			// peer: the idle timer waits until the response is sent.
 			OnDataEnd(m, func() { work.begin(s.c.A) })
-			var sr *StoreRequest
-			rsp, sr = s.d.store(ctx, &req, m.Data)
+			rsp = s.d.store(ctx, &req, m.Data)
 			if CategoryOf(rsp.Status) == CategoryFailure {
 				sum.StoreFailed++
-			}
-			if s.audit != nil {
-				s.audit.Stored(sr, rsp.Status)
 			}
 		case CFindRQ, CMoveRQ, CGetRQ:
 			switch m.Command.CommandField {
@@ -425,25 +403,31 @@ func checkStoreUID(uid string) *StatusError {
 
 // store serves a C-STORE-RQ; the request it returns tells what the Storer
 // learned of the object.
-func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) (*Command, *StoreRequest) {
+func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) *Command {
 	cmd := req.Command
 	sr := &StoreRequest{Request: *req, SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, Data: data}
-	fail := func(se *StatusError) (*Command, *StoreRequest) {
+	fail := func(se *StatusError) *Command {
 		d.logFailure(req, se)
-		return response(cmd, se), sr
+		return response(cmd, se)
+	}
+	// refuse answers a request refused before it reached the Storer,
+	// which is told (the audit trail counts it as a failed store).
+	refuse := func(se *StatusError) *Command {
+		refused(ctx, d.Handlers.Store, req, nil, se)
+		return fail(se)
 	}
 	switch {
 	case d.Handlers.Store == nil:
 		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: "storage is not provided"})
 	case data == nil:
-		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"})
+		return refuse(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"})
 	case cmd.AffectedSOPClassUID != req.Context.AbstractSyntax:
-		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
+		return refuse(&StatusError{Status: StatusDataSetMismatch, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
 	case cmd.AffectedSOPInstanceUID == "":
-		return fail(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
+		return refuse(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
 	}
 	if se := checkStoreUID(cmd.AffectedSOPInstanceUID); se != nil {
-		return fail(se)
+		return refuse(se)
 	}
 	sr.TransferSyntaxUID = req.Context.TransferSyntax
 	se := call(StatusOutOfResources, func() error { return d.Handlers.Store.Store(ctx, sr) })

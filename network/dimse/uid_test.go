@@ -19,7 +19,8 @@ import (
 func TestStoreRefusesBadSOPInstanceUID(t *testing.T) {
 	const ct = "1.2.840.10008.5.1.4.1.1.2"
 	ar := &dimsetest.Archive{}
-	srv, err := dimsetest.Start(ar, dimsetest.Options{})
+	rf := &refusals{Archive: ar}
+	srv, err := dimsetest.Start(ar, dimsetest.Options{Dispatcher: rf.handlers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,9 +55,16 @@ func TestStoreRefusesBadSOPInstanceUID(t *testing.T) {
 		if ar.Get(uid) != nil {
 			t.Errorf("%q reached the storer", uid)
 		}
+		// The Storer is told of the refusal (the audit trail counts it).
+		if got := rf.take(); len(got) != 1 || got[0].Command.AffectedSOPInstanceUID != uid || got[0].Status.Status != dimse.StatusInvalidSOPInstance {
+			t.Errorf("%q: refusals told %+v", uid, got)
+		}
 	}
 	rsp, err := cl.Store(context.Background(), 1, ct, "1.2.3", bytes.NewReader(body("1.2.3")))
 	if err != nil || rsp.Status != dimse.StatusSuccess {
 		t.Fatalf("a good UID after the refusals: %v, %+v", err, rsp)
+	}
+	if got := rf.take(); len(got) != 0 {
+		t.Errorf("a stored object told as refused: %+v", got)
 	}
 }

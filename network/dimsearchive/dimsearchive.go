@@ -8,6 +8,7 @@ package dimsearchive
 
 import (
 	"context"
+	"errors"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
@@ -38,8 +39,14 @@ func (s *Service) Handlers() dimse.Handlers {
 	return dimse.Handlers{Echo: s, Store: s, Find: s, Retrieve: s}
 }
 
+// context is ctx with the association's origin and principal, for the
+// service and its wrappers (the audit trail names both).
 func (s *Service) context(ctx context.Context, a *assoc.Association) context.Context {
-	if s.Principal == nil || a == nil {
+	if a == nil {
+		return ctx
+	}
+	ctx = archive.WithOrigin(ctx, Origin(a))
+	if s.Principal == nil {
 		return ctx
 	}
 	if p := s.Principal(a); p != nil {
@@ -65,19 +72,15 @@ func (s *Service) Echo(ctx context.Context, r *dimse.Request) error {
 	return Status(OpEcho, s.Archive.Echo(s.context(ctx, r.Assoc)))
 }
 
-// Store serves C-STORE; r learns the study, patient and replacement the
-// archive reports, for the audit trail.
+// Store serves C-STORE.
 func (s *Service) Store(ctx context.Context, r *dimse.StoreRequest) error {
-	st, err := s.Archive.Store(s.context(ctx, r.Assoc), &archive.StoreRequest{
+	_, err := s.Archive.Store(s.context(ctx, r.Assoc), &archive.StoreRequest{
 		Origin:            Origin(r.Assoc),
 		SOPClassUID:       r.SOPClassUID,
 		SOPInstanceUID:    r.SOPInstanceUID,
 		TransferSyntaxUID: r.TransferSyntaxUID,
 		Data:              r.Data,
 	})
-	if st != nil {
-		r.StudyInstanceUID, r.PatientID, r.Replaced = st.StudyInstanceUID, st.PatientID, st.Replaced
-	}
 	return Status(OpStore, err)
 }
 
@@ -114,7 +117,8 @@ func (s *Service) Find(ctx context.Context, r *dimse.FindRequest, emit func(*dic
 }
 
 // Retrieve serves C-MOVE and C-GET: the archive's instances, for the
-// dispatcher's sub-operations.
+// dispatcher's sub-operations, whose outcomes go back to each instance's
+// Delivered.
 func (s *Service) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dimse.Instance, error) {
 	m, err := model(r.SOPClassUID)
 	if err != nil {
@@ -130,10 +134,9 @@ func (s *Service) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dim
 			SOPClassUID:       in.SOPClassUID,
 			SOPInstanceUID:    in.SOPInstanceUID,
 			TransferSyntaxUID: in.TransferSyntaxUID,
-			StudyInstanceUID:  in.StudyInstanceUID,
-			PatientID:         in.PatientID,
 			Size:              in.Size,
 			Open:              in.Open,
+			Delivered:         delivered(in.Delivered),
 		})
 		return nil
 	})
@@ -143,10 +146,24 @@ func (s *Service) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dim
 	return out, nil
 }
 
+// delivered passes the dispatcher's sub-operation outcomes to the
+// archive's Delivered (nil: none).
+func delivered(f func(error)) func(error) {
+	if f == nil {
+		return nil
+	}
+	return func(err error) {
+		if errors.Is(err, dimse.ErrNotAttempted) {
+			err = archive.ErrNotAttempted
+		}
+		f(err)
+	}
+}
+
 // Destination resolves a C-MOVE destination; an unknown one is
 // dimse.ErrUnknownDestination (the dispatcher answers A801).
-func (s *Service) Destination(ctx context.Context, aeTitle string) (string, error) {
-	addr, err := s.Archive.Destination(ctx, aeTitle)
+func (s *Service) Destination(ctx context.Context, r *dimse.RetrieveRequest) (string, error) {
+	addr, err := s.Archive.Destination(s.context(ctx, r.Assoc), r.MoveDestination)
 	if err != nil {
 		if archive.KindOf(err) == archive.ErrUnknownDestination {
 			return "", unknownDestination{err}
@@ -163,3 +180,32 @@ type unknownDestination struct{ error }
 func (u unknownDestination) Is(target error) bool { return target == dimse.ErrUnknownDestination }
 
 func (u unknownDestination) Unwrap() error { return u.error }
+
+var _ dimse.Refuser = (*Service)(nil)
+
+// Refused tells the archive, if it is an archive.Refuser (the audit
+// trail), of a request the dispatcher refused before it reached the
+// handlers, with the association's origin, principal and session.
+func (s *Service) Refused(ctx context.Context, r *dimse.Refusal) {
+	rf, ok := s.Archive.(archive.Refuser)
+	if !ok || r.Command == nil {
+		return
+	}
+	x := &archive.Refusal{SOPClassUID: r.Command.AffectedSOPClassUID, Identifier: r.Identifier}
+	switch r.Command.CommandField {
+	case dimse.CStoreRQ:
+		x.Op = archive.RefusedStore
+	case dimse.CFindRQ:
+		x.Op = archive.RefusedQuery
+	case dimse.CMoveRQ:
+		x.Op, x.Destination = archive.RefusedRetrieve, r.Command.MoveDestination
+	case dimse.CGetRQ:
+		x.Op = archive.RefusedRetrieve
+	default:
+		return
+	}
+	if r.Status != nil {
+		x.Comment = r.Status.Comment
+	}
+	rf.Refused(s.context(ctx, r.Assoc), x)
+}

@@ -175,9 +175,6 @@ func TestAdapter(t *testing.T) {
 	if err := s.Store(ctx, sr); err != nil {
 		t.Fatal(err)
 	}
-	if sr.StudyInstanceUID != "1.2" || sr.PatientID != "P" || !sr.Replaced {
-		t.Errorf("the request did not learn what was stored: %+v", sr)
-	}
 	f.stored, f.err = nil, archive.Fail(archive.ErrDuplicate, "SOP instance already stored")
 	var se *dimse.StatusError
 	if err := s.Store(ctx, sr); !errors.As(err, &se) || se.Status != dimse.StatusDuplicateSOPInstance {
@@ -194,15 +191,23 @@ func TestAdapter(t *testing.T) {
 		t.Errorf("find on a non-Q/R class: %v", err)
 	}
 
-	f.inst = &archive.Instance{SOPInstanceUID: "1.2.3.4", Size: 7}
+	// The sub-operations' outcomes reach the archive's Delivered, the
+	// dispatcher's "not attempted" as the archive's.
+	var outcomes []error
+	f.inst = &archive.Instance{SOPInstanceUID: "1.2.3.4", Size: 7, Delivered: func(err error) { outcomes = append(outcomes, err) }}
 	insts, err := s.Retrieve(ctx, &dimse.RetrieveRequest{SOPClassUID: dimse.PatientRootMove, MoveDestination: "DEST"})
-	if err != nil || len(insts) != 1 || insts[0].SOPInstanceUID != "1.2.3.4" || insts[0].Size != 7 {
-		t.Errorf("retrieve: %v, %+v", err, insts)
+	if err != nil || len(insts) != 1 || insts[0].SOPInstanceUID != "1.2.3.4" || insts[0].Size != 7 || insts[0].Delivered == nil {
+		t.Fatalf("retrieve: %v, %+v", err, insts)
+	}
+	insts[0].Delivered(nil)
+	insts[0].Delivered(dimse.ErrNotAttempted)
+	if len(outcomes) != 2 || outcomes[0] != nil || !errors.Is(outcomes[1], archive.ErrNotAttempted) {
+		t.Errorf("delivery outcomes: %v", outcomes)
 	}
 	if f.gotRq.Model != archive.PatientRoot || f.gotRq.Destination != "DEST" {
 		t.Errorf("retrieve request: %+v", f.gotRq)
 	}
-	if _, err := s.Destination(ctx, "NOBODY"); !errors.Is(err, dimse.ErrUnknownDestination) || !strings.Contains(err.Error(), "NOBODY") {
+	if _, err := s.Destination(ctx, &dimse.RetrieveRequest{MoveDestination: "NOBODY"}); !errors.Is(err, dimse.ErrUnknownDestination) || !strings.Contains(err.Error(), "NOBODY") {
 		t.Errorf("unknown destination: %v", err)
 	}
 

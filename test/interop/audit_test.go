@@ -297,3 +297,38 @@ func TestReplaceAudited(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditEarlyRefusalsDCMTK: a C-FIND and a C-MOVE whose identifier has
+// no Query/Retrieve Level, sent by findscu and movescu, are refused by
+// the DIMSE layer before they reach the archive (A900), and still
+// audited: the C-FIND as a failed Query carrying its identifier, the
+// C-MOVE as a Security Alert naming its destination.
+func TestAuditEarlyRefusalsDCMTK(t *testing.T) {
+	requireTool(t, "findscu", "movescu")
+	w := startWard(t)
+	out, _ := dcmtk("findscu", "-d", "-S", "-aet", "VIEWER", "-aec", "WARD", "-k", "PatientID=P2", "-k", "StudyInstanceUID", w.host, w.port).CombinedOutput()
+	if !strings.Contains(string(out), "0xa900") && !strings.Contains(string(out), "0xA900") {
+		t.Fatalf("findscu without a level: want status A900:\n%s", lastLines(out, 30))
+	}
+	out, _ = dcmtk("movescu", "-d", "-S", "-aet", "VIEWER", "-aec", "WARD", "-aem", "ELSEWHERE", "-k", "StudyInstanceUID=1.2.3", w.host, w.port).CombinedOutput()
+	if !strings.Contains(string(out), "0xa900") && !strings.Contains(string(out), "0xA900") {
+		t.Fatalf("movescu without a level: want status A900:\n%s", lastLines(out, 30))
+	}
+	recs := readAudit(t, w.dir, func(r []audit.Record) bool {
+		return count(r, "query") == 1 && hasEvent(r, "security-alert", -1, "retrieve to ELSEWHERE refused")
+	})
+	for _, r := range recs {
+		switch r.Event {
+		case "query":
+			m := parseXML(t, r.XML)
+			if r.Outcome != audit.OutcomeMinorFailure || len(m.Objects) != 1 || m.Objects[0].Query == "" ||
+				m.Objects[0].ID != "1.2.840.10008.5.1.4.1.2.2.1" || r.Peers[0] != "VIEWER" || !strings.Contains(r.XML, "Query/Retrieve Level") {
+				t.Errorf("query record: %s", r.XML)
+			}
+		case "security-alert":
+			if r.Peers[0] != "VIEWER" || !strings.Contains(r.XML, "Query/Retrieve Level") {
+				t.Errorf("security alert: %s", r.XML)
+			}
+		}
+	}
+}

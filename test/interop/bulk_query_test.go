@@ -257,7 +257,7 @@ func TestBulkQueryEvasions(t *testing.T) {
 		})
 	}
 	readAudit(t, s.w.dir, func(r []audit.Record) bool {
-		return hasEvent(r, "security-alert", -1, "C-FIND refused") && hasEvent(r, "query", audit.OutcomeMinorFailure, "bulk-query")
+		return hasEvent(r, "security-alert", -1, "query refused") && hasEvent(r, "query", audit.OutcomeMinorFailure, "bulk-query")
 	})
 	// The refusals did not lock the source out.
 	if got, out := s.findAs(t, "BULK", "-S", []string{"QueryRetrieveLevel=STUDY", "StudyInstanceUID"}, ""); len(got) != bulkPatients {

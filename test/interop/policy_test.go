@@ -333,7 +333,7 @@ func TestUniversalQueryNeedsBulkQuery(t *testing.T) {
 		t.Fatalf("max_results 1 with two studies:\n%s", out)
 	}
 	s.newAudit(t, func(r []audit.Record) bool {
-		return hasEvent(r, "query", audit.OutcomeMinorFailure, "bulk-query") && hasEvent(r, "security-alert", -1, "C-FIND refused") &&
+		return hasEvent(r, "query", audit.OutcomeMinorFailure, "bulk-query") && hasEvent(r, "security-alert", -1, "query refused") &&
 			hasEvent(r, "query", audit.OutcomeSuccess, "NOBULK")
 	})
 }

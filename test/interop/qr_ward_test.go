@@ -61,7 +61,7 @@ func TestWardServeQRWiring(t *testing.T) {
 		t.Fatalf("the refusal's reason is not in Ward's log:\n%s", w.log.String())
 	}
 	readAudit(t, w.dir, func(r []audit.Record) bool {
-		return hasEvent(r, "security-alert", -1, "C-MOVE to MODALITY refused") && hasEvent(r, "security-alert", -1, "no move-destination permission")
+		return hasEvent(r, "security-alert", -1, "retrieve to MODALITY refused") && hasEvent(r, "security-alert", -1, "no move-destination permission")
 	})
 	dir := t.TempDir()
 	out, err = dcmtk("getscu", "-v", "-S", "-aec", "WARD", "-od", dir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.826.0.1.3680043.10.1432.9.1.1", w.host, w.port).CombinedOutput()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 )
 
@@ -85,6 +86,10 @@ func storescuOne(t *testing.T, w *ward, path string, extra ...string) (int, stri
 // a bad Study or Series Instance UID, stores none of them, and stores the
 // good file and the one with a leading zero sent with them (issue 14,
 // item 13).
+//
+// Every association is audited as one DICOM Instances Transferred, a
+// minor failure when its store was refused, whether by the archive or by
+// the DIMSE dispatcher before it reached the archive.
 func TestStorescuBadUIDs(t *testing.T) {
 	requireTool(t, "storescu")
 	w := startWard(t)
@@ -114,6 +119,23 @@ func TestStorescuBadUIDs(t *testing.T) {
 			}
 			if c.status != 0 && !strings.Contains(out, "ErrorComment") {
 				t.Errorf("no error comment:\n%s", lastLines([]byte(out), 30))
+			}
+			// Each association is one DICOM Instances Transferred: a
+			// failure when its store was refused, by the archive (C000)
+			// or by the dispatcher before the archive (0117) alike.
+			recs := readAudit(t, w.dir, func(r []audit.Record) bool { return count(r, "instances-transferred") == i+1 })
+			var last audit.Record
+			for _, r := range recs {
+				if r.Event == "instances-transferred" {
+					last = r
+				}
+			}
+			want := audit.OutcomeSuccess
+			if c.status != 0 {
+				want = audit.OutcomeMinorFailure
+			}
+			if last.Outcome != want || strings.Join(last.Peers, ",") != "STORESCU" {
+				t.Errorf("instances transferred: outcome %d, want %d; peers %v\n%s", last.Outcome, want, last.Peers, last.XML)
 			}
 		})
 	}

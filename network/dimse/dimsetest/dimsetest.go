@@ -281,7 +281,8 @@ func (a *Archive) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dim
 }
 
 // Destination implements dimse.Retriever.
-func (a *Archive) Destination(ctx context.Context, ae string) (string, error) {
+func (a *Archive) Destination(ctx context.Context, r *dimse.RetrieveRequest) (string, error) {
+	ae := r.MoveDestination
 	if addr, ok := a.Destinations[ae]; ok {
 		return addr, nil
 	}

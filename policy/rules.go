@@ -163,3 +163,61 @@ const (
 	// RefusedInvalid: the request breaks the protocol.
 	RefusedInvalid
 )
+
+// Role is what a user account may do beyond DIMSE identity, for the front
+// ends that authenticate users rather than peers (the web front end).
+// A user without a role is an identity for DIMSE only: the peer's
+// permissions decide there, and the role grants nothing.
+type Role string
+
+// The roles.
+const (
+	// Viewer may query and retrieve.
+	Viewer Role = "viewer"
+	// Uploader may also store.
+	Uploader Role = "uploader"
+	// Admin may do everything.
+	Admin Role = "admin"
+)
+
+// Roles lists every role, least first.
+var Roles = []Role{Viewer, Uploader, Admin}
+
+// ParseRole parses a role's name.
+func ParseRole(s string) (Role, error) {
+	for _, r := range Roles {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("role %q: give viewer, uploader or admin", s)
+}
+
+// readPerms are what reading grants: query and retrieve.
+var readPerms = []Permission{Echo, Find, Move, Get}
+
+// RolePermissions is what role r grants (nil for an unknown role). Admin
+// holds every permission and, beyond them, the administration that only
+// Admin is asked for (IsAdmin).
+func RolePermissions(r Role) []Permission {
+	switch r {
+	case Viewer:
+		return append([]Permission(nil), readPerms...)
+	case Uploader:
+		return append(append([]Permission(nil), readPerms...), Store)
+	case Admin:
+		return append([]Permission(nil), Permissions...)
+	}
+	return nil
+}
+
+// ReadPermission reports whether p only reads (query and retrieve), so
+// that a read-scoped token may use it.
+func ReadPermission(p Permission) bool {
+	for _, q := range readPerms {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}

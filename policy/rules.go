@@ -52,6 +52,9 @@ type Rules struct {
 	// outlives reloads: it takes the rule in effect at start
 	// (NewLimiter).
 	Lockout LockoutRule
+	// Roles are the roles of each user that has some ([[users]] roles);
+	// a user not here is a DIMSE identity only.
+	Roles map[string][]Role
 }
 
 // LockoutRule: After consecutive refusals from one source address (failed

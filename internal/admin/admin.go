@@ -89,10 +89,12 @@ type BackupResult struct {
 }
 
 // Reloaded is what a running ward serve has in effect after a reload: the
-// AE titles of its peers and the names of its users.
+// AE titles of its peers, the names of its users and the IDs of its API
+// tokens not revoked.
 type Reloaded struct {
-	Peers []string `json:"peers"`
-	Users []string `json:"users"`
+	Peers  []string `json:"peers"`
+	Users  []string `json:"users"`
+	Tokens []string `json:"tokens"`
 }
 
 // Status is what ward status reports: no patient data, only counts.

@@ -40,8 +40,13 @@ at once.`,
 	subs: []*command{
 		{
 			name: "add", summary: "add a user with a new passcode",
-			args: "NAME [--generate] [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
-			help:  "Adds the user NAME, with the passcode read from standard input or generated.",
+			args: "NAME [--role viewer|uploader|admin] [--generate] [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help: `Adds the user NAME, with the passcode read from standard input or generated.
+--role gives its roles, comma-separated (viewer: query and retrieve;
+uploader: also store; admin: everything), for the front ends that
+authenticate users and for API tokens (ward token). Without --role the
+user is a DIMSE identity only: the calling peer's permissions decide what
+it may do there, and it gets no token.`,
 			flags: userPasscodeFlags("add"),
 		},
 		{
@@ -53,7 +58,7 @@ at once.`,
 		{
 			name: "list", summary: "list the users",
 			args:  "[--config FILE | --data DIR]",
-			help:  "Lists the users, each with its hash's scheme and cost (never the hash).",
+			help:  "Lists the users, each with its roles and its hash's scheme and cost (never\nthe hash).",
 			flags: userListFlags,
 		},
 		{
@@ -70,11 +75,26 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 	return func(fs *flag.FlagSet) runFunc {
 		df := addEditFlags(fs)
 		generate := fs.Bool("generate", false, "generate the passcode even when standard input is not a terminal")
+		var role *string
+		if sub == "add" {
+			role = fs.String("role", "", "roles, comma-separated: viewer, uploader, admin (none: a DIMSE identity only)")
+		}
 		return func(e *env, pos []string) error {
 			path := df.file()
 			name := pos[0]
 			if err := config.CheckUserName(name); err != nil {
 				return err
+			}
+			var roles []string
+			if role != nil {
+				for _, r := range strings.Split(*role, ",") {
+					if r = strings.ToLower(strings.TrimSpace(r)); r != "" {
+						roles = append(roles, r)
+					}
+				}
+				if _, err := config.ParseRoles(roles); err != nil {
+					return err
+				}
 			}
 			// Fail before asking for a passcode when the user is (not) there.
 			c, err := config.Load(path, true)
@@ -113,7 +133,7 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 				if sub == "passwd" {
 					return nil, fmt.Errorf("no user %q in %s", name, path)
 				}
-				return append(users, config.User{Name: name, Hash: hash}), nil
+				return append(users, config.User{Name: name, Hash: hash, Roles: roles}), nil
 			})
 			if err != nil {
 				return err
@@ -159,9 +179,13 @@ func userListFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tHASH")
+		fmt.Fprintln(tw, "NAME\tHASH\tROLES")
 		for _, u := range c.Users {
-			fmt.Fprintf(tw, "%s\t%s\n", u.Name, hashKind(u.Hash))
+			roles := strings.Join(u.Roles, ",")
+			if roles == "" {
+				roles = "- (DIMSE identity only)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, hashKind(u.Hash), roles)
 		}
 		return tw.Flush()
 	}

@@ -189,6 +189,11 @@ type User struct {
 	// Hash is the passcode's argon2id (or bcrypt) hash in its standard
 	// encoded form; never the passcode itself.
 	Hash string `toml:"hash"`
+	// Roles are what the user may do through the front ends that
+	// authenticate users (viewer, uploader, admin; policy.RolePermissions).
+	// A user without roles is a DIMSE identity only: its tokens grant
+	// nothing.
+	Roles []string `toml:"roles,omitempty"`
 }
 
 // Query configures C-FIND.

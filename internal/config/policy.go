@@ -79,6 +79,16 @@ func (c *Config) Policy() (policy.Rules, identity.Settings, error) {
 	}
 	for _, u := range c.Users {
 		s.Users = append(s.Users, identity.User{Name: u.Name, Hash: u.Hash})
+		roles, err := ParseRoles(u.Roles)
+		if err != nil {
+			return policy.Rules{}, identity.Settings{}, fmt.Errorf("user %s: %w", u.Name, err)
+		}
+		if len(roles) > 0 {
+			if r.Roles == nil {
+				r.Roles = map[string][]policy.Role{}
+			}
+			r.Roles[u.Name] = roles
+		}
 	}
 	return r, s, nil
 }

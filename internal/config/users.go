@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/identity"
 )
 
@@ -56,6 +58,22 @@ func CheckUserName(name string) error {
 // bcrypt). It never says what the hash is of.
 func CheckPasscodeHash(h string) error { return identity.CheckPasscodeHash(h) }
 
+// ParseRoles parses a user's roles (no repeats).
+func ParseRoles(names []string) ([]policy.Role, error) {
+	var roles []policy.Role
+	for _, n := range names {
+		r, err := policy.ParseRole(n)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(roles, r) {
+			return nil, fmt.Errorf("role %s given twice", r)
+		}
+		roles = append(roles, r)
+	}
+	return roles, nil
+}
+
 // ClockSkewOrDefault is the leeway on token times: [identity] clock_skew,
 // or DefaultClockSkew when it is 0.
 func (i *Identity) ClockSkewOrDefault() time.Duration {
@@ -81,6 +99,9 @@ func (c *Config) ValidateUsers() error {
 		seen[u.Name] = true
 		if err := CheckPasscodeHash(u.Hash); err != nil {
 			return fmt.Errorf("user %q: %w", u.Name, err)
+		}
+		if _, err := ParseRoles(u.Roles); err != nil {
+			return fmt.Errorf("user %q: %w: %w", u.Name, ErrBadUser, err)
 		}
 	}
 	id := &c.Identity

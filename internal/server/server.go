@@ -27,6 +27,7 @@ import (
 	"github.com/ward-pacs/ward/network/dimsearchive"
 	"github.com/ward-pacs/ward/network/pdu"
 	"github.com/ward-pacs/ward/policy"
+	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -69,9 +70,12 @@ type Server struct {
 
 	// peers is the registered peer list and policy the admission policy
 	// built from it, both replaced by Reload; limits outlive reloads.
-	peers   atomic.Pointer[[]config.Peer]
-	policy  atomic.Pointer[policy.Policy]
-	limits  *policy.Limiter
+	peers  atomic.Pointer[[]config.Peer]
+	policy atomic.Pointer[policy.Policy]
+	limits *policy.Limiter
+	// tokens are the API tokens (the token file) and their verifier,
+	// replaced with the policy.
+	tokens  atomic.Pointer[tokenState]
 	private map[string]bool
 	// reloadMu serialises ReloadConfig; loaded is the configuration it
 	// last put in effect (Config until then), under reloadMu.
@@ -309,6 +313,10 @@ func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	prevTokens := &tokens.Set{}
+	if t := s.tokens.Load(); t != nil {
+		prevTokens = t.set
+	}
 	if err := s.Reload(c); err != nil {
 		return nil, err
 	}
@@ -330,6 +338,10 @@ func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 	}
 	if change := configChange(prev, c); change != "" {
 		s.Logger.Info("peers or users changed", "operator", operator, "change", change)
+		s.record(audit.SecurityConfigChanged(s.wardNode(), audit.Node{ID: operator}, change, time.Now()))
+	}
+	if change := tokenChange(prevTokens, s.tokens.Load().set); change != "" {
+		s.Logger.Info("api tokens changed", "operator", operator, "change", change)
 		s.record(audit.SecurityConfigChanged(s.wardNode(), audit.Node{ID: operator}, change, time.Now()))
 	}
 	return c, nil
@@ -391,7 +403,7 @@ func (s *Server) reloadFromAdmin(operator string) (*admin.Reloaded, error) {
 		s.Logger.Error("configuration not reloaded; the previous one stays in effect", "operator", operator, "err", err.Error())
 		return nil, fmt.Errorf("ward serve did not reload its configuration, the previous one stays in effect: %w", err)
 	}
-	res := &admin.Reloaded{Peers: []string{}, Users: []string{}}
+	res := &admin.Reloaded{Peers: []string{}, Users: []string{}, Tokens: s.activeTokens()}
 	for _, p := range c.Peers {
 		res.Peers = append(res.Peers, p.AETitle)
 	}
@@ -417,10 +429,84 @@ func (s *Server) setPolicy(c *config.Config) error {
 		return err
 	}
 	p.WithLimiter(s.limits)
+	set, err := config.LoadTokens(config.TokenFile(c.DataDir))
+	if err != nil {
+		return err
+	}
+	v := tokens.NewVerifier(set, func(u string) []policy.Role { return rules.Roles[u] }, nil)
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)
+	s.tokens.Store(&tokenState{set: set, verifier: v})
 	return nil
+}
+
+// tokenState is a token file as read, and its verifier.
+type tokenState struct {
+	set      *tokens.Set
+	verifier *tokens.Verifier
+}
+
+// TokenVerifier verifies API tokens against the token file and the users'
+// roles in effect (both replaced by a reload, so that a revocation takes
+// effect at once). The web front end calls it.
+func (s *Server) TokenVerifier() *tokens.Verifier {
+	if t := s.tokens.Load(); t != nil {
+		return t.verifier
+	}
+	return tokens.NewVerifier(&tokens.Set{}, nil, nil)
+}
+
+// activeTokens are the IDs of the tokens not revoked in the token file in
+// effect (expired ones included: they fail on their own).
+func (s *Server) activeTokens() []string {
+	ids := []string{}
+	if t := s.tokens.Load(); t != nil {
+		for _, r := range t.set.Tokens {
+			if r.Revoked.IsZero() {
+				ids = append(ids, r.ID)
+			}
+		}
+	}
+	return ids
+}
+
+// tokenChange says which tokens were issued and revoked between two
+// token files ("" when none): IDs, users and scopes, never a hash.
+func tokenChange(old, cur *tokens.Set) string {
+	before := map[string]tokens.Record{}
+	for _, r := range old.Tokens {
+		before[r.ID] = r
+	}
+	var issued, revoked, removed []string
+	now := map[string]bool{}
+	for _, r := range cur.Tokens {
+		now[r.ID] = true
+		o, ok := before[r.ID]
+		desc := r.ID + " (user " + r.User + ", " + string(r.Scope) + ")"
+		if !ok {
+			issued = append(issued, desc)
+		}
+		if !r.Revoked.IsZero() && (!ok || o.Revoked.IsZero()) {
+			revoked = append(revoked, desc)
+		}
+	}
+	for id, r := range before {
+		if !now[id] {
+			removed = append(removed, id+" (user "+r.User+")")
+		}
+	}
+	var parts []string
+	for _, l := range []struct {
+		verb string
+		ids  []string
+	}{{"issued", issued}, {"revoked", revoked}, {"removed", removed}} {
+		if len(l.ids) > 0 {
+			slices.Sort(l.ids)
+			parts = append(parts, "tokens "+l.verb+": "+strings.Join(l.ids, ", "))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (s *Server) isPrivate(uid string) bool { return s.private[uid] }

@@ -158,3 +158,47 @@ func TestPeerAndUserChangesTakeEffectAtOnce(t *testing.T) {
 		t.Fatalf("a peer bound to every address was added: %v\n%s", err, out)
 	}
 }
+
+// TestLiveTokenIssueRevoke: ward token issue and revoke against a running
+// ward serve put the change in effect there at once (the server's answer
+// over the admin socket lists the token, then no longer), each audited as
+// a Security Alert (Security Configuration) naming the token, never its
+// secret; ward token list shows no secret.
+func TestLiveTokenIssueRevoke(t *testing.T) {
+	bin, dir, _ := wardServe(t, "")
+	run := func(stdin string, args ...string) (string, string) {
+		t.Helper()
+		cmd := exec.Command(bin, append(args, "--data", dir)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("ward %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	run("a long passcode\n", "user", "add", "ana", "--role", "viewer")
+	out, errs := run("", "token", "issue", "ana", "--ttl", "2h")
+	tok := strings.TrimSpace(out)
+	if !strings.HasPrefix(tok, "ward_") || strings.Contains(tok, "\n") || !strings.Contains(errs, "in effect in the running ward serve") {
+		t.Fatalf("issue: %q %q", out, errs)
+	}
+	id := strings.SplitN(tok, "_", 3)[1]
+	list, _ := run("", "token", "list")
+	if !strings.Contains(list, id) || !strings.Contains(list, "active") || strings.Contains(list, tok) {
+		t.Fatalf("list:\n%s", list)
+	}
+	out, errs = run("", "token", "revoke", id)
+	if !strings.Contains(out, "revoked") || !strings.Contains(errs, "in effect in the running ward serve (0 tokens") {
+		t.Fatalf("revoke: %q %q", out, errs)
+	}
+	recs := readAudit(t, dir, func(r []audit.Record) bool {
+		return hasEvent(r, "security-alert", audit.OutcomeSuccess, "tokens issued: "+id) &&
+			hasEvent(r, "security-alert", audit.OutcomeSuccess, "tokens revoked: "+id)
+	})
+	for _, r := range recs {
+		if strings.Contains(r.XML, tok[len(tok)-20:]) {
+			t.Fatalf("a token secret in the audit trail: %s", r.XML)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ward-pacs/ward/policy"
 )
 
 const (
@@ -205,5 +207,33 @@ func TestEditUsersRefusesInvalid(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != string(orig) {
 		t.Fatalf("a refused edit changed the file:\n%s", b)
+	}
+}
+
+func TestUserRoles(t *testing.T) {
+	h := testArgon
+	for _, tc := range []struct {
+		roles []string
+		ok    bool
+	}{
+		{nil, true},
+		{[]string{"viewer"}, true},
+		{[]string{"viewer", "uploader", "admin"}, true},
+		{[]string{"root"}, false},
+		{[]string{"viewer", "viewer"}, false},
+		{[]string{"Viewer"}, false},
+	} {
+		c := Config{Users: []User{{Name: "ana", Hash: h, Roles: tc.roles}}}
+		if err := c.ValidateUsers(); (err == nil) != tc.ok {
+			t.Errorf("roles %v: %v", tc.roles, err)
+		}
+	}
+	c := Config{Users: []User{{Name: "ana", Hash: h, Roles: []string{"uploader"}}, {Name: "bob", Hash: h}}}
+	r, _, err := c.Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Roles["ana"]) != 1 || r.Roles["ana"][0] != policy.Uploader || r.Roles["bob"] != nil {
+		t.Fatalf("roles %v", r.Roles)
 	}
 }

@@ -385,7 +385,8 @@ func configChange(old, c *config.Config) string {
 	users := func(c *config.Config) map[string]string {
 		m := map[string]string{}
 		for _, u := range c.Users {
-			m[u.Name] = u.Hash
+			// A change of roles is a change of the user.
+			m[u.Name] = u.Hash + " " + strings.Join(u.Roles, ",")
 		}
 		return m
 	}

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/policy/tokens"
@@ -31,8 +32,9 @@ Ward keeps only each token's SHA-256 hash, with its user, scope, creation
 and expiry times, in tokens.json in the data directory (mode 0600, written
 atomically). A ward serve running on the data directory is asked, over its
 admin socket, to read the file again at once, so that a revoked token stops
-working there at once; the change is audited as a Security Alert (Security
-Configuration).`,
+working there at once. The change is audited as a Security Alert (Security
+Configuration): by the running ward serve, or, while none runs, by the
+command in the data directory's audit log.`,
 	subs: []*command{
 		{
 			name: "issue", summary: "issue a token and print it",
@@ -114,7 +116,7 @@ func tokenIssueFlags(fs *flag.FlagSet) runFunc {
 		}
 		fmt.Fprintf(e.stderr, "token %s issued to %s (%s), expires %s; it is shown once and not stored:\n", rec.ID, name, sc, exp)
 		fmt.Fprintln(e.stdout, tok)
-		return e.tokensRunning(*df.config, *df.data, "token "+rec.ID, func(r *admin.Reloaded) bool { return slices.Contains(r.Tokens, rec.ID) })
+		return e.tokensRunning(*df.config, *df.data, "token "+rec.ID, "tokens issued: "+describeToken(rec), func(r *admin.Reloaded) bool { return slices.Contains(r.Tokens, rec.ID) })
 	}
 }
 
@@ -136,7 +138,7 @@ func tokenRevokeFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "token %s of %s revoked\n", rec.ID, rec.User)
-		return e.tokensRunning(*df.config, *df.data, "the revocation of token "+id, func(r *admin.Reloaded) bool { return !slices.Contains(r.Tokens, id) })
+		return e.tokensRunning(*df.config, *df.data, "the revocation of token "+id, "tokens revoked: "+describeToken(rec), func(r *admin.Reloaded) bool { return !slices.Contains(r.Tokens, id) })
 	}
 }
 
@@ -171,11 +173,18 @@ func tokenListFlags(fs *flag.FlagSet) runFunc {
 	}
 }
 
+// describeToken names a token in the audit trail as the running ward
+// serve does: ID, user and scope, never the token.
+func describeToken(r tokens.Record) string {
+	return r.ID + " (user " + r.User + ", " + string(r.Scope) + ")"
+}
+
 // tokensRunning asks the ward serve running on the data directory to read
 // the token file again (with its configuration), as applyRunning does,
 // and says so on standard error (standard output of ward token issue
-// holds the token alone).
-func (e *env) tokensRunning(configPath, dataDir, what string, inEffect func(*admin.Reloaded) bool) error {
+// holds the token alone). The running ward serve audits the change; when
+// none runs, change is audited here, in the data directory's audit log.
+func (e *env) tokensRunning(configPath, dataDir, what, change string, inEffect func(*admin.Reloaded) bool) error {
 	c, err := loadConfig(configPath, dataDir)
 	if err != nil {
 		return err
@@ -186,6 +195,12 @@ func (e *env) tokensRunning(configPath, dataDir, what string, inEffect func(*adm
 	var out io.Writer = e.stderr
 	switch {
 	case errors.Is(err, admin.ErrNoServer):
+		err := offline(ctx, e, c, func(adm *admin.Admin) error {
+			return adm.Record(audit.SecurityConfigChanged(adm.Node(), audit.Node{ID: admin.Operator()}, change, time.Now()))
+		})
+		if err != nil {
+			return fmt.Errorf("%s is written, but not audited: %w", what, err)
+		}
 		fmt.Fprintf(out, "no ward serve is running on %s: the change takes effect when it starts\n", c.DataDir)
 		return nil
 	case err != nil:

@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
@@ -85,6 +87,30 @@ func TestTokenIssueListRevokeOffline(t *testing.T) {
 	out, _, _ = runCLIInput(t, "", "token", "list", "--data", data)
 	if !strings.Contains(out, "revoked") {
 		t.Fatalf("list after revoke: %s", out)
+	}
+	// Offline, the command audits the change itself.
+	var recs []*audit.Record
+	b, err = os.ReadFile(filepath.Join(data, "audit", audit.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Each(bytes.NewReader(b), func(r *audit.Record) error { recs = append(recs, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var issued, revoked bool
+	for _, r := range recs {
+		if r.Event == "security-alert" && strings.Contains(r.XML, "tokens issued: "+id+" (user ana, write)") {
+			issued = true
+		}
+		if r.Event == "security-alert" && strings.Contains(r.XML, "tokens revoked: "+id) {
+			revoked = true
+		}
+		if strings.Contains(r.XML, tok[len(tok)-20:]) {
+			t.Fatalf("a token secret in the audit trail: %s", r.XML)
+		}
+	}
+	if !issued || !revoked {
+		t.Fatalf("audit: issued %v, revoked %v in %d records", issued, revoked, len(recs))
 	}
 	if _, errs, code := runCLIInput(t, "", "token", "revoke", "0123456789abcdef", "--data", data); code == 0 || !strings.Contains(errs, "unknown token") {
 		t.Fatalf("revoke unknown: %d %s", code, errs)

@@ -74,6 +74,17 @@ func TestTokenIssueListRevokeOffline(t *testing.T) {
 	}
 	id := p.TokenID
 
+	// Roles changed: the token follows them at once.
+	if out, errs, code := runCLIInput(t, "", "user", "roles", "ana", "--role", "viewer", "--data", data); code != 0 || !strings.Contains(out, "roles viewer") {
+		t.Fatalf("user roles: %d %s %s", code, out, errs)
+	}
+	if p, err := verifyToken(t, data, tok); err != nil || p.Allows(policy.Store) || !p.Allows(policy.Find) {
+		t.Fatalf("after the roles changed: %+v %v", p, err)
+	}
+	if _, errs, code := runCLIInput(t, "", "user", "roles", "ana", "--data", data); code == 0 || !strings.Contains(errs, "--role") {
+		t.Fatalf("user roles without --role: %d %s", code, errs)
+	}
+
 	out, _, code = runCLIInput(t, "", "token", "list", "--data", data)
 	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "active") || strings.Contains(out, tok[len(tok)-20:]) {
 		t.Fatalf("list: %d %s", code, out)

@@ -56,6 +56,13 @@ it may do there, and it gets no token.`,
 			flags: userPasscodeFlags("passwd"),
 		},
 		{
+			name: "roles", summary: "set a user's roles",
+			args: "NAME --role viewer|uploader|admin [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+			help: `Sets the roles of the user NAME, comma-separated (--role "": none, a DIMSE
+identity only). Its API tokens grant what the new roles allow at once.`,
+			flags: userRolesFlags,
+		},
+		{
 			name: "list", summary: "list the users",
 			args:  "[--config FILE | --data DIR]",
 			help:  "Lists the users, each with its roles and its hash's scheme and cost (never\nthe hash).",
@@ -87,12 +94,8 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 			}
 			var roles []string
 			if role != nil {
-				for _, r := range strings.Split(*role, ",") {
-					if r = strings.ToLower(strings.TrimSpace(r)); r != "" {
-						roles = append(roles, r)
-					}
-				}
-				if _, err := config.ParseRoles(roles); err != nil {
+				var err error
+				if roles, err = parseRoleFlag(*role); err != nil {
 					return err
 				}
 			}
@@ -152,6 +155,55 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 			}
 			return err
 		}
+	}
+}
+
+// parseRoleFlag splits --role into role names and checks them.
+func parseRoleFlag(v string) ([]string, error) {
+	var roles []string
+	for _, r := range strings.Split(v, ",") {
+		if r = strings.ToLower(strings.TrimSpace(r)); r != "" {
+			roles = append(roles, r)
+		}
+	}
+	if _, err := config.ParseRoles(roles); err != nil {
+		return nil, err
+	}
+	return roles, nil
+}
+
+func userRolesFlags(fs *flag.FlagSet) runFunc {
+	df := addEditFlags(fs)
+	role := fs.String("role", "", "roles, comma-separated: viewer, uploader, admin (\"\": none, a DIMSE identity only)")
+	return func(e *env, pos []string) error {
+		roleSet := false
+		fs.Visit(func(f *flag.Flag) { roleSet = roleSet || f.Name == "role" })
+		if !roleSet {
+			return errors.New("give the roles with --role (--role \"\" for none)")
+		}
+		roles, err := parseRoleFlag(*role)
+		if err != nil {
+			return err
+		}
+		path, name := df.file(), pos[0]
+		err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+			for i := range users {
+				if users[i].Name == name {
+					users[i].Roles = roles
+					return users, nil
+				}
+			}
+			return nil, fmt.Errorf("no user %q in %s", name, path)
+		})
+		if err != nil {
+			return err
+		}
+		shown := strings.Join(roles, ",")
+		if shown == "" {
+			shown = "none (a DIMSE identity only)"
+		}
+		fmt.Fprintf(e.stdout, "user %s has roles %s in %s\n", name, shown, path)
+		return e.applyRunning(*df.config, *df.data, "the roles of user "+name, func(r *admin.Reloaded) bool { return slices.Contains(r.Users, name) })
 	}
 }
 

@@ -93,8 +93,8 @@ var serveCmd = &command{
 	name: "serve", summary: "run the archive (DIMSE)", args: "[flags]",
 	help: `Runs the archive on the data directory (--data, default ` + config.DefaultDataDir + `) with the
 configuration DATA/ward.toml (or --config FILE) and the flags below
-applied over it, until SIGINT or SIGTERM. SIGHUP reloads the peers and
-users. It refuses to start with a setting 'ward config check' lists as
+applied over it, until SIGINT or SIGTERM. SIGHUP reloads the peers,
+users and API tokens. It refuses to start with a setting 'ward config check' lists as
 refused, and with a data directory other local users can reach.`,
 	flags: serveFlagsRun,
 }

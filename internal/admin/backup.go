@@ -40,7 +40,7 @@ const backupIndexName = "index.db"
 // are not part of it: serving the folder removes them, the next backup
 // keeps them); an interrupted run leaves it so, and the next run removes
 // what it left (an unfinished copy, the snapshot, a temporary file of the
-// mark) and keeps its copies. DATA/ward.toml is copied too. The folder
+// mark) and keeps its copies. DATA/ward.toml and DATA/tokens.json are copied too. The folder
 // must be the user's Ward runs as and closed to others (claimBackupDir);
 // one backup at a time runs into it.
 //
@@ -293,9 +293,9 @@ func backupEntries(dir string) ([]os.DirEntry, error) {
 }
 
 // isAtomicLeftover: name is a temporary file of config.WriteFileAtomic
-// for the backup's marker or configuration.
+// for the backup's marker or one of configFiles.
 func isAtomicLeftover(name string) bool {
-	for _, f := range []string{backupMarker, config.ConfigFileName} {
+	for _, f := range append([]string{backupMarker}, configFiles...) {
 		if strings.HasPrefix(name, "."+f+".tmp") {
 			return true
 		}
@@ -341,18 +341,32 @@ func (oneFileSnapshot) InstallSnapshot(from, to string) error {
 	return syncDir(filepath.Dir(to))
 }
 
-// copyConfig copies DATA/ward.toml, when there is one, into the backup
-// (0600: it holds the peers and the users' passcode hashes).
+// configFiles are the data directory's files a backup carries beside the
+// index and the objects: the configuration (peers, users and their
+// passcode hashes) and the API tokens (their hashes, and which are
+// revoked), so that a restored backup admits the same callers.
+var configFiles = []string{config.ConfigFileName, config.TokenFileName}
+
+// copyConfig copies each of configFiles that DATA holds into the backup
+// (0600: they hold hashes of secrets). A token file the data directory no
+// longer has is removed from the backup, so that no token comes back.
 func copyConfig(dataDir, dir string) error {
-	b, err := os.ReadFile(filepath.Join(dataDir, config.ConfigFileName))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err == nil {
-		err = config.WriteFileAtomic(filepath.Join(dir, config.ConfigFileName), b, 0o600)
-	}
-	if err != nil {
-		return fmt.Errorf("backup: copying the configuration: %w", err)
+	for _, name := range configFiles {
+		b, err := os.ReadFile(filepath.Join(dataDir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			if name == config.TokenFileName {
+				if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("backup: removing the old copy of %s: %w", name, err)
+				}
+			}
+			continue
+		}
+		if err == nil {
+			err = config.WriteFileAtomic(filepath.Join(dir, name), b, 0o600)
+		}
+		if err != nil {
+			return fmt.Errorf("backup: copying %s: %w", name, err)
+		}
 	}
 	return nil
 }

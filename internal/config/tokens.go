@@ -11,9 +11,12 @@ import (
 	"github.com/ward-pacs/ward/policy/tokens"
 )
 
-// TokenFile is the path of the API token file in data directory dir
-// (tokens.File: JSON, 0600, only the tokens' SHA-256 hashes).
-func TokenFile(dir string) string { return filepath.Join(dir, tokens.File) }
+// TokenFileName is the name of the API token file in the data directory
+// (JSON, 0600, only the tokens' SHA-256 hashes).
+const TokenFileName = tokens.File
+
+// TokenFile is the path of the API token file in data directory dir.
+func TokenFile(dir string) string { return filepath.Join(dir, TokenFileName) }
 
 // LoadTokens reads the token file at path (a missing file holds no
 // tokens).

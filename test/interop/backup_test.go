@@ -44,6 +44,35 @@ func TestBackup(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "ward.toml")); err != nil || string(b) != toml {
 		t.Fatalf("the configuration in the backup: %q %v", b, err)
 	}
+	// The API tokens too (their hashes, revocations included), 0600; and a
+	// token file the data directory no longer has leaves the backup.
+	// (A stand-in again: this in-process Ward cannot reload, which ward
+	// token issue asks of a running one.)
+	want := []byte(`{"tokens":[]}` + "\n")
+	if err := os.WriteFile(filepath.Join(w.dir, "tokens.json"), want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, code := wardCLI(t, "backup", dir, "--data", w.dir); code != 0 {
+		t.Fatalf("backup: %d %s", code, o)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "tokens.json")); err != nil || string(b) != string(want) {
+		t.Fatalf("the tokens in the backup: %q %v", b, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "tokens.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the tokens' mode in the backup: %v %v", fi.Mode(), err)
+	}
+	if err := os.Remove(filepath.Join(w.dir, "tokens.json")); err != nil {
+		t.Fatal(err)
+	}
+	if o, code := wardCLI(t, "backup", dir, "--data", w.dir); code != 0 {
+		t.Fatalf("backup: %d %s", code, o)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tokens.json")); !os.IsNotExist(err) {
+		t.Fatalf("a token file the data directory no longer has is still in the backup: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(w.dir, "ward.toml"), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("the backup folder's mode: %v %v", fi.Mode(), err)
 	}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ward-pacs/ward/durable"
 )
 
 // The log's key. A hash chain alone proves nothing against whoever can
@@ -116,7 +118,7 @@ func createKey(path string, from uint64) (*Key, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -134,9 +136,8 @@ func createKey(path string, from uint64) (*Key, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := durable.Sync(dir); err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	return k, nil
 }

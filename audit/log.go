@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ward-pacs/ward/durable"
 )
 
 // FileName is the log's file in its directory.
@@ -235,7 +237,7 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*Log, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if err := mkdirAllSync(dir); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
@@ -243,7 +245,7 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	if err := syncDir(dir); err != nil { // the file may be new
+	if err := durable.Sync(dir); err != nil { // the file may be new
 		f.Close()
 		return nil, fmt.Errorf("audit: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/ward-pacs/ward/durable"
 )
 
 // The forwarding queue.
@@ -106,7 +108,7 @@ type batch struct {
 
 func openQueue(dir, logPath string, qmax int64, logger *slog.Logger, logEnd int64, logSeq uint64, logHash string, signal func()) (*queue, error) {
 	qdir := filepath.Join(dir, QueueDir)
-	if err := mkdirAllSync(qdir); err != nil {
+	if err := durable.MkdirAll(qdir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	logf, err := os.Open(logPath)

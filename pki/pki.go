@@ -37,6 +37,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ward-pacs/ward/durable"
 	"github.com/ward-pacs/ward/tlsprofile"
 )
 
@@ -167,7 +168,7 @@ func Init(dir string, names []string) (Initialized, error) {
 	if err := writeCert(f.ServerCert, srvDER); err != nil {
 		return Initialized{}, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.Sync(dir); err != nil {
 		return Initialized{}, err
 	}
 	// An empty revocation list, so that tls_crl can name it from the start.
@@ -290,7 +291,7 @@ func (ca *CA) Issue(peer string) (Issued, error) {
 	if err := writeCert(certPath, der); err != nil {
 		return Issued{}, err
 	}
-	if err := syncDir(filepath.Dir(certPath)); err != nil {
+	if err := durable.Sync(filepath.Dir(certPath)); err != nil {
 		return Issued{}, err
 	}
 	return Issued{Cert: certPath, Key: keyPath, Fingerprint: tlsprofile.Fingerprint(der)}, nil
@@ -333,7 +334,7 @@ func (ca *CA) Revoke(peer string) (Revoked, error) {
 			return Revoked{}, err
 		}
 	}
-	if err := syncDir(filepath.Dir(certPath)); err != nil {
+	if err := durable.Sync(filepath.Dir(certPath)); err != nil {
 		return Revoked{}, err
 	}
 	return Revoked{Cert: cert, CertFile: certPath, Suffix: suffix, CRL: crlPath, Listed: n}, nil
@@ -394,7 +395,7 @@ func replaceFile(path string, b []byte, mode os.FileMode) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return durable.Sync(filepath.Dir(path))
 }
 
 // readPEMCert reads a file holding one PEM certificate.
@@ -462,14 +463,4 @@ func writeNew(path string, b []byte, mode os.FileMode) error {
 		os.Remove(path)
 	}
 	return err
-}
-
-// syncDir makes the names created in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

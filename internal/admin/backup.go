@@ -13,6 +13,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/durable"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/datadir"
 	"github.com/ward-pacs/ward/store"
@@ -338,7 +339,7 @@ func (oneFileSnapshot) InstallSnapshot(from, to string) error {
 	if err := os.Rename(from, to); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(to))
+	return durable.Sync(filepath.Dir(to))
 }
 
 // configFiles are the data directory's files a backup carries beside the
@@ -369,13 +370,4 @@ func copyConfig(dataDir, dir string) error {
 		}
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	return errors.Join(err, d.Close())
 }

@@ -8,6 +8,8 @@ import (
 	"reflect"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/ward-pacs/ward/durable"
 )
 
 // EditPeers reads the configuration file at path (a missing file is an
@@ -99,7 +101,7 @@ func decodeStrict(path string, b []byte) (*Config, error) {
 // synced.
 func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
@@ -126,9 +128,8 @@ func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("writing config: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := durable.Sync(dir); err != nil {
+		return fmt.Errorf("writing config: %w", err)
 	}
 	return nil
 }

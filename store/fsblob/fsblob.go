@@ -64,6 +64,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ward-pacs/ward/durable"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -164,7 +165,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	// A placement hint only: where it cannot be set, nothing changes.
 	_ = spreadSubdirs(s.pending)
 	for _, d := range []string{abs, filepath.Dir(abs)} {
-		if err := syncDir(d); err != nil {
+		if err := durable.Sync(d); err != nil {
 			return nil, fmt.Errorf("fsblob: open: %w", err)
 		}
 	}
@@ -234,7 +235,7 @@ func (s *Store) SetNode(id string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("fsblob: %w", err)
 	}
-	if err := syncDir(s.tmp); err != nil {
+	if err := durable.Sync(s.tmp); err != nil {
 		return fmt.Errorf("fsblob: %w", err)
 	}
 	s.node, s.tmpDir = id, dir
@@ -464,7 +465,7 @@ func (s *Store) movePending(from, key string) error {
 		return err
 	}
 	for _, d := range []string{dir, s.pending} {
-		if err := syncDir(d); err != nil {
+		if err := durable.Sync(d); err != nil {
 			os.Remove(filepath.Join(dir, key+ext))
 			return err
 		}
@@ -557,7 +558,7 @@ func (s *Store) PublishAll(ctx context.Context, keys []string) error {
 		}
 	}
 	for dir := range dirs {
-		if err := syncDir(dir); err != nil {
+		if err := durable.Sync(dir); err != nil {
 			// The pending names stay: Recover publishes them again.
 			fail(fmt.Errorf("fsblob: publish: %w", err))
 			return firstErr
@@ -592,7 +593,7 @@ func mkdirSync(root, dir string) error {
 		err := os.Mkdir(next, 0o700)
 		switch {
 		case err == nil:
-			if err := syncDir(cur); err != nil {
+			if err := durable.Sync(cur); err != nil {
 				return err
 			}
 		case errors.Is(err, fs.ErrExist):
@@ -712,7 +713,7 @@ func (s *Store) makeSlots(n int) ([]*slot, error) {
 		return nil, errors.New("fsblob: cannot create slot files")
 	}
 	for _, d := range []string{pdir, s.pending} {
-		if err := syncDir(d); err != nil {
+		if err := durable.Sync(d); err != nil {
 			undo()
 			return nil, err
 		}
@@ -846,7 +847,7 @@ func removeSync(p string) error {
 	if err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(p))
+	return durable.Sync(filepath.Dir(p))
 }
 
 // RemoveUnfinished implements store.UnfinishedRemover: it empties tmp/,
@@ -887,7 +888,7 @@ func (s *Store) removeUnfinished() error {
 		}
 	}
 	if removed {
-		return syncDir(s.tmp)
+		return durable.Sync(s.tmp)
 	}
 	return nil
 }
@@ -919,7 +920,7 @@ func emptyDir(dir string, age time.Duration) error {
 		removed = true
 	}
 	if removed {
-		return syncDir(dir)
+		return durable.Sync(dir)
 	}
 	return nil
 }
@@ -1108,18 +1109,6 @@ func (s *Store) Close() error {
 	}
 	s.closeSlots()
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Space implements store.SpaceReporter for the filesystem of the store.

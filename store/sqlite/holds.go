@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ward-pacs/ward/durable"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -118,7 +119,7 @@ func (db *DB) InstallSnapshot(from, to string) error {
 	if err := os.Rename(from, to); err != nil {
 		return fmt.Errorf("sqlite: installing a snapshot: %w", err)
 	}
-	if err := syncFile(filepath.Dir(to)); err != nil {
+	if err := durable.Sync(filepath.Dir(to)); err != nil {
 		return fmt.Errorf("sqlite: installing a snapshot: %w", err)
 	}
 	return nil

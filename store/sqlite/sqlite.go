@@ -24,9 +24,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/ward-pacs/ward/durable"
 	"github.com/ward-pacs/ward/store"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
@@ -103,7 +103,7 @@ func open(ctx context.Context, path string, maxBatch int) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	if err := mkdirAllSync(filepath.Dir(abs)); err != nil {
+	if err := durable.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	if err := createPrivate(abs); err != nil {
@@ -315,7 +315,7 @@ func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
 		os.Remove(abs)
 		return nil, fmt.Errorf("sqlite: snapshot: %w", db.closedErr(err))
 	}
-	if err := syncFile(abs); err != nil {
+	if err := durable.Sync(abs); err != nil {
 		os.Remove(abs)
 		return nil, fmt.Errorf("sqlite: snapshot: %w", err)
 	}
@@ -335,28 +335,6 @@ func (db *DB) Snapshot(ctx context.Context, path string) (store.Index, error) {
 	return snap, nil
 }
 
-// mkdirAllSync is os.MkdirAll that also fsyncs the parent of each
-// directory it creates: SQLite makes the database's entry in its directory
-// durable (with the WAL's), not the directory's own.
-func mkdirAllSync(dir string) error {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s: %w", dir, syscall.ENOTDIR)
-		}
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirAllSync(parent); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return syncFile(parent)
-}
-
 // createPrivate creates the database file at path, empty and mode 0600,
 // unless it exists. SQLite creates a missing database file 0644 (less the
 // umask) and gives its write-ahead log and shared-memory files the mode of
@@ -373,16 +351,7 @@ func createPrivate(path string) error {
 	if err = errors.Join(err, f.Close()); err != nil {
 		return err
 	}
-	return syncFile(filepath.Dir(path)) // the new entry, before any row is acknowledged
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	return errors.Join(err, f.Close())
+	return durable.Sync(filepath.Dir(path)) // the new entry, before any row is acknowledged
 }
 
 // walkBatch is how many instances WalkInstances reads per transaction.

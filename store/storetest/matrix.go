@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"testing"
 
@@ -36,8 +37,8 @@ func TestMatrix(t *testing.T, indexes, blobs map[string]Backend) {
 			t.Errorf("blobs backend %q is registered but not in the conformance matrix", name)
 		}
 	}
-	for _, ixName := range sortedNames(indexes) {
-		for _, bsName := range sortedNames(blobs) {
+	for _, ixName := range slices.Sorted(maps.Keys(indexes)) {
+		for _, bsName := range slices.Sorted(maps.Keys(blobs)) {
 			ixb, bsb := indexes[ixName], blobs[bsName]
 			spec := func(dir, node string) store.Spec {
 				return store.Spec{Index: ixName, IndexDSN: ixb.DSN(dir), Blobs: bsName, BlobsDSN: bsb.DSN(dir), Node: node}
@@ -47,15 +48,6 @@ func TestMatrix(t *testing.T, indexes, blobs map[string]Backend) {
 			})
 		}
 	}
-}
-
-func sortedNames(m map[string]Backend) []string {
-	var out []string
-	for n := range m {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
 }
 
 func testPair(t *testing.T, spec func(dir, node string) store.Spec, ixCaps, bsCaps []string) {

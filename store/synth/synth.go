@@ -39,7 +39,6 @@ type Patient struct {
 
 // Study is one planned study.
 type Study struct {
-	Seq                                   int // the N of its UID
 	UID, Date, Time, Accession, ID        string
 	Description, Referring, ReferringNorm string
 	Modality, SOPClass, BodyPart          string
@@ -49,7 +48,6 @@ type Study struct {
 // Series is one planned series: Sizes[i] is the object size of its i-th
 // instance, whose UID is Root.3.(First+i).
 type Series struct {
-	Seq    int
 	UID    string
 	Number string
 	First  int
@@ -170,7 +168,7 @@ func Generate(ctx context.Context, n int, seed int64, yield func(*Patient) error
 			tm := fmt.Sprintf("%02d%02d%02d", 7+rng.IntN(12), rng.IntN(60), rng.IntN(60))
 			ref := surnames[rng.IntN(len(surnames))] + "^" + given[rng.IntN(len(given))]
 			st := Study{
-				Seq: studySeq, UID: fmt.Sprintf("%s.1.%d", Root, studySeq), Date: date, Time: tm,
+				UID: fmt.Sprintf("%s.1.%d", Root, studySeq), Date: date, Time: tm,
 				Accession: fmt.Sprintf("ACC%09d", studySeq), ID: fmt.Sprint(studySeq),
 				Description: m.modality + " " + m.body, Referring: ref, ReferringNorm: store.NormalizePN(ref),
 				Modality: m.modality, SOPClass: m.sopClass, BodyPart: m.body,
@@ -180,7 +178,7 @@ func Generate(ctx context.Context, n int, seed int64, yield func(*Patient) error
 					continue
 				}
 				seriesSeq++
-				se := Series{Seq: seriesSeq, UID: fmt.Sprintf("%s.2.%d", Root, seriesSeq), Number: fmt.Sprint(r + 1),
+				se := Series{UID: fmt.Sprintf("%s.2.%d", Root, seriesSeq), Number: fmt.Sprint(r + 1),
 					First: done + 1, Sizes: make([]int64, k)}
 				for i := range se.Sizes {
 					se.Sizes[i] = int64(524288 + rng.IntN(1024))

@@ -26,24 +26,27 @@ var rules = map[string][]string{
 	"internal": {""}, // wiring: anything
 	"test":     {""}, // tests and their shared harness (test/harness): anything
 	"dicom":    {},
-	"audit":    {"tlsprofile"},
-	"store":    {},
+	"audit":    {"tlsprofile", "durable"},
+	"store":    {"durable"},
 	"policy":   {"dicom"},
-	"archive":  {"store", "dicom"},
-	"network":  {"dicom", "archive", "policy", "store"},
-	"web":      {"dicom", "archive", "policy", "store"},
-	"scan":     {"network", "dicom", "archive", "policy", "store", "internal/termsafe"},
+	"archive":  {"store", "dicom", "durable"},
+	"network":  {"dicom", "archive", "policy", "store", "durable"},
+	"web":      {"dicom", "archive", "policy", "store", "durable"},
+	"scan":     {"network", "dicom", "archive", "policy", "store", "durable", "internal/termsafe"},
 	// Leaves that any floor may print through: no module imports.
 	"internal/termsafe": {},
 	// Ward's one TLS profile: a leaf, for every floor that speaks TLS;
 	// and the CA of `ward pki`, which prints fingerprints by it.
 	"tlsprofile": {},
-	"pki":        {"tlsprofile"},
+	"pki":        {"tlsprofile", "durable"},
+	// fsync of files and directories, and a MkdirAll that fsyncs: a leaf
+	// for every floor that writes files.
+	"durable": {},
 	// The administration (the admin socket, its client, the operator's
 	// operations and the backup) works on the archive and the audit
 	// trail, beside the network front ends: neither them nor the
 	// composition root (internal/server), which serves it.
-	"internal/admin": {"archive", "store", "dicom", "audit", "internal/config", "internal/datadir"},
+	"internal/admin": {"archive", "store", "dicom", "audit", "durable", "internal/config", "internal/datadir"},
 	// The data directory's permission checks: the standard library only.
 	"internal/datadir": {},
 }

@@ -110,6 +110,9 @@ type RetrieveRequest struct {
 	// Destination is the AE title a C-MOVE sends to; "" when the objects
 	// go back to the requestor (C-GET, WADO).
 	Destination string
+	// DestinationAddr is the address Destination was resolved to by the
+	// front end (for the audit trail: the one it will call), "" if none.
+	DestinationAddr string
 }
 
 // Instance is one stored object a retrieve delivers.

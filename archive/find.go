@@ -95,8 +95,10 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 	if limit > 0 {
 		q.Limit = limit + 1
 	}
-	if reach := JudgeQuery(q, time.Now()); reach.Universal && !p.Allows(PermBulkQuery) {
-		return Fail(ErrNotAuthorized, reach.Comment())
+	if !p.Allows(PermBulkQuery) {
+		if reach := JudgeQuery(q, time.Now()); reach.Universal {
+			return Fail(ErrNotAuthorized, reach.Comment())
+		}
 	}
 	aet := ar.AETitle
 	if aet == "" {

@@ -90,15 +90,12 @@ func (s *Server) wardNode() audit.Node {
 	return n
 }
 
+// hostOf is the host of a network address, "" for none.
 func hostOf(a net.Addr) string {
 	if a == nil {
 		return ""
 	}
-	h, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return h
+	return addrHost(a.String())
 }
 
 // afterNegotiation acts on an association's establishment: the lockout

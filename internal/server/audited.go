@@ -344,10 +344,8 @@ func (a audited) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each 
 			a.rec(audit.SecurityAlert(a.ward(), who, op+" refused: "+refusal(err), time.Now()))
 		}
 	} else {
-		if r.Destination != "" {
-			if addr, err := a.svc.Destination(ctx, r.Destination); err == nil {
-				t.to.Addr = addrHost(addr)
-			}
+		if r.DestinationAddr != "" {
+			t.to.Addr = addrHost(r.DestinationAddr)
 		}
 		a.rec(audit.BeginTransferring(a.ward(), t.from, t.to, who, studies(found), time.Now()))
 	}

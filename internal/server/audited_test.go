@@ -79,7 +79,7 @@ func TestAuditedRetrieve(t *testing.T) {
 			svc := &instService{insts: []*archive.Instance{inst("1.2.3.1"), inst("1.2.3.2"), inst("1.2.3.3")}}
 			a := audited{svc: svc, rec: rec, ward: ward}
 			var given []*archive.Instance
-			err := a.Retrieve(ctx, &archive.RetrieveRequest{Model: archive.StudyRoot, Destination: "DEST"}, func(in *archive.Instance) error {
+			err := a.Retrieve(ctx, &archive.RetrieveRequest{Model: archive.StudyRoot, Destination: "DEST", DestinationAddr: "127.0.0.2:104"}, func(in *archive.Instance) error {
 				given = append(given, in)
 				return nil
 			})

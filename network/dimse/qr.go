@@ -48,6 +48,9 @@ type RetrieveRequest struct {
 	Identifier      *dicom.DataSet
 	TransferSyntax  *dicom.TransferSyntax
 	MoveDestination string // C-MOVE only
+	// MoveDestinationAddr is the address the dispatcher resolved
+	// MoveDestination to (Retriever.Destination), before Retrieve.
+	MoveDestinationAddr string
 }
 
 // Instance is one object a retrieve sends as a C-STORE sub-operation.

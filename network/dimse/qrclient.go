@@ -251,6 +251,7 @@ func (cl *Client) serveStore(ctx context.Context, m *Message, st Storer) error {
 	OnDataEnd(m, func() { work.begin(cl.A) })
 	defer work.end()
 	var se *StatusError
+	uidProblem := checkStoreUID(cmd.AffectedSOPInstanceUID)
 	switch {
 	case m.Data == nil:
 		se = &StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"}
@@ -260,8 +261,8 @@ func (cl *Client) serveStore(ctx context.Context, m *Message, st Storer) error {
 		se = &StatusError{Status: StatusDataSetMismatch, Comment: "affected SOP class differs from the presentation context's"}
 	case st == nil:
 		se = &StatusError{Status: StatusOutOfResources, Comment: "no storage"}
-	case checkStoreUID(cmd.AffectedSOPInstanceUID) != nil:
-		se = checkStoreUID(cmd.AffectedSOPInstanceUID)
+	case uidProblem != nil:
+		se = uidProblem
 	default:
 		sr := &StoreRequest{Request: req, SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: pc.TransferSyntax, Data: m.Data}
 		se = call(StatusOutOfResources, func() error { return st.Store(ctx, sr) })

@@ -224,6 +224,7 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 			addr, err = h.Destination(ctx, r)
 			return err
 		})
+		r.MoveDestinationAddr = addr
 		if se.Status != StatusSuccess {
 			if errors.Is(se, ErrUnknownDestination) || errors.Is(se.Err, ErrUnknownDestination) {
 				se = &StatusError{Status: StatusMoveDestinationUnknown, Comment: fmt.Sprintf("move destination %q is not a registered move destination", r.MoveDestination), Offending: []uint32{tagMoveDestination}, Err: se.Err}

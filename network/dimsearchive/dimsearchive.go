@@ -124,7 +124,7 @@ func (s *Service) Retrieve(ctx context.Context, r *dimse.RetrieveRequest) ([]dim
 	if err != nil {
 		return nil, err
 	}
-	rq := &archive.RetrieveRequest{Model: m, Identifier: r.Identifier, Destination: r.MoveDestination}
+	rq := &archive.RetrieveRequest{Model: m, Identifier: r.Identifier, Destination: r.MoveDestination, DestinationAddr: r.MoveDestinationAddr}
 	if rq.Destination == "" && r.Command != nil && r.Command.CommandField == dimse.CMoveRQ {
 		rq.Destination = r.Command.MoveDestination
 	}

@@ -195,7 +195,7 @@ func TestAdapter(t *testing.T) {
 	// dispatcher's "not attempted" as the archive's.
 	var outcomes []error
 	f.inst = &archive.Instance{SOPInstanceUID: "1.2.3.4", Size: 7, Delivered: func(err error) { outcomes = append(outcomes, err) }}
-	insts, err := s.Retrieve(ctx, &dimse.RetrieveRequest{SOPClassUID: dimse.PatientRootMove, MoveDestination: "DEST"})
+	insts, err := s.Retrieve(ctx, &dimse.RetrieveRequest{SOPClassUID: dimse.PatientRootMove, MoveDestination: "DEST", MoveDestinationAddr: "127.0.0.2:104"})
 	if err != nil || len(insts) != 1 || insts[0].SOPInstanceUID != "1.2.3.4" || insts[0].Size != 7 || insts[0].Delivered == nil {
 		t.Fatalf("retrieve: %v, %+v", err, insts)
 	}
@@ -204,7 +204,7 @@ func TestAdapter(t *testing.T) {
 	if len(outcomes) != 2 || outcomes[0] != nil || !errors.Is(outcomes[1], archive.ErrNotAttempted) {
 		t.Errorf("delivery outcomes: %v", outcomes)
 	}
-	if f.gotRq.Model != archive.PatientRoot || f.gotRq.Destination != "DEST" {
+	if f.gotRq.Model != archive.PatientRoot || f.gotRq.Destination != "DEST" || f.gotRq.DestinationAddr != "127.0.0.2:104" {
 		t.Errorf("retrieve request: %+v", f.gotRq)
 	}
 	if _, err := s.Destination(ctx, &dimse.RetrieveRequest{MoveDestination: "NOBODY"}); !errors.Is(err, dimse.ErrUnknownDestination) || !strings.Contains(err.Error(), "NOBODY") {

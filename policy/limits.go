@@ -78,11 +78,23 @@ func (l *Limiter) backoff(count int) time.Duration {
 	return min(d, l.Max)
 }
 
+// SourceKey is the source an address counts as, for the lockout and for
+// the budget of connections not yet admitted: the address itself, but an
+// IPv6 address outside loopback as its /64, since one host commonly holds
+// a whole /64 and could otherwise try a new address each time.
+func SourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() && !a.IsLoopback() {
+		return netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return a
+}
+
 // Locked reports whether a is locked out, and until when.
 func (l *Limiter) Locked(a netip.Addr) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f := l.fails[a]
+	f := l.fails[SourceKey(a)]
 	if f == nil || !l.now().Before(f.until) {
 		return time.Time{}, false
 	}
@@ -140,8 +152,9 @@ func (l *Limiter) forgetStale(f *failState, now time.Time) {
 	}
 }
 
-// source returns a's state, made when missing.
+// source returns the state of a's source (SourceKey), made when missing.
 func (l *Limiter) source(a netip.Addr, now time.Time) *failState {
+	a = SourceKey(a)
 	if l.fails == nil {
 		l.fails = map[netip.Addr]*failState{}
 	}
@@ -165,6 +178,7 @@ func (l *Limiter) source(a netip.Addr, now time.Time) *failState {
 func (l *Limiter) Succeeded(a netip.Addr, key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	a = SourceKey(a)
 	f := l.fails[a]
 	if f == nil || f.inflight > 0 || (f.count > 0 && (f.mixed || f.key != key)) {
 		return
@@ -335,7 +349,7 @@ func (a *Attempt) Done(outcome int, key string) (account, source time.Time) {
 		}
 	case Verified:
 		if f.count == 0 && f.inflight == 0 {
-			delete(l.fails, a.src)
+			delete(l.fails, SourceKey(a.src))
 		}
 		if acct != nil {
 			acct.count, acct.until = 0, time.Time{}

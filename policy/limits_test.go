@@ -356,3 +356,30 @@ func TestForgetAccount(t *testing.T) {
 		t.Fatalf("still locked: %+v", lock)
 	}
 }
+
+// TestLockoutBySource64: an IPv6 source counts as its /64 (SourceKey), as
+// for the budget of pending connections: rotating the address within the
+// /64 does not escape the lockout; another /64, IPv4 and IPv6 loopback
+// each count alone.
+func TestLockoutBySource64(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := &Limiter{After: 3, Base: time.Minute, Max: 10 * time.Minute, Now: func() time.Time { return now }}
+	for i := range 3 {
+		l.FailedAs(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i+1)), "GUESS")
+	}
+	if _, locked := l.Locked(netip.MustParseAddr("2001:db8:1:2:ffff::9")); !locked {
+		t.Error("another address of the same /64 is not locked out")
+	}
+	if _, locked := l.Locked(netip.MustParseAddr("2001:db8:1:3::1")); locked {
+		t.Error("another /64 is locked out")
+	}
+	for _, a := range []string{"::1", "127.0.0.1", "::ffff:127.0.0.1"} {
+		if got := SourceKey(netip.MustParseAddr(a)); got != netip.MustParseAddr(a).Unmap() {
+			t.Errorf("SourceKey(%s) = %s", a, got)
+		}
+	}
+	l.Succeeded(netip.MustParseAddr("2001:db8:1:2::77"), "OTHER")
+	if _, locked := l.Locked(netip.MustParseAddr("2001:db8:1:2::1")); !locked {
+		t.Error("another caller's success in the /64 ended the lockout")
+	}
+}

@@ -41,6 +41,7 @@ import (
 
 	"github.com/ward-pacs/ward/network/assoc"
 	"github.com/ward-pacs/ward/network/pdu"
+	"github.com/ward-pacs/ward/policy"
 )
 
 const (
@@ -128,7 +129,7 @@ const (
 // whether a registered peer is bound to src. It returns why not, when
 // there is no place.
 func (g *connGate) enter(src netip.Addr, known bool) (*pass, gateRefusal) {
-	src = sourceKey(src)
+	src = policy.SourceKey(src)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if n := g.bySource[src]; n >= 2*g.perSource || (!known && n >= g.perSource) {
@@ -143,17 +144,6 @@ func (g *connGate) enter(src netip.Addr, known bool) (*pass, gateRefusal) {
 	}
 	g.bySource[src]++
 	return &pass{g: g, src: src, known: known}, admitted
-}
-
-// sourceKey is what the per-source budget counts by: the address, or for
-// an IPv6 address outside loopback its /64 (one host usually has a whole
-// /64 to draw addresses from).
-func sourceKey(a netip.Addr) netip.Addr {
-	a = a.Unmap()
-	if a.Is6() && !a.IsLoopback() {
-		return netip.PrefixFrom(a, 64).Masked().Addr()
-	}
-	return a
 }
 
 // leavePending gives back p's pending place; g.mu is held.

@@ -17,10 +17,17 @@ import (
 // archive (archive.JudgeQuery says which queries can).
 // move-destination is not a service the peer uses but one it receives:
 // C-MOVE may send it images (at Host and Port).
-var Services = []string{"echo", "store", "find", "move", "get", "bulk-query", MoveDestination}
+// They are policy's permissions, by name: one list.
+var Services = func() []string {
+	out := make([]string, len(policy.Permissions))
+	for i, p := range policy.Permissions {
+		out[i] = string(p)
+	}
+	return out
+}()
 
 // MoveDestination is the permission to be sent images by C-MOVE.
-const MoveDestination = "move-destination"
+const MoveDestination = string(policy.MoveDestination)
 
 // Peer is a registered DICOM peer: its AE title, where Ward reaches it (a
 // C-MOVE destination needs Host and Port) and the services it may use.

@@ -175,7 +175,7 @@ type Role string
 
 // The roles.
 const (
-	// Viewer may query and retrieve.
+	// Viewer may query (and list) and retrieve.
 	Viewer Role = "viewer"
 	// Uploader may also store.
 	Uploader Role = "uploader"
@@ -196,8 +196,10 @@ func ParseRole(s string) (Role, error) {
 	return "", fmt.Errorf("role %q: give viewer, uploader or admin", s)
 }
 
-// readPerms are what reading grants: query and retrieve.
-var readPerms = []Permission{Echo, Find, Move, Get}
+// readPerms are what reading grants: query and retrieve, listing
+// included (a viewer's study list is a universal query; the per-user cap
+// bounds it, and the audit trail records it).
+var readPerms = []Permission{Echo, Find, Move, Get, BulkQuery}
 
 // RolePermissions is what role r grants (nil for an unknown role). Admin
 // holds every permission and, beyond them, the administration that only

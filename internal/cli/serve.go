@@ -66,6 +66,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 	tlsKey := fs.String("tls-key", "", "private key of the server certificate (PEM)")
 	tlsClientCA := fs.String("tls-client-ca", "", "CA certificates (PEM); when set, TLS clients must present a certificate they issued")
 	tlsCRL := fs.String("tls-crl", "", "certificate revocation lists (PEM or DER) of those CAs; a certificate they list is refused (ward pki revoke makes one)")
+	httpListen := fs.String("http-listen", "", "HTTP (DICOMweb) listener HOST:PORT, or off (default "+config.DefaultWebListen+"; beyond loopback it needs [web] tls_cert and tls_key, or [dicom]'s)")
 	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "", "log format: text or json")
@@ -77,7 +78,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 		}
 		for flag, dst := range map[*string]*string{listen: &c.DICOM.Listen, tlsListen: &c.DICOM.TLSListen,
 			tlsCert: &c.DICOM.TLSCert, tlsKey: &c.DICOM.TLSKey, tlsClientCA: &c.DICOM.TLSClientCA, tlsCRL: &c.DICOM.TLSCRL,
-			aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format, minFree: &c.Storage.MinFree} {
+			httpListen: &c.Web.Listen, aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format, minFree: &c.Storage.MinFree} {
 			if *flag != "" {
 				*dst = *flag
 			}
@@ -90,7 +91,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 }
 
 var serveCmd = &command{
-	name: "serve", summary: "run the archive (DIMSE)", args: "[flags]",
+	name: "serve", summary: "run the archive (DIMSE and DICOMweb)", args: "[flags]",
 	help: `Runs the archive on the data directory (--data, default ` + config.DefaultDataDir + `) with the
 configuration DATA/ward.toml (or --config FILE) and the flags below
 applied over it, until SIGINT or SIGTERM. SIGHUP reloads the peers,

@@ -100,6 +100,15 @@ func (c *Config) Check() []Finding {
 		add(Low, false, "[dicom] tls_crl", "no certificate revocation list: a client certificate of the CA that leaves the site's control (a stolen laptop, a modality sent for repair) is accepted until it expires", "set tls_crl to the CA's revocation list (ward pki init makes one, ward pki revoke PEER adds to it)")
 	}
 
+	if !c.Web.Off() && CheckLoopback(c.Web.Listen) != nil {
+		if cert, key := c.WebTLS(); cert == "" || key == "" {
+			add(Critical, true, "[web] listen = "+c.Web.Listen, "plain HTTP open beyond loopback: DICOMweb requests, tokens and images readable on the network", "set [web] tls_cert and tls_key (or [dicom]'s), or listen on loopback behind a TLS proxy")
+		}
+	}
+	if len(c.Web.AllowOrigins) > 0 {
+		add(Low, false, "[web] allow_origins = "+strings.Join(c.Web.AllowOrigins, ","), "pages from these origins may call DICOMweb with a user's token", "list only origins the site runs")
+	}
+
 	// Limits.
 	if c.Query.MaxResults < 0 {
 		add(High, false, "[query] max_results = "+fmt.Sprint(c.Query.MaxResults), "C-FIND results are not capped: one query can list every patient", "set a cap (default 1000)")

@@ -62,6 +62,7 @@ type Config struct {
 	// generated once and kept in DATA/node-id.
 	NodeID  string  `toml:"node_id"`
 	DICOM   DICOM   `toml:"dicom"`
+	Web     Web     `toml:"web"`
 	Storage Storage `toml:"storage"`
 	Query   Query   `toml:"query"`
 	Log     Log     `toml:"log"`
@@ -341,6 +342,7 @@ func Default() *Config {
 			LockoutMax:             Duration{10 * time.Minute},
 			AcceptCompressed:       &t,
 		},
+		Web:      Web{Listen: DefaultWebListen},
 		Storage:  Storage{OnDuplicate: "replace"},
 		Query:    Query{MaxResults: 1000},
 		Log:      Log{Level: "info", Format: "text"},
@@ -461,6 +463,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("dicom max_associations must be positive")
 	}
 	if err := c.DICOM.validatePending(); err != nil {
+		return err
+	}
+	if err := c.validateWeb(); err != nil {
 		return err
 	}
 	if err := c.ValidateUsers(); err != nil {

@@ -70,6 +70,7 @@ func benchServer(b *testing.B) *Server {
 		c.DataDir = dir
 	}
 	c.DICOM.Listen = "127.0.0.1:0"
+	c.Web.Listen = "127.0.0.1:0"
 	c.DICOM.LoopbackAnyAE = true
 	s := &Server{Config: c}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -159,6 +159,7 @@ func testServer(t *testing.T, edit func(*config.Config), before func(*Server)) (
 	c := config.Default()
 	c.DataDir = filepath.Join(t.TempDir(), "data") // ward serve makes it 0700
 	c.DICOM.Listen = "127.0.0.1:0"
+	c.Web.Listen = "127.0.0.1:0"
 	c.Storage.MinFree = "16MiB"
 	c.DICOM.LockoutAfter = -1
 	if edit != nil {

@@ -30,6 +30,7 @@ func TestOpenRefusesOpenDataDir(t *testing.T) {
 	defer syscall.Umask(syscall.Umask(0o022))
 	c := config.Default()
 	c.DICOM.Listen = "127.0.0.1:0"
+	c.Web.Listen = "127.0.0.1:0"
 	c.Storage.MinFree = "0"
 	c.DataDir = filepath.Join(t.TempDir(), "data")
 	if err := os.Mkdir(c.DataDir, 0o755); err != nil {

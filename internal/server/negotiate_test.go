@@ -109,6 +109,7 @@ func TestListenLoopbackOnly(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:11112", "[::]:11112", "192.0.2.1:104", "example.org:104", ":11112"} {
 		c := config.Default()
 		c.DICOM.Listen = addr
+		c.Web.Listen = "127.0.0.1:0"
 		c.DataDir = filepath.Join(t.TempDir(), "data")
 		s := &Server{Config: c}
 		if err := s.Open(t.Context()); err == nil {
@@ -132,6 +133,7 @@ func TestAdminSocketLongPath(t *testing.T) {
 	c := config.Default()
 	c.DataDir = filepath.Join(t.TempDir(), strings.Repeat("d", 120))
 	c.DICOM.Listen = "127.0.0.1:0"
+	c.Web.Listen = "127.0.0.1:0"
 	s := &Server{Config: c}
 	if err := s.Open(t.Context()); err != nil {
 		t.Fatal(err)

@@ -58,6 +58,8 @@ type Server struct {
 	tlsLn   net.Listener // DIMSE over TLS (the TCP listener); nil without [dicom] tls_listen
 	tlsConf *tls.Config  // its TLS configuration
 	adminLn net.Listener // the admin socket (admin.Socket)
+	webLn   net.Listener // the HTTP listener ([web] listen); nil when off
+	webTLS  *tls.Config  // its TLS configuration; nil for plain HTTP (loopback)
 	peerTLS *tls.Config  // calling peers over TLS (C-MOVE destinations)
 	neg     *assoc.Acceptor
 	// The connection budget (connlimit.go): places for connections before
@@ -199,6 +201,17 @@ func (s *Server) Open(ctx context.Context) error {
 		s.ln.Close()
 		if s.tlsLn != nil {
 			s.tlsLn.Close()
+		}
+		s.closeStores()
+		return err
+	}
+	if err := s.listenWeb(); err != nil {
+		s.ln.Close()
+		if s.tlsLn != nil {
+			s.tlsLn.Close()
+		}
+		if s.adminLn != nil {
+			s.adminLn.Close()
 		}
 		s.closeStores()
 		return err
@@ -601,6 +614,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		lns = append(lns, s.tlsLn)
 		attrs = append(attrs, "dicom_tls", s.tlsLn.Addr().String(), "tls_client_certs", s.Config.DICOM.TLSClientCA != "")
 	}
+	if s.webLn != nil {
+		scheme := "http"
+		if s.webTLS != nil {
+			scheme = "https"
+		}
+		attrs = append(attrs, "web", scheme+"://"+s.webLn.Addr().String())
+	}
 	s.Logger.Info("ward serving", append(attrs, "data", s.Config.DataDir)...)
 	var closeOnce sync.Once
 	closeAll := func() {
@@ -623,6 +643,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	var loops sync.WaitGroup
 	loops.Add(1)
 	go func() { defer loops.Done(); s.serveAdmin(ctx) }()
+	loops.Add(1)
+	go func() { defer loops.Done(); s.serveWeb(ctx) }()
 	for _, ln := range lns {
 		loops.Add(1)
 		go func() {

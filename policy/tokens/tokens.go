@@ -280,3 +280,17 @@ func (v *Verifier) Verify(bearer string) (*Principal, error) {
 	}
 	return &Principal{User: r.User, TokenID: r.ID, Roles: slices.Clone(roles), Scope: r.Scope}, nil
 }
+
+// IDOf is the token ID a bearer string names, "" when it is not shaped
+// like a token Ward issues (the lockout counts failures per token ID, so
+// that guessing one token's secret from many sources is bounded too).
+func IDOf(bearer string) string {
+	if len(bearer) != Len || !strings.HasPrefix(bearer, prefix) || bearer[len(prefix)+idLen] != '_' {
+		return ""
+	}
+	id := bearer[len(prefix) : len(prefix)+idLen]
+	if !validID(id) {
+		return ""
+	}
+	return id
+}

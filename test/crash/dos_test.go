@@ -21,7 +21,7 @@ func startWardLimited(t *testing.T, dir string, port int, nofile int) *harness.P
 	t.Helper()
 	requireTool(t, "prlimit")
 	lim := "--nofile=" + strconv.Itoa(nofile) + ":" + strconv.Itoa(nofile)
-	cmd := exec.Command("prlimit", lim, wardBinary(t), "serve", "--data", dir, "--dicom-listen", "127.0.0.1:"+strconv.Itoa(port), "--aet", "WARD", "--min-free", "16MiB")
+	cmd := exec.Command("prlimit", lim, wardBinary(t), "serve", "--data", dir, "--dicom-listen", "127.0.0.1:"+strconv.Itoa(port), "--aet", "WARD", "--min-free", "16MiB", "--http-listen", "127.0.0.1:0")
 	w := harness.Start(t, cmd, false)
 	w.Port = strconv.Itoa(port)
 	w.WaitServing(t)

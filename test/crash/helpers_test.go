@@ -66,7 +66,7 @@ func TestMain(m *testing.M) { harness.Main(m) }
 // until it listens. extra are added flags (e.g. --config).
 func startWard(t *testing.T, dir string, port int, extra ...string) *harness.Proc {
 	t.Helper()
-	args := []string{"serve", "--data", dir, "--dicom-listen", "127.0.0.1:" + strconv.Itoa(port), "--aet", "WARD", "--loopback-any-ae"}
+	args := []string{"serve", "--data", dir, "--dicom-listen", "127.0.0.1:" + strconv.Itoa(port), "--aet", "WARD", "--loopback-any-ae", "--http-listen", "127.0.0.1:0"}
 	if !slices.Contains(extra, "--config") {
 		// The test machine's disk may be fuller than the default reserve
 		// (1 GiB) allows; the tests need little.

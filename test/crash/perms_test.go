@@ -109,7 +109,7 @@ func TestDataClosedToOtherUsers(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "serve", "--data", dir, "--dicom-listen", "127.0.0.1:"+strconv.Itoa(freePort(t)), "--min-free", "16MiB").CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, "serve", "--data", dir, "--dicom-listen", "127.0.0.1:"+strconv.Itoa(freePort(t)), "--min-free", "16MiB", "--http-listen", "127.0.0.1:0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "open to other local users") || !strings.Contains(string(out), dir+" (mode 0755") || !strings.Contains(string(out), "--fix-permissions") {
 		t.Fatalf("ward serve on a 0755 data directory: %v\n%s", err, out)
 	}

@@ -29,7 +29,7 @@ func wardServe(t *testing.T, toml string) (bin, dir string, port int) {
 	if err := os.WriteFile(filepath.Join(dir, "ward.toml"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	harness.Start(t, exec.Command(bin, "serve", "--data", dir), true)
+	harness.Start(t, exec.Command(bin, "serve", "--data", dir, "--http-listen", "127.0.0.1:0"), true)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))

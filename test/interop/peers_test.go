@@ -61,6 +61,7 @@ func startWard(t *testing.T, edit ...func(*config.Config)) *ward {
 	// Made by Ward, 0700 (t.TempDir's folder is 0755, which Ward refuses).
 	c.DataDir = filepath.Join(t.TempDir(), "data")
 	c.DICOM.Listen = "127.0.0.1:0"
+	c.Web.Listen = "127.0.0.1:0"
 	// The test machine's disk may be fuller than the default reserve
 	// (1 GiB) allows; the tests need little.
 	c.Storage.MinFree = "16MiB"

@@ -1,0 +1,242 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/policy"
+	"github.com/ward-pacs/ward/policy/tokens"
+	"github.com/ward-pacs/ward/tlsprofile"
+	"github.com/ward-pacs/ward/web"
+	"github.com/ward-pacs/ward/web/dicomweb"
+)
+
+// The web front end ([web]): DICOMweb over HTTP on loopback, HTTPS beyond
+// it (config.Validate refuses plain HTTP there), behind the same service
+// wrappers as DIMSE. Requests authenticate with API tokens (ward token
+// issue): failures count against the source and the token, in the same
+// lockout as DIMSE identities, and are audited (User Authentication,
+// Security Alert when one locks a source or token out).
+
+// Bounds of the HTTP server.
+const (
+	webReadHeaderTimeout = 10 * time.Second
+	webIdleTimeout       = 2 * time.Minute
+	webMaxHeaderBytes    = 64 << 10
+	// webMaxConns bounds open HTTP connections: more wait in the kernel's
+	// backlog.
+	webMaxConns = 512
+)
+
+// listenWeb binds the HTTP listener, unless [web] listen is off.
+func (s *Server) listenWeb() error {
+	c := s.Config
+	if c.Web.Off() {
+		return nil
+	}
+	if cert, key := c.WebTLS(); cert != "" {
+		kp, err := tlsprofile.LoadKeyPair(cert, key)
+		if err != nil {
+			return fmt.Errorf("web tls_cert %s / tls_key %s: %w", cert, key, err)
+		}
+		tc, err := tlsprofile.Server(tlsprofile.ServerOptions{Certificate: kp})
+		if err != nil {
+			return fmt.Errorf("web tls: %w", err)
+		}
+		// Browsers would prompt for a certificate: web clients
+		// authenticate by token or session.
+		tc.ClientAuth = tls.NoClientCert
+		tc.NextProtos = []string{"h2", "http/1.1"}
+		s.webTLS = tc
+	}
+	ln, err := net.Listen("tcp", c.Web.Listen)
+	if err != nil {
+		return fmt.Errorf("web listener: %w", err)
+	}
+	s.webLn = ln
+	return nil
+}
+
+// WebAddr is the HTTP listener's address, nil when it is off.
+func (s *Server) WebAddr() net.Addr {
+	if s.webLn == nil {
+		return nil
+	}
+	return s.webLn.Addr()
+}
+
+// webHandler is the web front end: DICOMweb on the audited, policed
+// service.
+func (s *Server) webHandler() (http.Handler, error) {
+	c := s.Config
+	maxBody, err := c.Web.MaxBodyBytes()
+	if err != nil {
+		return nil, err
+	}
+	cfg := web.Config{
+		Authenticator: webAuth{s},
+		AllowOrigins:  c.Web.AllowOrigins,
+		MaxBody:       maxBody,
+		TLS:           s.webTLS != nil,
+		Logger:        s.Logger,
+	}
+	if c.Web.BaseURL != "" {
+		if cfg.BaseURL, err = url.Parse(c.Web.BaseURL); err != nil {
+			return nil, fmt.Errorf("web base_url: %w", err)
+		}
+	}
+	h := web.New(cfg)
+	maxResults := c.Web.MaxResults
+	if maxResults == 0 {
+		maxResults = 1000
+	}
+	dicomweb.Register(h, s.service(), dicomweb.Options{MaxResults: maxResults})
+	return h, nil
+}
+
+// serveWeb serves HTTP until ctx ends, then lets requests in flight finish
+// for ShutdownGrace and closes the rest.
+func (s *Server) serveWeb(ctx context.Context) {
+	if s.webLn == nil {
+		return
+	}
+	h, err := s.webHandler()
+	if err != nil {
+		s.Logger.Error("web front end not started", "err", err.Error())
+		return
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: webReadHeaderTimeout,
+		IdleTimeout:       webIdleTimeout,
+		MaxHeaderBytes:    webMaxHeaderBytes,
+		TLSConfig:         s.webTLS,
+		ErrorLog:          nil,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	ln := limitListener(s.webLn, webMaxConns)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var err error
+		if s.webTLS != nil {
+			err = srv.Serve(tls.NewListener(ln, s.webTLS))
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.Logger.Error("web listener stopped", "err", err.Error())
+		}
+	}()
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-done
+}
+
+// limitListener accepts at most n connections open at once.
+func limitListener(ln net.Listener, n int) net.Listener {
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
+}
+
+type limitedListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// webAuth authenticates web requests by API token.
+type webAuth struct{ s *Server }
+
+// tokenGrant is a verified token as the archive's Grant.
+type tokenGrant struct{ p *tokens.Principal }
+
+func (g tokenGrant) Allows(perm string) bool { return g.p.Allows(policy.Permission(perm)) }
+
+func (a webAuth) Authenticate(r *http.Request) (*archive.Principal, error) {
+	s := a.s
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return nil, web.ErrNoCredentials
+	}
+	scheme, bearer, _ := strings.Cut(auth, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return nil, web.ErrNoCredentials
+	}
+	bearer = strings.TrimSpace(bearer)
+	if bearer == "" {
+		return nil, web.ErrNoCredentials
+	}
+	src, _ := netip.ParseAddr(web.SourceAddr(r))
+	src = src.Unmap()
+	id := tokens.IDOf(bearer)
+	account := ""
+	if id != "" {
+		account = "token:" + id
+	}
+	att, lo, err := s.limits.Reserve(r.Context(), src, account)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	peer := audit.Node{Addr: src.String()}
+	if lo != nil {
+		return nil, &web.LockedOut{Until: lo.Until}
+	}
+	p, verr := s.TokenVerifier().Verify(bearer)
+	if verr != nil {
+		acct, source := att.Done(policy.Refused, "")
+		reason := "web request with a bearer token refused: " + verr.Error()
+		if id != "" {
+			reason += " (token " + id + ")"
+		}
+		s.Logger.Info("web authentication failed", "remote", r.RemoteAddr, "reason", reason)
+		s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
+		s.auditSourceLockout(src, source, now)
+		if !acct.IsZero() {
+			s.record(audit.SecurityAlert(s.wardNode(), peer, fmt.Sprintf("token %s locked out until %s after repeated refused requests", id, acct.UTC().Format(time.RFC3339)), now))
+		}
+		return nil, fmt.Errorf("%w: %v", web.ErrBadCredentials, verr)
+	}
+	att.Done(policy.Verified, "")
+	roles := make([]string, len(p.Roles))
+	for i, r := range p.Roles {
+		roles[i] = string(r)
+	}
+	return &archive.Principal{Kind: archive.User, Name: p.User, Roles: roles, Grant: tokenGrant{p}, MaxResults: s.Config.Web.MaxResults}, nil
+}

@@ -3,5 +3,3 @@ package dicomweb
 import "net/http"
 
 func (s *Server) frames(w http.ResponseWriter, r *http.Request) { s.notYet(w, r) }
-
-func (s *Server) bulkdata(w http.ResponseWriter, r *http.Request) { s.notYet(w, r) }

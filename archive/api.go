@@ -87,6 +87,9 @@ type Query struct {
 	// Limit caps the matches below the principal's and the archive's cap
 	// (0: theirs).
 	Limit int
+	// Offset skips that many matches first (QIDO-RS offset), in the
+	// index's stable order; the cap counts the matches after them.
+	Offset int
 	// RetrieveAETitle is returned as Retrieve AE Title (0008,0054) when
 	// Archive.AETitle is "" (DIMSE: the title the requestor called).
 	RetrieveAETitle string

@@ -90,6 +90,11 @@ type Query struct {
 	// Offset skips that many matches first (QIDO-RS offset), in the
 	// index's stable order; the cap counts the matches after them.
 	Offset int
+	// KeysAboveLevel lets keys of the levels above the query level match
+	// with every kind (QIDO-RS: a search for all series may name the
+	// patient); C-FIND's hierarchical model allows only their unique keys,
+	// single-valued.
+	KeysAboveLevel bool
 	// RetrieveAETitle is returned as Retrieve AE Title (0008,0054) when
 	// Archive.AETitle is "" (DIMSE: the title the requestor called).
 	RetrieveAETitle string

@@ -63,7 +63,7 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 	if km := ar.capabilities().KeyMatcher; km != nil {
 		supported = km.CanMatch
 	}
-	id, err := parseFind(rq.Identifier, patientRoot, supported, ar.seqs)
+	id, err := parseFind(rq.Identifier, patientRoot, rq.KeysAboveLevel, supported, ar.seqs)
 	if err != nil {
 		return err
 	}

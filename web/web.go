@@ -112,6 +112,8 @@ func (h *Handler) MaxBody() int64 { return h.cfg.MaxBody }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := withGzip(w, r) // JSON answers only (gzip.go)
+	defer done()
 	hd := w.Header()
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")

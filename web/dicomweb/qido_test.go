@@ -209,6 +209,7 @@ func TestQIDOMatching(t *testing.T) {
 		// A name outside ASCII, in UTF-8 as URLs carry it, any case.
 		{"/dicom-web/studies?PatientName=M%C3%BCller*", tagStudyUID, []string{uidRoot + "2"}},
 		{"/dicom-web/studies?PatientName=m%C3%BCller%5Ej%C3%BCrgen", tagStudyUID, []string{uidRoot + "2"}},
+		{"/dicom-web/studies?PatientName=M%C3%9CLLER*", tagStudyUID, []string{uidRoot + "2"}},
 		// Date ranges, closed and open.
 		{"/dicom-web/studies?StudyDate=20200101-20211231", tagStudyUID, []string{uidRoot + "1", uidRoot + "2"}},
 		{"/dicom-web/studies?StudyDate=20210101-", tagStudyUID, []string{uidRoot + "2", uidRoot + "3"}},

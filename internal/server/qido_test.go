@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/policy/identity"
 	"github.com/ward-pacs/ward/policy/tokens"
@@ -75,6 +78,26 @@ func TestQIDOListingFollowsRole(t *testing.T) {
 	}
 	if w := get(served, "/dicom-web/studies", ""); w.Code != http.StatusUnauthorized {
 		t.Errorf("without a token: %d", w.Code)
+	}
+	// A search refused for its parameters, before the service, is
+	// audited too: a failed Query naming the user and why.
+	if w := get(served, "/dicom-web/studies?color=blue", tok); w.Code != http.StatusBadRequest {
+		t.Errorf("unknown parameter: %d", w.Code)
+	}
+	if err := s.audit.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(s.audit.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	found := false
+	if err := audit.Each(f, func(r *audit.Record) error {
+		found = found || r.Event == "query" && r.Outcome == audit.OutcomeMinorFailure && slices.Contains(r.Peers, "vic") && strings.Contains(r.XML, "color")
+		return nil
+	}); err != nil || !found {
+		t.Errorf("no failed Query record for the refused search (%v)", err)
 	}
 
 	// A principal with find but not bulk-query, on the same service.

@@ -393,13 +393,16 @@ func (s *Server) searchInstances(w http.ResponseWriter, r *http.Request) {
 func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel) {
 	t, ok := targetOf(w, r)
 	if !ok {
+		s.refusedQuery(r, "a UID in the path is not a valid UID")
 		return
 	}
 	if !acceptsJSON(w, r) {
+		s.refusedQuery(r, "not acceptable: "+strings.Join(r.Header.Values("Accept"), ", "))
 		return
 	}
 	sr, err := parseSearch(level, t, r.URL.RawQuery)
 	if err != nil {
+		s.refusedQuery(r, err.Error())
 		web.Fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -462,6 +465,18 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body.Bytes())
+	}
+}
+
+// studyRootFind is the Study Root Query/Retrieve Information Model - FIND
+// SOP Class, the model a QIDO-RS search is recorded under.
+const studyRootFind = "1.2.840.10008.5.1.4.1.2.2.1"
+
+// refusedQuery tells the service (its audit trail) of a search refused
+// before it reached the service, so that it is recorded too.
+func (s *Server) refusedQuery(r *http.Request, why string) {
+	if rf, ok := s.svc.(archive.Refuser); ok {
+		rf.Refused(r.Context(), &archive.Refusal{Op: archive.RefusedQuery, SOPClassUID: studyRootFind, Comment: why})
 	}
 }
 

@@ -256,10 +256,10 @@ func parseSearch(level qidoLevel, t Target, rawQuery string) (*search, error) {
 				sr.offset = n
 			}
 		case "fuzzymatching":
-			if len(vs) != 1 || (vs[0] != "true" && vs[0] != "false") {
+			if len(vs) != 1 || (!strings.EqualFold(vs[0], "true") && !strings.EqualFold(vs[0], "false")) {
 				return nil, badParam("fuzzymatching is true or false")
 			}
-			sr.fuzzy = vs[0] == "true"
+			sr.fuzzy = strings.EqualFold(vs[0], "true")
 		case "includefield":
 			for _, v := range vs {
 				for _, f := range strings.Split(v, ",") {

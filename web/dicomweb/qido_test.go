@@ -231,6 +231,10 @@ func TestQIDOMatching(t *testing.T) {
 		{"/dicom-web/studies/" + uidRoot + "1/series/" + uidRoot + "1.1/instances?SOPInstanceUID=" + uidRoot + "1.1.2", tagSOPUID, []string{uidRoot + "1.1.2"}},
 		// A sequence item attribute (indexed sequence).
 		{"/dicom-web/series?PatientID=P1&00400275.00401001=nothing", tagSeriesUID, nil},
+		// OHIF's study list: a universal query with a limit, fuzzymatching
+		// and series attributes asked for at study level (empty there).
+		{"/dicom-web/studies?limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060", tagStudyUID, []string{uidRoot + "1", uidRoot + "2", uidRoot + "3"}},
+		{"/dicom-web/studies?PatientName=*doe*&StudyDate=20200101-20221231&ModalitiesInStudy=CT&limit=25&includefield=00080060&includefield=00081030", tagStudyUID, []string{uidRoot + "1", uidRoot + "3"}},
 		// fuzzymatching is accepted.
 		{"/dicom-web/studies?PatientID=P2&fuzzymatching=false", tagStudyUID, []string{uidRoot + "2"}},
 	} {

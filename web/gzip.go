@@ -107,6 +107,21 @@ func (g *gzipWriter) Write(b []byte) (int, error) {
 	return g.ResponseWriter.Write(b)
 }
 
+// ReadFrom keeps the server's own ReadFrom (sendfile for files) for
+// answers that are not compressed: objects and frames streamed by WADO.
+func (g *gzipWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !g.wroteHeader {
+		g.WriteHeader(http.StatusOK)
+	}
+	if rf, ok := g.ResponseWriter.(io.ReaderFrom); ok && g.zw == nil {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{g}, r)
+}
+
+// writerOnly hides ReadFrom from io.Copy.
+type writerOnly struct{ io.Writer }
+
 // Flush sends what is compressed so far.
 func (g *gzipWriter) Flush() {
 	if g.zw != nil {

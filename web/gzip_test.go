@@ -73,6 +73,28 @@ func TestGzip(t *testing.T) {
 			t.Errorf("%s compressed", p)
 		}
 	}
+	h.Handle("GET /copy", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", r.URL.Query().Get("type"))
+		_, _ = io.Copy(w, strings.NewReader(body))
+	})
+	for typ, gz := range map[string]bool{"application/json": true, "application/octet-stream": false} {
+		w := do("/copy?type="+typ, "gzip", http.MethodGet)
+		if (w.Header().Get("Content-Encoding") == "gzip") != gz {
+			t.Errorf("io.Copy %s: %v", typ, w.Header())
+			continue
+		}
+		var rd io.Reader = w.Body
+		if gz {
+			zr, err := gzip.NewReader(w.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd = zr
+		}
+		if got, err := io.ReadAll(rd); err != nil || string(got) != body {
+			t.Errorf("io.Copy %s: %v, %d bytes", typ, err, len(got))
+		}
+	}
 	if w := do("/json", "gzip", http.MethodGet); w.Code != 200 {
 		t.Errorf("pooled writer reused: %d", w.Code)
 	}

@@ -35,6 +35,9 @@ import (
 // whether the cap cut it: the cap (at most Options.MaxResults matches)
 // bounds that memory.
 
+// defaultMaxResults caps a search when Options.MaxResults is not above 0.
+const defaultMaxResults = 1000
+
 // Bounds of the query parameters: more, or longer, is answered 400.
 const (
 	maxSearchParams   = 64
@@ -407,7 +410,11 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 		return
 	}
 	limit := sr.limit
-	if m := s.opts.MaxResults; m > 0 && (limit == 0 || limit > m) {
+	m := s.opts.MaxResults
+	if m <= 0 {
+		m = defaultMaxResults // the answer is held in memory: never uncapped
+	}
+	if limit == 0 || limit > m {
 		limit = m
 	}
 	q := &archive.Query{Model: archive.StudyRoot, Identifier: sr.identifier, Limit: limit, Offset: sr.offset, KeysAboveLevel: true}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
@@ -281,6 +282,9 @@ func parseSearch(level qidoLevel, t Target, rawQuery string) (*search, error) {
 			v := vs[0]
 			if len(v) > maxSearchValue {
 				return nil, badParam("the value of %s is over %d bytes", name, maxSearchValue)
+			}
+			if !utf8.ValidString(v) {
+				return nil, badParam("the value of %s is not UTF-8", name)
 			}
 			k, err := parseAttribute(name)
 			if err != nil {

@@ -391,6 +391,7 @@ func TestQIDOBadRequests(t *testing.T) {
 		{"/dicom-web/studies?" + many, 400, nil},
 		{"/dicom-web/studies?includefield=NoSuchThing", 400, nil},
 		{"/dicom-web/studies?PatientID=%zz", 400, nil},
+		{"/dicom-web/studies?PatientName=M%FCller", 400, nil}, // Latin-1, not UTF-8
 		{"/dicom-web/studies/1.2.x/series", 400, nil},
 		{"/dicom-web/studies/" + uidRoot + "1/series?StudyInstanceUID=" + uidRoot + "2", 400, nil},
 		{"/dicom-web/studies?PatientID=P1", 406, []string{"Accept", `multipart/related; type="application/dicom+xml"`}},

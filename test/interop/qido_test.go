@@ -260,7 +260,7 @@ func TestQIDOFromStorescu(t *testing.T) {
 		t.Errorf("universal study list: %d matches, Warning %q", len(ms), hd.Get("Warning"))
 	}
 
-	// Accept: */* is JSON; XML is 406; no token is 401; a bad parameter
+	// Accept: */* is JSON; XML is served; application/dicom is 406; no token is 401; a bad parameter
 	// is 400 with a message.
 	for _, c := range []struct {
 		path string
@@ -268,7 +268,8 @@ func TestQIDOFromStorescu(t *testing.T) {
 		code int
 	}{
 		{"/studies?PatientID=1CT1", []string{"Accept", "*/*"}, 200},
-		{"/studies?PatientID=1CT1", []string{"Accept", `multipart/related; type="application/dicom+xml"`}, 406},
+		{"/studies?PatientID=1CT1", []string{"Accept", `multipart/related; type="application/dicom+xml"`}, 200},
+		{"/studies?PatientID=1CT1", []string{"Accept", `application/dicom`}, 406},
 		{"/studies?PatientID=1CT1", []string{"Authorization", ""}, 401},
 		{"/studies?color=blue", nil, 400},
 		{"/studies?StudyDate=2004*", nil, 400},
@@ -277,6 +278,11 @@ func TestQIDOFromStorescu(t *testing.T) {
 		if resp.StatusCode != c.code {
 			t.Errorf("%s %v: %d, want %d: %s", c.path, c.hdr, resp.StatusCode, c.code, b)
 		}
+	}
+	// XML (PS3.19 Native DICOM Model) carries the same decoded name.
+	if resp, b := s.get(t, "/studies?PatientID=SCSRUSS", "Accept", `multipart/related; type="application/dicom+xml"`); resp.StatusCode != 200 ||
+		!strings.Contains(string(b), "<FamilyName>Люкceмбypг</FamilyName>") {
+		t.Errorf("XML: %d %s", resp.StatusCode, b)
 	}
 	// gzip when asked (Go's client asks and unpacks by itself).
 	resp, b := s.get(t, "/studies?limit=3")

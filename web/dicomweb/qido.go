@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -403,7 +404,8 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 		s.refusedQuery(r, "a UID in the path is not a valid UID")
 		return
 	}
-	if !acceptsJSON(w, r) {
+	asXML, ok := searchFormat(w, r)
+	if !ok {
 		s.refusedQuery(r, "not acceptable: "+strings.Join(r.Header.Values("Accept"), ", "))
 		return
 	}
@@ -423,9 +425,7 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 	}
 	q := &archive.Query{Model: archive.StudyRoot, Identifier: sr.identifier, Limit: limit, Offset: sr.offset, KeysAboveLevel: true}
 	base := s.web.BaseURL(r) + Root
-	var body bytes.Buffer
-	body.WriteByte('[')
-	n := 0
+	var matches [][]byte // each match's DICOM JSON
 	ignored := false
 	err = s.svc.Query(r.Context(), q, func(m archive.Match) error {
 		ds := m.DataSet
@@ -443,13 +443,10 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 		if err != nil {
 			return err
 		}
-		if n > 0 {
-			body.WriteByte(',')
-		}
-		body.Write(b)
-		n++
+		matches = append(matches, b)
 		return nil
 	})
+	n := len(matches)
 	hd := w.Header()
 	switch {
 	case err == nil:
@@ -470,6 +467,18 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 	if ignored {
 		hd.Add("Warning", `299 ward "some matching keys are not supported and were ignored: the results may be broader than asked"`)
 	}
+	if asXML {
+		s.answerXML(w, r, matches)
+		return
+	}
+	var body bytes.Buffer
+	body.WriteByte('[')
+	for i, b := range matches {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		body.Write(b)
+	}
 	body.WriteByte(']')
 	hd.Set("Content-Type", "application/dicom+json")
 	hd.Set("Content-Length", strconv.Itoa(body.Len()))
@@ -477,6 +486,35 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body.Bytes())
 	}
+}
+
+// answerXML answers the matches as multipart/related;
+// type="application/dicom+xml", one Native DICOM Model part each.
+func (s *Server) answerXML(w http.ResponseWriter, r *http.Request, matches [][]byte) {
+	docs := make([][]byte, len(matches))
+	for i, js := range matches {
+		x, err := nativeXML(js)
+		if err != nil {
+			s.web.Error(w, r, err)
+			return
+		}
+		docs[i] = x
+	}
+	mp := NewMultipart(w, "application/dicom+xml")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	for _, x := range docs {
+		pw, err := mp.Part(textproto.MIMEHeader{"Content-Type": {"application/dicom+xml; charset=utf-8"}})
+		if err != nil {
+			return
+		}
+		if _, err := pw.Write(x); err != nil {
+			return
+		}
+	}
+	_ = mp.Close()
 }
 
 // studyRootFind is the Study Root Query/Retrieve Information Model - FIND
@@ -503,21 +541,25 @@ func retrieveURL(base string, level qidoLevel, ds *dicom.DataSet) string {
 	return u
 }
 
-// acceptsJSON checks that the request's Accept allows application/dicom+json
-// (or application/json, */*, none); else it answers 406 (400 for an
-// Accept it cannot read) and reports false. XML (multipart/related;
-// type="application/dicom+xml") is not served.
-func acceptsJSON(w http.ResponseWriter, r *http.Request) bool {
+// searchFormat picks the answer's form from the request's Accept (PS3.18
+// 8.7.4): DICOM JSON for application/dicom+json, application/json or a
+// wildcard (also without Accept), XML for multipart/related;
+// type="application/dicom+xml", whichever comes first by weight. Anything
+// else is answered 406 (an Accept that cannot be read 400) and ok is false.
+func searchFormat(w http.ResponseWriter, r *http.Request) (asXML, ok bool) {
 	ranges, err := ParseAccept(r.Header.Values("Accept"))
 	if err != nil {
 		web.Fail(w, r, http.StatusBadRequest, err.Error())
-		return false
+		return false, false
 	}
 	for _, m := range ranges {
-		if m.Matches("application/dicom+json") || m.Type == "application/json" {
-			return true
+		switch {
+		case m.Matches("application/dicom+json") || m.Type == "application/json":
+			return false, true
+		case m.Type == "multipart/related" && strings.EqualFold(m.Params["type"], "application/dicom+xml"):
+			return true, true
 		}
 	}
-	web.Fail(w, r, http.StatusNotAcceptable, "QIDO-RS answers application/dicom+json only (multipart/related; type=\"application/dicom+xml\" is not supported)")
-	return false
+	web.Fail(w, r, http.StatusNotAcceptable, `QIDO-RS answers application/dicom+json or multipart/related; type="application/dicom+xml"`)
+	return false, false
 }

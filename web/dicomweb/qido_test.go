@@ -5,8 +5,11 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -394,7 +397,9 @@ func TestQIDOBadRequests(t *testing.T) {
 		{"/dicom-web/studies?PatientName=M%FCller", 400, nil}, // Latin-1, not UTF-8
 		{"/dicom-web/studies/1.2.x/series", 400, nil},
 		{"/dicom-web/studies/" + uidRoot + "1/series?StudyInstanceUID=" + uidRoot + "2", 400, nil},
-		{"/dicom-web/studies?PatientID=P1", 406, []string{"Accept", `multipart/related; type="application/dicom+xml"`}},
+		{"/dicom-web/studies?PatientID=P1", 406, []string{"Accept", `application/dicom`}},
+		{"/dicom-web/studies?PatientID=P1", 406, []string{"Accept", `multipart/related; type="application/dicom"`}},
+		{"/dicom-web/studies?PatientID=P1", 400, []string{"Accept", `multipart/related; q=7`}},
 		{"/dicom-web/studies?PatientID=P1", 200, []string{"Accept", "*/*"}},
 		{"/dicom-web/studies?PatientID=P1", 200, []string{"Accept", "application/json"}},
 		{"/dicom-web/studies?PatientID=P1", 200, []string{"Accept", `multipart/related; type="application/dicom+xml", application/dicom+json;q=0.5`}},
@@ -482,6 +487,94 @@ func FuzzParseSearch(f *testing.F) {
 		}
 		if _, err := sr.identifier.MarshalJSON(); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestQIDOXML: multipart/related; type="application/dicom+xml" answers one
+// Native DICOM Model part per match (PS3.19 A.1), the same values as JSON.
+func TestQIDOXML(t *testing.T) {
+	h := newQIDOServer(t, viewerPerms, 1000)
+	w := get(t, h, "/dicom-web/studies?PatientName=*&StudyDate=20200101-20211231", "Accept", `multipart/related; type="application/dicom+xml"`)
+	mt, params, err := mime.ParseMediaType(w.Header().Get("Content-Type"))
+	if w.Code != 200 || err != nil || mt != "multipart/related" || params["type"] != "application/dicom+xml" {
+		t.Fatalf("%d %q %v", w.Code, w.Header().Get("Content-Type"), err)
+	}
+	type attr struct {
+		Tag     string   `xml:"tag,attr"`
+		VR      string   `xml:"vr,attr"`
+		Keyword string   `xml:"keyword,attr"`
+		Values  []string `xml:"Value"`
+		PN      []struct {
+			Family string `xml:"Alphabetic>FamilyName"`
+			Given  string `xml:"Alphabetic>GivenName"`
+		} `xml:"PersonName"`
+	}
+	type model struct {
+		Attrs []attr `xml:"DicomAttribute"`
+	}
+	mr := multipart.NewReader(w.Body, params["boundary"])
+	names := map[string]string{}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct := p.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/dicom+xml") {
+			t.Errorf("part Content-Type %q", ct)
+		}
+		var m model
+		if err := xml.NewDecoder(p).Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		var study, name string
+		for _, a := range m.Attrs {
+			switch a.Tag {
+			case tagStudyUID:
+				if a.Keyword != "StudyInstanceUID" || len(a.Values) != 1 {
+					t.Errorf("StudyInstanceUID: %+v", a)
+				}
+				study = a.Values[0]
+			case tagName:
+				if len(a.PN) == 1 {
+					name = a.PN[0].Family + "^" + a.PN[0].Given
+				}
+			case "00080061":
+				if study == uidRoot+"1" && strings.Join(a.Values, ",") != "CT,MR" {
+					t.Errorf("ModalitiesInStudy %v", a.Values)
+				}
+			}
+		}
+		names[study] = name
+	}
+	if len(names) != 2 || names[uidRoot+"1"] != "Doe^John" || names[uidRoot+"2"] != "Müller^Jürgen" {
+		t.Errorf("XML matches: %v", names)
+	}
+	// An XML answer with no match is an empty multipart body.
+	w = get(t, h, "/dicom-web/studies?PatientID=nobody", "Accept", `multipart/related; type="application/dicom+xml"`)
+	if w.Code != 200 || !strings.HasSuffix(strings.TrimSpace(w.Body.String()), "--") {
+		t.Errorf("empty XML answer: %d %q", w.Code, w.Body)
+	}
+}
+
+func FuzzNativeXML(f *testing.F) {
+	f.Add([]byte(`{"00100010":{"vr":"PN","Value":[{"Alphabetic":"Doe^John"}]},"00081110":{"vr":"SQ","Value":[{"00081150":{"vr":"UI","Value":["1.2"]}}]},"00280010":{"vr":"US","Value":[512]}}`))
+	f.Add([]byte(`{"7FE00010":{"vr":"OB","InlineBinary":"AAEC"}}`))
+	f.Fuzz(func(t *testing.T, js []byte) {
+		x, err := nativeXML(js)
+		if err != nil {
+			return
+		}
+		d := xml.NewDecoder(bytes.NewReader(x))
+		for {
+			if _, err := d.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("not XML: %v\n%s", err, x)
+			}
 		}
 	})
 }

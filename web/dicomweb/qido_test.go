@@ -78,6 +78,16 @@ func (o qidoObject) bytes(t testing.TB) []byte {
 	set("Modality", o.modality)
 	set("SeriesNumber", o.series[len(o.series)-1:])
 	set("InstanceNumber", o.number)
+	if o.modality == "MR" {
+		// A Request Attributes Sequence item (an indexed sequence).
+		rp, _ := dicom.TagByKeyword("RequestedProcedureID")
+		sps, _ := dicom.TagByKeyword("ScheduledProcedureStepID")
+		ras, _ := dicom.TagByKeyword("RequestAttributesSequence")
+		it := &dicom.DataSet{}
+		it.Set(rp, "RP-"+o.pid)
+		it.Set(sps, "SPS-"+o.pid)
+		ds.Put(&dicom.Element{Tag: ras, VR: "SQ", Items: []*dicom.DataSet{it}})
+	}
 	b, err := ds.Bytes(dicom.ExplicitVRLittleEndian)
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +244,9 @@ func TestQIDOMatching(t *testing.T) {
 		{"/dicom-web/studies/" + uidRoot + "1/series/" + uidRoot + "1.1/instances?SOPInstanceUID=" + uidRoot + "1.1.2", tagSOPUID, []string{uidRoot + "1.1.2"}},
 		// A sequence item attribute (indexed sequence).
 		{"/dicom-web/series?PatientID=P1&00400275.00401001=nothing", tagSeriesUID, nil},
+		{"/dicom-web/series?00400275.00401001=RP-P1", tagSeriesUID, []string{uidRoot + "1.2"}},
+		{"/dicom-web/series?RequestAttributesSequence.RequestedProcedureID=rp-*", tagSeriesUID, nil}, // SH: case-sensitive
+		{"/dicom-web/series?RequestAttributesSequence.RequestedProcedureID=RP-*", tagSeriesUID, []string{uidRoot + "1.2", uidRoot + "2.1"}},
 		// OHIF's study list: a universal query with a limit, fuzzymatching
 		// and series attributes asked for at study level (empty there).
 		{"/dicom-web/studies?limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060", tagStudyUID, []string{uidRoot + "1", uidRoot + "2", uidRoot + "3"}},
@@ -297,6 +310,11 @@ func TestQIDOReturnAttributes(t *testing.T) {
 	}
 	if _, ok := ms[0]["00400275"]; !ok {
 		t.Error("RequestAttributesSequence missing from series defaults")
+	}
+	// The sequence comes back with its stored item's default attributes.
+	w := get(t, h, "/dicom-web/series?PatientID=P1&Modality=MR")
+	if !strings.Contains(w.Body.String(), `"00400275":{"vr":"SQ","Value":[{"00400009":{"vr":"SH","Value":["SPS-P1"]},"00401001":{"vr":"SH","Value":["RP-P1"]}}]}`) {
+		t.Errorf("RequestAttributesSequence: %s", w.Body)
 	}
 	// Within a study, the study attributes are not repeated.
 	ms, _ = qido(t, h, "/dicom-web/studies/"+uidRoot+"1/series?Modality=MR")

@@ -37,6 +37,8 @@ const (
 	// webMaxConns bounds open HTTP connections: more wait in the kernel's
 	// backlog.
 	webMaxConns = 512
+	// webMaxConnsPerSource bounds them per source address.
+	webMaxConnsPerSource = 64
 )
 
 // listenWeb binds the HTTP listener, unless [web] listen is off.
@@ -125,7 +127,7 @@ func (s *Server) serveWeb(ctx context.Context) {
 		ErrorLog:          nil,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	ln := limitListener(s.webLn, webMaxConns)
+	ln := limitListener(s.webLn, webMaxConns, webMaxConnsPerSource)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -148,24 +150,49 @@ func (s *Server) serveWeb(ctx context.Context) {
 	<-done
 }
 
-// limitListener accepts at most n connections open at once.
-func limitListener(ln net.Listener, n int) net.Listener {
-	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
+// limitListener accepts at most n connections open at once, and at most
+// perSource from one source (an IPv6 /64): one client cannot take every
+// place with slow requests. A connection over the per-source bound is
+// closed at once.
+func limitListener(ln net.Listener, n, perSource int) net.Listener {
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, n), perSource: perSource, bySource: map[netip.Addr]int{}}
 }
 
 type limitedListener struct {
 	net.Listener
-	sem chan struct{}
+	sem       chan struct{}
+	perSource int
+	mu        sync.Mutex
+	bySource  map[netip.Addr]int
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
+	for {
+		l.sem <- struct{}{}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.sem
+			return nil, err
+		}
+		src := policy.SourceKey(policy.AddrOf(c.RemoteAddr()))
+		l.mu.Lock()
+		if l.bySource[src] >= l.perSource {
+			l.mu.Unlock()
+			c.Close()
+			<-l.sem
+			continue
+		}
+		l.bySource[src]++
+		l.mu.Unlock()
+		return &limitedConn{Conn: c, release: func() {
+			l.mu.Lock()
+			if l.bySource[src]--; l.bySource[src] <= 0 {
+				delete(l.bySource, src)
+			}
+			l.mu.Unlock()
+			<-l.sem
+		}}, nil
 	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
 }
 
 type limitedConn struct {

@@ -2,6 +2,8 @@ package server
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -94,4 +96,70 @@ func TestWebAuthentication(t *testing.T) {
 		t.Logf("%s %d", r.Event, r.Outcome)
 	}
 	t.Fatalf("want %d failed web authentications in the audit trail", want)
+}
+
+// One source cannot hold every place of the web listener: connections
+// beyond the per-source bound are closed at once, and places come back
+// when connections close.
+func TestWebListenerLimits(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := limitListener(raw, 10, 3)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	var clients []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	var held []net.Conn
+	for range 3 {
+		select {
+		case c := <-accepted:
+			held = append(held, c)
+		case <-time.After(5 * time.Second):
+			t.Fatal("fewer than 3 accepted")
+		}
+	}
+	select {
+	case <-accepted:
+		t.Fatal("a 4th connection from one source was accepted")
+	case <-time.After(200 * time.Millisecond):
+	}
+	// The connections over the bound were closed by the server.
+	closed := 0
+	for _, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+			closed++
+		}
+	}
+	if closed != 2 {
+		t.Fatalf("%d connections closed by the server, want 2", closed)
+	}
+	held[0].Close()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the place freed was not given again")
+	}
 }

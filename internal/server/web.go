@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -59,7 +60,6 @@ func (s *Server) listenWeb() error {
 		// Browsers would prompt for a certificate: web clients
 		// authenticate by token or session.
 		tc.ClientAuth = tls.NoClientCert
-		tc.NextProtos = []string{"h2", "http/1.1"}
 		s.webTLS = tc
 	}
 	ln, err := net.Listen("tcp", c.Web.Listen)
@@ -124,8 +124,10 @@ func (s *Server) serveWeb(ctx context.Context) {
 		IdleTimeout:       webIdleTimeout,
 		MaxHeaderBytes:    webMaxHeaderBytes,
 		TLSConfig:         s.webTLS,
-		ErrorLog:          nil,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// TLS handshake failures and the like, at debug level: a port
+		// scan must not fill the log.
+		ErrorLog:    slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	ln := limitListener(s.webLn, webMaxConns, webMaxConnsPerSource)
 	done := make(chan struct{})
@@ -133,7 +135,7 @@ func (s *Server) serveWeb(ctx context.Context) {
 		defer close(done)
 		var err error
 		if s.webTLS != nil {
-			err = srv.Serve(tls.NewListener(ln, s.webTLS))
+			err = srv.ServeTLS(ln, "", "") // HTTP/2 and HTTP/1.1, certificate from TLSConfig
 		} else {
 			err = srv.Serve(ln)
 		}

@@ -39,9 +39,14 @@ func ParseAccept(headers []string) ([]MediaRange, error) {
 			}
 			typ, params, err := mime.ParseMediaType(item)
 			if err != nil {
-				// Some clients send type=application/dicom unquoted with a
-				// slash, which mime accepts; anything else is malformed.
-				return nil, ErrBadAccept
+				// Some clients send type=application/dicom unquoted: a
+				// slash is not a token character (RFC 9110 5.6.2), so
+				// mime refuses it; such values are read as if quoted.
+				// Anything else is malformed.
+				typ, params, err = mime.ParseMediaType(quoteSlashes(item))
+				if err != nil {
+					return nil, ErrBadAccept
+				}
 			}
 			mr := MediaRange{Type: typ, Params: params, Q: 1}
 			if q, ok := params["q"]; ok {
@@ -90,4 +95,17 @@ func splitQuoted(s string, sep byte) []string {
 		}
 	}
 	return append(parts, s[start:])
+}
+
+// quoteSlashes quotes the unquoted parameter values of a media range
+// that hold a slash (type=application/dicom).
+func quoteSlashes(item string) string {
+	ps := splitQuoted(item, ';')
+	for i, p := range ps[1:] {
+		name, v, ok := strings.Cut(p, "=")
+		if v = strings.TrimSpace(v); ok && strings.Contains(v, "/") && !strings.HasPrefix(v, `"`) && !strings.ContainsAny(v, `"\`) {
+			ps[i+1] = name + `="` + v + `"`
+		}
+	}
+	return strings.Join(ps, ";")
 }

@@ -434,10 +434,12 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 		return Failf(ErrCannotUnderstand, "unknown transfer syntax %q", r.TransferSyntaxUID)
 	}
 	if ar.OnDuplicate != DuplicateReplace {
-		if _, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
+		if in, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
 			if ar.OnDuplicate == DuplicateReject {
 				return Fail(ErrDuplicate, "SOP instance already stored")
 			}
+			// Kept: the stored object is the one the requestor is told of.
+			out.StudyInstanceUID, out.PatientID, out.SeriesInstanceUID = in.StudyInstanceUID, in.PatientID, in.SeriesInstanceUID
 			_, err := io.Copy(io.Discard, r.Data)
 			return err
 		} else if !errors.Is(err, store.ErrNotFound) {

@@ -301,7 +301,13 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, res *stowR
 		res.fail("", "", reason, comment)
 		return nil
 	}
-	class, inst := meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+	// The object is named by its data set's own UIDs where they were
+	// peeked (files whose meta disagrees with the data set exist; Ward
+	// writes a meta of its own), else by the meta's.
+	class, inst := meta.SOPClassUID, meta.SOPInstanceUID
+	if class == "" || inst == "" {
+		class, inst = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+	}
 	switch {
 	case meta.NoMeta:
 		comment := "no File Meta Information: each part must be a DICOM Part 10 file"

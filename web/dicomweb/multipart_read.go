@@ -30,7 +30,8 @@ var errContentType = errors.New("malformed Content-Type")
 func parseContentType(v string) (string, map[string]string, error) {
 	items := splitQuoted(v, ';')
 	typ := strings.ToLower(strings.TrimSpace(items[0]))
-	if typ == "" || strings.Count(typ, "/") != 1 || strings.ContainsAny(typ, " \t\"=") {
+	major, minor, _ := strings.Cut(typ, "/")
+	if major == "" || minor == "" || strings.Contains(minor, "/") || strings.ContainsAny(typ, " \t\"=,") {
 		return "", nil, errContentType
 	}
 	params := map[string]string{}

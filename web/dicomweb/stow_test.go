@@ -556,3 +556,47 @@ func FuzzParseContentType(f *testing.F) {
 		}
 	})
 }
+
+// part10 encodes ds as a Part 10 file with the transfer syntax UID ts in
+// its meta (the data set in Explicit VR Little Endian).
+func part10(t *testing.T, ds *dicom.DataSet, ts string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := dicom.WriteFileHeader(&b, &dicom.FileMeta{MediaStorageSOPClassUID: ds.String(dicom.SOPClassUID),
+		MediaStorageSOPInstanceUID: ds.String(dicom.SOPInstanceUID), TransferSyntaxUID: ts}); err != nil {
+		t.Fatal(err)
+	}
+	body, err := ds.Bytes(dicom.ExplicitVRLittleEndian)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Write(body)
+	return b.Bytes()
+}
+
+// Parts refused before they reach the archive, each with its reason: a
+// bare data set (no File Meta Information), a SOP class that is not a
+// storage one, a transfer syntax UID that is not a UID.
+func TestStowPartRefusals(t *testing.T) {
+	noMeta := pydicomFile(t, "no_meta.dcm")
+	f := newStowFixture(t, canStore, 1<<30)
+	ds := &dicom.DataSet{}
+	ds.Set(dicom.SOPClassUID, "1.2.840.10008.1.1") // Verification
+	ds.Set(dicom.SOPInstanceUID, "1.2.826.0.1.3680043.10.998.1")
+	ds.Set(dicom.StudyInstanceUID, "1.2.826.0.1.3680043.10.998.2")
+	ds.Set(dicom.SeriesInstanceUID, "1.2.826.0.1.3680043.10.998.3")
+	verification := part10(t, ds, dicom.ExplicitVRLittleEndian.UID)
+	badTS := bytes.Replace(verification, []byte(dicom.ExplicitVRLittleEndian.UID+"\x00"), []byte("1.2.840.10008.x.2.1\x00"), 1)
+	a := f.postBytes(t, Root+"/studies", `multipart/related; boundary=b8`, multipartBody("b8", dicomPart(noMeta), dicomPart(verification), dicomPart(badTS)))
+	if a.status != http.StatusConflict || len(a.failed) != 3 {
+		t.Fatalf("answer %+v", a)
+	}
+	for i, want := range []string{"C000", "0122", "C122"} {
+		if got := a.failed[i]["00081197"]; got != want {
+			t.Errorf("part %d: failure reason %s, want %s (%q)", i+1, got, want, a.warnings)
+		}
+	}
+	if a.failed[1]["00081155"] != "1.2.826.0.1.3680043.10.998.1" {
+		t.Errorf("failed item = %v", a.failed[1])
+	}
+}

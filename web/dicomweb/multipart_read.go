@@ -1,6 +1,7 @@
 package dicomweb
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,9 @@ import (
 // mime/multipart, which bounds each part's header (10 MiB, 10,000
 // fields: its defaults) and hands out the body as a reader. The number of
 // parts is bounded here, the whole body by the web layer's limit.
+
+// partBufSize is the buffer a body is read through.
+const partBufSize = 64 << 10
 
 // maxContentTypeParams bounds the parameters read from a Content-Type.
 const maxContentTypeParams = 32
@@ -125,7 +129,10 @@ var (
 // newPartReader reads body as multipart with boundary (valid, see
 // validBoundary), at most max parts.
 func newPartReader(body io.Reader, boundary string, max int) *partReader {
-	return &partReader{mr: multipart.NewReader(body, boundary), max: max}
+	// mime/multipart buffers 4 KiB unless given a larger bufio.Reader,
+	// whose size it then scans parts in: 64 KiB reads keep a large
+	// object's copy to a few system calls per megabyte.
+	return &partReader{mr: multipart.NewReader(bufio.NewReaderSize(body, partBufSize), boundary), max: max}
 }
 
 // Next returns the next part (its body unread, undecoded: DICOM parts are

@@ -600,3 +600,26 @@ func TestStowPartRefusals(t *testing.T) {
 		t.Errorf("failed item = %v", a.failed[1])
 	}
 }
+
+// A re-sent instance follows storage.on_duplicate: refused with 0111
+// under "reject"; listed as stored, with its Retrieve URL, under "keep".
+func TestStowDuplicate(t *testing.T) {
+	ct := pydicomFile(t, "CT_small.dcm")
+	f := newStowFixture(t, canStore, 1<<30)
+	body := multipartBody("b9", dicomPart(ct))
+	const ctype = `multipart/related; type="application/dicom"; boundary=b9`
+	if a := f.postBytes(t, Root+"/studies", ctype, body); a.status != http.StatusOK {
+		t.Fatalf("first: %+v", a)
+	}
+	f.ar.OnDuplicate = archive.DuplicateReject
+	if a := f.postBytes(t, Root+"/studies", ctype, body); a.status != http.StatusConflict || len(a.failed) != 1 || a.failed[0]["00081197"] != "0111" {
+		t.Fatalf("reject: %+v", a)
+	}
+	f.ar.OnDuplicate = archive.DuplicateKeep
+	_, inst, study := uidsOf(t, ct)
+	a := f.postBytes(t, Root+"/studies", ctype, body)
+	if a.status != http.StatusOK || len(a.stored) != 1 || !strings.HasSuffix(a.stored[0]["00081190"], "/instances/"+inst) || a.url != f.srv.URL+Root+"/studies/"+study {
+		t.Fatalf("keep: %+v", a)
+	}
+	f.checkStored(t, ct)
+}

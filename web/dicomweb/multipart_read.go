@@ -14,9 +14,14 @@ import (
 // the media type's parameters are read leniently, as DICOMweb clients
 // write them (Orthanc's sends type=application/dicom unquoted, which
 // mime.ParseMediaType refuses for its "/"); the parts stream through
-// mime/multipart, which bounds each part's header (10 MiB, 10,000
-// fields: its defaults) and hands out the body as a reader. The number of
-// parts is bounded here, the whole body by the web layer's limit.
+// mime/multipart, which hands out each body as a reader. Bounds: what
+// mime/multipart reads between two bodies (a delimiter, a part's header;
+// the preamble before the first) is held to maxPartHeader bytes beyond
+// what was buffered already, far below its own 10 MiB; the number of
+// parts to a maximum; the whole body to the web layer's limit.
+
+// maxPartHeader bounds the bytes read for one part's header.
+const maxPartHeader = 64 << 10
 
 // partBufSize is the buffer a body is read through.
 const partBufSize = 64 << 10
@@ -113,8 +118,33 @@ func validBoundary(b string) bool {
 // partReader reads the parts of a multipart body, at most max of them.
 type partReader struct {
 	mr    *multipart.Reader
+	lim   *headerLimiter
+	prev  *multipart.Part
 	max   int
 	count int
+}
+
+// headerLimiter is the body as mime/multipart reads it: while on, at
+// most budget more bytes.
+type headerLimiter struct {
+	r      io.Reader
+	on     bool
+	budget int
+}
+
+func (h *headerLimiter) Read(p []byte) (int, error) {
+	if !h.on {
+		return h.r.Read(p)
+	}
+	if h.budget <= 0 {
+		return 0, errPartHeader
+	}
+	if len(p) > h.budget {
+		p = p[:h.budget]
+	}
+	n, err := h.r.Read(p)
+	h.budget -= n
+	return n, err
 }
 
 // Errors of partReader.Next.
@@ -124,6 +154,9 @@ var (
 	// errMalformedBody: the body is not multipart with the boundary
 	// given, or ends before its closing delimiter.
 	errMalformedBody = errors.New("malformed multipart body")
+	// errPartHeader: a part's header (or the preamble) is over
+	// maxPartHeader.
+	errPartHeader = fmt.Errorf("a part header over %d bytes", maxPartHeader)
 )
 
 // newPartReader reads body as multipart with boundary (valid, see
@@ -132,7 +165,8 @@ func newPartReader(body io.Reader, boundary string, max int) *partReader {
 	// mime/multipart buffers 4 KiB unless given a larger bufio.Reader,
 	// whose size it then scans parts in: 64 KiB reads keep a large
 	// object's copy to a few system calls per megabyte.
-	return &partReader{mr: multipart.NewReader(bufio.NewReaderSize(body, partBufSize), boundary), max: max}
+	lim := &headerLimiter{r: body}
+	return &partReader{mr: multipart.NewReader(bufio.NewReaderSize(lim, partBufSize), boundary), lim: lim, max: max}
 }
 
 // Next returns the next part (its body unread, undecoded: DICOM parts are
@@ -140,7 +174,19 @@ func newPartReader(body io.Reader, boundary string, max int) *partReader {
 // errTooManyParts past the bound, or the error that ends the body early
 // (a malformed or truncated one, the body limit's).
 func (p *partReader) Next() (*multipart.Part, error) {
-	part, err := p.mr.NextRawPart()
+	var err error
+	if p.prev != nil {
+		// The rest of the previous body, unbounded but for the body
+		// limit, before the header's bound applies.
+		_, err = io.Copy(io.Discard, p.prev)
+		p.prev = nil
+	}
+	var part *multipart.Part
+	if err == nil {
+		p.lim.on, p.lim.budget = true, maxPartHeader
+		part, err = p.mr.NextRawPart()
+		p.lim.on = false
+	}
 	if err == io.EOF {
 		return nil, io.EOF
 	}
@@ -155,5 +201,6 @@ func (p *partReader) Next() (*multipart.Part, error) {
 		return nil, errTooManyParts
 	}
 	p.count++
+	p.prev = part
 	return part, nil
 }

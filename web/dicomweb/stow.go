@@ -102,6 +102,8 @@ type stowResult struct {
 	failed   []*dicom.DataSet
 	studies  map[string]bool
 	warnings []string
+	// broken: the body broke off after some instances were stored.
+	broken bool
 }
 
 func (res *stowResult) fail(class, inst string, reason uint16, comment string) {
@@ -153,10 +155,11 @@ func (res *stowResult) dataSet() *dicom.DataSet {
 }
 
 // status is the answer's status (PS3.18 10.5.3.1): 200 when every
-// instance was stored, 409 when none was, 202 between.
+// instance was stored, 409 when none was, 202 between (and when the body
+// broke off after some were stored).
 func (res *stowResult) status() int {
 	switch {
-	case len(res.failed) == 0:
+	case len(res.failed) == 0 && !res.broken:
 		return http.StatusOK
 	case len(res.stored) == 0:
 		return http.StatusConflict
@@ -267,7 +270,8 @@ func (s *Server) store(w http.ResponseWriter, r *http.Request) {
 		web.Fail(w, r, http.StatusBadRequest, end.Error())
 		return
 	case end != nil:
-		res.warnings = append(res.warnings, "the body ended early: "+end.Error())
+		res.broken = true
+		res.warnings = append(res.warnings, "the body broke off (the parts after it were not read): "+end.Error())
 	case res.parts == 0:
 		web.Fail(w, r, http.StatusBadRequest, "the request holds no part")
 		return

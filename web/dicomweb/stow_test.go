@@ -623,3 +623,27 @@ func TestStowDuplicate(t *testing.T) {
 	}
 	f.checkStored(t, ct)
 }
+
+// A part header over maxPartHeader ends the request: 400 when nothing was
+// stored; after a stored instance, 202 with a Warning that says so.
+func TestStowPartHeaderBound(t *testing.T) {
+	ct := pydicomFile(t, "CT_small.dcm")
+	f := newStowFixture(t, canStore, 1<<30)
+	huge := part{ctype: "application/dicom\r\nX-Padding: " + strings.Repeat("a", 3*maxPartHeader), data: ct}
+	const ctype = `multipart/related; boundary=b10`
+	a := f.postBytes(t, Root+"/studies", ctype, multipartBody("b10", huge))
+	if a.status != http.StatusBadRequest || !strings.Contains(strings.Join(a.warnings, ""), "part header over") {
+		t.Fatalf("alone: %+v", a)
+	}
+	a = f.postBytes(t, Root+"/studies", ctype, multipartBody("b10", dicomPart(ct), huge))
+	if a.status != http.StatusAccepted || len(a.stored) != 1 || !strings.Contains(strings.Join(a.warnings, ""), "broke off") {
+		t.Fatalf("after a stored one: %+v", a)
+	}
+	// Bodies larger than the buffer and the header bound, skipped unread,
+	// do not count against the next header.
+	big := make([]byte, 4*maxPartHeader)
+	a = f.postBytes(t, Root+"/studies", ctype, multipartBody("b10", part{ctype: "text/plain", data: big}, dicomPart(ct)))
+	if a.status != http.StatusAccepted || len(a.stored) != 1 || len(a.failed) != 1 {
+		t.Fatalf("skipped body: %+v", a)
+	}
+}

@@ -647,3 +647,32 @@ func TestStowPartHeaderBound(t *testing.T) {
 		t.Fatalf("skipped body: %+v", a)
 	}
 }
+
+// refusalCounter is a service that counts the parts refused before they
+// reached it (the audit trail records them as failed stores).
+type refusalCounter struct {
+	drainService
+	refusals []*archive.Refusal
+}
+
+func (c *refusalCounter) Refused(ctx context.Context, r *archive.Refusal) {
+	c.refusals = append(c.refusals, r)
+}
+
+func TestStowRefusalsReported(t *testing.T) {
+	svc := &refusalCounter{}
+	h := web.New(web.Config{Authenticator: fixedAuth{&archive.Principal{Kind: archive.User, Name: "u", Grant: canStore}}, MaxBody: 1 << 20})
+	Register(h, svc, Options{})
+	seed, err := os.ReadFile("testdata/stow/two-crlf.mpr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Replace(seed, []byte("--ward-seed-1--\r\n"), []byte("--ward-seed-1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--ward-seed-1\r\n\r\nDICMnot really\r\n--ward-seed-1--\r\n"), 1)
+	req := httptest.NewRequest(http.MethodPost, Root+"/studies", bytes.NewReader(body))
+	req.Header.Set("Content-Type", `multipart/related; type="application/dicom"; boundary=ward-seed-1`)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusAccepted || len(svc.refusals) != 2 || svc.refusals[0].Op != archive.RefusedStore || !strings.Contains(svc.refusals[0].Comment, "text/plain") {
+		t.Fatalf("%d %s; refusals %+v", rec.Code, rec.Body.Bytes(), svc.refusals)
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/tlsprofile"
@@ -103,7 +104,12 @@ func (s *Server) webHandler() (http.Handler, error) {
 	if maxResults == 0 {
 		maxResults = 1000
 	}
-	dicomweb.Register(h, s.service(), dicomweb.Options{MaxResults: maxResults})
+	private := map[string]bool{}
+	for _, u := range c.DICOM.PrivateSOPClasses {
+		private[u] = true
+	}
+	storable := func(uid string) bool { return dicom.IsStorageSOPClass(uid) || private[uid] }
+	dicomweb.Register(h, s.service(), dicomweb.Options{MaxResults: maxResults, Storable: storable})
 	return h, nil
 }
 

@@ -2,7 +2,6 @@ package dicomweb
 
 import (
 	"errors"
-	"mime"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,16 +36,12 @@ func ParseAccept(headers []string) ([]MediaRange, error) {
 			if len(out) == maxAcceptRanges {
 				return nil, ErrBadAccept
 			}
-			typ, params, err := mime.ParseMediaType(item)
+			// Read as Content-Type is (parseContentType): some clients
+			// send type=application/dicom unquoted, with its slash, which
+			// mime.ParseMediaType refuses.
+			typ, params, err := parseContentType(item)
 			if err != nil {
-				// Some clients send type=application/dicom unquoted: a
-				// slash is not a token character (RFC 9110 5.6.2), so
-				// mime refuses it; such values are read as if quoted.
-				// Anything else is malformed.
-				typ, params, err = mime.ParseMediaType(quoteSlashes(item))
-				if err != nil {
-					return nil, ErrBadAccept
-				}
+				return nil, ErrBadAccept
 			}
 			mr := MediaRange{Type: typ, Params: params, Q: 1}
 			if q, ok := params["q"]; ok {
@@ -95,17 +90,4 @@ func splitQuoted(s string, sep byte) []string {
 		}
 	}
 	return append(parts, s[start:])
-}
-
-// quoteSlashes quotes the unquoted parameter values of a media range
-// that hold a slash (type=application/dicom).
-func quoteSlashes(item string) string {
-	ps := splitQuoted(item, ';')
-	for i, p := range ps[1:] {
-		name, v, ok := strings.Cut(p, "=")
-		if v = strings.TrimSpace(v); ok && strings.Contains(v, "/") && !strings.HasPrefix(v, `"`) && !strings.ContainsAny(v, `"\`) {
-			ps[i+1] = name + `="` + v + `"`
-		}
-	}
-	return strings.Join(ps, ";")
 }

@@ -22,6 +22,10 @@ func TestParseAccept(t *testing.T) {
 	if r, _ := ParseAccept([]string{"image/*"}); !r[0].Matches("image/png") || r[0].Matches("application/json") {
 		t.Fatal("image/*")
 	}
+	// Unquoted type with its slash, as some clients send it.
+	if r, err := ParseAccept([]string{"multipart/related; type=application/dicom; transfer-syntax=*"}); err != nil || r[0].Params["type"] != "application/dicom" {
+		t.Fatalf("unquoted type: %+v %v", r, err)
+	}
 	for _, bad := range []string{"multipart/related; q=2", "a/b; type=\"x", "/"} {
 		if _, err := ParseAccept([]string{bad}); err == nil {
 			t.Errorf("%q: no error", bad)

@@ -55,12 +55,20 @@ type StoreRequest struct {
 	Origin                                         Origin
 	SOPClassUID, SOPInstanceUID, TransferSyntaxUID string
 	Data                                           io.Reader
+	// ExpectStudy, when set, is the Study Instance UID the request named
+	// (STOW-RS to /studies/{study}): an object of another study is
+	// refused with ErrAttributeMismatch on StudyInstanceUID before it is
+	// committed.
+	ExpectStudy string
 }
 
 // Stored is what Store learned of the object it stored, for the audit
 // trail.
 type Stored struct {
 	StudyInstanceUID, PatientID string
+	// SeriesInstanceUID of the stored object (for the front end's
+	// answer, e.g. STOW-RS's Retrieve URL).
+	SeriesInstanceUID string
 	// Replaced: the object replaced a stored one with the same SOP
 	// Instance UID.
 	Replaced bool

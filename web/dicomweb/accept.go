@@ -2,7 +2,6 @@ package dicomweb
 
 import (
 	"errors"
-	"mime"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,10 +36,11 @@ func ParseAccept(headers []string) ([]MediaRange, error) {
 			if len(out) == maxAcceptRanges {
 				return nil, ErrBadAccept
 			}
-			typ, params, err := mime.ParseMediaType(item)
+			// Read as Content-Type is (parseContentType): some clients
+			// send type=application/dicom unquoted, with its slash, which
+			// mime.ParseMediaType refuses.
+			typ, params, err := parseContentType(item)
 			if err != nil {
-				// Some clients send type=application/dicom unquoted with a
-				// slash, which mime accepts; anything else is malformed.
 				return nil, ErrBadAccept
 			}
 			mr := MediaRange{Type: typ, Params: params, Q: 1}

@@ -493,7 +493,7 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, level qidoLevel)
 func (s *Server) answerXML(w http.ResponseWriter, r *http.Request, matches [][]byte) {
 	docs := make([][]byte, len(matches))
 	for i, js := range matches {
-		x, err := nativeXML(js)
+		x, err := matchXML(js)
 		if err != nil {
 			s.web.Error(w, r, err)
 			return

@@ -578,11 +578,11 @@ func TestQIDOXML(t *testing.T) {
 	}
 }
 
-func FuzzNativeXML(f *testing.F) {
+func FuzzMatchXML(f *testing.F) {
 	f.Add([]byte(`{"00100010":{"vr":"PN","Value":[{"Alphabetic":"Doe^John"}]},"00081110":{"vr":"SQ","Value":[{"00081150":{"vr":"UI","Value":["1.2"]}}]},"00280010":{"vr":"US","Value":[512]}}`))
 	f.Add([]byte(`{"7FE00010":{"vr":"OB","InlineBinary":"AAEC"}}`))
 	f.Fuzz(func(t *testing.T, js []byte) {
-		x, err := nativeXML(js)
+		x, err := matchXML(js)
 		if err != nil {
 			return
 		}

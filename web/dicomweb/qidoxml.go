@@ -30,9 +30,9 @@ type jsonAttr struct {
 	InlineBinary *string           `json:"InlineBinary"`
 }
 
-// nativeXML converts one match's DICOM JSON to a Native DICOM Model
+// matchXML converts one match's DICOM JSON to a Native DICOM Model
 // document.
-func nativeXML(js []byte) ([]byte, error) {
+func matchXML(js []byte) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(xml.Header)
 	b.WriteString(`<NativeDicomModel xmlns="http://dicom.nema.org/PS3.19/models/NativeDICOM" xml:space="preserve">`)

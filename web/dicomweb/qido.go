@@ -135,7 +135,7 @@ func parseAttribute(s string) (key, error) {
 		if !ok {
 			return key{}, badParam("%q is not a known attribute keyword or tag (GGGGEEEE)", p)
 		}
-		if t.IsPrivate() || t.Group() <= 2 || t.Element() == 0 {
+		if t.IsPrivate() || t.Group() <= 2 || t.Group() == 0xFFFE || t.Element() == 0 {
 			return key{}, badParam("%q: private, group length and file meta attributes cannot be searched", p)
 		}
 		tags = append(tags, t)
@@ -152,16 +152,20 @@ func parseAttribute(s string) (key, error) {
 	return key{seq: tags[0], tag: tags[1]}, nil
 }
 
-// tagOf looks up a keyword or an 8-digit hexadecimal tag.
+// tagOf looks up a keyword or an 8-digit hexadecimal tag (any tag: one
+// the dictionary does not know is returned empty, and cannot be a matching
+// key, since its VR is unknown).
 func tagOf(s string) (dicom.Tag, bool) {
 	if len(s) == 8 {
 		if n, err := strconv.ParseUint(s, 16, 32); err == nil {
-			t := dicom.Tag(n)
-			return t, dicom.VROf(t) != "UN" || dicom.Keyword(t) != ""
+			return dicom.Tag(n), true
 		}
 	}
 	if s == "" || !isKeyword(s) {
 		return 0, false
+	}
+	if s == "RetrieveURL" { // newer than the dictionary
+		return retrieveURLTag, true
 	}
 	return dicom.TagByKeyword(s)
 }

@@ -333,6 +333,12 @@ func TestQIDOReturnAttributes(t *testing.T) {
 	if _, ok := ms[0]["00101010"]; !ok || ms[0].str("00081030") != "Head" || ms[0].str("00080062") != ctImage {
 		t.Errorf("includefield: %v", ms[0])
 	}
+	// Tags the dictionary does not know, and RetrieveURL by keyword or
+	// tag, may be asked for.
+	ms, _ = qido(t, h, "/dicom-web/studies?PatientID=P1&includefield=00081190&includefield=RetrieveURL,00083002")
+	if len(ms) != 1 || ms[0].str(tagRetrieve) == "" {
+		t.Errorf("includefield of tags outside the dictionary: %v", ms)
+	}
 	// includefield=all adds what the index keeps.
 	ms, _ = qido(t, h, "/dicom-web/instances?PatientID=P3&includefield=all")
 	if len(ms) != 2 || ms[0].str("00080062") != ctImage || ms[0].str("00080061") != "CT" || ms[0]["00180015"].VR != "CS" {
@@ -408,6 +414,7 @@ func TestQIDOBadRequests(t *testing.T) {
 		{"/dicom-web/studies?00400275.00401001.00080100=x", 400, nil},
 		{"/dicom-web/studies?Rows=512", 400, nil},
 		{"/dicom-web/studies?00091010=x", 400, nil},
+		{"/dicom-web/studies?includefield=FFFEE000", 400, nil},
 		{"/dicom-web/studies?PatientID=" + strings.Repeat("x", maxSearchValue+1), 400, nil},
 		{"/dicom-web/studies?" + many, 400, nil},
 		{"/dicom-web/studies?includefield=NoSuchThing", 400, nil},

@@ -451,14 +451,17 @@ func (s *Server) setPolicy(c *config.Config) error {
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)
-	s.tokens.Store(&tokenState{set: set, verifier: v})
+	s.tokens.Store(&tokenState{set: set, verifier: v, identity: id, roles: rules.Roles})
 	return nil
 }
 
-// tokenState is a token file as read, and its verifier.
+// tokenState is a token file as read, and its verifier; and the users'
+// passcode verifier and roles, for browser sign-in (web.go).
 type tokenState struct {
 	set      *tokens.Set
 	verifier *tokens.Verifier
+	identity policy.Identity
+	roles    map[string][]policy.Role
 }
 
 // TokenVerifier verifies API tokens against the token file and the users'

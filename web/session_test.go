@@ -1,6 +1,8 @@
 package web
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -65,5 +67,34 @@ func TestLocalNext(t *testing.T) {
 		if got := localNext(in); got != want {
 			t.Errorf("localNext(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+type openSetup struct{}
+
+func (openSetup) Open() bool              { return true }
+func (openSetup) Valid(token string) bool { return token == "t" }
+func (openSetup) CreateAdmin(*http.Request, string, string, string) error {
+	return nil
+}
+
+// The set-up page is served over HTTPS or to this machine only.
+func TestSetupOnlyLocalOrTLS(t *testing.T) {
+	h := New(Config{Setup: openSetup{}})
+	for addr, want := range map[string]int{"127.0.0.1:5000": 200, "[::1]:5000": 200, "192.0.2.7:5000": 403} {
+		r := httptest.NewRequest("GET", "/setup?token=t", nil)
+		r.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("from %s: %d, want %d", addr, w.Code, want)
+		}
+	}
+	r := httptest.NewRequest("GET", "https://ward.example.org/setup?token=t", nil)
+	r.RemoteAddr = "192.0.2.7:5000"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 {
+		t.Errorf("over TLS: %d", w.Code)
 	}
 }

@@ -69,6 +69,9 @@ type Config struct {
 	// Accounts verifies browser sign-ins and gives a session's principal
 	// (session.go, signin.go); nil: no sign-in, tokens only.
 	Accounts Accounts
+	// Setup creates the first administrator on first run (setup.go);
+	// nil: no set-up.
+	Setup Setup
 	// Sessions bound browser sessions (zero: the defaults).
 	Sessions SessionOptions
 	// TLS: the listener serves HTTPS (HSTS is sent).
@@ -93,6 +96,7 @@ func New(cfg Config) *Handler {
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), sessions: newSessions(cfg.Sessions)}
 	h.registerSignIn()
+	h.registerSetup()
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))

@@ -43,6 +43,12 @@ type Server struct {
 	// same file, the same flags over it), for a reload asked for on the
 	// admin socket (ward peer, ward user). Nil: such reloads are refused.
 	Load func() (*config.Config, error)
+	// ConfigFile is the configuration file users are written to (the
+	// first-run set-up's administrator); "" disables the set-up.
+	ConfigFile string
+	// SetupOut is the terminal the first-run set-up link is printed on
+	// (never the log); nil disables the set-up.
+	SetupOut io.Writer
 	// FixPermissions: Open tightens a data directory open to other local
 	// users instead of refusing it (datadir.go).
 	FixPermissions bool

@@ -90,6 +90,7 @@ func (s *Server) webHandler() (http.Handler, error) {
 	cfg := web.Config{
 		Authenticator: webAuth{s},
 		Accounts:      webAuth{s},
+		Setup:         s.startSetup(),
 		AllowOrigins:  c.Web.AllowOrigins,
 		MaxBody:       maxBody,
 		TLS:           s.webTLS != nil,

@@ -43,10 +43,15 @@ type SessionOptions struct {
 
 // session is one signed-in browser.
 type session struct {
-	user    string
-	csrf    string
-	created time.Time
-	seen    time.Time
+	user string
+	// external: signed in through the OpenID provider, with roles (Ward's
+	// names) from its ID token; else a local user, whose roles are looked
+	// up on every request.
+	external bool
+	roles    []string
+	csrf     string
+	created  time.Time
+	seen     time.Time
 }
 
 // sessions is the store of live sessions.
@@ -211,7 +216,11 @@ func (h *Handler) sessionPrincipal(r *http.Request) (*archive.Principal, *sessio
 		return nil, nil, ErrNoCredentials
 	}
 	var p *archive.Principal
-	if h.cfg.Accounts != nil {
+	switch {
+	case h.cfg.Accounts == nil:
+	case ss.external:
+		p = h.cfg.Accounts.External(nil, ss.user, ss.roles)
+	default:
 		p = h.cfg.Accounts.Principal(ss.user)
 	}
 	if p == nil {

@@ -28,6 +28,12 @@ type Accounts interface {
 	Principal(user string) *archive.Principal
 	// SignedOut audits the end of user's session (why: "signed out").
 	SignedOut(r *http.Request, user, why string)
+	// External is the principal of a user the OpenID provider vouched
+	// for, with roles (Ward's names) from its ID token; nil when none
+	// grants anything. With r (at sign-in) it audits the success.
+	External(r *http.Request, user string, roles []string) *archive.Principal
+	// ExternalFailed audits a refused OpenID sign-in.
+	ExternalFailed(r *http.Request, user, why string)
 }
 
 // Bounds of the sign-in form.
@@ -56,6 +62,7 @@ var signinPage = template.Must(template.New("signin").Parse(`<!doctype html>
 <label>Passcode <input name="passcode" type="password" autocomplete="current-password" required maxlength="1024"></label>
 <input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="next" value="{{.Next}}">
 <button type="submit">Sign in</button>
+{{if .OIDC}}<p><a href="/oidc/login?next={{.Next}}">Sign in with {{.OIDC}}</a></p>{{end}}
 </form></body></html>
 `))
 
@@ -82,7 +89,7 @@ func localNext(next string) string {
 }
 
 type signinView struct {
-	Error, User, CSRF, Next string
+	Error, User, CSRF, Next, OIDC string
 }
 
 func (h *Handler) signinForm(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +101,9 @@ func (h *Handler) signinForm(w http.ResponseWriter, r *http.Request) {
 // browser in to an account of its choosing).
 func (h *Handler) renderSignin(w http.ResponseWriter, r *http.Request, code int, v signinView) {
 	v.CSRF = randomToken()
+	if h.oidc != nil {
+		v.OIDC = h.oidc.cfg.Label
+	}
 	http.SetCookie(w, &http.Cookie{Name: signinCookie, Value: v.CSRF, Path: "/signin", MaxAge: 3600,
 		HttpOnly: true, Secure: h.cfg.TLS, SameSite: http.SameSiteStrictMode})
 	hd := w.Header()

@@ -69,6 +69,8 @@ type Config struct {
 	// Accounts verifies browser sign-ins and gives a session's principal
 	// (session.go, signin.go); nil: no sign-in, tokens only.
 	Accounts Accounts
+	// OIDC enables OpenID Connect sign-in (oidc.go); nil: none.
+	OIDC *OIDCConfig
 	// Setup creates the first administrator on first run (setup.go);
 	// nil: no set-up.
 	Setup Setup
@@ -87,6 +89,7 @@ type Handler struct {
 	mux      *http.ServeMux
 	seq      atomic.Uint64
 	sessions *sessions
+	oidc     *oidcClient
 }
 
 // New returns a Handler with no routes but /healthz.
@@ -94,9 +97,10 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux(), sessions: newSessions(cfg.Sessions)}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), sessions: newSessions(cfg.Sessions), oidc: newOIDC(cfg.OIDC)}
 	h.registerSignIn()
 	h.registerSetup()
+	h.registerOIDC()
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))

@@ -66,8 +66,10 @@ type Server struct {
 	adminLn net.Listener // the admin socket (admin.Socket)
 	webLn   net.Listener // the HTTP listener ([web] listen); nil when off
 	webTLS  *tls.Config  // its TLS configuration; nil for plain HTTP (loopback)
-	peerTLS *tls.Config  // calling peers over TLS (C-MOVE destinations)
-	neg     *assoc.Acceptor
+	// oidcSecret is the OpenID client secret ([web.oidc] client_secret_file).
+	oidcSecret string
+	peerTLS    *tls.Config // calling peers over TLS (C-MOVE destinations)
+	neg        *assoc.Acceptor
 	// The connection budget (connlimit.go): places for connections before
 	// and after admission, the refusers, and the first-PDU deadline.
 	gate     *connGate

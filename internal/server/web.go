@@ -63,6 +63,13 @@ func (s *Server) listenWeb() error {
 		tc.ClientAuth = tls.NoClientCert
 		s.webTLS = tc
 	}
+	if c.Web.OIDC.Issuer != "" {
+		secret, err := c.Web.OIDC.ReadClientSecret()
+		if err != nil {
+			return err
+		}
+		s.oidcSecret = secret
+	}
 	ln, err := net.Listen("tcp", c.Web.Listen)
 	if err != nil {
 		return fmt.Errorf("web listener: %w", err)
@@ -100,6 +107,9 @@ func (s *Server) webHandler() (http.Handler, error) {
 		if cfg.BaseURL, err = url.Parse(c.Web.BaseURL); err != nil {
 			return nil, fmt.Errorf("web base_url: %w", err)
 		}
+	}
+	if o := c.Web.OIDC; o.Issuer != "" {
+		cfg.OIDC = &web.OIDCConfig{Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: s.oidcSecret, RolesClaim: o.RolesClaim, RoleMap: o.RoleMap, Scopes: o.Scopes, Label: o.Label}
 	}
 	h := web.New(cfg)
 	maxResults := c.Web.MaxResults
@@ -343,6 +353,40 @@ func (a webAuth) SignIn(r *http.Request, user, passcode string) (*archive.Princi
 	att.Done(policy.Verified, "")
 	s.record(audit.Authentication(s.wardNode(), who, true, "browser sign-in", now))
 	return p, nil
+}
+
+// External implements web.Accounts: a user the OpenID provider vouched
+// for, with Ward roles from its ID token; at sign-in (r not nil) the
+// success is audited.
+func (a webAuth) External(r *http.Request, user string, names []string) *archive.Principal {
+	var roles []policy.Role
+	for _, n := range names {
+		if role, err := policy.ParseRole(n); err == nil {
+			roles = append(roles, role)
+		}
+	}
+	if len(roles) == 0 {
+		return nil
+	}
+	if r != nil {
+		a.s.record(audit.Authentication(a.s.wardNode(), audit.Node{AETitle: user, Addr: web.SourceAddr(r)}, true, "single sign-on (OpenID Connect), roles "+strings.Join(names, ","), time.Now()))
+	}
+	return &archive.Principal{Kind: archive.User, Name: user, Roles: names, Grant: rolePrincipal{roles}, MaxResults: a.s.Config.Web.MaxResults}
+}
+
+// ExternalFailed implements web.Accounts: a refused OpenID sign-in, counted
+// against its source like a wrong passcode.
+func (a webAuth) ExternalFailed(r *http.Request, user, why string) {
+	s := a.s
+	now := time.Now()
+	src, _ := netip.ParseAddr(web.SourceAddr(r))
+	src = src.Unmap()
+	reason := "single sign-on refused: " + why
+	s.Logger.Info("web sign-in failed", "remote", r.RemoteAddr, "reason", reason)
+	s.record(audit.Authentication(s.wardNode(), audit.Node{AETitle: user, Addr: src.String()}, false, reason, now))
+	if src.IsValid() {
+		s.auditSourceLockout(src, s.limits.Failed(src), now)
+	}
 }
 
 // SignedOut implements web.Accounts.

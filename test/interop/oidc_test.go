@@ -23,8 +23,7 @@ import (
 )
 
 // hydraBinary finds ORY Hydra (built by .ci/run from the tools module in
-// test/tools: go build -o "$(go env GOPATH)/bin/hydra"
-// github.com/ory/hydra/v2).
+// test/tools, with SQLite for its in-memory store: see test/tools/tools.md).
 func hydraBinary(t *testing.T) string {
 	t.Helper()
 	if p, err := exec.LookPath("hydra"); err == nil {
@@ -93,9 +92,12 @@ func startHydra(t *testing.T, subject string, claims map[string]any) *hydra {
 		"SERVE_ADMIN_HOST=127.0.0.1", "SERVE_ADMIN_PORT="+strconv.Itoa(adm),
 		"LOG_LEVEL=warn",
 	)
-	harness.Start(t, cmd, false)
+	proc := harness.Start(t, cmd, false)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		if proc.Exited() {
+			t.Fatalf("hydra exited: %v", proc.Err())
+		}
 		rs, err := http.Get(h.public + ".well-known/openid-configuration")
 		if err == nil {
 			rs.Body.Close()

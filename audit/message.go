@@ -215,6 +215,16 @@ func Authentication(ward, peer Node, ok bool, reason string, t time.Time) *Messa
 	return m
 }
 
+// Logout records the end of a user's session as User Authentication
+// (A.5.3.12, 110114) with type Logout; reason says why (signed out,
+// expired).
+func Logout(ward, user Node, reason string, t time.Time) *Message {
+	m := newMessage(ward, EventUserAuthentication, TypeLogout, ActionExecute, t, OutcomeSuccess)
+	m.Event.Description = reason
+	m.Participants = []ActiveParticipant{user.participant(true, nil), ward.participant(false, RoleApplication)}
+	return m
+}
+
 // SecurityAlert (A.5.3.11, 110113) with type Node Authentication: a peer
 // that was refused (wrong called AE title, unknown calling AE, ...).
 func SecurityAlert(ward, peer Node, reason string, t time.Time) *Message {

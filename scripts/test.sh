@@ -33,6 +33,13 @@ fi
 
 go version
 go mod download
+# ORY Hydra, the OpenID provider of the single sign-on test (test/tools/tools.md).
+gobin="$(go env GOPATH)/bin"
+if ! command -v hydra >/dev/null 2>&1 && [ ! -x "$gobin/hydra" ]; then
+  echo "building ORY Hydra for the single sign-on test"
+  mkdir -p "$gobin"
+  (cd test/tools && go build -tags sqlite,sqlite_omit_load_extension -o "$gobin/hydra" github.com/ory/hydra/v2)
+fi
 test -z "$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 go vet ./...
 go test -race -count=1 -timeout 30m ./...

@@ -66,6 +66,16 @@ type Config struct {
 	AllowOrigins []string
 	// MaxBody bounds a request body in bytes (0: no body is accepted).
 	MaxBody int64
+	// Accounts verifies browser sign-ins and gives a session's principal
+	// (session.go, signin.go); nil: no sign-in, tokens only.
+	Accounts Accounts
+	// OIDC enables OpenID Connect sign-in (oidc.go); nil: none.
+	OIDC *OIDCConfig
+	// Setup creates the first administrator on first run (setup.go);
+	// nil: no set-up.
+	Setup Setup
+	// Sessions bound browser sessions (zero: the defaults).
+	Sessions SessionOptions
 	// TLS: the listener serves HTTPS (HSTS is sent).
 	TLS    bool
 	Logger *slog.Logger
@@ -75,9 +85,11 @@ type Config struct {
 // unless registered with Anonymous), and ServeHTTP applies the hardening
 // around them.
 type Handler struct {
-	cfg Config
-	mux *http.ServeMux
-	seq atomic.Uint64
+	cfg      Config
+	mux      *http.ServeMux
+	seq      atomic.Uint64
+	sessions *sessions
+	oidc     *oidcClient
 }
 
 // New returns a Handler with no routes but /healthz.
@@ -85,7 +97,10 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), sessions: newSessions(cfg.Sessions), oidc: newOIDC(cfg.OIDC)}
+	h.registerSignIn()
+	h.registerSetup()
+	h.registerOIDC()
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -177,13 +192,21 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request, origin string) bo
 	return true
 }
 
-// authenticated runs fn with the request's principal, or answers 401/429.
+// authenticated runs fn with the request's principal: a bearer token's
+// when the request has an Authorization header, else its browser
+// session's. Without either it answers 401, or sends a browser asking for
+// a page to sign-in; a refused token 401, a lockout 429.
 func (h *Handler) authenticated(fn http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var p *archive.Principal
 		err := ErrNoCredentials
-		if h.cfg.Authenticator != nil {
-			p, err = h.cfg.Authenticator.Authenticate(r)
+		switch {
+		case r.Header.Get("Authorization") != "":
+			if h.cfg.Authenticator != nil {
+				p, err = h.cfg.Authenticator.Authenticate(r)
+			}
+		default:
+			p, _, err = h.sessionPrincipal(r)
 		}
 		var lo *LockedOut
 		switch {
@@ -192,9 +215,15 @@ func (h *Handler) authenticated(fn http.HandlerFunc) http.Handler {
 			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 			Fail(w, r, http.StatusTooManyRequests, lo.Error())
 			return
+		case errors.Is(err, errCSRF):
+			Fail(w, r, http.StatusForbidden, err.Error())
+			return
+		case errors.Is(err, ErrNoCredentials) && wantsPage(r):
+			http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
 		case errors.Is(err, ErrNoCredentials):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ward"`)
-			Fail(w, r, http.StatusUnauthorized, "authentication required: send Authorization: Bearer TOKEN (ward token issue USER)")
+			Fail(w, r, http.StatusUnauthorized, "authentication required: sign in, or send Authorization: Bearer TOKEN (ward token issue USER)")
 			return
 		case err != nil:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ward", error="invalid_token"`)
@@ -209,6 +238,17 @@ func (h *Handler) authenticated(fn http.HandlerFunc) http.Handler {
 		fn(w, r.WithContext(ctx))
 	})
 }
+
+// wantsPage reports whether r is a browser navigating to a page (not an
+// API call): such a request without credentials goes to sign-in.
+func wantsPage(r *http.Request) bool {
+	if r.Method != http.MethodGet || strings.HasPrefix(r.URL.Path, "/dicom-web/") || r.URL.Path == "/wado" {
+		return false
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
 
 // BaseURL is the base clients reach Ward at for r: the configured one, or
 // r's scheme and Host. It has no trailing slash.

@@ -58,6 +58,13 @@ func (f dataFlags) load() (*config.Config, error) { return loadConfig(*f.config,
 // function that loads the configuration with them applied over it (also
 // used by `ward config check`, so that it checks what serve would run).
 func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
+	load, _ := serveFlagsFile(fs)
+	return load
+}
+
+// serveFlagsFile is serveFlags that also returns the function giving the
+// configuration file's path (for the first-run set-up's user).
+func serveFlagsFile(fs *flag.FlagSet) (func() (*config.Config, error), func() string) {
 	df := addDataFlags(fs)
 	listen := fs.String("dicom-listen", "", "DIMSE listener HOST:PORT (default "+config.DefaultDICOMListen+"; beyond loopback it needs [dicom] plaintext_networks)")
 	tlsListen := fs.String("dicom-tls-listen", "", "DIMSE over TLS listener HOST:PORT (2762 is the conventional port; default none)")
@@ -87,7 +94,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config.Config, error) {
 			c.DICOM.LoopbackAnyAE = true
 		}
 		return c, nil
-	}
+	}, df.file
 }
 
 var serveCmd = &command{
@@ -101,12 +108,12 @@ refused, and with a data directory other local users can reach.`,
 }
 
 func serveFlagsRun(fs *flag.FlagSet) runFunc {
-	load := serveFlags(fs)
+	load, file := serveFlagsFile(fs)
 	fixPerms := fs.Bool("fix-permissions", false, "close a data directory that other local users can reach (files 0600, directories 0700, owned by the user Ward runs as) instead of refusing to start")
-	return func(e *env, _ []string) error { return serve(e, load, *fixPerms) }
+	return func(e *env, _ []string) error { return serve(e, load, file(), *fixPerms) }
 }
 
-func serve(e *env, load func() (*config.Config, error), fixPerms bool) error {
+func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms bool) error {
 	c, err := load()
 	if err != nil {
 		return err
@@ -130,7 +137,7 @@ func serve(e *env, load func() (*config.Config, error), fixPerms bool) error {
 	}
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.
-	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms}
+	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, ConfigFile: cfgFile, SetupOut: e.stderr}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/dustin/go-humanize"
@@ -45,6 +46,87 @@ type Web struct {
 	// MaxResults caps the matches of one QIDO-RS request (a client's
 	// limit may ask for fewer); 0: DefaultWebMaxResults.
 	MaxResults int `toml:"max_results"`
+	// OIDC is browser sign-in through an OpenID Connect provider.
+	OIDC OIDC `toml:"oidc"`
+}
+
+// OIDC configures single sign-on with an OpenID Connect provider (the
+// authorization code flow with PKCE).
+type OIDC struct {
+	// Issuer is the provider's issuer URL: https, or http on loopback
+	// (tests). Empty: no single sign-on.
+	Issuer   string `toml:"issuer"`
+	ClientID string `toml:"client_id"`
+	// ClientSecretFile holds the client secret (one line; mode 0600):
+	// never the configuration file itself.
+	ClientSecretFile string `toml:"client_secret_file"`
+	// RolesClaim is the ID token claim with the user's roles (a dotted
+	// path reaches into objects, e.g. realm_access.roles); default
+	// "roles".
+	RolesClaim string `toml:"roles_claim"`
+	// RoleMap maps the provider's role names to Ward's (viewer,
+	// uploader, admin); empty: the provider uses Ward's names.
+	RoleMap map[string]string `toml:"role_map"`
+	// Scopes asked beyond openid (default profile, email).
+	Scopes []string `toml:"scopes"`
+	// Label names the provider on the sign-in page.
+	Label string `toml:"label"`
+}
+
+// validate checks the OpenID settings.
+func (o *OIDC) validate() error {
+	if o.Issuer == "" {
+		if o.ClientID != "" || o.ClientSecretFile != "" {
+			return errors.New("web.oidc: client_id and client_secret_file need issuer")
+		}
+		return nil
+	}
+	u, err := url.Parse(o.Issuer)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" {
+		return fmt.Errorf("web.oidc issuer %q: give the provider's issuer URL", o.Issuer)
+	}
+	if u.Scheme != "https" && !(u.Scheme == "http" && CheckLoopback(hostPortOf(u)) == nil) {
+		return fmt.Errorf("web.oidc issuer %q: https is required (http only on loopback)", o.Issuer)
+	}
+	if o.ClientID == "" || o.ClientSecretFile == "" {
+		return errors.New("web.oidc: issuer needs client_id and client_secret_file")
+	}
+	for k, v := range o.RoleMap {
+		switch v {
+		case "viewer", "uploader", "admin":
+		default:
+			return fmt.Errorf("web.oidc role_map: %q maps to %q: give viewer, uploader or admin", k, v)
+		}
+	}
+	return nil
+}
+
+func hostPortOf(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "443")
+}
+
+// ReadClientSecret reads the OpenID client secret, refusing a file other
+// local users may read.
+func (o *OIDC) ReadClientSecret() (string, error) {
+	fi, err := os.Stat(o.ClientSecretFile)
+	if err != nil {
+		return "", fmt.Errorf("web.oidc client_secret_file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("web.oidc client_secret_file %s: mode %04o lets other local users read the secret (chmod 600 it)", o.ClientSecretFile, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(o.ClientSecretFile)
+	if err != nil {
+		return "", fmt.Errorf("web.oidc client_secret_file: %w", err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if secret == "" || strings.ContainsAny(secret, "\r\n") {
+		return "", fmt.Errorf("web.oidc client_secret_file %s: one line, the secret", o.ClientSecretFile)
+	}
+	return secret, nil
 }
 
 // Off reports whether the HTTP listener is turned off.
@@ -113,5 +195,5 @@ func (c *Config) validateWeb() error {
 	if _, err := w.MaxBodyBytes(); err != nil {
 		return err
 	}
-	return nil
+	return w.OIDC.validate()
 }

@@ -43,6 +43,12 @@ type Server struct {
 	// same file, the same flags over it), for a reload asked for on the
 	// admin socket (ward peer, ward user). Nil: such reloads are refused.
 	Load func() (*config.Config, error)
+	// ConfigFile is the configuration file users are written to (the
+	// first-run set-up's administrator); "" disables the set-up.
+	ConfigFile string
+	// SetupOut is the terminal the first-run set-up link is printed on
+	// (never the log); nil disables the set-up.
+	SetupOut io.Writer
 	// FixPermissions: Open tightens a data directory open to other local
 	// users instead of refusing it (datadir.go).
 	FixPermissions bool
@@ -60,8 +66,10 @@ type Server struct {
 	adminLn net.Listener // the admin socket (admin.Socket)
 	webLn   net.Listener // the HTTP listener ([web] listen); nil when off
 	webTLS  *tls.Config  // its TLS configuration; nil for plain HTTP (loopback)
-	peerTLS *tls.Config  // calling peers over TLS (C-MOVE destinations)
-	neg     *assoc.Acceptor
+	// oidcSecret is the OpenID client secret ([web.oidc] client_secret_file).
+	oidcSecret string
+	peerTLS    *tls.Config // calling peers over TLS (C-MOVE destinations)
+	neg        *assoc.Acceptor
 	// The connection budget (connlimit.go): places for connections before
 	// and after admission, the refusers, and the first-PDU deadline.
 	gate     *connGate
@@ -451,14 +459,17 @@ func (s *Server) setPolicy(c *config.Config) error {
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)
-	s.tokens.Store(&tokenState{set: set, verifier: v})
+	s.tokens.Store(&tokenState{set: set, verifier: v, identity: id, roles: rules.Roles})
 	return nil
 }
 
-// tokenState is a token file as read, and its verifier.
+// tokenState is a token file as read, and its verifier; and the users'
+// passcode verifier and roles, for browser sign-in (web.go).
 type tokenState struct {
 	set      *tokens.Set
 	verifier *tokens.Verifier
+	identity policy.Identity
+	roles    map[string][]policy.Role
 }
 
 // TokenVerifier verifies API tokens against the token file and the users'

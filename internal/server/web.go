@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +64,13 @@ func (s *Server) listenWeb() error {
 		tc.ClientAuth = tls.NoClientCert
 		s.webTLS = tc
 	}
+	if c.Web.OIDC.Issuer != "" {
+		secret, err := c.Web.OIDC.ReadClientSecret()
+		if err != nil {
+			return err
+		}
+		s.oidcSecret = secret
+	}
 	ln, err := net.Listen("tcp", c.Web.Listen)
 	if err != nil {
 		return fmt.Errorf("web listener: %w", err)
@@ -89,6 +97,8 @@ func (s *Server) webHandler() (http.Handler, error) {
 	}
 	cfg := web.Config{
 		Authenticator: webAuth{s},
+		Accounts:      webAuth{s},
+		Setup:         s.startSetup(),
 		AllowOrigins:  c.Web.AllowOrigins,
 		MaxBody:       maxBody,
 		TLS:           s.webTLS != nil,
@@ -98,6 +108,9 @@ func (s *Server) webHandler() (http.Handler, error) {
 		if cfg.BaseURL, err = url.Parse(c.Web.BaseURL); err != nil {
 			return nil, fmt.Errorf("web base_url: %w", err)
 		}
+	}
+	if o := c.Web.OIDC; o.Issuer != "" {
+		cfg.OIDC = &web.OIDCConfig{Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: s.oidcSecret, RolesClaim: o.RolesClaim, RoleMap: o.RoleMap, Scopes: o.Scopes, Label: o.Label}
 	}
 	h := web.New(cfg)
 	maxResults := c.Web.MaxResults
@@ -274,4 +287,115 @@ func (a webAuth) Authenticate(r *http.Request) (*archive.Principal, error) {
 		roles[i] = string(r)
 	}
 	return &archive.Principal{Kind: archive.User, Name: p.User, Roles: roles, Grant: tokenGrant{p}, MaxResults: s.Config.Web.MaxResults}, nil
+}
+
+// rolePrincipal is a signed-in user's principal: its roles grant what
+// policy.RolePermissions says (every scope: a browser session is the
+// user itself).
+type rolePrincipal struct{ roles []policy.Role }
+
+func (g rolePrincipal) Allows(perm string) bool {
+	for _, r := range g.roles {
+		if slices.Contains(policy.RolePermissions(r), policy.Permission(perm)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Principal implements web.Accounts: user's principal with the roles in
+// effect now (nil without a role: its sessions end).
+func (a webAuth) Principal(user string) *archive.Principal {
+	t := a.s.tokens.Load()
+	if t == nil || len(t.roles[user]) == 0 {
+		return nil
+	}
+	roles := t.roles[user]
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	return &archive.Principal{Kind: archive.User, Name: user, Roles: names, Grant: rolePrincipal{roles}, MaxResults: a.s.Config.Web.MaxResults}
+}
+
+// SignIn implements web.Accounts: the user's passcode checked like a DIMSE
+// identity's (the same hashes, the same per-account and per-source
+// lockout), audited as User Authentication.
+func (a webAuth) SignIn(r *http.Request, user, passcode string) (*archive.Principal, error) {
+	s := a.s
+	src, _ := netip.ParseAddr(web.SourceAddr(r))
+	src = src.Unmap()
+	att, lo, err := s.limits.Reserve(r.Context(), src, user)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	who := audit.Node{AETitle: user, Addr: src.String()}
+	if lo != nil {
+		return nil, &web.LockedOut{Until: lo.Until}
+	}
+	t := s.tokens.Load()
+	var verr error
+	if t == nil || t.identity == nil {
+		verr = errors.New("no users")
+	} else {
+		_, _, verr = t.identity.Verify(r.Context(), &policy.Credential{Type: policy.UsernamePasscode, Primary: []byte(user), Secondary: []byte(passcode)})
+	}
+	p := a.Principal(user)
+	if verr == nil && p == nil {
+		verr = errors.New("the user has no role")
+	}
+	if verr != nil {
+		acct, source := att.Done(policy.Refused, "")
+		reason := "browser sign-in refused: " + verr.Error()
+		s.Logger.Info("web sign-in failed", "remote", r.RemoteAddr, "reason", reason)
+		s.record(audit.Authentication(s.wardNode(), who, false, reason, now))
+		s.auditSourceLockout(src, source, now)
+		if !acct.IsZero() {
+			s.record(audit.SecurityAlert(s.wardNode(), who, fmt.Sprintf("account %q locked out until %s after repeated wrong passcodes", policy.ShortName(user), acct.UTC().Format(time.RFC3339)), now))
+		}
+		return nil, fmt.Errorf("%w: %v", web.ErrBadCredentials, verr)
+	}
+	att.Done(policy.Verified, "")
+	s.record(audit.Authentication(s.wardNode(), who, true, "browser sign-in", now))
+	return p, nil
+}
+
+// External implements web.Accounts: a user the OpenID provider vouched
+// for, with Ward roles from its ID token; at sign-in (r not nil) the
+// success is audited.
+func (a webAuth) External(r *http.Request, user string, names []string) *archive.Principal {
+	var roles []policy.Role
+	for _, n := range names {
+		if role, err := policy.ParseRole(n); err == nil {
+			roles = append(roles, role)
+		}
+	}
+	if len(roles) == 0 {
+		return nil
+	}
+	if r != nil {
+		a.s.record(audit.Authentication(a.s.wardNode(), audit.Node{AETitle: user, Addr: web.SourceAddr(r)}, true, "single sign-on (OpenID Connect), roles "+strings.Join(names, ","), time.Now()))
+	}
+	return &archive.Principal{Kind: archive.User, Name: user, Roles: names, Grant: rolePrincipal{roles}, MaxResults: a.s.Config.Web.MaxResults}
+}
+
+// ExternalFailed implements web.Accounts: a refused OpenID sign-in, counted
+// against its source like a wrong passcode.
+func (a webAuth) ExternalFailed(r *http.Request, user, why string) {
+	s := a.s
+	now := time.Now()
+	src, _ := netip.ParseAddr(web.SourceAddr(r))
+	src = src.Unmap()
+	reason := "single sign-on refused: " + why
+	s.Logger.Info("web sign-in failed", "remote", r.RemoteAddr, "reason", reason)
+	s.record(audit.Authentication(s.wardNode(), audit.Node{AETitle: user, Addr: src.String()}, false, reason, now))
+	if src.IsValid() {
+		s.auditSourceLockout(src, s.limits.Failed(src), now)
+	}
+}
+
+// SignedOut implements web.Accounts.
+func (a webAuth) SignedOut(r *http.Request, user, why string) {
+	a.s.record(audit.Logout(a.s.wardNode(), audit.Node{AETitle: user, Addr: web.SourceAddr(r)}, why, time.Now()))
 }

@@ -192,21 +192,19 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request, origin string) bo
 	return true
 }
 
-// authenticated runs fn with the request's principal: a bearer token's
-// when the request has an Authorization header, else its browser
-// session's. Without either it answers 401, or sends a browser asking for
+// authenticated runs fn with the request's principal: its browser
+// session's when it has no Authorization header and a live session, else
+// what the Authenticator says (a bearer token's). Without either it answers 401, or sends a browser asking for
 // a page to sign-in; a refused token 401, a lockout 429.
 func (h *Handler) authenticated(fn http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var p *archive.Principal
 		err := ErrNoCredentials
-		switch {
-		case r.Header.Get("Authorization") != "":
-			if h.cfg.Authenticator != nil {
-				p, err = h.cfg.Authenticator.Authenticate(r)
-			}
-		default:
+		if r.Header.Get("Authorization") == "" {
 			p, _, err = h.sessionPrincipal(r)
+		}
+		if errors.Is(err, ErrNoCredentials) && h.cfg.Authenticator != nil {
+			p, err = h.cfg.Authenticator.Authenticate(r)
 		}
 		var lo *LockedOut
 		switch {

@@ -34,9 +34,10 @@ func (s *scanner) probe(ctx context.Context, ep Endpoint) *result {
 		// request line, a tarpit, or a service that speaks only after a
 		// request of its own kind. One HTTP request more, so that such a
 		// host costs at most two timeouts.
+		// The web checks' notes stay (a DICOMweb that asks for
+		// credentials is worth saying); a failed GET's note goes.
 		s.probeHTTP(ctx, ep, false, r)
 		if r.svc.Protocol != "unknown" {
-			r.svc.Notes = nil
 			return r
 		}
 		r.svc.Notes = nil

@@ -299,6 +299,31 @@ func TestHTTPNotDICOM(t *testing.T) {
 	}
 }
 
+// TestHTTPAuthRequiredNoted: a plain web server whose DICOMweb asks for
+// a bearer token (as Ward's does) gets the clear-text finding only, and
+// the report notes that QIDO-RS asked for credentials. Go's server waits
+// for a request line after the A-ASSOCIATE-RQ, so the probe takes the
+// "accepted, then silent" path, which used to drop the web checks' notes.
+func TestHTTPAuthRequiredNoted(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/dicom-web/") {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ward"`)
+			http.Error(w, "authentication required", http.StatusUnauthorized)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	rep := scanPort(t, srv.Listener.Addr().(*net.TCPAddr).Port, Options{})
+	f := ids(rep)
+	if _, ok := f[IDHTTPNoTLS]; !ok || len(f) != 1 {
+		t.Errorf("findings %+v, want %s only", rep.Findings, IDHTTPNoTLS)
+	}
+	if len(rep.Services) != 1 || rep.Services[0].Protocol != "http" || !strings.Contains(strings.Join(rep.Services[0].Notes, "; "), "/dicom-web/studies?limit=1: HTTP 401") {
+		t.Errorf("services %+v", rep.Services)
+	}
+}
+
 // TestHTTPSNoFinding: a TLS web server without DICOMweb is https, with no
 // clear-text finding.
 func TestHTTPSNoFinding(t *testing.T) {

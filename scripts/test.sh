@@ -11,6 +11,11 @@ command -v gdcmscu >/dev/null 2>&1 || need+=(libgdcm-tools)
 /usr/bin/python3 -c 'import pydicom' >/dev/null 2>&1 || need+=(python3-pydicom)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v nmap >/dev/null 2>&1 || need+=(nmap)
+# DICOMweb clients nobody here wrote: Orthanc's DICOMweb plugin, and npm
+# dicomweb-client under Node (Debian 12's Node 18 will do; 20 is tested).
+ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthancDicomWeb.so* >/dev/null 2>&1 || need+=(orthanc-dicomweb)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # mkfs.ext4: tests of ext4 features run on an image where $TMPDIR is not
 # ext4. The power-cut tests mount a FUSE file system with mount(2) as root:
@@ -39,6 +44,12 @@ if ! command -v hydra >/dev/null 2>&1 && [ ! -x "$gobin/hydra" ]; then
   echo "building ORY Hydra for the single sign-on test"
   mkdir -p "$gobin"
   (cd test/tools && go build -tags sqlite,sqlite_omit_load_extension -o "$gobin/hydra" github.com/ory/hydra/v2)
+fi
+# dicomweb-client for test/interop, from the lock file; no install scripts
+# run (nothing such as a browser is downloaded).
+node_dir=test/interop/node
+if [ ! -e "$node_dir/node_modules/.package-lock.json" ] || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+  (cd "$node_dir" && npm ci --ignore-scripts --no-audit --no-fund)
 fi
 test -z "$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 go vet ./...

@@ -204,3 +204,81 @@ func DatasetsEqual(t testing.TB, a, b string) (bool, string) {
 	out, err := exec.Command("/usr/bin/python3", testdata("dscompare.py"), a, b).CombinedOutput()
 	return err == nil, strings.TrimSpace(string(out))
 }
+
+// orthancPluginDirs are where Debian's Orthanc packages put plugins.
+var orthancPluginDirs = []string{"/usr/share/orthanc/plugins", "/usr/lib/orthanc"}
+
+// OrthancDICOMwebPlugin returns the path of Orthanc's DICOMweb plugin
+// (Debian orthanc-dicomweb); without it the test skips (fails under
+// CI=true).
+func OrthancDICOMwebPlugin(t testing.TB) string {
+	t.Helper()
+	for _, dir := range orthancPluginDirs {
+		m, _ := filepath.Glob(filepath.Join(dir, "libOrthancDicomWeb.so*"))
+		if len(m) > 0 {
+			return m[0]
+		}
+	}
+	testci.SkipOrFail(t, "Orthanc's DICOMweb plugin (orthanc-dicomweb) not installed")
+	return ""
+}
+
+// WithDICOMweb is a StartOrthanc edit that loads the DICOMweb plugin with
+// servers as its DICOMweb client's peers ("DicomWeb": {"Servers": …}),
+// e.g. {"ward": {"Url": …, "HttpHeaders": {"Authorization": …}}}.
+func WithDICOMweb(t testing.TB, servers map[string]any) func(cfg map[string]any) {
+	t.Helper()
+	plugin := OrthancDICOMwebPlugin(t)
+	return func(cfg map[string]any) {
+		cfg["Plugins"] = []string{plugin}
+		cfg["DicomWeb"] = map[string]any{"Enable": true, "Root": "/dicom-web/", "Servers": servers}
+	}
+}
+
+// Do sends a REST request to Orthanc with a JSON body (nil: none) and
+// returns the status and the answer's body.
+func (o *Orthanc) Do(t testing.TB, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequest(method, o.URL(path), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// Upload stores a Part 10 file in Orthanc through REST (POST /instances)
+// and returns Orthanc's ID of the instance.
+func (o *Orthanc) Upload(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(o.URL("/instances"), "application/dicom", strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 || v.ID == "" {
+		t.Fatalf("upload %s to Orthanc: %s %v", path, resp.Status, err)
+	}
+	return v.ID
+}

@@ -97,10 +97,17 @@ func unquote(s string) (string, bool) {
 	return b.String(), true
 }
 
-// validBoundary reports whether b is an RFC 2046 5.1.1 boundary: 1 to 70
-// characters of its set, not ending in a space.
+// maxBoundary bounds a multipart boundary's length. RFC 2046 5.1.1 says
+// 70, but Orthanc's DICOMweb plugin (1.7) sends 73 (two UUIDs joined by
+// "-"), and a STOW-RS that refused it would shut Orthanc out; the bound
+// still keeps the delimiter search cheap.
+const maxBoundary = 200
+
+// validBoundary reports whether b is a boundary as RFC 2046 5.1.1 defines
+// it (characters of its set, not ending in a space) but for its length: 1
+// to maxBoundary characters.
 func validBoundary(b string) bool {
-	if len(b) == 0 || len(b) > 70 || b[len(b)-1] == ' ' {
+	if len(b) == 0 || len(b) > maxBoundary || b[len(b)-1] == ' ' {
 		return false
 	}
 	for i := 0; i < len(b); i++ {

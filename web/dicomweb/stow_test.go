@@ -501,7 +501,7 @@ func TestParseContentType(t *testing.T) {
 			t.Errorf("%q: no error", bad)
 		}
 	}
-	if validBoundary("") || validBoundary(strings.Repeat("a", 71)) || validBoundary("a ") || validBoundary("a\x00") || !validBoundary("----=_Part_0") {
+	if validBoundary("") || validBoundary(strings.Repeat("a", maxBoundary+1)) || !validBoundary(strings.Repeat("a", 73)) || validBoundary("a ") || validBoundary("a\x00") || !validBoundary("----=_Part_0") {
 		t.Error("validBoundary")
 	}
 }

@@ -528,8 +528,7 @@ func instancesQuery(q *store.Query) (string, []any, error) {
 	}
 	query := `SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.instance_number,
 	se.series_instance_uid, se.modality, st.study_instance_uid, p.patient_id, p.issuer_of_patient_id,
-	i.blob_key, i.size
-FROM ` + from(store.LevelImage) + w + `
+	i.blob_key, i.size` + metadataJoin(q) + w + `
 ORDER BY st.pk, se.pk, CAST(i.instance_number AS INTEGER), i.pk`
 	if q.Limit > 0 {
 		query += " LIMIT " + strconv.Itoa(q.Limit)
@@ -537,10 +536,21 @@ ORDER BY st.pk, se.pk, CAST(i.instance_number AS INTEGER), i.pk`
 	return query, args, nil
 }
 
+// metadataJoin is the FROM clause of instancesQuery, with the kept
+// metadata as last column when q asks for it.
+func metadataJoin(q *store.Query) string {
+	if q.WithMetadata {
+		return `, m.metadata
+FROM ` + from(store.LevelImage) + ` LEFT JOIN instance_metadata m ON m.instance_fk = i.pk`
+	}
+	return "\nFROM " + from(store.LevelImage)
+}
+
 // Instances implements store.Querier: the instances under the matches of q,
 // ordered by study, series and instance number. Only the identifying and
 // storage fields of each Instance are set (UIDs, transfer syntax, instance
-// number, modality, patient ID and issuer, blob key and size).
+// number, modality, patient ID and issuer, blob key and size), and the
+// kept metadata when q.WithMetadata asks.
 func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
 	query, args, err := instancesQuery(q)
 	if err != nil {
@@ -553,9 +563,13 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 	defer rows.Close()
 	for rows.Next() {
 		var in store.Instance
-		if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
+		dst := []any{&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
 			&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
-			&in.BlobKey, &in.Size); err != nil {
+			&in.BlobKey, &in.Size}
+		if q.WithMetadata {
+			dst = append(dst, &in.Metadata)
+		}
+		if err := rows.Scan(dst...); err != nil {
 			return fmt.Errorf("sqlite: instances: %w", err)
 		}
 		if err := fn(&in); err != nil {

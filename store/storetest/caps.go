@@ -53,6 +53,83 @@ func testIndexCaps(run func(string, func(*testing.T, store.Index))) {
 		wantCount(t, ix, 1)
 	})
 
+	run("MetadataKeeper", func(t *testing.T, ix store.Index) {
+		mk, ok := ix.(store.MetadataKeeper)
+		if !ok {
+			t.Skip("no MetadataKeeper capability")
+		}
+		qr, ok := ix.(store.Querier)
+		if !ok {
+			t.Fatal("a MetadataKeeper that is no Querier")
+		}
+		// kept returns the metadata Instances gives for each instance of
+		// series 1, by SOP Instance UID ("-" for none).
+		kept := func(t *testing.T, with bool) map[string]string {
+			t.Helper()
+			got := map[string]string{}
+			q := store.Query{Level: store.LevelSeries, WithMetadata: with, Keys: []store.Key{
+				{Attribute: "SeriesInstanceUID", Kind: store.MatchSingle, Value: Sample(0, 1, 1).SeriesInstanceUID}}}
+			err := qr.Instances(ctx, &q, func(in *store.Instance) error {
+				got[in.SOPInstanceUID] = "-"
+				if in.Metadata != nil {
+					got[in.SOPInstanceUID] = string(in.Metadata)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		set := func(t *testing.T, in *store.Instance, key, v string) {
+			t.Helper()
+			if err := mk.SetMetadata(ctx, in.SOPInstanceUID, key, []byte(v)); err != nil {
+				t.Fatalf("SetMetadata: %v", err)
+			}
+		}
+		a, b := Sample(1, 1, 1), Sample(2, 1, 1)
+		mustPut(t, ix, a)
+		mustPut(t, ix, b)
+		set(t, a, a.BlobKey, `{"a":1}`)
+		set(t, b, "another-key", `{"stale":1}`) // names no stored object: nothing kept
+		set(t, Sample(3, 1, 1), NewKey(), `{}`)  // no such instance: no error
+		if got := kept(t, true); got[a.SOPInstanceUID] != `{"a":1}` || got[b.SOPInstanceUID] != "-" {
+			t.Errorf("Instances with metadata = %v", got)
+		}
+		if got := kept(t, false); got[a.SOPInstanceUID] != "-" {
+			t.Errorf("Instances without WithMetadata = %v, want none", got)
+		}
+		set(t, a, a.BlobKey, `{"a":2}`) // set again: the newest
+		if got := kept(t, true); got[a.SOPInstanceUID] != `{"a":2}` {
+			t.Errorf("after a second SetMetadata: %v", got)
+		}
+		// A Put of the same SOP Instance UID drops it, even with the same
+		// blob key (a replay).
+		set(t, b, b.BlobKey, `{"b":1}`)
+		a2 := Sample(1, 1, 1)
+		mustPut(t, ix, a2)
+		same := *b
+		mustPut(t, ix, &same)
+		if got := kept(t, true); got[a.SOPInstanceUID] != "-" || got[b.SOPInstanceUID] != "-" {
+			t.Errorf("after replacing: %v, want none kept", got)
+		}
+		set(t, a, a.BlobKey, `{"old":1}`) // the replaced object's: too late
+		if got := kept(t, true); got[a.SOPInstanceUID] != "-" {
+			t.Errorf("metadata of a replaced object kept: %v", got)
+		}
+		// A Delete drops it: the same UID stored again has none.
+		set(t, b, b.BlobKey, `{"b":2}`)
+		if err := ix.Delete(ctx, b.SOPInstanceUID); err != nil {
+			t.Fatal(err)
+		}
+		b2 := Sample(2, 1, 1)
+		b2.BlobKey = b.BlobKey
+		mustPut(t, ix, b2)
+		if got := kept(t, true); got[b.SOPInstanceUID] != "-" {
+			t.Errorf("after delete and store again: %v, want none kept", got)
+		}
+	})
+
 	run("KeyMatcher", func(t *testing.T, ix store.Index) {
 		km, ok := ix.(store.KeyMatcher)
 		if !ok {

@@ -92,7 +92,7 @@ func testIndexCaps(run func(string, func(*testing.T, store.Index))) {
 		mustPut(t, ix, b)
 		set(t, a, a.BlobKey, `{"a":1}`)
 		set(t, b, "another-key", `{"stale":1}`) // names no stored object: nothing kept
-		set(t, Sample(3, 1, 1), NewKey(), `{}`)  // no such instance: no error
+		set(t, Sample(3, 1, 1), NewKey(), `{}`) // no such instance: no error
 		if got := kept(t, true); got[a.SOPInstanceUID] != `{"a":1}` || got[b.SOPInstanceUID] != "-" {
 			t.Errorf("Instances with metadata = %v", got)
 		}

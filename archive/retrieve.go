@@ -29,14 +29,19 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 	if err != nil {
 		return err
 	}
-	q := &store.Query{Level: id.level, PatientRoot: patientRoot, Keys: id.keys}
+	q := &store.Query{Level: id.level, PatientRoot: patientRoot, Keys: id.keys, WithMetadata: r.Metadata}
 	if reach := JudgeRetrieve(q); reach.Universal {
 		return badKey(reach.Missing, "%s", reach.Why)
 	}
 	var eachErr error
 	err = qr.Instances(ctx, q, func(in *store.Instance) error {
 		key := in.BlobKey
+		var md func(context.Context) ([]byte, error)
+		if r.Metadata {
+			md = ar.metadataOf(in)
+		}
 		err := each(&Instance{
+			Metadata:          md,
 			SOPClassUID:       in.SOPClassUID,
 			SOPInstanceUID:    in.SOPInstanceUID,
 			TransferSyntaxUID: in.TransferSyntaxUID,

@@ -99,4 +99,3 @@ func (ar *Archive) metadataLoop() {
 		}
 	}
 }
-

@@ -126,6 +126,9 @@ type Instance struct {
 	TransferSyntaxUID string
 	// StudyInstanceUID and PatientID, for the audit trail.
 	StudyInstanceUID, PatientID string
+	// SeriesInstanceUID is the instance's series (for the URLs a web
+	// front end builds).
+	SeriesInstanceUID string
 	// Size is the stored object's size in bytes, 0 if unknown.
 	Size int64
 	// Open returns the data set (after the Part 10 header) in

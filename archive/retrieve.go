@@ -46,6 +46,7 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 			SOPInstanceUID:    in.SOPInstanceUID,
 			TransferSyntaxUID: in.TransferSyntaxUID,
 			StudyInstanceUID:  in.StudyInstanceUID,
+			SeriesInstanceUID: in.SeriesInstanceUID,
 			PatientID:         in.PatientID,
 			Size:              in.Size,
 			Open:              func(ctx context.Context) (io.ReadCloser, error) { return ar.openDataSet(ctx, key) },

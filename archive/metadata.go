@@ -33,6 +33,12 @@ const metadataQueue = 1024
 
 type metadataJob struct{ uid, key, ts string }
 
+// metadataVersion begins what the index keeps: the JSON after it was made
+// by this version of the encoding. Kept bytes without it (made by another
+// version of Ward) are made again from the object.
+const metadataVersion = "ward-metadata/1\n"
+
+
 // Metadata returns the DICOM JSON of the instance stored under
 // sopInstanceUID in blob key (syntax ts), read from the object, and keeps
 // it in the index when it can. It is Instance.Metadata for an instance
@@ -55,12 +61,13 @@ func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, e
 		return nil, &Error{Kind: ErrStorage, Comment: fmt.Sprintf("reading a stored object's attributes failed: %v", errors.Unwrap(err)), Err: err}
 	}
 	var b bytes.Buffer
-	b.Grow(4096)
+	b.Grow(16 << 10)
 	if err := ds.AppendMetadataJSON(&b, MetadataBulkPrefix); err != nil {
 		return nil, &Error{Kind: ErrStorage, Comment: "encoding a stored object's attributes failed", Err: err}
 	}
 	if mk := ar.capabilities().MetadataKeeper; mk != nil {
-		if err := mk.SetMetadata(ctx, uid, key, b.Bytes()); err != nil && ctx.Err() == nil {
+		kept := append([]byte(metadataVersion), b.Bytes()...)
+		if err := mk.SetMetadata(ctx, uid, key, kept); err != nil && ctx.Err() == nil {
 			ar.Logger.Warn("keeping an object's metadata in the index failed; it is read from the object again next time", "err", err)
 		}
 	}
@@ -70,8 +77,8 @@ func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, e
 // metadataOf is Instance.Metadata for one stored instance: what the index
 // kept, else read from the object.
 func (ar *Archive) metadataOf(in *store.Instance) func(ctx context.Context) ([]byte, error) {
-	if in.Metadata != nil {
-		kept := in.Metadata
+	if bytes.HasPrefix(in.Metadata, []byte(metadataVersion)) {
+		kept := in.Metadata[len(metadataVersion):]
 		return func(context.Context) ([]byte, error) { return kept, nil }
 	}
 	uid, key, ts := in.SOPInstanceUID, in.BlobKey, in.TransferSyntaxUID

@@ -137,4 +137,23 @@ func TestMetadataComputedWhenFirstAsked(t *testing.T) {
 	if kept := keptMetadata(t, f, study, o.inst); kept == nil {
 		t.Error("metadata read from the object was not kept")
 	}
+	// What another version of the encoding kept is made again.
+	if err := idx.SetMetadata(context.Background(), o.inst, keyOf(t, f, o.inst), []byte(`{"00100010":{"vr":"PN"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := metadataOf(t, f, study, series, o.inst); got["7FE00010"] == nil {
+		t.Errorf("kept bytes of another version served: %v", got)
+	}
+	if kept := keptMetadata(t, f, study, o.inst); !strings.HasPrefix(string(kept), "ward-metadata/") {
+		t.Errorf("kept bytes of another version not replaced: %.50s", kept)
+	}
+}
+
+func keyOf(t *testing.T, f *fixture, uid string) string {
+	t.Helper()
+	in, err := f.idx.Get(context.Background(), uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in.BlobKey
 }

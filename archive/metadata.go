@@ -38,7 +38,6 @@ type metadataJob struct{ uid, key, ts string }
 // version of Ward) are made again from the object.
 const metadataVersion = "ward-metadata/1\n"
 
-
 // Metadata returns the DICOM JSON of the instance stored under
 // sopInstanceUID in blob key (syntax ts), read from the object, and keeps
 // it in the index when it can. It is Instance.Metadata for an instance

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,6 +129,38 @@ func testIndexCaps(run func(string, func(*testing.T, store.Index))) {
 		mustPut(t, ix, b2)
 		if got := kept(t, true); got[b.SOPInstanceUID] != "-" {
 			t.Errorf("after delete and store again: %v, want none kept", got)
+		}
+
+		// A series larger than a backend's batches: the same rows in the
+		// same order with and without metadata, each with its own.
+		var order []string
+		for n := 100; n < 100+300; n++ {
+			in := Sample(n, 2, 2)
+			mustPut(t, ix, in)
+			if n%3 != 0 {
+				set(t, in, in.BlobKey, in.SOPInstanceUID)
+			}
+		}
+		list := func(with bool) []string {
+			var out []string
+			q := store.Query{Level: store.LevelSeries, WithMetadata: with, Keys: []store.Key{
+				{Attribute: "SeriesInstanceUID", Kind: store.MatchSingle, Value: Sample(0, 2, 2).SeriesInstanceUID}}}
+			if err := qr.Instances(ctx, &q, func(in *store.Instance) error {
+				out = append(out, in.SOPInstanceUID)
+				n := 0
+				fmt.Sscanf(in.SOPInstanceUID[strings.LastIndexByte(in.SOPInstanceUID, '.')+1:], "%d", &n)
+				if want := n%3 != 0; with && (in.Metadata != nil) != want || want && with && string(in.Metadata) != in.SOPInstanceUID {
+					t.Errorf("%s: metadata %q", in.SOPInstanceUID, in.Metadata)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		order = list(false)
+		if got := list(true); len(order) != 300 || !slices.Equal(got, order) {
+			t.Errorf("with metadata: %d instances, order differs: %v", len(got), !slices.Equal(got, order))
 		}
 	})
 

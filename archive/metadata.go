@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/store"
@@ -74,14 +75,83 @@ func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, e
 }
 
 // metadataOf is Instance.Metadata for one stored instance: what the index
-// kept, else read from the object.
-func (ar *Archive) metadataOf(in *store.Instance) func(ctx context.Context) ([]byte, error) {
+// kept, else read from the object, started at once in the background when
+// ahead has room (the front end then takes it while later instances are
+// read).
+func (ar *Archive) metadataOf(ctx context.Context, in *store.Instance, ahead *metadataAhead) func(ctx context.Context) ([]byte, error) {
 	if bytes.HasPrefix(in.Metadata, []byte(metadataVersion)) {
 		kept := in.Metadata[len(metadataVersion):]
 		return func(context.Context) ([]byte, error) { return kept, nil }
 	}
 	uid, key, ts := in.SOPInstanceUID, in.BlobKey, in.TransferSyntaxUID
-	return func(ctx context.Context) ([]byte, error) { return ar.metadata(ctx, uid, key, ts) }
+	if ahead == nil {
+		return func(ctx context.Context) ([]byte, error) { return ar.metadata(ctx, uid, key, ts) }
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	ahead.sem <- struct{}{}
+	go func() {
+		defer func() { <-ahead.sem }()
+		b, err := ar.metadata(ctx, uid, key, ts)
+		done <- result{b, err}
+	}()
+	var once sync.Once
+	var res result
+	return func(c context.Context) ([]byte, error) {
+		once.Do(func() {
+			select {
+			case res = <-done:
+			case <-c.Done():
+				res = result{err: c.Err()}
+			}
+		})
+		return res.b, res.err
+	}
+}
+
+// metadataWindow is how many instances a metadata retrieve reads ahead of
+// the front end: their objects are read at once, in the background, for
+// those whose metadata is not kept.
+const metadataWindow = 4
+
+// metadataAhead holds back the last metadataWindow instances of a
+// metadata retrieve from the front end (each), in order, so that their
+// metadata is computed while it takes the earlier ones.
+type metadataAhead struct {
+	each    func(*Instance) error
+	pending []*Instance
+	sem     chan struct{}
+}
+
+func newMetadataAhead(each func(*Instance) error) *metadataAhead {
+	return &metadataAhead{each: each, sem: make(chan struct{}, metadataWindow)}
+}
+
+// add queues in and hands the front end the oldest queued instance once
+// more than the window is queued.
+func (a *metadataAhead) add(in *Instance) error {
+	a.pending = append(a.pending, in)
+	if len(a.pending) <= metadataWindow {
+		return nil
+	}
+	first := a.pending[0]
+	a.pending = a.pending[1:]
+	return a.each(first)
+}
+
+// flush hands the front end what is queued.
+func (a *metadataAhead) flush() error {
+	for len(a.pending) > 0 {
+		first := a.pending[0]
+		a.pending = a.pending[1:]
+		if err := a.each(first); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // queueMetadata asks for the metadata of a stored object to be computed

@@ -3,6 +3,9 @@ package archive_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +159,64 @@ func keyOf(t *testing.T, f *fixture, uid string) string {
 		t.Fatal(err)
 	}
 	return in.BlobKey
+}
+
+// TestMetadataReadAheadKeepsOrder: a series whose metadata is not kept is
+// read from its objects several at a time, yet each instance gets its own
+// metadata, in the order of a retrieve.
+func TestMetadataReadAheadKeepsOrder(t *testing.T) {
+	dir := t.TempDir()
+	idx, bs := openStores(t, dir)
+	t.Cleanup(func() { bs.Close(); idx.Close() })
+	ar := &archive.Archive{Index: idx, Blobs: bs, SkipMetadataAfterStore: true}
+	if err := ar.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ar.Close)
+	f := &fixture{ar: ar, idx: idx, blobs: bs, dir: dir, assoc: pipeAssociation(t)}
+	var want []string
+	var study, series string
+	for i := 1; i <= 11; i++ {
+		o := ctObject(t, fmt.Sprintf("1.2.826.0.1.3680043.10.1234.78.%d", i))
+		o.ds.Set(dicom.InstanceNumber, fmt.Sprint(i))
+		study, series = o.ds.String(dicom.StudyInstanceUID), o.ds.String(dicom.SeriesInstanceUID)
+		if err := f.store(o, o.bytes(t)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, o.inst)
+	}
+	var got []string
+	id := ident(t, "QueryRetrieveLevel", "SERIES", "StudyInstanceUID", study, "SeriesInstanceUID", series)
+	err := ar.Retrieve(context.Background(), &archive.RetrieveRequest{Model: archive.StudyRoot, Identifier: id, Metadata: true},
+		func(in *archive.Instance) error {
+			b, err := in.Metadata(context.Background())
+			if err != nil {
+				return err
+			}
+			var obj map[string]map[string]any
+			if err := json.Unmarshal(b, &obj); err != nil {
+				return err
+			}
+			if uid := obj["00080018"]["Value"].([]any)[0]; uid != in.SOPInstanceUID {
+				t.Errorf("instance %s got the metadata of %v", in.SOPInstanceUID, uid)
+			}
+			got = append(got, in.SOPInstanceUID)
+			return nil
+		})
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Retrieve = %v, order %v, want %v", err, got, want)
+	}
+	// The front end stopping midway stops the retrieve with its error.
+	stop := errors.New("stop")
+	n := 0
+	err = ar.Retrieve(context.Background(), &archive.RetrieveRequest{Model: archive.StudyRoot, Identifier: id, Metadata: true},
+		func(in *archive.Instance) error {
+			if n++; n == 3 {
+				return stop
+			}
+			return nil
+		})
+	if !errors.Is(err, stop) || n != 3 {
+		t.Fatalf("Retrieve after the front end's error = %v after %d", err, n)
+	}
 }

@@ -34,11 +34,16 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 		return badKey(reach.Missing, "%s", reach.Why)
 	}
 	var eachErr error
+	var ahead *metadataAhead
+	if r.Metadata {
+		ahead = newMetadataAhead(each)
+		each = ahead.add
+	}
 	err = qr.Instances(ctx, q, func(in *store.Instance) error {
 		key := in.BlobKey
 		var md func(context.Context) ([]byte, error)
 		if r.Metadata {
-			md = ar.metadataOf(in)
+			md = ar.metadataOf(ctx, in, ahead)
 		}
 		err := each(&Instance{
 			Metadata:          md,
@@ -56,6 +61,11 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 		}
 		return err
 	})
+	if err == nil && ahead != nil {
+		if err = ahead.flush(); err != nil {
+			eachErr = err
+		}
+	}
 	switch {
 	case err == nil:
 		return nil

@@ -158,3 +158,26 @@ func FuzzReadMetadata(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseBulkPath: a path from a request is parsed or refused with
+// ErrMalformed, and what is parsed is written back the same.
+func FuzzParseBulkPath(f *testing.F) {
+	for _, s := range []string{"7FE00010", "00540016/0/00181072", "0040A730/12/00420011", "7fe00010", "x", "00540016//1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseBulkPath(s)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error wraps no sentinel: %v", err)
+			}
+			return
+		}
+		if len(p) > maxBulkPath {
+			t.Fatalf("%d steps", len(p))
+		}
+		if back := FormatBulkPath(p); !strings.EqualFold(back, s) {
+			t.Fatalf("%q parsed and written back as %q", s, back)
+		}
+	})
+}

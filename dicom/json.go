@@ -131,7 +131,7 @@ func (ds *DataSet) appendValue(b *bytes.Buffer, e *Element, charset []string, de
 		writeJSONString(b, base64.StdEncoding.EncodeToString(e.Value))
 		return nil
 	case "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT":
-		size := map[string]int{"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "UV": 8, "SV": 8, "AT": 4}[vr]
+		size := numberSize(vr)
 		for v := e.Value; len(v) >= size; v = v[size:] {
 			switch vr {
 			case "US":
@@ -194,6 +194,17 @@ func (ds *DataSet) appendValue(b *bytes.Buffer, e *Element, charset []string, de
 	b.WriteString(strings.Join(vals, ","))
 	b.WriteByte(']')
 	return nil
+}
+
+// numberSize is the size of one value of a binary number VR.
+func numberSize(vr string) int {
+	switch vr {
+	case "US", "SS":
+		return 2
+	case "FD", "UV", "SV":
+		return 8
+	}
+	return 4 // UL, SL, FL, AT
 }
 
 func jsonFloat(f float64) string {

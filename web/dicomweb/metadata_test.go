@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -344,5 +345,45 @@ func TestBulkData(t *testing.T) {
 		if resp.StatusCode != c.want || !strings.Contains(string(body), c.msg) {
 			t.Errorf("%s (Accept %q): %s, want %d %q: %.200s", c.path, c.accept, resp.Status, c.want, c.msg, body)
 		}
+	}
+}
+
+// failingService gives two instances whose second's metadata cannot be
+// read.
+type failingService struct{ archive.Service }
+
+func (failingService) Retrieve(_ context.Context, r *archive.RetrieveRequest, each func(*archive.Instance) error) error {
+	for i, md := range []func(context.Context) ([]byte, error){
+		func(context.Context) ([]byte, error) { return []byte(`{"00080018":{"vr":"UI","Value":["1.2.3.1"]}}`), nil },
+		func(context.Context) ([]byte, error) { return nil, archive.Fail(archive.ErrStorage, "reading a stored object failed") },
+	} {
+		in := &archive.Instance{SOPInstanceUID: fmt.Sprintf("1.2.3.%d", i+1), StudyInstanceUID: "1.2.3", SeriesInstanceUID: "1.2.3.0", Metadata: md}
+		if err := each(in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestMetadataFailsMidway: an instance that fails once the answer has
+// started breaks the connection off, so that no client takes the part
+// sent for the whole answer.
+func TestMetadataFailsMidway(t *testing.T) {
+	h := web.New(web.Config{Authenticator: viewer{}})
+	dicomweb.Register(h, failingService{}, dicomweb.Options{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/dicom-web/studies/1.2.3/metadata")
+	if err != nil {
+		return // broken off before the headers were flushed
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("the answer ended cleanly: %s", body)
+	}
+	var arr []any
+	if json.Unmarshal(body, &arr) == nil {
+		t.Fatalf("a cut answer is valid JSON: %s", body)
 	}
 }

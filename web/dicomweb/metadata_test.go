@@ -354,8 +354,12 @@ type failingService struct{ archive.Service }
 
 func (failingService) Retrieve(_ context.Context, r *archive.RetrieveRequest, each func(*archive.Instance) error) error {
 	for i, md := range []func(context.Context) ([]byte, error){
-		func(context.Context) ([]byte, error) { return []byte(`{"00080018":{"vr":"UI","Value":["1.2.3.1"]}}`), nil },
-		func(context.Context) ([]byte, error) { return nil, archive.Fail(archive.ErrStorage, "reading a stored object failed") },
+		func(context.Context) ([]byte, error) {
+			return []byte(`{"00080018":{"vr":"UI","Value":["1.2.3.1"]}}`), nil
+		},
+		func(context.Context) ([]byte, error) {
+			return nil, archive.Fail(archive.ErrStorage, "reading a stored object failed")
+		},
 	} {
 		in := &archive.Instance{SOPInstanceUID: fmt.Sprintf("1.2.3.%d", i+1), StudyInstanceUID: "1.2.3", SeriesInstanceUID: "1.2.3.0", Metadata: md}
 		if err := each(in); err != nil {

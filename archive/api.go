@@ -129,6 +129,10 @@ type RetrieveRequest struct {
 	// DestinationAddr is the address Destination was resolved to by the
 	// front end (for the audit trail: the one it will call), "" if none.
 	DestinationAddr string
+	// Metadata: the front end wants each instance's metadata
+	// (Instance.Metadata) rather than its bytes (WADO-RS metadata). The
+	// audit trail records it as Instances Accessed, not Transferred.
+	Metadata bool
 }
 
 // Instance is one stored object a retrieve delivers.
@@ -138,11 +142,23 @@ type Instance struct {
 	TransferSyntaxUID string
 	// StudyInstanceUID and PatientID, for the audit trail.
 	StudyInstanceUID, PatientID string
+	// SeriesInstanceUID is the instance's series (for the URLs a web
+	// front end builds).
+	SeriesInstanceUID string
 	// Size is the stored object's size in bytes, 0 if unknown.
 	Size int64
 	// Open returns the data set (after the Part 10 header) in
 	// TransferSyntaxUID.
 	Open func(ctx context.Context) (io.ReadCloser, error)
+	// Metadata, set when the request asked for it, returns the instance's
+	// attributes in the DICOM JSON Model (PS3.18 F.2): one JSON object.
+	// Values of binary VRs longer than dicom.DefaultBulkThreshold, pixel
+	// data and encapsulated fragments are given as BulkDataURIs made of
+	// MetadataBulkPrefix, '/' and the element's path (dicom.FormatBulkPath),
+	// for the front end to replace the prefix with its own URL. It comes
+	// from the index when kept there (store.MetadataKeeper), else from the
+	// object, and is then kept for the next time.
+	Metadata func(ctx context.Context) ([]byte, error)
 	// Delivered, when not nil, is told how delivering this instance went:
 	// nil when the requestor (or the C-MOVE destination) took it,
 	// ErrNotAttempted when the retrieve ended before trying, else why it

@@ -102,6 +102,12 @@ type Archive struct {
 	after     chan afterStore
 	afterDone chan struct{}
 
+	// SkipMetadataAfterStore: the metadata of a stored object is not
+	// computed after its store, only when first asked for (metadata.go).
+	SkipMetadataAfterStore bool
+	metaJobs               chan metadataJob
+	metaDone               chan struct{}
+
 	// noIntents: a blob could not take an intent record, so rows are
 	// committed durably before responses.
 	noIntents atomic.Bool
@@ -137,7 +143,10 @@ func (ar *Archive) capabilities() *store.Caps {
 	return ar.caps
 }
 
-type afterStore struct{ key, oldKey string }
+// afterStore is the work that follows a stored object's response: key is
+// its blob, oldKey the one it replaced; uid and ts, when set, name the
+// instance and its syntax, for its metadata.
+type afterStore struct{ key, oldKey, uid, ts string }
 
 // Open recovers the stores after a crash: unfinished blobs are removed,
 // committed ones published or deleted as the index says, and replaced
@@ -195,6 +204,11 @@ func (ar *Archive) Open(ctx context.Context) error {
 	}
 	ar.after = make(chan afterStore, 4096)
 	ar.afterDone = make(chan struct{})
+	if ar.capabilities().MetadataKeeper != nil && !ar.SkipMetadataAfterStore {
+		ar.metaJobs = make(chan metadataJob, metadataQueue)
+		ar.metaDone = make(chan struct{})
+		go ar.metadataLoop()
+	}
 	go ar.afterLoop()
 	return nil
 }
@@ -267,6 +281,11 @@ func (ar *Archive) Close() {
 		close(ar.after)
 		<-ar.afterDone
 		ar.after = nil
+	}
+	if ar.metaJobs != nil {
+		close(ar.metaJobs)
+		<-ar.metaDone
+		ar.metaJobs = nil
 	}
 }
 
@@ -341,6 +360,7 @@ func (ar *Archive) finish(jobs ...afterStore) {
 				ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
 			}
 		}
+		ar.queueMetadata(metadataJob{uid: job.uid, key: job.key, ts: job.ts})
 	}
 }
 
@@ -541,7 +561,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 			}
 			return resourceError("syncing the object to disk", syncErr)
 		case insErr == nil:
-			ar.queueAfter(afterStore{key: key})
+			ar.queueAfter(afterStore{key: key, uid: in.SOPInstanceUID, ts: in.TransferSyntaxUID})
 			return nil
 		case !errors.Is(insErr, store.ErrInstanceExists):
 			_ = ar.Blobs.Delete(ctx, key)
@@ -560,7 +580,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 		_ = ar.Blobs.Delete(ctx, key)
 		return resourceError("committing the index", err)
 	}
-	job := afterStore{key: key}
+	job := afterStore{key: key, uid: in.SOPInstanceUID, ts: in.TransferSyntaxUID}
 	if res.Replaced {
 		job.oldKey = res.OldBlobKey
 		out.Replaced = true

@@ -1,8 +1,10 @@
 package archive_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -33,7 +35,8 @@ type bareWriter struct{ store.BlobWriter }
 // TestFallbacks runs the archive over a store with its optional
 // capabilities hidden (no deferred writes, intents, durable names, batch
 // publishing, space reports, key matcher, inserter, blob finder, walker,
-// deletion recorder, deletion holds in the index, sequences): storing,
+// deletion recorder, deletion holds in the index, sequences, kept
+// metadata): storing,
 // replacing, querying, retrieving, deleting while deletions are held,
 // verifying and recovering still do what they promise, the slow way.
 func TestFallbacks(t *testing.T) {
@@ -84,6 +87,20 @@ func TestFallbacks(t *testing.T) {
 	ins, err := retrieve(t, f, dimse.StudyRootGet, ident(t, "QueryRetrieveLevel", "STUDY", "StudyInstanceUID", studyA))
 	if err != nil || len(ins) != 3 {
 		t.Fatalf("retrieve: %d instances, %v", len(ins), err)
+	}
+	// Metadata without a MetadataKeeper: read from each object every time.
+	nmd := 0
+	err = f.ar.Retrieve(ctx, &archive.RetrieveRequest{Model: archive.StudyRoot, Metadata: true,
+		Identifier: ident(t, "QueryRetrieveLevel", "STUDY", "StudyInstanceUID", studyA)}, func(in *archive.Instance) error {
+		b, err := in.Metadata(ctx)
+		if err == nil && !bytes.Contains(b, []byte(in.SOPInstanceUID)) {
+			err = fmt.Errorf("metadata of %s: %.100s", in.SOPInstanceUID, b)
+		}
+		nmd++
+		return err
+	})
+	if err != nil || nmd != 3 {
+		t.Fatalf("metadata: %d instances, %v", nmd, err)
 	}
 
 	// Deletion held in memory (the index records no hold), one instance

@@ -29,18 +29,29 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 	if err != nil {
 		return err
 	}
-	q := &store.Query{Level: id.level, PatientRoot: patientRoot, Keys: id.keys}
+	q := &store.Query{Level: id.level, PatientRoot: patientRoot, Keys: id.keys, WithMetadata: r.Metadata}
 	if reach := JudgeRetrieve(q); reach.Universal {
 		return badKey(reach.Missing, "%s", reach.Why)
 	}
 	var eachErr error
+	var ahead *metadataAhead
+	if r.Metadata {
+		ahead = newMetadataAhead(each)
+		each = ahead.add
+	}
 	err = qr.Instances(ctx, q, func(in *store.Instance) error {
 		key := in.BlobKey
+		var md func(context.Context) ([]byte, error)
+		if r.Metadata {
+			md = ar.metadataOf(ctx, in, ahead)
+		}
 		err := each(&Instance{
+			Metadata:          md,
 			SOPClassUID:       in.SOPClassUID,
 			SOPInstanceUID:    in.SOPInstanceUID,
 			TransferSyntaxUID: in.TransferSyntaxUID,
 			StudyInstanceUID:  in.StudyInstanceUID,
+			SeriesInstanceUID: in.SeriesInstanceUID,
 			PatientID:         in.PatientID,
 			Size:              in.Size,
 			Open:              func(ctx context.Context) (io.ReadCloser, error) { return ar.openDataSet(ctx, key) },
@@ -50,6 +61,11 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 		}
 		return err
 	})
+	if err == nil && ahead != nil {
+		if err = ahead.flush(); err != nil {
+			eachErr = err
+		}
+	}
 	switch {
 	case err == nil:
 		return nil

@@ -388,7 +388,7 @@ func valueString(charset []string, v string, raw []byte, big bool) string {
 }
 
 func binaryString(c coding, v string, raw []byte) string {
-	size := map[string]int{"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8}[v]
+	size := numberSize(v)
 	var b bytes.Buffer
 	for i := 0; i+size <= len(raw); i += size {
 		if i > 0 {

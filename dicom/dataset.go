@@ -25,6 +25,11 @@ type Element struct {
 	Fragments [][]byte
 	// Undefined reports that the element was encoded with undefined length.
 	Undefined bool
+	// Bulk reports a value ReadMetadata left in the object (bulk data):
+	// Value and Fragments are nil, BulkLength is the value's length (-1
+	// for encapsulated fragments).
+	Bulk       bool
+	BulkLength int64
 }
 
 // IsSequence reports whether e holds items.
@@ -167,13 +172,32 @@ func ReadDataSet(r io.Reader, ts *TransferSyntax, limit int64) (*DataSet, error)
 type dsReader struct {
 	d     decoder
 	limit int64
+	// Bulk mode (ReadMetadata, ReadBulk): binary values longer than bulk
+	// bytes and pixel data are skipped (skipped counts their bytes, which
+	// limit does not cover); path is the element being read (tags and
+	// item indexes, top down); target and onBulk, when set, receive the
+	// value at that path.
+	bulk    int
+	skipped int64
+	path    []uint32
+	target  []uint32
+	onBulk  func(e *Element, value io.Reader) error
 }
 
 func (rd *dsReader) check(n uint32) error {
-	if rd.d.pos+int64(n) > rd.limit {
+	if rd.d.pos-rd.skipped+int64(n) > rd.limit {
 		return fmt.Errorf("%w: data set larger than %d bytes", ErrTooLarge, rd.limit)
 	}
 	return nil
+}
+
+// checkSpan checks a sequence's or item's length: in bulk mode its bulk
+// values do not count, so only the values read are checked.
+func (rd *dsReader) checkSpan(n uint32) error {
+	if rd.bulk > 0 {
+		return nil
+	}
+	return rd.check(n)
 }
 
 // dataSet reads elements until end: -2 means EOF (top level), -1 an item
@@ -228,6 +252,10 @@ func (rd *dsReader) dataSet(c coding, end int64, depth int) (*DataSet, error) {
 func (rd *dsReader) element(c coding, h *header, depth, bitsAllocated int) (*Element, error) {
 	d := &rd.d
 	e := &Element{Tag: h.tag, VR: h.vr.String(), Undefined: h.length == undefinedLength}
+	if rd.bulk > 0 {
+		rd.path = append(rd.path, uint32(h.tag))
+		defer func() { rd.path = rd.path[:len(rd.path)-1] }()
+	}
 	if isSequence(c, h) {
 		if depth+1 > MaxDepth {
 			return nil, fmt.Errorf("%w: at %v, offset %d", ErrTooDeep, h.tag, d.pos)
@@ -238,7 +266,7 @@ func (rd *dsReader) element(c coding, h *header, depth, bitsAllocated int) (*Ele
 		ic := innerCoding(c, h)
 		end := int64(-1)
 		if h.length != undefinedLength {
-			if err := rd.check(h.length); err != nil {
+			if err := rd.checkSpan(h.length); err != nil {
 				return nil, err
 			}
 			end = d.pos + int64(h.length)
@@ -262,12 +290,18 @@ func (rd *dsReader) element(c coding, h *header, depth, bitsAllocated int) (*Ele
 			case Item:
 				iend := int64(-1)
 				if ih.length != undefinedLength {
-					if err := rd.check(ih.length); err != nil {
+					if err := rd.checkSpan(ih.length); err != nil {
 						return nil, err
 					}
 					iend = d.pos + int64(ih.length)
 				}
+				if rd.bulk > 0 {
+					rd.path = append(rd.path, uint32(len(e.Items)))
+				}
 				item, err := rd.dataSet(ic, iend, depth+1)
+				if rd.bulk > 0 {
+					rd.path = rd.path[:len(rd.path)-1]
+				}
 				if err != nil {
 					return nil, err
 				}
@@ -293,6 +327,9 @@ func (rd *dsReader) element(c coding, h *header, depth, bitsAllocated int) (*Ele
 				e.VR = "OB"
 			}
 		}
+	}
+	if rd.bulk > 0 && rd.isBulk(e, h) {
+		return e, rd.skipBulk(c, e, h)
 	}
 	if h.length == undefinedLength {
 		var ih header

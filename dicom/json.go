@@ -17,13 +17,31 @@ import (
 // Set. Encapsulated pixel data is left without a value.
 func (ds *DataSet) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
-	if err := ds.appendJSON(&b, ds.charset(), 0); err != nil {
+	if err := ds.appendJSON(&b, ds.charset(), 0, nil); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
 }
 
-func (ds *DataSet) appendJSON(b *bytes.Buffer, charset []string, depth int) error {
+// AppendMetadataJSON appends the data set to b in the DICOM JSON Model,
+// as MarshalJSON does, with each Bulk element (ReadMetadata) given as a
+// BulkDataURI (PS3.18 F.2.6): bulkPrefix, a '/' and the element's path
+// (FormatBulkPath). bulkPrefix is written as is: it must be valid inside
+// a JSON string. Text values are written with <, > and & escaped, so a
+// prefix holding one of them can be found and replaced later (a front end
+// substitutes its own URL for a placeholder).
+func (ds *DataSet) AppendMetadataJSON(b *bytes.Buffer, bulkPrefix string) error {
+	return ds.appendJSON(b, ds.charset(), 0, &bulkURI{prefix: bulkPrefix})
+}
+
+// bulkURI builds the BulkDataURIs of one encoding: the path of the
+// element being written.
+type bulkURI struct {
+	prefix string
+	path   []uint32
+}
+
+func (ds *DataSet) appendJSON(b *bytes.Buffer, charset []string, depth int, bk *bulkURI) error {
 	if depth > MaxDepth {
 		return ErrTooDeep
 	}
@@ -34,8 +52,14 @@ func (ds *DataSet) appendJSON(b *bytes.Buffer, charset []string, depth int) erro
 				b.WriteByte(',')
 			}
 			fmt.Fprintf(b, `"%08X":{"vr":"%s"`, uint32(e.Tag), jsonVR(e))
-			if err := ds.appendValue(b, e, charset, depth); err != nil {
+			if bk != nil {
+				bk.path = append(bk.path, uint32(e.Tag))
+			}
+			if err := ds.appendValue(b, e, charset, depth, bk); err != nil {
 				return err
+			}
+			if bk != nil {
+				bk.path = bk.path[:len(bk.path)-1]
 			}
 			b.WriteByte('}')
 		}
@@ -59,8 +83,18 @@ func writeJSONString(b *bytes.Buffer, s string) {
 	b.Write(j)
 }
 
-func (ds *DataSet) appendValue(b *bytes.Buffer, e *Element, charset []string, depth int) error {
+func (ds *DataSet) appendValue(b *bytes.Buffer, e *Element, charset []string, depth int, bk *bulkURI) error {
 	vr := jsonVR(e)
+	if e.Bulk {
+		if bk != nil {
+			b.WriteString(`,"BulkDataURI":"`)
+			b.WriteString(bk.prefix)
+			b.WriteByte('/')
+			b.WriteString(FormatBulkPath(bk.path))
+			b.WriteByte('"')
+		}
+		return nil
+	}
 	switch {
 	case vr == "SQ" || (e.Items != nil && e.Fragments == nil):
 		if len(e.Items) == 0 {
@@ -71,8 +105,14 @@ func (ds *DataSet) appendValue(b *bytes.Buffer, e *Element, charset []string, de
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			if err := it.appendJSON(b, charset, depth+1); err != nil {
+			if bk != nil {
+				bk.path = append(bk.path, uint32(i))
+			}
+			if err := it.appendJSON(b, charset, depth+1, bk); err != nil {
 				return err
+			}
+			if bk != nil {
+				bk.path = bk.path[:len(bk.path)-1]
 			}
 		}
 		b.WriteByte(']')
@@ -91,7 +131,7 @@ func (ds *DataSet) appendValue(b *bytes.Buffer, e *Element, charset []string, de
 		writeJSONString(b, base64.StdEncoding.EncodeToString(e.Value))
 		return nil
 	case "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT":
-		size := map[string]int{"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "UV": 8, "SV": 8, "AT": 4}[vr]
+		size := numberSize(vr)
 		for v := e.Value; len(v) >= size; v = v[size:] {
 			switch vr {
 			case "US":
@@ -154,6 +194,17 @@ func (ds *DataSet) appendValue(b *bytes.Buffer, e *Element, charset []string, de
 	b.WriteString(strings.Join(vals, ","))
 	b.WriteByte(']')
 	return nil
+}
+
+// numberSize is the size of one value of a binary number VR.
+func numberSize(vr string) int {
+	switch vr {
+	case "US", "SS":
+		return 2
+	case "FD", "UV", "SV":
+		return 8
+	}
+	return 4 // UL, SL, FL, AT
 }
 
 func jsonFloat(f float64) string {

@@ -56,6 +56,7 @@ type Caps struct {
 	Querier          Querier
 	KeyMatcher       KeyMatcher
 	SequenceIndexer  SequenceIndexer
+	MetadataKeeper   MetadataKeeper
 	// Of the Blobs.
 	BlobWalker        BlobWalker
 	IntentReader      IntentReader
@@ -79,6 +80,7 @@ func Resolve(ix Index, bs Blobs) Caps {
 		c.Counter, _ = ix.(Counter)
 		c.Querier, _ = ix.(Querier)
 		c.KeyMatcher, _ = ix.(KeyMatcher)
+		c.MetadataKeeper, _ = ix.(MetadataKeeper)
 		if si, ok := ix.(SequenceIndexer); ok && si.IndexesSequences() {
 			c.SequenceIndexer = si
 		}
@@ -104,8 +106,8 @@ func (c Caps) Names() []string {
 		"DeleteHolder": c.DeleteHolder != nil, "InstanceWalker": c.InstanceWalker != nil,
 		"Snapshotter": c.Snapshotter != nil, "SnapshotFiles": c.SnapshotFiles != nil,
 		"Counter": c.Counter != nil, "Querier": c.Querier != nil, "KeyMatcher": c.KeyMatcher != nil,
-		"SequenceIndexer": c.SequenceIndexer != nil,
-		"BlobWalker":      c.BlobWalker != nil, "IntentReader": c.IntentReader != nil,
+		"SequenceIndexer": c.SequenceIndexer != nil, "MetadataKeeper": c.MetadataKeeper != nil,
+		"BlobWalker": c.BlobWalker != nil, "IntentReader": c.IntentReader != nil,
 		"BatchPublisher": c.BatchPublisher != nil, "SpaceReporter": c.SpaceReporter != nil,
 		"UnfinishedRemover": c.UnfinishedRemover != nil,
 	}

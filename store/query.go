@@ -165,6 +165,9 @@ type Query struct {
 	// each under its keyword as EncodeItems of the stored items, every kept
 	// item attribute); only those at or above the query level are returned.
 	ReturnSequences []SequenceSpec
+	// WithMetadata asks Querier.Instances to set Instance.Metadata, for
+	// an Index that is a MetadataKeeper (others ignore it).
+	WithMetadata bool
 }
 
 // Match is one query result: attribute keyword -> value (UTF-8), covering

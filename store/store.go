@@ -97,6 +97,11 @@ type Instance struct {
 	// unknown. Recovery uses it to tell a complete blob from one whose
 	// fsync had not finished when the index row was committed.
 	Checksum string
+
+	// Metadata is the instance's DICOM JSON kept by a MetadataKeeper, as
+	// Querier.Instances returns it when Query.WithMetadata asks; nil when
+	// none is kept. Put ignores it.
+	Metadata []byte
 }
 
 // PutResult tells what a Put did.
@@ -361,6 +366,21 @@ type DeleteHolder interface {
 // every unfinished blob.
 type NodeScoper interface {
 	SetNode(id string) error
+}
+
+// MetadataKeeper is an optional capability of an Index: with each
+// instance's row, the bytes of its metadata (the archive keeps its DICOM
+// JSON, PS3.18 F.2, with placeholders for bulk data), so that the
+// metadata of a whole series is read with its rows, in one query
+// (Query.WithMetadata), without opening an object. SetMetadata keeps b
+// for the instance stored under sopInstanceUID only while its row still
+// names blobKey: when the object was replaced or deleted meanwhile it
+// keeps nothing and returns nil. A Put of the same SOP Instance UID and a
+// Delete drop what was kept. SetMetadata need not be durable (a crash may
+// lose it; it is computed again). Fallback: nothing kept; the archive
+// reads each object every time its metadata is asked for.
+type MetadataKeeper interface {
+	SetMetadata(ctx context.Context, sopInstanceUID, blobKey string, b []byte) error
 }
 
 // Registry of backends, in the manner of database/sql drivers.

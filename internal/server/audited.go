@@ -32,7 +32,10 @@ import (
 //   - Begin Transferring (110102) once a retrieve has found its
 //     instances, and DICOM Instances Transferred (110104, action R) once
 //     the front end has reported the delivery of each (Instance.Delivered),
-//     counting those delivered; a minor failure when some failed.
+//     counting those delivered; a minor failure when some failed. A
+//     retrieve of metadata (RetrieveRequest.Metadata) is DICOM Instances
+//     Accessed (110103, action R, described "metadata") instead, counted
+//     the same way.
 //   - Security Alert (110113) for a query or retrieve refused for want of
 //     a permission, and for an unknown or forbidden move destination.
 //   - Requests a front end refused before they reached the service
@@ -273,6 +276,8 @@ type transfer struct {
 	sent     map[string]*audit.Study
 	failed   int
 	recorded bool
+	// accessed: a metadata retrieve, recorded as Instances Accessed.
+	accessed bool
 }
 
 // delivered is an instance's Delivered.
@@ -311,12 +316,16 @@ func (t *transfer) maybeRecord() {
 	if failed > 0 {
 		outcome = audit.OutcomeMinorFailure
 	}
+	if t.accessed {
+		t.a.rec(audit.InstancesAccessed(t.a.ward(), t.requestor, audit.ActionRead, outcome, studies(sent), "metadata", time.Now()))
+		return
+	}
 	t.a.rec(audit.InstancesTransferred(t.a.ward(), t.from, t.to, t.requestor, audit.ActionRead, outcome, studies(sent), time.Now()))
 }
 
 func (a audited) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each func(*archive.Instance) error) error {
 	who := requestor(ctx, archive.Origin{})
-	t := &transfer{a: a, from: a.ward(), to: who, requestor: who}
+	t := &transfer{a: a, from: a.ward(), to: who, requestor: who, accessed: r.Metadata}
 	if r.Destination != "" {
 		t.to = audit.Node{AETitle: r.Destination}
 	}
@@ -343,7 +352,7 @@ func (a audited) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each 
 			}
 			a.rec(audit.SecurityAlert(a.ward(), who, op+" refused: "+refusal(err), time.Now()))
 		}
-	} else {
+	} else if !r.Metadata {
 		if r.DestinationAddr != "" {
 			t.to.Addr = addrHost(r.DestinationAddr)
 		}

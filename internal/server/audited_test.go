@@ -109,6 +109,32 @@ func TestAuditedRetrieve(t *testing.T) {
 			}
 		})
 	}
+	t.Run("metadata", func(t *testing.T) {
+		// A retrieve of metadata is Instances Accessed (read), counted
+		// like a transfer, with no Begin Transferring.
+		got, rec := recording()
+		svc := &instService{insts: []*archive.Instance{inst("1.2.3.1"), inst("1.2.3.2")}}
+		a := audited{svc: svc, rec: rec, ward: ward}
+		var given []*archive.Instance
+		err := a.Retrieve(ctx, &archive.RetrieveRequest{Model: archive.StudyRoot, Metadata: true}, func(in *archive.Instance) error {
+			given = append(given, in)
+			return nil
+		})
+		if err != nil || len(*got) != 0 {
+			t.Fatalf("Retrieve = %v, records %s", err, names(*got))
+		}
+		given[0].Delivered(nil)
+		given[1].Delivered(nil)
+		if names(*got) != "instances-accessed" {
+			t.Fatalf("records %s, want instances-accessed", names(*got))
+		}
+		m := (*got)[0]
+		x, _ := m.Marshal()
+		if m.Event.Action != audit.ActionRead || !strings.Contains(string(x), `NumberOfInstances="2"`) ||
+			!strings.Contains(string(x), `UserID="VIEWER" AlternativeUserID="carol"`) {
+			t.Errorf("instances accessed: %s", x)
+		}
+	})
 	t.Run("refused destination", func(t *testing.T) {
 		got, rec := recording()
 		a := audited{svc: &instService{}, rec: rec, ward: ward}

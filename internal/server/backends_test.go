@@ -25,7 +25,7 @@ func TestBackendMatrix(t *testing.T) {
 			defaultIndex: {
 				DSN: func(dir string) string { return filepath.Join(dir, "index.db") },
 				Caps: []string{"Inserter", "BlobFinder", "DeferredSyncer", "DeletionRecorder", "DeleteHolder",
-					"InstanceWalker", "Snapshotter", "SnapshotFiles", "Counter", "Querier", "KeyMatcher", "SequenceIndexer"},
+					"InstanceWalker", "Snapshotter", "SnapshotFiles", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper"},
 			},
 		},
 		map[string]storetest.Backend{

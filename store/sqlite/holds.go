@@ -124,3 +124,23 @@ func (db *DB) InstallSnapshot(from, to string) error {
 	}
 	return nil
 }
+
+var _ store.MetadataKeeper = (*DB)(nil)
+
+// SetMetadata implements store.MetadataKeeper: a row of
+// instance_metadata, committed without waiting for the disk (a crash
+// loses it, never an instance's row; the archive computes it again).
+func (db *DB) SetMetadata(ctx context.Context, uid, blobKey string, b []byte) error {
+	if b == nil {
+		b = []byte{}
+	}
+	err := db.w.send(ctx, func(w *writer) error {
+		_, err := w.conn.ExecContext(ctx, `INSERT OR REPLACE INTO instance_metadata (instance_fk, metadata)
+SELECT pk, ? FROM instance WHERE sop_instance_uid = ? AND blob_key = ?`, b, uid, blobKey)
+		return err
+	}, true)
+	if err != nil {
+		return fmt.Errorf("sqlite: set metadata: %w", err)
+	}
+	return nil
+}

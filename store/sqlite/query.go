@@ -525,8 +525,7 @@ func instancesQuery(q *store.Query) (string, []any, error) {
 	}
 	query := `SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.instance_number,
 	se.series_instance_uid, se.modality, st.study_instance_uid, p.patient_id, p.issuer_of_patient_id,
-	i.blob_key, i.size
-FROM ` + from(store.LevelImage) + w + `
+	i.blob_key, i.size` + metadataJoin(q) + w + `
 ORDER BY st.pk, se.pk, CAST(i.instance_number AS INTEGER), i.pk`
 	lim, limArgs := limitClause(q)
 	return query + lim, append(args, limArgs...), nil
@@ -550,11 +549,26 @@ func limitClause(q *store.Query) (string, []any) {
 	return "", nil
 }
 
+// metadataJoin is the FROM clause of instancesQuery, with the instance's
+// key as last column when q asks for the kept metadata (read apart, so
+// that sorting the rows does not carry it: see instancesWithMetadata).
+func metadataJoin(q *store.Query) string {
+	if q.WithMetadata {
+		return `, i.pk
+FROM ` + from(store.LevelImage)
+	}
+	return "\nFROM " + from(store.LevelImage)
+}
+
 // Instances implements store.Querier: the instances under the matches of q,
 // ordered by study, series and instance number. Only the identifying and
 // storage fields of each Instance are set (UIDs, transfer syntax, instance
-// number, modality, patient ID and issuer, blob key and size).
+// number, modality, patient ID and issuer, blob key and size), and the
+// kept metadata when q.WithMetadata asks.
 func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
+	if q.WithMetadata {
+		return db.instancesWithMetadata(ctx, q, fn)
+	}
 	query, args, err := instancesQuery(q)
 	if err != nil {
 		return err
@@ -577,6 +591,75 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	return nil
+}
+
+// metadataBatch is how many instances' kept metadata one query reads.
+const metadataBatch = 256
+
+// instancesWithMetadata is Instances with the kept metadata: the rows
+// first (small; sorting them with the metadata would spill the sort to
+// temporary files), then their metadata by key, a batch at a time, each
+// batch handed to fn in order.
+func (db *DB) instancesWithMetadata(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
+	query, args, err := instancesQuery(q)
+	if err != nil {
+		return err
+	}
+	rows, err := db.rdb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	var list []*store.Instance
+	var pks []any
+	for rows.Next() {
+		var in store.Instance
+		var pk int64
+		if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
+			&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
+			&in.BlobKey, &in.Size, &pk); err != nil {
+			rows.Close()
+			return fmt.Errorf("sqlite: instances: %w", err)
+		}
+		list = append(list, &in)
+		pks = append(pks, pk)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	for start := 0; start < len(list); start += metadataBatch {
+		end := min(start+metadataBatch, len(list))
+		byPK := make(map[int64][]byte, end-start)
+		mq := `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk IN (?` +
+			strings.Repeat(",?", end-start-1) + `)`
+		mrows, err := db.queryCached(ctx, mq, pks[start:end])
+		if err != nil {
+			return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+		}
+		for mrows.Next() {
+			var pk int64
+			var b []byte
+			if err := mrows.Scan(&pk, &b); err != nil {
+				mrows.Close()
+				return fmt.Errorf("sqlite: instances: %w", err)
+			}
+			byPK[pk] = b
+		}
+		err = mrows.Err()
+		mrows.Close()
+		if err != nil {
+			return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+		}
+		for i := start; i < end; i++ {
+			list[i].Metadata = byPK[pks[i].(int64)]
+			if err := fn(list[i]); err != nil {
+				return err
+			}
+			list[i] = nil
+		}
 	}
 	return nil
 }

@@ -239,4 +239,20 @@ CREATE TABLE delete_hold (
 	expires_at INTEGER NOT NULL
 );
 `,
+	// 7: each instance's metadata (store.MetadataKeeper), in a table of
+	// its own so that the instance rows that queries scan stay small. A
+	// row of instance that is replaced (any update: Put of the same SOP
+	// Instance UID) or deleted loses it.
+	`
+CREATE TABLE instance_metadata (
+	instance_fk INTEGER PRIMARY KEY,
+	metadata    BLOB NOT NULL
+);
+CREATE TRIGGER instance_ad_metadata AFTER DELETE ON instance BEGIN
+	DELETE FROM instance_metadata WHERE instance_fk = OLD.pk;
+END;
+CREATE TRIGGER instance_au_metadata AFTER UPDATE ON instance BEGIN
+	DELETE FROM instance_metadata WHERE instance_fk = OLD.pk;
+END;
+`,
 }

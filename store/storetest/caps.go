@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +53,115 @@ func testIndexCaps(run func(string, func(*testing.T, store.Index))) {
 			t.Error("the replaced blob is not recorded for deletion")
 		}
 		wantCount(t, ix, 1)
+	})
+
+	run("MetadataKeeper", func(t *testing.T, ix store.Index) {
+		mk, ok := ix.(store.MetadataKeeper)
+		if !ok {
+			t.Skip("no MetadataKeeper capability")
+		}
+		qr, ok := ix.(store.Querier)
+		if !ok {
+			t.Fatal("a MetadataKeeper that is no Querier")
+		}
+		// kept returns the metadata Instances gives for each instance of
+		// series 1, by SOP Instance UID ("-" for none).
+		kept := func(t *testing.T, with bool) map[string]string {
+			t.Helper()
+			got := map[string]string{}
+			q := store.Query{Level: store.LevelSeries, WithMetadata: with, Keys: []store.Key{
+				{Attribute: "SeriesInstanceUID", Kind: store.MatchSingle, Value: Sample(0, 1, 1).SeriesInstanceUID}}}
+			err := qr.Instances(ctx, &q, func(in *store.Instance) error {
+				got[in.SOPInstanceUID] = "-"
+				if in.Metadata != nil {
+					got[in.SOPInstanceUID] = string(in.Metadata)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		set := func(t *testing.T, in *store.Instance, key, v string) {
+			t.Helper()
+			if err := mk.SetMetadata(ctx, in.SOPInstanceUID, key, []byte(v)); err != nil {
+				t.Fatalf("SetMetadata: %v", err)
+			}
+		}
+		a, b := Sample(1, 1, 1), Sample(2, 1, 1)
+		mustPut(t, ix, a)
+		mustPut(t, ix, b)
+		set(t, a, a.BlobKey, `{"a":1}`)
+		set(t, b, "another-key", `{"stale":1}`) // names no stored object: nothing kept
+		set(t, Sample(3, 1, 1), NewKey(), `{}`) // no such instance: no error
+		if got := kept(t, true); got[a.SOPInstanceUID] != `{"a":1}` || got[b.SOPInstanceUID] != "-" {
+			t.Errorf("Instances with metadata = %v", got)
+		}
+		if got := kept(t, false); got[a.SOPInstanceUID] != "-" {
+			t.Errorf("Instances without WithMetadata = %v, want none", got)
+		}
+		set(t, a, a.BlobKey, `{"a":2}`) // set again: the newest
+		if got := kept(t, true); got[a.SOPInstanceUID] != `{"a":2}` {
+			t.Errorf("after a second SetMetadata: %v", got)
+		}
+		// A Put of the same SOP Instance UID drops it, even with the same
+		// blob key (a replay).
+		set(t, b, b.BlobKey, `{"b":1}`)
+		a2 := Sample(1, 1, 1)
+		mustPut(t, ix, a2)
+		same := *b
+		mustPut(t, ix, &same)
+		if got := kept(t, true); got[a.SOPInstanceUID] != "-" || got[b.SOPInstanceUID] != "-" {
+			t.Errorf("after replacing: %v, want none kept", got)
+		}
+		set(t, a, a.BlobKey, `{"old":1}`) // the replaced object's: too late
+		if got := kept(t, true); got[a.SOPInstanceUID] != "-" {
+			t.Errorf("metadata of a replaced object kept: %v", got)
+		}
+		// A Delete drops it: the same UID stored again has none.
+		set(t, b, b.BlobKey, `{"b":2}`)
+		if err := ix.Delete(ctx, b.SOPInstanceUID); err != nil {
+			t.Fatal(err)
+		}
+		b2 := Sample(2, 1, 1)
+		b2.BlobKey = b.BlobKey
+		mustPut(t, ix, b2)
+		if got := kept(t, true); got[b.SOPInstanceUID] != "-" {
+			t.Errorf("after delete and store again: %v, want none kept", got)
+		}
+
+		// A series larger than a backend's batches: the same rows in the
+		// same order with and without metadata, each with its own.
+		var order []string
+		for n := 100; n < 100+300; n++ {
+			in := Sample(n, 2, 2)
+			mustPut(t, ix, in)
+			if n%3 != 0 {
+				set(t, in, in.BlobKey, in.SOPInstanceUID)
+			}
+		}
+		list := func(with bool) []string {
+			var out []string
+			q := store.Query{Level: store.LevelSeries, WithMetadata: with, Keys: []store.Key{
+				{Attribute: "SeriesInstanceUID", Kind: store.MatchSingle, Value: Sample(0, 2, 2).SeriesInstanceUID}}}
+			if err := qr.Instances(ctx, &q, func(in *store.Instance) error {
+				out = append(out, in.SOPInstanceUID)
+				n := 0
+				fmt.Sscanf(in.SOPInstanceUID[strings.LastIndexByte(in.SOPInstanceUID, '.')+1:], "%d", &n)
+				if want := n%3 != 0; with && (in.Metadata != nil) != want || want && with && string(in.Metadata) != in.SOPInstanceUID {
+					t.Errorf("%s: metadata %q", in.SOPInstanceUID, in.Metadata)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		order = list(false)
+		if got := list(true); len(order) != 300 || !slices.Equal(got, order) {
+			t.Errorf("with metadata: %d instances, order differs: %v", len(got), !slices.Equal(got, order))
+		}
 	})
 
 	run("KeyMatcher", func(t *testing.T, ix store.Index) {

@@ -212,7 +212,9 @@ func TestOIDCSignInWithHydra(t *testing.T) {
 				if rs.StatusCode != 403 || !strings.Contains(string(page), "no Ward role") {
 					t.Fatalf("user without a mapped role: %d %s", rs.StatusCode, page)
 				}
-				harness.ReadAudit(t, data, auditHas("single sign-on refused: no Ward role"))
+				harness.ReadAudit(t, data, func(r []audit.Record) bool {
+					return auditHas(r, "authentication", audit.OutcomeMinorFailure, "single sign-on refused: no Ward role")
+				})
 				return
 			}
 			if rs.StatusCode != 200 || !strings.Contains(string(page), `url=/session`) {
@@ -248,7 +250,9 @@ func TestOIDCSignInWithHydra(t *testing.T) {
 			if rs.StatusCode != 403 {
 				t.Fatalf("forged callback: %d", rs.StatusCode)
 			}
-			harness.ReadAudit(t, data, auditHas("single sign-on (OpenID Connect), roles viewer"))
+			harness.ReadAudit(t, data, func(r []audit.Record) bool {
+				return auditHas(r, "authentication", audit.OutcomeSuccess, "single sign-on (OpenID Connect), roles viewer")
+			})
 		})
 	}
 }
@@ -264,14 +268,3 @@ func waitHTTP(t *testing.T, u string) {
 	t.Fatalf("%s did not answer", u)
 }
 
-// auditHas is true once some record's XML holds s.
-func auditHas(s string) func([]audit.Record) bool {
-	return func(recs []audit.Record) bool {
-		for _, r := range recs {
-			if strings.Contains(r.XML, s) {
-				return true
-			}
-		}
-		return false
-	}
-}

@@ -267,4 +267,3 @@ func waitHTTP(t *testing.T, u string) {
 	}
 	t.Fatalf("%s did not answer", u)
 }
-

@@ -40,12 +40,8 @@ func (s *Server) startSetup() *firstRun {
 	if s.webLn == nil || s.ConfigFile == "" || s.Load == nil || s.SetupOut == nil {
 		return nil
 	}
-	if t := s.tokens.Load(); t != nil {
-		for _, roles := range t.roles {
-			if len(roles) > 0 {
-				return nil
-			}
-		}
+	if s.someoneCanSignIn() {
+		return nil
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -79,8 +75,21 @@ func (s *Server) setupBase() string {
 	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
+// someoneCanSignIn reports whether a user has a role now (the set-up is
+// then over, whoever added the user).
+func (s *Server) someoneCanSignIn() bool {
+	if t := s.tokens.Load(); t != nil {
+		for _, roles := range t.roles {
+			if len(roles) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (f *firstRun) Open() bool {
-	if f == nil {
+	if f == nil || f.s.someoneCanSignIn() {
 		return false
 	}
 	f.mu.Lock()
@@ -89,7 +98,7 @@ func (f *firstRun) Open() bool {
 }
 
 func (f *firstRun) Valid(token string) bool {
-	if f == nil {
+	if f == nil || f.s.someoneCanSignIn() {
 		return false
 	}
 	sum := sha256.Sum256([]byte(token))

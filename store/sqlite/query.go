@@ -436,13 +436,25 @@ func selectQuery(q *store.Query) (kws []string, query string, args []any, err er
 	if len(selArgs) > 0 {
 		args = append(selArgs, args...)
 	}
-	query = "SELECT " + strings.Join(exprs, ", ") + " FROM " + from(q.Level) + w
+	// In key order: rows stored later come later, so that paging with
+	// offset stays exact while objects arrive. Without keys the table is
+	// scanned in that order (no sort); with keys, "+" keeps the order from
+	// choosing the plan: the keys' index finds the matches, which are then
+	// sorted.
+	order := " ORDER BY " + levelAlias[q.Level] + ".pk"
+	if w != "" {
+		order = " ORDER BY +" + levelAlias[q.Level] + ".pk"
+	}
+	query = "SELECT " + strings.Join(exprs, ", ") + " FROM " + from(q.Level) + w + order
 	lim, limArgs := limitClause(q)
 	return kws, query + lim, append(args, limArgs...), nil
 }
 
-// Query implements store.Querier. Matches come in the order SQLite produces
-// them for the plan, stable for an unchanged index.
+// levelAlias is each level's table alias in from.
+var levelAlias = map[store.Level]string{store.LevelPatient: "p", store.LevelStudy: "st", store.LevelSeries: "se", store.LevelImage: "i"}
+
+// Query implements store.Querier. Matches come in the order they were
+// first stored (by the level's key).
 func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) error) error {
 	kws, query, args, err := selectQuery(q)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/store/fsblob"
-	"github.com/ward-pacs/ward/store/sqlite"
 	"github.com/ward-pacs/ward/web"
 )
 
@@ -101,21 +98,7 @@ func (o qidoObject) bytes(t testing.TB) []byte {
 func newQIDOServer(t testing.TB, perms archive.Permissions, maxResults int) http.Handler {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bs.Close(); idx.Close() })
-	ar := &archive.Archive{Index: idx, Blobs: bs}
-	if err := ar.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ar.Close)
+	ar, _ := testArchive(t, nil)
 	for _, o := range qidoCorpus {
 		if _, err := ar.Store(ctx, &archive.StoreRequest{SOPClassUID: ctImage, SOPInstanceUID: o.inst,
 			TransferSyntaxUID: dicom.ExplicitVRLittleEndian.UID, Data: bytes.NewReader(o.bytes(t))}); err != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/testci"
-	"github.com/ward-pacs/ward/store/fsblob"
 	"github.com/ward-pacs/ward/store/sqlite"
 	"github.com/ward-pacs/ward/web"
 )
@@ -49,22 +48,7 @@ type stowFixture struct {
 
 func newStowFixture(t *testing.T, perms archive.Permissions, maxBody int64) *stowFixture {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bs.Close(); idx.Close() })
-	ar := &archive.Archive{Index: idx, Blobs: bs}
-	if err := ar.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ar.Close)
+	ar, idx := testArchive(t, nil)
 	p := &archive.Principal{Kind: archive.User, Name: "tester", Grant: perms}
 	h := web.New(web.Config{Authenticator: fixedAuth{p}, MaxBody: maxBody})
 	Register(h, ar, Options{})
@@ -395,23 +379,7 @@ func TestStowRequestRefused(t *testing.T) {
 func TestStowNotAuthorized(t *testing.T) {
 	ct := pydicomFile(t, "CT_small.dcm")
 	p := archive.Permissions{archive.PermFind: true, archive.PermGet: true}
-	ctx := context.Background()
-	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bs.Close()
-	ar := &archive.Archive{Index: idx, Blobs: bs}
-	if err := ar.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer ar.Close()
+	ar, idx := testArchive(t, nil)
 	h := web.New(web.Config{Authenticator: fixedAuth{&archive.Principal{Kind: archive.User, Name: "viewer", Grant: p}}, MaxBody: 1 << 30})
 	Register(h, permChecked{ar}, Options{})
 	srv := httptest.NewServer(h)

@@ -9,15 +9,12 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
-	"github.com/ward-pacs/ward/store/fsblob"
-	"github.com/ward-pacs/ward/store/sqlite"
 	"github.com/ward-pacs/ward/web"
 )
 
@@ -126,20 +123,7 @@ type wadoFixture struct {
 func newWADOFixture(t *testing.T) *wadoFixture {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	idx, err := sqlite.Open(ctx, filepath.Join(dir, "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ar := &archive.Archive{Index: idx, Blobs: bs}
-	if err := ar.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ar.Close(); bs.Close(); idx.Close() })
+	ar, _ := testArchive(t, nil)
 	f := &wadoFixture{d: &deliveries{got: map[string][]error{}}, stored: map[string][]byte{}, ar: ar}
 	for _, o := range []struct {
 		series, sop string

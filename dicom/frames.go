@@ -81,10 +81,13 @@ type Frames struct {
 	// Encapsulated: the pixel data is in fragments (a compressed syntax).
 	Encapsulated bool
 
+	// Float: the pixel data is Float or Double Float Pixel Data
+	// (7FE0,0008 or 0009), IEEE values rather than integers.
+	Float bool
+
 	d       *decoder
 	c       coding
 	release func()
-	float   bool // Float or Double Float Pixel Data
 
 	// native: value length, bytes consumed of the value, and the last
 	// byte read (1-bit frames may share a byte).
@@ -141,13 +144,13 @@ func OpenFrames(r io.Reader, ts *TransferSyntax) (*Frames, error) {
 	if isSequence(f.c, h) {
 		return nil, malformed(f.d.pos, "%v is a sequence", h.tag)
 	}
-	f.float = h.tag != PixelData
+	f.Float = h.tag != PixelData
 	if err := f.describe(a); err != nil {
 		return nil, err
 	}
 	if h.length == undefinedLength {
 		f.Encapsulated = true
-		if f.float {
+		if f.Float {
 			return nil, malformed(f.d.pos, "%v encapsulated", h.tag)
 		}
 		if err := f.startFragments(a); err != nil {
@@ -284,7 +287,7 @@ func (f *Frames) swapUnit() int {
 		return 1
 	}
 	switch {
-	case f.float && f.Info.BitsAllocated == 64:
+	case f.Float && f.Info.BitsAllocated == 64:
 		return 8
 	case f.Info.BitsAllocated >= 16:
 		return f.Info.BitsAllocated / 8

@@ -39,8 +39,12 @@ func ParseAccept(headers []string) ([]MediaRange, error) {
 			}
 			typ, params, err := mime.ParseMediaType(item)
 			if err != nil {
-				// Some clients send type=application/dicom unquoted with a
-				// slash, which mime accepts; anything else is malformed.
+				// Some clients (OHIF) send type=application/octet-stream
+				// unquoted, with a slash mime refuses in a token: quote
+				// such values and read again; anything else is malformed.
+				typ, params, err = mime.ParseMediaType(quoteSlashed(item))
+			}
+			if err != nil {
 				return nil, ErrBadAccept
 			}
 			mr := MediaRange{Type: typ, Params: params, Q: 1}
@@ -90,4 +94,18 @@ func splitQuoted(s string, sep byte) []string {
 		}
 	}
 	return append(parts, s[start:])
+}
+
+// quoteSlashed quotes the unquoted parameter values of a media range
+// that hold a slash (type=application/dicom), leaving the rest as is.
+func quoteSlashed(item string) string {
+	parts := splitQuoted(item, ';')
+	for i, p := range parts[1:] {
+		name, val, ok := strings.Cut(p, "=")
+		val = strings.TrimSpace(val)
+		if ok && strings.Contains(val, "/") && !strings.HasPrefix(val, `"`) && !strings.ContainsAny(val, `"\ `) {
+			parts[i+1] = name + `="` + val + `"`
+		}
+	}
+	return strings.Join(parts, ";")
 }

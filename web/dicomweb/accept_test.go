@@ -11,6 +11,10 @@ func TestParseAccept(t *testing.T) {
 		got[1].Type != "application/dicom+json" || got[1].Q != 0.5 || got[2].Type != "*/*" {
 		t.Fatalf("%+v", got)
 	}
+	// OHIF's frames request: type unquoted, with its slash.
+	if r, err := ParseAccept([]string{"multipart/related; type=application/octet-stream; transfer-syntax=*"}); err != nil || r[0].Params["type"] != "application/octet-stream" || r[0].Params["transfer-syntax"] != "*" {
+		t.Fatalf("unquoted type: %+v %v", r, err)
+	}
 	if r, _ := ParseAccept(nil); len(r) != 1 || !r[0].Matches("application/dicom+json") {
 		t.Fatalf("no Accept: %+v", r)
 	}
@@ -25,7 +29,7 @@ func TestParseAccept(t *testing.T) {
 }
 
 func FuzzParseAccept(f *testing.F) {
-	for _, s := range []string{`multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1`, `*/*`, `application/dicom+json, */*;q=0.1`, `image/jpeg;q=0.9,image/png`} {
+	for _, s := range []string{`multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1`, `multipart/related; type=application/octet-stream; transfer-syntax=*`, `*/*`, `application/dicom+json, */*;q=0.1`, `image/jpeg;q=0.9,image/png`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/test/harness"
 )
 
@@ -238,4 +239,14 @@ func TestDICOMwebFramesAndRendered(t *testing.T) {
 			t.Errorf("%s: size %v, want the longer side %d", c.path, sz, c.side)
 		}
 	}
+	// The audit trail names the user for what was sent.
+	readAudit(t, dir, func(recs []audit.Record) bool {
+		for _, r := range recs {
+			if r.Event == "instances-transferred" && r.Outcome == 0 &&
+				strings.Contains(r.XML, "reader") && strings.Contains(r.XML, want["rtdose.dcm"].Study) {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -392,6 +393,66 @@ func TestParseFrameList(t *testing.T) {
 	for _, bad := range []string{"", "0", "-1", "1,,2", "a", strings.Repeat("1,", maxFrameList) + "1"} {
 		if _, err := parseFrameList(bad); err == nil {
 			t.Errorf("%q accepted", truncate(bad, 20))
+		}
+	}
+}
+
+// FuzzRender: any data set, in any of a few syntaxes, renders or fails
+// with an error, never a panic, within the rendering bounds. Seeds in
+// testdata/fuzz/FuzzRender (small pydicom files, TestWriteRenderSeeds).
+func FuzzRender(f *testing.F) {
+	syntaxes := []string{"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5"}
+	f.Fuzz(func(t *testing.T, data []byte, tsi uint8, png bool) {
+		inst := &archive.Instance{
+			TransferSyntaxUID: syntaxes[int(tsi)%len(syntaxes)],
+			Open:              func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil },
+		}
+		p := renderParams{format: "image/jpeg", vw: 16, vh: 16, explicit: true}
+		if png {
+			p.format = "image/png"
+		}
+		out, err := renderInstance(context.Background(), inst, 1, p)
+		if err == nil {
+			if _, _, err := image.Decode(bytes.NewReader(out)); err != nil {
+				t.Fatalf("rendered an undecodable image: %v", err)
+			}
+		}
+	})
+}
+
+// TestWriteRenderSeeds regenerates testdata/fuzz/FuzzRender from small
+// pydicom files when WARD_WRITE_FUZZ_SEEDS=1.
+func TestWriteRenderSeeds(t *testing.T) {
+	if os.Getenv("WARD_WRITE_FUZZ_SEEDS") != "1" {
+		t.Skip("set WARD_WRITE_FUZZ_SEEDS=1 to regenerate")
+	}
+	syntaxes := []string{"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5"}
+	dir := filepath.Join("testdata", "fuzz", "FuzzRender")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"MR_small.dcm", "MR_small_bigendian.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "SC_rgb_small_odd_jpeg.dcm", "SC_rgb_rle_2frame.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm"} {
+		meta, rc, err := dicom.OpenFile(filepath.Join(pydicomFiles, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx := -1
+		for i, s := range syntaxes {
+			if s == meta.TransferSyntaxUID {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			t.Fatalf("%s: syntax %s", name, meta.TransferSyntaxUID)
+		}
+		seed := "go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\nbyte(" + strconv.QuoteRune(rune(idx)) + ")\nbool(" + strconv.FormatBool(idx%2 == 0) + ")\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(seed), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

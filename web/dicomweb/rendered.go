@@ -307,6 +307,8 @@ func renderNative(info *dicom.PixelInfo, raw []byte, win *voiWindow) (image.Imag
 	switch pi := info.Photometric; {
 	case (pi == "MONOCHROME1" || pi == "MONOCHROME2") && info.SamplesPerPixel == 1:
 		return renderGray(info, raw, win), nil
+	case pi == "YBR_FULL_422" && w%2 != 0:
+		return nil, failf(http.StatusNotAcceptable, "YBR_FULL_422 pixel data with an odd number of columns cannot be rendered")
 	case (pi == "RGB" || pi == "YBR_FULL" || pi == "YBR_FULL_422") && info.SamplesPerPixel == 3 && (info.BitsAllocated == 8 || info.BitsAllocated == 16):
 		img := image.NewRGBA(image.Rect(0, 0, w, h))
 		bps := info.BitsAllocated / 8

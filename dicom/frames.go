@@ -1,6 +1,7 @@
 package dicom
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -88,6 +89,12 @@ type Frames struct {
 	d       *decoder
 	c       coding
 	release func()
+	// src is the buffered reader over the data set, and seeker the
+	// stream under it when that can seek (origin: its offset at the data
+	// set's start): skips within the pixel data then seek.
+	src    *bufio.Reader
+	seeker io.ReadSeeker
+	origin int64
 
 	// native: value length, bytes consumed of the value, and the last
 	// byte read (1-bit frames may share a byte).
@@ -112,15 +119,24 @@ type Frames struct {
 // OpenFrames reads the data set r, encoded in ts, up to its top-level
 // pixel data (Pixel Data, Float or Double Float Pixel Data), keeping the
 // attributes that describe it; the reader is then positioned at the
-// pixel data's value. A data set without pixel data is ErrNoPixelData;
+// pixel data's value. When r is an io.ReadSeeker (positioned at the data
+// set's start) and ts is not deflated, frames and fragments passed over
+// are skipped by seeking rather than reading. A data set without pixel data is ErrNoPixelData;
 // a description that cannot hold (no rows, bits allocated not 1, 8, 16,
 // 32 or 64, native pixel data shorter than its frames) is ErrMalformed.
 func OpenFrames(r io.Reader, ts *TransferSyntax) (*Frames, error) {
 	if ts == nil {
 		return nil, ErrNoTransferSyntax
 	}
+	var seeker io.ReadSeeker
+	var origin int64
+	if rs, ok := r.(io.ReadSeeker); ok && !ts.Deflated {
+		if off, err := rs.Seek(0, io.SeekCurrent); err == nil {
+			seeker, origin = rs, off
+		}
+	}
 	src, _, release := openStream(r, ts)
-	f := &Frames{TS: ts, d: &decoder{r: src, ts: ts}, c: codingOf(ts), release: release, frameAt: -1}
+	f := &Frames{TS: ts, d: &decoder{r: src, ts: ts}, c: codingOf(ts), release: release, frameAt: -1, src: src, seeker: seeker, origin: origin}
 	ok := false
 	defer func() {
 		if !ok {
@@ -307,7 +323,7 @@ func (f *Frames) writeNative(w io.Writer, i int) (int64, error) {
 	case start < f.at:
 		return 0, ErrFramePassed
 	case start > f.at:
-		if err := f.d.skip(start-f.at, PixelData); err != nil {
+		if err := f.skip(start - f.at); err != nil {
 			return 0, err
 		}
 		f.at = start
@@ -336,6 +352,21 @@ func (f *Frames) writeNative(w io.Writer, i int) (int64, error) {
 	}
 	m, err := w.Write(out)
 	return int64(m), err
+}
+
+// skip passes over n bytes of the pixel data: by seeking the stream
+// under the buffer when it can and n is more than the buffer holds, else
+// by reading. A seek past the end is found by the next read.
+func (f *Frames) skip(n int64) error {
+	if f.seeker == nil || n <= int64(f.src.Buffered()) {
+		return f.d.skip(n, PixelData)
+	}
+	if _, err := f.seeker.Seek(f.origin+f.d.pos+n, io.SeekStart); err != nil {
+		return fmt.Errorf("seeking in the pixel data: %w", err)
+	}
+	f.src.Reset(f.seeker)
+	f.d.pos += n
+	return nil
 }
 
 // copyValue copies n bytes of the pixel value to w, swapping in units of
@@ -516,7 +547,7 @@ func (f *Frames) writeFragments(w io.Writer, i int) (int64, error) {
 		f.peeked = false
 		f.frameAt = f.peekFrm
 		if f.peekFrm < i {
-			if err := f.d.skip(int64(f.peekLen), PixelData); err != nil {
+			if err := f.skip(int64(f.peekLen)); err != nil {
 				return written, err
 			}
 			continue

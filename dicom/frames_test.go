@@ -430,3 +430,66 @@ func TestWriteFrameSeeds(t *testing.T) {
 		}
 	}
 }
+
+// countingSeeker counts the bytes read through it.
+type countingSeeker struct {
+	*bytes.Reader
+	read int64
+}
+
+func (c *countingSeeker) Read(p []byte) (int, error) {
+	n, err := c.Reader.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+// TestFramesSeek: over a seekable stream, the frames and fragments passed
+// over are not read; what is read equals what a plain reader gives.
+func TestFramesSeek(t *testing.T) {
+	const side = 512 // 512 KiB frames of 16 bits
+	frame := func(v byte) []byte { return bytes.Repeat([]byte{v, 0}, side*side) }
+	var px []byte
+	for v := range byte(4) {
+		px = append(px, frame(v+1)...)
+	}
+	native := newDS().image(side, side, 1, 16, 4, "MONOCHROME2").el(PixelData, "OW", px).b
+	soi := func(v byte) []byte { return append([]byte{0xFF, 0xD8}, bytes.Repeat([]byte{v}, 300<<10)...) }
+	enc := newDS().image(side, side, 1, 8, 4, "MONOCHROME2").encapsulated(nil, soi(1), soi(2), soi(3), soi(4)).b
+	for _, c := range []struct {
+		name string
+		data []byte
+		ts   *TransferSyntax
+		want []byte
+	}{
+		{"native", native, ExplicitVRLittleEndian, frame(4)},
+		{"fragments", enc, jpegTS, soi(4)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cs := &countingSeeker{Reader: bytes.NewReader(c.data)}
+			f, err := OpenFrames(cs, c.ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			got, err := f.ReadFrame(4, 1<<22)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, c.want) {
+				t.Fatal("frame 4 differs")
+			}
+			if limit := int64(len(c.want)) + 5*bufSize; cs.read > limit { // a buffer per header read
+				t.Errorf("read %d bytes for a frame of %d: the frames before were read, not skipped", cs.read, len(c.want))
+			}
+			// The same through a reader that cannot seek.
+			plain, err := OpenFrames(io.MultiReader(bytes.NewReader(c.data)), c.ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer plain.Close()
+			if b, err := plain.ReadFrame(4, 1<<22); err != nil || !bytes.Equal(b, c.want) {
+				t.Errorf("plain reader: %v", err)
+			}
+		})
+	}
+}

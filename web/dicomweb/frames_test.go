@@ -303,6 +303,7 @@ func TestRendered(t *testing.T) {
 		{"MR_small_bigendian.dcm/rendered", "image/png", 200, "png", 64, 64},
 		{"SC_rgb_jpeg_dcmtk.dcm/rendered", "image/jpeg", 200, "jpeg", 100, 100},
 		{"SC_rgb_jpeg_dcmtk.dcm/rendered?viewport=50,50", "image/png", 200, "png", 50, 50},
+		{"SC_rgb_jpeg_dcmtk.dcm/thumbnail", "image/jpeg", 200, "jpeg", 128, 128}, // scaled, not the stored JPEG
 		{"SC_rgb_small_odd.dcm/rendered", "image/png", 200, "png", 3, 3},
 		{"SC_ybr_full_422_uncompressed.dcm/rendered", "image/png", 200, "png", 100, 100},
 		{"rtdose.dcm/frames/15/rendered", "image/png", 200, "png", 10, 10},

@@ -259,7 +259,7 @@ func renderInstance(ctx context.Context, inst *archive.Instance, n int, p render
 		if err != nil {
 			return nil, frameErr(ctx, err)
 		}
-		if p.format == "image/jpeg" && !p.explicit && f.TS.UID == jpegBaseline && info.Photometric != "MONOCHROME1" {
+		if p.format == "image/jpeg" && !p.explicit && p.vw == 0 && f.TS.UID == jpegBaseline && info.Photometric != "MONOCHROME1" {
 			return raw, nil // as stored: the frame is a JPEG image
 		}
 		if img, err = renderJPEG(info, raw, p.window); err != nil {

@@ -72,7 +72,19 @@ type dataSetReader struct {
 
 func (d *dataSetReader) Close() error { return d.c.Close() }
 
-// openDataSet opens a stored object and skips its Part 10 header.
+// seekableDataSet is the data set of a stored object whose blob can
+// seek: Read and Seek are the blob's, positioned at the data set's first
+// byte when opened (so that a reader of frames can skip the pixel data it
+// does not need instead of reading it).
+type seekableDataSet struct {
+	io.ReadSeeker
+	c io.Closer
+}
+
+func (d *seekableDataSet) Close() error { return d.c.Close() }
+
+// openDataSet opens a stored object and skips its Part 10 header. The
+// reader is an io.Seeker when the blob is one.
 func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, error) {
 	rc, err := ar.Blobs.Open(ctx, key)
 	if err != nil {
@@ -82,6 +94,14 @@ func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, 
 	if err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("reading a stored object's header: %w", err)
+	}
+	if rs, ok := rc.(io.ReadSeeker); ok {
+		// The data set starts where the header reader's buffer does.
+		if cur, err := rs.Seek(0, io.SeekCurrent); err == nil {
+			if _, err := rs.Seek(cur-int64(br.Buffered()), io.SeekStart); err == nil {
+				return &seekableDataSet{ReadSeeker: rs, c: rc}, nil
+			}
+		}
 	}
 	return &dataSetReader{Reader: br, c: rc}, nil
 }

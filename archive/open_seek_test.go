@@ -39,7 +39,15 @@ func TestOpenSeeks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := io.ReadAll(rs)
+	head := make([]byte, 10)
+	if _, err := io.ReadFull(rs, head); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := rs.Seek(0, io.SeekCurrent); err != nil || at != start+10 {
+		t.Fatalf("after 10 bytes read, at %d (%v), want %d", at, err, start+10)
+	}
+	rest, err := io.ReadAll(rs)
+	got := append(head, rest...)
 	if err != nil {
 		t.Fatal(err)
 	}

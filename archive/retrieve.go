@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -73,12 +74,36 @@ type dataSetReader struct {
 func (d *dataSetReader) Close() error { return d.c.Close() }
 
 // seekableDataSet is the data set of a stored object whose blob can
-// seek: Read and Seek are the blob's, positioned at the data set's first
-// byte when opened (so that a reader of frames can skip the pixel data it
-// does not need instead of reading it).
+// seek: reads go through the header reader's buffer, as dataSetReader's
+// do, and Seek moves the blob (offsets are the blob's; the data set
+// starts at Seek(0, io.SeekCurrent) when opened), so that a reader of
+// frames can skip the pixel data it does not need instead of reading it.
 type seekableDataSet struct {
-	io.ReadSeeker
-	c io.Closer
+	br *bufio.Reader
+	rs io.ReadSeeker
+	c  io.Closer
+}
+
+func (d *seekableDataSet) Read(p []byte) (int, error) { return d.br.Read(p) }
+
+func (d *seekableDataSet) Seek(off int64, whence int) (int64, error) {
+	if whence == io.SeekCurrent {
+		cur, err := d.rs.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return 0, err
+		}
+		at := cur - int64(d.br.Buffered())
+		if off == 0 {
+			return at, nil
+		}
+		off, whence = at+off, io.SeekStart
+	}
+	n, err := d.rs.Seek(off, whence)
+	if err != nil {
+		return 0, err
+	}
+	d.br.Reset(d.rs)
+	return n, nil
 }
 
 func (d *seekableDataSet) Close() error { return d.c.Close() }
@@ -96,12 +121,7 @@ func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, 
 		return nil, fmt.Errorf("reading a stored object's header: %w", err)
 	}
 	if rs, ok := rc.(io.ReadSeeker); ok {
-		// The data set starts where the header reader's buffer does.
-		if cur, err := rs.Seek(0, io.SeekCurrent); err == nil {
-			if _, err := rs.Seek(cur-int64(br.Buffered()), io.SeekStart); err == nil {
-				return &seekableDataSet{ReadSeeker: rs, c: rc}, nil
-			}
-		}
+		return &seekableDataSet{br: br, rs: rs, c: rc}, nil
 	}
 	return &dataSetReader{Reader: br, c: rc}, nil
 }

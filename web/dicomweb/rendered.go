@@ -11,6 +11,7 @@ import (
 	"image/png"
 	"math"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -46,6 +47,11 @@ const (
 	// among.
 	maxListed = 100000
 )
+
+// renderSlots bounds the renderings in progress (each may hold a frame
+// of maxRenderSamples and its image): rendering is CPU-bound, so more at
+// once than there are CPUs only adds memory.
+var renderSlots = make(chan struct{}, max(2, runtime.NumCPU()))
 
 const jpegBaseline = "1.2.840.10008.1.2.4.50"
 
@@ -227,8 +233,15 @@ func (s *Server) renderOne(ctx context.Context, insts []*archive.Instance, frame
 	return out, nil
 }
 
-// renderInstance renders frame n of inst with p.
+// renderInstance renders frame n of inst with p, when a rendering slot
+// is free.
 func renderInstance(ctx context.Context, inst *archive.Instance, n int, p renderParams) ([]byte, error) {
+	select {
+	case renderSlots <- struct{}{}:
+		defer func() { <-renderSlots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	f, c, err := openFrames(ctx, inst)
 	if err != nil {
 		return nil, err

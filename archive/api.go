@@ -55,12 +55,20 @@ type StoreRequest struct {
 	Origin                                         Origin
 	SOPClassUID, SOPInstanceUID, TransferSyntaxUID string
 	Data                                           io.Reader
+	// ExpectStudy, when set, is the Study Instance UID the request named
+	// (STOW-RS to /studies/{study}): an object of another study is
+	// refused with ErrAttributeMismatch on StudyInstanceUID before it is
+	// committed.
+	ExpectStudy string
 }
 
 // Stored is what Store learned of the object it stored, for the audit
 // trail.
 type Stored struct {
 	StudyInstanceUID, PatientID string
+	// SeriesInstanceUID of the stored object (for the front end's
+	// answer, e.g. STOW-RS's Retrieve URL).
+	SeriesInstanceUID string
 	// Replaced: the object replaced a stored one with the same SOP
 	// Instance UID.
 	Replaced bool
@@ -87,6 +95,14 @@ type Query struct {
 	// Limit caps the matches below the principal's and the archive's cap
 	// (0: theirs).
 	Limit int
+	// Offset skips that many matches first (QIDO-RS offset), in the
+	// index's stable order; the cap counts the matches after them.
+	Offset int
+	// KeysAboveLevel lets keys of the levels above the query level match
+	// with every kind (QIDO-RS: a search for all series may name the
+	// patient); C-FIND's hierarchical model allows only their unique keys,
+	// single-valued.
+	KeysAboveLevel bool
 	// RetrieveAETitle is returned as Retrieve AE Title (0008,0054) when
 	// Archive.AETitle is "" (DIMSE: the title the requestor called).
 	RetrieveAETitle string

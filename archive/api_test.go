@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
@@ -67,6 +68,22 @@ func TestAPIQueryAndRetrieve(t *testing.T) {
 	err = f.ar.Query(user, &archive.Query{Model: archive.StudyRoot, Identifier: studies, Limit: 2}, func(archive.Match) error { n++; return nil })
 	if !errors.Is(err, archive.ErrTooManyResults) || n != 2 {
 		t.Errorf("Limit 2: %v after %d matches, want ErrTooManyResults after 2", err, n)
+	}
+	// Offset pages through the same order: two pages of 2 from offset 0
+	// and 2 list the three studies once; past the cap after an offset,
+	// ErrTooManyResults still says more exist.
+	var paged []string
+	for _, off := range []int{0, 2} {
+		err = f.ar.Query(user, &archive.Query{Model: archive.StudyRoot, Identifier: studies, Limit: 2, Offset: off}, func(m archive.Match) error {
+			paged = append(paged, m.DataSet.String(dicom.StudyInstanceUID))
+			return nil
+		})
+		if want := off == 0; errors.Is(err, archive.ErrTooManyResults) != want || (!want && err != nil) {
+			t.Errorf("Limit 2 Offset %d: %v", off, err)
+		}
+	}
+	if !slices.Equal(paged, got) {
+		t.Errorf("pages %v, want %v", paged, got)
 	}
 	// Without bulk-query, or without a principal, the universal query is
 	// not authorized.

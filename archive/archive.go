@@ -434,10 +434,12 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 		return Failf(ErrCannotUnderstand, "unknown transfer syntax %q", r.TransferSyntaxUID)
 	}
 	if ar.OnDuplicate != DuplicateReplace {
-		if _, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
+		if in, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
 			if ar.OnDuplicate == DuplicateReject {
 				return Fail(ErrDuplicate, "SOP instance already stored")
 			}
+			// Kept: the stored object is the one the requestor is told of.
+			out.StudyInstanceUID, out.PatientID, out.SeriesInstanceUID = in.StudyInstanceUID, in.PatientID, in.SeriesInstanceUID
 			_, err := io.Copy(io.Discard, r.Data)
 			return err
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -498,7 +500,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 	}
 	in, err := instanceFrom(attrs, receipt{
 		sopClass: r.SOPClassUID, sopInstance: r.SOPInstanceUID, transferSyntax: r.TransferSyntaxUID,
-		aet: r.Origin.AETitle, addr: r.Origin.Addr, at: time.Now().UTC(),
+		study: r.ExpectStudy, aet: r.Origin.AETitle, addr: r.Origin.Addr, at: time.Now().UTC(),
 	})
 	if err != nil {
 		return err
@@ -507,7 +509,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 	in.Sequences = ar.seqs.items(attrs)
 	in.BlobKey, in.Size, in.Checksum = key, cw.n, cw.checksum()
 	ar.space.wrote(cw.n)
-	out.StudyInstanceUID, out.PatientID = in.StudyInstanceUID, in.PatientID
+	out.StudyInstanceUID, out.PatientID, out.SeriesInstanceUID = in.StudyInstanceUID, in.PatientID, in.SeriesInstanceUID
 	put := ar.Index.Put
 	ins := ar.capabilities().Inserter
 	ds, err := ar.deferrable(bw, in)
@@ -660,6 +662,7 @@ func resourceError(what string, err error) error {
 // receipt is what the index records of a C-STORE besides the data set.
 type receipt struct {
 	sopClass, sopInstance, transferSyntax string
+	study                                 string // expected Study Instance UID, "" for any
 	aet, addr                             string
 	at                                    time.Time
 }
@@ -700,6 +703,9 @@ func instanceFrom(a *dicom.Attrs, r receipt) (*store.Instance, error) {
 		if s(t) == "" {
 			return nil, attrError(ErrAttributeMismatch, t, "the data set has no "+dicom.Keyword(t))
 		}
+	}
+	if r.study != "" && s(dicom.StudyInstanceUID) != r.study {
+		return nil, attrError(ErrAttributeMismatch, dicom.StudyInstanceUID, "StudyInstanceUID in the data set differs from the study the request named")
 	}
 	// The UIDs Ward keys on, as in the data set. The SOP Instance UID is
 	// the command's, which the dispatcher checked; it is checked again so

@@ -459,3 +459,32 @@ func TestCharsetIndexed(t *testing.T) {
 		}
 	})
 }
+
+// An object sent to a named study (STOW-RS to /studies/{study}) that
+// belongs to another is refused before it is committed; one of that
+// study is stored, and Stored names its study and series.
+func TestExpectStudy(t *testing.T) {
+	f := newFixture(t, "")
+	o := ctObject(t, "1.2.826.0.1.3680043.10.1.6")
+	study := o.ds.String(dicom.StudyInstanceUID)
+	req := func(expect string) *archive.StoreRequest {
+		return &archive.StoreRequest{SOPClassUID: ctImageStorage, SOPInstanceUID: o.inst, TransferSyntaxUID: dicom.ExplicitVRLittleEndian.UID,
+			Data: bytes.NewReader(o.bytes(t)), ExpectStudy: expect}
+	}
+	_, err := f.ar.Store(context.Background(), req("1.2.3.4"))
+	var ae *archive.Error
+	if !errors.As(err, &ae) || ae.Kind != archive.ErrAttributeMismatch || ae.Tag != dicom.StudyInstanceUID {
+		t.Fatalf("store to another study: %v", err)
+	}
+	if _, err := f.idx.Get(context.Background(), o.inst); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("refused instance indexed: %v", err)
+	}
+	st, err := f.ar.Store(context.Background(), req(study))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.StudyInstanceUID != study || st.SeriesInstanceUID != o.ds.String(dicom.SeriesInstanceUID) {
+		t.Errorf("Stored = %+v", st)
+	}
+	f.checkNothingStored(t, "", 1)
+}

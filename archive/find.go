@@ -43,7 +43,8 @@ const utf8Charset = "ISO_IR 192"
 //     MaxFindResults, default 1000; q.Limit lowers it): the first cap
 //     matches are emitted, then Query fails with ErrTooManyResults saying
 //     the results were cut and that the query should be narrowed. The
-//     requestor thus knows the list is incomplete.
+//     requestor thus knows the list is incomplete. q.Offset skips matches
+//     first (in the index's stable order); the cap counts those after.
 //   - Each match holds exactly the attributes of the request (those Ward
 //     does not have with zero length), plus Query/Retrieve Level, the
 //     Retrieve AE Title and, when the request had one or a value is not
@@ -62,7 +63,7 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 	if km := ar.capabilities().KeyMatcher; km != nil {
 		supported = km.CanMatch
 	}
-	id, err := parseFind(rq.Identifier, patientRoot, supported, ar.seqs)
+	id, err := parseFind(rq.Identifier, patientRoot, rq.KeysAboveLevel, supported, ar.seqs)
 	if err != nil {
 		return err
 	}
@@ -84,6 +85,9 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 		Keys:            id.keys,
 		PNCaseSensitive: ar.PNCaseSensitive,
 		Return:          []string{},
+	}
+	if rq.Offset > 0 {
+		q.Offset = rq.Offset
 	}
 	for _, rk := range id.ret {
 		if rk.spec != nil {

@@ -114,6 +114,9 @@ type identifier struct {
 	// ignored lists matching keys the archive could not apply (optional
 	// keys it does not support); C-FIND then answers FF01.
 	ignored []string
+	// above: keys of the levels above the query level match like keys of
+	// the level (Query.KeysAboveLevel).
+	above bool
 }
 
 // patientRoot returns whether m is the Patient Root model.
@@ -177,12 +180,16 @@ func skipped(t dicom.Tag) bool {
 // single value, keys below it are refused (that would be a relational query,
 // which Ward does not negotiate), keys at the level may use every matching
 // kind. Empty values are return keys wherever they are.
-func parseFind(ds *dicom.DataSet, patientRoot bool, supported func(kw string) bool, seqs *seqIndex) (*identifier, error) {
+//
+// With above (QIDO-RS), keys of the levels above the query level match
+// with every kind too, as PS3.18 10.6.1.2 allows a search for all series
+// or instances to name study (and series) attributes.
+func parseFind(ds *dicom.DataSet, patientRoot, above bool, supported func(kw string) bool, seqs *seqIndex) (*identifier, error) {
 	l, err := parseLevel(ds, patientRoot)
 	if err != nil {
 		return nil, err
 	}
-	id := &identifier{level: l, patientRoot: patientRoot, charset: splitCharset(ds.String(dicom.SpecificCharacterSet))}
+	id := &identifier{level: l, patientRoot: patientRoot, above: above, charset: splitCharset(ds.String(dicom.SpecificCharacterSet))}
 	for _, e := range ds.Elements {
 		t := e.Tag
 		if skipped(t) || t == dicom.QueryRetrieveLevel || t == dicom.SpecificCharacterSet {
@@ -223,7 +230,7 @@ func parseFind(ds *dicom.DataSet, patientRoot bool, supported func(kw string) bo
 		switch {
 		case lv > l:
 			return nil, badKey(t, "relational queries are not supported: %s is a key below the %s level", describe(t, kw), l)
-		case lv < l && !isUnique(kw, patientRoot):
+		case lv < l && !isUnique(kw, patientRoot) && !id.above:
 			return nil, badKey(t, "hierarchical query: %s is above the %s level and not a unique key", describe(t, kw), l)
 		}
 		k, err := parseKey(t, kw, e.VR, raw)
@@ -233,7 +240,7 @@ func parseFind(ds *dicom.DataSet, patientRoot bool, supported func(kw string) bo
 		if k == nil {
 			continue // universal
 		}
-		if lv < l && k.Kind != store.MatchSingle {
+		if lv < l && k.Kind != store.MatchSingle && !id.above {
 			return nil, badKey(t, "hierarchical query: the unique key %s above the %s level needs a single value", describe(t, kw), l)
 		}
 		if kw == "" || !supported(kw) {
@@ -306,7 +313,7 @@ func parseSequenceKey(id *identifier, e *dicom.Element, sp *seqSpec, l store.Lev
 	switch {
 	case lv > l:
 		return nil, nil, badKey(t, "relational queries are not supported: %s is a key below the %s level", describe(t, kw), l)
-	case lv < l:
+	case lv < l && !id.above:
 		return nil, nil, badKey(t, "hierarchical query: %s is above the %s level and not a unique key", describe(t, kw), l)
 	}
 	return &store.Key{Attribute: kw, Kind: store.MatchSequence, Level: sp.Level, Items: keys}, items, nil

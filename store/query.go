@@ -152,6 +152,10 @@ type Query struct {
 	PNCaseSensitive bool
 	// Limit caps the number of matches returned (0: no cap).
 	Limit int
+	// Offset skips that many matches first (0: none), in the same stable
+	// order, so that consecutive pages (Offset k*Limit) of an unchanged
+	// index list every match once (QIDO-RS offset).
+	Offset int
 	// Return lists the keywords the caller wants in each Match. nil means
 	// every attribute the backend has for the level; a backend may then
 	// leave out attributes that are costly to compute and not listed

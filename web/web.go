@@ -110,8 +110,11 @@ func (h *Handler) Logger() *slog.Logger { return h.cfg.Logger }
 // MaxBody is the body limit in bytes.
 func (h *Handler) MaxBody() int64 { return h.cfg.MaxBody }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler: JSON answers are gzip-compressed
+// when the request allows it (gzip.go), then the hardening applies.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := withGzip(w, r) // JSON answers only (gzip.go)
+	defer done()
 	hd := w.Header()
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")

@@ -43,6 +43,8 @@ func TestConfigCheck(t *testing.T) {
 		{"peer on the halves", "[dicom]\ntls_listen = \"127.0.0.1:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\n[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/1\",\"128.0.0.0/1\",\"::/1\",\"8000::/1\"]\nallow = [\"store\"]\n", "from any address", true},
 		{"peer on a public 8 bits", "[[peers]]\naet = \"CT\"\nnetworks = [\"11.0.0.0/9\",\"11.128.0.0/9\"]\nallow = [\"store\"]\n", "large part of the internet", true},
 		{"plain open without acknowledgement", "[dicom]\nlisten = \"0.0.0.0:11112\"\n", "to any source", true},
+		{"web open in clear", "[web]\nlisten = \"0.0.0.0:8080\"\n", "plain HTTP open beyond loopback", true},
+		{"web origins", "[web]\nallow_origins = [\"https://viewer.example.org\"]\n", "may call DICOMweb", false},
 		{"any AE beside an open listener", "[dicom]\nloopback_any_ae = true\ntls_listen = \"0.0.0.0:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\n", "every service while a listener is not on loopback", true},
 		{"peer from anywhere", "[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/0\"]\nallow = [\"store\"]\n", "from any address", true},
 		{"no result cap", "[query]\nmax_results = -1\n", "not capped", false},

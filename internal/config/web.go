@@ -93,7 +93,7 @@ func (c *Config) validateWeb() error {
 		return errors.New("web tls_cert and tls_key go together")
 	}
 	if cert, key := c.WebTLS(); CheckLoopback(w.Listen) != nil && (cert == "" || key == "") {
-		return fmt.Errorf("web listen %s: %w: beyond loopback Ward serves HTTPS; set [web] tls_cert and tls_key (or [dicom]'s; ward pki init makes them) — web front ends open to anyone were half of the 2019 exposure", w.Listen, ErrWebPlaintext)
+		return fmt.Errorf("web listen %s: %w: beyond loopback Ward serves HTTPS; set [web] tls_cert and tls_key (or [dicom]'s; ward pki init makes them) — web viewers open without sign-in were part of the 2019 exposure", w.Listen, ErrWebPlaintext)
 	}
 	if w.BaseURL != "" {
 		u, err := url.Parse(w.BaseURL)

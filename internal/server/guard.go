@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/network/assoc"
@@ -39,10 +41,26 @@ type authorized struct{ svc archive.Service }
 var _ archive.Service = authorized{}
 
 func allowed(ctx context.Context, perm string) error {
-	if !archive.PrincipalFrom(ctx).Allows(perm) {
-		return notAuthorized(perm)
+	p := archive.PrincipalFrom(ctx)
+	if p.Allows(perm) {
+		return nil
 	}
-	return nil
+	if p != nil && p.Kind == archive.User {
+		return archive.Fail(archive.ErrNotAuthorized, fmt.Sprintf("not authorized: %s of user %s (roles %s) does not allow %s", credentialOf(ctx), p.Name, strings.Join(p.Roles, ","), perm))
+	}
+	return notAuthorized(perm)
+}
+
+// credentialOf names what a user authenticated with, for refusals: a
+// token's scope limits what its roles grant.
+func credentialOf(ctx context.Context) string {
+	if archive.PrincipalFrom(ctx).Grant == nil {
+		return "the credential"
+	}
+	if _, ok := archive.PrincipalFrom(ctx).Grant.(tokenGrant); ok {
+		return "the token (or its scope)"
+	}
+	return "the session"
 }
 
 func (g authorized) Echo(ctx context.Context) error {

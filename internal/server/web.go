@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/tlsprofile"
@@ -37,6 +39,8 @@ const (
 	// webMaxConns bounds open HTTP connections: more wait in the kernel's
 	// backlog.
 	webMaxConns = 512
+	// webMaxConnsPerSource bounds them per source address.
+	webMaxConnsPerSource = 64
 )
 
 // listenWeb binds the HTTP listener, unless [web] listen is off.
@@ -57,7 +61,6 @@ func (s *Server) listenWeb() error {
 		// Browsers would prompt for a certificate: web clients
 		// authenticate by token or session.
 		tc.ClientAuth = tls.NoClientCert
-		tc.NextProtos = []string{"h2", "http/1.1"}
 		s.webTLS = tc
 	}
 	ln, err := net.Listen("tcp", c.Web.Listen)
@@ -101,7 +104,12 @@ func (s *Server) webHandler() (http.Handler, error) {
 	if maxResults == 0 {
 		maxResults = 1000
 	}
-	dicomweb.Register(h, s.service(), dicomweb.Options{MaxResults: maxResults})
+	private := map[string]bool{}
+	for _, u := range c.DICOM.PrivateSOPClasses {
+		private[u] = true
+	}
+	storable := func(uid string) bool { return dicom.IsStorageSOPClass(uid) || private[uid] }
+	dicomweb.Register(h, s.service(), dicomweb.Options{MaxResults: maxResults, Storable: storable})
 	return h, nil
 }
 
@@ -122,16 +130,18 @@ func (s *Server) serveWeb(ctx context.Context) {
 		IdleTimeout:       webIdleTimeout,
 		MaxHeaderBytes:    webMaxHeaderBytes,
 		TLSConfig:         s.webTLS,
-		ErrorLog:          nil,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// TLS handshake failures and the like, at debug level: a port
+		// scan must not fill the log.
+		ErrorLog:    slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	ln := limitListener(s.webLn, webMaxConns)
+	ln := limitListener(s.webLn, webMaxConns, webMaxConnsPerSource)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var err error
 		if s.webTLS != nil {
-			err = srv.Serve(tls.NewListener(ln, s.webTLS))
+			err = srv.ServeTLS(ln, "", "") // HTTP/2 and HTTP/1.1, certificate from TLSConfig
 		} else {
 			err = srv.Serve(ln)
 		}
@@ -148,24 +158,49 @@ func (s *Server) serveWeb(ctx context.Context) {
 	<-done
 }
 
-// limitListener accepts at most n connections open at once.
-func limitListener(ln net.Listener, n int) net.Listener {
-	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
+// limitListener accepts at most n connections open at once, and at most
+// perSource from one source (an IPv6 /64): one client cannot take every
+// place with slow requests. A connection over the per-source bound is
+// closed at once.
+func limitListener(ln net.Listener, n, perSource int) net.Listener {
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, n), perSource: perSource, bySource: map[netip.Addr]int{}}
 }
 
 type limitedListener struct {
 	net.Listener
-	sem chan struct{}
+	sem       chan struct{}
+	perSource int
+	mu        sync.Mutex
+	bySource  map[netip.Addr]int
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
+	for {
+		l.sem <- struct{}{}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.sem
+			return nil, err
+		}
+		src := policy.SourceKey(policy.AddrOf(c.RemoteAddr()))
+		l.mu.Lock()
+		if l.bySource[src] >= l.perSource {
+			l.mu.Unlock()
+			c.Close()
+			<-l.sem
+			continue
+		}
+		l.bySource[src]++
+		l.mu.Unlock()
+		return &limitedConn{Conn: c, release: func() {
+			l.mu.Lock()
+			if l.bySource[src]--; l.bySource[src] <= 0 {
+				delete(l.bySource, src)
+			}
+			l.mu.Unlock()
+			<-l.sem
+		}}, nil
 	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
 }
 
 type limitedConn struct {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/ward-pacs/ward/store"
@@ -438,10 +437,8 @@ func selectQuery(q *store.Query) (kws []string, query string, args []any, err er
 		args = append(selArgs, args...)
 	}
 	query = "SELECT " + strings.Join(exprs, ", ") + " FROM " + from(q.Level) + w
-	if q.Limit > 0 {
-		query += " LIMIT " + strconv.Itoa(q.Limit)
-	}
-	return kws, query, args, nil
+	lim, limArgs := limitClause(q)
+	return kws, query + lim, append(args, limArgs...), nil
 }
 
 // Query implements store.Querier. Matches come in the order SQLite produces
@@ -531,10 +528,26 @@ func instancesQuery(q *store.Query) (string, []any, error) {
 	i.blob_key, i.size
 FROM ` + from(store.LevelImage) + w + `
 ORDER BY st.pk, se.pk, CAST(i.instance_number AS INTEGER), i.pk`
-	if q.Limit > 0 {
-		query += " LIMIT " + strconv.Itoa(q.Limit)
+	lim, limArgs := limitClause(q)
+	return query + lim, append(args, limArgs...), nil
+}
+
+// limitClause is the LIMIT/OFFSET of q ("" for neither) and its
+// arguments. SQLite wants a LIMIT before an OFFSET: -1 is none. Both are
+// parameters, so that a client paging through offsets reuses the one
+// cached statement of its query's shape.
+func limitClause(q *store.Query) (string, []any) {
+	switch {
+	case q.Offset > 0:
+		limit := -1
+		if q.Limit > 0 {
+			limit = q.Limit
+		}
+		return " LIMIT ? OFFSET ?", []any{limit, q.Offset}
+	case q.Limit > 0:
+		return " LIMIT ?", []any{q.Limit}
 	}
-	return query, args, nil
+	return "", nil
 }
 
 // Instances implements store.Querier: the instances under the matches of q,

@@ -367,6 +367,74 @@ func TestQuery(t *testing.T, open func(t *testing.T) store.Index) {
 			}
 		}
 	})
+	t.Run("offset", func(t *testing.T) {
+		// Pages of Limit n at Offset 0, n, 2n... of an unchanged index list
+		// every match once, in the order of the whole listing; an Offset
+		// without a Limit skips; one past the end gives nothing.
+		key := func(_ store.Level, m store.Match) string {
+			return m["PatientID"] + "|" + m["StudyInstanceUID"] + "|" + m["SeriesInstanceUID"] + "|" + m["SOPInstanceUID"]
+		}
+		for _, l := range []store.Level{store.LevelPatient, store.LevelStudy, store.LevelSeries, store.LevelImage} {
+			var all []string
+			if err := qr.Query(ctx, &store.Query{Level: l, PatientRoot: true}, func(m store.Match) error {
+				all = append(all, key(l, m))
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(all) < 3 {
+				t.Fatalf("%s: corpus too small (%d)", l, len(all))
+			}
+			for _, n := range []int{1, 2, 3} {
+				var paged []string
+				for off := 0; off <= len(all); off += n {
+					got := 0
+					if err := qr.Query(ctx, &store.Query{Level: l, PatientRoot: true, Limit: n, Offset: off}, func(m store.Match) error {
+						paged = append(paged, key(l, m))
+						got++
+						return nil
+					}); err != nil {
+						t.Fatal(err)
+					}
+					if want := min(n, len(all)-off); got != want {
+						t.Errorf("%s: Limit %d Offset %d gave %d matches, want %d", l, n, off, got, want)
+					}
+				}
+				if !slices.Equal(paged, all) {
+					t.Errorf("%s: pages of %d listed %v, want %v", l, n, paged, all)
+				}
+			}
+			var rest []string
+			if err := qr.Query(ctx, &store.Query{Level: l, PatientRoot: true, Offset: 2}, func(m store.Match) error {
+				rest = append(rest, key(l, m))
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rest, all[2:]) {
+				t.Errorf("%s: Offset 2 without a Limit listed %v, want %v", l, rest, all[2:])
+			}
+			// Instances pages the same way.
+			var inst, instPaged []string
+			if err := qr.Instances(ctx, &store.Query{Level: l, PatientRoot: true}, func(in *store.Instance) error {
+				inst = append(inst, in.SOPInstanceUID)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			for off := 0; off < len(inst); off += 2 {
+				if err := qr.Instances(ctx, &store.Query{Level: l, PatientRoot: true, Limit: 2, Offset: off}, func(in *store.Instance) error {
+					instPaged = append(instPaged, in.SOPInstanceUID)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !slices.Equal(inst, instPaged) {
+				t.Errorf("%s: Instances in pages of 2 listed %v, want %v", l, instPaged, inst)
+			}
+		}
+	})
 	t.Run("fn error stops", func(t *testing.T) {
 		stop := errors.New("stop")
 		n := 0

@@ -2,7 +2,6 @@ package dicomweb
 
 import (
 	"errors"
-	"mime"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,13 +36,10 @@ func ParseAccept(headers []string) ([]MediaRange, error) {
 			if len(out) == maxAcceptRanges {
 				return nil, ErrBadAccept
 			}
-			typ, params, err := mime.ParseMediaType(item)
-			if err != nil {
-				// Some clients (OHIF) send type=application/octet-stream
-				// unquoted, with a slash mime refuses in a token: quote
-				// such values and read again; anything else is malformed.
-				typ, params, err = mime.ParseMediaType(quoteSlashed(item))
-			}
+			// Read as Content-Type is (parseContentType): some clients
+			// send type=application/dicom unquoted, with its slash, which
+			// mime.ParseMediaType refuses.
+			typ, params, err := parseContentType(item)
 			if err != nil {
 				return nil, ErrBadAccept
 			}
@@ -94,18 +90,4 @@ func splitQuoted(s string, sep byte) []string {
 		}
 	}
 	return append(parts, s[start:])
-}
-
-// quoteSlashed quotes the unquoted parameter values of a media range
-// that hold a slash (type=application/dicom), leaving the rest as is.
-func quoteSlashed(item string) string {
-	parts := splitQuoted(item, ';')
-	for i, p := range parts[1:] {
-		name, val, ok := strings.Cut(p, "=")
-		val = strings.TrimSpace(val)
-		if ok && strings.Contains(val, "/") && !strings.HasPrefix(val, `"`) && !strings.ContainsAny(val, `"\ `) {
-			parts[i+1] = name + `="` + val + `"`
-		}
-	}
-	return strings.Join(parts, ";")
 }

@@ -23,6 +23,10 @@ type Options struct {
 	// MaxResults caps the matches of one QIDO-RS request (a client's
 	// limit may ask for fewer; a Warning header says when it cut).
 	MaxResults int
+	// Storable reports whether STOW-RS stores objects of a SOP class (the
+	// storage SOP classes and the configured private ones); nil:
+	// dicom.IsStorageSOPClass.
+	Storable func(sopClassUID string) bool
 }
 
 // Server is the DICOMweb front end on one web.Handler.

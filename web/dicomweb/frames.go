@@ -200,22 +200,9 @@ func openFrames(ctx context.Context, inst *archive.Instance) (*dicom.Frames, io.
 	return f, rc, nil
 }
 
-// delivered reports an instance's outcome to the retrieve's wrappers.
-func delivered(inst *archive.Instance, err error) {
-	if inst.Delivered != nil {
-		inst.Delivered(err)
-	}
-}
-
-// answerErr answers an error from a handler: an httpError as it says,
-// anything else through the service's table. After the answer has
-// started, the connection is cut instead, so that a client never takes a
-// truncated body for a whole one.
-func (s *Server) answerErr(w http.ResponseWriter, r *http.Request, err error, started bool) {
-	if started {
-		s.web.Logger().Warn("dicomweb answer cut short", "path", r.URL.Path, "err", err)
-		panic(http.ErrAbortHandler)
-	}
+// answerErr answers an error decided before anything was written: an
+// httpError as it says, anything else through the service's table.
+func (s *Server) answerErr(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
 		web.Fail(w, r, he.code, he.msg)
@@ -238,28 +225,29 @@ func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
 		ranges, err = acceptOf(r)
 	}
 	if err != nil {
-		s.answerErr(w, r, err, false)
+		s.answerErr(w, r, err)
 		return
 	}
-	var m *Multipart
-	found := false
-	err = s.svc.Retrieve(r.Context(), t.RetrieveRequest(), func(inst *archive.Instance) error {
-		if found {
-			delivered(inst, archive.ErrNotAttempted)
-			return nil
-		}
-		found = true
-		var err error
-		m, err = s.sendFrames(w, r, inst, list, ranges)
-		delivered(inst, err)
-		return err
-	})
-	started := m != nil && m.Started()
-	switch {
-	case err != nil:
-		s.answerErr(w, r, err, started)
-	case !found:
+	found, err := s.findInstances(r.Context(), t.RetrieveRequest())
+	if err != nil {
+		s.answerErr(w, r, err)
+		return
+	}
+	if len(found) == 0 {
 		web.Fail(w, r, http.StatusNotFound, "no such instance")
+		return
+	}
+	// A SOP Instance UID names one object; anything more is not sent.
+	for _, in := range found[1:] {
+		report(in, archive.ErrNotAttempted)
+	}
+	sent, err := s.sendFrames(w, r, found[0], list, ranges)
+	report(found[0], err)
+	switch {
+	case err != nil && sent < 0:
+		s.answerErr(w, r, err)
+	case err != nil:
+		s.abort(r, sent, len(list), err)
 	}
 }
 
@@ -279,12 +267,13 @@ func checkRewinds(list []int) error {
 }
 
 // sendFrames answers the frames of inst: nothing is written before the
-// frame numbers and the form are known good.
-func (s *Server) sendFrames(w http.ResponseWriter, r *http.Request, inst *archive.Instance, list []int, ranges []MediaRange) (*Multipart, error) {
+// frame numbers and the form are known good. It returns the frames sent,
+// -1 when the answer has not started (the error can still be a status).
+func (s *Server) sendFrames(w http.ResponseWriter, r *http.Request, inst *archive.Instance, list []int, ranges []MediaRange) (int, error) {
 	ctx := r.Context()
 	f, c, err := openFrames(ctx, inst)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	defer func() {
 		if f != nil {
@@ -294,34 +283,34 @@ func (s *Server) sendFrames(w http.ResponseWriter, r *http.Request, inst *archiv
 	}()
 	for _, n := range list {
 		if n > f.Info.NumFrames {
-			return nil, failf(http.StatusNotFound, "frame %d is beyond the instance's %d frames", n, f.Info.NumFrames)
+			return -1, failf(http.StatusNotFound, "frame %d is beyond the instance's %d frames", n, f.Info.NumFrames)
 		}
 	}
 	form, err := negotiateFrames(ranges, f.TS, f.Encapsulated)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	m := NewMultipart(w, form.typ, "transfer-syntax="+form.syntax)
 	h := textproto.MIMEHeader{"Content-Type": {form.typ + "; transfer-syntax=" + form.syntax}}
 	last := 0
-	for _, n := range list {
+	for i, n := range list {
 		if n <= last {
 			// Back to an earlier frame: read the object again.
 			f.Close()
 			c.Close()
 			f, c = nil, nil
 			if f, c, err = openFrames(ctx, inst); err != nil {
-				return m, err
+				return i, err
 			}
 		}
 		last = n
 		pw, err := m.Part(h)
 		if err != nil {
-			return m, err
+			return i, err
 		}
 		if _, err := f.WriteFrame(pw, n); err != nil {
-			return m, err
+			return i, err
 		}
 	}
-	return m, m.Close()
+	return len(list), m.Close()
 }

@@ -28,10 +28,9 @@ import (
 	"github.com/ward-pacs/ward/web"
 )
 
-const (
-	pydicomFiles = "/usr/lib/python3/dist-packages/pydicom/data/test_files"
-	systemPy     = "/usr/bin/python3"
-)
+// systemPy is Debian's python3, with python3-pydicom (pydicomFiles is
+// where its test files are).
+const systemPy = "/usr/bin/python3"
 
 // fakeService serves retrieves from pydicom's test files, keyed by their
 // SOP Instance UIDs, and records what each instance's Delivered was told.
@@ -79,12 +78,6 @@ func (f *fakeService) Retrieve(ctx context.Context, r *archive.RetrieveRequest, 
 	return nil
 }
 
-type allowAll struct{}
-
-func (allowAll) Authenticate(*http.Request) (*archive.Principal, error) {
-	return &archive.Principal{Kind: archive.User, Name: "test"}, nil
-}
-
 // testServer serves the named pydicom files, each as its own instance in
 // study 1.2.3, series 1.2.3.4.
 func testServer(t *testing.T, names ...string) (*httptest.Server, *fakeService, map[string]string) {
@@ -113,7 +106,7 @@ func instanceURL(srv *httptest.Server, uid string) string {
 	return srv.URL + Root + "/studies/1.2.3/series/1.2.3.4/instances/" + uid
 }
 
-func get(t *testing.T, url, accept string) *http.Response {
+func fetch(t *testing.T, url, accept string) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	if accept != "" {
@@ -127,20 +120,20 @@ func get(t *testing.T, url, accept string) *http.Response {
 	return resp
 }
 
-// part is one part of a multipart answer.
-type part struct {
+// framePart is one part of a multipart answer.
+type framePart struct {
 	typ  string
 	body []byte
 }
 
-func readParts(t *testing.T, resp *http.Response) []part {
+func readParts(t *testing.T, resp *http.Response) []framePart {
 	t.Helper()
 	mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/related" {
 		t.Fatalf("Content-Type %q", resp.Header.Get("Content-Type"))
 	}
 	mr := multipart.NewReader(resp.Body, params["boundary"])
-	var out []part
+	var out []framePart
 	for {
 		p, err := mr.NextPart()
 		if err == io.EOF {
@@ -153,7 +146,7 @@ func readParts(t *testing.T, resp *http.Response) []part {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, part{p.Header.Get("Content-Type"), b})
+		out = append(out, framePart{p.Header.Get("Content-Type"), b})
 	}
 }
 
@@ -195,7 +188,7 @@ var (
 	oracleCache = map[string][]string{}
 )
 
-func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 // TestFramesRetrieve: frames over HTTP equal pydicom's, native and
 // compressed, single and multi-frame, in the order asked, with each part
@@ -233,7 +226,7 @@ func TestFramesRetrieve(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.file+"/"+c.frames+"/"+c.accept, func(t *testing.T) {
-			resp := get(t, instanceURL(srv, uids[c.file])+"/frames/"+c.frames, c.accept)
+			resp := fetch(t, instanceURL(srv, uids[c.file])+"/frames/"+c.frames, c.accept)
 			if resp.StatusCode != c.want {
 				b, _ := io.ReadAll(resp.Body)
 				t.Fatalf("status %d (%s), want %d", resp.StatusCode, b, c.want)
@@ -261,7 +254,7 @@ func TestFramesRetrieve(t *testing.T) {
 				for _, ch := range list[i] {
 					n = n*10 + int(ch-'0')
 				}
-				if sum(p.body) != want[n-1] {
+				if sha(p.body) != want[n-1] {
 					t.Errorf("part %d (frame %d) differs from pydicom's", i, n)
 				}
 			}
@@ -277,7 +270,7 @@ func TestFramesRetrieve(t *testing.T) {
 	if total < len(cases)-4 {
 		t.Errorf("%d Delivered reports for %d requests", total, len(cases))
 	}
-	if resp := get(t, srv.URL+Root+"/studies/1.2.3/series/1.2.3.4/instances/9.9.9/frames/1", ohif); resp.StatusCode != 404 {
+	if resp := fetch(t, srv.URL+Root+"/studies/1.2.3/series/1.2.3.4/instances/9.9.9/frames/1", ohif); resp.StatusCode != 404 {
 		t.Errorf("unknown instance: %d", resp.StatusCode)
 	}
 }
@@ -319,7 +312,7 @@ func TestRendered(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.path+"/"+c.accept, func(t *testing.T) {
 			name, rest, _ := strings.Cut(c.path, "/")
-			resp := get(t, instanceURL(srv, uids[name])+"/"+rest, c.accept)
+			resp := fetch(t, instanceURL(srv, uids[name])+"/"+rest, c.accept)
 			b, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != c.want {
 				t.Fatalf("status %d (%s), want %d", resp.StatusCode, b, c.want)
@@ -354,7 +347,7 @@ func TestRendered(t *testing.T) {
 		{"/studies/1.2.3/series/1.2.3.4/rendered", 406},
 		{"/studies/9.9/thumbnail", 404},
 	} {
-		resp := get(t, srv.URL+Root+c.path, "")
+		resp := fetch(t, srv.URL+Root+c.path, "")
 		b, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != c.want {
 			t.Errorf("%s: %d (%s), want %d", c.path, resp.StatusCode, b, c.want)

@@ -43,9 +43,6 @@ const (
 	// maxThumbnailTries bounds the instances a study or series thumbnail
 	// tries before giving up.
 	maxThumbnailTries = 8
-	// maxListed bounds the instances a study or series thumbnail chooses
-	// among.
-	maxListed = 100000
 )
 
 // renderSlots bounds the renderings in progress (each may hold a frame
@@ -161,28 +158,16 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, thumbnail bool) 
 		err = failf(http.StatusNotAcceptable, "rendering a whole %s is not supported: ask for an instance's or frame's rendered resource, or the %s's thumbnail", strings.ToLower(t.Level()), strings.ToLower(t.Level()))
 	}
 	if err != nil {
-		s.answerErr(w, r, err, false)
+		s.answerErr(w, r, err)
 		return
 	}
+	insts, err := s.findInstances(r.Context(), t.RetrieveRequest())
 	var out []byte
-	var insts []*archive.Instance
-	err = s.svc.Retrieve(r.Context(), t.RetrieveRequest(), func(inst *archive.Instance) error {
-		if len(insts) >= maxListed {
-			delivered(inst, archive.ErrNotAttempted)
-			return nil
-		}
-		insts = append(insts, inst)
-		return nil
-	})
 	if err == nil {
 		out, err = s.renderOne(r.Context(), insts, frame, p)
-	} else {
-		for _, inst := range insts {
-			delivered(inst, archive.ErrNotAttempted)
-		}
 	}
 	if err != nil {
-		s.answerErr(w, r, err, false)
+		s.answerErr(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", p.format)
@@ -209,12 +194,12 @@ func (s *Server) renderOne(ctx context.Context, insts []*archive.Instance, frame
 	for k := range insts {
 		inst := insts[(start+k)%len(insts)]
 		if out != nil || tried == maxThumbnailTries {
-			delivered(inst, archive.ErrNotAttempted)
+			report(inst, archive.ErrNotAttempted)
 			continue
 		}
 		tried++
 		b, err := renderInstance(ctx, inst, frame, p)
-		delivered(inst, err)
+		report(inst, err)
 		if err == nil {
 			out = b
 			continue

@@ -71,6 +71,9 @@ func init() {
 	frameTypes["1.2.840.10008.1.2.5"] = "image/x-dicom-rle"
 }
 
+// errHeadOnly: a HEAD request was answered with the headers only.
+var errHeadOnly = errors.New("headers only")
+
 // httpError is an answer decided before anything was written.
 type httpError struct {
 	code int
@@ -242,6 +245,10 @@ func (s *Server) frames(w http.ResponseWriter, r *http.Request) {
 		report(in, archive.ErrNotAttempted)
 	}
 	sent, err := s.sendFrames(w, r, found[0], list, ranges)
+	if errors.Is(err, errHeadOnly) {
+		report(found[0], archive.ErrNotAttempted)
+		return
+	}
 	report(found[0], err)
 	switch {
 	case err != nil && sent < 0:
@@ -291,6 +298,10 @@ func (s *Server) sendFrames(w http.ResponseWriter, r *http.Request, inst *archiv
 		return -1, err
 	}
 	m := NewMultipart(w, form.typ, "transfer-syntax="+form.syntax)
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return 0, errHeadOnly
+	}
 	h := textproto.MIMEHeader{"Content-Type": {form.typ + "; transfer-syntax=" + form.syntax}}
 	last := 0
 	for i, n := range list {

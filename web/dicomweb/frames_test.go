@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"image"
 	_ "image/jpeg"
 	_ "image/png"
@@ -272,6 +273,19 @@ func TestFramesRetrieve(t *testing.T) {
 	}
 	if resp := fetch(t, srv.URL+Root+"/studies/1.2.3/series/1.2.3.4/instances/9.9.9/frames/1", ohif); resp.StatusCode != 404 {
 		t.Errorf("unknown instance: %d", resp.StatusCode)
+	}
+	// HEAD: the headers, and the instance reported as not sent.
+	uid := uids["CT_small.dcm"]
+	fs.got[uid] = nil
+	fs.mu.Unlock()
+	resp, err := http.Head(instanceURL(srv, uid) + "/frames/1")
+	fs.mu.Lock()
+	if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "multipart/related") {
+		t.Fatalf("HEAD: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if got := fs.got[uid]; len(got) != 1 || !errors.Is(got[0], archive.ErrNotAttempted) {
+		t.Errorf("HEAD reported %v, want ErrNotAttempted", got)
 	}
 }
 

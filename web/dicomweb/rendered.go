@@ -164,7 +164,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, thumbnail bool) 
 	insts, err := s.findInstances(r.Context(), t.RetrieveRequest())
 	var out []byte
 	if err == nil {
-		out, err = s.renderOne(r.Context(), insts, frame, p)
+		out, err = s.renderOne(r.Context(), insts, frame, p, r.Method == http.MethodHead)
 	}
 	if err != nil {
 		s.answerErr(w, r, err)
@@ -179,8 +179,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, thumbnail bool) 
 
 // renderOne renders the representative instance of insts (the middle
 // one; the next ones in turn if it cannot be rendered) and reports every
-// instance's outcome.
-func (s *Server) renderOne(ctx context.Context, insts []*archive.Instance, frame int, p renderParams) ([]byte, error) {
+// instance's outcome (for a HEAD request, whose image is not sent, the
+// rendered one as not attempted).
+func (s *Server) renderOne(ctx context.Context, insts []*archive.Instance, frame int, p renderParams, head bool) ([]byte, error) {
 	if len(insts) == 0 {
 		return nil, failf(http.StatusNotFound, "no such instance")
 	}
@@ -199,7 +200,11 @@ func (s *Server) renderOne(ctx context.Context, insts []*archive.Instance, frame
 		}
 		tried++
 		b, err := renderInstance(ctx, inst, frame, p)
-		report(inst, err)
+		if err == nil && head {
+			report(inst, archive.ErrNotAttempted)
+		} else {
+			report(inst, err)
+		}
 		if err == nil {
 			out = b
 			continue

@@ -32,13 +32,20 @@ const (
 	tagDoubleFloatPixel    Tag = 0x7FE00009
 )
 
+// keptPixelAttrs are the attributes OpenFrames keeps.
+var keptPixelAttrs = map[Tag]bool{
+	SamplesPerPixel: true, PhotometricInterpretation: true, tagPlanarConfiguration: true, NumberOfFrames: true,
+	Rows: true, Columns: true, BitsAllocated: true, BitsStored: true, HighBit: true, PixelRepresentation: true,
+	tagWindowCenter: true, tagWindowWidth: true, tagRescaleIntercept: true, tagRescaleSlope: true, tagVOILUTFunction: true,
+}
+
 // Bounds of what the frame reader accepts.
 const (
 	// MaxFrames bounds Number of Frames.
 	MaxFrames = 1 << 20
 	// maxPixelAttr bounds a kept attribute's value (the Extended Offset
-	// Table holds 8 bytes per frame).
-	maxPixelAttr = 8 * MaxFrames
+	// Table, bounded by Number of Frames, is read apart).
+	maxPixelAttr = 64 << 10
 )
 
 var (
@@ -105,6 +112,7 @@ type Frames struct {
 	// item), the position of the first fragment, the peeked fragment
 	// header and its frame, the frames begun so far, and the marker a
 	// frame's first fragment starts with (nil: one fragment per frame).
+	eot      []byte // the Extended Offset Table's value, if usable
 	offsets  []uint64
 	base     int64
 	peeked   bool
@@ -144,13 +152,25 @@ func OpenFrames(r io.Reader, ts *TransferSyntax) (*Frames, error) {
 		}
 	}()
 	a := &Attrs{ts: ts}
-	want := func(t Tag) bool {
-		return t.Group() == 0x0028 || t == tagExtendedOffsetTable || t == tagExtendedOffsetLens
-	}
-	stop := func(h *header) bool {
+	want := func(t Tag) bool { return keptPixelAttrs[t] }
+	pixel := func(h *header) bool {
 		return h.tag == PixelData || h.tag == tagFloatPixelData || h.tag == tagDoubleFloatPixel
 	}
+	stop := func(h *header) bool { return h.tag == tagExtendedOffsetTable || pixel(h) }
 	h, err := f.d.scanTop(f.c, a, want, maxPixelAttr, nil, stop)
+	if err == nil && h != nil && h.tag == tagExtendedOffsetTable {
+		// Kept only when it has 8 bytes per frame; the scan then goes on
+		// to the pixel data.
+		frames, _ := a.Int(NumberOfFrames)
+		if h.length != undefinedLength && !isSequence(f.c, h) && frames >= 1 && frames <= MaxFrames && int64(h.length) == 8*int64(frames) {
+			f.eot, err = f.d.readValue(h.length, h.tag)
+		} else {
+			err = f.d.skipElement(f.c, h, 0)
+		}
+		if err == nil {
+			h, err = f.d.scanTop(f.c, a, want, maxPixelAttr, nil, pixel)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -446,7 +466,7 @@ func (f *Frames) startFragments(a *Attrs) error {
 		return err
 	}
 	f.base = f.d.pos
-	if raw, ok := a.Raw(tagExtendedOffsetTable); ok && len(raw) == 8*frames {
+	if raw := f.eot; len(raw) == 8*frames {
 		eot := make([]uint64, frames)
 		order := f.c.order()
 		for i := range eot {

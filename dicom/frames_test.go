@@ -234,6 +234,13 @@ func TestFramesFragments(t *testing.T) {
 		name string
 		data []byte
 	}{"extended offset table", withEOT.encapsulated(nil, frags...).b})
+	// A table of the wrong size is not used (markers then decide), and
+	// attributes of group 0028 not needed are skipped, not held.
+	badEOT := newDS().image(2, 2, 1, 8, 3, "MONOCHROME2").el(0x00281201, "OW", make([]byte, 200<<10)).el(tagExtendedOffsetTable, "OV", eot[:16])
+	cases = append(cases, struct {
+		name string
+		data []byte
+	}{"extended offset table of the wrong size", badEOT.encapsulated(nil, frags...).b})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got := readAll(t, c.data, jpegTS, 1, 2, 3)

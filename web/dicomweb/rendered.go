@@ -161,6 +161,14 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, thumbnail bool) 
 		s.answerErr(w, r, err)
 		return
 	}
+	s.serveRendered(w, r, t, frame, p)
+}
+
+// serveRendered answers frame (1-based) of the instance t names, or of
+// the representative instance of its series or study, rendered with p
+// (WADO-URI's image requests can be answered by it too, with their
+// parameters read into p).
+func (s *Server) serveRendered(w http.ResponseWriter, r *http.Request, t Target, frame int, p renderParams) {
 	insts, err := s.findInstances(r.Context(), t.RetrieveRequest())
 	var out []byte
 	if err == nil {

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -88,7 +89,43 @@ type dataSetReader struct {
 
 func (d *dataSetReader) Close() error { return d.c.Close() }
 
-// openDataSet opens a stored object and skips its Part 10 header.
+// seekableDataSet is the data set of a stored object whose blob can
+// seek: reads go through the header reader's buffer, as dataSetReader's
+// do, and Seek moves the blob (offsets are the blob's; the data set
+// starts at Seek(0, io.SeekCurrent) when opened), so that a reader of
+// frames can skip the pixel data it does not need instead of reading it.
+type seekableDataSet struct {
+	br *bufio.Reader
+	rs io.ReadSeeker
+	c  io.Closer
+}
+
+func (d *seekableDataSet) Read(p []byte) (int, error) { return d.br.Read(p) }
+
+func (d *seekableDataSet) Seek(off int64, whence int) (int64, error) {
+	if whence == io.SeekCurrent {
+		cur, err := d.rs.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return 0, err
+		}
+		at := cur - int64(d.br.Buffered())
+		if off == 0 {
+			return at, nil
+		}
+		off, whence = at+off, io.SeekStart
+	}
+	n, err := d.rs.Seek(off, whence)
+	if err != nil {
+		return 0, err
+	}
+	d.br.Reset(d.rs)
+	return n, nil
+}
+
+func (d *seekableDataSet) Close() error { return d.c.Close() }
+
+// openDataSet opens a stored object and skips its Part 10 header. The
+// reader is an io.Seeker when the blob is one.
 func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, error) {
 	rc, err := ar.Blobs.Open(ctx, key)
 	if err != nil {
@@ -98,6 +135,9 @@ func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, 
 	if err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("reading a stored object's header: %w", err)
+	}
+	if rs, ok := rc.(io.ReadSeeker); ok {
+		return &seekableDataSet{br: br, rs: rs, c: rc}, nil
 	}
 	return &dataSetReader{Reader: br, c: rc}, nil
 }

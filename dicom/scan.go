@@ -245,15 +245,31 @@ func ScanWith(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int
 	src, finish, release := openStream(r, ts)
 	defer release()
 	d := &decoder{r: src, ts: ts}
-	c := codingOf(ts)
 	a := &Attrs{ts: ts}
+	if _, err := d.scanTop(codingOf(ts), a, want, maxValue, seqs, nil); err != nil {
+		return nil, err
+	}
+	if err := finish(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// scanTop is the top-level element loop of ScanWith: it keeps into a the
+// values want asks for (within maxValue) and the sequences seqs asks for,
+// and validates and skips everything else, until the end of the stream
+// (nil, nil) or an element for which stop returns true: that element's
+// header is returned with its value not yet read (the element was checked
+// for order and pixel encoding). Every reader of top-level attributes goes
+// through this one loop.
+func (d *decoder) scanTop(c coding, a *Attrs, want func(Tag) bool, maxValue int, seqs *KeepSequences, stop func(*header) bool) (*header, error) {
 	var h header
 	var last Tag
 	first := true
 	for {
 		err := d.readHeader(c, &h)
 		if err == io.EOF {
-			break
+			return nil, nil
 		}
 		if err != nil {
 			return nil, err
@@ -263,6 +279,9 @@ func ScanWith(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int
 		}
 		if err := d.checkPixel(c, &h, false); err != nil {
 			return nil, err
+		}
+		if stop != nil && stop(&h) {
+			return &h, nil
 		}
 		if seqs != nil && seqs.Item != nil && isSequence(c, &h) {
 			if item := seqs.Item(h.tag); item != nil {
@@ -297,10 +316,6 @@ func ScanWith(r io.Reader, ts *TransferSyntax, want func(Tag) bool, maxValue int
 		}
 		a.entries = append(a.entries, attr{tag: h.tag, vr: h.vr, value: v})
 	}
-	if err := finish(); err != nil {
-		return nil, err
-	}
-	return a, nil
 }
 
 // keepSequence reads the items of the top-level sequence whose header is h,

@@ -2,9 +2,12 @@ package dicomweb
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
@@ -16,9 +19,9 @@ import (
 // as application/dicom, a Part 10 file, in the transfer syntax chosen as
 // for WADO-RS (outputSyntax): transferSyntax=UID, * (as stored), or none
 // (Explicit VR Little Endian for a native object, as stored for a
-// compressed one). Rendered answers (image/jpeg, the PS3.18 default for
-// images, image/png, image/gif, text/html, …) are not served here: 406
-// saying to ask for contentType=application/dicom.
+// compressed one). Images (image/jpeg, the PS3.18 default, and
+// image/png) are rendered as WADO-RS's rendered resource is
+// (wadoURIImage); other types (image/gif, text/html, …) get 406.
 //
 // Parameters are read strictly: each at most once; requestType must be
 // WADO; the three UIDs must be valid; anonymize is refused (Ward does not
@@ -99,11 +102,7 @@ func (s *Server) wadoURI(w http.ResponseWriter, r *http.Request) {
 		*p.uid = v
 	}
 	if !wantsDICOM(q.Get("contentType")) {
-		ct := q.Get("contentType")
-		if ct == "" {
-			ct = "image/jpeg (the default)"
-		}
-		web.Fail(w, r, http.StatusNotAcceptable, "WADO-URI answers only contentType=application/dicom here, not "+ct+"; for images use WADO-RS /rendered")
+		s.wadoURIImage(w, r, t, q)
 		return
 	}
 	if v := q.Get("anonymize"); v != "" {
@@ -162,4 +161,75 @@ func wantsDICOM(ct string) bool {
 		}
 	}
 	return false
+}
+
+// wadoURIImage answers a WADO-URI request for an image (contentType
+// image/jpeg, the default, or image/png) with the rendered resource's
+// code: rows and columns bound the size (the aspect kept), windowCenter
+// and windowWidth set the window, frameNumber the frame (1-based),
+// imageQuality the JPEG quality. annotation, region and the presentation
+// state parameters are not supported (400).
+func (s *Server) wadoURIImage(w http.ResponseWriter, r *http.Request, t Target, q url.Values) {
+	bad := func(msg string) { web.Fail(w, r, http.StatusBadRequest, msg) }
+	var p renderParams
+	switch ct := strings.TrimSpace(strings.Split(q.Get("contentType"), ",")[0]); {
+	case ct == "" || strings.HasPrefix(ct, "image/jpeg"):
+		p.format = "image/jpeg"
+	case strings.HasPrefix(ct, "image/png"):
+		p.format = "image/png"
+	default:
+		web.Fail(w, r, http.StatusNotAcceptable, "WADO-URI answers application/dicom, image/jpeg or image/png, not "+ct)
+		return
+	}
+	for _, k := range []string{"annotation", "region", "presentationUID", "presentationSeriesUID", "anonymize", "transferSyntax"} {
+		if q.Has(k) {
+			bad(k + " is not supported with an image contentType")
+			return
+		}
+	}
+	num := func(k string, lo, hi int) (int, bool) {
+		v := q.Get(k)
+		if v == "" {
+			return 0, true
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			bad(fmt.Sprintf("%s is an integer from %d to %d", k, lo, hi))
+			return 0, false
+		}
+		return n, true
+	}
+	rows, ok1 := num("rows", 1, maxViewport)
+	cols, ok2 := num("columns", 1, maxViewport)
+	frame, ok3 := num("frameNumber", 1, 1<<20)
+	quality, ok4 := num("imageQuality", 1, 100)
+	if !(ok1 && ok2 && ok3 && ok4) {
+		return
+	}
+	if rows > 0 || cols > 0 {
+		// One of them alone bounds that side; the other follows the
+		// aspect (maxViewport bounds nothing in practice).
+		p.vw, p.vh = cols, rows
+		if p.vw == 0 {
+			p.vw = maxViewport
+		}
+		if p.vh == 0 {
+			p.vh = maxViewport
+		}
+	}
+	if c, wd := q.Get("windowCenter"), q.Get("windowWidth"); c != "" || wd != "" {
+		center, e1 := strconv.ParseFloat(c, 64)
+		width, e2 := strconv.ParseFloat(wd, 64)
+		if e1 != nil || e2 != nil || width < 1 || math.IsInf(center, 0) || math.IsInf(width, 0) || math.IsNaN(center) {
+			bad("windowCenter and windowWidth go together, numbers with width at least 1")
+			return
+		}
+		p.window = &voiWindow{center: center, width: width, function: "LINEAR"}
+	}
+	p.quality = quality
+	p.explicit = rows > 0 || cols > 0 || p.window != nil || quality != 0
+	if frame == 0 {
+		frame = 1
+	}
+	s.serveRendered(w, r, t, frame, p)
 }

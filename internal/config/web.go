@@ -45,6 +45,17 @@ type Web struct {
 	// MaxResults caps the matches of one QIDO-RS request (a client's
 	// limit may ask for fewer); 0: DefaultWebMaxResults.
 	MaxResults int `toml:"max_results"`
+	// Viewer is where the OHIF viewer served at / comes from: empty,
+	// DATA/viewer (ward serve fetches it there with npm on first run,
+	// ward viewer fetch does it by hand); "off", no viewer; or a directory
+	// holding an OHIF bundle (its dist/), served as it is.
+	Viewer string `toml:"viewer"`
+}
+
+// ViewerOff reports whether [web] viewer turns the viewer off.
+func (w *Web) ViewerOff() bool {
+	v := strings.ToLower(strings.TrimSpace(w.Viewer))
+	return v == "off" || v == "none"
 }
 
 // Off reports whether the HTTP listener is turned off.

@@ -132,7 +132,7 @@ func serve(e *env, load func() (*config.Config, error), fixPerms bool) error {
 	}
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.
-	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, FetchViewer: true}
+	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, FetchViewer: os.Getenv("WARD_VIEWER_FETCH") != "off"}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/viewer"
@@ -80,8 +80,7 @@ func (s *Server) fetchViewer(ctx context.Context, v *webviewer.Viewer) {
 	ctx, cancel := context.WithTimeout(ctx, viewerFetchTimeout)
 	defer cancel()
 	start := time.Now()
-	out := slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug).Writer()
-	if err := viewer.Fetch(ctx, dir, io.Writer(out)); err != nil {
+	if err := viewer.Fetch(ctx, dir, debugWriter{s.Logger}); err != nil {
 		v.SetMissing("the viewer could not be fetched: run ward viewer fetch (it needs npm and the package registry)")
 		s.Logger.Warn("the web viewer could not be fetched: DICOMweb is served without it; run ward viewer fetch to try again", "err", err.Error())
 		return
@@ -92,4 +91,16 @@ func (s *Server) fetchViewer(ctx context.Context, v *webviewer.Viewer) {
 		return
 	}
 	s.Logger.Warn("the OHIF viewer is fetched and served at /", "package", viewer.Package+"@"+version, "took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// debugWriter logs what npm prints, at debug level.
+type debugWriter struct{ log *slog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimSpace(string(p)), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			w.log.Debug("npm", "out", l)
+		}
+	}
+	return len(p), nil
 }

@@ -28,8 +28,9 @@ ward viewer fetch does it by hand.`,
 			help: `Runs npm ci (no install scripts) for the pinned ` + viewer.Package + ` in a
 directory under DATA/viewer, keeps its dist/ without the AI tools and the
 microscopy viewer, closes its files (0600, directories 0700) and puts it
-in place of the bundle there was. A running ward serve serves it from its
-next start. Needs npm and the package registry.`,
+in place of the bundle there was: restart a running ward serve after it
+(it serves the bundle it loaded at start). Needs npm and the package
+registry.`,
 			flags: viewerFetchFlags,
 		},
 	},

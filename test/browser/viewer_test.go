@@ -296,6 +296,18 @@ func TestViewer(t *testing.T) {
 		t.Errorf("the study list reported errors:\n  %s", strings.Join(errs, "\n  "))
 	}
 
+	// Search: the study list's filters (here from its URL) become QIDO-RS
+	// queries, by patient name with wildcards and by patient ID.
+	for _, q := range []struct{ query, want, not string }{
+		{"patientName=CT1", studies[0].listed, studies[1].listed},
+		{"mrn=4MR1", studies[1].listed, studies[0].listed},
+	} {
+		b.do(t, 30*time.Second, chromedp.Navigate(w.base+"/?"+q.query))
+		poll(t, b, 30*time.Second, "the study list searched with "+q.query, `document.body.innerText`, func(s string) bool {
+			return strings.Contains(s, q.want) && !strings.Contains(s, q.not) && !strings.Contains(s, studies[2].listed)
+		})
+	}
+
 	// Each study draws.
 	for _, st := range studies {
 		start := time.Now()

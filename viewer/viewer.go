@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ward-pacs/ward/durable"
 )
@@ -105,6 +106,7 @@ func Fetch(ctx context.Context, dir string, out io.Writer) error {
 	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	removeStale(dir)
 	work, err := os.MkdirTemp(dir, ".fetch-")
 	if err != nil {
 		return err
@@ -161,6 +163,23 @@ func Fetch(ctx context.Context, dir string, out io.Writer) error {
 		return err
 	}
 	return durable.Sync(dir)
+}
+
+// staleAfter: a work directory older than this is left from a fetch that
+// was killed (one in progress takes a minute or two).
+const staleAfter = time.Hour
+
+// removeStale removes the work directories of fetches that did not finish.
+func removeStale(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), ".fetch-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAfter {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // checkVersion makes sure npm installed the pinned version.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestVersionPinned: the lock file pins @ohif/app with an integrity, and
@@ -60,6 +61,12 @@ func TestFetch(t *testing.T) {
 	v, _ := Version()
 	fakeNPM(t, v)
 	dir := filepath.Join(t.TempDir(), "viewer")
+	stale := filepath.Join(dir, ".fetch-killed")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * staleAfter)
+	os.Chtimes(stale, old, old)
 	for range 2 {
 		if err := Fetch(context.Background(), dir, io.Discard); err != nil {
 			t.Fatal(err)

@@ -1,9 +1,11 @@
 package viewer_test
 
 import (
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,12 +26,14 @@ const index = `<!doctype html><html><head><script>window.PUBLIC_URL="/"</script>
 	`<script>function browserImportFunction(n){return import(n)}</script>` +
 	`<script defer src="/app.bundle.0f6159c501addfe9.js"></script></head><body></body></html>`
 
+var bigScript = strings.Repeat("console.log('OHIF');\n", 200)
+
 func bundle(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
 		"index.html":                     index,
-		"app.bundle.0f6159c501addfe9.js": "console.log(1)",
+		"app.bundle.0f6159c501addfe9.js": bigScript,
 		"0ddf166f7a343eda.wasm":          "\x00asm",
 		"manifest.json":                  `{"name":"OHIF Viewer"}`,
 		"init-service-worker.js":         "0",
@@ -192,5 +196,36 @@ func TestNoBundle(t *testing.T) {
 	}
 	if v.Installed() {
 		t.Error("a refused bundle is served")
+	}
+}
+
+// TestGzip: the bundle's scripts go gzipped to a browser that accepts it,
+// as they are to one that does not or that asks for a range.
+func TestGzip(t *testing.T) {
+	v := viewer.New("")
+	if err := v.Install(bundle(t)); err != nil {
+		t.Fatal(err)
+	}
+	h := serve(t, v)
+	const js = "/app.bundle.0f6159c501addfe9.js"
+	for range 2 { // compressed once, then from memory
+		w := get(h, js, "Accept-Encoding", "gzip, deflate, br")
+		if w.Header().Get("Content-Encoding") != "gzip" || !strings.Contains(w.Header().Get("Vary"), "Accept-Encoding") {
+			t.Fatalf("GET %s accepting gzip: Content-Encoding %q, Vary %q", js, w.Header().Get("Content-Encoding"), w.Header().Get("Vary"))
+		}
+		zr, err := gzip.NewReader(w.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(zr)
+		if err != nil || string(body) != bigScript {
+			t.Fatalf("the gzipped script does not inflate to the script (%v)", err)
+		}
+	}
+	for _, hdr := range [][]string{{"Accept-Encoding", "gzip;q=0, identity"}, {"Accept-Encoding", "gzip", "Range", "bytes=0-9"}, {}} {
+		w := get(h, js, hdr...)
+		if w.Header().Get("Content-Encoding") != "" || !strings.HasPrefix(bigScript, w.Body.String()) || w.Body.Len() == 0 {
+			t.Errorf("GET %s with %v: Content-Encoding %q, %d bytes", js, hdr, w.Header().Get("Content-Encoding"), w.Body.Len())
+		}
 	}
 }

@@ -38,6 +38,12 @@ var studies = []struct {
 	{"JPEG2000.dcm", "CompressedSamples, NM1", "1.3.6.1.4.1.5962.1.2.8.20040826185059.5457", []string{"-xw"}},
 }
 
+// The CT patient's prior study (made from the CT with another study UID).
+const (
+	priorStudyUID    = "1.2.826.0.1.3680043.2.1143.9000.1"
+	priorDescription = "PRIOR CT OF THE SAME PATIENT"
+)
+
 const (
 	user     = "reader"
 	passcode = "correct horse battery"
@@ -107,6 +113,22 @@ func startWard(t *testing.T) *ward {
 		if out, ok := harness.RunDCMTK(t, "storescu", args...); !ok {
 			t.Fatalf("storescu %s: %s", s.file, out)
 		}
+	}
+	// A prior of the CT's patient: the same file as another study.
+	prior := filepath.Join(t.TempDir(), "prior.dcm")
+	b, err := os.ReadFile(filepath.Join(harness.PydicomTestFiles, studies[0].file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prior, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := harness.RunDCMTK(t, "dcmodify", "-nb", "-m", "StudyInstanceUID="+priorStudyUID, "-m", "SeriesInstanceUID="+priorStudyUID+".1",
+		"-m", "SOPInstanceUID="+priorStudyUID+".1.1", "-m", "StudyDate=20020101", "-m", "StudyDescription="+priorDescription, prior); !ok {
+		t.Fatalf("dcmodify: %s", out)
+	}
+	if out, ok := harness.RunDCMTK(t, "storescu", "-aet", "MODALITY", "-aec", "WARD", "127.0.0.1", strconv.Itoa(dicomPort), prior); !ok {
+		t.Fatalf("storescu prior: %s", out)
 	}
 	return &ward{base: "http://127.0.0.1:" + strconv.Itoa(httpPort), proc: p}
 }
@@ -314,6 +336,13 @@ func TestViewer(t *testing.T) {
 		b.do(t, 30*time.Second, chromedp.Navigate(w.base+"/viewer?StudyInstanceUIDs="+st.studyUID))
 		n := poll(t, b, 90*time.Second, st.file+" draws", litPixels, func(n int) bool { return n > 100 })
 		t.Logf("%s: %d lit pixels after %s", st.file, n, time.Since(start).Round(time.Millisecond))
+		if st.file == studies[0].file {
+			// Priors by PatientID: the study browser lists the patient's
+			// other study.
+			poll(t, b, 30*time.Second, "the CT's prior is listed", `document.body.innerText`, func(s string) bool {
+				return strings.Contains(strings.ToUpper(s), priorDescription)
+			})
+		}
 		time.Sleep(500 * time.Millisecond) // late errors of the same page
 		if errs := b.takeErrors(t); len(errs) > 0 {
 			t.Errorf("viewing %s reported errors:\n  %s", st.file, strings.Join(errs, "\n  "))

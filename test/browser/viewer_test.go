@@ -349,6 +349,15 @@ func TestViewer(t *testing.T) {
 		}
 	}
 
+	// The browser reports CSP violations to Ward, its workers' too (which
+	// the page does not see): none was logged.
+	time.Sleep(time.Second)
+	for _, l := range strings.Split(w.proc.Log.String(), "\n") {
+		if strings.Contains(l, "CSP violation") {
+			t.Errorf("ward logged %s", l)
+		}
+	}
+
 	// Signed in, the page's DICOMweb requests are served.
 	series := "/dicom-web/studies/" + studies[0].studyUID + "/series"
 	if status := eval[int](t, b, fetchStatus(series, "application/dicom+json")); status != http.StatusOK {

@@ -135,13 +135,20 @@ func CSP(index []byte) string {
 		"base-uri 'self'",
 		"form-action 'self'",
 		"frame-ancestors 'none'",
+		"report-uri " + ReportPath,
 	}, "; ")
 }
+
+// ReportPath is where browsers report the viewer's CSP violations (its
+// pages' and its workers'): Ward logs them, so that a bundle the policy
+// breaks shows in the log.
+const ReportPath = "/csp-report"
 
 // Register serves v at / on h. It must be registered last: the other
 // routes (DICOMweb, sign-in) are more specific and win.
 func Register(h *web.Handler, v *Viewer) {
 	page := h.Authenticated(v.page)
+	h.Anonymous("POST "+ReportPath, newReporter(h.Logger()))
 	h.Anonymous("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		if strings.HasPrefix(p, "/dicom-web/") || p == "/dicom-web" || p == "/wado" {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -227,5 +228,34 @@ func TestGzip(t *testing.T) {
 		if w.Header().Get("Content-Encoding") != "" || !strings.HasPrefix(bigScript, w.Body.String()) || w.Body.Len() == 0 {
 			t.Errorf("GET %s with %v: Content-Encoding %q, %d bytes", js, hdr, w.Header().Get("Content-Encoding"), w.Body.Len())
 		}
+	}
+}
+
+// TestCSPReports: the browser's violation reports, anonymous, are logged
+// without the URIs' queries, a bounded number per minute; the policy
+// names where to send them.
+func TestCSPReports(t *testing.T) {
+	if !strings.Contains(viewer.CSP([]byte(index)), "report-uri "+viewer.ReportPath) {
+		t.Fatal("the CSP has no report-uri")
+	}
+	var logged strings.Builder
+	h := web.New(web.Config{MaxBody: 1 << 20, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	viewer.Register(h, viewer.New(""))
+	report := `{"csp-report":{"document-uri":"http://ward/viewer?StudyInstanceUIDs=1.2.3","violated-directive":"script-src","effective-directive":"script-src","blocked-uri":"eval","source-file":"http://ward/8097.bundle.js","line-number":56}}`
+	for range 30 {
+		r := httptest.NewRequest(http.MethodPost, viewer.ReportPath, strings.NewReader(report))
+		r.Header.Set("Content-Type", "application/csp-report")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusNoContent {
+			t.Fatalf("POST %s: %d", viewer.ReportPath, w.Code)
+		}
+	}
+	out := logged.String()
+	if n := strings.Count(out, "viewer CSP violation:"); n != 20 {
+		t.Errorf("%d reports logged of 30, want the first 20", n)
+	}
+	if !strings.Contains(out, "directive=script-src") || !strings.Contains(out, "document=http://ward/viewer ") || strings.Contains(out, "1.2.3") {
+		t.Errorf("the report is not logged as it should be (directive, document without its query):\n%s", out)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -44,7 +45,13 @@ func (s *Server) setupViewer(v *webviewer.Viewer) (fetch bool) {
 	if dist == "" {
 		return false
 	}
-	err := v.Install(dist)
+	var err error
+	if s.Config.Web.Viewer != "" {
+		err = checkBundle(dist)
+	}
+	if err == nil {
+		err = v.Install(dist)
+	}
 	switch {
 	case err == nil:
 		if s.Config.Web.Viewer == "" {
@@ -103,4 +110,25 @@ func (w debugWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// errBundleOpen: a bundle others may change.
+var errBundleOpen = errors.New("other local users may change it, and its scripts run with the signed-in user's access: chmod -R go-w it")
+
+// checkBundle refuses a viewer bundle ([web] viewer) that group or
+// others may write to (the one in the data directory passes its checks).
+func checkBundle(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("%s: %w", p, errBundleOpen)
+		}
+		return nil
+	})
 }

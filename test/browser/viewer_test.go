@@ -359,9 +359,16 @@ func TestViewer(t *testing.T) {
 	}
 
 	// Signed in, the page's DICOMweb requests are served.
-	series := "/dicom-web/studies/" + studies[0].studyUID + "/series"
-	if status := eval[int](t, b, fetchStatus(series, "application/dicom+json")); status != http.StatusOK {
-		t.Fatalf("signed in, GET %s from the page: %d, want 200", series, status)
+	// The page's requests: a search, and the images (a study retrieve).
+	requests := []struct{ path, accept string }{
+		{"/dicom-web/studies/" + studies[0].studyUID + "/series", "application/dicom+json"},
+		{"/dicom-web/studies", "application/dicom+json"},
+		{"/dicom-web/studies/" + studies[2].studyUID, `multipart/related; type="application/dicom"; transfer-syntax=*`},
+	}
+	for _, rq := range requests {
+		if status := eval[int](t, b, fetchStatus(rq.path, rq.accept)); status != http.StatusOK {
+			t.Fatalf("signed in, GET %s from the page: %d, want 200", rq.path, status)
+		}
 	}
 
 	// Sign-out, in a second tab, from the link the viewer shows, through
@@ -380,9 +387,9 @@ func TestViewer(t *testing.T) {
 	if loc := other.location(t); !strings.HasPrefix(loc, w.base+"/signin") {
 		t.Errorf("after sign-out the browser is at %s, want the sign-in page", loc)
 	}
-	for _, p := range []string{series, "/dicom-web/studies", "/dicom-web/studies/" + studies[2].studyUID + "/series"} {
-		if status := eval[int](t, b, fetchStatus(p, "application/dicom+json")); status != http.StatusUnauthorized {
-			t.Errorf("signed out, GET %s from the viewer's page: %d, want 401", p, status)
+	for _, rq := range requests {
+		if status := eval[int](t, b, fetchStatus(rq.path, rq.accept)); status != http.StatusUnauthorized {
+			t.Errorf("signed out, GET %s from the viewer's page: %d, want 401", rq.path, status)
 		}
 	}
 	b.takeErrors(t) // the refused requests' own console entries

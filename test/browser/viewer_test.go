@@ -7,6 +7,10 @@ package browser
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -18,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -62,15 +67,37 @@ func chromium(t *testing.T) string {
 
 // ward is a running ward serve with the viewer and the studies.
 type ward struct {
-	base string
-	proc *harness.Proc
+	base   string
+	scheme string
+	spki   string // over HTTPS: the base64 SHA-256 of the certificate's key
+	proc   *harness.Proc
+}
+
+// spkiHash is what Chromium's --ignore-certificate-errors-spki-list takes
+// for the certificate in file crt.
+func spkiHash(t *testing.T, crt string) string {
+	t.Helper()
+	b, err := os.ReadFile(crt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s: no PEM", crt)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // startWard runs ward serve with the viewer: the bundle WARD_VIEWER_BUNDLE
 // names (.ci/run fetches one), or one `ward viewer fetch` brings into the
 // data directory as a user's would be. It adds a viewer user and stores
 // the studies with storescu.
-func startWard(t *testing.T) *ward {
+func startWard(t *testing.T, https bool) *ward {
 	t.Helper()
 	if _, err := exec.LookPath("storescu"); err != nil {
 		testci.SkipOrFail(t, "storescu (DCMTK) is not installed")
@@ -81,9 +108,20 @@ func startWard(t *testing.T) *ward {
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	conf := "[storage]\nmin_free = \"16MiB\"\n"
+	conf := "[storage]\nmin_free = \"16MiB\"\n[web]\n"
+	w := &ward{scheme: "http"}
+	if https {
+		// HTTPS on loopback, with a certificate of ward pki's CA, which
+		// the browser is told to accept by its key.
+		if out, err := exec.Command(bin, "pki", "init", "--data", data).CombinedOutput(); err != nil {
+			t.Fatalf("ward pki init: %v\n%s", err, out)
+		}
+		crt, key := filepath.Join(data, "pki", "server.crt"), filepath.Join(data, "pki", "server.key")
+		conf += "tls_cert = " + strconv.Quote(crt) + "\ntls_key = " + strconv.Quote(key) + "\n"
+		w.scheme, w.spki = "https", spkiHash(t, crt)
+	}
 	if b := os.Getenv("WARD_VIEWER_BUNDLE"); b != "" {
-		conf += "[web]\nviewer = " + strconv.Quote(b) + "\n"
+		conf += "viewer = " + strconv.Quote(b) + "\n"
 	} else {
 		if _, err := exec.LookPath("npm"); err != nil {
 			testci.SkipOrFail(t, "no viewer bundle: npm is not installed and WARD_VIEWER_BUNDLE is not set")
@@ -130,7 +168,8 @@ func startWard(t *testing.T) *ward {
 	if out, ok := harness.RunDCMTK(t, "storescu", "-aet", "MODALITY", "-aec", "WARD", "127.0.0.1", strconv.Itoa(dicomPort), prior); !ok {
 		t.Fatalf("storescu prior: %s", out)
 	}
-	return &ward{base: "http://127.0.0.1:" + strconv.Itoa(httpPort), proc: p}
+	w.base, w.proc = w.scheme+"://127.0.0.1:"+strconv.Itoa(httpPort), p
+	return w
 }
 
 // browser is a headless Chromium tab with what the page reported: console
@@ -148,7 +187,7 @@ const watchCSP = `window.__csp = [];
 document.addEventListener('securitypolicyviolation', e =>
   window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || '(inline)') + ' ' + (e.sourceFile || '') + ':' + e.lineNumber));`
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T, w *ward) *browser {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium(t)),
@@ -163,6 +202,9 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(1280, 900),
+	}
+	if w.spki != "" {
+		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", w.spki))
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
@@ -286,8 +328,17 @@ func fetchStatus(path, accept string) string {
 // 2000 NM) with no console error and no CSP violation; signed out, the
 // page's DICOMweb requests are refused.
 func TestViewer(t *testing.T) {
-	w := startWard(t)
-	b := newBrowser(t)
+	for _, https := range []bool{false, true} {
+		name := map[bool]string{false: "http", true: "https"}[https]
+		t.Run(name, func(t *testing.T) { testViewer(t, https) })
+	}
+}
+
+// testViewer is TestViewer over plain HTTP (loopback) or HTTPS (the only
+// way Ward serves beyond loopback: Secure, __Host- session cookies, HSTS).
+func testViewer(t *testing.T, https bool) {
+	w := startWard(t, https)
+	b := newBrowser(t, w)
 
 	// Sign-in is required: the viewer's address lands on the sign-in page.
 	b.do(t, 30*time.Second, chromedp.Navigate(w.base+"/"), chromedp.WaitVisible(chromedp.CSS(`input[name=user]`)))
@@ -316,6 +367,23 @@ func TestViewer(t *testing.T) {
 	}
 	if errs := b.takeErrors(t); len(errs) > 0 {
 		t.Errorf("the study list reported errors:\n  %s", strings.Join(errs, "\n  "))
+	}
+	// The session cookie as the browser keeps it: out of the page's
+	// reach, not sent from other sites, over HTTPS Secure and bound to
+	// this origin (__Host-).
+	jar, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{w.base + "/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantName := map[bool]string{false: "ward-session", true: "__Host-ward-session"}[https]
+	var session *network.Cookie
+	for _, c := range jar.Cookies {
+		if c.Name == wantName {
+			session = c
+		}
+	}
+	if session == nil || !session.HTTPOnly || session.SameSite != network.CookieSameSiteStrict || session.Secure != https || session.Path != "/" {
+		t.Errorf("the browser's session cookie: %+v, want %s, HttpOnly, SameSite=Strict, Secure=%v, Path=/", session, wantName, https)
 	}
 
 	// Search: the study list's filters (here from its URL) become QIDO-RS

@@ -72,6 +72,7 @@ func (h *Handler) registerSignIn() {
 	h.mux.HandleFunc("GET /signin", h.signinForm)
 	h.mux.HandleFunc("POST /signin", h.signin)
 	h.mux.HandleFunc("POST /signout", h.signout)
+	h.Handle("GET /signout", h.signoutForm)
 	h.Handle("GET /session", h.sessionInfo)
 }
 

@@ -115,6 +115,11 @@ func (h *Handler) Handle(pattern string, fn http.HandlerFunc) {
 	h.mux.Handle(pattern, h.authenticated(fn))
 }
 
+// Authenticated wraps fn as Handle does, for a handler that decides per
+// request whether to serve anonymously (the viewer: its static files are
+// anonymous, its pages are not).
+func (h *Handler) Authenticated(fn http.HandlerFunc) http.Handler { return h.authenticated(fn) }
+
 // Anonymous registers a route served without credentials (a health probe,
 // the viewer's static shell): it must not reach patient data.
 func (h *Handler) Anonymous(pattern string, fn http.Handler) { h.mux.Handle(pattern, fn) }

@@ -102,7 +102,9 @@ var serveCmd = &command{
 	help: `Runs the archive on the data directory (--data, default ` + config.DefaultDataDir + `) with the
 configuration DATA/ward.toml (or --config FILE) and the flags below
 applied over it, until SIGINT or SIGTERM. SIGHUP reloads the peers,
-users and API tokens. It refuses to start with a setting 'ward config check' lists as
+users and API tokens. The web listener serves the OHIF viewer at / (on
+the first run, with npm at hand, ward serve fetches it into DATA/viewer
+and says so: see ward viewer). It refuses to start with a setting 'ward config check' lists as
 refused, and with a data directory other local users can reach.`,
 	flags: serveFlagsRun,
 }
@@ -137,7 +139,7 @@ func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms
 	}
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.
-	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, ConfigFile: cfgFile, SetupOut: e.stderr}
+	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, ConfigFile: cfgFile, SetupOut: e.stderr, FetchViewer: os.Getenv("WARD_VIEWER_FETCH") != "off"}
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}

@@ -48,6 +48,11 @@ type Web struct {
 	MaxResults int `toml:"max_results"`
 	// OIDC is browser sign-in through an OpenID Connect provider.
 	OIDC OIDC `toml:"oidc"`
+	// Viewer is where the OHIF viewer served at / comes from: empty,
+	// DATA/viewer (ward serve fetches it there with npm on first run,
+	// ward viewer fetch does it by hand); "off", no viewer; or a directory
+	// holding an OHIF bundle (its dist/), served as it is.
+	Viewer string `toml:"viewer"`
 }
 
 // OIDC configures single sign-on with an OpenID Connect provider (the
@@ -127,6 +132,12 @@ func (o *OIDC) ReadClientSecret() (string, error) {
 		return "", fmt.Errorf("web.oidc client_secret_file %s: one line, the secret", o.ClientSecretFile)
 	}
 	return secret, nil
+}
+
+// ViewerOff reports whether [web] viewer turns the viewer off.
+func (w *Web) ViewerOff() bool {
+	v := strings.ToLower(strings.TrimSpace(w.Viewer))
+	return v == "off" || v == "none"
 }
 
 // Off reports whether the HTTP listener is turned off.

@@ -29,6 +29,7 @@ import (
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/store"
+	webviewer "github.com/ward-pacs/ward/web/viewer"
 )
 
 // ShutdownGrace is how long in-flight associations may run after a stop
@@ -52,6 +53,9 @@ type Server struct {
 	// FixPermissions: Open tightens a data directory open to other local
 	// users instead of refusing it (datadir.go).
 	FixPermissions bool
+	// FetchViewer: when the viewer is not in the data directory, fetch it
+	// there with npm (ward serve's first run; viewer.go).
+	FetchViewer bool
 
 	// node is this node's ID (backends.go); store is what openStore
 	// opened (index and blobs below are its own).
@@ -61,11 +65,12 @@ type Server struct {
 	blobs   store.Blobs
 	archive *archive.Archive
 	ln      net.Listener
-	tlsLn   net.Listener // DIMSE over TLS (the TCP listener); nil without [dicom] tls_listen
-	tlsConf *tls.Config  // its TLS configuration
-	adminLn net.Listener // the admin socket (admin.Socket)
-	webLn   net.Listener // the HTTP listener ([web] listen); nil when off
-	webTLS  *tls.Config  // its TLS configuration; nil for plain HTTP (loopback)
+	tlsLn   net.Listener      // DIMSE over TLS (the TCP listener); nil without [dicom] tls_listen
+	tlsConf *tls.Config       // its TLS configuration
+	adminLn net.Listener      // the admin socket (admin.Socket)
+	webLn   net.Listener      // the HTTP listener ([web] listen); nil when off
+	webTLS  *tls.Config       // its TLS configuration; nil for plain HTTP (loopback)
+	viewer  *webviewer.Viewer // the viewer at /; nil when [web] viewer is off
 	// oidcSecret is the OpenID client secret ([web.oidc] client_secret_file).
 	oidcSecret string
 	peerTLS    *tls.Config // calling peers over TLS (C-MOVE destinations)

@@ -23,6 +23,7 @@ import (
 	"github.com/ward-pacs/ward/tlsprofile"
 	"github.com/ward-pacs/ward/web"
 	"github.com/ward-pacs/ward/web/dicomweb"
+	webviewer "github.com/ward-pacs/ward/web/viewer"
 )
 
 // The web front end ([web]): DICOMweb over HTTP on loopback, HTTPS beyond
@@ -123,6 +124,9 @@ func (s *Server) webHandler() (http.Handler, error) {
 	}
 	storable := func(uid string) bool { return dicom.IsStorageSOPClass(uid) || private[uid] }
 	dicomweb.Register(h, s.service(), dicomweb.Options{MaxResults: maxResults, Storable: storable})
+	if s.viewer != nil {
+		webviewer.Register(h, s.viewer)
+	}
 	return h, nil
 }
 
@@ -132,6 +136,16 @@ func (s *Server) serveWeb(ctx context.Context) {
 	if s.webLn == nil {
 		return
 	}
+	fetched := make(chan struct{})
+	if s.viewerDist() != "" {
+		s.viewer = webviewer.New("the viewer is not installed")
+	}
+	if s.viewer != nil && s.setupViewer(s.viewer) {
+		go func() { defer close(fetched); s.fetchViewer(ctx, s.viewer) }()
+	} else {
+		close(fetched)
+	}
+	defer func() { <-fetched }()
 	h, err := s.webHandler()
 	if err != nil {
 		s.Logger.Error("web front end not started", "err", err.Error())

@@ -93,7 +93,11 @@ func processTempDir(pattern string) (string, error) {
 // Main runs a package's tests and then removes what the harness built for
 // them once (the ward binary, the shims). A test package's TestMain calls
 // it: func TestMain(m *testing.M) { harness.Main(m) }.
+//
+// The ward serve it starts does not fetch the web viewer on a first run
+// (WARD_VIEWER_FETCH=off): a test that wants it says so.
 func Main(m *testing.M) {
+	os.Setenv("WARD_VIEWER_FETCH", "off")
 	code := m.Run()
 	tempMu.Lock()
 	for _, d := range tempDirs {

@@ -97,7 +97,7 @@ func spkiHash(t *testing.T, crt string) string {
 // names (.ci/run fetches one), or one `ward viewer fetch` brings into the
 // data directory as a user's would be. It adds a viewer user and stores
 // the studies with storescu.
-func startWard(t *testing.T, https bool) *ward {
+func startWard(t *testing.T, https bool, extra ...func(base string) string) *ward {
 	t.Helper()
 	if _, err := exec.LookPath("storescu"); err != nil {
 		testci.SkipOrFail(t, "storescu (DCMTK) is not installed")
@@ -131,6 +131,11 @@ func startWard(t *testing.T, https bool) *ward {
 			testci.SkipOrFail(t, "ward viewer fetch: %v\n%s", err, out)
 		}
 	}
+	dicomPort, httpPort := harness.FreePort(t), harness.FreePort(t)
+	w.base = w.scheme + "://127.0.0.1:" + strconv.Itoa(httpPort)
+	for _, f := range extra {
+		conf += f(w.base)
+	}
 	if err := os.WriteFile(filepath.Join(data, "ward.toml"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +144,6 @@ func startWard(t *testing.T, https bool) *ward {
 	if out, err := add.CombinedOutput(); err != nil {
 		t.Fatalf("ward user add: %v\n%s", err, out)
 	}
-	dicomPort, httpPort := harness.FreePort(t), harness.FreePort(t)
 	p := harness.Start(t, exec.Command(bin, "serve", "--data", data, "--loopback-any-ae",
 		"--dicom-listen", "127.0.0.1:"+strconv.Itoa(dicomPort), "--http-listen", "127.0.0.1:"+strconv.Itoa(httpPort)), true)
 	harness.WaitListen(t, dicomPort)
@@ -168,7 +172,7 @@ func startWard(t *testing.T, https bool) *ward {
 	if out, ok := harness.RunDCMTK(t, "storescu", "-aet", "MODALITY", "-aec", "WARD", "127.0.0.1", strconv.Itoa(dicomPort), prior); !ok {
 		t.Fatalf("storescu prior: %s", out)
 	}
-	w.base, w.proc = w.scheme+"://127.0.0.1:"+strconv.Itoa(httpPort), p
+	w.proc = p
 	return w
 }
 

@@ -134,6 +134,23 @@ versions() {
 }
 versions | tee "$state/versions.txt" >&2
 
+# The series metadata as the viewer asks for it, straight from each server
+# with curl, as a browser asks (gzip accepted): what it weighs on the wire
+# and how long each server takes to send it.
+"$ward" token issue bench --data "$data" --ttl 1h 2>/dev/null | { printf 'Authorization: Bearer '; cat; } >"$state/token.hdr"
+series=$(curl -sf "http://127.0.0.1:$O_HTTP/dicom-web/studies/$study/series" | jq -r '.[0]["0020000E"].Value[0]')
+meta() { # NAME URL [curl args]: five requests
+  local i
+  for i in 1 2 3 4 5; do
+    curl -sf -o /dev/null -H 'Accept: application/dicom+json' -H 'Accept-Encoding: gzip, deflate, br' "${@:3}" \
+      -w "$1 metadata: HTTP %{http_code}, %{size_download} bytes, %{time_total} s\n" "$2" || echo "$1 metadata: failed"
+  done
+}
+{
+  meta ward "http://127.0.0.1:$W_HTTP/dicom-web/studies/$study/series/$series/metadata" -H @"$state/token.hdr"
+  meta orthanc "http://127.0.0.1:$O_HTTP/dicom-web/studies/$study/series/$series/metadata"
+} | tee "$state/metadata.txt" >&2
+
 log "measuring: $ROUNDS rounds, $WARM warm reload(s) each"
 direct=()
 [[ "$DIRECT" == 1 ]] && direct=(-direct)

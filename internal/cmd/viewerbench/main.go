@@ -16,7 +16,8 @@
 //
 // A run: a fresh Chromium profile signs in to Ward, its HTTP cache is
 // cleared, and the viewer opens /viewer?StudyInstanceUIDs=UID (cold);
-// then the page is reloaded -warm times in the same profile (warm). A
+// then the page is reloaded -warm times in the same profile (warm).
+// -warmup rounds come first, untimed. A
 // script added before the page's own records, in every animation frame,
 // whether a cornerstone viewport canvas has non-black pixels: the first
 // such frame, in ms from the navigation's start (performance.now), is the
@@ -63,6 +64,7 @@ func main() {
 	warm := flag.Int("warm", 1, "warm reloads after each cold run")
 	slices := flag.Int("slices", 300, "frames in the study: the run waits for all of them (or for no new one in -quiet)")
 	quiet := flag.Duration("quiet", 8*time.Second, "stop waiting for frames after this long without a new one")
+	warmup := flag.Int("warmup", 1, "untimed rounds first (Ward gzips each bundle file on its first request; the servers' caches)")
 	direct := flag.Bool("direct", false, "also measure Ward on its own port, without the proxy")
 	chrome := flag.String("chromium", "", "Chromium binary (default: chromium from PATH)")
 	out := flag.String("out", "", "append one JSON line per run to this file")
@@ -106,6 +108,13 @@ func main() {
 	}
 	b := bench{chromium: *chrome, study: *study, user: *user, passcode: strings.TrimRight(string(pass), "\r\n"),
 		slices: *slices, quiet: *quiet, warm: *warm}
+	for r := 0; r < *warmup; r++ {
+		for _, t := range targets {
+			if _, err := b.run(t); err != nil {
+				log.Printf("warm-up %s: %v", t.name, err)
+			}
+		}
+	}
 	var all []result
 	for r := 0; r < *rounds; r++ {
 		order := make([]target, len(targets))
@@ -122,8 +131,8 @@ func main() {
 				all = append(all, x)
 				line, _ := json.Marshal(x)
 				fmt.Fprintln(jsonOut, string(line))
-				log.Printf("round %d %-11s %-4s first image %7.0f ms  metadata %7.0f ms  frames %3d, last %7.0f ms",
-					x.Round, x.Target, x.Kind, x.FirstImage, x.Metadata, x.Frames, x.LastFrame)
+				log.Printf("round %d %-11s %-4s first image %5.0f ms | load %5.0f, metadata %5.0f-%5.0f (%4.0f), frame 1 %5.0f-%5.0f, frames %3d, last %6.0f",
+					x.Round, x.Target, x.Kind, x.FirstImage, x.Load, x.MetaStart, x.Metadata, x.MetaDur, x.FirstFrameStart, x.FirstFrame, x.Frames, x.LastFrame)
 			}
 		}
 	}
@@ -177,11 +186,17 @@ type result struct {
 	Kind       string  `json:"kind"` // cold or warm
 	FirstImage float64 `json:"first_image_ms"`
 	Lit        int     `json:"lit_of_1024"`
-	Metadata   float64 `json:"metadata_ms"` // the (last) series metadata response's end
-	FirstFrame float64 `json:"first_frame_ms"`
-	Frames     int     `json:"frames"` // distinct frame URLs fetched
-	LastFrame  float64 `json:"last_frame_ms"`
-	AllFrames  bool    `json:"all_frames"`
+	Load       float64 `json:"page_load_ms"` // the page's load event's end
+	// The (last) series metadata request: when it started, when its
+	// response ended, and its time from request to response end.
+	MetaStart       float64 `json:"metadata_start_ms"`
+	Metadata        float64 `json:"metadata_ms"`
+	MetaDur         float64 `json:"metadata_request_ms"`
+	FirstFrameStart float64 `json:"first_frame_request_ms"` // the first frame request's start
+	FirstFrame      float64 `json:"first_frame_ms"`         // the first frame response's end
+	Frames          int     `json:"frames"`                 // distinct frame URLs fetched
+	LastFrame       float64 `json:"last_frame_ms"`
+	AllFrames       bool    `json:"all_frames"`
 }
 
 // probe is added to every document before its own scripts: it times the
@@ -189,7 +204,11 @@ type result struct {
 // (the canvas scaled down to 32x32 to be read cheaply), and keeps the
 // resource timing of DICOMweb requests.
 const probe = `(() => {
-  const r = window.__ttfi = {first: -1, lit: 0, meta: -1, firstFrame: -1, frames: 0, lastFrame: -1};
+  const r = window.__ttfi = {first: -1, lit: 0, load: -1, meta: -1, metaStart: -1, metaDur: -1, firstFrame: -1, firstFrameStart: -1, frames: 0, lastFrame: -1};
+  addEventListener('load', () => setTimeout(() => {
+    const n = performance.getEntriesByType('navigation')[0];
+    if (n) r.load = n.loadEventEnd;
+  }));
   try { performance.setResourceTimingBufferSize(10000); } catch (e) {}
   const seen = new Set();
   new PerformanceObserver(list => {
@@ -198,9 +217,10 @@ const probe = `(() => {
       if (u.includes('/frames/')) {
         if (!seen.has(u)) { seen.add(u); r.frames++; }
         if (r.firstFrame < 0 || e.responseEnd < r.firstFrame) r.firstFrame = e.responseEnd;
+        if (r.firstFrameStart < 0 || e.startTime < r.firstFrameStart) r.firstFrameStart = e.startTime;
         r.lastFrame = Math.max(r.lastFrame, e.responseEnd);
       } else if (u.endsWith('/metadata')) {
-        r.meta = Math.max(r.meta, e.responseEnd);
+        if (e.responseEnd > r.meta) { r.meta = e.responseEnd; r.metaStart = e.startTime; r.metaDur = e.responseEnd - e.requestStart; }
       }
     }
   }).observe({type: 'resource', buffered: true});
@@ -225,12 +245,16 @@ const probe = `(() => {
 })()`
 
 type probed struct {
-	First      float64 `json:"first"`
-	Lit        int     `json:"lit"`
-	Meta       float64 `json:"meta"`
-	FirstFrame float64 `json:"firstFrame"`
-	Frames     int     `json:"frames"`
-	LastFrame  float64 `json:"lastFrame"`
+	First           float64 `json:"first"`
+	Lit             int     `json:"lit"`
+	Load            float64 `json:"load"`
+	Meta            float64 `json:"meta"`
+	MetaStart       float64 `json:"metaStart"`
+	MetaDur         float64 `json:"metaDur"`
+	FirstFrame      float64 `json:"firstFrame"`
+	FirstFrameStart float64 `json:"firstFrameStart"`
+	Frames          int     `json:"frames"`
+	LastFrame       float64 `json:"lastFrame"`
 }
 
 // run is one target's cold run and its warm reloads, in a fresh profile.
@@ -336,7 +360,8 @@ func (b *bench) measure(ctx context.Context, nav chromedp.Action[chromedp.Void])
 			last, lastChange = p.Frames, time.Now()
 		}
 	}
-	return result{FirstImage: p.First, Lit: p.Lit, Metadata: p.Meta, FirstFrame: p.FirstFrame,
+	return result{FirstImage: p.First, Lit: p.Lit, Load: p.Load, MetaStart: p.MetaStart, Metadata: p.Meta, MetaDur: p.MetaDur,
+		FirstFrameStart: p.FirstFrameStart, FirstFrame: p.FirstFrame,
 		Frames: p.Frames, LastFrame: p.LastFrame, AllFrames: p.Frames >= b.slices}, nil
 }
 
@@ -367,25 +392,43 @@ func waitFor(ctx context.Context, expr string) error {
 // report prints, per target and kind, the median, minimum and maximum of
 // each figure over the runs.
 func report(w io.Writer, targets []target, all []result) {
-	fmt.Fprintf(w, "%-11s %-4s %4s  %-22s  %-22s  %-22s  %s\n", "target", "kind", "runs",
-		"first image ms", "metadata ms", "last frame ms", "frames")
-	fmt.Fprintf(w, "%-11s %-4s %4s  %-22s  %-22s  %-22s\n", "", "", "", "median (min-max)", "median (min-max)", "median (min-max)")
+	cols := []struct {
+		name string
+		get  func(result) float64
+	}{
+		{"first image", func(r result) float64 { return r.FirstImage }},
+		{"page load", func(r result) float64 { return r.Load }},
+		{"metadata end", func(r result) float64 { return r.Metadata }},
+		{"metadata request", func(r result) float64 { return r.MetaDur }},
+		{"first frame end", func(r result) float64 { return r.FirstFrame }},
+		{"last frame end", func(r result) float64 { return r.LastFrame }},
+		{"frames", func(r result) float64 { return float64(r.Frames) }},
+	}
+	fmt.Fprintf(w, "ms from navigation start: median (min-max)\n%-11s %-4s %4s", "target", "kind", "runs")
+	for _, c := range cols {
+		fmt.Fprintf(w, "  %-19s", c.name)
+	}
+	fmt.Fprintln(w)
 	for _, kind := range []string{"cold", "warm"} {
 		for _, t := range targets {
-			var first, meta, lastF, frames []float64
+			var runs []result
 			for _, r := range all {
 				if r.Target == t.name && r.Kind == kind {
-					first = append(first, r.FirstImage)
-					meta = append(meta, r.Metadata)
-					lastF = append(lastF, r.LastFrame)
-					frames = append(frames, float64(r.Frames))
+					runs = append(runs, r)
 				}
 			}
-			if len(first) == 0 {
+			if len(runs) == 0 {
 				continue
 			}
-			fmt.Fprintf(w, "%-11s %-4s %4d  %-22s  %-22s  %-22s  %s\n", t.name, kind, len(first),
-				stat(first), stat(meta), stat(lastF), stat(frames))
+			fmt.Fprintf(w, "%-11s %-4s %4d", t.name, kind, len(runs))
+			for _, c := range cols {
+				v := make([]float64, len(runs))
+				for i, r := range runs {
+					v[i] = c.get(r)
+				}
+				fmt.Fprintf(w, "  %-19s", stat(v))
+			}
+			fmt.Fprintln(w)
 		}
 	}
 }

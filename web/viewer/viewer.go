@@ -76,6 +76,7 @@ func (v *Viewer) Install(dir string) error {
 		return fmt.Errorf("viewer bundle %s: %w", dir, err)
 	}
 	v.b.Store(b)
+	go b.warm()
 	return nil
 }
 
@@ -258,6 +259,16 @@ func (b *bundle) gzipped(r *http.Request, name string, size int64, f io.ReadSeek
 	if size < 1024 || !compressible(name) || r.Header.Get("Range") != "" || !acceptsGzip(r.Header.Values("Accept-Encoding")) {
 		return nil
 	}
+	data := b.compress(name, f)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil
+	}
+	return data
+}
+
+// compress is the gzip of the file name (read from f), made once and
+// kept.
+func (b *bundle) compress(name string, f io.Reader) []byte {
 	e, _ := b.gz.LoadOrStore(name, &gzEntry{})
 	ent := e.(*gzEntry)
 	ent.once.Do(func() {
@@ -268,10 +279,28 @@ func (b *bundle) gzipped(r *http.Request, name string, size int64, f io.ReadSeek
 		}
 		ent.data = buf.Bytes()
 	})
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil
-	}
 	return ent.data
+}
+
+// warm compresses the bundle's compressible files ahead of the first
+// browser, which would otherwise wait for them (the main script takes
+// about half a second). It runs once, in the background, after Install.
+func (b *bundle) warm() {
+	_ = fs.WalkDir(b.fsys, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !compressible(name) {
+			return nil
+		}
+		if fi, err := d.Info(); err != nil || fi.Size() < 1024 {
+			return nil
+		}
+		f, err := b.fsys.Open(name)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		b.compress(name, f)
+		return nil
+	})
 }
 
 type gzEntry struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/tlsprofile"
@@ -116,13 +117,9 @@ func (s *Server) webHandler() (http.Handler, error) {
 	h := web.New(cfg)
 	maxResults := c.Web.MaxResults
 	if maxResults == 0 {
-		maxResults = 1000
+		maxResults = config.DefaultWebMaxResults
 	}
-	private := map[string]bool{}
-	for _, u := range c.DICOM.PrivateSOPClasses {
-		private[u] = true
-	}
-	storable := func(uid string) bool { return dicom.IsStorageSOPClass(uid) || private[uid] }
+	storable := func(uid string) bool { return dicom.IsStorageSOPClass(uid) || s.isPrivate(uid) }
 	dicomweb.Register(h, s.service(), dicomweb.Options{MaxResults: maxResults, Storable: storable})
 	if s.viewer != nil {
 		webviewer.Register(h, s.viewer)

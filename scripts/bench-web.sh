@@ -486,7 +486,9 @@ if f:
             r = d.get(t)
             if r is None: cells.append("–"); continue
             if r["errors"]: cells.append("FAIL: " + r.get("first_error", "")[:120]); continue
-            cells.append(f'{r["items_per_s"]:.0f} ({", ".join(f"{x:.0f}" for x in r.get("round_items_per_s", []))}); {r["p50_ms"]:.1f} / {r["p90_ms"]:.1f}')
+            rounds = r.get("round_items_per_s", [])
+            all_ = " (" + ", ".join(f"{x:.0f}" for x in rounds) + ")" if len(rounds) > 1 else ""
+            cells.append(f'{r["items_per_s"]:.0f}{all_}; {r["p50_ms"]:.1f} / {r["p90_ms"]:.1f}')
         w, o = d.get("ward"), d.get("orthanc")
         rt = f'{w["items_per_s"] / o["items_per_s"]:.1f}×' if w and o and not w["errors"] and not o["errors"] else "–"
         out.append(f"| {n} | {cells[0]} | {cells[1]} | {rt} |")

@@ -313,6 +313,7 @@ func runGet(args []string) error {
 // get sends one GET and counts what it answers.
 func get(ctx context.Context, cl *http.Client, c *common, u, accept string, expect int, t *tally) {
 	start := time.Now()
+	var lat time.Duration
 	err := func() error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
@@ -327,16 +328,26 @@ func get(ctx context.Context, cl *http.Client, c *common, u, accept string, expe
 			return err
 		}
 		defer resp.Body.Close()
-		cr := &countingReader{r: resp.Body}
-		if resp.StatusCode != http.StatusOK {
-			msg, _ := io.ReadAll(io.LimitReader(cr, 300))
-			io.Copy(io.Discard, cr)
-			t.bytes.Add(cr.n)
-			return fmt.Errorf("GET %s: %s: %s", u, resp.Status, strings.TrimSpace(string(msg)))
+		// The whole answer is read first: the latency is to its last byte,
+		// and the client's own parsing (counting) is not in it.
+		var body bytes.Buffer
+		if resp.ContentLength > 0 && resp.ContentLength < maxBody {
+			body.Grow(int(resp.ContentLength))
 		}
-		items, err := countItems(resp.Header.Get("Content-Type"), cr)
-		io.Copy(io.Discard, cr)
-		t.bytes.Add(cr.n)
+		_, err = body.ReadFrom(io.LimitReader(resp.Body, maxBody))
+		lat = time.Since(start)
+		t.bytes.Add(int64(body.Len()))
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", u, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			msg := body.String()
+			if len(msg) > 300 {
+				msg = msg[:300]
+			}
+			return fmt.Errorf("GET %s: %s: %s", u, resp.Status, strings.TrimSpace(msg))
+		}
+		items, err := countItems(resp.Header.Get("Content-Type"), &body)
 		if err != nil {
 			return fmt.Errorf("GET %s: %w", u, err)
 		}
@@ -346,19 +357,14 @@ func get(ctx context.Context, cl *http.Client, c *common, u, accept string, expe
 		}
 		return nil
 	}()
-	t.done(time.Since(start), err)
+	if lat == 0 {
+		lat = time.Since(start)
+	}
+	t.done(lat, err)
 }
 
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
+// maxBody bounds one answer held in memory.
+const maxBody = 4 << 30
 
 // countItems counts a JSON array's elements or a multipart body's parts;
 // any other body is one item.
@@ -385,26 +391,11 @@ func countItems(ctype string, r io.Reader) (int, error) {
 			n++
 		}
 	case strings.HasSuffix(mt, "json"):
-		d := json.NewDecoder(r)
-		tok, err := d.Token()
+		b, err := io.ReadAll(r)
 		if err != nil {
-			if err == io.EOF {
-				return 0, nil // an empty body: no matches (Orthanc, PS3.18 204)
-			}
 			return 0, err
 		}
-		if tok != json.Delim('[') {
-			return 1, nil
-		}
-		n := 0
-		for d.More() {
-			var v json.RawMessage
-			if err := d.Decode(&v); err != nil {
-				return n, err
-			}
-			n++
-		}
-		return n, nil
+		return countJSONArray(b)
 	}
 	return 1, nil
 }
@@ -549,6 +540,54 @@ func stow(ctx context.Context, cl *http.Client, c *common, u string, files []str
 		msg = msg[:300]
 	}
 	return fmt.Errorf("POST %s (%d files): %s: %s", u, len(files), resp.Status, strings.TrimSpace(msg))
+}
+
+// countJSONArray counts the elements of a top-level JSON array by scanning
+// its bytes (strings and nesting followed, nothing decoded), so that a
+// large answer costs the client little; an object is one item, an empty
+// body none. It checks only that the brackets balance.
+func countJSONArray(b []byte) (int, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return 0, nil // no matches (Orthanc answers an empty body, PS3.18 a 204)
+	}
+	if b[0] != '[' {
+		return 1, nil
+	}
+	n, depth, inStr, esc, any := 0, 0, false, false, false
+	for _, ch := range b {
+		switch {
+		case inStr:
+			switch {
+			case esc:
+				esc = false
+			case ch == '\\':
+				esc = true
+			case ch == '"':
+				inStr = false
+			}
+			continue
+		case ch == '"':
+			inStr = true
+		case ch == '[' || ch == '{':
+			depth++
+		case ch == ']' || ch == '}':
+			depth--
+		case ch == ',' && depth == 1:
+			n++
+			continue
+		}
+		if depth >= 1 && !(depth == 1 && ch == '[') && ch != ' ' && ch != '\n' && ch != '\r' && ch != '\t' {
+			any = true
+		}
+	}
+	if depth != 0 || inStr {
+		return n, errors.New("truncated JSON")
+	}
+	if any {
+		n++
+	}
+	return n, nil
 }
 
 // failedCount reads the Failed SOP Sequence (0008,1198) of a STOW-RS

@@ -117,11 +117,11 @@ else (cd "$here" && go build -o "$state/bin/ward" ./cmd/ward); ward=$state/bin/w
 wb=$state/bin/webbench
 
 # ---- corpora
-corpus() { # DIR ARGS...: make it with the harness's generator when missing
-  local dir=$1; shift
+corpus() { # DIR N ARGS...: make it with the harness's generator when missing
+  local dir=$1 n=$2; shift 2
   [[ -f "$dir/manifest.tsv" ]] && return 0
-  log "making corpus $dir ($*)"
-  "$harness/make-corpus.sh" "$@" "$dir" >/dev/null
+  log "making corpus $dir ($n $*)"
+  "$harness/make-corpus.sh" "$n" "$dir" "$@" >/dev/null
 }
 has qido && corpus "$CORPUS_Q" 10000 --seed 7 --profile small
 has meta && corpus "$CORPUS_META" 1000 --seed 13 --profile small --per-series 1000

@@ -17,7 +17,7 @@ func TestCountItems(t *testing.T) {
 	}{
 		{"json array", "application/dicom+json", `[{"0020000D":{"vr":"UI"}},{},{"a":[1,2]}]`, 3, false},
 		{"empty array", "application/dicom+json", `[]`, 0, false},
-		{"brackets in strings", "application/dicom+json", ` [ {"a":"],[{\"x,"}, ["[", "}"] ,3]`+"\n", 3, false},
+		{"brackets in strings", "application/dicom+json", ` [ {"a":"],[{\"x,"}, ["[", "}"] ,3]` + "\n", 3, false},
 		{"open string", "application/dicom+json", `[{"a":"]}]`, 0, true},
 		{"no body", "application/dicom+json; charset=utf-8", ``, 0, false},
 		{"json object", "application/json", `{"a":1}`, 1, false},

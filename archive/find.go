@@ -85,9 +85,7 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 		Keys:            id.keys,
 		PNCaseSensitive: ar.PNCaseSensitive,
 		Return:          []string{},
-	}
-	if rq.Offset > 0 {
-		q.Offset = rq.Offset
+		Offset:          max(rq.Offset, 0),
 	}
 	for _, rk := range id.ret {
 		if rk.spec != nil {

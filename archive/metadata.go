@@ -137,6 +137,11 @@ func (a *metadataAhead) add(in *Instance) error {
 	if len(a.pending) <= metadataWindow {
 		return nil
 	}
+	return a.next()
+}
+
+// next hands the front end the oldest queued instance.
+func (a *metadataAhead) next() error {
 	first := a.pending[0]
 	a.pending = a.pending[1:]
 	return a.each(first)
@@ -145,9 +150,7 @@ func (a *metadataAhead) add(in *Instance) error {
 // flush hands the front end what is queued.
 func (a *metadataAhead) flush() error {
 	for len(a.pending) > 0 {
-		first := a.pending[0]
-		a.pending = a.pending[1:]
-		if err := a.each(first); err != nil {
+		if err := a.next(); err != nil {
 			return err
 		}
 	}

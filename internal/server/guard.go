@@ -54,13 +54,14 @@ func allowed(ctx context.Context, perm string) error {
 // credentialOf names what a user authenticated with, for refusals: a
 // token's scope limits what its roles grant.
 func credentialOf(ctx context.Context) string {
-	if archive.PrincipalFrom(ctx).Grant == nil {
+	g, ok := archive.PrincipalFrom(ctx).Grant.(userGrant)
+	switch {
+	case !ok:
 		return "the credential"
+	case g.session:
+		return "the session"
 	}
-	if _, ok := archive.PrincipalFrom(ctx).Grant.(tokenGrant); ok {
-		return "the token (or its scope)"
-	}
-	return "the session"
+	return "the token (or its scope)"
 }
 
 func (g authorized) Echo(ctx context.Context) error {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -242,10 +241,49 @@ func (c *limitedConn) Close() error {
 // webAuth authenticates web requests by API token.
 type webAuth struct{ s *Server }
 
-// tokenGrant is a verified token as the archive's Grant.
-type tokenGrant struct{ p *tokens.Principal }
+// userGrant is what a user's roles allow: through a token, whose scope
+// may narrow them, or a browser session (the user itself: write scope).
+type userGrant struct {
+	p       *tokens.Principal
+	session bool
+}
 
-func (g tokenGrant) Allows(perm string) bool { return g.p.Allows(policy.Permission(perm)) }
+func (g userGrant) Allows(perm string) bool { return g.p.Allows(policy.Permission(perm)) }
+
+// userPrincipal is the archive's principal of a user with roles.
+func (s *Server) userPrincipal(g userGrant) *archive.Principal {
+	names := make([]string, len(g.p.Roles))
+	for i, r := range g.p.Roles {
+		names[i] = string(r)
+	}
+	return &archive.Principal{Kind: archive.User, Name: g.p.User, Roles: names, Grant: g, MaxResults: s.Config.Web.MaxResults}
+}
+
+// webSource is a request's source address (IPv4 unmapped; invalid when
+// it cannot be read).
+func webSource(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// webRefused logs and audits a refused web credential (User
+// Authentication, failed), and the lockouts it started: the source's
+// (source) and, when it is not zero, the account's or token's (account,
+// described by locked).
+func (s *Server) webRefused(r *http.Request, who audit.Node, reason string, source, account time.Time, locked string) {
+	now := time.Now()
+	s.Logger.Info("web authentication failed", "remote", r.RemoteAddr, "reason", reason)
+	s.record(audit.Authentication(s.wardNode(), who, false, reason, now))
+	if src := webSource(r); src.IsValid() {
+		s.auditSourceLockout(src, source, now)
+	}
+	if !account.IsZero() {
+		s.record(audit.SecurityAlert(s.wardNode(), who, fmt.Sprintf("%s locked out until %s after repeated refusals", locked, account.UTC().Format(time.RFC3339)), now))
+	}
+}
 
 func (a webAuth) Authenticate(r *http.Request) (*archive.Principal, error) {
 	s := a.s
@@ -261,8 +299,7 @@ func (a webAuth) Authenticate(r *http.Request) (*archive.Principal, error) {
 	if bearer == "" {
 		return nil, web.ErrNoCredentials
 	}
-	src, _ := netip.ParseAddr(web.SourceAddr(r))
-	src = src.Unmap()
+	src := webSource(r)
 	id := tokens.IDOf(bearer)
 	account := ""
 	if id != "" {
@@ -272,8 +309,6 @@ func (a webAuth) Authenticate(r *http.Request) (*archive.Principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	peer := audit.Node{Addr: src.String()}
 	if lo != nil {
 		return nil, &web.LockedOut{Until: lo.Until}
 	}
@@ -284,34 +319,11 @@ func (a webAuth) Authenticate(r *http.Request) (*archive.Principal, error) {
 		if id != "" {
 			reason += " (token " + id + ")"
 		}
-		s.Logger.Info("web authentication failed", "remote", r.RemoteAddr, "reason", reason)
-		s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
-		s.auditSourceLockout(src, source, now)
-		if !acct.IsZero() {
-			s.record(audit.SecurityAlert(s.wardNode(), peer, fmt.Sprintf("token %s locked out until %s after repeated refused requests", id, acct.UTC().Format(time.RFC3339)), now))
-		}
+		s.webRefused(r, audit.Node{Addr: src.String()}, reason, source, acct, "token "+id)
 		return nil, fmt.Errorf("%w: %v", web.ErrBadCredentials, verr)
 	}
 	att.Done(policy.Verified, "")
-	roles := make([]string, len(p.Roles))
-	for i, r := range p.Roles {
-		roles[i] = string(r)
-	}
-	return &archive.Principal{Kind: archive.User, Name: p.User, Roles: roles, Grant: tokenGrant{p}, MaxResults: s.Config.Web.MaxResults}, nil
-}
-
-// rolePrincipal is a signed-in user's principal: its roles grant what
-// policy.RolePermissions says (every scope: a browser session is the
-// user itself).
-type rolePrincipal struct{ roles []policy.Role }
-
-func (g rolePrincipal) Allows(perm string) bool {
-	for _, r := range g.roles {
-		if slices.Contains(policy.RolePermissions(r), policy.Permission(perm)) {
-			return true
-		}
-	}
-	return false
+	return s.userPrincipal(userGrant{p: p}), nil
 }
 
 // Principal implements web.Accounts: user's principal with the roles in
@@ -321,12 +333,7 @@ func (a webAuth) Principal(user string) *archive.Principal {
 	if t == nil || len(t.roles[user]) == 0 {
 		return nil
 	}
-	roles := t.roles[user]
-	names := make([]string, len(roles))
-	for i, r := range roles {
-		names[i] = string(r)
-	}
-	return &archive.Principal{Kind: archive.User, Name: user, Roles: names, Grant: rolePrincipal{roles}, MaxResults: a.s.Config.Web.MaxResults}
+	return a.s.userPrincipal(userGrant{p: &tokens.Principal{User: user, Roles: t.roles[user], Scope: tokens.Write}, session: true})
 }
 
 // SignIn implements web.Accounts: the user's passcode checked like a DIMSE
@@ -334,13 +341,11 @@ func (a webAuth) Principal(user string) *archive.Principal {
 // lockout), audited as User Authentication.
 func (a webAuth) SignIn(r *http.Request, user, passcode string) (*archive.Principal, error) {
 	s := a.s
-	src, _ := netip.ParseAddr(web.SourceAddr(r))
-	src = src.Unmap()
+	src := webSource(r)
 	att, lo, err := s.limits.Reserve(r.Context(), src, user)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	who := audit.Node{AETitle: user, Addr: src.String()}
 	if lo != nil {
 		return nil, &web.LockedOut{Until: lo.Until}
@@ -358,17 +363,11 @@ func (a webAuth) SignIn(r *http.Request, user, passcode string) (*archive.Princi
 	}
 	if verr != nil {
 		acct, source := att.Done(policy.Refused, "")
-		reason := "browser sign-in refused: " + verr.Error()
-		s.Logger.Info("web sign-in failed", "remote", r.RemoteAddr, "reason", reason)
-		s.record(audit.Authentication(s.wardNode(), who, false, reason, now))
-		s.auditSourceLockout(src, source, now)
-		if !acct.IsZero() {
-			s.record(audit.SecurityAlert(s.wardNode(), who, fmt.Sprintf("account %q locked out until %s after repeated wrong passcodes", policy.ShortName(user), acct.UTC().Format(time.RFC3339)), now))
-		}
+		s.webRefused(r, who, "browser sign-in refused: "+verr.Error(), source, acct, fmt.Sprintf("account %q", policy.ShortName(user)))
 		return nil, fmt.Errorf("%w: %v", web.ErrBadCredentials, verr)
 	}
 	att.Done(policy.Verified, "")
-	s.record(audit.Authentication(s.wardNode(), who, true, "browser sign-in", now))
+	s.record(audit.Authentication(s.wardNode(), who, true, "browser sign-in", time.Now()))
 	return p, nil
 }
 
@@ -388,22 +387,18 @@ func (a webAuth) External(r *http.Request, user string, names []string) *archive
 	if r != nil {
 		a.s.record(audit.Authentication(a.s.wardNode(), audit.Node{AETitle: user, Addr: web.SourceAddr(r)}, true, "single sign-on (OpenID Connect), roles "+strings.Join(names, ","), time.Now()))
 	}
-	return &archive.Principal{Kind: archive.User, Name: user, Roles: names, Grant: rolePrincipal{roles}, MaxResults: a.s.Config.Web.MaxResults}
+	return a.s.userPrincipal(userGrant{p: &tokens.Principal{User: user, Roles: roles, Scope: tokens.Write}, session: true})
 }
 
 // ExternalFailed implements web.Accounts: a refused OpenID sign-in, counted
 // against its source like a wrong passcode.
 func (a webAuth) ExternalFailed(r *http.Request, user, why string) {
 	s := a.s
-	now := time.Now()
-	src, _ := netip.ParseAddr(web.SourceAddr(r))
-	src = src.Unmap()
-	reason := "single sign-on refused: " + why
-	s.Logger.Info("web sign-in failed", "remote", r.RemoteAddr, "reason", reason)
-	s.record(audit.Authentication(s.wardNode(), audit.Node{AETitle: user, Addr: src.String()}, false, reason, now))
-	if src.IsValid() {
-		s.auditSourceLockout(src, s.limits.Failed(src), now)
+	var source time.Time
+	if src := webSource(r); src.IsValid() {
+		source = s.limits.Failed(src)
 	}
+	s.webRefused(r, audit.Node{AETitle: user, Addr: web.SourceAddr(r)}, "single sign-on refused: "+why, source, time.Time{}, "")
 }
 
 // SignedOut implements web.Accounts.

@@ -3,6 +3,7 @@ package dicomweb
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -127,4 +128,33 @@ func (m *Multipart) Close() error {
 	}
 	_, err := io.WriteString(m.w, s)
 	return err
+}
+
+// httpError is a client error the handlers decide before anything is
+// written (a bad parameter, an Accept Ward cannot serve): answerErr
+// answers it with its code and message.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func failf(code int, format string, args ...any) error {
+	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// answerErr answers an error decided before anything was written: an
+// httpError as it says, an unreadable Accept header 400, anything else
+// through the service's table.
+func (s *Server) answerErr(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		web.Fail(w, r, he.code, he.msg)
+	case errors.Is(err, ErrBadAccept):
+		web.Fail(w, r, http.StatusBadRequest, err.Error())
+	default:
+		s.web.Error(w, r, err)
+	}
 }

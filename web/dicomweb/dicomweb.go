@@ -79,8 +79,3 @@ func Register(h *web.Handler, svc archive.Service, o Options) *Server {
 	}
 	return s
 }
-
-// notYet answers a route not implemented yet.
-func (s *Server) notYet(w http.ResponseWriter, r *http.Request) {
-	web.Fail(w, r, http.StatusNotImplemented, "not implemented yet")
-}

@@ -3,7 +3,6 @@ package dicomweb
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -73,18 +72,6 @@ func init() {
 
 // errHeadOnly: a HEAD request was answered with the headers only.
 var errHeadOnly = errors.New("headers only")
-
-// httpError is an answer decided before anything was written.
-type httpError struct {
-	code int
-	msg  string
-}
-
-func (e *httpError) Error() string { return e.msg }
-
-func failf(code int, format string, args ...any) error {
-	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
-}
 
 // parseFrameList reads a frame list ("1,3,5"): 1-based frame numbers,
 // at most maxFrameList of them.
@@ -201,17 +188,6 @@ func openFrames(ctx context.Context, inst *archive.Instance) (*dicom.Frames, io.
 		return nil, nil, &archive.Error{Kind: archive.ErrProcessing, Comment: "the stored object's pixel data cannot be read", Err: err}
 	}
 	return f, rc, nil
-}
-
-// answerErr answers an error decided before anything was written: an
-// httpError as it says, anything else through the service's table.
-func (s *Server) answerErr(w http.ResponseWriter, r *http.Request, err error) {
-	var he *httpError
-	if errors.As(err, &he) {
-		web.Fail(w, r, he.code, he.msg)
-		return
-	}
-	s.web.Error(w, r, err)
 }
 
 func (s *Server) frames(w http.ResponseWriter, r *http.Request) {

@@ -52,13 +52,9 @@ const (
 // retrieveURLTag is Retrieve URL (0008,1190), UR.
 const retrieveURLTag dicom.Tag = 0x00081190
 
-// errSearch is a query parameter error (answered 400 with its message).
-type errSearch struct{ msg string }
-
-func (e *errSearch) Error() string { return e.msg }
-
+// badParam is a query parameter error (answered 400 with its message).
 func badParam(format string, args ...any) error {
-	return &errSearch{msg: fmt.Sprintf(format, args...)}
+	return failf(http.StatusBadRequest, format, args...)
 }
 
 // qidoLevel is a search's level: STUDY, SERIES or IMAGE.
@@ -191,7 +187,7 @@ func binaryVR(vr string) bool {
 }
 
 // parseSearch reads a QIDO-RS request: the level and the path's target,
-// and its raw query string. Errors are *errSearch (400).
+// and its raw query string. Errors are 400 httpErrors.
 func parseSearch(level qidoLevel, t Target, rawQuery string) (*search, error) {
 	if len(rawQuery) > maxSearchRawQuery {
 		return nil, badParam("the query string is over %d bytes", maxSearchRawQuery)

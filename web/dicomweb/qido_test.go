@@ -484,8 +484,8 @@ func FuzzParseSearch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		sr, err := parseSearch(seriesLevel, Target{Study: "1.2.3"}, raw)
 		if err != nil {
-			var es *errSearch
-			if !errors.As(err, &es) {
+			var he *httpError
+			if !errors.As(err, &he) || he.code != http.StatusBadRequest {
 				t.Fatalf("not a parameter error: %v", err)
 			}
 			return

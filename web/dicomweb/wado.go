@@ -65,14 +65,9 @@ type dicomChoice struct {
 	syntax string
 }
 
-// notAcceptable answers 406 with msg.
-type notAcceptable string
-
-func (n notAcceptable) Error() string { return string(n) }
-
 // negotiateDICOM picks the representation of DICOM objects from the
 // request's Accept headers; single says the resource is one instance.
-// The error is a notAcceptable (406) or ErrBadAccept (400).
+// The error is a 406 httpError or ErrBadAccept (400).
 func negotiateDICOM(r *http.Request, single bool) (dicomChoice, error) {
 	ranges, err := ParseAccept(r.Header.Values("Accept"))
 	if err != nil {
@@ -95,7 +90,7 @@ func negotiateDICOM(r *http.Request, single bool) (dicomChoice, error) {
 			continue
 		}
 		if hasTS && ts != syntaxAsStored && dicom.LookupTransferSyntax(ts) == nil {
-			return dicomChoice{}, notAcceptable(fmt.Sprintf("transfer-syntax %q is not a transfer syntax UID", ts))
+			return dicomChoice{}, failf(http.StatusNotAcceptable, "transfer-syntax %q is not a transfer syntax UID", ts)
 		}
 		return dicomChoice{single: m.Type == "application/dicom", syntax: strings.TrimSpace(ts)}, nil
 	}
@@ -103,7 +98,7 @@ func negotiateDICOM(r *http.Request, single bool) (dicomChoice, error) {
 	if single {
 		what += ` or application/dicom`
 	}
-	return dicomChoice{}, notAcceptable("this resource is served as " + what + " (with transfer-syntax=UID or *), not as the Accept header asks")
+	return dicomChoice{}, failf(http.StatusNotAcceptable, "this resource is served as %s (with transfer-syntax=UID or *), not as the Accept header asks", what)
 }
 
 // outputSyntax is the transfer syntax an object stored in stored is sent
@@ -242,7 +237,7 @@ func (s *Server) retrieve(w http.ResponseWriter, r *http.Request) {
 	single := t.Instance != ""
 	choice, err := negotiateDICOM(r, single)
 	if err != nil {
-		s.failAccept(w, r, err)
+		s.answerErr(w, r, err)
 		return
 	}
 	found, err := s.findInstances(r.Context(), t.RetrieveRequest())
@@ -278,17 +273,6 @@ func levelName(t Target) string {
 		return "Series"
 	}
 	return "Study"
-}
-
-// failAccept answers a negotiation failure: 400 for an unreadable
-// Accept header, 406 otherwise.
-func (s *Server) failAccept(w http.ResponseWriter, r *http.Request, err error) {
-	var na notAcceptable
-	if errors.As(err, &na) {
-		web.Fail(w, r, http.StatusNotAcceptable, na.Error())
-		return
-	}
-	web.Fail(w, r, http.StatusBadRequest, err.Error())
 }
 
 // sendSingle answers with one Part 10 file as the body (application/dicom).

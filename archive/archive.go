@@ -106,7 +106,8 @@ type Archive struct {
 	// computed after its store, only when first asked for (metadata.go).
 	SkipMetadataAfterStore bool
 	metaJobs               chan metadataJob
-	metaDone               chan struct{}
+	metaStop, metaDone     chan struct{}
+	lastStored             atomic.Int64 // when an object was last stored (unix ns), for metadataLoop
 
 	// noIntents: a blob could not take an intent record, so rows are
 	// committed durably before responses.
@@ -206,7 +207,7 @@ func (ar *Archive) Open(ctx context.Context) error {
 	ar.afterDone = make(chan struct{})
 	if ar.capabilities().MetadataKeeper != nil && !ar.SkipMetadataAfterStore {
 		ar.metaJobs = make(chan metadataJob, metadataQueue)
-		ar.metaDone = make(chan struct{})
+		ar.metaStop, ar.metaDone = make(chan struct{}), make(chan struct{})
 		go ar.metadataLoop()
 	}
 	go ar.afterLoop()
@@ -283,6 +284,7 @@ func (ar *Archive) Close() {
 		ar.after = nil
 	}
 	if ar.metaJobs != nil {
+		close(ar.metaStop)
 		close(ar.metaJobs)
 		<-ar.metaDone
 		ar.metaJobs = nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/store"
@@ -30,7 +31,13 @@ const MaxMetadataSize = 16 << 20
 
 // metadataQueue is how many stored objects may wait for their metadata
 // to be computed; beyond it they are left to be computed when asked for.
-const metadataQueue = 1024
+const metadataQueue = 4096
+
+// metadataQuiet is how long no object must have been stored before the
+// queued metadata is computed: it waits while objects arrive, so that it
+// never takes the CPU and the index's writer from ingest (computing it
+// as objects came cost a fifth of C-STORE throughput on two cores).
+const metadataQuiet = 250 * time.Millisecond
 
 type metadataJob struct{ uid, key, ts string }
 
@@ -163,16 +170,35 @@ func (ar *Archive) queueMetadata(job metadataJob) {
 	if ar.metaJobs == nil || job.uid == "" {
 		return
 	}
+	ar.lastStored.Store(time.Now().UnixNano())
 	select {
 	case ar.metaJobs <- job:
 	default:
 	}
 }
 
-// metadataLoop computes the metadata of stored objects, one at a time.
+// metadataLoop computes the metadata of stored objects, one at a time,
+// once storing has paused for metadataQuiet; it gives up what is queued
+// when the archive closes (it is computed when asked for).
 func (ar *Archive) metadataLoop() {
 	defer close(ar.metaDone)
 	for job := range ar.metaJobs {
+		for {
+			wait := metadataQuiet - time.Since(time.Unix(0, ar.lastStored.Load()))
+			if wait <= 0 {
+				break
+			}
+			select {
+			case <-ar.metaStop:
+				return
+			case <-time.After(wait):
+			}
+		}
+		select {
+		case <-ar.metaStop:
+			return
+		default:
+		}
 		if _, err := ar.metadata(context.Background(), job.uid, job.key, job.ts); err != nil {
 			ar.Logger.Debug("computing a stored object's metadata failed; it is computed again when asked for", "err", err)
 		}

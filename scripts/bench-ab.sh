@@ -20,6 +20,8 @@
 # children it reaped), with the same lists and clients, for the same
 # figures of the reference.
 set -euo pipefail
+# A benchmark measures the archive: no first-run viewer fetch (npm) beside it.
+export WARD_VIEWER_FETCH=off
 bin=$1
 [[ "$bin" == storescp ]] || bin=$(readlink -f "$1")
 corpus=${2:-/tmp/bench/corpus-2000}

@@ -17,6 +17,8 @@
 # starts. Any measurement that fails stops the script with exit 1.
 # Loopback only. Data under ${BENCH_DIR:-/work}.
 set -euo pipefail
+# A benchmark measures the archive: no first-run viewer fetch (npm) beside it.
+export WARD_VIEWER_FETCH=off
 here="$(cd "$(dirname "$0")/.." && pwd)"
 base=$(mktemp -d "${BENCH_DIR:-/work}/ward-qscale.XXXXXX")
 corpus=${CORPUS:-/tmp/bench/corpus-2000/data}

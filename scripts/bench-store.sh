@@ -4,6 +4,8 @@
 # fsynced write rate (dd oflag=dsync) measured in the same run, on the same
 # filesystem. Loopback only. Prints one line per measurement.
 set -euo pipefail
+# A benchmark measures the archive: no first-run viewer fetch (npm) beside it.
+export WARD_VIEWER_FETCH=off
 corpus=${1:?usage: bench-store.sh CORPUS_DIR [DATA_PARENT]}
 parent=${2:-/work}
 here="$(cd "$(dirname "$0")/.." && pwd)"

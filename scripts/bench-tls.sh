@@ -55,6 +55,8 @@
 #   PERF=1     also record `perf record -g` of the server in the first TLS
 #              parallel run (SCRATCH/perf-*.data) for profiling
 set -euo pipefail
+# A benchmark measures the archive: no first-run viewer fetch (npm) beside it.
+export WARD_VIEWER_FETCH=off
 export TCP_NODELAY=1 # DCMTK leaves Nagle on otherwise (harness gotcha 1)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -57,6 +57,8 @@
 # missing. Results: $STATE/results.jsonl (one JSON line per measurement)
 # and the tables on stdout.
 set -euo pipefail
+# A benchmark measures the archive: no first-run viewer fetch (npm) beside it.
+export WARD_VIEWER_FETCH=off
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 phases=("$@")
 [[ ${#phases[@]} -gt 0 ]] || phases=(qido scale meta frames stow)

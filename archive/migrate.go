@@ -242,6 +242,9 @@ func (ar *Archive) migrateOne(ctx context.Context, dst *Archive, w *store.Instan
 		return migrated{problem: "the source's object is missing: not migrated"}, nil
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return migrated{}, context.Cause(ctx)
+		}
 		return migrated{problem: fmt.Sprintf("the source's object cannot be opened: %v; not migrated", err)}, nil
 	}
 	defer rc.Close()
@@ -304,6 +307,9 @@ func (ar *Archive) Import(ctx context.Context, in *store.Instance, r io.Reader, 
 		return 0, "", fmt.Errorf("writing an object into the destination: %w", sw.err)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0, "", context.Cause(ctx)
+		}
 		return 0, fmt.Sprintf("reading the source's object failed after %d bytes: %v; not migrated", cw.n, err), nil
 	}
 	if cw.n != in.Size || (in.Checksum != "" && cw.checksum() != in.Checksum) {

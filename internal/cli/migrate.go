@@ -140,9 +140,14 @@ func runMigrate(ctx context.Context, e *env, c, dst *config.Config, r migrateRun
 	}
 	if dest != "" {
 		fmt.Fprintf(e.stdout, "%s of %s into %s in %s\n", what, c.DataDir, dest, time.Since(start).Round(time.Second))
-		fmt.Fprintf(e.stdout, "  %s, %s copied (%.1f MB), %s there already, %s verified, %d with problems\n",
-			count(rep.Instances, "instance"), count(rep.Copied, "object"), float64(rep.Bytes)/1e6,
-			count(rep.Present, "instance"), count(rep.Verified, "instance"), rep.Problems)
+		if r.verifyOnly {
+			fmt.Fprintf(e.stdout, "  %s, %s verified, %d with problems\n",
+				count(rep.Instances, "instance"), count(rep.Verified, "instance"), rep.Problems)
+		} else {
+			fmt.Fprintf(e.stdout, "  %s, %s copied (%.1f MB) and read back, %s there already, %d with problems\n",
+				count(rep.Instances, "instance"), count(rep.Copied, "object"), float64(rep.Bytes)/1e6,
+				count(rep.Present, "instance"), rep.Problems)
+		}
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {

@@ -252,3 +252,58 @@ func TestMigrateVerifyFindsCorruption(t *testing.T) {
 		t.Fatalf("a damaged source object was migrated: %v", err)
 	}
 }
+
+// TestMigrateCarriesSequencesAndMetadata: the destination matches the
+// indexed sequences of migrated objects (taken again from the objects)
+// and returns the metadata the source kept for them.
+func TestMigrateCarriesSequencesAndMetadata(t *testing.T) {
+	ctx := context.Background()
+	src := newFixture(t, "")
+	for _, o := range qrObjects {
+		obj := o.object(t)
+		if o.study == studyA {
+			obj.ds.Put(codeSeq([]string{"ISO_IR 192"}, [3]string{"CT123", "LOCAL", "CT Thorax"}))
+		}
+		if err := src.store(obj, obj.bytes(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.ar.Close()
+	uid := qrObjects[0].inst
+	in, err := src.idx.Get(ctx, uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := []byte("ward-metadata/1\n{\"00080018\":{\"vr\":\"UI\",\"Value\":[\"" + uid + "\"]}}")
+	if err := src.idx.SetMetadata(ctx, uid, in.BlobKey, kept); err != nil {
+		t.Fatal(err)
+	}
+	dst := openTarget(t, t.TempDir())
+	defer dst.close()
+	if rep, err := src.ar.Migrate(ctx, dst.ar, archive.MigrateOptions{Workers: 2}); err != nil || rep.Problems != 0 || !rep.CountsMatch() {
+		t.Fatalf("migration: %+v %v", rep, err)
+	}
+	var studies []string
+	q := &store.Query{Level: store.LevelStudy, Keys: []store.Key{{Attribute: "ProcedureCodeSequence", Kind: store.MatchSequence, Level: store.LevelStudy,
+		Items: []store.Key{{Attribute: "CodeValue", Kind: store.MatchSingle, Value: "CT123"}}}}}
+	if err := dst.idx.Query(ctx, q, func(m store.Match) error {
+		studies = append(studies, m["StudyInstanceUID"])
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(studies) != 1 || studies[0] != studyA {
+		t.Fatalf("sequence match in the destination: %v, want %s", studies, studyA)
+	}
+	var got []byte
+	mq := &store.Query{Level: store.LevelImage, WithMetadata: true, Keys: []store.Key{{Attribute: "SOPInstanceUID", Kind: store.MatchSingle, Value: uid}}}
+	if err := dst.idx.Instances(ctx, mq, func(m *store.Instance) error {
+		got = m.Metadata
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, kept) {
+		t.Fatalf("metadata in the destination %q, want the source's %q", got, kept)
+	}
+}

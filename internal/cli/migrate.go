@@ -165,7 +165,9 @@ func runMigrate(ctx context.Context, e *env, c, dst *config.Config, r migrateRun
 	}{{"patients", rep.Source.Patients, rep.Destination.Patients}, {"studies", rep.Source.Studies, rep.Destination.Studies},
 		{"series", rep.Source.Series, rep.Destination.Series}, {"instances", rep.Source.Instances, rep.Destination.Instances}} {
 		mark := ""
-		if l.src != l.dst {
+		if l.src < 0 || l.dst < 0 {
+			mark = "  (not counted by one of the indexes)"
+		} else if l.src != l.dst {
 			mark = "  MISMATCH"
 		}
 		fmt.Fprintf(e.stdout, "  %-9s source %d, destination %d%s\n", l.name, l.src, l.dst, mark)

@@ -17,6 +17,9 @@ ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthanc
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# PostgreSQL for the index backend's tests (test/harness/postgres.go runs a
+# throwaway cluster as the postgres user; no system service is started).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # mkfs.ext4: tests of ext4 features run on an image where $TMPDIR is not
 # ext4. The power-cut tests mount a FUSE file system with mount(2) as root:
 # they need /dev/fuse, not fusermount (no fuse3 package).

@@ -48,6 +48,13 @@ if ! command -v hydra >/dev/null 2>&1 && [ ! -x "$gobin/hydra" ]; then
   mkdir -p "$gobin"
   (cd test/tools && go build -tags sqlite,sqlite_omit_load_extension -o "$gobin/hydra" github.com/ory/hydra/v2)
 fi
+# versitygw, the S3-compatible object store of the S3 blobs tests
+# (test/tools/tools.md).
+if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
+  echo "building versitygw for the S3 tests"
+  mkdir -p "$gobin"
+  (cd test/tools/s3 && go build -o "$gobin/versitygw" github.com/versity/versitygw/cmd/versitygw)
+fi
 # dicomweb-client for test/interop, from the lock file; no install scripts
 # run (nothing such as a browser is downloaded).
 node_dir=test/interop/node

@@ -542,6 +542,14 @@ func limitClause(q *store.Query) (string, []any) {
 	return "", nil
 }
 
+// queryMode runs the queries of Query and Instances as unnamed
+// statements (their descriptions cached, one round trip), which the
+// server plans for the values of each run: a cached generic plan would be
+// made for unknown values, and a range with a bound or a wildcard's
+// prefix can select one row or all. Planning costs well under a
+// millisecond; reading the wrong way, a whole table.
+const queryMode = pgx.QueryExecModeCacheDescribe
+
 // Query implements store.Querier. Matches come in the order they were
 // first stored (by the level's key).
 func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) error) error {
@@ -556,7 +564,7 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 			break
 		}
 	}
-	rows, err := db.pool.Query(ctx, query, args...)
+	rows, err := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
 	if err != nil {
 		return db.fail("query", err)
 	}
@@ -628,7 +636,7 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 	if err != nil {
 		return err
 	}
-	rows, _ := db.pool.Query(ctx, query, args...)
+	rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
 	type row struct {
 		in store.Instance
 		pk int64

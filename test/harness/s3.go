@@ -140,11 +140,25 @@ func (s *S3) Bucket(t testing.TB) string {
 // MakeBucket makes the bucket name.
 func (s *S3) MakeBucket(t testing.TB, name string) {
 	t.Helper()
+	if err := s.makeBucket(name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// NewBucket makes a new, empty bucket with a random name, for callers
+// without a testing.TB.
+func (s *S3) NewBucket() (string, error) {
+	name := "ward-" + randHex(6)
+	return name, s.makeBucket(name)
+}
+
+func (s *S3) makeBucket(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("creating bucket %s: %v", name, err)
+		return fmt.Errorf("creating bucket %s: %v", name, err)
 	}
+	return nil
 }
 
 // URL is the data source name of Ward's "s3" blobs backend for the

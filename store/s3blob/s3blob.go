@@ -160,6 +160,11 @@ var (
 // Open opens the bucket a data source name names (see the package
 // comment) and checks that it is there.
 func Open(ctx context.Context, dsn string) (*Store, error) {
+	return open(ctx, dsn, nil)
+}
+
+// open is Open with, for tests, a wrapper of the HTTP transport.
+func open(ctx context.Context, dsn string, wrapRT func(http.RoundTripper) http.RoundTripper) (*Store, error) {
 	cfg, err := parseDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -174,10 +179,14 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		MaxIdleConnsPerHost:   256,
 		ForceAttemptHTTP2:     true,
 	}
+	var rt http.RoundTripper = tr
+	if wrapRT != nil {
+		rt = wrapRT(tr)
+	}
 	opts := s3.Options{
 		Region:      cfg.region,
 		Credentials: credentials.NewStaticCredentialsProvider(cfg.access, cfg.secret, cfg.token),
-		HTTPClient:  &http.Client{Transport: tr},
+		HTTPClient:  &http.Client{Transport: rt},
 		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
 			o.MaxAttempts = MaxAttempts
 			o.MaxBackoff = 2 * time.Second
@@ -311,6 +320,8 @@ func (s *Store) wrap(ctx context.Context, err error) error {
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
 		switch code := re.HTTPStatusCode(); {
+		case code == 0: // no answer: the request was not sent or the connection failed
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		case code == http.StatusNotFound:
 			return fmt.Errorf("%w (%v)", store.ErrNotFound, err)
 		case code == http.StatusPreconditionFailed:

@@ -63,8 +63,15 @@ type S3 struct {
 // fails it.
 func StartS3(t testing.TB) *S3 {
 	t.Helper()
+	return StartS3Dir(t, t.TempDir())
+}
+
+// StartS3Dir is StartS3 keeping the buckets in dir (a benchmark puts
+// them on the disk it measures).
+func StartS3Dir(t testing.TB, dir string) *S3 {
+	t.Helper()
 	bin := versitygwBinary(t)
-	s := &S3{t: t, bin: bin, port: FreePort(t), Dir: t.TempDir(), Region: "us-east-1",
+	s := &S3{t: t, bin: bin, port: FreePort(t), Dir: dir, Region: "us-east-1",
 		Access: "ward" + randHex(8), Secret: randHex(20)}
 	s.Endpoint = "http://127.0.0.1:" + strconv.Itoa(s.port)
 	s.Start()

@@ -112,6 +112,16 @@ func (f *fixture) uploads(t *testing.T) int {
 	return len(out.Uploads)
 }
 
+// markers counts the markers in the bucket.
+func (f *fixture) markers(t *testing.T) int {
+	t.Helper()
+	out, err := f.s3.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &f.st.bucket, Prefix: aws.String(f.st.pendingDir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Contents)
+}
+
 func write(t *testing.T, bs store.Blobs, key string, data []byte) store.BlobWriter {
 	t.Helper()
 	w, err := bs.Create(context.Background(), key)
@@ -400,6 +410,9 @@ func TestUnavailable(t *testing.T) {
 	if _, err := w.Write([]byte("lost")); err != nil {
 		t.Fatal(err)
 	}
+	if !w.(store.DurableNamer).NameDurable() { // its marker is in the store
+		t.Fatal("NameDurable = false")
+	}
 	f.s3.Stop()
 	start := time.Now()
 	if err := w.Commit(); !errors.Is(err, ErrUnavailable) {
@@ -420,6 +433,13 @@ func TestUnavailable(t *testing.T) {
 	}
 	if _, err := f.st.Open(ctx, w.Key()); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the blob whose Commit failed: Open = %v, want ErrNotFound", err)
+	}
+	// The next Publish removes what the failed Commit left (its marker).
+	if err := f.st.Publish(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.markers(t); n != 0 {
+		t.Errorf("%d markers left once the store is back and a blob was published", n)
 	}
 	// Recover after a restart finds and removes what the failed Commit
 	// could not (its marker).

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // reader reads an object by ranged GETs (see the package comment). It
@@ -75,7 +77,8 @@ func (r *reader) fetch(ctx context.Context, off int64) error {
 }
 
 func isInvalidRange(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "InvalidRange") || strings.Contains(err.Error(), "416"))
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusRequestedRangeNotSatisfiable
 }
 
 func (r *reader) statEmpty(ctx context.Context) error {

@@ -134,6 +134,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Store is an S3 Blobs backend. It is safe for concurrent use.
 type Store struct {
 	c      *s3.Client
+	tr     *http.Transport
 	bucket string
 	prefix string
 	node   string
@@ -142,6 +143,42 @@ type Store struct {
 	// committed: keys committed by this handle and not yet published, so
 	// that Publish need not ask whether the object exists.
 	committed sync.Map
+
+	// What a failed write could not remove (the store away), tried again
+	// at the next Publish: objects, then the markers.
+	leftMu                   sync.Mutex
+	leftObjects, leftMarkers []string
+}
+
+// leave records names a cleanup could not remove.
+func (s *Store) leave(objects, markers []string) {
+	s.leftMu.Lock()
+	defer s.leftMu.Unlock()
+	s.leftObjects = append(s.leftObjects, objects...)
+	s.leftMarkers = append(s.leftMarkers, markers...)
+}
+
+// retryLeft removes what failed writes left: the objects first, so that
+// a marker goes only once its object is gone (else Recover, which finds
+// objects by their markers, could not). What fails again stays for the
+// next try (or for Recover at the next start).
+func (s *Store) retryLeft(ctx context.Context) {
+	s.leftMu.Lock()
+	objects, markers := s.leftObjects, s.leftMarkers
+	s.leftObjects, s.leftMarkers = nil, nil
+	s.leftMu.Unlock()
+	if len(objects)+len(markers) == 0 {
+		return
+	}
+	if len(objects) > 0 {
+		if err := s.deleteObjects(ctx, objects); err != nil {
+			s.leave(objects, markers)
+			return
+		}
+	}
+	if err := s.deleteObjects(ctx, markers); err != nil {
+		s.leave(nil, markers)
+	}
 }
 
 var (
@@ -205,14 +242,16 @@ func open(ctx context.Context, dsn string, wrapRT func(http.RoundTripper) http.R
 	if !cfg.signPayload() {
 		opts.APIOptions = append(opts.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 	}
-	s := &Store{c: s3.New(opts), bucket: cfg.bucket, prefix: cfg.prefix, node: store.DefaultNode}
+	s := &Store{c: s3.New(opts), tr: tr, bucket: cfg.bucket, prefix: cfg.prefix, node: store.DefaultNode}
 	octx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
 	if _, err := s.c.HeadBucket(octx, &s3.HeadBucketInput{Bucket: &s.bucket}); err != nil {
 		err = s.wrap(ctx, err)
 		if errors.Is(err, store.ErrNotFound) {
+			tr.CloseIdleConnections()
 			return nil, fmt.Errorf("s3blob: bucket %q not found (make it first)", s.bucket)
 		}
+		tr.CloseIdleConnections()
 		return nil, fmt.Errorf("s3blob: opening bucket %q with credentials from %s: %w", s.bucket, cfg.credsFrom, err)
 	}
 	return s, nil
@@ -504,6 +543,12 @@ func (w *writer) Write(p []byte) (int, error) {
 			w.buf = (*bufPool.Get().(*[]byte))[:0]
 		}
 		n := min(len(p), PartSize-len(w.buf))
+		if need := len(w.buf) + n; need > cap(w.buf) {
+			// Grown by hand, never beyond PartSize.
+			nb := make([]byte, len(w.buf), min(max(2*cap(w.buf), need, 64<<10), PartSize))
+			copy(nb, w.buf)
+			w.buf = nb
+		}
 		w.buf = append(w.buf, p[:n]...)
 		p, written, w.size = p[n:], written+n, w.size+int64(n)
 		if len(w.buf) == PartSize && len(p) > 0 {
@@ -641,10 +686,14 @@ func (w *writer) complete(ctx context.Context) error {
 		octx, cancel := s.op(ctx)
 		_, err := s.c.PutObject(octx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(s.intentName(w.key)),
 			Body: bytes.NewReader(w.intent), ContentLength: aws.Int64(int64(len(w.intent))),
-			ChecksumCRC32C: crcHeader(crcOf(w.intent))})
+			ChecksumCRC32C: crcHeader(crcOf(w.intent)), IfNoneMatch: aws.String("*")})
 		cancel()
+		if err = s.wrap(ctx, err); errors.Is(err, store.ErrExists) && w.chosen {
+			err = nil // a key only this writer uses: a retry after a lost answer
+		}
 		if err != nil {
-			return fmt.Errorf("s3blob: commit %s: intent: %w", w.key, s.wrap(ctx, err))
+			// ErrExists: another writer of the key got there first.
+			return fmt.Errorf("s3blob: commit %s: intent: %w", w.key, err)
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, PartTimeout)
@@ -684,16 +733,25 @@ func (w *writer) cleanup(ctx context.Context, exists bool) error {
 	if w.markErr != nil {
 		return nil // no marker, so nothing was sent
 	}
+	markers := []string{s.markerName(w.key)}
+	if n := keyNode(w.key); n != "" && n != s.node {
+		markers = append(markers, s.markerDir(n)+w.key)
+	}
 	if !exists {
 		names := []string{s.objectName(w.key)}
 		if w.intent != nil {
 			names = append(names, s.intentName(w.key))
 		}
 		if err := s.deleteObjects(ctx, names); err != nil {
+			s.leave(names, markers)
 			return fmt.Errorf("s3blob: removing %s: %w", w.key, err)
 		}
 	}
-	return s.removeMarker(ctx, w.key)
+	if err := s.deleteObjects(ctx, markers); err != nil {
+		s.leave(nil, markers)
+		return fmt.Errorf("s3blob: removing %s: %w", w.key, err)
+	}
+	return nil
 }
 
 // Abort discards the blob: the multipart upload if any is aborted and
@@ -721,6 +779,7 @@ func (s *Store) Publish(ctx context.Context, key string) error {
 // one DeleteObjects request. A key not committed through this handle is
 // checked to exist first.
 func (s *Store) PublishAll(ctx context.Context, keys []string) error {
+	s.retryLeft(ctx)
 	var firstErr error
 	fail := func(err error) {
 		if firstErr == nil {
@@ -1016,8 +1075,10 @@ func (s *Store) WalkBlobs(ctx context.Context, fn func(key string, published boo
 	})
 }
 
-// Close marks the store closed. Writers already created may still finish.
+// Close marks the store closed and lets its idle connections go.
+// Writers already created may still finish.
 func (s *Store) Close() error {
 	s.closed.Store(true)
+	s.tr.CloseIdleConnections()
 	return nil
 }

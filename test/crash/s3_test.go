@@ -150,4 +150,17 @@ func TestS3Blobs(t *testing.T) {
 		t.Fatalf("C-STORE after the object store came back:\n%s", tail(again.log.String(), 40))
 	}
 	checkGet(batch)
+	// What the refused store left (its marker) is gone with the next
+	// objects published.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		objs, markers := objects()
+		if objs == len(batch) && markers == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bucket holds %d objects and %d markers, want %d and 0", objs, markers, len(batch))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/ward-pacs/ward/store"
 	_ "github.com/ward-pacs/ward/store/fsblob"   // "fs": files, the embedded default blobs
 	_ "github.com/ward-pacs/ward/store/postgres" // "postgres": an index several nodes share
+	_ "github.com/ward-pacs/ward/store/s3blob"   // "s3": objects in an S3-compatible store
 	_ "github.com/ward-pacs/ward/store/sqlite"   // "sqlite": the embedded default index
 )
 

@@ -344,3 +344,10 @@ func (s *Shared) listen(ctx context.Context, notes chan<- string) {
 		backoff = min(backoff*2, 30*time.Second)
 	}
 }
+
+// TerminateOthers ends every other connection to the database (tests of
+// reconnection; it needs the right to signal those backends).
+func (s *Shared) TerminateOthers(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	return err
+}

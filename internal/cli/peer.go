@@ -298,7 +298,8 @@ func peerImportFlags(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		set, err := config.LoadTokens(config.TokenFile(c.DataDir))
+		tokenFile := config.TokenFile(reg.c.DataDir)
+		set, err := config.LoadTokens(tokenFile)
 		if err != nil {
 			return err
 		}
@@ -339,7 +340,7 @@ func peerImportFlags(fs *flag.FlagSet) runFunc {
 			fmt.Fprintf(e.stdout, "[[peers]] and [[users]] removed from %s\n", reg.path)
 		}
 		if len(set.Tokens) > 0 {
-			fmt.Fprintf(e.stdout, "%s is no longer read (cluster mode): remove it once every node runs\n", config.TokenFile(c.DataDir))
+			fmt.Fprintf(e.stdout, "%s is no longer read (cluster mode): remove it once every node runs\n", tokenFile)
 		}
 		e.clusterNote()
 		return nil

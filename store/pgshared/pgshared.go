@@ -252,15 +252,22 @@ func (s *Shared) Versions(ctx context.Context) (map[string]int64, error) {
 func (s *Shared) Watch(ctx context.Context, changed func(name string)) {
 	var mu sync.Mutex
 	known := map[string]int64{}
+	failing := false
 	// check reports every document whose version differs from the one
 	// last seen; all reports every document.
 	check := func(all bool) {
 		v, err := s.Versions(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				s.logger.Warn("shared state: versions not read", "err", err.Error())
+			// Said once per outage, not at every poll.
+			if ctx.Err() == nil && !failing {
+				s.logger.Warn("shared state unreachable: the peers, users and tokens last read stay in effect", "err", err.Error())
 			}
+			failing = true
 			return
+		}
+		if failing {
+			s.logger.Info("shared state reachable again")
+			all, failing = true, false
 		}
 		mu.Lock()
 		var names []string

@@ -26,11 +26,7 @@ import (
 	"github.com/ward-pacs/ward/test/harness"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testci.StopPostgres()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 // fakeIndexes stands in for the PostgreSQL index backend while this tree
 // has none (store/postgres is another branch's): "postgres" opens the
@@ -130,7 +126,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // itself.
 func TestClusterSharesPeersUsersTokensSessions(t *testing.T) {
 	testci.RequireTool(t, "echoscu")
-	dsn := testci.Postgres(t)
+	dsn := harness.StartPostgres(t).NewDatabase(t)
 	a := clusterNode(t, "node-a", clusterIndex(t, dsn, "a"))
 	b := clusterNode(t, "node-b", clusterIndex(t, dsn, "b"))
 	nodes := []*server.Server{a, b}
@@ -287,7 +283,7 @@ func TestClusterSharesPeersUsersTokensSessions(t *testing.T) {
 // tables from the file (ward serve refuses them in cluster mode), is
 // idempotent, and refuses an entry registered differently.
 func TestPeerImport(t *testing.T) {
-	dsn := testci.Postgres(t)
+	dsn := harness.StartPostgres(t).NewDatabase(t)
 	data := filepath.Join(t.TempDir(), "data")
 	file := filepath.Join(data, config.ConfigFileName)
 	if out, errs, code := runCLIInput(t, "a long passcode\n", "user", "add", "ana", "--role", "viewer", "--data", data); code != 0 {

@@ -4,22 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/test/harness"
 	"github.com/ward-pacs/ward/store/pgshared"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testci.StopPostgres()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 func open(t *testing.T, dsn string) *pgshared.Shared {
 	t.Helper()
@@ -34,7 +29,7 @@ func open(t *testing.T, dsn string) *pgshared.Shared {
 // TestMigrateConcurrently: several nodes starting at once on an empty
 // database all come up (the migration runs once, under its lock).
 func TestMigrateConcurrently(t *testing.T) {
-	dsn := testci.Postgres(t)
+	dsn := harness.StartPostgres(t).NewDatabase(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for range 4 {
@@ -65,7 +60,7 @@ func TestMigrateConcurrently(t *testing.T) {
 // see the one before (the row lock); an edit that fails or changes
 // nothing writes nothing.
 func TestEditDocumentNoLostUpdate(t *testing.T) {
-	dsn := testci.Postgres(t)
+	dsn := harness.StartPostgres(t).NewDatabase(t)
 	ctx := context.Background()
 	nodes := []*pgshared.Shared{open(t, dsn), open(t, dsn), open(t, dsn)}
 	var wg sync.WaitGroup
@@ -111,7 +106,7 @@ func TestEditDocumentNoLostUpdate(t *testing.T) {
 // another within seconds, also after its listening connection was
 // killed (it reconnects, and polls meanwhile).
 func TestWatch(t *testing.T) {
-	dsn := testci.Postgres(t)
+	dsn := harness.StartPostgres(t).NewDatabase(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, b := open(t, dsn), open(t, dsn)
@@ -159,7 +154,7 @@ func TestWatch(t *testing.T) {
 }
 
 func TestSessions(t *testing.T) {
-	dsn := testci.Postgres(t)
+	dsn := harness.StartPostgres(t).NewDatabase(t)
 	ctx := context.Background()
 	a, b := open(t, dsn), open(t, dsn)
 	a.SeenEvery = 0

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-pacs/ward/test/harness"
 	"github.com/ward-pacs/ward/store/pgshared"
+	"github.com/ward-pacs/ward/test/harness"
 )
 
 func TestMain(m *testing.M) { harness.Main(m) }

@@ -331,3 +331,99 @@ func TestPeerImport(t *testing.T) {
 		t.Fatalf("conflicting import: %d %s", code, errs)
 	}
 }
+
+// TestClusterSharedIndexOutage: while PostgreSQL is down a node keeps the
+// tokens it last read (a bearer token still works) and answers a request
+// with a session cookie 503, never as signed out; once it is back, the
+// node sees changes again (its listening connection reconnects, the poll
+// covers the gap): a token revoked then is refused within seconds.
+func TestClusterSharedIndexOutage(t *testing.T) {
+	pg := harness.NewPostgres(t)
+	dsn := pg.NewDatabase(t)
+	a := clusterNode(t, "node-a", clusterIndex(t, dsn, "a"))
+	cli := filepath.Join(t.TempDir(), "cli")
+	if err := os.MkdirAll(cli, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cli, config.ConfigFileName), []byte(fmt.Sprintf("[storage]\nindex = %q\n", dsn)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(stdin string, args ...string) string {
+		t.Helper()
+		out, errs, code := runCLIInput(t, stdin, append(args, "--data", cli)...)
+		if code != 0 {
+			t.Fatalf("ward %s: exit %d: %s", strings.Join(args, " "), code, errs)
+		}
+		return out
+	}
+	run("a long passcode\n", "user", "add", "ana", "--role", "viewer")
+	tok := strings.TrimSpace(run("", "token", "issue", "ana"))
+	// GET /session authenticates without reading the archive's index
+	// (which, on PostgreSQL, is down too).
+	status := func(bearer string, cookie *http.Cookie) int {
+		rq, _ := http.NewRequest("GET", "http://"+a.WebAddr().String()+"/session", nil)
+		if bearer != "" {
+			rq.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		if cookie != nil {
+			rq.AddCookie(cookie)
+		}
+		rs, err := http.DefaultClient.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs.Body.Close()
+		return rs.StatusCode
+	}
+	eventually(t, "the token is accepted", func() bool { return status(tok, nil) == 200 })
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(tok, nil); got != 200 {
+		t.Fatalf("bearer token while the shared index is down: %d", got)
+	}
+	if got := status("", &http.Cookie{Name: "ward-session", Value: "some-session"}); got != 503 {
+		t.Fatalf("session cookie while the shared index is down: %d, want 503", got)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	eventually(t, "the shared index answers again", func() bool {
+		out, _, code := runCLI(t, "token", "list", "--data", cli)
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[1] == "ana" {
+				id = f[0]
+			}
+		}
+		return code == 0 && id != ""
+	})
+	run("", "token", "revoke", id)
+	eventually(t, "the node refuses the token revoked after the outage", func() bool { return status(tok, nil) == 401 })
+}
+
+// TestClusterRefusesFilePeers: a node whose ward.toml has [[peers]] while
+// its index is a cluster's does not start, and says where peers live.
+func TestClusterRefusesFilePeers(t *testing.T) {
+	dsn := harness.StartPostgres(t).NewDatabase(t)
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	toml := fmt.Sprintf("[dicom]\nlisten = \"127.0.0.1:0\"\n[web]\nlisten = \"off\"\n[storage]\nindex = %q\n\n[[peers]]\naet = \"MOD\"\nhost = \"127.0.0.1\"\nallow = [\"echo\"]\n", clusterIndex(t, dsn, "x"))
+	if err := os.WriteFile(filepath.Join(data, config.ConfigFileName), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig("", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server.Server{Config: c}
+	err = s.Open(context.Background())
+	if err == nil {
+		t.Fatal("a cluster node started with [[peers]] in its file")
+	}
+	if !strings.Contains(err.Error(), "shared index") || !strings.Contains(err.Error(), "ward peer import") {
+		t.Fatalf("refusal: %v", err)
+	}
+}

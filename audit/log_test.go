@@ -294,4 +294,9 @@ func TestSourceNamesNode(t *testing.T) {
 			t.Errorf("missing %s\nin %s", want, b)
 		}
 	}
+	// Ward is not among the peers (the index of the log's records).
+	peer := Node{AETitle: "MODALITY", Addr: "10.0.0.2", ID: "op"}
+	if got := Authentication(n, peer, true, "", time.Now()).Peers(); len(got) != 1 || got[0] != "MODALITY" {
+		t.Errorf("peers %v, want [MODALITY]", got)
+	}
 }

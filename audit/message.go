@@ -472,7 +472,10 @@ func (m *Message) Name() string {
 func (m *Message) Peers() []string {
 	var out []string
 	for _, p := range m.Participants {
-		if p.UserID != "" && p.UserID != m.Source.ID {
+		// Ward's participant: its AE title is the source, or, with the
+		// node, AET@NODE (source()).
+		ward := p.UserID == m.Source.ID || (p.AlternativeUserID != "" && p.UserID+"@"+p.AlternativeUserID == m.Source.ID)
+		if p.UserID != "" && !ward {
 			out = append(out, p.UserID)
 		}
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/ward-pacs/ward/internal/admin"
@@ -67,7 +68,7 @@ func (r *registry) editPeers(edit func([]config.Peer) ([]config.Peer, error)) er
 	}
 	ctx, cancel := ctxOp()
 	defer cancel()
-	return config.EditSharedPeers(ctx, r.shared, admin.Operator(), edit)
+	return config.EditSharedPeers(ctx, r.shared, operator(), edit)
 }
 
 func (r *registry) editUsers(edit func([]config.User) ([]config.User, error)) error {
@@ -76,7 +77,7 @@ func (r *registry) editUsers(edit func([]config.User) ([]config.User, error)) er
 	}
 	ctx, cancel := ctxOp()
 	defer cancel()
-	return config.EditSharedUsers(ctx, r.shared, admin.Operator(), edit)
+	return config.EditSharedUsers(ctx, r.shared, operator(), edit)
 }
 
 func (r *registry) editTokens(edit func(*tokens.Set) error) error {
@@ -85,7 +86,7 @@ func (r *registry) editTokens(edit func(*tokens.Set) error) error {
 	}
 	ctx, cancel := ctxOp()
 	defer cancel()
-	return config.EditSharedTokens(ctx, r.shared, admin.Operator(), edit)
+	return config.EditSharedTokens(ctx, r.shared, operator(), edit)
 }
 
 // load reads the peers, users and tokens.
@@ -111,4 +112,15 @@ func (r *registry) load(optional bool) (*config.Shared, error) {
 // asks it), the others within seconds.
 func (e *env) clusterNote() {
 	fmt.Fprintf(e.stderr, "the nodes of the cluster put the change in effect within %s (each audits it)\n", 2*pgshared.PollInterval)
+}
+
+// operator names who edits the shared index, for the nodes' audit
+// trails: the user running the command, and on which machine (edits come
+// from any machine with the cluster's configuration).
+func operator() string {
+	op := admin.Operator()
+	if h, err := os.Hostname(); err == nil && h != "" {
+		op += "@" + h
+	}
+	return op
 }

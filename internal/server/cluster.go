@@ -120,12 +120,17 @@ func (s *Server) watchShared(ctx context.Context) {
 }
 
 // addSharedUser adds the first administrator to the shared index (the
-// first-run set-up in cluster mode).
+// first-run set-up in cluster mode). Every node without a user that can
+// sign in prints a set-up link: the first one used wins, the others are
+// refused in the same transaction, before their nodes learn of it.
 func (s *Server) addSharedUser(ctx context.Context, u config.User, by string) error {
 	return config.EditSharedUsers(ctx, s.shared, by, func(users []config.User) ([]config.User, error) {
 		for _, x := range users {
 			if x.Name == u.Name {
 				return nil, fmt.Errorf("user %q exists already", u.Name)
+			}
+			if len(x.Roles) > 0 {
+				return nil, web.ErrSetupUsed
 			}
 		}
 		return append(users, u), nil

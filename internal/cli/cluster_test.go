@@ -72,6 +72,13 @@ func clusterIndex(t *testing.T, dsn, node string) string {
 // index URL index, its own data directory.
 func clusterNode(t *testing.T, node, index string) *server.Server {
 	t.Helper()
+	return clusterNodeSetup(t, node, index, nil)
+}
+
+// clusterNodeSetup is clusterNode printing its first-run set-up link, if
+// any, on setup.
+func clusterNodeSetup(t *testing.T, node, index string, setup io.Writer) *server.Server {
+	t.Helper()
 	data := filepath.Join(t.TempDir(), "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
@@ -86,6 +93,9 @@ func clusterNode(t *testing.T, node, index string) *server.Server {
 		t.Fatal(err)
 	}
 	s := &server.Server{Config: c, Load: load, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if setup != nil {
+		s.SetupOut, s.ConfigFile = setup, filepath.Join(data, config.ConfigFileName)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := s.Open(ctx); err != nil {
 		cancel()
@@ -426,4 +436,99 @@ func TestClusterRefusesFilePeers(t *testing.T) {
 	if !strings.Contains(err.Error(), "shared index") || !strings.Contains(err.Error(), "ward peer import") {
 		t.Fatalf("refusal: %v", err)
 	}
+}
+
+// syncBuf is a strings.Builder safe for a writer and a reader at once.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestClusterFirstRunSetup: every node of a new cluster prints a set-up
+// link; the first one used creates the administrator in the shared index
+// (it can then sign in on every node), and another node's link is refused
+// however soon it is used.
+func TestClusterFirstRunSetup(t *testing.T) {
+	dsn := harness.StartPostgres(t).NewDatabase(t)
+	outA, outB := &syncBuf{}, &syncBuf{}
+	a := clusterNodeSetup(t, "node-a", clusterIndex(t, dsn, "a"), outA)
+	b := clusterNodeSetup(t, "node-b", clusterIndex(t, dsn, "b"), outB)
+	token := func(out *syncBuf) string {
+		var tok string
+		eventually(t, "a set-up link", func() bool {
+			m := regexp.MustCompile(`/setup\?token=(\S+)`).FindStringSubmatch(out.String())
+			if m != nil {
+				tok = m[1]
+			}
+			return m != nil
+		})
+		return tok
+	}
+	ta, tb := token(outA), token(outB)
+	pass := "correct horse battery"
+	post := func(s *server.Server, tok, user string) int {
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		rs, err := c.PostForm("http://"+s.WebAddr().String()+"/setup", url.Values{"token": {tok}, "user": {user}, "passcode": {pass}, "again": {pass}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs.Body.Close()
+		return rs.StatusCode
+	}
+	if code := post(a, ta, "root"); code != 303 {
+		t.Fatalf("set-up on node A: %d", code)
+	}
+	if code := post(b, tb, "other"); code == 303 {
+		t.Fatal("node B's set-up link made a second administrator")
+	}
+	cli := filepath.Join(t.TempDir(), "cli")
+	if err := os.MkdirAll(cli, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cli, config.ConfigFileName), []byte(fmt.Sprintf("[storage]\nindex = %q\n", dsn)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ := runCLI(t, "user", "list", "--data", cli)
+	if !strings.Contains(out, "root") || strings.Contains(out, "other") {
+		t.Fatalf("shared users after set-up: %s", out)
+	}
+	// The administrator signs in through node B.
+	eventually(t, "node B knows the administrator", func() bool {
+		rq, _ := http.NewRequest("GET", "http://"+b.WebAddr().String()+"/signin", nil)
+		rs, err := http.DefaultClient.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(rs.Body)
+		rs.Body.Close()
+		m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(page))
+		if m == nil {
+			return false
+		}
+		form := url.Values{"user": {"root"}, "passcode": {pass}, "csrf": {m[1]}, "next": {"/"}}
+		rq, _ = http.NewRequest("POST", "http://"+b.WebAddr().String()+"/signin", strings.NewReader(form.Encode()))
+		rq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for _, ck := range rs.Cookies() {
+			rq.AddCookie(ck)
+		}
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		rs, err = c.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs.Body.Close()
+		return rs.StatusCode == 303
+	})
 }

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -250,7 +249,6 @@ func (s *Shared) Versions(ctx context.Context) (map[string]int64, error) {
 // changed (a notification may have been missed). changed runs on Watch's
 // goroutine, one call at a time.
 func (s *Shared) Watch(ctx context.Context, changed func(name string)) {
-	var mu sync.Mutex
 	known := map[string]int64{}
 	failing := false
 	// check reports every document whose version differs from the one
@@ -269,7 +267,6 @@ func (s *Shared) Watch(ctx context.Context, changed func(name string)) {
 			s.logger.Info("shared state reachable again")
 			all, failing = true, false
 		}
-		mu.Lock()
 		var names []string
 		for n, ver := range v {
 			if all || known[n] != ver {
@@ -277,7 +274,6 @@ func (s *Shared) Watch(ctx context.Context, changed func(name string)) {
 			}
 			known[n] = ver
 		}
-		mu.Unlock()
 		for _, n := range names {
 			changed(n)
 		}

@@ -229,7 +229,10 @@ backend ward_web
 		}
 	}
 	poll("C-ECHO through HAProxy", func() bool { return echoVia(tcpPort) })
-	poll("/healthz through HAProxy", func() bool { code, _ := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(httpPort)+"/healthz"); return code == 200 })
+	poll("/healthz through HAProxy", func() bool {
+		code, _ := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(httpPort)+"/healthz")
+		return code == 200
+	})
 
 	start := time.Now()
 	if err := s.proc.Cmd.Process.Signal(syscall.SIGTERM); err != nil {

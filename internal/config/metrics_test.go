@@ -142,3 +142,22 @@ func TestMetricsToken(t *testing.T) {
 		t.Fatal("a short token: want an error")
 	}
 }
+
+// TestExampleNodeConfig: docs/examples/ward.toml, a node of the cluster in
+// docs/scale-out.md, loads (no unknown key), validates and has no setting
+// ward serve refuses.
+func TestExampleNodeConfig(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "docs", "examples", "ward.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("docs/examples/ward.toml: %v", err)
+	}
+	if r := Refused(c.Check()); len(r) > 0 {
+		t.Fatalf("docs/examples/ward.toml has refused settings: %v", r)
+	}
+	if c.Metrics.Loopback() || c.Metrics.Drain.Duration <= 0 || c.MetricsTokenFile() == "" {
+		t.Errorf("the example's metrics listener: %+v", c.Metrics)
+	}
+}

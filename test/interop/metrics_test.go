@@ -3,8 +3,13 @@ package interop
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/test/harness"
 )
 
@@ -268,4 +274,93 @@ backend ward_web
 		t.Errorf("ward exit: %v", err)
 	}
 	s.proc.WaitLog(t, "draining", time.Second)
+}
+
+// TestHAProxyExampleConfig: docs/examples/haproxy.cfg, run unchanged by
+// Debian's HAProxy with its variables pointing at one Ward on loopback
+// (its other two nodes at addresses where nothing listens), checks the
+// node's /readyz over TLS and passes DIMSE over TLS through (DCMTK
+// echoscu with a client certificate pinned by fingerprint reaches Ward)
+// and DICOMweb in HTTP mode (TLS ended and made again: /readyz answers
+// "ready" through it, with the node's cookie).
+func TestHAProxyExampleConfig(t *testing.T) {
+	requireTool(t, "haproxy", "echoscu")
+	p := makePKI(t, "MODALITY")
+	der, err := os.ReadFile(p.peerCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(der)
+	if block == nil {
+		t.Fatal("no PEM certificate")
+	}
+	sum := sha256.Sum256(block.Bytes)
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.DICOM.TLSListen = "127.0.0.1:0"
+		c.DICOM.TLSCert, c.DICOM.TLSKey, c.DICOM.TLSClientCA = p.srvCert, p.srvKey, p.ca
+		c.Web.TLSCert, c.Web.TLSKey = p.srvCert, p.srvKey
+		c.Metrics.Listen = "127.0.0.1:0"
+		c.Metrics.TLSCert, c.Metrics.TLSKey = p.srvCert, p.srvKey
+		c.Peers = []config.Peer{{AETitle: "MODALITY", CertFingerprint: hex.EncodeToString(sum[:]), Allow: []string{"echo"}}}
+	})
+	lbCert := filepath.Join(t.TempDir(), "lb.pem")
+	crt, _ := os.ReadFile(p.srvCert)
+	key, _ := os.ReadFile(p.srvKey)
+	if err := os.WriteFile(lbCert, append(crt, key...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := func(a net.Addr) string { _, p, _ := net.SplitHostPort(a.String()); return p }
+	dimsePort, webPort, statsPort := freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command("haproxy", "-db", "-f", filepath.Join(harness.RepoRoot(), "docs", "examples", "haproxy.cfg"))
+	cmd.Env = append(os.Environ(),
+		"WARD_LB_ADDR=127.0.0.1", "WARD_DIMSE_PORT="+strconv.Itoa(dimsePort), "WARD_WEB_PORT="+strconv.Itoa(webPort), "WARD_STATS_PORT="+strconv.Itoa(statsPort),
+		"WARD_NODE1=127.0.0.1", "WARD_NODE2=127.0.0.2", "WARD_NODE3=127.0.0.3",
+		"WARD_NODE_DIMSE="+port(w.srv.TLSAddr()), "WARD_NODE_WEB="+port(w.srv.WebAddr()), "WARD_NODE_METRICS="+port(w.srv.MetricsAddr()),
+		"WARD_LB_CERT="+lbCert, "WARD_NODE_CA="+p.ca, "WARD_NODE_NAME=localhost")
+	harness.Start(t, cmd, false)
+	waitListen(t, dimsePort)
+	waitListen(t, webPort)
+
+	pool := p.roots(t)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, echoErr := harness.DCMTK("echoscu", "-to", "5", "+tls", p.peerKey, p.peerCert, "+cf", p.ca, "-aet", "MODALITY", "-aec", "WARD", "127.0.0.1", strconv.Itoa(dimsePort)).CombinedOutput()
+		rs, err := client.Get("https://127.0.0.1:" + strconv.Itoa(webPort) + "/readyz")
+		var body []byte
+		if err == nil {
+			body, _ = io.ReadAll(rs.Body)
+			rs.Body.Close()
+		}
+		if echoErr == nil && err == nil && rs.StatusCode == 200 && string(body) == "ready\n" {
+			if !strings.Contains(rs.Header.Get("Set-Cookie"), "WARDNODE=n1") {
+				t.Errorf("no node cookie: %q", rs.Header.Get("Set-Cookie"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("through HAProxy: echoscu %v\n%s\nGET /readyz: %v %v %q", echoErr, out, err, rs, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// HAProxy's own view: node n1 passed its /readyz check (L7OK: HTTP
+	// 200, over TLS) in both backends.
+	stats := "http://127.0.0.1:" + strconv.Itoa(statsPort) + "/stats;csv"
+	for {
+		_, csv := httpGet(t, stats)
+		ok := 0
+		for _, line := range strings.Split(csv, "\n") {
+			if (strings.HasPrefix(line, "ward_dimse_tls,n1,") || strings.HasPrefix(line, "ward_web,n1,")) && strings.Contains(line, ",L7OK,") {
+				ok++
+			}
+		}
+		if ok == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n1's checks did not both pass:\n%s", csv)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

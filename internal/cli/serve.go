@@ -147,10 +147,11 @@ func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.
 	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, ConfigFile: cfgFile, SetupOut: e.stderr, FetchViewer: os.Getenv("WARD_VIEWER_FETCH") != "off", Version: versionString()}
+	// A signal during Open (recovery may take long) stops it at once.
+	go stopOnSignal(s, sigs, c.Metrics.Drain.Duration, stop)
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}
-	go stopOnSignal(s, sigs, c.Metrics.Drain.Duration, stop)
 	// SIGHUP reloads the peers and users, with the same flags applied
 	// over the file (ward peer and ward user ask over the admin socket).
 	hup := make(chan os.Signal, 1)
@@ -173,12 +174,12 @@ func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms
 }
 
 // stopOnSignal stops s (stop) at the first SIGINT or SIGTERM; with a drain,
-// SIGTERM first has s drain for that long (its /readyz answers 503 while
-// it serves on, so that the load balancer moves new connections away),
-// unless another signal comes.
+// SIGTERM to a serving s first has it drain for that long (its /readyz
+// answers 503 while it serves on, so that the load balancer moves new
+// connections away), unless another signal comes.
 func stopOnSignal(s *server.Server, sigs <-chan os.Signal, drain time.Duration, stop func()) {
 	sig, ok := <-sigs
-	if ok && sig == syscall.SIGTERM && drain > 0 {
+	if ok && sig == syscall.SIGTERM && drain > 0 && s.Serving() {
 		s.Drain()
 		t := time.NewTimer(drain)
 		select {

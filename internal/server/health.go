@@ -67,8 +67,6 @@ type health struct {
 	webDown  atomic.Bool // the web front end could not start
 	draining atomic.Bool
 	stopping atomic.Bool
-	// lastReady is the last answer of /readyz (ward_ready).
-	lastReady atomic.Bool
 	// probing is set while a store probe runs.
 	probing atomic.Bool
 
@@ -118,9 +116,12 @@ func (s *Server) readiness() string {
 	default:
 		why = s.probeCached()
 	}
-	h.lastReady.Store(why == "")
 	return why
 }
+
+// Serving reports whether Serve has started serving (and not yet
+// stopped).
+func (s *Server) Serving() bool { return s.health.serving.Load() }
 
 // probeCached is the store's readiness: the last probe's when it is fresh,
 // else a new probe's.

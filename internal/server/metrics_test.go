@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
@@ -384,5 +385,53 @@ func TestLogsNameNode(t *testing.T) {
 	}
 	if !risky || len(lines) < 4 {
 		t.Errorf("%d records, a risky setting among them: %v", len(lines), risky)
+	}
+}
+
+// TestProbesNotAudited: /healthz and /readyz, asked many times on both
+// listeners, with and without a (wrong) bearer token, reach neither the
+// audit trail nor the lockout: the only record is Ward's start.
+func TestProbesNotAudited(t *testing.T) {
+	s, _ := testServer(t, func(c *config.Config) {
+		c.Metrics.Listen = "127.0.0.1:0"
+		c.DICOM.LockoutAfter = 2
+	}, nil)
+	for _, base := range []string{"http://" + s.MetricsAddr().String(), "http://" + s.WebAddr().String()} {
+		for range 10 {
+			for _, p := range []string{"/healthz", "/readyz"} {
+				for _, bearer := range []string{"", "not-a-token"} {
+					if code, _ := get(t, base+p, bearer); code != 200 {
+						t.Fatalf("%s%s: %d", base, p, code)
+					}
+				}
+			}
+		}
+	}
+	if _, locked := s.limits.Locked(netip.MustParseAddr("127.0.0.1")); locked {
+		t.Error("probes locked loopback out")
+	}
+	if err := s.audit.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(s.audit.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	_ = audit.Each(bytes.NewReader(b), func(r *audit.Record) error { events = append(events, r.Event); return nil })
+	if len(events) != 1 || events[0] != "application-activity" {
+		t.Errorf("audit records after the probes: %v, want Ward's start only", events)
+	}
+}
+
+// TestOpenRefusesPlainMetrics: ward serve does not start with a plain
+// HTTP metrics listener beyond loopback.
+func TestOpenRefusesPlainMetrics(t *testing.T) {
+	c := config.Default()
+	c.DataDir = filepath.Join(t.TempDir(), "data")
+	c.Metrics.Listen = "0.0.0.0:0"
+	s := &Server{Config: c}
+	if err := s.Open(t.Context()); !errors.Is(err, config.ErrMetricsPlaintext) {
+		t.Fatalf("Open: %v, want ErrMetricsPlaintext", err)
 	}
 }

@@ -201,7 +201,8 @@ func sopInstanceOfObject(t *testing.T, b []byte) string {
 // DCMTK storescu into PostgreSQL (a throwaway cluster) and S3
 // (versitygw): every object copied and audited; a Ward serving the
 // destination answers getscu with every study byte for byte as the
-// source does; a rerun copies nothing; --verify-only passes.
+// source does; a rerun copies nothing; --verify-only passes, and fails
+// once an object in the bucket is altered, naming it only in the report.
 func TestMigrateToPostgresS3(t *testing.T) {
 	if !slices.Contains(store.IndexBackends(), "postgres") || !slices.Contains(store.BlobsBackends(), "s3") {
 		t.Skip("needs the postgres and s3 store backends, not built into this branch")
@@ -217,5 +218,33 @@ func TestMigrateToPostgresS3(t *testing.T) {
 	}
 	if o, code := wardCLI(t, "migrate", "--to", to, "--verify-only", "--data", w.dir); code != 0 || !strings.Contains(o, "4 instances verified") {
 		t.Fatalf("verify-only: %d %s", code, o)
+	}
+	// An object altered in the bucket (versitygw keeps each as a file).
+	var victim string
+	filepath.WalkDir(filepath.Join(s3.Dir, bucket), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && strings.HasSuffix(p, ".dcm") && victim == "" {
+			victim = p
+		}
+		return err
+	})
+	b, err := os.ReadFile(victim)
+	if err != nil {
+		t.Fatalf("no object in the bucket's folder: %v", err)
+	}
+	b[len(b)-1] ^= 0x5a
+	if err := os.WriteFile(victim, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	report := filepath.Join(t.TempDir(), "report.txt")
+	var out, errb bytes.Buffer
+	if code := runCLI([]string{"migrate", "--to", to, "--verify-only", "--report", report, "--data", w.dir}, &out, &errb); code != 1 || !strings.Contains(out.String(), "1 with problems") {
+		t.Fatalf("verify-only of an altered object in S3: %d %s %s", code, out.String(), errb.String())
+	}
+	uid := sopInstanceOfObject(t, b)
+	if rb, _ := os.ReadFile(report); !strings.Contains(string(rb), uid) {
+		t.Fatalf("the report does not name the altered instance %s:\n%s", uid, rb)
+	}
+	if strings.Contains(out.String()+errb.String(), uid) {
+		t.Fatalf("a SOP Instance UID reached the terminal:\n%s\n%s", out.String(), errb.String())
 	}
 }

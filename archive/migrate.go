@@ -156,9 +156,11 @@ func (ar *Archive) Migrate(ctx context.Context, dst *Archive, o MigrateOptions) 
 	if rep.Destination, err = countLevels(ctx, dst); err != nil {
 		return rep, fmt.Errorf("counting the destination: %w", err)
 	}
-	if rep.Destination.Instances > rep.Source.Instances {
+	if rep.Problems > 0 || !rep.CountsMatch() {
 		// Instances the source does not have (a destination that was not
-		// empty, or instances deleted from the source between runs).
+		// empty, or instances deleted from the source between runs): on
+		// a run that failed already, as they may hide behind instances
+		// not migrated in the counts.
 		dw := dst.capabilities().InstanceWalker
 		if dw == nil {
 			return rep, nil

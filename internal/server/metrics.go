@@ -471,7 +471,7 @@ type opsCollector struct{ s *Server }
 
 var (
 	descQueue = prometheus.NewDesc("ward_queue_depth",
-		"Work waiting, by queue: after_store (stored objects to publish, and replaced ones to delete), metadata (stored objects whose DICOM JSON waits to be computed), pending_blob_deletes (blobs the index recorded for deletion; counted up to 10000), audit_records (records waiting for the audit log's writer).",
+		"Work waiting, by queue: after_store (stored objects to publish, and replaced ones to delete), metadata (stored objects whose DICOM JSON waits to be computed), pending_blob_deletes (blobs the index recorded for deletion; counted up to 10000), recorded_deletions (study deletions whose audit record is still due), audit_records (records waiting for the audit log's writer).",
 		[]string{"queue"}, nil)
 	descAuditForward = prometheus.NewDesc("ward_audit_forward_backlog_bytes",
 		"Bytes of the audit log not yet accepted by the syslog collector (0 when not forwarding).", nil, nil)
@@ -490,12 +490,14 @@ var (
 		"DIMSE associations established and not yet ended.", nil, nil)
 	descReady = prometheus.NewDesc("ward_ready",
 		"1 when /readyz answers 200 (the last probe's result).", nil, nil)
+	descHeld = prometheus.NewDesc("ward_blob_deletes_held",
+		"1 while a backup (of any node) holds the deletion of blobs: pending_blob_deletes then grows.", nil, nil)
 	descDraining = prometheus.NewDesc("ward_draining",
 		"1 while the node drains after SIGTERM (/readyz answers 503).", nil, nil)
 )
 
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueue, descAuditForward, descAuditFailing, descFree, descTotal, descReserve, descConns, descAssocActive, descReady, descDraining} {
+	for _, d := range []*prometheus.Desc{descQueue, descAuditForward, descAuditFailing, descFree, descTotal, descReserve, descConns, descAssocActive, descReady, descDraining, descHeld} {
 		ch <- d
 	}
 }
@@ -515,6 +517,22 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.index != nil {
 		if keys, err := s.index.PendingBlobDeletes(ctx, pendingDeletesCap); err == nil {
 			gauge(descQueue, float64(len(keys)), "pending_blob_deletes")
+		}
+	}
+	if s.store != nil {
+		if dr := s.store.Caps.DeletionRecorder; dr != nil {
+			if notes, err := dr.RecordedDeletions(ctx); err == nil {
+				gauge(descQueue, float64(len(notes)), "recorded_deletions")
+			}
+		}
+		if dh := s.store.Caps.DeleteHolder; dh != nil {
+			if held, err := dh.DeletesHeld(ctx); err == nil {
+				v := 0.0
+				if held {
+					v = 1
+				}
+				gauge(descHeld, v)
+			}
 		}
 	}
 	if s.audit != nil {

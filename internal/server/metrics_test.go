@@ -151,6 +151,7 @@ func TestMetricsCount(t *testing.T) {
 		`ward_build_info{goversion="` + runtime.Version() + `",node="` + s.node + `",version="dev"}`,
 		`ward_queue_depth{queue="after_store"}`, `ward_queue_depth{queue="metadata"}`,
 		`ward_queue_depth{queue="pending_blob_deletes"}`, `ward_queue_depth{queue="audit_records"}`,
+		`ward_queue_depth{queue="recorded_deletions"}`, `ward_blob_deletes_held`,
 		`ward_audit_forward_backlog_bytes`, `ward_audit_log_failing`,
 		`ward_storage_free_bytes`, `ward_storage_reserve_bytes`,
 		`ward_open_connections{listener="dicom"}`, `ward_open_connections{listener="http"}`,

@@ -666,8 +666,9 @@ func (t *teeReader) Read(p []byte) (int, error) {
 }
 
 // resourceError is a storage failure (ErrNoSpace for a full disk or quota,
-// else ErrStorage) with a comment that says what failed; no patient data is
-// in it.
+// else ErrStorage, which is transient: out of resources, 503) with a
+// comment that says what failed, and for store.ErrUnavailable that it may
+// pass; no patient data is in it.
 func resourceError(what string, err error) error {
 	comment := what + " failed"
 	switch {
@@ -679,6 +680,8 @@ func resourceError(what string, err error) error {
 		comment = what + " failed: permission denied"
 	case errors.Is(err, syscall.EIO):
 		comment = what + " failed: I/O error"
+	case errors.Is(err, store.ErrUnavailable):
+		comment = what + " failed: the shared index or object store is unavailable; try again later"
 	}
 	kind := ErrStorage
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {

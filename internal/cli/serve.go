@@ -79,6 +79,8 @@ func serveFlagsFile(fs *flag.FlagSet) (func() (*config.Config, error), func() st
 	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "", "log format: text or json")
+	index := fs.String("index", "", "the index, as a URL: postgres://USER@HOST/DATABASE (a cluster's shared index; the password from PGPASSWORD or ~/.pgpass, never in the URL); default the SQLite index in the data directory")
+	blobs := fs.String("blobs", "", "the objects' store, as a URL: s3://BUCKET/PREFIX?endpoint=URL&region=R (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared credentials file); default files in the data directory")
 	minFree := fs.String("min-free", "", "free space kept in reserve on the objects' disk, e.g. 2GiB; C-STOREs are refused below it (0: none; default 1GiB, or 5% of a smaller disk)")
 	return func() (*config.Config, error) {
 		c, err := df.load()
@@ -94,6 +96,13 @@ func serveFlagsFile(fs *flag.FlagSet) (func() (*config.Config, error), func() st
 		}
 		if *anyAE {
 			c.DICOM.LoopbackAnyAE = true
+		}
+		// A backend given as a flag replaces the file's, DSN included.
+		if *index != "" {
+			c.Storage.Index, c.Storage.IndexDSN = *index, ""
+		}
+		if *blobs != "" {
+			c.Storage.Blobs, c.Storage.BlobsDSN = *blobs, ""
 		}
 		return c, nil
 	}, df.file

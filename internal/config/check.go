@@ -142,6 +142,8 @@ func (c *Config) Check() []Finding {
 		add(Critical, true, "[[users]] / [identity]", err.Error(), "fix the entry (ward user passwd NAME rewrites a hash)")
 	}
 
+	c.checkStorage(add)
+
 	if n, _, err := c.Storage.MinFreeBytes(); err == nil && n == 0 {
 		add(Low, false, "[storage] min_free = 0", "no free space is kept in reserve: C-STOREs fill the disk until writes fail, the index's included", "keep a reserve (the default is 1GiB, or 5% of a smaller disk)")
 	}

@@ -215,7 +215,10 @@ type Storage struct {
 	// OnDuplicate: "replace" (default), "keep" or "reject".
 	OnDuplicate string `toml:"on_duplicate"`
 	// Index and Blobs name the backends; empty means the embedded default
-	// (sqlite and fs in DataDir).
+	// (sqlite and fs in DataDir). A value with "://" is a URL whose
+	// scheme names the backend (postgres://, postgresql://; s3://) and
+	// which is the whole DSN (storage.go); else IndexDSN and BlobsDSN are
+	// the backends' DSNs. Never a password or key in either.
 	Index    string `toml:"index"`
 	IndexDSN string `toml:"index_dsn"`
 	Blobs    string `toml:"blobs"`
@@ -454,6 +457,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("storage on_duplicate %q: use replace, keep or reject", c.Storage.OnDuplicate)
 	}
 	if _, _, err := c.Storage.MinFreeBytes(); err != nil {
+		return err
+	}
+	if err := c.validateStorage(); err != nil {
 		return err
 	}
 	if c.DICOM.IdleTimeout.Duration < 0 {

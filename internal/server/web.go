@@ -105,6 +105,10 @@ func (s *Server) webHandler() (http.Handler, error) {
 		TLS:           s.webTLS != nil,
 		Logger:        s.Logger,
 	}
+	if s.shared != nil {
+		// A browser signed in through one node is signed in through all.
+		cfg.Sessions.Store = s.shared
+	}
 	if c.Web.BaseURL != "" {
 		if cfg.BaseURL, err = url.Parse(c.Web.BaseURL); err != nil {
 			return nil, fmt.Errorf("web base_url: %w", err)

@@ -148,14 +148,15 @@ const (
 var opNames = [numOps]string{"store", "query", "retrieve", "read_object"}
 
 const (
-	kindStorage    = iota // archive.ErrStorage: the index or the blobs failed
-	kindNoSpace           // archive.ErrNoSpace
-	kindMissing           // an object the index names is not in the blobs
-	kindProcessing        // archive.ErrProcessing, or no domain error (a bug)
+	kindStorage     = iota // archive.ErrStorage: the index or the blobs failed
+	kindUnavailable        // store.ErrUnavailable: the shared index or object store is out of reach
+	kindNoSpace            // archive.ErrNoSpace
+	kindMissing            // an object the index names is not in the blobs
+	kindProcessing         // archive.ErrProcessing, or no domain error (a bug)
 	numKinds
 )
 
-var kindNames = [numKinds]string{"storage", "no_space", "missing", "processing"}
+var kindNames = [numKinds]string{"storage", "unavailable", "no_space", "missing", "processing"}
 
 // Readiness checks, for their failure counter.
 const (
@@ -249,7 +250,7 @@ func newMetrics(s *Server) *metrics {
 	})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ward_store_errors_total",
-		Help: "Failures of the index or the blob store by operation (store, query, retrieve, read_object) and kind (storage: I/O or database; no_space: the reserve or a full disk; missing: an object the index names is not in the blobs; processing: another internal failure).",
+		Help: "Failures of the index or the blob store by operation (store, query, retrieve, read_object) and kind (storage: I/O or database; unavailable: the shared index or object store out of reach; no_space: the reserve or a full disk; missing: an object the index names is not in the blobs; processing: another internal failure).",
 	}, []string{"operation", "kind"})
 	for i, op := range opNames {
 		for j, k := range kindNames {
@@ -309,6 +310,8 @@ func (m *metrics) storeError(op int, err error) {
 	}
 	k := -1
 	switch kind := archive.KindOf(err); {
+	case errors.Is(err, store.ErrUnavailable):
+		k = kindUnavailable
 	case kind == archive.ErrStorage:
 		k = kindStorage
 	case kind == archive.ErrNoSpace:

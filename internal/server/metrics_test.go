@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
@@ -434,5 +438,36 @@ func TestOpenRefusesPlainMetrics(t *testing.T) {
 	s := &Server{Config: c}
 	if err := s.Open(t.Context()); !errors.Is(err, config.ErrMetricsPlaintext) {
 		t.Fatalf("Open: %v, want ErrMetricsPlaintext", err)
+	}
+}
+
+// TestStoreErrorKinds: the store's failures are counted by kind; the
+// requestor's errors, refusals and cancellations are not.
+func TestStoreErrorKinds(t *testing.T) {
+	m := newMetrics(&Server{Config: config.Default(), node: "n1"})
+	unavailable := fmt.Errorf("postgres: %w", store.ErrUnavailable)
+	for _, err := range []error{
+		&archive.Error{Kind: archive.ErrStorage, Err: errors.New("i/o error")},
+		&archive.Error{Kind: archive.ErrStorage, Err: unavailable},
+		archive.Fail(archive.ErrNoSpace, "disk nearly full"),
+		fmt.Errorf("fsblob: open k: %w", store.ErrNotFound),
+		errors.New("a bug"),
+		// Not the store's:
+		archive.Fail(archive.ErrNotAuthorized, "no"),
+		archive.Fail(archive.ErrCannotUnderstand, "bad data set"),
+		archive.Fail(archive.ErrDuplicate, "again"),
+		context.Canceled,
+	} {
+		m.storeError(opStore, err)
+	}
+	want := map[int]float64{kindStorage: 1, kindUnavailable: 1, kindNoSpace: 1, kindMissing: 1, kindProcessing: 1}
+	for k := range numKinds {
+		var d dto.Metric
+		if err := m.storeErrs[opStore][k].Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.GetCounter().GetValue(); got != want[k] {
+			t.Errorf("kind %s: %v, want %v", kindNames[k], got, want[k])
+		}
 	}
 }

@@ -471,3 +471,31 @@ func TestStoreErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsAssociationAborted: an association the peer aborts is
+// counted aborted (besides accepted); one released is not.
+func TestMetricsAssociationAborted(t *testing.T) {
+	s, _ := testServer(t, func(c *config.Config) {
+		c.Metrics.Listen = "127.0.0.1:0"
+		c.DICOM.LoopbackAnyAE = true
+	}, nil)
+	if err := echo(t.Context(), s.Addr().String(), "ECHOER", nil); err != nil {
+		t.Fatal(err)
+	}
+	cl := storeClient(t, s.Addr().String(), "MODALITY7")
+	cl.A.Abort()
+	base := "http://" + s.MetricsAddr().String()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := get(t, base+"/metrics", "")
+		acc, _ := metricValue(body, `ward_dicom_associations_total{outcome="accepted"}`)
+		ab, _ := metricValue(body, `ward_dicom_associations_total{outcome="aborted"}`)
+		if acc == 2 && ab == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("accepted %v, aborted %v; want 2 and 1", acc, ab)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -178,6 +178,7 @@ func (s *Server) serveWeb(ctx context.Context) {
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.Logger.Error("web listener stopped", "err", err.Error())
+			s.health.webDown.Store(true)
 		}
 	}()
 	<-ctx.Done()

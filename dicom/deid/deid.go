@@ -195,11 +195,20 @@ func Transform(dst io.Writer, src io.Reader, cfg *Config) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			m := &dicom.FileMeta{
-				MediaStorageSOPClassUID:    strings.TrimRight(meta.MediaStorageSOPClassUID, "\x00 "),
-				MediaStorageSOPInstanceUID: t.uid(strings.TrimRight(meta.MediaStorageSOPInstanceUID, "\x00 ")),
-				TransferSyntaxUID:          ts.UID,
+			class := strings.TrimRight(meta.MediaStorageSOPClassUID, "\x00 ")
+			inst := strings.TrimRight(meta.MediaStorageSOPInstanceUID, "\x00 ")
+			if class == "" {
+				class = res.SOPClassUID
 			}
+			if inst == "" {
+				inst = res.SOPInstanceUID
+			} else {
+				inst = t.uid(inst)
+			}
+			if class == "" || inst == "" {
+				return nil, errors.New("deid: the object has no SOP Class or SOP Instance UID")
+			}
+			m := &dicom.FileMeta{MediaStorageSOPClassUID: class, MediaStorageSOPInstanceUID: inst, TransferSyntaxUID: ts.UID}
 			if err := dicom.WriteFileHeader(dst, m); err != nil {
 				return nil, err
 			}

@@ -105,6 +105,15 @@ func compile() *compiled {
 			c.exact[dicom.NewTag(uint16(gn), uint16(en))] = r
 		}
 	}
+	for i := range errata {
+		r := &errata[i]
+		gn, err1 := strconv.ParseUint(r.tag[1:5], 16, 16)
+		en, err2 := strconv.ParseUint(r.tag[6:10], 16, 16)
+		if err1 != nil || err2 != nil {
+			panic("deid: errata row " + r.tag)
+		}
+		c.exact[dicom.NewTag(uint16(gn), uint16(en))] = r
+	}
 	for _, s := range safePrivate {
 		gn, err1 := strconv.ParseUint(s.tag[1:5], 16, 16)
 		en, err2 := strconv.ParseUint(s.tag[8:10], 16, 8)
@@ -382,8 +391,9 @@ func (t *transformer) edit(e *dicom.RewriteElement) dicom.Edit {
 		case "PN":
 			// A person's name the table (of its edition) does not list.
 			return dicom.Edit{Op: dicom.EditRemove}
-		case "DA", "DT":
-			// A date the table does not list: as its listed dates are.
+		case "DA", "DT", "TM":
+			// A date or time the table (of its edition) does not list:
+			// as its listed dates and times are.
 			return t.apply(e, t.p.action(&row{basic: "X/D", fullDates: "K", modifDates: "C"}))
 		}
 		return dicom.Edit{}
@@ -404,12 +414,12 @@ func (t *transformer) apply(e *dicom.RewriteElement, act string) dicom.Edit {
 		return dicom.Edit{}
 	case "X":
 		return dicom.Edit{Op: dicom.EditRemove}
-	case "Z", "X/Z", "Z/D":
+	case "Z", "X/Z":
 		if seq {
 			return dicom.Edit{Op: dicom.EditReplace, Element: &dicom.Element{Tag: e.Tag, VR: "SQ", Items: []*dicom.DataSet{}}}
 		}
 		return replace(e, nil)
-	case "D", "X/D", "X/Z/D":
+	case "D", "X/D", "X/Z/D", "Z/D":
 		if seq {
 			return dicom.Edit{} // kept, its items de-identified in turn
 		}

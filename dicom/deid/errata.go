@@ -18,4 +18,15 @@ var errata = []row{
 	{"(0040,0001)", "Scheduled Station AE Title", "X", "", "", "C", "", "", "", "", "", "", ""},
 	{"(0032,1021)", "Scheduled Study Location AE Title", "X", "", "", "C", "", "", "", "", "", "", ""},
 	{"(0008,1120)", "Referenced Patient Sequence", "X", "", "K", "", "", "", "", "", "", "", ""},
+	// Rows of CP 2038 (and its neighbours) that the 2020c source carries
+	// as a commented-out draft; final in later editions.
+	{"(3006,0002)", "Structure Set Label", "D", "", "", "", "", "", "", "", "C", "", ""},
+	{"(3006,0004)", "Structure Set Name", "X", "", "", "", "", "", "", "", "C", "", ""},
+	{"(3006,0006)", "Structure Set Description", "X", "", "", "", "", "", "", "", "C", "", ""},
+	{"(3006,0028)", "ROI Description", "X", "", "", "", "", "", "", "", "C", "", ""},
+	{"(3006,0038)", "ROI Generation Description", "X", "", "", "", "", "", "", "", "C", "", ""},
+	{"(3006,0085)", "ROI Observation Label", "X", "", "", "", "", "", "", "", "C", "", ""},
+	{"(3006,0088)", "ROI Observation Description", "X", "", "", "", "", "", "", "", "C", "", ""},
+	{"(0400,0551)", "Nonconforming Modified Attributes Sequence", "X", "", "", "", "", "", "", "", "", "", ""},
+	{"(0400,0552)", "Nonconforming Data Element Value", "X", "", "", "", "", "", "", "", "", "", ""},
 }

@@ -1,0 +1,240 @@
+package interop
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/dicom/deid"
+	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/test/harness"
+)
+
+const pixelmedJar = "/usr/share/java/pixelmed.jar"
+
+var numbers = regexp.MustCompile(`[0-9][0-9.]*`)
+
+// flatten lists every element of ds by path (sequence[item]/tag) with its
+// value trimmed of padding; a sequence's value is its item count.
+func flatten(ds *dicom.DataSet, prefix string, out map[string]string) {
+	for _, e := range ds.Elements {
+		p := prefix + fmt.Sprintf("%04X,%04X", e.Tag.Group(), e.Tag.Element())
+		if e.IsSequence() {
+			out[p] = fmt.Sprintf("SQ[%d]", len(e.Items))
+			for i, it := range e.Items {
+				flatten(it, fmt.Sprintf("%s[%d]/", p, i), out)
+			}
+			continue
+		}
+		if e.Fragments != nil {
+			out[p] = "pixels"
+			continue
+		}
+		out[p] = string(bytes.TrimRight(e.Value, "\x00 "))
+	}
+}
+
+func readFlat(t *testing.T, path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	meta, br, err := dicom.ReadFileHeader(bytes.NewReader(b), dicom.DefaultMetaLimit)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := dicom.ReadDataSet(br, dicom.LookupTransferSyntax(meta.TransferSyntaxUID), 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	flatten(ds, "", out)
+	return out, nil
+}
+
+// fate is what a de-identifier did with one element of the original.
+func fate(orig, out map[string]string, p string) string {
+	v, ok := out[p]
+	switch {
+	case !ok:
+		return "removed"
+	case v == orig[p]:
+		return "kept"
+	case v == "" || v == "SQ[0]":
+		return "emptied"
+	}
+	return "replaced"
+}
+
+// dciodvfyErrors runs dicom3tools' validator and returns its error lines.
+func dciodvfyErrors(t *testing.T, path string) map[string]bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "dciodvfy", path).CombinedOutput()
+	errs := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "Error") {
+			// UIDs and values quoted in the message change with
+			// de-identification: compare the message without them.
+			errs[numbers.ReplaceAllString(strings.TrimSpace(l), "#")] = true
+		}
+	}
+	return errs
+}
+
+// TestDeidentifyAgainstPixelMed de-identifies pydicom's test files with
+// Ward's Basic Profile and with PixelMed's library (every "keep" option
+// off: a strict Basic Profile, run by testdata/PixelmedDeid.java), and
+// compares, element by element, what each removed, emptied, replaced or
+// kept. Where they differ, Ward must not keep an original value PixelMed
+// took out; the other differences are the ones docs/deidentification.md
+// lists and justifies, and the test logs them. dicom3tools' dciodvfy must
+// find no error in Ward's output that it does not find in the input.
+func TestDeidentifyAgainstPixelMed(t *testing.T) {
+	requirePydicom(t)
+	for _, c := range []string{"java", "dciodvfy"} {
+		if _, err := exec.LookPath(c); err != nil {
+			testci.SkipOrFail(t, "%s missing (Debian pixelmed-apps, dicom3tools)", c)
+		}
+	}
+	if _, err := os.Stat(pixelmedJar); err != nil {
+		testci.SkipOrFail(t, "PixelMed missing (Debian pixelmed-apps): %v", err)
+	}
+	inputs, _ := filepath.Glob(filepath.Join(harness.PydicomTestFiles, "*.dcm"))
+	wardDir, pmDir := t.TempDir(), t.TempDir()
+	profile, err := deid.ParseProfile("basic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &deid.Config{Profile: profile, Secret: bytes.Repeat([]byte{7}, 32), AcceptBurnedIn: true}
+	var done []string
+	for _, in := range inputs {
+		// Objects Ward cannot read, or that carry no SOP instance, are
+		// refused, with a reason.
+		f, err := os.Open(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_, err = deid.Transform(&out, f, cfg)
+		f.Close()
+		if err != nil {
+			if errors.Is(err, deid.ErrBurnedIn) {
+				t.Errorf("%s: %v (the risk was accepted)", filepath.Base(in), err)
+			}
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(wardDir, filepath.Base(in)), out.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done = append(done, in)
+	}
+	// One Java process for every file (the machine is shared).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	src := filepath.Join(harness.RepoRoot(), "test", "interop", "testdata", "PixelmedDeid.java")
+	cmd := exec.CommandContext(ctx, "java", append([]string{"-cp", pixelmedJar, src, pmDir}, done...)...)
+	pmOut, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("PixelMed: %v\n%s", err, pmOut)
+	}
+	diffs := map[string][]string{} // reason: examples
+	compared := 0
+	for _, in := range done {
+		name := filepath.Base(in)
+		orig, err := readFlat(t, in)
+		if err != nil {
+			continue
+		}
+		ward, err := readFlat(t, filepath.Join(wardDir, name))
+		if err != nil {
+			t.Errorf("%s: Ward's output unreadable: %v", name, err)
+			continue
+		}
+		pm, err := readFlat(t, filepath.Join(pmDir, name))
+		if err != nil {
+			continue // PixelMed could not (compressed pixel data it has no codec for)
+		}
+		compared++
+		for p := range orig {
+			if strings.HasPrefix(p, "0002,") || strings.Contains(p, "0000") && strings.HasSuffix(p, ",0000") {
+				continue // meta and group lengths: rewritten by both
+			}
+			fw, fp := fate(orig, ward, p), fate(orig, pm, p)
+			if fw == fp {
+				continue
+			}
+			kw := dicom.Keyword(tagOf(p))
+			// PixelMed re-encodes pixel data; a sequence's fate is its
+			// elements'; an empty value has nothing to keep.
+			empty := orig[p] == "" || strings.HasPrefix(orig[p], "SQ[")
+			if fw == "kept" && !empty && tagOf(p) != dicom.PixelData {
+				t.Errorf("%s %s (%s): Ward kept %q, PixelMed %s it", name, p, kw, orig[p], fp)
+				continue
+			}
+			if empty && fw == "kept" {
+				continue
+			}
+			reason := fmt.Sprintf("Ward %s, PixelMed %s", fw, fp)
+			diffs[reason] = append(diffs[reason], kw)
+		}
+		for p := range ward {
+			if _, ok := orig[p]; !ok {
+				if _, ok := pm[p]; !ok {
+					diffs["added by Ward only"] = append(diffs["added by Ward only"], dicom.Keyword(tagOf(p)))
+				}
+			}
+		}
+		// dciodvfy: no new errors.
+		before := dciodvfyErrors(t, in)
+		for e := range dciodvfyErrors(t, filepath.Join(wardDir, name)) {
+			if !before[e] {
+				t.Errorf("%s: dciodvfy finds a new error in Ward's output: %s", name, e)
+			}
+		}
+	}
+	if compared < 15 {
+		t.Errorf("only %d files compared", compared)
+	}
+	var reasons []string
+	for r := range diffs {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		t.Logf("%s: %s", r, uniq(diffs[r]))
+	}
+	t.Logf("%d files compared", compared)
+}
+
+func tagOf(p string) dicom.Tag {
+	if i := strings.LastIndex(p, "/"); i >= 0 {
+		p = p[i+1:]
+	}
+	var g, e uint16
+	fmt.Sscanf(p, "%04X,%04X", &g, &e)
+	return dicom.NewTag(g, e)
+}
+
+func uniq(s []string) string {
+	seen := map[string]int{}
+	var out []string
+	for _, x := range s {
+		if seen[x] == 0 {
+			out = append(out, x)
+		}
+		seen[x]++
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
+}

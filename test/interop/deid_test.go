@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/internal/testci"
@@ -237,4 +238,88 @@ func uniq(s []string) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")
+}
+
+// TestStudyExportDeidentified: `ward study export --deidentify` against a
+// running ward serve: the study leaves de-identified under new UIDs (paths
+// included), with nothing of the patient's name, ID or birth date in any
+// file; a second export under the same secret gives the same UIDs; a
+// secondary capture without Burned In Annotation is quarantined unless
+// the risk is accepted; the secret file must be closed to others; the
+// audit trail records an Export marked Anonymized.
+func TestStudyExportDeidentified(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	w := startWard(t)
+	ct, sc := filepath.Join(pydicomTestFiles, "CT_small.dcm"), filepath.Join(pydicomTestFiles, "SC_rgb_small_odd.dcm")
+	if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, ct, sc).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ctStudy, scStudy := studyOf(t, ct), studyOf(t, sc)
+	secret := filepath.Join(t.TempDir(), "project.secret")
+	if o, code := wardCLI(t, "deid", "secret", secret); code != 0 {
+		t.Fatalf("deid secret: %s", o)
+	}
+	if st, err := os.Stat(secret); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v %v", st.Mode(), err)
+	}
+	if _, code := wardCLI(t, "deid", "secret", secret); code == 0 {
+		t.Fatal("an existing secret was replaced")
+	}
+	exp := t.TempDir()
+	export := func(dir string, extra ...string) string {
+		args := append([]string{"study", "export", ctStudy, "--out", dir, "--deidentify", "basic,modified-dates", "--deid-secret-file", secret, "--data", w.dir}, extra...)
+		o, code := wardCLI(t, args...)
+		if code != 0 || !strings.Contains(o, "de-identified as") {
+			t.Fatalf("export: %d %s", code, o)
+		}
+		return o
+	}
+	o := export(exp)
+	files, _ := filepath.Glob(filepath.Join(exp, "*", "*", "*.dcm"))
+	if len(files) != 1 || strings.Contains(files[0], ctStudy) || !strings.Contains(files[0], "2.25.") {
+		t.Fatalf("exported files: %v (%s)", files, o)
+	}
+	b, _ := os.ReadFile(files[0])
+	for _, s := range []string{"CompressedSamples", "1CT1", ctStudy} {
+		if bytes.Contains(b, []byte(s)) {
+			t.Errorf("%q left in the exported object", s)
+		}
+	}
+	if st, _ := os.Stat(files[0]); st.Mode().Perm() != 0o600 {
+		t.Errorf("exported file mode %v", st.Mode())
+	}
+	again := t.TempDir()
+	export(again)
+	if files2, _ := filepath.Glob(filepath.Join(again, "*", "*", "*.dcm")); len(files2) != 1 || filepath.Base(files2[0]) != filepath.Base(files[0]) {
+		t.Errorf("the same secret gave other UIDs: %v %v", files2, files)
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		for _, x := range r {
+			if x.Event == "export" && strings.Contains(x.XML, ctStudy) && strings.Contains(x.XML, "<Anonymized>true</Anonymized>") {
+				return true
+			}
+		}
+		return false
+	})
+	// Burned-in risk: quarantined, then exported when accepted.
+	q := t.TempDir()
+	o, code := wardCLI(t, "study", "export", scStudy, "--out", q, "--deidentify", "basic", "--deid-secret-file", secret, "--data", w.dir)
+	if code != 0 || !strings.Contains(o, "1 quarantined") {
+		t.Fatalf("secondary capture: %d %s", code, o)
+	}
+	if files, _ := filepath.Glob(filepath.Join(q, "*", "*", "*.dcm")); len(files) != 0 {
+		t.Fatalf("quarantined object exported: %v", files)
+	}
+	if o, code := wardCLI(t, "study", "export", scStudy, "--out", q, "--deidentify", "basic", "--deid-secret-file", secret, "--accept-burned-in", "--data", w.dir); code != 0 || !strings.Contains(o, "0 quarantined") {
+		t.Fatalf("accepted risk: %d %s", code, o)
+	}
+	// Refusals: an option Ward cannot honour, a secret others can read.
+	if _, code := wardCLI(t, "study", "export", ctStudy, "--out", q, "--deidentify", "basic,clean-pixel-data", "--deid-secret-file", secret, "--data", w.dir); code == 0 {
+		t.Error("clean-pixel-data accepted")
+	}
+	os.Chmod(secret, 0o644)
+	if _, code := wardCLI(t, "study", "export", ctStudy, "--out", q, "--deidentify", "basic", "--deid-secret-file", secret, "--data", w.dir); code == 0 {
+		t.Error("a secret other users can read was used")
+	}
 }

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/ward-pacs/ward/dicom/deid"
+)
+
+var deidCmd = &command{
+	name: "deid", summary: "the secret of de-identified exports (ward study export --deidentify)",
+	subs: []*command{
+		{
+			name: "secret", summary: "make a project's de-identification secret",
+			args: "FILE", minArgs: 1, maxArgs: 1,
+			help: `Writes 32 random bytes, hex-encoded, into FILE (mode 0600; an existing
+file is never overwritten). ward study export --deidentify --deid-secret-file
+FILE remaps UIDs, shifts dates and names patients under it: the same secret
+gives the same UIDs, dates and pseudonyms in every export, so that a
+research set stays linkable across exports; without it they can be neither
+reversed nor recomputed. Use one secret per project, keep it from the
+recipients of the exports, and back it up: a lost secret cannot link later
+exports to earlier ones.`,
+			flags: func(fs *flag.FlagSet) runFunc {
+				return func(e *env, args []string) error {
+					return writeDeidSecret(e, args[0])
+				}
+			},
+		},
+	},
+}
+
+func writeDeidSecret(e *env, path string) error {
+	b := make([]byte, deid.MinSecret)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("the secret file: %w (an existing secret is never replaced)", err)
+	}
+	_, err = io.WriteString(f, hex.EncodeToString(b)+"\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	fmt.Fprintf(e.stdout, "de-identification secret written to %s (0600); back it up and keep it from the exports' recipients\n", path)
+	return nil
+}
+
+// readDeidSecret reads a secret ward deid secret wrote (any file of at
+// least deid.MinSecret bytes after trimming does): it must be a regular
+// file closed to group and others.
+func readDeidSecret(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("the de-identification secret: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("the de-identification secret %s is not a regular file", path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("the de-identification secret %s has mode %#o: other users could read it; chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) < deid.MinSecret {
+		return nil, fmt.Errorf("the de-identification secret %s is too short (at least %d characters; ward deid secret makes one)", path, deid.MinSecret)
+	}
+	if raw, err := hex.DecodeString(s); err == nil && len(raw) >= deid.MinSecret {
+		return raw, nil
+	}
+	return nil, errors.New("the de-identification secret is not the hex ward deid secret writes")
+}

@@ -80,6 +80,10 @@ type safeKey struct {
 
 var tableIndex = compile()
 
+// overlayRest is the action for the attributes of a repeating overlay
+// group (60xx) that Table E.1-1 does not list.
+var overlayRest = &row{tag: "(60XX,eeee)", name: "Overlay Plane (rest)", basic: "X"}
+
 func compile() *compiled {
 	c := &compiled{exact: map[dicom.Tag]*row{}, overlay: map[uint16]*row{}, safe: map[safeKey]string{}}
 	for i := range table {
@@ -135,7 +139,12 @@ func (c *compiled) rowFor(t dicom.Tag) *row {
 		return c.curve
 	}
 	if g&1 == 0 && g >= 0x6000 && g <= 0x601E {
-		return c.overlay[t.Element()]
+		if r := c.overlay[t.Element()]; r != nil {
+			return r
+		}
+		// The rest of an overlay goes with its Overlay Data: an
+		// Overlay Plane without it would be incomplete.
+		return overlayRest
 	}
 	return nil
 }

@@ -175,3 +175,64 @@ func TestProfileParse(t *testing.T) {
 		t.Errorf("String %q", p.String())
 	}
 }
+
+// TestOverlaysAndPrivates: a data set with an overlay, a curve and private
+// attributes (top level and in a sequence) loses them all under the Basic
+// Profile; Retain Safe Private keeps only the listed private attribute.
+func TestOverlaysAndPrivates(t *testing.T) {
+	ds := &dicom.DataSet{}
+	ds.Set(tagSOPClass, "1.2.840.10008.5.1.4.1.1.2")
+	ds.Set(tagSOPInstance, "1.2.3.4")
+	ds.Set(tagPatientName, "Doe^Jane")
+	ds.Set(tagPatientID, "PID123")
+	ds.Set(dicom.Modality, "CT")
+	ds.Set(tagBurnedIn, "NO")
+	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0019, 0x0010), VR: "LO", Value: []byte("GEMS_ACQU_01")})
+	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0019, 0x1023), VR: "DS", Value: []byte("1.5 ")})
+	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0019, 0x1099), VR: "LO", Value: []byte("Doe^Jane")})
+	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x5000, 0x3000), VR: "OW", Value: []byte{1, 2}})
+	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x6000, 0x0010), VR: "US", Value: []byte{1, 0}})
+	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x6000, 0x3000), VR: "OW", Value: []byte{1, 2}})
+	item := &dicom.DataSet{}
+	item.Put(&dicom.Element{Tag: dicom.NewTag(0x0009, 0x0010), VR: "LO", Value: []byte("ACME")})
+	item.Put(&dicom.Element{Tag: dicom.NewTag(0x0009, 0x1001), VR: "LO", Value: []byte("Doe^Jane")})
+	item.Put(&dicom.Element{Tag: dicom.NewTag(0x0008, 0x1155), VR: "UI", Value: []byte("1.2.3.4\x00")})
+	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0008, 0x1140), VR: "SQ", Items: []*dicom.DataSet{item}})
+	body, err := ds.Bytes(dicom.LookupTransferSyntax("1.2.840.10008.1.2.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in bytes.Buffer
+	if err := dicom.WriteFileHeader(&in, &dicom.FileMeta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.2", MediaStorageSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: "1.2.840.10008.1.2.1"}); err != nil {
+		t.Fatal(err)
+	}
+	in.Write(body)
+	for _, prof := range []string{"basic", "basic,safe-private"} {
+		var out bytes.Buffer
+		res, err := Transform(&out, bytes.NewReader(in.Bytes()), &Config{Profile: mustProfile(t, prof), Secret: testSecret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(out.Bytes(), []byte("Doe")) || bytes.Contains(out.Bytes(), []byte("PID123")) {
+			t.Errorf("%s: identity left", prof)
+		}
+		got := readOut(t, out.Bytes())
+		for _, e := range got.Elements {
+			g := e.Tag.Group()
+			if g >= 0x5000 && g < 0x6100 {
+				t.Errorf("%s: %v kept", prof, e.Tag)
+			}
+		}
+		safe := got.Get(dicom.NewTag(0x0019, 0x1023))
+		if (prof == "basic") != (safe == nil) {
+			t.Errorf("%s: safe private attribute %v", prof, safe)
+		}
+		if got.Get(dicom.NewTag(0x0019, 0x1099)) != nil {
+			t.Errorf("%s: unsafe private attribute kept", prof)
+		}
+		ref := got.Get(dicom.NewTag(0x0008, 0x1140))
+		if ref == nil || len(ref.Items) != 1 || len(ref.Items[0].Elements) != 1 || ref.Items[0].String(dicom.NewTag(0x0008, 0x1155)) != res.SOPInstanceUID {
+			t.Errorf("%s: referenced image item %+v", prof, ref)
+		}
+	}
+}

@@ -15,6 +15,9 @@ import (
 
 var deidCmd = &command{
 	name: "deid", summary: "the secret of de-identified exports (ward study export --deidentify)",
+	help: `De-identified exports (ward study export --deidentify, docs/deidentification.md)
+remap UIDs, shift dates and name patients under a per-project secret kept
+in a file: ward deid secret makes one.`,
 	subs: []*command{
 		{
 			name: "secret", summary: "make a project's de-identification secret",

@@ -394,6 +394,11 @@ func (t *transformer) edit(e *dicom.RewriteElement) dicom.Edit {
 		// set (Table E.1-1 lists some for their misuse): removed.
 		return dicom.Edit{Op: dicom.EditRemove}
 	}
+	if e.VR == "UN" && !e.Sequence && dicom.VROf(e.Tag) == "SQ" {
+		// A sequence sent as an opaque UN value: its items cannot be
+		// de-identified, so it goes.
+		return dicom.Edit{Op: dicom.EditRemove}
+	}
 	r := t.c.rowFor(e.Tag)
 	if r == nil {
 		switch e.VR {

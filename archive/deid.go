@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -88,4 +89,60 @@ func (ar *Archive) deidentifyOne(ctx context.Context, key, dir string, cfg *deid
 		return nil, fmt.Errorf("exporting to %s: %w", path, err)
 	}
 	return res, nil
+}
+
+// deidConfig is the de-identification of a principal's profile.
+func (ar *Archive) deidConfig(profile string) (*deid.Config, error) {
+	p, err := deid.ParseProfile(profile)
+	if err != nil {
+		return nil, Fail(ErrNotAuthorized, "the de-identification profile: "+err.Error())
+	}
+	if len(ar.DeidSecret) < deid.MinSecret {
+		return nil, Fail(ErrNotAuthorized, "no de-identification secret is configured")
+	}
+	return &deid.Config{Profile: p, Secret: ar.DeidSecret}, nil
+}
+
+// deidentify makes in, the stored object under key, one given
+// de-identified: its SOP Instance and Series UIDs remapped, its data set
+// the output of deid.Transform (streamed through a pipe).
+// StudyInstanceUID and PatientID stay the originals: they are for the
+// audit trail. An object the transform refuses (its pixels may show
+// identity: quarantined) fails to open, which fails that sub-operation
+// only.
+func (ar *Archive) deidentify(in *Instance, key string, cfg *deid.Config) {
+	if !cfg.Profile.Has(deid.RetainUIDs) {
+		in.SOPInstanceUID = deid.UIDFor(cfg.Secret, in.SOPInstanceUID)
+		in.SeriesInstanceUID = deid.UIDFor(cfg.Secret, in.SeriesInstanceUID)
+	}
+	in.Size = 0
+	in.Deidentified = cfg.Profile.Method()
+	in.Open = func(ctx context.Context) (io.ReadCloser, error) { return ar.openDeidentified(ctx, key, cfg) }
+}
+
+// openDeidentified opens a stored object de-identified, after its Part 10
+// header: it returns once the transform has decided (written its header)
+// or failed.
+func (ar *Archive) openDeidentified(ctx context.Context, key string, cfg *deid.Config) (io.ReadCloser, error) {
+	rc, err := ar.Blobs.Open(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("opening a stored object: %w", err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := deid.Transform(pw, rc, cfg)
+		rc.Close()
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	_, br, err := dicom.ReadFileHeader(pr, dicom.DefaultMetaLimit)
+	if err != nil {
+		pr.CloseWithError(err)
+		if terr := <-done; terr != nil {
+			return nil, terr
+		}
+		return nil, err
+	}
+	return &dataSetReader{Reader: br, c: pr}, nil
 }

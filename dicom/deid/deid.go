@@ -2,18 +2,60 @@ package deid
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 )
+
+// NewSecret returns a fresh secret as ReadSecret reads it: MinSecret
+// random bytes, hex-encoded, with a newline.
+func NewSecret() (string, error) {
+	b := make([]byte, MinSecret)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b) + "\n", nil
+}
+
+// ReadSecret reads a secret NewSecret made from a file that must be a
+// regular file closed to group and others.
+func ReadSecret(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("the de-identification secret: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("the de-identification secret %s is not a regular file", path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("the de-identification secret %s has mode %#o: other users could read it; chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return nil, err
+	}
+	raw, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(raw) < MinSecret {
+		return nil, fmt.Errorf("the de-identification secret %s is not %d or more hex-encoded bytes (ward deid secret makes one)", path, MinSecret)
+	}
+	return raw, nil
+}
 
 // ErrBurnedIn refuses an object that may show identity in its pixels:
 // Burned In Annotation (0028,0301) or Recognizable Visual Features

@@ -1,14 +1,10 @@
 package cli
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/ward-pacs/ward/dicom/deid"
 )
@@ -40,15 +36,15 @@ exports to earlier ones.`,
 }
 
 func writeDeidSecret(e *env, path string) error {
-	b := make([]byte, deid.MinSecret)
-	if _, err := rand.Read(b); err != nil {
+	secret, err := deid.NewSecret()
+	if err != nil {
 		return err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("the secret file: %w (an existing secret is never replaced)", err)
 	}
-	_, err = io.WriteString(f, hex.EncodeToString(b)+"\n")
+	_, err = io.WriteString(f, secret)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -61,37 +57,4 @@ func writeDeidSecret(e *env, path string) error {
 	}
 	fmt.Fprintf(e.stdout, "de-identification secret written to %s (0600); back it up and keep it from the exports' recipients\n", path)
 	return nil
-}
-
-// readDeidSecret reads a secret ward deid secret wrote (any file of at
-// least deid.MinSecret bytes after trimming does): it must be a regular
-// file closed to group and others.
-func readDeidSecret(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("the de-identification secret: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("the de-identification secret %s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("the de-identification secret %s has mode %#o: other users could read it; chmod 600 it", path, st.Mode().Perm())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 4096))
-	if err != nil {
-		return nil, err
-	}
-	s := strings.TrimSpace(string(b))
-	if len(s) < deid.MinSecret {
-		return nil, fmt.Errorf("the de-identification secret %s is too short (at least %d characters; ward deid secret makes one)", path, deid.MinSecret)
-	}
-	if raw, err := hex.DecodeString(s); err == nil && len(raw) >= deid.MinSecret {
-		return raw, nil
-	}
-	return nil, errors.New("the de-identification secret is not the hex ward deid secret writes")
 }

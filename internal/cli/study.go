@@ -12,6 +12,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
@@ -133,7 +134,7 @@ func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 					if *secretFile == "" {
 						return errors.New("--deidentify needs --deid-secret-file (ward deid secret FILE makes one)")
 					}
-					if r.DeidSecret, err = readDeidSecret(*secretFile); err != nil {
+					if r.DeidSecret, err = deid.ReadSecret(*secretFile); err != nil {
 						return err
 					}
 					r.Deidentify, r.AcceptBurnedIn = *deidentify, *acceptBurned

@@ -76,6 +76,16 @@ type Config struct {
 	// `ward peer` and reloaded by a running `ward serve` at once (admin
 	// socket) or on SIGHUP.
 	Peers []Peer `toml:"peers"`
+	// Deidentify holds the project secret of the peers that receive
+	// de-identified objects (Peer.Deidentify).
+	Deidentify Deidentify `toml:"deidentify"`
+}
+
+// Deidentify is the [deidentify] section.
+type Deidentify struct {
+	// SecretFile is the de-identification secret (mode 0600; ward deid
+	// secret makes one), required when a peer has deidentify.
+	SecretFile string `toml:"secret_file"`
 }
 
 // DICOM is the DIMSE listener's configuration.
@@ -479,6 +489,9 @@ func (c *Config) Validate() error {
 		}
 		if seen[p.AETitle] {
 			return fmt.Errorf("peer %q is registered twice", p.AETitle)
+		}
+		if p.Deidentify != "" && c.Deidentify.SecretFile == "" {
+			return fmt.Errorf("peer %s: deidentify needs [deidentify] secret_file (ward deid secret FILE makes one)", p.AETitle)
 		}
 		seen[p.AETitle] = true
 	}

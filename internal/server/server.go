@@ -20,6 +20,7 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
@@ -167,6 +168,12 @@ func (s *Server) Open(ctx context.Context) error {
 		MinFree: minFree, MinFreeShare: minFreeShare,
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
+	if c.Deidentify.SecretFile != "" {
+		if s.archive.DeidSecret, err = deid.ReadSecret(c.Deidentify.SecretFile); err != nil {
+			s.closeStores()
+			return err
+		}
+	}
 	if err := s.archive.Open(ctx); err != nil {
 		s.closeStores()
 		return err

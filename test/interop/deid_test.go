@@ -17,6 +17,7 @@ import (
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/dicom/deid"
+	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/test/harness"
 )
@@ -322,4 +323,81 @@ func TestStudyExportDeidentified(t *testing.T) {
 	if _, code := wardCLI(t, "study", "export", ctStudy, "--out", q, "--deidentify", "basic", "--deid-secret-file", secret, "--data", w.dir); code == 0 {
 		t.Error("a secret other users can read was used")
 	}
+}
+
+// TestPeerDeidentified: a peer registered with deidentify gets, with
+// DCMTK's getscu, the objects de-identified (new SOP Instance UID from the
+// secret, no patient name or ID, Patient Identity Removed); a secondary
+// capture without Burned In Annotation fails its sub-operation
+// (quarantined); the peer's findscu is refused; the transfer is audited
+// with the study marked Anonymized.
+func TestPeerDeidentified(t *testing.T) {
+	requireTool(t, "storescu", "getscu", "findscu")
+	requireDir(t, pydicomTestFiles)
+	secretFile := filepath.Join(t.TempDir(), "project.secret")
+	s, err := deid.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := deid.ReadSecret(secretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWard(t, func(c *config.Config) {
+		c.Peers = append(c.Peers, config.Peer{AETitle: "RESEARCH", Host: "127.0.0.1", Allow: []string{"echo", "find", "get"}, Deidentify: "basic,modified-dates"})
+		c.Deidentify.SecretFile = secretFile
+	})
+	ct, sc := filepath.Join(pydicomTestFiles, "CT_small.dcm"), filepath.Join(pydicomTestFiles, "SC_rgb_small_odd.dcm")
+	if out, err := dcmtk("storescu", "-aec", "WARD", w.host, w.port, ct, sc).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ctStudy, scStudy := studyOf(t, ct), studyOf(t, sc)
+	dir := t.TempDir()
+	if out, err := dcmtk("getscu", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-od", dir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+ctStudy, w.host, w.port).CombinedOutput(); err != nil {
+		t.Fatalf("getscu: %v\n%s", err, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(files) != 1 {
+		t.Fatalf("received %v", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	for _, s := range []string{"CompressedSamples", "1CT1"} {
+		if bytes.Contains(b, []byte(s)) {
+			t.Errorf("%q in the object RESEARCH received", s)
+		}
+	}
+	got, err := readFlat(t, files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := readFlat(t, ct)
+	if want := deid.UIDFor(secret, orig["0008,0018"]); got["0008,0018"] != want {
+		t.Errorf("SOP Instance UID %q, want %q", got["0008,0018"], want)
+	}
+	if got["0012,0062"] != "YES" || got["0028,0303"] != "MODIFIED" {
+		t.Errorf("Patient Identity Removed %q, Longitudinal Temporal Information Modified %q", got["0012,0062"], got["0028,0303"])
+	}
+	// Quarantined: the secondary capture's sub-operation fails.
+	qdir := t.TempDir()
+	out, _ := dcmtk("getscu", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-od", qdir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+scStudy, w.host, w.port).CombinedOutput()
+	if files, _ := filepath.Glob(filepath.Join(qdir, "*")); len(files) != 0 {
+		t.Errorf("a quarantined object reached the peer: %v\n%s", files, out)
+	}
+	// No queries: their answers would show identity.
+	out, _ = dcmtk("findscu", "-v", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+ctStudy, "-k", "PatientName", w.host, w.port).CombinedOutput()
+	// Refused: Not Authorized (0x0124).
+	if strings.Contains(string(out), "CompressedSamples") || !strings.Contains(string(out), "0x124") {
+		t.Errorf("findscu from the de-identified peer:\n%s", out)
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		for _, x := range r {
+			if x.Event == "instances-transferred" && strings.Contains(x.XML, ctStudy) && strings.Contains(x.XML, "<Anonymized>true</Anonymized>") {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -332,8 +332,9 @@ func TestStudyExportDeidentified(t *testing.T) {
 // (quarantined); the peer's findscu is refused; the transfer is audited
 // with the study marked Anonymized.
 func TestPeerDeidentified(t *testing.T) {
-	requireTool(t, "storescu", "getscu", "findscu")
+	requireTool(t, "storescu", "getscu", "findscu", "movescu")
 	requireDir(t, pydicomTestFiles)
+	destPort, destDir := startStorescp(t)
 	secretFile := filepath.Join(t.TempDir(), "project.secret")
 	s, err := deid.NewSecret()
 	if err != nil {
@@ -347,7 +348,8 @@ func TestPeerDeidentified(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := startWard(t, func(c *config.Config) {
-		c.Peers = append(c.Peers, config.Peer{AETitle: "RESEARCH", Host: "127.0.0.1", Allow: []string{"echo", "find", "get"}, Deidentify: "basic,modified-dates"})
+		c.Peers = append(c.Peers, config.Peer{AETitle: "RESEARCH", Host: "127.0.0.1", Allow: []string{"echo", "find", "get", "move"}, Deidentify: "basic,modified-dates"},
+			config.Peer{AETitle: "STORESCP", Host: "127.0.0.1", Port: destPort, Allow: []string{config.MoveDestination}})
 		c.Deidentify.SecretFile = secretFile
 	})
 	ct, sc := filepath.Join(pydicomTestFiles, "CT_small.dcm"), filepath.Join(pydicomTestFiles, "SC_rgb_small_odd.dcm")
@@ -379,6 +381,18 @@ func TestPeerDeidentified(t *testing.T) {
 	}
 	if got["0012,0062"] != "YES" || got["0028,0303"] != "MODIFIED" {
 		t.Errorf("Patient Identity Removed %q, Longitudinal Temporal Information Modified %q", got["0012,0062"], got["0028,0303"])
+	}
+	// C-MOVE asked by the de-identified peer: what reaches the
+	// destination is de-identified too.
+	if out, err := dcmtk("movescu", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-aem", "STORESCP", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+ctStudy, w.host, w.port).CombinedOutput(); err != nil {
+		t.Fatalf("movescu: %v\n%s", err, out)
+	}
+	moved, _ := filepath.Glob(filepath.Join(destDir, "*"))
+	if len(moved) != 1 {
+		t.Fatalf("moved %v", moved)
+	}
+	if m, err := readFlat(t, moved[0]); err != nil || m["0008,0018"] != got["0008,0018"] || m["0012,0062"] != "YES" {
+		t.Errorf("the moved object is not de-identified: %v %q", err, m["0008,0018"])
 	}
 	// Quarantined: the secondary capture's sub-operation fails.
 	qdir := t.TempDir()

@@ -205,6 +205,10 @@ type User struct {
 	// A user without roles is a DIMSE identity only: its tokens grant
 	// nothing.
 	Roles []string `toml:"roles,omitempty"`
+	// Deidentify names a de-identification profile (as a peer's): what
+	// the user retrieves through DICOMweb leaves de-identified, and its
+	// searches and metadata requests are refused.
+	Deidentify string `toml:"deidentify,omitempty"`
 }
 
 // Query configures C-FIND.
@@ -494,6 +498,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("peer %s: deidentify needs [deidentify] secret_file (ward deid secret FILE makes one)", p.AETitle)
 		}
 		seen[p.AETitle] = true
+	}
+	for _, u := range c.Users {
+		if u.Deidentify != "" && c.Deidentify.SecretFile == "" {
+			return fmt.Errorf("user %s: deidentify needs [deidentify] secret_file (ward deid secret FILE makes one)", u.Name)
+		}
 	}
 	return nil
 }

@@ -419,7 +419,7 @@ func configChange(old, c *config.Config) string {
 		m := map[string]string{}
 		for _, u := range c.Users {
 			// A change of roles is a change of the user.
-			m[u.Name] = u.Hash + " " + strings.Join(u.Roles, ",")
+			m[u.Name] = u.Hash + " " + strings.Join(u.Roles, ",") + " " + u.Deidentify
 		}
 		return m
 	}
@@ -471,7 +471,13 @@ func (s *Server) setPolicy(c *config.Config) error {
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)
-	s.tokens.Store(&tokenState{set: set, verifier: v, identity: id, roles: rules.Roles})
+	deidOf := map[string]string{}
+	for _, u := range c.Users {
+		if u.Deidentify != "" {
+			deidOf[u.Name] = u.Deidentify
+		}
+	}
+	s.tokens.Store(&tokenState{set: set, verifier: v, identity: id, roles: rules.Roles, deid: deidOf})
 	return nil
 }
 
@@ -482,6 +488,8 @@ type tokenState struct {
 	verifier *tokens.Verifier
 	identity policy.Identity
 	roles    map[string][]policy.Role
+	// deid holds the users' de-identification profiles.
+	deid map[string]string
 }
 
 // TokenVerifier verifies API tokens against the token file and the users'

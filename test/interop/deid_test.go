@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -414,4 +415,44 @@ func TestPeerDeidentified(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestDICOMwebUserDeidentified: a user with deidentify gets WADO-RS
+// instances de-identified (its UIDs remapped, no patient name or ID), its
+// QIDO-RS searches and metadata requests refused, while a user without
+// the profile gets the object as stored.
+func TestDICOMwebUserDeidentified(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	secretFile := filepath.Join(t.TempDir(), "project.secret")
+	s, err := deid.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := startWebWard(t, "[deidentify]\nsecret_file = \""+secretFile+"\"\n", nil)
+	w.cli(t, "a long passcode for the researcher\n", "user", "add", "researcher", "--role", "viewer", "--deidentify", "basic")
+	w.user(t, "clinician", "viewer")
+	research, clinic := w.token(t, "researcher", "read"), w.token(t, "clinician", "read")
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, ok := harness.RunDCMTK(t, "storescu", "-aec", "WARD", "127.0.0.1", strconv.Itoa(w.dicomPort), ct); !ok {
+		t.Fatalf("storescu:\n%s", out)
+	}
+	study, series, sop := uidsOfFile(t, ct)
+	path := "/dicom-web/studies/" + study + "/series/" + series + "/instances/" + sop
+	accept := `multipart/related; type="application/dicom"; transfer-syntax=*`
+	rsp, body := w.do(t, "GET", path, research, nil, "Accept", accept)
+	if rsp.StatusCode != 200 || bytes.Contains(body, []byte("CompressedSamples")) || bytes.Contains(body, []byte(sop)) || !bytes.Contains(body, []byte("2.25.")) {
+		t.Errorf("WADO-RS for the de-identified user: %d, %d bytes", rsp.StatusCode, len(body))
+	}
+	if rsp, body := w.do(t, "GET", path, clinic, nil, "Accept", accept); rsp.StatusCode != 200 || !bytes.Contains(body, []byte("CompressedSamples")) {
+		t.Errorf("WADO-RS for the clinician: %d", rsp.StatusCode)
+	}
+	for _, p := range []string{"/dicom-web/studies?StudyInstanceUID=" + study, path + "/metadata"} {
+		if rsp, body := w.do(t, "GET", p, research, nil); rsp.StatusCode != 403 || bytes.Contains(body, []byte("CompressedSamples")) {
+			t.Errorf("%s for the de-identified user: %d %s", p, rsp.StatusCode, body)
+		}
+	}
 }

@@ -114,6 +114,8 @@ func TestDeidentifyAgainstPixelMed(t *testing.T) {
 		testci.SkipOrFail(t, "PixelMed missing (Debian pixelmed-apps): %v", err)
 	}
 	inputs, _ := filepath.Glob(filepath.Join(harness.PydicomTestFiles, "*.dcm"))
+	charsets, _ := filepath.Glob(filepath.Join(filepath.Dir(harness.PydicomTestFiles), "charset_files", "*.dcm"))
+	inputs = append(inputs, charsets...)
 	wardDir, pmDir := t.TempDir(), t.TempDir()
 	profile, err := deid.ParseProfile("basic")
 	if err != nil {

@@ -36,7 +36,9 @@ not stored anywhere, so give it to the user then.
 
 The file is written atomically with mode 0600; a ward serve running on the
 data directory is asked, over its admin socket, to put the change in effect
-at once.`,
+at once. When [storage] index is a PostgreSQL URL (a cluster), users live
+in that shared index instead, and every node puts a change in effect within
+seconds.`,
 	subs: []*command{
 		{
 			name: "add", summary: "add a user with a new passcode",
@@ -88,7 +90,6 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 			deidentify = fs.String("deidentify", "", "de-identify what the user retrieves through DICOMweb by this profile, basic[,OPTION...], and refuse its searches (needs [deidentify] secret_file)")
 		}
 		return func(e *env, pos []string) error {
-			path := df.file()
 			name := pos[0]
 			if err := config.CheckUserName(name); err != nil {
 				return err
@@ -100,8 +101,14 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 					return err
 				}
 			}
+			reg, err := openRegistry(df)
+			if err != nil {
+				return err
+			}
+			defer reg.close()
+			path := reg.String()
 			// Fail before asking for a passcode when the user is (not) there.
-			c, err := config.Load(path, true)
+			c, err := reg.load(true)
 			if err != nil {
 				return err
 			}
@@ -123,7 +130,7 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 			if err != nil {
 				return err
 			}
-			err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+			err = reg.editUsers(func(users []config.User) ([]config.User, error) {
 				for i := range users {
 					if users[i].Name != name {
 						continue
@@ -190,8 +197,13 @@ func userRolesFlags(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		path, name := df.file(), pos[0]
-		err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		path, name := reg.String(), pos[0]
+		err = reg.editUsers(func(users []config.User) ([]config.User, error) {
 			for i := range users {
 				if users[i].Name == name {
 					users[i].Roles = roles
@@ -215,8 +227,13 @@ func userRolesFlags(fs *flag.FlagSet) runFunc {
 func userRemoveFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, pos []string) error {
-		path := df.file()
-		err := config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		path := reg.String()
+		err = reg.editUsers(func(users []config.User) ([]config.User, error) {
 			return removeNamed(users, func(u config.User) string { return u.Name }, pos[0], "user", path)
 		})
 		if err != nil {
@@ -230,8 +247,12 @@ func userRemoveFlags(fs *flag.FlagSet) runFunc {
 func userListFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, _ []string) error {
-		path := df.file()
-		c, err := config.Load(path, *df.config == "")
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		c, err := reg.load(*df.config == "")
 		if err != nil {
 			return err
 		}

@@ -46,6 +46,8 @@ func TestConfigCheck(t *testing.T) {
 		{"plain open without acknowledgement", "[dicom]\nlisten = \"0.0.0.0:11112\"\n", "to any source", true},
 		{"web open in clear", "[web]\nlisten = \"0.0.0.0:8080\"\n", "plain HTTP open beyond loopback", true},
 		{"web origins", "[web]\nallow_origins = [\"https://viewer.example.org\"]\n", "may call DICOMweb", false},
+		{"metrics open in clear", "[metrics]\nlisten = \"0.0.0.0:9464\"\n", "plain HTTP metrics beyond loopback", true},
+		{"metrics drain nobody sees", "[web]\nlisten = \"off\"\n[metrics]\ndrain = \"10s\"\n", "nothing answers /readyz", false},
 		{"any AE beside an open listener", "[dicom]\nloopback_any_ae = true\ntls_listen = \"0.0.0.0:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\n", "every service while a listener is not on loopback", true},
 		{"peer from anywhere", "[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/0\"]\nallow = [\"store\"]\n", "from any address", true},
 		{"no result cap", "[query]\nmax_results = -1\n", "not capped", false},

@@ -105,6 +105,7 @@ func (c *Config) Check() []Finding {
 			add(Critical, true, "[web] listen = "+c.Web.Listen, "plain HTTP open beyond loopback: DICOMweb requests, tokens and images readable on the network", "set [web] tls_cert and tls_key (or [dicom]'s), or listen on loopback behind a TLS proxy")
 		}
 	}
+	c.checkMetrics(add)
 	if len(c.Web.AllowOrigins) > 0 {
 		add(Low, false, "[web] allow_origins = "+strings.Join(c.Web.AllowOrigins, ","), "pages from these origins may call DICOMweb with a user's token", "list only origins the site runs")
 	}

@@ -67,6 +67,9 @@ type Config struct {
 	Query   Query   `toml:"query"`
 	Log     Log     `toml:"log"`
 	Audit   Audit   `toml:"audit"`
+	// Metrics is the operations listener: metrics, health, readiness
+	// (metrics.go).
+	Metrics Metrics `toml:"metrics"`
 	// Identity configures user identity negotiation (PS3.7 D.3.3.7).
 	Identity Identity `toml:"identity"`
 	// Users are the accounts for username + passcode identity ([[users]]
@@ -472,6 +475,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateWeb(); err != nil {
+		return err
+	}
+	if err := c.validateMetrics(); err != nil {
 		return err
 	}
 	if err := c.ValidateUsers(); err != nil {

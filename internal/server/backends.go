@@ -19,8 +19,10 @@ import (
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
-	_ "github.com/ward-pacs/ward/store/fsblob" // "fs": files, the embedded default blobs
-	_ "github.com/ward-pacs/ward/store/sqlite" // "sqlite": the embedded default index
+	_ "github.com/ward-pacs/ward/store/fsblob"   // "fs": files, the embedded default blobs
+	_ "github.com/ward-pacs/ward/store/postgres" // "postgres": an index several nodes share
+	_ "github.com/ward-pacs/ward/store/s3blob"   // "s3": objects in an S3-compatible store
+	_ "github.com/ward-pacs/ward/store/sqlite"   // "sqlite": the embedded default index
 )
 
 // The embedded default store, in a data directory (and in a backup

@@ -57,6 +57,8 @@ type Server struct {
 	// FetchViewer: when the viewer is not in the data directory, fetch it
 	// there with npm (ward serve's first run; viewer.go).
 	FetchViewer bool
+	// Version is Ward's version, in the build information metric.
+	Version string
 
 	// node is this node's ID (backends.go); store is what openStore
 	// opened (index and blobs below are its own).
@@ -87,6 +89,11 @@ type Server struct {
 	refusals refusalLog
 	firstPDU time.Duration
 	audit    *audit.Log // nil when [audit] enabled = false
+	// Operations: the metrics (metrics.go), readiness and the metrics
+	// listener (health.go).
+	mx     *metrics
+	health health
+	mon    metricsListener
 
 	// peers is the registered peer list and policy the admission policy
 	// built from it, both replaced by Reload; limits outlive reloads.
@@ -128,6 +135,15 @@ func (s *Server) Open(ctx context.Context) error {
 		}
 		return fmt.Errorf("refusing risky settings (ward config check lists them all):\n  %s", strings.Join(msgs, "\n  "))
 	}
+	// The node ID first: it is in every log record.
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	var err error
+	if s.node, err = nodeID(c); err != nil {
+		return err
+	}
+	s.Logger = s.Logger.With("node", s.node)
 	for _, f := range findings {
 		level := slog.LevelWarn
 		if f.Severity == config.Info {
@@ -138,14 +154,7 @@ func (s *Server) Open(ctx context.Context) error {
 	if err := s.checkDataDir(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
-	}
-	var err error
-	if s.node, err = nodeID(c); err != nil {
-		return err
-	}
-	s.Logger = s.Logger.With("node", s.node)
+	s.mx = newMetrics(s)
 	spec := storeSpec(c, s.node)
 	if s.store, err = store.Open(ctx, spec); err != nil {
 		return err
@@ -235,6 +244,11 @@ func (s *Server) Open(ctx context.Context) error {
 		if s.adminLn != nil {
 			s.adminLn.Close()
 		}
+		s.closeStores()
+		return err
+	}
+	if err := s.listenMetrics(); err != nil {
+		s.closeListeners()
 		s.closeStores()
 		return err
 	}
@@ -574,7 +588,7 @@ func (s *Server) isPrivate(uid string) bool { return s.private[uid] }
 // (the records of what requestors do), then the audit policy (refusal
 // while the trail cannot be written), then the permissions.
 func (s *Server) service() archive.Service {
-	svc := s.auditGated(authorized{s.archive})
+	svc := s.auditGated(authorized{metered{s.archive, s.mx}})
 	if s.audit == nil {
 		return svc
 	}
@@ -681,10 +695,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	acfg := s.assocConfig()
-	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg, DialDestination: s.dialDestination}
+	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg, DialDestination: s.dialDestination, Observe: s.mx.observeDIMSE}
 	if s.audit != nil {
 		s.record(audit.ApplicationActivity(s.wardNode(), true, time.Now()))
 	}
+	s.startOps(ctx)
 	var loops sync.WaitGroup
 	loops.Add(1)
 	go func() { defer loops.Done(); s.serveAdmin(ctx) }()
@@ -764,7 +779,9 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, isTLS bool, ac
 			// The association is one session for the audit trail: its
 			// stored instances are recorded together when it ends.
 			sctx, session := archive.WithSession(context.Background())
-			_ = disp.Serve(sctx, a)
+			if err := disp.Serve(sctx, a); err != nil {
+				s.mx.association(assocAborted)
+			}
 			session.End()
 		}()
 	}
@@ -843,6 +860,7 @@ func (s *Server) shutdown() {
 	if s.audit != nil {
 		s.record(audit.ApplicationActivity(s.wardNode(), false, time.Now()))
 	}
+	s.stopOps()
 	s.closeStores()
 	s.Logger.Info("ward stopped")
 }

@@ -310,6 +310,22 @@ type InstanceWalker interface {
 	WalkInstances(ctx context.Context, fn func(*Instance) error) error
 }
 
+// StoredCopier is an optional capability of a Blobs wrapper that changes
+// the bytes it stores (encryption), for a copy of the store that must
+// hold them as stored (a backup). OpenStored returns the blob's bytes as
+// the inner store holds them; as they are read, the bytes they stand
+// for are checked and written to plain, so that the caller can check them
+// against the size and checksum it recorded, and a read fails when they
+// do not check out. Records calls fn with each record of the wrapper's
+// own in the inner store (keys no caller gave), which a copy needs as
+// well, and which are not the caller's blobs; OpenStored of a record's
+// key returns its bytes as stored (plain may be nil). Fallback: Open, which
+// copies the bytes as the caller sees them (for encryption: decrypted).
+type StoredCopier interface {
+	OpenStored(ctx context.Context, key string, plain io.Writer) (io.ReadCloser, error)
+	Records(ctx context.Context, fn func(key string) error) error
+}
+
 // SpaceReporter is an optional capability of Blobs: the bytes free for
 // new blobs and the size of the storage that holds them. Fallback: no
 // free-space reserve is kept (a full disk still fails a store cleanly).

@@ -12,6 +12,7 @@ import (
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/encblob"
 	"github.com/ward-pacs/ward/store/storetest"
 )
 
@@ -34,7 +35,31 @@ func TestBackendMatrix(t *testing.T) {
 				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "SpaceReporter", "UnfinishedRemover",
 					"DurableNamer", "IntentWriter", "NodeScoper"},
 			},
+			defaultBlobs + "+" + encblob.Name: {
+				Blobs: defaultBlobs,
+				DSN:   func(dir string) string { return dir },
+				// The key file's content as the wrapper's DSN (as from
+				// the environment).
+				Wrappers: []store.Wrapper{{Name: encblob.Name, DSN: testKeys(t, "k1")}},
+				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "SpaceReporter", "UnfinishedRemover",
+					"DurableNamer", "IntentWriter", "NodeScoper"},
+			},
 		})
+}
+
+// testKeys is the content of a key file with the KEKs ids, the last one
+// current.
+func testKeys(t testing.TB, ids ...string) string {
+	t.Helper()
+	var s strings.Builder
+	for i, id := range ids {
+		l, err := encblob.NewKeyLine(id, i == len(ids)-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.WriteString(l + "\n")
+	}
+	return s.String()
 }
 
 // TestNodeID: the node ID is generated once into DATA/node-id (0600) and

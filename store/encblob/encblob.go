@@ -5,7 +5,9 @@
 // alone: files and S3 alike.
 //
 // Its configuration (the wrapper's DSN) is the key file's path, or the
-// key file's content itself (a key taken from the environment).
+// key file's content itself (a key taken from the environment). An empty
+// DSN turns encryption off: the wrapper then returns the inner store as
+// it is, after checking that it was not written encrypted (ErrNeedKey).
 //
 // Besides the objects, the wrapper keeps records of its own in the inner
 // store, under keys starting with "_enc." (which callers may not use):
@@ -34,6 +36,18 @@ const Name = "encrypt"
 
 func init() {
 	store.RegisterBlobsWrapper(Name, func(ctx context.Context, inner store.Blobs, dsn string) (store.Blobs, error) {
+		if dsn == "" {
+			// No key: the store is served as it is, unless it was
+			// written encrypted.
+			marked, err := Marked(ctx, inner)
+			if err != nil {
+				return nil, fmt.Errorf("encryption check: %w", err)
+			}
+			if marked {
+				return nil, ErrNeedKey
+			}
+			return inner, nil
+		}
 		ring, err := ringFromDSN(dsn)
 		if err != nil {
 			return nil, err
@@ -612,3 +626,113 @@ func (w *writer) NameDurable() bool {
 	d, ok := w.inner.(store.DurableNamer)
 	return ok && d.NameDurable()
 }
+
+var _ store.StoredCopier = (*Blobs)(nil)
+
+// Records calls fn with the key of each record of the wrapper's own in
+// the inner store: the marker, the key checks and the key records.
+func (b *Blobs) Records(ctx context.Context, fn func(key string) error) error {
+	return b.walk.WalkBlobs(ctx, func(key string, _ bool) error {
+		if reserved(key) {
+			return fn(key)
+		}
+		return nil
+	})
+}
+
+// OpenStored returns the blob's bytes as stored (encrypted); as they are
+// read, their chunks are authenticated and the plaintext written to
+// plain. A read fails (with ErrCorrupt) at the first chunk that does not
+// authenticate, or at the end when the last chunk is missing. The key of
+// a record of the wrapper's own (Records) gives the record as stored.
+func (b *Blobs) OpenStored(ctx context.Context, key string, plain io.Writer) (io.ReadCloser, error) {
+	if reserved(key) {
+		return b.inner.Open(ctx, key) // a record, as stored
+	}
+	rc, err := b.inner.Open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	h, err := readHeader(rc)
+	if err == nil {
+		var dek []byte
+		if dek, err = b.dataKey(ctx, key, h); err == nil {
+			var g cipher.AEAD
+			if g, err = gcm(dek); err == nil {
+				return &storedReader{rc: rc, key: key, h: h, aead: g, plain: plain, head: h.raw}, nil
+			}
+		}
+	} else {
+		err = fmt.Errorf("encblob: %s: %w", key, err)
+	}
+	rc.Close()
+	return nil, err
+}
+
+// storedReader passes on the stored bytes and decrypts them on the side;
+// it holds back at most one chunk and the bytes of one read.
+type storedReader struct {
+	rc    io.ReadCloser
+	key   string
+	h     *header
+	aead  cipher.AEAD
+	plain io.Writer
+	head  []byte // header bytes not yet returned
+	pend  []byte // chunk bytes not yet decrypted
+	out   []byte
+	n     uint64
+	err   error
+}
+
+func (s *storedReader) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	if len(s.head) > 0 {
+		n := copy(p, s.head)
+		s.head = s.head[n:]
+		return n, nil
+	}
+	n, err := s.rc.Read(p)
+	s.pend = append(s.pend, p[:n]...)
+	full := s.h.chunk + tagLen
+	for len(s.pend) > full {
+		if ferr := s.open(s.pend[:full], false); ferr != nil {
+			return 0, ferr
+		}
+		s.pend = append(s.pend[:0], s.pend[full:]...)
+	}
+	if errors.Is(err, io.EOF) {
+		if len(s.pend) < tagLen {
+			s.err = fmt.Errorf("encblob: %s: %w: the object is cut short", s.key, ErrCorrupt)
+			return 0, s.err
+		}
+		if ferr := s.open(s.pend, true); ferr != nil {
+			return 0, ferr
+		}
+		s.pend = s.pend[:0]
+		s.err = io.EOF
+	}
+	return n, err
+}
+
+func (s *storedReader) open(ct []byte, final bool) error {
+	aad := aadMore
+	if final {
+		aad = aadFinal
+	}
+	var err error
+	s.out, err = s.aead.Open(s.out[:0], chunkNonce(s.h.prefix, s.n), ct, aad)
+	s.n++
+	if err != nil {
+		s.err = fmt.Errorf("encblob: %s: %w: chunk %d", s.key, ErrCorrupt, s.n-1)
+		return s.err
+	}
+	if _, err := s.plain.Write(s.out); err != nil {
+		s.err = err
+		return err
+	}
+	return nil
+}
+
+func (s *storedReader) Close() error { return s.rc.Close() }

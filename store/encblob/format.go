@@ -64,6 +64,8 @@ var (
 	ErrKey = errors.New("no encryption key given fits")
 	// ErrNotEncrypted: the stored bytes are not encrypted at all.
 	ErrNotEncrypted = errors.New("stored object is not encrypted")
+	// ErrNeedKey: the store was written encrypted and no key is given.
+	ErrNeedKey = errors.New("this archive's objects are encrypted: give its key (ward serve --encryption-key-file FILE, [storage.encryption] key_file, or " + EnvKey + ")")
 )
 
 // header is a parsed object header.

@@ -155,7 +155,9 @@ func Marked(ctx context.Context, inner store.Blobs) (bool, error) {
 // the marker is written); the current KEK gets a key check if it has
 // none. A store that holds blobs and no marker was written without
 // encryption: it is refused (see docs/security.md).
-func (b *Blobs) CheckKeys(ctx context.Context) error {
+func (b *Blobs) CheckKeys(ctx context.Context) error { return b.checkKeys(ctx, true) }
+
+func (b *Blobs) checkKeys(ctx context.Context, again bool) error {
 	marked, err := Marked(ctx, b.inner)
 	if err != nil {
 		return fmt.Errorf("encryption key check: %w", err)
@@ -164,6 +166,9 @@ func (b *Blobs) CheckKeys(ctx context.Context) error {
 		any := false
 		stop := errors.New("stop")
 		err := b.walk.WalkBlobs(ctx, func(key string, _ bool) error {
+			if reserved(key) {
+				return nil // another node starting on the same new store
+			}
 			any = true
 			return stop
 		})
@@ -173,7 +178,7 @@ func (b *Blobs) CheckKeys(ctx context.Context) error {
 		if any {
 			return errors.New("encryption: this archive holds objects stored without encryption; encryption is for new archives (see docs/security.md: copy the archive into a new, encrypted one)")
 		}
-		if err := b.putRecord(ctx, markerKey, nil); err != nil {
+		if err := b.putRecord(ctx, markerKey, nil); err != nil && !errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("encryption: writing the marker: %w", err)
 		}
 	}
@@ -210,6 +215,17 @@ func (b *Blobs) CheckKeys(ctx context.Context) error {
 		rc.Close()
 	case errors.Is(err, store.ErrNotFound):
 		w, err := b.create(ctx, cur)
+		if errors.Is(err, store.ErrExists) {
+			if again {
+				// Another node wrote it meanwhile: check it.
+				return b.checkKeys(ctx, false)
+			}
+			// Being written (by another node, or left unfinished by a
+			// killed one, removed by recovery): written at a later start.
+			if checked {
+				return nil
+			}
+		}
 		if err == nil {
 			if _, err = w.Write([]byte(checkPlain)); err == nil {
 				err = w.Commit()

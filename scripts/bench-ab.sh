@@ -54,7 +54,12 @@ if [[ "$bin" == storescp ]]; then
   trap '"$bench/peers/storescp.sh" stop >/dev/null 2>&1' EXIT
 else
   "$bin" peer add BENCHSCU --host 127.0.0.1 --allow echo,store --data "$data" >/dev/null
-  "$bin" serve --data "$data" --dicom-listen 127.0.0.1:$port --aet WARD >"$state/server.log" 2>&1 &
+  enc=()
+  if [[ -n "${ENCRYPT:-}" ]]; then
+    rm -f "$state/ward.key" && "$bin" key init "$state/ward.key" >/dev/null
+    enc=(--encryption-key-file "$state/ward.key")
+  fi
+  "$bin" serve --data "$data" --dicom-listen 127.0.0.1:$port --aet WARD "${enc[@]}" >"$state/server.log" 2>&1 &
   server=$!
   trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 fi

@@ -33,6 +33,10 @@ var (
 	ErrInvalidKey = errors.New("store: invalid blob key")
 	// ErrClosed is returned by an Index or Blobs used after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrCorrupt is returned by Blobs (a wrapper that authenticates what
+	// it stores: encryption) for stored bytes that fail their integrity
+	// check: altered or damaged, never to be served.
+	ErrCorrupt = errors.New("store: stored object fails its integrity check")
 )
 
 // Instance is one stored SOP instance and the attributes Ward indexes at

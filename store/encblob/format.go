@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ward-pacs/ward/store"
 )
 
 // The stored form of an object (format version 1), all integers big
@@ -59,7 +61,7 @@ var (
 	// ErrCorrupt: the stored bytes are not an object this wrapper wrote
 	// under this key, whole and unchanged (tampering, truncation,
 	// damage): nothing of it is served.
-	ErrCorrupt = errors.New("encrypted object fails authentication")
+	ErrCorrupt = fmt.Errorf("encrypted object fails authentication (%w)", store.ErrCorrupt)
 	// ErrKey: no KEK given can unwrap the object's data key.
 	ErrKey = errors.New("no encryption key given fits")
 	// ErrNotEncrypted: the stored bytes are not encrypted at all.

@@ -238,6 +238,18 @@ func TestEncryptionAtRest(t *testing.T) {
 	}
 	if b, out := getCT(enc); b != nil {
 		t.Fatalf("getscu got a tampered object (%d bytes, same as before: %v):\n%s", len(b), bytes.Equal(b, fromEnc), out)
+	} else if !strings.Contains(out, "OutOfResourcesSubOperations") {
+		// C-GET's final status: every sub-operation failed (A702), the
+		// instance in the Failed SOP Instance UID List.
+		t.Errorf("getscu of the tampered object:\n%s", out)
+	}
+	{
+		study, series, sop := uidsOfFile(t, ct)
+		resp, body := enc.do(t, http.MethodGet, "/dicom-web/studies/"+study+"/series/"+series+"/instances/"+sop, enc.token(t, "reader", "read"), nil,
+			"Accept", `multipart/related; type="application/dicom"`)
+		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "fails its integrity check") {
+			t.Errorf("WADO-RS of the tampered object: %d %s", resp.StatusCode, body)
+		}
 	}
 	if err := os.WriteFile(ctFile, ctBytes, 0o600); err != nil {
 		t.Fatal(err)

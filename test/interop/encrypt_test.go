@@ -334,6 +334,13 @@ func TestEncryptionAtRest(t *testing.T) {
 	if o, code := wardCLI(t, "study", "verify", "--data", enc.dir, "--config", writeConf(t, noKey+"\n", onlyK2)); code != 0 || !strings.Contains(o, "verified 2 instances") {
 		t.Fatalf("verify with the old key retired: %d %s", code, o)
 	}
+	// The key from the environment, instead of a file (the data
+	// directory's ward.toml names none now).
+	cmd = exec.Command(enc.bin, "study", "verify", "--data", enc.dir)
+	cmd.Env = append(os.Environ(), encblob.EnvKey+"="+k2+"\n")
+	if o, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(o), "verified 2 instances") {
+		t.Fatalf("verify with the key in the environment: %v\n%s", err, o)
+	}
 }
 
 // writeConf writes a configuration file: conf with [storage.encryption]

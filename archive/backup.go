@@ -133,10 +133,11 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 	if w == nil {
 		return errors.New("the index snapshot cannot list its instances")
 	}
-	if sc, ok := ar.Blobs.(store.StoredCopier); ok {
+	stored, _ := ar.Blobs.(store.StoredCopier)
+	if stored != nil {
 		// Objects are copied as stored (encrypted), with the wrapper's
 		// records that a restore needs (the key checks, the key records).
-		if err := copyRecords(ctx, sc, dst, rep); err != nil {
+		if err := copyRecords(ctx, stored, dst, rep); err != nil {
 			return err
 		}
 	}
@@ -152,7 +153,16 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 		rep.Instances++
 		if have, err := dst.Open(ctx, in.BlobKey); err == nil {
 			n, err := sizeOf(have)
-			have.Close()
+			if err == nil && stored != nil {
+				// A copy as stored (encrypted): the size it stands for.
+				have.Close()
+				if have, err = dst.Open(ctx, in.BlobKey); err == nil {
+					n, err = stored.PlainSize(have, n)
+				}
+			}
+			if have != nil {
+				have.Close()
+			}
 			if err == nil && n == in.Size {
 				if o.Found != nil {
 					o.Found(in)

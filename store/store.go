@@ -323,11 +323,15 @@ type InstanceWalker interface {
 // do not check out. Records calls fn with each record of the wrapper's
 // own in the inner store (keys no caller gave), which a copy needs as
 // well, and which are not the caller's blobs; OpenStored of a record's
-// key returns its bytes as stored (plain may be nil). Fallback: Open, which
+// key returns its bytes as stored (plain may be nil). PlainSize is the
+// size of the bytes a stored copy of size n stands for, read from its
+// beginning r (the copy's own header: a copy made earlier is checked
+// against its row without decrypting it). Fallback: Open, which
 // copies the bytes as the caller sees them (for encryption: decrypted).
 type StoredCopier interface {
 	OpenStored(ctx context.Context, key string, plain io.Writer) (io.ReadCloser, error)
 	Records(ctx context.Context, fn func(key string) error) error
+	PlainSize(r io.Reader, n int64) (int64, error)
 }
 
 // SpaceReporter is an optional capability of Blobs: the bytes free for

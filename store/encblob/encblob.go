@@ -685,6 +685,16 @@ func (b *Blobs) OpenStored(ctx context.Context, key string, plain io.Writer) (io
 	return nil, err
 }
 
+// PlainSize is the plaintext size of a stored object of n bytes whose
+// first bytes r gives (nothing is authenticated).
+func (b *Blobs) PlainSize(r io.Reader, n int64) (int64, error) {
+	h, err := readHeader(r)
+	if err != nil {
+		return 0, err
+	}
+	return plainSize(n-h.len(), h.chunk)
+}
+
 // storedReader passes on the stored bytes and decrypts them on the side;
 // it holds back at most one chunk and the bytes of one read.
 type storedReader struct {

@@ -260,6 +260,9 @@ func TestEncryptionAtRest(t *testing.T) {
 	if o := enc.cli(t, "", "backup", backup); !strings.Contains(o, "2 objects copied") {
 		t.Fatalf("backup: %s", o)
 	}
+	if o := enc.cli(t, "", "backup", backup); !strings.Contains(o, "0 objects copied") {
+		t.Fatalf("second backup, nothing new: %s", o)
+	}
 	if n := noPlaintext(t, backup); n < 2 {
 		t.Errorf("%d object files in the backup", n)
 	}

@@ -109,7 +109,7 @@ func keyRotateFlags(fs *flag.FlagSet) runFunc {
 		}
 		ctx := context.Background()
 		return offline(ctx, e, c, func(adm *admin.Admin) error {
-			eb, ok := adm.Archive.Blobs.(*encblob.Blobs)
+			eb, ok := encblob.From(adm.Archive.Blobs)
 			if !ok {
 				return errors.New("the archive's blobs are not encrypted")
 			}

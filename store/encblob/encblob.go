@@ -52,7 +52,11 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
-		return Wrap(ctx, inner, ring)
+		b, err := Wrap(ctx, inner, ring)
+		if err != nil {
+			return nil, err
+		}
+		return b.Store(), nil
 	})
 }
 
@@ -87,11 +91,10 @@ func recordKey(blobKey, kekID string) string {
 }
 
 // Blobs is the wrapper. Its capabilities: BlobWalker (the keys only,
-// its own records hidden), BatchPublisher, SpaceReporter,
-// UnfinishedRemover and NodeScoper are passed on (none of them reads or
-// writes an object's bytes); where the inner store lacks one, the
-// wrapper takes its documented fallback (Publish one by one; no space
-// known; nothing removed; one node). IntentReader and the writers'
+// its own records hidden; the inner store must have it) and
+// BatchPublisher (Publish one by one when the inner store lacks it);
+// SpaceReporter, UnfinishedRemover and NodeScoper where the inner store
+// has them (Store). IntentReader and the writers'
 // IntentWriter are the wrapper's own: an intent record holds facts taken
 // from the object (patient, study), so it is encrypted with the object's
 // data key. The writers' DurableNamer is passed on (it says when the
@@ -103,15 +106,12 @@ type Blobs struct {
 }
 
 var (
-	_ store.Blobs             = (*Blobs)(nil)
-	_ store.BlobWalker        = (*Blobs)(nil)
-	_ store.IntentReader      = (*Blobs)(nil)
-	_ store.BatchPublisher    = (*Blobs)(nil)
-	_ store.SpaceReporter     = (*Blobs)(nil)
-	_ store.UnfinishedRemover = (*Blobs)(nil)
-	_ store.NodeScoper        = (*Blobs)(nil)
-	_ store.IntentWriter      = (*writer)(nil)
-	_ store.DurableNamer      = (*writer)(nil)
+	_ store.Blobs          = (*Blobs)(nil)
+	_ store.BlobWalker     = (*Blobs)(nil)
+	_ store.IntentReader   = (*Blobs)(nil)
+	_ store.BatchPublisher = (*Blobs)(nil)
+	_ store.IntentWriter   = (*writer)(nil)
+	_ store.DurableNamer   = (*writer)(nil)
 )
 
 // Wrap wraps inner, checking the keys against the store (CheckKeys).
@@ -391,29 +391,91 @@ func (b *Blobs) WalkBlobs(ctx context.Context, fn func(key string, published boo
 	})
 }
 
-// Space is the inner store's.
-func (b *Blobs) Space(ctx context.Context) (int64, int64, error) {
-	if sr, ok := b.inner.(store.SpaceReporter); ok {
-		return sr.Space(ctx)
+// Store is b with those capabilities of its inner store that it passes
+// on, each only when the inner store has it: SpaceReporter,
+// UnfinishedRemover and NodeScoper (none of them reads or writes an
+// object's bytes). This is what the registered wrapper returns.
+func (b *Blobs) Store() store.Blobs {
+	_, sp := b.inner.(store.SpaceReporter)
+	_, ur := b.inner.(store.UnfinishedRemover)
+	_, ns := b.inner.(store.NodeScoper)
+	s, u, n := spaceCap{b}, unfinishedCap{b}, nodeCap{b}
+	switch {
+	case sp && ur && ns:
+		return &struct {
+			*Blobs
+			spaceCap
+			unfinishedCap
+			nodeCap
+		}{b, s, u, n}
+	case sp && ur:
+		return &struct {
+			*Blobs
+			spaceCap
+			unfinishedCap
+		}{b, s, u}
+	case sp && ns:
+		return &struct {
+			*Blobs
+			spaceCap
+			nodeCap
+		}{b, s, n}
+	case ur && ns:
+		return &struct {
+			*Blobs
+			unfinishedCap
+			nodeCap
+		}{b, u, n}
+	case sp:
+		return &struct {
+			*Blobs
+			spaceCap
+		}{b, s}
+	case ur:
+		return &struct {
+			*Blobs
+			unfinishedCap
+		}{b, u}
+	case ns:
+		return &struct {
+			*Blobs
+			nodeCap
+		}{b, n}
 	}
-	return 0, 0, errors.New("encblob: the blob store does not report its space")
+	return b
 }
 
-// RemoveUnfinished is the inner store's.
-func (b *Blobs) RemoveUnfinished(ctx context.Context) error {
-	if ur, ok := b.inner.(store.UnfinishedRemover); ok {
-		return ur.RemoveUnfinished(ctx)
+// From is the wrapper under bs, if bs is one (as Store returns it).
+func From(bs store.Blobs) (*Blobs, bool) {
+	e, ok := bs.(interface{ encrypted() *Blobs })
+	if !ok {
+		return nil, false
 	}
-	return nil
+	return e.encrypted(), true
 }
+
+func (b *Blobs) encrypted() *Blobs { return b }
+
+type spaceCap struct{ b *Blobs }
+
+// Space is the inner store's.
+func (c spaceCap) Space(ctx context.Context) (int64, int64, error) {
+	return c.b.inner.(store.SpaceReporter).Space(ctx)
+}
+
+type unfinishedCap struct{ b *Blobs }
+
+// RemoveUnfinished is the inner store's.
+func (c unfinishedCap) RemoveUnfinished(ctx context.Context) error {
+	return c.b.inner.(store.UnfinishedRemover).RemoveUnfinished(ctx)
+}
+
+type nodeCap struct{ b *Blobs }
 
 // SetNode is the inner store's (store.Open has called it on the inner
 // store already).
-func (b *Blobs) SetNode(id string) error {
-	if ns, ok := b.inner.(store.NodeScoper); ok {
-		return ns.SetNode(id)
-	}
-	return nil
+func (c nodeCap) SetNode(id string) error {
+	return c.b.inner.(store.NodeScoper).SetNode(id)
 }
 
 // dataKey unwraps the data key of the object stored under key with

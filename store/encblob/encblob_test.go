@@ -117,8 +117,40 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		return b.Store()
 	})
+}
+
+// TestCapabilities: the wrapper passes on SpaceReporter,
+// UnfinishedRemover and NodeScoper exactly when its inner store has them.
+func TestCapabilities(t *testing.T) {
+	b := mustWrap(t, t.TempDir(), keys(t, "k1"))
+	full := b.Store()
+	for name, ok := range map[string]bool{
+		"SpaceReporter":     func() bool { _, ok := full.(store.SpaceReporter); return ok }(),
+		"UnfinishedRemover": func() bool { _, ok := full.(store.UnfinishedRemover); return ok }(),
+		"NodeScoper":        func() bool { _, ok := full.(store.NodeScoper); return ok }(),
+		"StoredCopier":      func() bool { _, ok := full.(store.StoredCopier); return ok }(),
+		"From":              func() bool { e, ok := From(full); return ok && e == b }(),
+	} {
+		if !ok {
+			t.Errorf("over files: no %s", name)
+		}
+	}
+	bare := &Blobs{inner: struct {
+		store.Blobs
+		store.BlobWalker
+	}{b.inner, b.walk}, walk: b.walk, ring: b.ring}
+	got := bare.Store()
+	if _, ok := got.(store.SpaceReporter); ok {
+		t.Error("SpaceReporter over a store without it")
+	}
+	if _, ok := got.(store.UnfinishedRemover); ok {
+		t.Error("UnfinishedRemover over a store without it")
+	}
+	if _, ok := got.(store.NodeScoper); ok {
+		t.Error("NodeScoper over a store without it")
+	}
 }
 
 // TestRoundTripSizes: objects of sizes around chunk boundaries read back

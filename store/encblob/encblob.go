@@ -314,7 +314,8 @@ func (b *Blobs) create(ctx context.Context, key string) (*writer, error) {
 		iw.Abort()
 		return nil, err
 	}
-	w := &writer{inner: iw, h: h, aead: g, buf: make([]byte, 0, h.chunk), out: make([]byte, 0, h.chunk+tagLen)}
+	w := &writer{inner: iw, h: h, aead: g, bufMem: getChunk(h.chunk), outMem: getChunk(h.chunk)}
+	w.buf, w.out = w.bufMem[:0:h.chunk], w.outMem[:0]
 	if _, err := iw.Write(h.raw); err != nil {
 		iw.Abort()
 		return nil, err
@@ -624,6 +625,8 @@ type writer struct {
 	aead   cipher.AEAD
 	buf    []byte
 	out    []byte
+	bufMem []byte // buf's and out's buffers, pooled
+	outMem []byte
 	n      uint64 // chunks written
 	err    error
 	closed bool
@@ -682,12 +685,23 @@ func (w *writer) Commit() error {
 		return err
 	}
 	w.closed = true
+	w.release()
 	return w.inner.Commit()
 }
 
 func (w *writer) Abort() error {
 	w.closed = true
+	w.release()
 	return w.inner.Abort()
+}
+
+// release returns the writer's buffers to the pool (once closed).
+func (w *writer) release() {
+	if w.bufMem != nil {
+		putChunk(w.bufMem)
+		putChunk(w.outMem)
+		w.bufMem, w.outMem, w.buf, w.out = nil, nil, nil, nil
+	}
 }
 
 // SetIntent keeps b with the blob, encrypted with its data key.

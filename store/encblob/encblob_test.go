@@ -227,6 +227,14 @@ func TestSeek(t *testing.T) {
 	if _, err := rs.Seek(0, io.SeekStart); err != nil || cur < 0 {
 		t.Fatal(err)
 	}
+	// After Close (its buffers pooled again) every call fails cleanly.
+	rc.Close()
+	if _, err := rs.Seek(0, io.SeekStart); err == nil {
+		t.Error("Seek after Close succeeded")
+	}
+	if _, err := rs.Read(make([]byte, 10)); err == nil {
+		t.Error("Read after Close succeeded")
+	}
 }
 
 // TestTamper: a byte flipped anywhere, a cut, chunks swapped within or

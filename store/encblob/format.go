@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/ward-pacs/ward/store"
 )
@@ -209,6 +210,26 @@ func parseKeyRecord(b []byte) (string, []byte, error) {
 		return "", nil, fmt.Errorf("%w: a key record is malformed", ErrCorrupt)
 	}
 	return string(b[9 : 9+n]), b[9+n:], nil
+}
+
+// chunkPool holds buffers of one chunk of ciphertext at the standard
+// chunk size, for writers and readers (a plaintext chunk fits too).
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 1<<chunkLog+tagLen); return &b }}
+
+// getChunk returns a buffer of c+tagLen bytes, pooled for the standard c.
+func getChunk(c int) []byte {
+	if c == 1<<chunkLog {
+		return *chunkPool.Get().(*[]byte)
+	}
+	return make([]byte, c+tagLen)
+}
+
+// putChunk returns a buffer of getChunk to the pool.
+func putChunk(b []byte) {
+	if cap(b) == 1<<chunkLog+tagLen {
+		b = b[:cap(b)]
+		chunkPool.Put(&b)
+	}
 }
 
 // chunkNonce is the nonce of chunk i of an object.

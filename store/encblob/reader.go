@@ -21,11 +21,14 @@ type reader struct {
 
 	ct    []byte // ciphertext of one chunk
 	plain []byte // plaintext of chunk cur
-	cur   int64  // chunk in plain; -1 none
-	next  int64  // chunk the inner reader is at
-	pos   int64  // plaintext position
-	final bool   // chunk cur is the last
-	err   error
+	// ctMem and plainMem are ct's and plain's buffers, pooled.
+	ctMem, plainMem []byte
+	cur             int64 // chunk in plain; -1 none
+	next            int64 // chunk the inner reader is at
+	pos             int64 // plaintext position
+	final           bool  // chunk cur is the last
+	err             error
+	closed          bool // Close returned the buffers: every later call fails
 }
 
 func newReader(r io.Reader, rs io.ReadSeeker, h *header, dek []byte, size int64) (*reader, error) {
@@ -33,8 +36,9 @@ func newReader(r io.Reader, rs io.ReadSeeker, h *header, dek []byte, size int64)
 	if err != nil {
 		return nil, err
 	}
-	return &reader{r: r, rs: rs, h: h, aead: g, size: size, cur: -1,
-		ct: make([]byte, h.chunk+tagLen), plain: make([]byte, 0, h.chunk)}, nil
+	r2 := &reader{r: r, rs: rs, h: h, aead: g, size: size, cur: -1, ctMem: getChunk(h.chunk), plainMem: getChunk(h.chunk)}
+	r2.ct, r2.plain = r2.ctMem[:h.chunk+tagLen], r2.plainMem[:0:h.chunk]
+	return r2, nil
 }
 
 func (r *reader) fail(err error) error {
@@ -120,6 +124,12 @@ func (r *reader) Read(p []byte) (int, error) {
 }
 
 func (r *reader) Close() error {
+	if r.ctMem != nil {
+		putChunk(r.ctMem)
+		putChunk(r.plainMem)
+		r.ctMem, r.plainMem, r.ct, r.plain = nil, nil, nil, nil
+		r.err, r.closed = errors.New("encblob: read after close"), true
+	}
 	if r.c == nil {
 		return nil
 	}
@@ -141,6 +151,9 @@ func (s *seekReader) Seek(off int64, whence int) (int64, error) {
 	}
 	if off < 0 {
 		return 0, errors.New("encblob: seek before the start")
+	}
+	if s.closed {
+		return 0, s.err
 	}
 	if s.err != nil && !errors.Is(s.err, ErrCorrupt) {
 		s.err = nil // an inner read error may pass; a failed tag stays

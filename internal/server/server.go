@@ -29,6 +29,7 @@ import (
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/encblob"
 	webviewer "github.com/ward-pacs/ward/web/viewer"
 )
 
@@ -148,6 +149,9 @@ func (s *Server) Open(ctx context.Context) error {
 	s.index, s.blobs = s.store.Index, s.store.Blobs
 	s.Logger.Info("store opened", "index", spec.Index, "blobs", spec.Blobs,
 		"capabilities", strings.Join(s.store.Caps.Names(), " "))
+	if eb, ok := encblob.From(s.store.Blobs); ok {
+		s.Logger.Info("objects are encrypted at rest", "key", eb.Keyring().Current(), "keys", strings.Join(eb.Keyring().IDs(), " "))
+	}
 	rules, _, err := c.Policy()
 	if err != nil {
 		s.closeStores()

@@ -61,6 +61,7 @@ func (r *reader) load(i int64) error {
 		}
 		r.next = i
 	}
+	r.cur = -1 // plain is overwritten (cleared when a tag fails)
 	n, err := io.ReadFull(r.r, r.ct)
 	r.next++
 	switch {
@@ -70,6 +71,7 @@ func (r *reader) load(i int64) error {
 			return r.fail(fmt.Errorf("%w: the object is cut short", ErrCorrupt))
 		}
 	default:
+		r.next = -1 // where the inner reader is: unknown, seek
 		return r.fail(err)
 	}
 	final := int64(n) < full

@@ -15,6 +15,7 @@ import (
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/encblob"
 	"github.com/ward-pacs/ward/store/storetest"
 	"github.com/ward-pacs/ward/test/harness"
 )
@@ -64,12 +65,43 @@ func TestBackendMatrix(t *testing.T) {
 				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "SpaceReporter", "UnfinishedRemover",
 					"DurableNamer", "IntentWriter", "NodeScoper"},
 			},
+			defaultBlobs + "+" + encblob.Name: {
+				Blobs: defaultBlobs,
+				DSN:   func(dir string) string { return dir },
+				// The key file's content as the wrapper's DSN (as from
+				// the environment).
+				Wrappers: []store.Wrapper{{Name: encblob.Name, DSN: testKeys(t, "k1")}},
+				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "SpaceReporter", "UnfinishedRemover",
+					"DurableNamer", "IntentWriter", "NodeScoper"},
+			},
+			"s3+" + encblob.Name: {
+				Blobs:    "s3",
+				DSN:      s3DSN,
+				Wrappers: []store.Wrapper{{Name: encblob.Name, DSN: testKeys(t, "k1")}},
+				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "UnfinishedRemover",
+					"DurableNamer", "IntentWriter", "NodeScoper"},
+			},
 			"s3": {
 				DSN: s3DSN,
 				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "UnfinishedRemover",
 					"DurableNamer", "IntentWriter", "NodeScoper"},
 			},
 		})
+}
+
+// testKeys is the content of a key file with the KEKs ids, the last one
+// current.
+func testKeys(t testing.TB, ids ...string) string {
+	t.Helper()
+	var s strings.Builder
+	for i, id := range ids {
+		l, err := encblob.NewKeyLine(id, i == len(ids)-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.WriteString(l + "\n")
+	}
+	return s.String()
 }
 
 // postgresBackend is the PostgreSQL index on the package's cluster

@@ -32,9 +32,12 @@
 // DeleteObjects). So Recover, at a node's start, lists only
 // P/pending/<node>/: the node's own unfinished work, whatever the size of
 // the bucket. It aborts the node's multipart uploads left unfinished,
-// asks keep about each marker whose blob may be complete, and removes
+// asks keep about the blob of each marker (complete or not: the caller
+// may have committed a row while the bytes were uploading), and removes
 // what is not kept; markers of other nodes are left to them unless older
-// than NodeGuard (a node retired without its last restart).
+// than NodeGuard (a node retired without its last restart). What a write
+// that failed while the store was away could not remove is tried again
+// at the next Publish (and, failing that, by Recover).
 //
 // Writes stream: a blob of up to PartSize bytes is sent in one PutObject
 // at Commit; a larger one as a multipart upload of PartSize parts, each

@@ -17,11 +17,16 @@ ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthanc
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# PostgreSQL for the index backend's tests (test/harness/postgres.go runs a
+# throwaway cluster as the postgres user; no system service is started).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # mkfs.ext4: tests of ext4 features run on an image where $TMPDIR is not
 # ext4. The power-cut tests mount a FUSE file system with mount(2) as root:
 # they need /dev/fuse, not fusermount (no fuse3 package).
 { command -v mkfs.ext4 || test -x /usr/sbin/mkfs.ext4; } >/dev/null 2>&1 || need+=(e2fsprogs)
 { command -v rsyslogd || test -x /usr/sbin/rsyslogd; } >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog rsyslog-gnutls)
+# HAProxy: the load balancer's readiness check (test/interop/metrics_test.go).
+{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || need+=(haproxy)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

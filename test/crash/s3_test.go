@@ -165,11 +165,11 @@ func TestS3Blobs(t *testing.T) {
 }
 
 // s3Config writes a ward.toml that puts the objects in bucket under
-// prefix "archive" on s3p.
+// prefix "archive" on s3p: [storage] blobs = "s3://…".
 func s3Config(t *testing.T, s3p *harness.S3, bucket string) string {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "ward.toml")
-	toml := fmt.Sprintf("[storage]\nmin_free = \"16MiB\"\nblobs = \"s3\"\nblobs_dsn = %q\n", s3p.URL(bucket, "archive"))
+	toml := fmt.Sprintf("[storage]\nmin_free = \"16MiB\"\nblobs = %q\n", s3p.URL(bucket, "archive"))
 	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}

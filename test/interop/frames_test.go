@@ -59,7 +59,7 @@ func TestDICOMwebFramesAndRendered(t *testing.T) { framesAndRendered(t, "") }
 func TestDICOMwebFramesS3(t *testing.T) {
 	s3 := harness.StartS3(t)
 	s3.SetEnv(t) // ward serve inherits the credentials
-	framesAndRendered(t, "blobs = \"s3\"\nblobs_dsn = \""+s3.URL(s3.Bucket(t), "frames")+"\"\n")
+	framesAndRendered(t, "blobs = \""+s3.URL(s3.Bucket(t), "frames")+"\"\n")
 }
 
 // framesAndRendered runs the frames test with storage added to the

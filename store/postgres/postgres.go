@@ -293,30 +293,54 @@ func (db *DB) fail(what string, err error) error {
 	return fmt.Errorf("postgres: %s: %w", what, classify(err))
 }
 
-// checkText refuses what a PostgreSQL text value cannot hold: a NUL byte
-// or bytes that are not UTF-8 (store.Instance strings are UTF-8).
+// checkText refuses keys PostgreSQL text cannot hold (a NUL byte, bytes
+// that are not UTF-8): UIDs and the blob key name rows, and are never
+// changed.
 func checkText(in *store.Instance) error {
-	for _, s := range []string{in.SOPInstanceUID, in.SOPClassUID, in.TransferSyntaxUID, in.InstanceNumber, in.ContentDate,
-		in.ContentTime, in.NumberOfFrames, in.SeriesInstanceUID, in.Modality, in.SeriesNumber, in.SeriesDescription,
-		in.SeriesDate, in.SeriesTime, in.BodyPartExamined, in.PerformedProcedureStepStartDate, in.StudyInstanceUID,
-		in.StudyDate, in.StudyTime, in.AccessionNumber, in.StudyID, in.StudyDescription, in.ReferringPhysicianName,
-		in.PatientID, in.IssuerOfPatientID, in.PatientName, in.PatientBirthDate, in.PatientSex, in.SpecificCharacterSet,
-		in.SourceAET, in.SourceAddr, in.BlobKey, in.Checksum} {
+	for _, s := range []string{in.SOPInstanceUID, in.SeriesInstanceUID, in.StudyInstanceUID, in.BlobKey, in.Checksum} {
 		if !validText(s) {
-			return errors.New("an attribute holds a NUL byte or bytes that are not UTF-8")
-		}
-	}
-	for _, it := range in.Sequences {
-		if !validText(it.Attribute) {
-			return errors.New("a sequence keyword holds a NUL byte or bytes that are not UTF-8")
-		}
-		for k, v := range it.Values {
-			if !validText(k) || !validText(v) {
-				return errors.New("a sequence item holds a NUL byte or bytes that are not UTF-8")
-			}
+			return errors.New("a UID or the blob key holds a NUL byte or bytes that are not UTF-8")
 		}
 	}
 	return nil
+}
+
+// textOf is s as PostgreSQL text can hold it: a NUL byte and each run of
+// bytes that are not UTF-8 become U+FFFD. Store.Instance strings are
+// UTF-8 already (decoded from the object's character set); only a
+// malformed value changes, in the index alone (the object keeps its
+// bytes), and a query for the same value is changed the same way.
+func textOf(s string) string {
+	if validText(s) {
+		return s
+	}
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
+}
+
+// texts is in with every string but the keys (checkText) made text.
+func texts(in *store.Instance) *store.Instance {
+	c := *in
+	for _, p := range []*string{&c.SOPClassUID, &c.TransferSyntaxUID, &c.InstanceNumber, &c.ContentDate,
+		&c.ContentTime, &c.NumberOfFrames, &c.Modality, &c.SeriesNumber, &c.SeriesDescription,
+		&c.SeriesDate, &c.SeriesTime, &c.BodyPartExamined, &c.PerformedProcedureStepStartDate,
+		&c.StudyDate, &c.StudyTime, &c.AccessionNumber, &c.StudyID, &c.StudyDescription, &c.ReferringPhysicianName,
+		&c.PatientID, &c.IssuerOfPatientID, &c.PatientName, &c.PatientBirthDate, &c.PatientSex, &c.SpecificCharacterSet,
+		&c.SourceAET, &c.SourceAddr} {
+		*p = textOf(*p)
+	}
+	if len(in.Sequences) > 0 {
+		c.Sequences = make([]store.SequenceItem, len(in.Sequences))
+		for i, it := range in.Sequences {
+			it.Attribute = textOf(it.Attribute)
+			vals := make(map[string]string, len(it.Values))
+			for k, v := range it.Values {
+				vals[textOf(k)] = textOf(v)
+			}
+			it.Values = vals
+			c.Sequences[i] = it
+		}
+	}
+	return &c
 }
 
 func validText(s string) bool {

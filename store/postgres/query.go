@@ -212,21 +212,15 @@ func (b *builder) sequence(k *store.Key, l store.Level, pnInsensitive bool) erro
 	if len(items) == 0 {
 		return nil // universal: the sequence is a return key
 	}
-	if !validText(k.Attribute) {
-		return fmt.Errorf("%w: %s", store.ErrUnsupportedKey, k.Attribute)
-	}
 	slices.SortStableFunc(items, func(x, y *store.Key) int {
 		return boolInt(x.Kind == store.MatchEmpty) - boolInt(y.Kind == store.MatchEmpty)
 	})
 	sub := builder{}
-	sub.add("s0.attribute = ? AND s0.level = ?", k.Attribute, int16(k.Level))
+	sub.add("s0.attribute = ? AND s0.level = ?", textOf(k.Attribute), int16(k.Level))
 	c := column{} // item attributes: any VR, validated by the caller
 	for i, ik := range items {
-		if !validText(ik.Attribute) {
-			return fmt.Errorf("%w: %s", store.ErrUnsupportedKey, ik.Attribute)
-		}
 		if i == 0 && ik.Kind != store.MatchEmpty {
-			sub.add("s0.keyword = ?", ik.Attribute)
+			sub.add("s0.keyword = ?", textOf(ik.Attribute))
 			if err := sub.cond(ik, c, "s0.value", pnInsensitive); err != nil {
 				return err
 			}
@@ -246,7 +240,7 @@ func (b *builder) sequence(k *store.Key, l store.Level, pnInsensitive bool) erro
 		}
 		sub.add(neg+"EXISTS (SELECT 1 FROM sequence_value "+s+" WHERE "+s+".level = s0.level AND "+
 			s+".owner_fk = s0.owner_fk AND "+s+".attribute = s0.attribute AND "+s+".item = s0.item AND "+
-			s+".keyword = ? AND "+strings.Join(cb.where, " AND ")+")", append([]any{ik.Attribute}, cb.args...)...)
+			s+".keyword = ? AND "+strings.Join(cb.where, " AND ")+")", append([]any{textOf(ik.Attribute)}, cb.args...)...)
 	}
 	b.add(owner(k.Level)+" IN (SELECT s0.owner_fk FROM sequence_value s0 WHERE "+strings.Join(sub.where, " AND ")+")", sub.args...)
 	return nil
@@ -338,32 +332,17 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 			col = c.norm
 		}
 	}
-	// No stored value holds a NUL or bytes that are not UTF-8 (Put
-	// refuses them), and PostgreSQL refuses them as parameters.
-	bad := func(vs ...string) bool {
-		for _, v := range vs {
-			if !validText(v) {
-				return true
-			}
-		}
-		return false
-	}
+	// A value is matched as Put stores it (textOf).
+	norm0 := norm
+	norm = func(v string) string { return norm0(textOf(v)) }
 	switch k.Kind {
 	case store.MatchSequence:
 		return fmt.Errorf("%w: sequence matching on %s", store.ErrUnsupportedKey, k.Attribute)
 	case store.MatchSingle:
-		if bad(k.Value) {
-			b.add("FALSE")
-			return nil
-		}
 		b.add(col+" = ?", norm(k.Value))
 	case store.MatchWildcard:
 		if strings.IndexByte(k.Value, 0) >= 0 {
 			return fmt.Errorf("%w: a NUL in the pattern of %s", store.ErrUnsupportedKey, k.Attribute)
-		}
-		if bad(k.Value) {
-			b.add("FALSE")
-			return nil
 		}
 		pat := norm(k.Value)
 		if strings.Trim(pat, "*") == "" {
@@ -387,9 +366,7 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 		}
 		vals := make([]string, 0, len(k.Values))
 		for _, v := range k.Values {
-			if !bad(v) {
-				vals = append(vals, norm(v))
-			}
+			vals = append(vals, norm(v))
 		}
 		b.add(col+" = ANY (?::text[])", vals)
 	case store.MatchRange:
@@ -401,15 +378,11 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 		if k.Lo == "" && k.Hi == "" {
 			return nil
 		}
-		if bad(k.Lo, k.Hi) {
-			b.add("FALSE")
-			return nil
-		}
 		if k.Lo != "" {
-			b.add(col+" >= ?", k.Lo)
+			b.add(col+" >= ?", textOf(k.Lo))
 		}
 		if k.Hi != "" {
-			if next := nextPrefix(k.Hi); next != "" {
+			if next := nextPrefix(textOf(k.Hi)); next != "" {
 				b.add(col+" < ?", next)
 			}
 		}
@@ -507,12 +480,12 @@ func selectQuery(q *store.Query) (kws []string, query string, args []any, err er
 		if sp.Level > q.Level || sp.Level > store.LevelSeries || sp.Level < store.LevelPatient {
 			continue
 		}
-		if _, dup := columns[sp.Attribute]; dup || slices.Contains(kws, sp.Attribute) || !validText(sp.Attribute) {
+		if _, dup := columns[sp.Attribute]; dup || slices.Contains(kws, sp.Attribute) {
 			continue
 		}
 		kws = append(kws, sp.Attribute)
 		exprs = append(exprs, sequenceExpr(sp))
-		selArgs = append(selArgs, int16(sp.Level), sp.Attribute)
+		selArgs = append(selArgs, int16(sp.Level), textOf(sp.Attribute))
 	}
 	if len(selArgs) > 0 {
 		args = append(selArgs, args...)

@@ -4,7 +4,7 @@
 // pgx, so that libpq's PG* environment variables (PGHOST, PGUSER,
 // PGPASSWORD, PGSSLMODE, ...) and password file (~/.pgpass, PGPASSFILE)
 // fill in what the URL leaves out, and the pool's own settings ride in it
-// (pool_max_conns, pool_min_conns, pool_max_conn_lifetime, ...). Keep the
+// (pool_max_conns, default 16; pool_min_conns, pool_max_conn_lifetime, ...). Keep the
 // password out of the URL: ward.toml is no place for a secret.
 //
 // Open brings the schema up to date (versioned migrations in
@@ -81,6 +81,12 @@ var ErrSchemaTooNew = errors.New("postgres: database schema is newer than this b
 // ("ward" in ASCII).
 const migrationLock = 0x77617264
 
+// defaultMaxConns is the pool's size when the URL sets no
+// pool_max_conns: enough for the stores of several associations to
+// commit at once, and for queries beside them. Connections are opened as
+// needed.
+const defaultMaxConns = 16
+
 // DB is the PostgreSQL Index. It is safe for concurrent use.
 type DB struct {
 	pool   *pgxpool.Pool
@@ -105,6 +111,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		// pgx's message may quote the DSN, password and all.
 		return nil, errors.New("postgres: the index URL cannot be parsed (see docs/configuration.md)")
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
 	}
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
@@ -183,30 +192,96 @@ var errRetry = errors.New("postgres: lost a race, retrying")
 const maxAttempts = 12
 
 // tx runs fn in a transaction and commits it, again from the start when
-// it lost a race with another transaction (see retryable). Statements run
-// with ctx; a caller whose ctx ends gets its error, the transaction rolled
-// back (or, if COMMIT was under way, perhaps committed).
+// it lost a race with another transaction (see retryable), or when the
+// connection failed before COMMIT was sent (a pooled connection the
+// server closed when it restarted, say: the transaction died with it, so
+// running it again on another connection is safe; connTries times, within
+// about a second). A failure during COMMIT is not retried: it may have
+// committed. Statements run with ctx; a caller whose ctx ends gets its
+// error.
 func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	if db.closed.Load() {
 		return store.ErrClosed
 	}
 	var err error
-	for attempt := range maxAttempts {
+	lost := 0
+	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			// Jittered, growing: racing nodes do not meet again.
 			d := time.Duration(rand.Int64N(int64(time.Millisecond)<<min(attempt, 7))) + time.Millisecond
+			if lost > 0 {
+				d = time.Duration(lost*lost) * 60 * time.Millisecond
+			}
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
-		err = pgx.BeginFunc(ctx, db.pool, fn)
-		if err == nil || !retryable(err) {
+		var committing bool
+		committing, err = db.once(ctx, fn)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		if !committing && connectionLost(err) && lost < connTries {
+			lost++
+			continue
+		}
+		if !retryable(err) {
 			break
 		}
 	}
 	return classify(err)
+}
+
+// read runs f, a read with no effect, again when its connection failed
+// (connTries times, as tx).
+func (db *DB) read(ctx context.Context, f func() error) error {
+	for lost := 0; ; lost++ {
+		err := f()
+		if err == nil || lost >= connTries || ctx.Err() != nil || !connectionLost(err) {
+			return err
+		}
+		select {
+		case <-time.After(time.Duration((lost+1)*(lost+1)) * 60 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+// connTries is how often tx runs a transaction again whose connection
+// failed before its COMMIT.
+const connTries = 3
+
+// once runs fn in one transaction; committing says an error came from
+// COMMIT.
+func (db *DB) once(ctx context.Context, fn func(pgx.Tx) error) (committing bool, err error) {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := fn(tx); err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = tx.Rollback(rctx)
+		cancel()
+		return false, err
+	}
+	return true, tx.Commit(ctx)
+}
+
+// connectionLost reports whether err says the connection or the server
+// failed (not the statement): what classify calls unavailable, races
+// and resource errors apart.
+func connectionLost(err error) bool {
+	if errors.Is(err, errRetry) || errors.Is(err, errPartial) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
+	}
+	return errors.Is(classify(err), store.ErrUnavailable)
 }
 
 // txAsync is tx with synchronous_commit off: for writes a crash may lose
@@ -392,7 +467,11 @@ func (db *DB) Get(ctx context.Context, uid string) (*store.Instance, error) {
 	if !validText(uid) {
 		return nil, fmt.Errorf("postgres: get: %w", store.ErrNotFound)
 	}
-	in, err := scanInstance(db.pool.QueryRow(ctx, getSQL+`i.sop_instance_uid = $1`, uid))
+	var in *store.Instance
+	err := db.read(ctx, func() (err error) {
+		in, err = scanInstance(db.pool.QueryRow(ctx, getSQL+`i.sop_instance_uid = $1`, uid))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("postgres: get: %w", store.ErrNotFound)
 	}
@@ -407,7 +486,11 @@ func (db *DB) InstanceByBlob(ctx context.Context, key string) (*store.Instance, 
 	if !validText(key) {
 		return nil, fmt.Errorf("postgres: instance by blob: %w", store.ErrNotFound)
 	}
-	in, err := scanInstance(db.pool.QueryRow(ctx, getSQL+`i.blob_key = $1`, key))
+	var in *store.Instance
+	err := db.read(ctx, func() (err error) {
+		in, err = scanInstance(db.pool.QueryRow(ctx, getSQL+`i.blob_key = $1`, key))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("postgres: instance by blob: %w", store.ErrNotFound)
 	}
@@ -423,7 +506,9 @@ func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 		return false, nil
 	}
 	var ok bool
-	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM instance WHERE blob_key = $1)`, key).Scan(&ok); err != nil {
+	if err := db.read(ctx, func() error {
+		return db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM instance WHERE blob_key = $1)`, key).Scan(&ok)
+	}); err != nil {
 		return false, db.fail("has blob", err)
 	}
 	return ok, nil
@@ -434,7 +519,7 @@ func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 // proportion to their number.
 func (db *DB) CountInstances(ctx context.Context) (int64, error) {
 	var n int64
-	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM instance`).Scan(&n); err != nil {
+	if err := db.read(ctx, func() error { return db.pool.QueryRow(ctx, `SELECT count(*) FROM instance`).Scan(&n) }); err != nil {
 		return 0, db.fail("count", err)
 	}
 	return n, nil
@@ -443,10 +528,12 @@ func (db *DB) CountInstances(ctx context.Context) (int64, error) {
 // Counts implements store.Counter.
 func (db *DB) Counts(ctx context.Context) (store.Counts, error) {
 	var c store.Counts
-	err := db.pool.QueryRow(ctx, `SELECT
+	err := db.read(ctx, func() error {
+		return db.pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM patient), (SELECT count(*) FROM study),
 		(SELECT count(*) FROM series), (SELECT count(*) FROM instance)`).
-		Scan(&c.Patients, &c.Studies, &c.Series, &c.Instances)
+			Scan(&c.Patients, &c.Studies, &c.Series, &c.Instances)
+	})
 	if err != nil {
 		return store.Counts{}, db.fail("counts", err)
 	}
@@ -460,8 +547,12 @@ func (db *DB) PendingBlobDeletes(ctx context.Context, limit int) ([]string, erro
 	if limit > 0 {
 		lim = &limit
 	}
-	rows, _ := db.pool.Query(ctx, `SELECT blob_key FROM pending_blob_deletes ORDER BY seq LIMIT $1`, lim)
-	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var keys []string
+	err := db.read(ctx, func() (err error) {
+		rows, _ := db.pool.Query(ctx, `SELECT blob_key FROM pending_blob_deletes ORDER BY seq LIMIT $1`, lim)
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 	if err != nil {
 		return nil, db.fail("pending blob deletes", err)
 	}
@@ -497,7 +588,10 @@ const walkBatch = 1000
 func (db *DB) WalkInstances(ctx context.Context, fn func(*store.Instance) error) error {
 	var after int64
 	for {
-		rows, _ := db.pool.Query(ctx, `
+		var batch []store.Instance
+		last := after
+		err := db.read(ctx, func() (err error) {
+			rows, _ := db.pool.Query(ctx, `
 SELECT i.pk, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, st.study_instance_uid,
 	p.patient_id, i.blob_key, i.size, i.blob_checksum
 FROM instance i
@@ -505,12 +599,13 @@ JOIN series se ON se.pk = i.series_fk
 JOIN study st ON st.pk = se.study_fk
 JOIN patient p ON p.pk = st.patient_fk
 WHERE i.pk > $1 ORDER BY i.pk LIMIT $2`, after, walkBatch)
-		last := after
-		batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Instance, error) {
-			var in store.Instance
-			err := r.Scan(&last, &in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.StudyInstanceUID,
-				&in.PatientID, &in.BlobKey, &in.Size, &in.Checksum)
-			return in, err
+			batch, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Instance, error) {
+				var in store.Instance
+				err := r.Scan(&last, &in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.StudyInstanceUID,
+					&in.PatientID, &in.BlobKey, &in.Size, &in.Checksum)
+				return in, err
+			})
+			return err
 		})
 		if err != nil {
 			return db.fail("walk instances", err)
@@ -550,11 +645,15 @@ func (db *DB) DeleteRecorded(ctx context.Context, uids []string, note []byte) (i
 
 // RecordedDeletions implements store.DeletionRecorder.
 func (db *DB) RecordedDeletions(ctx context.Context) ([]store.RecordedDeletion, error) {
-	rows, _ := db.pool.Query(ctx, `SELECT pk, note FROM recorded_deletion ORDER BY pk`)
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.RecordedDeletion, error) {
-		var d store.RecordedDeletion
-		err := r.Scan(&d.ID, &d.Note)
-		return d, err
+	var out []store.RecordedDeletion
+	err := db.read(ctx, func() (err error) {
+		rows, _ := db.pool.Query(ctx, `SELECT pk, note FROM recorded_deletion ORDER BY pk`)
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.RecordedDeletion, error) {
+			var d store.RecordedDeletion
+			err := r.Scan(&d.ID, &d.Note)
+			return d, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, db.fail("recorded deletions", err)
@@ -638,7 +737,9 @@ func (db *DB) ReleaseNodeHolds(ctx context.Context, node string) error {
 // DeletesHeld implements store.DeleteHolder.
 func (db *DB) DeletesHeld(ctx context.Context) (bool, error) {
 	var held bool
-	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM delete_hold WHERE expires_at > clock_timestamp())`).Scan(&held)
+	err := db.read(ctx, func() error {
+		return db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM delete_hold WHERE expires_at > clock_timestamp())`).Scan(&held)
+	})
 	if err != nil {
 		return false, db.fail("deletes held", err)
 	}

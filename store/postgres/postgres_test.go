@@ -267,6 +267,63 @@ func TestUnavailable(t *testing.T) {
 	}
 }
 
+// TestRestartBetweenCalls: a server restarted between two calls leaves
+// the pool with connections it closed; the next calls run on new ones
+// and succeed, however soon they come.
+func TestRestartBetweenCalls(t *testing.T) {
+	ctx := context.Background()
+	pg := harness.NewPostgres(t)
+	db, err := Open(ctx, pg.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for round := range 3 {
+		// Several connections in the pool, each used a moment ago.
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := db.Put(ctx, storetest.Sample(round*10+i, 1, 1)); err != nil {
+					t.Errorf("Put: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		restart := pg.Restart
+		if round == 2 {
+			restart = func() error {
+				if err := pg.Kill(); err != nil {
+					return err
+				}
+				return pg.Start()
+			}
+		}
+		if err := restart(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				in := storetest.Sample(100+round*10+i, 1, 1)
+				if _, err := db.Put(ctx, in); err != nil {
+					t.Errorf("Put right after a restart: %v", err)
+				}
+				if _, err := db.Get(ctx, in.SOPInstanceUID); err != nil {
+					t.Errorf("Get right after a restart: %v", err)
+				}
+				q := store.Query{Level: store.LevelStudy}
+				if err := db.Query(ctx, &q, func(store.Match) error { return nil }); err != nil {
+					t.Errorf("Query right after a restart: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
 // TestEnvironment: what the URL leaves out comes from libpq's
 // environment variables and password file, as pgx reads them: here the
 // socket, the database, the user and its password.

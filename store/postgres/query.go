@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -537,42 +538,62 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 			break
 		}
 	}
-	rows, err := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
-	if err != nil {
-		return db.fail("query", err)
-	}
-	defer rows.Close()
 	vals := make([]string, len(kws))
 	ptrs := make([]any, len(kws))
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return db.fail("query", err)
-		}
-		m := make(store.Match, len(kws))
-		for i, kw := range kws {
-			v := vals[i]
-			if i >= seqStart && v == "[]" {
-				v = ""
-			}
-			if i < seqStart && columns[kw].in != "" && v != "" {
-				parts := strings.Split(v, ",")
-				slices.Sort(parts)
-				v = strings.Join(parts, `\`)
-			}
-			m[kw] = v
-		}
-		if err := fn(m); err != nil {
+	// Run again on a connection failure only while nothing was passed on.
+	delivered := false
+	var fnErr error
+	err = db.read(ctx, func() error {
+		rows, err := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
+		if err != nil {
 			return err
 		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := rows.Scan(ptrs...); err != nil {
+				return err
+			}
+			m := make(store.Match, len(kws))
+			for i, kw := range kws {
+				v := vals[i]
+				if i >= seqStart && v == "[]" {
+					v = ""
+				}
+				if i < seqStart && columns[kw].in != "" && v != "" {
+					parts := strings.Split(v, ",")
+					slices.Sort(parts)
+					v = strings.Join(parts, `\`)
+				}
+				m[kw] = v
+			}
+			delivered = true
+			if err := fn(m); err != nil {
+				fnErr = err
+				return nil
+			}
+		}
+		if err := rows.Err(); err != nil && delivered {
+			return fmt.Errorf("%w: %w", errPartial, err)
+		} else if err != nil {
+			return err
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
 	}
-	if err := rows.Err(); err != nil {
+	if err != nil {
 		return db.fail("query", err)
 	}
 	return nil
 }
+
+// errPartial marks a read that failed after passing rows on: it is not
+// run again.
+var errPartial = errors.New("the connection failed during the answer")
 
 // instanceOrder orders instances by study, series and instance number (as
 // an integer: its leading digits, 0 without; the SQLite index's CAST), then
@@ -609,17 +630,21 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 	if err != nil {
 		return err
 	}
-	rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
 	type row struct {
 		in store.Instance
 		pk int64
 	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-		var x row
-		err := r.Scan(&x.in.SOPInstanceUID, &x.in.SOPClassUID, &x.in.TransferSyntaxUID, &x.in.InstanceNumber,
-			&x.in.SeriesInstanceUID, &x.in.Modality, &x.in.StudyInstanceUID, &x.in.PatientID, &x.in.IssuerOfPatientID,
-			&x.in.BlobKey, &x.in.Size, &x.pk)
-		return x, err
+	var list []row
+	err = db.read(ctx, func() (err error) {
+		rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
+		list, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			err := r.Scan(&x.in.SOPInstanceUID, &x.in.SOPClassUID, &x.in.TransferSyntaxUID, &x.in.InstanceNumber,
+				&x.in.SeriesInstanceUID, &x.in.Modality, &x.in.StudyInstanceUID, &x.in.PatientID, &x.in.IssuerOfPatientID,
+				&x.in.BlobKey, &x.in.Size, &x.pk)
+			return x, err
+		})
+		return err
 	})
 	if err != nil {
 		return db.fail("instances", err)
@@ -631,13 +656,17 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 			for i := start; i < end; i++ {
 				pks = append(pks, list[i].pk)
 			}
-			mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
 			byPK := make(map[int64][]byte, end-start)
-			var pk int64
-			var b []byte
-			_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
-				byPK[pk] = b
-				return nil
+			err := db.read(ctx, func() error {
+				clear(byPK)
+				mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
+				var pk int64
+				var b []byte
+				_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
+					byPK[pk] = b
+					return nil
+				})
+				return err
 			})
 			if err != nil {
 				return db.fail("instances", err)

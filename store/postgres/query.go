@@ -56,7 +56,8 @@ type column struct {
 	noMatch bool
 }
 
-// The counts are counted (see schema.go), by index.
+// The counts are counted (see schema.go), by index, and only when asked
+// for (costly: Query.Return lists them, or is nil).
 const (
 	patientStudies   = "(SELECT count(*) FROM study x WHERE x.patient_fk = p.pk)::text"
 	patientSeries    = "(SELECT count(*) FROM study x JOIN series y ON y.study_fk = x.pk WHERE x.patient_fk = p.pk)::text"
@@ -73,9 +74,9 @@ var columns = map[string]column{
 	"IssuerOfPatientID":               {level: store.LevelPatient, expr: "p.issuer_of_patient_id", vr: "LO"},
 	"PatientBirthDate":                {level: store.LevelPatient, expr: "p.patient_birth_date", vr: "DA"},
 	"PatientSex":                      {level: store.LevelPatient, expr: "p.patient_sex", vr: "CS"},
-	"NumberOfPatientRelatedStudies":   {level: store.LevelPatient, expr: patientStudies, vr: "IS", noMatch: true},
-	"NumberOfPatientRelatedSeries":    {level: store.LevelPatient, expr: patientSeries, vr: "IS", noMatch: true},
-	"NumberOfPatientRelatedInstances": {level: store.LevelPatient, expr: patientInstances, vr: "IS", noMatch: true},
+	"NumberOfPatientRelatedStudies":   {level: store.LevelPatient, expr: patientStudies, vr: "IS", noMatch: true, costly: true},
+	"NumberOfPatientRelatedSeries":    {level: store.LevelPatient, expr: patientSeries, vr: "IS", noMatch: true, costly: true},
+	"NumberOfPatientRelatedInstances": {level: store.LevelPatient, expr: patientInstances, vr: "IS", noMatch: true, costly: true},
 
 	// Study
 	"StudyInstanceUID":              {level: store.LevelStudy, expr: "st.study_instance_uid", vr: "UI"},
@@ -85,8 +86,8 @@ var columns = map[string]column{
 	"StudyID":                       {level: store.LevelStudy, expr: "st.study_id", vr: "SH"},
 	"StudyDescription":              {level: store.LevelStudy, expr: "st.study_description", vr: "LO"},
 	"ReferringPhysicianName":        {level: store.LevelStudy, expr: "st.referring_physician_name", norm: "st.referring_physician_name_norm", vr: "PN"},
-	"NumberOfStudyRelatedSeries":    {level: store.LevelStudy, expr: studySeries, vr: "IS", noMatch: true},
-	"NumberOfStudyRelatedInstances": {level: store.LevelStudy, expr: studyInstances, vr: "IS", noMatch: true},
+	"NumberOfStudyRelatedSeries":    {level: store.LevelStudy, expr: studySeries, vr: "IS", noMatch: true, costly: true},
+	"NumberOfStudyRelatedInstances": {level: store.LevelStudy, expr: studyInstances, vr: "IS", noMatch: true, costly: true},
 	"ModalitiesInStudy": {level: store.LevelStudy, vr: "CS", costly: true,
 		expr: "(SELECT coalesce(string_agg(DISTINCT x.modality, ','), '') FROM series x WHERE x.study_fk = st.pk AND x.modality <> '')",
 		in:   "st.pk IN (SELECT x.study_fk FROM series x WHERE %s)", col: "x.modality"},
@@ -103,7 +104,7 @@ var columns = map[string]column{
 	"SeriesTime":                      {level: store.LevelSeries, expr: "se.series_time", vr: "TM"},
 	"BodyPartExamined":                {level: store.LevelSeries, expr: "se.body_part_examined", vr: "CS"},
 	"PerformedProcedureStepStartDate": {level: store.LevelSeries, expr: "se.performed_procedure_step_start_date", vr: "DA"},
-	"NumberOfSeriesRelatedInstances":  {level: store.LevelSeries, expr: seriesInstances, vr: "IS", noMatch: true},
+	"NumberOfSeriesRelatedInstances":  {level: store.LevelSeries, expr: seriesInstances, vr: "IS", noMatch: true, costly: true},
 
 	// Image
 	"SOPInstanceUID":             {level: store.LevelImage, expr: "i.sop_instance_uid", vr: "UI"},

@@ -4,8 +4,9 @@
 // pgx, so that libpq's PG* environment variables (PGHOST, PGUSER,
 // PGPASSWORD, PGSSLMODE, ...) and password file (~/.pgpass, PGPASSFILE)
 // fill in what the URL leaves out, and the pool's own settings ride in it
-// (pool_max_conns, default 16; pool_min_conns, pool_max_conn_lifetime, ...). Keep the
-// password out of the URL: ward.toml is no place for a secret.
+// (pool_max_conns, default 16; pool_min_conns, pool_max_conn_lifetime,
+// ...). Keep the password out of the URL: ward.toml is no place for a
+// secret.
 //
 // Open brings the schema up to date (versioned migrations in
 // schema_migrations) under a transaction-scoped advisory lock, so that any
@@ -23,9 +24,13 @@
 // Parent rows whose values do not change are not written, so the stores
 // of one series on several nodes do not queue on its row.
 //
-// Failures of the connection or of the server (refused, reset, shut
-// down, restarting, too many clients) and races still lost after the
-// retries are wrapped in store.ErrUnavailable: the archive answers them
+// A transaction or read whose connection failed before its COMMIT (a
+// pooled connection the server closed when it restarted) runs again on
+// another connection, a few times within about a second; one that failed
+// during COMMIT is not run again (it may have committed). Failures of the
+// connection or of the server (refused, reset, shut down, restarting,
+// too many clients) that remain, and races still lost after the retries,
+// are wrapped in store.ErrUnavailable: the archive answers them
 // with a transient status, and the caller may try again. A full disk on
 // the server matches syscall.ENOSPC, an I/O error syscall.EIO.
 //
@@ -44,7 +49,11 @@
 //     this index. Back up a PostgreSQL index with the database's own
 //     tools (pg_dump, or base backups and WAL archiving such as
 //     pgBackRest), and the objects with the bucket's versioning or
-//     replication (docs/scale-out.md).
+//     replication (docs/configuration.md, PostgreSQL index).
+//
+// Queries (query.go) match as the SQLite index does and are planned by
+// the server for the values of each run; TestQueryPlans checks that the
+// common ones read through indexes.
 package postgres
 
 import (

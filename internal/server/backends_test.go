@@ -20,7 +20,11 @@ import (
 
 // TestMain stops what the harness started for the package's tests (the
 // PostgreSQL cluster of the backend matrix).
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	harness.Cleanup()
+	os.Exit(code)
+}
 
 // TestBackendMatrix runs the store conformance suite over every pairing
 // of the backends this file's sibling, backends.go, composes, and checks

@@ -276,6 +276,12 @@ func (ar *Archive) blobChecksum(ctx context.Context, key string) (string, int64,
 	return cw.checksum(), cw.n, err
 }
 
+// Queued is the work waiting after responses, for metrics: stored objects
+// whose publication (and the deletion of the object each replaced) waits
+// for the after loop, and stored objects whose metadata waits to be
+// computed (metadata.go). Call it between Open and Close.
+func (ar *Archive) Queued() (after, metadata int) { return len(ar.after), len(ar.metaJobs) }
+
 // Close finishes the work queued after responses. The stores stay open.
 func (ar *Archive) Close() {
 	if ar.after != nil {

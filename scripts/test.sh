@@ -25,6 +25,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # they need /dev/fuse, not fusermount (no fuse3 package).
 { command -v mkfs.ext4 || test -x /usr/sbin/mkfs.ext4; } >/dev/null 2>&1 || need+=(e2fsprogs)
 { command -v rsyslogd || test -x /usr/sbin/rsyslogd; } >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog rsyslog-gnutls)
+# HAProxy: the load balancer's readiness check (test/interop/metrics_test.go).
+{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || need+=(haproxy)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -47,6 +49,13 @@ if ! command -v hydra >/dev/null 2>&1 && [ ! -x "$gobin/hydra" ]; then
   echo "building ORY Hydra for the single sign-on test"
   mkdir -p "$gobin"
   (cd test/tools && go build -tags sqlite,sqlite_omit_load_extension -o "$gobin/hydra" github.com/ory/hydra/v2)
+fi
+# versitygw, the S3-compatible object store of the S3 blobs tests
+# (test/tools/tools.md).
+if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
+  echo "building versitygw for the S3 tests"
+  mkdir -p "$gobin"
+  (cd test/tools/s3 && go build -o "$gobin/versitygw" github.com/versity/versitygw/cmd/versitygw)
 fi
 # dicomweb-client for test/interop, from the lock file; no install scripts
 # run (nothing such as a browser is downloaded).

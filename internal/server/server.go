@@ -89,9 +89,6 @@ type Server struct {
 	refusers chan struct{}
 	refusals refusalLog
 	firstPDU time.Duration
-	// dicomBalancers are the load balancers whose connections to the
-	// DIMSE listeners open with a PROXY header (proxy.go).
-	dicomBalancers balancers
 	audit    *audit.Log // nil when [audit] enabled = false
 	// Operations: the metrics (metrics.go), readiness and the metrics
 	// listener (health.go).
@@ -112,6 +109,10 @@ type Server struct {
 	// last put in effect (Config until then), under reloadMu.
 	reloadMu sync.Mutex
 	loaded   *config.Config
+
+	// dicomBalancers are the load balancers whose connections to the
+	// DIMSE listeners open with a PROXY header (proxy.go).
+	dicomBalancers balancers
 
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}

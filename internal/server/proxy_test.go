@@ -425,3 +425,61 @@ func FuzzProxyHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestConnGateBalancer: a balancer's connection counts in the total at
+// once, and against the client's address (and as a stranger's) once its
+// header is read; what it holds comes back when it is done.
+func TestConnGateBalancer(t *testing.T) {
+	client := netip.MustParseAddr("192.0.2.7")
+	g := newConnGate(4, 1, 1, 10)
+	a, why := g.enterBalancer()
+	if why != admitted {
+		t.Fatal(why)
+	}
+	if why := a.rebind(client, false); why != admitted {
+		t.Fatalf("first from %s: %s", client, why)
+	}
+	b, _ := g.enterBalancer()
+	if why := b.rebind(client, false); why != overSource {
+		t.Fatalf("second from %s, over max_pending_per_source: %s", client, why)
+	}
+	// b, refused, stays counted in the total until done.
+	c, _ := g.enterBalancer()
+	if why := c.rebind(netip.MustParseAddr("192.0.2.8"), false); why != admitted {
+		t.Fatal(why)
+	}
+	d, _ := g.enterBalancer()
+	if _, why := g.enterBalancer(); why != overPending {
+		t.Fatalf("fifth pending: %s, want max_pending", why)
+	}
+	// Two strangers so far (a's and c's clients), of the 4-1 places
+	// strangers may hold: d's client is the third.
+	if why := d.rebind(netip.MustParseAddr("192.0.2.9"), false); why != admitted {
+		t.Fatal(why)
+	}
+	for _, p := range []*pass{a, b, c, d} {
+		p.done()
+	}
+	if pending, _ := g.counts(); pending != 0 || len(g.bySource) != 0 || g.strangers != 0 {
+		t.Fatalf("after done: pending %d, by source %v, strangers %d", pending, g.bySource, g.strangers)
+	}
+	// The strangers' limit applies after the header.
+	g = newConnGate(3, 3, 1, 10)
+	var held []*pass
+	for i := range 2 {
+		p, _ := g.enterBalancer()
+		if why := p.rebind(netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), false); why != admitted {
+			t.Fatal(why)
+		}
+		held = append(held, p)
+	}
+	p, _ := g.enterBalancer()
+	if why := p.rebind(netip.MustParseAddr("192.0.2.20"), false); why != overPending {
+		t.Fatalf("a third stranger with one place reserved: %s", why)
+	}
+	p.done()
+	p, _ = g.enterBalancer()
+	if why := p.rebind(netip.MustParseAddr("192.0.2.21"), true); why != admitted {
+		t.Fatalf("a peer's source in the reserve: %s", why)
+	}
+}

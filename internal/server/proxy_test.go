@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -482,4 +484,58 @@ func TestConnGateBalancer(t *testing.T) {
 	if why := p.rebind(netip.MustParseAddr("192.0.2.21"), true); why != admitted {
 		t.Fatalf("a peer's source in the reserve: %s", why)
 	}
+}
+
+// TestSilentBalancerConnectionsBounded: connections from a listed
+// balancer that never send their header hold pending places (so, at most
+// max_pending of them, and a goroutine each), are closed at
+// first_pdu_timeout, and give their places back.
+func TestSilentBalancerConnectionsBounded(t *testing.T) {
+	s, _ := testServer(t, func(c *config.Config) {
+		c.DICOM.ProxyFrom = []string{"127.0.0.3"}
+		c.DICOM.MaxPending = 4
+		c.DICOM.PendingPeerReserve = -1
+		c.DICOM.FirstPDUTimeout.Duration = time.Second
+	}, nil)
+	addr := s.Addr().String()
+	var silent []net.Conn
+	for range 4 {
+		c, err := balancerDial(t.Context(), addr, "127.0.0.3", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	waitCounts := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if p, _ := s.gate.counts(); p == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				p, _ := s.gate.counts()
+				t.Fatalf("pending %d, want %d", p, want)
+			}
+		}
+	}
+	waitCounts(4)
+	// A fifth is closed at once, before any header is read.
+	c, err := balancerDial(t.Context(), addr, "127.0.0.3", proxyHeader(t, 2, "192.0.2.7:5000", addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(900 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("a fifth connection over max_pending: %v, want it closed", err)
+	}
+	// The silent ones are closed at first_pdu_timeout.
+	for _, c := range silent {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a silent balancer connection: %v, want it closed by Ward", err)
+		}
+	}
+	waitCounts(0)
 }

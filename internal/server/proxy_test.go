@@ -539,3 +539,44 @@ func TestSilentBalancerConnectionsBounded(t *testing.T) {
 	}
 	waitCounts(0)
 }
+
+// TestBalancerIsNotLoopback: a plain loopback listener behind a balancer
+// on the same machine is no longer a door for remote clients: the
+// plaintext rule judges the client's address (before, every client was
+// the balancer's 127.0.0.x and passed), and the loopback any-AE opt-in
+// does not apply through the balancer.
+func TestBalancerIsNotLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		plain []string
+		aet   string
+		ok    bool
+	}{
+		{"remote client, no plaintext_networks", nil, "REMOTE", false},
+		{"remote client in plaintext_networks", []string{"192.0.2.0/24"}, "REMOTE", true},
+		{"any-AE through the balancer", []string{"192.0.2.0/24"}, "STRANGER", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := testServer(t, func(c *config.Config) {
+				c.DICOM.ProxyFrom = []string{"127.0.0.3"}
+				c.DICOM.LoopbackAnyAE = true
+				c.DICOM.PlaintextNetworks = tc.plain
+				c.Peers = []config.Peer{{AETitle: "REMOTE", Networks: []string{"192.0.2.0/24"}, Allow: []string{"echo"}}}
+			}, nil)
+			addr := s.Addr().String()
+			c, err := balancerDial(t.Context(), addr, "127.0.0.3", proxyHeader(t, 2, "192.0.2.7:5000", addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = echoVia(t.Context(), c, tc.aet)
+			if tc.ok != (err == nil) {
+				t.Fatalf("C-ECHO as %s from 192.0.2.7 through the balancer: %v, want ok=%v", tc.aet, err, tc.ok)
+			}
+			// The same without a balancer's header: a loopback client may
+			// use the opt-in.
+			if err := echo(t.Context(), addr, "STRANGER", nil); err != nil {
+				t.Fatalf("any-AE from loopback directly: %v", err)
+			}
+		})
+	}
+}

@@ -215,7 +215,7 @@ func newMetrics(s *Server) *metrics {
 	}
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ward_dicom_connections_refused_total",
-		Help: "DIMSE connections refused at accept, before negotiation, by the limit that refused them (max_pending, max_pending_per_source, lockout).",
+		Help: "DIMSE connections refused at accept, before negotiation, by the limit that refused them (max_pending, max_pending_per_source, lockout), or closed for want of a PROXY header from a listed load balancer (proxy_header).",
 	}, []string{"reason"})
 	for r := gateRefusal(1); r < numGateRefusals; r++ {
 		m.gateRefused[r] = refused.WithLabelValues(r.String())

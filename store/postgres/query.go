@@ -596,24 +596,51 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 // run again.
 var errPartial = errors.New("the connection failed during the answer")
 
-// instanceOrder orders instances by study, series and instance number (as
-// an integer: its leading digits, 0 without; the SQLite index's CAST), then
-// key.
-const instanceOrder = `
-ORDER BY st.pk, se.pk, coalesce(substring(i.instance_number from '^\s*([-+]?[0-9]{1,18})')::bigint, 0), i.pk`
+// instanceNumber is the instance number as instances are ordered by it:
+// its leading digits as an integer, 0 without (the SQLite index's CAST).
+const instanceNumber = `coalesce(substring(i.instance_number from '^\s*([-+]?[0-9]{1,18})')::bigint, 0)`
 
-// instancesQuery builds the SELECT of Instances.
-func instancesQuery(q *store.Query) (string, []any, error) {
+// instanceOrder orders instances by study, series and instance number,
+// then key.
+const instanceOrder = `
+ORDER BY st.pk, se.pk, ` + instanceNumber + `, i.pk`
+
+// instancesPage is how many instances Instances reads per query.
+var instancesPage = 2000
+
+// instancesSeries builds the query of the series keys, with their
+// study's, that have instances matching q, in the order of Instances.
+func instancesSeries(q *store.Query) (string, []any, error) {
 	w, args, err := where(q)
 	if err != nil {
 		return "", nil, err
 	}
+	return number(`SELECT DISTINCT st.pk, se.pk FROM ` + from(store.LevelImage) + w + `
+ORDER BY st.pk, se.pk`), args, nil
+}
+
+// instancesQuery builds the SELECT of one page of Instances: up to limit
+// instances of the series keys given that come after the position
+// (study key, series key, instance number, instance key) in the order of
+// Instances.
+func instancesQuery(q *store.Query, series []int64, after [4]int64, limit int) (string, []any, error) {
+	w, args, err := where(q)
+	if err != nil {
+		return "", nil, err
+	}
+	if w == "" {
+		w = " WHERE "
+	} else {
+		w += " AND "
+	}
+	w += "se.pk = ANY (?::bigint[]) AND (st.pk, se.pk, " + instanceNumber + ", i.pk) > (?::bigint, ?::bigint, ?::bigint, ?::bigint)"
+	args = append(args, series, after[0], after[1], after[2], after[3])
 	query := `SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.instance_number,
 	se.series_instance_uid, se.modality, st.study_instance_uid, p.patient_id, p.issuer_of_patient_id,
-	i.blob_key, i.size, i.pk
-FROM ` + from(store.LevelImage) + w + instanceOrder
-	lim, limArgs := limitClause(q)
-	return number(query + lim), append(args, limArgs...), nil
+	i.blob_key, i.size, st.pk, se.pk, ` + instanceNumber + `, i.pk
+FROM ` + from(store.LevelImage) + w + instanceOrder + `
+LIMIT ?::bigint`
+	return number(query), append(args, int64(limit)), nil
 }
 
 // metadataBatch is how many instances' kept metadata one query reads.
@@ -626,60 +653,132 @@ const metadataBatch = 1000
 // and the kept metadata when q.WithMetadata asks: read after the rows, by
 // key, up to metadataBatch instances a query (one for most series), so
 // that sorting the rows does not carry it.
+//
+// Memory stays bounded whatever the number of instances, and no
+// connection or transaction is held while fn runs: one query reads the
+// keys of the matching series (16 bytes a series), then the instances
+// come in pages of instancesPage by keyset (after the last one passed
+// on), each page its own short read. So the walk is not one snapshot:
+//   - an instance stored during the walk in a series that had matches
+//     when it began appears if it sorts after the last one passed on;
+//     one in a new series does not;
+//   - an instance deleted before its page is read does not appear;
+//   - a replaced instance (it keeps its key) appears once, as its page
+//     reads it, unless the replacement moved it to another series or
+//     instance number: it may then be passed on twice (before and after)
+//     or not at all.
+//
+// Each object is whole: the blob key read with its row names the
+// complete object (blobs are write-once and deleted only after their
+// rows).
 func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
-	query, args, err := instancesQuery(q)
+	sq, sargs, err := instancesSeries(q)
 	if err != nil {
 		return err
 	}
-	type row struct {
-		in store.Instance
-		pk int64
-	}
-	var list []row
-	err = db.read(ctx, func() (err error) {
-		rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
-		list, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-			var x row
-			err := r.Scan(&x.in.SOPInstanceUID, &x.in.SOPClassUID, &x.in.TransferSyntaxUID, &x.in.InstanceNumber,
-				&x.in.SeriesInstanceUID, &x.in.Modality, &x.in.StudyInstanceUID, &x.in.PatientID, &x.in.IssuerOfPatientID,
-				&x.in.BlobKey, &x.in.Size, &x.pk)
-			return x, err
+	var series []int64 // series keys, each after its study key
+	err = db.read(ctx, func() error {
+		series = series[:0]
+		rows, _ := db.pool.Query(ctx, sq, append([]any{queryMode}, sargs...)...)
+		var st, se int64
+		_, err := pgx.ForEachRow(rows, []any{&st, &se}, func() error {
+			series = append(series, st, se)
+			return nil
 		})
 		return err
 	})
 	if err != nil {
 		return db.fail("instances", err)
 	}
-	for start := 0; start < len(list); start += metadataBatch {
-		end := min(start+metadataBatch, len(list))
-		if q.WithMetadata {
-			pks := make([]int64, 0, end-start)
-			for i := start; i < end; i++ {
-				pks = append(pks, list[i].pk)
-			}
-			byPK := make(map[int64][]byte, end-start)
-			err := db.read(ctx, func() error {
-				clear(byPK)
-				mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
-				var pk int64
-				var b []byte
-				_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
-					byPK[pk] = b
-					return nil
-				})
-				return err
+	type row struct {
+		in  store.Instance
+		pos [4]int64
+	}
+	skip, left := q.Offset, q.Limit // left 0: no limit
+	after := [4]int64{-1 << 63, -1 << 63, -1 << 63, -1 << 63}
+	keys := make([]int64, 0, instancesPage)
+	for next := 0; next < len(series); {
+		// The next page lies in the next instancesPage series: each has
+		// a match (unless deleted since).
+		keys = keys[:0]
+		for i := next; i < len(series) && len(keys) < instancesPage; i += 2 {
+			keys = append(keys, series[i+1])
+		}
+		n := instancesPage
+		if left > 0 {
+			n = min(n, skip+left)
+		}
+		query, args, err := instancesQuery(q, keys, after, n)
+		if err != nil {
+			return err
+		}
+		var page []row
+		err = db.read(ctx, func() (err error) {
+			rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
+			page, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+				var x row
+				err := r.Scan(&x.in.SOPInstanceUID, &x.in.SOPClassUID, &x.in.TransferSyntaxUID, &x.in.InstanceNumber,
+					&x.in.SeriesInstanceUID, &x.in.Modality, &x.in.StudyInstanceUID, &x.in.PatientID, &x.in.IssuerOfPatientID,
+					&x.in.BlobKey, &x.in.Size, &x.pos[0], &x.pos[1], &x.pos[2], &x.pos[3])
+				return x, err
 			})
-			if err != nil {
-				return db.fail("instances", err)
-			}
-			for i := start; i < end; i++ {
-				list[i].in.Metadata = byPK[list[i].pk]
+			return err
+		})
+		if err != nil {
+			return db.fail("instances", err)
+		}
+		if len(page) < n {
+			// The series of this page are done.
+			next += 2 * len(keys)
+		} else {
+			after = page[len(page)-1].pos
+			for next < len(series) && series[next+1] != after[1] {
+				next += 2
 			}
 		}
-		for i := start; i < end; i++ {
-			in := list[i].in
-			if err := fn(&in); err != nil {
-				return err
+		if skip >= len(page) {
+			skip -= len(page)
+			continue
+		}
+		page, skip = page[skip:], 0
+		if left > 0 && len(page) >= left {
+			page, next = page[:left], len(series)
+		}
+		if left > 0 {
+			left -= len(page)
+		}
+		for start := 0; start < len(page); start += metadataBatch {
+			end := min(start+metadataBatch, len(page))
+			if q.WithMetadata {
+				pks := make([]int64, 0, end-start)
+				for i := start; i < end; i++ {
+					pks = append(pks, page[i].pos[3])
+				}
+				byPK := make(map[int64][]byte, end-start)
+				err := db.read(ctx, func() error {
+					clear(byPK)
+					mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
+					var pk int64
+					var b []byte
+					_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
+						byPK[pk] = b
+						return nil
+					})
+					return err
+				})
+				if err != nil {
+					return db.fail("instances", err)
+				}
+				for i := start; i < end; i++ {
+					page[i].in.Metadata = byPK[page[i].pos[3]]
+				}
+			}
+			for i := start; i < end; i++ {
+				in := page[i].in
+				page[i].in.Metadata = nil
+				if err := fn(&in); err != nil {
+					return err
+				}
 			}
 		}
 	}

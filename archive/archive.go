@@ -676,7 +676,7 @@ func (t *teeReader) Read(p []byte) (int, error) {
 }
 
 // resourceError is a storage failure (ErrNoSpace for a full disk or quota,
-// else ErrStorage, which is transient: out of resources, 503) with a
+// ErrUnavailable for store.ErrUnavailable, else ErrStorage) with a
 // comment that fits an Error Comment (64 characters): the cause first, and
 // for store.ErrUnavailable that it may pass, then what failed in
 // brackets (a step, named the same for every backend: no "disk" for S3).
@@ -700,8 +700,11 @@ func resourceError(what string, err error) error {
 		comment = cause + " (" + what + ")"
 	}
 	kind := ErrStorage
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
 		kind = ErrNoSpace
+	case errors.Is(err, store.ErrUnavailable):
+		kind = ErrUnavailable
 	}
 	return &Error{Kind: kind, Comment: comment, Err: err}
 }

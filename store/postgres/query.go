@@ -317,7 +317,7 @@ ORDER BY st.pk, se.pk`), args, nil
 // instances of the series keys given that come after the position
 // (study key, series key, instance number, instance key) in the order of
 // Instances.
-func instancesQuery(q *store.Query, series []int64, after [4]int64, limit int) (string, []any, error) {
+func instancesQuery(q *store.Query, series []int64, after sqlmatch.Position, limit int) (string, []any, error) {
 	w, args, err := where(q)
 	if err != nil {
 		return "", nil, err
@@ -348,21 +348,10 @@ const metadataBatch = 1000
 // key, up to metadataBatch instances a query (one for most series), so
 // that sorting the rows does not carry it.
 //
-// Memory stays bounded whatever the number of instances, and no
-// connection or transaction is held while fn runs: one query reads the
-// keys of the matching series (16 bytes a series), then the instances
-// come in pages of instancesPage by keyset (after the last one passed
-// on), each page its own short read. So the walk is not one snapshot:
-//   - an instance stored during the walk in a series that had matches
-//     when it began appears if it sorts after the last one passed on;
-//     one in a new series does not;
-//   - an instance deleted before its page is read does not appear;
-//   - a replaced instance (it keeps its key) appears once, as its page
-//     reads it, unless the replacement moved it to another series or
-//     instance number: it may then be passed on twice (before and after)
-//     or not at all.
-//
-// Each object is whole: the blob key read with its row names the
+// The instances are read in pages of instancesPage (sqlmatch.Paging,
+// which says what a walk sees of concurrent changes), each page its own
+// short read: memory stays bounded and no connection is held while fn
+// runs. Each object is whole: the blob key read with its row names the
 // complete object (blobs are write-once and deleted only after their
 // rows).
 func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
@@ -384,97 +373,74 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 	if err != nil {
 		return db.fail("instances", err)
 	}
-	type row struct {
-		in  store.Instance
-		pos [4]int64
-	}
-	skip, left := q.Offset, q.Limit // left 0: no limit
-	after := [4]int64{-1 << 63, -1 << 63, -1 << 63, -1 << 63}
-	keys := make([]int64, 0, instancesPage)
-	for next := 0; next < len(series); {
-		// The next page lies in the next instancesPage series: each has
-		// a match (unless deleted since).
-		keys = keys[:0]
-		for i := next; i < len(series) && len(keys) < instancesPage; i += 2 {
-			keys = append(keys, series[i+1])
-		}
-		n := instancesPage
-		if left > 0 {
-			n = min(n, skip+left)
-		}
+	p := sqlmatch.Paging{PageSize: instancesPage, Offset: q.Offset, Limit: q.Limit}
+	p.Read = func(keys []int64, after sqlmatch.Position, n int) ([]sqlmatch.Row, error) {
 		query, args, err := instancesQuery(q, keys, after, n)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		var page []row
+		var page []sqlmatch.Row
 		err = db.read(ctx, func() (err error) {
 			rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
-			page, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-				var x row
-				err := r.Scan(&x.in.SOPInstanceUID, &x.in.SOPClassUID, &x.in.TransferSyntaxUID, &x.in.InstanceNumber,
-					&x.in.SeriesInstanceUID, &x.in.Modality, &x.in.StudyInstanceUID, &x.in.PatientID, &x.in.IssuerOfPatientID,
-					&x.in.BlobKey, &x.in.Size, &x.pos[0], &x.pos[1], &x.pos[2], &x.pos[3])
+			page, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (sqlmatch.Row, error) {
+				var x sqlmatch.Row
+				in := &x.Instance
+				err := r.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
+					&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
+					&in.BlobKey, &in.Size, &x.Pos[0], &x.Pos[1], &x.Pos[2], &x.Pos[3])
 				return x, err
 			})
 			return err
 		})
 		if err != nil {
-			return db.fail("instances", err)
+			return nil, db.fail("instances", err)
 		}
-		if len(page) < n {
-			// The series of this page are done.
-			next += 2 * len(keys)
-		} else {
-			after = page[len(page)-1].pos
-			for next < len(series) && series[next+1] != after[1] {
-				next += 2
-			}
-		}
-		if skip >= len(page) {
-			skip -= len(page)
-			continue
-		}
-		page, skip = page[skip:], 0
-		if left > 0 && len(page) >= left {
-			page, next = page[:left], len(series)
-		}
-		if left > 0 {
-			left -= len(page)
-		}
+		return page, nil
+	}
+	p.Deliver = func(page []sqlmatch.Row) error {
 		for start := 0; start < len(page); start += metadataBatch {
 			end := min(start+metadataBatch, len(page))
 			if q.WithMetadata {
-				pks := make([]int64, 0, end-start)
-				for i := start; i < end; i++ {
-					pks = append(pks, page[i].pos[3])
-				}
-				byPK := make(map[int64][]byte, end-start)
-				err := db.read(ctx, func() error {
-					clear(byPK)
-					mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
-					var pk int64
-					var b []byte
-					_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
-						byPK[pk] = b
-						return nil
-					})
+				if err := db.metadata(ctx, page[start:end]); err != nil {
 					return err
-				})
-				if err != nil {
-					return db.fail("instances", err)
-				}
-				for i := start; i < end; i++ {
-					page[i].in.Metadata = byPK[page[i].pos[3]]
 				}
 			}
 			for i := start; i < end; i++ {
-				in := page[i].in
-				page[i].in.Metadata = nil
+				in := page[i].Instance
+				page[i].Instance.Metadata = nil
 				if err := fn(&in); err != nil {
 					return err
 				}
 			}
 		}
+		return nil
+	}
+	return p.Walk(series)
+}
+
+// metadata sets the kept metadata of rows, read in one query.
+func (db *DB) metadata(ctx context.Context, rows []sqlmatch.Row) error {
+	pks := make([]int64, len(rows))
+	for i := range rows {
+		pks[i] = rows[i].Pos[3]
+	}
+	byPK := make(map[int64][]byte, len(rows))
+	err := db.read(ctx, func() error {
+		clear(byPK)
+		mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
+		var pk int64
+		var b []byte
+		_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
+			byPK[pk] = b
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return db.fail("instances", err)
+	}
+	for i := range rows {
+		rows[i].Instance.Metadata = byPK[rows[i].Pos[3]]
 	}
 	return nil
 }

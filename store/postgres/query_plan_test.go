@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/sqlmatch"
 	"github.com/ward-pacs/ward/store/storetest"
 )
 
@@ -137,7 +138,7 @@ func TestQueryPlans(t *testing.T) {
 				t.Fatal(err)
 			}
 			db.checkPlan(t, "Instances series", query, args, false)
-			query, args, err = instancesQuery(&q, []int64{77, 78}, [4]int64{77, 77, 3, 7700}, instancesPage)
+			query, args, err = instancesQuery(&q, []int64{77, 78}, sqlmatch.Position{77, 77, 3, 7700}, instancesPage)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ward-pacs/ward/store"
@@ -235,18 +236,61 @@ func (db *DB) queryCached(ctx context.Context, query string, args []any) (*sql.R
 	return st.QueryContext(ctx, args...)
 }
 
-// instancesQuery builds the SELECT of Instances.
-func instancesQuery(q *store.Query) (string, []any, error) {
+// instanceNumber is the instance number as instances are ordered by it.
+const instanceNumber = `CAST(i.instance_number AS INTEGER)`
+
+// instanceOrder orders instances by study, series and instance number,
+// then key.
+const instanceOrder = `
+ORDER BY st.pk, se.pk, ` + instanceNumber + `, i.pk`
+
+// instancesPage is how many instances Instances reads per query.
+var instancesPage = 2000
+
+// instancesSeries builds the query of the series keys, with their
+// study's, of the instances matching q, in the order of Instances: one
+// row per instance (with DISTINCT, SQLite's planner would scan the
+// series table), made distinct as they are read.
+func instancesSeries(q *store.Query) (string, []any, error) {
 	w, args, err := where(q)
 	if err != nil {
 		return "", nil, err
 	}
+	// With keys, "+" keeps the order from choosing the plan (a scan of
+	// the studies in key order): the keys' index finds the matches.
+	order := " ORDER BY st.pk, se.pk"
+	if w != "" {
+		order = " ORDER BY +st.pk, +se.pk"
+	}
+	return `SELECT st.pk, se.pk FROM ` + sqlmatch.From(store.LevelImage) + w + order, args, nil
+}
+
+// instancesQuery builds the SELECT of one page of Instances: up to limit
+// instances of the series keys given (one parameter, a JSON array, so
+// that every page runs the one cached statement of its query's shape)
+// that come after pos in the order of Instances.
+func instancesQuery(q *store.Query, series []int64, pos sqlmatch.Position, limit int) (string, []any, error) {
+	w, args, err := where(q)
+	if err != nil {
+		return "", nil, err
+	}
+	if w == "" {
+		w = " WHERE "
+	} else {
+		w += " AND "
+	}
+	w += "se.pk IN (SELECT value FROM json_each(?)) AND (st.pk, se.pk, " + instanceNumber + ", i.pk) > (?, ?, ?, ?)"
+	keys := make([]string, len(series))
+	for i, k := range series {
+		keys[i] = strconv.FormatInt(k, 10)
+	}
+	args = append(args, "["+strings.Join(keys, ",")+"]", pos[0], pos[1], pos[2], pos[3])
 	query := `SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.instance_number,
 	se.series_instance_uid, se.modality, st.study_instance_uid, p.patient_id, p.issuer_of_patient_id,
-	i.blob_key, i.size` + metadataJoin(q) + w + `
-ORDER BY st.pk, se.pk, CAST(i.instance_number AS INTEGER), i.pk`
-	lim, limArgs := limitClause(q)
-	return query + lim, append(args, limArgs...), nil
+	i.blob_key, i.size, st.pk, se.pk, ` + instanceNumber + `, i.pk
+FROM ` + sqlmatch.From(store.LevelImage) + w + instanceOrder + `
+LIMIT ?`
+	return query, append(args, limit), nil
 }
 
 // limitClause is the LIMIT/OFFSET of q ("" for neither) and its
@@ -267,117 +311,122 @@ func limitClause(q *store.Query) (string, []any) {
 	return "", nil
 }
 
-// metadataJoin is the FROM clause of instancesQuery, with the instance's
-// key as last column when q asks for the kept metadata (read apart, so
-// that sorting the rows does not carry it: see instancesWithMetadata).
-func metadataJoin(q *store.Query) string {
-	if q.WithMetadata {
-		return `, i.pk
-FROM ` + sqlmatch.From(store.LevelImage)
-	}
-	return "\nFROM " + sqlmatch.From(store.LevelImage)
-}
-
 // Instances implements store.Querier: the instances under the matches of q,
 // ordered by study, series and instance number. Only the identifying and
 // storage fields of each Instance are set (UIDs, transfer syntax, instance
 // number, modality, patient ID and issuer, blob key and size), and the
-// kept metadata when q.WithMetadata asks.
+// kept metadata when q.WithMetadata asks: read after each page's rows, by
+// key, metadataBatch at a time (sorting the rows with the metadata would
+// spill the sort to temporary files).
+//
+// The instances are read in pages of instancesPage (sqlmatch.Paging,
+// which says what a walk sees of concurrent changes), each page its own
+// read: memory stays bounded, and no read transaction stays open while
+// fn runs (one would hold a connection and keep checkpoints from
+// resetting the write-ahead log for the whole of a long C-MOVE).
 func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
-	if q.WithMetadata {
-		return db.instancesWithMetadata(ctx, q, fn)
-	}
-	query, args, err := instancesQuery(q)
+	sq, sargs, err := instancesSeries(q)
 	if err != nil {
 		return err
 	}
-	rows, err := db.rdb.QueryContext(ctx, query, args...)
+	rows, err := db.queryCached(ctx, sq, sargs)
 	if err != nil {
 		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
 	}
-	defer rows.Close()
+	var series []int64 // series keys, each after its study key
 	for rows.Next() {
-		var in store.Instance
-		if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
-			&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
-			&in.BlobKey, &in.Size); err != nil {
-			return fmt.Errorf("sqlite: instances: %w", err)
-		}
-		if err := fn(&in); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
-	}
-	return nil
-}
-
-// metadataBatch is how many instances' kept metadata one query reads.
-const metadataBatch = 256
-
-// instancesWithMetadata is Instances with the kept metadata: the rows
-// first (small; sorting them with the metadata would spill the sort to
-// temporary files), then their metadata by key, a batch at a time, each
-// batch handed to fn in order.
-func (db *DB) instancesWithMetadata(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
-	query, args, err := instancesQuery(q)
-	if err != nil {
-		return err
-	}
-	rows, err := db.rdb.QueryContext(ctx, query, args...)
-	if err != nil {
-		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
-	}
-	var list []*store.Instance
-	var pks []any
-	for rows.Next() {
-		var in store.Instance
-		var pk int64
-		if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
-			&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
-			&in.BlobKey, &in.Size, &pk); err != nil {
+		var st, se int64
+		if err := rows.Scan(&st, &se); err != nil {
 			rows.Close()
 			return fmt.Errorf("sqlite: instances: %w", err)
 		}
-		list = append(list, &in)
-		pks = append(pks, pk)
+		if n := len(series); n == 0 || series[n-1] != se || series[n-2] != st {
+			series = append(series, st, se)
+		}
 	}
 	err = rows.Err()
 	rows.Close()
 	if err != nil {
 		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
 	}
-	for start := 0; start < len(list); start += metadataBatch {
-		end := min(start+metadataBatch, len(list))
-		byPK := make(map[int64][]byte, end-start)
-		mq := `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk IN (?` +
-			strings.Repeat(",?", end-start-1) + `)`
-		mrows, err := db.queryCached(ctx, mq, pks[start:end])
+	p := sqlmatch.Paging{PageSize: instancesPage, Offset: q.Offset, Limit: q.Limit}
+	p.Read = func(keys []int64, pos sqlmatch.Position, n int) ([]sqlmatch.Row, error) {
+		query, args, err := instancesQuery(q, keys, pos, n)
 		if err != nil {
-			return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+			return nil, err
 		}
-		for mrows.Next() {
-			var pk int64
-			var b []byte
-			if err := mrows.Scan(&pk, &b); err != nil {
-				mrows.Close()
-				return fmt.Errorf("sqlite: instances: %w", err)
-			}
-			byPK[pk] = b
-		}
-		err = mrows.Err()
-		mrows.Close()
+		rows, err := db.queryCached(ctx, query, args)
 		if err != nil {
-			return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+			return nil, fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
 		}
-		for i := start; i < end; i++ {
-			list[i].Metadata = byPK[pks[i].(int64)]
-			if err := fn(list[i]); err != nil {
-				return err
+		defer rows.Close()
+		page := make([]sqlmatch.Row, 0, n)
+		for rows.Next() {
+			var x sqlmatch.Row
+			in := &x.Instance
+			if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
+				&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
+				&in.BlobKey, &in.Size, &x.Pos[0], &x.Pos[1], &x.Pos[2], &x.Pos[3]); err != nil {
+				return nil, fmt.Errorf("sqlite: instances: %w", err)
 			}
-			list[i] = nil
+			page = append(page, x)
 		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+		}
+		return page, nil
+	}
+	p.Deliver = func(page []sqlmatch.Row) error {
+		for start := 0; start < len(page); start += metadataBatch {
+			end := min(start+metadataBatch, len(page))
+			if q.WithMetadata {
+				if err := db.metadata(ctx, page[start:end]); err != nil {
+					return err
+				}
+			}
+			for i := start; i < end; i++ {
+				in := page[i].Instance
+				page[i].Instance.Metadata = nil
+				if err := fn(&in); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return p.Walk(series)
+}
+
+// metadataBatch is how many instances' kept metadata one query reads.
+const metadataBatch = 256
+
+// metadata sets the kept metadata of rows, read in one query.
+func (db *DB) metadata(ctx context.Context, rows []sqlmatch.Row) error {
+	pks := make([]any, len(rows))
+	for i := range rows {
+		pks[i] = rows[i].Pos[3]
+	}
+	byPK := make(map[int64][]byte, len(rows))
+	mq := `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk IN (?` +
+		strings.Repeat(",?", len(rows)-1) + `)`
+	mrows, err := db.queryCached(ctx, mq, pks)
+	if err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	defer mrows.Close()
+	for mrows.Next() {
+		var pk int64
+		var b []byte
+		if err := mrows.Scan(&pk, &b); err != nil {
+			return fmt.Errorf("sqlite: instances: %w", err)
+		}
+		byPK[pk] = b
+	}
+	if err := mrows.Err(); err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	for i := range rows {
+		rows[i].Instance.Metadata = byPK[rows[i].Pos[3]]
 	}
 	return nil
 }

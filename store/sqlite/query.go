@@ -376,25 +376,11 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 		}
 		return page, nil
 	}
-	p.Deliver = func(page []sqlmatch.Row) error {
-		for start := 0; start < len(page); start += metadataBatch {
-			end := min(start+metadataBatch, len(page))
-			if q.WithMetadata {
-				if err := db.metadata(ctx, page[start:end]); err != nil {
-					return err
-				}
-			}
-			for i := start; i < end; i++ {
-				in := page[i].Instance
-				page[i].Instance.Metadata = nil
-				if err := fn(&in); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+	if q.WithMetadata {
+		p.Metadata = func(rows []sqlmatch.Row) error { return db.metadata(ctx, rows) }
+		p.MetadataBatch = metadataBatch
 	}
-	return p.Walk(series)
+	return p.Walk(series, fn)
 }
 
 // metadataBatch is how many instances' kept metadata one query reads.

@@ -39,13 +39,15 @@ type Paging struct {
 	// Read reads up to n instances after pos among the series keys, in
 	// order.
 	Read func(series []int64, pos Position, n int) ([]Row, error)
-	// Deliver passes on the rows of a page (after the offset, within the
-	// limit), in order.
-	Deliver func([]Row) error
+	// Metadata, when not nil, sets the kept metadata of up to
+	// MetadataBatch rows of a page, before they are passed on.
+	Metadata      func([]Row) error
+	MetadataBatch int
 }
 
-// Walk walks the series given as (study key, series key) pairs in order.
-func (p *Paging) Walk(series []int64) error {
+// Walk walks the series given as (study key, series key) pairs in order,
+// passing each instance on to fn.
+func (p *Paging) Walk(series []int64, fn func(*store.Instance) error) error {
 	skip, left := p.Offset, p.Limit // left 0: no limit
 	pos := First
 	keys := make([]int64, 0, min(p.PageSize, len(series)/2))
@@ -81,8 +83,33 @@ func (p *Paging) Walk(series []int64) error {
 			}
 			left -= len(page)
 		}
-		if err := p.Deliver(page); err != nil {
+		if err := p.deliver(page, fn); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// deliver passes the instances of a page on, with their metadata read
+// MetadataBatch at a time and dropped once passed on.
+func (p *Paging) deliver(page []Row, fn func(*store.Instance) error) error {
+	batch := len(page)
+	if p.Metadata != nil {
+		batch = max(p.MetadataBatch, 1)
+	}
+	for start := 0; start < len(page); start += batch {
+		end := min(start+batch, len(page))
+		if p.Metadata != nil {
+			if err := p.Metadata(page[start:end]); err != nil {
+				return err
+			}
+		}
+		for i := start; i < end; i++ {
+			in := page[i].Instance
+			page[i].Instance.Metadata = nil
+			if err := fn(&in); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -1,8 +1,9 @@
-// Package sqlmatch turns C-FIND keys into SQL conditions for the SQL
-// index backends (store/sqlite, store/postgres), so that both match
-// alike: one builder, and a Dialect for what their engines spell
-// differently (the wildcard operator and its escaping, a list of values,
-// the upper bound of a prefix, how a value is made text).
+// Package sqlmatch is what the SQL index backends (store/sqlite,
+// store/postgres) share, so that both answer alike: the builder that
+// turns C-FIND keys into SQL conditions, with a Dialect for what their
+// engines spell differently (the wildcard operator and its escaping, a
+// list of values, the upper bound of a prefix, how a value is made
+// text), and the reading of Querier.Instances in pages (Paging).
 //
 // Every condition holds '?' for each argument, bound as a parameter: no
 // value ever becomes SQL text. Matching follows PS3.4 C.2.2.2:

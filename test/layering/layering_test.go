@@ -31,7 +31,7 @@ var rules = map[string][]string{
 	// A cluster's shared state (peers, users, tokens, sessions) in its
 	// PostgreSQL index: beside the backends, on store alone.
 	"store/pgshared": {"store"},
-	// The C-FIND key to SQL condition builder of the SQL backends.
+	// What the SQL index backends share (key matching, paged reads).
 	"store/sqlmatch": {"store"},
 	"policy":         {"dicom"},
 	"archive":        {"store", "dicom", "durable"},

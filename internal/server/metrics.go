@@ -310,7 +310,7 @@ func (m *metrics) storeError(op int, err error) {
 	}
 	k := -1
 	switch kind := archive.KindOf(err); {
-	case errors.Is(err, store.ErrUnavailable):
+	case errors.Is(err, store.ErrUnavailable) || kind == archive.ErrUnavailable:
 		k = kindUnavailable
 	case kind == archive.ErrStorage:
 		k = kindStorage

@@ -304,10 +304,11 @@ func (ar *Archive) PatientStudies(ctx context.Context, patientID string, issuer 
 }
 
 // Scrub has the index rid its files of what deleted rows left there
-// (store.Scrubber), for an erasure; without the capability, nothing.
-func (ar *Archive) Scrub(ctx context.Context) error {
+// (store.Scrubber; rewrite: the whole index rewritten), for an erasure;
+// without the capability, nothing.
+func (ar *Archive) Scrub(ctx context.Context, rewrite bool) error {
 	if s := ar.capabilities().Scrubber; s != nil {
-		return s.Scrub(ctx)
+		return s.Scrub(ctx, rewrite)
 	}
 	return nil
 }

@@ -514,11 +514,14 @@ type Counter interface {
 // Scrubber is an optional capability of an Index: Scrub rids the index's
 // own files of the bytes of rows deleted so far that may linger there (a
 // write-ahead log's old frames, say), for an erasure that must leave
-// nothing of a patient behind. It may wait briefly for readers.
-// Fallback: none; the backend's documentation says what lingers and until
-// when (PostgreSQL: dead tuples until VACUUM, and its WAL).
+// nothing of a patient behind. It may wait briefly for readers. With
+// rewrite, the index is also rewritten whole (what deletions before the
+// backend zeroed them left in free space goes too), which holds up writes
+// while it runs. Fallback: none; the backend's documentation says what
+// lingers and until when (PostgreSQL: dead tuples until VACUUM, and its
+// WAL).
 type Scrubber interface {
-	Scrub(ctx context.Context) error
+	Scrub(ctx context.Context, rewrite bool) error
 }
 
 // Exclusive is an optional capability of an Index several nodes share:

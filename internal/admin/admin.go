@@ -48,6 +48,9 @@ type StudyRequest struct {
 	// any issuer).
 	Patient string  `json:"patient,omitempty"`
 	Issuer  *string `json:"issuer,omitempty"`
+	// Vacuum (patient-delete): rewrite the whole index afterwards
+	// (store.Scrubber).
+	Vacuum bool `json:"vacuum,omitempty"`
 	// Force (retention-run) deletes beyond [retention] max_percent;
 	// MaxDeletions, when positive, replaces max_deletions.
 	Force        bool `json:"force,omitempty"`

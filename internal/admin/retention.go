@@ -132,7 +132,7 @@ func RunPatient(ctx context.Context, ar *archive.Archive, tr Trail, ward audit.N
 		}
 		res.Deleted = append(res.Deleted, x)
 	}
-	if err := ar.Scrub(ctx); err != nil {
+	if err := ar.Scrub(ctx, r.Vacuum); err != nil {
 		res.ScrubError = err.Error()
 	} else {
 		res.Scrubbed = true

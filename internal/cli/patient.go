@@ -17,14 +17,15 @@ var patientCmd = &command{
 admin socket; otherwise it opens the data directory itself.`,
 	subs: []*command{{
 		name: "delete", summary: "erase every instance of a patient across studies, with the reason audited",
-		args: "PATIENT-ID --reason TEXT [--issuer ISSUER] [--yes] [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
+		args: "PATIENT-ID --reason TEXT [--issuer ISSUER] [--yes] [--vacuum] [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
 		help: `Lists the studies of the patient with that Patient ID (and Issuer of
 Patient ID, with --issuer; without it, under any issuer) with their
 counts, and once confirmed (type yes, or --yes) deletes each as ward study
 delete does: objects from storage, rows, metadata and sequences from the
 index, each recorded as DICOM Study Deleted (PS3.15 A.5.3.8) naming the
 operator, the Patient ID and the reason. The embedded index then
-overwrites what the rows left in its files. The next ward backup removes
+overwrites what the rows left in its files (--vacuum: rewrites the whole
+index, for what an older Ward freed). The next ward backup removes
 the patient from the backup folder. What remains (the audit trail's
 records of the fact, older backups, exports): docs/security.md,
 "Erasure".`,
@@ -37,6 +38,7 @@ func patientDeleteFlags(fs *flag.FlagSet) runFunc {
 	reason := fs.String("reason", "", "why the patient's data is erased (recorded in the audit trail; required)")
 	issuer := fs.String("issuer", "", "the Issuer of Patient ID (default: any issuer)")
 	yes := fs.Bool("yes", false, "do not ask for confirmation")
+	vacuum := fs.Bool("vacuum", false, "then rewrite the whole embedded index (VACUUM), so that nothing an older Ward freed lingers in it; stores wait or fail meanwhile")
 	return func(e *env, pos []string) error {
 		r := &admin.StudyRequest{Op: "patient-plan", Patient: pos[0], Reason: strings.TrimSpace(*reason)}
 		if r.Reason == "" {
@@ -82,7 +84,7 @@ func patientDeleteFlags(fs *flag.FlagSet) runFunc {
 		if !*yes && !confirm(e, "erase all of them") {
 			return errors.New("nothing deleted: not confirmed")
 		}
-		r.Op = "patient-delete"
+		r.Op, r.Vacuum = "patient-delete", *vacuum
 		res, err := call(r)
 		if err != nil {
 			return err

@@ -689,8 +689,12 @@ func (db *DB) Counts(ctx context.Context) (store.Counts, error) {
 // versions of those pages stay in the write-ahead log until it is
 // overwritten: Scrub checkpoints the log into the database and truncates
 // it to nothing, waiting (up to the busy timeout, then trying again a few
-// times) for readers of older versions to finish.
-func (db *DB) Scrub(ctx context.Context) error {
+// times) for readers of older versions to finish. With rewrite, it first
+// runs VACUUM (from a connection of its own, holding the write lock: a
+// store waiting longer than the busy timeout, 10 s, fails meanwhile): the
+// file is rebuilt from its live rows, leaving nothing that an older Ward,
+// without secure_delete, freed.
+func (db *DB) Scrub(ctx context.Context, rewrite bool) error {
 	if db.closed.Load() {
 		return store.ErrClosed
 	}
@@ -700,6 +704,11 @@ func (db *DB) Scrub(ctx context.Context) error {
 		return fmt.Errorf("sqlite: scrub: %w", err)
 	}
 	defer c.Close()
+	if rewrite {
+		if _, err := c.ExecContext(ctx, "VACUUM"); err != nil {
+			return fmt.Errorf("sqlite: scrub: vacuum: %w", db.closedErr(err))
+		}
+	}
 	for try := 0; ; try++ {
 		var busy, logFrames, done int
 		err := c.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done)

@@ -63,20 +63,17 @@ func (s *Server) retentionPass(ctx context.Context, operator string, run, force 
 	return admin.RunRetention(ctx, s.archive, s.trail(), s.wardNode(), c, operator, true, force, maxDeletions)
 }
 
-// retentionLoop runs a retention pass every [retention] interval (each
-// wait jittered by up to a tenth either way, the first one too, so that
-// the nodes of a cluster do not all try at once) while rules are
-// configured, until ctx ends.
+// retentionLoop runs a retention pass every [retention] interval of the
+// configuration Ward started with (each wait jittered by up to a tenth
+// either way, the first one too, so that the nodes of a cluster do not
+// all try at once), until ctx ends. Each pass reads the rules afresh
+// (scheduledPass).
 func (s *Server) retentionLoop(ctx context.Context) {
+	every, err := s.Config.Retention.RetentionInterval()
+	if err != nil || every == 0 {
+		every = config.DefaultRetentionInterval
+	}
 	for {
-		c, err := s.retentionConfig()
-		if err != nil {
-			c = s.Config
-		}
-		every, err := c.Retention.RetentionInterval()
-		if err != nil || every == 0 {
-			every = config.DefaultRetentionInterval
-		}
 		wait := every + time.Duration((rand.Float64()*0.2-0.1)*float64(every))
 		select {
 		case <-ctx.Done():

@@ -254,4 +254,25 @@ func TestRetentionAndErasure(t *testing.T) {
 	if hits := grepTree(t, w.dir, audits, nameA); len(hits) == 0 {
 		t.Fatal("the other patient's name is gone from the index too: the grep proves nothing")
 	}
+
+	// With ward serve stopped the commands open the data directory, with
+	// the rules of its ward.toml: a 1-year CT rule makes A2 (2024) due.
+	toml := "[storage]\nmin_free = \"16MiB\"\n[[retention.rules]]\nname = \"ct-1y\"\nolder_than = \"1y\"\nmodality = [\"CT\"]\n"
+	if err := os.WriteFile(filepath.Join(w.dir, "ward.toml"), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, code := wardCLI(t, "retention", "plan", "--data", w.dir); code != 0 || !strings.Contains(o, "study "+a2+" ") || !strings.Contains(o, "1 study of 1 due") {
+		t.Fatalf("plan, stopped: %d\n%s", code, o)
+	}
+	if o, code := wardCLI(t, "retention", "run", "--yes", "--force", "--data", w.dir); code != 0 || !strings.Contains(o, "deleted 1 study") {
+		t.Fatalf("run, stopped: %d\n%s", code, o)
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		return hasEvent(r, "study-deleted", audit.OutcomeSuccess, a2) && hasEvent(r, "study-deleted", -1, `retention rule &#34;ct-1y&#34;`)
+	})
+	out.Reset()
+	errb.Reset()
+	if code := runCLI([]string{"patient", "delete", pidA, "--reason", "r", "--yes", "--data", w.dir}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no study of patient") {
+		t.Fatalf("erasure of a patient with nothing stored: %d %s %s", code, out.String(), errb.String())
+	}
 }

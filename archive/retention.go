@@ -149,6 +149,30 @@ func (ar *Archive) RetentionPlan(ctx context.Context, rules []RetentionRule, now
 	return out, len(studies), nil
 }
 
+// StillDue judges one study again under rules, just before its deletion:
+// it may have received objects (another series, a recent receipt) since
+// the plan. It returns the candidate as it now stands, or false (and no
+// error) when the study is no longer due or is gone.
+func (ar *Archive) StillDue(ctx context.Context, rules []RetentionRule, study string, now time.Time) (RetentionCandidate, bool, error) {
+	sts, err := ar.listStudies(ctx, []store.Key{{Attribute: "StudyInstanceUID", Kind: store.MatchSingle, Value: study}})
+	if err != nil || len(sts) != 1 {
+		return RetentionCandidate{}, false, err
+	}
+	st := &sts[0]
+	for i := range rules {
+		if rules[i].ByReceived || len(rules[i].Sources) > 0 {
+			if err := ar.receipt(ctx, st); errors.Is(err, ErrNoStudy) {
+				return RetentionCandidate{}, false, nil
+			} else if err != nil {
+				return RetentionCandidate{}, false, err
+			}
+			break
+		}
+	}
+	c, ok := st.judge(rules, now)
+	return c, ok, nil
+}
+
 // studyFacts is what the retention rules and erasure look at of a study.
 type studyFacts struct {
 	RetentionCandidate

@@ -101,6 +101,19 @@ func TestRetentionPlan(t *testing.T) {
 	if c, err := f.ar.Index.CountInstances(ctx); err != nil || c != int64(n) {
 		t.Fatalf("%d instances after planning, want %d (%v)", c, n, err)
 	}
+	// Judged again before its deletion: a study that changed since the
+	// plan (here its date, by a newer object) is no longer due.
+	if c, ok, err := f.ar.StillDue(ctx, rules, "1.1", now); err != nil || !ok || c.Rule != "ct-5y" {
+		t.Fatalf("1.1 still due: %+v %v %v", c, ok, err)
+	}
+	put("1.1", now.Format("20060102"), "CT", "CT1", now)
+	if _, ok, err := f.ar.StillDue(ctx, rules, "1.1", now); err != nil || ok {
+		t.Fatalf("1.1, changed, still due: %v %v", ok, err)
+	}
+	if _, ok, err := f.ar.StillDue(ctx, rules, "9.9", now); err != nil || ok {
+		t.Fatalf("a study not stored, due: %v %v", ok, err)
+	}
+
 	// The patient's studies, without names.
 	sts, err := f.ar.PatientStudies(ctx, "P1.5", nil)
 	if err != nil || len(sts) != 1 || sts[0].Study != "1.5" || sts[0].Instances != 2 {

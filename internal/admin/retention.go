@@ -75,7 +75,17 @@ func RunRetention(ctx context.Context, ar *archive.Archive, tr Trail, ward audit
 			return res, ctx.Err()
 		}
 		r := StudyResult{Study: cand.Study}
-		d, err := ar.DeleteStudyBy(ctx, cand.Study, cand.Reason(), operator, RetentionBy)
+		// Judged again: it may have received objects since the plan.
+		now, ok, err := ar.StillDue(ctx, rules, cand.Study, time.Now())
+		if err != nil {
+			r.Error = err.Error()
+			res.Deleted = append(res.Deleted, r)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		d, err := ar.DeleteStudyBy(ctx, cand.Study, now.Reason(), operator, RetentionBy)
 		if d != nil {
 			r.Instances = AuditDeletions(ctx, ar, tr, ward, []*archive.Deletion{d})
 		}

@@ -2,6 +2,7 @@ package interop
 
 import (
 	"bytes"
+	"database/sql"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -9,10 +10,12 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
+	_ "modernc.org/sqlite" // the index, edited while Ward is stopped
 )
 
 // paddedUIDRE finds the Study Instance UIDs in findscu's output (an odd
@@ -95,7 +98,9 @@ func grepTree(t *testing.T, root, skip string, needles ...string) []string {
 // and getscu find nothing of them, the audit trail records each as Study
 // Deleted with the reason and the operator and without the name, and
 // neither the data directory (index and objects) nor, after the next
-// ward backup, the backup folder holds the patient's name or ID.
+// ward backup, the backup folder holds the patient's name or ID. With
+// Ward stopped, a rule by receipt deletes the study received (as the
+// index records) 60 days ago.
 func TestRetentionAndErasure(t *testing.T) {
 	requireTool(t, "storescu", "findscu", "getscu")
 	const (
@@ -256,19 +261,29 @@ func TestRetentionAndErasure(t *testing.T) {
 	}
 
 	// With ward serve stopped the commands open the data directory, with
-	// the rules of its ward.toml: a 1-year CT rule makes A2 (2024) due.
-	toml := "[storage]\nmin_free = \"16MiB\"\n[[retention.rules]]\nname = \"ct-1y\"\nolder_than = \"1y\"\nmodality = [\"CT\"]\n"
+	// the rules of its ward.toml. By receipt: A2's objects, received 60
+	// days ago (set in the index while Ward is stopped), are due under a
+	// 30-day rule; by study date they would not be (2024, no date rule).
+	db, err := sql.Open("sqlite", filepath.Join(w.dir, "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE instance SET received_at = ?`, time.Now().AddDate(0, 0, -60).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	toml := "[storage]\nmin_free = \"16MiB\"\n[[retention.rules]]\nname = \"recv-30d\"\nolder_than = \"30d\"\nby = \"received\"\nmodality = [\"CT\"]\n"
 	if err := os.WriteFile(filepath.Join(w.dir, "ward.toml"), []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if o, code := wardCLI(t, "retention", "plan", "--data", w.dir); code != 0 || !strings.Contains(o, "study "+a2+" ") || !strings.Contains(o, "1 study of 1 due") {
+	if o, code := wardCLI(t, "retention", "plan", "--data", w.dir); code != 0 || !strings.Contains(o, "study "+a2+" ") || !strings.Contains(o, "rule recv-30d") || !strings.Contains(o, "1 study of 1 due") {
 		t.Fatalf("plan, stopped: %d\n%s", code, o)
 	}
 	if o, code := wardCLI(t, "retention", "run", "--yes", "--force", "--data", w.dir); code != 0 || !strings.Contains(o, "deleted 1 study") {
 		t.Fatalf("run, stopped: %d\n%s", code, o)
 	}
 	readAudit(t, w.dir, func(r []audit.Record) bool {
-		return hasEvent(r, "study-deleted", audit.OutcomeSuccess, a2) && hasEvent(r, "study-deleted", -1, `retention rule &#34;ct-1y&#34;`)
+		return hasEvent(r, "study-deleted", audit.OutcomeSuccess, a2) && hasEvent(r, "study-deleted", -1, `retention rule &#34;recv-30d&#34;: older than 30d by receipt`)
 	})
 	out.Reset()
 	errb.Reset()

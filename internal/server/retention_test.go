@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
+	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/store"
@@ -20,7 +21,8 @@ import (
 // runs: on SQLite (one node) this process's own; on PostgreSQL any node's
 // sharing the index (an advisory lock held by another node's connection
 // keeps this node's pass from running, scheduled or by hand). Once free,
-// the scheduled pass deletes the studies due, and only those.
+// the scheduled pass deletes the studies due, and only those; and
+// ward patient delete's erasure works on either index, by issuer.
 func TestRetentionPassOneAtATime(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
@@ -90,6 +92,20 @@ func TestRetentionPassOneAtATime(t *testing.T) {
 			}
 			if _, err := st1.Index.Get(ctx, storetest.Sample(2, 2, 2).SOPInstanceUID); err != nil {
 				t.Fatalf("the study not due is gone: %v", err)
+			}
+			// The erasure of the last patient, on either index (the
+			// issuer as stored, then another that matches nothing).
+			issuer, other := "HOSP", "OTHER"
+			res, err := admin.RunPatient(ctx, s1.archive, s1.trail(), s1.wardNode(), "tester", &admin.StudyRequest{Op: "patient-delete", Patient: "PID2", Issuer: &other, Reason: "test"})
+			if err != nil || len(res.Studies) != 0 {
+				t.Fatalf("erasure under another issuer: %+v %v", res, err)
+			}
+			res, err = admin.RunPatient(ctx, s1.archive, s1.trail(), s1.wardNode(), "tester", &admin.StudyRequest{Op: "patient-delete", Patient: "PID2", Issuer: &issuer, Reason: "test"})
+			if err != nil || len(res.Deleted) != 1 || res.Deleted[0].Instances != 1 || res.Deleted[0].Error != "" || res.ScrubError != "" {
+				t.Fatalf("erasure: %+v %v", res, err)
+			}
+			if n, _ := st1.Index.CountInstances(ctx); n != 0 {
+				t.Fatalf("%d instances left after the erasure", n)
 			}
 		})
 	}

@@ -28,7 +28,12 @@ type RetentionResult struct {
 	Refused string `json:"refused,omitempty"`
 	// Capped (run): max_deletions stopped the pass; the rest go next.
 	Capped bool `json:"capped,omitempty"`
+	// NoRules (plan): no rule is configured.
+	NoRules bool `json:"no_rules,omitempty"`
 }
+
+// NoRetentionRules says why a retention run does nothing.
+const NoRetentionRules = "no retention rules are configured ([[retention.rules]] in ward.toml): nothing is deleted by age"
 
 // RetentionBy is the tool the audit trail names for retention deletions.
 const RetentionBy = "ward retention"
@@ -45,7 +50,10 @@ func RunRetention(ctx context.Context, ar *archive.Archive, tr Trail, ward audit
 		return nil, err
 	}
 	if len(rules) == 0 {
-		return nil, errors.New("no retention rules are configured ([[retention.rules]] in ward.toml): nothing is deleted by age")
+		if !run {
+			return &RetentionResult{Planned: []archive.RetentionCandidate{}, NoRules: true}, nil
+		}
+		return nil, errors.New(NoRetentionRules)
 	}
 	cands, total, err := ar.RetentionPlan(ctx, rules, time.Now())
 	if err != nil {

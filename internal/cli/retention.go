@@ -75,6 +75,15 @@ func retentionFlags(run bool) func(*flag.FlagSet) runFunc {
 			if err != nil {
 				return err
 			}
+			if plan.NoRules {
+				if run {
+					return errors.New(admin.NoRetentionRules)
+				}
+				if !*asJSON {
+					fmt.Fprintln(e.stdout, admin.NoRetentionRules)
+					return nil
+				}
+			}
 			if !run {
 				if *asJSON {
 					return printJSON(e, plan)

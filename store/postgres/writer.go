@@ -13,7 +13,8 @@ import (
 	"github.com/ward-pacs/ward/store"
 )
 
-// Put inserts or replaces one instance; see store.Index. Patient, study
+// Put inserts or replaces one instance; see store.Index. Rows that
+// arrive together are committed together (batch.go). Patient, study
 // and series attributes are overwritten by those of the instance (the
 // newest wins); a series that names another study, or a study that names
 // another patient, moves there, and parents left empty are removed.
@@ -25,12 +26,7 @@ func (db *DB) Put(ctx context.Context, in *store.Instance) (store.PutResult, err
 		return store.PutResult{}, fmt.Errorf("postgres: put: %w", err)
 	}
 	in = texts(in)
-	var res store.PutResult
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		var err error
-		res, err = put(ctx, tx, in, false)
-		return err
-	})
+	res, err := db.write(ctx, in, false)
 	if err != nil {
 		return store.PutResult{}, fmt.Errorf("postgres: put: %w", err)
 	}
@@ -43,10 +39,7 @@ func (db *DB) Insert(ctx context.Context, in *store.Instance) error {
 		return fmt.Errorf("postgres: insert: %w", err)
 	}
 	in = texts(in)
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		_, err := put(ctx, tx, in, true)
-		return err
-	})
+	_, err := db.write(ctx, in, true)
 	if errors.Is(err, store.ErrInstanceExists) {
 		return err
 	}

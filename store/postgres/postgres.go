@@ -14,9 +14,7 @@
 // find it done.
 //
 // Every write is one transaction at READ COMMITTED, committed durably
-// (as the server's synchronous_commit says; the Puts and Inserts that
-// arrive together share one, each row in a savepoint, and each caller is
-// answered after its COMMIT: batch.go), and retried from the start
+// (as the server's synchronous_commit says), and retried from the start
 // when it lost a race with another node's: a serialization failure, a
 // deadlock, or a parent row deleted as empty under it (a foreign key
 // violation). A Put locks the instance row it replaces (SELECT ... FOR
@@ -102,7 +100,6 @@ const defaultMaxConns = 16
 type DB struct {
 	pool   *pgxpool.Pool
 	closed atomic.Bool
-	batch  *batcher
 }
 
 var (
@@ -142,7 +139,6 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
-	db.startBatcher()
 	return db, nil
 }
 
@@ -192,7 +188,6 @@ func SchemaVersion() int { return len(migrations) }
 // Close closes the pool, waiting for connections in use.
 func (db *DB) Close() error {
 	if db.closed.CompareAndSwap(false, true) {
-		db.stopBatcher()
 		db.pool.Close()
 	}
 	return nil

@@ -13,8 +13,7 @@ import (
 	"github.com/ward-pacs/ward/store"
 )
 
-// Put inserts or replaces one instance; see store.Index. Rows that
-// arrive together are committed together (batch.go). Patient, study
+// Put inserts or replaces one instance; see store.Index. Patient, study
 // and series attributes are overwritten by those of the instance (the
 // newest wins); a series that names another study, or a study that names
 // another patient, moves there, and parents left empty are removed.
@@ -26,7 +25,12 @@ func (db *DB) Put(ctx context.Context, in *store.Instance) (store.PutResult, err
 		return store.PutResult{}, fmt.Errorf("postgres: put: %w", err)
 	}
 	in = texts(in)
-	res, err := db.write(ctx, in, false)
+	var res store.PutResult
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		res, err = put(ctx, tx, in, false)
+		return err
+	})
 	if err != nil {
 		return store.PutResult{}, fmt.Errorf("postgres: put: %w", err)
 	}
@@ -39,7 +43,10 @@ func (db *DB) Insert(ctx context.Context, in *store.Instance) error {
 		return fmt.Errorf("postgres: insert: %w", err)
 	}
 	in = texts(in)
-	_, err := db.write(ctx, in, true)
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		_, err := put(ctx, tx, in, true)
+		return err
+	})
 	if errors.Is(err, store.ErrInstanceExists) {
 		return err
 	}

@@ -39,6 +39,15 @@
 // that failed while the store was away could not remove is tried again
 // at the next Publish (and, failing that, by Recover).
 //
+// Every blob has a marker, small ones too: without it, a crash after the
+// object's PUT and before its index row committed would leave an object
+// nothing finds short of listing the whole bucket, and one after the row
+// committed (the archive commits it while the PUT runs) and before the
+// PUT completed a row naming no object. Written only for multipart
+// uploads, or only when the row is late, the marker would come too late
+// for a crash before it (docs/PERFORMANCE.md, "Ingest on PostgreSQL and
+// S3"). It costs no latency: Create sends it while the caller writes.
+//
 // Writes stream: a blob of up to PartSize bytes is sent in one PutObject
 // at Commit; a larger one as a multipart upload of PartSize parts, each
 // sent as soon as it is full. A writer holds at most one part (8 MiB) in

@@ -11,6 +11,8 @@ command -v gdcmscu >/dev/null 2>&1 || need+=(libgdcm-tools)
 /usr/bin/python3 -c 'import pydicom' >/dev/null 2>&1 || need+=(python3-pydicom)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v nmap >/dev/null 2>&1 || need+=(nmap)
+# HAProxy in front of several nodes (test/cluster, test/harness).
+{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || need+=(haproxy)
 # DICOMweb clients nobody here wrote: Orthanc's DICOMweb plugin, and npm
 # dicomweb-client under Node (Debian 12's Node 18 will do; 20 is tested).
 ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthancDicomWeb.so* >/dev/null 2>&1 || need+=(orthanc-dicomweb)

@@ -19,6 +19,9 @@ import (
 type ClusterSpec struct {
 	Index, Blobs string
 	Env          []string
+	// Storage is TOML added to every node's [storage] table, e.g.
+	// on_duplicate = "reject".
+	Storage string
 	// Config is TOML added to every node's ward.toml after the harness's
 	// own sections; it must open its own tables ([query], …).
 	Config string
@@ -67,6 +70,9 @@ func NewNode(t testing.TB, name string, spec ClusterSpec) *Node {
 	}
 	if spec.Blobs != "" {
 		fmt.Fprintf(&b, "blobs = %q\n", spec.Blobs)
+	}
+	if spec.Storage != "" {
+		b.WriteString(spec.Storage + "\n")
 	}
 	fmt.Fprintf(&b, "\n[dicom]\nlisten = \"127.0.0.1:%d\"\n", nd.DICOMPort)
 	if spec.AnyAE {

@@ -19,6 +19,9 @@ ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthanc
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# PostgreSQL for the index backend's tests (test/harness/postgres.go runs a
+# throwaway cluster as the postgres user; no system service is started).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # mkfs.ext4: tests of ext4 features run on an image where $TMPDIR is not
 # ext4. The power-cut tests mount a FUSE file system with mount(2) as root:
 # they need /dev/fuse, not fusermount (no fuse3 package).
@@ -46,6 +49,13 @@ if ! command -v hydra >/dev/null 2>&1 && [ ! -x "$gobin/hydra" ]; then
   echo "building ORY Hydra for the single sign-on test"
   mkdir -p "$gobin"
   (cd test/tools && go build -tags sqlite,sqlite_omit_load_extension -o "$gobin/hydra" github.com/ory/hydra/v2)
+fi
+# versitygw, the S3-compatible object store of the S3 blobs tests
+# (test/tools/tools.md).
+if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
+  echo "building versitygw for the S3 tests"
+  mkdir -p "$gobin"
+  (cd test/tools/s3 && go build -o "$gobin/versitygw" github.com/versity/versitygw/cmd/versitygw)
 fi
 # dicomweb-client for test/interop, from the lock file; no install scripts
 # run (nothing such as a browser is downloaded).

@@ -3,7 +3,7 @@
 // process, free loopback ports, the LD_PRELOAD shims that keep peers on
 // loopback or choose a source address, DCMTK tools with Nagle off,
 // storescp, dcmqrscp and Orthanc started on loopback, and the audit log
-// read back.
+// read back, and throwaway PostgreSQL clusters.
 //
 // It is a normal package, imported by tests only. A test that needs a
 // missing peer program skips locally and fails under CI=true
@@ -80,6 +80,16 @@ var (
 	tempDirs []string
 )
 
+// atExits are what Main runs after the tests (last added, first run),
+// before removing tempDirs: stopping shared servers.
+var atExits []func()
+
+func atExit(f func()) {
+	tempMu.Lock()
+	atExits = append(atExits, f)
+	tempMu.Unlock()
+}
+
 func processTempDir(pattern string) (string, error) {
 	dir, err := os.MkdirTemp("", pattern)
 	if err == nil {
@@ -100,6 +110,9 @@ func Main(m *testing.M) {
 	os.Setenv("WARD_VIEWER_FETCH", "off")
 	code := m.Run()
 	tempMu.Lock()
+	for i := len(atExits) - 1; i >= 0; i-- {
+		atExits[i]()
+	}
 	for _, d := range tempDirs {
 		os.RemoveAll(d)
 	}

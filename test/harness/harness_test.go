@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ward-pacs/ward/audit"
 )
@@ -69,5 +72,76 @@ func TestAuditRecordsMissingLog(t *testing.T) {
 	}
 	if _, ok := PollAudit(t.TempDir(), 0, func([]audit.Record) bool { return false }); ok {
 		t.Fatal("want not satisfied, yet ok")
+	}
+}
+
+// TestPostgres: a cluster of the test's own starts as the postgres user
+// on a socket only, gives each caller a database, takes the password
+// role, and comes back after a stop and after a kill with what was
+// committed.
+func TestPostgres(t *testing.T) {
+	ctx := context.Background()
+	p := NewPostgres(t)
+	dsn := p.NewDatabase(t)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs string
+	if err := c.QueryRow(ctx, "SHOW listen_addresses").Scan(&addrs); err != nil || addrs != "" {
+		t.Errorf("listen_addresses = %q, %v: want none", addrs, err)
+	}
+	if _, err := c.Exec(ctx, "CREATE TABLE x (n int); INSERT INTO x VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	// The password role: refused without its password, admitted with it.
+	noPW := strings.Replace(dsn, "user=postgres", "user="+p.User, 1)
+	if c, err := pgx.Connect(ctx, noPW); err == nil {
+		c.Close(ctx)
+		t.Error("the ward role was admitted without a password")
+	}
+	if c, err := pgx.Connect(ctx, noPW+"&password="+p.Password); err != nil {
+		t.Errorf("the ward role with its password: %v", err)
+	} else {
+		c.Close(ctx)
+	}
+	count := func() int {
+		t.Helper()
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		var n int
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM x").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := p.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("after a restart: %d rows", n)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Running() {
+		t.Error("running after Kill")
+	}
+	if c, err := pgx.Connect(ctx, dsn); err == nil {
+		c.Close(ctx)
+		t.Fatal("connected to a killed server")
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("after a kill: %d rows", n)
+	}
+	if shared := StartPostgres(t); shared == p || shared != StartPostgres(t) {
+		t.Error("StartPostgres is not one shared cluster apart from NewPostgres's")
 	}
 }

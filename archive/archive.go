@@ -456,12 +456,14 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 		return Failf(ErrCannotUnderstand, "unknown transfer syntax %q", r.TransferSyntaxUID)
 	}
 	if ar.OnDuplicate != DuplicateReplace {
+		// A quick answer for an object stored before. Two stores of one
+		// SOP Instance UID at once (on two associations, or two nodes
+		// sharing the index) may both pass this check: the index's
+		// Insert below decides between them.
 		if in, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
-			if ar.OnDuplicate == DuplicateReject {
-				return Fail(ErrDuplicate, "SOP instance already stored")
+			if err := ar.duplicate(in, out); err != nil {
+				return err
 			}
-			// Kept: the stored object is the one the requestor is told of.
-			out.StudyInstanceUID, out.PatientID, out.SeriesInstanceUID = in.StudyInstanceUID, in.PatientID, in.SeriesInstanceUID
 			_, err := io.Copy(io.Discard, r.Data)
 			return err
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -569,12 +571,34 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 			_ = ar.Blobs.Delete(ctx, key)
 			return resourceError("committing the index", insErr)
 		}
-		// Stored already: the object is durable now, replace it below.
+		// Stored already, by a store that passed the check above at the
+		// same time: the policy decides (replace: below).
+		if ar.OnDuplicate != DuplicateReplace {
+			_ = ar.Blobs.Delete(ctx, key)
+			return ar.storedMeanwhile(ctx, in.SOPInstanceUID, out)
+		}
 	} else {
 		if err := bw.Commit(); err != nil {
 			return resourceError("syncing the object to disk", err)
 		}
 		committed = true
+		if ins != nil && ar.OnDuplicate != DuplicateReplace {
+			// Keep and reject insert, so that of two stores of one SOP
+			// Instance UID at once only one is indexed. (Without an
+			// Inserter, Put replaces: a backend for several writers has
+			// one.)
+			switch err := ins.Insert(ctx, in); {
+			case err == nil:
+				ar.queueAfter(afterStore{key: key, uid: in.SOPInstanceUID, ts: in.TransferSyntaxUID})
+				return nil
+			case errors.Is(err, store.ErrInstanceExists):
+				_ = ar.Blobs.Delete(ctx, key)
+				return ar.storedMeanwhile(ctx, in.SOPInstanceUID, out)
+			default:
+				_ = ar.Blobs.Delete(ctx, key)
+				return resourceError("committing the index", err)
+			}
+		}
 	}
 	res, err := put(ctx, in)
 	if err != nil {
@@ -589,6 +613,36 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 	}
 	ar.queueAfter(job)
 	return nil
+}
+
+// duplicate answers a store of an object the index holds already (in)
+// under the keep or reject policy: reject refuses it; keep acknowledges
+// it and tells of the stored object.
+func (ar *Archive) duplicate(in *store.Instance, out *Stored) error {
+	if ar.OnDuplicate == DuplicateReject {
+		return Fail(ErrDuplicate, "SOP instance already stored")
+	}
+	// Kept: the stored object is the one the requestor is told of.
+	out.StudyInstanceUID, out.PatientID, out.SeriesInstanceUID = in.StudyInstanceUID, in.PatientID, in.SeriesInstanceUID
+	return nil
+}
+
+// storedMeanwhile is duplicate for an object another store indexed after
+// this one's check and before its Insert.
+func (ar *Archive) storedMeanwhile(ctx context.Context, uid string, out *Stored) error {
+	if ar.OnDuplicate == DuplicateReject {
+		return ar.duplicate(nil, out)
+	}
+	in, err := ar.Index.Get(ctx, uid)
+	if errors.Is(err, store.ErrNotFound) {
+		// Kept, yet deleted again since: nothing to tell of, nothing
+		// stored; a retry stores it.
+		return &Error{Kind: ErrStorage, Comment: "the object was stored and deleted meanwhile: send it again", Err: err}
+	}
+	if err != nil {
+		return resourceError("reading the index", err)
+	}
+	return ar.duplicate(in, out)
 }
 
 // deferredInserter is a DeferredSyncer's InsertDeferred as an Inserter.

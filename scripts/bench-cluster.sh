@@ -32,9 +32,9 @@
 # DATA_PARENT (/work: where the state goes, the same disk for every
 # target), PORT_BASE (21200), KEEP=1 keeps the state folder (the
 # synthetic indexes take minutes to build).
-# Results: the shared harness's summary.md under $OUT (default
-# /tmp/bench/results/cluster-STAMP; printed at the end), and the
-# C-FIND table on standard output. Loopback only.
+# Results under $OUT (default /tmp/bench/results/cluster-STAMP): the
+# shared harness's ingest/summary.md (printed) and run.log, all that was
+# printed, the C-FIND table included. Loopback only.
 set -euo pipefail
 export WARD_VIEWER_FETCH=off TCP_NODELAY=1
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -60,6 +60,8 @@ export CL_STATE=$(mktemp -d "${DATA_PARENT:-/work}/ward-cluster-bench.XXXXXX")
 chmod 755 "$CL_STATE"
 out=${OUT:-/tmp/bench/results/cluster-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
+# Everything printed is kept in $out/run.log too.
+exec > >(tee -a "$out/run.log") 2>&1
 vgw_pid=
 cleanup() {
   for t in "${targets[@]}"; do
@@ -104,7 +106,7 @@ for i in $(seq 1 100); do
   sleep 0.1
 done
 [ "$code" = 200 ] || [ "$code" = 409 ] || die "versitygw: creating bucket $S3_BUCKET gave HTTP $code"
-echo "versitygw $("$vgw" --version 2>/dev/null | head -1 | awk '{print $NF}') at $S3_ENDPOINT, posix on $S3_DIR"
+echo "versitygw at $S3_ENDPOINT, posix on $S3_DIR"
 
 # One target file per kind, for the shared harness.
 mkdir -p "$CL_STATE/targets"
@@ -163,12 +165,13 @@ for phase in "${phases[@]}"; do
       psql -X -q -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d "$db" -c "VACUUM ANALYZE" >/dev/null
       data=$CL_STATE/find-$size; mkdir -p "$data"; chmod 700 "$data"
       printf '[storage]\nindex = "%s"\n[dicom]\nlisten = "127.0.0.1:%d"\n[web]\nlisten = "off"\n' "$dsn" $port >"$data/ward.toml"
+      chmod 600 "$data/ward.toml"
       "$WARD_BIN" peer add BENCHSCU --host 127.0.0.1 --allow echo,find,bulk-query --data "$data" >/dev/null || die "registering BENCHSCU failed"
-      "$WARD_BIN" serve --data "$data" >"$data/serve.log" 2>&1 &
+      "$WARD_BIN" serve --data "$data" >"$CL_STATE/find-$size.log" 2>&1 &
       ward_pid=$!
       up=
       for i in $(seq 1 300); do echoscu -aet BENCHSCU -aec WARD 127.0.0.1 $port >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
-      [ -n "$up" ] || { tail -20 "$data/serve.log" >&2; die "ward serve on the $size index did not answer C-ECHO"; }
+      [ -n "$up" ] || { tail -20 "$CL_STATE/find-$size.log" >&2; die "ward serve on the $size index did not answer C-ECHO"; }
       for q in "${queries[@]}"; do
         IFS='|' read -r label must args <<<"$q"
         # shellcheck disable=SC2086

@@ -276,6 +276,12 @@ func (ar *Archive) blobChecksum(ctx context.Context, key string) (string, int64,
 	return cw.checksum(), cw.n, err
 }
 
+// Queued is the work waiting after responses, for metrics: stored objects
+// whose publication (and the deletion of the object each replaced) waits
+// for the after loop, and stored objects whose metadata waits to be
+// computed (metadata.go). Call it between Open and Close.
+func (ar *Archive) Queued() (after, metadata int) { return len(ar.after), len(ar.metaJobs) }
+
 // Close finishes the work queued after responses. The stores stay open.
 func (ar *Archive) Close() {
 	if ar.after != nil {
@@ -714,8 +720,9 @@ func (t *teeReader) Read(p []byte) (int, error) {
 }
 
 // resourceError is a storage failure (ErrNoSpace for a full disk or quota,
-// else ErrStorage) with a comment that says what failed; no patient data is
-// in it.
+// else ErrStorage, which is transient: out of resources, 503) with a
+// comment that says what failed, and for store.ErrUnavailable that it may
+// pass; no patient data is in it.
 func resourceError(what string, err error) error {
 	comment := what + " failed"
 	switch {
@@ -727,6 +734,8 @@ func resourceError(what string, err error) error {
 		comment = what + " failed: permission denied"
 	case errors.Is(err, syscall.EIO):
 		comment = what + " failed: I/O error"
+	case errors.Is(err, store.ErrUnavailable):
+		comment = what + " failed: the shared index or object store is unavailable; try again later"
 	}
 	kind := ErrStorage
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {

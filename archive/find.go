@@ -132,7 +132,7 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 	case errors.Is(err, store.ErrUnsupportedKey):
 		return &Error{Kind: ErrInvalidIdentifier, Comment: err.Error(), Err: err}
 	}
-	return &Error{Kind: ErrStorage, Comment: "querying the index failed", Err: err}
+	return resourceError("querying the index", err)
 }
 
 // response builds the response identifier of one match.

@@ -77,7 +77,7 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 	case errors.Is(err, store.ErrUnsupportedKey):
 		return &Error{Kind: ErrInvalidIdentifier, Comment: err.Error(), Err: err}
 	}
-	return &Error{Kind: ErrStorage, Comment: "querying the index failed", Err: err}
+	return resourceError("querying the index", err)
 }
 
 // dataSetReader reads the data set of a stored object after its Part 10

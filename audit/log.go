@@ -311,6 +311,18 @@ func (l *Log) Err() error {
 	return nil
 }
 
+// Backlog is what waits, for metrics: the records queued for the log's
+// writer, and the bytes of the log not yet sent to the collector (0 when
+// not forwarding). Records held in memory while the log cannot be
+// written are not counted (Err tells that).
+func (l *Log) Backlog() (records int, forwardBytes int64) {
+	records = len(l.ch)
+	if l.fw != nil {
+		forwardBytes = l.fw.q.backlog()
+	}
+	return records, forwardBytes
+}
+
 // resume finds the last complete record and positions the file after it.
 // It reports whether that record is keyed.
 func (l *Log) resume() (keyed bool, err error) {

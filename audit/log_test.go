@@ -278,3 +278,25 @@ func TestMessageSchema(t *testing.T) {
 		t.Errorf("query: %s", b)
 	}
 }
+
+// TestSourceNamesNode: the records of a node name it in the audit source
+// (AET@NODE) and as the Ward participant's alternative user ID, so that
+// the trails of a cluster's nodes, which share an AE title, tell them
+// apart.
+func TestSourceNamesNode(t *testing.T) {
+	n := Node{AETitle: "WARD", ID: "node-a", Addr: "10.0.0.1"}
+	b, err := ApplicationActivity(n, true, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<AuditSourceIdentification AuditSourceID="WARD@node-a">`, `AlternativeUserID="node-a"`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("missing %s\nin %s", want, b)
+		}
+	}
+	// Ward is not among the peers (the index of the log's records).
+	peer := Node{AETitle: "MODALITY", Addr: "10.0.0.2", ID: "op"}
+	if got := Authentication(n, peer, true, "", time.Now()).Peers(); len(got) != 1 || got[0] != "MODALITY" {
+		t.Errorf("peers %v, want [MODALITY]", got)
+	}
+}

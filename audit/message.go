@@ -178,8 +178,16 @@ func (s *Study) Instances() int {
 	return n
 }
 
+// source is Ward as the audit source: its AE title, and the node that
+// recorded the event (ward.ID, the node ID) as AET@NODE, so that the
+// records of the nodes of a cluster, which share one AE title, say which
+// node wrote them (each node keeps its own trail).
 func (ward Node) source() AuditSource {
-	return AuditSource{ID: ward.AETitle, Type: auditSourceApplicationType}
+	id := ward.AETitle
+	if ward.ID != "" && ward.ID != ward.AETitle {
+		id += "@" + ward.ID
+	}
+	return AuditSource{ID: id, Type: auditSourceApplicationType}
 }
 
 func newMessage(ward Node, id, typ *Code, action string, t time.Time, outcome int) *Message {
@@ -464,7 +472,10 @@ func (m *Message) Name() string {
 func (m *Message) Peers() []string {
 	var out []string
 	for _, p := range m.Participants {
-		if p.UserID != "" && p.UserID != m.Source.ID {
+		// Ward's participant: its AE title is the source, or, with the
+		// node, AET@NODE (source()).
+		ward := p.UserID == m.Source.ID || (p.AlternativeUserID != "" && p.UserID+"@"+p.AlternativeUserID == m.Source.ID)
+		if p.UserID != "" && !ward {
 			out = append(out, p.UserID)
 		}
 	}

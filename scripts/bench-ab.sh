@@ -15,6 +15,10 @@
 # records `perf record -a -g` into $STATE/perf.data. State lives in $STATE
 # (default /tmp/ward-bench-ab).
 #
+# SCRAPE=1 (Ward only) turns on the metrics listener on 127.0.0.1:21196 and
+# scrapes /metrics every second during the run, as Prometheus would (the
+# metrics are recorded either way; this adds what serving them costs).
+#
 # WARD_BIN `storescp` measures DCMTK storescp instead (the harness's
 # peers/storescp.sh, one process per association: its CPU includes the
 # children it reaped), with the same lists and clients, for the same
@@ -54,9 +58,16 @@ if [[ "$bin" == storescp ]]; then
   trap '"$bench/peers/storescp.sh" stop >/dev/null 2>&1' EXIT
 else
   "$bin" peer add BENCHSCU --host 127.0.0.1 --allow echo,store --data "$data" >/dev/null
-  "$bin" serve --data "$data" --dicom-listen 127.0.0.1:$port --aet WARD >"$state/server.log" 2>&1 &
+  extra=()
+  [[ -n "${SCRAPE:-}" ]] && extra=(--metrics-listen 127.0.0.1:21196)
+  "$bin" serve --data "$data" --dicom-listen 127.0.0.1:$port --aet WARD "${extra[@]}" >"$state/server.log" 2>&1 &
   server=$!
-  trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+  scraper=
+  if [[ -n "${SCRAPE:-}" ]]; then
+    (while sleep 1; do curl -s -o /dev/null http://127.0.0.1:21196/metrics; done) &
+    scraper=$!
+  fi
+  trap 'kill $server $scraper 2>/dev/null; wait $server 2>/dev/null' EXIT
 fi
 for _ in $(seq 100); do
   TCP_NODELAY=1 echoscu -aet BENCHSCU -aec $aec 127.0.0.1 $port 2>/dev/null && break

@@ -11,8 +11,6 @@ command -v gdcmscu >/dev/null 2>&1 || need+=(libgdcm-tools)
 /usr/bin/python3 -c 'import pydicom' >/dev/null 2>&1 || need+=(python3-pydicom)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v nmap >/dev/null 2>&1 || need+=(nmap)
-# HAProxy in front of several nodes (test/cluster, test/harness).
-{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || need+=(haproxy)
 # DICOMweb clients nobody here wrote: Orthanc's DICOMweb plugin, and npm
 # dicomweb-client under Node (Debian 12's Node 18 will do; 20 is tested).
 ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthancDicomWeb.so* >/dev/null 2>&1 || need+=(orthanc-dicomweb)
@@ -27,6 +25,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # they need /dev/fuse, not fusermount (no fuse3 package).
 { command -v mkfs.ext4 || test -x /usr/sbin/mkfs.ext4; } >/dev/null 2>&1 || need+=(e2fsprogs)
 { command -v rsyslogd || test -x /usr/sbin/rsyslogd; } >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog rsyslog-gnutls)
+# HAProxy: the load balancer's readiness check (test/interop/metrics_test.go)
+# and several nodes behind it (test/cluster, test/harness).
+{ command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || need+=(haproxy)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -33,6 +33,15 @@ var (
 	ErrInvalidKey = errors.New("store: invalid blob key")
 	// ErrClosed is returned by an Index or Blobs used after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrUnavailable is wrapped by a backend around a failure that says
+	// nothing of the request and may pass if it is tried again later: a
+	// shared database or object store that cannot be reached, is
+	// restarting or shutting down, or gave up on a transaction that
+	// conflicted with others'. What the failed call was to write may or
+	// may not have been done (a commit whose answer was lost). Callers
+	// map it to a transient failure (a DIMSE "out of resources" status,
+	// HTTP 503) rather than to a failure of the object.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Instance is one stored SOP instance and the attributes Ward indexes at

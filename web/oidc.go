@@ -199,12 +199,15 @@ func (h *Handler) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		h.oidcFailed(w, r, user, "no Ward role")
 		return
 	}
-	if _, old := h.sessionOf(r); old != "" {
-		h.sessions.end(old)
+	if _, old, _ := h.sessionOf(r); old != "" {
+		_, _ = h.sessions.end(old)
 	}
-	id, ss := h.sessions.create(user)
-	ss.roles = roles
-	ss.external = true
+	id, _, err := h.sessions.create(user, true, roles)
+	if err != nil {
+		h.cfg.Logger.Error("session not created", "err", err.Error())
+		Fail(w, r, http.StatusServiceUnavailable, errSessions.Error())
+		return
+	}
 	h.setSessionCookie(w, id, int(h.sessions.opts.Absolute.Seconds()))
 	// A page of this origin moves on: a redirect would continue the
 	// provider's cross-site navigation, on which the browser does not send

@@ -117,7 +117,12 @@ func (h *Handler) setup(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/signin", http.StatusSeeOther)
 		return
 	}
-	id, _ := h.sessions.create(user)
+	id, _, err := h.sessions.create(user, false, nil)
+	if err != nil {
+		h.cfg.Logger.Error("session not created", "err", err.Error())
+		Fail(w, r, http.StatusServiceUnavailable, errSessions.Error())
+		return
+	}
 	h.setSessionCookie(w, id, int(h.sessions.opts.Absolute.Seconds()))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

@@ -148,10 +148,15 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	// A new session every time (no fixation): an old one this browser
 	// held ends.
-	if _, old := h.sessionOf(r); old != "" {
-		h.sessions.end(old)
+	if _, old, _ := h.sessionOf(r); old != "" {
+		_, _ = h.sessions.end(old)
 	}
-	id, _ := h.sessions.create(p.Name)
+	id, _, err := h.sessions.create(p.Name, false, nil)
+	if err != nil {
+		h.cfg.Logger.Error("session not created", "err", err.Error())
+		Fail(w, r, http.StatusServiceUnavailable, errSessions.Error())
+		return
+	}
 	h.setSessionCookie(w, id, int(h.sessions.opts.Absolute.Seconds()))
 	http.SetCookie(w, &http.Cookie{Name: signinCookie, Value: "", Path: "/signin", MaxAge: -1, HttpOnly: true, Secure: h.cfg.TLS, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, next, http.StatusSeeOther)
@@ -160,7 +165,12 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 // signout ends the session. It needs the CSRF token (header, or a csrf
 // form field) so that another site cannot sign the user out.
 func (h *Handler) signout(w http.ResponseWriter, r *http.Request) {
-	ss, id := h.sessionOf(r)
+	ss, id, err := h.sessionOf(r)
+	if err != nil {
+		w.Header().Set("Retry-After", "5")
+		Fail(w, r, http.StatusServiceUnavailable, errSessions.Error())
+		return
+	}
 	if ss == nil {
 		h.setSessionCookie(w, "", -1)
 		http.Redirect(w, r, "/signin", http.StatusSeeOther)
@@ -177,7 +187,12 @@ func (h *Handler) signout(w http.ResponseWriter, r *http.Request) {
 		Fail(w, r, http.StatusForbidden, errCSRF.Error())
 		return
 	}
-	h.sessions.end(id)
+	if _, err := h.sessions.end(id); err != nil {
+		h.cfg.Logger.Error("session not ended", "err", err.Error())
+		w.Header().Set("Retry-After", "5")
+		Fail(w, r, http.StatusServiceUnavailable, "the session could not be ended: "+errSessions.Error())
+		return
+	}
 	h.setSessionCookie(w, "", -1)
 	if h.cfg.Accounts != nil {
 		h.cfg.Accounts.SignedOut(r, ss.user, "signed out")
@@ -194,7 +209,7 @@ func (h *Handler) signout(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) sessionInfo(w http.ResponseWriter, r *http.Request) {
 	p := Principal(r.Context())
 	out := map[string]any{"user": p.Name, "roles": p.Roles}
-	if ss, _ := h.sessionOf(r); ss != nil {
+	if ss, _, _ := h.sessionOf(r); ss != nil {
 		out["csrf"] = ss.csrf
 		out["expires"] = ss.created.Add(h.sessions.opts.Absolute).UTC().Format(time.RFC3339)
 	}

@@ -21,7 +21,11 @@ var signoutPage = template.Must(template.New("signout").Parse(`<!doctype html>
 `))
 
 func (h *Handler) signoutForm(w http.ResponseWriter, r *http.Request) {
-	ss, _ := h.sessionOf(r)
+	ss, _, err := h.sessionOf(r)
+	if err != nil {
+		Fail(w, r, http.StatusServiceUnavailable, errSessions.Error())
+		return
+	}
 	if ss == nil {
 		// A bearer token, not a session: nothing to sign out of here.
 		Fail(w, r, http.StatusBadRequest, "this request has no browser session to sign out of")

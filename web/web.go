@@ -221,6 +221,10 @@ func (h *Handler) authenticated(fn http.HandlerFunc) http.Handler {
 		case errors.Is(err, errCSRF):
 			Fail(w, r, http.StatusForbidden, err.Error())
 			return
+		case errors.Is(err, errSessions):
+			w.Header().Set("Retry-After", "5")
+			Fail(w, r, http.StatusServiceUnavailable, errSessions.Error())
+			return
 		case errors.Is(err, ErrNoCredentials) && wantsPage(r):
 			http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return

@@ -52,7 +52,8 @@ func RunBackup(ctx context.Context, ar *archive.Archive, c *config.Config, f Bac
 	caps := ar.Capabilities()
 	sn := caps.Snapshotter
 	if sn == nil {
-		return res, errors.New("the index backend cannot take a snapshot for a backup")
+		return res, errors.New("the index backend cannot take a snapshot for a backup: ward backup copies an embedded archive; " +
+			"back a shared (PostgreSQL) index up with the database's own tools (pg_dump, pgBackRest) and its objects with the bucket's versioning (docs/scale-out.md)")
 	}
 	if err := checkBackupDir(c.DataDir, dir); err != nil {
 		return res, err

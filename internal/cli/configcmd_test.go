@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"flag"
 	"net"
 	"os"
 	"path/filepath"
@@ -45,6 +46,8 @@ func TestConfigCheck(t *testing.T) {
 		{"plain open without acknowledgement", "[dicom]\nlisten = \"0.0.0.0:11112\"\n", "to any source", true},
 		{"web open in clear", "[web]\nlisten = \"0.0.0.0:8080\"\n", "plain HTTP open beyond loopback", true},
 		{"web origins", "[web]\nallow_origins = [\"https://viewer.example.org\"]\n", "may call DICOMweb", false},
+		{"metrics open in clear", "[metrics]\nlisten = \"0.0.0.0:9464\"\n", "plain HTTP metrics beyond loopback", true},
+		{"metrics drain nobody sees", "[web]\nlisten = \"off\"\n[metrics]\ndrain = \"10s\"\n", "nothing answers /readyz", false},
 		{"any AE beside an open listener", "[dicom]\nloopback_any_ae = true\ntls_listen = \"0.0.0.0:2762\"\ntls_cert = \"c\"\ntls_key = \"k\"\n", "every service while a listener is not on loopback", true},
 		{"peer from anywhere", "[[peers]]\naet = \"CT\"\nnetworks = [\"0.0.0.0/0\"]\nallow = [\"store\"]\n", "from any address", true},
 		{"no result cap", "[query]\nmax_results = -1\n", "not capped", false},
@@ -80,5 +83,42 @@ func TestConfigCheck(t *testing.T) {
 			}
 			t.Logf("serve: %s", strings.TrimSpace(errs))
 		})
+	}
+}
+
+// TestServeBackendFlags: --index and --blobs name the backends by URL as
+// [storage] does (config check applies serve's flags): a password in a
+// URL or an unknown scheme is refused without printing the password; a
+// PostgreSQL index is noted as cluster mode.
+func TestServeBackendFlags(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty")
+	out, _, code := runCLI(t, "config", "check", "--data", empty, "--index", "postgres://ward:s3cret-pw@db.example.org/ward")
+	if code != 1 || !strings.Contains(out, "PGPASSWORD") || strings.Contains(out, "s3cret-pw") {
+		t.Fatalf("password in --index: %d %s", code, out)
+	}
+	out, _, code = runCLI(t, "config", "check", "--data", empty, "--blobs", "ftp://bucket/x")
+	if code != 1 || !strings.Contains(out, `unknown scheme "ftp"`) {
+		t.Fatalf("unknown scheme: %d %s", code, out)
+	}
+	out, _, code = runCLI(t, "config", "check", "--data", empty, "--index", "postgresql://ward@db.example.org/ward", "--blobs", "s3://archive/objects?endpoint=https://s3.example.org&region=eu-1")
+	if code != 0 || !strings.Contains(out, "cluster mode") || !strings.Contains(out, "sslmode") {
+		t.Fatalf("cluster: %d %s", code, out)
+	}
+	// A flag replaces the file's backend, DSN included.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ward.toml"), []byte("[storage]\nindex = \"sqlite\"\nindex_dsn = \"/x/index.db\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	load := serveFlags(fs)
+	if err := fs.Parse([]string{"--data", dir, "--index", "postgres://ward@127.0.0.1/ward"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := c.Storage.IndexBackend(); err != nil || b.Name != "postgres" || b.DSN != "postgres://ward@127.0.0.1/ward" {
+		t.Fatalf("--index over the file: %+v %v", b, err)
 	}
 }

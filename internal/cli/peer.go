@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -14,6 +15,7 @@ import (
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/termsafe"
+	"github.com/ward-pacs/ward/policy/tokens"
 )
 
 // configFile is the file `ward peer` edits: --config FILE, or
@@ -42,7 +44,11 @@ images only to a peer with move-destination, at its HOST and PORT (over TLS
 with --tls).
 Peers are stored as [[peers]] tables in Ward's configuration file (written
 atomically, mode 0600); a ward serve running on the data directory is asked,
-over its admin socket, to put the change in effect at once.`,
+over its admin socket, to put the change in effect at once. When [storage]
+index is a PostgreSQL URL (a cluster), peers live in that shared index
+instead: the command writes there, from any machine with the configuration
+(no running node needed), and every node puts the change in effect within
+seconds.`,
 	subs: []*command{
 		{
 			name: "add", summary: "register a peer, or change the one with that AE title",
@@ -66,6 +72,17 @@ the services it may use, what it is bound to and what it requires.`,
 			args: "TITLE [--config FILE | --data DIR]", minArgs: 1, maxArgs: 1,
 			help:  "Removes the peer with AE title TITLE.",
 			flags: peerRemoveFlags,
+		},
+		{
+			name: "import", summary: "move the file's peers, users and tokens into a cluster's shared index",
+			args: "[--config FILE | --data DIR]",
+			help: `For a configuration whose [storage] index is a cluster's PostgreSQL index:
+copies the [[peers]] and [[users]] tables of the configuration file, and
+the API tokens of the data directory's token file, into the shared index
+(an entry already there must be the same, else nothing is copied), then
+removes the tables from the file (ward serve refuses them in cluster mode).
+Run it once, on the node whose file holds the registrations to keep.`,
+			flags: peerImportFlags,
 		},
 	},
 }
@@ -95,7 +112,6 @@ func peerAddFlags(fs *flag.FlagSet) runFunc {
 	maxAssoc := fs.Int("max-associations", 0, "concurrent associations of this peer (default [dicom] max_associations_per_peer)")
 	maxResults := fs.Int("max-results", 0, "matches per C-FIND for this peer (default [query] max_results)")
 	return func(e *env, pos []string) error {
-		path := df.file()
 		p := config.Peer{AETitle: pos[0], Host: *host, Port: *port, RequireTLS: *requireTLS, RequireIdentity: *requireIdentity, TLS: *useTLS,
 			MaxAssociations: *maxAssoc, MaxResults: *maxResults}
 		for _, s := range strings.Split(*allow, ",") {
@@ -128,8 +144,13 @@ func peerAddFlags(fs *flag.FlagSet) runFunc {
 				return fmt.Errorf("peer %s not added: %s", p.AETitle, f)
 			}
 		}
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
 		verb := "added"
-		err := config.EditPeers(path, func(peers []config.Peer) ([]config.Peer, error) {
+		err = reg.editPeers(func(peers []config.Peer) ([]config.Peer, error) {
 			for i := range peers {
 				if peers[i].AETitle == p.AETitle {
 					peers[i] = p
@@ -142,7 +163,7 @@ func peerAddFlags(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "peer %s %s in %s\n", p.AETitle, verb, path)
+		fmt.Fprintf(e.stdout, "peer %s %s in %s\n", p.AETitle, verb, reg)
 		if p.Host == "" && len(p.Networks) == 0 && p.CertFingerprint == "" {
 			fmt.Fprintf(e.stderr, "warning: peer %s is bound to no host, network or certificate: Ward refuses its associations until it is (it can still be a C-MOVE destination, with --host, --port and move-destination)\n", p.AETitle)
 		}
@@ -156,14 +177,18 @@ func peerAddFlags(fs *flag.FlagSet) runFunc {
 func peerRemoveFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, pos []string) error {
-		path := df.file()
-		err := config.EditPeers(path, func(peers []config.Peer) ([]config.Peer, error) {
-			return removeNamed(peers, func(p config.Peer) string { return p.AETitle }, pos[0], "peer", path)
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		err = reg.editPeers(func(peers []config.Peer) ([]config.Peer, error) {
+			return removeNamed(peers, func(p config.Peer) string { return p.AETitle }, pos[0], "peer", reg.String())
 		})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "peer %s removed from %s\n", pos[0], path)
+		fmt.Fprintf(e.stdout, "peer %s removed from %s\n", pos[0], reg)
 		return e.applyRunning(*df.config, *df.data, "the removal of peer "+pos[0], func(r *admin.Reloaded) bool { return !slices.Contains(r.Peers, pos[0]) })
 	}
 }
@@ -171,8 +196,12 @@ func peerRemoveFlags(fs *flag.FlagSet) runFunc {
 func peerListFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, _ []string) error {
-		path := df.file()
-		c, err := config.Load(path, *df.config == "")
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		c, err := reg.load(*df.config == "")
 		if err != nil {
 			return err
 		}
@@ -236,6 +265,9 @@ func (e *env) applyRunning(configPath, dataDir, what string, inEffect func(*admi
 	defer cancel()
 	r, err := admin.RemoteReload(ctx, c.DataDir)
 	switch {
+	case errors.Is(err, admin.ErrNoServer) && c.Cluster():
+		e.clusterNote()
+		return nil
 	case errors.Is(err, admin.ErrNoServer):
 		fmt.Fprintf(e.stdout, "no ward serve is running on %s: the change takes effect when it starts\n", c.DataDir)
 		return nil
@@ -245,5 +277,95 @@ func (e *env) applyRunning(configPath, dataDir, what string, inEffect func(*admi
 		return fmt.Errorf("%s is written, but the ward serve running on %s reads another configuration file (it was started with another --config): the change is not in effect there", what, c.DataDir)
 	}
 	fmt.Fprintf(e.stdout, "in effect in the running ward serve (%d peers, %d users)\n", len(r.Peers), len(r.Users))
+	if c.Cluster() {
+		e.clusterNote()
+	}
 	return nil
+}
+
+func peerImportFlags(fs *flag.FlagSet) runFunc {
+	df := addEditFlags(fs)
+	return func(e *env, _ []string) error {
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		if reg.shared == nil {
+			return fmt.Errorf("ward peer import moves registrations into a cluster's shared index: %s names none ([storage] index = \"postgres://…\")", reg.path)
+		}
+		c, err := config.Load(reg.path, false)
+		if err != nil {
+			return err
+		}
+		tokenFile := config.TokenFile(reg.c.DataDir)
+		set, err := config.LoadTokens(tokenFile)
+		if err != nil {
+			return err
+		}
+		var np, nu, nt int
+		if err := reg.editPeers(func(have []config.Peer) ([]config.Peer, error) {
+			var err error
+			have, np, err = mergeNamed(have, c.Peers, func(p config.Peer) string { return p.AETitle }, "peer")
+			return have, err
+		}); err != nil {
+			return err
+		}
+		if err := reg.editUsers(func(have []config.User) ([]config.User, error) {
+			var err error
+			have, nu, err = mergeNamed(have, c.Users, func(u config.User) string { return u.Name }, "user")
+			return have, err
+		}); err != nil {
+			return err
+		}
+		if err := reg.editTokens(func(have *tokens.Set) error {
+			var err error
+			have.Tokens, nt, err = mergeNamed(have.Tokens, set.Tokens, func(r tokens.Record) string { return r.ID }, "token")
+			return err
+		}); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "copied into the cluster's shared index: %d peers, %d users, %d tokens (those already there and the same were kept)\n", np, nu, nt)
+		if len(c.Peers) > 0 {
+			if err := config.EditPeers(reg.path, func([]config.Peer) ([]config.Peer, error) { return nil, nil }); err != nil {
+				return fmt.Errorf("imported, but the [[peers]] tables are still in %s (remove them: ward serve refuses them in cluster mode): %w", reg.path, err)
+			}
+		}
+		if len(c.Users) > 0 {
+			if err := config.EditUsers(reg.path, func([]config.User) ([]config.User, error) { return nil, nil }); err != nil {
+				return fmt.Errorf("imported, but the [[users]] tables are still in %s (remove them: ward serve refuses them in cluster mode): %w", reg.path, err)
+			}
+		}
+		if len(c.Peers)+len(c.Users) > 0 {
+			fmt.Fprintf(e.stdout, "[[peers]] and [[users]] removed from %s\n", reg.path)
+		}
+		if len(set.Tokens) > 0 {
+			fmt.Fprintf(e.stdout, "%s is no longer read (cluster mode): remove it once every node runs\n", tokenFile)
+		}
+		e.clusterNote()
+		return nil
+	}
+}
+
+// mergeNamed adds to have the items of add not in it (by name); an item
+// of the same name that differs is an error. It returns the merged items
+// and how many were added.
+func mergeNamed[T any](have, add []T, nameOf func(T) string, kind string) ([]T, int, error) {
+	byName := map[string]T{}
+	for _, h := range have {
+		byName[nameOf(h)] = h
+	}
+	n := 0
+	for _, a := range add {
+		h, ok := byName[nameOf(a)]
+		switch {
+		case !ok:
+			have = append(have, a)
+			byName[nameOf(a)] = a
+			n++
+		case !reflect.DeepEqual(h, a):
+			return nil, 0, fmt.Errorf("%s %q is in the shared index already, registered differently: remove one of the two, then import again (what was copied before stays, and is skipped)", kind, nameOf(a))
+		}
+	}
+	return have, n, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
@@ -73,10 +74,13 @@ func serveFlagsFile(fs *flag.FlagSet) (func() (*config.Config, error), func() st
 	tlsKey := fs.String("tls-key", "", "private key of the server certificate (PEM)")
 	tlsClientCA := fs.String("tls-client-ca", "", "CA certificates (PEM); when set, TLS clients must present a certificate they issued")
 	tlsCRL := fs.String("tls-crl", "", "certificate revocation lists (PEM or DER) of those CAs; a certificate they list is refused (ward pki revoke makes one)")
+	metricsListen := fs.String("metrics-listen", "", "metrics listener HOST:PORT (/metrics, /healthz, /readyz), or off (default off; 9464 by convention; beyond loopback it needs TLS, and /metrics a bearer token)")
 	httpListen := fs.String("http-listen", "", "HTTP (DICOMweb) listener HOST:PORT, or off (default "+config.DefaultWebListen+"; beyond loopback it needs [web] tls_cert and tls_key, or [dicom]'s)")
 	aet := fs.String("aet", "", "Ward's AE title (default "+config.DefaultAETitle+")")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "", "log format: text or json")
+	index := fs.String("index", "", "the index, as a URL: postgres://USER@HOST/DATABASE (a cluster's shared index; the password from PGPASSWORD or ~/.pgpass, never in the URL); default the SQLite index in the data directory")
+	blobs := fs.String("blobs", "", "the objects' store, as a URL: s3://BUCKET/PREFIX?endpoint=URL&region=R (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared credentials file); default files in the data directory")
 	minFree := fs.String("min-free", "", "free space kept in reserve on the objects' disk, e.g. 2GiB; C-STOREs are refused below it (0: none; default 1GiB, or 5% of a smaller disk)")
 	return func() (*config.Config, error) {
 		c, err := df.load()
@@ -85,13 +89,20 @@ func serveFlagsFile(fs *flag.FlagSet) (func() (*config.Config, error), func() st
 		}
 		for flag, dst := range map[*string]*string{listen: &c.DICOM.Listen, tlsListen: &c.DICOM.TLSListen,
 			tlsCert: &c.DICOM.TLSCert, tlsKey: &c.DICOM.TLSKey, tlsClientCA: &c.DICOM.TLSClientCA, tlsCRL: &c.DICOM.TLSCRL,
-			httpListen: &c.Web.Listen, aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format, minFree: &c.Storage.MinFree} {
+			httpListen: &c.Web.Listen, metricsListen: &c.Metrics.Listen, aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format, minFree: &c.Storage.MinFree} {
 			if *flag != "" {
 				*dst = *flag
 			}
 		}
 		if *anyAE {
 			c.DICOM.LoopbackAnyAE = true
+		}
+		// A backend given as a flag replaces the file's, DSN included.
+		if *index != "" {
+			c.Storage.Index, c.Storage.IndexDSN = *index, ""
+		}
+		if *blobs != "" {
+			c.Storage.Blobs, c.Storage.BlobsDSN = *blobs, ""
 		}
 		return c, nil
 	}, df.file
@@ -101,7 +112,9 @@ var serveCmd = &command{
 	name: "serve", summary: "run the archive (DIMSE and DICOMweb)", args: "[flags]",
 	help: `Runs the archive on the data directory (--data, default ` + config.DefaultDataDir + `) with the
 configuration DATA/ward.toml (or --config FILE) and the flags below
-applied over it, until SIGINT or SIGTERM. SIGHUP reloads the peers,
+applied over it, until SIGINT or SIGTERM (with [metrics] drain, SIGTERM
+first drains: /readyz answers 503 for that long while Ward goes on
+serving, then it stops; a second signal stops it at once). SIGHUP reloads the peers,
 users and API tokens. The web listener serves the OHIF viewer at / (on
 the first run, with npm at hand, ward serve fetches it into DATA/viewer
 and says so: see ward viewer). It refuses to start with a setting 'ward config check' lists as
@@ -124,8 +137,11 @@ func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	if path := os.Getenv("WARD_CPUPROFILE"); path != "" {
 		// A CPU profile of the whole run, for performance work.
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -139,7 +155,9 @@ func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms
 	}
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.
-	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, ConfigFile: cfgFile, SetupOut: e.stderr, FetchViewer: os.Getenv("WARD_VIEWER_FETCH") != "off"}
+	s := &server.Server{Config: c, Logger: log, Load: load, FixPermissions: fixPerms, ConfigFile: cfgFile, SetupOut: e.stderr, FetchViewer: os.Getenv("WARD_VIEWER_FETCH") != "off", Version: versionString()}
+	// A signal during Open (recovery may take long) stops it at once.
+	go stopOnSignal(s, sigs, c.Metrics.Drain.Duration, stop)
 	if err := s.Open(ctx); err != nil {
 		return fmt.Errorf("not starting: %w", err)
 	}
@@ -162,4 +180,22 @@ func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms
 		}
 	}()
 	return s.Serve(ctx)
+}
+
+// stopOnSignal stops s (stop) at the first SIGINT or SIGTERM; with a drain,
+// SIGTERM to a serving s first has it drain for that long (its /readyz
+// answers 503 while it serves on, so that the load balancer moves new
+// connections away), unless another signal comes.
+func stopOnSignal(s *server.Server, sigs <-chan os.Signal, drain time.Duration, stop func()) {
+	sig, ok := <-sigs
+	if ok && sig == syscall.SIGTERM && drain > 0 && s.Serving() {
+		s.Drain()
+		t := time.NewTimer(drain)
+		select {
+		case <-t.C:
+		case <-sigs:
+		}
+		t.Stop()
+	}
+	stop()
 }

@@ -34,7 +34,10 @@ atomically). A ward serve running on the data directory is asked, over its
 admin socket, to read the file again at once, so that a revoked token stops
 working there at once. The change is audited as a Security Alert (Security
 Configuration): by the running ward serve, or, while none runs, by the
-command in the data directory's audit log.`,
+command in the data directory's audit log. When [storage] index is a
+PostgreSQL URL (a cluster), tokens live in that shared index instead: every
+node accepts a token issued, and refuses it once revoked, within seconds,
+and each running node audits the change.`,
 	subs: []*command{
 		{
 			name: "issue", summary: "issue a token and print it",
@@ -88,7 +91,12 @@ func tokenIssueFlags(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		c, err := loadConfig(*df.config, *df.data)
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		c, err := reg.load(*df.config == "")
 		if err != nil {
 			return err
 		}
@@ -102,7 +110,7 @@ func tokenIssueFlags(fs *flag.FlagSet) runFunc {
 		}
 		var tok string
 		var rec tokens.Record
-		err = config.EditTokens(config.TokenFile(c.DataDir), func(s *tokens.Set) error {
+		err = reg.editTokens(func(s *tokens.Set) error {
 			var err error
 			tok, rec, err = s.Issue(name, sc, d, time.Now())
 			return err
@@ -123,13 +131,14 @@ func tokenIssueFlags(fs *flag.FlagSet) runFunc {
 func tokenRevokeFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, pos []string) error {
-		c, err := loadConfig(*df.config, *df.data)
+		reg, err := openRegistry(df)
 		if err != nil {
 			return err
 		}
+		defer reg.close()
 		id := strings.ToLower(strings.TrimSpace(pos[0]))
 		var rec tokens.Record
-		err = config.EditTokens(config.TokenFile(c.DataDir), func(s *tokens.Set) error {
+		err = reg.editTokens(func(s *tokens.Set) error {
 			var err error
 			rec, err = s.Revoke(id, time.Now())
 			return err
@@ -145,14 +154,16 @@ func tokenRevokeFlags(fs *flag.FlagSet) runFunc {
 func tokenListFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, _ []string) error {
-		c, err := loadConfig(*df.config, *df.data)
+		reg, err := openRegistry(df)
 		if err != nil {
 			return err
 		}
-		s, err := config.LoadTokens(config.TokenFile(c.DataDir))
+		defer reg.close()
+		sh, err := reg.load(*df.config == "")
 		if err != nil {
 			return err
 		}
+		s := sh.Tokens
 		now := time.Now()
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tUSER\tSCOPE\tCREATED\tEXPIRES\tSTATE")
@@ -194,6 +205,10 @@ func (e *env) tokensRunning(configPath, dataDir, what, change string, inEffect f
 	r, err := admin.RemoteReload(ctx, c.DataDir)
 	var out io.Writer = e.stderr
 	switch {
+	case errors.Is(err, admin.ErrNoServer) && c.Cluster():
+		// Every running node audits the change as it puts it in effect.
+		e.clusterNote()
+		return nil
 	case errors.Is(err, admin.ErrNoServer):
 		err := offline(ctx, e, c, func(adm *admin.Admin) error {
 			return adm.Record(audit.SecurityConfigChanged(adm.Node(), audit.Node{ID: admin.Operator()}, change, time.Now()))
@@ -209,5 +224,8 @@ func (e *env) tokensRunning(configPath, dataDir, what, change string, inEffect f
 		return fmt.Errorf("%s is written, but the ward serve running on %s did not put it in effect", what, c.DataDir)
 	}
 	fmt.Fprintf(out, "in effect in the running ward serve (%d tokens not revoked)\n", len(r.Tokens))
+	if c.Cluster() {
+		e.clusterNote()
+	}
 	return nil
 }

@@ -36,7 +36,9 @@ not stored anywhere, so give it to the user then.
 
 The file is written atomically with mode 0600; a ward serve running on the
 data directory is asked, over its admin socket, to put the change in effect
-at once.`,
+at once. When [storage] index is a PostgreSQL URL (a cluster), users live
+in that shared index instead, and every node puts a change in effect within
+seconds.`,
 	subs: []*command{
 		{
 			name: "add", summary: "add a user with a new passcode",
@@ -87,7 +89,6 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 			role = fs.String("role", "", "roles, comma-separated: viewer, uploader, admin (none: a DIMSE identity only)")
 		}
 		return func(e *env, pos []string) error {
-			path := df.file()
 			name := pos[0]
 			if err := config.CheckUserName(name); err != nil {
 				return err
@@ -99,8 +100,14 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 					return err
 				}
 			}
+			reg, err := openRegistry(df)
+			if err != nil {
+				return err
+			}
+			defer reg.close()
+			path := reg.String()
 			// Fail before asking for a passcode when the user is (not) there.
-			c, err := config.Load(path, true)
+			c, err := reg.load(true)
 			if err != nil {
 				return err
 			}
@@ -122,7 +129,7 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 			if err != nil {
 				return err
 			}
-			err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+			err = reg.editUsers(func(users []config.User) ([]config.User, error) {
 				for i := range users {
 					if users[i].Name != name {
 						continue
@@ -185,8 +192,13 @@ func userRolesFlags(fs *flag.FlagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		path, name := df.file(), pos[0]
-		err = config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		path, name := reg.String(), pos[0]
+		err = reg.editUsers(func(users []config.User) ([]config.User, error) {
 			for i := range users {
 				if users[i].Name == name {
 					users[i].Roles = roles
@@ -210,8 +222,13 @@ func userRolesFlags(fs *flag.FlagSet) runFunc {
 func userRemoveFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, pos []string) error {
-		path := df.file()
-		err := config.EditUsers(path, func(users []config.User) ([]config.User, error) {
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		path := reg.String()
+		err = reg.editUsers(func(users []config.User) ([]config.User, error) {
 			return removeNamed(users, func(u config.User) string { return u.Name }, pos[0], "user", path)
 		})
 		if err != nil {
@@ -225,8 +242,12 @@ func userRemoveFlags(fs *flag.FlagSet) runFunc {
 func userListFlags(fs *flag.FlagSet) runFunc {
 	df := addEditFlags(fs)
 	return func(e *env, _ []string) error {
-		path := df.file()
-		c, err := config.Load(path, *df.config == "")
+		reg, err := openRegistry(df)
+		if err != nil {
+			return err
+		}
+		defer reg.close()
+		c, err := reg.load(*df.config == "")
 		if err != nil {
 			return err
 		}

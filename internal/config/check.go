@@ -105,6 +105,7 @@ func (c *Config) Check() []Finding {
 			add(Critical, true, "[web] listen = "+c.Web.Listen, "plain HTTP open beyond loopback: DICOMweb requests, tokens and images readable on the network", "set [web] tls_cert and tls_key (or [dicom]'s), or listen on loopback behind a TLS proxy")
 		}
 	}
+	c.checkMetrics(add)
 	if len(c.Web.AllowOrigins) > 0 {
 		add(Low, false, "[web] allow_origins = "+strings.Join(c.Web.AllowOrigins, ","), "pages from these origins may call DICOMweb with a user's token", "list only origins the site runs")
 	}
@@ -140,6 +141,8 @@ func (c *Config) Check() []Finding {
 	if err := c.ValidateUsers(); err != nil {
 		add(Critical, true, "[[users]] / [identity]", err.Error(), "fix the entry (ward user passwd NAME rewrites a hash)")
 	}
+
+	c.checkStorage(add)
 
 	if n, _, err := c.Storage.MinFreeBytes(); err == nil && n == 0 {
 		add(Low, false, "[storage] min_free = 0", "no free space is kept in reserve: C-STOREs fill the disk until writes fail, the index's included", "keep a reserve (the default is 1GiB, or 5% of a smaller disk)")

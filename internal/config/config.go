@@ -67,6 +67,9 @@ type Config struct {
 	Query   Query   `toml:"query"`
 	Log     Log     `toml:"log"`
 	Audit   Audit   `toml:"audit"`
+	// Metrics is the operations listener: metrics, health, readiness
+	// (metrics.go).
+	Metrics Metrics `toml:"metrics"`
 	// Identity configures user identity negotiation (PS3.7 D.3.3.7).
 	Identity Identity `toml:"identity"`
 	// Users are the accounts for username + passcode identity ([[users]]
@@ -212,7 +215,10 @@ type Storage struct {
 	// OnDuplicate: "replace" (default), "keep" or "reject".
 	OnDuplicate string `toml:"on_duplicate"`
 	// Index and Blobs name the backends; empty means the embedded default
-	// (sqlite and fs in DataDir).
+	// (sqlite and fs in DataDir). A value with "://" is a URL whose
+	// scheme names the backend (postgres://, postgresql://; s3://) and
+	// which is the whole DSN (storage.go); else IndexDSN and BlobsDSN are
+	// the backends' DSNs. Never a password or key in either.
 	Index    string `toml:"index"`
 	IndexDSN string `toml:"index_dsn"`
 	Blobs    string `toml:"blobs"`
@@ -453,6 +459,9 @@ func (c *Config) Validate() error {
 	if _, _, err := c.Storage.MinFreeBytes(); err != nil {
 		return err
 	}
+	if err := c.validateStorage(); err != nil {
+		return err
+	}
 	if c.DICOM.IdleTimeout.Duration < 0 {
 		return fmt.Errorf("dicom idle_timeout must not be negative (0: the default, 5m)")
 	}
@@ -466,6 +475,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateWeb(); err != nil {
+		return err
+	}
+	if err := c.validateMetrics(); err != nil {
 		return err
 	}
 	if err := c.ValidateUsers(); err != nil {

@@ -113,6 +113,7 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 			// breaks the rules. A silent connection or one closed before
 			// a request is not recorded (ARTIM closes it).
 			reason := "invalid PDU instead of an A-ASSOCIATE-RQ: " + pduProblem(err)
+			s.mx.association(assocRejected)
 			peer := audit.Node{Addr: hostOf(remote)}
 			s.Logger.Warn("association refused", "remote", remote.String(), "reason", reason)
 			s.record(audit.Authentication(s.wardNode(), peer, false, reason, now))
@@ -125,6 +126,7 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 	}
 	peer := audit.Node{AETitle: strings.TrimSpace(rq.CallingAETitle), Addr: hostOf(remote)}
 	if err == nil {
+		s.mx.association(assocAccepted)
 		s.limits.Succeeded(src, failKey(rq))
 		if cs.grant != nil {
 			peer.ID = cs.grant.User
@@ -141,6 +143,7 @@ func (s *Server) afterNegotiation(cs *connSession, remote net.Addr, err error) {
 		}
 		return
 	}
+	s.mx.association(assocRejected)
 	reason := err.Error()
 	alert := false
 	transient := false

@@ -19,8 +19,10 @@ import (
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
-	_ "github.com/ward-pacs/ward/store/fsblob" // "fs": files, the embedded default blobs
-	_ "github.com/ward-pacs/ward/store/sqlite" // "sqlite": the embedded default index
+	_ "github.com/ward-pacs/ward/store/fsblob"   // "fs": files, the embedded default blobs
+	_ "github.com/ward-pacs/ward/store/postgres" // "postgres": an index several nodes share
+	_ "github.com/ward-pacs/ward/store/s3blob"   // "s3": objects in an S3-compatible store
+	_ "github.com/ward-pacs/ward/store/sqlite"   // "sqlite": the embedded default index
 )
 
 // The embedded default store, in a data directory (and in a backup
@@ -42,14 +44,18 @@ func backupFolder(c *config.Config) admin.BackupFolder {
 // closed directories above them keep others out).
 var objectTrees = map[string]bool{"objects": true, "pending": true, "tmp": true}
 
-// storeSpec is the store c configures, opened by node.
+// storeSpec is the store c configures, opened by node: [storage] index
+// and blobs as backend names with their DSNs, or as URLs whose scheme
+// names the backend (config.Storage.IndexBackend; Validate has refused a
+// URL Ward has no backend for, or one with a password in it).
 func storeSpec(c *config.Config, node string) store.Spec {
-	sp := store.Spec{Index: c.Storage.Index, IndexDSN: c.Storage.IndexDSN,
-		Blobs: c.Storage.Blobs, BlobsDSN: c.Storage.BlobsDSN, Node: node}
-	if sp.Index == "" {
+	ib, _ := c.Storage.IndexBackend()
+	bb, _ := c.Storage.BlobsBackend()
+	sp := store.Spec{Index: ib.Name, IndexDSN: ib.DSN, Blobs: bb.Name, BlobsDSN: bb.DSN, Node: node}
+	if sp.Index == "" || (sp.Index == defaultIndex && sp.IndexDSN == "") {
 		sp.Index, sp.IndexDSN = defaultIndex, c.IndexPath()
 	}
-	if sp.Blobs == "" {
+	if sp.Blobs == "" || (sp.Blobs == defaultBlobs && sp.BlobsDSN == "") {
 		sp.Blobs, sp.BlobsDSN = defaultBlobs, c.BlobsPath()
 	}
 	return sp

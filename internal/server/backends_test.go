@@ -2,24 +2,53 @@ package server
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/storetest"
+	"github.com/ward-pacs/ward/test/harness"
 )
+
+// TestMain stops what the harness started for the package's tests (the
+// PostgreSQL cluster of the backend matrix).
+func TestMain(m *testing.M) { harness.Main(m) }
 
 // TestBackendMatrix runs the store conformance suite over every pairing
 // of the backends this file's sibling, backends.go, composes, and checks
 // that each still has the capabilities it is meant to: a backend added
 // there must be added here.
+//
+// The "s3" blobs run against one versitygw for the test (a missing one
+// skips the matrix locally and fails it under CI=true), each store
+// folder getting a bucket of its own.
 func TestBackendMatrix(t *testing.T) {
+	s3 := harness.StartS3(t)
+	s3.SetEnv(t)
+	var mu sync.Mutex
+	buckets := map[string]string{} // store folder -> its bucket's DSN
+	s3DSN := func(dir string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		if dsn, ok := buckets[dir]; ok {
+			return dsn
+		}
+		b, err := s3.NewBucket()
+		if err != nil {
+			return "s3://no-bucket/?error=" + url.QueryEscape(err.Error()) // Open fails, saying so
+		}
+		buckets[dir] = s3.URL(b, "ward")
+		return buckets[dir]
+	}
 	storetest.TestMatrix(t,
 		map[string]storetest.Backend{
 			defaultIndex: {
@@ -27,6 +56,7 @@ func TestBackendMatrix(t *testing.T) {
 				Caps: []string{"Inserter", "BlobFinder", "DeferredSyncer", "DeletionRecorder", "DeleteHolder",
 					"InstanceWalker", "Snapshotter", "SnapshotFiles", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper"},
 			},
+			"postgres": postgresBackend(t),
 		},
 		map[string]storetest.Backend{
 			defaultBlobs: {
@@ -34,7 +64,46 @@ func TestBackendMatrix(t *testing.T) {
 				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "SpaceReporter", "UnfinishedRemover",
 					"DurableNamer", "IntentWriter", "NodeScoper"},
 			},
+			"s3": {
+				DSN: s3DSN,
+				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "UnfinishedRemover",
+					"DurableNamer", "IntentWriter", "NodeScoper"},
+			},
 		})
+}
+
+// postgresBackend is the PostgreSQL index on the package's cluster
+// (test/harness), one database per folder: a second open of the same
+// folder (TestNodes' second node) reaches the same database. Without
+// PostgreSQL installed its pairings are skipped (under CI=true, failed).
+func postgresBackend(t *testing.T) storetest.Backend {
+	b := storetest.Backend{Caps: []string{"Inserter", "BlobFinder", "DeletionRecorder", "DeleteHolder",
+		"InstanceWalker", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper"}}
+	if why := harness.PostgresMissing(); why != "" {
+		if testci.CI() {
+			t.Fatalf("%s (required under CI=true)", why)
+		}
+		b.Missing = why
+		return b
+	}
+	pg := harness.StartPostgres(t)
+	var mu sync.Mutex
+	dsns := map[string]string{}
+	b.DSN = func(dir string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		if dsn, ok := dsns[dir]; ok {
+			return dsn
+		}
+		name, err := pg.CreateDatabase()
+		if err != nil {
+			t.Errorf("creating a database: %v", err) // the open of "" then fails
+			return ""
+		}
+		dsns[dir] = pg.DSN(name)
+		return dsns[dir]
+	}
+	return b
 }
 
 // TestNodeID: the node ID is generated once into DATA/node-id (0600) and

@@ -58,7 +58,9 @@ func (s *syntheticCT) instance(n int) ([]byte, string) {
 	return d, uidPrefix + digits
 }
 
-func benchServer(b *testing.B) *Server {
+// benchServer starts a server on a fresh data directory, its config
+// changed by edits.
+func benchServer(b *testing.B, edits ...func(*config.Config)) *Server {
 	c := config.Default()
 	c.DataDir = filepath.Join(b.TempDir(), "data")
 	if d := os.Getenv("WARD_BENCH_DIR"); d != "" {
@@ -72,6 +74,9 @@ func benchServer(b *testing.B) *Server {
 	c.DICOM.Listen = "127.0.0.1:0"
 	c.Web.Listen = "127.0.0.1:0"
 	c.DICOM.LoopbackAnyAE = true
+	for _, edit := range edits {
+		edit(c)
+	}
 	s := &Server{Config: c}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := s.Open(ctx); err != nil {
@@ -102,53 +107,58 @@ func BenchmarkCStore(b *testing.B) {
 		ct := newSyntheticCT(b, size)
 		for _, par := range []int{1, 4} {
 			b.Run(fmt.Sprintf("%dKB/assoc=%d", size/1024, par), func(b *testing.B) {
-				s := benchServer(b)
-				clients := make([]*dimse.Client, par)
-				for i := range clients {
-					clients[i] = dialStore(b, s.Addr().String())
-				}
-				// Pre-build the instances outside the timer.
-				objs := make([][]byte, b.N)
-				uids := make([]string, b.N)
-				for i := range objs {
-					objs[i], uids[i] = ct.instance(i)
-				}
-				b.SetBytes(int64(len(ct.data)))
-				b.ReportAllocs()
-				b.ResetTimer()
-				var wg sync.WaitGroup
-				var mu sync.Mutex
-				next := 0
-				for _, cl := range clients {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for {
-							mu.Lock()
-							i := next
-							next++
-							mu.Unlock()
-							if i >= b.N {
-								return
-							}
-							rsp, err := cl.Store(context.Background(), 1, ctImageStorage, uids[i], bytes.NewReader(objs[i]))
-							if err != nil || rsp.Status != dimse.StatusSuccess {
-								b.Errorf("store: %v %+v", err, rsp)
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
-				b.StopTimer()
-				for _, cl := range clients {
-					cl.A.Release()
-				}
-				n, _ := s.Index().CountInstances(context.Background())
-				if n != int64(b.N) {
-					b.Fatalf("stored %d, sent %d", n, b.N)
-				}
+				benchCStore(b, benchServer(b), ct, par)
 			})
 		}
+	}
+}
+
+// benchCStore stores b.N instances like ct into s over par associations
+// at once, and checks they are indexed.
+func benchCStore(b *testing.B, s *Server, ct *syntheticCT, par int) {
+	clients := make([]*dimse.Client, par)
+	for i := range clients {
+		clients[i] = dialStore(b, s.Addr().String())
+	}
+	// Pre-build the instances outside the timer.
+	objs := make([][]byte, b.N)
+	uids := make([]string, b.N)
+	for i := range objs {
+		objs[i], uids[i] = ct.instance(i)
+	}
+	b.SetBytes(int64(len(ct.data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	next := 0
+	for _, cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= b.N {
+					return
+				}
+				rsp, err := cl.Store(context.Background(), 1, ctImageStorage, uids[i], bytes.NewReader(objs[i]))
+				if err != nil || rsp.Status != dimse.StatusSuccess {
+					b.Errorf("store: %v %+v", err, rsp)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	for _, cl := range clients {
+		cl.A.Release()
+	}
+	n, _ := s.Index().CountInstances(context.Background())
+	if n != int64(b.N) {
+		b.Fatalf("stored %d, sent %d", n, b.N)
 	}
 }

@@ -329,12 +329,14 @@ func (s *Server) admitConn(conn net.Conn, isTLS bool) *pass {
 		// Answered without negotiation, and without an audit record each
 		// time: the lockout itself was recorded.
 		s.refusals.note(s.Logger, lockedOut, src)
+		s.mx.refusedAtAccept(lockedOut)
 		s.refuse(conn, isTLS)
 		return nil
 	}
 	p, why := s.gate.enter(src, s.policy.Load().BindsSource(src))
 	if why != admitted {
 		s.refusals.note(s.Logger, why, src)
+		s.mx.refusedAtAccept(why)
 		s.refuse(conn, isTLS)
 		return nil
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/pgshared"
 	webviewer "github.com/ward-pacs/ward/web/viewer"
 )
 
@@ -56,10 +57,16 @@ type Server struct {
 	// FetchViewer: when the viewer is not in the data directory, fetch it
 	// there with npm (ward serve's first run; viewer.go).
 	FetchViewer bool
+	// Version is Ward's version, in the build information metric.
+	Version string
 
 	// node is this node's ID (backends.go); store is what openStore
 	// opened (index and blobs below are its own).
-	node    string
+	node string
+	// shared is the cluster's shared state (peers, users, tokens,
+	// sessions) when the index is PostgreSQL (cluster.go); nil for a
+	// single Ward.
+	shared  *pgshared.Shared
 	store   *store.Store
 	index   store.Index
 	blobs   store.Blobs
@@ -82,6 +89,11 @@ type Server struct {
 	refusals refusalLog
 	firstPDU time.Duration
 	audit    *audit.Log // nil when [audit] enabled = false
+	// Operations: the metrics (metrics.go), readiness and the metrics
+	// listener (health.go).
+	mx     *metrics
+	health health
+	mon    metricsListener
 
 	// peers is the registered peer list and policy the admission policy
 	// built from it, both replaced by Reload; limits outlive reloads.
@@ -123,6 +135,15 @@ func (s *Server) Open(ctx context.Context) error {
 		}
 		return fmt.Errorf("refusing risky settings (ward config check lists them all):\n  %s", strings.Join(msgs, "\n  "))
 	}
+	// The node ID first: it is in every log record.
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	var err error
+	if s.node, err = nodeID(c); err != nil {
+		return err
+	}
+	s.Logger = s.Logger.With("node", s.node)
 	for _, f := range findings {
 		level := slog.LevelWarn
 		if f.Severity == config.Info {
@@ -133,14 +154,7 @@ func (s *Server) Open(ctx context.Context) error {
 	if err := s.checkDataDir(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
-	}
-	var err error
-	if s.node, err = nodeID(c); err != nil {
-		return err
-	}
-	s.Logger = s.Logger.With("node", s.node)
+	s.mx = newMetrics(s)
 	spec := storeSpec(c, s.node)
 	if s.store, err = store.Open(ctx, spec); err != nil {
 		return err
@@ -148,13 +162,17 @@ func (s *Server) Open(ctx context.Context) error {
 	s.index, s.blobs = s.store.Index, s.store.Blobs
 	s.Logger.Info("store opened", "index", spec.Index, "blobs", spec.Blobs,
 		"capabilities", strings.Join(s.store.Caps.Names(), " "))
+	if err := s.openShared(ctx); err != nil {
+		s.closeStores()
+		return err
+	}
 	rules, _, err := c.Policy()
 	if err != nil {
 		s.closeStores()
 		return err
 	}
 	s.limits = policy.NewLimiter(rules.Lockout)
-	if err := s.setPolicy(c); err != nil {
+	if s.loaded, err = s.putPolicy(c); err != nil {
 		s.closeStores()
 		return err
 	}
@@ -229,6 +247,11 @@ func (s *Server) Open(ctx context.Context) error {
 		s.closeStores()
 		return err
 	}
+	if err := s.listenMetrics(); err != nil {
+		s.closeListeners()
+		s.closeStores()
+		return err
+	}
 	s.openGate()
 	s.active = map[*assoc.Association]struct{}{}
 	s.conns = map[net.Conn]struct{}{}
@@ -261,6 +284,9 @@ func (s *Server) closeStores() {
 	}
 	if s.index != nil {
 		s.index.Close()
+	}
+	if s.shared != nil {
+		s.shared.Close()
 	}
 	s.closeAudit()
 }
@@ -308,20 +334,29 @@ func (s *Server) dialDestination(ctx context.Context, aet, addr string) (net.Con
 	return d.DialContext(dctx, "tcp", addr)
 }
 
-// Reload applies what may change in a running Ward: the peers. Other
-// settings need a restart.
+// Reload applies what may change in a running Ward: the peers, users
+// and tokens (in cluster mode, those of the shared index). Other settings
+// need a restart.
 func (s *Server) Reload(c *config.Config) error {
+	_, err := s.reload(c)
+	return err
+}
+
+// reload is Reload, returning the configuration put in effect (c, or in
+// cluster mode c with the shared index's peers and users).
+func (s *Server) reload(c *config.Config) (*config.Config, error) {
 	if err := c.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	if refused := config.Refused(c.Check()); len(refused) > 0 {
-		return fmt.Errorf("refusing risky settings: %s", refused[0])
+		return nil, fmt.Errorf("refusing risky settings: %s", refused[0])
 	}
-	if err := s.setPolicy(c); err != nil {
-		return err
+	eff, err := s.putPolicy(c)
+	if err != nil {
+		return nil, err
 	}
-	s.Logger.Info("configuration reloaded", "peers", len(c.Peers), "users", len(c.Users))
-	return nil
+	s.Logger.Info("configuration reloaded", "peers", len(eff.Peers), "users", len(eff.Users))
+	return eff, nil
 }
 
 // ReloadConfig reads the configuration again with Load and puts its
@@ -343,7 +378,7 @@ func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 	if t := s.tokens.Load(); t != nil {
 		prevTokens = t.set
 	}
-	if err := s.Reload(c); err != nil {
+	if c, err = s.reload(c); err != nil {
 		return nil, err
 	}
 	prev := s.loaded
@@ -443,29 +478,37 @@ func (s *Server) reloadFromAdmin(operator string) (*admin.Reloaded, error) {
 // setPolicy builds the admission policy of c and puts it, with c's peers,
 // in effect for associations that arrive from now on.
 func (s *Server) setPolicy(c *config.Config) error {
+	_, err := s.putPolicy(c)
+	return err
+}
+
+// putPolicy is setPolicy, returning the configuration put in effect: c
+// with the token file, or in cluster mode c with the peers, users and
+// tokens of the shared index (cluster.go).
+func (s *Server) putPolicy(c *config.Config) (*config.Config, error) {
+	c, set, err := s.current(c)
+	if err != nil {
+		return nil, err
+	}
 	rules, settings, err := c.Policy()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	id, err := s.identityVerifier(settings)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p, err := policy.New(rules, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.WithLimiter(s.limits)
-	set, err := config.LoadTokens(config.TokenFile(c.DataDir))
-	if err != nil {
-		return err
-	}
 	v := tokens.NewVerifier(set, func(u string) []policy.Role { return rules.Roles[u] }, nil)
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)
 	s.tokens.Store(&tokenState{set: set, verifier: v, identity: id, roles: rules.Roles})
-	return nil
+	return c, nil
 }
 
 // tokenState is a token file as read, and its verifier; and the users'
@@ -545,7 +588,7 @@ func (s *Server) isPrivate(uid string) bool { return s.private[uid] }
 // (the records of what requestors do), then the audit policy (refusal
 // while the trail cannot be written), then the permissions.
 func (s *Server) service() archive.Service {
-	svc := s.auditGated(authorized{s.archive})
+	svc := s.auditGated(authorized{metered{s.archive, s.mx}})
 	if s.audit == nil {
 		return svc
 	}
@@ -652,15 +695,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	acfg := s.assocConfig()
-	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg, DialDestination: s.dialDestination}
+	disp := &dimse.Dispatcher{Handlers: s.handlers(), Logger: s.Logger, Requestor: acfg, DialDestination: s.dialDestination, Observe: s.mx.observeDIMSE}
 	if s.audit != nil {
 		s.record(audit.ApplicationActivity(s.wardNode(), true, time.Now()))
 	}
+	s.startOps(ctx)
 	var loops sync.WaitGroup
 	loops.Add(1)
 	go func() { defer loops.Done(); s.serveAdmin(ctx) }()
 	loops.Add(1)
 	go func() { defer loops.Done(); s.serveWeb(ctx) }()
+	loops.Add(1)
+	go func() { defer loops.Done(); s.watchShared(ctx) }()
 	for _, ln := range lns {
 		loops.Add(1)
 		go func() {
@@ -733,7 +779,9 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, isTLS bool, ac
 			// The association is one session for the audit trail: its
 			// stored instances are recorded together when it ends.
 			sctx, session := archive.WithSession(context.Background())
-			_ = disp.Serve(sctx, a)
+			if err := disp.Serve(sctx, a); err != nil {
+				s.mx.association(assocAborted)
+			}
 			session.End()
 		}()
 	}
@@ -812,6 +860,7 @@ func (s *Server) shutdown() {
 	if s.audit != nil {
 		s.record(audit.ApplicationActivity(s.wardNode(), false, time.Now()))
 	}
+	s.stopOps()
 	s.closeStores()
 	s.Logger.Info("ward stopped")
 }

@@ -129,14 +129,19 @@ func (f *firstRun) CreateAdmin(r *http.Request, token, user, passcode string) er
 	f.used = true
 	f.mu.Unlock()
 	s := f.s
-	err = config.EditUsers(s.ConfigFile, func(users []config.User) ([]config.User, error) {
-		for _, u := range users {
-			if u.Name == user {
-				return nil, fmt.Errorf("user %q exists already", user)
+	admin := config.User{Name: user, Hash: hash, Roles: []string{"admin"}}
+	if s.shared != nil {
+		err = s.addSharedUser(r.Context(), admin, "first-run set-up from "+web.SourceAddr(r))
+	} else {
+		err = config.EditUsers(s.ConfigFile, func(users []config.User) ([]config.User, error) {
+			for _, u := range users {
+				if u.Name == user {
+					return nil, fmt.Errorf("user %q exists already", user)
+				}
 			}
-		}
-		return append(users, config.User{Name: user, Hash: hash, Roles: []string{"admin"}}), nil
-	})
+			return append(users, admin), nil
+		})
+	}
 	if err == nil {
 		_, err = s.ReloadConfig("first-run set-up from " + web.SourceAddr(r))
 	}

@@ -105,6 +105,10 @@ func (s *Server) webHandler() (http.Handler, error) {
 		TLS:           s.webTLS != nil,
 		Logger:        s.Logger,
 	}
+	if s.shared != nil {
+		// A browser signed in through one node is signed in through all.
+		cfg.Sessions.Store = s.shared
+	}
 	if c.Web.BaseURL != "" {
 		if cfg.BaseURL, err = url.Parse(c.Web.BaseURL); err != nil {
 			return nil, fmt.Errorf("web base_url: %w", err)
@@ -123,6 +127,8 @@ func (s *Server) webHandler() (http.Handler, error) {
 	if s.viewer != nil {
 		webviewer.Register(h, s.viewer)
 	}
+	// Readiness for the load balancer (health.go); /healthz is web's.
+	h.Anonymous("GET /readyz", http.HandlerFunc(s.readyz))
 	return h, nil
 }
 
@@ -145,10 +151,12 @@ func (s *Server) serveWeb(ctx context.Context) {
 	h, err := s.webHandler()
 	if err != nil {
 		s.Logger.Error("web front end not started", "err", err.Error())
+		s.health.webDown.Store(true)
 		return
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           s.mx.instrumentHTTP(h),
+		ConnState:         s.mx.webConnState,
 		ReadHeaderTimeout: webReadHeaderTimeout,
 		IdleTimeout:       webIdleTimeout,
 		MaxHeaderBytes:    webMaxHeaderBytes,

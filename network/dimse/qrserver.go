@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/assoc"
@@ -31,7 +32,7 @@ func QRCommand(sopClass string) uint16 { return qrClasses[sopClass] }
 // startOperation validates a C-FIND/C-MOVE/C-GET request, decodes its
 // identifier and starts the operation in its own goroutine. It returns the
 // failure response when the request cannot start, nil once started.
-func (s *session) startOperation(ctx context.Context, req *Request, data io.Reader) *Command {
+func (s *session) startOperation(ctx context.Context, req *Request, data io.Reader, received time.Time) *Command {
 	cmd := req.Command
 	field := cmd.CommandField
 	var h any = s.d.Handlers.Retrieve // nil: told nothing
@@ -74,7 +75,7 @@ func (s *session) startOperation(ctx context.Context, req *Request, data io.Read
 		return fail(&StatusError{Status: StatusDataSetMismatch, Comment: "identifier without Query/Retrieve Level (0008,0052)", Offending: []uint32{uint32(dicom.QueryRetrieveLevel)}})
 	}
 	octx, cancel := context.WithCancel(ctx)
-	op := &operation{msgID: cmd.MessageID, field: field, cancel: cancel}
+	op := &operation{msgID: cmd.MessageID, field: field, cancel: cancel, received: received}
 	if field == CGetRQ {
 		op.storeRsp = make(chan *Command, 1)
 	}
@@ -117,6 +118,10 @@ func (s *session) final(op *operation, req *Request, rsp *Command, ident *dicom.
 	}
 	if err := s.write(req.ContextID, rsp, data); err != nil {
 		s.log.Debug("final response not sent", "assoc", req.Assoc.Name(), "err", err.Error())
+		return
+	}
+	if s.d.Observe != nil {
+		s.d.Observe(op.field, rsp.Status, op.received)
 	}
 }
 

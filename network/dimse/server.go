@@ -103,6 +103,12 @@ type Dispatcher struct {
 	// destination (e.g. over TLS for destinations reached that way);
 	// nil dials plain TCP.
 	DialDestination func(ctx context.Context, aeTitle, addr string) (net.Conn, error)
+	// Observe, when set, is told of every request answered: its command
+	// field, the status of its (final) response and when its command
+	// arrived. It runs on the association's goroutine (the operation's
+	// for C-FIND, C-MOVE and C-GET), once the response is sent, and must
+	// not block (metrics count with it).
+	Observe func(command, status uint16, received time.Time)
 }
 
 // Summary counts what one association did, for its log line.
@@ -170,6 +176,8 @@ type operation struct {
 	idle func()
 	// storeRsp receives the C-STORE-RSPs of C-GET sub-operations.
 	storeRsp chan *Command
+	// received is when its request arrived (set for Dispatcher.Observe).
+	received time.Time
 }
 
 func (s *session) write(ctxID byte, cmd *Command, data io.Reader) error {
@@ -210,6 +218,10 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 	}()
 	for {
 		m, err := s.c.ReadMessage()
+		var received time.Time
+		if s.d.Observe != nil {
+			received = time.Now()
+		}
 		if errors.Is(err, assoc.ErrReleased) {
 			// A peer that releases in the middle of an operation gets its
 			// end (cancelled) before the release is answered.
@@ -254,7 +266,7 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 			default:
 				sum.Get++
 			}
-			rsp = s.startOperation(ctx, &req, m.Data)
+			rsp = s.startOperation(ctx, &req, m.Data, received)
 			if rsp == nil {
 				continue // started: the operation answers
 			}
@@ -280,6 +292,9 @@ func (s *session) loop(ctx context.Context, sum *Summary) error {
 		work.end()
 		if err != nil {
 			return err
+		}
+		if s.d.Observe != nil {
+			s.d.Observe(m.Command.CommandField, rsp.Status, received)
 		}
 	}
 }

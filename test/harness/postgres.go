@@ -212,7 +212,8 @@ func (p *Postgres) Stop() error {
 }
 
 // Kill kills the server and all its processes at once (SIGKILL), as a
-// crash would; Start then runs crash recovery.
+// crash would: open connections break at once. Start then runs crash
+// recovery.
 func (p *Postgres) Kill() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -245,27 +246,74 @@ func (p *Postgres) stopLocked(sig syscall.Signal, grace time.Duration) error {
 		return nil
 	}
 	p.proc = nil
+	var procs []int
 	if sig == syscall.SIGKILL {
-		// The postmaster leads its process group: the backends go too.
-		_ = syscall.Kill(-pr.pid, syscall.SIGKILL)
+		// Each backend leads a process group of its own: stop the
+		// postmaster (no more forks), then kill it and its children.
+		_ = syscall.Kill(pr.pid, syscall.SIGSTOP)
+		procs = append(childrenOf(pr.pid), pr.pid)
+		for _, pid := range procs {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	} else {
 		_ = syscall.Kill(pr.pid, sig)
 	}
 	select {
 	case <-pr.done:
 	case <-time.After(grace):
-		_ = syscall.Kill(-pr.pid, syscall.SIGKILL)
+		_ = syscall.Kill(pr.pid, syscall.SIGKILL)
 		<-pr.done
 	}
-	if sig == syscall.SIGKILL {
-		// Wait until no process of the group is left holding the
-		// shared memory (a new postmaster refuses to start otherwise).
-		deadline := time.Now().Add(10 * time.Second)
-		for syscall.Kill(-pr.pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
+	// Wait until no process of the server is left holding its shared
+	// memory (a new postmaster refuses to start otherwise).
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range procs {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	return nil
+}
+
+// alive reports whether process pid exists and is not a zombie (which
+// holds no shared memory; a container's first process may never reap it).
+func alive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+}
+
+// childrenOf lists the processes whose parent is pid (from /proc).
+func childrenOf(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; it ends at the last ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) >= 2 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid == pid {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
 }
 
 // remove stops the server and removes its folder.

@@ -63,8 +63,15 @@ type S3 struct {
 // fails it.
 func StartS3(t testing.TB) *S3 {
 	t.Helper()
+	return StartS3Dir(t, t.TempDir())
+}
+
+// StartS3Dir is StartS3 keeping the buckets in dir (a benchmark puts
+// them on the disk it measures).
+func StartS3Dir(t testing.TB, dir string) *S3 {
+	t.Helper()
 	bin := versitygwBinary(t)
-	s := &S3{t: t, bin: bin, port: FreePort(t), Dir: t.TempDir(), Region: "us-east-1",
+	s := &S3{t: t, bin: bin, port: FreePort(t), Dir: dir, Region: "us-east-1",
 		Access: "ward" + randHex(8), Secret: randHex(20)}
 	s.Endpoint = "http://127.0.0.1:" + strconv.Itoa(s.port)
 	s.Start()
@@ -140,11 +147,25 @@ func (s *S3) Bucket(t testing.TB) string {
 // MakeBucket makes the bucket name.
 func (s *S3) MakeBucket(t testing.TB, name string) {
 	t.Helper()
+	if err := s.makeBucket(name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// NewBucket makes a new, empty bucket with a random name, for callers
+// without a testing.TB.
+func (s *S3) NewBucket() (string, error) {
+	name := "ward-" + randHex(6)
+	return name, s.makeBucket(name)
+}
+
+func (s *S3) makeBucket(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("creating bucket %s: %v", name, err)
+		return fmt.Errorf("creating bucket %s: %v", name, err)
 	}
+	return nil
 }
 
 // URL is the data source name of Ward's "s3" blobs backend for the

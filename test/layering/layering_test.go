@@ -28,11 +28,14 @@ var rules = map[string][]string{
 	"dicom":    {},
 	"audit":    {"tlsprofile", "durable"},
 	"store":    {"durable"},
-	"policy":   {"dicom"},
-	"archive":  {"store", "dicom", "durable"},
-	"network":  {"dicom", "archive", "policy", "store", "durable"},
-	"web":      {"dicom", "archive", "policy", "store", "durable"},
-	"scan":     {"network", "dicom", "archive", "policy", "store", "durable", "internal/termsafe"},
+	// A cluster's shared state (peers, users, tokens, sessions) in its
+	// PostgreSQL index: beside the backends, on store alone.
+	"store/pgshared": {"store"},
+	"policy":         {"dicom"},
+	"archive":        {"store", "dicom", "durable"},
+	"network":        {"dicom", "archive", "policy", "store", "durable"},
+	"web":            {"dicom", "archive", "policy", "store", "durable"},
+	"scan":           {"network", "dicom", "archive", "policy", "store", "durable", "internal/termsafe"},
 	// Leaves that any floor may print through: no module imports.
 	"internal/termsafe": {},
 	// Ward's one TLS profile: a leaf, for every floor that speaks TLS;

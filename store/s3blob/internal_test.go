@@ -1,0 +1,509 @@
+package s3blob
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/storetest"
+	"github.com/ward-pacs/ward/test/harness"
+)
+
+// recorder is an HTTP transport that counts requests by method and the
+// largest request body sent, and can corrupt bodies on their way.
+type recorder struct {
+	mu      sync.Mutex
+	methods map[string]int
+	maxBody int64
+	corrupt atomic.Bool // flip a byte of every body of 100 bytes or more
+}
+
+// hop is a recorder in front of one store's transport.
+type hop struct {
+	r    *recorder
+	next http.RoundTripper
+}
+
+func (h hop) RoundTrip(rq *http.Request) (*http.Response, error) { return h.r.roundTrip(rq, h.next) }
+
+func (r *recorder) roundTrip(rq *http.Request, next http.RoundTripper) (*http.Response, error) {
+	r.mu.Lock()
+	if r.methods == nil {
+		r.methods = map[string]int{}
+	}
+	r.methods[rq.Method]++
+	r.maxBody = max(r.maxBody, rq.ContentLength)
+	r.mu.Unlock()
+	if r.corrupt.Load() && rq.Body != nil && rq.ContentLength >= 100 {
+		b, err := io.ReadAll(rq.Body)
+		rq.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		b[len(b)/2] ^= 0xff
+		rq = rq.Clone(rq.Context())
+		rq.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return next.RoundTrip(rq)
+}
+
+func (r *recorder) count(method string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.methods[method]
+}
+
+func (r *recorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.methods, r.maxBody = nil, 0
+}
+
+type fixture struct {
+	s3  *harness.S3
+	dsn string
+	rec *recorder
+	st  *Store
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	s := harness.StartS3(t)
+	s.SetEnv(t)
+	f := &fixture{s3: s, dsn: s.URL(s.Bucket(t), "p"), rec: &recorder{}}
+	f.st = f.open(t, "n1")
+	return f
+}
+
+func (f *fixture) open(t *testing.T, node string) *Store {
+	t.Helper()
+	st, err := open(context.Background(), f.dsn, func(next http.RoundTripper) http.RoundTripper {
+		return hop{f.rec, next}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetNode(node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func (f *fixture) uploads(t *testing.T) int {
+	t.Helper()
+	out, err := f.s3.Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &f.st.bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Uploads)
+}
+
+// markers counts the markers in the bucket.
+func (f *fixture) markers(t *testing.T) int {
+	t.Helper()
+	out, err := f.s3.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &f.st.bucket, Prefix: aws.String(f.st.pendingDir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Contents)
+}
+
+func write(t *testing.T, bs store.Blobs, key string, data []byte) store.BlobWriter {
+	t.Helper()
+	w, err := bs.Create(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := data; len(p) > 0; {
+		n := min(len(p), 32<<10)
+		if _, err := w.Write(p[:n]); err != nil {
+			t.Fatal(err)
+		}
+		p = p[n:]
+	}
+	return w
+}
+
+func readAll(t *testing.T, bs store.Blobs, key string) []byte {
+	t.Helper()
+	r, err := bs.Open(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestMultipartBoundedMemory: a blob of several parts streams as a
+// multipart upload whose requests carry at most PartSize bytes, and
+// reads back whole; one of exactly PartSize goes in one PutObject.
+func TestMultipartBoundedMemory(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key := storetest.NewKey()
+	data := storetest.Data(key, 2*PartSize+12345)
+	w := write(t, f.st, key, data)
+	if f.uploads(t) != 1 {
+		t.Errorf("%d multipart uploads in progress before Commit, want 1", f.uploads(t))
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Publish(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if f.rec.maxBody > PartSize {
+		t.Errorf("a request carried %d bytes, more than a part (%d)", f.rec.maxBody, PartSize)
+	}
+	if got := readAll(t, f.st, key); !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, want %d (content differs)", len(got), len(data))
+	}
+	head, err := f.s3.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.st.bucket, Key: aws.String(f.st.objectName(key))})
+	if err != nil || !strings.HasSuffix(strings.Trim(aws.ToString(head.ETag), `"`), "-3") {
+		t.Errorf("ETag %v (%v), want a 3-part upload's", aws.ToString(head.ETag), err)
+	}
+	if f.uploads(t) != 0 {
+		t.Errorf("multipart uploads left: %d", f.uploads(t))
+	}
+
+	exact := storetest.NewKey()
+	f.rec.reset()
+	w = write(t, f.st, exact, storetest.Data(exact, PartSize))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.rec.count(http.MethodPost); n != 0 {
+		t.Errorf("a blob of PartSize bytes made %d POST requests (multipart), want one PutObject", n)
+	}
+}
+
+// TestCorruptUploadRefused: bytes changed on their way to the store do
+// not match the CRC-32C sent with them: the store refuses them, Commit
+// fails, and nothing of the blob stays (the key is free again).
+func TestCorruptUploadRefused(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, size := range []int{5000, PartSize + 5000} {
+		key := storetest.NewKey()
+		data := storetest.Data(key, size)
+		w := write(t, f.st, key, data[:min(size, PartSize)])
+		f.rec.corrupt.Store(true)
+		_, err := w.Write(data[min(size, PartSize):])
+		if err == nil {
+			err = w.Commit()
+		} else {
+			w.Abort()
+		}
+		f.rec.corrupt.Store(false)
+		if err == nil {
+			t.Fatalf("%d bytes: a corrupted upload was committed", size)
+		}
+		t.Logf("%d bytes: %v", size, err)
+		if _, err := f.st.Open(ctx, key); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%d bytes: Open after the refused upload: %v, want ErrNotFound", size, err)
+		}
+		if f.uploads(t) != 0 {
+			t.Errorf("%d bytes: multipart upload left", size)
+		}
+		w = write(t, f.st, key, data)
+		if err := w.Commit(); err != nil {
+			t.Fatalf("%d bytes: the key is not free after the refused upload: %v", size, err)
+		}
+		if got := readAll(t, f.st, key); !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: content differs", size)
+		}
+	}
+}
+
+// TestWriteOnceAcrossNodes: two nodes writing the same key (given by a
+// caller) at once: both get past Create (their markers are their own),
+// the first Commit wins and the second gets store.ErrExists, its bytes
+// gone; in one PutObject and in a multipart upload alike.
+func TestWriteOnceAcrossNodes(t *testing.T) {
+	f := newFixture(t)
+	other := f.open(t, "n2")
+	for _, size := range []int{3000, PartSize + 3000} {
+		key := storetest.NewKey()
+		a := storetest.Data(key, size)
+		b := bytes.Repeat([]byte{'b'}, size)
+		wa := write(t, f.st, key, a)
+		wb := write(t, other, key, b)
+		if err := wa.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := wb.Commit(); !errors.Is(err, store.ErrExists) {
+			t.Errorf("%d bytes: second Commit = %v, want ErrExists", size, err)
+		}
+		if got := readAll(t, other, key); !bytes.Equal(got, a) {
+			t.Errorf("%d bytes: the first writer's object was changed", size)
+		}
+		if f.uploads(t) != 0 {
+			t.Errorf("%d bytes: multipart upload left", size)
+		}
+	}
+}
+
+// TestAbortMultipart: Abort of a blob whose parts are on the server
+// aborts the upload there; so does Recover after a crash in the middle
+// of one, and it frees the key.
+func TestAbortMultipart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key := storetest.NewKey()
+	w := write(t, f.st, key, storetest.Data(key, PartSize+10))
+	if f.uploads(t) != 1 {
+		t.Fatal("no multipart upload in progress")
+	}
+	if err := w.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.uploads(t); n != 0 {
+		t.Errorf("%d multipart uploads left after Abort", n)
+	}
+
+	crashed := storetest.NewKey()
+	_ = write(t, f.st, crashed, storetest.Data(crashed, PartSize+10)) // dropped: a crash
+	st := f.open(t, "n1")
+	asked := 0
+	if err := st.Recover(ctx, func(string) (bool, error) { asked++; return false, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.uploads(t); n != 0 {
+		t.Errorf("%d multipart uploads left after Recover", n)
+	}
+	w, err := st.Create(ctx, crashed)
+	if err != nil {
+		t.Fatalf("key of the crashed upload not free after Recover: %v", err)
+	}
+	w.Abort()
+}
+
+// TestRecoverScope: Recover lists only this node's markers: it does
+// not touch the objects of the bucket, nor another node's fresh work.
+func TestRecoverScope(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for range 20 {
+		k := storetest.NewKey()
+		w := write(t, f.st, k, []byte(k))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.st.Publish(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mine := storetest.NewKey()
+	if err := write(t, f.st, mine, []byte("x")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	other := f.open(t, "n2")
+	theirs := storetest.NewKey()
+	if err := write(t, other, theirs, []byte("y")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.rec.reset()
+	var asked []string
+	if err := f.open(t, "n1").Recover(ctx, func(k string) (bool, error) { asked = append(asked, k); return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(asked) != 1 || asked[0] != mine {
+		t.Errorf("Recover asked about %v, want only %s", asked, mine)
+	}
+	// One listing of pending/, a HEAD and a DELETE for the one marker.
+	if n := f.rec.count(http.MethodGet) + f.rec.count(http.MethodHead); n > 3 {
+		t.Errorf("Recover made %d GET/HEAD requests for one marker", n)
+	}
+	if got := readAll(t, other, theirs); string(got) != "y" {
+		t.Errorf("another node's pending blob: %q", got)
+	}
+}
+
+// TestRangedReads: Open reads lazily by ranges; sequential reading of a
+// large object takes a few requests, not one per Read; Seek lands where
+// it says, forward and back.
+func TestRangedReads(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key := storetest.NewKey()
+	data := storetest.Data(key, 20<<20+7)
+	if err := write(t, f.st, key, data).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.rec.reset()
+	r, err := f.st.Open(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 4096)
+	var got []byte
+	for {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("sequential read differs")
+	}
+	if n := f.rec.count(http.MethodGet); n > 6 {
+		t.Errorf("reading %d bytes 4 KiB at a time took %d GETs", len(data), n)
+	}
+	rs := r.(io.ReadSeeker)
+	for _, off := range []int64{15 << 20, 100, 100 + 4096 + 10, 19 << 20, int64(len(data)) - 5} {
+		if at, err := rs.Seek(off, io.SeekStart); err != nil || at != off {
+			t.Fatalf("Seek(%d) = %d, %v", off, at, err)
+		}
+		p := make([]byte, min(3000, int64(len(data))-off))
+		if _, err := io.ReadFull(rs, p); err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if !bytes.Equal(p, data[off:off+int64(len(p))]) {
+			t.Fatalf("bytes at %d differ", off)
+		}
+	}
+	if n, err := rs.Read(buf); n != 0 || err != io.EOF {
+		t.Errorf("read at the end = %d, %v", n, err)
+	}
+	if at, _ := rs.Seek(-10, io.SeekEnd); at != int64(len(data))-10 {
+		t.Errorf("Seek from end = %d", at)
+	}
+}
+
+// TestUnavailable: with the store unreachable, writes and reads fail
+// soon, wrapping ErrUnavailable (the archive's "try later"), and nothing
+// of the blob is left; once it is back, everything works again.
+func TestUnavailable(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	kept := storetest.NewKey()
+	if err := write(t, f.st, kept, []byte("kept")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.st.Create(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	if !w.(store.DurableNamer).NameDurable() { // its marker is in the store
+		t.Fatal("NameDurable = false")
+	}
+	f.s3.Stop()
+	start := time.Now()
+	if err := w.Commit(); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Commit with the store down: %v, want ErrUnavailable", err)
+	}
+	if _, err := f.st.Open(ctx, kept); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Open with the store down: %v, want ErrUnavailable", err)
+	}
+	if _, err := f.st.Create(ctx, storetest.NewKey()); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Create with the store down: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("failing took %s", d)
+	}
+	f.s3.Start()
+	if got := readAll(t, f.st, kept); string(got) != "kept" {
+		t.Errorf("after the store came back: %q", got)
+	}
+	if _, err := f.st.Open(ctx, w.Key()); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the blob whose Commit failed: Open = %v, want ErrNotFound", err)
+	}
+	// The next Publish removes what the failed Commit left (its marker).
+	if err := f.st.Publish(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.markers(t); n != 0 {
+		t.Errorf("%d markers left once the store is back and a blob was published", n)
+	}
+	// Recover after a restart finds and removes what the failed Commit
+	// could not (its marker).
+	if err := f.open(t, "n1").Recover(ctx, func(k string) (bool, error) { return k == kept, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, f.st, kept); string(got) != "kept" {
+		t.Errorf("after Recover: %q", got)
+	}
+}
+
+// TestDSN: the URL names bucket, prefix, endpoint and region; it may
+// not carry credentials; a credentials file must be the owner's alone.
+func TestDSN(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("HOME", t.TempDir())
+	for _, bad := range []string{
+		"s3://id:secret@bucket/p?endpoint=http://127.0.0.1:9",
+		"s3://bucket/p?endpoint=http://id:secret@127.0.0.1:9",
+		"http://bucket/p",
+		"s3:///p",
+		"s3://bucket/a/../b",
+		"s3://bucket/p?endpoint=ftp://x",
+		"s3://bucket/p?secret=x",
+	} {
+		if _, err := parseDSN(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		} else if strings.Contains(err.Error(), "secret") && !strings.Contains(bad, "secret=x") && strings.Contains(err.Error(), "id:secret") {
+			t.Errorf("%s: the error repeats the credentials: %v", bad, err)
+		}
+	}
+	if _, err := parseDSN("s3://bucket/p?endpoint=http://127.0.0.1:9"); err == nil || !strings.Contains(err.Error(), "no credentials") {
+		t.Errorf("without credentials: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "credentials")
+	if err := os.WriteFile(file, []byte("[other]\naws_access_key_id = X\naws_secret_access_key = Y\n[default]\naws_access_key_id = AK\naws_secret_access_key = SK\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dsn := "s3://bucket/a/b/?endpoint=http://127.0.0.1:9/&region=eu-1&credentials_file=" + file
+	if _, err := parseDSN(dsn); err == nil || !strings.Contains(err.Error(), "0600") {
+		t.Errorf("a credentials file others may read: %v", err)
+	}
+	if err := os.Chmod(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.bucket != "bucket" || c.prefix != "a/b/" || c.endpoint != "http://127.0.0.1:9" || c.region != "eu-1" || c.access != "AK" || c.secret != "SK" {
+		t.Errorf("parsed %+v", c)
+	}
+	if c, err := parseDSN(dsn + "&profile=other"); err != nil || c.access != "X" {
+		t.Errorf("profile other: %+v, %v", c, err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "EK")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "ES")
+	if c, err := parseDSN("s3://bucket?endpoint=http://127.0.0.1:9"); err != nil || c.access != "EK" || c.prefix != "" || c.signPayload() {
+		t.Errorf("from the environment: %+v, %v", c, err)
+	}
+	if c, _ := parseDSN("s3://bucket?endpoint=http://192.0.2.1:9"); c == nil || !c.signPayload() {
+		t.Error("plain HTTP beyond loopback: payload not signed")
+	}
+}

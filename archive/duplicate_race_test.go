@@ -3,6 +3,7 @@ package archive_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"sync/atomic"
 	"testing"
 
@@ -100,5 +101,50 @@ func TestDuplicateStoredMeanwhile(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRetrieveDuringReplace: an instance a retrieve found in the index,
+// replaced (and its old blob deleted) before the retrieve opens it, is
+// sent whole as it is now, not failed. It caught C-GETs through one node
+// failing their sub-operation while another node replaced the object
+// (test/cluster TestRetrieveDuringReplace).
+func TestRetrieveDuringReplace(t *testing.T) {
+	const uid = "1.2.826.0.1.3680043.10.1.19"
+	f := newFixture(t, archive.DuplicateReplace)
+	ctx := context.Background()
+	first, second := ctObject(t, uid), ctObject(t, uid)
+	first.ds.Set(dicom.PatientName, "First^Copy")
+	second.ds.Set(dicom.PatientName, "Second^Copy")
+	if err := f.store(first, first.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	var found []*archive.Instance
+	err := f.ar.Retrieve(ctx, &archive.RetrieveRequest{Model: archive.StudyRoot,
+		Identifier: ident(t, "QueryRetrieveLevel", "STUDY", "StudyInstanceUID", first.ds.String(dicom.StudyInstanceUID))},
+		func(in *archive.Instance) error { found = append(found, in); return nil })
+	if err != nil || len(found) != 1 {
+		t.Fatalf("Retrieve = %v, %d instances", err, len(found))
+	}
+	old, err := f.idx.Get(ctx, uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store(second, second.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	f.ar.Close() // the replaced blob is deleted once the after loop ran
+	if rc, err := f.blobs.Open(ctx, old.BlobKey); err == nil {
+		rc.Close()
+		t.Fatal("the replaced blob is still there: the test shows nothing")
+	}
+	rc, err := found[0].Open(ctx)
+	if err != nil {
+		t.Fatalf("opening an instance replaced since the retrieve found it: %v", err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(b, second.bytes(t)) {
+		t.Errorf("opened %d bytes (%v), want the replacement's data set", len(b), err)
 	}
 }

@@ -55,10 +55,11 @@ func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, e
 	if syntax == nil {
 		return nil, Failf(ErrStorage, "a stored object's transfer syntax %s is unknown", ts)
 	}
-	rc, err := ar.openDataSet(ctx, key)
+	// Replaced since the index was read: the replacement's metadata.
+	rc, key, err := ar.openCurrent(ctx, uid, key, "", ts)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, &Error{Kind: ErrStorage, Comment: "a stored object is missing (replaced or deleted meanwhile?)", Err: err}
+			return nil, &Error{Kind: ErrStorage, Comment: "a stored object is missing (deleted meanwhile?)", Err: err}
 		}
 		return nil, &Error{Kind: ErrStorage, Comment: "reading a stored object failed", Err: err}
 	}

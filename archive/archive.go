@@ -101,6 +101,16 @@ type Archive struct {
 	// durability (Recover finishes both after a crash).
 	after     chan afterStore
 	afterDone chan struct{}
+	// ReplacedGrace is how long a replaced blob stays before it is
+	// deleted (0: DefaultReplacedGrace): a retrieve that read the index
+	// before the replace, on this node or another, may still be reading
+	// it (an object store's reads are ranged requests, each of which
+	// needs the object still there). It stays recorded for deletion in
+	// the index meanwhile, so a crash loses nothing; Close deletes what
+	// is waiting.
+	ReplacedGrace time.Duration
+	replacedMu    sync.Mutex
+	replaced      []replacedBlob
 
 	// SkipMetadataAfterStore: the metadata of a stored object is not
 	// computed after its store, only when first asked for (metadata.go).
@@ -142,6 +152,56 @@ func (ar *Archive) capabilities() *store.Caps {
 		}
 	})
 	return ar.caps
+}
+
+// DefaultReplacedGrace is Archive.ReplacedGrace when it is 0.
+const DefaultReplacedGrace = 30 * time.Second
+
+// maxReplacedWaiting bounds the replaced blobs waiting for their grace
+// to end: beyond it the oldest are deleted early.
+const maxReplacedWaiting = 1 << 16
+
+// replacedBlob is a replaced blob waiting to be deleted at due.
+type replacedBlob struct {
+	key string
+	due time.Time
+}
+
+// deleteReplacedLater records key, a replaced blob, for deletion once its
+// grace has passed.
+func (ar *Archive) deleteReplacedLater(key string) {
+	grace := ar.ReplacedGrace
+	if grace <= 0 {
+		grace = DefaultReplacedGrace
+	}
+	ar.replacedMu.Lock()
+	ar.replaced = append(ar.replaced, replacedBlob{key: key, due: time.Now().Add(grace)})
+	ar.replacedMu.Unlock()
+}
+
+// deleteReplaced deletes the replaced blobs whose grace has passed (all
+// of them with all, and the oldest beyond maxReplacedWaiting).
+func (ar *Archive) deleteReplaced(all bool) {
+	now := time.Now()
+	ar.replacedMu.Lock()
+	n := 0
+	for n < len(ar.replaced) && (all || !ar.replaced[n].due.After(now) || len(ar.replaced)-n > maxReplacedWaiting) {
+		n++
+	}
+	keys := make([]string, n)
+	for i, r := range ar.replaced[:n] {
+		keys[i] = r.key
+	}
+	ar.replaced = append(ar.replaced[:0], ar.replaced[n:]...)
+	ar.replacedMu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	// Held by a backup, or failed: they stay recorded for deletion in
+	// the index (deleted when the backup ends, or at the next start).
+	if err := ar.deleteBlobs(context.Background(), keys); err != nil && !errors.Is(err, errDeletesHeld) {
+		ar.Logger.Warn("deleting replaced objects failed; retried at next start", "err", err)
+	}
 }
 
 // afterStore is the work that follows a stored object's response: key is
@@ -307,7 +367,21 @@ const (
 func (ar *Archive) afterLoop() {
 	defer close(ar.afterDone)
 	jobs := make([]afterStore, 0, afterBatch)
-	for job := range ar.after {
+	sweep := time.NewTicker(time.Second)
+	defer sweep.Stop()
+	for {
+		var job afterStore
+		select {
+		case j, ok := <-ar.after:
+			if !ok {
+				ar.deleteReplaced(true)
+				return
+			}
+			job = j
+		case <-sweep.C:
+			ar.deleteReplaced(false)
+			continue
+		}
 		jobs = append(jobs[:0], job)
 		timer := time.NewTimer(afterWait)
 	gather:
@@ -328,7 +402,7 @@ func (ar *Archive) afterLoop() {
 }
 
 // finish makes the index rows of stored blobs durable, then publishes the
-// blobs and deletes the ones they replaced.
+// blobs; the ones they replaced are deleted once ReplacedGrace has passed.
 func (ar *Archive) finish(jobs ...afterStore) {
 	ctx := context.Background()
 	if ds := ar.capabilities().DeferredSyncer; ds != nil {
@@ -364,9 +438,7 @@ func (ar *Archive) finish(jobs ...afterStore) {
 	}
 	for _, job := range jobs {
 		if job.oldKey != "" {
-			if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil && !errors.Is(err, errDeletesHeld) {
-				ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
-			}
+			ar.deleteReplacedLater(job.oldKey)
 		}
 		ar.queueMetadata(metadataJob{uid: job.uid, key: job.key, ts: job.ts})
 	}

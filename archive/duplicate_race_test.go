@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
@@ -146,5 +147,49 @@ func TestRetrieveDuringReplace(t *testing.T) {
 	rc.Close()
 	if err != nil || !bytes.Equal(b, second.bytes(t)) {
 		t.Errorf("opened %d bytes (%v), want the replacement's data set", len(b), err)
+	}
+}
+
+// TestReplacedBlobGrace: a replaced blob stays readable for
+// ReplacedGrace after the replace (a retrieve that read the index before
+// it, reading an object store in ranged requests, still finds it), then
+// is deleted without a restart, and is no longer recorded for deletion.
+func TestReplacedBlobGrace(t *testing.T) {
+	const uid = "1.2.826.0.1.3680043.10.1.20"
+	f := newFixture(t, archive.DuplicateReplace)
+	f.ar.ReplacedGrace = 2 * time.Second
+	ctx := context.Background()
+	first, second := ctObject(t, uid), ctObject(t, uid)
+	second.ds.Set(dicom.PatientName, "Second^Copy")
+	if err := f.store(first, first.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	old, err := f.idx.Get(ctx, uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store(second, second.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the after loop has run by now
+	rc, err := f.blobs.Open(ctx, old.BlobKey)
+	if err != nil {
+		t.Fatalf("the replaced blob is gone at once: %v", err)
+	}
+	rc.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rc, err := f.blobs.Open(ctx, old.BlobKey)
+		if err != nil {
+			break
+		}
+		rc.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the replaced blob was not deleted after its grace")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if keys, err := f.idx.PendingBlobDeletes(ctx, 10); err != nil || len(keys) != 0 {
+		t.Errorf("PendingBlobDeletes = %v, %v; want none", keys, err)
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/network/pdu"
 )
@@ -126,12 +128,26 @@ func lastDot(s string) int { return bytes.LastIndexByte([]byte(s), '.') }
 // TestRetrieveDuringReplace: while one object is replaced again and
 // again through both nodes (two versions in turn), C-GETs of it through
 // HAProxy each return one whole version, never a mix, an empty answer or
-// a failure.
+// a failure: for a small object (read from S3 in one request) and a
+// large one (2 MiB of pixel data, read in several ranged requests).
 func TestRetrieveDuringReplace(t *testing.T) {
+	for _, large := range []bool{false, true} {
+		name := "small"
+		if large {
+			name = "large"
+		}
+		t.Run(name, func(t *testing.T) { retrieveDuringReplace(t, large) })
+	}
+}
+
+func retrieveDuringReplace(t *testing.T, large bool) {
 	c := newCluster(t, clusterOpts{})
 	a, b := c.nodes[0], c.nodes[1]
 	const prefix = "1.2.826.0.1.3680043.10.1432.18.6"
 	v1, v2 := makeObjects(t, prefix, 1, "v1")[0], makeObjects(t, prefix, 1, "v2")[0]
+	if large {
+		v1, v2 = enlarge(t, v1, 1), enlarge(t, v2, 2)
+	}
 	if r := storeOnce(context.Background(), a.Addr(), v1); !r.acked() {
 		t.Fatalf("storing %s: %v", v1.uid, r)
 	}
@@ -212,4 +228,39 @@ func TestRetrieveDuringReplace(t *testing.T) {
 	}
 	c.stopAll(t)
 	c.checkConsistent(t, nil, 1)
+}
+
+// enlarge gives o 1024×1024 16-bit pixels (2 MiB, each byte fill) in
+// place of its own, and returns it.
+func enlarge(t *testing.T, o *object, fill byte) *object {
+	t.Helper()
+	meta, rc, err := dicom.OpenFile(o.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dicom.ReadDataSet(rc, dicom.LookupTransferSyntax(meta.TransferSyntaxUID), 1<<24)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.String(dicom.SOPClassUID) != "1.2.840.10008.5.1.4.1.1.2" {
+		t.Fatalf("%s is not a CT image", o.path)
+	}
+	ds.Put(&dicom.Element{Tag: dicom.Rows, VR: "US", Value: []byte{0x00, 0x04}})
+	ds.Put(&dicom.Element{Tag: dicom.Columns, VR: "US", Value: []byte{0x00, 0x04}})
+	ds.Put(&dicom.Element{Tag: dicom.PixelData, VR: "OW", Value: bytes.Repeat([]byte{fill}, 1024*1024*2)})
+	body, err := ds.Bytes(dicom.ExplicitVRLittleEndian)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file bytes.Buffer
+	if err := dicom.WriteFileHeader(&file, &dicom.FileMeta{MediaStorageSOPClassUID: o.sopClass,
+		MediaStorageSOPInstanceUID: o.uid, TransferSyntaxUID: dicom.ExplicitVRLittleEndian.UID}); err != nil {
+		t.Fatal(err)
+	}
+	file.Write(body)
+	if err := os.WriteFile(o.path, file.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &object{path: o.path, uid: o.uid, sopClass: o.sopClass, dataSet: body}
 }

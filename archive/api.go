@@ -168,6 +168,10 @@ type Instance struct {
 	// The transfer's record waits for every report of a retrieve that
 	// returned nil; after a failed one, it counts those made by then.
 	Delivered func(err error)
+	// Deidentified, when set, is the De-identification Method the object
+	// is given under (the principal's profile): its UIDs are the remapped
+	// ones, StudyInstanceUID and PatientID still the originals.
+	Deidentified string
 }
 
 // RefusalOp is the operation a refused request asked for.

@@ -51,6 +51,9 @@ const utf8Charset = "ISO_IR 192"
 //     ASCII, Specific Character Set: the request's when it can encode every
 //     value, else ISO_IR 192 (UTF-8).
 func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error) error {
+	if p := PrincipalFrom(ctx); p != nil && p.Deidentify != "" {
+		return Fail(ErrNotAuthorized, "this peer receives de-identified objects only: query answers would show identity")
+	}
 	patientRoot, err := patientRoot(rq.Model)
 	if err != nil {
 		return err

@@ -52,6 +52,10 @@ type Principal struct {
 	Grant Grant
 	// MaxResults caps this principal's queries (0: the archive's cap).
 	MaxResults int
+	// Deidentify, when set, is the de-identification profile
+	// (deid.ParseProfile) of everything this principal retrieves; its
+	// queries are refused (their answers would show identity).
+	Deidentify string
 }
 
 // Allows reports whether p holds perm. A nil principal holds none.

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -34,6 +35,15 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 	if reach := JudgeRetrieve(q); reach.Universal {
 		return badKey(reach.Missing, "%s", reach.Why)
 	}
+	var dcfg *deid.Config
+	if p := PrincipalFrom(ctx); p != nil && p.Deidentify != "" {
+		if r.Metadata {
+			return Fail(ErrNotAuthorized, "this principal receives de-identified objects only, not metadata")
+		}
+		if dcfg, err = ar.deidConfig(p.Deidentify); err != nil {
+			return err
+		}
+	}
 	var eachErr error
 	var ahead *metadataAhead
 	if r.Metadata {
@@ -46,7 +56,7 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 		if r.Metadata {
 			md = ar.metadataOf(ctx, in, ahead)
 		}
-		err := each(&Instance{
+		inst := &Instance{
 			Metadata:          md,
 			SOPClassUID:       in.SOPClassUID,
 			SOPInstanceUID:    in.SOPInstanceUID,
@@ -59,7 +69,11 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 				rc, _, err := ar.openCurrent(ctx, in.SOPInstanceUID, key, in.SOPClassUID, in.TransferSyntaxUID)
 				return rc, err
 			},
-		})
+		}
+		if dcfg != nil {
+			ar.deidentify(inst, key, dcfg)
+		}
+		err := each(inst)
 		if err != nil {
 			eachErr = err
 		}

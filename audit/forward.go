@@ -129,6 +129,10 @@ type ForwardConfig struct {
 	// Checkpoints sends the chain's head to the collector (WARD-CHECKPOINT,
 	// above) after the records.
 	Checkpoints bool
+	// Node names the node whose chain the checkpoints are of (" node=ID"
+	// after the hash), so that the checkpoints of a cluster's nodes, sent
+	// to one collector, are told apart; empty: none named.
+	Node string
 }
 
 // tlsConfig builds the client's TLS configuration, of Ward's TLS profile
@@ -178,6 +182,7 @@ type forwarder struct {
 
 	// checkpoints (sender goroutine only)
 	checkpoints bool
+	cpNode      string // named in each checkpoint (ForwardConfig.Node)
 	cpEvery     time.Duration
 	cpSeq       uint64 // the last record sent, not yet in a checkpoint when cpDue
 	cpHash      string
@@ -200,7 +205,7 @@ func newForwarder(dir, logPath string, cfg ForwardConfig, logger *slog.Logger, l
 		retryMin: forwardRetryMin, retryMax: forwardRetryMax, dialTimeout: forwardDialTimeout,
 		writeTimeout: forwardWriteTimeout, closeTimeout: forwardCloseTimeout,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
-		checkpoints: cfg.Checkpoints, cpEvery: checkpointEvery,
+		checkpoints: cfg.Checkpoints, cpNode: cfg.Node, cpEvery: checkpointEvery,
 	}
 	f.q, err = openQueue(dir, logPath, qmax, logger, logEnd, logSeq, logHash, f.signal)
 	if err != nil {
@@ -532,12 +537,16 @@ func (f *forwarder) sendCheckpoint(c *conn, drainBy time.Time) error {
 
 // checkpointFrame appends the frame of a checkpoint naming cpSeq, cpHash.
 func (f *forwarder) checkpointFrame(b []byte) []byte {
-	return appendFrame(b, syslogFacility*8+severityNotice, time.Now(), f.host, f.procID, syslogCPMsgID,
-		fmt.Sprintf("audit chain head seq=%d hash=%s", f.cpSeq, f.cpHash))
+	text := fmt.Sprintf("audit chain head seq=%d hash=%s", f.cpSeq, f.cpHash)
+	if f.cpNode != "" {
+		text += " node=" + f.cpNode
+	}
+	return appendFrame(b, syslogFacility*8+severityNotice, time.Now(), f.host, f.procID, syslogCPMsgID, text)
 }
 
-// ParseCheckpoint finds a checkpoint ("seq=N hash=H" after WARD-CHECKPOINT)
-// in a line of a collector's file; ok is false when the line has none.
+// ParseCheckpoint finds a checkpoint ("seq=N hash=H", then " node=ID"
+// when the sender named its node, after WARD-CHECKPOINT) in a line of a
+// collector's file; ok is false when the line has none.
 func ParseCheckpoint(line string) (c Checkpoint, ok bool) {
 	i := strings.Index(line, syslogCPMsgID)
 	if i < 0 {
@@ -556,7 +565,15 @@ func ParseCheckpoint(line string) (c Checkpoint, ok bool) {
 	if _, err := hex.DecodeString(hash); err != nil {
 		return c, false
 	}
-	return Checkpoint{Seq: seq, Hash: hash}, true
+	c = Checkpoint{Seq: seq, Hash: hash}
+	if k := strings.Index(rest[j:], " node="); k >= 0 {
+		node := rest[j+k+len(" node="):]
+		if e := strings.IndexAny(node, " \t\r\n"); e >= 0 {
+			node = node[:e]
+		}
+		c.Node = node
+	}
+	return c, true
 }
 
 func (f *forwarder) gapFrame(b []byte, g *gap) []byte {

@@ -322,3 +322,19 @@ func TestParseCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointNamesNode: a checkpoint names the node of its chain when
+// the forwarder was given one, so that a collector shared by a cluster's
+// nodes holds checkpoints `ward audit verify` can tell apart.
+func TestCheckpointNamesNode(t *testing.T) {
+	h := strings.Repeat("ab", 32)
+	f := &forwarder{host: "pacs", procID: "42", cpNode: "node-a", cpSeq: 7, cpHash: h}
+	c, ok := ParseCheckpoint(string(f.checkpointFrame(nil)))
+	if !ok || c.Seq != 7 || c.Hash != h || c.Node != "node-a" {
+		t.Fatalf("checkpoint %+v %v", c, ok)
+	}
+	f.cpNode = ""
+	if c, ok := ParseCheckpoint(string(f.checkpointFrame(nil))); !ok || c.Node != "" {
+		t.Fatalf("checkpoint without a node: %+v %v", c, ok)
+	}
+}

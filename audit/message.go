@@ -133,9 +133,11 @@ type Detail struct {
 	Value   string   `xml:"value,attr"`
 }
 
-// Description carries the SOP classes and instance counts of a study.
+// Description carries the SOP classes and instance counts of a study, and
+// whether what left was de-identified (Anonymized).
 type Description struct {
 	SOPClasses []SOPClass `xml:"SOPClass"`
+	Anonymized bool       `xml:"Anonymized,omitempty"`
 }
 
 // SOPClass is one SOP class of a study and how many of its instances.
@@ -167,6 +169,11 @@ type Study struct {
 	PatientID string
 	// Classes counts instances per SOP Class UID.
 	Classes map[string]int
+	// Deidentified, when set, is the De-identification Method the
+	// instances left under (PS3.15 Annex E): the study is then marked
+	// Anonymized, with the method and DeidentifiedUID, the Study Instance
+	// UID it left as, in ParticipantObjectDetail.
+	Deidentified, DeidentifiedUID string
 }
 
 // Instances is the total instance count.
@@ -422,6 +429,16 @@ func studyObjects(studies []*Study) []ParticipantObject {
 			sort.Slice(d.SOPClasses, func(i, j int) bool { return d.SOPClasses[i].UID < d.SOPClasses[j].UID })
 			o.Description = d
 			o.Detail = []Detail{{Type: "NumberOfInstances", Value: base64.StdEncoding.EncodeToString([]byte(strconv.Itoa(s.Instances())))}}
+		}
+		if s.Deidentified != "" {
+			if o.Description == nil {
+				o.Description = &Description{}
+			}
+			o.Description.Anonymized = true
+			o.Detail = append(o.Detail, Detail{Type: "DeidentificationMethod", Value: base64.StdEncoding.EncodeToString([]byte(s.Deidentified))})
+			if s.DeidentifiedUID != "" {
+				o.Detail = append(o.Detail, Detail{Type: "DeidentifiedStudyInstanceUID", Value: base64.StdEncoding.EncodeToString([]byte(s.DeidentifiedUID))})
+			}
 		}
 		objs = append(objs, o)
 		if s.PatientID != "" && !patients[s.PatientID] {

@@ -51,6 +51,9 @@ type VerifyOptions struct {
 type Checkpoint struct {
 	Seq  uint64
 	Hash string
+	// Node is the node the checkpoint names ("" when none: a single
+	// Ward, or one from before nodes were named).
+	Node string
 }
 
 // Summary is what VerifyLog read.

@@ -94,6 +94,9 @@ type Peer struct {
 	MaxAssociations int
 	// MaxResults overrides Rules.MaxResults when not 0.
 	MaxResults int
+	// Deidentify is the de-identification profile applied to what the
+	// peer retrieves ("" none).
+	Deidentify string
 }
 
 // ParseFingerprint parses a SHA-256 certificate fingerprint written as 64

@@ -11,6 +11,11 @@ command -v gdcmscu >/dev/null 2>&1 || need+=(libgdcm-tools)
 /usr/bin/python3 -c 'import pydicom' >/dev/null 2>&1 || need+=(python3-pydicom)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v nmap >/dev/null 2>&1 || need+=(nmap)
+# De-identification: PixelMed's library to compare with (its Java driver
+# runs from source: javac), dicom3tools' dciodvfy.
+test -e /usr/share/java/pixelmed.jar || need+=(pixelmed-apps)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 # DICOMweb clients nobody here wrote: Orthanc's DICOMweb plugin, and npm
 # dicomweb-client under Node (Debian 12's Node 18 will do; 20 is tested).
 ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* /usr/lib/orthanc/libOrthancDicomWeb.so* >/dev/null 2>&1 || need+=(orthanc-dicomweb)

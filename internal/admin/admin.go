@@ -13,6 +13,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/store"
 )
 
@@ -32,6 +33,12 @@ type StudyRequest struct {
 	Out     string   `json:"out,omitempty"`      // export, backup: absolute folder
 	Media   string   `json:"media,omitempty"`    // export: usb, cd, dvd, email, uri
 	MaxRate int64    `json:"max_rate,omitempty"` // verify, backup: bytes per second (0: no cap)
+	// Deidentify (export) names a de-identification profile
+	// (deid.ParseProfile); DeidSecret is the project's secret and
+	// AcceptBurnedIn exports what the profile would quarantine.
+	Deidentify     string `json:"deidentify,omitempty"`
+	DeidSecret     []byte `json:"deid_secret,omitempty"`
+	AcceptBurnedIn bool   `json:"accept_burned_in,omitempty"`
 }
 
 // StudyResult is the outcome for one study.
@@ -39,6 +46,10 @@ type StudyResult struct {
 	Study     string `json:"study"`
 	Instances int    `json:"instances"`
 	Error     string `json:"error,omitempty"`
+	// De-identified exports: the study's new UID, and the instances
+	// held back for their burned-in annotation risk.
+	NewStudy    string `json:"new_study,omitempty"`
+	Quarantined int    `json:"quarantined,omitempty"`
 }
 
 // MediaTypes are the export media a StudyRequest may name (PS3.16 CID 405).
@@ -65,6 +76,15 @@ func (r *StudyRequest) Check() error {
 		return errors.New("a negative rate")
 	case r.Op == "export" && MediaTypes[r.Media] == nil:
 		return fmt.Errorf("media %q: use usb, cd, dvd, email or uri", r.Media)
+	case r.Deidentify != "" && r.Op != "export", r.Deidentify == "" && (len(r.DeidSecret) > 0 || r.AcceptBurnedIn):
+		return errors.New("de-identification applies to an export only")
+	case r.Deidentify != "":
+		if _, err := deid.ParseProfile(r.Deidentify); err != nil {
+			return err
+		}
+		if len(r.DeidSecret) < deid.MinSecret {
+			return fmt.Errorf("a de-identified export needs the project's secret (at least %d bytes)", deid.MinSecret)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/internal/config"
 )
 
@@ -35,6 +36,8 @@ func RunStudyOp(ctx context.Context, ar *archive.Archive, tr Trail, ward audit.N
 				// failure left are removed at the next start).
 				res.Instances = AuditDeletions(ctx, ar, tr, ward, []*archive.Deletion{d})
 			}
+		} else if r.Deidentify != "" {
+			res.Instances, res.NewStudy, res.Quarantined, err = exportDeidentified(ctx, ar, tr, ward, who, uid, r)
 		} else {
 			var d *archive.StudySummary
 			d, err = ar.ExportStudy(ctx, uid, r.Out)
@@ -159,4 +162,28 @@ func ReadStatus(ctx context.Context, ar *archive.Archive, c *config.Config) (*St
 		st.StoresRefused = free < st.DiskReserve
 	}
 	return st, nil
+}
+
+// exportDeidentified exports one study de-identified by r's profile and
+// records it as Export, the study marked Anonymized with the method and
+// the UID it left as.
+func exportDeidentified(ctx context.Context, ar *archive.Archive, tr Trail, ward, who audit.Node, uid string, r *StudyRequest) (n int, newUID string, quarantined int, err error) {
+	p, err := deid.ParseProfile(r.Deidentify)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	d, err := ar.ExportStudyDeidentified(ctx, uid, r.Out, &deid.Config{Profile: p, Secret: r.DeidSecret, AcceptBurnedIn: r.AcceptBurnedIn})
+	if d == nil {
+		return 0, "", 0, err
+	}
+	if len(d.Classes) > 0 {
+		st := &audit.Study{UID: d.UID, PatientID: d.PatientID, Classes: d.Classes, Deidentified: p.Method(), DeidentifiedUID: d.NewUID}
+		n = st.Instances()
+		outcome := audit.OutcomeSuccess
+		if err != nil {
+			outcome = audit.OutcomeSeriousFail
+		}
+		tr.Record(audit.Export(ward, who, audit.Media{ID: r.Out, Type: MediaTypes[r.Media]}, outcome, []*audit.Study{st}, time.Now()))
+	}
+	return n, d.NewUID, d.Quarantined, err
 }

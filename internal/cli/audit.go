@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
+	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/termsafe"
 )
 
@@ -110,6 +111,27 @@ func verifyAudit(e *env, af auditFlags, keyFile, cpFile string, cps []audit.Chec
 		}
 		if len(more) == 0 {
 			return fmt.Errorf("%s: no WARD-CHECKPOINT message in it", cpFile)
+		}
+		// A collector shared by a cluster's nodes holds every node's
+		// checkpoints: only this node's (and those naming none) are of
+		// this log.
+		if node := localNode(af); node != "" {
+			mine := more[:0]
+			others := 0
+			for _, c := range more {
+				if c.Node == "" || c.Node == node {
+					mine = append(mine, c)
+				} else {
+					others++
+				}
+			}
+			if len(mine) == 0 {
+				return fmt.Errorf("%s: no WARD-CHECKPOINT message of node %s in it (%d of other nodes)", cpFile, node, others)
+			}
+			if others > 0 {
+				fmt.Fprintf(e.stdout, "%s: %d checkpoints of other nodes left aside\n", cpFile, others)
+			}
+			more = mine
 		}
 		cps = append(cps, more...)
 	}
@@ -287,4 +309,24 @@ func parseWhen(s string) (time.Time, error) {
 		return time.Now().Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%q: use RFC 3339, YYYY-MM-DD or a duration such as 24h", s)
+}
+
+// localNode is the node ID of the data directory the flags name: node_id,
+// else DATA/node-id; "" when none is known (the file is only read).
+func localNode(af auditFlags) string {
+	c, err := af.load()
+	if err != nil {
+		return ""
+	}
+	if c.NodeID != "" {
+		return c.NodeID
+	}
+	b, err := os.ReadFile(filepath.Join(c.DataDir, "node-id"))
+	if err != nil {
+		return ""
+	}
+	if id := strings.TrimSpace(string(b)); config.ValidNodeID(id) {
+		return id
+	}
+	return ""
 }

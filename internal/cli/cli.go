@@ -53,7 +53,7 @@ const anyArgs = -1
 // lists them. Each is defined in its own file.
 var commands = []*command{
 	serveCmd, echoCmd, storeCmd, findCmd, moveCmd, getCmd,
-	peerCmd, userCmd, tokenCmd, studyCmd, backupCmd, statusCmd, configCmd,
+	peerCmd, userCmd, tokenCmd, studyCmd, deidCmd, backupCmd, migrateCmd, statusCmd, configCmd,
 	viewerCmd, pkiCmd, auditCmd, scanCmd, versionCmd,
 }
 

@@ -174,9 +174,11 @@ func TestClusterSharesPeersUsersTokensSessions(t *testing.T) {
 	if out := run("", "peer", "list"); !strings.Contains(out, "MODALITY") {
 		t.Fatalf("peer list: %q", out)
 	}
+	added := time.Now()
 	for i, s := range nodes {
 		eventually(t, fmt.Sprintf("node %d admits the new peer", i), func() bool { return echo(s) })
 	}
+	t.Logf("the new peer was admitted by both nodes %v after ward peer add returned", time.Since(added).Round(time.Millisecond))
 
 	// A user and a token: accepted by both.
 	run("a long passcode\n", "user", "add", "ana", "--role", "viewer")
@@ -263,9 +265,11 @@ func TestClusterSharesPeersUsersTokensSessions(t *testing.T) {
 
 	// Removed: refused by both.
 	run("", "peer", "remove", "MODALITY")
+	removed := time.Now()
 	for i, s := range nodes {
 		eventually(t, fmt.Sprintf("node %d refuses the removed peer", i), func() bool { return !echo(s) })
 	}
+	t.Logf("the removed peer was refused by both nodes %v after ward peer remove returned", time.Since(removed).Round(time.Millisecond))
 
 	// Each node audited the changes in its own trail, naming itself.
 	for _, n := range []struct {

@@ -111,9 +111,10 @@ func peerAddFlags(fs *flag.FlagSet) runFunc {
 	requireIdentity := fs.Bool("require-identity", false, "refuse associations without a verified user identity (passcode or JWT)")
 	maxAssoc := fs.Int("max-associations", 0, "concurrent associations of this peer (default [dicom] max_associations_per_peer)")
 	maxResults := fs.Int("max-results", 0, "matches per C-FIND for this peer (default [query] max_results)")
+	deidentify := fs.String("deidentify", "", "de-identify everything the peer retrieves by this profile, basic[,OPTION...], and refuse its queries (needs [deidentify] secret_file; docs/deidentification.md)")
 	return func(e *env, pos []string) error {
 		p := config.Peer{AETitle: pos[0], Host: *host, Port: *port, RequireTLS: *requireTLS, RequireIdentity: *requireIdentity, TLS: *useTLS,
-			MaxAssociations: *maxAssoc, MaxResults: *maxResults}
+			MaxAssociations: *maxAssoc, MaxResults: *maxResults, Deidentify: *deidentify}
 		for _, s := range strings.Split(*allow, ",") {
 			if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
 				p.Allow = append(p.Allow, s)

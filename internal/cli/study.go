@@ -12,6 +12,7 @@ import (
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
@@ -36,9 +37,19 @@ from disk, recorded as DICOM Study Deleted (PS3.15 A.5.3.5) with the reason.`,
 		},
 		{
 			name: "export", summary: "copy studies into a folder, recorded in the audit trail",
-			args: "STUDY-INSTANCE-UID... --out DIR [--media usb|cd|dvd|email|uri] [--config FILE | --data DIR]", minArgs: 1, maxArgs: anyArgs,
+			args: "STUDY-INSTANCE-UID... --out DIR [--media usb|cd|dvd|email|uri] [--deidentify basic[,OPTION...] --deid-secret-file FILE [--accept-burned-in]] [--config FILE | --data DIR]", minArgs: 1, maxArgs: anyArgs,
 			help: `Copies each study's objects as stored (Part 10) into
-DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.`,
+DIR/STUDY/SERIES/SOP.dcm, recorded as Export (A.5.3.7) to that media.
+With --deidentify, each object is de-identified on the way out by the
+PS3.15 Basic Application Level Confidentiality Profile and the options
+named (modified-dates, full-dates, patient-characteristics,
+device-identity, institution-identity, uids, safe-private,
+clean-descriptors, clean-structured-content), under the project's secret
+(ward deid secret FILE makes one), and written under its new UIDs; objects
+whose pixels may show identity (Burned In Annotation YES, or absent on
+US, SC, XA and other modalities listed in docs/deidentification.md) are
+quarantined (counted, not exported) unless --accept-burned-in. The audit
+message marks the study Anonymized, with the method and its new UID.`,
 			flags: studyOpFlags("export"),
 		},
 		{
@@ -89,12 +100,16 @@ func studyVerifyFlags(fs *flag.FlagSet) runFunc {
 func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 	return func(fs *flag.FlagSet) runFunc {
 		df := addDataFlags(fs)
-		var reason, out, media *string
+		var reason, out, media, deidentify, secretFile *string
+		var acceptBurned *bool
 		if op == "delete" {
 			reason = fs.String("reason", "", "why the studies are deleted (recorded in the audit trail; required)")
 		} else {
 			out = fs.String("out", "", "folder to export into (required)")
 			media = fs.String("media", "usb", "the media the folder is on, for the audit trail: usb, cd, dvd, email, uri")
+			deidentify = fs.String("deidentify", "", "de-identify by this profile: basic[,OPTION...] (see docs/deidentification.md)")
+			secretFile = fs.String("deid-secret-file", "", "the project's de-identification secret (mode 0600; ward deid secret makes one)")
+			acceptBurned = fs.Bool("accept-burned-in", false, "export objects whose pixels may show identity instead of quarantining them")
 		}
 		return func(e *env, uids []string) error {
 			if err := checkStudyUIDs(uids); err != nil {
@@ -115,6 +130,17 @@ func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 					return err
 				}
 				r.Media = *media
+				if *deidentify != "" {
+					if *secretFile == "" {
+						return errors.New("--deidentify needs --deid-secret-file (ward deid secret FILE makes one)")
+					}
+					if r.DeidSecret, err = deid.ReadSecret(*secretFile); err != nil {
+						return err
+					}
+					r.Deidentify, r.AcceptBurnedIn = *deidentify, *acceptBurned
+				} else if *secretFile != "" || *acceptBurned {
+					return errors.New("--deid-secret-file and --accept-burned-in go with --deidentify")
+				}
 			}
 			if err := r.Check(); err != nil {
 				return err
@@ -136,6 +162,10 @@ func studyOpFlags(op string) func(*flag.FlagSet) runFunc {
 			for _, x := range res {
 				if x.Error != "" {
 					failed = append(failed, fmt.Errorf("study %s: %s", x.Study, x.Error))
+					continue
+				}
+				if x.NewStudy != "" || x.Quarantined > 0 {
+					fmt.Fprintf(e.stdout, "exported study %s de-identified as %s: %d instances, %d quarantined (pixels may show identity)\n", termsafe.Quote(x.Study), termsafe.Quote(x.NewStudy), x.Instances, x.Quarantined)
 					continue
 				}
 				fmt.Fprintf(e.stdout, "%s study %s: %d instances\n", map[string]string{"delete": "deleted", "export": "exported"}[op], termsafe.Quote(x.Study), x.Instances)

@@ -84,9 +84,10 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 	return func(fs *flag.FlagSet) runFunc {
 		df := addEditFlags(fs)
 		generate := fs.Bool("generate", false, "generate the passcode even when standard input is not a terminal")
-		var role *string
+		var role, deidentify *string
 		if sub == "add" {
 			role = fs.String("role", "", "roles, comma-separated: viewer, uploader, admin (none: a DIMSE identity only)")
+			deidentify = fs.String("deidentify", "", "de-identify what the user retrieves through DICOMweb by this profile, basic[,OPTION...], and refuse its searches (needs [deidentify] secret_file)")
 		}
 		return func(e *env, pos []string) error {
 			name := pos[0]
@@ -143,7 +144,11 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 				if sub == "passwd" {
 					return nil, fmt.Errorf("no user %q in %s", name, path)
 				}
-				return append(users, config.User{Name: name, Hash: hash, Roles: roles}), nil
+				u := config.User{Name: name, Hash: hash, Roles: roles}
+				if deidentify != nil {
+					u.Deidentify = *deidentify
+				}
+				return append(users, u), nil
 			})
 			if err != nil {
 				return err

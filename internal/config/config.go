@@ -79,6 +79,16 @@ type Config struct {
 	// `ward peer` and reloaded by a running `ward serve` at once (admin
 	// socket) or on SIGHUP.
 	Peers []Peer `toml:"peers"`
+	// Deidentify holds the project secret of the peers that receive
+	// de-identified objects (Peer.Deidentify).
+	Deidentify Deidentify `toml:"deidentify"`
+}
+
+// Deidentify is the [deidentify] section.
+type Deidentify struct {
+	// SecretFile is the de-identification secret (mode 0600; ward deid
+	// secret makes one), required when a peer has deidentify.
+	SecretFile string `toml:"secret_file"`
 }
 
 // DICOM is the DIMSE listener's configuration.
@@ -198,6 +208,10 @@ type User struct {
 	// A user without roles is a DIMSE identity only: its tokens grant
 	// nothing.
 	Roles []string `toml:"roles,omitempty"`
+	// Deidentify names a de-identification profile (as a peer's): what
+	// the user retrieves through DICOMweb leaves de-identified, and its
+	// searches and metadata requests are refused.
+	Deidentify string `toml:"deidentify,omitempty"`
 }
 
 // Query configures C-FIND.
@@ -492,7 +506,15 @@ func (c *Config) Validate() error {
 		if seen[p.AETitle] {
 			return fmt.Errorf("peer %q is registered twice", p.AETitle)
 		}
+		if p.Deidentify != "" && c.Deidentify.SecretFile == "" {
+			return fmt.Errorf("peer %s: deidentify needs [deidentify] secret_file (ward deid secret FILE makes one)", p.AETitle)
+		}
 		seen[p.AETitle] = true
+	}
+	for _, u := range c.Users {
+		if u.Deidentify != "" && c.Deidentify.SecretFile == "" {
+			return fmt.Errorf("user %s: deidentify needs [deidentify] secret_file (ward deid secret FILE makes one)", u.Name)
+		}
 	}
 	return nil
 }

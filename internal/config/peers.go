@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"net"
 	"net/netip"
 	"slices"
@@ -57,6 +58,11 @@ type Peer struct {
 	// verifying its server certificate against [dicom] tls_peer_ca and
 	// presenting [dicom] tls_client_cert when set.
 	TLS bool `toml:"tls,omitempty"`
+	// Deidentify names a de-identification profile (basic[,OPTION...],
+	// docs/deidentification.md): every object this peer retrieves with
+	// C-GET, or has sent anywhere with C-MOVE, is de-identified on the
+	// way out, and its queries are refused.
+	Deidentify string `toml:"deidentify,omitempty"`
 }
 
 // CheckAETitle checks an AE title: 1 to 16 printable ASCII characters
@@ -77,6 +83,11 @@ func CheckAETitle(ae string) error {
 func (p *Peer) Validate() error {
 	if err := CheckAETitle(p.AETitle); err != nil {
 		return fmt.Errorf("peer: %w", err)
+	}
+	if p.Deidentify != "" {
+		if _, err := deid.ParseProfile(p.Deidentify); err != nil {
+			return fmt.Errorf("peer %s: deidentify: %w", p.AETitle, err)
+		}
 	}
 	if p.Port < 0 || p.Port > 65535 {
 		return fmt.Errorf("peer %s: port %d out of range", p.AETitle, p.Port)

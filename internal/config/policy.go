@@ -47,6 +47,7 @@ func (c *Config) Policy() (policy.Rules, identity.Settings, error) {
 			RequireIdentity: p.RequireIdentity,
 			MaxAssociations: p.MaxAssociations,
 			MaxResults:      p.MaxResults,
+			Deidentify:      p.Deidentify,
 		}
 		for _, s := range p.Allow {
 			perm, ok := permission(s)

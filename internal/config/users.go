@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"slices"
 	"strings"
 	"time"
@@ -102,6 +103,11 @@ func (c *Config) ValidateUsers() error {
 		}
 		if _, err := ParseRoles(u.Roles); err != nil {
 			return fmt.Errorf("user %q: %w: %w", u.Name, ErrBadUser, err)
+		}
+		if u.Deidentify != "" {
+			if _, err := deid.ParseProfile(u.Deidentify); err != nil {
+				return fmt.Errorf("user %q: deidentify: %w", u.Name, err)
+			}
 		}
 	}
 	id := &c.Identity

@@ -53,7 +53,7 @@ func (s *Server) openAudit() error {
 	}
 	l, err := audit.Open(s.Config.AuditDir(), s.Logger, audit.WithForward(audit.ForwardConfig{
 		Addr: a.Syslog, CA: a.SyslogCA, Cert: a.SyslogCert, Key: a.SyslogKey, QueueMax: a.SyslogQueueMax,
-		Checkpoints: s.Config.AuditCheckpoints(),
+		Checkpoints: s.Config.AuditCheckpoints(), Node: s.node,
 	}), audit.WithKeyFile(s.Config.AuditKeyFile()), audit.WithSource(audit.Node{AETitle: s.Config.AETitle, ID: s.node}))
 	if err != nil {
 		return err

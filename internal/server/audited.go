@@ -290,6 +290,10 @@ func (t *transfer) delivered(in *archive.Instance, err error) {
 			t.sent = map[string]*audit.Study{}
 		}
 		addStudy(t.sent, in.StudyInstanceUID, in.PatientID, in.SOPClassUID)
+		if in.Deidentified != "" {
+			// Left de-identified: marked Anonymized, with the method.
+			t.sent[in.StudyInstanceUID+"\x00"+in.PatientID].Deidentified = in.Deidentified
+		}
 	case errors.Is(err, archive.ErrNotAttempted):
 	default:
 		t.failed++

@@ -28,7 +28,11 @@ func principalOf(a *assoc.Association) *archive.Principal {
 	if g == nil {
 		return nil
 	}
-	return &archive.Principal{Kind: archive.Peer, Name: g.AETitle, User: g.User, Grant: g, MaxResults: g.MaxResults}
+	p := &archive.Principal{Kind: archive.Peer, Name: g.AETitle, User: g.User, Grant: g, MaxResults: g.MaxResults}
+	if g.Peer != nil {
+		p.Deidentify = g.Peer.Deidentify
+	}
+	return p
 }
 
 func notAuthorized(service string) error {

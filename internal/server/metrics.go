@@ -148,14 +148,15 @@ const (
 var opNames = [numOps]string{"store", "query", "retrieve", "read_object"}
 
 const (
-	kindStorage    = iota // archive.ErrStorage: the index or the blobs failed
-	kindNoSpace           // archive.ErrNoSpace
-	kindMissing           // an object the index names is not in the blobs
-	kindProcessing        // archive.ErrProcessing, or no domain error (a bug)
+	kindStorage     = iota // archive.ErrStorage: the index or the blobs failed
+	kindUnavailable        // store.ErrUnavailable: the shared index or object store is out of reach
+	kindNoSpace            // archive.ErrNoSpace
+	kindMissing            // an object the index names is not in the blobs
+	kindProcessing         // archive.ErrProcessing, or no domain error (a bug)
 	numKinds
 )
 
-var kindNames = [numKinds]string{"storage", "no_space", "missing", "processing"}
+var kindNames = [numKinds]string{"storage", "unavailable", "no_space", "missing", "processing"}
 
 // Readiness checks, for their failure counter.
 const (
@@ -249,7 +250,7 @@ func newMetrics(s *Server) *metrics {
 	})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ward_store_errors_total",
-		Help: "Failures of the index or the blob store by operation (store, query, retrieve, read_object) and kind (storage: I/O or database; no_space: the reserve or a full disk; missing: an object the index names is not in the blobs; processing: another internal failure).",
+		Help: "Failures of the index or the blob store by operation (store, query, retrieve, read_object) and kind (storage: I/O or database; unavailable: the shared index or object store out of reach; no_space: the reserve or a full disk; missing: an object the index names is not in the blobs; processing: another internal failure).",
 	}, []string{"operation", "kind"})
 	for i, op := range opNames {
 		for j, k := range kindNames {
@@ -309,6 +310,8 @@ func (m *metrics) storeError(op int, err error) {
 	}
 	k := -1
 	switch kind := archive.KindOf(err); {
+	case errors.Is(err, store.ErrUnavailable):
+		k = kindUnavailable
 	case kind == archive.ErrStorage:
 		k = kindStorage
 	case kind == archive.ErrNoSpace:
@@ -471,7 +474,7 @@ type opsCollector struct{ s *Server }
 
 var (
 	descQueue = prometheus.NewDesc("ward_queue_depth",
-		"Work waiting, by queue: after_store (stored objects to publish, and replaced ones to delete), metadata (stored objects whose DICOM JSON waits to be computed), pending_blob_deletes (blobs the index recorded for deletion; counted up to 10000), audit_records (records waiting for the audit log's writer).",
+		"Work waiting, by queue: after_store (stored objects to publish, and replaced ones to delete), metadata (stored objects whose DICOM JSON waits to be computed), pending_blob_deletes (blobs the index recorded for deletion; counted up to 10000), recorded_deletions (study deletions whose audit record is still due), audit_records (records waiting for the audit log's writer).",
 		[]string{"queue"}, nil)
 	descAuditForward = prometheus.NewDesc("ward_audit_forward_backlog_bytes",
 		"Bytes of the audit log not yet accepted by the syslog collector (0 when not forwarding).", nil, nil)
@@ -490,12 +493,14 @@ var (
 		"DIMSE associations established and not yet ended.", nil, nil)
 	descReady = prometheus.NewDesc("ward_ready",
 		"1 when /readyz answers 200 (the last probe's result).", nil, nil)
+	descHeld = prometheus.NewDesc("ward_blob_deletes_held",
+		"1 while a backup (of any node) holds the deletion of blobs: pending_blob_deletes then grows.", nil, nil)
 	descDraining = prometheus.NewDesc("ward_draining",
 		"1 while the node drains after SIGTERM (/readyz answers 503).", nil, nil)
 )
 
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueue, descAuditForward, descAuditFailing, descFree, descTotal, descReserve, descConns, descAssocActive, descReady, descDraining} {
+	for _, d := range []*prometheus.Desc{descQueue, descAuditForward, descAuditFailing, descFree, descTotal, descReserve, descConns, descAssocActive, descReady, descDraining, descHeld} {
 		ch <- d
 	}
 }
@@ -515,6 +520,22 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.index != nil {
 		if keys, err := s.index.PendingBlobDeletes(ctx, pendingDeletesCap); err == nil {
 			gauge(descQueue, float64(len(keys)), "pending_blob_deletes")
+		}
+	}
+	if s.store != nil {
+		if dr := s.store.Caps.DeletionRecorder; dr != nil {
+			if notes, err := dr.RecordedDeletions(ctx); err == nil {
+				gauge(descQueue, float64(len(notes)), "recorded_deletions")
+			}
+		}
+		if dh := s.store.Caps.DeleteHolder; dh != nil {
+			if held, err := dh.DeletesHeld(ctx); err == nil {
+				v := 0.0
+				if held {
+					v = 1
+				}
+				gauge(descHeld, v)
+			}
 		}
 	}
 	if s.audit != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
@@ -151,6 +155,7 @@ func TestMetricsCount(t *testing.T) {
 		`ward_build_info{goversion="` + runtime.Version() + `",node="` + s.node + `",version="dev"}`,
 		`ward_queue_depth{queue="after_store"}`, `ward_queue_depth{queue="metadata"}`,
 		`ward_queue_depth{queue="pending_blob_deletes"}`, `ward_queue_depth{queue="audit_records"}`,
+		`ward_queue_depth{queue="recorded_deletions"}`, `ward_blob_deletes_held`,
 		`ward_audit_forward_backlog_bytes`, `ward_audit_log_failing`,
 		`ward_storage_free_bytes`, `ward_storage_reserve_bytes`,
 		`ward_open_connections{listener="dicom"}`, `ward_open_connections{listener="http"}`,
@@ -433,5 +438,64 @@ func TestOpenRefusesPlainMetrics(t *testing.T) {
 	s := &Server{Config: c}
 	if err := s.Open(t.Context()); !errors.Is(err, config.ErrMetricsPlaintext) {
 		t.Fatalf("Open: %v, want ErrMetricsPlaintext", err)
+	}
+}
+
+// TestStoreErrorKinds: the store's failures are counted by kind; the
+// requestor's errors, refusals and cancellations are not.
+func TestStoreErrorKinds(t *testing.T) {
+	m := newMetrics(&Server{Config: config.Default(), node: "n1"})
+	unavailable := fmt.Errorf("postgres: %w", store.ErrUnavailable)
+	for _, err := range []error{
+		&archive.Error{Kind: archive.ErrStorage, Err: errors.New("i/o error")},
+		&archive.Error{Kind: archive.ErrStorage, Err: unavailable},
+		archive.Fail(archive.ErrNoSpace, "disk nearly full"),
+		fmt.Errorf("fsblob: open k: %w", store.ErrNotFound),
+		errors.New("a bug"),
+		// Not the store's:
+		archive.Fail(archive.ErrNotAuthorized, "no"),
+		archive.Fail(archive.ErrCannotUnderstand, "bad data set"),
+		archive.Fail(archive.ErrDuplicate, "again"),
+		context.Canceled,
+	} {
+		m.storeError(opStore, err)
+	}
+	want := map[int]float64{kindStorage: 1, kindUnavailable: 1, kindNoSpace: 1, kindMissing: 1, kindProcessing: 1}
+	for k := range numKinds {
+		var d dto.Metric
+		if err := m.storeErrs[opStore][k].Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.GetCounter().GetValue(); got != want[k] {
+			t.Errorf("kind %s: %v, want %v", kindNames[k], got, want[k])
+		}
+	}
+}
+
+// TestMetricsAssociationAborted: an association the peer aborts is
+// counted aborted (besides accepted); one released is not.
+func TestMetricsAssociationAborted(t *testing.T) {
+	s, _ := testServer(t, func(c *config.Config) {
+		c.Metrics.Listen = "127.0.0.1:0"
+		c.DICOM.LoopbackAnyAE = true
+	}, nil)
+	if err := echo(t.Context(), s.Addr().String(), "ECHOER", nil); err != nil {
+		t.Fatal(err)
+	}
+	cl := storeClient(t, s.Addr().String(), "MODALITY7")
+	cl.A.Abort()
+	base := "http://" + s.MetricsAddr().String()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := get(t, base+"/metrics", "")
+		acc, _ := metricValue(body, `ward_dicom_associations_total{outcome="accepted"}`)
+		ab, _ := metricValue(body, `ward_dicom_associations_total{outcome="aborted"}`)
+		if acc == 2 && ab == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("accepted %v, aborted %v; want 2 and 1", acc, ab)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

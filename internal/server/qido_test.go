@@ -34,7 +34,9 @@ func TestQIDOListingFollowsRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	users := []config.User{{Name: "vic", Hash: hash, Roles: []string{"viewer"}}}
-	s, _ := testServer(t, func(c *config.Config) { c.Users = users }, nil)
+	// No viewer: serveWeb would set it up while this test builds a
+	// handler of its own (a data race on Server.viewer).
+	s, _ := testServer(t, func(c *config.Config) { c.Users = users; c.Web.Viewer = "off" }, nil)
 	s.Load = func() (*config.Config, error) {
 		c := *s.Config
 		c.Users = users

@@ -20,6 +20,7 @@ import (
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/dicom/deid"
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
@@ -185,6 +186,12 @@ func (s *Server) Open(ctx context.Context) error {
 		MinFree: minFree, MinFreeShare: minFreeShare,
 		AETitle: c.AETitle, Destinations: s.Destination,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
+	if c.Deidentify.SecretFile != "" {
+		if s.archive.DeidSecret, err = deid.ReadSecret(c.Deidentify.SecretFile); err != nil {
+			s.closeStores()
+			return err
+		}
+	}
 	if err := s.archive.Open(ctx); err != nil {
 		s.closeStores()
 		return err
@@ -447,7 +454,7 @@ func configChange(old, c *config.Config) string {
 		m := map[string]string{}
 		for _, u := range c.Users {
 			// A change of roles is a change of the user.
-			m[u.Name] = u.Hash + " " + strings.Join(u.Roles, ",")
+			m[u.Name] = u.Hash + " " + strings.Join(u.Roles, ",") + " " + u.Deidentify
 		}
 		return m
 	}
@@ -507,7 +514,13 @@ func (s *Server) putPolicy(c *config.Config) (*config.Config, error) {
 	peers := append([]config.Peer(nil), c.Peers...)
 	s.peers.Store(&peers)
 	s.policy.Store(p)
-	s.tokens.Store(&tokenState{set: set, verifier: v, identity: id, roles: rules.Roles})
+	deidOf := map[string]string{}
+	for _, u := range c.Users {
+		if u.Deidentify != "" {
+			deidOf[u.Name] = u.Deidentify
+		}
+	}
+	s.tokens.Store(&tokenState{set: set, verifier: v, identity: id, roles: rules.Roles, deid: deidOf})
 	return c, nil
 }
 
@@ -518,6 +531,8 @@ type tokenState struct {
 	verifier *tokens.Verifier
 	identity policy.Identity
 	roles    map[string][]policy.Role
+	// deid holds the users' de-identification profiles.
+	deid map[string]string
 }
 
 // TokenVerifier verifies API tokens against the token file and the users'

@@ -178,6 +178,7 @@ func (s *Server) serveWeb(ctx context.Context) {
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.Logger.Error("web listener stopped", "err", err.Error())
+			s.health.webDown.Store(true)
 		}
 	}()
 	<-ctx.Done()
@@ -264,7 +265,11 @@ func (s *Server) userPrincipal(g userGrant) *archive.Principal {
 	for i, r := range g.p.Roles {
 		names[i] = string(r)
 	}
-	return &archive.Principal{Kind: archive.User, Name: g.p.User, Roles: names, Grant: g, MaxResults: s.Config.Web.MaxResults}
+	p := &archive.Principal{Kind: archive.User, Name: g.p.User, Roles: names, Grant: g, MaxResults: s.Config.Web.MaxResults}
+	if t := s.tokens.Load(); t != nil {
+		p.Deidentify = t.deid[g.p.User]
+	}
+	return p
 }
 
 // webSource is a request's source address (IPv4 unmapped; invalid when

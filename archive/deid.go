@@ -1,0 +1,148 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/dicom/deid"
+)
+
+// DeidSummary is what ExportStudyDeidentified wrote: the study under its
+// new UID and pseudonymous patient, and the instances it held back.
+type DeidSummary struct {
+	StudySummary
+	// NewUID is the de-identified Study Instance UID (also the folder).
+	NewUID string `json:"new_uid"`
+	// NewPatientID is the pseudonym written as Patient ID.
+	NewPatientID string `json:"new_patient_id"`
+	// Quarantined counts the instances not exported because their pixels
+	// may show identity (deid.ErrBurnedIn).
+	Quarantined int `json:"quarantined"`
+}
+
+// ExportStudyDeidentified writes every instance of a study, de-identified
+// by cfg, into dir as dir/STUDY/SERIES/SOP.dcm under the new UIDs (the
+// original UIDs appear nowhere in the names). Instances deid refuses for
+// their burned-in annotation risk are counted in Quarantined and left
+// out; any other failure stops the export. Each object is streamed from
+// the store through the transform into a temporary file, synced, then
+// renamed into place.
+func (ar *Archive) ExportStudyDeidentified(ctx context.Context, studyUID, dir string, cfg *deid.Config) (*DeidSummary, error) {
+	insts, err := ar.studyInstances(ctx, studyUID)
+	if err != nil {
+		return nil, err
+	}
+	d := &DeidSummary{StudySummary: StudySummary{UID: studyUID, Classes: map[string]int{}}}
+	for _, in := range insts {
+		if err := ctx.Err(); err != nil {
+			return d, err
+		}
+		d.PatientID = in.PatientID
+		res, err := ar.deidentifyOne(ctx, in.BlobKey, dir, cfg)
+		if errors.Is(err, deid.ErrBurnedIn) {
+			d.Quarantined++
+			continue
+		}
+		if err != nil {
+			return d, err
+		}
+		d.Classes[in.SOPClassUID]++
+		d.NewUID, d.NewPatientID = res.StudyInstanceUID, res.PatientID
+	}
+	return d, nil
+}
+
+func (ar *Archive) deidentifyOne(ctx context.Context, key, dir string, cfg *deid.Config) (*deid.Result, error) {
+	rc, err := ar.Blobs.Open(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("opening a stored object: %w", err)
+	}
+	defer rc.Close()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, ".export-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	res, err := deid.Transform(f, rc, cfg)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, dicom.UIDFileName(res.StudyInstanceUID), dicom.UIDFileName(res.SeriesInstanceUID), dicom.UIDFileName(res.SOPInstanceUID)+".dcm")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return nil, fmt.Errorf("exporting to %s: %w", path, err)
+	}
+	return res, nil
+}
+
+// deidConfig is the de-identification of a principal's profile.
+func (ar *Archive) deidConfig(profile string) (*deid.Config, error) {
+	p, err := deid.ParseProfile(profile)
+	if err != nil {
+		return nil, Fail(ErrNotAuthorized, "the de-identification profile: "+err.Error())
+	}
+	if len(ar.DeidSecret) < deid.MinSecret {
+		return nil, Fail(ErrNotAuthorized, "no de-identification secret is configured")
+	}
+	return &deid.Config{Profile: p, Secret: ar.DeidSecret}, nil
+}
+
+// deidentify makes in, the stored object under key, one given
+// de-identified: its SOP Instance and Series UIDs remapped, its data set
+// the output of deid.Transform (streamed through a pipe).
+// StudyInstanceUID and PatientID stay the originals: they are for the
+// audit trail. An object the transform refuses (its pixels may show
+// identity: quarantined) fails to open, which fails that sub-operation
+// only.
+func (ar *Archive) deidentify(in *Instance, key string, cfg *deid.Config) {
+	if !cfg.Profile.Has(deid.RetainUIDs) {
+		in.SOPInstanceUID = deid.UIDFor(cfg.Secret, in.SOPInstanceUID)
+		in.SeriesInstanceUID = deid.UIDFor(cfg.Secret, in.SeriesInstanceUID)
+	}
+	in.Size = 0
+	in.Deidentified = cfg.Profile.Method()
+	in.Open = func(ctx context.Context) (io.ReadCloser, error) { return ar.openDeidentified(ctx, key, cfg) }
+}
+
+// openDeidentified opens a stored object de-identified, after its Part 10
+// header: it returns once the transform has decided (written its header)
+// or failed.
+func (ar *Archive) openDeidentified(ctx context.Context, key string, cfg *deid.Config) (io.ReadCloser, error) {
+	rc, err := ar.Blobs.Open(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("opening a stored object: %w", err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := deid.Transform(pw, rc, cfg)
+		rc.Close()
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	_, br, err := dicom.ReadFileHeader(pr, dicom.DefaultMetaLimit)
+	if err != nil {
+		pr.CloseWithError(err)
+		if terr := <-done; terr != nil {
+			return nil, terr
+		}
+		return nil, err
+	}
+	return &dataSetReader{Reader: br, c: pr}, nil
+}

@@ -296,7 +296,8 @@ func (ar *Archive) deletePending(ctx context.Context) error {
 // keepPending decides, at start-up, on a blob that a crash left pending: kept
 // when an index row names it and its bytes match the row's size and
 // checksum. A row whose blob does not match was committed while the
-// object's fsync was still running and never answered: it is removed. A
+// object's fsync was still running and never answered: it is removed (a
+// blob that cannot be read now is no proof of that: the start fails). A
 // blob no row names may be a stored object whose deferred row the crash
 // lost: replayBlob restores that.
 func (ar *Archive) keepPending(ctx context.Context, key string) (bool, error) {
@@ -320,6 +321,12 @@ func (ar *Archive) keepPending(ctx context.Context, key string) (bool, error) {
 	sum, n, err := ar.blobChecksum(ctx, key)
 	if err == nil && sum == in.Checksum && n == in.Size {
 		return true, nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		// Not read now (an object store away, an I/O error): that says
+		// nothing of the bytes. Dropping the row could lose an
+		// acknowledged object; the start fails and is tried again.
+		return false, fmt.Errorf("checking a recovered object's bytes: %w", err)
 	}
 	ar.Logger.Warn("recovery: an object's bytes did not survive a crash; its index row is removed (the store was never acknowledged)", "blob", key)
 	if err := ar.Index.Delete(ctx, in.SOPInstanceUID); err != nil {

@@ -101,6 +101,10 @@ type BackupReport struct {
 	// Problems: objects that could not be copied, or whose bytes did not
 	// match the checksum recorded when they were stored (copied still).
 	Problems int64 `json:"problems"`
+
+	// records are the keys of the blobs wrapper's own records
+	// (store.StoredCopier) copied, which SettleObjects keeps.
+	records map[string]bool
 }
 
 // CopyOptions says how CopyObjects reports and how fast it reads.
@@ -129,6 +133,14 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 	if w == nil {
 		return errors.New("the index snapshot cannot list its instances")
 	}
+	stored, _ := ar.Blobs.(store.StoredCopier)
+	if stored != nil {
+		// Objects are copied as stored (encrypted), with the wrapper's
+		// records that a restore needs (the key checks, the key records).
+		if err := copyRecords(ctx, stored, dst, rep); err != nil {
+			return err
+		}
+	}
 	p := newPacer(o.MaxRate, o.ProgressEvery)
 	return w.WalkInstances(ctx, func(in *store.Instance) error {
 		// A stop of ward serve ends it here: the previous backup stays.
@@ -141,7 +153,16 @@ func (ar *Archive) CopyObjects(ctx context.Context, snap store.Index, dst store.
 		rep.Instances++
 		if have, err := dst.Open(ctx, in.BlobKey); err == nil {
 			n, err := sizeOf(have)
-			have.Close()
+			if err == nil && stored != nil {
+				// A copy as stored (encrypted): the size it stands for.
+				have.Close()
+				if have, err = dst.Open(ctx, in.BlobKey); err == nil {
+					n, err = stored.PlainSize(have, n)
+				}
+			}
+			if have != nil {
+				have.Close()
+			}
 			if err == nil && n == in.Size {
 				if o.Found != nil {
 					o.Found(in)
@@ -194,7 +215,19 @@ func sizeOf(rc io.ReadCloser) (int64, error) {
 // when it copied nothing), what is wrong with the object ("" when
 // nothing), or an error of dst, which ends the backup.
 func (ar *Archive) copyObject(ctx context.Context, in *store.Instance, dst store.Blobs) (int64, string, error) {
-	rc, err := ar.Blobs.Open(ctx, in.BlobKey)
+	// What the object stands for is checked against the row: the bytes
+	// copied, or (copied as stored by a wrapper) the bytes they decrypt to.
+	plain := &countingWriter{w: io.Discard}
+	var (
+		rc  io.ReadCloser
+		err error
+	)
+	sc, stored := ar.Blobs.(store.StoredCopier)
+	if stored {
+		rc, err = sc.OpenStored(ctx, in.BlobKey, plain)
+	} else {
+		rc, err = ar.Blobs.Open(ctx, in.BlobKey)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return -1, "the stored object is missing: not in the backup", nil
 	}
@@ -221,13 +254,53 @@ func (ar *Archive) copyObject(ctx context.Context, in *store.Instance, dst store
 	if err := bw.Commit(); err != nil {
 		return -1, "", fmt.Errorf("backup: %w", err)
 	}
+	got := c
+	if stored {
+		got = plain
+	}
 	switch {
-	case c.n != in.Size:
-		return c.n, fmt.Sprintf("%d bytes, the index recorded %d (copied as found)", c.n, in.Size), nil
-	case in.Checksum != "" && c.checksum() != in.Checksum:
-		return c.n, fmt.Sprintf("checksum %s, the index recorded %s (copied as found)", c.checksum(), in.Checksum), nil
+	case got.n != in.Size:
+		return c.n, fmt.Sprintf("%d bytes, the index recorded %d (copied as found)", got.n, in.Size), nil
+	case in.Checksum != "" && got.checksum() != in.Checksum:
+		return c.n, fmt.Sprintf("checksum %s, the index recorded %s (copied as found)", got.checksum(), in.Checksum), nil
 	}
 	return c.n, "", nil
+}
+
+// copyRecords copies into dst (published) each record of the blobs
+// wrapper that dst lacks, and notes them all in rep for SettleObjects.
+func copyRecords(ctx context.Context, sc store.StoredCopier, dst store.Blobs, rep *BackupReport) error {
+	rep.records = map[string]bool{}
+	return sc.Records(ctx, func(key string) error {
+		rep.records[key] = true
+		if have, err := dst.Open(ctx, key); err == nil {
+			have.Close()
+			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		rc, err := sc.OpenStored(ctx, key, nil)
+		if errors.Is(err, store.ErrNotFound) {
+			delete(rep.records, key)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		bw, err := dst.Create(ctx, key)
+		if err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		if _, err := io.Copy(bw, rc); err != nil {
+			bw.Abort()
+			return fmt.Errorf("backup: %w", err)
+		}
+		if err := bw.Commit(); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		return dst.Publish(ctx, key)
+	})
 }
 
 // writeError marks a failed write into the backup (as opposed to a failed
@@ -259,6 +332,9 @@ func SettleObjects(ctx context.Context, idx store.Index, dst store.Blobs, rep *B
 	}
 	var gone, publish []string
 	err := bw.WalkBlobs(ctx, func(key string, published bool) error {
+		if rep.records[key] {
+			return nil
+		}
 		has, err := idx.HasBlob(ctx, key)
 		switch {
 		case err != nil:

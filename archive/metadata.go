@@ -61,11 +61,17 @@ func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, e
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, &Error{Kind: ErrStorage, Comment: "a stored object is missing (deleted meanwhile?)", Err: err}
 		}
+		if e := IntegrityFailure(err); e != nil {
+			return nil, e
+		}
 		return nil, &Error{Kind: ErrStorage, Comment: "reading a stored object failed", Err: err}
 	}
 	defer rc.Close()
 	ds, err := dicom.ReadMetadata(rc, syntax, MaxMetadataSize, dicom.DefaultBulkThreshold)
 	if err != nil {
+		if e := IntegrityFailure(err); e != nil {
+			return nil, e
+		}
 		return nil, &Error{Kind: ErrStorage, Comment: fmt.Sprintf("reading a stored object's attributes failed: %v", errors.Unwrap(err)), Err: err}
 	}
 	var b bytes.Buffer

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -182,4 +183,62 @@ func openStores(t testing.TB, dir string) (*sqlite.DB, *fsblob.Store) {
 		t.Fatal(err)
 	}
 	return idx, bs
+}
+
+// unreadableBlobs fails every Open, as an object store that cannot be
+// reached for a moment does.
+type unreadableBlobs struct{ store.Blobs }
+
+var errAway = errors.New("object store away")
+
+func (unreadableBlobs) Open(context.Context, string) (io.ReadCloser, error) { return nil, errAway }
+
+// TestRecoveryKeepsRowsOfUnreadableBlobs: a pending blob whose row
+// recovery checks but cannot read now (an object store away, an I/O
+// error) is not taken for a torn one: its row stays, the start fails
+// saying why, and the next start keeps it. (Dropping the row would lose
+// an acknowledged object.)
+func TestRecoveryKeepsRowsOfUnreadableBlobs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idx, bs := openStores(t, dir)
+	in := storetest.Sample(100, 1, 1)
+	w, err := bs.Create(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := storetest.Data(w.Key(), 4096)
+	w.Write(data)
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	in.BlobKey, in.Size, in.Checksum = w.Key(), int64(len(data)), checksumOf(t, data)
+	if err := idx.Insert(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	bs.Close()
+	idx.Close()
+
+	idx, bs = openStores(t, dir)
+	ar := &archive.Archive{Index: idx, Blobs: unreadableBlobs{bs}}
+	if err := ar.Open(ctx); !errors.Is(err, errAway) {
+		t.Errorf("start with the blob unreadable: %v, want the read's error", err)
+	}
+	if ok, _ := idx.HasBlob(ctx, in.BlobKey); !ok {
+		t.Fatal("the row of an unreadable blob was dropped")
+	}
+	bs.Close()
+	idx.Close()
+
+	idx, bs = openStores(t, dir)
+	defer idx.Close()
+	defer bs.Close()
+	ar = &archive.Archive{Index: idx, Blobs: bs}
+	if err := ar.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ar.Close()
+	if ok, _ := idx.HasBlob(ctx, in.BlobKey); !ok {
+		t.Fatal("the row was dropped at the next start")
+	}
 }

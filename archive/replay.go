@@ -74,6 +74,11 @@ func (ar *Archive) replayBlob(ctx context.Context, key string) (bool, error) {
 		return false, nil
 	}
 	in, err := ar.reindex(ctx, key, rec)
+	if ue := (*unreadError)(nil); errors.As(err, &ue) {
+		// Not read now (an object store away, an I/O error): that says
+		// nothing of the bytes; the start fails and is tried again.
+		return false, fmt.Errorf("reading a recovered object: %w", ue.err)
+	}
 	if err != nil {
 		ar.Logger.Warn("recovery: a pending object does not match its intent record (it was never acknowledged); removed", "blob", key, "err", err)
 		return false, nil
@@ -92,16 +97,43 @@ func (ar *Archive) replayBlob(ctx context.Context, key string) (bool, error) {
 	return true, nil
 }
 
+// unreadError is a blob that could not be read (as opposed to bytes
+// read that are wrong).
+type unreadError struct{ err error }
+
+func (e *unreadError) Error() string { return e.err.Error() }
+
+// readErrors remembers the first error of its reader other than EOF.
+type readErrors struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrors) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
 // reindex reads a blob back into the index row it was stored with,
-// checking its bytes against the intent record.
-func (ar *Archive) reindex(ctx context.Context, key string, rec intent) (*store.Instance, error) {
+// checking its bytes against the intent record. A blob it cannot read is
+// an *unreadError.
+func (ar *Archive) reindex(ctx context.Context, key string, rec intent) (in *store.Instance, err error) {
 	rc, err := ar.Blobs.Open(ctx, key)
 	if err != nil {
-		return nil, err
+		return nil, &unreadError{err}
 	}
 	defer rc.Close()
+	re := &readErrors{r: rc}
+	defer func() {
+		if re.err != nil {
+			in, err = nil, &unreadError{re.err}
+		}
+	}()
 	cw := &countingWriter{w: io.Discard}
-	meta, br, err := dicom.ReadFileHeader(io.TeeReader(rc, cw), 1<<20)
+	meta, br, err := dicom.ReadFileHeader(io.TeeReader(re, cw), 1<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +155,7 @@ func (ar *Archive) reindex(ctx context.Context, key string, rec intent) (*store.
 	if scanErr != nil {
 		return nil, scanErr
 	}
-	in, err := instanceFrom(attrs, receipt{
+	in, err = instanceFrom(attrs, receipt{
 		sopClass: meta.MediaStorageSOPClassUID, sopInstance: meta.MediaStorageSOPInstanceUID,
 		transferSyntax: meta.TransferSyntaxUID, aet: meta.SourceApplicationEntityTitle,
 		addr: rec.addr, at: rec.at,

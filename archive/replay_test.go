@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -297,4 +298,55 @@ func TestIntentDiskFull(t *testing.T) {
 	o := ctObject(t, "1.2.826.0.1.3680043.10.1432.9.1")
 	wantStatus(t, f.store(o, o.bytes(t)), 0xA700, "no space left on device")
 	f.checkNothingStored(t, o.inst, 0)
+}
+
+// awayBlobs is an fsblob store whose objects cannot be read for now, as
+// an object store away; its other capabilities (intent records) work.
+type awayBlobs struct{ *fsblob.Store }
+
+func (awayBlobs) Open(context.Context, string) (io.ReadCloser, error) { return nil, errAway }
+
+// TestReplayWaitsForUnreadableBlobs: a pending object whose row a crash
+// lost, that recovery cannot read now, is not taken for one that does
+// not match its intent record: it stays, the start fails saying why, and
+// the next start restores its row.
+func TestReplayWaitsForUnreadableBlobs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idx, bs := openStores(t, dir)
+	const uid = "1.2.826.0.1.3680043.10.1432.7.9"
+	obj := ctObject(t, uid)
+	f := &fixture{ar: &archive.Archive{Index: lossyIndex{idx}, Blobs: bs}, idx: idx, blobs: bs, dir: dir, assoc: pipeAssociation(t)}
+	if err := f.ar.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store(obj, obj.bytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	f.ar.Close()
+	bs.Close()
+	idx.Close()
+	if _, err := os.Stat(filepath.Join(dir, "pending")); err != nil {
+		t.Fatal(err)
+	}
+
+	idx, bs = openStores(t, dir)
+	ar := &archive.Archive{Index: idx, Blobs: awayBlobs{bs}}
+	if err := ar.Open(ctx); !errors.Is(err, errAway) {
+		t.Errorf("start with the object unreadable: %v, want the read's error", err)
+	}
+	bs.Close()
+	idx.Close()
+
+	idx, bs = openStores(t, dir)
+	defer idx.Close()
+	defer bs.Close()
+	ar = &archive.Archive{Index: idx, Blobs: bs}
+	if err := ar.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ar.Close()
+	if _, err := idx.Get(ctx, uid); err != nil {
+		t.Fatalf("the object's row was not restored at the next start: %v", err)
+	}
 }

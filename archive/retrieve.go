@@ -141,17 +141,35 @@ func (d *seekableDataSet) Seek(off int64, whence int) (int64, error) {
 
 func (d *seekableDataSet) Close() error { return d.c.Close() }
 
+// IntegrityFailure is the domain error for err when a stored object
+// failed its integrity check (store.ErrCorrupt: an encrypted object that
+// does not authenticate), which every front end answers plainly
+// (ErrProcessing, with a comment); nil for any other error.
+func IntegrityFailure(err error) *Error {
+	if errors.Is(err, store.ErrCorrupt) {
+		return &Error{Kind: ErrProcessing, Comment: "the stored object fails its integrity check (altered or damaged in storage): not served", Err: err}
+	}
+	return nil
+}
+
+func corrupt(err error) error {
+	if e := IntegrityFailure(err); e != nil {
+		return e
+	}
+	return err
+}
+
 // openDataSet opens a stored object and skips its Part 10 header. The
 // reader is an io.Seeker when the blob is one.
 func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, error) {
 	rc, err := ar.Blobs.Open(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("opening a stored object: %w", err)
+		return nil, corrupt(fmt.Errorf("opening a stored object: %w", err))
 	}
 	_, br, err := dicom.ReadFileHeader(rc, dicom.DefaultMetaLimit)
 	if err != nil {
 		rc.Close()
-		return nil, fmt.Errorf("reading a stored object's header: %w", err)
+		return nil, corrupt(fmt.Errorf("reading a stored object's header: %w", err))
 	}
 	if rs, ok := rc.(io.ReadSeeker); ok {
 		return &seekableDataSet{br: br, rs: rs, c: rc}, nil

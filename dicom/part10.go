@@ -139,7 +139,12 @@ func ReadFileHeader(r io.Reader, limit int64) (*FileMeta, *bufio.Reader, error) 
 		br = bufio.NewReaderSize(r, bufSize)
 	}
 	m := &FileMeta{}
-	b, _ := br.Peek(132)
+	b, perr := br.Peek(132)
+	if perr != nil && perr != io.EOF && perr != bufio.ErrBufferFull {
+		// A failing reader (a damaged or unauthenticated object) is not
+		// an empty or short file.
+		return nil, nil, fmt.Errorf("reading the file: %w", perr)
+	}
 	hasMeta := false
 	switch {
 	case len(b) >= 132 && string(b[128:132]) == "DICM":

@@ -60,6 +60,10 @@ else
   "$bin" peer add BENCHSCU --host 127.0.0.1 --allow echo,store --data "$data" >/dev/null
   extra=()
   [[ -n "${SCRAPE:-}" ]] && extra=(--metrics-listen 127.0.0.1:21196)
+  if [[ -n "${ENCRYPT:-}" ]]; then
+    rm -f "$state/ward.key" && "$bin" key init "$state/ward.key" >/dev/null
+    extra+=(--encryption-key-file "$state/ward.key")
+  fi
   "$bin" serve --data "$data" --dicom-listen 127.0.0.1:$port --aet WARD "${extra[@]}" >"$state/server.log" 2>&1 &
   server=$!
   scraper=

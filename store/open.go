@@ -141,6 +141,14 @@ func RegisterBlobsWrapper(name string, wrap WrapBlobsFunc) {
 	wrappers[name] = wrap
 }
 
+// BlobsWrappers returns the sorted names of the registered blobs
+// wrappers.
+func BlobsWrappers() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return slices.Sorted(maps.Keys(wrappers))
+}
+
 // DefaultNode is the node ID of a Spec that names none.
 const DefaultNode = "local"
 

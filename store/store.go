@@ -33,6 +33,10 @@ var (
 	ErrInvalidKey = errors.New("store: invalid blob key")
 	// ErrClosed is returned by an Index or Blobs used after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrCorrupt is returned by Blobs (a wrapper that authenticates what
+	// it stores: encryption) for stored bytes that fail their integrity
+	// check: altered or damaged, never to be served.
+	ErrCorrupt = errors.New("store: stored object fails its integrity check")
 	// ErrUnavailable is wrapped by a backend around a failure that says
 	// nothing of the request and may pass if it is tried again later: a
 	// shared database or object store that cannot be reached, is
@@ -317,6 +321,26 @@ type UnfinishedRemover interface {
 // given, through Querier.
 type InstanceWalker interface {
 	WalkInstances(ctx context.Context, fn func(*Instance) error) error
+}
+
+// StoredCopier is an optional capability of a Blobs wrapper that changes
+// the bytes it stores (encryption), for a copy of the store that must
+// hold them as stored (a backup). OpenStored returns the blob's bytes as
+// the inner store holds them; as they are read, the bytes they stand
+// for are checked and written to plain, so that the caller can check them
+// against the size and checksum it recorded, and a read fails when they
+// do not check out. Records calls fn with each record of the wrapper's
+// own in the inner store (keys no caller gave), which a copy needs as
+// well, and which are not the caller's blobs; OpenStored of a record's
+// key returns its bytes as stored (plain may be nil). PlainSize is the
+// size of the bytes a stored copy of size n stands for, read from its
+// beginning r (the copy's own header: a copy made earlier is checked
+// against its row without decrypting it). Fallback: Open, which
+// copies the bytes as the caller sees them (for encryption: decrypted).
+type StoredCopier interface {
+	OpenStored(ctx context.Context, key string, plain io.Writer) (io.ReadCloser, error)
+	Records(ctx context.Context, fn func(key string) error) error
+	PlainSize(r io.Reader, n int64) (int64, error)
 }
 
 // SpaceReporter is an optional capability of Blobs: the bytes free for

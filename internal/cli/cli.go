@@ -54,7 +54,7 @@ const anyArgs = -1
 var commands = []*command{
 	serveCmd, echoCmd, storeCmd, findCmd, moveCmd, getCmd,
 	peerCmd, userCmd, tokenCmd, studyCmd, deidCmd, backupCmd, migrateCmd, statusCmd, configCmd,
-	viewerCmd, pkiCmd, auditCmd, scanCmd, versionCmd,
+	viewerCmd, pkiCmd, keyCmd, auditCmd, scanCmd, versionCmd,
 }
 
 // Exit statuses of the dispatcher; a command may return others with

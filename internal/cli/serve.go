@@ -8,16 +8,23 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/server"
+	"github.com/ward-pacs/ward/store/encblob"
 )
 
 // loadConfig reads --config (or DATA/ward.toml when it exists) and applies
 // --data over it.
-func loadConfig(configPath, dataDir string) (*config.Config, error) {
+func loadConfig(configPath, dataDir string) (c *config.Config, err error) {
+	defer func() {
+		if c != nil {
+			c.Storage.Encryption.Key = envEncryptionKey()
+		}
+	}()
 	if configPath != "" {
 		c, err := config.Load(configPath, false)
 		if err != nil {
@@ -32,13 +39,24 @@ func loadConfig(configPath, dataDir string) (*config.Config, error) {
 	if dir == "" {
 		dir = config.DefaultDataDir
 	}
-	c, err := config.Load(filepath.Join(dir, config.ConfigFileName), true)
+	c, err = config.Load(filepath.Join(dir, config.ConfigFileName), true)
 	if err != nil {
 		return nil, err
 	}
 	c.DataDir = dir
 	return c, nil
 }
+
+// envEncryptionKey is the key given in the environment (encblob.EnvKey),
+// read once and then removed from the environment, so that no child
+// process and no later reader of the environment finds it.
+var envEncryptionKey = sync.OnceValue(func() string {
+	v, ok := os.LookupEnv(encblob.EnvKey)
+	if ok {
+		os.Unsetenv(encblob.EnvKey)
+	}
+	return v
+})
 
 // dataFlags are --config and --data, which locate the configuration and
 // the data directory.
@@ -81,6 +99,7 @@ func serveFlagsFile(fs *flag.FlagSet) (func() (*config.Config, error), func() st
 	logFormat := fs.String("log-format", "", "log format: text or json")
 	index := fs.String("index", "", "the index, as a URL: postgres://USER@HOST/DATABASE (a cluster's shared index; the password from PGPASSWORD or ~/.pgpass, never in the URL); default the SQLite index in the data directory")
 	blobs := fs.String("blobs", "", "the objects' store, as a URL: s3://BUCKET/PREFIX?endpoint=URL&region=R (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared credentials file); default files in the data directory")
+	keyFile := fs.String("encryption-key-file", "", "key file for encryption at rest (ward key init makes one; also [storage.encryption] key_file, or the key in "+encblob.EnvKey+")")
 	minFree := fs.String("min-free", "", "free space kept in reserve on the objects' disk, e.g. 2GiB; C-STOREs are refused below it (0: none; default 1GiB, or 5% of a smaller disk)")
 	return func() (*config.Config, error) {
 		c, err := df.load()
@@ -89,7 +108,7 @@ func serveFlagsFile(fs *flag.FlagSet) (func() (*config.Config, error), func() st
 		}
 		for flag, dst := range map[*string]*string{listen: &c.DICOM.Listen, tlsListen: &c.DICOM.TLSListen,
 			tlsCert: &c.DICOM.TLSCert, tlsKey: &c.DICOM.TLSKey, tlsClientCA: &c.DICOM.TLSClientCA, tlsCRL: &c.DICOM.TLSCRL,
-			httpListen: &c.Web.Listen, metricsListen: &c.Metrics.Listen, aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format, minFree: &c.Storage.MinFree} {
+			httpListen: &c.Web.Listen, metricsListen: &c.Metrics.Listen, aet: &c.AETitle, logLevel: &c.Log.Level, logFormat: &c.Log.Format, minFree: &c.Storage.MinFree, keyFile: &c.Storage.Encryption.KeyFile} {
 			if *flag != "" {
 				*dst = *flag
 			}

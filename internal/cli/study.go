@@ -59,7 +59,10 @@ message marks the study Anonymized, with the method and its new UID.`,
 it against the index: present, the size and CRC-32C recorded when it was
 stored, a Part 10 file with a zeroed preamble naming the same SOP instance,
 class and transfer syntax; verifying every study also finds stored objects
-no index row names. It lists each object that fails and exits 1.
+no index row names. With encryption at rest, every object is decrypted,
+which checks each chunk's authentication tag: an object altered in
+storage is listed as failing authentication. It lists each object that
+fails and exits 1.
 --max-rate caps the reading rate, to leave a serving archive's disk to its
 peers.`,
 			flags: studyVerifyFlags,

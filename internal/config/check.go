@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ward-pacs/ward/store/encblob"
 )
 
 // Severity ranks a risky setting.
@@ -146,6 +148,18 @@ func (c *Config) Check() []Finding {
 
 	if n, _, err := c.Storage.MinFreeBytes(); err == nil && n == 0 {
 		add(Low, false, "[storage] min_free = 0", "no free space is kept in reserve: C-STOREs fill the disk until writes fail, the index's included", "keep a reserve (the default is 1GiB, or 5% of a smaller disk)")
+	}
+
+	if e := c.Storage.Encryption; e.KeyFile != "" && e.Key != "" {
+		add(High, true, "[storage.encryption] key_file", "a key file and WARD_ENCRYPTION_KEY are both given", "give one of them")
+	} else if e.KeyFile != "" {
+		if _, err := encblob.ReadKeyFile(e.KeyFile); err != nil {
+			add(High, true, "[storage.encryption] key_file", err.Error(), "ward key init FILE makes a key file (mode 0600)")
+		}
+	} else if e.Key != "" {
+		if _, err := encblob.ParseKeys([]byte(e.Key)); err != nil {
+			add(High, true, "WARD_ENCRYPTION_KEY", err.Error(), "give a key file's content (ward key init FILE)")
+		}
 	}
 
 	// Peers.

@@ -242,6 +242,27 @@ type Storage struct {
 	// before anything is written. A size ("2GiB", "500MB", bytes); "0"
 	// turns the reserve off. Empty: 1 GiB, or 5 % of a smaller disk.
 	MinFree string `toml:"min_free"`
+	// Encryption turns encryption at rest on (docs/security.md).
+	Encryption Encryption `toml:"encryption"`
+}
+
+// Encryption is [storage.encryption]: the key file of encryption at rest
+// (store/encblob; ward key init makes one).
+type Encryption struct {
+	// KeyFile is the key file (mode 0600).
+	KeyFile string `toml:"key_file"`
+	// Key is a key file's content taken from the environment
+	// (WARD_ENCRYPTION_KEY), never from a configuration file.
+	Key string `toml:"-"`
+}
+
+// Keys is what configures the "encrypt" blobs wrapper: the key file's
+// path, or the key from the environment; "" when encryption is off.
+func (e Encryption) Keys() string {
+	if e.KeyFile != "" {
+		return e.KeyFile
+	}
+	return e.Key
 }
 
 // DefaultMinFree and DefaultMinFreeShare are the reserve when min_free is
@@ -469,6 +490,9 @@ func (c *Config) Validate() error {
 	case "replace", "keep", "reject":
 	default:
 		return fmt.Errorf("storage on_duplicate %q: use replace, keep or reject", c.Storage.OnDuplicate)
+	}
+	if c.Storage.Encryption.KeyFile != "" && c.Storage.Encryption.Key != "" {
+		return errors.New("storage.encryption: a key file and a key in the environment (WARD_ENCRYPTION_KEY) are both given: give one")
 	}
 	if _, _, err := c.Storage.MinFreeBytes(); err != nil {
 		return err

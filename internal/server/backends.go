@@ -19,6 +19,7 @@ import (
 	"github.com/ward-pacs/ward/internal/admin"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/encblob"    // "encrypt": encryption at rest, a blobs wrapper
 	_ "github.com/ward-pacs/ward/store/fsblob"   // "fs": files, the embedded default blobs
 	_ "github.com/ward-pacs/ward/store/postgres" // "postgres": an index several nodes share
 	_ "github.com/ward-pacs/ward/store/s3blob"   // "s3": objects in an S3-compatible store
@@ -58,6 +59,9 @@ func storeSpec(c *config.Config, node string) store.Spec {
 	if sp.Blobs == "" || (sp.Blobs == defaultBlobs && sp.BlobsDSN == "") {
 		sp.Blobs, sp.BlobsDSN = defaultBlobs, c.BlobsPath()
 	}
+	// Always wrapped: without a key the wrapper only refuses a store that
+	// was written encrypted (encblob: never serve ciphertext as objects).
+	sp.Wrappers = []store.Wrapper{{Name: encblob.Name, DSN: c.Storage.Encryption.Keys()}}
 	return sp
 }
 

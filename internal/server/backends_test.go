@@ -15,13 +15,18 @@ import (
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/testci"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/encblob"
 	"github.com/ward-pacs/ward/store/storetest"
 	"github.com/ward-pacs/ward/test/harness"
 )
 
 // TestMain stops what the harness started for the package's tests (the
 // PostgreSQL cluster of the backend matrix).
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	harness.Cleanup()
+	os.Exit(code)
+}
 
 // TestBackendMatrix runs the store conformance suite over every pairing
 // of the backends this file's sibling, backends.go, composes, and checks
@@ -64,12 +69,43 @@ func TestBackendMatrix(t *testing.T) {
 				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "SpaceReporter", "UnfinishedRemover",
 					"DurableNamer", "IntentWriter", "NodeScoper"},
 			},
+			defaultBlobs + "+" + encblob.Name: {
+				Blobs: defaultBlobs,
+				DSN:   func(dir string) string { return dir },
+				// The key file's content as the wrapper's DSN (as from
+				// the environment).
+				Wrappers: []store.Wrapper{{Name: encblob.Name, DSN: testKeys(t, "k1")}},
+				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "SpaceReporter", "UnfinishedRemover",
+					"DurableNamer", "IntentWriter", "NodeScoper"},
+			},
+			"s3+" + encblob.Name: {
+				Blobs:    "s3",
+				DSN:      s3DSN,
+				Wrappers: []store.Wrapper{{Name: encblob.Name, DSN: testKeys(t, "k1")}},
+				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "UnfinishedRemover",
+					"DurableNamer", "IntentWriter", "NodeScoper"},
+			},
 			"s3": {
 				DSN: s3DSN,
 				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "UnfinishedRemover",
 					"DurableNamer", "IntentWriter", "NodeScoper"},
 			},
 		})
+}
+
+// testKeys is the content of a key file with the KEKs ids, the last one
+// current.
+func testKeys(t testing.TB, ids ...string) string {
+	t.Helper()
+	var s strings.Builder
+	for i, id := range ids {
+		l, err := encblob.NewKeyLine(id, i == len(ids)-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.WriteString(l + "\n")
+	}
+	return s.String()
 }
 
 // postgresBackend is the PostgreSQL index on the package's cluster
@@ -158,6 +194,33 @@ func TestBackupNeedsSnapshotter(t *testing.T) {
 	_, err = admin.RunBackup(ctx, ar, c, backupFolder(c), dir, archive.CopyOptions{}, func(*audit.Message) {}, audit.Node{}, "tester")
 	if err == nil || !strings.Contains(err.Error(), "cannot take a snapshot") {
 		t.Fatalf("backup over an index without snapshots: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused backup made its folder: %v", err)
+	}
+}
+
+// TestBackupPostgresRefused: ward backup of an archive whose index is in
+// PostgreSQL is refused before anything is written, saying how such an
+// archive is backed up.
+func TestBackupPostgresRefused(t *testing.T) {
+	ctx := context.Background()
+	if why := harness.PostgresMissing(); why != "" {
+		testci.SkipOrFail(t, "%s", why)
+	}
+	data := t.TempDir()
+	c := &config.Config{AETitle: "WARD", DataDir: data}
+	c.Storage.Index, c.Storage.IndexDSN = "postgres", harness.StartPostgres(t).NewDatabase(t)
+	st, err := store.Open(ctx, storeSpec(c, "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ar := &archive.Archive{Index: st.Index, Blobs: st.Blobs, Node: "n1"}
+	dir := filepath.Join(t.TempDir(), "backup")
+	_, err = admin.RunBackup(ctx, ar, c, backupFolder(c), dir, archive.CopyOptions{}, func(*audit.Message) {}, audit.Node{}, "tester")
+	if err == nil || !strings.Contains(err.Error(), "cannot take a snapshot") || !strings.Contains(err.Error(), "pg_dump") {
+		t.Fatalf("backup of a PostgreSQL index: %v", err)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the refused backup made its folder: %v", err)

@@ -42,7 +42,7 @@ func BenchmarkCStoreS3(b *testing.B) {
 						b.Fatal(err)
 					}
 					edit = func(c *config.Config) {
-						c.Storage.Blobs, c.Storage.BlobsDSN = "s3", s3.URL(bucket, "bench")
+						c.Storage.Blobs = s3.URL(bucket, "bench")
 					}
 				}
 				if edit == nil {

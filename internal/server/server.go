@@ -30,6 +30,7 @@ import (
 	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/encblob"
 	"github.com/ward-pacs/ward/store/pgshared"
 	webviewer "github.com/ward-pacs/ward/web/viewer"
 )
@@ -163,6 +164,9 @@ func (s *Server) Open(ctx context.Context) error {
 	s.index, s.blobs = s.store.Index, s.store.Blobs
 	s.Logger.Info("store opened", "index", spec.Index, "blobs", spec.Blobs,
 		"capabilities", strings.Join(s.store.Caps.Names(), " "))
+	if eb, ok := encblob.From(s.store.Blobs); ok {
+		s.Logger.Info("objects are encrypted at rest", "key", eb.Keyring().Current(), "keys", strings.Join(eb.Keyring().IDs(), " "))
+	}
 	if err := s.openShared(ctx); err != nil {
 		s.closeStores()
 		return err

@@ -4,8 +4,9 @@
 // pgx, so that libpq's PG* environment variables (PGHOST, PGUSER,
 // PGPASSWORD, PGSSLMODE, ...) and password file (~/.pgpass, PGPASSFILE)
 // fill in what the URL leaves out, and the pool's own settings ride in it
-// (pool_max_conns, pool_min_conns, pool_max_conn_lifetime, ...). Keep the
-// password out of the URL: ward.toml is no place for a secret.
+// (pool_max_conns, default 16; pool_min_conns, pool_max_conn_lifetime,
+// ...). Keep the password out of the URL: ward.toml is no place for a
+// secret.
 //
 // Open brings the schema up to date (versioned migrations in
 // schema_migrations) under a transaction-scoped advisory lock, so that any
@@ -23,9 +24,13 @@
 // Parent rows whose values do not change are not written, so the stores
 // of one series on several nodes do not queue on its row.
 //
-// Failures of the connection or of the server (refused, reset, shut
-// down, restarting, too many clients) and races still lost after the
-// retries are wrapped in store.ErrUnavailable: the archive answers them
+// A transaction or read whose connection failed before its COMMIT (a
+// pooled connection the server closed when it restarted) runs again on
+// another connection, a few times within about a second; one that failed
+// during COMMIT is not run again (it may have committed). Failures of the
+// connection or of the server (refused, reset, shut down, restarting,
+// too many clients) that remain, and races still lost after the retries,
+// are wrapped in store.ErrUnavailable: the archive answers them
 // with a transient status, and the caller may try again. A full disk on
 // the server matches syscall.ENOSPC, an I/O error syscall.EIO.
 //
@@ -44,7 +49,11 @@
 //     this index. Back up a PostgreSQL index with the database's own
 //     tools (pg_dump, or base backups and WAL archiving such as
 //     pgBackRest), and the objects with the bucket's versioning or
-//     replication (docs/scale-out.md).
+//     replication (docs/configuration.md, PostgreSQL index).
+//
+// Queries (query.go) match as the SQLite index does and are planned by
+// the server for the values of each run; TestQueryPlans checks that the
+// common ones read through indexes.
 package postgres
 
 import (
@@ -81,6 +90,12 @@ var ErrSchemaTooNew = errors.New("postgres: database schema is newer than this b
 // ("ward" in ASCII).
 const migrationLock = 0x77617264
 
+// defaultMaxConns is the pool's size when the URL sets no
+// pool_max_conns: enough for the stores of several associations to
+// commit at once, and for queries beside them. Connections are opened as
+// needed.
+const defaultMaxConns = 16
+
 // DB is the PostgreSQL Index. It is safe for concurrent use.
 type DB struct {
 	pool   *pgxpool.Pool
@@ -105,6 +120,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		// pgx's message may quote the DSN, password and all.
 		return nil, errors.New("postgres: the index URL cannot be parsed (see docs/configuration.md)")
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
 	}
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
@@ -183,30 +201,96 @@ var errRetry = errors.New("postgres: lost a race, retrying")
 const maxAttempts = 12
 
 // tx runs fn in a transaction and commits it, again from the start when
-// it lost a race with another transaction (see retryable). Statements run
-// with ctx; a caller whose ctx ends gets its error, the transaction rolled
-// back (or, if COMMIT was under way, perhaps committed).
+// it lost a race with another transaction (see retryable), or when the
+// connection failed before COMMIT was sent (a pooled connection the
+// server closed when it restarted, say: the transaction died with it, so
+// running it again on another connection is safe; connTries times, within
+// about a second). A failure during COMMIT is not retried: it may have
+// committed. Statements run with ctx; a caller whose ctx ends gets its
+// error.
 func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	if db.closed.Load() {
 		return store.ErrClosed
 	}
 	var err error
-	for attempt := range maxAttempts {
+	lost := 0
+	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			// Jittered, growing: racing nodes do not meet again.
 			d := time.Duration(rand.Int64N(int64(time.Millisecond)<<min(attempt, 7))) + time.Millisecond
+			if lost > 0 {
+				d = time.Duration(lost*lost) * 60 * time.Millisecond
+			}
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
-		err = pgx.BeginFunc(ctx, db.pool, fn)
-		if err == nil || !retryable(err) {
+		var committing bool
+		committing, err = db.once(ctx, fn)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		if !committing && connectionLost(err) && lost < connTries {
+			lost++
+			continue
+		}
+		if !retryable(err) {
 			break
 		}
 	}
 	return classify(err)
+}
+
+// read runs f, a read with no effect, again when its connection failed
+// (connTries times, as tx).
+func (db *DB) read(ctx context.Context, f func() error) error {
+	for lost := 0; ; lost++ {
+		err := f()
+		if err == nil || lost >= connTries || ctx.Err() != nil || !connectionLost(err) {
+			return err
+		}
+		select {
+		case <-time.After(time.Duration((lost+1)*(lost+1)) * 60 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+// connTries is how often tx runs a transaction again whose connection
+// failed before its COMMIT.
+const connTries = 3
+
+// once runs fn in one transaction; committing says an error came from
+// COMMIT.
+func (db *DB) once(ctx context.Context, fn func(pgx.Tx) error) (committing bool, err error) {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := fn(tx); err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = tx.Rollback(rctx)
+		cancel()
+		return false, err
+	}
+	return true, tx.Commit(ctx)
+}
+
+// connectionLost reports whether err says the connection or the server
+// failed (not the statement): what classify calls unavailable, races
+// and resource errors apart.
+func connectionLost(err error) bool {
+	if errors.Is(err, errRetry) || errors.Is(err, errPartial) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
+	}
+	return errors.Is(classify(err), store.ErrUnavailable)
 }
 
 // txAsync is tx with synchronous_commit off: for writes a crash may lose
@@ -293,30 +377,54 @@ func (db *DB) fail(what string, err error) error {
 	return fmt.Errorf("postgres: %s: %w", what, classify(err))
 }
 
-// checkText refuses what a PostgreSQL text value cannot hold: a NUL byte
-// or bytes that are not UTF-8 (store.Instance strings are UTF-8).
+// checkText refuses keys PostgreSQL text cannot hold (a NUL byte, bytes
+// that are not UTF-8): UIDs and the blob key name rows, and are never
+// changed.
 func checkText(in *store.Instance) error {
-	for _, s := range []string{in.SOPInstanceUID, in.SOPClassUID, in.TransferSyntaxUID, in.InstanceNumber, in.ContentDate,
-		in.ContentTime, in.NumberOfFrames, in.SeriesInstanceUID, in.Modality, in.SeriesNumber, in.SeriesDescription,
-		in.SeriesDate, in.SeriesTime, in.BodyPartExamined, in.PerformedProcedureStepStartDate, in.StudyInstanceUID,
-		in.StudyDate, in.StudyTime, in.AccessionNumber, in.StudyID, in.StudyDescription, in.ReferringPhysicianName,
-		in.PatientID, in.IssuerOfPatientID, in.PatientName, in.PatientBirthDate, in.PatientSex, in.SpecificCharacterSet,
-		in.SourceAET, in.SourceAddr, in.BlobKey, in.Checksum} {
+	for _, s := range []string{in.SOPInstanceUID, in.SeriesInstanceUID, in.StudyInstanceUID, in.BlobKey, in.Checksum} {
 		if !validText(s) {
-			return errors.New("an attribute holds a NUL byte or bytes that are not UTF-8")
-		}
-	}
-	for _, it := range in.Sequences {
-		if !validText(it.Attribute) {
-			return errors.New("a sequence keyword holds a NUL byte or bytes that are not UTF-8")
-		}
-		for k, v := range it.Values {
-			if !validText(k) || !validText(v) {
-				return errors.New("a sequence item holds a NUL byte or bytes that are not UTF-8")
-			}
+			return errors.New("a UID or the blob key holds a NUL byte or bytes that are not UTF-8")
 		}
 	}
 	return nil
+}
+
+// textOf is s as PostgreSQL text can hold it: a NUL byte and each run of
+// bytes that are not UTF-8 become U+FFFD. Store.Instance strings are
+// UTF-8 already (decoded from the object's character set); only a
+// malformed value changes, in the index alone (the object keeps its
+// bytes), and a query for the same value is changed the same way.
+func textOf(s string) string {
+	if validText(s) {
+		return s
+	}
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
+}
+
+// texts is in with every string but the keys (checkText) made text.
+func texts(in *store.Instance) *store.Instance {
+	c := *in
+	for _, p := range []*string{&c.SOPClassUID, &c.TransferSyntaxUID, &c.InstanceNumber, &c.ContentDate,
+		&c.ContentTime, &c.NumberOfFrames, &c.Modality, &c.SeriesNumber, &c.SeriesDescription,
+		&c.SeriesDate, &c.SeriesTime, &c.BodyPartExamined, &c.PerformedProcedureStepStartDate,
+		&c.StudyDate, &c.StudyTime, &c.AccessionNumber, &c.StudyID, &c.StudyDescription, &c.ReferringPhysicianName,
+		&c.PatientID, &c.IssuerOfPatientID, &c.PatientName, &c.PatientBirthDate, &c.PatientSex, &c.SpecificCharacterSet,
+		&c.SourceAET, &c.SourceAddr} {
+		*p = textOf(*p)
+	}
+	if len(in.Sequences) > 0 {
+		c.Sequences = make([]store.SequenceItem, len(in.Sequences))
+		for i, it := range in.Sequences {
+			it.Attribute = textOf(it.Attribute)
+			vals := make(map[string]string, len(it.Values))
+			for k, v := range it.Values {
+				vals[textOf(k)] = textOf(v)
+			}
+			it.Values = vals
+			c.Sequences[i] = it
+		}
+	}
+	return &c
 }
 
 func validText(s string) bool {
@@ -368,7 +476,11 @@ func (db *DB) Get(ctx context.Context, uid string) (*store.Instance, error) {
 	if !validText(uid) {
 		return nil, fmt.Errorf("postgres: get: %w", store.ErrNotFound)
 	}
-	in, err := scanInstance(db.pool.QueryRow(ctx, getSQL+`i.sop_instance_uid = $1`, uid))
+	var in *store.Instance
+	err := db.read(ctx, func() (err error) {
+		in, err = scanInstance(db.pool.QueryRow(ctx, getSQL+`i.sop_instance_uid = $1`, uid))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("postgres: get: %w", store.ErrNotFound)
 	}
@@ -383,7 +495,11 @@ func (db *DB) InstanceByBlob(ctx context.Context, key string) (*store.Instance, 
 	if !validText(key) {
 		return nil, fmt.Errorf("postgres: instance by blob: %w", store.ErrNotFound)
 	}
-	in, err := scanInstance(db.pool.QueryRow(ctx, getSQL+`i.blob_key = $1`, key))
+	var in *store.Instance
+	err := db.read(ctx, func() (err error) {
+		in, err = scanInstance(db.pool.QueryRow(ctx, getSQL+`i.blob_key = $1`, key))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("postgres: instance by blob: %w", store.ErrNotFound)
 	}
@@ -399,7 +515,9 @@ func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 		return false, nil
 	}
 	var ok bool
-	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM instance WHERE blob_key = $1)`, key).Scan(&ok); err != nil {
+	if err := db.read(ctx, func() error {
+		return db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM instance WHERE blob_key = $1)`, key).Scan(&ok)
+	}); err != nil {
 		return false, db.fail("has blob", err)
 	}
 	return ok, nil
@@ -410,7 +528,7 @@ func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 // proportion to their number.
 func (db *DB) CountInstances(ctx context.Context) (int64, error) {
 	var n int64
-	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM instance`).Scan(&n); err != nil {
+	if err := db.read(ctx, func() error { return db.pool.QueryRow(ctx, `SELECT count(*) FROM instance`).Scan(&n) }); err != nil {
 		return 0, db.fail("count", err)
 	}
 	return n, nil
@@ -419,10 +537,12 @@ func (db *DB) CountInstances(ctx context.Context) (int64, error) {
 // Counts implements store.Counter.
 func (db *DB) Counts(ctx context.Context) (store.Counts, error) {
 	var c store.Counts
-	err := db.pool.QueryRow(ctx, `SELECT
+	err := db.read(ctx, func() error {
+		return db.pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM patient), (SELECT count(*) FROM study),
 		(SELECT count(*) FROM series), (SELECT count(*) FROM instance)`).
-		Scan(&c.Patients, &c.Studies, &c.Series, &c.Instances)
+			Scan(&c.Patients, &c.Studies, &c.Series, &c.Instances)
+	})
 	if err != nil {
 		return store.Counts{}, db.fail("counts", err)
 	}
@@ -436,8 +556,12 @@ func (db *DB) PendingBlobDeletes(ctx context.Context, limit int) ([]string, erro
 	if limit > 0 {
 		lim = &limit
 	}
-	rows, _ := db.pool.Query(ctx, `SELECT blob_key FROM pending_blob_deletes ORDER BY seq LIMIT $1`, lim)
-	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var keys []string
+	err := db.read(ctx, func() (err error) {
+		rows, _ := db.pool.Query(ctx, `SELECT blob_key FROM pending_blob_deletes ORDER BY seq LIMIT $1`, lim)
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 	if err != nil {
 		return nil, db.fail("pending blob deletes", err)
 	}
@@ -473,7 +597,10 @@ const walkBatch = 1000
 func (db *DB) WalkInstances(ctx context.Context, fn func(*store.Instance) error) error {
 	var after int64
 	for {
-		rows, _ := db.pool.Query(ctx, `
+		var batch []store.Instance
+		last := after
+		err := db.read(ctx, func() (err error) {
+			rows, _ := db.pool.Query(ctx, `
 SELECT i.pk, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, st.study_instance_uid,
 	p.patient_id, i.blob_key, i.size, i.blob_checksum
 FROM instance i
@@ -481,12 +608,13 @@ JOIN series se ON se.pk = i.series_fk
 JOIN study st ON st.pk = se.study_fk
 JOIN patient p ON p.pk = st.patient_fk
 WHERE i.pk > $1 ORDER BY i.pk LIMIT $2`, after, walkBatch)
-		last := after
-		batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Instance, error) {
-			var in store.Instance
-			err := r.Scan(&last, &in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.StudyInstanceUID,
-				&in.PatientID, &in.BlobKey, &in.Size, &in.Checksum)
-			return in, err
+			batch, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Instance, error) {
+				var in store.Instance
+				err := r.Scan(&last, &in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.StudyInstanceUID,
+					&in.PatientID, &in.BlobKey, &in.Size, &in.Checksum)
+				return in, err
+			})
+			return err
 		})
 		if err != nil {
 			return db.fail("walk instances", err)
@@ -526,11 +654,15 @@ func (db *DB) DeleteRecorded(ctx context.Context, uids []string, note []byte) (i
 
 // RecordedDeletions implements store.DeletionRecorder.
 func (db *DB) RecordedDeletions(ctx context.Context) ([]store.RecordedDeletion, error) {
-	rows, _ := db.pool.Query(ctx, `SELECT pk, note FROM recorded_deletion ORDER BY pk`)
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.RecordedDeletion, error) {
-		var d store.RecordedDeletion
-		err := r.Scan(&d.ID, &d.Note)
-		return d, err
+	var out []store.RecordedDeletion
+	err := db.read(ctx, func() (err error) {
+		rows, _ := db.pool.Query(ctx, `SELECT pk, note FROM recorded_deletion ORDER BY pk`)
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.RecordedDeletion, error) {
+			var d store.RecordedDeletion
+			err := r.Scan(&d.ID, &d.Note)
+			return d, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, db.fail("recorded deletions", err)
@@ -614,7 +746,9 @@ func (db *DB) ReleaseNodeHolds(ctx context.Context, node string) error {
 // DeletesHeld implements store.DeleteHolder.
 func (db *DB) DeletesHeld(ctx context.Context) (bool, error) {
 	var held bool
-	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM delete_hold WHERE expires_at > clock_timestamp())`).Scan(&held)
+	err := db.read(ctx, func() error {
+		return db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM delete_hold WHERE expires_at > clock_timestamp())`).Scan(&held)
+	})
 	if err != nil {
 		return false, db.fail("deletes held", err)
 	}

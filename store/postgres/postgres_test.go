@@ -267,6 +267,63 @@ func TestUnavailable(t *testing.T) {
 	}
 }
 
+// TestRestartBetweenCalls: a server restarted between two calls leaves
+// the pool with connections it closed; the next calls run on new ones
+// and succeed, however soon they come.
+func TestRestartBetweenCalls(t *testing.T) {
+	ctx := context.Background()
+	pg := harness.NewPostgres(t)
+	db, err := Open(ctx, pg.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for round := range 3 {
+		// Several connections in the pool, each used a moment ago.
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := db.Put(ctx, storetest.Sample(round*10+i, 1, 1)); err != nil {
+					t.Errorf("Put: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		restart := pg.Restart
+		if round == 2 {
+			restart = func() error {
+				if err := pg.Kill(); err != nil {
+					return err
+				}
+				return pg.Start()
+			}
+		}
+		if err := restart(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				in := storetest.Sample(100+round*10+i, 1, 1)
+				if _, err := db.Put(ctx, in); err != nil {
+					t.Errorf("Put right after a restart: %v", err)
+				}
+				if _, err := db.Get(ctx, in.SOPInstanceUID); err != nil {
+					t.Errorf("Get right after a restart: %v", err)
+				}
+				q := store.Query{Level: store.LevelStudy}
+				if err := db.Query(ctx, &q, func(store.Match) error { return nil }); err != nil {
+					t.Errorf("Query right after a restart: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
 // TestEnvironment: what the URL leaves out comes from libpq's
 // environment variables and password file, as pgx reads them: here the
 // socket, the database, the user and its password.
@@ -313,18 +370,17 @@ func TestEnvironment(t *testing.T) {
 	}
 }
 
-// TestText: what PostgreSQL cannot hold as text (a NUL, bytes that are
-// not UTF-8) is refused by Put with a clear error, and matches nothing.
+// TestText: what PostgreSQL text cannot hold (a NUL, bytes that are
+// not UTF-8) is stored as U+FFFD in the index, and a query for the same
+// value finds it; in a UID or blob key it is refused.
 func TestText(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t)
 	defer db.Close()
 	for _, f := range []func(*store.Instance){
-		func(in *store.Instance) { in.PatientName = "Doe\x00John" },
-		func(in *store.Instance) { in.StudyDescription = "\xff\xfe" },
-		func(in *store.Instance) {
-			in.Sequences = []store.SequenceItem{{Attribute: "ProcedureCodeSequence", Level: store.LevelStudy, Values: map[string]string{"CodeValue": "\x00"}}}
-		},
+		func(in *store.Instance) { in.SOPInstanceUID = "1.2\x003" },
+		func(in *store.Instance) { in.StudyInstanceUID = "1.2.\xff" },
+		func(in *store.Instance) { in.BlobKey = "k\x00" },
 	} {
 		in := storetest.Sample(1, 1, 1)
 		f(in)
@@ -332,12 +388,30 @@ func TestText(t *testing.T) {
 			t.Errorf("Put of %+v: %v", in, err)
 		}
 	}
-	if _, err := db.Put(ctx, storetest.Sample(1, 1, 1)); err != nil {
+	in := storetest.Sample(1, 1, 1)
+	in.PatientName = "Doe\x00John"
+	in.StudyDescription = "\xff\xfeCT"
+	in.Sequences = []store.SequenceItem{{Attribute: "ProcedureCodeSequence", Level: store.LevelStudy, Values: map[string]string{"CodeValue": "A\x00"}}}
+	if _, err := db.Put(ctx, in); err != nil {
 		t.Fatal(err)
 	}
+	got, err := db.Get(ctx, in.SOPInstanceUID)
+	if err != nil || got.PatientName != "Doe\uFFFDJohn" || got.StudyDescription != "\uFFFDCT" {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
 	for _, k := range []store.Key{
-		{Attribute: "PatientID", Kind: store.MatchSingle, Value: "\xff"},
-		{Attribute: "PatientName", Kind: store.MatchWildcard, Value: "\xff*"},
+		{Attribute: "PatientName", Kind: store.MatchSingle, Value: "doe\x00john"},
+		{Attribute: "StudyDescription", Kind: store.MatchWildcard, Value: "\xff\xfe*"},
+		{Attribute: "ProcedureCodeSequence", Kind: store.MatchSequence, Level: store.LevelStudy, Items: []store.Key{
+			{Attribute: "CodeValue", Kind: store.MatchSingle, Value: "A\x00"}}},
+	} {
+		q := store.Query{Level: store.LevelStudy, Keys: []store.Key{k}}
+		n := 0
+		if err := db.Query(ctx, &q, func(store.Match) error { n++; return nil }); err != nil || n != 1 {
+			t.Errorf("%+v: %d matches, %v", k, n, err)
+		}
+	}
+	for _, k := range []store.Key{
 		{Attribute: "StudyInstanceUID", Kind: store.MatchList, Values: []string{"\xff"}},
 		{Attribute: "StudyDate", Kind: store.MatchRange, Lo: "\xff"},
 	} {

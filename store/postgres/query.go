@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -55,7 +56,8 @@ type column struct {
 	noMatch bool
 }
 
-// The counts are counted (see schema.go), by index.
+// The counts are counted (see schema.go), by index, and only when asked
+// for (costly: Query.Return lists them, or is nil).
 const (
 	patientStudies   = "(SELECT count(*) FROM study x WHERE x.patient_fk = p.pk)::text"
 	patientSeries    = "(SELECT count(*) FROM study x JOIN series y ON y.study_fk = x.pk WHERE x.patient_fk = p.pk)::text"
@@ -72,9 +74,9 @@ var columns = map[string]column{
 	"IssuerOfPatientID":               {level: store.LevelPatient, expr: "p.issuer_of_patient_id", vr: "LO"},
 	"PatientBirthDate":                {level: store.LevelPatient, expr: "p.patient_birth_date", vr: "DA"},
 	"PatientSex":                      {level: store.LevelPatient, expr: "p.patient_sex", vr: "CS"},
-	"NumberOfPatientRelatedStudies":   {level: store.LevelPatient, expr: patientStudies, vr: "IS", noMatch: true},
-	"NumberOfPatientRelatedSeries":    {level: store.LevelPatient, expr: patientSeries, vr: "IS", noMatch: true},
-	"NumberOfPatientRelatedInstances": {level: store.LevelPatient, expr: patientInstances, vr: "IS", noMatch: true},
+	"NumberOfPatientRelatedStudies":   {level: store.LevelPatient, expr: patientStudies, vr: "IS", noMatch: true, costly: true},
+	"NumberOfPatientRelatedSeries":    {level: store.LevelPatient, expr: patientSeries, vr: "IS", noMatch: true, costly: true},
+	"NumberOfPatientRelatedInstances": {level: store.LevelPatient, expr: patientInstances, vr: "IS", noMatch: true, costly: true},
 
 	// Study
 	"StudyInstanceUID":              {level: store.LevelStudy, expr: "st.study_instance_uid", vr: "UI"},
@@ -84,8 +86,8 @@ var columns = map[string]column{
 	"StudyID":                       {level: store.LevelStudy, expr: "st.study_id", vr: "SH"},
 	"StudyDescription":              {level: store.LevelStudy, expr: "st.study_description", vr: "LO"},
 	"ReferringPhysicianName":        {level: store.LevelStudy, expr: "st.referring_physician_name", norm: "st.referring_physician_name_norm", vr: "PN"},
-	"NumberOfStudyRelatedSeries":    {level: store.LevelStudy, expr: studySeries, vr: "IS", noMatch: true},
-	"NumberOfStudyRelatedInstances": {level: store.LevelStudy, expr: studyInstances, vr: "IS", noMatch: true},
+	"NumberOfStudyRelatedSeries":    {level: store.LevelStudy, expr: studySeries, vr: "IS", noMatch: true, costly: true},
+	"NumberOfStudyRelatedInstances": {level: store.LevelStudy, expr: studyInstances, vr: "IS", noMatch: true, costly: true},
 	"ModalitiesInStudy": {level: store.LevelStudy, vr: "CS", costly: true,
 		expr: "(SELECT coalesce(string_agg(DISTINCT x.modality, ','), '') FROM series x WHERE x.study_fk = st.pk AND x.modality <> '')",
 		in:   "st.pk IN (SELECT x.study_fk FROM series x WHERE %s)", col: "x.modality"},
@@ -102,7 +104,7 @@ var columns = map[string]column{
 	"SeriesTime":                      {level: store.LevelSeries, expr: "se.series_time", vr: "TM"},
 	"BodyPartExamined":                {level: store.LevelSeries, expr: "se.body_part_examined", vr: "CS"},
 	"PerformedProcedureStepStartDate": {level: store.LevelSeries, expr: "se.performed_procedure_step_start_date", vr: "DA"},
-	"NumberOfSeriesRelatedInstances":  {level: store.LevelSeries, expr: seriesInstances, vr: "IS", noMatch: true},
+	"NumberOfSeriesRelatedInstances":  {level: store.LevelSeries, expr: seriesInstances, vr: "IS", noMatch: true, costly: true},
 
 	// Image
 	"SOPInstanceUID":             {level: store.LevelImage, expr: "i.sop_instance_uid", vr: "UI"},
@@ -212,21 +214,15 @@ func (b *builder) sequence(k *store.Key, l store.Level, pnInsensitive bool) erro
 	if len(items) == 0 {
 		return nil // universal: the sequence is a return key
 	}
-	if !validText(k.Attribute) {
-		return fmt.Errorf("%w: %s", store.ErrUnsupportedKey, k.Attribute)
-	}
 	slices.SortStableFunc(items, func(x, y *store.Key) int {
 		return boolInt(x.Kind == store.MatchEmpty) - boolInt(y.Kind == store.MatchEmpty)
 	})
 	sub := builder{}
-	sub.add("s0.attribute = ? AND s0.level = ?", k.Attribute, int16(k.Level))
+	sub.add("s0.attribute = ? AND s0.level = ?", textOf(k.Attribute), int16(k.Level))
 	c := column{} // item attributes: any VR, validated by the caller
 	for i, ik := range items {
-		if !validText(ik.Attribute) {
-			return fmt.Errorf("%w: %s", store.ErrUnsupportedKey, ik.Attribute)
-		}
 		if i == 0 && ik.Kind != store.MatchEmpty {
-			sub.add("s0.keyword = ?", ik.Attribute)
+			sub.add("s0.keyword = ?", textOf(ik.Attribute))
 			if err := sub.cond(ik, c, "s0.value", pnInsensitive); err != nil {
 				return err
 			}
@@ -246,7 +242,7 @@ func (b *builder) sequence(k *store.Key, l store.Level, pnInsensitive bool) erro
 		}
 		sub.add(neg+"EXISTS (SELECT 1 FROM sequence_value "+s+" WHERE "+s+".level = s0.level AND "+
 			s+".owner_fk = s0.owner_fk AND "+s+".attribute = s0.attribute AND "+s+".item = s0.item AND "+
-			s+".keyword = ? AND "+strings.Join(cb.where, " AND ")+")", append([]any{ik.Attribute}, cb.args...)...)
+			s+".keyword = ? AND "+strings.Join(cb.where, " AND ")+")", append([]any{textOf(ik.Attribute)}, cb.args...)...)
 	}
 	b.add(owner(k.Level)+" IN (SELECT s0.owner_fk FROM sequence_value s0 WHERE "+strings.Join(sub.where, " AND ")+")", sub.args...)
 	return nil
@@ -338,32 +334,17 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 			col = c.norm
 		}
 	}
-	// No stored value holds a NUL or bytes that are not UTF-8 (Put
-	// refuses them), and PostgreSQL refuses them as parameters.
-	bad := func(vs ...string) bool {
-		for _, v := range vs {
-			if !validText(v) {
-				return true
-			}
-		}
-		return false
-	}
+	// A value is matched as Put stores it (textOf).
+	norm0 := norm
+	norm = func(v string) string { return norm0(textOf(v)) }
 	switch k.Kind {
 	case store.MatchSequence:
 		return fmt.Errorf("%w: sequence matching on %s", store.ErrUnsupportedKey, k.Attribute)
 	case store.MatchSingle:
-		if bad(k.Value) {
-			b.add("FALSE")
-			return nil
-		}
 		b.add(col+" = ?", norm(k.Value))
 	case store.MatchWildcard:
 		if strings.IndexByte(k.Value, 0) >= 0 {
 			return fmt.Errorf("%w: a NUL in the pattern of %s", store.ErrUnsupportedKey, k.Attribute)
-		}
-		if bad(k.Value) {
-			b.add("FALSE")
-			return nil
 		}
 		pat := norm(k.Value)
 		if strings.Trim(pat, "*") == "" {
@@ -387,9 +368,7 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 		}
 		vals := make([]string, 0, len(k.Values))
 		for _, v := range k.Values {
-			if !bad(v) {
-				vals = append(vals, norm(v))
-			}
+			vals = append(vals, norm(v))
 		}
 		b.add(col+" = ANY (?::text[])", vals)
 	case store.MatchRange:
@@ -401,15 +380,11 @@ func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) e
 		if k.Lo == "" && k.Hi == "" {
 			return nil
 		}
-		if bad(k.Lo, k.Hi) {
-			b.add("FALSE")
-			return nil
-		}
 		if k.Lo != "" {
-			b.add(col+" >= ?", k.Lo)
+			b.add(col+" >= ?", textOf(k.Lo))
 		}
 		if k.Hi != "" {
-			if next := nextPrefix(k.Hi); next != "" {
+			if next := nextPrefix(textOf(k.Hi)); next != "" {
 				b.add(col+" < ?", next)
 			}
 		}
@@ -507,12 +482,12 @@ func selectQuery(q *store.Query) (kws []string, query string, args []any, err er
 		if sp.Level > q.Level || sp.Level > store.LevelSeries || sp.Level < store.LevelPatient {
 			continue
 		}
-		if _, dup := columns[sp.Attribute]; dup || slices.Contains(kws, sp.Attribute) || !validText(sp.Attribute) {
+		if _, dup := columns[sp.Attribute]; dup || slices.Contains(kws, sp.Attribute) {
 			continue
 		}
 		kws = append(kws, sp.Attribute)
 		exprs = append(exprs, sequenceExpr(sp))
-		selArgs = append(selArgs, int16(sp.Level), sp.Attribute)
+		selArgs = append(selArgs, int16(sp.Level), textOf(sp.Attribute))
 	}
 	if len(selArgs) > 0 {
 		args = append(selArgs, args...)
@@ -564,42 +539,62 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 			break
 		}
 	}
-	rows, err := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
-	if err != nil {
-		return db.fail("query", err)
-	}
-	defer rows.Close()
 	vals := make([]string, len(kws))
 	ptrs := make([]any, len(kws))
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return db.fail("query", err)
-		}
-		m := make(store.Match, len(kws))
-		for i, kw := range kws {
-			v := vals[i]
-			if i >= seqStart && v == "[]" {
-				v = ""
-			}
-			if i < seqStart && columns[kw].in != "" && v != "" {
-				parts := strings.Split(v, ",")
-				slices.Sort(parts)
-				v = strings.Join(parts, `\`)
-			}
-			m[kw] = v
-		}
-		if err := fn(m); err != nil {
+	// Run again on a connection failure only while nothing was passed on.
+	delivered := false
+	var fnErr error
+	err = db.read(ctx, func() error {
+		rows, err := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
+		if err != nil {
 			return err
 		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := rows.Scan(ptrs...); err != nil {
+				return err
+			}
+			m := make(store.Match, len(kws))
+			for i, kw := range kws {
+				v := vals[i]
+				if i >= seqStart && v == "[]" {
+					v = ""
+				}
+				if i < seqStart && columns[kw].in != "" && v != "" {
+					parts := strings.Split(v, ",")
+					slices.Sort(parts)
+					v = strings.Join(parts, `\`)
+				}
+				m[kw] = v
+			}
+			delivered = true
+			if err := fn(m); err != nil {
+				fnErr = err
+				return nil
+			}
+		}
+		if err := rows.Err(); err != nil && delivered {
+			return fmt.Errorf("%w: %w", errPartial, err)
+		} else if err != nil {
+			return err
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
 	}
-	if err := rows.Err(); err != nil {
+	if err != nil {
 		return db.fail("query", err)
 	}
 	return nil
 }
+
+// errPartial marks a read that failed after passing rows on: it is not
+// run again.
+var errPartial = errors.New("the connection failed during the answer")
 
 // instanceOrder orders instances by study, series and instance number (as
 // an integer: its leading digits, 0 without; the SQLite index's CAST), then
@@ -636,17 +631,21 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 	if err != nil {
 		return err
 	}
-	rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
 	type row struct {
 		in store.Instance
 		pk int64
 	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-		var x row
-		err := r.Scan(&x.in.SOPInstanceUID, &x.in.SOPClassUID, &x.in.TransferSyntaxUID, &x.in.InstanceNumber,
-			&x.in.SeriesInstanceUID, &x.in.Modality, &x.in.StudyInstanceUID, &x.in.PatientID, &x.in.IssuerOfPatientID,
-			&x.in.BlobKey, &x.in.Size, &x.pk)
-		return x, err
+	var list []row
+	err = db.read(ctx, func() (err error) {
+		rows, _ := db.pool.Query(ctx, query, append([]any{queryMode}, args...)...)
+		list, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			err := r.Scan(&x.in.SOPInstanceUID, &x.in.SOPClassUID, &x.in.TransferSyntaxUID, &x.in.InstanceNumber,
+				&x.in.SeriesInstanceUID, &x.in.Modality, &x.in.StudyInstanceUID, &x.in.PatientID, &x.in.IssuerOfPatientID,
+				&x.in.BlobKey, &x.in.Size, &x.pk)
+			return x, err
+		})
+		return err
 	})
 	if err != nil {
 		return db.fail("instances", err)
@@ -658,13 +657,17 @@ func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Inst
 			for i := start; i < end; i++ {
 				pks = append(pks, list[i].pk)
 			}
-			mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
 			byPK := make(map[int64][]byte, end-start)
-			var pk int64
-			var b []byte
-			_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
-				byPK[pk] = b
-				return nil
+			err := db.read(ctx, func() error {
+				clear(byPK)
+				mrows, _ := db.pool.Query(ctx, `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, pks)
+				var pk int64
+				var b []byte
+				_, err := pgx.ForEachRow(mrows, []any{&pk, &b}, func() error {
+					byPK[pk] = b
+					return nil
+				})
+				return err
 			})
 			if err != nil {
 				return db.fail("instances", err)

@@ -24,6 +24,7 @@ func (db *DB) Put(ctx context.Context, in *store.Instance) (store.PutResult, err
 	if err := validInstance(in); err != nil {
 		return store.PutResult{}, fmt.Errorf("postgres: put: %w", err)
 	}
+	in = texts(in)
 	var res store.PutResult
 	err := db.tx(ctx, func(tx pgx.Tx) error {
 		var err error
@@ -41,6 +42,7 @@ func (db *DB) Insert(ctx context.Context, in *store.Instance) error {
 	if err := validInstance(in); err != nil {
 		return fmt.Errorf("postgres: insert: %w", err)
 	}
+	in = texts(in)
 	err := db.tx(ctx, func(tx pgx.Tx) error {
 		_, err := put(ctx, tx, in, true)
 		return err

@@ -394,7 +394,7 @@ func TestRangedReads(t *testing.T) {
 }
 
 // TestUnavailable: with the store unreachable, writes and reads fail
-// soon, wrapping ErrUnavailable (the archive's "try later"), and nothing
+// soon, wrapping store.ErrUnavailable (the archive's "try later"), and nothing
 // of the blob is left; once it is back, everything works again.
 func TestUnavailable(t *testing.T) {
 	f := newFixture(t)
@@ -415,14 +415,14 @@ func TestUnavailable(t *testing.T) {
 	}
 	f.s3.Stop()
 	start := time.Now()
-	if err := w.Commit(); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("Commit with the store down: %v, want ErrUnavailable", err)
+	if err := w.Commit(); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Commit with the store down: %v, want store.ErrUnavailable", err)
 	}
-	if _, err := f.st.Open(ctx, kept); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("Open with the store down: %v, want ErrUnavailable", err)
+	if _, err := f.st.Open(ctx, kept); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Open with the store down: %v, want store.ErrUnavailable", err)
 	}
-	if _, err := f.st.Create(ctx, storetest.NewKey()); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("Create with the store down: %v, want ErrUnavailable", err)
+	if _, err := f.st.Create(ctx, storetest.NewKey()); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Create with the store down: %v, want store.ErrUnavailable", err)
 	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("failing took %s", d)

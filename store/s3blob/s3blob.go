@@ -32,9 +32,12 @@
 // DeleteObjects). So Recover, at a node's start, lists only
 // P/pending/<node>/: the node's own unfinished work, whatever the size of
 // the bucket. It aborts the node's multipart uploads left unfinished,
-// asks keep about each marker whose blob may be complete, and removes
+// asks keep about the blob of each marker (complete or not: the caller
+// may have committed a row while the bytes were uploading), and removes
 // what is not kept; markers of other nodes are left to them unless older
-// than NodeGuard (a node retired without its last restart).
+// than NodeGuard (a node retired without its last restart). What a write
+// that failed while the store was away could not remove is tried again
+// at the next Publish (and, failing that, by Recover).
 //
 // Writes stream: a blob of up to PartSize bytes is sent in one PutObject
 // at Commit; a larger one as a multipart upload of PartSize parts, each
@@ -53,7 +56,7 @@
 // Every request has a deadline (OpTimeout; PartTimeout for a part or a
 // range) and is retried at most MaxAttempts times. An unreachable store,
 // a timeout or a server error (5xx, 429) is reported wrapping
-// ErrUnavailable: the operation may succeed later; other refusals
+// store.ErrUnavailable: the operation may succeed later; other refusals
 // (403, a missing bucket) are permanent.
 //
 // There is no SpaceReporter: an object store reports no free space.
@@ -95,11 +98,6 @@ func init() {
 		return Open(ctx, dsn)
 	})
 }
-
-// ErrUnavailable is wrapped by the errors of operations that failed
-// because the object store could not be reached, did not answer in time
-// or answered with a server error (5xx, 429): retrying later may succeed.
-var ErrUnavailable = errors.New("s3blob: object store unavailable")
 
 // Limits.
 const (
@@ -347,7 +345,7 @@ func newKey() string {
 
 // wrap turns an SDK error into one of the store's: a missing object is
 // store.ErrNotFound, a failed precondition store.ErrExists, anything
-// that may pass (no answer, a timeout, 5xx, 429) ErrUnavailable. The
+// that may pass (no answer, a timeout, 5xx, 429) store.ErrUnavailable. The
 // caller's own cancellation is returned as it is.
 func (s *Store) wrap(ctx context.Context, err error) error {
 	if err == nil {
@@ -360,7 +358,7 @@ func (s *Store) wrap(ctx context.Context, err error) error {
 	if errors.As(err, &re) {
 		switch code := re.HTTPStatusCode(); {
 		case code == 0: // no answer: the request was not sent or the connection failed
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return fmt.Errorf("s3blob: %w: %v", store.ErrUnavailable, err)
 		case code == http.StatusNotFound:
 			return fmt.Errorf("%w (%v)", store.ErrNotFound, err)
 		case code == http.StatusPreconditionFailed:
@@ -372,9 +370,9 @@ func (s *Store) wrap(ctx context.Context, err error) error {
 			if errors.As(err, &ae) && ae.ErrorCode() == "ConditionalRequestConflict" {
 				return fmt.Errorf("%w (%v)", store.ErrExists, err)
 			}
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return fmt.Errorf("s3blob: %w: %v", store.ErrUnavailable, err)
 		case code >= 500, code == http.StatusTooManyRequests, code == http.StatusRequestTimeout:
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return fmt.Errorf("s3blob: %w: %v", store.ErrUnavailable, err)
 		}
 		var ae smithy.APIError
 		if errors.As(err, &ae) && (ae.ErrorCode() == "NoSuchKey" || ae.ErrorCode() == "NoSuchUpload") {
@@ -383,7 +381,7 @@ func (s *Store) wrap(ctx context.Context, err error) error {
 		return err
 	}
 	// No HTTP answer: refused or reset connection, DNS, a deadline.
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return fmt.Errorf("s3blob: %w: %v", store.ErrUnavailable, err)
 }
 
 // Create starts a new blob. The marker is written first (with
@@ -702,7 +700,7 @@ func (w *writer) complete(ctx context.Context) error {
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts}})
 	cancel()
 	err = s.wrap(ctx, err)
-	if err != nil && !errors.Is(err, ErrUnavailable) && w.chosen && w.sameObject(ctx, w.size, nil) {
+	if err != nil && !errors.Is(err, store.ErrUnavailable) && w.chosen && w.sameObject(ctx, w.size, nil) {
 		// The upload was completed by an attempt whose answer was lost.
 		err = nil
 	}

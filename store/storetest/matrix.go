@@ -13,9 +13,18 @@ import (
 // data of a new, empty store in a folder, and the optional capabilities
 // it is meant to have (by interface name, as store.Caps.Names gives
 // them; for Blobs, those of its writers too: DurableNamer, IntentWriter).
+//
+// A blobs entry may name a backend wrapped (store.Spec.Wrappers): Blobs
+// is then the registered backend (the map key names the pairing, say
+// "fs+encrypt"), Wrappers the wrappers around it. Every registered
+// wrapper must be in some entry.
 type Backend struct {
 	DSN  func(dir string) string
 	Caps []string
+	// Blobs is the registered blobs backend when the entry's name is not
+	// it; Wrappers wrap it.
+	Blobs    string
+	Wrappers []store.Wrapper
 	// Missing, when set, says why the backend cannot run here (its
 	// server is not installed): its pairings are skipped. A caller under
 	// CI=true fails instead of setting it.
@@ -41,11 +50,27 @@ func TestMatrix(t *testing.T, indexes, blobs map[string]Backend) {
 			t.Errorf("blobs backend %q is registered but not in the conformance matrix", name)
 		}
 	}
+	wrapped := map[string]bool{}
+	for _, b := range blobs {
+		for _, w := range b.Wrappers {
+			wrapped[w.Name] = true
+		}
+	}
+	for _, name := range store.BlobsWrappers() {
+		if !wrapped[name] {
+			t.Errorf("blobs wrapper %q is registered but not in the conformance matrix", name)
+		}
+	}
 	for _, ixName := range slices.Sorted(maps.Keys(indexes)) {
 		for _, bsName := range slices.Sorted(maps.Keys(blobs)) {
 			ixb, bsb := indexes[ixName], blobs[bsName]
+			bsBackend := bsName
+			if bsb.Blobs != "" {
+				bsBackend = bsb.Blobs
+			}
 			spec := func(dir, node string) store.Spec {
-				return store.Spec{Index: ixName, IndexDSN: ixb.DSN(dir), Blobs: bsName, BlobsDSN: bsb.DSN(dir), Node: node}
+				return store.Spec{Index: ixName, IndexDSN: ixb.DSN(dir), Blobs: bsBackend, BlobsDSN: bsb.DSN(dir),
+					Wrappers: bsb.Wrappers, Node: node}
 			}
 			t.Run(ixName+"+"+bsName, func(t *testing.T) {
 				if why := ixb.Missing + bsb.Missing; why != "" {

@@ -317,18 +317,26 @@ func verify(t *testing.T, dir string, acked map[string]*instance) int64 {
 // verifyIndex is verify with the sqlite index at indexPath.
 func verifyIndex(t *testing.T, dir, indexPath string, acked map[string]*instance) int64 {
 	t.Helper()
-	ctx := context.Background()
 	checkNoLeftovers(t, dir)
+	bs, err := fsblob.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	return verifyStore(t, indexPath, bs, acked)
+}
+
+// verifyStore is verifyIndex's check of the index against the blobs bs:
+// whatever their backend, they must hold exactly the indexed objects, all
+// published.
+func verifyStore(t *testing.T, indexPath string, bs store.Blobs, acked map[string]*instance) int64 {
+	t.Helper()
+	ctx := context.Background()
 	idx, err := sqlite.Open(ctx, indexPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer idx.Close()
-	bs, err := fsblob.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bs.Close()
 	lost := 0
 	for uid, in := range acked {
 		row, err := idx.Get(ctx, uid)
@@ -351,7 +359,7 @@ func verifyIndex(t *testing.T, dir, indexPath string, acked map[string]*instance
 		t.Fatal(err)
 	}
 	objects := 0
-	err = bs.WalkBlobs(ctx, func(key string, published bool) error {
+	err = bs.(store.BlobWalker).WalkBlobs(ctx, func(key string, published bool) error {
 		if !published {
 			t.Errorf("blob %s still pending", key)
 			return nil

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/ward-pacs/ward/dicom"
+	"github.com/ward-pacs/ward/store/s3blob"
 	"github.com/ward-pacs/ward/test/harness"
 )
 
@@ -30,12 +34,7 @@ func TestS3Blobs(t *testing.T) {
 	s3p.SetEnv(t) // ward serve inherits the credentials
 	bucket := s3p.Bucket(t)
 	data, work := harness.DataDir(t), t.TempDir()
-	cfg := filepath.Join(work, "ward.toml")
-	toml := fmt.Sprintf("[storage]\nmin_free = \"16MiB\"\nblobs = \"s3\"\nblobs_dsn = %q\n", s3p.URL(bucket, "archive"))
-	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w := startWard(t, data, freePort(t), "--config", cfg)
+	w := startWard(t, data, freePort(t), "--config", s3Config(t, s3p, bucket))
 	prefix := fmt.Sprintf("1.2.826.0.1.3680043.10.543.18.%d", time.Now().UnixNano()%1e9)
 	study := prefix + ".100"
 	batch := makeStudy(t, filepath.Join(work, "in"), prefix, study, 6)
@@ -162,5 +161,114 @@ func TestS3Blobs(t *testing.T) {
 			t.Fatalf("bucket holds %d objects and %d markers, want %d and 0", objs, markers, len(batch))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// s3Config writes a ward.toml that puts the objects in bucket under
+// prefix "archive" on s3p: [storage] blobs = "s3://…".
+func s3Config(t *testing.T, s3p *harness.S3, bucket string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "ward.toml")
+	toml := fmt.Sprintf("[storage]\nmin_free = \"16MiB\"\nblobs = %q\n", s3p.URL(bucket, "archive"))
+	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestS3KillMidIngest is TestKillMidIngest with the objects in S3
+// (versitygw): rounds of storescu ingest, one and four associations at
+// once, each ended by SIGKILL of ward serve at a random moment, some
+// instances sent again (replacements). After each restart (recovery runs
+// at start), every acknowledged instance is indexed and its object holds
+// exactly the data set sent; the bucket holds exactly the indexed
+// objects, all published, and no marker of unfinished work.
+func TestS3KillMidIngest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: skipped under -short")
+	}
+	requireTool(t, "storescu")
+	s3p := harness.StartS3(t)
+	s3p.SetEnv(t)
+	bucket := s3p.Bucket(t)
+	cfg := s3Config(t, s3p, bucket)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0x53))
+
+	const perRound, resend = 60, 15
+	work := t.TempDir()
+	dir := filepath.Join(work, "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]*instance{}
+	byPath := map[string]*instance{}
+	var prev []*instance
+	for r, parallel := range []int{1, 4, 1, 4} {
+		fresh := makeInstances(t, filepath.Join(work, fmt.Sprint("in", r)), fmt.Sprintf("1.2.826.0.1.3680043.10.543.53.%d.%d", seed%1e6, r+1), perRound)
+		batch := append(append([]*instance(nil), fresh...), prev[:min(resend, len(prev))]...)
+		rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+		for _, in := range batch {
+			byPath[in.path] = in
+		}
+		prev = fresh
+
+		w := startWard(t, dir, freePort(t), "--config", cfg)
+		killAt := int64(1 + rng.IntN(len(batch)*3/4))
+		jitter := time.Duration(rng.IntN(5000)) * time.Microsecond
+		var acks atomic.Int64
+		killed := make(chan struct{})
+		onAck := func() {
+			if acks.Add(1) == killAt {
+				go func() {
+					time.Sleep(jitter)
+					w.Kill()
+					close(killed)
+				}()
+			}
+		}
+		var scus []*storescu
+		for p := range parallel {
+			var paths []string
+			for i := p; i < len(batch); i += parallel {
+				paths = append(paths, batch[i].path)
+			}
+			scus = append(scus, startStorescu(t, w.Port, paths, onAck))
+		}
+		select {
+		case <-killed:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("round %d: only %d of %d acknowledgements in 60s", r, acks.Load(), killAt)
+		}
+		for _, s := range scus {
+			s.wait(t, 10*time.Second)
+			for _, p := range s.log.ackedFiles() {
+				acked[byPath[p].uid] = byPath[p]
+			}
+		}
+		w = startWard(t, dir, freePort(t), "--config", cfg)
+		if err, _ := w.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+			t.Fatalf("ward after recovery: exit %v", err)
+		}
+		bs, err := s3blob.Open(context.Background(), s3p.URL(bucket, "archive"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := verifyStore(t, filepath.Join(dir, "index.db"), bs, acked)
+		bs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := s3p.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("archive/pending/")})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.Contents) != 0 {
+			t.Errorf("round %d: %d markers left after recovery, e.g. %s", r, len(out.Contents), aws.ToString(out.Contents[0].Key))
+		}
+		if t.Failed() {
+			t.Fatalf("round %d: inconsistent after crash and restart", r)
+		}
+		t.Logf("round %d: SIGKILL after %d acknowledgements; after restart %d instances indexed, all %d acknowledged present", r, killAt, n, len(acked))
 	}
 }

@@ -109,13 +109,22 @@ func processTempDir(pattern string) (string, error) {
 func Main(m *testing.M) {
 	os.Setenv("WARD_VIEWER_FETCH", "off")
 	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup stops what the harness started for the process (a shared
+// PostgreSQL cluster) and removes what it built: for a TestMain that
+// does not run Main.
+func Cleanup() {
 	tempMu.Lock()
+	defer tempMu.Unlock()
 	for i := len(atExits) - 1; i >= 0; i-- {
 		atExits[i]()
 	}
+	atExits = nil
 	for _, d := range tempDirs {
 		os.RemoveAll(d)
 	}
-	tempMu.Unlock()
-	os.Exit(code)
+	tempDirs = nil
 }

@@ -204,6 +204,12 @@ func TestFindscuMatching(t *testing.T) {
 	if out, err := dcmtk("storescu", "-aec", "WARD", "+sd", w.host, w.port, dir).CombinedOutput(); err != nil {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
+	findscuMatching(t, w, recs)
+}
+
+// findscuMatching runs the queries of TestFindscuMatching against w,
+// which holds recs.
+func findscuMatching(t *testing.T, w *ward, recs []record) {
 	all := func(record) bool { return true }
 	study := func(r record) string { return r.studyUID }
 	upper := strings.ToUpper

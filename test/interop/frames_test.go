@@ -52,7 +52,19 @@ print(json.dumps(out))
 // with OHIF's Accept header and with each part labelled with its syntax;
 // decompression is a 406 that says why; rendered and thumbnail resources
 // decode as PNG and JPEG; a viewer token is needed.
-func TestDICOMwebFramesAndRendered(t *testing.T) {
+func TestDICOMwebFramesAndRendered(t *testing.T) { framesAndRendered(t, "") }
+
+// TestDICOMwebFramesS3 is TestDICOMwebFramesAndRendered with the objects
+// in S3 (versitygw): frames are read by ranged GETs, backwards too.
+func TestDICOMwebFramesS3(t *testing.T) {
+	s3 := harness.StartS3(t)
+	s3.SetEnv(t) // ward serve inherits the credentials
+	framesAndRendered(t, "blobs = \""+s3.URL(s3.Bucket(t), "frames")+"\"\n")
+}
+
+// framesAndRendered runs the frames test with storage added to the
+// [storage] table of ward.toml.
+func framesAndRendered(t *testing.T, storage string) {
 	requireTool(t, "storescu", "go")
 	requirePydicom(t)
 	files := map[string]string{ // file: storescu's syntax option
@@ -82,7 +94,7 @@ func TestDICOMwebFramesAndRendered(t *testing.T) {
 	bin := harness.WardBinary(t)
 	dir := harness.DataDir(t)
 	dport, hport := freePort(t), freePort(t)
-	conf := "[dicom]\nlisten = \"127.0.0.1:" + strconv.Itoa(dport) + "\"\n[storage]\nmin_free = \"16MiB\"\n"
+	conf := "[dicom]\nlisten = \"127.0.0.1:" + strconv.Itoa(dport) + "\"\n[storage]\nmin_free = \"16MiB\"\n" + storage
 	if err := os.WriteFile(filepath.Join(dir, "ward.toml"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -174,11 +174,17 @@ func openFrames(ctx context.Context, inst *archive.Instance) (*dicom.Frames, io.
 	}
 	rc, err := inst.Open(ctx)
 	if err != nil {
+		if e := archive.IntegrityFailure(err); e != nil {
+			return nil, nil, e
+		}
 		return nil, nil, &archive.Error{Kind: archive.ErrStorage, Comment: "opening the stored object failed", Err: err}
 	}
 	f, err := dicom.OpenFrames(rc, ts)
 	if err != nil {
 		rc.Close()
+		if e := archive.IntegrityFailure(err); e != nil {
+			return nil, nil, e
+		}
 		if errors.Is(err, dicom.ErrNoPixelData) {
 			return nil, nil, failf(http.StatusNotFound, "the instance has no pixel data")
 		}

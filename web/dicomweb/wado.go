@@ -206,6 +206,9 @@ func openPart10(ctx context.Context, o outgoing) (*part10, error) {
 	}
 	rc, err := o.in.Open(ctx)
 	if err != nil {
+		if e := archive.IntegrityFailure(err); e != nil {
+			return nil, e
+		}
 		return nil, &archive.Error{Kind: archive.ErrStorage, Comment: "a stored object cannot be read", Err: err}
 	}
 	p := &part10{head: head.Bytes(), body: rc}

@@ -817,7 +817,8 @@ func resourceError(what string, err error) error {
 	case errors.Is(err, syscall.EIO):
 		comment = what + " failed: I/O error"
 	case errors.Is(err, store.ErrUnavailable):
-		comment = what + " failed: the shared index or object store is unavailable; try again later"
+		// The instruction first: DIMSE keeps 64 characters of a comment.
+		comment = "store unavailable, try again later: " + what + " failed"
 	}
 	kind := ErrStorage
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {

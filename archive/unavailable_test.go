@@ -3,6 +3,7 @@ package archive_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/ward-pacs/ward/archive"
@@ -44,4 +45,27 @@ func TestStoreIndexUnavailable(t *testing.T) {
 	o := ctObject(t, "1.2.826.0.1.3680043.10.1432.9.7")
 	wantStatus(t, f.store(o, o.bytes(t)), 0xA700, "unavailable")
 	f.checkNothingStored(t, o.inst, 0)
+}
+
+// TestUnavailableCommentFits: the comment of a store refused for an
+// unavailable store says to try again within the 64 characters DIMSE
+// keeps of an Error Comment (it once said it after them, and peers saw
+// only "…the shared index or object store is").
+func TestUnavailableCommentFits(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	idx, bs := openStores(t, dir)
+	t.Cleanup(func() { bs.Close(); idx.Close() })
+	ar := &archive.Archive{Index: downIndex{idx}, Blobs: bs}
+	if err := ar.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer ar.Close()
+	f := &fixture{ar: ar, idx: idx, blobs: bs, dir: dir, assoc: pipeAssociation(t)}
+	o := ctObject(t, "1.2.826.0.1.3680043.10.1432.9.8")
+	se := wantStatus(t, f.store(o, o.bytes(t)), 0xA700, "unavailable")
+	kept := se.Comment[:min(len(se.Comment), 64)]
+	if !strings.Contains(kept, "try again") {
+		t.Errorf("comment %q: DIMSE keeps %q, without \"try again\"", se.Comment, kept)
+	}
 }

@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/network/dimse"
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/test/harness"
@@ -398,5 +401,129 @@ func waitChan(t *testing.T, ch <-chan struct{}, what string) {
 	case <-ch:
 	case <-time.After(60 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// TestNodeKilledMidUpload: node A is killed while a 24 MiB object it
+// receives is being written to S3 as a multipart upload, and restarted
+// while node B is in the middle of a multipart upload of its own (both
+// objects trickle in over DIMSE, so that their uploads stay open). A's
+// recovery aborts its own upload and leaves B's alone: B's object is
+// acknowledged and retrieved byte-equal through A, the one A never
+// acknowledged is nowhere, and no upload or pending object is left.
+func TestNodeKilledMidUpload(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	a, b := c.nodes[0], c.nodes[1]
+	const prefix = "1.2.826.0.1.3680043.10.1432.18.7"
+	objs := makeObjects(t, prefix, 4, "")
+	big := func(i int) *object { return enlargeTo(t, objs[i], byte(i+1), 3584) } // CT: 24.5 MiB
+	onA, onB := big(0), big(2)
+
+	errA := make(chan result, 1)
+	go func() { errA <- trickleStore(a.Addr(), onA) }()
+	c.waitUpload(t, "node-a")
+	a.Kill()
+	if r := <-errA; r.acked() {
+		t.Fatalf("node A acknowledged the object it was killed receiving")
+	}
+
+	resB := make(chan result, 1)
+	go func() { resB <- trickleStore(b.Addr(), onB) }()
+	c.waitUpload(t, "node-b")
+	restarted := time.Now()
+	a.Start(t)
+	t.Logf("node A restarted in %s, during node B's upload", time.Since(restarted).Round(time.Millisecond))
+	if left := c.pendingMarkers(t, "node-a"); len(left) != 0 {
+		t.Errorf("node A serves again, yet %d of its pending markers are left", len(left))
+	}
+	var rB result
+	select {
+	case rB = <-resB:
+		t.Errorf("node B's upload ended before node A had restarted (%v): the overlap this test is about did not happen", rB)
+	default:
+		rB = <-resB
+	}
+	if !rB.acked() {
+		t.Fatalf("node B's store during node A's restart: %v", rB)
+	}
+	got := retrieveOne(t, a.Addr(), onB)
+	if !bytes.Equal(got, onB.dataSet) {
+		t.Fatalf("node B's object retrieved through node A: %d bytes, not the %d sent", len(got), len(onB.dataSet))
+	}
+	c.stopAll(t)
+	c.checkConsistent(t, []*object{onB}, 1)
+	c.checkNoUploads(t)
+}
+
+// trickleStore sends o to addr with Ward's SCU, its data set in 1 MiB
+// pieces 200 ms apart (about 5 s for 24 MiB).
+func trickleStore(addr string, o *object) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pcs, _ := storageContexts([]*object{o}, false)
+	r := result{obj: o}
+	cl, err := dial(ctx, addr, pcs)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer release(cl)
+	pc, ok := cl.FindContext(o.sopClass, dicom.ExplicitVRLittleEndian.UID)
+	if !ok {
+		r.err = errors.New("no context")
+		return r
+	}
+	rsp, err := cl.Store(ctx, pc.ID, o.sopClass, o.uid, &slowReader{b: o.dataSet, chunk: 1 << 20, pause: 200 * time.Millisecond})
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.status, r.comment = rsp.Status, rsp.ErrorComment
+	return r
+}
+
+// slowReader reads b in chunks with a pause before each.
+type slowReader struct {
+	b     []byte
+	chunk int
+	pause time.Duration
+	n     int // bytes of the current chunk read
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	if s.n == s.chunk {
+		time.Sleep(s.pause)
+		s.n = 0
+	}
+	n := min(len(p), len(s.b), s.chunk-s.n)
+	copy(p, s.b[:n])
+	s.b, s.n = s.b[n:], s.n+n
+	return n, nil
+}
+
+// waitUpload waits up to 60 s until a multipart upload of an object of
+// node (its keys end in ".NODE") is open in the bucket.
+func (c *cluster) waitUpload(t *testing.T, node string) {
+	t.Helper()
+	bucket, _, _ := strings.Cut(strings.TrimPrefix(c.blobs, "s3://"), "/")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := c.s3.Client().ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+		cancel()
+		if err == nil {
+			for _, u := range out.Uploads {
+				if strings.Contains(aws.ToString(u.Key), "."+node) {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no multipart upload of %s appeared (%v)", node, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

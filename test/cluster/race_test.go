@@ -234,6 +234,13 @@ func retrieveDuringReplace(t *testing.T, large bool) {
 // place of its own, and returns it.
 func enlarge(t *testing.T, o *object, fill byte) *object {
 	t.Helper()
+	return enlargeTo(t, o, fill, 1024)
+}
+
+// enlargeTo gives o side×side 16-bit pixels (each byte fill) in place of
+// its own, and returns it.
+func enlargeTo(t *testing.T, o *object, fill byte, side int) *object {
+	t.Helper()
 	meta, rc, err := dicom.OpenFile(o.path)
 	if err != nil {
 		t.Fatal(err)
@@ -246,9 +253,10 @@ func enlarge(t *testing.T, o *object, fill byte) *object {
 	if ds.String(dicom.SOPClassUID) != "1.2.840.10008.5.1.4.1.1.2" {
 		t.Fatalf("%s is not a CT image", o.path)
 	}
-	ds.Put(&dicom.Element{Tag: dicom.Rows, VR: "US", Value: []byte{0x00, 0x04}})
-	ds.Put(&dicom.Element{Tag: dicom.Columns, VR: "US", Value: []byte{0x00, 0x04}})
-	ds.Put(&dicom.Element{Tag: dicom.PixelData, VR: "OW", Value: bytes.Repeat([]byte{fill}, 1024*1024*2)})
+	us := []byte{byte(side), byte(side >> 8)}
+	ds.Put(&dicom.Element{Tag: dicom.Rows, VR: "US", Value: us})
+	ds.Put(&dicom.Element{Tag: dicom.Columns, VR: "US", Value: us})
+	ds.Put(&dicom.Element{Tag: dicom.PixelData, VR: "OW", Value: bytes.Repeat([]byte{fill}, side*side*2)})
 	body, err := ds.Bytes(dicom.ExplicitVRLittleEndian)
 	if err != nil {
 		t.Fatal(err)

@@ -24,12 +24,13 @@ import (
 // TestNodeKilled: two storescu associations through HAProxy (leastconn:
 // one on each node); node A is killed with SIGKILL in the middle. Every
 // object acknowledged on A is retrieved byte-equal through B; the
-// association on B goes on to the end; new associations through HAProxy
-// reach B at once; A restarts while B ingests, and B's ingest loses
-// nothing to A's recovery (A cleans up only its own unfinished work);
-// HAProxy takes A back. Once every node has stopped, every acknowledged
-// object is in the store as sent, and no blob is pending or unreferenced
-// and no multipart upload is left in the bucket.
+// association on B goes on to the end; new associations and DICOMweb
+// requests through HAProxy reach B at once. A restarts while B ingests:
+// it has finished its own unfinished work (its pending objects) before
+// it serves, and B's ingest loses nothing to it; HAProxy takes A back.
+// Once every node has stopped, every acknowledged object is in the store
+// as sent, no blob is pending or unreferenced and no multipart upload is
+// left in the bucket.
 func TestNodeKilled(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	a, b := c.nodes[0], c.nodes[1]
@@ -37,6 +38,7 @@ func TestNodeKilled(t *testing.T) {
 	study := prefix + ".0"
 	objs := makeObjects(t, prefix, 900, "")
 	first, second, third := objs[:400], objs[400:800], objs[800:]
+	tok := c.webToken(t)
 	lbPort := strconv.Itoa(c.lb.DIMSEPort)
 
 	// Node A is killed once each association has had 40 objects
@@ -106,6 +108,11 @@ func TestNodeKilled(t *testing.T) {
 		t.Fatalf("resending the %d objects node A did not acknowledge through HAProxy: %v\n%s", len(rest), err, s3.String())
 	}
 	c.lb.WaitState(t, harness.HAProxyDIMSE, "node-a", "DOWN", 10*time.Second)
+	// DICOMweb through HAProxy goes on too (to B).
+	code, body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(c.lb.HTTPPort)+"/dicom-web/studies/"+study+"/instances?limit=1", tok, "application/dicom+json")
+	if code != 200 {
+		t.Errorf("QIDO-RS through HAProxy with node A killed: %d %s", code, body)
+	}
 
 	// A restarts while B ingests: its recovery must leave B's work alone.
 	s4 := startStorescu(t, strconv.Itoa(b.DICOMPort), paths(third), nil)

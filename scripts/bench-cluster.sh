@@ -147,6 +147,7 @@ for phase in "${phases[@]}"; do
     queries=(
       "STUDY, PatientID exact|1|QueryRetrieveLevel=STUDY PatientID=PID00000010 StudyInstanceUID PatientName StudyDate"
       "STUDY, PatientName=Wilson* (prefix wildcard)|0|QueryRetrieveLevel=STUDY PatientName=Wilson* StudyInstanceUID PatientID"
+      "STUDY, StudyDate one day|0|QueryRetrieveLevel=STUDY StudyDate=20200115 StudyInstanceUID PatientID"
       "STUDY, StudyDate one quarter|0|QueryRetrieveLevel=STUDY StudyDate=20200101-20200331 StudyInstanceUID PatientID"
       "STUDY, StudyInstanceUID exact|1|QueryRetrieveLevel=STUDY StudyInstanceUID=$root.1.42 PatientID"
       "SERIES within a study|1|QueryRetrieveLevel=SERIES StudyInstanceUID=$root.1.42 SeriesInstanceUID Modality"
@@ -164,7 +165,10 @@ for phase in "${phases[@]}"; do
       echo "PostgreSQL index of $size instances built in $(echo "$e - $s" | bc -l | xargs printf '%.0f') s ($dbsize)"
       psql -X -q -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d "$db" -c "VACUUM ANALYZE" >/dev/null
       data=$CL_STATE/find-$size; mkdir -p "$data"; chmod 700 "$data"
-      printf '[storage]\nindex = "%s"\n[dicom]\nlisten = "127.0.0.1:%d"\n[web]\nlisten = "off"\n' "$dsn" $port >"$data/ward.toml"
+      # No cap on matches (the default stops at 1000 with A700): a range
+      # or prefix query at 10M returns every match, so its cost per match
+      # shows; the exact keys and the one-day range are the flat ones.
+      printf '[storage]\nindex = "%s"\n[dicom]\nlisten = "127.0.0.1:%d"\n[web]\nlisten = "off"\n[query]\nmax_results = -1\n' "$dsn" $port >"$data/ward.toml"
       chmod 600 "$data/ward.toml"
       "$WARD_BIN" peer add BENCHSCU --host 127.0.0.1 --allow echo,find,bulk-query --data "$data" >/dev/null || die "registering BENCHSCU failed"
       "$WARD_BIN" serve --data "$data" >"$CL_STATE/find-$size.log" 2>&1 &

@@ -30,7 +30,8 @@
 # when missing), REPS (3), TARGETS (all of the above), SIZES
 # ("1000000 10000000"), RUNS (200), SHARED_BENCH (/work/shared/bench),
 # DATA_PARENT (/work: where the state goes, the same disk for every
-# target), PORT_BASE (21200), KEEP=1 keeps the state folder (the
+# target), PORT_BASE (21200), PG_OPTS (more postgres -c options, e.g.
+# "-c synchronous_commit=off" to see what the index's fsync costs), KEEP=1 keeps the state folder (the
 # synthetic indexes take minutes to build).
 # Results under $OUT (default /tmp/bench/results/cluster-STAMP): the
 # shared harness's ingest/summary.md (printed) and run.log, all that was
@@ -87,7 +88,7 @@ export PG_SOCK=$CL_STATE/pg/sock PG_PORT=5432
 mkdir -p "$PG_SOCK"; chown -R postgres: "$CL_STATE/pg"; chmod 700 "$CL_STATE/pg"
 runuser -u postgres -- "$pgbin/initdb" -D "$CL_STATE/pg/data" -U postgres -E UTF8 --no-locale --auth-local=trust --auth-host=reject >/dev/null
 runuser -u postgres -- "$pgbin/pg_ctl" -D "$CL_STATE/pg/data" -l "$CL_STATE/pg/log" -w -t 60 start -o \
-  "-k $PG_SOCK -p $PG_PORT -c listen_addresses= -c unix_socket_permissions=0700 -c max_connections=300 -c shared_buffers=2GB -c max_wal_size=16GB -c checkpoint_timeout=30min -c maintenance_work_mem=1GB" >/dev/null
+  "-k $PG_SOCK -p $PG_PORT -c listen_addresses= -c unix_socket_permissions=0700 -c max_connections=300 -c shared_buffers=2GB -c max_wal_size=16GB -c checkpoint_timeout=30min -c maintenance_work_mem=1GB ${PG_OPTS:-}" >/dev/null
 echo "PostgreSQL $("$pgbin/postgres" -V | awk '{print $3}') on $PG_SOCK (fsync on)"
 
 # versitygw on this disk, a bucket for every S3 target.

@@ -563,7 +563,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 	}
 	bw, err := ar.Blobs.Create(ctx, "")
 	if err != nil {
-		return resourceError("creating the object file", err)
+		return resourceError("creating the object", err)
 	}
 	key := bw.Key()
 	committed := false
@@ -588,7 +588,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 		if errors.Is(err, dicom.ErrMalformed) {
 			return Failf(ErrCannotUnderstand, "cannot store the object: %w", err)
 		}
-		return resourceError("writing the file header", err)
+		return resourceError("writing the object header", err)
 	}
 	tee := &teeReader{r: r.Data, w: buf}
 	var keep *dicom.KeepSequences
@@ -626,7 +626,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 	ins := ar.capabilities().Inserter
 	ds, err := ar.deferrable(bw, in)
 	if err != nil {
-		return resourceError("writing the object's intent record", err)
+		return resourceError("writing the intent record", err)
 	}
 	if ds != nil {
 		put, ins = ds.PutDeferred, deferredInserter{ds}
@@ -651,7 +651,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 					ar.Logger.Warn("removing the index row of an object that failed to sync failed; recovery removes it", "err", err)
 				}
 			}
-			return resourceError("syncing the object to disk", syncErr)
+			return resourceError("saving the object", syncErr)
 		case insErr == nil:
 			ar.queueAfter(afterStore{key: key, uid: in.SOPInstanceUID, ts: in.TransferSyntaxUID})
 			return nil
@@ -667,7 +667,7 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 		}
 	} else {
 		if err := bw.Commit(); err != nil {
-			return resourceError("syncing the object to disk", err)
+			return resourceError("saving the object", err)
 		}
 		committed = true
 		if ins != nil && ar.OnDuplicate != DuplicateReplace {
@@ -802,27 +802,35 @@ func (t *teeReader) Read(p []byte) (int, error) {
 }
 
 // resourceError is a storage failure (ErrNoSpace for a full disk or quota,
-// else ErrStorage, which is transient: out of resources, 503) with a
-// comment that says what failed, and for store.ErrUnavailable that it may
-// pass; no patient data is in it.
+// ErrUnavailable for store.ErrUnavailable, else ErrStorage) with a
+// comment that fits an Error Comment (64 characters): the cause first, and
+// for store.ErrUnavailable that it may pass, then what failed in
+// brackets (a step, named the same for every backend: no "disk" for S3).
+// No patient data is in it.
 func resourceError(what string, err error) error {
-	comment := what + " failed"
+	cause := ""
 	switch {
 	case errors.Is(err, syscall.ENOSPC):
-		comment = what + " failed: no space left on device"
+		cause = "no space left on device"
 	case errors.Is(err, syscall.EDQUOT):
-		comment = what + " failed: disk quota exceeded"
+		cause = "disk quota exceeded"
 	case errors.Is(err, fs.ErrPermission):
-		comment = what + " failed: permission denied"
+		cause = "permission denied"
 	case errors.Is(err, syscall.EIO):
-		comment = what + " failed: I/O error"
+		cause = "I/O error"
 	case errors.Is(err, store.ErrUnavailable):
-		// The instruction first: DIMSE keeps 64 characters of a comment.
-		comment = "store unavailable, try again later: " + what + " failed"
+		cause = "store unavailable, try again later"
+	}
+	comment := what + " failed"
+	if cause != "" {
+		comment = cause + " (" + what + ")"
 	}
 	kind := ErrStorage
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	switch {
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
 		kind = ErrNoSpace
+	case errors.Is(err, store.ErrUnavailable):
+		kind = ErrUnavailable
 	}
 	return &Error{Kind: kind, Comment: comment, Err: err}
 }
@@ -873,7 +881,7 @@ func instanceFrom(a *dicom.Attrs, r receipt) (*store.Instance, error) {
 		}
 	}
 	if r.study != "" && s(dicom.StudyInstanceUID) != r.study {
-		return nil, attrError(ErrAttributeMismatch, dicom.StudyInstanceUID, "StudyInstanceUID in the data set differs from the study the request named")
+		return nil, attrError(ErrAttributeMismatch, dicom.StudyInstanceUID, "StudyInstanceUID differs from the study the request named")
 	}
 	// The UIDs Ward keys on, as in the data set. The SOP Instance UID is
 	// the command's, which the dispatcher checked; it is checked again so

@@ -35,6 +35,10 @@ var (
 	ErrNoSpace = errors.New("no space")
 	// ErrStorage: the index or the blob store failed (I/O, permission).
 	ErrStorage = errors.New("storage failure")
+	// ErrUnavailable: the shared index or object store cannot be reached
+	// for now (store.ErrUnavailable: a PostgreSQL or S3 outage); the
+	// same request may succeed when tried again.
+	ErrUnavailable = errors.New("store unavailable")
 	// ErrNotSupported: the backend cannot serve the operation.
 	ErrNotSupported = errors.New("not supported")
 	// ErrNotAuthorized: the principal may not do this (a missing
@@ -57,7 +61,7 @@ var (
 // tests.
 var Kinds = []error{
 	ErrCannotUnderstand, ErrDuplicate, ErrAttributeMismatch, ErrInvalidAttribute,
-	ErrInvalidIdentifier, ErrNoSpace, ErrStorage, ErrNotSupported, ErrNotAuthorized,
+	ErrInvalidIdentifier, ErrNoSpace, ErrStorage, ErrUnavailable, ErrNotSupported, ErrNotAuthorized,
 	ErrTooManyResults, ErrUnknownDestination, ErrAuditUnavailable, ErrProcessing,
 }
 

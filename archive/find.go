@@ -52,7 +52,7 @@ const utf8Charset = "ISO_IR 192"
 //     value, else ISO_IR 192 (UTF-8).
 func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error) error {
 	if p := PrincipalFrom(ctx); p != nil && p.Deidentify != "" {
-		return Fail(ErrNotAuthorized, "this peer receives de-identified objects only: query answers would show identity")
+		return Fail(ErrNotAuthorized, "de-identified peer: query answers would reveal identity")
 	}
 	patientRoot, err := patientRoot(rq.Model)
 	if err != nil {
@@ -125,7 +125,7 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 	})
 	switch {
 	case errors.Is(err, capped):
-		return Failf(ErrTooManyResults, "more than %d matches: the first %d were sent; narrow the query", limit, limit)
+		return Failf(ErrTooManyResults, "narrow the query: more than %d matches, the first %d sent", limit, limit)
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:

@@ -53,7 +53,7 @@ const metadataVersion = "ward-metadata/1\n"
 func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, error) {
 	syntax := dicom.LookupTransferSyntax(ts)
 	if syntax == nil {
-		return nil, Failf(ErrStorage, "a stored object's transfer syntax %s is unknown", ts)
+		return nil, Failf(ErrStorage, "unknown transfer syntax of a stored object: %s", ts)
 	}
 	// Replaced since the index was read: the replacement's metadata.
 	rc, key, err := ar.openCurrent(ctx, uid, key, "", ts)
@@ -72,7 +72,7 @@ func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, e
 		if e := IntegrityFailure(err); e != nil {
 			return nil, e
 		}
-		return nil, &Error{Kind: ErrStorage, Comment: fmt.Sprintf("reading a stored object's attributes failed: %v", errors.Unwrap(err)), Err: err}
+		return nil, &Error{Kind: ErrStorage, Comment: fmt.Sprintf("reading a stored object failed: %v", errors.Unwrap(err)), Err: err}
 	}
 	var b bytes.Buffer
 	b.Grow(16 << 10)

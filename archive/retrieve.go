@@ -38,7 +38,7 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 	var dcfg *deid.Config
 	if p := PrincipalFrom(ctx); p != nil && p.Deidentify != "" {
 		if r.Metadata {
-			return Fail(ErrNotAuthorized, "this principal receives de-identified objects only, not metadata")
+			return Fail(ErrNotAuthorized, "metadata refused: de-identified objects only for this caller")
 		}
 		if dcfg, err = ar.deidConfig(p.Deidentify); err != nil {
 			return err
@@ -147,7 +147,7 @@ func (d *seekableDataSet) Close() error { return d.c.Close() }
 // (ErrProcessing, with a comment); nil for any other error.
 func IntegrityFailure(err error) *Error {
 	if errors.Is(err, store.ErrCorrupt) {
-		return &Error{Kind: ErrProcessing, Comment: "the stored object fails its integrity check (altered or damaged in storage): not served", Err: err}
+		return &Error{Kind: ErrProcessing, Comment: "stored object fails its integrity check: not served", Err: err}
 	}
 	return nil
 }
@@ -203,14 +203,14 @@ func (ar *Archive) openCurrent(ctx context.Context, uid, key, class, ts string) 
 // Any failure is ErrUnknownDestination, naming the title.
 func (ar *Archive) Destination(ctx context.Context, aeTitle string) (string, error) {
 	if ar.Destinations == nil {
-		return "", Failf(ErrUnknownDestination, "%q is not a registered move destination", aeTitle)
+		return "", Failf(ErrUnknownDestination, "unknown move destination %q", aeTitle)
 	}
 	addr, err := ar.Destinations(aeTitle)
 	if err != nil {
 		if KindOf(err) == ErrUnknownDestination {
 			return "", err
 		}
-		return "", &Error{Kind: ErrUnknownDestination, Comment: fmt.Sprintf("%q is not a registered move destination", aeTitle), Err: err}
+		return "", &Error{Kind: ErrUnknownDestination, Comment: fmt.Sprintf("unknown move destination %q", aeTitle), Err: err}
 	}
 	return addr, nil
 }

@@ -4,28 +4,43 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/ward-pacs/ward/archive"
 )
 
+// httpStatus is how a domain error is answered: the status, and for a
+// transient one the seconds a client should wait before trying again
+// (Retry-After, RFC 9110 10.2.3; 0: no header).
+type httpStatus struct {
+	code       int
+	retryAfter int
+}
+
 // statusOf is the one table from the archive's domain errors to HTTP
 // statuses (PS3.18 8.6, 10.5.3 for STOW's failure reasons).
-var statusOf = map[error]int{
-	archive.ErrCannotUnderstand:   http.StatusBadRequest,
-	archive.ErrDuplicate:          http.StatusConflict,
-	archive.ErrAttributeMismatch:  http.StatusConflict,
-	archive.ErrInvalidAttribute:   http.StatusBadRequest,
-	archive.ErrInvalidIdentifier:  http.StatusBadRequest,
-	archive.ErrNoSpace:            http.StatusInsufficientStorage,
-	archive.ErrStorage:            http.StatusServiceUnavailable,
-	archive.ErrNotSupported:       http.StatusNotImplemented,
-	archive.ErrNotAuthorized:      http.StatusForbidden,
-	archive.ErrTooManyResults:     http.StatusOK, // the matches up to the cap, with a Warning
-	archive.ErrUnknownDestination: http.StatusBadRequest,
-	archive.ErrAuditUnavailable:   http.StatusServiceUnavailable,
-	archive.ErrProcessing:         http.StatusInternalServerError,
+var statusOf = map[error]httpStatus{
+	archive.ErrCannotUnderstand:   {http.StatusBadRequest, 0},
+	archive.ErrDuplicate:          {http.StatusConflict, 0},
+	archive.ErrAttributeMismatch:  {http.StatusConflict, 0},
+	archive.ErrInvalidAttribute:   {http.StatusBadRequest, 0},
+	archive.ErrInvalidIdentifier:  {http.StatusBadRequest, 0},
+	archive.ErrNoSpace:            {http.StatusInsufficientStorage, 0},
+	archive.ErrStorage:            {http.StatusServiceUnavailable, 0},
+	archive.ErrUnavailable:        {http.StatusServiceUnavailable, unavailableRetry},
+	archive.ErrNotSupported:       {http.StatusNotImplemented, 0},
+	archive.ErrNotAuthorized:      {http.StatusForbidden, 0},
+	archive.ErrTooManyResults:     {http.StatusOK, 0}, // the matches up to the cap, with a Warning
+	archive.ErrUnknownDestination: {http.StatusBadRequest, 0},
+	archive.ErrAuditUnavailable:   {http.StatusServiceUnavailable, 0},
+	archive.ErrProcessing:         {http.StatusInternalServerError, 0},
 }
+
+// unavailableRetry is the Retry-After of a request refused while the
+// shared index or object store is unreachable: PostgreSQL's restart or
+// an S3 endpoint's failover takes seconds.
+const unavailableRetry = 5
 
 // Status is the HTTP status of an error from the archive's service: its
 // kind's, 499-like cancellations as 503, anything else 500; and the
@@ -33,8 +48,8 @@ var statusOf = map[error]int{
 func Status(err error) (int, string) {
 	var ae *archive.Error
 	if errors.As(err, &ae) {
-		if code, ok := statusOf[ae.Kind]; ok {
-			return code, ae.Comment
+		if st, ok := statusOf[ae.Kind]; ok {
+			return st.code, ae.Comment
 		}
 	}
 	var mb *http.MaxBytesError
@@ -47,12 +62,24 @@ func Status(err error) (int, string) {
 	return http.StatusInternalServerError, "internal error"
 }
 
+// retryAfter is the Retry-After of err in seconds, 0 for none.
+func retryAfter(err error) int {
+	var ae *archive.Error
+	if errors.As(err, &ae) {
+		return statusOf[ae.Kind].retryAfter
+	}
+	return 0
+}
+
 // Error answers r with the status of err (Status) and its message; the
 // cause goes to the log, not to the client.
 func (h *Handler) Error(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := Status(err)
 	if code >= 500 {
 		h.cfg.Logger.Warn("web request failed", "method", r.Method, "path", r.URL.Path, "status", code, "err", err)
+	}
+	if secs := retryAfter(err); secs > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
 	Fail(w, r, code, msg)
 }

@@ -178,6 +178,16 @@ func TestErrorTable(t *testing.T) {
 	if w.Code != 500 || strings.Contains(w.Body.String(), "secret") {
 		t.Fatalf("unknown error: %d %s", w.Code, w.Body)
 	}
+	// The shared index or object store out of reach (PostgreSQL, S3): 503
+	// and when to try again. Other failures say nothing of when.
+	w = do(h, "GET", "/fail/store-unavailable", auth, nil)
+	if w.Code != 503 || w.Header().Get("Retry-After") != "5" {
+		t.Errorf("store unavailable: %d, Retry-After %q, want 503 and 5", w.Code, w.Header().Get("Retry-After"))
+	}
+	w = do(h, "GET", "/fail/storage-failure", auth, nil)
+	if w.Code != 503 || w.Header().Get("Retry-After") != "" {
+		t.Errorf("storage failure: %d, Retry-After %q, want 503 and none", w.Code, w.Header().Get("Retry-After"))
+	}
 }
 
 // A path with doubled slashes (a base URL ending in / joined to a path

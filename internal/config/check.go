@@ -108,6 +108,7 @@ func (c *Config) Check() []Finding {
 		}
 	}
 	c.checkMetrics(add)
+	c.checkProxyFrom(add)
 	if len(c.Web.AllowOrigins) > 0 {
 		add(Low, false, "[web] allow_origins = "+strings.Join(c.Web.AllowOrigins, ","), "pages from these origins may call DICOMweb with a user's token", "list only origins the site runs")
 	}

@@ -82,3 +82,48 @@ func TestNetworkUnion(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckProxyFrom: proxy_from names load balancers; a list open to
+// every address or a large part of the internet is refused, a wide one
+// is high, a few hosts pass.
+func TestCheckProxyFrom(t *testing.T) {
+	for _, tc := range []struct {
+		list   []string
+		sev    Severity // -1: no finding
+		refuse bool
+	}{
+		{[]string{"10.0.0.5", "10.0.0.6"}, -1, false},
+		{[]string{"10.0.0.0/29"}, -1, false},
+		{[]string{"0.0.0.0/0"}, Critical, true},
+		{[]string{"::/0"}, Critical, true},
+		{[]string{"0.0.0.0/1", "128.0.0.0/1"}, Critical, true},
+		{[]string{"8.0.0.0/7"}, Critical, true},
+		{[]string{"10.0.0.0/16"}, High, false},
+		{[]string{"2001:db8::/64"}, High, false},
+		{[]string{"haproxy"}, Critical, true},
+	} {
+		for _, section := range []string{"dicom", "web"} {
+			c := Default()
+			if section == "dicom" {
+				c.DICOM.ProxyFrom = tc.list
+			} else {
+				c.Web.ProxyFrom = tc.list
+			}
+			var got *Finding
+			for _, f := range c.Check() {
+				if strings.HasPrefix(f.Setting, "["+section+"] proxy_from") {
+					got = &f
+				}
+			}
+			switch {
+			case tc.sev < 0 && got != nil:
+				t.Errorf("%s %v: %s", section, tc.list, got)
+			case tc.sev >= 0 && (got == nil || got.Severity != tc.sev || got.Refuse != tc.refuse):
+				t.Errorf("%s %v: got %v, want %s refuse=%v", section, tc.list, got, tc.sev, tc.refuse)
+			}
+			if err := c.Validate(); (err != nil) != (tc.list[0] == "haproxy") {
+				t.Errorf("%s %v: Validate: %v", section, tc.list, err)
+			}
+		}
+	}
+}

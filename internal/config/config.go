@@ -173,6 +173,12 @@ type DICOM struct {
 	// tools). It never applies to the TLS listener and is refused whenever
 	// a listener is not loopback.
 	LoopbackAnyAE bool `toml:"loopback_any_ae"`
+	// ProxyFrom lists the load balancers (addresses or CIDRs) in front of
+	// the DIMSE listeners: a connection from one of them must open with a
+	// PROXY protocol header (v2 or v1), whose source address Ward then
+	// uses; a connection from anywhere else is never read for one (proxy.go
+	// in internal/config; internal/server/proxy.go). Empty: none.
+	ProxyFrom []string `toml:"proxy_from"`
 	// MaxAssociationsPerPeer bounds concurrent associations of one calling
 	// AE title (a peer's own max_associations overrides it).
 	MaxAssociationsPerPeer int `toml:"max_associations_per_peer"`
@@ -437,6 +443,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeID != "" && !ValidNodeID(c.NodeID) {
 		return fmt.Errorf("node_id %q: a node ID is 1 to 64 of A-Z a-z 0-9 _ -", c.NodeID)
+	}
+	if err := c.validateProxyFrom(); err != nil {
+		return err
 	}
 	plainLoopback := CheckLoopback(c.DICOM.Listen) == nil
 	if !plainLoopback {

@@ -53,6 +53,11 @@ type Web struct {
 	// ward viewer fetch does it by hand); "off", no viewer; or a directory
 	// holding an OHIF bundle (its dist/), served as it is.
 	Viewer string `toml:"viewer"`
+	// ProxyFrom lists the load balancers (addresses or CIDRs) in front of
+	// the web listener, as [dicom] proxy_from: a connection from one of
+	// them must open with a PROXY protocol header (HAProxy send-proxy-v2,
+	// in HTTP mode too). X-Forwarded-For is never read.
+	ProxyFrom []string `toml:"proxy_from"`
 }
 
 // OIDC configures single sign-on with an OpenID Connect provider (the

@@ -74,6 +74,7 @@ const (
 	overSource                  // its source has max_pending_per_source pending
 	overPending                 // max_pending reached (or all but the peers' reserve)
 	lockedOut                   // the source is locked out
+	noProxyHeader               // a listed load balancer sent no valid PROXY header (proxy.go)
 	numGateRefusals             // count of the above
 )
 
@@ -85,6 +86,8 @@ func (r gateRefusal) String() string {
 		return "max_pending"
 	case lockedOut:
 		return "lockout"
+	case noProxyHeader:
+		return "proxy_header"
 	}
 	return "admitted"
 }
@@ -112,9 +115,12 @@ func newConnGate(maxPending, perSource, reserve, maxAssoc int) *connGate {
 // admitted) an association slot, until done.
 type pass struct {
 	g     *connGate
-	src   netip.Addr
+	src   netip.Addr // invalid while a balancer's header is awaited
 	known bool
 	state passState
+	// balanced: the connection came from a listed load balancer
+	// (proxy.go); its source is the one its PROXY header names.
+	balanced bool
 }
 
 type passState int
@@ -146,11 +152,54 @@ func (g *connGate) enter(src netip.Addr, known bool) (*pass, gateRefusal) {
 	return &pass{g: g, src: src, known: known}, admitted
 }
 
+// enterBalancer takes a pending place for a connection from a listed
+// load balancer, before its PROXY header names the source: it counts in
+// the total only, neither against a source nor as a stranger's, until
+// rebind. (A balancer sends the header as it connects.)
+func (g *connGate) enterBalancer() (*pass, gateRefusal) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pending >= g.maxPending {
+		return nil, overPending
+	}
+	g.pending++
+	return &pass{g: g, known: true, balanced: true}, admitted
+}
+
+// rebind counts a balancer's connection against the source its header
+// named, as enter would a direct one; on a refusal p stays counted in the
+// total only, until done.
+func (p *pass) rebind(src netip.Addr, known bool) gateRefusal {
+	g := p.g
+	src = policy.SourceKey(src)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p.state != passPending || p.src.IsValid() {
+		return admitted // already bound: nothing to do
+	}
+	if n := g.bySource[src]; n >= 2*g.perSource || (!known && n >= g.perSource) {
+		return overSource
+	}
+	if !known && g.strangers >= g.maxPending-g.reserve {
+		return overPending
+	}
+	if !known {
+		g.strangers++
+	}
+	p.known = known
+	p.src = src
+	g.bySource[src]++
+	return admitted
+}
+
 // leavePending gives back p's pending place; g.mu is held.
 func (g *connGate) leavePending(p *pass) {
 	g.pending--
 	if !p.known {
 		g.strangers--
+	}
+	if !p.src.IsValid() {
+		return
 	}
 	if g.bySource[p.src]--; g.bySource[p.src] <= 0 {
 		delete(g.bySource, p.src)
@@ -325,6 +374,18 @@ func (s *Server) acceptWithBackoff(ctx context.Context, ln net.Listener, b *acce
 // pass, or nil when the connection was refused.
 func (s *Server) admitConn(conn net.Conn, isTLS bool) *pass {
 	src := remoteAddr(conn)
+	if s.dicomBalancers.listed(src) {
+		// Judged once its PROXY header names the client (fromBalancer).
+		p, why := s.gate.enterBalancer()
+		if why != admitted {
+			s.refusals.note(s.Logger, why, src)
+			s.mx.refusedAtAccept(why)
+			conn.Close() // no refuser: the balancer's next bytes are a header
+			return nil
+		}
+		_ = conn.SetDeadline(time.Now().Add(s.firstPDU))
+		return p
+	}
 	if _, locked := s.limits.Locked(src); locked {
 		// Answered without negotiation, and without an audit record each
 		// time: the lockout itself was recorded.
@@ -340,8 +401,8 @@ func (s *Server) admitConn(conn net.Conn, isTLS bool) *pass {
 		s.refuse(conn, isTLS)
 		return nil
 	}
-	// The TLS handshake and the A-ASSOCIATE-RQ must both arrive within
-	// first_pdu_timeout (ARTIM takes over as the request is read; the
+	// The PROXY header (from a balancer), the TLS handshake and the
+	// A-ASSOCIATE-RQ must all arrive within first_pdu_timeout (ARTIM takes over as the request is read; the
 	// upper layer sets its own write deadlines).
 	_ = conn.SetDeadline(time.Now().Add(s.firstPDU))
 	return p

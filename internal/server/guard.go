@@ -50,7 +50,7 @@ func allowed(ctx context.Context, perm string) error {
 		return nil
 	}
 	if p != nil && p.Kind == archive.User {
-		return archive.Fail(archive.ErrNotAuthorized, fmt.Sprintf("not authorized: %s of user %s (roles %s) does not allow %s", credentialOf(ctx), p.Name, strings.Join(p.Roles, ","), perm))
+		return archive.Fail(archive.ErrNotAuthorized, fmt.Sprintf("not authorized: %s not allowed to user %s (%s, roles %s)", perm, p.Name, credentialOf(ctx), strings.Join(p.Roles, ",")))
 	}
 	return notAuthorized(perm)
 }

@@ -215,7 +215,7 @@ func newMetrics(s *Server) *metrics {
 	}
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ward_dicom_connections_refused_total",
-		Help: "DIMSE connections refused at accept, before negotiation, by the limit that refused them (max_pending, max_pending_per_source, lockout).",
+		Help: "DIMSE connections refused at accept, before negotiation, by the limit that refused them (max_pending, max_pending_per_source, lockout), or closed for want of a PROXY header from a listed load balancer (proxy_header).",
 	}, []string{"reason"})
 	for r := gateRefusal(1); r < numGateRefusals; r++ {
 		m.gateRefused[r] = refused.WithLabelValues(r.String())
@@ -310,7 +310,7 @@ func (m *metrics) storeError(op int, err error) {
 	}
 	k := -1
 	switch kind := archive.KindOf(err); {
-	case errors.Is(err, store.ErrUnavailable):
+	case errors.Is(err, store.ErrUnavailable) || kind == archive.ErrUnavailable:
 		k = kindUnavailable
 	case kind == archive.ErrStorage:
 		k = kindStorage

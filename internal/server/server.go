@@ -111,6 +111,10 @@ type Server struct {
 	reloadMu sync.Mutex
 	loaded   *config.Config
 
+	// dicomBalancers are the load balancers whose connections to the
+	// DIMSE listeners open with a PROXY header (proxy.go).
+	dicomBalancers balancers
+
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}
 	conns  map[net.Conn]struct{}
@@ -264,6 +268,11 @@ func (s *Server) Open(ctx context.Context) error {
 		return err
 	}
 	s.openGate()
+	if s.dicomBalancers, err = newBalancers(c.DICOM.ProxyFrom); err != nil {
+		s.closeListeners()
+		s.closeStores()
+		return fmt.Errorf("dicom proxy_from: %w", err)
+	}
 	s.active = map[*assoc.Association]struct{}{}
 	s.conns = map[net.Conn]struct{}{}
 	return nil
@@ -757,11 +766,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, isTLS bool, ac
 			continue
 		}
 		cn := newClosingConn(raw)
-		conn := net.Conn(cn)
-		if isTLS {
-			conn = tlsServer(cn, s.tlsConf)
-		}
-		s.track(conn, true)
+		s.track(cn, true)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -770,12 +775,26 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, isTLS bool, ac
 			// release, the upper layer waits for the peer to close.
 			defer p.done()
 			defer cn.waitClosed(s.Config.DICOM.ARTIMTimeout.Duration + time.Second)
-			defer s.track(conn, false)
+			defer s.track(cn, false)
+			conn := net.Conn(cn)
+			if p.balanced {
+				// The PROXY header precedes the TLS handshake (proxy.go).
+				var ok bool
+				if conn, ok = s.fromBalancer(cn, p, isTLS); !ok {
+					return
+				}
+			}
+			if isTLS {
+				conn = tlsServer(conn, s.tlsConf)
+			}
 			if tc, ok := conn.(*tls.Conn); ok && !s.handshake(tc) {
 				conn.Close()
 				return
 			}
-			cs := s.newSession(conn, loopback, p)
+			// Through a balancer the listener's being on loopback says
+			// nothing of the client's (no loopback any-AE, the plaintext
+			// rule by the client's address).
+			cs := s.newSession(conn, loopback && !p.balanced, p)
 			defer cs.release()
 			a, err := assoc.Serve(conn, acfg, cs)
 			s.afterNegotiation(cs, conn.RemoteAddr(), err)

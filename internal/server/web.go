@@ -166,7 +166,13 @@ func (s *Server) serveWeb(ctx context.Context) {
 		ErrorLog:    slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	ln := limitListener(s.webLn, webMaxConns, webMaxConnsPerSource)
+	b, err := newBalancers(s.Config.Web.ProxyFrom)
+	if err != nil {
+		s.Logger.Error("web front end not started", "err", err.Error())
+		s.health.webDown.Store(true)
+		return
+	}
+	ln := limitListener(s.webLn, webMaxConns, webMaxConnsPerSource).fromBalancers(b, webReadHeaderTimeout, s.Logger)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -194,8 +200,8 @@ func (s *Server) serveWeb(ctx context.Context) {
 // perSource from one source (an IPv6 /64): one client cannot take every
 // place with slow requests. A connection over the per-source bound is
 // closed at once.
-func limitListener(ln net.Listener, n, perSource int) net.Listener {
-	return &limitedListener{Listener: ln, sem: make(chan struct{}, n), perSource: perSource, bySource: map[netip.Addr]int{}}
+func limitListener(ln net.Listener, n, perSource int) *limitedListener {
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, n), perSource: perSource, bySource: map[netip.Addr]int{}, log: slog.New(slog.DiscardHandler)}
 }
 
 type limitedListener struct {
@@ -204,6 +210,37 @@ type limitedListener struct {
 	perSource int
 	mu        sync.Mutex
 	bySource  map[netip.Addr]int
+
+	// balancers send a PROXY header first (proxy.go): their connections
+	// count in the total at once and against the client's address once
+	// the header, due within headerTimeout, names it.
+	balancers     balancers
+	headerTimeout time.Duration
+	log           *slog.Logger
+}
+
+// fromBalancers has l read the PROXY header of connections from b.
+func (l *limitedListener) fromBalancers(b balancers, headerTimeout time.Duration, log *slog.Logger) *limitedListener {
+	l.balancers, l.headerTimeout, l.log = b, headerTimeout, log
+	return l
+}
+
+// enterSource counts a connection against src; false when src has
+// perSource open already.
+func (l *limitedListener) enterSource(src netip.Addr) (func(), bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bySource[src] >= l.perSource {
+		return nil, false
+	}
+	l.bySource[src]++
+	return func() {
+		l.mu.Lock()
+		if l.bySource[src]--; l.bySource[src] <= 0 {
+			delete(l.bySource, src)
+		}
+		l.mu.Unlock()
+	}, true
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
@@ -215,23 +252,16 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		src := policy.SourceKey(policy.AddrOf(c.RemoteAddr()))
-		l.mu.Lock()
-		if l.bySource[src] >= l.perSource {
-			l.mu.Unlock()
+		if l.balancers.listed(src) {
+			return &proxyLazyConn{Conn: &limitedConn{Conn: c, release: func() { <-l.sem }}, l: l, timeout: l.headerTimeout}, nil
+		}
+		release, ok := l.enterSource(src)
+		if !ok {
 			c.Close()
 			<-l.sem
 			continue
 		}
-		l.bySource[src]++
-		l.mu.Unlock()
-		return &limitedConn{Conn: c, release: func() {
-			l.mu.Lock()
-			if l.bySource[src]--; l.bySource[src] <= 0 {
-				delete(l.bySource, src)
-			}
-			l.mu.Unlock()
-			<-l.sem
-		}}, nil
+		return &limitedConn{Conn: c, release: func() { release(); <-l.sem }}, nil
 	}
 }
 

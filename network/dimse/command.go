@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Command fields (PS3.7 E.1).
@@ -163,6 +164,24 @@ func uiValue(s string) []byte {
 	return b
 }
 
+// MaxLO is the most characters a value of VR LO holds (PS3.5 6.2), such
+// as Error Comment (0000,0902).
+const MaxLO = 64
+
+// TruncateLO cuts s to at most MaxLO bytes (so MaxLO characters
+// whatever the character set) at a character boundary: a multi-byte
+// UTF-8 sequence is never split.
+func TruncateLO(s string) string {
+	if len(s) <= MaxLO {
+		return s
+	}
+	n := MaxLO
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 func textValue(s string) []byte {
 	b := []byte(s)
 	if len(b)%2 == 1 {
@@ -224,11 +243,7 @@ func (c *Command) Encode() []byte {
 			add(tagOffendingElement, v)
 		}
 		if c.ErrorComment != "" {
-			ec := c.ErrorComment
-			if len(ec) > 64 {
-				ec = ec[:64]
-			}
-			add(tagErrorComment, textValue(ec))
+			add(tagErrorComment, textValue(TruncateLO(c.ErrorComment)))
 		}
 		if c.Has(tagErrorID) {
 			add(tagErrorID, usValue(c.ErrorID))

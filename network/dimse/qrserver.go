@@ -51,7 +51,7 @@ func (s *session) startOperation(ctx context.Context, req *Request, data io.Read
 	case field == CFindRQ && s.d.Handlers.Find == nil, field != CFindRQ && s.d.Handlers.Retrieve == nil:
 		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: CommandName(field) + " is not provided"})
 	case cmd.AffectedSOPClassUID != req.Context.AbstractSyntax:
-		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
+		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: "Affected SOP Class UID differs from the presentation context", Offending: []uint32{tagAffectedSOPClassUID}})
 	case qrClasses[cmd.AffectedSOPClassUID] != field:
 		return fail(&StatusError{Status: StatusSOPClassNotSupported, Comment: fmt.Sprintf("%s on SOP class %s", CommandName(field), cmd.AffectedSOPClassUID), Offending: []uint32{tagAffectedSOPClassUID}})
 	case data == nil:
@@ -232,7 +232,7 @@ func (s *session) retrieve(ctx context.Context, op *operation, r *RetrieveReques
 		r.MoveDestinationAddr = addr
 		if se.Status != StatusSuccess {
 			if errors.Is(se, ErrUnknownDestination) || errors.Is(se.Err, ErrUnknownDestination) {
-				se = &StatusError{Status: StatusMoveDestinationUnknown, Comment: fmt.Sprintf("move destination %q is not a registered move destination", r.MoveDestination), Offending: []uint32{tagMoveDestination}, Err: se.Err}
+				se = &StatusError{Status: StatusMoveDestinationUnknown, Comment: fmt.Sprintf("unknown move destination %q", r.MoveDestination), Offending: []uint32{tagMoveDestination}, Err: se.Err}
 			}
 			finalErr(se)
 			return

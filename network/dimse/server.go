@@ -326,7 +326,7 @@ func (s *session) duringOperation(op *operation, m *Message, sum *Summary) (bool
 			return true, err
 		}
 	}
-	se := &StatusError{Status: StatusProcessingFailure, Comment: fmt.Sprintf("%s while another operation is in progress (asynchronous operations are not negotiated)", CommandName(cmd.CommandField))}
+	se := &StatusError{Status: StatusProcessingFailure, Comment: fmt.Sprintf("%s during another operation (asynchronous ops not negotiated)", CommandName(cmd.CommandField))}
 	s.d.logFailure(&Request{Assoc: s.c.A, ContextID: m.ContextID, Command: cmd}, se)
 	return true, s.write(m.ContextID, response(cmd, se), nil)
 }
@@ -437,7 +437,7 @@ func (d *Dispatcher) store(ctx context.Context, req *Request, data io.Reader) *C
 	case data == nil:
 		return refuse(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"})
 	case cmd.AffectedSOPClassUID != req.Context.AbstractSyntax:
-		return refuse(&StatusError{Status: StatusDataSetMismatch, Comment: fmt.Sprintf("affected SOP class %s differs from the presentation context's %s", cmd.AffectedSOPClassUID, req.Context.AbstractSyntax), Offending: []uint32{tagAffectedSOPClassUID}})
+		return refuse(&StatusError{Status: StatusDataSetMismatch, Comment: "Affected SOP Class UID differs from the presentation context", Offending: []uint32{tagAffectedSOPClassUID}})
 	case cmd.AffectedSOPInstanceUID == "":
 		return refuse(&StatusError{Status: StatusCannotUnderstand, Comment: "C-STORE-RQ without Affected SOP Instance UID", Offending: []uint32{tagAffectedSOPInstanceUID}})
 	}

@@ -93,7 +93,7 @@ func model(sopClass string) (archive.Model, error) {
 		return archive.StudyRoot, nil
 	}
 	return 0, &dimse.StatusError{Status: dimse.StatusSOPClassNotSupported,
-		Comment: "the SOP class is not a Patient Root or Study Root query/retrieve model"}
+		Comment: "not a Patient Root or Study Root query/retrieve SOP class"}
 }
 
 // Find serves C-FIND: each match is a pending response (FF01 when the

@@ -22,6 +22,9 @@ const (
 // statuses is the one table from the archive's domain errors to DIMSE
 // statuses, a column per operation. Every kind in archive.Kinds has a row
 // (status_test.go checks it, and each code against PS3.7 Annex C).
+// ErrUnavailable (a PostgreSQL or S3 outage) is transient: A700 is the
+// C-FIND status that says so (PS3.4 C.4.1.1.4, "Refused: Out of
+// Resources"), and its comment says to try again.
 var statuses = map[error][4]uint16{
 	//                                 C-STORE, C-FIND, C-MOVE/C-GET, C-ECHO
 	archive.ErrCannotUnderstand:   {dimse.StatusCannotUnderstand, dimse.StatusCannotUnderstand, dimse.StatusCannotUnderstand, dimse.StatusProcessingFailure},
@@ -31,6 +34,7 @@ var statuses = map[error][4]uint16{
 	archive.ErrInvalidIdentifier:  {dimse.StatusDataSetMismatch, dimse.StatusDataSetMismatch, dimse.StatusDataSetMismatch, dimse.StatusProcessingFailure},
 	archive.ErrNoSpace:            {dimse.StatusOutOfResources, dimse.StatusOutOfResources, dimse.StatusOutOfResourcesMatches, dimse.StatusProcessingFailure},
 	archive.ErrStorage:            {dimse.StatusOutOfResources, dimse.StatusUnableToProcess, dimse.StatusOutOfResourcesMatches, dimse.StatusProcessingFailure},
+	archive.ErrUnavailable:        {dimse.StatusOutOfResources, dimse.StatusOutOfResources, dimse.StatusOutOfResourcesMatches, dimse.StatusProcessingFailure},
 	archive.ErrNotSupported:       {dimse.StatusSOPClassNotSupported, dimse.StatusUnableToProcess, dimse.StatusUnableToProcess, dimse.StatusSOPClassNotSupported},
 	archive.ErrNotAuthorized:      {dimse.StatusNotAuthorized, dimse.StatusNotAuthorized, dimse.StatusNotAuthorized, dimse.StatusNotAuthorized},
 	archive.ErrTooManyResults:     {dimse.StatusOutOfResources, dimse.StatusOutOfResources, dimse.StatusOutOfResourcesMatches, dimse.StatusProcessingFailure},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/dicom"
@@ -73,6 +74,9 @@ func TestStatusToday(t *testing.T) {
 		{OpFind, archive.ErrNotAuthorized, 0x0124, "universal query without bulk-query; the guard"},
 		{OpFind, archive.ErrTooManyResults, 0xA700, "more matches than the cap"},
 		{OpFind, archive.ErrStorage, 0xC001, "the index query failed"},
+		{OpFind, archive.ErrUnavailable, 0xA700, "was C001 (as ErrStorage): an index outage is transient"},
+		{OpStore, archive.ErrUnavailable, 0xA700, "as ErrStorage"},
+		{OpRetrieve, archive.ErrUnavailable, 0xA701, "as ErrStorage"},
 		{OpFind, archive.ErrNotSupported, 0xC001, "the index cannot serve queries"},
 		{OpFind, archive.ErrAuditUnavailable, 0xA700, "the audit gate"},
 		{OpRetrieve, archive.ErrInvalidIdentifier, 0xA900, "bad identifier, a universal retrieve"},
@@ -216,5 +220,36 @@ func TestAdapter(t *testing.T) {
 	p := &archive.Principal{Kind: archive.Peer, Name: "CALLER"}
 	if err := s.Echo(archive.WithPrincipal(ctx, p), &dimse.Request{}); err != nil || f.got != p {
 		t.Errorf("echo: %v, principal %+v", err, f.got)
+	}
+}
+
+// TestStatusCommentsFit: every comment the table answers with fits an
+// Error Comment (64 characters, VR LO), for every kind and service: the
+// kind's own text where the error has no comment, the archive's comments
+// as they are (archive TestCommentsFit checks those it writes), and an
+// over-long one cut at a character boundary when encoded.
+func TestStatusCommentsFit(t *testing.T) {
+	long := "store unavailable, try again later (" + strings.Repeat("é", 40) + ")"
+	for _, k := range archive.Kinds {
+		for op := range opNames {
+			for _, comment := range []string{"", "store unavailable, try again later (committing the index)", long} {
+				var se *dimse.StatusError
+				if !errors.As(Status(Op(op), &archive.Error{Kind: k, Comment: comment}), &se) {
+					t.Fatalf("%v in %s: not a status", k, opNames[op])
+				}
+				if comment != long && len(se.Comment) > dimse.MaxLO {
+					t.Errorf("%v in %s: comment %q is %d characters", k, opNames[op], se.Comment, len(se.Comment))
+				}
+				rsp := &dimse.Command{CommandField: dimse.CFindRSP, MessageIDBeingRespondedTo: 1, CommandDataSetType: dimse.NoDataSet,
+					Status: se.Status, ErrorComment: se.Comment, AffectedSOPClassUID: "1.2.3"}
+				back, err := dimse.DecodeCommand(rsp.Encode())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(back.ErrorComment) > dimse.MaxLO || !utf8.ValidString(back.ErrorComment) || !strings.HasPrefix(se.Comment, back.ErrorComment) {
+					t.Errorf("%v in %s: comment %q sent as %q", k, opNames[op], se.Comment, back.ErrorComment)
+				}
+			}
+		}
 	}
 }

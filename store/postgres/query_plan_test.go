@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/sqlmatch"
 	"github.com/ward-pacs/ward/store/storetest"
 )
 
@@ -132,11 +133,16 @@ func TestQueryPlans(t *testing.T) {
 					t.Errorf("a sequence key does not search sequence_value_match_idx: %s", plan)
 				}
 			}
-			query, args, err = instancesQuery(&q)
+			query, args, err = instancesSeries(&q)
 			if err != nil {
 				t.Fatal(err)
 			}
-			db.checkPlan(t, "Instances", query, args, false)
+			db.checkPlan(t, "Instances series", query, args, false)
+			query, args, err = instancesQuery(&q, []int64{77, 78}, sqlmatch.Position{77, 77, 3, 7700}, instancesPage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.checkPlan(t, "Instances page", query, args, false)
 		})
 	}
 	// And the writer's and the metadata's reads.

@@ -5,252 +5,42 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ward-pacs/ward/store"
+	"github.com/ward-pacs/ward/store/sqlmatch"
 )
 
-// Query/retrieve (store.Querier).
-//
-// Every query is one SELECT built from the keys with bound parameters only;
-// no value ever becomes SQL text. Matching follows PS3.4 C.2.2.2:
-//
-//   - single value: '='; PN compares the *_norm column with
-//     store.NormalizePN(value) unless Query.PNCaseSensitive.
-//   - wildcard ('*', '?'): GLOB with '[' and ']' escaped; a literal prefix
-//     ("DOE*") also becomes "col >= prefix AND col < next(prefix)", which
-//     lets SQLite search the index whatever it knows of the bound pattern.
-//     A value of only '*' is universal matching (no condition).
-//   - list of UIDs: IN (...).
-//   - range (DA, TM, DT): "col >= lo" and "col < next(hi)", so that a high
-//     bound of lower precision than the stored value includes it ("-1200"
-//     includes "120000.5"). StudyDate and StudyTime given together are two
-//     independent ranges, as PS3.4 C.2.2.2.5.1 specifies unless combined
-//     date-time matching was agreed by extended negotiation, an option
-//     Ward does not offer.
-//   - empty value: "col = ''" (absent attributes are stored as '').
-//   - ModalitiesInStudy and SOPClassesInStudy: the study has a series
-//     (instance) whose Modality (SOP Class UID) matches.
-//   - sequence (C.2.2.2.6): the patient, study or series row holding the
-//     sequence has an item whose rows in sequence_value match every item
-//     key, each as above ("owner IN (SELECT ... WHERE ... AND EXISTS ...)").
-//
-// Values compare as stored strings: DT values with different UTC offsets are
-// not normalised.
+// Query/retrieve (store.Querier). Keys become conditions through
+// store/sqlmatch, shared with the PostgreSQL index; what SQLite spells
+// its own way is its dialect:
+//   - wildcard: GLOB with '[' and ']' escaped ('*' and '?' keep their
+//     meaning);
+//   - list of UIDs: IN (?, ...);
+//   - the upper bound of a prefix: the last byte incremented (BINARY
+//     collation, any bytes).
 
 // column is one attribute the index holds.
-type column struct {
-	level store.Level
-	expr  string // SQL expression returning TEXT
-	norm  string // *_norm column for case-insensitive PN matching
-	vr    string // "PN", "DA", "TM", "DT", "UI", "IS", "US", "CS", "LO", "SH"...
-	// in is set for attributes matched through a subquery on the level
-	// below: "st.pk IN (SELECT ... WHERE %s)", %s the condition on col.
-	in  string
-	col string // the column the subquery condition uses
-	// costly attributes are only computed when asked for (Query.Return).
-	costly bool
-	// match is false for attributes that are return keys only.
-	noMatch bool
-}
+type column = sqlmatch.Column
 
-var columns = map[string]column{
-	// Patient
-	"PatientName":                     {level: store.LevelPatient, expr: "p.patient_name", norm: "p.patient_name_norm", vr: "PN"},
-	"PatientID":                       {level: store.LevelPatient, expr: "p.patient_id", vr: "LO"},
-	"IssuerOfPatientID":               {level: store.LevelPatient, expr: "p.issuer_of_patient_id", vr: "LO"},
-	"PatientBirthDate":                {level: store.LevelPatient, expr: "p.patient_birth_date", vr: "DA"},
-	"PatientSex":                      {level: store.LevelPatient, expr: "p.patient_sex", vr: "CS"},
-	"NumberOfPatientRelatedStudies":   {level: store.LevelPatient, expr: "CAST(p.num_studies AS TEXT)", vr: "IS", noMatch: true},
-	"NumberOfPatientRelatedSeries":    {level: store.LevelPatient, expr: "CAST(p.num_series AS TEXT)", vr: "IS", noMatch: true},
-	"NumberOfPatientRelatedInstances": {level: store.LevelPatient, expr: "CAST(p.num_instances AS TEXT)", vr: "IS", noMatch: true},
-
-	// Study
-	"StudyInstanceUID":              {level: store.LevelStudy, expr: "st.study_instance_uid", vr: "UI"},
-	"StudyDate":                     {level: store.LevelStudy, expr: "st.study_date", vr: "DA"},
-	"StudyTime":                     {level: store.LevelStudy, expr: "st.study_time", vr: "TM"},
-	"AccessionNumber":               {level: store.LevelStudy, expr: "st.accession_number", vr: "SH"},
-	"StudyID":                       {level: store.LevelStudy, expr: "st.study_id", vr: "SH"},
-	"StudyDescription":              {level: store.LevelStudy, expr: "st.study_description", vr: "LO"},
-	"ReferringPhysicianName":        {level: store.LevelStudy, expr: "st.referring_physician_name", norm: "st.referring_physician_name_norm", vr: "PN"},
-	"NumberOfStudyRelatedSeries":    {level: store.LevelStudy, expr: "CAST(st.num_series AS TEXT)", vr: "IS", noMatch: true},
-	"NumberOfStudyRelatedInstances": {level: store.LevelStudy, expr: "CAST(st.num_instances AS TEXT)", vr: "IS", noMatch: true},
-	"ModalitiesInStudy": {level: store.LevelStudy, vr: "CS", costly: true,
-		expr: "(SELECT coalesce(group_concat(DISTINCT x.modality), '') FROM series x WHERE x.study_fk = st.pk AND x.modality <> '')",
-		in:   "st.pk IN (SELECT x.study_fk FROM series x WHERE %s)", col: "x.modality"},
-	"SOPClassesInStudy": {level: store.LevelStudy, vr: "UI", costly: true,
-		expr: "(SELECT coalesce(group_concat(DISTINCT y.sop_class_uid), '') FROM series x JOIN instance y ON y.series_fk = x.pk WHERE x.study_fk = st.pk)",
-		in:   "st.pk IN (SELECT x.study_fk FROM instance y JOIN series x ON x.pk = y.series_fk WHERE %s)", col: "y.sop_class_uid"},
-
-	// Series
-	"SeriesInstanceUID":               {level: store.LevelSeries, expr: "se.series_instance_uid", vr: "UI"},
-	"Modality":                        {level: store.LevelSeries, expr: "se.modality", vr: "CS"},
-	"SeriesNumber":                    {level: store.LevelSeries, expr: "se.series_number", vr: "IS"},
-	"SeriesDescription":               {level: store.LevelSeries, expr: "se.series_description", vr: "LO"},
-	"SeriesDate":                      {level: store.LevelSeries, expr: "se.series_date", vr: "DA"},
-	"SeriesTime":                      {level: store.LevelSeries, expr: "se.series_time", vr: "TM"},
-	"BodyPartExamined":                {level: store.LevelSeries, expr: "se.body_part_examined", vr: "CS"},
-	"PerformedProcedureStepStartDate": {level: store.LevelSeries, expr: "se.performed_procedure_step_start_date", vr: "DA"},
-	"NumberOfSeriesRelatedInstances":  {level: store.LevelSeries, expr: "CAST(se.num_instances AS TEXT)", vr: "IS", noMatch: true},
-
-	// Image
-	"SOPInstanceUID":             {level: store.LevelImage, expr: "i.sop_instance_uid", vr: "UI"},
-	"SOPClassUID":                {level: store.LevelImage, expr: "i.sop_class_uid", vr: "UI"},
-	"InstanceNumber":             {level: store.LevelImage, expr: "i.instance_number", vr: "IS"},
-	"ContentDate":                {level: store.LevelImage, expr: "i.content_date", vr: "DA"},
-	"ContentTime":                {level: store.LevelImage, expr: "i.content_time", vr: "TM"},
-	"NumberOfFrames":             {level: store.LevelImage, expr: "i.number_of_frames", vr: "IS"},
-	"Rows":                       {level: store.LevelImage, expr: "CASE i.rows WHEN 0 THEN '' ELSE CAST(i.rows AS TEXT) END", vr: "US", noMatch: true},
-	"Columns":                    {level: store.LevelImage, expr: "CASE i.columns WHEN 0 THEN '' ELSE CAST(i.columns AS TEXT) END", vr: "US", noMatch: true},
-	"AvailableTransferSyntaxUID": {level: store.LevelImage, expr: "i.transfer_syntax_uid", vr: "UI"},
-}
-
-// Attributes returns the keywords the SQLite index can return at each
-// level (index = store.Level), and whether each can be a matching key.
-func Attributes() (byLevel [4][]string, matchable map[string]bool) {
-	matchable = map[string]bool{}
-	for kw, c := range columns {
-		byLevel[c.level] = append(byLevel[c.level], kw)
-		matchable[kw] = !c.noMatch
-	}
-	for i := range byLevel {
-		slices.Sort(byLevel[i])
-	}
-	return byLevel, matchable
-}
-
-var (
-	_ store.Querier         = (*DB)(nil)
-	_ store.KeyMatcher      = (*DB)(nil)
-	_ store.SequenceIndexer = (*DB)(nil)
-)
-
-// IndexesSequences implements store.SequenceIndexer: any sequence, kept in
-// the sequence_value table (migration 4).
-func (db *DB) IndexesSequences() bool { return true }
-
-// owner is the primary key a sequence kept at level l hangs off.
-func owner(l store.Level) string {
-	return [...]string{"p.pk", "st.pk", "se.pk"}[l]
-}
-
-// sequence adds the condition of a sequence key (PS3.4 C.2.2.2.6): the
-// owner row is in the set of owners having an item whose rows match every
-// item key. The first item key that is not empty-value matching drives the
-// search through sequence_value_match_idx (attribute, keyword, value); the
-// others are EXISTS on the same item by primary key. Empty-value matching
-// is "no non-empty value in the item".
-func (b *builder) sequence(k *store.Key, l store.Level, pnInsensitive bool) error {
-	if k.Level < store.LevelPatient || k.Level > store.LevelSeries {
-		return fmt.Errorf("%w: %s is not kept at a patient, study or series level", store.ErrUnsupportedKey, k.Attribute)
-	}
-	if k.Level > l {
-		return fmt.Errorf("%w: %s is below the %s level", store.ErrUnsupportedKey, k.Attribute, l)
-	}
-	items := make([]*store.Key, 0, len(k.Items))
-	for i := range k.Items {
-		ik := &k.Items[i]
-		if ik.Kind == store.MatchSequence {
-			return fmt.Errorf("%w: nested sequence %s in %s", store.ErrUnsupportedKey, ik.Attribute, k.Attribute)
+// dialect is SQLite's spelling of the conditions sqlmatch builds.
+var dialect = sqlmatch.Dialect{
+	Name:    "sqlite",
+	Columns: columns,
+	Pattern: func(col, pat string) (string, any) { return col + " GLOB ?", globEscape(pat) },
+	List: func(col string, vals []string) (string, []any) {
+		args := make([]any, len(vals))
+		for i, v := range vals {
+			args[i] = v
 		}
-		if ik.Kind == store.MatchWildcard && strings.Trim(ik.Value, "*") == "" {
-			continue // universal
-		}
-		items = append(items, ik)
-	}
-	if len(items) == 0 {
-		return nil // universal: the sequence is a return key
-	}
-	// Driving key first.
-	slices.SortStableFunc(items, func(x, y *store.Key) int {
-		return boolInt(x.Kind == store.MatchEmpty) - boolInt(y.Kind == store.MatchEmpty)
-	})
-	sub := builder{}
-	sub.add("s0.attribute = ? AND s0.level = ?", k.Attribute, int(k.Level))
-	c := column{} // item attributes: any VR, validated by the caller
-	for i, ik := range items {
-		if i == 0 && ik.Kind != store.MatchEmpty {
-			sub.add("s0.keyword = ?", ik.Attribute)
-			if err := sub.cond(ik, c, "s0.value", pnInsensitive); err != nil {
-				return err
-			}
-			continue
-		}
-		var cb builder
-		s := fmt.Sprintf("s%d", i+1)
-		neg := ""
-		if ik.Kind == store.MatchEmpty {
-			neg = "NOT "
-			cb.add(s + ".value <> ''")
-		} else if err := cb.cond(ik, c, s+".value", pnInsensitive); err != nil {
-			return err
-		}
-		sub.add(neg+"EXISTS (SELECT 1 FROM sequence_value "+s+" WHERE "+s+".level = s0.level AND "+
-			s+".owner_fk = s0.owner_fk AND "+s+".attribute = s0.attribute AND "+s+".item = s0.item AND "+
-			s+".keyword = ? AND "+strings.Join(cb.where, " AND ")+")", append([]any{ik.Attribute}, cb.args...)...)
-	}
-	b.add(owner(k.Level)+" IN (SELECT s0.owner_fk FROM sequence_value s0 WHERE "+strings.Join(sub.where, " AND ")+")", sub.args...)
-	return nil
-}
+		return col + " IN (?" + strings.Repeat(", ?", len(vals)-1) + ")", args
+	},
+	NextPrefix: sqlmatch.NextPrefixBytes,
+	Level:      func(l store.Level) any { return int(l) },
+	True:       "1",
 
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// sequenceExpr returns the expression of a returned sequence: a JSON array
-// of the items of the owner row, each an object keyword -> value.
-func sequenceExpr(sp store.SequenceSpec) string {
-	return "(SELECT coalesce(json_group_array(json(o)), '[]') FROM (SELECT json_group_object(v.keyword, v.value) AS o " +
-		"FROM sequence_value v WHERE v.level = ? AND v.owner_fk = " + owner(sp.Level) +
-		" AND v.attribute = ? GROUP BY v.item ORDER BY v.item))"
-}
-
-// CanMatch implements store.KeyMatcher.
-func (db *DB) CanMatch(attribute string) bool {
-	c, ok := columns[attribute]
-	return ok && !c.noMatch
-}
-
-// from returns the FROM clause of a level.
-func from(l store.Level) string {
-	const (
-		p  = "patient p"
-		st = " JOIN patient p ON p.pk = st.patient_fk"
-		se = " JOIN study st ON st.pk = se.study_fk"
-		i  = " JOIN series se ON se.pk = i.series_fk"
-	)
-	switch l {
-	case store.LevelPatient:
-		return p
-	case store.LevelStudy:
-		return "study st" + st
-	case store.LevelSeries:
-		return "series se" + se + st
-	}
-	return "instance i" + i + se + st
-}
-
-// builder accumulates WHERE conditions and their arguments.
-type builder struct {
-	where []string
-	args  []any
-}
-
-func (b *builder) add(cond string, args ...any) {
-	b.where = append(b.where, cond)
-	b.args = append(b.args, args...)
-}
-
-// nextPrefix returns the smallest string greater than every string that
-// starts with s, or "" when there is none (s empty or ending in 0xFF).
-func nextPrefix(s string) string {
-	if s == "" || s[len(s)-1] == 0xFF {
-		return ""
-	}
-	return s[:len(s)-1] + string([]byte{s[len(s)-1] + 1})
+	SequenceExpr: sequenceExpr,
 }
 
 // globEscape turns a DICOM wildcard pattern into a GLOB pattern: '*' and
@@ -270,188 +60,105 @@ func globEscape(p string) string {
 	return sb.String()
 }
 
-// cond adds the condition of one key on column expression col.
-func (b *builder) cond(k *store.Key, c column, col string, pnInsensitive bool) error {
-	norm := func(v string) string { return v }
-	if c.vr == "PN" && pnInsensitive {
-		norm = store.NormalizePN
-		if c.norm != "" {
-			col = c.norm
-		}
-	}
-	switch k.Kind {
-	case store.MatchSequence:
-		return fmt.Errorf("%w: sequence matching on %s", store.ErrUnsupportedKey, k.Attribute)
-	case store.MatchSingle:
-		b.add(col+" = ?", norm(k.Value))
-	case store.MatchWildcard:
-		if strings.IndexByte(k.Value, 0) >= 0 {
-			// SQLite's GLOB stops at a NUL: "*\x00A" would be "*".
-			return fmt.Errorf("%w: a NUL in the pattern of %s", store.ErrUnsupportedKey, k.Attribute)
-		}
-		pat := norm(k.Value)
-		if strings.Trim(pat, "*") == "" {
-			return nil // universal
-		}
-		prefix := pat
-		if i := strings.IndexAny(pat, "*?"); i >= 0 {
-			prefix = pat[:i]
-		}
-		if prefix != "" {
-			if next := nextPrefix(prefix); next != "" {
-				b.add(col+" >= ? AND "+col+" < ?", prefix, next)
-			} else {
-				b.add(col+" >= ?", prefix)
-			}
-		}
-		b.add(col+" GLOB ?", globEscape(pat))
-	case store.MatchList:
-		if len(k.Values) == 0 {
-			return fmt.Errorf("%w: empty list for %s", store.ErrUnsupportedKey, k.Attribute)
-		}
-		ph := strings.Repeat("?, ", len(k.Values))
-		ph = ph[:len(ph)-2]
-		args := make([]any, len(k.Values))
-		for i, v := range k.Values {
-			args[i] = norm(v)
-		}
-		b.add(col+" IN ("+ph+")", args...)
-	case store.MatchRange:
-		switch c.vr {
-		case "DA", "TM", "DT", "": // "": an item attribute, validated by the caller
-		default:
-			return fmt.Errorf("%w: range matching on %s (%s)", store.ErrUnsupportedKey, k.Attribute, c.vr)
-		}
-		if k.Lo == "" && k.Hi == "" {
-			return nil
-		}
-		if k.Lo != "" {
-			b.add(col+" >= ?", k.Lo)
-		}
-		if k.Hi != "" {
-			if next := nextPrefix(k.Hi); next != "" {
-				b.add(col+" < ?", next)
-			}
-		}
-		if k.Lo != "" || k.Hi != "" {
-			b.add(col + " <> ''") // an empty value is in no range
-		}
-	case store.MatchEmpty:
-		b.add(col + " = ''")
-	default:
-		return fmt.Errorf("%w: unknown matching kind %d for %s", store.ErrUnsupportedKey, k.Kind, k.Attribute)
-	}
-	return nil
-}
-
-// key adds the conditions of one key at query level l.
-func (b *builder) key(k *store.Key, l store.Level, pnInsensitive bool) error {
-	if k.Kind == store.MatchSequence {
-		return b.sequence(k, l, pnInsensitive)
-	}
-	c, ok := columns[k.Attribute]
-	if !ok || c.noMatch {
-		return fmt.Errorf("%w: %s", store.ErrUnsupportedKey, k.Attribute)
-	}
-	if c.level > l {
-		return fmt.Errorf("%w: %s is below the %s level", store.ErrUnsupportedKey, k.Attribute, l)
-	}
-	if c.in == "" {
-		return b.cond(k, c, c.expr, pnInsensitive)
-	}
-	if k.Kind == store.MatchEmpty {
-		// No series (instance) with a non-empty value.
-		b.add("NOT " + fmt.Sprintf(c.in, c.col+" <> ''"))
-		return nil
-	}
-	var sub builder
-	if err := sub.cond(k, c, c.col, pnInsensitive); err != nil {
-		return err
-	}
-	if len(sub.where) == 0 {
-		return nil
-	}
-	b.add(fmt.Sprintf(c.in, strings.Join(sub.where, " AND ")), sub.args...)
-	return nil
-}
-
 // where builds the WHERE clause of q (empty when q has no conditions).
-func where(q *store.Query) (string, []any, error) {
-	if q.Level < store.LevelPatient || q.Level > store.LevelImage {
-		return "", nil, fmt.Errorf("sqlite: query: invalid level %d", q.Level)
-	}
-	if q.Level == store.LevelPatient && !q.PatientRoot {
-		return "", nil, fmt.Errorf("sqlite: query: %w: PATIENT level in the Study Root model", store.ErrUnsupportedKey)
-	}
-	var b builder
-	for i := range q.Keys {
-		if err := b.key(&q.Keys[i], q.Level, !q.PNCaseSensitive); err != nil {
-			return "", nil, fmt.Errorf("sqlite: query: %w", err)
-		}
-	}
-	if len(b.where) == 0 {
-		return "", nil, nil
-	}
-	return " WHERE " + strings.Join(b.where, " AND "), b.args, nil
+func where(q *store.Query) (string, []any, error) { return sqlmatch.Where(&dialect, q) }
+
+var columns = map[string]column{
+	// Patient
+	"PatientName":                     {Level: store.LevelPatient, Expr: "p.patient_name", Norm: "p.patient_name_norm", VR: "PN"},
+	"PatientID":                       {Level: store.LevelPatient, Expr: "p.patient_id", VR: "LO"},
+	"IssuerOfPatientID":               {Level: store.LevelPatient, Expr: "p.issuer_of_patient_id", VR: "LO"},
+	"PatientBirthDate":                {Level: store.LevelPatient, Expr: "p.patient_birth_date", VR: "DA"},
+	"PatientSex":                      {Level: store.LevelPatient, Expr: "p.patient_sex", VR: "CS"},
+	"NumberOfPatientRelatedStudies":   {Level: store.LevelPatient, Expr: "CAST(p.num_studies AS TEXT)", VR: "IS", NoMatch: true},
+	"NumberOfPatientRelatedSeries":    {Level: store.LevelPatient, Expr: "CAST(p.num_series AS TEXT)", VR: "IS", NoMatch: true},
+	"NumberOfPatientRelatedInstances": {Level: store.LevelPatient, Expr: "CAST(p.num_instances AS TEXT)", VR: "IS", NoMatch: true},
+
+	// Study
+	"StudyInstanceUID":              {Level: store.LevelStudy, Expr: "st.study_instance_uid", VR: "UI"},
+	"StudyDate":                     {Level: store.LevelStudy, Expr: "st.study_date", VR: "DA"},
+	"StudyTime":                     {Level: store.LevelStudy, Expr: "st.study_time", VR: "TM"},
+	"AccessionNumber":               {Level: store.LevelStudy, Expr: "st.accession_number", VR: "SH"},
+	"StudyID":                       {Level: store.LevelStudy, Expr: "st.study_id", VR: "SH"},
+	"StudyDescription":              {Level: store.LevelStudy, Expr: "st.study_description", VR: "LO"},
+	"ReferringPhysicianName":        {Level: store.LevelStudy, Expr: "st.referring_physician_name", Norm: "st.referring_physician_name_norm", VR: "PN"},
+	"NumberOfStudyRelatedSeries":    {Level: store.LevelStudy, Expr: "CAST(st.num_series AS TEXT)", VR: "IS", NoMatch: true},
+	"NumberOfStudyRelatedInstances": {Level: store.LevelStudy, Expr: "CAST(st.num_instances AS TEXT)", VR: "IS", NoMatch: true},
+	"ModalitiesInStudy": {Level: store.LevelStudy, VR: "CS", Costly: true,
+		Expr: "(SELECT coalesce(group_concat(DISTINCT x.modality), '') FROM series x WHERE x.study_fk = st.pk AND x.modality <> '')",
+		In:   "st.pk IN (SELECT x.study_fk FROM series x WHERE %s)", Col: "x.modality"},
+	"SOPClassesInStudy": {Level: store.LevelStudy, VR: "UI", Costly: true,
+		Expr: "(SELECT coalesce(group_concat(DISTINCT y.sop_class_uid), '') FROM series x JOIN instance y ON y.series_fk = x.pk WHERE x.study_fk = st.pk)",
+		In:   "st.pk IN (SELECT x.study_fk FROM instance y JOIN series x ON x.pk = y.series_fk WHERE %s)", Col: "y.sop_class_uid"},
+
+	// Series
+	"SeriesInstanceUID":               {Level: store.LevelSeries, Expr: "se.series_instance_uid", VR: "UI"},
+	"Modality":                        {Level: store.LevelSeries, Expr: "se.modality", VR: "CS"},
+	"SeriesNumber":                    {Level: store.LevelSeries, Expr: "se.series_number", VR: "IS"},
+	"SeriesDescription":               {Level: store.LevelSeries, Expr: "se.series_description", VR: "LO"},
+	"SeriesDate":                      {Level: store.LevelSeries, Expr: "se.series_date", VR: "DA"},
+	"SeriesTime":                      {Level: store.LevelSeries, Expr: "se.series_time", VR: "TM"},
+	"BodyPartExamined":                {Level: store.LevelSeries, Expr: "se.body_part_examined", VR: "CS"},
+	"PerformedProcedureStepStartDate": {Level: store.LevelSeries, Expr: "se.performed_procedure_step_start_date", VR: "DA"},
+	"NumberOfSeriesRelatedInstances":  {Level: store.LevelSeries, Expr: "CAST(se.num_instances AS TEXT)", VR: "IS", NoMatch: true},
+
+	// Image
+	"SOPInstanceUID":             {Level: store.LevelImage, Expr: "i.sop_instance_uid", VR: "UI"},
+	"SOPClassUID":                {Level: store.LevelImage, Expr: "i.sop_class_uid", VR: "UI"},
+	"InstanceNumber":             {Level: store.LevelImage, Expr: "i.instance_number", VR: "IS"},
+	"ContentDate":                {Level: store.LevelImage, Expr: "i.content_date", VR: "DA"},
+	"ContentTime":                {Level: store.LevelImage, Expr: "i.content_time", VR: "TM"},
+	"NumberOfFrames":             {Level: store.LevelImage, Expr: "i.number_of_frames", VR: "IS"},
+	"Rows":                       {Level: store.LevelImage, Expr: "CASE i.rows WHEN 0 THEN '' ELSE CAST(i.rows AS TEXT) END", VR: "US", NoMatch: true},
+	"Columns":                    {Level: store.LevelImage, Expr: "CASE i.columns WHEN 0 THEN '' ELSE CAST(i.columns AS TEXT) END", VR: "US", NoMatch: true},
+	"AvailableTransferSyntaxUID": {Level: store.LevelImage, Expr: "i.transfer_syntax_uid", VR: "UI"},
 }
+
+// Attributes returns the keywords the SQLite index can return at each
+// level (index = store.Level), and whether each can be a matching key.
+func Attributes() (byLevel [4][]string, matchable map[string]bool) { return dialect.Attributes() }
+
+var (
+	_ store.Querier         = (*DB)(nil)
+	_ store.KeyMatcher      = (*DB)(nil)
+	_ store.SequenceIndexer = (*DB)(nil)
+)
+
+// IndexesSequences implements store.SequenceIndexer: any sequence, kept in
+// the sequence_value table (migration 4).
+func (db *DB) IndexesSequences() bool { return true }
+
+// sequenceExpr returns the expression of a returned sequence: a JSON array
+// of the items of the owner row, each an object keyword -> value.
+func sequenceExpr(sp store.SequenceSpec) string {
+	return "(SELECT coalesce(json_group_array(json(o)), '[]') FROM (SELECT json_group_object(v.keyword, v.value) AS o " +
+		"FROM sequence_value v WHERE v.level = ? AND v.owner_fk = " + sqlmatch.Owner(sp.Level) +
+		" AND v.attribute = ? GROUP BY v.item ORDER BY v.item))"
+}
+
+// CanMatch implements store.KeyMatcher.
+func (db *DB) CanMatch(attribute string) bool { return dialect.CanMatch(attribute) }
 
 // selectQuery builds the SELECT of Query: the columns returned (keywords)
 // and the SQL with its arguments.
 func selectQuery(q *store.Query) (kws []string, query string, args []any, err error) {
-	w, args, err := where(q)
+	kws, exprs, w, args, err := sqlmatch.Select(&dialect, q)
 	if err != nil {
 		return nil, "", nil, err
-	}
-	var want map[string]bool
-	if q.Return != nil {
-		want = make(map[string]bool, len(q.Return))
-		for _, kw := range q.Return {
-			want[kw] = true
-		}
-	}
-	byLevel, _ := Attributes()
-	var exprs []string
-	for l := store.LevelPatient; l <= q.Level; l++ {
-		for _, kw := range byLevel[l] {
-			c := columns[kw]
-			if c.costly && want != nil && !want[kw] {
-				continue
-			}
-			kws = append(kws, kw)
-			exprs = append(exprs, c.expr)
-		}
-	}
-	var selArgs []any
-	for _, sp := range q.ReturnSequences {
-		if sp.Level > q.Level || sp.Level > store.LevelSeries || sp.Level < store.LevelPatient {
-			continue
-		}
-		if _, dup := columns[sp.Attribute]; dup || slices.Contains(kws, sp.Attribute) {
-			continue
-		}
-		kws = append(kws, sp.Attribute)
-		exprs = append(exprs, sequenceExpr(sp))
-		selArgs = append(selArgs, int(sp.Level), sp.Attribute)
-	}
-	if len(selArgs) > 0 {
-		args = append(selArgs, args...)
 	}
 	// In key order: rows stored later come later, so that paging with
 	// offset stays exact while objects arrive. Without keys the table is
 	// scanned in that order (no sort); with keys, "+" keeps the order from
 	// choosing the plan: the keys' index finds the matches, which are then
 	// sorted.
-	order := " ORDER BY " + levelAlias[q.Level] + ".pk"
+	order := " ORDER BY " + sqlmatch.LevelAlias[q.Level] + ".pk"
 	if w != "" {
-		order = " ORDER BY +" + levelAlias[q.Level] + ".pk"
+		order = " ORDER BY +" + sqlmatch.LevelAlias[q.Level] + ".pk"
 	}
-	query = "SELECT " + strings.Join(exprs, ", ") + " FROM " + from(q.Level) + w + order
+	query = "SELECT " + strings.Join(exprs, ", ") + " FROM " + sqlmatch.From(q.Level) + w + order
 	lim, limArgs := limitClause(q)
 	return kws, query + lim, append(args, limArgs...), nil
 }
-
-// levelAlias is each level's table alias in from.
-var levelAlias = map[store.Level]string{store.LevelPatient: "p", store.LevelStudy: "st", store.LevelSeries: "se", store.LevelImage: "i"}
 
 // Query implements store.Querier. Matches come in the order they were
 // first stored (by the level's key).
@@ -486,7 +193,7 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 			if i >= nplain && v == "[]" {
 				v = "" // a returned sequence without items
 			}
-			if columns[kw].in != "" && v != "" {
+			if columns[kw].In != "" && v != "" {
 				parts := strings.Split(v, ",")
 				slices.Sort(parts)
 				v = strings.Join(parts, `\`)
@@ -529,18 +236,61 @@ func (db *DB) queryCached(ctx context.Context, query string, args []any) (*sql.R
 	return st.QueryContext(ctx, args...)
 }
 
-// instancesQuery builds the SELECT of Instances.
-func instancesQuery(q *store.Query) (string, []any, error) {
+// instanceNumber is the instance number as instances are ordered by it.
+const instanceNumber = `CAST(i.instance_number AS INTEGER)`
+
+// instanceOrder orders instances by study, series and instance number,
+// then key.
+const instanceOrder = `
+ORDER BY st.pk, se.pk, ` + instanceNumber + `, i.pk`
+
+// instancesPage is how many instances Instances reads per query.
+var instancesPage = 2000
+
+// instancesSeries builds the query of the series keys, with their
+// study's, of the instances matching q, in the order of Instances: one
+// row per instance (with DISTINCT, SQLite's planner would scan the
+// series table), made distinct as they are read.
+func instancesSeries(q *store.Query) (string, []any, error) {
 	w, args, err := where(q)
 	if err != nil {
 		return "", nil, err
 	}
+	// With keys, "+" keeps the order from choosing the plan (a scan of
+	// the studies in key order): the keys' index finds the matches.
+	order := " ORDER BY st.pk, se.pk"
+	if w != "" {
+		order = " ORDER BY +st.pk, +se.pk"
+	}
+	return `SELECT st.pk, se.pk FROM ` + sqlmatch.From(store.LevelImage) + w + order, args, nil
+}
+
+// instancesQuery builds the SELECT of one page of Instances: up to limit
+// instances of the series keys given (one parameter, a JSON array, so
+// that every page runs the one cached statement of its query's shape)
+// that come after pos in the order of Instances.
+func instancesQuery(q *store.Query, series []int64, pos sqlmatch.Position, limit int) (string, []any, error) {
+	w, args, err := where(q)
+	if err != nil {
+		return "", nil, err
+	}
+	if w == "" {
+		w = " WHERE "
+	} else {
+		w += " AND "
+	}
+	w += "se.pk IN (SELECT value FROM json_each(?)) AND (st.pk, se.pk, " + instanceNumber + ", i.pk) > (?, ?, ?, ?)"
+	keys := make([]string, len(series))
+	for i, k := range series {
+		keys[i] = strconv.FormatInt(k, 10)
+	}
+	args = append(args, "["+strings.Join(keys, ",")+"]", pos[0], pos[1], pos[2], pos[3])
 	query := `SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.instance_number,
 	se.series_instance_uid, se.modality, st.study_instance_uid, p.patient_id, p.issuer_of_patient_id,
-	i.blob_key, i.size` + metadataJoin(q) + w + `
-ORDER BY st.pk, se.pk, CAST(i.instance_number AS INTEGER), i.pk`
-	lim, limArgs := limitClause(q)
-	return query + lim, append(args, limArgs...), nil
+	i.blob_key, i.size, st.pk, se.pk, ` + instanceNumber + `, i.pk
+FROM ` + sqlmatch.From(store.LevelImage) + w + instanceOrder + `
+LIMIT ?`
+	return query, append(args, limit), nil
 }
 
 // limitClause is the LIMIT/OFFSET of q ("" for neither) and its
@@ -561,117 +311,108 @@ func limitClause(q *store.Query) (string, []any) {
 	return "", nil
 }
 
-// metadataJoin is the FROM clause of instancesQuery, with the instance's
-// key as last column when q asks for the kept metadata (read apart, so
-// that sorting the rows does not carry it: see instancesWithMetadata).
-func metadataJoin(q *store.Query) string {
-	if q.WithMetadata {
-		return `, i.pk
-FROM ` + from(store.LevelImage)
-	}
-	return "\nFROM " + from(store.LevelImage)
-}
-
 // Instances implements store.Querier: the instances under the matches of q,
 // ordered by study, series and instance number. Only the identifying and
 // storage fields of each Instance are set (UIDs, transfer syntax, instance
 // number, modality, patient ID and issuer, blob key and size), and the
-// kept metadata when q.WithMetadata asks.
+// kept metadata when q.WithMetadata asks: read after each page's rows, by
+// key, metadataBatch at a time (sorting the rows with the metadata would
+// spill the sort to temporary files).
+//
+// The instances are read in pages of instancesPage (sqlmatch.Paging,
+// which says what a walk sees of concurrent changes), each page its own
+// read: memory stays bounded, and no read transaction stays open while
+// fn runs (one would hold a connection and keep checkpoints from
+// resetting the write-ahead log for the whole of a long C-MOVE).
 func (db *DB) Instances(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
-	if q.WithMetadata {
-		return db.instancesWithMetadata(ctx, q, fn)
-	}
-	query, args, err := instancesQuery(q)
+	sq, sargs, err := instancesSeries(q)
 	if err != nil {
 		return err
 	}
-	rows, err := db.rdb.QueryContext(ctx, query, args...)
+	rows, err := db.queryCached(ctx, sq, sargs)
 	if err != nil {
 		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
 	}
-	defer rows.Close()
+	var series []int64 // series keys, each after its study key
 	for rows.Next() {
-		var in store.Instance
-		if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
-			&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
-			&in.BlobKey, &in.Size); err != nil {
-			return fmt.Errorf("sqlite: instances: %w", err)
-		}
-		if err := fn(&in); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
-	}
-	return nil
-}
-
-// metadataBatch is how many instances' kept metadata one query reads.
-const metadataBatch = 256
-
-// instancesWithMetadata is Instances with the kept metadata: the rows
-// first (small; sorting them with the metadata would spill the sort to
-// temporary files), then their metadata by key, a batch at a time, each
-// batch handed to fn in order.
-func (db *DB) instancesWithMetadata(ctx context.Context, q *store.Query, fn func(*store.Instance) error) error {
-	query, args, err := instancesQuery(q)
-	if err != nil {
-		return err
-	}
-	rows, err := db.rdb.QueryContext(ctx, query, args...)
-	if err != nil {
-		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
-	}
-	var list []*store.Instance
-	var pks []any
-	for rows.Next() {
-		var in store.Instance
-		var pk int64
-		if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
-			&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
-			&in.BlobKey, &in.Size, &pk); err != nil {
+		var st, se int64
+		if err := rows.Scan(&st, &se); err != nil {
 			rows.Close()
 			return fmt.Errorf("sqlite: instances: %w", err)
 		}
-		list = append(list, &in)
-		pks = append(pks, pk)
+		if n := len(series); n == 0 || series[n-1] != se || series[n-2] != st {
+			series = append(series, st, se)
+		}
 	}
 	err = rows.Err()
 	rows.Close()
 	if err != nil {
 		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
 	}
-	for start := 0; start < len(list); start += metadataBatch {
-		end := min(start+metadataBatch, len(list))
-		byPK := make(map[int64][]byte, end-start)
-		mq := `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk IN (?` +
-			strings.Repeat(",?", end-start-1) + `)`
-		mrows, err := db.queryCached(ctx, mq, pks[start:end])
+	p := sqlmatch.Paging{PageSize: instancesPage, Offset: q.Offset, Limit: q.Limit}
+	p.Read = func(keys []int64, pos sqlmatch.Position, n int) ([]sqlmatch.Row, error) {
+		query, args, err := instancesQuery(q, keys, pos, n)
 		if err != nil {
-			return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+			return nil, err
 		}
-		for mrows.Next() {
-			var pk int64
-			var b []byte
-			if err := mrows.Scan(&pk, &b); err != nil {
-				mrows.Close()
-				return fmt.Errorf("sqlite: instances: %w", err)
-			}
-			byPK[pk] = b
-		}
-		err = mrows.Err()
-		mrows.Close()
+		rows, err := db.queryCached(ctx, query, args)
 		if err != nil {
-			return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+			return nil, fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
 		}
-		for i := start; i < end; i++ {
-			list[i].Metadata = byPK[pks[i].(int64)]
-			if err := fn(list[i]); err != nil {
-				return err
+		defer rows.Close()
+		page := make([]sqlmatch.Row, 0, n)
+		for rows.Next() {
+			var x sqlmatch.Row
+			in := &x.Instance
+			if err := rows.Scan(&in.SOPInstanceUID, &in.SOPClassUID, &in.TransferSyntaxUID, &in.InstanceNumber,
+				&in.SeriesInstanceUID, &in.Modality, &in.StudyInstanceUID, &in.PatientID, &in.IssuerOfPatientID,
+				&in.BlobKey, &in.Size, &x.Pos[0], &x.Pos[1], &x.Pos[2], &x.Pos[3]); err != nil {
+				return nil, fmt.Errorf("sqlite: instances: %w", err)
 			}
-			list[i] = nil
+			page = append(page, x)
 		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+		}
+		return page, nil
+	}
+	if q.WithMetadata {
+		p.Metadata = func(rows []sqlmatch.Row) error { return db.metadata(ctx, rows) }
+		p.MetadataBatch = metadataBatch
+	}
+	return p.Walk(series, fn)
+}
+
+// metadataBatch is how many instances' kept metadata one query reads.
+const metadataBatch = 256
+
+// metadata sets the kept metadata of rows, read in one query.
+func (db *DB) metadata(ctx context.Context, rows []sqlmatch.Row) error {
+	pks := make([]any, len(rows))
+	for i := range rows {
+		pks[i] = rows[i].Pos[3]
+	}
+	byPK := make(map[int64][]byte, len(rows))
+	mq := `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk IN (?` +
+		strings.Repeat(",?", len(rows)-1) + `)`
+	mrows, err := db.queryCached(ctx, mq, pks)
+	if err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	defer mrows.Close()
+	for mrows.Next() {
+		var pk int64
+		var b []byte
+		if err := mrows.Scan(&pk, &b); err != nil {
+			return fmt.Errorf("sqlite: instances: %w", err)
+		}
+		byPK[pk] = b
+	}
+	if err := mrows.Err(); err != nil {
+		return fmt.Errorf("sqlite: instances: %w", db.closedErr(err))
+	}
+	for i := range rows {
+		rows[i].Instance.Metadata = byPK[rows[i].Pos[3]]
 	}
 	return nil
 }

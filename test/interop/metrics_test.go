@@ -282,7 +282,8 @@ backend ward_web
 // node's /readyz over TLS and passes DIMSE over TLS through (DCMTK
 // echoscu with a client certificate pinned by fingerprint reaches Ward)
 // and DICOMweb in HTTP mode (TLS ended and made again: /readyz answers
-// "ready" through it).
+// "ready" through it), both after a PROXY header that Ward reads from
+// HAProxy's address (proxy_from).
 func TestHAProxyExampleConfig(t *testing.T) {
 	requireTool(t, "haproxy", "echoscu")
 	p := makePKI(t, "MODALITY")
@@ -303,6 +304,9 @@ func TestHAProxyExampleConfig(t *testing.T) {
 		c.Metrics.Listen = "127.0.0.1:0"
 		c.Metrics.TLSCert, c.Metrics.TLSKey = p.srvCert, p.srvKey
 		c.Peers = []config.Peer{{AETitle: "MODALITY", CertFingerprint: hex.EncodeToString(sum[:]), Allow: []string{"echo"}}}
+		// The example sends a PROXY header (send-proxy-v2) to both.
+		c.DICOM.ProxyFrom = []string{"127.0.0.1"}
+		c.Web.ProxyFrom = []string{"127.0.0.1"}
 	})
 	lbCert := filepath.Join(t.TempDir(), "lb.pem")
 	crt, _ := os.ReadFile(p.srvCert)

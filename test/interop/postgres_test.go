@@ -3,6 +3,7 @@ package interop
 import (
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/ward-pacs/ward/dicom"
@@ -68,4 +69,47 @@ func TestPostgresTwoNodes(t *testing.T) {
 		t.Fatalf("storescu to node b: %v\n%s", err, out)
 	}
 	check(a, "node a, after the same objects through node b")
+}
+
+// TestFindscuPostgresDown: while the PostgreSQL index is down, DCMTK
+// findscu's C-FIND is refused with A700 (Refused: Out of Resources, the
+// C-FIND status that means try again; it was C001, unable to process)
+// and an Error Comment that says to try again, whole (64 characters at
+// most); when PostgreSQL is back the same query is answered, without a
+// restart of Ward.
+func TestFindscuPostgresDown(t *testing.T) {
+	requireTool(t, "findscu", "storescu")
+	pg := harness.NewPostgres(t)
+	dsn := pg.NewDatabase(t)
+	dir := t.TempDir()
+	recs := matchCorpus(t, dir)
+	w := startWard(t, withPostgres(dsn))
+	if out, err := dcmtk("storescu", "-aec", "WARD", "+sd", w.host, w.port, dir).CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	keys := []string{"QueryRetrieveLevel=STUDY", "PatientID=" + recs[0].patientID, "StudyInstanceUID"}
+	want := findscuResults(t, w, "-S", keys, dicom.StudyInstanceUID)
+	if len(want) == 0 {
+		t.Fatal("no match before the outage")
+	}
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-d", "-S", "-aec", "WARD", "-aet", "FINDSCU"}
+	for _, k := range keys {
+		args = append(args, "-k", k)
+	}
+	out, _ := dcmtk("findscu", append(args, w.host, w.port)...).CombinedOutput()
+	if !strings.Contains(string(out), "0xa700") {
+		t.Errorf("C-FIND with PostgreSQL down: not A700:\n%s", out)
+	}
+	if !strings.Contains(string(out), "[store unavailable, try again later (querying the index)") {
+		t.Errorf("C-FIND with PostgreSQL down: no whole comment saying to try again:\n%s", out)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got := findscuResults(t, w, "-S", keys, dicom.StudyInstanceUID); !slices.Equal(got, want) {
+		t.Errorf("after PostgreSQL is back: %v, want %v", got, want)
+	}
 }

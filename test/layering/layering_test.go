@@ -31,6 +31,8 @@ var rules = map[string][]string{
 	// A cluster's shared state (peers, users, tokens, sessions) in its
 	// PostgreSQL index: beside the backends, on store alone.
 	"store/pgshared": {"store"},
+	// What the SQL index backends share (key matching, paged reads).
+	"store/sqlmatch": {"store"},
 	"policy":         {"dicom"},
 	"archive":        {"store", "dicom", "durable"},
 	"network":        {"dicom", "archive", "policy", "store", "durable"},

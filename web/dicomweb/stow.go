@@ -67,6 +67,7 @@ var failureReasons = map[error]uint16{
 	archive.ErrInvalidIdentifier:  reasonMismatch,
 	archive.ErrNoSpace:            reasonOutOfResources,
 	archive.ErrStorage:            reasonOutOfResources,
+	archive.ErrUnavailable:        reasonOutOfResources,
 	archive.ErrNotSupported:       reasonSOPClass,
 	archive.ErrNotAuthorized:      reasonNotAuthorized,
 	archive.ErrTooManyResults:     reasonProcessing,

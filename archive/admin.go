@@ -37,7 +37,10 @@ type Deletion struct {
 	Study    StudySummary `json:"study"`
 	Reason   string       `json:"reason"`
 	Operator string       `json:"operator"` // who asked
-	At       time.Time    `json:"at"`
+	// By is the tool that deleted it, as the audit trail names it ("ward
+	// retention", "ward patient delete"); empty: ward study delete.
+	By string    `json:"by,omitempty"`
+	At time.Time `json:"at"`
 	// Node is the node that made it (Archive.Node); empty in notes
 	// made before nodes.
 	Node string `json:"node,omitempty"`
@@ -57,11 +60,17 @@ const DeletionGuard = time.Hour
 // Deletion means the study is gone from the index but some of its objects
 // are not yet (they are retried at the next start).
 func (ar *Archive) DeleteStudy(ctx context.Context, studyUID, reason, operator string) (*Deletion, error) {
+	return ar.DeleteStudyBy(ctx, studyUID, reason, operator, "")
+}
+
+// DeleteStudyBy is DeleteStudy by a tool other than ward study delete
+// (Deletion.By).
+func (ar *Archive) DeleteStudyBy(ctx context.Context, studyUID, reason, operator, by string) (*Deletion, error) {
 	insts, err := ar.studyInstances(ctx, studyUID)
 	if err != nil {
 		return nil, err
 	}
-	d := &Deletion{Study: *summarize(studyUID, insts), Reason: reason, Operator: operator, At: time.Now().UTC(), Node: ar.node()}
+	d := &Deletion{Study: *summarize(studyUID, insts), Reason: reason, Operator: operator, By: by, At: time.Now().UTC(), Node: ar.node()}
 	if dr := ar.capabilities().DeletionRecorder; dr != nil {
 		uids := make([]string, len(insts))
 		for i, in := range insts {

@@ -57,6 +57,8 @@ type Caps struct {
 	KeyMatcher       KeyMatcher
 	SequenceIndexer  SequenceIndexer
 	MetadataKeeper   MetadataKeeper
+	Scrubber         Scrubber
+	Exclusive        Exclusive
 	// Of the Blobs.
 	BlobWalker        BlobWalker
 	IntentReader      IntentReader
@@ -81,6 +83,8 @@ func Resolve(ix Index, bs Blobs) Caps {
 		c.Querier, _ = ix.(Querier)
 		c.KeyMatcher, _ = ix.(KeyMatcher)
 		c.MetadataKeeper, _ = ix.(MetadataKeeper)
+		c.Scrubber, _ = ix.(Scrubber)
+		c.Exclusive, _ = ix.(Exclusive)
 		if si, ok := ix.(SequenceIndexer); ok && si.IndexesSequences() {
 			c.SequenceIndexer = si
 		}
@@ -107,6 +111,7 @@ func (c Caps) Names() []string {
 		"Snapshotter": c.Snapshotter != nil, "SnapshotFiles": c.SnapshotFiles != nil,
 		"Counter": c.Counter != nil, "Querier": c.Querier != nil, "KeyMatcher": c.KeyMatcher != nil,
 		"SequenceIndexer": c.SequenceIndexer != nil, "MetadataKeeper": c.MetadataKeeper != nil,
+		"Scrubber": c.Scrubber != nil, "Exclusive": c.Exclusive != nil,
 		"BlobWalker": c.BlobWalker != nil, "IntentReader": c.IntentReader != nil,
 		"BatchPublisher": c.BatchPublisher != nil, "SpaceReporter": c.SpaceReporter != nil,
 		"UnfinishedRemover": c.UnfinishedRemover != nil,

@@ -510,3 +510,26 @@ type Counts struct {
 type Counter interface {
 	Counts(ctx context.Context) (Counts, error)
 }
+
+// Scrubber is an optional capability of an Index: Scrub rids the index's
+// own files of the bytes of rows deleted so far that may linger there (a
+// write-ahead log's old frames, say), for an erasure that must leave
+// nothing of a patient behind. It may wait briefly for readers. With
+// rewrite, the index is also rewritten whole (what deletions before the
+// backend zeroed them left in free space goes too), which holds up writes
+// while it runs. Fallback: none; the backend's documentation says what
+// lingers and until when (PostgreSQL: dead tuples until VACUUM, and its
+// WAL).
+type Scrubber interface {
+	Scrub(ctx context.Context, rewrite bool) error
+}
+
+// Exclusive is an optional capability of an Index several nodes share:
+// TryExclusive takes the lock named key for the caller if no one (on any
+// node) holds it, and returns its release; ok is false when another holds
+// it. A holder that dies or loses its connection loses the lock. For a
+// job only one node of a cluster should run at a time (a retention pass).
+// Fallback: an Index of one node; the caller's own mutex suffices.
+type Exclusive interface {
+	TryExclusive(ctx context.Context, key int64) (release func(), ok bool, err error)
+}

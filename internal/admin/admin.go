@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/ward-pacs/ward/archive"
 	"github.com/ward-pacs/ward/audit"
@@ -27,7 +28,10 @@ const Socket = "admin.sock"
 // StudyRequest asks to delete, export or verify studies (verify: every
 // study when none is named), or to back the archive up (into Out).
 type StudyRequest struct {
-	Op      string   `json:"op"` // "delete", "export", "verify", "backup", "status" or "reload"
+	// "delete", "export", "verify", "backup", "status", "reload",
+	// "retention-plan", "retention-run", "patient-plan" or
+	// "patient-delete"
+	Op      string   `json:"op"`
 	Studies []string `json:"studies"`
 	Reason  string   `json:"reason,omitempty"`   // delete: required
 	Out     string   `json:"out,omitempty"`      // export, backup: absolute folder
@@ -39,6 +43,18 @@ type StudyRequest struct {
 	Deidentify     string `json:"deidentify,omitempty"`
 	DeidSecret     []byte `json:"deid_secret,omitempty"`
 	AcceptBurnedIn bool   `json:"accept_burned_in,omitempty"`
+	// Patient (patient-plan, patient-delete) is the Patient ID whose
+	// studies are listed or erased, Issuer its Issuer of Patient ID (nil:
+	// any issuer).
+	Patient string  `json:"patient,omitempty"`
+	Issuer  *string `json:"issuer,omitempty"`
+	// Vacuum (patient-delete): rewrite the whole index afterwards
+	// (store.Scrubber).
+	Vacuum bool `json:"vacuum,omitempty"`
+	// Force (retention-run) deletes beyond [retention] max_percent;
+	// MaxDeletions, when positive, replaces max_deletions.
+	Force        bool `json:"force,omitempty"`
+	MaxDeletions int  `json:"max_deletions,omitempty"`
 }
 
 // StudyResult is the outcome for one study.
@@ -58,9 +74,23 @@ var MediaTypes = map[string]*audit.Code{"usb": audit.MediaUSB, "cd": audit.Media
 // Check validates a request.
 func (r *StudyRequest) Check() error {
 	switch {
-	case r.Op != "delete" && r.Op != "export" && r.Op != "verify" && r.Op != "backup" && r.Op != "status" && r.Op != "reload":
+	case r.Op != "delete" && r.Op != "export" && r.Op != "verify" && r.Op != "backup" && r.Op != "status" && r.Op != "reload" &&
+		r.Op != "retention-plan" && r.Op != "retention-run" && r.Op != "patient-plan" && r.Op != "patient-delete":
 		return fmt.Errorf("unknown operation %q", r.Op)
-	case r.Op == "status", r.Op == "reload":
+	case r.Op == "status", r.Op == "reload", r.Op == "retention-plan":
+		return nil
+	case r.Op == "retention-run":
+		if r.MaxDeletions < 0 {
+			return errors.New("a negative number of deletions")
+		}
+		return nil
+	case r.Op == "patient-plan", r.Op == "patient-delete":
+		if strings.TrimSpace(r.Patient) == "" {
+			return errors.New("no Patient ID given")
+		}
+		if r.Op == "patient-delete" && strings.TrimSpace(r.Reason) == "" {
+			return errors.New("an erasure needs a reason (it is recorded in the audit trail)")
+		}
 		return nil
 	case r.Op == "backup" && len(r.Studies) > 0:
 		return errors.New("a backup is of the whole archive")

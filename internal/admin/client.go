@@ -124,3 +124,35 @@ func call(ctx context.Context, dataDir string, req, resp any) error {
 	}
 	return nil
 }
+
+// RemoteRetention sends a retention-plan or retention-run request to the
+// ward serve running on dataDir.
+func RemoteRetention(ctx context.Context, dataDir string, r *StudyRequest) (*RetentionResult, error) {
+	var resp struct {
+		Error string `json:"error,omitempty"`
+		RetentionResult
+	}
+	if err := call(ctx, dataDir, r, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return nil, errors.New(resp.Error)
+	}
+	return &resp.RetentionResult, nil
+}
+
+// RemotePatient sends a patient-plan or patient-delete request to the
+// ward serve running on dataDir.
+func RemotePatient(ctx context.Context, dataDir string, r *StudyRequest) (*PatientResult, error) {
+	var resp struct {
+		Error string `json:"error,omitempty"`
+		PatientResult
+	}
+	if err := call(ctx, dataDir, r, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return nil, errors.New(resp.Error)
+	}
+	return &resp.PatientResult, nil
+}

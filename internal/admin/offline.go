@@ -159,3 +159,25 @@ func (a *Admin) Backup(ctx context.Context, operator, dir string, o archive.Copy
 	}, a.Node(), operator)
 	return res, errors.Join(err, rerr)
 }
+
+// Retention plans or runs the retention rules on the stopped Ward.
+func (a *Admin) Retention(ctx context.Context, operator string, r *StudyRequest) (*RetentionResult, error) {
+	if err := r.Check(); err != nil {
+		return nil, err
+	}
+	var rerr error
+	tr := a.Trail(func(err error) { rerr = errors.Join(rerr, err) })
+	res, err := RunRetention(ctx, a.Archive, tr, a.Node(), a.Config, operator, r.Op == "retention-run", r.Force, r.MaxDeletions)
+	return res, errors.Join(err, rerr)
+}
+
+// Patient lists or erases a patient's studies on the stopped Ward.
+func (a *Admin) Patient(ctx context.Context, operator string, r *StudyRequest) (*PatientResult, error) {
+	if err := r.Check(); err != nil {
+		return nil, err
+	}
+	var rerr error
+	tr := a.Trail(func(err error) { rerr = errors.Join(rerr, err) })
+	res, err := RunPatient(ctx, a.Archive, tr, a.Node(), operator, r)
+	return res, errors.Join(err, rerr)
+}

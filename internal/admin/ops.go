@@ -70,7 +70,11 @@ func AuditDeletions(ctx context.Context, ar *archive.Archive, tr Trail, ward aud
 	for _, d := range ds {
 		st := &audit.Study{UID: d.Study.UID, PatientID: d.Study.PatientID, Classes: d.Study.Classes}
 		n += st.Instances()
-		who := audit.Node{AETitle: "ward study delete", ID: d.Operator}
+		by := d.By
+		if by == "" {
+			by = "ward study delete"
+		}
+		who := audit.Node{AETitle: by, ID: d.Operator}
 		tr.Record(audit.StudyDeleted(ward, who, audit.OutcomeSuccess, []*audit.Study{st}, d.Reason, d.At))
 	}
 	if tr.Sync != nil {

@@ -39,6 +39,10 @@ type Handler interface {
 	Verify(ctx context.Context, o archive.VerifyOptions) (*VerifyResult, error)
 	// StudyOp deletes or exports studies, for operator, and audits it.
 	StudyOp(ctx context.Context, operator string, r *StudyRequest) []StudyResult
+	// Retention runs retention-plan and retention-run, Patient
+	// patient-plan and patient-delete.
+	Retention(ctx context.Context, operator string, r *StudyRequest) (*RetentionResult, error)
+	Patient(ctx context.Context, operator string, r *StudyRequest) (*PatientResult, error)
 }
 
 // Server answers administration requests on the admin socket.
@@ -216,7 +220,7 @@ func (s *Server) conn(ctx context.Context, c *net.UnixConn) {
 		reply(res)
 		return
 	}
-	if r.Op == "backup" || r.Op == "delete" || r.Op == "export" {
+	if r.Op == "backup" || r.Op == "delete" || r.Op == "export" || r.Op == "retention-run" || r.Op == "patient-delete" {
 		// Audited operations wait for the audit trail, as DIMSE does.
 		if h.AuditRefusal() != nil {
 			fail("the audit trail cannot be written ([audit] on_failure = \"refuse\"): " + r.Op + " refused until it can (see ward serve's log)")
@@ -254,6 +258,26 @@ func (s *Server) conn(ctx context.Context, c *net.UnixConn) {
 	}
 	// A request that started finishes even when ward serve is asked to
 	// stop (the shutdown waits for it): no half-deleted study.
+	if r.Op == "retention-plan" || r.Op == "retention-run" {
+		// A pass once begun is finished (up to its cap) even if the
+		// caller hangs up, as a deletion is.
+		res, err := h.Retention(context.WithoutCancel(ctx), op, &r)
+		if err != nil {
+			fail(err.Error())
+			return
+		}
+		reply(res)
+		return
+	}
+	if r.Op == "patient-plan" || r.Op == "patient-delete" {
+		res, err := h.Patient(context.WithoutCancel(ctx), op, &r)
+		if err != nil {
+			fail(err.Error())
+			return
+		}
+		reply(res)
+		return
+	}
 	res := h.StudyOp(context.WithoutCancel(ctx), op, &r)
 	reply(map[string]any{"results": res})
 }

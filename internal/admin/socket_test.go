@@ -114,3 +114,11 @@ func TestSocket(t *testing.T) {
 		t.Errorf("socket file after close: %v", err)
 	}
 }
+
+func (h *fakeHandler) Retention(context.Context, string, *admin.StudyRequest) (*admin.RetentionResult, error) {
+	return &admin.RetentionResult{}, nil
+}
+
+func (h *fakeHandler) Patient(context.Context, string, *admin.StudyRequest) (*admin.PatientResult, error) {
+	return &admin.PatientResult{}, nil
+}

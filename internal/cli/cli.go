@@ -53,7 +53,7 @@ const anyArgs = -1
 // lists them. Each is defined in its own file.
 var commands = []*command{
 	serveCmd, echoCmd, storeCmd, findCmd, moveCmd, getCmd,
-	peerCmd, userCmd, tokenCmd, studyCmd, deidCmd, backupCmd, migrateCmd, statusCmd, configCmd,
+	peerCmd, userCmd, tokenCmd, studyCmd, patientCmd, retentionCmd, deidCmd, backupCmd, migrateCmd, statusCmd, configCmd,
 	viewerCmd, pkiCmd, keyCmd, auditCmd, scanCmd, versionCmd,
 }
 
@@ -228,7 +228,7 @@ func (e *env) help(path []*command) {
 	if c.subs != nil {
 		fmt.Fprintln(w, "\nCommands:")
 		for _, s := range c.subs {
-			fmt.Fprintf(w, "  %-8s %s\n", s.name, s.summary)
+			fmt.Fprintf(w, "  %-9s %s\n", s.name, s.summary)
 		}
 		fmt.Fprintf(w, "\nRun '%s COMMAND -h' for a command's flags.\n", name)
 		return

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync"
 	"syscall"
 	"time"
@@ -171,6 +172,18 @@ func serve(e *env, load func() (*config.Config, error), cfgFile string, fixPerms
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if path := os.Getenv("WARD_TRACE"); path != "" {
+		// An execution trace of the whole run (go tool trace): where
+		// stores wait, for performance work.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	// Load is also what ward peer and ward user ask for on the admin
 	// socket: their changes take effect at once.

@@ -220,6 +220,14 @@ func (c *Config) Check() []Finding {
 			add(High, false, name+" max_results", "its C-FIND results are not capped", "give it a cap")
 		}
 	}
+	if err := c.Retention.validate(); err != nil {
+		add(High, true, "[retention]", err.Error(), "correct the rule (docs/configuration.md, \"Retention\")")
+	} else if len(c.Retention.Rules) > 0 {
+		_, pct := c.Retention.Limits()
+		if pct > 50 {
+			add(Medium, false, fmt.Sprintf("[retention] max_percent = %g", pct), "a background pass may delete most of the archive at once", "keep max_percent low and run large clean-ups by hand (ward retention plan, then ward retention run --force)")
+		}
+	}
 	slices.SortStableFunc(out, func(a, b Finding) int { return int(b.Severity) - int(a.Severity) })
 	return out
 }

@@ -82,6 +82,8 @@ type Config struct {
 	// Deidentify holds the project secret of the peers that receive
 	// de-identified objects (Peer.Deidentify).
 	Deidentify Deidentify `toml:"deidentify"`
+	// Retention deletes studies by age (retention.go).
+	Retention Retention `toml:"retention"`
 }
 
 // Deidentify is the [deidentify] section.
@@ -525,6 +527,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateMetrics(); err != nil {
+		return err
+	}
+	if err := c.Retention.validate(); err != nil {
 		return err
 	}
 	if err := c.ValidateUsers(); err != nil {

@@ -67,6 +67,15 @@ func (h adminHandler) StudyOp(ctx context.Context, operator string, r *admin.Stu
 	return admin.RunStudyOp(ctx, s.archive, s.trail(), s.wardNode(), operator, r)
 }
 
+func (h adminHandler) Retention(ctx context.Context, operator string, r *admin.StudyRequest) (*admin.RetentionResult, error) {
+	return h.s.retentionPass(ctx, operator, r.Op == "retention-run", r.Force, r.MaxDeletions)
+}
+
+func (h adminHandler) Patient(ctx context.Context, operator string, r *admin.StudyRequest) (*admin.PatientResult, error) {
+	s := h.s
+	return admin.RunPatient(ctx, s.archive, s.trail(), s.wardNode(), operator, r)
+}
+
 // trail is the server's audit log as a trail.
 func (s *Server) trail() admin.Trail {
 	return admin.Trail{Record: s.record, Sync: func() error {

@@ -59,7 +59,7 @@ func TestBackendMatrix(t *testing.T) {
 			defaultIndex: {
 				DSN: func(dir string) string { return filepath.Join(dir, "index.db") },
 				Caps: []string{"Inserter", "BlobFinder", "DeferredSyncer", "DeletionRecorder", "DeleteHolder",
-					"InstanceWalker", "Snapshotter", "SnapshotFiles", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper"},
+					"InstanceWalker", "Snapshotter", "SnapshotFiles", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper", "Scrubber"},
 			},
 			"postgres": postgresBackend(t),
 		},
@@ -114,7 +114,7 @@ func testKeys(t testing.TB, ids ...string) string {
 // PostgreSQL installed its pairings are skipped (under CI=true, failed).
 func postgresBackend(t *testing.T) storetest.Backend {
 	b := storetest.Backend{Caps: []string{"Inserter", "BlobFinder", "DeletionRecorder", "DeleteHolder",
-		"InstanceWalker", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper"}}
+		"InstanceWalker", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper", "Exclusive"}}
 	if why := harness.PostgresMissing(); why != "" {
 		if testci.CI() {
 			t.Fatalf("%s (required under CI=true)", why)

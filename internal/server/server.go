@@ -115,6 +115,10 @@ type Server struct {
 	// DIMSE listeners open with a PROXY header (proxy.go).
 	dicomBalancers balancers
 
+	// retentionMu: one retention pass at a time in this process
+	// (retention.go).
+	retentionMu sync.Mutex
+
 	mu     sync.Mutex
 	active map[*assoc.Association]struct{}
 	conns  map[net.Conn]struct{}
@@ -735,6 +739,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer loops.Done(); s.serveWeb(ctx) }()
 	loops.Add(1)
 	go func() { defer loops.Done(); s.watchShared(ctx) }()
+	loops.Add(1)
+	go func() { defer loops.Done(); s.retentionLoop(ctx) }()
 	for _, ln := range lns {
 		loops.Add(1)
 		go func() {

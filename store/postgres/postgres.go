@@ -111,6 +111,7 @@ var (
 	_ store.DeleteHolder     = (*DB)(nil)
 	_ store.Counter          = (*DB)(nil)
 	_ store.MetadataKeeper   = (*DB)(nil)
+	_ store.Exclusive        = (*DB)(nil)
 )
 
 // Open connects to the database dsn names (a postgres:// or postgresql://
@@ -779,4 +780,33 @@ ON CONFLICT (instance_fk) DO UPDATE SET metadata = excluded.metadata`, uid, blob
 		return fmt.Errorf("postgres: set metadata: %w", err)
 	}
 	return nil
+}
+
+// TryExclusive implements store.Exclusive with a session-level advisory
+// lock on a connection of its own, held until release: a node that dies
+// or loses its connection loses the lock with it.
+func (db *DB) TryExclusive(ctx context.Context, key int64) (func(), bool, error) {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("postgres: lock: %w", classify(err))
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+		conn.Release()
+		return nil, false, fmt.Errorf("postgres: lock: %w", classify(err))
+	}
+	if !ok {
+		conn.Release()
+		return nil, false, nil
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			// The lock is the session's: a connection in doubt is closed,
+			// which drops it.
+			conn.Conn().Close(ctx)
+		}
+		conn.Release()
+	}, true, nil
 }

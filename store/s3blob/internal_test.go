@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
 	"github.com/ward-pacs/ward/store"
 	"github.com/ward-pacs/ward/store/storetest"
@@ -505,5 +506,74 @@ func TestDSN(t *testing.T) {
 	}
 	if c, _ := parseDSN("s3://bucket?endpoint=http://192.0.2.1:9"); c == nil || !c.signPayload() {
 		t.Error("plain HTTP beyond loopback: payload not signed")
+	}
+}
+
+// racer answers the first n PUTs of a marker with versitygw's 409
+// ExistingObjectIsDirectory, as when a Publish removes the node's pending
+// folder while the marker is being created in it.
+type racer struct {
+	n, seen atomic.Int32
+	next    http.RoundTripper
+}
+
+func (r *racer) RoundTrip(rq *http.Request) (*http.Response, error) {
+	if rq.Method == http.MethodPut && strings.Contains(rq.URL.Path, "/pending/") && r.n.Add(-1) >= 0 {
+		r.seen.Add(1)
+		if rq.Body != nil {
+			rq.Body.Close()
+		}
+		body := `<?xml version="1.0" encoding="UTF-8"?><Error><Code>ExistingObjectIsDirectory</Code><Message>raced</Message></Error>`
+		return &http.Response{StatusCode: http.StatusConflict, Status: "409 Conflict", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/xml"}}, Body: io.NopCloser(strings.NewReader(body)),
+			ContentLength: int64(len(body)), Request: rq}, nil
+	}
+	return r.next.RoundTrip(rq)
+}
+
+// TestRacedFolderRetriedAtOnce: a request that lost the race for a
+// folder (versitygw's posix back end removing the pending folder a
+// Publish emptied) is sent again after a millisecond, not after the
+// standard jittered backoff of up to MaxBackoff that held a C-STORE for
+// a second now and then (issue 18: PostgreSQL + S3 with one association
+// at a quarter of either alone). Other failures still back off.
+func TestRacedFolderRetriedAtOnce(t *testing.T) {
+	s := harness.StartS3(t)
+	s.SetEnv(t)
+	r := &racer{}
+	r.n.Store(1)
+	st, err := open(context.Background(), s.URL(s.Bucket(t), "p"), func(next http.RoundTripper) http.RoundTripper {
+		r.next = next
+		return r
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	raced := &smithy.GenericAPIError{Code: "ExistingObjectIsDirectory", Message: "raced"}
+	for attempt := 1; attempt < MaxAttempts; attempt++ {
+		d, err := st.c.Options().Retryer.RetryDelay(attempt, raced)
+		if err != nil || d > 5*time.Millisecond {
+			t.Fatalf("attempt %d after a raced folder: delay %v, %v; want at most a few milliseconds", attempt, d, err)
+		}
+	}
+	var longest time.Duration
+	for range 50 {
+		d, _ := st.c.Options().Retryer.RetryDelay(1, &smithy.GenericAPIError{Code: "SlowDown"})
+		longest = max(longest, d)
+	}
+	if longest < 50*time.Millisecond {
+		t.Fatalf("other failures: longest of 50 delays %v; want a backoff", longest)
+	}
+
+	w := write(t, st, "", []byte("raced marker"))
+	if err := w.Commit(); err != nil {
+		t.Fatalf("commit after a raced marker: %v", err)
+	}
+	if r.seen.Load() != 1 {
+		t.Fatalf("the marker PUT was refused %d times; want 1 (the race injected)", r.seen.Load())
+	}
+	if got := readAll(t, st, w.Key()); string(got) != "raced marker" {
+		t.Fatalf("read back %q", got)
 	}
 }

@@ -80,6 +80,7 @@ var (
 	_ store.InstanceWalker = (*DB)(nil)
 	_ store.Snapshotter    = (*DB)(nil)
 	_ store.DeferredSyncer = (*DB)(nil)
+	_ store.Scrubber       = (*DB)(nil)
 )
 
 // Open opens (creating if needed) the database at path and brings its schema
@@ -111,7 +112,10 @@ func open(ctx context.Context, path string, maxBatch int) (*DB, error) {
 	}
 	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
 
-	wq := url.Values{"_pragma": {bt, "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"}}
+	// secure_delete: the bytes of a deleted row are overwritten with
+	// zeros, in its page and in pages freed, so that an erased patient's
+	// rows do not linger in the file (Scrub clears the write-ahead log).
+	wq := url.Values{"_pragma": {bt, "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "secure_delete(1)"}}
 	wdb, err := sql.Open("sqlite", uri(abs, wq))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
@@ -678,4 +682,49 @@ func (db *DB) Counts(ctx context.Context) (store.Counts, error) {
 		return store.Counts{}, fmt.Errorf("sqlite: counts: %w", db.closedErr(err))
 	}
 	return c, nil
+}
+
+// Scrub implements store.Scrubber. Deleted rows are zeroed in the pages
+// that held them (secure_delete, on the write connection), but earlier
+// versions of those pages stay in the write-ahead log until it is
+// overwritten: Scrub checkpoints the log into the database and truncates
+// it to nothing, waiting (up to the busy timeout, then trying again a few
+// times) for readers of older versions to finish. With rewrite, it first
+// runs VACUUM (from a connection of its own, holding the write lock: a
+// store waiting longer than the busy timeout, 10 s, fails meanwhile): the
+// file is rebuilt from its live rows, leaving nothing that an older Ward,
+// without secure_delete, freed.
+func (db *DB) Scrub(ctx context.Context, rewrite bool) error {
+	if db.closed.Load() {
+		return store.ErrClosed
+	}
+	bt := fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())
+	c, err := sql.Open("sqlite", uri(db.path, url.Values{"_pragma": {bt}}))
+	if err != nil {
+		return fmt.Errorf("sqlite: scrub: %w", err)
+	}
+	defer c.Close()
+	if rewrite {
+		if _, err := c.ExecContext(ctx, "VACUUM"); err != nil {
+			return fmt.Errorf("sqlite: scrub: vacuum: %w", db.closedErr(err))
+		}
+	}
+	for try := 0; ; try++ {
+		var busy, logFrames, done int
+		err := c.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done)
+		if err != nil {
+			return fmt.Errorf("sqlite: scrub: %w", db.closedErr(err))
+		}
+		if busy == 0 {
+			return nil
+		}
+		if try == 4 {
+			return errors.New("sqlite: scrub: readers kept the write-ahead log from being truncated; it is overwritten by later writes")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -52,6 +52,7 @@ type Postgres struct {
 	cred            *syscall.Credential
 	logPath         string
 	seq             atomic.Int64
+	durable         bool
 
 	mu   sync.Mutex
 	proc *pgProc // nil while stopped
@@ -129,6 +130,29 @@ func NewPostgres(t testing.TB) *Postgres {
 		testci.SkipOrFail(t, "%s", why)
 	}
 	p, err := startCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(p.logPath)
+			t.Logf("PostgreSQL log:\n%s", b)
+		}
+		p.remove()
+	})
+	return p
+}
+
+// NewDurablePostgres is NewPostgres with its folder under dir (on the
+// disk to measure: the default temporary folder may be tmpfs) and fsync
+// on, as in production: for benchmarks of commits. dir "" is the default
+// temporary folder.
+func NewDurablePostgres(t testing.TB, dir string) *Postgres {
+	t.Helper()
+	if why := PostgresMissing(); why != "" {
+		testci.SkipOrFail(t, "%s", why)
+	}
+	p, err := startClusterIn(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,17 +377,19 @@ func sweepStaleClusters() {
 	}
 }
 
-func startCluster() (*Postgres, error) {
+func startCluster() (*Postgres, error) { return startClusterIn("", false) }
+
+func startClusterIn(dir string, durable bool) (*Postgres, error) {
 	sweepStaleClusters()
 	bin, err := pgBin()
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.MkdirTemp("", "ward-pg-")
+	root, err := os.MkdirTemp(dir, "ward-pg-")
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{bin: bin, root: root, data: filepath.Join(root, "data"), SocketDir: filepath.Join(root, "sock"),
+	p := &Postgres{bin: bin, durable: durable, root: root, data: filepath.Join(root, "data"), SocketDir: filepath.Join(root, "sock"),
 		Port: 5432, User: "ward", Password: randomHex(16), logPath: filepath.Join(root, "postgres.log")}
 	fail := func(err error) (*Postgres, error) {
 		_ = os.RemoveAll(root)
@@ -429,10 +455,14 @@ func (p *Postgres) startLocked() error {
 		return err
 	}
 	defer logf.Close()
+	fsync := "fsync=off"
+	if p.durable {
+		fsync = "fsync=on"
+	}
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", p.data, "-k", p.SocketDir, "-p", strconv.Itoa(p.Port),
 		"-c", "listen_addresses=",
 		"-c", "unix_socket_permissions=0700",
-		"-c", "fsync=off",
+		"-c", fsync,
 		"-c", "shared_buffers=32MB",
 		"-c", "max_connections=300",
 		"-c", "logging_collector=off",

@@ -115,8 +115,8 @@ func TestREADMECommands(t *testing.T) {
 	exported := t.TempDir()
 	backup := filepath.Join(t.TempDir(), "backup")
 	care := strings.NewReplacer("1.2.3", studyUID, "/media/usb0/case-12", exported, "/mnt/backup/ward", backup, "./ward ", bin+" ")
-	if n := runREADMESection(t, text, "## Look after the archive", "## Users and API tokens", work, care); n != 5 {
-		t.Fatalf("ran %d README commands in the archive care section, want 5", n)
+	if n := runREADMESection(t, text, "## Look after the archive", "## Users and API tokens", work, care); n != 6 {
+		t.Fatalf("ran %d README commands in the archive care section, want 6", n)
 	}
 	// The users and tokens section, on the running Ward.
 	if n := runREADMESection(t, text, "## Users and API tokens", "## Run the tests", work, strings.NewReplacer("./ward ", bin+" ")); n != 5 {
@@ -139,7 +139,7 @@ func TestREADMECommands(t *testing.T) {
 }
 
 // readmeCmdRE matches the README lines that are commands to run.
-var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer|study|backup|status|user|token))\b`)
+var readmeCmdRE = regexp.MustCompile(`^(echoscu|storescu|findscu|getscu|\./ward (echo|store|version|find|get|move|peer|study|retention|backup|status|user|token))\b`)
 
 // runREADMESection runs every command line of the README between two
 // headings, with subst applied, in dir; it returns how many it ran.

@@ -104,6 +104,16 @@ type Archive struct {
 	// durability (Recover finishes both after a crash).
 	after     chan afterStore
 	afterDone chan struct{}
+	// ReplacedGrace is how long a replaced blob stays before it is
+	// deleted (0: DefaultReplacedGrace): a retrieve that read the index
+	// before the replace, on this node or another, may still be reading
+	// it (an object store's reads are ranged requests, each of which
+	// needs the object still there). It stays recorded for deletion in
+	// the index meanwhile, so a crash loses nothing; Close deletes what
+	// is waiting.
+	ReplacedGrace time.Duration
+	replacedMu    sync.Mutex
+	replaced      []replacedBlob
 
 	// SkipMetadataAfterStore: the metadata of a stored object is not
 	// computed after its store, only when first asked for (metadata.go).
@@ -145,6 +155,56 @@ func (ar *Archive) capabilities() *store.Caps {
 		}
 	})
 	return ar.caps
+}
+
+// DefaultReplacedGrace is Archive.ReplacedGrace when it is 0.
+const DefaultReplacedGrace = 30 * time.Second
+
+// maxReplacedWaiting bounds the replaced blobs waiting for their grace
+// to end: beyond it the oldest are deleted early.
+const maxReplacedWaiting = 1 << 16
+
+// replacedBlob is a replaced blob waiting to be deleted at due.
+type replacedBlob struct {
+	key string
+	due time.Time
+}
+
+// deleteReplacedLater records key, a replaced blob, for deletion once its
+// grace has passed.
+func (ar *Archive) deleteReplacedLater(key string) {
+	grace := ar.ReplacedGrace
+	if grace <= 0 {
+		grace = DefaultReplacedGrace
+	}
+	ar.replacedMu.Lock()
+	ar.replaced = append(ar.replaced, replacedBlob{key: key, due: time.Now().Add(grace)})
+	ar.replacedMu.Unlock()
+}
+
+// deleteReplaced deletes the replaced blobs whose grace has passed (all
+// of them with all, and the oldest beyond maxReplacedWaiting).
+func (ar *Archive) deleteReplaced(all bool) {
+	now := time.Now()
+	ar.replacedMu.Lock()
+	n := 0
+	for n < len(ar.replaced) && (all || !ar.replaced[n].due.After(now) || len(ar.replaced)-n > maxReplacedWaiting) {
+		n++
+	}
+	keys := make([]string, n)
+	for i, r := range ar.replaced[:n] {
+		keys[i] = r.key
+	}
+	ar.replaced = append(ar.replaced[:0], ar.replaced[n:]...)
+	ar.replacedMu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	// Held by a backup, or failed: they stay recorded for deletion in
+	// the index (deleted when the backup ends, or at the next start).
+	if err := ar.deleteBlobs(context.Background(), keys); err != nil && !errors.Is(err, errDeletesHeld) {
+		ar.Logger.Warn("deleting replaced objects failed; retried at next start", "err", err)
+	}
 }
 
 // afterStore is the work that follows a stored object's response: key is
@@ -317,7 +377,21 @@ const (
 func (ar *Archive) afterLoop() {
 	defer close(ar.afterDone)
 	jobs := make([]afterStore, 0, afterBatch)
-	for job := range ar.after {
+	sweep := time.NewTicker(time.Second)
+	defer sweep.Stop()
+	for {
+		var job afterStore
+		select {
+		case j, ok := <-ar.after:
+			if !ok {
+				ar.deleteReplaced(true)
+				return
+			}
+			job = j
+		case <-sweep.C:
+			ar.deleteReplaced(false)
+			continue
+		}
 		jobs = append(jobs[:0], job)
 		timer := time.NewTimer(afterWait)
 	gather:
@@ -338,7 +412,7 @@ func (ar *Archive) afterLoop() {
 }
 
 // finish makes the index rows of stored blobs durable, then publishes the
-// blobs and deletes the ones they replaced.
+// blobs; the ones they replaced are deleted once ReplacedGrace has passed.
 func (ar *Archive) finish(jobs ...afterStore) {
 	ctx := context.Background()
 	if ds := ar.capabilities().DeferredSyncer; ds != nil {
@@ -374,9 +448,7 @@ func (ar *Archive) finish(jobs ...afterStore) {
 	}
 	for _, job := range jobs {
 		if job.oldKey != "" {
-			if err := ar.deleteBlobs(ctx, []string{job.oldKey}); err != nil && !errors.Is(err, errDeletesHeld) {
-				ar.Logger.Warn("deleting a replaced object failed; retried at next start", "err", err)
-			}
+			ar.deleteReplacedLater(job.oldKey)
 		}
 		ar.queueMetadata(metadataJob{uid: job.uid, key: job.key, ts: job.ts})
 	}
@@ -472,12 +544,14 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 		return Failf(ErrCannotUnderstand, "unknown transfer syntax %q", r.TransferSyntaxUID)
 	}
 	if ar.OnDuplicate != DuplicateReplace {
+		// A quick answer for an object stored before. Two stores of one
+		// SOP Instance UID at once (on two associations, or two nodes
+		// sharing the index) may both pass this check: the index's
+		// Insert below decides between them.
 		if in, err := ar.Index.Get(ctx, r.SOPInstanceUID); err == nil {
-			if ar.OnDuplicate == DuplicateReject {
-				return Fail(ErrDuplicate, "SOP instance already stored")
+			if err := ar.duplicate(in, out); err != nil {
+				return err
 			}
-			// Kept: the stored object is the one the requestor is told of.
-			out.StudyInstanceUID, out.PatientID, out.SeriesInstanceUID = in.StudyInstanceUID, in.PatientID, in.SeriesInstanceUID
 			_, err := io.Copy(io.Discard, r.Data)
 			return err
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -585,12 +659,34 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 			_ = ar.Blobs.Delete(ctx, key)
 			return resourceError("committing the index", insErr)
 		}
-		// Stored already: the object is durable now, replace it below.
+		// Stored already, by a store that passed the check above at the
+		// same time: the policy decides (replace: below).
+		if ar.OnDuplicate != DuplicateReplace {
+			_ = ar.Blobs.Delete(ctx, key)
+			return ar.storedMeanwhile(ctx, in.SOPInstanceUID, out)
+		}
 	} else {
 		if err := bw.Commit(); err != nil {
 			return resourceError("saving the object", err)
 		}
 		committed = true
+		if ins != nil && ar.OnDuplicate != DuplicateReplace {
+			// Keep and reject insert, so that of two stores of one SOP
+			// Instance UID at once only one is indexed. (Without an
+			// Inserter, Put replaces: a backend for several writers has
+			// one.)
+			switch err := ins.Insert(ctx, in); {
+			case err == nil:
+				ar.queueAfter(afterStore{key: key, uid: in.SOPInstanceUID, ts: in.TransferSyntaxUID})
+				return nil
+			case errors.Is(err, store.ErrInstanceExists):
+				_ = ar.Blobs.Delete(ctx, key)
+				return ar.storedMeanwhile(ctx, in.SOPInstanceUID, out)
+			default:
+				_ = ar.Blobs.Delete(ctx, key)
+				return resourceError("committing the index", err)
+			}
+		}
 	}
 	res, err := put(ctx, in)
 	if err != nil {
@@ -605,6 +701,36 @@ func (ar *Archive) store(ctx context.Context, r *StoreRequest, out *Stored) (err
 	}
 	ar.queueAfter(job)
 	return nil
+}
+
+// duplicate answers a store of an object the index holds already (in)
+// under the keep or reject policy: reject refuses it; keep acknowledges
+// it and tells of the stored object.
+func (ar *Archive) duplicate(in *store.Instance, out *Stored) error {
+	if ar.OnDuplicate == DuplicateReject {
+		return Fail(ErrDuplicate, "SOP instance already stored")
+	}
+	// Kept: the stored object is the one the requestor is told of.
+	out.StudyInstanceUID, out.PatientID, out.SeriesInstanceUID = in.StudyInstanceUID, in.PatientID, in.SeriesInstanceUID
+	return nil
+}
+
+// storedMeanwhile is duplicate for an object another store indexed after
+// this one's check and before its Insert.
+func (ar *Archive) storedMeanwhile(ctx context.Context, uid string, out *Stored) error {
+	if ar.OnDuplicate == DuplicateReject {
+		return ar.duplicate(nil, out)
+	}
+	in, err := ar.Index.Get(ctx, uid)
+	if errors.Is(err, store.ErrNotFound) {
+		// Kept, yet deleted again since: nothing to tell of, nothing
+		// stored; a retry stores it.
+		return &Error{Kind: ErrStorage, Comment: "the object was stored and deleted meanwhile: send it again", Err: err}
+	}
+	if err != nil {
+		return resourceError("reading the index", err)
+	}
+	return ar.duplicate(in, out)
 }
 
 // deferredInserter is a DeferredSyncer's InsertDeferred as an Inserter.

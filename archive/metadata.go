@@ -55,10 +55,11 @@ func (ar *Archive) metadata(ctx context.Context, uid, key, ts string) ([]byte, e
 	if syntax == nil {
 		return nil, Failf(ErrStorage, "unknown transfer syntax of a stored object: %s", ts)
 	}
-	rc, err := ar.openDataSet(ctx, key)
+	// Replaced since the index was read: the replacement's metadata.
+	rc, key, err := ar.openCurrent(ctx, uid, key, "", ts)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, &Error{Kind: ErrStorage, Comment: "a stored object is missing (replaced or deleted meanwhile?)", Err: err}
+			return nil, &Error{Kind: ErrStorage, Comment: "a stored object is missing (deleted meanwhile?)", Err: err}
 		}
 		if e := IntegrityFailure(err); e != nil {
 			return nil, e

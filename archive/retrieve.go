@@ -65,7 +65,10 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 			SeriesInstanceUID: in.SeriesInstanceUID,
 			PatientID:         in.PatientID,
 			Size:              in.Size,
-			Open:              func(ctx context.Context) (io.ReadCloser, error) { return ar.openDataSet(ctx, key) },
+			Open: func(ctx context.Context) (io.ReadCloser, error) {
+				rc, _, err := ar.openCurrent(ctx, in.SOPInstanceUID, key, in.SOPClassUID, in.TransferSyntaxUID)
+				return rc, err
+			},
 		}
 		if dcfg != nil {
 			ar.deidentify(inst, key, dcfg)
@@ -172,6 +175,28 @@ func (ar *Archive) openDataSet(ctx context.Context, key string) (io.ReadCloser, 
 		return &seekableDataSet{br: br, rs: rs, c: rc}, nil
 	}
 	return &dataSetReader{Reader: br, c: rc}, nil
+}
+
+// openCurrent opens the data set of the instance uid found under blob key
+// with class and ts. When that blob is gone, the instance was replaced
+// since the index was read (by a store on this node or another, whose
+// replaced blob is deleted once the new row is committed): the object
+// that replaced it is opened instead, if it has the same SOP class and
+// transfer syntax (what the requestor was told), so that a retrieve
+// running during a replace sends one whole object, the newer one. A
+// deleted instance, or a replacement in another syntax, fails as before.
+// An empty class is not checked. It returns the blob key opened.
+func (ar *Archive) openCurrent(ctx context.Context, uid, key, class, ts string) (io.ReadCloser, string, error) {
+	rc, err := ar.openDataSet(ctx, key)
+	for tries := 0; err != nil && errors.Is(err, store.ErrNotFound) && tries < 3; tries++ {
+		cur, gerr := ar.Index.Get(ctx, uid)
+		if gerr != nil || cur.BlobKey == key || (class != "" && cur.SOPClassUID != class) || cur.TransferSyntaxUID != ts {
+			break
+		}
+		key = cur.BlobKey
+		rc, err = ar.openDataSet(ctx, key)
+	}
+	return rc, key, err
 }
 
 // Destination resolves a C-MOVE destination through Archive.Destinations.

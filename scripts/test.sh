@@ -30,7 +30,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # they need /dev/fuse, not fusermount (no fuse3 package).
 { command -v mkfs.ext4 || test -x /usr/sbin/mkfs.ext4; } >/dev/null 2>&1 || need+=(e2fsprogs)
 { command -v rsyslogd || test -x /usr/sbin/rsyslogd; } >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog rsyslog-gnutls)
-# HAProxy: the load balancer's readiness check (test/interop/metrics_test.go).
+# HAProxy: the load balancer's readiness check (test/interop/metrics_test.go)
+# and several nodes behind it (test/cluster, test/harness).
 { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null 2>&1 || need+=(haproxy)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"

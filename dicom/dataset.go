@@ -264,60 +264,35 @@ func (rd *dsReader) element(c coding, h *header, depth, bitsAllocated int) (*Ele
 			e.VR = "SQ"
 		}
 		ic := innerCoding(c, h)
-		end := int64(-1)
 		if h.length != undefinedLength {
 			if err := rd.checkSpan(h.length); err != nil {
 				return nil, err
 			}
-			end = d.pos + int64(h.length)
 		}
 		e.Items = []*DataSet{}
-		var ih header
-		for {
-			if end >= 0 && d.pos >= end {
-				if d.pos > end {
-					return nil, malformed(d.pos, "items overrun sequence %v", h.tag)
+		err := d.eachItem(ic, h, func(ih *header, iend int64) error {
+			if ih.length != undefinedLength {
+				if err := rd.checkSpan(ih.length); err != nil {
+					return err
 				}
-				return e, nil
 			}
-			if err := d.readHeader(ic, &ih); err != nil {
-				if err == io.EOF {
-					return nil, truncated("sequence "+h.tag.String(), d.pos)
-				}
-				return nil, err
+			if rd.bulk > 0 {
+				rd.path = append(rd.path, uint32(len(e.Items)))
 			}
-			switch ih.tag {
-			case Item:
-				iend := int64(-1)
-				if ih.length != undefinedLength {
-					if err := rd.checkSpan(ih.length); err != nil {
-						return nil, err
-					}
-					iend = d.pos + int64(ih.length)
-				}
-				if rd.bulk > 0 {
-					rd.path = append(rd.path, uint32(len(e.Items)))
-				}
-				item, err := rd.dataSet(ic, iend, depth+1)
-				if rd.bulk > 0 {
-					rd.path = rd.path[:len(rd.path)-1]
-				}
-				if err != nil {
-					return nil, err
-				}
-				e.Items = append(e.Items, item)
-			case SequenceDelimitationItem:
-				if end >= 0 {
-					return nil, malformed(d.pos, "sequence delimiter in defined-length sequence %v", h.tag)
-				}
-				if ih.length != 0 {
-					return nil, malformed(d.pos, "sequence delimiter with length %d", ih.length)
-				}
-				return e, nil
-			default:
-				return nil, malformed(d.pos, "unexpected %v in sequence %v", ih.tag, h.tag)
+			item, err := rd.dataSet(ic, iend, depth+1)
+			if rd.bulk > 0 {
+				rd.path = rd.path[:len(rd.path)-1]
 			}
+			if err != nil {
+				return err
+			}
+			e.Items = append(e.Items, item)
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
+		return e, nil
 	}
 	if !c.explicit {
 		e.VR = VROf(h.tag)

@@ -230,6 +230,20 @@ func (d *decoder) skipSequence(c coding, h *header, depth int) error {
 		return fmt.Errorf("%w: at %v, offset %d", ErrTooDeep, h.tag, d.pos)
 	}
 	ic := innerCoding(c, h)
+	return d.eachItem(ic, h, func(ih *header, _ int64) error {
+		return d.skipItem(ic, ih.length, depth)
+	})
+}
+
+// eachItem reads the items of the sequence whose header was h (read just
+// now: its value starts at d.pos), in the sequence's inner coding ic, and
+// checks their structure: items only, a defined length neither overrun
+// nor ended by a delimiter, an undefined length ended by a zero-length
+// Sequence Delimitation Item, which it consumes. item is called after
+// each item's header with the offset its value ends at (-1: undefined
+// length); it must consume the item's value. Every walk over a
+// sequence's items (skipping, transcoding, rewriting) goes through here.
+func (d *decoder) eachItem(ic coding, h *header, item func(ih *header, end int64) error) error {
 	end := int64(-1)
 	if h.length != undefinedLength {
 		end = d.pos + int64(h.length)
@@ -250,7 +264,11 @@ func (d *decoder) skipSequence(c coding, h *header, depth int) error {
 		}
 		switch ih.tag {
 		case Item:
-			if err := d.skipItem(ic, ih.length, depth); err != nil {
+			iend := int64(-1)
+			if ih.length != undefinedLength {
+				iend = d.pos + int64(ih.length)
+			}
+			if err := item(&ih, iend); err != nil {
 				return err
 			}
 		case SequenceDelimitationItem:

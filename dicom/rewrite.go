@@ -324,49 +324,17 @@ func (r *rewriter) sequence(c coding, h *header, v vr, depth int, path []Tag) er
 		return err
 	}
 	inner := append(path[:len(path):len(path)], h.tag)
-	end := int64(-1)
-	if h.length != undefinedLength {
-		end = d.pos + int64(h.length)
-	}
-	var ih header
-	for {
-		if end >= 0 && d.pos >= end {
-			if d.pos > end {
-				return malformed(d.pos, "items overrun sequence %v", h.tag)
-			}
-			break
-		}
-		if err := d.readHeader(ic, &ih); err != nil {
-			if err == io.EOF {
-				return truncated("sequence "+h.tag.String(), d.pos)
-			}
-			return err
-		}
-		if ih.tag == SequenceDelimitationItem {
-			if end >= 0 {
-				return malformed(d.pos, "sequence delimiter in defined-length sequence %v", h.tag)
-			}
-			if ih.length != 0 {
-				return malformed(d.pos, "sequence delimiter with length %d", ih.length)
-			}
-			break
-		}
-		if ih.tag != Item {
-			return malformed(d.pos, "unexpected %v in sequence %v", ih.tag, h.tag)
-		}
-		iend := int64(-1)
-		if ih.length != undefinedLength {
-			iend = d.pos + int64(ih.length)
-		}
+	err := d.eachItem(ic, h, func(_ *header, iend int64) error {
 		if err := r.header(ic, Item, 0, undefinedLength); err != nil {
 			return err
 		}
 		if err := r.dataSet(ic, iend, depth+1, inner); err != nil {
 			return err
 		}
-		if err := r.header(ic, ItemDelimitationItem, 0, 0); err != nil {
-			return err
-		}
+		return r.header(ic, ItemDelimitationItem, 0, 0)
+	})
+	if err != nil {
+		return err
 	}
 	return r.header(ic, SequenceDelimitationItem, 0, 0)
 }

@@ -332,49 +332,18 @@ func (d *decoder) keepSequence(c coding, h *header, want func(Tag) bool, seqs *K
 	ic := innerCoding(c, h)
 	ks := keptSeq{tag: h.tag, big: ic.big}
 	const depth = 1
-	end := int64(-1)
-	if h.length != undefinedLength {
-		end = d.pos + int64(h.length)
-	}
-	var ih header
-	for {
-		if end >= 0 && d.pos >= end {
-			if d.pos > end {
-				return ks, malformed(d.pos, "items overrun sequence %v", h.tag)
-			}
-			return ks, nil
+	err := d.eachItem(ic, h, func(ih *header, _ int64) error {
+		if len(ks.items) >= maxItems {
+			return d.skipItem(ic, ih.length, depth)
 		}
-		if err := d.readHeader(ic, &ih); err != nil {
-			if err == io.EOF {
-				return ks, truncated("sequence "+h.tag.String(), d.pos)
-			}
-			return ks, err
+		it, err := d.keepItem(ic, ih.length, want, &budget)
+		if err != nil {
+			return err
 		}
-		switch ih.tag {
-		case Item:
-			if len(ks.items) >= maxItems {
-				if err := d.skipItem(ic, ih.length, depth); err != nil {
-					return ks, err
-				}
-				continue
-			}
-			it, err := d.keepItem(ic, ih.length, want, &budget)
-			if err != nil {
-				return ks, err
-			}
-			ks.items = append(ks.items, it)
-		case SequenceDelimitationItem:
-			if end >= 0 {
-				return ks, malformed(d.pos, "sequence delimiter in defined-length sequence %v", h.tag)
-			}
-			if ih.length != 0 {
-				return ks, malformed(d.pos, "sequence delimiter with length %d", ih.length)
-			}
-			return ks, nil
-		default:
-			return ks, malformed(d.pos, "unexpected %v in sequence %v", ih.tag, h.tag)
-		}
-	}
+		ks.items = append(ks.items, it)
+		return nil
+	})
+	return ks, err
 }
 
 // keepItem is skipItem keeping the wanted attributes while *budget allows.

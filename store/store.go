@@ -117,6 +117,26 @@ type Instance struct {
 	Metadata []byte
 }
 
+// CheckInstance reports what makes in unfit for an Index's Put or
+// Insert: a missing instance, or an empty SOP Instance, Series Instance
+// or Study Instance UID or blob key. Backends call it before writing;
+// they may check more.
+func CheckInstance(in *Instance) error {
+	switch {
+	case in == nil:
+		return errors.New("nil instance")
+	case in.SOPInstanceUID == "":
+		return errors.New("empty SOP Instance UID")
+	case in.SeriesInstanceUID == "":
+		return errors.New("empty Series Instance UID")
+	case in.StudyInstanceUID == "":
+		return errors.New("empty Study Instance UID")
+	case in.BlobKey == "":
+		return errors.New("empty blob key")
+	}
+	return nil
+}
+
 // PutResult tells what a Put did.
 type PutResult struct {
 	// Replaced is true when an instance with the same SOP Instance UID existed

@@ -70,17 +70,8 @@ func (db *DB) Delete(ctx context.Context, uid string) error {
 }
 
 func validInstance(in *store.Instance) error {
-	switch {
-	case in == nil:
-		return errors.New("nil instance")
-	case in.SOPInstanceUID == "":
-		return errors.New("empty SOP Instance UID")
-	case in.SeriesInstanceUID == "":
-		return errors.New("empty Series Instance UID")
-	case in.StudyInstanceUID == "":
-		return errors.New("empty Study Instance UID")
-	case in.BlobKey == "":
-		return errors.New("empty blob key")
+	if err := store.CheckInstance(in); err != nil {
+		return err
 	}
 	for _, it := range in.Sequences {
 		if it.Level < store.LevelPatient || it.Level > store.LevelSeries {

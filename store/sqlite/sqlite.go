@@ -531,7 +531,7 @@ func (db *DB) Sync(ctx context.Context) error {
 }
 
 func (db *DB) insert(ctx context.Context, in *store.Instance, deferred bool) error {
-	if err := validInstance(in); err != nil {
+	if err := store.CheckInstance(in); err != nil {
 		return fmt.Errorf("sqlite: insert: %w", err)
 	}
 	err := db.w.send(ctx, func(w *writer) error {
@@ -543,22 +543,6 @@ func (db *DB) insert(ctx context.Context, in *store.Instance, deferred bool) err
 	}
 	if err != nil {
 		return fmt.Errorf("sqlite: insert: %w", err)
-	}
-	return nil
-}
-
-func validInstance(in *store.Instance) error {
-	switch {
-	case in == nil:
-		return errors.New("nil instance")
-	case in.SOPInstanceUID == "":
-		return errors.New("empty SOP Instance UID")
-	case in.SeriesInstanceUID == "":
-		return errors.New("empty Series Instance UID")
-	case in.StudyInstanceUID == "":
-		return errors.New("empty Study Instance UID")
-	case in.BlobKey == "":
-		return errors.New("empty blob key")
 	}
 	return nil
 }

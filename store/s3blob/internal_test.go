@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -329,8 +331,9 @@ func TestRecoverScope(t *testing.T) {
 	if len(asked) != 1 || asked[0] != mine {
 		t.Errorf("Recover asked about %v, want only %s", asked, mine)
 	}
-	// One listing of pending/, a HEAD and a DELETE for the one marker.
-	if n := f.rec.count(http.MethodGet) + f.rec.count(http.MethodHead); n > 3 {
+	// The bucket's HEAD at open, one listing of pending/, a HEAD and a
+	// DELETE for the one marker, one listing of open/ (no open epoch).
+	if n := f.rec.count(http.MethodGet) + f.rec.count(http.MethodHead); n > 4 {
 		t.Errorf("Recover made %d GET/HEAD requests for one marker", n)
 	}
 	if got := readAll(t, other, theirs); string(got) != "y" {
@@ -411,8 +414,11 @@ func TestUnavailable(t *testing.T) {
 	if _, err := w.Write([]byte("lost")); err != nil {
 		t.Fatal(err)
 	}
-	if !w.(store.DurableNamer).NameDurable() { // its marker is in the store
-		t.Fatal("NameDurable = false")
+	if err := w.(*writer).mark(); err != nil { // its epoch's marker is in the store
+		t.Fatal(err)
+	}
+	if w.(store.DurableNamer).NameDurable() {
+		t.Fatal("a blob of an epoch is NameDurable: its index row would not wait for its Commit")
 	}
 	f.s3.Stop()
 	start := time.Now()
@@ -518,7 +524,7 @@ type racer struct {
 }
 
 func (r *racer) RoundTrip(rq *http.Request) (*http.Response, error) {
-	if rq.Method == http.MethodPut && strings.Contains(rq.URL.Path, "/pending/") && r.n.Add(-1) >= 0 {
+	if rq.Method == http.MethodPut && strings.Contains(rq.URL.Path, "/open/") && r.n.Add(-1) >= 0 {
 		r.seen.Add(1)
 		if rq.Body != nil {
 			rq.Body.Close()
@@ -575,5 +581,142 @@ func TestRacedFolderRetriedAtOnce(t *testing.T) {
 	}
 	if got := readAll(t, st, w.Key()); string(got) != "raced marker" {
 		t.Fatalf("read back %q", got)
+	}
+}
+
+// openMarkers lists the epoch markers in the bucket.
+func (f *fixture) openMarkers(t *testing.T) []string {
+	t.Helper()
+	out, err := f.s3.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &f.st.bucket, Prefix: aws.String(f.st.epochsDir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, o := range out.Contents {
+		names = append(names, aws.ToString(o.Key))
+	}
+	return names
+}
+
+// TestEpochs: blobs whose key the store chooses cost one request each
+// (their epoch's marker is shared); a node killed mid-ingest leaves
+// what its restart finds by listing its open epochs alone: the object
+// no index row names is removed, the unfinished multipart upload and its
+// intent record too, the indexed one kept; a clean Close leaves no epoch
+// open.
+func TestEpochs(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	// Published objects of other epochs and nodes, which Recover must
+	// not list.
+	other := f.open(t, "n2")
+	for range 5 {
+		w := write(t, other, "", []byte("other node"))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := other.Publish(ctx, w.Key()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	killed := f.open(t, "n1")
+	f.rec.reset()
+	const n = 20
+	var indexed, lost []string
+	for i := range n {
+		w := write(t, killed, "", []byte(fmt.Sprintf("blob %d", i)))
+		if w.(store.DurableNamer).NameDurable() {
+			t.Fatal("a blob of an epoch is NameDurable")
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if i%4 == 3 {
+			lost = append(lost, w.Key()) // crashed before its row committed
+			continue
+		}
+		indexed = append(indexed, w.Key())
+	}
+	if err := killed.PublishAll(ctx, indexed); err != nil {
+		t.Fatal(err)
+	}
+	// One PUT per blob and one per epoch; publishing sends nothing.
+	if puts, epochs := f.rec.count(http.MethodPut), len(f.openMarkers(t)); puts != n+epochs || epochs < 1 || epochs > 2 {
+		t.Errorf("%d PUTs for %d blobs in %d epochs", puts, n, epochs)
+	}
+	if d := f.rec.count(http.MethodDelete) + f.rec.count(http.MethodPost); d != 0 {
+		t.Errorf("%d DELETE/POST requests to store and publish", d)
+	}
+	// A multipart blob whose upload was cut short after its intent record.
+	big := write(t, killed, "", bytes.Repeat([]byte{7}, PartSize+1)).(*writer)
+	if err := big.SetIntent([]byte("intent")); err != nil {
+		t.Fatal(err)
+	}
+	if f.uploads(t) != 1 {
+		t.Fatalf("%d multipart uploads, want 1", f.uploads(t))
+	}
+	if _, err := killed.c.PutObject(ctx, &s3.PutObjectInput{Bucket: &killed.bucket, Key: aws.String(killed.intentName(big.key)),
+		Body: strings.NewReader("intent")}); err != nil {
+		t.Fatal(err)
+	}
+	// Killed: nothing more is sent (the handle is dropped).
+
+	restarted := f.open(t, "n1")
+	f.rec.reset()
+	asked := map[string]bool{}
+	if err := restarted.Recover(ctx, func(k string) (bool, error) {
+		asked[k] = true
+		return slices.Contains(indexed, k), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Listings: pending/, open/, and each open epoch's objects, uploads
+	// and intents; never the bucket's objects.
+	if g := f.rec.count(http.MethodGet); g > 2+3*2 {
+		t.Errorf("Recover sent %d GETs", g)
+	}
+	if len(asked) != n {
+		t.Errorf("Recover asked about %d blobs, want the %d of the open epochs", len(asked), n)
+	}
+	for _, k := range indexed {
+		if got := readAll(t, restarted, k); !strings.HasPrefix(string(got), "blob ") {
+			t.Errorf("indexed blob %s: %q", k, got)
+		}
+	}
+	for _, k := range lost {
+		if _, err := restarted.Open(ctx, k); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("unindexed blob %s after Recover: %v", k, err)
+		}
+	}
+	if _, err := restarted.Intent(ctx, big.key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the intent of the unfinished upload: %v", err)
+	}
+	if u := f.uploads(t); u != 0 {
+		t.Errorf("%d multipart uploads left", u)
+	}
+	if m := f.openMarkers(t); len(m) != 0 {
+		t.Errorf("epochs left open after Recover: %v", m)
+	}
+
+	// A clean stop leaves no epoch open.
+	w := write(t, restarted, "", []byte("clean"))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Publish(ctx, w.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.openMarkers(t); len(m) != 1 {
+		t.Errorf("open epochs while writing: %v", m)
+	}
+	if err := restarted.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.openMarkers(t); len(m) != 0 {
+		t.Errorf("epochs left open after a clean Close: %v", m)
 	}
 }

@@ -14,8 +14,13 @@
 //
 // Layout under PREFIX/ (object names, P being the prefix):
 //
-//	P/o/<s>/<key>.dcm         the blob's bytes, pending or published
-//	P/pending/<node>/<key>    empty marker: the blob is being written,
+//	P/n/<node>/<E5>/<E8>/<key>.dcm  a blob whose key the store chose
+//	                          (Create with ""): in epoch E8 of node
+//	                          <node> (E5, its top bits, keeps folders
+//	                          small); see epoch.go
+//	P/open/<node>/<E8>        empty marker: the epoch is open
+//	P/o/<s>/<key>.dcm         a blob whose key the caller gave
+//	P/pending/<node>/<key>    empty marker: that blob is being written,
 //	                          or committed and not yet published
 //	P/intent/<key>            the intent record of a blob too large for
 //	                          one request (smaller ones carry it as the
@@ -26,27 +31,34 @@
 // directory of a billion entries. An object store has no rename, so a
 // blob's bytes are written once, under their final name, with
 // If-None-Match: * (a second writer of the key gets 412 and
-// store.ErrExists): pending and published differ only by the marker.
-// Create writes the marker (also with If-None-Match: *) before any byte
-// of the blob can exist; Publish removes it (BatchPublisher: many in one
-// DeleteObjects). So Recover, at a node's start, lists only
-// P/pending/<node>/: the node's own unfinished work, whatever the size of
-// the bucket. It aborts the node's multipart uploads left unfinished,
-// asks keep about the blob of each marker (complete or not: the caller
-// may have committed a row while the bytes were uploading), and removes
-// what is not kept; markers of other nodes are left to them unless older
-// than NodeGuard (a node retired without its last restart). What a write
-// that failed while the store was away could not remove is tried again
-// at the next Publish (and, failing that, by Recover).
+// store.ErrExists): pending and published differ only by a marker.
 //
-// Every blob has a marker, small ones too: without it, a crash after the
-// object's PUT and before its index row committed would leave an object
-// nothing finds short of listing the whole bucket, and one after the row
-// committed (the archive commits it while the PUT runs) and before the
-// PUT completed a row naming no object. Written only for multipart
-// uploads, or only when the row is late, the marker would come too late
-// for a crash before it (docs/PERFORMANCE.md, "Ingest on PostgreSQL and
-// S3"). It costs no latency: Create sends it while the caller writes.
+// The archive's C-STORE lets the store choose the key: such a blob
+// costs one request, its PutObject. The key names the node and the
+// epoch (EpochLength) it was created in; the epoch's marker is written
+// before the first object of the epoch and removed once every blob of
+// the epoch is published or removed, so a node writes two markers per
+// epoch, not two per blob. Recover, at a node's start, lists the node's
+// open epochs (those of its last seconds before a crash; none after a
+// clean stop), aborts their unfinished multipart uploads, asks keep
+// about each of their objects and removes what is not kept. Such a blob
+// is not a DurableNamer: its index row is committed after Commit, so no
+// row can name an object a crash lost.
+//
+// A blob whose key the caller gives has a marker of its own: Create
+// writes it (also with If-None-Match: *) before any byte of the blob
+// can exist; Publish removes it (BatchPublisher: many in one
+// DeleteObjects). Recover lists P/pending/<node>/: it aborts the
+// multipart uploads left, asks keep about the blob of each marker
+// (complete or not: the caller may have committed a row while the bytes
+// were uploading), and removes what is not kept.
+//
+// Either way Recover sees only the node's own unfinished work, whatever
+// the size of the bucket; markers and epochs of other nodes are left to
+// them unless older than NodeGuard (a node retired without its last
+// restart). What a write that failed while the store was away could not
+// remove is tried again at the next Publish (and, failing that, by
+// Recover).
 //
 // Writes stream: a blob of up to PartSize bytes is sent in one PutObject
 // at Commit; a larger one as a multipart upload of PartSize parts, each
@@ -152,17 +164,25 @@ type Store struct {
 	committed sync.Map
 
 	// What a failed write could not remove (the store away), tried again
-	// at the next Publish: objects, then the markers.
-	leftMu                   sync.Mutex
-	leftObjects, leftMarkers []string
+	// at the next Publish: objects, then the markers; the keys resolved
+	// once they are gone (epoch.go).
+	leftMu                             sync.Mutex
+	leftObjects, leftMarkers, leftKeys []string
+
+	// This handle's epochs (epoch.go).
+	epochMu   sync.Mutex
+	epochs    map[int64]*epoch
+	lastEpoch int64
+	closer    chan struct{} // closes the loop that closes epochs
 }
 
 // leave records names a cleanup could not remove.
-func (s *Store) leave(objects, markers []string) {
+func (s *Store) leave(key string, objects, markers []string) {
 	s.leftMu.Lock()
 	defer s.leftMu.Unlock()
 	s.leftObjects = append(s.leftObjects, objects...)
 	s.leftMarkers = append(s.leftMarkers, markers...)
+	s.leftKeys = append(s.leftKeys, key)
 }
 
 // retryLeft removes what failed writes left: the objects first, so that
@@ -171,21 +191,30 @@ func (s *Store) leave(objects, markers []string) {
 // next try (or for Recover at the next start).
 func (s *Store) retryLeft(ctx context.Context) {
 	s.leftMu.Lock()
-	objects, markers := s.leftObjects, s.leftMarkers
-	s.leftObjects, s.leftMarkers = nil, nil
+	objects, markers, keys := s.leftObjects, s.leftMarkers, s.leftKeys
+	s.leftObjects, s.leftMarkers, s.leftKeys = nil, nil, nil
 	s.leftMu.Unlock()
-	if len(objects)+len(markers) == 0 {
+	if len(keys) == 0 {
 		return
 	}
 	if len(objects) > 0 {
 		if err := s.deleteObjects(ctx, objects); err != nil {
-			s.leave(objects, markers)
+			s.leftMu.Lock()
+			s.leftObjects = append(s.leftObjects, objects...)
+			s.leftMarkers = append(s.leftMarkers, markers...)
+			s.leftKeys = append(s.leftKeys, keys...)
+			s.leftMu.Unlock()
 			return
 		}
 	}
 	if err := s.deleteObjects(ctx, markers); err != nil {
-		s.leave(nil, markers)
+		s.leftMu.Lock()
+		s.leftMarkers = append(s.leftMarkers, markers...)
+		s.leftKeys = append(s.leftKeys, keys...)
+		s.leftMu.Unlock()
+		return
 	}
+	s.resolve(keys...)
 }
 
 var (
@@ -322,6 +351,9 @@ func (s *Store) check(key string) error {
 
 // Object names.
 func (s *Store) objectName(key string) string {
+	if n, ok := epochOf(key); ok {
+		return s.epochDir(key[34:], n) + key + ext
+	}
 	sh := []byte((key + "__")[:2])
 	for i, c := range sh {
 		if c == '.' {
@@ -358,6 +390,9 @@ func (s *Store) SetNode(id string) error {
 // keyNode is the node a key the store chose belongs to: "" for a key a
 // caller gave.
 func keyNode(key string) string {
+	if _, ok := epochOf(key); ok {
+		return key[34:]
+	}
 	if len(key) > 33 && key[32] == '.' {
 		return key[33:]
 	}
@@ -423,15 +458,11 @@ func (s *Store) Create(ctx context.Context, key string) (store.BlobWriter, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	w := &writer{s: s, marked: make(chan struct{})}
 	if key == "" {
-		w.key, w.chosen = newKey()+"."+s.node, true
-		go func() {
-			w.markErr = s.putMarker(context.WithoutCancel(ctx), w.key)
-			close(w.marked)
-		}()
-		return w, nil
+		e, key := s.enterEpoch()
+		return &writer{s: s, key: key, chosen: true, ep: e, marked: e.ready}, nil
 	}
+	w := &writer{s: s, marked: make(chan struct{})}
 	if err := s.check(key); err != nil {
 		return nil, err
 	}
@@ -516,6 +547,7 @@ type writer struct {
 
 	marked  chan struct{} // closed once the marker is written (or failed)
 	markErr error
+	ep      *epoch // of a key the store chose: its marker is the epoch's
 
 	buf    []byte
 	intent []byte
@@ -535,9 +567,18 @@ func (w *writer) Key() string { return w.key }
 // happened to its bytes. The caller may then commit the index row while
 // Commit still uploads (recovery checks such a blob against the row's
 // checksum).
+// A blob of an epoch is not (see epoch.go).
 func (w *writer) NameDurable() bool {
+	return w.ep == nil && w.mark() == nil
+}
+
+// mark waits for the marker and returns the error of writing it.
+func (w *writer) mark() error {
 	<-w.marked
-	return w.markErr == nil
+	if w.ep != nil {
+		return w.ep.err
+	}
+	return w.markErr
 }
 
 // SetIntent implements store.IntentWriter: the record goes with the
@@ -594,9 +635,8 @@ func (w *writer) sendPart() error {
 	s := w.s
 	ctx := context.Background()
 	if w.upload == nil {
-		<-w.marked
-		if w.markErr != nil {
-			return fmt.Errorf("s3blob: write %s: %w", w.key, w.markErr)
+		if err := w.mark(); err != nil {
+			return fmt.Errorf("s3blob: write %s: %w", w.key, err)
 		}
 		octx, cancel := s.op(ctx)
 		out, err := s.c.CreateMultipartUpload(octx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket,
@@ -643,10 +683,9 @@ func (w *writer) Commit() error {
 	defer w.release()
 	s := w.s
 	ctx := context.Background()
-	<-w.marked
 	err := w.err
-	if err == nil && w.markErr != nil {
-		err = fmt.Errorf("s3blob: commit %s: %w", w.key, w.markErr)
+	if merr := w.mark(); err == nil && merr != nil {
+		err = fmt.Errorf("s3blob: commit %s: %w", w.key, merr)
 	}
 	if err == nil {
 		if w.upload == nil {
@@ -755,12 +794,16 @@ func (w *writer) cleanup(ctx context.Context, exists bool) error {
 		}
 		w.upload = nil
 	}
-	if w.markErr != nil {
+	if w.mark() != nil {
+		s.resolve(w.key)
 		return nil // no marker, so nothing was sent
 	}
-	markers := []string{s.markerName(w.key)}
-	if n := keyNode(w.key); n != "" && n != s.node {
-		markers = append(markers, s.markerDir(n)+w.key)
+	var markers []string
+	if w.ep == nil {
+		markers = append(markers, s.markerName(w.key))
+		if n := keyNode(w.key); n != "" && n != s.node {
+			markers = append(markers, s.markerDir(n)+w.key)
+		}
 	}
 	if !exists {
 		names := []string{s.objectName(w.key)}
@@ -768,14 +811,15 @@ func (w *writer) cleanup(ctx context.Context, exists bool) error {
 			names = append(names, s.intentName(w.key))
 		}
 		if err := s.deleteObjects(ctx, names); err != nil {
-			s.leave(names, markers)
+			s.leave(w.key, names, markers)
 			return fmt.Errorf("s3blob: removing %s: %w", w.key, err)
 		}
 	}
 	if err := s.deleteObjects(ctx, markers); err != nil {
-		s.leave(nil, markers)
+		s.leave(w.key, nil, markers)
 		return fmt.Errorf("s3blob: removing %s: %w", w.key, err)
 	}
+	s.resolve(w.key)
 	return nil
 }
 
@@ -787,7 +831,6 @@ func (w *writer) Abort() error {
 	}
 	w.done = true
 	defer w.release()
-	<-w.marked
 	if err := w.cleanup(context.Background(), true); err != nil {
 		return err
 	}
@@ -826,11 +869,14 @@ func (s *Store) PublishAll(ctx context.Context, keys []string) error {
 				continue
 			}
 		}
+		done = append(done, key)
+		if _, ok := epochOf(key); ok {
+			continue // no marker of its own
+		}
 		names = append(names, s.markerName(key))
 		if n := keyNode(key); n != "" && n != s.node {
 			names = append(names, s.markerDir(n)+key)
 		}
-		done = append(done, key)
 	}
 	if len(names) > 0 {
 		if err := s.deleteObjects(ctx, names); err != nil {
@@ -841,6 +887,7 @@ func (s *Store) PublishAll(ctx context.Context, keys []string) error {
 	for _, key := range done {
 		s.committed.Delete(key)
 	}
+	s.resolve(done...)
 	return firstErr
 }
 
@@ -850,9 +897,12 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.check(key); err != nil {
 		return err
 	}
-	names := []string{s.objectName(key), s.intentName(key), s.markerName(key)}
-	if n := keyNode(key); n != "" && n != s.node {
-		names = append(names, s.markerDir(n)+key)
+	names := []string{s.objectName(key), s.intentName(key)}
+	if _, ok := epochOf(key); !ok {
+		names = append(names, s.markerName(key))
+		if n := keyNode(key); n != "" && n != s.node {
+			names = append(names, s.markerDir(n)+key)
+		}
 	}
 	// The object first: should the request fail halfway, a marker left
 	// lets Recover finish the job.
@@ -863,6 +913,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("s3blob: delete %s: %w", key, err)
 	}
 	s.committed.Delete(key)
+	s.resolve(key)
 	return nil
 }
 
@@ -995,6 +1046,15 @@ func (s *Store) RemoveUnfinished(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("s3blob: removing unfinished blobs: %w", err)
 	}
+	es, err := s.openEpochs(ctx, true)
+	if err != nil {
+		return fmt.Errorf("s3blob: removing unfinished blobs: %w", err)
+	}
+	for _, oe := range es {
+		if err := s.abortEpochUploads(ctx, s.epochDir(oe.node, oe.n)); err != nil {
+			return fmt.Errorf("s3blob: removing unfinished blobs: %w", err)
+		}
+	}
 	for _, key := range keys {
 		if !ValidKey(key) {
 			continue
@@ -1066,6 +1126,15 @@ func (s *Store) Recover(ctx context.Context, keep func(key string) (bool, error)
 			return fmt.Errorf("s3blob: recover %s: %w", key, err)
 		}
 	}
+	es, err := s.openEpochs(ctx, false)
+	if err != nil {
+		return fmt.Errorf("s3blob: recover: %w", err)
+	}
+	for _, oe := range es {
+		if err := s.recoverEpoch(ctx, oe, keep); err != nil {
+			return fmt.Errorf("s3blob: recover: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -1086,24 +1155,47 @@ func (s *Store) WalkBlobs(ctx context.Context, fn func(key string, published boo
 	}); err != nil {
 		return fmt.Errorf("s3blob: walk: %w", err)
 	}
-	return s.list(ctx, s.objectsDir(), func(o types.Object) error {
+	es, err := s.openEpochs(ctx, false)
+	if err != nil {
+		return fmt.Errorf("s3blob: walk: %w", err)
+	}
+	open := map[string]bool{}
+	for _, oe := range es {
+		open[s.epochDir(oe.node, oe.n)] = true
+	}
+	walk := func(o types.Object) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		name := aws.ToString(o.Key)
-		base := name[strings.LastIndexByte(name, '/')+1:]
-		key, ok := strings.CutSuffix(base, ext)
+		i := strings.LastIndexByte(name, '/')
+		key, ok := strings.CutSuffix(name[i+1:], ext)
 		if !ok || !ValidKey(key) || s.objectName(key) != name {
 			return nil
 		}
-		return fn(key, !pending[key])
-	})
+		return fn(key, !pending[key] && !open[name[:i+1]])
+	}
+	if err := s.list(ctx, s.objectsDir(), walk); err != nil {
+		return err
+	}
+	return s.list(ctx, s.prefix+"n/", walk)
 }
 
 // Close marks the store closed and lets its idle connections go.
 // Writers already created may still finish.
 func (s *Store) Close() error {
-	s.closed.Store(true)
+	if !s.closed.Swap(true) {
+		s.epochMu.Lock()
+		if s.closer != nil {
+			close(s.closer)
+		}
+		s.epochMu.Unlock()
+		// The epochs all of whose blobs are published: none is left for
+		// Recover after a clean stop.
+		ctx, cancel := s.op(context.Background())
+		_ = s.closeEpochs(ctx, true)
+		cancel()
+	}
 	s.tr.CloseIdleConnections()
 	return nil
 }

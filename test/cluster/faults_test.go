@@ -132,9 +132,10 @@ func TestNodeKilled(t *testing.T) {
 	c.checkNoUploads(t)
 }
 
-// pendingMarkers lists the keys under PREFIX/pending/NODE/ in the bucket:
-// the blobs the node was writing, or committed and has not published
-// yet (store/s3blob's layout).
+// pendingMarkers lists the keys under PREFIX/pending/NODE/ and
+// PREFIX/open/NODE/ in the bucket: the blobs the node was writing, or
+// committed and has not published yet, and its epochs with such blobs
+// (store/s3blob's layout).
 func (c *cluster) pendingMarkers(t *testing.T, node string) []string {
 	t.Helper()
 	bucket, prefix, _ := strings.Cut(strings.TrimPrefix(c.blobs, "s3://"), "/")
@@ -142,14 +143,16 @@ func (c *cluster) pendingMarkers(t *testing.T, node string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var keys []string
-	p := s3.NewListObjectsV2Paginator(c.s3.Client(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix + "/pending/" + node + "/")})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			t.Fatalf("listing the pending markers of %s: %v", node, err)
-		}
-		for _, o := range page.Contents {
-			keys = append(keys, aws.ToString(o.Key))
+	for _, dir := range []string{"/pending/", "/open/"} {
+		p := s3.NewListObjectsV2Paginator(c.s3.Client(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix + dir + node + "/")})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				t.Fatalf("listing the pending markers of %s: %v", node, err)
+			}
+			for _, o := range page.Contents {
+				keys = append(keys, aws.ToString(o.Key))
+			}
 		}
 	}
 	return keys

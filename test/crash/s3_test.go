@@ -50,10 +50,10 @@ func TestS3Blobs(t *testing.T) {
 		}
 		for _, o := range out.Contents {
 			switch k := aws.ToString(o.Key); {
-			case strings.HasPrefix(k, "archive/o/"):
+			case strings.HasPrefix(k, "archive/o/"), strings.HasPrefix(k, "archive/n/"):
 				objs++
-			case strings.HasPrefix(k, "archive/pending/"):
-				markers++
+			case strings.HasPrefix(k, "archive/pending/"), strings.HasPrefix(k, "archive/open/"):
+				markers++ // a blob's, or an epoch's
 			}
 		}
 		return objs, markers
@@ -111,9 +111,9 @@ func TestS3Blobs(t *testing.T) {
 	if n := len(s.log.ackedFiles()); n != len(sent) {
 		t.Fatalf("%d of %d stores acknowledged:\n%s", n, len(sent), tail(s.log.String(), 40))
 	}
-	// Acknowledged: in the bucket, published (markers go in the
-	// background right after the response: wait for them).
-	deadline := time.Now().Add(10 * time.Second)
+	// Acknowledged: in the bucket, published (the epoch's marker goes
+	// once the epoch is over and its objects indexed: wait for it).
+	deadline := time.Now().Add(4 * s3blob.EpochLength)
 	for {
 		objs, markers := objects()
 		if objs == len(sent) && markers == 0 {
@@ -149,9 +149,9 @@ func TestS3Blobs(t *testing.T) {
 		t.Fatalf("C-STORE after the object store came back:\n%s", tail(again.log.String(), 40))
 	}
 	checkGet(batch)
-	// What the refused store left (its marker) is gone with the next
-	// objects published.
-	deadline = time.Now().Add(10 * time.Second)
+	// What the refused store left is gone with the next objects
+	// published, and their epoch closes.
+	deadline = time.Now().Add(4 * s3blob.EpochLength)
 	for {
 		objs, markers := objects()
 		if objs == len(batch) && markers == 0 {
@@ -258,14 +258,16 @@ func TestS3KillMidIngest(t *testing.T) {
 		n := verifyStore(t, filepath.Join(dir, "index.db"), bs, acked)
 		bs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := s3p.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("archive/pending/")})
+		for _, dir := range []string{"archive/pending/", "archive/open/"} {
+			out, err := s3p.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(dir)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(out.Contents) != 0 {
+				t.Errorf("round %d: %d markers left after recovery and a clean stop, e.g. %s", r, len(out.Contents), aws.ToString(out.Contents[0].Key))
+			}
+		}
 		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(out.Contents) != 0 {
-			t.Errorf("round %d: %d markers left after recovery, e.g. %s", r, len(out.Contents), aws.ToString(out.Contents[0].Key))
-		}
 		if t.Failed() {
 			t.Fatalf("round %d: inconsistent after crash and restart", r)
 		}

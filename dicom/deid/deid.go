@@ -151,15 +151,6 @@ func compile() *compiled {
 			c.exact[dicom.NewTag(uint16(gn), uint16(en))] = r
 		}
 	}
-	for i := range errata {
-		r := &errata[i]
-		gn, err1 := strconv.ParseUint(r.tag[1:5], 16, 16)
-		en, err2 := strconv.ParseUint(r.tag[6:10], 16, 16)
-		if err1 != nil || err2 != nil {
-			panic("deid: errata row " + r.tag)
-		}
-		c.exact[dicom.NewTag(uint16(gn), uint16(en))] = r
-	}
 	for _, s := range safePrivate {
 		gn, err1 := strconv.ParseUint(s.tag[1:5], 16, 16)
 		en, err2 := strconv.ParseUint(s.tag[8:10], 16, 8)
@@ -463,32 +454,62 @@ func (t *transformer) edit(e *dicom.RewriteElement) dicom.Edit {
 	return t.apply(e, t.p.action(r))
 }
 
+// actionKind is what an action code of Table E.1-1 comes to in Ward.
+type actionKind int
+
+const (
+	actRemove actionKind = iota
+	actKeep
+	actEmpty
+	actDummy
+	actRemap
+	actClean
+)
+
+// actionOf maps each action code of the table to what Ward does. For the
+// combined codes (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) Ward takes the one that
+// keeps the attribute, without its value: it does not know per IOD whether
+// the attribute is required. X/Z/U* is a sequence of references: removed,
+// emptied, or kept with the UIDs it contains replaced (U). The
+// generator refuses a table with a code not listed here, and
+// TestTableActions checks table_gen.go the same way.
+var actionOf = map[string]actionKind{
+	"": actKeep, "K": actKeep,
+	"X": actRemove,
+	"Z": actEmpty, "X/Z": actEmpty,
+	"D": actDummy, "X/D": actDummy, "X/Z/D": actDummy, "Z/D": actDummy,
+	"U": actRemap, "X/Z/U": actRemap, "X/Z/U*": actRemap,
+	"C": actClean,
+}
+
 func (t *transformer) apply(e *dicom.RewriteElement, act string) dicom.Edit {
 	seq := e.Sequence
-	switch act {
-	case "K", "":
-		return dicom.Edit{}
-	case "X":
+	kind, ok := actionOf[act]
+	if !ok {
+		// An action this code does not know: the safe choice.
 		return dicom.Edit{Op: dicom.EditRemove}
-	case "Z", "X/Z":
+	}
+	switch kind {
+	case actKeep:
+		return dicom.Edit{}
+	case actEmpty:
 		if seq {
 			return dicom.Edit{Op: dicom.EditReplace, Element: &dicom.Element{Tag: e.Tag, VR: "SQ", Items: []*dicom.DataSet{}}}
 		}
 		return replace(e, nil)
-	case "D", "X/D", "X/Z/D", "Z/D":
+	case actDummy:
 		if seq {
 			return dicom.Edit{} // kept, its items de-identified in turn
 		}
 		return replace(e, dummy(e.VR))
-	case "U", "X/Z/U*", "X/Z/U":
+	case actRemap:
 		if seq {
 			return dicom.Edit{}
 		}
 		return t.remapUIDs(e)
-	case "C":
+	case actClean:
 		return t.clean(e)
 	}
-	// An action this code does not know: the safe choice.
 	return dicom.Edit{Op: dicom.EditRemove}
 }
 

@@ -544,20 +544,39 @@ func dummy(vr string) []byte {
 	return nil
 }
 
-// remapUIDs remaps each value of a UI element (other VRs: emptied, as the
-// value cannot be a UID Ward can map).
+// remapUIDs remaps each value of a UI element. A UN element (implicit VR,
+// or explicit UN, of an attribute Ward's dictionary does not know: many of
+// the table's newer U rows) is remapped too when its value is made of UIDs;
+// any other value is emptied, as it cannot be a UID Ward can map.
 func (t *transformer) remapUIDs(e *dicom.RewriteElement) dicom.Edit {
 	if t.p.Has(RetainUIDs) {
 		return dicom.Edit{}
 	}
-	if e.VR != "UI" || e.Value == nil {
+	if e.Value == nil || (e.VR != "UI" && !(e.VR == "UN" && uidShaped(e.Value))) {
 		return replace(e, nil)
 	}
 	vals := strings.Split(strings.TrimRight(string(e.Value), "\x00 "), "\\")
 	for i, v := range vals {
 		vals[i] = t.uid(strings.TrimSpace(v))
 	}
-	return replace(e, []byte(strings.Join(vals, "\\")))
+	// Padded as a UID is (NUL), whatever the VR it came with.
+	v := pad([]byte(strings.Join(vals, "\\")), "UI")
+	return dicom.Edit{Op: dicom.EditReplace, Element: &dicom.Element{Tag: e.Tag, VR: e.VR, Value: v}}
+}
+
+// uidShaped reports a value of one or more UIDs (digits and dots,
+// backslash separated, padded with NUL or space).
+func uidShaped(v []byte) bool {
+	v = []byte(strings.TrimRight(string(v), "\x00 "))
+	if len(v) == 0 {
+		return false
+	}
+	for _, u := range strings.Split(string(v), "\\") {
+		if len(u) == 0 || len(u) > 64 || strings.Trim(u, "0123456789.") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // clean is action C: dates shifted (modified dates option), sequences
@@ -640,7 +659,7 @@ func (t *transformer) editPrivate(e *dicom.RewriteElement) dicom.Edit {
 		return dicom.Edit{Op: dicom.EditRemove}
 	}
 	vr, ok := t.c.safe[safeKey{g, uint8(el), creator}]
-	if !ok {
+	if !ok || !safeVR(vr, e) {
 		return dicom.Edit{Op: dicom.EditRemove}
 	}
 	if vr == "UI" {
@@ -649,4 +668,28 @@ func (t *transformer) editPrivate(e *dicom.RewriteElement) dicom.Edit {
 		return t.remapUIDs(&u)
 	}
 	return dicom.Edit{}
+}
+
+// safeVR reports whether e is encoded as Table E.3.10-1 says (vr; the
+// table leaves a few empty, and "OW/OB" allows either). A safe private
+// sequence must have been read as one: sent as an opaque UN value (implicit
+// VR, or explicit UN, of defined length) its items could not be
+// de-identified. Any other VR than the table's, UN aside (unknown to the
+// sender), means the element is not what the standard judged safe.
+func safeVR(vr string, e *dicom.RewriteElement) bool {
+	if vr == "SQ" {
+		return e.Sequence
+	}
+	if e.Sequence {
+		return false
+	}
+	if vr == "" || e.VR == "UN" {
+		return true
+	}
+	for _, v := range strings.Split(vr, "/") {
+		if v == e.VR {
+			return true
+		}
+	}
+	return false
 }

@@ -125,7 +125,9 @@ func TestTableMatchesReference(t *testing.T) {
 
 // TestTableActions: every action code of the table is one Transform
 // implements (actionOf), so that none falls to the catch-all removal
-// unnoticed.
+// unnoticed; and the U rows name UID attributes (or sequences of them, or
+// attributes Ward's dictionary does not know: remapUIDs takes a UN value
+// made of UIDs as one).
 func TestTableActions(t *testing.T) {
 	for i := range table {
 		r := &table[i]
@@ -133,6 +135,12 @@ func TestTableActions(t *testing.T) {
 			if _, ok := actionOf[a]; !ok {
 				t.Errorf("%s %s: action %q not implemented", r.tag, r.name, a)
 			}
+		}
+	}
+	for tag, r := range tableIndex.exact {
+		vr := dicom.VROf(tag)
+		if actionOf[r.basic] == actRemap && vr != "UI" && vr != "SQ" && vr != "UN" {
+			t.Errorf("%s %s: U on VR %s", r.tag, r.name, vr)
 		}
 	}
 	if tableIndex.private == nil || tableIndex.curve == nil || len(tableIndex.overlay) == 0 {

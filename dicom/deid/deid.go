@@ -451,7 +451,14 @@ func (t *transformer) edit(e *dicom.RewriteElement) dicom.Edit {
 		// together (Z permits a dummy value).
 		return replace(e, []byte(t.pseudo))
 	}
-	return t.apply(e, t.p.action(r))
+	act := t.p.action(r)
+	if act == "C" && r.modifDates == "C" && t.p.Has(RetainModifiedDates) && e.VR == "UN" && !e.Sequence {
+		// A date or time of an attribute Ward's dictionary does not
+		// know (implicit VR, or sent as UN): shifted when its values read
+		// as dates, else emptied. Cleaned as text it would stay unshifted.
+		return t.shiftDates(e)
+	}
+	return t.apply(e, act)
 }
 
 // actionKind is what an action code of Table E.1-1 comes to in Ward.

@@ -180,3 +180,36 @@ func TestSafePrivateSequence(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownVRDates: under modified-dates, a date of a row the dictionary
+// does not know (UN in implicit VR) is shifted like any other date, and a
+// time or other value that does not read as a date is emptied; cleaned as
+// text (C), it stayed as it was.
+func TestUnknownVRDates(t *testing.T) {
+	var (
+		manufacture = dicom.NewTag(0x0018, 0x1204) // Date of Manufacture: X, C under modified-dates
+		selectorTM  = dicom.NewTag(0x0072, 0x006B) // Selector TM Value: D, C under modified-dates
+	)
+	for _, tag := range []dicom.Tag{manufacture, selectorTM} {
+		if dicom.VROf(tag) != "UN" {
+			t.Skipf("the dictionary knows %v now: the case no longer arises", tag)
+		}
+	}
+	ds := baseCT()
+	ds.Put(&dicom.Element{Tag: manufacture, VR: "DA", Value: []byte("20190611")})
+	ds.Put(&dicom.Element{Tag: selectorTM, VR: "TM", Value: []byte("101010")})
+	in := part10(t, ds, implicitLE)
+	out, res := deidentify(t, in, "basic,modified-dates")
+	got := readOut(t, out)
+	if v, want := string(bytes.TrimRight(got.Get(manufacture).Value, " ")), shifted(t, "20190611", res.DateShiftDays); v != want {
+		t.Errorf("Date of Manufacture (UN) under modified-dates: %q, want %q", v, want)
+	}
+	if e := got.Get(selectorTM); e == nil || len(bytes.TrimRight(e.Value, " ")) != 0 {
+		t.Errorf("Selector TM Value (UN) under modified-dates: %+v, want it empty", e)
+	}
+	out, _ = deidentify(t, in, "basic,full-dates")
+	got = readOut(t, out)
+	if v := string(bytes.TrimRight(got.Get(manufacture).Value, " ")); v != "20190611" {
+		t.Errorf("Date of Manufacture (UN) under full-dates: %q", v)
+	}
+}

@@ -213,3 +213,36 @@ func TestUnknownVRDates(t *testing.T) {
 		t.Errorf("Date of Manufacture (UN) under full-dates: %q", v)
 	}
 }
+
+// TestSafetyNets: a standard attribute even the 2024b table does not list
+// (here made-up tags of an even group) is still handled by its VR: a
+// person's name is removed, a date treated as the listed dates are.
+func TestSafetyNets(t *testing.T) {
+	var (
+		name = dicom.NewTag(0x0018, 0xF000)
+		date = dicom.NewTag(0x0018, 0xF001)
+	)
+	if tableIndex.rowFor(name) != nil || tableIndex.rowFor(date) != nil {
+		t.Fatal("the made-up tags are in the table")
+	}
+	ds := baseCT()
+	ds.Put(&dicom.Element{Tag: name, VR: "PN", Value: []byte("Roe^Richard ")})
+	ds.Put(&dicom.Element{Tag: date, VR: "DA", Value: []byte("20190611")})
+	in := part10(t, ds, explicitLE)
+	for _, c := range []struct{ prof, date string }{
+		{"basic", "19000101"}, {"basic,full-dates", "20190611"}, {"basic,modified-dates", ""},
+	} {
+		out, res := deidentify(t, in, c.prof)
+		got := readOut(t, out)
+		if got.Get(name) != nil {
+			t.Errorf("%s: an unlisted person name kept", c.prof)
+		}
+		want := c.date
+		if want == "" {
+			want = shifted(t, "20190611", res.DateShiftDays)
+		}
+		if v := got.String(date); v != want {
+			t.Errorf("%s: an unlisted date %q, want %q", c.prof, v, want)
+		}
+	}
+}

@@ -151,15 +151,6 @@ func compile() *compiled {
 			c.exact[dicom.NewTag(uint16(gn), uint16(en))] = r
 		}
 	}
-	for i := range errata {
-		r := &errata[i]
-		gn, err1 := strconv.ParseUint(r.tag[1:5], 16, 16)
-		en, err2 := strconv.ParseUint(r.tag[6:10], 16, 16)
-		if err1 != nil || err2 != nil {
-			panic("deid: errata row " + r.tag)
-		}
-		c.exact[dicom.NewTag(uint16(gn), uint16(en))] = r
-	}
 	for _, s := range safePrivate {
 		gn, err1 := strconv.ParseUint(s.tag[1:5], 16, 16)
 		en, err2 := strconv.ParseUint(s.tag[8:10], 16, 8)
@@ -460,35 +451,72 @@ func (t *transformer) edit(e *dicom.RewriteElement) dicom.Edit {
 		// together (Z permits a dummy value).
 		return replace(e, []byte(t.pseudo))
 	}
-	return t.apply(e, t.p.action(r))
+	act := t.p.action(r)
+	if act == "C" && r.modifDates == "C" && t.p.Has(RetainModifiedDates) && e.VR == "UN" && !e.Sequence {
+		// A date or time of an attribute Ward's dictionary does not
+		// know (implicit VR, or sent as UN): shifted when its values read
+		// as dates, else emptied. Cleaned as text it would stay unshifted.
+		return t.shiftDates(e)
+	}
+	return t.apply(e, act)
+}
+
+// actionKind is what an action code of Table E.1-1 comes to in Ward.
+type actionKind int
+
+const (
+	actRemove actionKind = iota
+	actKeep
+	actEmpty
+	actDummy
+	actRemap
+	actClean
+)
+
+// actionOf maps each action code of the table to what Ward does. For the
+// combined codes (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) Ward takes the one that
+// keeps the attribute, without its value: it does not know per IOD whether
+// the attribute is required. X/Z/U* is a sequence of references: removed,
+// emptied, or kept with the UIDs it contains replaced (U). The
+// generator refuses a table with a code not listed here, and
+// TestTableActions checks table_gen.go the same way.
+var actionOf = map[string]actionKind{
+	"": actKeep, "K": actKeep,
+	"X": actRemove,
+	"Z": actEmpty, "X/Z": actEmpty,
+	"D": actDummy, "X/D": actDummy, "X/Z/D": actDummy, "Z/D": actDummy,
+	"U": actRemap, "X/Z/U": actRemap, "X/Z/U*": actRemap,
+	"C": actClean,
 }
 
 func (t *transformer) apply(e *dicom.RewriteElement, act string) dicom.Edit {
 	seq := e.Sequence
-	switch act {
-	case "K", "":
-		return dicom.Edit{}
-	case "X":
+	kind, ok := actionOf[act]
+	if !ok {
+		// An action this code does not know: the safe choice.
 		return dicom.Edit{Op: dicom.EditRemove}
-	case "Z", "X/Z":
+	}
+	switch kind {
+	case actKeep:
+		return dicom.Edit{}
+	case actEmpty:
 		if seq {
 			return dicom.Edit{Op: dicom.EditReplace, Element: &dicom.Element{Tag: e.Tag, VR: "SQ", Items: []*dicom.DataSet{}}}
 		}
 		return replace(e, nil)
-	case "D", "X/D", "X/Z/D", "Z/D":
+	case actDummy:
 		if seq {
 			return dicom.Edit{} // kept, its items de-identified in turn
 		}
 		return replace(e, dummy(e.VR))
-	case "U", "X/Z/U*", "X/Z/U":
+	case actRemap:
 		if seq {
 			return dicom.Edit{}
 		}
 		return t.remapUIDs(e)
-	case "C":
+	case actClean:
 		return t.clean(e)
 	}
-	// An action this code does not know: the safe choice.
 	return dicom.Edit{Op: dicom.EditRemove}
 }
 
@@ -523,20 +551,39 @@ func dummy(vr string) []byte {
 	return nil
 }
 
-// remapUIDs remaps each value of a UI element (other VRs: emptied, as the
-// value cannot be a UID Ward can map).
+// remapUIDs remaps each value of a UI element. A UN element (implicit VR,
+// or explicit UN, of an attribute Ward's dictionary does not know: many of
+// the table's newer U rows) is remapped too when its value is made of UIDs;
+// any other value is emptied, as it cannot be a UID Ward can map.
 func (t *transformer) remapUIDs(e *dicom.RewriteElement) dicom.Edit {
 	if t.p.Has(RetainUIDs) {
 		return dicom.Edit{}
 	}
-	if e.VR != "UI" || e.Value == nil {
+	if e.Value == nil || (e.VR != "UI" && !(e.VR == "UN" && uidShaped(e.Value))) {
 		return replace(e, nil)
 	}
 	vals := strings.Split(strings.TrimRight(string(e.Value), "\x00 "), "\\")
 	for i, v := range vals {
 		vals[i] = t.uid(strings.TrimSpace(v))
 	}
-	return replace(e, []byte(strings.Join(vals, "\\")))
+	// Padded as a UID is (NUL), whatever the VR it came with.
+	v := pad([]byte(strings.Join(vals, "\\")), "UI")
+	return dicom.Edit{Op: dicom.EditReplace, Element: &dicom.Element{Tag: e.Tag, VR: e.VR, Value: v}}
+}
+
+// uidShaped reports a value of one or more UIDs (digits and dots,
+// backslash separated, padded with NUL or space).
+func uidShaped(v []byte) bool {
+	v = []byte(strings.TrimRight(string(v), "\x00 "))
+	if len(v) == 0 {
+		return false
+	}
+	for _, u := range strings.Split(string(v), "\\") {
+		if len(u) == 0 || len(u) > 64 || strings.Trim(u, "0123456789.") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // clean is action C: dates shifted (modified dates option), sequences
@@ -619,7 +666,7 @@ func (t *transformer) editPrivate(e *dicom.RewriteElement) dicom.Edit {
 		return dicom.Edit{Op: dicom.EditRemove}
 	}
 	vr, ok := t.c.safe[safeKey{g, uint8(el), creator}]
-	if !ok {
+	if !ok || !safeVR(vr, e) {
 		return dicom.Edit{Op: dicom.EditRemove}
 	}
 	if vr == "UI" {
@@ -628,4 +675,28 @@ func (t *transformer) editPrivate(e *dicom.RewriteElement) dicom.Edit {
 		return t.remapUIDs(&u)
 	}
 	return dicom.Edit{}
+}
+
+// safeVR reports whether e is encoded as Table E.3.10-1 says (vr; the
+// table leaves a few empty, and "OW/OB" allows either). A safe private
+// sequence must have been read as one: sent as an opaque UN value (implicit
+// VR, or explicit UN, of defined length) its items could not be
+// de-identified. Any other VR than the table's, UN aside (unknown to the
+// sender), means the element is not what the standard judged safe.
+func safeVR(vr string, e *dicom.RewriteElement) bool {
+	if vr == "SQ" {
+		return e.Sequence
+	}
+	if e.Sequence {
+		return false
+	}
+	if vr == "" || e.VR == "UN" {
+		return true
+	}
+	for _, v := range strings.Split(vr, "/") {
+		if v == e.VR {
+			return true
+		}
+	}
+	return false
 }

@@ -53,11 +53,16 @@ func main() {
 		log.Fatal(err)
 	}
 	var rows []map[string]string
+	seen := map[string]bool{}
 	for _, cells := range tables["table_E.1-1"][1:] {
 		row, err := toRow(tables["table_E.1-1"][0], cells)
 		if err != nil {
 			log.Fatal(err)
 		}
+		if seen[row["tag"]] {
+			log.Fatalf("table E.1-1: %s twice", row["tag"])
+		}
+		seen[row["tag"]] = true
 		rows = append(rows, row)
 	}
 	var b bytes.Buffer
@@ -80,9 +85,15 @@ func main() {
 	if h := sp[0]; len(h) < 3 || h[0] != "Data Element" || h[1] != "Private Creator" || h[2] != "VR" {
 		log.Fatalf("table E.3.10-1 headings %q", h)
 	}
+	seenSafe := map[string]bool{}
 	for _, c := range sp[1:] {
-		if len(c) < 3 || !tagRE.MatchString(c[0]) {
+		if len(c) < 3 || !safeTagRE.MatchString(c[0]) {
 			log.Fatalf("table E.3.10-1 row %q", c)
+		}
+		if k := strings.ToUpper(c[0]) + " " + c[1]; seenSafe[k] {
+			log.Fatalf("table E.3.10-1: %s twice", k)
+		} else {
+			seenSafe[k] = true
 		}
 		fmt.Fprintf(&b, "\t{%q, %q, %q},\n", strings.ToUpper(c[0]), c[1], c[2])
 	}
@@ -99,6 +110,10 @@ func main() {
 
 var editionRE = regexp.MustCompile(`PS3\.15 (\d{4}[a-z])`)
 var tagRE = regexp.MustCompile(`^\([0-9A-Fa-fxX]{4},[0-9A-Fa-fxX]{4}\)$`)
+
+// safeTagRE is a tag of Table E.3.10-1: an odd group, xx for the private
+// creator's block, the element within it.
+var safeTagRE = regexp.MustCompile(`^\([0-9A-Fa-f]{3}[13579BbDdFf],[xX]{2}[0-9A-Fa-f]{2}\)$`)
 
 // parse walks the DocBook: the edition from the book's subtitle, then the
 // rows of the tables named (by xml:id), each cell's text with white space
@@ -163,7 +178,7 @@ func parse(r io.Reader, ids ...string) (string, map[string][][]string, error) {
 				inSubtitle = false
 			case "td", "th":
 				if cell != nil {
-					cells = append(cells, strings.Join(strings.Fields(cell.String()), " "))
+					cells = append(cells, clean(cell.String()))
 					cell = nil
 				}
 			case "tr":
@@ -190,6 +205,25 @@ func parse(r io.Reader, ids ...string) (string, map[string][][]string, error) {
 	return edition, out, nil
 }
 
+// invisible are characters the DocBook carries inside words and names
+// (zero-width spaces from the editors' tools, soft hyphens) that are not
+// part of the text.
+var invisible = strings.NewReplacer("\u200b", "", "\u200c", "", "\u200d", "", "\u2060", "", "\ufeff", "", "\u00ad", "")
+
+// clean is a cell's text: invisible characters dropped, white space
+// (non-breaking spaces included) collapsed to single spaces.
+func clean(s string) string {
+	return strings.Join(strings.Fields(invisible.Replace(s)), " ")
+}
+
+// actions are the action codes of Table E.1-1 that dicom/deid implements
+// (its actionOf); a row with any other stops the generator, so that a new
+// code in a later edition is implemented before it is used.
+var actions = map[string]bool{
+	"": true, "K": true, "C": true, "X": true, "Z": true, "D": true, "U": true,
+	"X/Z": true, "X/D": true, "Z/D": true, "X/Z/D": true, "X/Z/U": true, "X/Z/U*": true,
+}
+
 func toRow(heads, cells []string) (map[string]string, error) {
 	if len(cells) != len(heads) {
 		return nil, fmt.Errorf("a row of %d cells under %d headings: %q", len(cells), len(heads), cells)
@@ -204,6 +238,11 @@ func toRow(heads, cells []string) (map[string]string, error) {
 	for _, k := range order {
 		if _, ok := row[k]; !ok {
 			return nil, fmt.Errorf("no column for %s in headings %q", k, heads)
+		}
+	}
+	for _, k := range order[2:] {
+		if !actions[row[k]] {
+			return nil, fmt.Errorf("row %s %q: action %q (column %s) is not one dicom/deid implements", row["tag"], row["name"], row[k], k)
 		}
 	}
 	if !tagRE.MatchString(row["tag"]) {

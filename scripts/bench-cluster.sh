@@ -31,7 +31,10 @@
 # ("1000000 10000000"), RUNS (200), SHARED_BENCH (/work/shared/bench),
 # DATA_PARENT (/work: where the state goes, the same disk for every
 # target), PORT_BASE (21200), PG_OPTS (more postgres -c options, e.g.
-# "-c synchronous_commit=off" to see what the index's fsync costs), KEEP=1 keeps the state folder (the
+# "-c synchronous_commit=off" to see what the index's fsync costs), VGW_OPTS
+# (more options of versitygw's posix back end, e.g. --data-integrity-etag:
+# ETags from the checksum Ward sends instead of an MD5 of every object),
+# KEEP=1 keeps the state folder (the
 # synthetic indexes take minutes to build).
 # Results under $OUT (default /tmp/bench/results/cluster-STAMP): the
 # shared harness's ingest/summary.md (printed) and run.log, all that was
@@ -97,7 +100,7 @@ mkdir -p "$S3_DIR"
 export AWS_ACCESS_KEY_ID=bench$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export AWS_SECRET_ACCESS_KEY=$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')
 ROOT_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID ROOT_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
-  "$vgw" --port 127.0.0.1:$((PORT_BASE + 10)) --region us-east-1 --quiet posix "$S3_DIR" >"$CL_STATE/versitygw.log" 2>&1 &
+  "$vgw" --port 127.0.0.1:$((PORT_BASE + 10)) --region us-east-1 --quiet posix ${VGW_OPTS:-} "$S3_DIR" >"$CL_STATE/versitygw.log" 2>&1 &
 vgw_pid=$!
 printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$CL_STATE/curl.cfg"; chmod 600 "$CL_STATE/curl.cfg"
 for i in $(seq 1 100); do
@@ -142,6 +145,10 @@ for phase in "${phases[@]}"; do
     fi
     "$shared/check.sh" "${tfiles[@]}"
     "$shared/ingest.sh" "${tfiles[@]}" --corpus "$corpus" --reps "$reps" --out "$out/ingest"
+    # The S3 server's own CPU, which the harness does not count (it
+    # shares these two cores): the sum over every S3 target's runs.
+    ticks=$(awk '{print $14 + $15}' "/proc/$vgw_pid/stat")
+    echo "versitygw CPU over the whole ingest phase: $(echo "$ticks / $(getconf CLK_TCK)" | bc -l | xargs printf '%.1f') s (options: ${VGW_OPTS:-none})"
     ;;
   find)
     root=1.2.826.0.1.3680043.10.1432.99

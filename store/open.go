@@ -59,6 +59,7 @@ type Caps struct {
 	MetadataKeeper   MetadataKeeper
 	Scrubber         Scrubber
 	Exclusive        Exclusive
+	BlobKeyLister    BlobKeyLister
 	// Of the Blobs.
 	BlobWalker        BlobWalker
 	IntentReader      IntentReader
@@ -85,6 +86,7 @@ func Resolve(ix Index, bs Blobs) Caps {
 		c.MetadataKeeper, _ = ix.(MetadataKeeper)
 		c.Scrubber, _ = ix.(Scrubber)
 		c.Exclusive, _ = ix.(Exclusive)
+		c.BlobKeyLister, _ = ix.(BlobKeyLister)
 		if si, ok := ix.(SequenceIndexer); ok && si.IndexesSequences() {
 			c.SequenceIndexer = si
 		}
@@ -111,7 +113,7 @@ func (c Caps) Names() []string {
 		"Snapshotter": c.Snapshotter != nil, "SnapshotFiles": c.SnapshotFiles != nil,
 		"Counter": c.Counter != nil, "Querier": c.Querier != nil, "KeyMatcher": c.KeyMatcher != nil,
 		"SequenceIndexer": c.SequenceIndexer != nil, "MetadataKeeper": c.MetadataKeeper != nil,
-		"Scrubber": c.Scrubber != nil, "Exclusive": c.Exclusive != nil,
+		"Scrubber": c.Scrubber != nil, "Exclusive": c.Exclusive != nil, "BlobKeyLister": c.BlobKeyLister != nil,
 		"BlobWalker": c.BlobWalker != nil, "IntentReader": c.IntentReader != nil,
 		"BatchPublisher": c.BatchPublisher != nil, "SpaceReporter": c.SpaceReporter != nil,
 		"UnfinishedRemover": c.UnfinishedRemover != nil,
@@ -181,6 +183,11 @@ func Open(ctx context.Context, spec Spec) (*Store, error) {
 			bs.Close()
 			ix.Close()
 			return nil, fmt.Errorf("opening blob store: %w", err)
+		}
+	}
+	if u, ok := bs.(IndexKeysUser); ok {
+		if l, ok := ix.(BlobKeyLister); ok {
+			u.UseIndexKeys(l.BlobKeysWithPrefix)
 		}
 	}
 	for _, w := range spec.Wrappers {

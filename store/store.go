@@ -544,6 +544,35 @@ type Scrubber interface {
 	Scrub(ctx context.Context, rewrite bool) error
 }
 
+// BlobKeyLister is an optional capability of an Index: the blob keys
+// that instances name and that begin with prefix, for Blobs whose
+// recovery needs them (IndexKeysUser). Fallback: none.
+type BlobKeyLister interface {
+	BlobKeysWithPrefix(ctx context.Context, prefix string) ([]string, error)
+}
+
+// PrefixEnd is the least string greater than every string that begins
+// with prefix, for a range query [prefix, PrefixEnd(prefix)) on keys of
+// printable ASCII (blob keys); "" for an empty prefix (no bound).
+func PrefixEnd(prefix string) string {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] < 0x7f {
+			return prefix[:i] + string(prefix[i]+1)
+		}
+	}
+	return ""
+}
+
+// IndexKeysUser is an optional capability of Blobs whose keys carry a
+// prefix that Recover can ask the index about (store/s3blob: the
+// blobs of an epoch): Open passes the Index's BlobKeysWithPrefix when it
+// has one, before any blob is written. With it Recover also decides
+// (asks keep) about index rows naming blobs that a crash left unwritten,
+// so that the writers may be DurableNamers.
+type IndexKeysUser interface {
+	UseIndexKeys(list func(ctx context.Context, prefix string) ([]string, error))
+}
+
 // Exclusive is an optional capability of an Index several nodes share:
 // TryExclusive takes the lock named key for the caller if no one (on any
 // node) holds it, and returns its release; ok is false when another holds

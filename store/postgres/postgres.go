@@ -510,6 +510,28 @@ func (db *DB) InstanceByBlob(ctx context.Context, key string) (*store.Instance, 
 	return in, nil
 }
 
+// BlobKeysWithPrefix implements store.BlobKeyLister.
+func (db *DB) BlobKeysWithPrefix(ctx context.Context, prefix string) ([]string, error) {
+	end := store.PrefixEnd(prefix)
+	if end == "" || !validText(prefix) {
+		return nil, fmt.Errorf("postgres: blob keys with prefix %q: %w", prefix, store.ErrInvalidKey)
+	}
+	var keys []string
+	err := db.read(ctx, func() error {
+		keys = keys[:0]
+		rows, err := db.pool.Query(ctx, `SELECT blob_key FROM instance WHERE blob_key >= $1 AND blob_key < $2 ORDER BY blob_key`, prefix, end)
+		if err != nil {
+			return err
+		}
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return nil, db.fail("blob keys with prefix", err)
+	}
+	return keys, nil
+}
+
 // HasBlob reports whether an instance references the blob key.
 func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 	if !validText(key) {

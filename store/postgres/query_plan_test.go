@@ -152,6 +152,7 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{"Get", getSQL + `i.sop_instance_uid = $1`, []any{"1.2.3.3.77"}},
 		{"InstanceByBlob", getSQL + `i.blob_key = $1`, []any{"k77"}},
+		{"BlobKeysWithPrefix", `SELECT blob_key FROM instance WHERE blob_key >= $1 AND blob_key < $2 ORDER BY blob_key`, []any{"k7", "k8"}},
 		{"find series", sqlFindSeries, []any{"1.2.3.2.77"}},
 		{"find patient", sqlFindPatient, []any{"PID77", ""}},
 		{"metadata", `SELECT instance_fk, metadata FROM instance_metadata WHERE instance_fk = ANY ($1)`, []any{[]int64{1, 2, 3}}},

@@ -32,10 +32,12 @@ import (
 // open epochs (at most the blobs of the last few epochs, not the bucket)
 // and asks keep about each.
 //
-// A blob of an epoch is not DurableNamer: the caller commits its index
-// row after Commit, so a row never names an object that a crash lost
-// (Recover finds objects by listing, and an object never written cannot
-// be listed).
+// A blob of an epoch is a DurableNamer (its row may be committed while
+// its bytes are uploading) only when the store can ask the index for the
+// keys of an epoch (UseIndexKeys): Recover then asks keep about the keys
+// that rows name and no object has too (a row committed, the upload cut
+// short by a crash: never acknowledged). Without it the caller commits
+// the row after Commit, and a row never names an object a crash lost.
 
 // EpochLength is the length of an epoch.
 const EpochLength = 5 * time.Second
@@ -114,6 +116,11 @@ func (s *Store) enterEpoch() (*epoch, string) {
 		go s.closeLoop(s.closer)
 	}
 	return e, key
+}
+
+// UseIndexKeys implements store.IndexKeysUser.
+func (s *Store) UseIndexKeys(list func(ctx context.Context, prefix string) ([]string, error)) {
+	s.indexKeys = list
 }
 
 // resolve records that keys are published or removed: their epochs may
@@ -262,10 +269,24 @@ func (s *Store) recoverEpoch(ctx context.Context, oe openEpoch, keep func(key st
 	}
 	has := map[string]bool{}
 	for _, key := range keys {
+		has[key] = true
+	}
+	if s.indexKeys != nil {
+		// Rows committed while their upload ran, cut short by the crash.
+		indexed, err := s.indexKeys(ctx, fmt.Sprintf("%08x-", oe.n))
+		if err != nil {
+			return fmt.Errorf("the index's keys of epoch %08x: %w", oe.n, err)
+		}
+		for _, key := range indexed {
+			if n, ok := epochOf(key); ok && n == oe.n && keyNode(key) == oe.node && !has[key] {
+				keys = append(keys, key)
+			}
+		}
+	}
+	for _, key := range keys {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		has[key] = true
 		k, err := keep(key)
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)

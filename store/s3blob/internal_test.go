@@ -720,3 +720,81 @@ func TestEpochs(t *testing.T) {
 		t.Errorf("epochs left open after a clean Close: %v", m)
 	}
 }
+
+// TestEpochRowsWithoutObjects: with the index's keys at hand
+// (UseIndexKeys), a blob of an epoch is a DurableNamer, so that its row
+// may be committed while it uploads; a crash in between leaves a row
+// naming no object, which Recover finds through the index and asks keep
+// about (the archive removes such a row: never acknowledged). Rows of
+// another node's epoch are not its business.
+func TestEpochRowsWithoutObjects(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	rows := map[string]bool{} // the index: blob keys rows name
+	row := func(k string) {
+		mu.Lock()
+		defer mu.Unlock()
+		rows[k] = true
+	}
+	list := func(_ context.Context, prefix string) ([]string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		var ks []string
+		for k := range rows {
+			if strings.HasPrefix(k, prefix) {
+				ks = append(ks, k)
+			}
+		}
+		return ks, nil
+	}
+	killed := f.open(t, "n1")
+	killed.UseIndexKeys(list)
+	done := write(t, killed, "", []byte("done"))
+	if !done.(store.DurableNamer).NameDurable() {
+		t.Fatal("with the index's keys, a blob of an epoch is not NameDurable")
+	}
+	row(done.Key())
+	if err := done.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	cut := write(t, killed, "", []byte("cut short"))
+	if !cut.(store.DurableNamer).NameDurable() {
+		t.Fatal("not NameDurable")
+	}
+	row(cut.Key()) // committed; the upload never completes
+	other := f.open(t, "n2")
+	other.UseIndexKeys(list)
+	theirs := write(t, other, "", []byte("theirs"))
+	row(theirs.Key())
+
+	restarted := f.open(t, "n1")
+	restarted.UseIndexKeys(list)
+	asked := map[string]bool{}
+	if err := restarted.Recover(ctx, func(k string) (bool, error) {
+		asked[k] = true
+		if k == cut.Key() {
+			mu.Lock()
+			delete(rows, k) // as the archive does: the bytes are not there
+			mu.Unlock()
+			return false, nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return rows[k], nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(asked) != 2 || !asked[done.Key()] || !asked[cut.Key()] {
+		t.Errorf("Recover asked about %v, want %s and %s", asked, done.Key(), cut.Key())
+	}
+	if got := readAll(t, restarted, done.Key()); string(got) != "done" {
+		t.Errorf("kept blob: %q", got)
+	}
+	if err := theirs.Commit(); err != nil {
+		t.Fatalf("the other node's blob after n1's restart: %v", err)
+	}
+	if m := f.openMarkers(t); len(m) != 1 || !strings.Contains(m[0], "/n2/") {
+		t.Errorf("open epochs after n1's recovery: %v, want n2's alone", m)
+	}
+}

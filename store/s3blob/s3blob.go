@@ -174,6 +174,8 @@ type Store struct {
 	epochs    map[int64]*epoch
 	lastEpoch int64
 	closer    chan struct{} // closes the loop that closes epochs
+	// The index's blob keys by prefix (UseIndexKeys), or nil.
+	indexKeys func(ctx context.Context, prefix string) ([]string, error)
 }
 
 // leave records names a cleanup could not remove.
@@ -224,6 +226,7 @@ var (
 	_ store.BatchPublisher    = (*Store)(nil)
 	_ store.UnfinishedRemover = (*Store)(nil)
 	_ store.NodeScoper        = (*Store)(nil)
+	_ store.IndexKeysUser     = (*Store)(nil)
 	_ store.BlobWriter        = (*writer)(nil)
 	_ store.DurableNamer      = (*writer)(nil)
 	_ store.IntentWriter      = (*writer)(nil)
@@ -567,9 +570,10 @@ func (w *writer) Key() string { return w.key }
 // happened to its bytes. The caller may then commit the index row while
 // Commit still uploads (recovery checks such a blob against the row's
 // checksum).
-// A blob of an epoch is not (see epoch.go).
+// A blob of an epoch is, once its marker is stored, only when Recover
+// can ask the index about the epoch's keys (UseIndexKeys, see epoch.go).
 func (w *writer) NameDurable() bool {
-	return w.ep == nil && w.mark() == nil
+	return (w.ep == nil || w.s.indexKeys != nil) && w.mark() == nil
 }
 
 // mark waits for the marker and returns the error of writing it.

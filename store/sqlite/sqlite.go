@@ -282,6 +282,31 @@ func (db *DB) InstanceByBlob(ctx context.Context, key string) (*store.Instance, 
 	return db.Get(ctx, uid)
 }
 
+// BlobKeysWithPrefix implements store.BlobKeyLister.
+func (db *DB) BlobKeysWithPrefix(ctx context.Context, prefix string) ([]string, error) {
+	end := store.PrefixEnd(prefix)
+	if end == "" {
+		return nil, fmt.Errorf("sqlite: blob keys with prefix %q: %w", prefix, store.ErrInvalidKey)
+	}
+	rows, err := db.rdb.QueryContext(ctx, `SELECT blob_key FROM instance WHERE blob_key >= ? AND blob_key < ? ORDER BY blob_key`, prefix, end)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: blob keys with prefix: %w", db.closedErr(err))
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("sqlite: blob keys with prefix: %w", db.closedErr(err))
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: blob keys with prefix: %w", db.closedErr(err))
+	}
+	return keys, nil
+}
+
 // HasBlob reports whether an instance references the blob key.
 func (db *DB) HasBlob(ctx context.Context, key string) (bool, error) {
 	var ok bool

@@ -164,6 +164,30 @@ func testIndexCaps(run func(string, func(*testing.T, store.Index))) {
 		}
 	})
 
+	run("BlobKeyLister", func(t *testing.T, ix store.Index) {
+		bl, ok := ix.(store.BlobKeyLister)
+		if !ok {
+			t.Skip("no BlobKeyLister capability")
+		}
+		in := []*store.Instance{Sample(1, 1, 1), Sample(2, 1, 1), Sample(3, 1, 1), Sample(4, 1, 1)}
+		in[0].BlobKey, in[1].BlobKey = "0000abcd-aa.n1", "0000abcd-bb.n2"
+		in[2].BlobKey, in[3].BlobKey = "0000abce-aa.n1", "0000abc-x.n1"
+		for _, i := range in {
+			mustPut(t, ix, i)
+		}
+		got, err := bl.BlobKeysWithPrefix(ctx, "0000abcd-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, []string{"0000abcd-aa.n1", "0000abcd-bb.n2"}) {
+			t.Errorf("BlobKeysWithPrefix = %v", got)
+		}
+		if got, err := bl.BlobKeysWithPrefix(ctx, "ffff"); err != nil || len(got) != 0 {
+			t.Errorf("BlobKeysWithPrefix of no key = %v, %v", got, err)
+		}
+	})
+
 	run("KeyMatcher", func(t *testing.T, ix store.Index) {
 		km, ok := ix.(store.KeyMatcher)
 		if !ok {

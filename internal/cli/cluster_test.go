@@ -536,3 +536,25 @@ func TestClusterFirstRunSetup(t *testing.T) {
 		return rs.StatusCode == 303
 	})
 }
+
+// TestClusterListShowsDeidentify: ward peer list and ward user list show
+// the de-identification profiles of the registrations kept in a
+// cluster's shared index as they do those of the file.
+func TestClusterListShowsDeidentify(t *testing.T) {
+	dsn := harness.StartPostgres(t).NewDatabase(t)
+	cli := filepath.Join(t.TempDir(), "cli")
+	if err := os.MkdirAll(cli, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf("[storage]\nindex = %q\n[deidentify]\nsecret_file = \"/nonexistent/project.secret\"\n", dsn+"&application_name=ward-cli")
+	if err := os.WriteFile(filepath.Join(cli, config.ConfigFileName), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkListsDeidentify(t, func(stdin string, args ...string) (string, string, int) {
+		out, errs, code := runCLIInput(t, stdin, append(args, "--data", cli)...)
+		if code == 0 && len(args) > 1 && args[1] == "add" && !strings.Contains(out, "the cluster's shared index") {
+			t.Fatalf("ward %v did not write to the shared index: %s", args, out)
+		}
+		return out, errs, code
+	})
+}

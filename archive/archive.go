@@ -84,9 +84,9 @@ type Archive struct {
 	AETitle string
 	// MaxFindResults caps the matches of one C-FIND (0: 1000; < 0: none).
 	MaxFindResults int
-	// DeidSecret is the de-identification secret of the principals with
-	// a Deidentify profile (nil: such principals retrieve nothing).
-	DeidSecret []byte
+	// deidSecret is the de-identification secret of the retrieves that
+	// leave de-identified (SetDeidSecret; nil: they are refused).
+	deidSecret atomic.Pointer[[]byte]
 	// PNCaseSensitive turns off the default case-insensitive PN matching.
 	PNCaseSensitive bool
 	// Destinations resolves a C-MOVE destination AE title to HOST:PORT,

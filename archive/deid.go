@@ -91,16 +91,36 @@ func (ar *Archive) deidentifyOne(ctx context.Context, key, dir string, cfg *deid
 	return res, nil
 }
 
+// SetDeidSecret puts secret in effect for the retrieves that leave
+// de-identified from now on (a reload may set, replace or clear it; nil:
+// such retrieves are refused). The archive keeps secret as given.
+func (ar *Archive) SetDeidSecret(secret []byte) {
+	if secret == nil {
+		ar.deidSecret.Store(nil)
+		return
+	}
+	ar.deidSecret.Store(&secret)
+}
+
+// DeidSecret is the de-identification secret in effect (nil: none).
+func (ar *Archive) DeidSecret() []byte {
+	if p := ar.deidSecret.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // deidConfig is the de-identification of a principal's profile.
 func (ar *Archive) deidConfig(profile string) (*deid.Config, error) {
 	p, err := deid.ParseProfile(profile)
 	if err != nil {
 		return nil, Fail(ErrNotAuthorized, "the de-identification profile: "+err.Error())
 	}
-	if len(ar.DeidSecret) < deid.MinSecret {
+	secret := ar.DeidSecret()
+	if len(secret) < deid.MinSecret {
 		return nil, Fail(ErrNotAuthorized, "no de-identification secret is configured")
 	}
-	return &deid.Config{Profile: p, Secret: ar.DeidSecret}, nil
+	return &deid.Config{Profile: p, Secret: secret}, nil
 }
 
 // deidentify makes in, the stored object under key, one given

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -457,4 +458,134 @@ func TestDICOMwebUserDeidentified(t *testing.T) {
 			t.Errorf("%s for the de-identified user: %d %s", p, rsp.StatusCode, body)
 		}
 	}
+}
+
+// TestDeidentifyTakesEffectAtOnce: a de-identification profile given to a
+// peer of a running ward serve, with the [deidentify] secret the same
+// reload brings, takes effect for its next retrieve without a restart,
+// and so does its removal (DCMTK getscu and movescu to a DCMTK storescp;
+// ward peer add over the admin socket, then SIGHUP after an edit of the
+// file). Regression: the secret was read at start only, so that such a
+// peer was refused until a restart. The reload that brought the secret
+// is audited (Security Configuration, naming no secret); each transfer's
+// record marks the study Anonymized when it left de-identified.
+func TestDeidentifyTakesEffectAtOnce(t *testing.T) {
+	requireTool(t, "storescu", "getscu", "movescu")
+	requireDir(t, pydicomTestFiles)
+	destPort, destDir := startStorescp(t)
+	bin, dir, port, proc := wardServeProc(t, "")
+	ward := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append(args, "--data", dir)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ward %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	ward("peer", "add", "MOD", "--host", "127.0.0.1", "--allow", "store")
+	ward("peer", "add", "STORESCP", "--host", "127.0.0.1", "--port", strconv.Itoa(destPort), "--allow", "move-destination")
+	research := []string{"peer", "add", "RESEARCH", "--host", "127.0.0.1", "--allow", "echo,get,move"}
+	ward(research...)
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, err := dcmtk("storescu", "-aet", "MOD", "-aec", "WARD", "127.0.0.1", strconv.Itoa(port), ct).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	study := studyOf(t, ct)
+	// retrieve gets the study as RESEARCH, by C-GET and by C-MOVE to
+	// storescp, and says for each whether it came de-identified.
+	retrieve := func() (got, moved bool) {
+		t.Helper()
+		check := func(dir string) bool {
+			files, _ := filepath.Glob(filepath.Join(dir, "*"))
+			if len(files) != 1 {
+				t.Fatalf("%s received %v", dir, files)
+			}
+			defer os.Remove(files[0])
+			b, _ := os.ReadFile(files[0])
+			identity := bytes.Contains(b, []byte("CompressedSamples")) || bytes.Contains(b, []byte("1CT1"))
+			m, err := readFlat(t, files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if removed := m["0012,0062"] == "YES"; removed == identity {
+				t.Fatalf("Patient Identity Removed %q, patient name or ID in the bytes: %v", m["0012,0062"], identity)
+			}
+			return !identity
+		}
+		gdir := t.TempDir()
+		if out, err := dcmtk("getscu", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-od", gdir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study, "127.0.0.1", strconv.Itoa(port)).CombinedOutput(); err != nil {
+			t.Fatalf("getscu: %v\n%s", err, out)
+		}
+		if out, err := dcmtk("movescu", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-aem", "STORESCP", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study, "127.0.0.1", strconv.Itoa(port)).CombinedOutput(); err != nil {
+			t.Fatalf("movescu: %v\n%s", err, out)
+		}
+		return check(gdir), check(destDir)
+	}
+	if got, moved := retrieve(); got || moved {
+		t.Fatalf("de-identified before any profile: C-GET %v, C-MOVE %v", got, moved)
+	}
+
+	// The secret and the profile, by ward peer add on the running server.
+	secret := filepath.Join(t.TempDir(), "project.secret")
+	if out, err := exec.Command(bin, "deid", "secret", secret).CombinedOutput(); err != nil {
+		t.Fatalf("ward deid secret: %v\n%s", err, out)
+	}
+	conf := filepath.Join(dir, "ward.toml")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, append([]byte("[deidentify]\nsecret_file = \""+secret+"\"\n"), b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := ward(append(research, "--deidentify", "basic")...); !strings.Contains(out, "in effect in the running ward serve") {
+		t.Fatalf("ward peer add --deidentify did not reach the running ward serve:\n%s", out)
+	}
+	if got, moved := retrieve(); !got || !moved {
+		t.Fatalf("not de-identified after the profile was added: C-GET %v, C-MOVE %v", got, moved)
+	}
+	// Removed: identified again.
+	ward(research...)
+	if got, moved := retrieve(); got || moved {
+		t.Fatalf("still de-identified after the profile was removed: C-GET %v, C-MOVE %v", got, moved)
+	}
+	// Given again by an edit of the file and SIGHUP.
+	if err := config.EditPeers(conf, func(ps []config.Peer) ([]config.Peer, error) {
+		for i := range ps {
+			if ps[i].AETitle == "RESEARCH" {
+				ps[i].Deidentify = "basic,modified-dates"
+			}
+		}
+		return ps, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reloads := strings.Count(proc.Log.String(), "configuration reloaded")
+	if err := proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(proc.Log.String(), "configuration reloaded") == reloads; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP: no reload")
+		}
+	}
+	if got, moved := retrieve(); !got || !moved {
+		t.Fatalf("not de-identified after SIGHUP: C-GET %v, C-MOVE %v", got, moved)
+	}
+	readAudit(t, dir, func(r []audit.Record) bool {
+		var secretSet, anonymized, plain int
+		for _, x := range r {
+			switch {
+			case x.Event == "security-alert" && strings.Contains(x.XML, "de-identification secret set"):
+				secretSet++
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				anonymized++
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "RESEARCH"):
+				plain++
+			}
+		}
+		// 4 rounds of a C-GET and a C-MOVE: identified, de-identified,
+		// identified, de-identified (MOD's store aside).
+		return secretSet == 1 && anonymized == 4 && plain == 4
+	})
 }

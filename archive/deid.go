@@ -110,6 +110,52 @@ func (ar *Archive) DeidSecret() []byte {
 	return nil
 }
 
+// ErrDeidentifyConflict is the cause of a C-MOVE refused because its
+// requester and its destination have different de-identification
+// profiles (Error.Err; the Kind is ErrProcessing).
+var ErrDeidentifyConflict = errors.New("requester and destination de-identify differently")
+
+// retrieveProfile is the de-identification profile a retrieve leaves
+// under ("" for none): the data leaving Ward is de-identified under the
+// profile of whoever requests or receives it. A C-GET (or a web
+// retrieve) goes back to its requester: the principal's profile. A
+// C-MOVE goes to its destination: the profile of the one of the two that
+// has one, or of both when they have the same; when both have one and
+// they differ, the C-MOVE is refused (neither is the right one to pick).
+func (ar *Archive) retrieveProfile(ctx context.Context, r *RetrieveRequest) (string, error) {
+	var mine string
+	if p := PrincipalFrom(ctx); p != nil {
+		mine = p.Deidentify
+	}
+	if r.Destination == "" || ar.DestinationDeidentify == nil {
+		return mine, nil
+	}
+	theirs, err := ar.DestinationDeidentify(r.Destination)
+	if err != nil {
+		if KindOf(err) != nil {
+			return "", err
+		}
+		return "", &Error{Kind: ErrUnknownDestination, Comment: fmt.Sprintf("move destination %q: registration unreadable", r.Destination), Err: err}
+	}
+	switch {
+	case theirs == "":
+		return mine, nil
+	case mine == "", sameProfile(mine, theirs):
+		return theirs, nil
+	}
+	return "", &Error{Kind: ErrProcessing, Comment: ErrDeidentifyConflict.Error(), Err: ErrDeidentifyConflict}
+}
+
+// sameProfile: a and b name the same profile (options in any order).
+func sameProfile(a, b string) bool {
+	pa, erra := deid.ParseProfile(a)
+	pb, errb := deid.ParseProfile(b)
+	if erra != nil || errb != nil {
+		return a == b
+	}
+	return pa.String() == pb.String()
+}
+
 // deidConfig is the de-identification of a principal's profile.
 func (ar *Archive) deidConfig(profile string) (*deid.Config, error) {
 	p, err := deid.ParseProfile(profile)

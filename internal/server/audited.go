@@ -349,7 +349,7 @@ func (a audited) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each 
 		return each(in)
 	})
 	if err != nil {
-		if k := archive.KindOf(err); k == archive.ErrNotAuthorized || k == archive.ErrUnknownDestination {
+		if k := archive.KindOf(err); k == archive.ErrNotAuthorized || k == archive.ErrUnknownDestination || errors.Is(err, archive.ErrDeidentifyConflict) {
 			op := "retrieve"
 			if r.Destination != "" {
 				op += " to " + r.Destination

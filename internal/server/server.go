@@ -197,7 +197,7 @@ func (s *Server) Open(ctx context.Context) error {
 	}
 	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Caps: &s.store.Caps, Node: s.node, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
 		MinFree: minFree, MinFreeShare: minFreeShare,
-		AETitle: c.AETitle, Destinations: s.Destination,
+		AETitle: c.AETitle, Destinations: s.Destination, DestinationDeidentify: s.destinationDeidentify,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
 	secret, err := readDeidSecret(c)
 	if err != nil {
@@ -338,6 +338,17 @@ func (s *Server) Destination(aet string) (string, error) {
 		return "", &archive.Error{Kind: archive.ErrUnknownDestination, Comment: fmt.Sprintf("%q is not a move destination", aet), Err: err}
 	}
 	return addr, nil
+}
+
+// destinationDeidentify is the de-identification profile of a C-MOVE
+// destination in effect ("" for none): the registry's, as reloaded.
+func (s *Server) destinationDeidentify(aet string) (string, error) {
+	c := config.Config{Peers: s.Peers()}
+	p, ok := c.Peer(aet)
+	if !ok {
+		return "", archive.Failf(archive.ErrUnknownDestination, "%q is not a registered peer", aet)
+	}
+	return p.Deidentify, nil
 }
 
 // readDeidSecret reads the de-identification secret c names ([deidentify]

@@ -460,6 +460,121 @@ func TestDICOMwebUserDeidentified(t *testing.T) {
 	}
 }
 
+// TestMoveDeidentifiedForDestination: the data a C-MOVE sends leaves
+// de-identified under the profile of whoever requests or receives it
+// (DCMTK movescu as the requesters, two DCMTK storescp as destinations):
+// a requester without a profile moving to a destination with one sends
+// de-identified objects (regression: the profile followed the requester
+// only, and the destination received identified data); requester and
+// destination with the same profile (options in another order) send
+// de-identified; with different profiles the C-MOVE is refused (0xC001,
+// a comment saying why) and audited as a Security Alert; neither: the
+// objects go as stored. Each transfer's audit record marks the study
+// Anonymized when it left de-identified.
+func TestMoveDeidentifiedForDestination(t *testing.T) {
+	requireTool(t, "storescu", "movescu")
+	requireDir(t, pydicomTestFiles)
+	deidPort, deidDir := startStorescp(t)
+	plainPort, plainDir := startStorescp(t)
+	secretFile := filepath.Join(t.TempDir(), "project.secret")
+	s, err := deid.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.Peers = append(c.Peers,
+			config.Peer{AETitle: "MOD", Host: "127.0.0.1", Allow: []string{"echo", "store"}},
+			config.Peer{AETitle: "CLINIC", Host: "127.0.0.1", Allow: []string{"echo", "find", "move"}},
+			config.Peer{AETitle: "SAMEPROF", Host: "127.0.0.1", Allow: []string{"echo", "move"}, Deidentify: "basic,patient-characteristics,modified-dates"},
+			config.Peer{AETitle: "OTHERPROF", Host: "127.0.0.1", Allow: []string{"echo", "move"}, Deidentify: "basic"},
+			config.Peer{AETitle: "RESEARCH", Host: "127.0.0.1", Port: deidPort, Allow: []string{config.MoveDestination}, Deidentify: "basic,modified-dates,patient-characteristics"},
+			config.Peer{AETitle: "WORKSTATION", Host: "127.0.0.1", Port: plainPort, Allow: []string{config.MoveDestination}})
+		c.Deidentify.SecretFile = secretFile
+	})
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, err := dcmtk("storescu", "-aet", "MOD", "-aec", "WARD", w.host, w.port, ct).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	study := studyOf(t, ct)
+	move := func(from, to string, verbosity ...string) (string, error) {
+		if len(verbosity) == 0 {
+			verbosity = []string{"-v"}
+		}
+		out, err := dcmtk("movescu", append(verbosity, "-S", "-aet", from, "-aec", "WARD", "-aem", to, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study, w.host, w.port)...).CombinedOutput()
+		return string(out), err
+	}
+	// received checks the one new object in dir since the last call,
+	// de-identified or not, and removes it.
+	received := func(dir string, deidentified bool) {
+		t.Helper()
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		if len(files) != 1 {
+			t.Fatalf("%s received %v", dir, files)
+		}
+		b, _ := os.ReadFile(files[0])
+		identity := bytes.Contains(b, []byte("CompressedSamples")) || bytes.Contains(b, []byte("1CT1"))
+		m, err := readFlat(t, files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case deidentified && (identity || m["0012,0062"] != "YES"):
+			t.Errorf("identified data reached a de-identifying destination (Patient Identity Removed %q)", m["0012,0062"])
+		case !deidentified && (!identity || m["0012,0062"] == "YES"):
+			t.Errorf("the object was de-identified for a requester and destination without a profile")
+		}
+		os.Remove(files[0])
+	}
+
+	// CLINIC (no profile) to RESEARCH (a profile): de-identified.
+	if out, err := move("CLINIC", "RESEARCH"); err != nil {
+		t.Fatalf("movescu CLINIC to RESEARCH: %v\n%s", err, out)
+	}
+	received(deidDir, true)
+	// The same profile on both sides (options in another order).
+	if out, err := move("SAMEPROF", "RESEARCH"); err != nil {
+		t.Fatalf("movescu SAMEPROF to RESEARCH: %v\n%s", err, out)
+	}
+	received(deidDir, true)
+	// The requester's profile alone, as before.
+	if out, err := move("OTHERPROF", "WORKSTATION"); err != nil {
+		t.Fatalf("movescu OTHERPROF to WORKSTATION: %v\n%s", err, out)
+	}
+	received(plainDir, true)
+	// Neither: as stored.
+	if out, err := move("CLINIC", "WORKSTATION"); err != nil {
+		t.Fatalf("movescu CLINIC to WORKSTATION: %v\n%s", err, out)
+	}
+	received(plainDir, false)
+	// Different profiles: refused, nothing sent.
+	// (movescu -d prints the response's Error Comment.)
+	out, err := move("OTHERPROF", "RESEARCH", "-d")
+	if err == nil || !strings.Contains(out, "0xc001") || !strings.Contains(out, "requester and destination de-identify differently") {
+		t.Errorf("movescu OTHERPROF to RESEARCH, different profiles: %v\n%s", err, out)
+	}
+	if files, _ := filepath.Glob(filepath.Join(deidDir, "*")); len(files) != 0 {
+		t.Errorf("sent despite different profiles: %v", files)
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		var anonymizedToResearch, plainToWorkstation, alert int
+		for _, x := range r {
+			switch {
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "RESEARCH") && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				anonymizedToResearch++
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "WORKSTATION") && !strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				plainToWorkstation++
+			case x.Event == "security-alert" && strings.Contains(x.XML, "RESEARCH") && strings.Contains(x.XML, "de-identify differently"):
+				alert++
+			}
+		}
+		return anonymizedToResearch == 2 && plainToWorkstation == 1 && alert == 1
+	})
+}
+
 // TestDeidentifyTakesEffectAtOnce: a de-identification profile given to a
 // peer of a running ward serve, with the [deidentify] secret the same
 // reload brings, takes effect for its next retrieve without a restart,

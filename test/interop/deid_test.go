@@ -582,8 +582,10 @@ func TestMoveDeidentifiedForDestination(t *testing.T) {
 // ward peer add over the admin socket, then SIGHUP after an edit of the
 // file). Regression: the secret was read at start only, so that such a
 // peer was refused until a restart. The reload that brought the secret
-// is audited (Security Configuration, naming no secret); each transfer's
-// record marks the study Anonymized when it left de-identified.
+// is audited (Security Configuration, naming no secret); a secret others
+// could read refuses a reload, the previous profile staying in effect;
+// each transfer's record marks the study Anonymized when it left
+// de-identified.
 func TestDeidentifyTakesEffectAtOnce(t *testing.T) {
 	requireTool(t, "storescu", "getscu", "movescu")
 	requireDir(t, pydicomTestFiles)
@@ -687,6 +689,18 @@ func TestDeidentifyTakesEffectAtOnce(t *testing.T) {
 	if got, moved := retrieve(); !got || !moved {
 		t.Fatalf("not de-identified after SIGHUP: C-GET %v, C-MOVE %v", got, moved)
 	}
+	// A secret others could read refuses the reload: the previous
+	// configuration (profile and secret) stays in effect.
+	if err := os.Chmod(secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, append(research, "--data", dir)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "did not take it") || !strings.Contains(string(out), "chmod 600") {
+		t.Fatalf("a reload with a secret others can read: %v\n%s", err, out)
+	}
+	if got, moved := retrieve(); !got || !moved {
+		t.Fatalf("not de-identified after a refused reload: C-GET %v, C-MOVE %v", got, moved)
+	}
 	readAudit(t, dir, func(r []audit.Record) bool {
 		var secretSet, anonymized, plain int
 		for _, x := range r {
@@ -699,8 +713,8 @@ func TestDeidentifyTakesEffectAtOnce(t *testing.T) {
 				plain++
 			}
 		}
-		// 4 rounds of a C-GET and a C-MOVE: identified, de-identified,
-		// identified, de-identified (MOD's store aside).
-		return secretSet == 1 && anonymized == 4 && plain == 4
+		// 5 rounds of a C-GET and a C-MOVE: identified, de-identified,
+		// identified, de-identified, de-identified (MOD's store aside).
+		return secretSet == 1 && anonymized == 6 && plain == 4
 	})
 }

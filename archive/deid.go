@@ -110,10 +110,25 @@ func (ar *Archive) DeidSecret() []byte {
 	return nil
 }
 
-// ErrDeidentifyConflict is the cause of a C-MOVE refused because its
-// requester and its destination have different de-identification
-// profiles (Error.Err; the Kind is ErrProcessing).
-var ErrDeidentifyConflict = errors.New("requester and destination de-identify differently")
+// ErrDeidentifyConflict is the cause of a retrieve refused because two
+// parties to it have different de-identification profiles: a C-MOVE's
+// requester and destination, or a peer and the user its association
+// authenticated as (Error.Err; the Kind is ErrProcessing).
+var ErrDeidentifyConflict = errors.New("de-identification profiles differ")
+
+// requesterProfile is the profile of what p retrieves: its own, or its
+// user's, or the one both have; refused when they differ.
+func requesterProfile(p *Principal) (string, error) {
+	switch {
+	case p == nil:
+		return "", nil
+	case p.UserDeidentify == "":
+		return p.Deidentify, nil
+	case p.Deidentify == "", sameProfile(p.Deidentify, p.UserDeidentify):
+		return p.UserDeidentify, nil
+	}
+	return "", &Error{Kind: ErrProcessing, Comment: "peer and user de-identify differently", Err: ErrDeidentifyConflict}
+}
 
 // retrieveProfile is the de-identification profile a retrieve leaves
 // under ("" for none): the data leaving Ward is de-identified under the
@@ -122,10 +137,11 @@ var ErrDeidentifyConflict = errors.New("requester and destination de-identify di
 // C-MOVE goes to its destination: the profile of the one of the two that
 // has one, or of both when they have the same; when both have one and
 // they differ, the C-MOVE is refused (neither is the right one to pick).
+// The requester's profile is its peer's or its user's (requesterProfile).
 func (ar *Archive) retrieveProfile(ctx context.Context, r *RetrieveRequest) (string, error) {
-	var mine string
-	if p := PrincipalFrom(ctx); p != nil {
-		mine = p.Deidentify
+	mine, err := requesterProfile(PrincipalFrom(ctx))
+	if err != nil {
+		return "", err
 	}
 	if r.Destination == "" || ar.DestinationDeidentify == nil {
 		return mine, nil
@@ -143,7 +159,7 @@ func (ar *Archive) retrieveProfile(ctx context.Context, r *RetrieveRequest) (str
 	case mine == "", sameProfile(mine, theirs):
 		return theirs, nil
 	}
-	return "", &Error{Kind: ErrProcessing, Comment: ErrDeidentifyConflict.Error(), Err: ErrDeidentifyConflict}
+	return "", &Error{Kind: ErrProcessing, Comment: "requester and destination de-identify differently", Err: ErrDeidentifyConflict}
 }
 
 // sameProfile: a and b name the same profile (options in any order).

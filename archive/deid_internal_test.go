@@ -10,7 +10,8 @@ import (
 // whoever requests or receives it; a C-MOVE whose requester and
 // destination have different profiles is refused (ErrProcessing, with
 // ErrDeidentifyConflict as its cause), and one to a destination the
-// registry no longer has is an unknown destination.
+// registry no longer has is an unknown destination. A user's profile
+// (DIMSE user identity) counts as its peer's.
 func TestRetrieveProfile(t *testing.T) {
 	dests := map[string]string{"PLAIN": "", "RESEARCH": "basic,modified-dates", "OTHER": "basic"}
 	ar := &Archive{DestinationDeidentify: func(aet string) (string, error) {
@@ -43,6 +44,28 @@ func TestRetrieveProfile(t *testing.T) {
 		if errors.Is(tc.err, ErrDeidentifyConflict) && KindOf(err) != ErrProcessing {
 			t.Errorf("a conflict is %v, not ErrProcessing", KindOf(err))
 		}
+	}
+	// A peer's association with a user identity: the user's profile
+	// joins the peer's under the same rule.
+	for _, tc := range []struct {
+		peer, user, dest, want string
+		err                    error
+	}{
+		{"", "basic", "", "basic", nil},
+		{"basic", "basic", "", "basic", nil},
+		{"basic,modified-dates", "basic", "", "", ErrDeidentifyConflict},
+		{"", "basic", "PLAIN", "basic", nil},
+		{"", "basic", "OTHER", "basic", nil},
+		{"", "basic", "RESEARCH", "", ErrDeidentifyConflict},
+	} {
+		ctx := WithPrincipal(context.Background(), &Principal{Kind: Peer, Name: "REQ", User: "u", Deidentify: tc.peer, UserDeidentify: tc.user})
+		got, err := ar.retrieveProfile(ctx, &RetrieveRequest{Destination: tc.dest})
+		if got != tc.want || !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("peer %q, user %q, destination %q: %q, %v; want %q, %v", tc.peer, tc.user, tc.dest, got, err, tc.want, tc.err)
+		}
+	}
+	if err := (&Archive{}).Query(WithPrincipal(context.Background(), &Principal{Kind: Peer, UserDeidentify: "basic"}), &Query{}, nil); KindOf(err) != ErrNotAuthorized {
+		t.Errorf("a query for a user with a profile: %v", err)
 	}
 	// Without a principal (an internal retrieve): the destination's.
 	if got, err := ar.retrieveProfile(context.Background(), &RetrieveRequest{Destination: "RESEARCH"}); got != "basic,modified-dates" || err != nil {

@@ -87,7 +87,7 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 		var role, deidentify *string
 		if sub == "add" {
 			role = fs.String("role", "", "roles, comma-separated: viewer, uploader, admin (none: a DIMSE identity only)")
-			deidentify = fs.String("deidentify", "", "de-identify what the user retrieves through DICOMweb by this profile, basic[,OPTION...], and refuse its searches (needs [deidentify] secret_file)")
+			deidentify = fs.String("deidentify", "", "de-identify what the user retrieves (DICOMweb, and DIMSE associations authenticated as the user) by this profile, basic[,OPTION...], and refuse its searches (needs [deidentify] secret_file)")
 		}
 		return func(e *env, pos []string) error {
 			name := pos[0]

@@ -689,7 +689,7 @@ func (s *Server) service() archive.Service {
 // handlers are the DIMSE services the archive provides, behind the
 // policy's per-association checks.
 func (s *Server) handlers() dimse.Handlers {
-	fe := &dimsearchive.Service{Archive: s.service(), Principal: principalOf}
+	fe := &dimsearchive.Service{Archive: s.service(), Principal: s.principalOf}
 	return fe.Handlers()
 }
 

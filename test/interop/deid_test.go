@@ -19,8 +19,10 @@ import (
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/dicom/deid"
+	"github.com/ward-pacs/ward/internal/cli"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/policy/identity"
 	"github.com/ward-pacs/ward/test/harness"
 )
 
@@ -716,5 +718,105 @@ func TestDeidentifyTakesEffectAtOnce(t *testing.T) {
 		// 5 rounds of a C-GET and a C-MOVE: identified, de-identified,
 		// identified, de-identified, de-identified (MOD's store aside).
 		return secretSet == 1 && anonymized == 6 && plain == 4
+	})
+}
+
+// TestDIMSEUserDeidentified: a user registered with deidentify who
+// authenticates on a DIMSE association (user identity, passcode) gets
+// what the peer retrieves for it de-identified, as through DICOMweb
+// (regression: the user's profile applied to DICOMweb only, and a
+// researcher on a workstation's association got identified data): ward
+// move --user to a DCMTK storescp and ward get --user receive
+// de-identified objects and ward find --user is refused; the same peer
+// without the user identity retrieves as stored; a user whose profile
+// differs from its peer's is refused (0xC001).
+func TestDIMSEUserDeidentified(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	destPort, destDir := startStorescp(t)
+	secretFile := filepath.Join(t.TempDir(), "project.secret")
+	s, err := deid.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const passcode = "a long passcode for the researcher"
+	hash, err := identity.HashPasscode(passcode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.Users = []config.User{{Name: "researcher", Hash: hash, Deidentify: "basic"}}
+		c.Peers = append(c.Peers,
+			config.Peer{AETitle: "MOD", Host: "127.0.0.1", Allow: []string{"echo", "store"}},
+			config.Peer{AETitle: "WS", Host: "127.0.0.1", Allow: []string{"echo", "find", "get", "move"}},
+			config.Peer{AETitle: "OTHERPROF", Host: "127.0.0.1", Allow: []string{"echo", "get"}, Deidentify: "basic,modified-dates"},
+			config.Peer{AETitle: "STORESCP", Host: "127.0.0.1", Port: destPort, Allow: []string{config.MoveDestination}})
+		c.Deidentify.SecretFile = secretFile
+	})
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, err := dcmtk("storescu", "-aet", "MOD", "-aec", "WARD", w.host, w.port, ct).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	study := studyOf(t, ct)
+	t.Setenv("WARD_PASSCODE", passcode)
+	// one checks the one object in dir, and removes it.
+	one := func(dir string) (identified bool) {
+		t.Helper()
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		if len(files) != 1 {
+			t.Fatalf("%s holds %v", dir, files)
+		}
+		defer os.Remove(files[0])
+		b, _ := os.ReadFile(files[0])
+		return bytes.Contains(b, []byte("CompressedSamples")) || bytes.Contains(b, []byte("1CT1"))
+	}
+	keys := []string{"-S", "--level", "STUDY", "-k", "StudyInstanceUID=" + study}
+	move := append([]string{"move", "--aec", "WARD", "--aet", "WS", "--dest", "STORESCP"}, keys...)
+	if _, code := wardCLI(t, append(move, "--user", "researcher", w.addr)...); code != 0 {
+		t.Fatal("ward move --user researcher failed")
+	}
+	if one(destDir) {
+		t.Error("C-MOVE for the user with a profile: identified data reached the destination")
+	}
+	gdir := t.TempDir()
+	if _, code := wardCLI(t, "get", "--aec", "WARD", "--aet", "WS", "--user", "researcher", "--out", gdir, "-S", "--level", "STUDY", "-k", "StudyInstanceUID="+study, w.addr); code != 0 {
+		t.Fatal("ward get --user researcher failed")
+	}
+	if files, _ := filepath.Glob(filepath.Join(gdir, "*.dcm")); len(files) != 1 {
+		t.Fatalf("ward get wrote %v", files)
+	} else if b, _ := os.ReadFile(files[0]); bytes.Contains(b, []byte("CompressedSamples")) {
+		t.Error("C-GET for the user with a profile: identified")
+	}
+	if out, code := wardCLI(t, "find", "--aec", "WARD", "--aet", "WS", "--user", "researcher", "-S", "--level", "STUDY", "-k", "StudyInstanceUID="+study, "-k", "PatientName", w.addr); code == 0 || strings.Contains(out, "CompressedSamples") {
+		t.Errorf("C-FIND for the user with a profile answered: %d %s", code, out)
+	}
+	// The same peer without the user: as stored.
+	if _, code := wardCLI(t, append(move, w.addr)...); code != 0 {
+		t.Fatal("ward move failed")
+	}
+	if !one(destDir) {
+		t.Error("C-MOVE without the user: de-identified")
+	}
+	// A peer whose profile differs from the user's: refused.
+	var out, errb bytes.Buffer
+	code := cli.Run([]string{"get", "--aec", "WARD", "--aet", "OTHERPROF", "--user", "researcher", "--out", t.TempDir(), "-S", "--level", "STUDY", "-k", "StudyInstanceUID=" + study, w.addr}, &out, &errb)
+	if code == 0 || !strings.Contains(out.String()+errb.String(), "peer and user de-identify differently") {
+		t.Errorf("C-GET with different peer and user profiles: %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		var anonymized, alert int
+		for _, x := range r {
+			switch {
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "researcher") && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				anonymized++
+			case x.Event == "security-alert" && strings.Contains(x.XML, "peer and user de-identify differently"):
+				alert++
+			}
+		}
+		return anonymized == 2 && alert == 1
 	})
 }

@@ -336,6 +336,10 @@ func (a audited) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each 
 	found := map[string]*audit.Study{}
 	err := a.svc.Retrieve(ctx, r, func(in *archive.Instance) error {
 		addStudy(found, in.StudyInstanceUID, in.PatientID, in.SOPClassUID)
+		if in.Deidentified != "" {
+			// To leave de-identified: Begin Transferring says so too.
+			found[in.StudyInstanceUID+"\x00"+in.PatientID].Deidentified = in.Deidentified
+		}
 		t.mu.Lock()
 		t.found++
 		t.mu.Unlock()

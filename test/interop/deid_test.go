@@ -562,9 +562,11 @@ func TestMoveDeidentifiedForDestination(t *testing.T) {
 		t.Errorf("sent despite different profiles: %v", files)
 	}
 	readAudit(t, w.dir, func(r []audit.Record) bool {
-		var anonymizedToResearch, plainToWorkstation, alert int
+		var anonymizedToResearch, plainToWorkstation, alert, begun int
 		for _, x := range r {
 			switch {
+			case x.Event == "begin-transferring" && strings.Contains(x.XML, "RESEARCH") && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				begun++
 			case x.Event == "instances-transferred" && strings.Contains(x.XML, "RESEARCH") && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
 				anonymizedToResearch++
 			case x.Event == "instances-transferred" && strings.Contains(x.XML, "WORKSTATION") && !strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
@@ -573,7 +575,7 @@ func TestMoveDeidentifiedForDestination(t *testing.T) {
 				alert++
 			}
 		}
-		return anonymizedToResearch == 2 && plainToWorkstation == 1 && alert == 1
+		return anonymizedToResearch == 2 && begun == 2 && plainToWorkstation == 1 && alert == 1
 	})
 }
 

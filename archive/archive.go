@@ -84,9 +84,14 @@ type Archive struct {
 	AETitle string
 	// MaxFindResults caps the matches of one C-FIND (0: 1000; < 0: none).
 	MaxFindResults int
-	// DeidSecret is the de-identification secret of the principals with
-	// a Deidentify profile (nil: such principals retrieve nothing).
-	DeidSecret []byte
+	// deidSecret is the de-identification secret of the retrieves that
+	// leave de-identified (SetDeidSecret; nil: they are refused).
+	deidSecret atomic.Pointer[[]byte]
+	// DestinationDeidentify gives the de-identification profile of a
+	// C-MOVE destination ("" for none), as the registry has it when the
+	// C-MOVE arrives; an error refuses the C-MOVE (nil: destinations have
+	// none). See retrieveProfile for how it combines with the requester's.
+	DestinationDeidentify func(aeTitle string) (profile string, err error)
 	// PNCaseSensitive turns off the default case-insensitive PN matching.
 	PNCaseSensitive bool
 	// Destinations resolves a C-MOVE destination AE title to HOST:PORT,

@@ -91,16 +91,98 @@ func (ar *Archive) deidentifyOne(ctx context.Context, key, dir string, cfg *deid
 	return res, nil
 }
 
+// SetDeidSecret puts secret in effect for the retrieves that leave
+// de-identified from now on (a reload may set, replace or clear it; nil:
+// such retrieves are refused). The archive keeps secret as given.
+func (ar *Archive) SetDeidSecret(secret []byte) {
+	if secret == nil {
+		ar.deidSecret.Store(nil)
+		return
+	}
+	ar.deidSecret.Store(&secret)
+}
+
+// DeidSecret is the de-identification secret in effect (nil: none).
+func (ar *Archive) DeidSecret() []byte {
+	if p := ar.deidSecret.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// ErrDeidentifyConflict is the cause of a retrieve refused because two
+// parties to it have different de-identification profiles: a C-MOVE's
+// requester and destination, or a peer and the user its association
+// authenticated as (Error.Err; the Kind is ErrProcessing).
+var ErrDeidentifyConflict = errors.New("de-identification profiles differ")
+
+// requesterProfile is the profile of what p retrieves: its own, or its
+// user's, or the one both have; refused when they differ.
+func requesterProfile(p *Principal) (string, error) {
+	switch {
+	case p == nil:
+		return "", nil
+	case p.UserDeidentify == "":
+		return p.Deidentify, nil
+	case p.Deidentify == "", sameProfile(p.Deidentify, p.UserDeidentify):
+		return p.UserDeidentify, nil
+	}
+	return "", &Error{Kind: ErrProcessing, Comment: "peer and user de-identify differently", Err: ErrDeidentifyConflict}
+}
+
+// retrieveProfile is the de-identification profile a retrieve leaves
+// under ("" for none): the data leaving Ward is de-identified under the
+// profile of whoever requests or receives it. A C-GET (or a web
+// retrieve) goes back to its requester: the principal's profile. A
+// C-MOVE goes to its destination: the profile of the one of the two that
+// has one, or of both when they have the same; when both have one and
+// they differ, the C-MOVE is refused (neither is the right one to pick).
+// The requester's profile is its peer's or its user's (requesterProfile).
+func (ar *Archive) retrieveProfile(ctx context.Context, r *RetrieveRequest) (string, error) {
+	mine, err := requesterProfile(PrincipalFrom(ctx))
+	if err != nil {
+		return "", err
+	}
+	if r.Destination == "" || ar.DestinationDeidentify == nil {
+		return mine, nil
+	}
+	theirs, err := ar.DestinationDeidentify(r.Destination)
+	if err != nil {
+		if KindOf(err) != nil {
+			return "", err
+		}
+		return "", &Error{Kind: ErrUnknownDestination, Comment: fmt.Sprintf("move destination %q: registration unreadable", r.Destination), Err: err}
+	}
+	switch {
+	case theirs == "":
+		return mine, nil
+	case mine == "", sameProfile(mine, theirs):
+		return theirs, nil
+	}
+	return "", &Error{Kind: ErrProcessing, Comment: "requester and destination de-identify differently", Err: ErrDeidentifyConflict}
+}
+
+// sameProfile: a and b name the same profile (options in any order).
+func sameProfile(a, b string) bool {
+	pa, erra := deid.ParseProfile(a)
+	pb, errb := deid.ParseProfile(b)
+	if erra != nil || errb != nil {
+		return a == b
+	}
+	return pa.String() == pb.String()
+}
+
 // deidConfig is the de-identification of a principal's profile.
 func (ar *Archive) deidConfig(profile string) (*deid.Config, error) {
 	p, err := deid.ParseProfile(profile)
 	if err != nil {
 		return nil, Fail(ErrNotAuthorized, "the de-identification profile: "+err.Error())
 	}
-	if len(ar.DeidSecret) < deid.MinSecret {
+	secret := ar.DeidSecret()
+	if len(secret) < deid.MinSecret {
 		return nil, Fail(ErrNotAuthorized, "no de-identification secret is configured")
 	}
-	return &deid.Config{Profile: p, Secret: ar.DeidSecret}, nil
+	return &deid.Config{Profile: p, Secret: secret}, nil
 }
 
 // deidentify makes in, the stored object under key, one given

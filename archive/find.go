@@ -51,7 +51,7 @@ const utf8Charset = "ISO_IR 192"
 //     ASCII, Specific Character Set: the request's when it can encode every
 //     value, else ISO_IR 192 (UTF-8).
 func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error) error {
-	if p := PrincipalFrom(ctx); p != nil && p.Deidentify != "" {
+	if PrincipalFrom(ctx).deidentified() {
 		return Fail(ErrNotAuthorized, "de-identified peer: query answers would reveal identity")
 	}
 	patientRoot, err := patientRoot(rq.Model)

@@ -56,6 +56,17 @@ type Principal struct {
 	// (deid.ParseProfile) of everything this principal retrieves; its
 	// queries are refused (their answers would show identity).
 	Deidentify string
+	// UserDeidentify is the de-identification profile of the user a
+	// peer's association authenticated as (User), when that user has
+	// one: the peer retrieves for the user, so it applies as Deidentify
+	// does (with a different Deidentify, retrieves are refused).
+	UserDeidentify string
+}
+
+// deidentified reports whether p retrieves de-identified only, for the
+// peer's or the user's profile (nil: no).
+func (p *Principal) deidentified() bool {
+	return p != nil && (p.Deidentify != "" || p.UserDeidentify != "")
 }
 
 // Allows reports whether p holds perm. A nil principal holds none.

@@ -36,11 +36,15 @@ func (ar *Archive) Retrieve(ctx context.Context, r *RetrieveRequest, each func(*
 		return badKey(reach.Missing, "%s", reach.Why)
 	}
 	var dcfg *deid.Config
-	if p := PrincipalFrom(ctx); p != nil && p.Deidentify != "" {
+	profile, err := ar.retrieveProfile(ctx, r)
+	if err != nil {
+		return err
+	}
+	if profile != "" {
 		if r.Metadata {
 			return Fail(ErrNotAuthorized, "metadata refused: de-identified objects only for this caller")
 		}
-		if dcfg, err = ar.deidConfig(p.Deidentify); err != nil {
+		if dcfg, err = ar.deidConfig(profile); err != nil {
 			return err
 		}
 	}

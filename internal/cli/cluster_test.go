@@ -536,3 +536,94 @@ func TestClusterFirstRunSetup(t *testing.T) {
 		return rs.StatusCode == 303
 	})
 }
+
+// TestClusterListShowsDeidentify: ward peer list and ward user list show
+// the de-identification profiles of the registrations kept in a
+// cluster's shared index as they do those of the file.
+func TestClusterListShowsDeidentify(t *testing.T) {
+	dsn := harness.StartPostgres(t).NewDatabase(t)
+	cli := filepath.Join(t.TempDir(), "cli")
+	if err := os.MkdirAll(cli, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf("[storage]\nindex = %q\n[deidentify]\nsecret_file = \"/nonexistent/project.secret\"\n", dsn+"&application_name=ward-cli")
+	if err := os.WriteFile(filepath.Join(cli, config.ConfigFileName), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkListsDeidentify(t, func(stdin string, args ...string) (string, string, int) {
+		out, errs, code := runCLIInput(t, stdin, append(args, "--data", cli)...)
+		if code == 0 && len(args) > 1 && args[1] == "add" && !strings.Contains(out, "the cluster's shared index") {
+			t.Fatalf("ward %v did not write to the shared index: %s", args, out)
+		}
+		return out, errs, code
+	})
+}
+
+// TestClusterDeidentifyFollowsSharedIndex: a de-identification profile
+// given to a peer in a cluster's shared index (ward peer add from a
+// machine where no node runs) takes effect on a running node within
+// seconds, through the shared index's notification, and so does its
+// removal: DCMTK getscu as the peer gets the object de-identified (no
+// patient name or ID in its bytes), then as stored again. The node's
+// secret is its own file's, read again by the same reload (regression:
+// it was read at start only, and the peer was refused until a restart).
+func TestClusterDeidentifyFollowsSharedIndex(t *testing.T) {
+	testci.RequireTool(t, "storescu", "getscu")
+	harness.RequireDir(t, harness.PydicomTestFiles)
+	dsn := harness.StartPostgres(t).NewDatabase(t)
+	secret := filepath.Join(t.TempDir(), "project.secret")
+	if _, errs, code := runCLI(t, "deid", "secret", secret); code != 0 {
+		t.Fatal(errs)
+	}
+	node := clusterNode(t, "node-a", clusterIndex(t, dsn, "a"))
+	cli := filepath.Join(t.TempDir(), "cli")
+	if err := os.MkdirAll(cli, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf("[storage]\nindex = %q\n[deidentify]\nsecret_file = %q\n", dsn+"&application_name=ward-cli", secret)
+	if err := os.WriteFile(filepath.Join(cli, config.ConfigFileName), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, errs, code := runCLI(t, append(args, "--data", cli)...); code != 0 {
+			t.Fatalf("ward %s: %d %s %s", strings.Join(args, " "), code, out, errs)
+		}
+	}
+	_, port, _ := strings.Cut(node.Addr().String(), ":")
+	run("peer", "add", "MOD", "--host", "127.0.0.1", "--allow", "echo,store")
+	research := []string{"peer", "add", "RESEARCH", "--host", "127.0.0.1", "--allow", "echo,get"}
+	run(research...)
+	ct := filepath.Join(harness.PydicomTestFiles, "CT_small.dcm")
+	eventually(t, "the node admits MOD", func() bool {
+		_, ok := harness.RunDCMTK(t, "storescu", "-aet", "MOD", "-aec", "WARD", "127.0.0.1", port, ct)
+		return ok
+	})
+	// identified gets the study as RESEARCH: whether the object came
+	// with the patient's name and ID (false when none came).
+	identified := func() (got, identity bool) {
+		dir := t.TempDir()
+		harness.RunDCMTK(t, "getscu", "-P", "-aet", "RESEARCH", "-aec", "WARD", "-od", dir, "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=1CT1", "127.0.0.1", port)
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		if len(files) != 1 {
+			return false, false
+		}
+		b, _ := os.ReadFile(files[0])
+		return true, strings.Contains(string(b), "CompressedSamples") || strings.Contains(string(b), "1CT1")
+	}
+	eventually(t, "RESEARCH gets the object as stored", func() bool { got, id := identified(); return got && id })
+	// The node's own file gets the secret (no signal: the shared index's
+	// notification reloads it), the shared index the profile.
+	f, err := os.OpenFile(filepath.Join(node.Config.DataDir, config.ConfigFileName), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "[deidentify]\nsecret_file = %q\n", secret)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(append(research, "--deidentify", "basic")...)
+	eventually(t, "RESEARCH gets the object de-identified", func() bool { got, id := identified(); return got && !id })
+	run(research...)
+	eventually(t, "RESEARCH gets the object as stored again", func() bool { got, id := identified(); return got && id })
+}

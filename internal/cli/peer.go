@@ -64,7 +64,9 @@ start with is not written.`,
 			name: "list", summary: "list the registered peers",
 			args: "[--config FILE | --data DIR]",
 			help: `Lists the registered peers: each one's AE title, where Ward reaches it,
-the services it may use, what it is bound to and what it requires.`,
+the services it may use, what it is bound to, what it requires, and the
+de-identification profile what it retrieves leaves under ("-": none;
+docs/deidentification.md).`,
 			flags: peerListFlags,
 		},
 		{
@@ -207,7 +209,7 @@ func peerListFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "AET\tHOST\tPORT\tALLOW\tBOUND TO\tREQUIRES")
+		fmt.Fprintln(tw, "AET\tHOST\tPORT\tALLOW\tBOUND TO\tREQUIRES\tDEIDENTIFY")
 		for _, p := range c.Peers {
 			port := ""
 			if p.Port != 0 {
@@ -235,10 +237,20 @@ func peerListFlags(fs *flag.FlagSet) runFunc {
 			if p.TLS && port != "" {
 				port += " (tls)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Quote(p.AETitle), termsafe.Quote(p.Host), port, strings.Join(p.Allow, ","), strings.Join(bound, " + "), strings.Join(req, ","))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.Quote(p.AETitle), termsafe.Quote(p.Host), port, strings.Join(p.Allow, ","), strings.Join(bound, " + "), strings.Join(req, ","), deidShown(p.Deidentify))
 		}
 		return tw.Flush()
 	}
+}
+
+// deidShown is a de-identification profile as ward peer list and ward
+// user list show it: "-" for none (the registration is read from a
+// shared index too, so it is quoted like any text from there).
+func deidShown(profile string) string {
+	if profile == "" {
+		return "-"
+	}
+	return termsafe.Quote(profile)
 }
 
 // removeNamed returns items without the one whose name is name, or an

@@ -159,3 +159,77 @@ level = "debug"
 		t.Fatal("broken file rewritten")
 	}
 }
+
+// TestListShowsDeidentify: ward peer list and ward user list show each
+// registration's de-identification profile, "-" for none, so that an
+// operator sees who receives de-identified data without reading the
+// file (regression: the profile was not shown).
+func TestListShowsDeidentify(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, config.ConfigFileName), []byte("[deidentify]\nsecret_file = \"/nonexistent/project.secret\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkListsDeidentify(t, func(stdin string, args ...string) (string, string, int) {
+		return runCLIInput(t, stdin, append(args, "--data", data)...)
+	})
+}
+
+// checkListsDeidentify registers a peer and a user with a profile and
+// one of each without, through run, and checks both lists.
+func checkListsDeidentify(t *testing.T, run func(stdin string, args ...string) (string, string, int)) {
+	t.Helper()
+	for _, a := range [][]string{
+		{"peer", "add", "RESEARCH", "--host", "127.0.0.1", "--allow", "get,move", "--deidentify", "basic,modified-dates"},
+		{"peer", "add", "CLINIC", "--host", "127.0.0.1", "--allow", "get,find"},
+	} {
+		if out, errs, code := run("", a...); code != 0 {
+			t.Fatalf("%v: %d %s %s", a, code, out, errs)
+		}
+	}
+	for _, a := range [][]string{
+		{"user", "add", "researcher", "--role", "viewer", "--deidentify", "basic"},
+		{"user", "add", "clinician", "--role", "viewer"},
+	} {
+		if out, errs, code := run("a long passcode\n", a...); code != 0 {
+			t.Fatalf("%v: %d %s %s", a, code, out, errs)
+		}
+	}
+	row := func(out, first string) []string {
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == first {
+				return f
+			}
+		}
+		t.Fatalf("no row %s in:\n%s", first, out)
+		return nil
+	}
+	out, errs, code := run("", "peer", "list")
+	if code != 0 {
+		t.Fatalf("peer list: %d %s", code, errs)
+	}
+	if h := row(out, "AET"); h[len(h)-1] != "DEIDENTIFY" {
+		t.Fatalf("peer list header: %v", h)
+	}
+	if r := row(out, "RESEARCH"); r[len(r)-1] != "basic,modified-dates" {
+		t.Errorf("peer list, RESEARCH: %v", r)
+	}
+	if r := row(out, "CLINIC"); r[len(r)-1] != "-" {
+		t.Errorf("peer list, CLINIC: %v", r)
+	}
+	out, errs, code = run("", "user", "list")
+	if code != 0 {
+		t.Fatalf("user list: %d %s", code, errs)
+	}
+	if h := row(out, "NAME"); h[len(h)-1] != "DEIDENTIFY" {
+		t.Fatalf("user list header: %v", h)
+	}
+	if r := row(out, "researcher"); r[len(r)-1] != "basic" {
+		t.Errorf("user list, researcher: %v", r)
+	}
+	if r := row(out, "clinician"); r[len(r)-1] != "-" {
+		t.Errorf("user list, clinician: %v", r)
+	}
+}

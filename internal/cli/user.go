@@ -67,7 +67,7 @@ identity only). Its API tokens grant what the new roles allow at once.`,
 		{
 			name: "list", summary: "list the users",
 			args:  "[--config FILE | --data DIR]",
-			help:  "Lists the users, each with its roles and its hash's scheme and cost (never\nthe hash).",
+			help:  "Lists the users, each with its roles, its hash's scheme and cost (never\nthe hash), and the de-identification profile what it retrieves through\nDICOMweb leaves under (\"-\": none; docs/deidentification.md).",
 			flags: userListFlags,
 		},
 		{
@@ -87,7 +87,7 @@ func userPasscodeFlags(sub string) func(*flag.FlagSet) runFunc {
 		var role, deidentify *string
 		if sub == "add" {
 			role = fs.String("role", "", "roles, comma-separated: viewer, uploader, admin (none: a DIMSE identity only)")
-			deidentify = fs.String("deidentify", "", "de-identify what the user retrieves through DICOMweb by this profile, basic[,OPTION...], and refuse its searches (needs [deidentify] secret_file)")
+			deidentify = fs.String("deidentify", "", "de-identify what the user retrieves (DICOMweb, and DIMSE associations authenticated as the user) by this profile, basic[,OPTION...], and refuse its searches (needs [deidentify] secret_file)")
 		}
 		return func(e *env, pos []string) error {
 			name := pos[0]
@@ -257,13 +257,13 @@ func userListFlags(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tHASH\tROLES")
+		fmt.Fprintln(tw, "NAME\tHASH\tROLES\tDEIDENTIFY")
 		for _, u := range c.Users {
 			roles := strings.Join(u.Roles, ",")
 			if roles == "" {
 				roles = "- (DIMSE identity only)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, hashKind(u.Hash), roles)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Name, hashKind(u.Hash), roles, deidShown(u.Deidentify))
 		}
 		return tw.Flush()
 	}

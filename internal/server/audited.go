@@ -336,6 +336,10 @@ func (a audited) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each 
 	found := map[string]*audit.Study{}
 	err := a.svc.Retrieve(ctx, r, func(in *archive.Instance) error {
 		addStudy(found, in.StudyInstanceUID, in.PatientID, in.SOPClassUID)
+		if in.Deidentified != "" {
+			// To leave de-identified: Begin Transferring says so too.
+			found[in.StudyInstanceUID+"\x00"+in.PatientID].Deidentified = in.Deidentified
+		}
 		t.mu.Lock()
 		t.found++
 		t.mu.Unlock()
@@ -349,7 +353,7 @@ func (a audited) Retrieve(ctx context.Context, r *archive.RetrieveRequest, each 
 		return each(in)
 	})
 	if err != nil {
-		if k := archive.KindOf(err); k == archive.ErrNotAuthorized || k == archive.ErrUnknownDestination {
+		if k := archive.KindOf(err); k == archive.ErrNotAuthorized || k == archive.ErrUnknownDestination || errors.Is(err, archive.ErrDeidentifyConflict) {
 			op := "retrieve"
 			if r.Destination != "" {
 				op += " to " + r.Destination

@@ -35,6 +35,19 @@ func principalOf(a *assoc.Association) *archive.Principal {
 	return p
 }
 
+// principalOf is the principal of an association (principalOf) with the
+// de-identification profile of the user it authenticated as, in effect
+// now (the users' profiles follow a reload).
+func (s *Server) principalOf(a *assoc.Association) *archive.Principal {
+	p := principalOf(a)
+	if p != nil && p.User != "" {
+		if t := s.tokens.Load(); t != nil {
+			p.UserDeidentify = t.deid[p.User]
+		}
+	}
+	return p
+}
+
 func notAuthorized(service string) error {
 	return archive.Fail(archive.ErrNotAuthorized, "not authorized: this peer lacks "+policy.Required(service))
 }

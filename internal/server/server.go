@@ -3,6 +3,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -196,14 +197,14 @@ func (s *Server) Open(ctx context.Context) error {
 	}
 	s.archive = &archive.Archive{Index: s.index, Blobs: s.blobs, Caps: &s.store.Caps, Node: s.node, Logger: s.Logger, OnDuplicate: archive.DuplicatePolicy(c.Storage.OnDuplicate),
 		MinFree: minFree, MinFreeShare: minFreeShare,
-		AETitle: c.AETitle, Destinations: s.Destination,
+		AETitle: c.AETitle, Destinations: s.Destination, DestinationDeidentify: s.destinationDeidentify,
 		MaxFindResults: c.Query.MaxResults, PNCaseSensitive: c.Query.PNCaseSensitive}
-	if c.Deidentify.SecretFile != "" {
-		if s.archive.DeidSecret, err = deid.ReadSecret(c.Deidentify.SecretFile); err != nil {
-			s.closeStores()
-			return err
-		}
+	secret, err := readDeidSecret(c)
+	if err != nil {
+		s.closeStores()
+		return err
 	}
+	s.archive.SetDeidSecret(secret)
 	if err := s.archive.Open(ctx); err != nil {
 		s.closeStores()
 		return err
@@ -339,6 +340,26 @@ func (s *Server) Destination(aet string) (string, error) {
 	return addr, nil
 }
 
+// destinationDeidentify is the de-identification profile of a C-MOVE
+// destination in effect ("" for none): the registry's, as reloaded.
+func (s *Server) destinationDeidentify(aet string) (string, error) {
+	c := config.Config{Peers: s.Peers()}
+	p, ok := c.Peer(aet)
+	if !ok {
+		return "", archive.Failf(archive.ErrUnknownDestination, "%q is not a registered peer", aet)
+	}
+	return p.Deidentify, nil
+}
+
+// readDeidSecret reads the de-identification secret c names ([deidentify]
+// secret_file), nil when it names none.
+func readDeidSecret(c *config.Config) ([]byte, error) {
+	if c.Deidentify.SecretFile == "" {
+		return nil, nil
+	}
+	return deid.ReadSecret(c.Deidentify.SecretFile)
+}
+
 // dialDestination connects to a C-MOVE destination: over TLS when the
 // peer is registered with tls = true, verifying its certificate for its
 // host name, else plain TCP.
@@ -375,9 +396,21 @@ func (s *Server) reload(c *config.Config) (*config.Config, error) {
 	if refused := config.Refused(c.Check()); len(refused) > 0 {
 		return nil, fmt.Errorf("refusing risky settings: %s", refused[0])
 	}
+	// The de-identification secret follows the file too, so that a peer
+	// or user given deidentify by this reload retrieves at once; read
+	// first (a secret that cannot be read refuses the reload), put in
+	// effect after the policy (until then, such a retrieve is refused,
+	// never sent identified).
+	secret, err := readDeidSecret(c)
+	if err != nil {
+		return nil, err
+	}
 	eff, err := s.putPolicy(c)
 	if err != nil {
 		return nil, err
+	}
+	if s.archive != nil {
+		s.archive.SetDeidSecret(secret)
 	}
 	s.Logger.Info("configuration reloaded", "peers", len(eff.Peers), "users", len(eff.Users))
 	return eff, nil
@@ -402,6 +435,10 @@ func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 	if t := s.tokens.Load(); t != nil {
 		prevTokens = t.set
 	}
+	var secretBefore []byte
+	if s.archive != nil {
+		secretBefore = s.archive.DeidSecret()
+	}
 	if c, err = s.reload(c); err != nil {
 		return nil, err
 	}
@@ -421,7 +458,11 @@ func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 			s.limits.ForgetAccount(u.Name)
 		}
 	}
-	if change := configChange(prev, c); change != "" {
+	change := configChange(prev, c)
+	if d := secretChange(secretBefore, s.archive); d != "" {
+		change = strings.TrimPrefix(change+"; "+d, "; ")
+	}
+	if change != "" {
 		s.Logger.Info("peers or users changed", "operator", operator, "change", change)
 		s.record(audit.SecurityConfigChanged(s.wardNode(), audit.Node{ID: operator}, change, time.Now()))
 	}
@@ -430,6 +471,24 @@ func (s *Server) ReloadConfig(operator string) (*config.Config, error) {
 		s.record(audit.SecurityConfigChanged(s.wardNode(), audit.Node{ID: operator}, change, time.Now()))
 	}
 	return c, nil
+}
+
+// secretChange says whether the de-identification secret in effect
+// changed from before ("" when not): never the secret.
+func secretChange(before []byte, ar *archive.Archive) string {
+	if ar == nil {
+		return ""
+	}
+	after := ar.DeidSecret()
+	switch {
+	case bytes.Equal(before, after):
+		return ""
+	case before == nil:
+		return "de-identification secret set"
+	case after == nil:
+		return "de-identification secret removed"
+	}
+	return "de-identification secret replaced"
 }
 
 // configChange says which peers and users differ between two
@@ -630,7 +689,7 @@ func (s *Server) service() archive.Service {
 // handlers are the DIMSE services the archive provides, behind the
 // policy's per-association checks.
 func (s *Server) handlers() dimse.Handlers {
-	fe := &dimsearchive.Service{Archive: s.service(), Principal: principalOf}
+	fe := &dimsearchive.Service{Archive: s.service(), Principal: s.principalOf}
 	return fe.Handlers()
 }
 

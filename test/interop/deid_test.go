@@ -12,14 +12,17 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ward-pacs/ward/audit"
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/dicom/deid"
+	"github.com/ward-pacs/ward/internal/cli"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/internal/testci"
+	"github.com/ward-pacs/ward/policy/identity"
 	"github.com/ward-pacs/ward/test/harness"
 )
 
@@ -485,4 +488,365 @@ func TestDICOMwebUserDeidentified(t *testing.T) {
 			t.Errorf("%s for the de-identified user: %d %s", p, rsp.StatusCode, body)
 		}
 	}
+}
+
+// TestMoveDeidentifiedForDestination: the data a C-MOVE sends leaves
+// de-identified under the profile of whoever requests or receives it
+// (DCMTK movescu as the requesters, two DCMTK storescp as destinations):
+// a requester without a profile moving to a destination with one sends
+// de-identified objects (regression: the profile followed the requester
+// only, and the destination received identified data); requester and
+// destination with the same profile (options in another order) send
+// de-identified; with different profiles the C-MOVE is refused (0xC001,
+// a comment saying why) and audited as a Security Alert; neither: the
+// objects go as stored. Each transfer's audit record marks the study
+// Anonymized when it left de-identified.
+func TestMoveDeidentifiedForDestination(t *testing.T) {
+	requireTool(t, "storescu", "movescu")
+	requireDir(t, pydicomTestFiles)
+	deidPort, deidDir := startStorescp(t)
+	plainPort, plainDir := startStorescp(t)
+	secretFile := filepath.Join(t.TempDir(), "project.secret")
+	s, err := deid.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.Peers = append(c.Peers,
+			config.Peer{AETitle: "MOD", Host: "127.0.0.1", Allow: []string{"echo", "store"}},
+			config.Peer{AETitle: "CLINIC", Host: "127.0.0.1", Allow: []string{"echo", "find", "move"}},
+			config.Peer{AETitle: "SAMEPROF", Host: "127.0.0.1", Allow: []string{"echo", "move"}, Deidentify: "basic,patient-characteristics,modified-dates"},
+			config.Peer{AETitle: "OTHERPROF", Host: "127.0.0.1", Allow: []string{"echo", "move"}, Deidentify: "basic"},
+			config.Peer{AETitle: "RESEARCH", Host: "127.0.0.1", Port: deidPort, Allow: []string{config.MoveDestination}, Deidentify: "basic,modified-dates,patient-characteristics"},
+			config.Peer{AETitle: "WORKSTATION", Host: "127.0.0.1", Port: plainPort, Allow: []string{config.MoveDestination}})
+		c.Deidentify.SecretFile = secretFile
+	})
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, err := dcmtk("storescu", "-aet", "MOD", "-aec", "WARD", w.host, w.port, ct).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	study := studyOf(t, ct)
+	move := func(from, to string, verbosity ...string) (string, error) {
+		if len(verbosity) == 0 {
+			verbosity = []string{"-v"}
+		}
+		out, err := dcmtk("movescu", append(verbosity, "-S", "-aet", from, "-aec", "WARD", "-aem", to, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study, w.host, w.port)...).CombinedOutput()
+		return string(out), err
+	}
+	// received checks the one new object in dir since the last call,
+	// de-identified or not, and removes it.
+	received := func(dir string, deidentified bool) {
+		t.Helper()
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		if len(files) != 1 {
+			t.Fatalf("%s received %v", dir, files)
+		}
+		b, _ := os.ReadFile(files[0])
+		identity := bytes.Contains(b, []byte("CompressedSamples")) || bytes.Contains(b, []byte("1CT1"))
+		m, err := readFlat(t, files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case deidentified && (identity || m["0012,0062"] != "YES"):
+			t.Errorf("identified data reached a de-identifying destination (Patient Identity Removed %q)", m["0012,0062"])
+		case !deidentified && (!identity || m["0012,0062"] == "YES"):
+			t.Errorf("the object was de-identified for a requester and destination without a profile")
+		}
+		os.Remove(files[0])
+	}
+
+	// CLINIC (no profile) to RESEARCH (a profile): de-identified.
+	if out, err := move("CLINIC", "RESEARCH"); err != nil {
+		t.Fatalf("movescu CLINIC to RESEARCH: %v\n%s", err, out)
+	}
+	received(deidDir, true)
+	// The same profile on both sides (options in another order).
+	if out, err := move("SAMEPROF", "RESEARCH"); err != nil {
+		t.Fatalf("movescu SAMEPROF to RESEARCH: %v\n%s", err, out)
+	}
+	received(deidDir, true)
+	// The requester's profile alone, as before.
+	if out, err := move("OTHERPROF", "WORKSTATION"); err != nil {
+		t.Fatalf("movescu OTHERPROF to WORKSTATION: %v\n%s", err, out)
+	}
+	received(plainDir, true)
+	// Neither: as stored.
+	if out, err := move("CLINIC", "WORKSTATION"); err != nil {
+		t.Fatalf("movescu CLINIC to WORKSTATION: %v\n%s", err, out)
+	}
+	received(plainDir, false)
+	// Different profiles: refused, nothing sent.
+	// (movescu -d prints the response's Error Comment.)
+	out, err := move("OTHERPROF", "RESEARCH", "-d")
+	if err == nil || !strings.Contains(out, "0xc001") || !strings.Contains(out, "requester and destination de-identify differently") {
+		t.Errorf("movescu OTHERPROF to RESEARCH, different profiles: %v\n%s", err, out)
+	}
+	if files, _ := filepath.Glob(filepath.Join(deidDir, "*")); len(files) != 0 {
+		t.Errorf("sent despite different profiles: %v", files)
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		var anonymizedToResearch, plainToWorkstation, alert, begun int
+		for _, x := range r {
+			switch {
+			case x.Event == "begin-transferring" && strings.Contains(x.XML, "RESEARCH") && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				begun++
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "RESEARCH") && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				anonymizedToResearch++
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "WORKSTATION") && !strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				plainToWorkstation++
+			case x.Event == "security-alert" && strings.Contains(x.XML, "RESEARCH") && strings.Contains(x.XML, "de-identify differently"):
+				alert++
+			}
+		}
+		return anonymizedToResearch == 2 && begun == 2 && plainToWorkstation == 1 && alert == 1
+	})
+}
+
+// TestDeidentifyTakesEffectAtOnce: a de-identification profile given to a
+// peer of a running ward serve, with the [deidentify] secret the same
+// reload brings, takes effect for its next retrieve without a restart,
+// and so does its removal (DCMTK getscu and movescu to a DCMTK storescp;
+// ward peer add over the admin socket, then SIGHUP after an edit of the
+// file). Regression: the secret was read at start only, so that such a
+// peer was refused until a restart. The reload that brought the secret
+// is audited (Security Configuration, naming no secret); a secret others
+// could read refuses a reload, the previous profile staying in effect;
+// each transfer's record marks the study Anonymized when it left
+// de-identified.
+func TestDeidentifyTakesEffectAtOnce(t *testing.T) {
+	requireTool(t, "storescu", "getscu", "movescu")
+	requireDir(t, pydicomTestFiles)
+	destPort, destDir := startStorescp(t)
+	bin, dir, port, proc := wardServeProc(t, "")
+	ward := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append(args, "--data", dir)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ward %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	ward("peer", "add", "MOD", "--host", "127.0.0.1", "--allow", "store")
+	ward("peer", "add", "STORESCP", "--host", "127.0.0.1", "--port", strconv.Itoa(destPort), "--allow", "move-destination")
+	research := []string{"peer", "add", "RESEARCH", "--host", "127.0.0.1", "--allow", "echo,get,move"}
+	ward(research...)
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, err := dcmtk("storescu", "-aet", "MOD", "-aec", "WARD", "127.0.0.1", strconv.Itoa(port), ct).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	study := studyOf(t, ct)
+	// retrieve gets the study as RESEARCH, by C-GET and by C-MOVE to
+	// storescp, and says for each whether it came de-identified.
+	retrieve := func() (got, moved bool) {
+		t.Helper()
+		check := func(dir string) bool {
+			files, _ := filepath.Glob(filepath.Join(dir, "*"))
+			if len(files) != 1 {
+				t.Fatalf("%s received %v", dir, files)
+			}
+			defer os.Remove(files[0])
+			b, _ := os.ReadFile(files[0])
+			identity := bytes.Contains(b, []byte("CompressedSamples")) || bytes.Contains(b, []byte("1CT1"))
+			m, err := readFlat(t, files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if removed := m["0012,0062"] == "YES"; removed == identity {
+				t.Fatalf("Patient Identity Removed %q, patient name or ID in the bytes: %v", m["0012,0062"], identity)
+			}
+			return !identity
+		}
+		gdir := t.TempDir()
+		if out, err := dcmtk("getscu", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-od", gdir, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study, "127.0.0.1", strconv.Itoa(port)).CombinedOutput(); err != nil {
+			t.Fatalf("getscu: %v\n%s", err, out)
+		}
+		if out, err := dcmtk("movescu", "-S", "-aet", "RESEARCH", "-aec", "WARD", "-aem", "STORESCP", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study, "127.0.0.1", strconv.Itoa(port)).CombinedOutput(); err != nil {
+			t.Fatalf("movescu: %v\n%s", err, out)
+		}
+		return check(gdir), check(destDir)
+	}
+	if got, moved := retrieve(); got || moved {
+		t.Fatalf("de-identified before any profile: C-GET %v, C-MOVE %v", got, moved)
+	}
+
+	// The secret and the profile, by ward peer add on the running server.
+	secret := filepath.Join(t.TempDir(), "project.secret")
+	if out, err := exec.Command(bin, "deid", "secret", secret).CombinedOutput(); err != nil {
+		t.Fatalf("ward deid secret: %v\n%s", err, out)
+	}
+	conf := filepath.Join(dir, "ward.toml")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, append([]byte("[deidentify]\nsecret_file = \""+secret+"\"\n"), b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := ward(append(research, "--deidentify", "basic")...); !strings.Contains(out, "in effect in the running ward serve") {
+		t.Fatalf("ward peer add --deidentify did not reach the running ward serve:\n%s", out)
+	}
+	if got, moved := retrieve(); !got || !moved {
+		t.Fatalf("not de-identified after the profile was added: C-GET %v, C-MOVE %v", got, moved)
+	}
+	// Removed: identified again.
+	ward(research...)
+	if got, moved := retrieve(); got || moved {
+		t.Fatalf("still de-identified after the profile was removed: C-GET %v, C-MOVE %v", got, moved)
+	}
+	// Given again by an edit of the file and SIGHUP.
+	if err := config.EditPeers(conf, func(ps []config.Peer) ([]config.Peer, error) {
+		for i := range ps {
+			if ps[i].AETitle == "RESEARCH" {
+				ps[i].Deidentify = "basic,modified-dates"
+			}
+		}
+		return ps, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reloads := strings.Count(proc.Log.String(), "configuration reloaded")
+	if err := proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(proc.Log.String(), "configuration reloaded") == reloads; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP: no reload")
+		}
+	}
+	if got, moved := retrieve(); !got || !moved {
+		t.Fatalf("not de-identified after SIGHUP: C-GET %v, C-MOVE %v", got, moved)
+	}
+	// A secret others could read refuses the reload: the previous
+	// configuration (profile and secret) stays in effect.
+	if err := os.Chmod(secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, append(research, "--data", dir)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "did not take it") || !strings.Contains(string(out), "chmod 600") {
+		t.Fatalf("a reload with a secret others can read: %v\n%s", err, out)
+	}
+	if got, moved := retrieve(); !got || !moved {
+		t.Fatalf("not de-identified after a refused reload: C-GET %v, C-MOVE %v", got, moved)
+	}
+	readAudit(t, dir, func(r []audit.Record) bool {
+		var secretSet, anonymized, plain int
+		for _, x := range r {
+			switch {
+			case x.Event == "security-alert" && strings.Contains(x.XML, "de-identification secret set"):
+				secretSet++
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				anonymized++
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "RESEARCH"):
+				plain++
+			}
+		}
+		// 5 rounds of a C-GET and a C-MOVE: identified, de-identified,
+		// identified, de-identified, de-identified (MOD's store aside).
+		return secretSet == 1 && anonymized == 6 && plain == 4
+	})
+}
+
+// TestDIMSEUserDeidentified: a user registered with deidentify who
+// authenticates on a DIMSE association (user identity, passcode) gets
+// what the peer retrieves for it de-identified, as through DICOMweb
+// (regression: the user's profile applied to DICOMweb only, and a
+// researcher on a workstation's association got identified data): ward
+// move --user to a DCMTK storescp and ward get --user receive
+// de-identified objects and ward find --user is refused; the same peer
+// without the user identity retrieves as stored; a user whose profile
+// differs from its peer's is refused (0xC001).
+func TestDIMSEUserDeidentified(t *testing.T) {
+	requireTool(t, "storescu")
+	requireDir(t, pydicomTestFiles)
+	destPort, destDir := startStorescp(t)
+	secretFile := filepath.Join(t.TempDir(), "project.secret")
+	s, err := deid.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const passcode = "a long passcode for the researcher"
+	hash, err := identity.HashPasscode(passcode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWard(t, func(c *config.Config) {
+		c.DICOM.LoopbackAnyAE = false
+		c.Users = []config.User{{Name: "researcher", Hash: hash, Deidentify: "basic"}}
+		c.Peers = append(c.Peers,
+			config.Peer{AETitle: "MOD", Host: "127.0.0.1", Allow: []string{"echo", "store"}},
+			config.Peer{AETitle: "WS", Host: "127.0.0.1", Allow: []string{"echo", "find", "get", "move"}},
+			config.Peer{AETitle: "OTHERPROF", Host: "127.0.0.1", Allow: []string{"echo", "get"}, Deidentify: "basic,modified-dates"},
+			config.Peer{AETitle: "STORESCP", Host: "127.0.0.1", Port: destPort, Allow: []string{config.MoveDestination}})
+		c.Deidentify.SecretFile = secretFile
+	})
+	ct := filepath.Join(pydicomTestFiles, "CT_small.dcm")
+	if out, err := dcmtk("storescu", "-aet", "MOD", "-aec", "WARD", w.host, w.port, ct).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	study := studyOf(t, ct)
+	t.Setenv("WARD_PASSCODE", passcode)
+	// one checks the one object in dir, and removes it.
+	one := func(dir string) (identified bool) {
+		t.Helper()
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		if len(files) != 1 {
+			t.Fatalf("%s holds %v", dir, files)
+		}
+		defer os.Remove(files[0])
+		b, _ := os.ReadFile(files[0])
+		return bytes.Contains(b, []byte("CompressedSamples")) || bytes.Contains(b, []byte("1CT1"))
+	}
+	keys := []string{"-S", "--level", "STUDY", "-k", "StudyInstanceUID=" + study}
+	move := append([]string{"move", "--aec", "WARD", "--aet", "WS", "--dest", "STORESCP"}, keys...)
+	if _, code := wardCLI(t, append(move, "--user", "researcher", w.addr)...); code != 0 {
+		t.Fatal("ward move --user researcher failed")
+	}
+	if one(destDir) {
+		t.Error("C-MOVE for the user with a profile: identified data reached the destination")
+	}
+	gdir := t.TempDir()
+	if _, code := wardCLI(t, "get", "--aec", "WARD", "--aet", "WS", "--user", "researcher", "--out", gdir, "-S", "--level", "STUDY", "-k", "StudyInstanceUID="+study, w.addr); code != 0 {
+		t.Fatal("ward get --user researcher failed")
+	}
+	if files, _ := filepath.Glob(filepath.Join(gdir, "*.dcm")); len(files) != 1 {
+		t.Fatalf("ward get wrote %v", files)
+	} else if b, _ := os.ReadFile(files[0]); bytes.Contains(b, []byte("CompressedSamples")) {
+		t.Error("C-GET for the user with a profile: identified")
+	}
+	if out, code := wardCLI(t, "find", "--aec", "WARD", "--aet", "WS", "--user", "researcher", "-S", "--level", "STUDY", "-k", "StudyInstanceUID="+study, "-k", "PatientName", w.addr); code == 0 || strings.Contains(out, "CompressedSamples") {
+		t.Errorf("C-FIND for the user with a profile answered: %d %s", code, out)
+	}
+	// The same peer without the user: as stored.
+	if _, code := wardCLI(t, append(move, w.addr)...); code != 0 {
+		t.Fatal("ward move failed")
+	}
+	if !one(destDir) {
+		t.Error("C-MOVE without the user: de-identified")
+	}
+	// A peer whose profile differs from the user's: refused.
+	var out, errb bytes.Buffer
+	code := cli.Run([]string{"get", "--aec", "WARD", "--aet", "OTHERPROF", "--user", "researcher", "--out", t.TempDir(), "-S", "--level", "STUDY", "-k", "StudyInstanceUID=" + study, w.addr}, &out, &errb)
+	if code == 0 || !strings.Contains(out.String()+errb.String(), "peer and user de-identify differently") {
+		t.Errorf("C-GET with different peer and user profiles: %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	readAudit(t, w.dir, func(r []audit.Record) bool {
+		var anonymized, alert int
+		for _, x := range r {
+			switch {
+			case x.Event == "instances-transferred" && strings.Contains(x.XML, "researcher") && strings.Contains(x.XML, "<Anonymized>true</Anonymized>"):
+				anonymized++
+			case x.Event == "security-alert" && strings.Contains(x.XML, "peer and user de-identify differently"):
+				alert++
+			}
+		}
+		return anonymized == 2 && alert == 1
+	})
 }

@@ -21,6 +21,13 @@ import (
 // the test ends.
 func wardServe(t *testing.T, toml string) (bin, dir string, port int) {
 	t.Helper()
+	bin, dir, port, _ = wardServeProc(t, toml)
+	return bin, dir, port
+}
+
+// wardServeProc is wardServe, also returning the process (to signal it).
+func wardServeProc(t *testing.T, toml string) (bin, dir string, port int, proc *harness.Proc) {
+	t.Helper()
 	requireTool(t, "go")
 	bin = harness.WardBinary(t)
 	dir = harness.DataDir(t)
@@ -29,14 +36,14 @@ func wardServe(t *testing.T, toml string) (bin, dir string, port int) {
 	if err := os.WriteFile(filepath.Join(dir, "ward.toml"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	harness.Start(t, exec.Command(bin, "serve", "--data", dir, "--http-listen", "127.0.0.1:0"), true)
+	proc = harness.Start(t, exec.Command(bin, "serve", "--data", dir, "--http-listen", "127.0.0.1:0"), true)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err == nil {
 			c.Close()
 			if _, err := os.Stat(filepath.Join(dir, "admin.sock")); err == nil {
-				return bin, dir, port
+				return bin, dir, port, proc
 			}
 		}
 		if time.Now().After(deadline) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -391,6 +392,53 @@ func TestRangedReads(t *testing.T) {
 	}
 	if at, _ := rs.Seek(-10, io.SeekEnd); at != int64(len(data))-10 {
 		t.Errorf("Seek from end = %d", at)
+	}
+}
+
+// TestConnectionsReused: reads that stop short of a range's end (Close
+// or a Seek elsewhere) leave the connection usable, the rest of a short
+// range read and discarded, so that reading blobs part of the way does
+// not open a new connection each time; nor does writing.
+func TestConnectionsReused(t *testing.T) {
+	f := newFixture(t)
+	var fresh atomic.Int32
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			if !info.Reused {
+				fresh.Add(1)
+			}
+		},
+	})
+	key := storetest.NewKey()
+	data := storetest.Data(key, 200<<10)
+	if err := write(t, f.st, key, data).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	readPart := func() {
+		r, err := f.st.Open(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, 50<<10)
+		if _, err := io.ReadFull(r, p); err != nil || !bytes.Equal(p, data[:len(p)]) {
+			t.Fatalf("read: %v", err)
+		}
+		// Back to the start: a new range, the rest of the first dropped.
+		if _, err := r.(io.Seeker).Seek(0, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, p[:10]); err != nil || !bytes.Equal(p[:10], data[:10]) {
+			t.Fatalf("read after Seek: %v", err)
+		}
+		r.Close() // before the end
+	}
+	readPart() // may open the connection
+	fresh.Store(0)
+	for range 5 {
+		readPart()
+	}
+	if n := fresh.Load(); n != 0 {
+		t.Errorf("5 partial reads opened %d new connections, want 0", n)
 	}
 }
 

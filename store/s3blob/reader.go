@@ -108,8 +108,16 @@ func totalFromRange(cr string) int64 {
 	return n
 }
 
+// drop ends the range being read. What is left of it, when no more than
+// skipLimit, is read and discarded first: the HTTP client reuses a
+// connection only once its response has been read to the end, and
+// closes it otherwise (a new TCP connection, and over HTTPS a TLS
+// handshake, for the next request).
 func (r *reader) drop() {
 	if r.body != nil {
+		if left := r.end - r.pos; left > 0 && left <= skipLimit {
+			_, _ = io.CopyN(io.Discard, r.body, left)
+		}
 		r.body.Close()
 		r.cancel()
 		r.body, r.cancel = nil, nil

@@ -3,6 +3,8 @@ package s3blob
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -497,6 +499,69 @@ func TestUnavailable(t *testing.T) {
 	}
 	if got := readAll(t, f.st, kept); string(got) != "kept" {
 		t.Errorf("after Recover: %q", got)
+	}
+}
+
+// answerAll is a store that answers every request 200, and records the
+// payload hash each PUT with a body was signed with.
+type answerAll struct {
+	mu     sync.Mutex
+	hashes []string
+	bodies [][]byte
+}
+
+func (a *answerAll) RoundTrip(rq *http.Request) (*http.Response, error) {
+	if rq.Method == http.MethodPut && rq.ContentLength > 0 {
+		b, err := io.ReadAll(rq.Body)
+		if err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		a.hashes = append(a.hashes, rq.Header.Get("X-Amz-Content-Sha256"))
+		a.bodies = append(a.bodies, b)
+		a.mu.Unlock()
+	}
+	if rq.Body != nil {
+		rq.Body.Close()
+	}
+	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Etag": {`"e"`}}, Body: http.NoBody, Request: rq}, nil
+}
+
+// TestPayloadSigning: a request body is signed with its SHA-256 only over
+// plain HTTP to a host other than loopback; over HTTPS and on loopback
+// it goes as UNSIGNED-PAYLOAD (the CRC-32C is still sent and checked).
+func TestPayloadSigning(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AK")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "SK")
+	data := storetest.Data("signed", 5000)
+	sum := sha256.Sum256(data)
+	for _, c := range []struct {
+		endpoint string
+		want     string
+	}{
+		{"http://192.0.2.1:9000", hex.EncodeToString(sum[:])},
+		{"http://s3.example.org", hex.EncodeToString(sum[:])},
+		{"https://s3.example.org", "UNSIGNED-PAYLOAD"},
+		{"https://192.0.2.1:9000", "UNSIGNED-PAYLOAD"},
+		{"http://127.0.0.1:9000", "UNSIGNED-PAYLOAD"},
+		{"http://127.3.4.5:9000", "UNSIGNED-PAYLOAD"},
+		{"http://[::1]:9000", "UNSIGNED-PAYLOAD"},
+		{"http://localhost:9000", "UNSIGNED-PAYLOAD"},
+	} {
+		a := &answerAll{}
+		st, err := open(context.Background(), "s3://bucket/p?endpoint="+c.endpoint,
+			func(http.RoundTripper) http.RoundTripper { return a })
+		if err != nil {
+			t.Fatalf("%s: %v", c.endpoint, err)
+		}
+		if err := write(t, st, "", data).Commit(); err != nil {
+			t.Fatalf("%s: %v", c.endpoint, err)
+		}
+		st.Close()
+		if len(a.hashes) != 1 || a.hashes[0] != c.want || !bytes.Equal(a.bodies[0], data) {
+			t.Errorf("%s: bodies signed with %q, want %q", c.endpoint, a.hashes, c.want)
+		}
 	}
 }
 

@@ -57,6 +57,16 @@
 // server (at Abort, at a failed Commit, or by Recover after a crash), so
 // no half-stored object is ever visible.
 //
+// Every request is signed (SigV4), headers and all, the CRC-32C with
+// them; the body itself is part of the signature (its SHA-256, a pass
+// over every byte on each side) only over plain HTTP to a host other
+// than loopback. Over HTTPS TLS protects the body, and to a loopback
+// endpoint (127.0.0.0/8, ::1, localhost) there is no wire to tamper with:
+// there it goes as UNSIGNED-PAYLOAD, and the server's check of the
+// CRC-32C catches corruption. A CRC is no defence against a forger, which
+// is why plain HTTP beyond loopback keeps the signed body (and why it is
+// for a network one trusts: it also shows the objects to anyone on it).
+//
 // Reads are lazy ranged GETs: Open fetches the first MiB (and learns the
 // size); sequential reading continues with ranges that double up to 16
 // MiB, streamed, so that reading an object takes a few requests, and Seek

@@ -7,8 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -397,27 +397,29 @@ func TestRangedReads(t *testing.T) {
 	}
 }
 
-// TestConnectionsReused: reads that stop short of a range's end (Close
-// or a Seek elsewhere) leave the connection usable, the rest of a short
-// range read and discarded, so that reading blobs part of the way does
-// not open a new connection each time; nor does writing.
+// TestConnectionsReused: writing, publishing and reading blobs one
+// after another keeps using the connection already open; reads that
+// stop short of a range's end (Close, or a Seek elsewhere) too, the rest
+// of a short range read and discarded.
 func TestConnectionsReused(t *testing.T) {
 	f := newFixture(t)
-	var fresh atomic.Int32
-	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-		GotConn: func(info httptrace.GotConnInfo) {
-			if !info.Reused {
-				fresh.Add(1)
-			}
-		},
-	})
-	key := storetest.NewKey()
-	data := storetest.Data(key, 200<<10)
-	if err := write(t, f.st, key, data).Commit(); err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	var dials atomic.Int32
+	dial := f.st.tr.DialContext
+	f.st.tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return dial(ctx, network, addr)
 	}
-	readPart := func() {
-		r, err := f.st.Open(ctx, key)
+	data := storetest.Data("reuse", 200<<10)
+	writeRead := func() {
+		w := write(t, f.st, "", data)
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.st.Publish(ctx, w.Key()); err != nil {
+			t.Fatal(err)
+		}
+		r, err := f.st.Open(ctx, w.Key())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -434,13 +436,13 @@ func TestConnectionsReused(t *testing.T) {
 		}
 		r.Close() // before the end
 	}
-	readPart() // may open the connection
-	fresh.Store(0)
+	writeRead() // opens the connection
+	dials.Store(0)
 	for range 5 {
-		readPart()
+		writeRead()
 	}
-	if n := fresh.Load(); n != 0 {
-		t.Errorf("5 partial reads opened %d new connections, want 0", n)
+	if n := dials.Load(); n != 0 {
+		t.Errorf("5 writes and partial reads opened %d new connections, want 0", n)
 	}
 }
 

@@ -446,6 +446,68 @@ func TestConnectionsReused(t *testing.T) {
 	}
 }
 
+// stalled is a store that answers a GET with the first bytes of its
+// range and then nothing, until the request is cancelled.
+type stalled struct{}
+
+type stallBody struct {
+	ctx  context.Context
+	sent bool
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, "0123456789"), nil
+	}
+	<-b.ctx.Done()
+	return 0, b.ctx.Err()
+}
+func (b *stallBody) Close() error { return nil }
+
+func (stalled) RoundTrip(rq *http.Request) (*http.Response, error) {
+	rsp := &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: http.NoBody, Request: rq}
+	if rq.Method == http.MethodGet {
+		rsp.StatusCode, rsp.Status = http.StatusPartialContent, "206 Partial Content"
+		rsp.Header.Set("Content-Range", "bytes 0-99/100")
+		rsp.ContentLength = 100
+		rsp.Body = &stallBody{ctx: rq.Context()}
+	}
+	return rsp, nil
+}
+
+// TestCloseOnStalledRange: Close of a reader whose range the server
+// stopped sending returns within about drainWait, not the range's
+// timeout.
+func TestCloseOnStalledRange(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AK")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "SK")
+	st, err := open(context.Background(), "s3://bucket/p?endpoint=http://127.0.0.1:9",
+		func(http.RoundTripper) http.RoundTripper { return stalled{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := st.Open(context.Background(), storetest.NewKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 5)
+	if _, err := io.ReadFull(r, p); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { r.Close(); close(done) }()
+	select {
+	case <-done:
+		t.Logf("Close took %s", time.Since(start))
+	case <-time.After(drainWait + 10*time.Second):
+		t.Fatal("Close blocked on a stalled range")
+	}
+}
+
 // TestUnavailable: with the store unreachable, writes and reads fail
 // soon, wrapping store.ErrUnavailable (the archive's "try later"), and nothing
 // of the blob is left; once it is back, everything works again.

@@ -253,8 +253,10 @@ func open(ctx context.Context, dsn string, wrapRT func(http.RoundTripper) http.R
 		RequestChecksumCalculation:                aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation:                aws.ResponseChecksumValidationWhenRequired,
 		DisableLogOutputChecksumValidationSkipped: true,
-		// No "Expect: 100-continue" (by default on bodies of 2 MB or
-		// more: parts): a refusal comes as fast after the body.
+		// No "Expect: 100-continue" (the SDK's default on bodies of 2
+		// MB or more, that is parts): the transport sends the body at
+		// once anyway (no ExpectContinueTimeout), so it would be a
+		// header for nothing.
 		ContinueHeaderThresholdBytes: -1,
 	}
 	if cfg.endpoint != "" {

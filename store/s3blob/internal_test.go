@@ -3,9 +3,12 @@ package s3blob
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -397,6 +400,117 @@ func TestRangedReads(t *testing.T) {
 	}
 }
 
+// TestConnectionsReused: writing, publishing and reading blobs one
+// after another keeps using the connection already open; reads that
+// stop short of a range's end (Close, or a Seek elsewhere) too, the rest
+// of a short range read and discarded.
+func TestConnectionsReused(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var dials atomic.Int32
+	dial := f.st.tr.DialContext
+	f.st.tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return dial(ctx, network, addr)
+	}
+	data := storetest.Data("reuse", 200<<10)
+	writeRead := func() {
+		w := write(t, f.st, "", data)
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.st.Publish(ctx, w.Key()); err != nil {
+			t.Fatal(err)
+		}
+		r, err := f.st.Open(ctx, w.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, 50<<10)
+		if _, err := io.ReadFull(r, p); err != nil || !bytes.Equal(p, data[:len(p)]) {
+			t.Fatalf("read: %v", err)
+		}
+		// Back to the start: a new range, the rest of the first dropped.
+		if _, err := r.(io.Seeker).Seek(0, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, p[:10]); err != nil || !bytes.Equal(p[:10], data[:10]) {
+			t.Fatalf("read after Seek: %v", err)
+		}
+		r.Close() // before the end
+	}
+	writeRead() // opens the connection
+	dials.Store(0)
+	for range 5 {
+		writeRead()
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("5 writes and partial reads opened %d new connections, want 0", n)
+	}
+}
+
+// stalled is a store that answers a GET with the first bytes of its
+// range and then nothing, until the request is cancelled.
+type stalled struct{}
+
+type stallBody struct {
+	ctx  context.Context
+	sent bool
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, "0123456789"), nil
+	}
+	<-b.ctx.Done()
+	return 0, b.ctx.Err()
+}
+func (b *stallBody) Close() error { return nil }
+
+func (stalled) RoundTrip(rq *http.Request) (*http.Response, error) {
+	rsp := &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: http.NoBody, Request: rq}
+	if rq.Method == http.MethodGet {
+		rsp.StatusCode, rsp.Status = http.StatusPartialContent, "206 Partial Content"
+		rsp.Header.Set("Content-Range", "bytes 0-99/100")
+		rsp.ContentLength = 100
+		rsp.Body = &stallBody{ctx: rq.Context()}
+	}
+	return rsp, nil
+}
+
+// TestCloseOnStalledRange: Close of a reader whose range the server
+// stopped sending returns within about drainWait, not the range's
+// timeout.
+func TestCloseOnStalledRange(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AK")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "SK")
+	st, err := open(context.Background(), "s3://bucket/p?endpoint=http://127.0.0.1:9",
+		func(http.RoundTripper) http.RoundTripper { return stalled{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := st.Open(context.Background(), storetest.NewKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 5)
+	if _, err := io.ReadFull(r, p); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { r.Close(); close(done) }()
+	select {
+	case <-done:
+		t.Logf("Close took %s", time.Since(start))
+	case <-time.After(drainWait + 10*time.Second):
+		t.Fatal("Close blocked on a stalled range")
+	}
+}
+
 // TestUnavailable: with the store unreachable, writes and reads fail
 // soon, wrapping store.ErrUnavailable (the archive's "try later"), and nothing
 // of the blob is left; once it is back, everything works again.
@@ -455,6 +569,69 @@ func TestUnavailable(t *testing.T) {
 	}
 	if got := readAll(t, f.st, kept); string(got) != "kept" {
 		t.Errorf("after Recover: %q", got)
+	}
+}
+
+// answerAll is a store that answers every request 200, and records the
+// payload hash each PUT with a body was signed with.
+type answerAll struct {
+	mu     sync.Mutex
+	hashes []string
+	bodies [][]byte
+}
+
+func (a *answerAll) RoundTrip(rq *http.Request) (*http.Response, error) {
+	if rq.Method == http.MethodPut && rq.ContentLength > 0 {
+		b, err := io.ReadAll(rq.Body)
+		if err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		a.hashes = append(a.hashes, rq.Header.Get("X-Amz-Content-Sha256"))
+		a.bodies = append(a.bodies, b)
+		a.mu.Unlock()
+	}
+	if rq.Body != nil {
+		rq.Body.Close()
+	}
+	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Etag": {`"e"`}}, Body: http.NoBody, Request: rq}, nil
+}
+
+// TestPayloadSigning: a request body is signed with its SHA-256 only over
+// plain HTTP to a host other than loopback; over HTTPS and on loopback
+// it goes as UNSIGNED-PAYLOAD (the CRC-32C is still sent and checked).
+func TestPayloadSigning(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AK")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "SK")
+	data := storetest.Data("signed", 5000)
+	sum := sha256.Sum256(data)
+	for _, c := range []struct {
+		endpoint string
+		want     string
+	}{
+		{"http://192.0.2.1:9000", hex.EncodeToString(sum[:])},
+		{"http://s3.example.org", hex.EncodeToString(sum[:])},
+		{"https://s3.example.org", "UNSIGNED-PAYLOAD"},
+		{"https://192.0.2.1:9000", "UNSIGNED-PAYLOAD"},
+		{"http://127.0.0.1:9000", "UNSIGNED-PAYLOAD"},
+		{"http://127.3.4.5:9000", "UNSIGNED-PAYLOAD"},
+		{"http://[::1]:9000", "UNSIGNED-PAYLOAD"},
+		{"http://localhost:9000", "UNSIGNED-PAYLOAD"},
+	} {
+		a := &answerAll{}
+		st, err := open(context.Background(), "s3://bucket/p?endpoint="+c.endpoint,
+			func(http.RoundTripper) http.RoundTripper { return a })
+		if err != nil {
+			t.Fatalf("%s: %v", c.endpoint, err)
+		}
+		if err := write(t, st, "", data).Commit(); err != nil {
+			t.Fatalf("%s: %v", c.endpoint, err)
+		}
+		st.Close()
+		if len(a.hashes) != 1 || a.hashes[0] != c.want || !bytes.Equal(a.bodies[0], data) {
+			t.Errorf("%s: bodies signed with %q, want %q", c.endpoint, a.hashes, c.want)
+		}
 	}
 }
 

@@ -8,11 +8,16 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
+
+// drainWait bounds the reading of what is left of a range before it is
+// closed (drop).
+const drainWait = time.Second
 
 // reader reads an object by ranged GETs (see the package comment). It
 // is an io.ReadSeekCloser; not safe for concurrent use.
@@ -108,8 +113,19 @@ func totalFromRange(cr string) int64 {
 	return n
 }
 
+// drop ends the range being read. What is left of it, when no more than
+// skipLimit, is read and discarded first (for drainWait at most: a
+// stalled server does not hold up Close): the HTTP client reuses a
+// connection only once its response has been read to the end, and
+// closes it otherwise (a new TCP connection, and over HTTPS a TLS
+// handshake, for the next request).
 func (r *reader) drop() {
 	if r.body != nil {
+		if left := r.end - r.pos; left > 0 && left <= skipLimit {
+			t := time.AfterFunc(drainWait, r.cancel)
+			_, _ = io.CopyN(io.Discard, r.body, left)
+			t.Stop()
+		}
 		r.body.Close()
 		r.cancel()
 		r.body, r.cancel = nil, nil

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ward-pacs/ward/dicom"
 	"github.com/ward-pacs/ward/internal/config"
 	"github.com/ward-pacs/ward/network/assoc"
@@ -52,16 +54,20 @@ func BenchmarkCFind(b *testing.B) {
 	}
 	for _, index := range []string{"sqlite", "postgres"} {
 		b.Run(index, func(b *testing.B) {
-			edit := func(c *config.Config) { c.Query.MaxResults = -1 }
+			dsn := ""
 			if index == "postgres" {
-				pg := harness.StartPostgres(b)
-				edit = func(c *config.Config) {
-					c.Query.MaxResults = -1
-					c.Storage.Index = pg.NewDatabase(b)
-				}
+				dsn = harness.StartPostgres(b).NewDatabase(b)
 			}
-			s := benchServer(b, edit)
+			s := benchServer(b, func(c *config.Config) {
+				c.Query.MaxResults = -1
+				c.Storage.Index = dsn
+			})
 			fillFind(b, s.Index())
+			if dsn != "" {
+				// Statistics, as autovacuum would gather them in time: the
+				// plans are otherwise those of empty tables.
+				analyze(b, dsn)
+			}
 			cl := dialFind(b, s.Addr().String())
 			defer cl.A.Release()
 			for _, q := range queries {
@@ -133,6 +139,18 @@ func fillFind(b *testing.B, ix store.Index) {
 	wg.Wait()
 	if b.Failed() {
 		b.FailNow()
+	}
+}
+
+func analyze(b *testing.B, dsn string) {
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "ANALYZE"); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -12,11 +12,11 @@ import (
 func goldenCommands() []*Command {
 	cmds := seedCommands()
 	pending := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: 3, AffectedSOPClassUID: StudyRootFind, Status: StatusPending}
-	pending.has = map[uint32]bool{tagCommandDataSetType: true}
+	pending.mark(tagCommandDataSetType, true)
 	pending.CommandDataSetType = 1
 	final := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: 3, AffectedSOPClassUID: StudyRootFind, Status: StatusDataSetMismatch,
 		ErrorComment: "an error comment longer than sixty-four characters is cut at a character boundary, ü", OffendingElement: []uint32{0x00100010}}
-	final.has = map[uint32]bool{tagErrorID: true}
+	final.mark(tagErrorID, true)
 	final.ErrorID = 5
 	stored := &Command{CommandField: CStoreRSP, MessageIDBeingRespondedTo: 4, AffectedSOPClassUID: "1.2.840.10008.5.1.4.1.1.2",
 		AffectedSOPInstanceUID: "1.2.3.45", Status: StatusSuccess}

@@ -29,8 +29,9 @@ type Conn struct {
 	data *dataReader
 
 	// Write side: two buffers of the peer's maximum PDU length (one being
-	// sent, one being filled).
+	// sent, one being filled), and the command set being sent.
 	wbuf, wbuf2 []byte
+	cbuf        []byte
 }
 
 // NewConn wraps an established association.
@@ -236,20 +237,15 @@ func (c *Conn) buffer() []byte {
 // allows it. A data set of odd length (a deflated one whose stream was
 // not padded, PS3.5 A.5) gets one trailing zero byte.
 func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
-	if data == nil {
-		cmd.CommandDataSetType = NoDataSet
-	} else if cmd.CommandDataSetType == NoDataSet || cmd.CommandDataSetType == 0 {
-		cmd.CommandDataSetType = 0x0001
-	}
-	if cmd.has == nil {
-		cmd.has = map[uint32]bool{}
-	}
-	cmd.has[tagCommandDataSetType] = true
-	enc := cmd.Encode()
-	if br, ok := data.(*bytes.Reader); ok && len(enc)+br.Len()+1+pdu.PDataHeaderLen <= c.maxFragment() {
+	enc := c.encodeCommand(cmd, data != nil)
+	if br, ok := data.(*bytes.Reader); ok && c.fitsOne(enc, br.Len()) {
 		// A small data set held in memory (a C-FIND match, an identifier)
 		// goes in one write with its command: two PDUs, one system call.
-		return c.writeSmall(ctxID, enc, br)
+		buf, n := c.smallHeaders(ctxID, enc, br.Len())
+		if _, err := io.ReadFull(br, buf[len(buf)-n:]); err != nil {
+			return err
+		}
+		return c.sendSmall(buf, n)
 	}
 	if err := c.writeFragments(ctxID, true, enc); err != nil {
 		return err
@@ -260,21 +256,57 @@ func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
 	return c.writeStream(ctxID, data)
 }
 
-// writeSmall sends a command and a whole data set as two P-DATA-TF PDUs of
-// one PDV each, in one Send.
-func (c *Conn) writeSmall(ctxID byte, cmd []byte, data *bytes.Reader) error {
-	n := data.Len()
-	pad := n & 1
+// WriteMessageData is WriteMessage with the data set given as its bytes
+// (which stay the caller's): a C-FIND match encoded by the caller into
+// a buffer of its own goes to the peer without an io.Reader between.
+func (c *Conn) WriteMessageData(ctxID byte, cmd *Command, data []byte) error {
+	enc := c.encodeCommand(cmd, true)
+	if c.fitsOne(enc, len(data)) {
+		buf, n := c.smallHeaders(ctxID, enc, len(data))
+		copy(buf[len(buf)-n:], data)
+		return c.sendSmall(buf, n)
+	}
+	if err := c.writeFragments(ctxID, true, enc); err != nil {
+		return err
+	}
+	return c.writeStream(ctxID, bytes.NewReader(data))
+}
+
+// encodeCommand sets the Command Data Set Type of cmd (whether a data
+// set follows) and encodes it into c.cbuf.
+func (c *Conn) encodeCommand(cmd *Command, withData bool) []byte {
+	if !withData {
+		cmd.CommandDataSetType = NoDataSet
+	} else if cmd.CommandDataSetType == NoDataSet || cmd.CommandDataSetType == 0 {
+		cmd.CommandDataSetType = 0x0001
+	}
+	cmd.mark(tagCommandDataSetType, true)
+	c.cbuf = cmd.appendTo(c.cbuf[:0])
+	return c.cbuf
+}
+
+// fitsOne reports whether a command and a data set of n bytes fit in one
+// buffer (sendSmall).
+func (c *Conn) fitsOne(cmd []byte, n int) bool {
+	return len(cmd)+n+1+pdu.PDataHeaderLen <= c.maxFragment()
+}
+
+// smallHeaders starts the two P-DATA-TF PDUs of one PDV each that carry a
+// command and a whole data set of n bytes: it returns the buffer holding
+// the command's PDU, the data set's header and n bytes for the data set
+// to be copied into its end.
+func (c *Conn) smallHeaders(ctxID byte, cmd []byte, n int) ([]byte, int) {
 	buf := c.buffer()
 	buf = pdu.AppendPDataHeader(buf, ctxID, true, true, len(cmd))
 	buf = append(buf, cmd...)
-	buf = pdu.AppendPDataHeader(buf, ctxID, false, true, n+pad)
-	start := len(buf)
-	buf = buf[:start+n]
-	if _, err := io.ReadFull(data, buf[start:]); err != nil {
-		return err
-	}
-	if pad == 1 {
+	buf = pdu.AppendPDataHeader(buf, ctxID, false, true, n+n&1)
+	return buf[:len(buf)+n], n
+}
+
+// sendSmall pads the data set of a smallHeaders buffer to even length and
+// sends both PDUs in one Send.
+func (c *Conn) sendSmall(buf []byte, n int) error {
+	if n&1 == 1 {
 		buf = append(buf, 0)
 	}
 	return c.A.Send(buf)
@@ -343,6 +375,15 @@ func (c *Conn) writeStream(ctxID byte, r io.Reader) error {
 		}
 		cur, next, n = next, cur, m
 	}
+}
+
+// appendBuffer is an io.Writer appending to a byte slice: a data set
+// encoded into a buffer reused from one message to the next.
+type appendBuffer []byte
+
+func (b *appendBuffer) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
 }
 
 // abortSend aborts the association when the data set cannot be read

@@ -127,7 +127,10 @@ func (s *session) final(op *operation, req *Request, rsp *Command, ident *dicom.
 
 func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	cmd := r.Command
-	matches := 0
+	// One response command and one buffer serve every match: each match
+	// is encoded into buf, then copied into the PDU buffer as it is sent.
+	pending := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: cmd.MessageID, AffectedSOPClassUID: r.SOPClassUID}
+	var buf appendBuffer
 	emit := func(match *dicom.DataSet) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -135,20 +138,15 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 		if match == nil {
 			return errors.New("dimse: nil match")
 		}
-		b, err := match.Bytes(r.TransferSyntax)
-		if err != nil {
+		buf = buf[:0]
+		if err := dicom.WriteDataSet(&buf, match, r.TransferSyntax); err != nil {
 			return fmt.Errorf("encoding a match: %w", err)
 		}
-		st := StatusPending
+		pending.Status = StatusPending
 		if r.PendingWarning {
-			st = StatusPendingWarning
+			pending.Status = StatusPendingWarning
 		}
-		rsp := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: cmd.MessageID, AffectedSOPClassUID: r.SOPClassUID, Status: st}
-		if err := s.write(r.ContextID, rsp, bytes.NewReader(b)); err != nil {
-			return err
-		}
-		matches++
-		return nil
+		return s.writeData(r.ContextID, pending, buf)
 	}
 	se := call(StatusUnableToProcess, func() error { return s.d.Handlers.Find.Find(ctx, r, emit) })
 	if op.cancelled.Load() {

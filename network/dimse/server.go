@@ -186,6 +186,13 @@ func (s *session) write(ctxID byte, cmd *Command, data io.Reader) error {
 	return s.c.WriteMessage(ctxID, cmd, data)
 }
 
+// writeData is write with a data set held in memory (Conn.WriteMessageData).
+func (s *session) writeData(ctxID byte, cmd *Command, data []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.c.WriteMessageData(ctxID, cmd, data)
+}
+
 func (s *session) current() *operation {
 	s.mu.Lock()
 	defer s.mu.Unlock()

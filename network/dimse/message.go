@@ -29,10 +29,17 @@ type Conn struct {
 	data *dataReader
 
 	// Write side: two buffers of the peer's maximum PDU length (one being
-	// sent, one being filled), and the command set being sent.
+	// sent, one being filled), the command set being sent, and the
+	// messages queued (QueueMessageData), PDUs back to back.
 	wbuf, wbuf2 []byte
 	cbuf        []byte
+	queue       []byte
 }
+
+// MaxQueued is how many bytes of queued messages (QueueMessageData) a
+// Conn holds before it sends them: some fifty C-FIND responses in one
+// system call rather than one each.
+const MaxQueued = 16 << 10
 
 // NewConn wraps an established association.
 func NewConn(a *assoc.Association) *Conn { return &Conn{A: a} }
@@ -237,6 +244,9 @@ func (c *Conn) buffer() []byte {
 // allows it. A data set of odd length (a deflated one whose stream was
 // not padded, PS3.5 A.5) gets one trailing zero byte.
 func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
+	if err := c.Flush(); err != nil {
+		return err
+	}
 	enc := c.encodeCommand(cmd, data != nil)
 	if br, ok := data.(*bytes.Reader); ok && c.fitsOne(enc, br.Len()) {
 		// A small data set held in memory (a C-FIND match, an identifier)
@@ -256,20 +266,54 @@ func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
 	return c.writeStream(ctxID, data)
 }
 
-// WriteMessageData is WriteMessage with the data set given as its bytes
-// (which stay the caller's): a C-FIND match encoded by the caller into
-// a buffer of its own goes to the peer without an io.Reader between.
-func (c *Conn) WriteMessageData(ctxID byte, cmd *Command, data []byte) error {
-	enc := c.encodeCommand(cmd, true)
-	if c.fitsOne(enc, len(data)) {
-		buf, n := c.smallHeaders(ctxID, enc, len(data))
-		copy(buf[len(buf)-n:], data)
-		return c.sendSmall(buf, n)
-	}
-	if err := c.writeFragments(ctxID, true, enc); err != nil {
+// writeLarge sends a command and a data set that do not fit in one
+// buffer: in fragments, as WriteMessage does.
+func (c *Conn) writeLarge(ctxID byte, cmd, data []byte) error {
+	if err := c.writeFragments(ctxID, true, cmd); err != nil {
 		return err
 	}
 	return c.writeStream(ctxID, bytes.NewReader(data))
+}
+
+// QueueMessageData is WriteMessage for a message with a data set held in
+// memory (data, which stays the caller's) that need not leave at once,
+// such as one of many C-FIND pending responses: it is encoded into the
+// same PDUs, but queued after the messages queued before it.
+// The queue is sent in one write when it holds MaxQueued bytes, before
+// any message written with the other methods (so that messages leave
+// in the order they were given), and by Flush. A message too large for
+// one buffer is sent at once, after the queue. It reports whether
+// messages are left queued, for the caller to Flush them in time.
+func (c *Conn) QueueMessageData(ctxID byte, cmd *Command, data []byte) (queued bool, err error) {
+	enc := c.encodeCommand(cmd, true)
+	if !c.fitsOne(enc, len(data)) {
+		if err := c.Flush(); err != nil {
+			return false, err
+		}
+		return false, c.writeLarge(ctxID, enc, data)
+	}
+	pad := len(data) & 1
+	c.queue = pdu.AppendPDataHeader(c.queue, ctxID, true, true, len(enc))
+	c.queue = append(c.queue, enc...)
+	c.queue = pdu.AppendPDataHeader(c.queue, ctxID, false, true, len(data)+pad)
+	c.queue = append(c.queue, data...)
+	if pad == 1 {
+		c.queue = append(c.queue, 0)
+	}
+	if len(c.queue) >= MaxQueued {
+		return false, c.Flush()
+	}
+	return true, nil
+}
+
+// Flush sends the queued messages (QueueMessageData), if any.
+func (c *Conn) Flush() error {
+	if len(c.queue) == 0 {
+		return nil
+	}
+	err := c.A.Send(c.queue)
+	c.queue = c.queue[:0]
+	return err
 }
 
 // encodeCommand sets the Command Data Set Type of cmd (whether a data

@@ -128,7 +128,8 @@ func (s *session) final(op *operation, req *Request, rsp *Command, ident *dicom.
 func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	cmd := r.Command
 	// One response command and one buffer serve every match: each match
-	// is encoded into buf, then copied into the PDU buffer as it is sent.
+	// is encoded into buf, then copied into the queue of the connection,
+	// which sends many in one write (session.queueData).
 	pending := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: cmd.MessageID, AffectedSOPClassUID: r.SOPClassUID}
 	var buf appendBuffer
 	emit := func(match *dicom.DataSet) error {
@@ -146,7 +147,7 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 		if r.PendingWarning {
 			pending.Status = StatusPendingWarning
 		}
-		return s.writeData(r.ContextID, pending, buf)
+		return s.queueData(r.ContextID, pending, buf)
 	}
 	se := call(StatusUnableToProcess, func() error { return s.d.Handlers.Find.Find(ctx, r, emit) })
 	if op.cancelled.Load() {
@@ -157,7 +158,10 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	}
 	rsp := response(cmd, se)
 	rsp.AffectedSOPInstanceUID = ""
+	// The final response follows the pending ones still queued
+	// (Conn.WriteMessage sends the queue first).
 	s.final(op, &r.Request, rsp, nil, nil)
+	s.stopFlush()
 }
 
 // tally counts sub-operations.

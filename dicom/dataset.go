@@ -96,11 +96,15 @@ func (ds *DataSet) Set(t Tag, value string) {
 // the sequence.
 func (ds *DataSet) SetIn(charset []string, t Tag, value string) {
 	vr := VROf(t)
-	b := []byte(value)
+	var b []byte
+	encoded := false
 	if textVR(vr) {
-		if enc, ok := EncodeText(charset, value); ok {
-			b = enc
-		}
+		b, encoded = EncodeText(charset, value)
+	}
+	if !encoded {
+		// The raw bytes, with room for the padding.
+		b = make([]byte, len(value), len(value)+len(value)%2)
+		copy(b, value)
 	}
 	if len(b)%2 == 1 {
 		if vr == "UI" {

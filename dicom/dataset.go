@@ -369,13 +369,14 @@ func WriteDataSet(w io.Writer, ds *DataSet, ts *TransferSyntax) error {
 }
 
 type dsWriter struct {
-	w   *bufio.Writer
-	hdr []byte
+	w *bufio.Writer
+	// buf holds an element header (12 bytes at most): no allocation per
+	// header.
+	buf [12]byte
 }
 
 func (wr *dsWriter) header(c coding, t Tag, v vr, length uint32) error {
-	wr.hdr = appendHeader(wr.hdr[:0], c, t, v, length)
-	_, err := wr.w.Write(wr.hdr)
+	_, err := wr.w.Write(appendHeader(wr.buf[:0], c, t, v, length))
 	return err
 }
 

@@ -141,10 +141,13 @@ func (ar *Archive) Query(ctx context.Context, rq *Query, emit func(Match) error)
 // response builds the response identifier of one match.
 func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
 	vals := make([]string, len(id.ret))
-	seqItems := make([][]map[dicom.Tag]string, len(id.ret))
+	var seqItems [][]map[dicom.Tag]string // only when sequences are returned
 	ascii := true
 	for i, rk := range id.ret {
 		if rk.spec != nil {
+			if seqItems == nil {
+				seqItems = make([][]map[dicom.Tag]string, len(id.ret))
+			}
 			seqItems[i] = returnedItems(rk, m[rk.kw])
 			for _, it := range seqItems[i] {
 				for _, v := range it {
@@ -178,6 +181,9 @@ func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
 				cs = []string{utf8Charset}
 				break
 			}
+			if seqItems == nil {
+				continue
+			}
 			for _, it := range seqItems[i] {
 				for _, iv := range it {
 					if _, ok := dicom.EncodeText(cs, iv); !ok {
@@ -188,11 +194,18 @@ func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
 			}
 		}
 	}
-	ds := &dicom.DataSet{}
+	// Room for every attribute, the Query/Retrieve Level, the Specific
+	// Character Set and the Retrieve AE Title.
+	ds := &dicom.DataSet{Elements: make([]*dicom.Element, 0, len(id.ret)+3)}
+	// The values are encoded in cs: the Specific Character Set of ds when
+	// it has one, nil (the default repertoire) when it has none, as
+	// ds.Set would find it, without reading it back for every value.
 	if len(cs) > 0 && (len(id.charset) > 0 || !ascii) {
 		ds.Set(dicom.SpecificCharacterSet, joinBackslash(cs))
+	} else {
+		cs = nil
 	}
-	ds.Set(dicom.QueryRetrieveLevel, id.level.String())
+	ds.SetIn(cs, dicom.QueryRetrieveLevel, id.level.String())
 	hasAET := false
 	for i, rk := range id.ret {
 		if rk.tag == dicom.RetrieveAETitle {
@@ -202,10 +215,10 @@ func response(id *identifier, m store.Match, aet string) *dicom.DataSet {
 			putSequence(ds, rk, seqItems[i], cs)
 			continue
 		}
-		putValue(ds, rk, vals[i])
+		putValue(ds, rk, vals[i], cs)
 	}
 	if !hasAET && aet != "" {
-		ds.Set(dicom.RetrieveAETitle, aet)
+		ds.SetIn(cs, dicom.RetrieveAETitle, aet)
 	}
 	return ds
 }
@@ -253,8 +266,8 @@ func putSequence(ds *dicom.DataSet, rk requested, items []map[dicom.Tag]string, 
 }
 
 // putValue adds one returned attribute in the VR of the dictionary (or of
-// the request for unknown tags).
-func putValue(ds *dicom.DataSet, rk requested, v string) {
+// the request for unknown tags), text encoded in cs.
+func putValue(ds *dicom.DataSet, rk requested, v string, cs []string) {
 	vr := dicom.VROf(rk.tag)
 	if vr == "UN" && rk.vr != "" {
 		vr = rk.vr
@@ -285,7 +298,7 @@ func putValue(ds *dicom.DataSet, rk requested, v string) {
 		b := binary.LittleEndian.AppendUint32(nil, uint32(n))
 		ds.Put(&dicom.Element{Tag: rk.tag, VR: vr, Value: b})
 	default:
-		ds.Set(rk.tag, v)
+		ds.SetIn(cs, rk.tag, v)
 		if e := ds.Get(rk.tag); e != nil && e.VR != vr {
 			e.VR = vr
 		}

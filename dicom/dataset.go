@@ -96,11 +96,15 @@ func (ds *DataSet) Set(t Tag, value string) {
 // the sequence.
 func (ds *DataSet) SetIn(charset []string, t Tag, value string) {
 	vr := VROf(t)
-	b := []byte(value)
+	var b []byte
+	encoded := false
 	if textVR(vr) {
-		if enc, ok := EncodeText(charset, value); ok {
-			b = enc
-		}
+		b, encoded = EncodeText(charset, value)
+	}
+	if !encoded {
+		// The raw bytes, with room for the padding.
+		b = make([]byte, len(value), len(value)+len(value)%2)
+		copy(b, value)
 	}
 	if len(b)%2 == 1 {
 		if vr == "UI" {
@@ -365,13 +369,14 @@ func WriteDataSet(w io.Writer, ds *DataSet, ts *TransferSyntax) error {
 }
 
 type dsWriter struct {
-	w   *bufio.Writer
-	hdr []byte
+	w *bufio.Writer
+	// buf holds an element header (12 bytes at most): no allocation per
+	// header.
+	buf [12]byte
 }
 
 func (wr *dsWriter) header(c coding, t Tag, v vr, length uint32) error {
-	wr.hdr = appendHeader(wr.hdr[:0], c, t, v, length)
-	_, err := wr.w.Write(wr.hdr)
+	_, err := wr.w.Write(appendHeader(wr.buf[:0], c, t, v, length))
 	return err
 }
 

@@ -58,9 +58,23 @@ func mkVR(s string) vr {
 	return vr(s[0])<<8 | vr(s[1])
 }
 
+// vrStrings holds the string of every VR of two upper-case letters (each
+// standard VR among them), indexed by vrIndex: String allocates nothing
+// for them, once for every element decoded otherwise.
+var vrStrings = func() (t [26 * 26]string) {
+	for i := range t {
+		t[i] = string([]byte{'A' + byte(i/26), 'A' + byte(i%26)})
+	}
+	return t
+}()
+
 func (v vr) String() string {
 	if v == 0 {
 		return ""
+	}
+	hi, lo := byte(v>>8)-'A', byte(v)-'A' // wrap around below 'A'
+	if hi < 26 && lo < 26 {
+		return vrStrings[int(hi)*26+int(lo)]
 	}
 	return string([]byte{byte(v >> 8), byte(v)})
 }

@@ -156,10 +156,12 @@ type Query struct {
 	// order, so that consecutive pages (Offset k*Limit) of an unchanged
 	// index list every match once (QIDO-RS offset).
 	Offset int
-	// Return lists the keywords the caller wants in each Match. nil means
-	// every attribute the backend has for the level; a backend may then
-	// leave out attributes that are costly to compute and not listed
-	// (ModalitiesInStudy, SOPClassesInStudy). Matching is not affected.
+	// Return lists the keywords the caller wants in each Match; a backend
+	// may leave out the attributes not listed (costly ones such as
+	// ModalitiesInStudy and SOPClassesInStudy it should), but always
+	// returns the unique keys of the level and the levels above. nil means
+	// every attribute the backend has for the level. Matching is not
+	// affected.
 	Return []string
 	// ReturnSequences lists the indexed sequences to return (Match holds
 	// each under its keyword as EncodeItems of the stored items, every kept

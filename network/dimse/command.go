@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -122,11 +121,44 @@ type Command struct {
 	MoveOriginatorAET         string
 	MoveOriginatorMessageID   uint16
 
-	has map[uint32]bool
+	// has holds a bit (elementBit) for each command element present
+	// (decoded) or set.
+	has uint32
 }
 
-// Has reports whether a command element was present (decoded) or set.
-func (c *Command) Has(tag uint32) bool { return c.has[tag] }
+// commandTags are the command elements this package knows, in the order
+// of their bits in Command.has.
+var commandTags = [...]uint32{
+	tagGroupLength, tagAffectedSOPClassUID, tagRequestedSOPClassUID, tagCommandField, tagMessageID,
+	tagMessageIDBeingRespondedTo, tagMoveDestination, tagPriority, tagCommandDataSetType, tagStatus,
+	tagOffendingElement, tagErrorComment, tagErrorID, tagAffectedSOPInstanceUID, tagRequestedSOPInstanceUID,
+	tagNumberOfRemaining, tagNumberOfCompleted, tagNumberOfFailed, tagNumberOfWarning,
+	tagMoveOriginatorAET, tagMoveOriginatorMessageID,
+}
+
+// elementBit is the bit of a known command element in Command.has, 0 for
+// others.
+func elementBit(tag uint32) uint32 {
+	for i, t := range commandTags {
+		if t == tag {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// Has reports whether a command element was present (decoded) or set;
+// false for elements this package does not know.
+func (c *Command) Has(tag uint32) bool { return c.has&elementBit(tag) != 0 }
+
+// mark records that a command element is present (or not).
+func (c *Command) mark(tag uint32, present bool) {
+	if present {
+		c.has |= elementBit(tag)
+	} else {
+		c.has &^= elementBit(tag)
+	}
+}
 
 // HasDataSet reports whether a data set follows the command.
 func (c *Command) HasDataSet() bool { return c.CommandDataSetType != NoDataSet }
@@ -144,24 +176,10 @@ const (
 // SetCounts sets the sub-operation counters (C-MOVE/C-GET responses).
 func (c *Command) SetCounts(remaining, completed, failed, warning uint16, withRemaining bool) {
 	c.NumberOfRemaining, c.NumberOfCompleted, c.NumberOfFailed, c.NumberOfWarning = remaining, completed, failed, warning
-	if c.has == nil {
-		c.has = map[uint32]bool{}
-	}
-	c.has[tagNumberOfRemaining] = withRemaining
-	c.has[tagNumberOfCompleted], c.has[tagNumberOfFailed], c.has[tagNumberOfWarning] = true, true, true
-}
-
-type cmdElem struct {
-	tag uint32
-	val []byte
-}
-
-func uiValue(s string) []byte {
-	b := []byte(s)
-	if len(b)%2 == 1 {
-		b = append(b, 0)
-	}
-	return b
+	c.mark(tagNumberOfRemaining, withRemaining)
+	c.mark(tagNumberOfCompleted, true)
+	c.mark(tagNumberOfFailed, true)
+	c.mark(tagNumberOfWarning, true)
 }
 
 // MaxLO is the most characters a value of VR LO holds (PS3.5 6.2), such
@@ -182,100 +200,105 @@ func TruncateLO(s string) string {
 	return s[:n]
 }
 
-func textValue(s string) []byte {
-	b := []byte(s)
-	if len(b)%2 == 1 {
+// appendText appends an element of a string value padded to even length
+// with pad (NUL for UI, space for text).
+func appendText(b []byte, tag uint32, s string, pad byte) []byte {
+	n := len(s) + len(s)&1
+	b = appendElemHeader(b, tag, n)
+	b = append(b, s...)
+	if n > len(s) {
+		b = append(b, pad)
+	}
+	return b
+}
+
+// appendAE appends an AE element: 16 bytes, cut or padded with spaces.
+func appendAE(b []byte, tag uint32, s string) []byte {
+	b = appendElemHeader(b, tag, 16)
+	if len(s) > 16 {
+		s = s[:16]
+	}
+	b = append(b, s...)
+	for range 16 - len(s) {
 		b = append(b, ' ')
 	}
 	return b
 }
 
-func aeValue(s string) []byte {
-	b := []byte(s)
-	for len(b) < 16 {
-		b = append(b, ' ')
-	}
-	return b[:16]
+// appendUS appends a US element.
+func appendUS(b []byte, tag uint32, v uint16) []byte {
+	return binary.LittleEndian.AppendUint16(appendElemHeader(b, tag, 2), v)
 }
 
 func usValue(v uint16) []byte { return []byte{byte(v), byte(v >> 8)} }
 
 // Encode returns the command set in Implicit VR Little Endian, with the
 // group length first. Which elements are written depends on the command.
-func (c *Command) Encode() []byte {
-	var els []cmdElem
-	add := func(tag uint32, v []byte) { els = append(els, cmdElem{tag, v}) }
+func (c *Command) Encode() []byte { return c.appendTo(make([]byte, 0, 160)) }
+
+// appendTo appends the command set (Encode) to b. The elements are
+// appended in ascending tag order, as PS3.5 7.1 wants, and the group
+// length is filled in at the end.
+func (c *Command) appendTo(b []byte) []byte {
+	start := len(b)
+	b = appendElemHeader(b, tagGroupLength, 4)
+	b = binary.LittleEndian.AppendUint32(b, 0)
 	if c.AffectedSOPClassUID != "" {
-		add(tagAffectedSOPClassUID, uiValue(c.AffectedSOPClassUID))
+		b = appendText(b, tagAffectedSOPClassUID, c.AffectedSOPClassUID, 0)
 	}
 	if c.RequestedSOPClassUID != "" {
-		add(tagRequestedSOPClassUID, uiValue(c.RequestedSOPClassUID))
+		b = appendText(b, tagRequestedSOPClassUID, c.RequestedSOPClassUID, 0)
 	}
-	add(tagCommandField, usValue(c.CommandField))
+	b = appendUS(b, tagCommandField, c.CommandField)
 	isRSP := c.CommandField&0x8000 != 0
-	if isRSP {
-		add(tagMessageIDBeingRespondedTo, usValue(c.MessageIDBeingRespondedTo))
-	} else {
-		add(tagMessageID, usValue(c.MessageID))
-		if c.CommandField == CCancelRQ {
-			els = els[:len(els)-1]
-			add(tagMessageIDBeingRespondedTo, usValue(c.MessageIDBeingRespondedTo))
-		}
+	switch {
+	case isRSP || c.CommandField == CCancelRQ:
+		b = appendUS(b, tagMessageIDBeingRespondedTo, c.MessageIDBeingRespondedTo)
+	default:
+		b = appendUS(b, tagMessageID, c.MessageID)
 	}
 	if c.MoveDestination != "" {
-		add(tagMoveDestination, aeValue(c.MoveDestination))
+		b = appendAE(b, tagMoveDestination, c.MoveDestination)
 	}
 	if !isRSP && c.CommandField != CCancelRQ && c.CommandField != CEchoRQ {
-		add(tagPriority, usValue(c.Priority))
+		b = appendUS(b, tagPriority, c.Priority)
 	}
 	dst := c.CommandDataSetType
 	if dst == 0 && !c.Has(tagCommandDataSetType) {
 		dst = NoDataSet
 	}
-	add(tagCommandDataSetType, usValue(dst))
+	b = appendUS(b, tagCommandDataSetType, dst)
 	if isRSP {
-		add(tagStatus, usValue(c.Status))
+		b = appendUS(b, tagStatus, c.Status)
 		if len(c.OffendingElement) > 0 {
-			v := make([]byte, 0, 4*len(c.OffendingElement))
+			b = appendElemHeader(b, tagOffendingElement, 4*len(c.OffendingElement))
 			for _, t := range c.OffendingElement {
-				v = append(v, byte(t>>16), byte(t>>24), byte(t), byte(t>>8))
+				b = append(b, byte(t>>16), byte(t>>24), byte(t), byte(t>>8))
 			}
-			add(tagOffendingElement, v)
 		}
 		if c.ErrorComment != "" {
-			add(tagErrorComment, textValue(TruncateLO(c.ErrorComment)))
+			b = appendText(b, tagErrorComment, TruncateLO(c.ErrorComment), ' ')
 		}
 		if c.Has(tagErrorID) {
-			add(tagErrorID, usValue(c.ErrorID))
+			b = appendUS(b, tagErrorID, c.ErrorID)
 		}
 	}
 	if c.AffectedSOPInstanceUID != "" {
-		add(tagAffectedSOPInstanceUID, uiValue(c.AffectedSOPInstanceUID))
+		b = appendText(b, tagAffectedSOPInstanceUID, c.AffectedSOPInstanceUID, 0)
 	}
 	if c.RequestedSOPInstanceUID != "" {
-		add(tagRequestedSOPInstanceUID, uiValue(c.RequestedSOPInstanceUID))
+		b = appendText(b, tagRequestedSOPInstanceUID, c.RequestedSOPInstanceUID, 0)
 	}
-	for _, t := range []uint32{tagNumberOfRemaining, tagNumberOfCompleted, tagNumberOfFailed, tagNumberOfWarning} {
+	for _, t := range [...]uint32{tagNumberOfRemaining, tagNumberOfCompleted, tagNumberOfFailed, tagNumberOfWarning} {
 		if c.Has(t) {
-			add(t, usValue(c.counter(t)))
+			b = appendUS(b, t, c.counter(t))
 		}
 	}
 	if c.MoveOriginatorAET != "" {
-		add(tagMoveOriginatorAET, aeValue(c.MoveOriginatorAET))
-		add(tagMoveOriginatorMessageID, usValue(c.MoveOriginatorMessageID))
+		b = appendAE(b, tagMoveOriginatorAET, c.MoveOriginatorAET)
+		b = appendUS(b, tagMoveOriginatorMessageID, c.MoveOriginatorMessageID)
 	}
-	sort.Slice(els, func(i, j int) bool { return els[i].tag < els[j].tag })
-	n := 0
-	for _, e := range els {
-		n += 8 + len(e.val)
-	}
-	b := make([]byte, 0, 12+n)
-	b = appendElemHeader(b, tagGroupLength, 4)
-	b = binary.LittleEndian.AppendUint32(b, uint32(n))
-	for _, e := range els {
-		b = appendElemHeader(b, e.tag, len(e.val))
-		b = append(b, e.val...)
-	}
+	binary.LittleEndian.PutUint32(b[start+8:], uint32(len(b)-start-12))
 	return b
 }
 
@@ -302,7 +325,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 	if len(b) > MaxCommandLength {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBadCommand, len(b))
 	}
-	c := &Command{has: map[uint32]bool{}}
+	c := &Command{}
 	for len(b) > 0 {
 		if len(b) < 8 {
 			return nil, fmt.Errorf("%w: truncated element header", ErrBadCommand)
@@ -317,7 +340,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		if tag>>16 != 0 {
 			return nil, fmt.Errorf("%w: element (%04x,%04x) outside group 0000", ErrBadCommand, tag>>16, tag&0xffff)
 		}
-		c.has[tag] = true
+		c.mark(tag, true)
 		us := func() (uint16, error) {
 			if len(v) != 2 {
 				return 0, fmt.Errorf("%w: element %08x of length %d, want 2", ErrBadCommand, tag, len(v))
@@ -373,10 +396,10 @@ func DecodeCommand(b []byte) (*Command, error) {
 			return nil, err
 		}
 	}
-	if !c.has[tagCommandField] {
+	if !c.Has(tagCommandField) {
 		return nil, fmt.Errorf("%w: no command field", ErrBadCommand)
 	}
-	if !c.has[tagCommandDataSetType] {
+	if !c.Has(tagCommandDataSetType) {
 		return nil, fmt.Errorf("%w: no command data set type", ErrBadCommand)
 	}
 	return c, nil

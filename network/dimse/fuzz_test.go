@@ -8,7 +8,7 @@ import (
 
 func seedCommands() []*Command {
 	store := &Command{CommandField: CStoreRQ, MessageID: 7, AffectedSOPClassUID: "1.2.840.10008.5.1.4.1.1.2", AffectedSOPInstanceUID: "1.2.3.4.5", Priority: PriorityHigh, MoveOriginatorAET: "MOVER", MoveOriginatorMessageID: 3}
-	store.has = map[uint32]bool{tagCommandDataSetType: true}
+	store.mark(tagCommandDataSetType, true)
 	store.CommandDataSetType = 1
 	rsp := &Command{CommandField: CMoveRSP, MessageIDBeingRespondedTo: 9, AffectedSOPClassUID: "1.2.840.10008.5.1.4.1.2.2.2", Status: StatusPending, ErrorComment: "odd", OffendingElement: []uint32{0x00100010, 0x0020000d}}
 	rsp.SetCounts(1, 2, 3, 4, true)
@@ -56,7 +56,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		if want.CommandDataSetType == 0 {
 			want.CommandDataSetType = NoDataSet
 		}
-		got.has, want.has = nil, nil
+		got.has, want.has = 0, 0
 		if !reflect.DeepEqual(*got, want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", CommandName(c.CommandField), *got, want)
 		}

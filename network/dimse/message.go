@@ -29,9 +29,17 @@ type Conn struct {
 	data *dataReader
 
 	// Write side: two buffers of the peer's maximum PDU length (one being
-	// sent, one being filled).
+	// sent, one being filled), the command set being sent, and the
+	// messages queued (QueueMessageData), PDUs back to back.
 	wbuf, wbuf2 []byte
+	cbuf        []byte
+	queue       []byte
 }
+
+// MaxQueued is how many bytes of queued messages (QueueMessageData) a
+// Conn holds before it sends them: some fifty C-FIND responses in one
+// system call rather than one each.
+const MaxQueued = 16 << 10
 
 // NewConn wraps an established association.
 func NewConn(a *assoc.Association) *Conn { return &Conn{A: a} }
@@ -236,20 +244,18 @@ func (c *Conn) buffer() []byte {
 // allows it. A data set of odd length (a deflated one whose stream was
 // not padded, PS3.5 A.5) gets one trailing zero byte.
 func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
-	if data == nil {
-		cmd.CommandDataSetType = NoDataSet
-	} else if cmd.CommandDataSetType == NoDataSet || cmd.CommandDataSetType == 0 {
-		cmd.CommandDataSetType = 0x0001
+	if err := c.Flush(); err != nil {
+		return err
 	}
-	if cmd.has == nil {
-		cmd.has = map[uint32]bool{}
-	}
-	cmd.has[tagCommandDataSetType] = true
-	enc := cmd.Encode()
-	if br, ok := data.(*bytes.Reader); ok && len(enc)+br.Len()+1+pdu.PDataHeaderLen <= c.maxFragment() {
+	enc := c.encodeCommand(cmd, data != nil)
+	if br, ok := data.(*bytes.Reader); ok && c.fitsOne(enc, br.Len()) {
 		// A small data set held in memory (a C-FIND match, an identifier)
 		// goes in one write with its command: two PDUs, one system call.
-		return c.writeSmall(ctxID, enc, br)
+		buf, n := c.smallHeaders(ctxID, enc, br.Len())
+		if _, err := io.ReadFull(br, buf[len(buf)-n:]); err != nil {
+			return err
+		}
+		return c.sendSmall(buf, n)
 	}
 	if err := c.writeFragments(ctxID, true, enc); err != nil {
 		return err
@@ -260,21 +266,91 @@ func (c *Conn) WriteMessage(ctxID byte, cmd *Command, data io.Reader) error {
 	return c.writeStream(ctxID, data)
 }
 
-// writeSmall sends a command and a whole data set as two P-DATA-TF PDUs of
-// one PDV each, in one Send.
-func (c *Conn) writeSmall(ctxID byte, cmd []byte, data *bytes.Reader) error {
-	n := data.Len()
-	pad := n & 1
+// writeLarge sends a command and a data set that do not fit in one
+// buffer: in fragments, as WriteMessage does.
+func (c *Conn) writeLarge(ctxID byte, cmd, data []byte) error {
+	if err := c.writeFragments(ctxID, true, cmd); err != nil {
+		return err
+	}
+	return c.writeStream(ctxID, bytes.NewReader(data))
+}
+
+// QueueMessageData is WriteMessage for a message with a data set held in
+// memory (data, which stays the caller's) that need not leave at once,
+// such as one of many C-FIND pending responses: it is encoded into the
+// same PDUs, but queued after the messages queued before it.
+// The queue is sent in one write when it holds MaxQueued bytes, before
+// any message written with the other methods (so that messages leave
+// in the order they were given), and by Flush. A message too large for
+// one buffer is sent at once, after the queue. It reports whether
+// messages are left queued, for the caller to Flush them in time.
+func (c *Conn) QueueMessageData(ctxID byte, cmd *Command, data []byte) (queued bool, err error) {
+	enc := c.encodeCommand(cmd, true)
+	if !c.fitsOne(enc, len(data)) {
+		if err := c.Flush(); err != nil {
+			return false, err
+		}
+		return false, c.writeLarge(ctxID, enc, data)
+	}
+	pad := len(data) & 1
+	c.queue = pdu.AppendPDataHeader(c.queue, ctxID, true, true, len(enc))
+	c.queue = append(c.queue, enc...)
+	c.queue = pdu.AppendPDataHeader(c.queue, ctxID, false, true, len(data)+pad)
+	c.queue = append(c.queue, data...)
+	if pad == 1 {
+		c.queue = append(c.queue, 0)
+	}
+	if len(c.queue) >= MaxQueued {
+		return false, c.Flush()
+	}
+	return true, nil
+}
+
+// Flush sends the queued messages (QueueMessageData), if any.
+func (c *Conn) Flush() error {
+	if len(c.queue) == 0 {
+		return nil
+	}
+	err := c.A.Send(c.queue)
+	c.queue = c.queue[:0]
+	return err
+}
+
+// encodeCommand sets the Command Data Set Type of cmd (whether a data
+// set follows) and encodes it into c.cbuf.
+func (c *Conn) encodeCommand(cmd *Command, withData bool) []byte {
+	if !withData {
+		cmd.CommandDataSetType = NoDataSet
+	} else if cmd.CommandDataSetType == NoDataSet || cmd.CommandDataSetType == 0 {
+		cmd.CommandDataSetType = 0x0001
+	}
+	cmd.mark(tagCommandDataSetType, true)
+	c.cbuf = cmd.appendTo(c.cbuf[:0])
+	return c.cbuf
+}
+
+// fitsOne reports whether a command and a data set of n bytes fit in one
+// buffer (sendSmall).
+func (c *Conn) fitsOne(cmd []byte, n int) bool {
+	return len(cmd)+n+1+pdu.PDataHeaderLen <= c.maxFragment()
+}
+
+// smallHeaders starts the two P-DATA-TF PDUs of one PDV each that carry a
+// command and a whole data set of n bytes: it returns the buffer holding
+// the command's PDU, the data set's header and n bytes for the data set
+// to be copied into its end.
+func (c *Conn) smallHeaders(ctxID byte, cmd []byte, n int) ([]byte, int) {
 	buf := c.buffer()
 	buf = pdu.AppendPDataHeader(buf, ctxID, true, true, len(cmd))
 	buf = append(buf, cmd...)
-	buf = pdu.AppendPDataHeader(buf, ctxID, false, true, n+pad)
-	start := len(buf)
-	buf = buf[:start+n]
-	if _, err := io.ReadFull(data, buf[start:]); err != nil {
-		return err
-	}
-	if pad == 1 {
+	buf = pdu.AppendPDataHeader(buf, ctxID, false, true, n+n&1)
+	return buf[:len(buf)+n], n
+}
+
+// sendSmall pads the data set of a smallHeaders buffer to even length and
+// sends both PDUs in one Send.
+func (c *Conn) sendSmall(buf []byte, n int) error {
+	if n&1 == 1 {
 		buf = append(buf, 0)
 	}
 	return c.A.Send(buf)
@@ -343,6 +419,15 @@ func (c *Conn) writeStream(ctxID byte, r io.Reader) error {
 		}
 		cur, next, n = next, cur, m
 	}
+}
+
+// appendBuffer is an io.Writer appending to a byte slice: a data set
+// encoded into a buffer reused from one message to the next.
+type appendBuffer []byte
+
+func (b *appendBuffer) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
 }
 
 // abortSend aborts the association when the data set cannot be read

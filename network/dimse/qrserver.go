@@ -127,7 +127,11 @@ func (s *session) final(op *operation, req *Request, rsp *Command, ident *dicom.
 
 func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	cmd := r.Command
-	matches := 0
+	// One response command and one buffer serve every match: each match
+	// is encoded into buf, then copied into the queue of the connection,
+	// which sends many in one write (session.queueData).
+	pending := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: cmd.MessageID, AffectedSOPClassUID: r.SOPClassUID}
+	var buf appendBuffer
 	emit := func(match *dicom.DataSet) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -135,20 +139,15 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 		if match == nil {
 			return errors.New("dimse: nil match")
 		}
-		b, err := match.Bytes(r.TransferSyntax)
-		if err != nil {
+		buf = buf[:0]
+		if err := dicom.WriteDataSet(&buf, match, r.TransferSyntax); err != nil {
 			return fmt.Errorf("encoding a match: %w", err)
 		}
-		st := StatusPending
+		pending.Status = StatusPending
 		if r.PendingWarning {
-			st = StatusPendingWarning
+			pending.Status = StatusPendingWarning
 		}
-		rsp := &Command{CommandField: CFindRSP, MessageIDBeingRespondedTo: cmd.MessageID, AffectedSOPClassUID: r.SOPClassUID, Status: st}
-		if err := s.write(r.ContextID, rsp, bytes.NewReader(b)); err != nil {
-			return err
-		}
-		matches++
-		return nil
+		return s.queueData(r.ContextID, pending, buf)
 	}
 	se := call(StatusUnableToProcess, func() error { return s.d.Handlers.Find.Find(ctx, r, emit) })
 	if op.cancelled.Load() {
@@ -159,7 +158,10 @@ func (s *session) find(ctx context.Context, op *operation, r *FindRequest) {
 	}
 	rsp := response(cmd, se)
 	rsp.AffectedSOPInstanceUID = ""
+	// The final response follows the pending ones still queued
+	// (Conn.WriteMessage sends the queue first).
 	s.final(op, &r.Request, rsp, nil, nil)
+	s.stopFlush()
 }
 
 // tally counts sub-operations.

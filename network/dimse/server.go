@@ -154,8 +154,12 @@ type session struct {
 	log *slog.Logger
 
 	// wmu serialises writes: the loop and the running operation both
-	// send messages.
-	wmu sync.Mutex
+	// send messages. It guards the flush timer of queued C-FIND responses
+	// (queueData) too.
+	wmu        sync.Mutex
+	flush      *time.Timer
+	flushArmed bool
+	flushErr   error
 	// mu guards op.
 	mu sync.Mutex
 	op *operation
@@ -184,6 +188,52 @@ func (s *session) write(ctxID byte, cmd *Command, data io.Reader) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	return s.c.WriteMessage(ctxID, cmd, data)
+}
+
+// QueueDelay bounds how long a C-FIND pending response may wait in the
+// queue (Conn.QueueMessageData) for others to be sent with: matches that
+// come slowly from the index still reach the peer within it.
+const QueueDelay = 5 * time.Millisecond
+
+// queueData queues a message (Conn.QueueMessageData), to be sent within
+// QueueDelay. An error of an earlier send from the queue is returned.
+func (s *session) queueData(ctxID byte, cmd *Command, data []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.flushErr != nil {
+		return s.flushErr
+	}
+	queued, err := s.c.QueueMessageData(ctxID, cmd, data)
+	if queued && !s.flushArmed {
+		s.flushArmed = true
+		if s.flush == nil {
+			s.flush = time.AfterFunc(QueueDelay, s.flushQueued)
+		} else {
+			s.flush.Reset(QueueDelay)
+		}
+	}
+	return err
+}
+
+// flushQueued sends the queued messages: the flush timer's function.
+func (s *session) flushQueued() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.flushArmed = false
+	if err := s.c.Flush(); err != nil && s.flushErr == nil {
+		s.flushErr = err
+	}
+}
+
+// stopFlush stops the flush timer once nothing more is queued.
+func (s *session) stopFlush() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.flush != nil {
+		s.flush.Stop()
+		s.flushArmed = false
+	}
+	s.flushErr = nil
 }
 
 func (s *session) current() *operation {

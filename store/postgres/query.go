@@ -235,8 +235,10 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 	}
 	vals := make([]string, len(kws))
 	ptrs := make([]any, len(kws))
+	multi := make([]bool, len(kws)) // kept on the level below: a list to sort
 	for i := range vals {
 		ptrs[i] = &vals[i]
+		multi[i] = i < seqStart && columns[kws[i]].In != ""
 	}
 	// Run again on a connection failure only while nothing was passed on.
 	delivered := false
@@ -257,7 +259,7 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 				if i >= seqStart && v == "[]" {
 					v = ""
 				}
-				if i < seqStart && columns[kw].In != "" && v != "" {
+				if multi[i] && v != "" {
 					parts := strings.Split(v, ",")
 					slices.Sort(parts)
 					v = strings.Join(parts, `\`)

@@ -180,8 +180,10 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 	defer rows.Close()
 	vals := make([]string, len(kws))
 	ptrs := make([]any, len(kws))
+	multi := make([]bool, len(kws)) // kept on the level below: a list to sort
 	for i := range vals {
 		ptrs[i] = &vals[i]
+		multi[i] = columns[kws[i]].In != ""
 	}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
@@ -193,7 +195,7 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 			if i >= nplain && v == "[]" {
 				v = "" // a returned sequence without items
 			}
-			if columns[kw].In != "" && v != "" {
+			if multi[i] && v != "" {
 				parts := strings.Split(v, ",")
 				slices.Sort(parts)
 				v = strings.Join(parts, `\`)

@@ -146,11 +146,19 @@ func Where(d *Dialect, q *store.Query) (string, []any, error) {
 	return " WHERE " + strings.Join(b.Where, " AND "), b.Args, nil
 }
 
+// uniqueKeys are the unique keys of the levels (PS3.4 C.6): a Match
+// holds those of its level and the levels above whatever Query.Return
+// says.
+var uniqueKeys = map[string]bool{"PatientID": true, "StudyInstanceUID": true, "SeriesInstanceUID": true, "SOPInstanceUID": true}
+
 // Select builds the parts of the SELECT of q (store.Querier.Query): the
 // keywords returned, in order (the attributes of the levels down to
-// q.Level, costly ones only when q.Return asks, then the returned
+// q.Level: every one when q.Return is nil, else those q.Return lists and
+// the unique keys; then the returned
 // sequences), their expressions, the WHERE clause, and the arguments of
-// the expressions then of the clause.
+// the expressions then of the clause. Reading and converting a column
+// costs on every row: a C-FIND asking two keys at the IMAGE level would
+// otherwise read some forty.
 func Select(d *Dialect, q *store.Query) (kws, exprs []string, where string, args []any, err error) {
 	where, args, err = Where(d, q)
 	if err != nil {
@@ -167,7 +175,7 @@ func Select(d *Dialect, q *store.Query) (kws, exprs []string, where string, args
 	for l := store.LevelPatient; l <= q.Level; l++ {
 		for _, kw := range byLevel[l] {
 			c := d.Columns[kw]
-			if c.Costly && want != nil && !want[kw] {
+			if want != nil && !want[kw] && !uniqueKeys[kw] {
 				continue
 			}
 			kws = append(kws, kw)

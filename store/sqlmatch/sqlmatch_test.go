@@ -126,8 +126,9 @@ func TestNextPrefix(t *testing.T) {
 	}
 }
 
-// TestSelect: the keywords down to the level, costly ones only when
-// asked, sequences last with their arguments before the WHERE clause's.
+// TestSelect: the keywords down to the level (only those asked and the
+// unique keys when Return is set; every one, costly ones too, when not),
+// sequences last with their arguments before the WHERE clause's.
 func TestSelect(t *testing.T) {
 	d := testDialect
 	d.Columns = map[string]Column{
@@ -140,15 +141,17 @@ func TestSelect(t *testing.T) {
 		"ReferringPhysician": {Level: store.LevelStudy, Expr: "st.referring", VR: "PN"},
 	}
 	d.SequenceExpr = func(sp store.SequenceSpec) string { return "SEQ(" + sp.Attribute + ")" }
-	q := store.Query{Level: store.LevelStudy, Return: []string{"PatientID"},
+	q := store.Query{Level: store.LevelStudy, Return: []string{"StudyDescription", "PatientID"},
 		Keys:            []store.Key{{Attribute: "PatientID", Kind: store.MatchSingle, Value: "p"}},
 		ReturnSequences: []store.SequenceSpec{{Attribute: "ProcedureCodeSequence", Level: store.LevelStudy}, {Attribute: "RequestAttributesSequence", Level: store.LevelSeries}}}
 	kws, exprs, w, args, err := Select(&d, &q)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantKws := []string{"PatientID", "AccessionNumber", "ReferringPhysician", "StudyDescription", "StudyInstanceUID", "ProcedureCodeSequence"}
-	wantExprs := []string{"p.patient_id", "st.accession_number", "st.referring", "st.study_description", "st.study_instance_uid", "SEQ(ProcedureCodeSequence)"}
+	// Only what Return asks and the unique keys: reading a column costs
+	// on every row.
+	wantKws := []string{"PatientID", "StudyDescription", "StudyInstanceUID", "ProcedureCodeSequence"}
+	wantExprs := []string{"p.patient_id", "st.study_description", "st.study_instance_uid", "SEQ(ProcedureCodeSequence)"}
 	if !reflect.DeepEqual(kws, wantKws) || !reflect.DeepEqual(exprs, wantExprs) {
 		t.Errorf("got %v %v\nwant %v %v", kws, exprs, wantKws, wantExprs)
 	}

@@ -133,3 +133,26 @@ func BenchmarkVROf(b *testing.B) {
 		_ = VROf(tags[i%len(tags)])
 	}
 }
+
+// TestVRChoicesKept: the VRs that tag.go once set by hand over the old
+// library's dictionary (multi-VR entries, overlays, attributes it lacked)
+// are what the generated dictionary gives.
+func TestVRChoicesKept(t *testing.T) {
+	for tag, vr := range map[Tag]string{
+		0x00283006: "OW", 0x00283002: "US", 0x00281101: "US", 0x00281102: "US", 0x00281103: "US",
+		0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD",
+		0x60000010: "US", 0x60000011: "US", 0x60000015: "IS", 0x60000022: "LO", 0x60000040: "CS",
+		0x60000045: "LO", 0x60000050: "SS", 0x60000051: "US", 0x60000100: "US", 0x60000102: "US",
+		0x60001001: "CS", 0x60001301: "IS", 0x60001302: "DS", 0x60001303: "DS", 0x60001500: "LO",
+		0x60003000: "OW", 0x0040A160: "UT", 0x00080120: "UR", 0x00080119: "UC", 0x00181030: "LO",
+	} {
+		for _, g := range []Tag{0, 0x00020000, 0x001E0000} { // the repeating groups too
+			if tag>>24 != 0x60 && g != 0 {
+				continue
+			}
+			if got := VROf(tag + g); got != vr {
+				t.Errorf("VROf(%v) = %q, want %q", tag+g, got, vr)
+			}
+		}
+	}
+}

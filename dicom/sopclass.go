@@ -1,11 +1,5 @@
 package dicom
 
-import (
-	duid "github.com/suyashkumar/dicom/pkg/uid"
-)
-
-//go:generate go run ./internal/gensop -o sopclass_gen.go -extra internal/gensop/extra_storage.txt
-
 // SOPClass names a Storage SOP Class.
 type SOPClass struct {
 	UID     string
@@ -43,8 +37,8 @@ func UIDName(uid string) string {
 	if c, ok := storageByUID[uid]; ok {
 		return c.Name
 	}
-	if info, err := duid.Lookup(uid); err == nil {
-		return info.Name
+	if u, ok := dictByUID[uid]; ok {
+		return u.name
 	}
 	return ""
 }

@@ -1,12 +1,6 @@
 package dicom
 
-import (
-	"fmt"
-	"strings"
-	"sync"
-
-	dtag "github.com/suyashkumar/dicom/pkg/tag"
-)
+import "fmt"
 
 // Tag is a DICOM attribute tag: group<<16 | element.
 type Tag uint32
@@ -133,61 +127,10 @@ const (
 	SequenceDelimitationItem Tag = 0xFFFEE0DD
 )
 
-// supplementVR covers tags the dictionary lacks or gives a VR unsuitable for
-// encoding ("US or OW" style entries), keyed by tag; repeating groups (50xx,
-// 60xx) are looked up with the group masked to 5000/6000.
-var supplementVR = map[Tag]string{
-	0x00283006: "OW", // LUT Data: US or OW
-	0x00283002: "US", // LUT Descriptor: US or SS
-	0x00281101: "US", // palette descriptors: US or SS
-	0x00281102: "US",
-	0x00281103: "US",
-	0x7FE00010: "OW", // Pixel Data: OB or OW, chosen per BitsAllocated by Transcode
-	0x7FE00008: "OF", // Float Pixel Data
-	0x7FE00009: "OD", // Double Float Pixel Data
-	0x60000010: "US", // Overlay Rows
-	0x60000011: "US", // Overlay Columns
-	0x60000015: "IS", // Number of Frames in Overlay
-	0x60000022: "LO", // Overlay Description
-	0x60000040: "CS", // Overlay Type
-	0x60000045: "LO", // Overlay Subtype
-	0x60000050: "SS", // Overlay Origin
-	0x60000051: "US", // Image Frame Origin
-	0x60000100: "US", // Overlay Bits Allocated
-	0x60000102: "US", // Overlay Bit Position
-	0x60001001: "CS", // Overlay Activation Layer
-	0x60001301: "IS", // ROI Area
-	0x60001302: "DS", // ROI Mean
-	0x60001303: "DS", // ROI Standard Deviation
-	0x60001500: "LO", // Overlay Label
-	0x60003000: "OW", // Overlay Data: OB or OW
-	0x0040A160: "UT", // Text Value
-	0x00080120: "UR", // Code Value URN
-	0x00080119: "UC", // Long Code Value
-	0x00181030: "LO", // Protocol Name
-}
-
-// vrCache memoises dictionary look-ups (hits and misses) so that the
-// per-element path does not allocate; bounded by maxVRCache entries.
-var vrCache = struct {
-	sync.RWMutex
-	m map[Tag]string
-}{m: make(map[Tag]string)}
-
-const maxVRCache = 1 << 16
-
-func cacheVR(t Tag, vr string) {
-	vrCache.Lock()
-	if len(vrCache.m) < maxVRCache {
-		vrCache.m[t] = vr
-	}
-	vrCache.Unlock()
-}
-
 // VROf returns the dictionary VR of t: "UL" for group lengths (gggg,0000),
 // "LO" for private creators, "UN" for other private and unknown tags. Where
 // the standard allows several VRs the one used for encoding is returned
-// ("OW" for Pixel Data; "US" for "US or SS").
+// ("OW" for Pixel Data; "US" for "US or SS"; see normaliseVR).
 func VROf(t Tag) string {
 	if t.Element() == 0 {
 		return "UL"
@@ -201,78 +144,32 @@ func VROf(t Tag) string {
 		}
 		return "UN"
 	}
-	vrCache.RLock()
-	v, ok := vrCache.m[t]
-	vrCache.RUnlock()
-	if ok {
-		return v
-	}
-	key := t
-	if g := t.Group(); (g >= 0x5000 && g <= 0x501E) || (g >= 0x6000 && g <= 0x601E) {
-		key = NewTag(g&0xFF00, t.Element())
-	}
-	if vr, ok := supplementVR[key]; ok {
-		cacheVR(t, vr)
-		return vr
-	}
-	info, err := dtag.Find(dtag.Tag{Group: key.Group(), Element: key.Element()})
-	if err != nil {
-		cacheVR(t, "UN")
-		return "UN"
-	}
-	vr := normaliseVR(info.VR)
-	cacheVR(t, vr)
-	return vr
-}
-
-// normaliseVR turns dictionary forms like "US or SS" or "OB/OW" into one VR.
-func normaliseVR(vr string) string {
-	if len(vr) == 2 {
-		return vr
-	}
-	f := strings.FieldsFunc(vr, func(r rune) bool { return r == ' ' || r == '/' || r == ',' })
-	for _, p := range f {
-		if p == "OW" {
-			return "OW"
-		}
-	}
-	for _, p := range f {
-		if len(p) == 2 && p != "or" {
-			return p
-		}
+	if e := lookupElement(t); e != nil {
+		return normaliseVR(e.vr)
 	}
 	return "UN"
 }
 
 // Keyword returns the dictionary keyword of t ("PatientName"), or "" when
-// the tag is unknown. Group lengths yield "GenericGroupLength" except
-// (0002,0000).
+// the tag is unknown; a tag of a repeating group yields its form's keyword
+// ((6002,3000) is OverlayData). Group lengths the standard does not list
+// yield "GenericGroupLength".
 func Keyword(t Tag) string {
 	if t.Group()%2 == 1 {
 		return ""
 	}
-	info, err := dtag.Find(dtag.Tag{Group: t.Group(), Element: t.Element()})
-	if err != nil {
-		return ""
+	if e := lookupElement(t); e != nil {
+		return e.keyword
 	}
-	return info.Name
+	if t.Element() == 0 {
+		return "GenericGroupLength"
+	}
+	return ""
 }
 
-var kwCache sync.Map // keyword -> Tag
-
-// TagByKeyword looks a tag up by its dictionary keyword.
+// TagByKeyword looks a tag up by its dictionary keyword; the keyword of a
+// repeating form yields its first group ("OverlayData" is (6000,3000)).
 func TagByKeyword(kw string) (Tag, bool) {
-	if kw == "" {
-		return 0, false
-	}
-	if v, ok := kwCache.Load(kw); ok {
-		return v.(Tag), true
-	}
-	info, err := dtag.FindByName(kw)
-	if err != nil {
-		return 0, false
-	}
-	t := NewTag(info.Tag.Group, info.Tag.Element)
-	kwCache.Store(kw, t)
-	return t, true
+	t, ok := dictByKeyword[kw]
+	return t, ok
 }

@@ -1,10 +1,15 @@
 // Command gensop writes dicom/sopclass_gen.go: every Storage SOP Class of
-// PS3.4 Annex B. It reads the UID dictionary of github.com/suyashkumar/dicom
-// (pkg/uid/uid_definitions.go, located with `go list -m`), keeps SOP classes
-// whose names denote storage of composite instances, and adds the entries of
-// extra_storage.txt (classes newer than that dictionary).
+// PS3.4 Annex B. It reads PS3.6 Table A-1 (the UID registry) from the
+// standard's text, as dicom/internal/gendict does (-std: the DocBook
+// part06.xml or its chtml chapter_A.html), keeps the SOP classes whose
+// names denote storage of composite instances, and adds the entries of
+// extra_storage.txt (classes newer than that edition). Run from dicom/,
+// with the same file of the standard as gendict:
 //
-// Run with `go generate ./dicom/` from the module root.
+//	go run ./internal/gensop -edition 2024b -o sopclass_gen.go \
+//	    -std part06.xml -extra internal/gensop/extra_storage.txt
+//
+// (or -std chapter_A.html, the chtml of PS3.6 Annex A, as for 2024b).
 package main
 
 import (
@@ -12,17 +17,14 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"go/ast"
 	"go/format"
-	"go/parser"
-	"go/token"
 	"log"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/ward-pacs/ward/dicom/internal/stdtable"
 )
 
 type entry struct {
@@ -32,15 +34,12 @@ type entry struct {
 
 func main() {
 	out := flag.String("o", "sopclass_gen.go", "output file")
+	std := flag.String("std", "", "PS3.6 DocBook (part06.xml) or chtml chapter_A.html")
+	edition := flag.String("edition", "", "edition the file must be of, e.g. 2024b")
 	extra := flag.String("extra", "internal/gensop/extra_storage.txt", "supplementary entries")
 	flag.Parse()
 
-	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		log.Fatalf("gensop: locating github.com/suyashkumar/dicom: %v", err)
-	}
-	src := filepath.Join(strings.TrimSpace(string(dir)), "pkg", "uid", "uid_definitions.go")
-	entries, err := fromDictionary(src)
+	entries, err := fromStandard(*std, *edition)
 	if err != nil {
 		log.Fatalf("gensop: %v", err)
 	}
@@ -95,43 +94,47 @@ func isStorage(name string) bool {
 	return true
 }
 
-func fromDictionary(path string) ([]entry, error) {
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, path, nil, 0)
+// fromStandard reads the SOP classes of Table A-1 that isStorage keeps; a
+// name ending in "(Retired)" marks a retired class and loses the suffix.
+func fromStandard(path, edition string) ([]entry, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	doc, err := stdtable.Read(f, "table_A-1")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	if doc.Part != 6 || doc.Edition != edition {
+		return nil, fmt.Errorf("%s is PS3.%d %s, not PS3.6 %s", path, doc.Part, doc.Edition, edition)
+	}
+	rows := doc.Tables["table_A-1"]
+	if len(rows) < 2 {
+		return nil, fmt.Errorf("%s: no Table A-1", path)
+	}
+	h := rows[0]
+	cv, cn, ct := stdtable.Column(h, "UID Value"), stdtable.Column(h, "UID Name"), stdtable.Column(h, "UID Type")
+	if cv < 0 || cn < 0 || ct < 0 {
+		return nil, fmt.Errorf("%s: Table A-1 headings %q", path, h)
+	}
 	var out []entry
-	ast.Inspect(f, func(n ast.Node) bool {
-		kv, ok := n.(*ast.KeyValueExpr)
-		if !ok {
-			return true
+	for _, c := range rows[1:] {
+		if len(c) != len(h) {
+			return nil, fmt.Errorf("%s: Table A-1 row %q", path, c)
 		}
-		lit, ok := kv.Value.(*ast.CompositeLit)
-		if !ok || len(lit.Elts) != 5 {
-			return true
+		if c[ct] != "SOP Class" {
+			continue
 		}
-		str := func(i int) string {
-			bl, ok := lit.Elts[i].(*ast.BasicLit)
-			if !ok {
-				return ""
-			}
-			s, _ := strconv.Unquote(bl.Value)
-			return s
-		}
-		id, ok := lit.Elts[2].(*ast.Ident)
-		if !ok || id.Name != "TypeSOPClass" {
-			return true
-		}
-		name := str(1)
+		name, retired := strings.CutSuffix(c[cn], "(Retired)")
+		name = strings.TrimSpace(name)
 		if !isStorage(name) {
-			return true
+			continue
 		}
-		out = append(out, entry{UID: str(0), Name: name, Retired: str(4) == "Retired"})
-		return true
-	})
+		out = append(out, entry{UID: c[cv], Name: name, Retired: retired})
+	}
 	if len(out) < 100 {
-		return nil, fmt.Errorf("only %d storage classes found in %s: dictionary format changed?", len(out), path)
+		return nil, fmt.Errorf("only %d storage classes found in %s: table format changed?", len(out), path)
 	}
 	return out, nil
 }

@@ -201,13 +201,7 @@ func TestProfileParse(t *testing.T) {
 // attributes (top level and in a sequence) loses them all under the Basic
 // Profile; Retain Safe Private keeps only the listed private attribute.
 func TestOverlaysAndPrivates(t *testing.T) {
-	ds := &dicom.DataSet{}
-	ds.Set(tagSOPClass, "1.2.840.10008.5.1.4.1.1.2")
-	ds.Set(tagSOPInstance, "1.2.3.4")
-	ds.Set(tagPatientName, "Doe^Jane")
-	ds.Set(tagPatientID, "PID123")
-	ds.Set(dicom.Modality, "CT")
-	ds.Set(tagBurnedIn, "NO")
+	ds := baseCT()
 	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0019, 0x0010), VR: "LO", Value: []byte("GEMS_ACQU_01")})
 	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0019, 0x1023), VR: "DS", Value: []byte("1.5 ")})
 	ds.Put(&dicom.Element{Tag: dicom.NewTag(0x0019, 0x1099), VR: "LO", Value: []byte("Doe^Jane")})

@@ -560,26 +560,21 @@ func TestMoveDeidentifiedForDestination(t *testing.T) {
 		os.Remove(files[0])
 	}
 
-	// CLINIC (no profile) to RESEARCH (a profile): de-identified.
-	if out, err := move("CLINIC", "RESEARCH"); err != nil {
-		t.Fatalf("movescu CLINIC to RESEARCH: %v\n%s", err, out)
+	for _, c := range []struct {
+		from, to     string
+		dir          string
+		deidentified bool
+	}{
+		{"CLINIC", "RESEARCH", deidDir, true},        // no profile to a profile: de-identified
+		{"SAMEPROF", "RESEARCH", deidDir, true},      // the same profile on both sides (options in another order)
+		{"OTHERPROF", "WORKSTATION", plainDir, true}, // the requester's profile alone, as before
+		{"CLINIC", "WORKSTATION", plainDir, false},   // neither: as stored
+	} {
+		if out, err := move(c.from, c.to); err != nil {
+			t.Fatalf("movescu %s to %s: %v\n%s", c.from, c.to, err, out)
+		}
+		received(c.dir, c.deidentified)
 	}
-	received(deidDir, true)
-	// The same profile on both sides (options in another order).
-	if out, err := move("SAMEPROF", "RESEARCH"); err != nil {
-		t.Fatalf("movescu SAMEPROF to RESEARCH: %v\n%s", err, out)
-	}
-	received(deidDir, true)
-	// The requester's profile alone, as before.
-	if out, err := move("OTHERPROF", "WORKSTATION"); err != nil {
-		t.Fatalf("movescu OTHERPROF to WORKSTATION: %v\n%s", err, out)
-	}
-	received(plainDir, true)
-	// Neither: as stored.
-	if out, err := move("CLINIC", "WORKSTATION"); err != nil {
-		t.Fatalf("movescu CLINIC to WORKSTATION: %v\n%s", err, out)
-	}
-	received(plainDir, false)
 	// Different profiles: refused, nothing sent.
 	// (movescu -d prints the response's Error Comment.)
 	out, err := move("OTHERPROF", "RESEARCH", "-d")

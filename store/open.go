@@ -66,6 +66,7 @@ type Caps struct {
 	BatchPublisher    BatchPublisher
 	SpaceReporter     SpaceReporter
 	UnfinishedRemover UnfinishedRemover
+	WholeBlobs        WholeBlobs
 }
 
 // Resolve finds the optional capabilities of ix and bs (either may be nil).
@@ -97,6 +98,7 @@ func Resolve(ix Index, bs Blobs) Caps {
 		c.BatchPublisher, _ = bs.(BatchPublisher)
 		c.SpaceReporter, _ = bs.(SpaceReporter)
 		c.UnfinishedRemover, _ = bs.(UnfinishedRemover)
+		c.WholeBlobs, _ = bs.(WholeBlobs)
 	}
 	return c
 }
@@ -116,7 +118,7 @@ func (c Caps) Names() []string {
 		"Scrubber": c.Scrubber != nil, "Exclusive": c.Exclusive != nil, "BlobKeyLister": c.BlobKeyLister != nil,
 		"BlobWalker": c.BlobWalker != nil, "IntentReader": c.IntentReader != nil,
 		"BatchPublisher": c.BatchPublisher != nil, "SpaceReporter": c.SpaceReporter != nil,
-		"UnfinishedRemover": c.UnfinishedRemover != nil,
+		"UnfinishedRemover": c.UnfinishedRemover != nil, "WholeBlobs": c.WholeBlobs != nil,
 	}
 	var out []string
 	for _, n := range slices.Sorted(maps.Keys(have)) {

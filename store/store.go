@@ -319,6 +319,16 @@ type RecordedDeletion struct {
 	Note []byte
 }
 
+// WholeBlobs is an optional capability of Blobs whose blobs are written
+// in one piece: a blob that exists holds every byte its writer committed,
+// never a part (an object store's PUT; a key is written once). BlobSize
+// is its size, or ErrNotFound; recovery then checks a pending blob's size
+// against its row instead of reading it through. Fallback: the blob is
+// read and its checksum compared.
+type WholeBlobs interface {
+	BlobSize(ctx context.Context, key string) (int64, error)
+}
+
 // UnfinishedRemover is an optional capability of Blobs: RemoveUnfinished
 // removes the blobs being written (created, neither committed nor
 // aborted) that an earlier process left when it was killed, and nothing

@@ -59,7 +59,7 @@ func TestBackendMatrix(t *testing.T) {
 			defaultIndex: {
 				DSN: func(dir string) string { return filepath.Join(dir, "index.db") },
 				Caps: []string{"Inserter", "BlobFinder", "DeferredSyncer", "DeletionRecorder", "DeleteHolder",
-					"InstanceWalker", "Snapshotter", "SnapshotFiles", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper", "Scrubber"},
+					"InstanceWalker", "Snapshotter", "SnapshotFiles", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper", "Scrubber", "BlobKeyLister"},
 			},
 			"postgres": postgresBackend(t),
 		},
@@ -88,7 +88,7 @@ func TestBackendMatrix(t *testing.T) {
 			"s3": {
 				DSN: s3DSN,
 				Caps: []string{"BlobWalker", "IntentReader", "BatchPublisher", "UnfinishedRemover",
-					"DurableNamer", "IntentWriter", "NodeScoper"},
+					"DurableNamer", "IntentWriter", "NodeScoper", "WholeBlobs"},
 			},
 		})
 }
@@ -113,7 +113,7 @@ func testKeys(t testing.TB, ids ...string) string {
 // folder (TestNodes' second node) reaches the same database. Without
 // PostgreSQL installed its pairings are skipped (under CI=true, failed).
 func postgresBackend(t *testing.T) storetest.Backend {
-	b := storetest.Backend{Caps: []string{"Inserter", "BlobFinder", "DeletionRecorder", "DeleteHolder",
+	b := storetest.Backend{Caps: []string{"Inserter", "BlobFinder", "DeletionRecorder", "DeleteHolder", "BlobKeyLister",
 		"InstanceWalker", "Counter", "Querier", "KeyMatcher", "SequenceIndexer", "MetadataKeeper", "Exclusive"}}
 	if why := harness.PostgresMissing(); why != "" {
 		if testci.CI() {

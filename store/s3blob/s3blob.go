@@ -238,6 +238,7 @@ var (
 	_ store.UnfinishedRemover = (*Store)(nil)
 	_ store.NodeScoper        = (*Store)(nil)
 	_ store.IndexKeysUser     = (*Store)(nil)
+	_ store.WholeBlobs        = (*Store)(nil)
 	_ store.BlobWriter        = (*writer)(nil)
 	_ store.DurableNamer      = (*writer)(nil)
 	_ store.IntentWriter      = (*writer)(nil)
@@ -1005,6 +1006,21 @@ func (s *Store) list(ctx context.Context, prefix string, fn func(types.Object) e
 		}
 	}
 	return nil
+}
+
+// BlobSize implements store.WholeBlobs: an object is written in one
+// PutObject or CompleteMultipartUpload, under a key written once.
+func (s *Store) BlobSize(ctx context.Context, key string) (int64, error) {
+	if err := s.check(key); err != nil {
+		return 0, err
+	}
+	octx, cancel := s.op(ctx)
+	defer cancel()
+	out, err := s.c.HeadObject(octx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(s.objectName(key))})
+	if err != nil {
+		return 0, fmt.Errorf("s3blob: size of %s: %w", key, s.wrap(ctx, err))
+	}
+	return aws.ToInt64(out.ContentLength), nil
 }
 
 // exists reports whether the object of key is there.

@@ -429,6 +429,21 @@ func testBlobsCaps(run func(string, func(*testing.T, store.Blobs))) {
 		}
 	})
 
+	run("WholeBlobs", func(t *testing.T, bs store.Blobs) {
+		wb, ok := bs.(store.WholeBlobs)
+		if !ok {
+			t.Skip("no WholeBlobs capability")
+		}
+		key := NewKey()
+		writeBlob(t, bs, key, Data(key, 777), true)
+		if n, err := wb.BlobSize(ctx, key); err != nil || n != 777 {
+			t.Errorf("BlobSize of a committed blob = %d, %v; want 777", n, err)
+		}
+		if _, err := wb.BlobSize(ctx, NewKey()); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("BlobSize of a missing blob: %v, want ErrNotFound", err)
+		}
+	})
+
 	run("UnfinishedRemover", func(t *testing.T, bs store.Blobs) {
 		ur, ok := bs.(store.UnfinishedRemover)
 		if !ok {

@@ -34,6 +34,13 @@ type Limiter struct {
 	Base, Max time.Duration
 	// Now is the clock (tests replace it).
 	Now func() time.Time
+	// Share, when set, is told of every refusal counted and every
+	// success that forgets refusals, after the limiter has counted it
+	// (and outside its lock): the nodes of a cluster pass them to one
+	// another, each Applying the others', so that guesses spread over
+	// the nodes behind a load balancer add up as on one node. It must not
+	// block.
+	Share func(LockoutEvent)
 
 	mu       sync.Mutex
 	active   map[string]int
@@ -115,8 +122,10 @@ func (l *Limiter) FailedAs(a netip.Addr, key string) time.Time {
 		return time.Time{}
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.failSource(a, key, l.now())
+	until := l.failSource(a, key, l.now())
+	l.mu.Unlock()
+	l.share(LockoutEvent{Refused: true, Source: SourceKey(a), Key: key})
+	return until
 }
 
 func (l *Limiter) failSource(a netip.Addr, key string, now time.Time) time.Time {
@@ -169,6 +178,50 @@ func (l *Limiter) source(a netip.Addr, now time.Time) *failState {
 	return f
 }
 
+// LockoutEvent is a refusal or a success one node counted, for the
+// others (Limiter.Share, Apply).
+type LockoutEvent struct {
+	Refused bool       // a refusal; else a success
+	Source  netip.Addr // the source it came from (invalid: none)
+	Key     string     // what the source's refusal or success is attributed to
+	Account string     // the account's key (a user name; "" for none)
+}
+
+// Apply counts a refusal or a success another node counted, as Done,
+// FailedAs and Succeeded count their own (nothing is reserved).
+func (l *Limiter) Apply(ev LockoutEvent) {
+	if l.After <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	switch {
+	case ev.Refused:
+		if ev.Source.IsValid() {
+			l.failSource(ev.Source, ev.Key, now)
+		}
+		if ev.Account != "" {
+			l.fail(l.account(accountKey(ev.Account), now), now)
+		}
+	case ev.Account != "":
+		if f := l.accounts[accountKey(ev.Account)]; f != nil {
+			f.count, f.until = 0, time.Time{}
+			if f.inflight == 0 {
+				delete(l.accounts, accountKey(ev.Account))
+			}
+		}
+	case ev.Source.IsValid():
+		l.succeeded(ev.Source, ev.Key)
+	}
+}
+
+func (l *Limiter) share(ev LockoutEvent) {
+	if l.Share != nil {
+		l.Share(ev)
+	}
+}
+
 // Succeeded records an accepted association from a, attributed to key as
 // for FailedAs. It forgets a's refusals only when every one of them was
 // attributed to the same key: a peer that got its own settings wrong and
@@ -177,13 +230,23 @@ func (l *Limiter) source(a netip.Addr, now time.Time) *failState {
 // own account) leaves the count of the others' refusals as it was.
 func (l *Limiter) Succeeded(a netip.Addr, key string) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	forgot := l.succeeded(a, key)
+	l.mu.Unlock()
+	if forgot {
+		l.share(LockoutEvent{Source: SourceKey(a), Key: key})
+	}
+}
+
+// succeeded is Succeeded under l.mu; it reports whether refusals were
+// forgotten.
+func (l *Limiter) succeeded(a netip.Addr, key string) bool {
 	a = SourceKey(a)
 	f := l.fails[a]
 	if f == nil || f.inflight > 0 || (f.count > 0 && (f.mixed || f.key != key)) {
-		return
+		return false
 	}
 	delete(l.fails, a)
+	return f.count > 0
 }
 
 // ForgetAccount ends user's lockout and forgets its failures: an
@@ -331,6 +394,12 @@ func (a *Attempt) Done(outcome int, key string) (account, source time.Time) {
 	}
 	a.done = true
 	l := a.l
+	var ev *LockoutEvent
+	defer func() {
+		if ev != nil {
+			l.share(*ev)
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -347,11 +416,15 @@ func (a *Attempt) Done(outcome int, key string) (account, source time.Time) {
 		if acct != nil {
 			account = l.fail(acct, now)
 		}
+		ev = &LockoutEvent{Refused: true, Source: SourceKey(a.src), Key: key, Account: a.account}
 	case Verified:
 		if f.count == 0 && f.inflight == 0 {
 			delete(l.fails, SourceKey(a.src))
 		}
 		if acct != nil {
+			if acct.count > 0 {
+				ev = &LockoutEvent{Account: a.account}
+			}
 			acct.count, acct.until = 0, time.Time{}
 			if acct.inflight == 0 {
 				delete(l.accounts, a.account)

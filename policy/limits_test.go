@@ -383,3 +383,70 @@ func TestLockoutBySource64(t *testing.T) {
 		t.Error("another caller's success in the /64 ended the lockout")
 	}
 }
+
+// TestSharedLockout: two limiters that Apply what the other Shares (the
+// nodes of a cluster) lock an account and a source out after the
+// refusals of both add up to After, wherever each was counted; a success
+// on one node forgets the account's refusals on both; a success with no
+// refusal to forget shares nothing.
+func TestSharedLockout(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_000_000, 0)
+	a := &Limiter{After: 5, Base: time.Minute, Max: 10 * time.Minute, Now: func() time.Time { return now }}
+	b := &Limiter{After: 5, Base: time.Minute, Max: 10 * time.Minute, Now: func() time.Time { return now }}
+	var shared atomic.Int32
+	a.Share = func(ev LockoutEvent) { shared.Add(1); b.Apply(ev) }
+	b.Share = func(ev LockoutEvent) { shared.Add(1); a.Apply(ev) }
+	src := netip.MustParseAddr("192.0.2.9")
+	var next netip.Addr // a new source for each refusal, when valid
+	refuse := func(l *Limiter, user string) {
+		t.Helper()
+		from := src
+		if next.IsValid() {
+			next = next.Next()
+			from = next
+		}
+		att, lock, err := l.Reserve(ctx, from, user)
+		if err != nil || lock != nil {
+			t.Fatalf("Reserve: %v, %v", lock, err)
+		}
+		att.Done(Refused, "")
+	}
+	for range 3 {
+		refuse(a, "ana")
+	}
+	for range 2 {
+		refuse(b, "ana")
+	}
+	for name, l := range map[string]*Limiter{"a": a, "b": b} {
+		if _, lock, _ := l.Reserve(ctx, src, "ana"); lock == nil || !lock.Account {
+			t.Errorf("node %s: the account is not locked out after 3 + 2 refusals on two nodes (%+v)", name, lock)
+		}
+		if _, locked := l.Locked(src); !locked {
+			t.Errorf("node %s: the source is not locked out", name)
+		}
+	}
+
+	// A success of the account on one node forgets its refusals on both
+	// (from another source each time: the account is the subject).
+	now = now.Add(time.Hour)
+	next = netip.MustParseAddr("198.51.100.1")
+	refuse(a, "bea")
+	refuse(b, "bea")
+	att, _, _ := a.Reserve(ctx, netip.MustParseAddr("192.0.2.10"), "bea")
+	att.Done(Verified, "")
+	for range 4 {
+		refuse(b, "bea")
+	}
+	if _, lock, _ := b.Reserve(ctx, netip.MustParseAddr("192.0.2.11"), "bea"); lock != nil && lock.Account {
+		t.Errorf("node b: the account is locked out though node a forgot its refusals: %+v", lock)
+	}
+	// Successes with nothing to forget are not shared.
+	n := shared.Load()
+	a.Succeeded(netip.MustParseAddr("192.0.2.12"), "CT\x00")
+	att, _, _ = a.Reserve(ctx, netip.MustParseAddr("192.0.2.12"), "carl")
+	att.Done(Verified, "")
+	if shared.Load() != n {
+		t.Errorf("%d events shared for successes with no refusal to forget", shared.Load()-n)
+	}
+}

@@ -79,11 +79,18 @@ func clusterNode(t *testing.T, node, index string) *server.Server {
 // any, on setup.
 func clusterNodeSetup(t *testing.T, node, index string, setup io.Writer) *server.Server {
 	t.Helper()
+	return clusterNodeConf(t, node, index, "lockout_after = -1\n", setup)
+}
+
+// clusterNodeConf is clusterNodeSetup with dicom (lines of its [dicom]
+// section) in place of the lockout turned off.
+func clusterNodeConf(t *testing.T, node, index, dicom string, setup io.Writer) *server.Server {
+	t.Helper()
 	data := filepath.Join(t.TempDir(), "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	toml := fmt.Sprintf("node_id = %q\n[dicom]\nlisten = \"127.0.0.1:0\"\nlockout_after = -1\n[web]\nlisten = \"127.0.0.1:0\"\n[storage]\nindex = %q\nmin_free = \"1MiB\"\n", node, index)
+	toml := fmt.Sprintf("node_id = %q\n[dicom]\nlisten = \"127.0.0.1:0\"\n%s[web]\nlisten = \"127.0.0.1:0\"\n[storage]\nindex = %q\nmin_free = \"1MiB\"\n", node, dicom, index)
 	if err := os.WriteFile(filepath.Join(data, config.ConfigFileName), []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -626,4 +633,66 @@ func TestClusterDeidentifyFollowsSharedIndex(t *testing.T) {
 	eventually(t, "RESEARCH gets the object de-identified", func() bool { got, id := identified(); return got && !id })
 	run(research...)
 	eventually(t, "RESEARCH gets the object as stored again", func() bool { got, id := identified(); return got && id })
+}
+
+// TestClusterSharesLockouts: guesses of a user's passcode spread over two
+// nodes behind a load balancer add up as on one node: three wrong
+// passcodes through node A and two through node B lock the account (and
+// the source) out on both, so that the right passcode is refused on
+// either.
+func TestClusterSharesLockouts(t *testing.T) {
+	dsn := harness.StartPostgres(t).NewDatabase(t)
+	// The user first, so that both nodes know it from their start (a
+	// sign-in of a user a node has not heard of yet is a refusal too).
+	cli := filepath.Join(t.TempDir(), "cli")
+	if err := os.MkdirAll(cli, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cli, config.ConfigFileName), []byte(fmt.Sprintf("[storage]\nindex = %q\n", dsn+"&application_name=ward-cli")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := runCLIInput(t, "a long passcode\n", "user", "add", "ana", "--role", "viewer", "--data", cli); code != 0 {
+		t.Fatalf("ward user add: exit %d: %s", code, errs)
+	}
+	a := clusterNodeConf(t, "node-a", clusterIndex(t, dsn, "a"), "lockout_after = 5\n", nil)
+	b := clusterNodeConf(t, "node-b", clusterIndex(t, dsn, "b"), "lockout_after = 5\n", nil)
+	signIn := func(s *server.Server, passcode string) int {
+		t.Helper()
+		jar, _ := cookiejar.New(nil)
+		hc := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		base := "http://" + s.WebAddr().String()
+		rs, err := hc.Get(base + "/signin?next=%2F")
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(rs.Body)
+		rs.Body.Close()
+		m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+		if rs.StatusCode != 200 || m == nil {
+			t.Fatalf("sign-in page: %d", rs.StatusCode)
+		}
+		form := url.Values{"user": {"ana"}, "passcode": {passcode}, "csrf": {string(m[1])}, "next": {"/"}}
+		rs, err = hc.PostForm(base+"/signin", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs.Body.Close()
+		return rs.StatusCode
+	}
+	for i, s := range []*server.Server{a, b} {
+		if code := signIn(s, "a long passcode"); code != http.StatusSeeOther {
+			t.Fatalf("node %d: the right passcode: %d", i, code)
+		}
+	}
+	for _, s := range []*server.Server{a, a, a, b, b} {
+		if code := signIn(s, "a wrong guess"); code != http.StatusUnauthorized {
+			t.Fatalf("a wrong passcode: %d", code)
+		}
+	}
+	time.Sleep(time.Second) // the events travel through PostgreSQL in milliseconds
+	for i, s := range []*server.Server{a, b} {
+		if code := signIn(s, "a long passcode"); code != http.StatusTooManyRequests {
+			t.Errorf("node %d after 3 + 2 wrong passcodes on two nodes: the right one got %d, want 429 (locked out)", i, code)
+		}
+	}
 }

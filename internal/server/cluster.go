@@ -6,15 +6,21 @@ package server
 // callers. Each node reads them at start, and again within seconds of a
 // change (LISTEN/NOTIFY, with a poll as the fallback), through the same
 // reload as ward peer's admin request: the change is audited in each
-// node's own trail, naming who made it. The lockout counters stay each
-// node's own.
+// node's own trail, naming who made it. The lockout counts are the
+// cluster's: each refusal (and each success that forgets refusals) a node
+// counts is sent to the others (NOTIFY ward_lockout), which count it too,
+// so that guesses spread over the nodes behind a load balancer lock an
+// account or a source out as soon as on one node.
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/ward-pacs/ward/internal/config"
+	"github.com/ward-pacs/ward/policy"
 	"github.com/ward-pacs/ward/policy/tokens"
 	"github.com/ward-pacs/ward/store/pgshared"
 	"github.com/ward-pacs/ward/web"
@@ -84,11 +90,83 @@ func (s *Server) current(c *config.Config) (*config.Config, *tokens.Set, error) 
 	return eff, sh.Tokens, nil
 }
 
+// lockoutNote is a lockout event on the wire between nodes.
+type lockoutNote struct {
+	Node    string `json:"n"`
+	Refused bool   `json:"r,omitempty"`
+	Source  string `json:"s,omitempty"`
+	Key     string `json:"k,omitempty"`
+	Account string `json:"a,omitempty"`
+}
+
+// lockoutQueue bounds the events waiting to be sent: beyond it (the
+// shared index slow or away) they are dropped, and the other nodes count
+// only their own.
+const lockoutQueue = 1024
+
+// shareLockouts sends what this node's lockout counts to the other nodes
+// of the cluster (watchShared counts theirs). Called once the limiter is
+// made, before anything is verified.
+func (s *Server) shareLockouts() {
+	if s.shared == nil || s.limits == nil {
+		return
+	}
+	s.lockoutOut = make(chan policy.LockoutEvent, lockoutQueue)
+	s.limits.Share = func(ev policy.LockoutEvent) {
+		select {
+		case s.lockoutOut <- ev:
+		default:
+		}
+	}
+}
+
+// exchangeLockouts sends this node's lockout events and counts the other
+// nodes' until ctx ends.
+func (s *Server) exchangeLockouts(ctx context.Context) {
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-s.lockoutOut:
+				n := lockoutNote{Node: s.node, Refused: ev.Refused, Key: ev.Key, Account: ev.Account}
+				if ev.Source.IsValid() {
+					n.Source = ev.Source.String()
+				}
+				b, _ := json.Marshal(n)
+				nctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+				if err := s.shared.Notify(nctx, pgshared.LockoutChannel, string(b)); err != nil && ctx.Err() == nil {
+					s.Logger.Debug("a lockout event was not sent to the other nodes", "err", err.Error())
+				}
+				cancel()
+			}
+		}
+	}()
+	s.shared.Listen(ctx, pgshared.LockoutChannel, func(payload string) {
+		var n lockoutNote
+		if err := json.Unmarshal([]byte(payload), &n); err != nil || n.Node == s.node {
+			return // this node's own, or not one of Ward's
+		}
+		ev := policy.LockoutEvent{Refused: n.Refused, Key: n.Key, Account: n.Account}
+		if n.Source != "" {
+			a, err := netip.ParseAddr(n.Source)
+			if err != nil {
+				return
+			}
+			ev.Source = a
+		}
+		s.limits.Apply(ev)
+	})
+}
+
 // watchShared puts changes of the shared state in effect until ctx ends,
 // and removes expired sessions every minute.
 func (s *Server) watchShared(ctx context.Context) {
 	if s.shared == nil {
 		return
+	}
+	if s.lockoutOut != nil {
+		go s.exchangeLockouts(ctx)
 	}
 	go func() {
 		t := time.NewTicker(time.Minute)

@@ -103,6 +103,9 @@ type Server struct {
 	peers  atomic.Pointer[[]config.Peer]
 	policy atomic.Pointer[policy.Policy]
 	limits *policy.Limiter
+	// lockoutOut: this node's lockout events for the other nodes
+	// (cluster.go), nil outside a cluster.
+	lockoutOut chan policy.LockoutEvent
 	// tokens are the API tokens (the token file) and their verifier,
 	// replaced with the policy.
 	tokens  atomic.Pointer[tokenState]
@@ -186,6 +189,7 @@ func (s *Server) Open(ctx context.Context) error {
 		return err
 	}
 	s.limits = policy.NewLimiter(rules.Lockout)
+	s.shareLockouts()
 	if s.loaded, err = s.putPolicy(c); err != nil {
 		s.closeStores()
 		return err

@@ -34,6 +34,11 @@ import (
 // document's name.
 const Channel = "ward_shared"
 
+// LockoutChannel is the NOTIFY channel of the refusals and successes
+// one node's lockout counted, for the others (Notify, Listen). Nothing of
+// it is stored: a node counts what it hears while it listens.
+const LockoutChannel = "ward_lockout"
+
 // Document names Ward uses.
 const (
 	Peers  = "peers"
@@ -282,7 +287,7 @@ func (s *Shared) Watch(ctx context.Context, changed func(name string)) {
 		known = v
 	}
 	notes := make(chan string, 16)
-	go s.listen(ctx, notes)
+	go s.listen(ctx, Channel, notes)
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
 	for {
@@ -298,20 +303,46 @@ func (s *Shared) Watch(ctx context.Context, changed func(name string)) {
 	}
 }
 
-// listen LISTENs on a dedicated connection and sends each notification's
-// document name to notes, and "" after each (re)connection.
-func (s *Shared) listen(ctx context.Context, notes chan<- string) {
+// Notify sends payload on channel to every node listening (Listen).
+func (s *Shared) Notify(ctx context.Context, channel, payload string) error {
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
+		return fmt.Errorf("pgshared: notify %s: %w", channel, err)
+	}
+	return nil
+}
+
+// Listen calls fn with the payload of each notification on channel (its
+// own node's included) until ctx ends, in one goroutine, reconnecting as
+// Watch does; what is sent while the connection is broken is lost.
+func (s *Shared) Listen(ctx context.Context, channel string, fn func(payload string)) {
+	notes := make(chan string, 64)
+	go s.listen(ctx, channel, notes)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case n := <-notes:
+			if n != "" {
+				fn(n)
+			}
+		}
+	}
+}
+
+// listen LISTENs to channel on a dedicated connection and sends each
+// notification's payload to notes, and "" after each (re)connection.
+func (s *Shared) listen(ctx context.Context, channel string, notes chan<- string) {
 	backoff := time.Second
 	first := true
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, s.cfg.ConnConfig)
 		if err == nil {
-			_, err = conn.Exec(ctx, "LISTEN "+Channel)
+			_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize())
 		}
 		if err == nil {
 			backoff = time.Second
 			if !first {
-				s.logger.Info("shared state: listening again")
+				s.logger.Info("shared state: listening again", "channel", channel)
 			}
 			select {
 			case notes <- "":
@@ -338,7 +369,7 @@ func (s *Shared) listen(ctx context.Context, notes chan<- string) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.logger.Warn("shared state: notifications lost, polling until the connection is back", "err", err.Error(), "retry_in", backoff.String())
+		s.logger.Warn("shared state: notifications lost until the connection is back", "channel", channel, "err", err.Error(), "retry_in", backoff.String())
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():

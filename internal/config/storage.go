@@ -186,7 +186,7 @@ func (c *Config) checkStorage(add func(Severity, bool, string, string, string)) 
 		}
 	}
 	if ierr == nil && ib.Name == IndexPostgres {
-		add(Info, false, "[storage] index", "cluster mode: the registered peers, the users, the API tokens and the browser sessions live in the shared PostgreSQL index, for every node; each node keeps its own audit trail and its own lockout counters", "manage peers, users and tokens with ward peer, ward user and ward token on any node (they write the shared index)")
+		add(Info, false, "[storage] index", "cluster mode: the registered peers, the users, the API tokens and the browser sessions live in the shared PostgreSQL index, for every node, and the nodes count lockouts together; each node keeps its own audit trail", "manage peers, users and tokens with ward peer, ward user and ward token on any node (they write the shared index)")
 		if len(c.Peers) > 0 || len(c.Users) > 0 {
 			add(High, true, "[[peers]] / [[users]]", "in cluster mode peers and users live in the shared index; the file's tables would be silently ignored by other nodes", "copy them with 'ward peer import', then remove them from the file")
 		}

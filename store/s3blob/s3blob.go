@@ -531,14 +531,36 @@ func (s *Store) putMarker(ctx context.Context, key string) error {
 	return s.wrap(ctx, err)
 }
 
-// removeMarker removes this node's marker of key, and that of the node
-// the key names, if another.
-func (s *Store) removeMarker(ctx context.Context, key string) error {
+// markersOf is the names of the markers a caller-given key may have:
+// this node's, and that of the node the key names, if another.
+func (s *Store) markersOf(key string) []string {
 	names := []string{s.markerName(key)}
 	if n := keyNode(key); n != "" && n != s.node {
 		names = append(names, s.markerDir(n)+key)
 	}
-	return s.deleteObjects(ctx, names)
+	return names
+}
+
+// chosenHere reports whether key is one this handle chose in an epoch
+// and has not yet seen published or removed: it has no marker of its own.
+func (s *Store) chosenHere(key string) bool {
+	n, ok := epochOf(key)
+	if !ok {
+		return false
+	}
+	s.epochMu.Lock()
+	defer s.epochMu.Unlock()
+	e := s.epochs[n]
+	if e == nil {
+		return false
+	}
+	_, ok = e.open[key]
+	return ok
+}
+
+// removeMarker removes the markers of a caller-given key.
+func (s *Store) removeMarker(ctx context.Context, key string) error {
+	return s.deleteObjects(ctx, s.markersOf(key))
 }
 
 // deleteObjects removes objects by name (missing ones are no error), in
@@ -735,7 +757,11 @@ func (w *writer) Commit() error {
 		}
 	}
 	if err != nil {
-		w.cleanup(ctx, errors.Is(err, store.ErrExists))
+		if errors.Is(err, store.ErrUnavailable) {
+			w.leaveAll()
+		} else {
+			w.cleanup(ctx, errors.Is(err, store.ErrExists))
+		}
 		return err
 	}
 	s.committed.Store(w.key, struct{}{})
@@ -840,10 +866,7 @@ func (w *writer) cleanup(ctx context.Context, exists bool) error {
 	}
 	var markers []string
 	if w.ep == nil {
-		markers = append(markers, s.markerName(w.key))
-		if n := keyNode(w.key); n != "" && n != s.node {
-			markers = append(markers, s.markerDir(n)+w.key)
-		}
+		markers = s.markersOf(w.key)
 	}
 	if !exists {
 		names := []string{s.objectName(w.key)}
@@ -861,6 +884,32 @@ func (w *writer) cleanup(ctx context.Context, exists bool) error {
 	}
 	s.resolve(w.key)
 	return nil
+}
+
+// leaveAll is cleanup for a Commit that failed because the store is out
+// of reach: trying to remove anything now would only hold the caller for
+// more retries. What may be there (a PUT whose answer was lost) is removed
+// at the next Publish, or by Recover; an unfinished multipart upload
+// (and a caller-given key's marker) is left to Recover, which aborts it.
+func (w *writer) leaveAll() {
+	s := w.s
+	if w.mark() != nil {
+		s.resolve(w.key)
+		return // no marker, so nothing was sent
+	}
+	names := []string{s.objectName(w.key)}
+	if w.intent != nil {
+		names = append(names, s.intentName(w.key))
+	}
+	if w.upload != nil {
+		s.leave("", names, nil) // the key (its epoch, its marker) stays open for Recover
+		return
+	}
+	var markers []string
+	if w.ep == nil {
+		markers = s.markersOf(w.key)
+	}
+	s.leave(w.key, names, markers)
 }
 
 // Abort discards the blob: the multipart upload if any is aborted and
@@ -910,12 +959,8 @@ func (s *Store) PublishAll(ctx context.Context, keys []string) error {
 			}
 		}
 		done = append(done, key)
-		if _, ok := epochOf(key); ok {
-			continue // no marker of its own
-		}
-		names = append(names, s.markerName(key))
-		if n := keyNode(key); n != "" && n != s.node {
-			names = append(names, s.markerDir(n)+key)
+		if !s.chosenHere(key) { // else no marker of its own
+			names = append(names, s.markersOf(key)...)
 		}
 	}
 	if len(names) > 0 {
@@ -937,13 +982,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.check(key); err != nil {
 		return err
 	}
-	names := []string{s.objectName(key), s.intentName(key)}
-	if _, ok := epochOf(key); !ok {
-		names = append(names, s.markerName(key))
-		if n := keyNode(key); n != "" && n != s.node {
-			names = append(names, s.markerDir(n)+key)
-		}
-	}
+	names := append([]string{s.objectName(key), s.intentName(key)}, s.markersOf(key)...)
 	// The object first: should the request fail halfway, a marker left
 	// lets Recover finish the job.
 	if err := s.deleteObjects(ctx, names[:1]); err != nil {

@@ -159,6 +159,29 @@ func EditSharedTokens(ctx context.Context, st SharedState, by string, edit func(
 	return err
 }
 
+// DeidentifyWithoutSecret names the peers ("peer AET") and users ("user
+// NAME") that have a de-identification profile while c names no
+// [deidentify] secret_file: what they retrieve is refused. A file's own
+// configuration cannot have them (Validate refuses it); the shared
+// index's peers and users can, on a node set up without the secret.
+func (c *Config) DeidentifyWithoutSecret() []string {
+	if c.Deidentify.SecretFile != "" {
+		return nil
+	}
+	var out []string
+	for _, p := range c.Peers {
+		if p.Deidentify != "" {
+			out = append(out, "peer "+p.AETitle)
+		}
+	}
+	for _, u := range c.Users {
+		if u.Deidentify != "" {
+			out = append(out, "user "+u.Name)
+		}
+	}
+	return out
+}
+
 // WithShared is c with the peers and users of sh in place of the file's
 // (c names a shared index: the file has none), checked as Validate and
 // Check check a file's: a peer or user ward serve would refuse is an

@@ -87,6 +87,9 @@ func (s *Server) current(c *config.Config) (*config.Config, *tokens.Set, error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	if who := eff.DeidentifyWithoutSecret(); len(who) > 0 {
+		s.Logger.Warn("the shared index gives de-identification profiles, but this node's ward.toml names no [deidentify] secret_file: what they retrieve through this node is refused (give every node the same secret file)", "who", who)
+	}
 	return eff, sh.Tokens, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -226,20 +225,7 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 	if err != nil {
 		return err
 	}
-	seqStart := len(kws)
-	for i, kw := range kws {
-		if _, ok := columns[kw]; !ok {
-			seqStart = i
-			break
-		}
-	}
-	vals := make([]string, len(kws))
-	ptrs := make([]any, len(kws))
-	multi := make([]bool, len(kws)) // kept on the level below: a list to sort
-	for i := range vals {
-		ptrs[i] = &vals[i]
-		multi[i] = i < seqStart && columns[kws[i]].In != ""
-	}
+	sc := dialect.Scanner(kws)
 	// Run again on a connection failure only while nothing was passed on.
 	delivered := false
 	var fnErr error
@@ -250,24 +236,11 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 		}
 		defer rows.Close()
 		for rows.Next() {
-			if err := rows.Scan(ptrs...); err != nil {
+			if err := rows.Scan(sc.Dest...); err != nil {
 				return err
 			}
-			m := make(store.Match, len(kws))
-			for i, kw := range kws {
-				v := vals[i]
-				if i >= seqStart && v == "[]" {
-					v = ""
-				}
-				if multi[i] && v != "" {
-					parts := strings.Split(v, ",")
-					slices.Sort(parts)
-					v = strings.Join(parts, `\`)
-				}
-				m[kw] = v
-			}
 			delivered = true
-			if err := fn(m); err != nil {
+			if err := fn(sc.Match()); err != nil {
 				fnErr = err
 				return nil
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -167,42 +166,17 @@ func (db *DB) Query(ctx context.Context, q *store.Query, fn func(store.Match) er
 	if err != nil {
 		return err
 	}
-	nplain := len(kws) - len(q.ReturnSequences) // sequences come last
-	for _, sp := range q.ReturnSequences {
-		if !slices.Contains(kws, sp.Attribute) {
-			nplain++ // not returned at this level
-		}
-	}
 	rows, err := db.queryCached(ctx, query, args)
 	if err != nil {
 		return fmt.Errorf("sqlite: query: %w", db.closedErr(err))
 	}
 	defer rows.Close()
-	vals := make([]string, len(kws))
-	ptrs := make([]any, len(kws))
-	multi := make([]bool, len(kws)) // kept on the level below: a list to sort
-	for i := range vals {
-		ptrs[i] = &vals[i]
-		multi[i] = columns[kws[i]].In != ""
-	}
+	sc := dialect.Scanner(kws)
 	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
+		if err := rows.Scan(sc.Dest...); err != nil {
 			return fmt.Errorf("sqlite: query: %w", err)
 		}
-		m := make(store.Match, len(kws))
-		for i, kw := range kws {
-			v := vals[i]
-			if i >= nplain && v == "[]" {
-				v = "" // a returned sequence without items
-			}
-			if multi[i] && v != "" {
-				parts := strings.Split(v, ",")
-				slices.Sort(parts)
-				v = strings.Join(parts, `\`)
-			}
-			m[kw] = v
-		}
-		if err := fn(m); err != nil {
+		if err := fn(sc.Match()); err != nil {
 			return err
 		}
 	}

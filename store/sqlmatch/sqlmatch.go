@@ -434,3 +434,50 @@ func NextPrefixUTF8(s string) string {
 	}
 	return ""
 }
+
+// Scanner turns the rows of a Select query, read as text, into matches.
+// Scan each row into Dest, then call Match.
+type Scanner struct {
+	kws  []string
+	vals []string
+	// Dest are the scan destinations of a row, one per keyword.
+	Dest []any
+	// multi: a column kept on the level below, a list to sort.
+	multi    []bool
+	seqStart int // the first returned sequence (they come last)
+}
+
+// Scanner is a Scanner of the rows of a query whose keywords Select
+// returned as kws.
+func (d *Dialect) Scanner(kws []string) *Scanner {
+	s := &Scanner{kws: kws, vals: make([]string, len(kws)), Dest: make([]any, len(kws)),
+		multi: make([]bool, len(kws)), seqStart: len(kws)}
+	for i, kw := range kws {
+		c, ok := d.Columns[kw]
+		if !ok && s.seqStart == len(kws) {
+			s.seqStart = i // not a column: a returned sequence
+		}
+		s.Dest[i] = &s.vals[i]
+		s.multi[i] = ok && c.In != ""
+	}
+	return s
+}
+
+// Match is the row last scanned: a list's values sorted and joined with
+// '\', a returned sequence without items empty.
+func (s *Scanner) Match() store.Match {
+	m := make(store.Match, len(s.kws))
+	for i, kw := range s.kws {
+		v := s.vals[i]
+		if i >= s.seqStart && v == "[]" {
+			v = ""
+		}
+		if s.multi[i] && v != "" {
+			parts := strings.Split(v, ",")
+			slices.Sort(parts)
+			v = strings.Join(parts, `\`)
+		}
+		m[kw] = v
+	}
+	return m
+}

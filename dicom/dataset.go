@@ -207,50 +207,29 @@ func (rd *dsReader) checkSpan(n uint32) error {
 // dataSet reads elements until end: -2 means EOF (top level), -1 an item
 // delimiter, otherwise the absolute offset where the item ends.
 func (rd *dsReader) dataSet(c coding, end int64, depth int) (*DataSet, error) {
-	d := &rd.d
 	ds := &DataSet{big: c.big}
-	var h header
-	var last Tag
-	first := true
 	bitsAllocated := 0
-	for {
-		if end >= 0 && d.pos >= end {
-			if d.pos > end {
-				return nil, malformed(d.pos, "elements overrun item")
-			}
-			return ds, nil
-		}
-		err := d.readHeader(c, &h)
-		if err == io.EOF && end == -2 {
-			return ds, nil
-		}
-		if err == io.EOF {
-			return nil, truncated("item", d.pos)
-		}
-		if err != nil {
-			return nil, err
-		}
+	err := rd.d.eachElement(c, end, func(h *header) error {
 		if err := rd.check(0); err != nil {
-			return nil, err
+			return err
 		}
-		if h.tag == ItemDelimitationItem && end == -1 {
-			if h.length != 0 {
-				return nil, malformed(d.pos, "item delimiter with length %d", h.length)
-			}
-			return ds, nil
-		}
-		if err := d.checkOrder(&h, &last, &first); err != nil {
-			return nil, err
-		}
-		e, err := rd.element(c, &h, depth, bitsAllocated)
+		e, err := rd.element(c, h, depth, bitsAllocated)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if e.Tag == BitsAllocated && len(e.Value) >= 2 {
 			bitsAllocated = int(c.u16(e.Value))
 		}
 		ds.Elements = append(ds.Elements, e)
+		return nil
+	})
+	if err == nil && end == -1 {
+		err = rd.check(0) // the item delimiter read
 	}
+	if err != nil {
+		return nil, err
+	}
+	return ds, nil
 }
 
 func (rd *dsReader) element(c coding, h *header, depth, bitsAllocated int) (*Element, error) {

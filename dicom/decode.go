@@ -249,6 +249,48 @@ func (d *decoder) skipSequence(c coding, h *header, depth int) error {
 	})
 }
 
+// eachElement reads the element headers of a data set until end (-2:
+// EOF, the top level; -1: an item delimiter; else the absolute offset
+// where the item ends), checking the bounds, the delimiter and the order
+// of the tags, and calls fn with each header; fn reads or skips the
+// element's value. The one walk over a data set's elements, as eachItem
+// is over a sequence's items.
+func (d *decoder) eachElement(c coding, end int64, fn func(h *header) error) error {
+	var h header
+	var last Tag
+	first := true
+	for {
+		if end >= 0 && d.pos >= end {
+			if d.pos > end {
+				return malformed(d.pos, "elements overrun item")
+			}
+			return nil
+		}
+		err := d.readHeader(c, &h)
+		if err == io.EOF && end == -2 {
+			return nil
+		}
+		if err == io.EOF {
+			return truncated("item", d.pos)
+		}
+		if err != nil {
+			return err
+		}
+		if h.tag == ItemDelimitationItem && end == -1 {
+			if h.length != 0 {
+				return malformed(d.pos, "item delimiter with length %d", h.length)
+			}
+			return nil
+		}
+		if err := d.checkOrder(&h, &last, &first); err != nil {
+			return err
+		}
+		if err := fn(&h); err != nil {
+			return err
+		}
+	}
+}
+
 // eachItem reads the items of the sequence whose header was h (read just
 // now: its value starts at d.pos), in the sequence's inner coding ic, and
 // checks their structure: items only, a defined length neither overrun

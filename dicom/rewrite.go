@@ -192,37 +192,9 @@ func (r *rewriter) dataSet(c coding, end int64, depth int, path []Tag) error {
 		r.items++
 		id = r.items
 	}
-	var h header
-	var last Tag
-	first := true
 	top := end == -2
-	for {
-		if end >= 0 && d.pos >= end {
-			if d.pos > end {
-				return malformed(d.pos, "elements overrun item")
-			}
-			return nil
-		}
-		err := d.readHeader(c, &h)
-		if err == io.EOF && top {
-			return nil
-		}
-		if err == io.EOF {
-			return truncated("item", d.pos)
-		}
-		if err != nil {
-			return err
-		}
-		if h.tag == ItemDelimitationItem && end == -1 {
-			if h.length != 0 {
-				return malformed(d.pos, "item delimiter with length %d", h.length)
-			}
-			return nil
-		}
-		if err := d.checkOrder(&h, &last, &first); err != nil {
-			return err
-		}
-		if err := d.checkPixel(c, &h, !top); err != nil {
+	return d.eachElement(c, end, func(h *header) error {
+		if err := d.checkPixel(c, h, !top); err != nil {
 			return err
 		}
 		if top {
@@ -231,19 +203,14 @@ func (r *rewriter) dataSet(c coding, end int64, depth int, path []Tag) error {
 			}
 			if len(r.adds) > 0 && r.adds[0].Tag == h.tag {
 				// Replaced by an added element.
-				if err := d.skipElement(c, &h, depth); err != nil {
+				if err := d.skipElement(c, h, depth); err != nil {
 					return err
 				}
-				if err := r.flushAdds(c, h.tag+1); err != nil {
-					return err
-				}
-				continue
+				return r.flushAdds(c, h.tag+1)
 			}
 		}
-		if err := r.element(c, &h, depth, path, id); err != nil {
-			return err
-		}
-	}
+		return r.element(c, h, depth, path, id)
+	})
 }
 
 func (r *rewriter) element(c coding, h *header, depth int, path []Tag, id int64) error {

@@ -140,40 +140,7 @@ func (t *transcoder) header(c coding, tag Tag, v vr, length uint32) error {
 // dataSet transcodes elements until end (-2 EOF, -1 item delimiter, else
 // absolute offset).
 func (t *transcoder) dataSet(in coding, end int64, depth int) error {
-	d := &t.d
-	var h header
-	var last Tag
-	first := true
-	for {
-		if end >= 0 && d.pos >= end {
-			if d.pos > end {
-				return malformed(d.pos, "elements overrun item")
-			}
-			return nil
-		}
-		err := d.readHeader(in, &h)
-		if err == io.EOF && end == -2 {
-			return nil
-		}
-		if err == io.EOF {
-			return truncated("item", d.pos)
-		}
-		if err != nil {
-			return err
-		}
-		if h.tag == ItemDelimitationItem && end == -1 {
-			if h.length != 0 {
-				return malformed(d.pos, "item delimiter with length %d", h.length)
-			}
-			return nil
-		}
-		if err := d.checkOrder(&h, &last, &first); err != nil {
-			return err
-		}
-		if err := t.element(in, &h, depth, end == -2); err != nil {
-			return err
-		}
-	}
+	return t.d.eachElement(in, end, func(h *header) error { return t.element(in, h, depth, end == -2) })
 }
 
 func (t *transcoder) element(in coding, h *header, depth int, top bool) error {

@@ -121,19 +121,7 @@ func createKey(path string, from uint64) (*Key, error) {
 	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("audit key: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	if err := durable.WriteNew(path, append(b, '\n'), 0o600); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	if err := durable.Sync(dir); err != nil {

@@ -44,3 +44,28 @@ func MkdirAll(dir string, perm fs.FileMode) error {
 	}
 	return Sync(parent)
 }
+
+// WriteNew creates path with b, of mode whatever the umask, fsynced (not
+// its directory: Sync it once the files it gets are written); an existing
+// file is an error (fs.ErrExist). A file it could not write whole is
+// removed.
+func WriteNew(path string, b []byte, mode fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(b)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}

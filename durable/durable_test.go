@@ -39,3 +39,24 @@ func TestMkdirAllAndSync(t *testing.T) {
 		t.Fatalf("missing: %v", err)
 	}
 }
+
+// TestWriteNew: the file gets its bytes and its mode whatever the umask,
+// and an existing file is neither replaced nor removed.
+func TestWriteNew(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := WriteNew(p, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	if err := WriteNew(p, []byte("two"), 0o600); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("over an existing file: %v, want ErrExist", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "one" {
+		t.Fatalf("the existing file holds %q", b)
+	}
+}

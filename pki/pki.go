@@ -388,7 +388,7 @@ func (ca *CA) WriteCRL(serial *big.Int) (string, int, error) {
 func replaceFile(path string, b []byte, mode os.FileMode) error {
 	tmp := path + ".tmp"
 	os.Remove(tmp)
-	if err := writeNew(tmp, b, mode); err != nil {
+	if err := durable.WriteNew(tmp, b, mode); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -432,35 +432,11 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), keyMode)
+	return durable.WriteNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), keyMode)
 }
 
 // writeCert writes a PEM certificate, mode 0600, never over an existing
 // file.
 func writeCert(path string, der []byte) error {
-	return writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), certMode)
-}
-
-// writeNew creates path with b, of the mode whatever the umask, fsynced;
-// an existing file is an error. A file it could not write whole is
-// removed.
-func writeNew(path string, b []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(b)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
+	return durable.WriteNew(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), certMode)
 }

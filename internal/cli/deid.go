@@ -3,10 +3,10 @@ package cli
 import (
 	"flag"
 	"fmt"
-	"io"
-	"os"
+	"path/filepath"
 
 	"github.com/ward-pacs/ward/dicom/deid"
+	"github.com/ward-pacs/ward/durable"
 )
 
 var deidCmd = &command{
@@ -40,19 +40,10 @@ func writeDeidSecret(e *env, path string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := durable.WriteNew(path, []byte(secret), 0o600); err != nil {
 		return fmt.Errorf("the secret file: %w (an existing secret is never replaced)", err)
 	}
-	_, err = io.WriteString(f, secret)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	if err := durable.Sync(filepath.Dir(path)); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "de-identification secret written to %s (0600); back it up and keep it from the exports' recipients\n", path)

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ward-pacs/ward/durable"
 )
 
 // A key file holds the key-encryption keys (KEKs) of an archive, one a
@@ -159,24 +161,14 @@ func InitKeyFile(path, id string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err = durable.WriteNew(path, []byte(keyFileHead+line+"\n"), 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s exists: not overwritten (a key lost is every object it encrypted lost)", path)
 	}
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteString(keyFileHead + line + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
+	return durable.Sync(filepath.Dir(path))
 }
 
 // AddKey adds a new KEK id to the key file at path and marks it current

@@ -58,14 +58,8 @@ func patientDeleteFlags(fs *flag.FlagSet) runFunc {
 		}
 		ctx := context.Background()
 		call := func(r *admin.StudyRequest) (*admin.PatientResult, error) {
-			res, err := admin.RemotePatient(ctx, c.DataDir, r)
-			if errors.Is(err, admin.ErrNoServer) {
-				err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
-					res, err = adm.Patient(ctx, admin.Operator(), r)
-					return err
-				})
-			}
-			return res, err
+			return remoteOrHere(ctx, e, c, func() (*admin.PatientResult, error) { return admin.RemotePatient(ctx, c.DataDir, r) },
+				func(adm *admin.Admin) (*admin.PatientResult, error) { return adm.Patient(ctx, admin.Operator(), r) })
 		}
 		plan, err := call(r)
 		if err != nil {

@@ -62,14 +62,8 @@ func retentionFlags(run bool) func(*flag.FlagSet) runFunc {
 			}
 			ctx := context.Background()
 			call := func(r *admin.StudyRequest) (*admin.RetentionResult, error) {
-				res, err := admin.RemoteRetention(ctx, c.DataDir, r)
-				if errors.Is(err, admin.ErrNoServer) {
-					err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
-						res, err = adm.Retention(ctx, admin.Operator(), r)
-						return err
-					})
-				}
-				return res, err
+				return remoteOrHere(ctx, e, c, func() (*admin.RetentionResult, error) { return admin.RemoteRetention(ctx, c.DataDir, r) },
+					func(adm *admin.Admin) (*admin.RetentionResult, error) { return adm.Retention(ctx, admin.Operator(), r) })
 			}
 			plan, err := call(&admin.StudyRequest{Op: "retention-plan"})
 			if err != nil {

@@ -186,6 +186,19 @@ func offlineStudyOp(ctx context.Context, e *env, c *config.Config, r *admin.Stud
 	return res, err
 }
 
+// remoteOrHere asks a running ward serve (remote) and, for want of one
+// (admin.ErrNoServer), does it on the data directory of c here (local).
+func remoteOrHere[T any](ctx context.Context, e *env, c *config.Config, remote func() (T, error), local func(*admin.Admin) (T, error)) (T, error) {
+	res, err := remote()
+	if errors.Is(err, admin.ErrNoServer) {
+		err = offline(ctx, e, c, func(adm *admin.Admin) (err error) {
+			res, err = local(adm)
+			return err
+		})
+	}
+	return res, err
+}
+
 // offline runs fn on the data directory of c, opened by this command for
 // want of a ward serve to ask (admin.ErrNoServer).
 func offline(ctx context.Context, e *env, c *config.Config, fn func(*admin.Admin) error) error {

@@ -126,21 +126,7 @@ func StartPostgres(t testing.TB) *Postgres {
 // stop, restart and kill; it is stopped and removed when the test ends.
 func NewPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	if why := PostgresMissing(); why != "" {
-		testci.SkipOrFail(t, "%s", why)
-	}
-	p, err := startCluster()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(p.logPath)
-			t.Logf("PostgreSQL log:\n%s", b)
-		}
-		p.remove()
-	})
-	return p
+	return newPostgres(t, startCluster)
 }
 
 // NewDurablePostgres is NewPostgres with its folder under dir (on the
@@ -149,10 +135,17 @@ func NewPostgres(t testing.TB) *Postgres {
 // temporary folder.
 func NewDurablePostgres(t testing.TB, dir string) *Postgres {
 	t.Helper()
+	return newPostgres(t, func() (*Postgres, error) { return startClusterIn(dir, true) })
+}
+
+// newPostgres starts a cluster of the test's own with start, and removes
+// it when the test ends (printing its log if the test failed).
+func newPostgres(t testing.TB, start func() (*Postgres, error)) *Postgres {
+	t.Helper()
 	if why := PostgresMissing(); why != "" {
 		testci.SkipOrFail(t, "%s", why)
 	}
-	p, err := startClusterIn(dir, true)
+	p, err := start()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,35 +196,7 @@ func TestPostgresRestarted(t *testing.T) {
 			t.Fatalf("starting PostgreSQL: %v", err)
 		}
 	})
-	downResults, held, afterResults := ft.split(res)
-	var acked, refused []*object
-	for _, r := range res {
-		if r.acked() {
-			acked = append(acked, r.obj)
-		} else {
-			refused = append(refused, r.obj)
-		}
-	}
-	t.Logf("%d acknowledged, %d refused; %d results while PostgreSQL was down, %d after it came back", len(acked), len(refused), len(downResults), len(afterResults))
-	statusRefused := 0
-	for _, r := range downResults {
-		switch {
-		case r.acked():
-		case r.err != nil:
-			t.Errorf("%s while PostgreSQL was down: %v (want a refusal with a status, on the same association)", r.obj.uid, r)
-		case r.status != dimse.StatusOutOfResources || !strings.Contains(r.comment, "try again"):
-			t.Errorf("%s while PostgreSQL was down: %v, want 0xA700 (Refused: Out of Resources) with a comment saying to try again", r.obj.uid, r)
-		default:
-			statusRefused++
-		}
-	}
-	if statusRefused == 0 {
-		t.Fatalf("no store was refused while PostgreSQL was down (%d results then)", len(downResults))
-	}
-	if n := len(held) - len(refusals(held)); n > 1 { // one may have been committed just before the stop
-		t.Errorf("%d stores acknowledged while PostgreSQL was down", n)
-	}
-	t.Logf("while PostgreSQL was down: %v", firstRefusal(downResults))
+	acked, refused, afterResults := checkFault(t, "PostgreSQL was down", res, ft)
 	ok := 0
 	for _, r := range afterResults {
 		if r.acked() {
@@ -262,35 +234,7 @@ func TestS3Unreachable(t *testing.T) {
 	// Away for 6 s: longer than a store's own retries (about 3 s), so that
 	// some fail rather than all succeeding once S3 is back.
 	res, ft := faultIngest(t, a.Addr(), objs, 6*time.Second, c.s3.Stop, c.s3.Start)
-	during, held, after := ft.split(res)
-	var acked, failed []*object
-	for _, r := range res {
-		if r.acked() {
-			acked = append(acked, r.obj)
-		} else {
-			failed = append(failed, r.obj)
-		}
-	}
-	t.Logf("%d acknowledged, %d failed; %d results while S3 was away, %d after", len(acked), len(failed), len(during), len(after))
-	refused := 0
-	for _, r := range during {
-		switch {
-		case r.acked():
-		case r.err != nil:
-			t.Errorf("%s while S3 was away: %v (want a failure status, on the same association)", r.obj.uid, r)
-		case r.status != dimse.StatusOutOfResources || !strings.Contains(r.comment, "try again"):
-			t.Errorf("%s while S3 was away: %v, want 0xA700 (Refused: Out of Resources) with a comment saying to try again", r.obj.uid, r)
-		default:
-			refused++
-		}
-	}
-	if refused == 0 {
-		t.Fatalf("no store failed while S3 was away (%d results then)", len(during))
-	}
-	if n := len(held) - len(refusals(held)); n > 1 { // one may have been uploaded just before the stop
-		t.Errorf("%d stores acknowledged while S3 was away", n)
-	}
-	t.Logf("while S3 was away: %v", firstRefusal(during))
+	acked, failed, after := checkFault(t, "S3 was away", res, ft)
 	if len(after) == 0 || !after[len(after)-1].acked() {
 		t.Fatalf("stores did not resume once S3 was back (%d results after)", len(after))
 	}
@@ -317,6 +261,44 @@ func TestS3Unreachable(t *testing.T) {
 	c.stopAll(t)
 	c.checkConsistent(t, objs, int64(len(objs)))
 	c.checkNoUploads(t)
+}
+
+// checkFault sorts the results of a faultIngest by acknowledgement, and
+// checks that while the fault held (what: "S3 was away") each store was
+// refused with 0xA700 and a comment saying to try again, on the same
+// association, and that at least one was; it returns the objects
+// acknowledged and refused, and the results after the fault was lifted.
+func checkFault(t *testing.T, what string, res []result, ft faultTimes) (acked, refused []*object, after []result) {
+	t.Helper()
+	during, held, after := ft.split(res)
+	for _, r := range res {
+		if r.acked() {
+			acked = append(acked, r.obj)
+		} else {
+			refused = append(refused, r.obj)
+		}
+	}
+	t.Logf("%d acknowledged, %d refused; %d results while %s, %d after", len(acked), len(refused), len(during), what, len(after))
+	statusRefused := 0
+	for _, r := range during {
+		switch {
+		case r.acked():
+		case r.err != nil:
+			t.Errorf("%s while %s: %v (want a refusal with a status, on the same association)", r.obj.uid, what, r)
+		case r.status != dimse.StatusOutOfResources || !strings.Contains(r.comment, "try again"):
+			t.Errorf("%s while %s: %v, want 0xA700 (Refused: Out of Resources) with a comment saying to try again", r.obj.uid, what, r)
+		default:
+			statusRefused++
+		}
+	}
+	if statusRefused == 0 {
+		t.Fatalf("no store was refused while %s (%d results then)", what, len(during))
+	}
+	if n := len(held) - len(refusals(held)); n > 1 { // one may have been stored just before the fault
+		t.Errorf("%d stores acknowledged while %s", n, what)
+	}
+	t.Logf("while %s: %v", what, firstRefusal(during))
+	return acked, refused, after
 }
 
 // faultIngest stores objs at addr with Ward's SCU, one after another

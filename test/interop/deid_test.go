@@ -369,14 +369,7 @@ func TestPeerDeidentified(t *testing.T) {
 	requireTool(t, "storescu", "getscu", "findscu", "movescu")
 	requireDir(t, pydicomTestFiles)
 	destPort, destDir := startStorescp(t)
-	secretFile := filepath.Join(t.TempDir(), "project.secret")
-	s, err := deid.NewSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := newDeidSecret(t)
 	secret, err := deid.ReadSecret(secretFile)
 	if err != nil {
 		t.Fatal(err)
@@ -457,14 +450,7 @@ func TestPeerDeidentified(t *testing.T) {
 func TestDICOMwebUserDeidentified(t *testing.T) {
 	requireTool(t, "storescu")
 	requireDir(t, pydicomTestFiles)
-	secretFile := filepath.Join(t.TempDir(), "project.secret")
-	s, err := deid.NewSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := newDeidSecret(t)
 	w := startWebWard(t, "[deidentify]\nsecret_file = \""+secretFile+"\"\n", nil)
 	w.cli(t, "a long passcode for the researcher\n", "user", "add", "researcher", "--role", "viewer", "--deidentify", "basic")
 	w.user(t, "clinician", "viewer")
@@ -506,14 +492,7 @@ func TestMoveDeidentifiedForDestination(t *testing.T) {
 	requireDir(t, pydicomTestFiles)
 	deidPort, deidDir := startStorescp(t)
 	plainPort, plainDir := startStorescp(t)
-	secretFile := filepath.Join(t.TempDir(), "project.secret")
-	s, err := deid.NewSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := newDeidSecret(t)
 	w := startWard(t, func(c *config.Config) {
 		c.DICOM.LoopbackAnyAE = false
 		c.Peers = append(c.Peers,
@@ -759,14 +738,7 @@ func TestDIMSEUserDeidentified(t *testing.T) {
 	requireTool(t, "storescu")
 	requireDir(t, pydicomTestFiles)
 	destPort, destDir := startStorescp(t)
-	secretFile := filepath.Join(t.TempDir(), "project.secret")
-	s, err := deid.NewSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := newDeidSecret(t)
 	const passcode = "a long passcode for the researcher"
 	hash, err := identity.HashPasscode(passcode)
 	if err != nil {
@@ -844,4 +816,19 @@ func TestDIMSEUserDeidentified(t *testing.T) {
 		}
 		return anonymized == 2 && alert == 1
 	})
+}
+
+// newDeidSecret writes a new project secret (0600) in a folder of the
+// test's and returns its path.
+func newDeidSecret(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "project.secret")
+	s, err := deid.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -463,7 +463,7 @@ func (c *cluster) checkConsistent(t *testing.T, acked []*object, want int64) {
 			t.Errorf("acknowledged %s not in the index: %v", o.uid, err)
 			continue
 		}
-		got, err := storedDataSet(ctx, st.Blobs, row.BlobKey)
+		got, err := harness.StoredDataSet(ctx, st.Blobs, row.BlobKey)
 		if err != nil {
 			t.Errorf("acknowledged %s: blob %s: %v", o.uid, row.BlobKey, err)
 			continue
@@ -482,46 +482,7 @@ func (c *cluster) checkConsistent(t *testing.T, acked []*object, want int64) {
 	if keys, err := st.Index.PendingBlobDeletes(ctx, 100); err != nil || len(keys) != 0 {
 		t.Errorf("blobs still recorded for deletion after every node stopped: %d %v", len(keys), err)
 	}
-	if st.Caps.BlobWalker == nil {
-		t.Log("the s3 blobs cannot be listed (no BlobWalker): orphans not checked")
-		return
-	}
-	blobs := 0
-	err = st.Caps.BlobWalker.WalkBlobs(ctx, func(key string, published bool) error {
-		blobs++
-		if !published {
-			t.Errorf("blob %s still pending after every node stopped", key)
-		}
-		ok, err := st.Index.HasBlob(ctx, key)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			t.Errorf("blob %s: no instance references it (an orphan)", key)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int64(blobs) != n {
-		t.Errorf("the bucket holds %d blobs, the index %d instances", blobs, n)
-	}
-}
-
-// storedDataSet reads a blob and returns its data set, after Ward's
-// Part 10 header.
-func storedDataSet(ctx context.Context, bs store.Blobs, key string) ([]byte, error) {
-	rc, err := bs.Open(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	_, br, err := dicom.ReadFileHeader(rc, 1<<20)
-	if err != nil {
-		return nil, err
-	}
-	return io.ReadAll(br)
+	harness.CheckBlobsIndexed(t, ctx, st.Index, st.Blobs, n)
 }
 
 // stopAll stops every node cleanly (each recovers nothing more then).

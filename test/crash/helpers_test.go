@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -345,7 +344,7 @@ func verifyStore(t *testing.T, indexPath string, bs store.Blobs, acked map[strin
 			t.Errorf("acknowledged instance %s not in the index: %v", uid, err)
 			continue
 		}
-		got, err := storedDataSet(ctx, bs, row.BlobKey)
+		got, err := harness.StoredDataSet(ctx, bs, row.BlobKey)
 		if err != nil {
 			t.Errorf("acknowledged instance %s: blob %s: %v", uid, row.BlobKey, err)
 			continue
@@ -358,28 +357,7 @@ func verifyStore(t *testing.T, indexPath string, bs store.Blobs, acked map[strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	objects := 0
-	err = bs.(store.BlobWalker).WalkBlobs(ctx, func(key string, published bool) error {
-		if !published {
-			t.Errorf("blob %s still pending", key)
-			return nil
-		}
-		objects++
-		ok, err := idx.HasBlob(ctx, key)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			t.Errorf("objects/ holds %s, which no instance references", key)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int64(objects) != n {
-		t.Errorf("objects/ holds %d files, the index %d instances", objects, n)
-	}
+	harness.CheckBlobsIndexed(t, ctx, idx, bs, n)
 	if keys, err := idx.PendingBlobDeletes(ctx, 10); err != nil || len(keys) != 0 {
 		t.Errorf("replaced blobs still waiting for deletion after restart: %v %v", keys, err)
 	}
@@ -387,21 +365,6 @@ func verifyStore(t *testing.T, indexPath string, bs store.Blobs, acked map[strin
 		t.Errorf("%d of %d acknowledged instances lost", lost, len(acked))
 	}
 	return n
-}
-
-// storedDataSet reads a blob and returns its data set, after Ward's Part 10
-// header.
-func storedDataSet(ctx context.Context, bs store.Blobs, key string) ([]byte, error) {
-	rc, err := bs.Open(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	_, br, err := dicom.ReadFileHeader(rc, 1<<20)
-	if err != nil {
-		return nil, err
-	}
-	return io.ReadAll(br)
 }
 
 // countLines counts lines of s containing sub.

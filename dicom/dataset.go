@@ -209,11 +209,11 @@ func (rd *dsReader) checkSpan(n uint32) error {
 func (rd *dsReader) dataSet(c coding, end int64, depth int) (*DataSet, error) {
 	ds := &DataSet{big: c.big}
 	bitsAllocated := 0
-	err := rd.d.eachElement(c, end, func(h *header) error {
+	err := rd.d.eachElement(c, end, func(h header) error {
 		if err := rd.check(0); err != nil {
 			return err
 		}
-		e, err := rd.element(c, h, depth, bitsAllocated)
+		e, err := rd.element(c, &h, depth, bitsAllocated)
 		if err != nil {
 			return err
 		}

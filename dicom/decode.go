@@ -255,7 +255,7 @@ func (d *decoder) skipSequence(c coding, h *header, depth int) error {
 // of the tags, and calls fn with each header; fn reads or skips the
 // element's value. The one walk over a data set's elements, as eachItem
 // is over a sequence's items.
-func (d *decoder) eachElement(c coding, end int64, fn func(h *header) error) error {
+func (d *decoder) eachElement(c coding, end int64, fn func(h header) error) error {
 	var h header
 	var last Tag
 	first := true
@@ -285,7 +285,7 @@ func (d *decoder) eachElement(c coding, end int64, fn func(h *header) error) err
 		if err := d.checkOrder(&h, &last, &first); err != nil {
 			return err
 		}
-		if err := fn(&h); err != nil {
+		if err := fn(h); err != nil { // by value: h stays on the stack
 			return err
 		}
 	}

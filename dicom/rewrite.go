@@ -193,8 +193,8 @@ func (r *rewriter) dataSet(c coding, end int64, depth int, path []Tag) error {
 		id = r.items
 	}
 	top := end == -2
-	return d.eachElement(c, end, func(h *header) error {
-		if err := d.checkPixel(c, h, !top); err != nil {
+	return d.eachElement(c, end, func(h header) error {
+		if err := d.checkPixel(c, &h, !top); err != nil {
 			return err
 		}
 		if top {
@@ -203,13 +203,13 @@ func (r *rewriter) dataSet(c coding, end int64, depth int, path []Tag) error {
 			}
 			if len(r.adds) > 0 && r.adds[0].Tag == h.tag {
 				// Replaced by an added element.
-				if err := d.skipElement(c, h, depth); err != nil {
+				if err := d.skipElement(c, &h, depth); err != nil {
 					return err
 				}
 				return r.flushAdds(c, h.tag+1)
 			}
 		}
-		return r.element(c, h, depth, path, id)
+		return r.element(c, &h, depth, path, id)
 	})
 }
 

@@ -140,13 +140,13 @@ func (t *transcoder) header(c coding, tag Tag, v vr, length uint32) error {
 // dataSet transcodes elements until end (-2 EOF, -1 item delimiter, else
 // absolute offset).
 func (t *transcoder) dataSet(in coding, end int64, depth int) error {
-	return t.d.eachElement(in, end, func(h *header) error { return t.element(in, h, depth, end == -2) })
+	return t.d.eachElement(in, end, func(h header) error { return t.element(in, h, depth, end == -2) })
 }
 
-func (t *transcoder) element(in coding, h *header, depth int, top bool) error {
+func (t *transcoder) element(in coding, h header, depth int, top bool) error {
 	d := &t.d
 	out := t.out
-	seq := isSequence(in, h)
+	seq := isSequence(in, &h)
 	if h.tag.Element() == 0 && h.length != undefinedLength && !seq {
 		return d.skip(int64(h.length), h.tag) // group length: dropped
 	}
@@ -169,11 +169,11 @@ func (t *transcoder) element(in coding, h *header, depth int, top bool) error {
 		if depth+1 > MaxDepth {
 			return fmt.Errorf("%w: at %v, offset %d", ErrTooDeep, h.tag, d.pos)
 		}
-		ic := innerCoding(in, h)
+		ic := innerCoding(in, &h)
 		if err := t.header(out, h.tag, vrSQ, undefinedLength); err != nil {
 			return err
 		}
-		err := d.eachItem(ic, h, func(_ *header, iend int64) error {
+		err := d.eachItem(ic, &h, func(_ *header, iend int64) error {
 			if err := t.header(out, Item, 0, undefinedLength); err != nil {
 				return err
 			}

@@ -276,6 +276,9 @@ func (d *decoder) eachElement(c coding, end int64, fn func(h header) error) erro
 		if err != nil {
 			return err
 		}
+		if h.tag == ItemDelimitationItem && end >= 0 {
+			return malformed(d.pos, "item delimiter in defined-length item")
+		}
 		if h.tag == ItemDelimitationItem && end == -1 {
 			if h.length != 0 {
 				return malformed(d.pos, "item delimiter with length %d", h.length)
@@ -343,45 +346,21 @@ func (d *decoder) eachItem(ic coding, h *header, item func(ih *header, end int64
 
 // skipItem consumes the elements of one item of the given length.
 func (d *decoder) skipItem(c coding, length uint32, depth int) error {
-	end := int64(-1)
-	if length != undefinedLength {
-		end = d.pos + int64(length)
-	}
-	var h header
-	var last Tag
-	first := true
-	for {
-		if end >= 0 && d.pos >= end {
-			if d.pos > end {
-				return malformed(d.pos, "elements overrun item")
-			}
-			return nil
-		}
-		if err := d.readHeader(c, &h); err != nil {
-			if err == io.EOF {
-				return truncated("item", d.pos)
-			}
-			return err
-		}
-		if h.tag == ItemDelimitationItem {
-			if end >= 0 {
-				return malformed(d.pos, "item delimiter in defined-length item")
-			}
-			if h.length != 0 {
-				return malformed(d.pos, "item delimiter with length %d", h.length)
-			}
-			return nil
-		}
-		if err := d.checkOrder(&h, &last, &first); err != nil {
-			return err
-		}
+	return d.eachElement(c, itemEnd(d, length), func(h header) error {
 		if err := d.checkPixel(c, &h, true); err != nil {
 			return err
 		}
-		if err := d.skipElement(c, &h, depth); err != nil {
-			return err
-		}
+		return d.skipElement(c, &h, depth)
+	})
+}
+
+// itemEnd is the end of an item of length that starts here, as
+// eachElement takes it: -1 for an undefined length.
+func itemEnd(d *decoder, length uint32) int64 {
+	if length == undefinedLength {
+		return -1
 	}
+	return d.pos + int64(length)
 }
 
 // checkOrder enforces strictly ascending tags within a data set and rejects

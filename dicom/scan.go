@@ -349,59 +349,30 @@ func (d *decoder) keepSequence(c coding, h *header, want func(Tag) bool, seqs *K
 // keepItem is skipItem keeping the wanted attributes while *budget allows.
 func (d *decoder) keepItem(c coding, length uint32, want func(Tag) bool, budget *int) ([]attr, error) {
 	const depth = 1
-	end := int64(-1)
-	if length != undefinedLength {
-		end = d.pos + int64(length)
-	}
 	var kept []attr
-	var h header
-	var last Tag
-	first := true
-	for {
-		if end >= 0 && d.pos >= end {
-			if d.pos > end {
-				return nil, malformed(d.pos, "elements overrun item")
-			}
-			return kept, nil
-		}
-		if err := d.readHeader(c, &h); err != nil {
-			if err == io.EOF {
-				return nil, truncated("item", d.pos)
-			}
-			return nil, err
-		}
-		if h.tag == ItemDelimitationItem {
-			if end >= 0 {
-				return nil, malformed(d.pos, "item delimiter in defined-length item")
-			}
-			if h.length != 0 {
-				return nil, malformed(d.pos, "item delimiter with length %d", h.length)
-			}
-			return kept, nil
-		}
-		if err := d.checkOrder(&h, &last, &first); err != nil {
-			return nil, err
-		}
+	err := d.eachElement(c, itemEnd(d, length), func(h header) error {
 		if err := d.checkPixel(c, &h, true); err != nil {
-			return nil, err
+			return err
 		}
 		keep := h.length != undefinedLength && !isSequence(c, &h) && want(h.tag)
 		if keep && int64(h.length) > int64(*budget) {
 			keep, *budget = false, 0 // keep nothing after a value that did not fit
 		}
 		if !keep {
-			if err := d.skipElement(c, &h, depth); err != nil {
-				return nil, err
-			}
-			continue
+			return d.skipElement(c, &h, depth)
 		}
 		v, err := d.readValue(h.length, h.tag)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		*budget -= int(h.length)
 		kept = append(kept, attr{tag: h.tag, vr: h.vr, value: v})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return kept, nil
 }
 
 // Items returns the kept items of the top-level sequence t (see
